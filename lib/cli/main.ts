@@ -1,0 +1,35 @@
+#!/usr/bin/env node
+// The lowrank command line. Each command lives in its own module and registers itself here.
+import { Command } from "commander";
+import { info } from "../runtime.js";
+
+const program = new Command();
+program
+  .name("lowrank")
+  .description("LoRA fine-tuning for Node.js: train, merge and inspect PEFT-compatible adapters")
+  .version(info().version);
+
+program
+  .command("info")
+  .description("print the version and build features: SIMD level, threads, CUDA, GPUs, cuBLAS")
+  .option("--json", "print machine-readable JSON")
+  .action((opts: { json?: boolean }) => {
+    const i = info();
+    if (opts.json) {
+      console.log(JSON.stringify(i, null, 2));
+      return;
+    }
+    console.log(`lowrank ${i.version}`);
+    console.log(`  addon:        ${i.addon}`);
+    console.log(`  CPU kernels:  ${i.simd}, ${i.threads} thread(s)`);
+    console.log(`  CUDA backend: ${i.cuda ? `built (runtime ${i.cudaRuntime}, cuBLAS ${i.cublas})` : "not built"}`);
+    if (i.cuda) {
+      if (i.gpus.length === 0) console.log("  GPUs:         none found");
+      i.gpus.forEach((g, k) => console.log(`  cuda:${k}:       ${g}`));
+    }
+  });
+
+program.parseAsync(process.argv).catch((err: Error) => {
+  console.error(`lowrank: ${err.message}`);
+  process.exit(1);
+});

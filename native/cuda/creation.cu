@@ -1,0 +1,128 @@
+// Filling, conversion, strided gathers and random streams on the GPU; each is checked against its
+// CPU twin in native/cpu/creation.cc by test/gpu.
+#include "../core/philox.h"
+#include "common.cuh"
+
+namespace lowrank {
+namespace cuda {
+namespace {
+constexpr int kThreads = 256;
+
+#define LR_GRID_STRIDE_LOOP(i, n) \
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)blockDim.x * gridDim.x)
+
+__device__ __forceinline__ void store(void* dst, DType t, int64_t i, double v) {
+  switch (t) {
+    case DType::F32: static_cast<float*>(dst)[i] = static_cast<float>(v); break;
+    case DType::BF16: static_cast<uint16_t*>(dst)[i] = f32_to_bf16(static_cast<float>(v)); break;
+    case DType::I32: static_cast<int32_t*>(dst)[i] = static_cast<int32_t>(v); break;
+  }
+}
+
+__device__ __forceinline__ float load_f32(const void* src, DType t, int64_t i) {
+  switch (t) {
+    case DType::F32: return static_cast<const float*>(src)[i];
+    case DType::BF16: return bf16_to_f32(static_cast<const uint16_t*>(src)[i]);
+    case DType::I32: return static_cast<float>(static_cast<const int32_t*>(src)[i]);
+  }
+  return 0;
+}
+
+__global__ void fill_kernel(void* dst, DType t, int64_t n, double v) {
+  LR_GRID_STRIDE_LOOP(i, n) store(dst, t, i, v);
+}
+
+__global__ void arange_kernel(void* dst, DType t, int64_t n, double start, double step) {
+  LR_GRID_STRIDE_LOOP(i, n) store(dst, t, i, start + static_cast<double>(i) * step);
+}
+
+__global__ void cast_kernel(const void* src, DType st, void* dst, DType dt, int64_t n) {
+  LR_GRID_STRIDE_LOOP(i, n) store(dst, dt, i, load_f32(src, st, i));
+}
+
+struct StridedArgs {
+  int64_t shape[kMaxDims];
+  int64_t src_strides[kMaxDims];
+  int64_t dst_strides[kMaxDims];
+  int ndim;
+};
+
+template <typename T>
+__global__ void copy_strided_kernel(const T* src, T* dst, int64_t n, StridedArgs a) {
+  LR_GRID_STRIDE_LOOP(i, n) {
+    int64_t rem = i, so = 0, doff = 0;
+    for (int d = a.ndim - 1; d >= 0; --d) {
+      int64_t idx = rem % a.shape[d];
+      so += idx * a.src_strides[d];
+      doff += idx * a.dst_strides[d];
+      rem /= a.shape[d];
+    }
+    dst[doff] = src[so];
+  }
+}
+
+__global__ void uniform_kernel(float* dst, int64_t n, uint64_t seed, uint64_t offset, float low, float high) {
+  LR_GRID_STRIDE_LOOP(i, n) dst[i] = philox_uniform(seed, offset, static_cast<uint64_t>(i), low, high);
+}
+
+__global__ void normal_kernel(float* dst, int64_t n, uint64_t seed, uint64_t offset, float mean, float std) {
+  LR_GRID_STRIDE_LOOP(i, n) dst[i] = philox_normal(seed, offset, static_cast<uint64_t>(i), mean, std);
+}
+}  // namespace
+
+void fill(void* dst, DType dtype, int64_t n, double value) {
+  if (n <= 0) return;
+  fill_kernel<<<grid_for(n, kThreads), kThreads, 0, current_stream()>>>(dst, dtype, n, value);
+  LR_CUDA_LAUNCH_CHECK("fill");
+}
+
+void arange(void* dst, DType dtype, int64_t n, double start, double step) {
+  if (n <= 0) return;
+  arange_kernel<<<grid_for(n, kThreads), kThreads, 0, current_stream()>>>(dst, dtype, n, start, step);
+  LR_CUDA_LAUNCH_CHECK("arange");
+}
+
+void cast(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t n) {
+  if (n <= 0) return;
+  if (src_dtype == dst_dtype) {
+    LR_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * dtype_size(src_dtype), cudaMemcpyDeviceToDevice, current_stream()));
+    return;
+  }
+  cast_kernel<<<grid_for(n, kThreads), kThreads, 0, current_stream()>>>(src, src_dtype, dst, dst_dtype, n);
+  LR_CUDA_LAUNCH_CHECK("cast");
+}
+
+void copy_strided(const void* src, const int64_t* src_strides, void* dst, const int64_t* dst_strides,
+                  size_t elem_size, int ndim, const int64_t* shape) {
+  StridedArgs a{};
+  int64_t n = 1;
+  a.ndim = ndim;
+  for (int d = 0; d < ndim; ++d) {
+    a.shape[d] = shape[d];
+    a.src_strides[d] = src_strides[d];
+    a.dst_strides[d] = dst_strides[d];
+    n *= shape[d];
+  }
+  if (n <= 0) return;
+  unsigned grid = grid_for(n, kThreads);
+  if (elem_size == 2)
+    copy_strided_kernel<<<grid, kThreads, 0, current_stream()>>>(static_cast<const uint16_t*>(src), static_cast<uint16_t*>(dst), n, a);
+  else
+    copy_strided_kernel<<<grid, kThreads, 0, current_stream()>>>(static_cast<const uint32_t*>(src), static_cast<uint32_t*>(dst), n, a);
+  LR_CUDA_LAUNCH_CHECK("copy_strided");
+}
+
+void random_uniform(float* dst, int64_t n, uint64_t seed, uint64_t offset, float low, float high) {
+  if (n <= 0) return;
+  uniform_kernel<<<grid_for(n, kThreads), kThreads, 0, current_stream()>>>(dst, n, seed, offset, low, high);
+  LR_CUDA_LAUNCH_CHECK("random_uniform");
+}
+
+void random_normal(float* dst, int64_t n, uint64_t seed, uint64_t offset, float mean, float std) {
+  if (n <= 0) return;
+  normal_kernel<<<grid_for(n, kThreads), kThreads, 0, current_stream()>>>(dst, n, seed, offset, mean, std);
+  LR_CUDA_LAUNCH_CHECK("random_normal");
+}
+
+}  // namespace cuda
+}  // namespace lowrank

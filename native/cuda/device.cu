@@ -1,0 +1,83 @@
+// Device selection, streams, stream-ordered allocation and copies.
+#include <mutex>
+
+#include "common.cuh"
+
+namespace lowrank {
+namespace cuda {
+namespace {
+cudaStream_t g_streams[kMaxCudaDevices] = {};
+std::mutex g_stream_mutex;
+}  // namespace
+
+void set_device(int device) { LR_CUDA_CHECK(cudaSetDevice(device)); }
+
+cudaStream_t current_stream() {
+  int device = 0;
+  LR_CUDA_CHECK(cudaGetDevice(&device));
+  std::lock_guard<std::mutex> lock(g_stream_mutex);
+  if (!g_streams[device]) LR_CUDA_CHECK(cudaStreamCreateWithFlags(&g_streams[device], cudaStreamNonBlocking));
+  return g_streams[device];
+}
+
+// cudaMallocAsync draws from the driver's stream-ordered pool, which caches freed blocks, so a
+// training step that frees and re-allocates the same sizes does not go back to the driver.
+void* alloc(int device, size_t bytes) {
+  set_device(device);
+  void* p = nullptr;
+  LR_CUDA_CHECK(cudaMallocAsync(&p, bytes == 0 ? 256 : bytes, current_stream()));
+  return p;
+}
+
+void free(int device, void* ptr) {
+  set_device(device);
+  LR_CUDA_CHECK(cudaFreeAsync(ptr, current_stream()));
+}
+
+void copy_host_to_device(int device, void* dst, const void* src, size_t bytes) {
+  set_device(device);
+  // Pageable host memory: the copy is staged and returns once `src` may be reused.
+  LR_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, current_stream()));
+  LR_CUDA_CHECK(cudaStreamSynchronize(current_stream()));
+}
+
+void copy_device_to_host(int device, void* dst, const void* src, size_t bytes) {
+  set_device(device);
+  LR_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, current_stream()));
+  LR_CUDA_CHECK(cudaStreamSynchronize(current_stream()));
+}
+
+void copy_device_to_device(int device, void* dst, const void* src, size_t bytes) {
+  set_device(device);
+  LR_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, current_stream()));
+}
+
+void synchronize(int device) {
+  set_device(device);
+  LR_CUDA_CHECK(cudaStreamSynchronize(current_stream()));
+}
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky error: no driver or no device means zero devices
+    return 0;
+  }
+  return n;
+}
+
+std::string device_name(int device) {
+  cudaDeviceProp prop;
+  LR_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  return std::string(prop.name) + " (sm_" + std::to_string(prop.major) + std::to_string(prop.minor) + ", " +
+         std::to_string(prop.totalGlobalMem >> 20) + " MiB)";
+}
+
+std::string runtime_version() {
+  int v = 0;
+  cudaRuntimeGetVersion(&v);
+  return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10);
+}
+
+}  // namespace cuda
+}  // namespace lowrank

@@ -1,0 +1,249 @@
+import { describe, expect, it } from "vitest";
+import {
+  arange, bf16BitsToF32, empty, f32ToBf16Bits, full, Generator, info, kaimingUniform, keep, memory, ones, rand, randn,
+  tensor, tidy, zeros,
+} from "../lib/index.js";
+import { relError } from "./helpers.js";
+
+const cpuBytes = () => memory().cpu!.bytes;
+
+describe("tensor creation and read-back", () => {
+  it("round-trips nested arrays with shape, dtype and strides", () => {
+    tidy(() => {
+      const t = tensor([[1, 2, 3], [4, 5, 6]]);
+      expect(t.shape).toEqual([2, 3]);
+      expect(t.strides).toEqual([3, 1]);
+      expect(t.dtype).toBe("float32");
+      expect(t.device).toBe("cpu");
+      expect(t.toArray()).toEqual([[1, 2, 3], [4, 5, 6]]);
+      expect(Array.from(t.dataSync())).toEqual([1, 2, 3, 4, 5, 6]);
+    });
+  });
+
+  it("creates from typed arrays and int32", () => {
+    tidy(() => {
+      const t = tensor(new Int32Array([5, -7, 9, 11]), { shape: [2, 2] });
+      expect(t.dtype).toBe("int32");
+      expect(t.toArray()).toEqual([[5, -7], [9, 11]]);
+      expect(tensor(3.5).item()).toBe(3.5);
+      expect(tensor(3.5).shape).toEqual([]);
+    });
+  });
+
+  it("rejects ragged data and wrong sizes with messages that name the shapes", () => {
+    expect(() => tensor([[1, 2], [3]])).toThrow(/ragged/);
+    expect(() => tensor(new Float32Array(5), { shape: [2, 3] })).toThrow(/5 values do not fill shape \[2, 3\]/);
+    expect(() => zeros([2, -1])).toThrow(/invalid shape/);
+    expect(() => tensor([1], { dtype: "float16" as never })).toThrow(/unknown dtype "float16"/);
+    expect(() => zeros([2], { device: "tpu" })).toThrow(/unknown device "tpu"/);
+  });
+
+  it("fills constants and ranges", () => {
+    tidy(() => {
+      expect(Array.from(zeros([3]).dataSync())).toEqual([0, 0, 0]);
+      expect(Array.from(ones([2]).dataSync())).toEqual([1, 1]);
+      expect(Array.from(full([2], -2.5).dataSync())).toEqual([-2.5, -2.5]);
+      expect(Array.from(arange(5).dataSync())).toEqual([0, 1, 2, 3, 4]);
+      expect(Array.from(arange(1, 2, 0.25, { dtype: "float32" }).dataSync())).toEqual([1, 1.25, 1.5, 1.75]);
+      expect(arange(3, 1).size).toBe(0);
+      expect(empty([0, 4]).size).toBe(0);
+    });
+  });
+
+  it("item() refuses tensors with more than one element", () => {
+    tidy(() => expect(() => zeros([2]).item()).toThrow(/item: tensor has 2 elements/));
+  });
+});
+
+describe("views", () => {
+  it("reshape, transpose, permute and slice share storage and read back correctly", () => {
+    tidy(() => {
+      const t = tensor(Array.from({ length: 24 }, (_, i) => i), { shape: [2, 3, 4] });
+      const r = t.reshape(6, -1);
+      expect(r.shape).toEqual([6, 4]);
+      expect(r.storage).toBe(t.storage);
+      const tr = r.transpose(0, 1);
+      expect(tr.shape).toEqual([4, 6]);
+      expect(tr.isContiguous()).toBe(false);
+      expect((tr.toArray() as number[][])[1]).toEqual([1, 5, 9, 13, 17, 21]);
+      const p = t.permute(2, 0, 1);
+      expect(p.shape).toEqual([4, 2, 3]);
+      expect((p.toArray() as number[][][])[3]).toEqual([[3, 7, 11], [15, 19, 23]]);
+      const s = t.slice(1, 1, 3).slice(2, -2);
+      expect(s.shape).toEqual([2, 2, 2]);
+      expect(s.toArray()).toEqual([[[6, 7], [10, 11]], [[18, 19], [22, 23]]]);
+      // reshape of a non-contiguous view copies
+      expect(Array.from(tr.reshape(-1).dataSync()).slice(0, 4)).toEqual([0, 4, 8, 12]);
+      expect(t.unsqueeze(0).shape).toEqual([1, 2, 3, 4]);
+      expect(t.unsqueeze(-1).squeeze().shape).toEqual([2, 3, 4]);
+      expect(t.flatten(1).shape).toEqual([2, 12]);
+      expect(p.contiguous().isContiguous()).toBe(true);
+    });
+  });
+
+  it("explains bad reshapes and dimensions", () => {
+    tidy(() => {
+      const t = zeros([2, 3]);
+      expect(() => t.reshape(4, -1)).toThrow(/cannot reshape \[2, 3\] \(6 elements\) into \[4, -1\]/);
+      expect(() => t.transpose(0, 2)).toThrow(/dimension 2 is out of range/);
+      expect(() => t.permute(0, 0)).toThrow(/not a permutation/);
+    });
+  });
+});
+
+describe("bfloat16", () => {
+  it("rounds float32 to nearest even, keeps NaN and infinities", () => {
+    // 1 + 2^-8 is halfway between bf16 neighbours 1 and 1 + 2^-7: ties go to the even one (1).
+    const halfway = 1 + 2 ** -8;
+    const aboveHalf = 1 + 2 ** -8 + 2 ** -20;
+    const oddTie = 1 + 3 * 2 ** -8; // between 1+2^-7 (odd) and 1+2^-6 (even)
+    const values = [0, -0, 1, -1.5, halfway, aboveHalf, oddTie, 3.14159, 1e-40, 65504, 3.4e38, Infinity, -Infinity, NaN];
+    tidy(() => {
+      const t = tensor(values).to("cpu", "bfloat16");
+      expect(t.dtype).toBe("bfloat16");
+      const back = Array.from(t.to("cpu", "float32").dataSync());
+      const expected = values.map((v) => bf16BitsToF32(f32ToBf16Bits(v)));
+      expect(back.slice(0, -1)).toEqual(expected.slice(0, -1));
+      expect(Number.isNaN(back.at(-1))).toBe(true);
+      expect(back[4]).toBe(1);
+      expect(back[5]).toBe(1 + 2 ** -7);
+      expect(back[6]).toBe(1 + 2 ** -6);
+      expect(back[11]).toBe(Infinity);
+      // relative error of bf16 rounding is at most 2^-9
+      expect(Math.abs(back[7]! - 3.14159) / 3.14159).toBeLessThanOrEqual(2 ** -9);
+    });
+  });
+
+  it("stores raw bits from a Uint16Array and converts int32", () => {
+    tidy(() => {
+      const t = tensor(new Uint16Array([0x3f80, 0xc000]));
+      expect(t.dtype).toBe("bfloat16");
+      expect(Array.from(t.dataSync())).toEqual([1, -2]);
+      expect(Array.from(tensor([1.9, -2.7]).to("cpu", "int32").dataSync())).toEqual([1, -2]);
+      expect(Array.from(arange(3).to("cpu", "float32").dataSync())).toEqual([0, 1, 2]);
+    });
+  });
+});
+
+describe("random streams", () => {
+  it("are reproducible from a seed and advance the offset", () => {
+    tidy(() => {
+      const g1 = new Generator(42), g2 = new Generator(42);
+      const a = rand([1000], { generator: g1 }).dataSync();
+      const b = rand([1000], { generator: g2 }).dataSync();
+      expect(a).toEqual(b);
+      expect(g1.offset).toBe(1000n);
+      const c = rand([1000], { generator: g1 }).dataSync();
+      expect(c).not.toEqual(a);
+      // Restoring the state replays the stream exactly.
+      const g3 = new Generator(0).setState({ seed: "42", offset: "1000" });
+      expect(rand([1000], { generator: g3 }).dataSync()).toEqual(c);
+      // Drawing [0,1000) then [1000,2000) equals drawing 2000 at once.
+      const all = rand([2000], { generator: new Generator(42) }).dataSync();
+      expect(all.slice(1000)).toEqual(c);
+    });
+  });
+
+  it("uniform and normal have the right moments", () => {
+    tidy(() => {
+      const n = 200_000;
+      const u = rand([n], { generator: new Generator(7), low: -2, high: 4 }).dataSync();
+      let mean = 0, min = Infinity, max = -Infinity;
+      for (const v of u) { mean += v / n; min = Math.min(min, v); max = Math.max(max, v); }
+      expect(Math.abs(mean - 1)).toBeLessThan(0.02);
+      expect(min).toBeGreaterThanOrEqual(-2);
+      expect(max).toBeLessThan(4);
+      const z = randn([n], { generator: new Generator(7), mean: 3, std: 2 }).dataSync();
+      let m = 0, v2 = 0;
+      for (const v of z) m += v / n;
+      for (const v of z) v2 += (v - m) ** 2 / n;
+      expect(Math.abs(m - 3)).toBeLessThan(0.02);
+      expect(Math.abs(Math.sqrt(v2) - 2)).toBeLessThan(0.02);
+    });
+  });
+
+  it("kaimingUniform matches PyTorch's bound 1/sqrt(fan_in) for a = sqrt(5)", () => {
+    tidy(() => {
+      const w = kaimingUniform([64, 100], { generator: new Generator(1) }).dataSync();
+      const bound = 1 / Math.sqrt(100);
+      expect(Math.max(...w)).toBeLessThanOrEqual(bound);
+      expect(Math.min(...w)).toBeGreaterThanOrEqual(-bound);
+      expect(Math.max(...w)).toBeGreaterThan(bound * 0.95);
+    });
+  });
+});
+
+describe("memory", () => {
+  it("tidy frees every tensor it does not return, and memory() returns to zero", () => {
+    const before = memory().cpu!;
+    const kept = tidy(() => {
+      for (let i = 0; i < 200; i++) {
+        const t = rand([17, 31]);
+        t.transpose(0, 1).contiguous().reshape(-1).slice(0, 5);
+        tensor([1, 2, 3]).to("cpu", "bfloat16");
+      }
+      return ones([10]);
+    });
+    expect(memory().cpu!.bytes).toBe(before.bytes + 40);
+    expect(memory().cpu!.tensors).toBe(before.tensors + 1);
+    kept.dispose();
+    kept.dispose(); // idempotent
+    expect(memory().cpu).toMatchObject({ bytes: before.bytes, buffers: before.buffers, tensors: before.tensors });
+  });
+
+  it("views keep storage alive until the last view is disposed", () => {
+    const before = cpuBytes();
+    const t = zeros([4, 4]);
+    const v = t.transpose(0, 1);
+    t.dispose();
+    expect(cpuBytes()).toBe(before + 64);
+    expect(v.toArray()).toHaveLength(4);
+    v.dispose();
+    expect(cpuBytes()).toBe(before);
+    expect(() => v.toArray()).toThrow(/used after dispose/);
+  });
+
+  it("nested scopes hand returned tensors to the parent; keep() escapes every scope", () => {
+    const before = cpuBytes();
+    let escaped: ReturnType<typeof zeros> | undefined;
+    tidy(() => {
+      const inner = tidy(() => ({ a: zeros([2]), b: [ones([3])] }));
+      expect(inner.a.isDisposed).toBe(false);
+      escaped = keep(zeros([5]));
+    });
+    expect(escaped!.isDisposed).toBe(false);
+    expect(cpuBytes()).toBe(before + 20);
+    escaped!.dispose();
+    expect(cpuBytes()).toBe(before);
+  });
+
+  it("`using` disposes at the end of a block", () => {
+    const before = cpuBytes();
+    {
+      using t = zeros([100]);
+      expect(cpuBytes()).toBe(before + 400);
+      expect(t.size).toBe(100);
+    }
+    expect(cpuBytes()).toBe(before);
+  });
+
+  it("tidy refuses async functions", () => {
+    expect(() => tidy((async () => zeros([1])) as never)).toThrow(/synchronous/);
+  });
+});
+
+describe("build info", () => {
+  it("names the SIMD level and threads", () => {
+    const i = info();
+    expect(["avx512", "avx2", "scalar"]).toContain(i.simd);
+    expect(i.threads).toBeGreaterThanOrEqual(1);
+    expect(i.version).toMatch(/^\d+\.\d+\.\d+/);
+  });
+
+  it("gives identical random numbers on every SIMD path (relative error 0)", () => {
+    tidy(() => {
+      const a = randn([100], { generator: new Generator(3) }).dataSync();
+      expect(relError(a, a)).toBe(0);
+    });
+  });
+});
