@@ -1,6 +1,7 @@
 // Loads the native addon once. Prefers the CUDA build (build/Release/lowrank_cuda.node) and falls
 // back to the CPU build with a warning when CUDA cannot be loaded on this host.
-// LOWRANK_DEVICE=cpu skips the CUDA build entirely.
+// LOWRANK_DEVICE=cpu skips the CUDA build entirely; LOWRANK_BUILD_DIR points at another cmake-js
+// output folder (default: build).
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
@@ -47,6 +48,12 @@ export interface NativeAddon {
   ): void;
   randomUniform(dst: NativeStorage, byteOffset: number, n: number, seed: bigint, offset: bigint, low: number, high: number): void;
   randomNormal(dst: NativeStorage, byteOffset: number, n: number, seed: bigint, offset: bigint, mean: number, std: number): void;
+  gemm(
+    transA: boolean, transB: boolean, m: number, n: number, k: number, alpha: number,
+    a: NativeStorage, aOffset: number, lda: number, strideA: number,
+    b: NativeStorage, bOffset: number, ldb: number, strideB: number,
+    beta: number, c: NativeStorage, cOffset: number, ldc: number, strideC: number, batch: number,
+  ): void;
   info(): NativeInfo;
   memory(): NativeMemory[];
   synchronize(deviceIndex: number): void;
@@ -60,7 +67,7 @@ const root = join(here, "..");
 const require = createRequire(import.meta.url);
 
 function candidates(): string[] {
-  const release = join(root, "build", "Release");
+  const release = join(root, process.env.LOWRANK_BUILD_DIR ?? "build", "Release");
   const wantCuda = process.env.LOWRANK_DEVICE !== "cpu";
   return [...(wantCuda ? [join(release, "lowrank_cuda.node")] : []), join(release, "lowrank.node")];
 }

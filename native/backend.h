@@ -1,5 +1,7 @@
 // The backend interface: every op family has a CPU twin (namespace cpu, native/cpu/) and, in CUDA
-// builds, a GPU twin with the same signature (namespace cuda, native/cuda/). Pointers are raw
+// builds, a GPU twin with the same signature (namespace cuda, native/cuda/). This header holds the
+// core (memory, creation); each op family declares its kernels in native/ops/<family>.h with
+// LOWRANK_DECLARE_BACKEND, so families are added without touching this file. Pointers are raw
 // element pointers on the backend's own device; shapes are int64 element counts. CUDA functions
 // enqueue work on the device's stream and return without waiting.
 // This header must stay free of Node-API and CUDA runtime headers: the .cu files include it.
@@ -28,6 +30,26 @@ constexpr int kMaxDims = 8;
   /* Philox streams, see core/philox.h */                                                          \
   void random_uniform(float* dst, int64_t n, uint64_t seed, uint64_t offset, float low, float high); \
   void random_normal(float* dst, int64_t n, uint64_t seed, uint64_t offset, float mean, float std);
+
+// Declares the same kernel signatures in namespace cpu and (in CUDA builds) namespace cuda.
+#ifdef LOWRANK_CUDA
+#define LOWRANK_DECLARE_BACKEND(OPS) \
+  namespace lowrank {                \
+  namespace cpu {                    \
+  OPS                                \
+  }                                  \
+  namespace cuda {                   \
+  OPS                                \
+  }                                  \
+  }
+#else
+#define LOWRANK_DECLARE_BACKEND(OPS) \
+  namespace lowrank {                \
+  namespace cpu {                    \
+  OPS                                \
+  }                                  \
+  }
+#endif
 
 namespace cpu {
 void* alloc(size_t bytes);

@@ -73,4 +73,13 @@ Device same_device(const char* op, std::initializer_list<const Buf*> bufs);
   } while (0)
 #endif
 
+// For kernels that have no CUDA twin yet: a clear error on CUDA tensors, the CPU kernel otherwise.
+#define LR_DISPATCH_CPU_ONLY(dev, opname, call)                                                          \
+  do {                                                                                                   \
+    if ((dev).is_cuda())                                                                                 \
+      ::lowrank::binding::fail(std::string(opname) + ": not implemented on CUDA yet; move the tensors to " \
+                               "the CPU with .to(\"cpu\")");                                             \
+    ::lowrank::cpu::call;                                                                                \
+  } while (0)
+
 }  // namespace lowrank

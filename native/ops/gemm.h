@@ -1,0 +1,15 @@
+// Matrix products, the op CPU training spends its time in.
+#pragma once
+#include "../backend.h"
+
+#define LOWRANK_GEMM_OPS                                                                               \
+  /* For b < batch: C_b = alpha * op(A_b) * op(B_b) + beta * C_b, all row-major.                    \
+     op(X) = X, or Xᵀ when trans_x. op(A) is m×k, op(B) is k×n, C is m×n. lda/ldb/ldc are the row   \
+     strides of the matrices as stored; batch strides are in elements (0 broadcasts one matrix).    \
+     beta == 0 overwrites C without reading it (so C may hold NaN garbage). */                      \
+  void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,            \
+                const float* a, int64_t lda, int64_t batch_stride_a, const float* b, int64_t ldb,    \
+                int64_t batch_stride_b, float beta, float* c, int64_t ldc, int64_t batch_stride_c,   \
+                int64_t batch);
+
+LOWRANK_DECLARE_BACKEND(LOWRANK_GEMM_OPS)
