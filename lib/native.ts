@@ -114,6 +114,11 @@ export function native(): NativeAddon {
   return loaded.addon;
 }
 
+/** The addon typed as an op family's kernel interface (each family declares its own, in lib/ops). */
+export function kernels<T>(): T {
+  return native() as unknown as T;
+}
+
 /** Path of the addon file that was loaded. */
 export function nativePath(): string {
   native();

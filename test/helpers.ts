@@ -1,6 +1,7 @@
 // Shared test utilities: float64 reference comparisons and device lists.
 import { expect } from "vitest";
-import { cudaAvailable, type Tensor } from "../lib/index.js";
+import { cudaAvailable, noGrad, tensor, tidy, type Tensor } from "../lib/index.js";
+import { mul, sum } from "../lib/ops/index.js";
 
 /** ‖a − b‖ / ‖b‖ over flat arrays (0 when both are zero). */
 export function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -25,3 +26,57 @@ export function expectClose(t: Tensor | ArrayLike<number>, ref: ArrayLike<number
 /** The CUDA device name when a GPU is usable, for describe.skipIf. */
 export const hasCuda = cudaAvailable();
 export const noCudaReason = "no CUDA device (this build is CPU-only or no GPU is present): run `npm run test:gpu` on a GPU host";
+
+
+/** Deterministic pseudo-random numbers in [-1, 1) for test inputs (mulberry32). */
+export function randomValues(n: number, seed: number): number[] {
+  let a = seed >>> 0;
+  return Array.from({ length: n }, () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1;
+  });
+}
+
+/**
+ * Checks the gradients of fn at `inputs` against central finite differences.
+ * The output is reduced to a scalar with fixed random weights so every output element matters.
+ * float32 evaluation: with eps = 1e-2 the truncation error is O(eps²) ≈ 1e-4 relative and the
+ * rounding error ≈ 1e-7 / eps = 1e-5, so gradients agree to about 1e-3 relative (the default tol).
+ */
+export function gradcheck(fn: (...xs: Tensor[]) => Tensor, inputs: Tensor[], opts: { eps?: number; tol?: number; check?: boolean[] } = {}): void {
+  const eps = opts.eps ?? 1e-2, tol = opts.tol ?? 2e-3;
+  const outShape = noGrad(() => tidy(() => [...fn(...inputs).shape]));
+  const weights = tensor(randomValues(outShape.reduce((a, b) => a * b, 1), 99), { shape: outShape });
+  const objective = (...xs: Tensor[]) => sum(mul(fn(...xs), weights));
+  inputs.forEach((x) => (x.requiresGrad = true));
+  tidy(() => objective(...inputs).backward());
+  inputs.forEach((x, k) => {
+    if (opts.check && !opts.check[k]) return;
+    const base = Array.from(x.dataSync());
+    const numeric = base.map((_, i) =>
+      noGrad(() =>
+        tidy(() => {
+          const at = (delta: number) => {
+            const vals = base.slice();
+            vals[i]! += delta;
+            const xi = tensor(vals, { shape: x.shape });
+            return objective(...inputs.map((y, j) => (j === k ? xi : y))).item();
+          };
+          return (at(eps) - at(-eps)) / (2 * eps);
+        }),
+      ),
+    );
+    expect(x.grad, `input ${k} got no gradient`).not.toBeNull();
+    const analytic = x.grad!.dataSync();
+    const err = relError(analytic, numeric);
+    expect(err, `input ${k}: analytic vs finite-difference gradient, relative error ${err}`).toBeLessThanOrEqual(tol);
+  });
+  inputs.forEach((x) => {
+    x.grad?.dispose();
+    x.grad = null;
+  });
+  weights.dispose();
+}

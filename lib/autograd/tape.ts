@@ -12,6 +12,8 @@ export interface GradNode {
   backward(grad: Tensor): (Tensor | null)[];
   /** Aliases kept alive for backward; released by the engine. */
   saved: Tensor[];
+  /** Set once backward ran and the saved tensors were freed. */
+  released?: boolean;
 }
 
 let gradDepth = 0;

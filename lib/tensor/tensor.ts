@@ -1,6 +1,7 @@
 // Tensor: a strided view (shape, strides, offset) over a reference-counted native storage.
 // Memory is freed deterministically: dispose(), tidy() scopes, or `using`. Views share storage;
 // the storage goes back to its device when the last view of it is disposed.
+import { backward } from "../autograd/engine.js";
 import { record, type GradNode } from "../autograd/tape.js";
 import { native, type NativeStorage } from "../native.js";
 import { parseDevice, type Device, type DeviceSpec } from "./device.js";
@@ -169,6 +170,14 @@ export class Tensor {
     this.requiresGrad = value;
     return this;
   }
+  /**
+   * Backpropagates from this tensor: adds d(this)/d(leaf) into leaf.grad for every leaf that
+   * requires grad. `grad` defaults to 1 for a one-element tensor. Frees the graph.
+   */
+  backward(grad?: Tensor): void {
+    backward(this, grad);
+  }
+
   /** A view of the same data cut from the graph. */
   detach(): Tensor {
     return new Tensor(this.storage.retain(), this.shape, this.dtype, this.strides, this.offset);
@@ -191,7 +200,7 @@ export class Tensor {
       this.grad.dispose();
       this.grad = null;
     }
-    this._gradFn = null;
+    // gradFn stays: a recorded graph still routes gradients through disposed intermediates.
     onDispose(this, device);
   }
 

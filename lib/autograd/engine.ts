@@ -1,0 +1,110 @@
+// Reverse-mode differentiation over the tape: visits the recorded ops from the output back to the
+// leaves in reverse topological order, calls each op's backward rule once with the summed
+// gradient of its output, and accumulates into the .grad of leaves that require grad.
+// Every intermediate gradient and saved tensor is disposed as soon as it is used.
+import { onesLike } from "../tensor/creation.js";
+import { keep } from "../tensor/scope.js";
+import { formatShape, type Tensor } from "../tensor/tensor.js";
+import { add, addInPlace } from "../ops/elementwise.js";
+import { noGrad, type GradNode } from "./tape.js";
+
+function topoOrder(root: GradNode): GradNode[] {
+  const order: GradNode[] = [];
+  const seen = new Set<GradNode>([root]);
+  const stack: { node: GradNode; next: number }[] = [{ node: root, next: 0 }];
+  while (stack.length > 0) {
+    const top = stack[stack.length - 1]!;
+    const input = top.node.inputs[top.next++];
+    if (top.next > top.node.inputs.length) {
+      order.push(top.node);
+      stack.pop();
+    } else if (input?.gradFn && !seen.has(input.gradFn)) {
+      seen.add(input.gradFn);
+      stack.push({ node: input.gradFn, next: 0 });
+    }
+  }
+  return order.reverse();
+}
+
+function checkGrad(node: string, input: Tensor, g: Tensor): void {
+  if (g.ndim !== input.ndim || g.shape.some((s, i) => s !== input.shape[i])) {
+    throw new Error(`backward of ${node}: gradient shape ${formatShape(g.shape)} does not match its input ${formatShape(input.shape)}`);
+  }
+}
+
+/** Adds g into leaf.grad; takes ownership of g. */
+function accumulateLeaf(leaf: Tensor, g: Tensor): void {
+  keep(g);
+  if (!leaf.grad) {
+    // The stored gradient must own its memory: a view or alias would be changed by later in-place sums.
+    if (g.isContiguous() && g.storage.refCount === 1) {
+      leaf.grad = g;
+    } else {
+      leaf.grad = keep(g.contiguous());
+      g.dispose();
+    }
+  } else {
+    addInPlace(leaf.grad, g);
+    g.dispose();
+  }
+}
+
+/**
+ * Computes d(root)/d(leaf) for every leaf that requires grad and adds it to leaf.grad.
+ * `grad` defaults to 1 for a one-element root. The graph is freed afterwards.
+ */
+export function backward(root: Tensor, grad?: Tensor): void {
+  if (!root.requiresGrad) {
+    throw new Error(
+      "backward: this tensor does not require grad: no parameter it depends on has requiresGrad, or it was computed inside noGrad()",
+    );
+  }
+  if (!grad && root.size !== 1) {
+    throw new Error(`backward: a gradient must be passed for a non-scalar output of shape ${formatShape(root.shape)}`);
+  }
+  noGrad(() => {
+    const seed = grad ? grad.alias() : onesLike(root);
+    if (grad) checkGrad("backward", root, grad);
+    if (!root.gradFn) {
+      accumulateLeaf(root, seed);
+      return;
+    }
+    const grads = new Map<GradNode, Tensor>([[root.gradFn, seed]]);
+    for (const node of topoOrder(root.gradFn)) {
+      if (node.released) {
+        throw new Error(`backward: the graph through ${node.name} was already used by an earlier backward(); run the forward pass again`);
+      }
+      const g = grads.get(node);
+      grads.delete(node);
+      let inputGrads: (Tensor | null)[] = [];
+      try {
+        if (g) inputGrads = node.backward(g);
+      } finally {
+        g?.dispose();
+        node.saved.forEach((t) => t.dispose());
+        node.saved = [];
+        node.released = true;
+      }
+      node.inputs.forEach((input, i) => {
+        const gi = inputGrads[i];
+        if (!input || !gi) {
+          gi?.dispose();
+          return;
+        }
+        checkGrad(node.name, input, gi);
+        if (!input.gradFn) {
+          accumulateLeaf(input, gi);
+          return;
+        }
+        const prev = grads.get(input.gradFn);
+        if (prev) {
+          grads.set(input.gradFn, add(prev, gi));
+          prev.dispose();
+          gi.dispose();
+        } else {
+          grads.set(input.gradFn, gi);
+        }
+      });
+    }
+  });
+}

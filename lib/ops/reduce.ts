@@ -1,0 +1,67 @@
+// Sums and means over dimensions, and the reduction that undoes broadcasting in backward.
+import { record } from "../autograd/tape.js";
+import { native } from "../native.js";
+import { DTYPE_SIZE } from "../tensor/dtype.js";
+import { emptyLike, formatShape, normDim, shapeSize, type Tensor } from "../tensor/tensor.js";
+import { elementwiseKernels, scale } from "./elementwise.js";
+import { broadcastShapes, broadcastStrides, checkFloat, newFloat, withContiguous } from "./util.js";
+
+function normDims(t: Tensor, dims: number | readonly number[] | undefined, op: string): number[] {
+  if (dims === undefined) return [...t.shape.keys()];
+  const list = (typeof dims === "number" ? [dims] : [...dims]).map((d) => normDim(d, t.ndim, op));
+  if (new Set(list).size !== list.length) throw new Error(`${op}: repeated dimension in [${list.join(", ")}]`);
+  return list.sort((a, b) => a - b);
+}
+
+/**
+ * Sum over `dims` (all when omitted). The reduced dimensions are moved last, made contiguous and
+ * summed row by row in double precision.
+ */
+export function sum(t: Tensor, dims?: number | readonly number[], keepDim = false): Tensor {
+  checkFloat("sum", t);
+  const reduced = normDims(t, dims, "sum");
+  const kept = [...t.shape.keys()].filter((d) => !reduced.includes(d));
+  const keptShape = kept.map((d) => t.shape[d]!);
+  const outShape = keepDim ? t.shape.map((s, d) => (reduced.includes(d) ? 1 : s)) : keptShape;
+  const cols = shapeSize(reduced.map((d) => t.shape[d]!));
+  const out = newFloat(outShape, t);
+  const moved = t.permute([...kept, ...reduced]);
+  withContiguous([moved], (m) => elementwiseKernels().sumRows(m.storage.native, m.byteOffset, out.storage.native, 0, shapeSize(keptShape), cols));
+  moved.dispose();
+  const inShape = t.shape;
+  record("sum", out, [t], (g) => [expandTo(keepDim ? g : g.reshape(t.shape.map((s, d) => (reduced.includes(d) ? 1 : s))), inShape)]);
+  return out;
+}
+
+/** Mean over `dims` (all when omitted). */
+export function mean(t: Tensor, dims?: number | readonly number[], keepDim = false): Tensor {
+  const reduced = normDims(t, dims, "mean");
+  const count = shapeSize(reduced.map((d) => t.shape[d]!));
+  const s = sum(t, reduced, keepDim);
+  const out = scale(s, 1 / count);
+  s.dispose();
+  return out;
+}
+
+/** A contiguous copy of `t` broadcast to `shape`. Differentiable (its backward is sumToShape). */
+export function expandTo(t: Tensor, shape: readonly number[]): Tensor {
+  const out = emptyLike(shape, t.dtype, t.deviceInfo);
+  native().copyStrided(t.storage.native, t.byteOffset, broadcastStrides(t, shape), out.storage.native, 0, out.strides, shape, DTYPE_SIZE[t.dtype]);
+  const from = t.shape;
+  record("expand", out, [t], (g) => [sumToShape(g, from)]);
+  return out;
+}
+
+/** Sums g over the dimensions that broadcasting added or stretched, giving `shape`. */
+export function sumToShape(g: Tensor, shape: readonly number[]): Tensor {
+  if (g.ndim === shape.length && g.shape.every((s, i) => s === shape[i])) return g.alias();
+  broadcastShapes("sumToShape", shape, g.shape);
+  const lead = g.ndim - shape.length;
+  if (lead < 0) throw new Error(`sumToShape: cannot reduce ${formatShape(g.shape)} to ${formatShape(shape)}`);
+  const dims = g.shape.map((_, i) => i).filter((i) => i < lead || (shape[i - lead] === 1 && g.shape[i] !== 1));
+  const s = sum(g, dims, true);
+  const out = s.reshape([...shape]);
+  s.dispose();
+  return out;
+}
+

@@ -1,0 +1,59 @@
+// Checks and shape helpers shared by the op families.
+import { emptyLike, formatShape, Tensor } from "../tensor/tensor.js";
+
+/** Throws unless every tensor is float32 and all share one device. */
+export function checkFloat(op: string, ...ts: Tensor[]): void {
+  for (const t of ts) {
+    if (t.dtype !== "float32") {
+      throw new Error(`${op}: expects float32 tensors, got ${t.dtype} ${formatShape(t.shape)}; convert with .to(device, "float32")`);
+    }
+  }
+  checkSameDevice(op, ...ts);
+}
+
+export function checkSameDevice(op: string, ...ts: Tensor[]): void {
+  const d = ts[0]?.device;
+  for (const t of ts) {
+    if (t.device !== d) throw new Error(`${op}: tensors are on different devices (${d} and ${t.device}); move them with .to(device)`);
+  }
+}
+
+/** NumPy broadcasting of two shapes. */
+export function broadcastShapes(op: string, a: readonly number[], b: readonly number[]): number[] {
+  const n = Math.max(a.length, b.length);
+  const out = new Array<number>(n);
+  for (let i = 0; i < n; i++) {
+    const da = a[a.length - n + i] ?? 1, db = b[b.length - n + i] ?? 1;
+    if (da !== db && da !== 1 && db !== 1) {
+      throw new Error(`${op}: shapes ${formatShape(a)} and ${formatShape(b)} cannot be broadcast (dimension ${i}: ${da} vs ${db})`);
+    }
+    out[i] = da === 1 ? db : da;
+  }
+  return out;
+}
+
+/** Strides that read `t` as if expanded to `shape` (0 on broadcast dimensions). */
+export function broadcastStrides(t: Tensor, shape: readonly number[]): number[] {
+  const lead = shape.length - t.ndim;
+  return shape.map((_, i) => (i < lead || t.shape[i - lead] === 1 ? 0 : t.strides[i - lead]!));
+}
+
+/** A contiguous float32 output on t's device. */
+export function newFloat(shape: readonly number[], like: Tensor): Tensor {
+  return emptyLike(shape, "float32", like.deviceInfo);
+}
+
+/** t itself when contiguous, else a contiguous copy (the caller disposes it when it differs from t). */
+export function contiguousInput(t: Tensor): Tensor {
+  return t.isContiguous() ? t : t.contiguous();
+}
+
+/** Runs fn with contiguous versions of the inputs, disposing any copies afterwards. */
+export function withContiguous<T>(ts: Tensor[], fn: (...cs: Tensor[]) => T): T {
+  const cs = ts.map(contiguousInput);
+  try {
+    return fn(...cs);
+  } finally {
+    cs.forEach((c, i) => c !== ts[i] && c.dispose());
+  }
+}
