@@ -1,26 +1,204 @@
-// CPU GEMM. (Reference implementation; the packed, blocked, register-tiled kernel replaces it.)
+// CPU fp32 GEMM, GotoBLAS/BLIS style: the op CPU training spends its time in.
+//
+//   for jc over n in steps of nc:              packed B block  kc×nc  (L3)
+//     for pc over k in steps of kc:
+//       pack B[pc:pc+kc, jc:jc+nc] into NR-wide micro-panels
+//       for ic over m in steps of mc:          packed A block  mc×kc  (L2)
+//         pack A[ic:ic+mc, pc:pc+kc] into MR-tall micro-panels
+//         for jr over nc in steps of NR:       B micro-panel   kc×NR  (L1)
+//           for ir over mc in steps of MR:
+//             micro-kernel: C[ir:ir+MR, jr:jr+NR] (+)= A panel · B panel   (registers)
+//
+// Packing reads op(A) and op(B) through (row, column) strides, so all four transpose cases feed
+// the same micro-kernel. Threads split C into disjoint blocks and each packs its own operands, so
+// they never wait on each other. Micro-kernels live in gemm_avx512.cc / gemm_avx2.cc and below.
+#include <algorithm>
+#include <cstdlib>
+#include <new>
+
 #include "../ops/gemm.h"
+#include "gemm_kernels.h"
 #include "parallel.h"
+#include "simd.h"
 
 namespace lowrank {
 namespace cpu {
+namespace {
+
+// Portable micro-kernel for hosts without AVX2: a 4×16 tile that compilers auto-vectorize with
+// whatever vector unit the baseline target has (SSE2, NEON).
+constexpr int kScalarMR = 4, kScalarNR = 16;
+
+void micro_scalar(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha, float beta) {
+  float acc[kScalarMR][kScalarNR] = {};
+  for (int64_t p = 0; p < kc; ++p, a += kScalarMR, b += kScalarNR)
+    for (int i = 0; i < kScalarMR; ++i)
+      for (int j = 0; j < kScalarNR; ++j) acc[i][j] += a[i] * b[j];
+  for (int i = 0; i < kScalarMR; ++i)
+    for (int j = 0; j < kScalarNR; ++j)
+      c[i * ldc + j] = alpha * acc[i][j] + (beta == 0 ? 0.0f : beta * c[i * ldc + j]);
+}
+
+const GemmKernel kScalarKernel{"scalar 4x16", kScalarMR, kScalarNR, 128, 256, 2048, micro_scalar};
+
+const GemmKernel& kernel() {
+  static const GemmKernel* k = has_avx512() ? gemm_kernel_avx512() : has_avx2_fma() ? gemm_kernel_avx2() : nullptr;
+  return k ? *k : kScalarKernel;
+}
+
+// A strided read-only view of op(X): element (i, j) is at p[i * rs + j * cs].
+struct View {
+  const float* p;
+  int64_t rs, cs;
+  const float* at(int64_t i, int64_t j) const { return p + i * rs + j * cs; }
+};
+
+// Packs `rows` rows × kc columns of src into one micro-panel dst[p*w + r], zero-padding rows up to
+// w. For A, "rows" are rows of op(A); for B they are columns of op(B) (pass its transposed view).
+void pack_panel(View src, int rows, int64_t kc, int w, float* dst) {
+  if (src.rs == 1) {  // each column of the panel is contiguous in memory
+    for (int64_t p = 0; p < kc; ++p, dst += w) {
+      const float* s = src.p + p * src.cs;
+      for (int r = 0; r < rows; ++r) dst[r] = s[r];
+      for (int r = rows; r < w; ++r) dst[r] = 0;
+    }
+  } else {  // each row is a stream along p
+    for (int r = 0; r < rows; ++r) {
+      const float* s = src.p + r * src.rs;
+      for (int64_t p = 0; p < kc; ++p) dst[p * w + r] = s[p * src.cs];
+    }
+    for (int64_t p = 0; p < kc; ++p)
+      for (int r = rows; r < w; ++r) dst[p * w + r] = 0;
+  }
+}
+
+// Packs an mc×kc block of src (rows × k) into consecutive micro-panels of w rows.
+void pack_block(View src, int64_t rows, int64_t kc, int w, float* dst) {
+  for (int64_t r = 0; r < rows; r += w, dst += w * kc)
+    pack_panel({src.p + r * src.rs, src.rs, src.cs}, int(std::min<int64_t>(w, rows - r)), kc, w, dst);
+}
+
+// Per-thread packing buffers, kept across calls (the pool's threads live as long as the addon).
+struct Scratch {
+  float* a = nullptr;
+  float* b = nullptr;
+  size_t a_cap = 0, b_cap = 0;
+  ~Scratch() {
+    std::free(a);
+    std::free(b);
+  }
+  static float* grow(float*& p, size_t& cap, size_t n) {
+    if (n > cap) {
+      std::free(p);
+      p = static_cast<float*>(std::aligned_alloc(64, ((n * sizeof(float) + 63) / 64) * 64));
+      if (!p) throw std::bad_alloc();
+      cap = n;
+    }
+    return p;
+  }
+};
+
+// ceil(total / ceil(total / cap)) rounded up to `unit`: the most even split of total into blocks
+// of at most cap (rounded), so a remainder never makes one thin, slow block.
+int64_t balanced_block(int64_t total, int64_t cap, int64_t unit) {
+  int64_t blocks = (total + cap - 1) / cap;
+  int64_t size = (total + blocks - 1) / blocks;
+  return (size + unit - 1) / unit * unit;
+}
+
+// C (m×n, row stride ldc) = alpha · op(A) (m×k) · op(B) (k×n) + beta · C, on the calling thread.
+void gemm_block(const GemmKernel& K, View A, View B, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k, float alpha,
+                float beta) {
+  static thread_local Scratch scratch;
+  const int MR = K.mr, NR = K.nr;
+  const int64_t kc_max = balanced_block(k, K.kc, 1);
+  const int64_t mc_max = balanced_block(m, K.mc, MR);
+  const int64_t nc_max = balanced_block(n, K.nc, NR);
+  float* ap = Scratch::grow(scratch.a, scratch.a_cap, size_t(mc_max * kc_max));
+  float* bp = Scratch::grow(scratch.b, scratch.b_cap, size_t(nc_max * kc_max));
+  alignas(64) float tile[32 * 64];  // edge tiles: MR×NR ≤ 32×64 for every kernel
+  for (int64_t jc = 0; jc < n; jc += nc_max) {
+    const int64_t nc = std::min(nc_max, n - jc);
+    for (int64_t pc = 0; pc < k; pc += kc_max) {
+      const int64_t kc = std::min(kc_max, k - pc);
+      const float beta_pc = pc == 0 ? beta : 1.0f;  // later k blocks accumulate onto the first
+      pack_block({B.at(pc, jc), B.cs, B.rs}, nc, kc, NR, bp);
+      for (int64_t ic = 0; ic < m; ic += mc_max) {
+        const int64_t mc = std::min(mc_max, m - ic);
+        pack_block(View{A.at(ic, pc), A.rs, A.cs}, mc, kc, MR, ap);
+        for (int64_t jr = 0; jr < nc; jr += NR) {
+          const int nr = int(std::min<int64_t>(NR, nc - jr));
+          for (int64_t ir = 0; ir < mc; ir += MR) {
+            const int mr = int(std::min<int64_t>(MR, mc - ir));
+            float* cij = c + (ic + ir) * ldc + jc + jr;
+            const float* a_panel = ap + ir * kc;
+            const float* b_panel = bp + jr * kc;
+            if (mr == MR && nr == NR) {
+              K.micro(kc, a_panel, b_panel, cij, ldc, alpha, beta_pc);
+              continue;
+            }
+            K.micro(kc, a_panel, b_panel, tile, NR, alpha, 0.0f);
+            for (int i = 0; i < mr; ++i)
+              for (int j = 0; j < nr; ++j)
+                cij[i * ldc + j] = tile[i * NR + j] + (beta_pc == 0 ? 0.0f : beta_pc * cij[i * ldc + j]);
+          }
+        }
+      }
+    }
+  }
+}
+
+// C = beta · C for k == 0 or alpha == 0 (beta == 0 writes zeros without reading C).
+void scale_c(float* c, int64_t ldc, int64_t m, int64_t n, float beta) {
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0 ? 0.0f : beta * c[i * ldc + j];
+}
+
+// Below this many multiply-adds a call runs on one thread: waking the pool costs more.
+constexpr int64_t kParallelMinWork = int64_t(1) << 18;
+
+}  // namespace
 
 void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
               int64_t batch_stride_a, const float* b, int64_t ldb, int64_t batch_stride_b, float beta, float* c,
               int64_t ldc, int64_t batch_stride_c, int64_t batch) {
-  for (int64_t bi = 0; bi < batch; ++bi) {
-    const float* A = a + bi * batch_stride_a;
-    const float* B = b + bi * batch_stride_b;
-    float* C = c + bi * batch_stride_c;
-    parallel_for(m, 1, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i)
-        for (int64_t j = 0; j < n; ++j) {
-          float acc = 0;
-          for (int64_t p = 0; p < k; ++p) acc += (trans_a ? A[p * lda + i] : A[i * lda + p]) * (trans_b ? B[j * ldb + p] : B[p * ldb + j]);
-          C[i * ldc + j] = alpha * acc + (beta == 0 ? 0.0f : beta * C[i * ldc + j]);
-        }
-    });
-  }
+  if (m == 0 || n == 0 || batch == 0) return;
+  const GemmKernel& K = kernel();
+  // op(A)(i, p) and op(B)(p, j) as strided views: packing absorbs the transposes.
+  const int64_t a_rs = trans_a ? 1 : lda, a_cs = trans_a ? lda : 1;
+  const int64_t b_rs = trans_b ? 1 : ldb, b_cs = trans_b ? ldb : 1;
+  const bool trivial = k == 0 || alpha == 0;
+
+  // Work items: each matrix of the batch is cut into `parts` blocks of whole tiles along its
+  // longer tile dimension; item w is block w / batch of matrix w % batch, and thread t takes a
+  // contiguous run of items. With parts == threads each thread owns one block of every matrix;
+  // tiny matrices (parts == 1) are shared out whole.
+  const int64_t tiles_m = (m + K.mr - 1) / K.mr, tiles_n = (n + K.nr - 1) / K.nr;
+  const bool split_m = tiles_m >= tiles_n;
+  const int64_t tiles = split_m ? tiles_m : tiles_n, tile = split_m ? K.mr : K.nr;
+  const bool parallel = m * n * std::max<int64_t>(k, 1) * batch >= kParallelMinWork;
+  auto run = [&](int t, int nt) {
+    const int64_t parts = std::min<int64_t>(nt, tiles), items = parts * batch;
+    for (int64_t w = items * t / nt; w < items * (t + 1) / nt; ++w) {
+      const int64_t part = w / batch, bi = w % batch;
+      const int64_t lo = std::min(tiles * part / parts * tile, split_m ? m : n);
+      const int64_t hi = std::min(tiles * (part + 1) / parts * tile, split_m ? m : n);
+      const int64_t i0 = split_m ? lo : 0, mb = split_m ? hi - lo : m;
+      const int64_t j0 = split_m ? 0 : lo, nb = split_m ? n : hi - lo;
+      float* cb = c + bi * batch_stride_c + i0 * ldc + j0;
+      if (trivial) {
+        scale_c(cb, ldc, mb, nb, beta);
+        continue;
+      }
+      View A{a + bi * batch_stride_a + i0 * a_rs, a_rs, a_cs};
+      View B{b + bi * batch_stride_b + j0 * b_cs, b_rs, b_cs};
+      gemm_block(K, A, B, cb, ldc, mb, nb, k, alpha, beta);
+    }
+  };
+  if (parallel)
+    parallel_threads(run);
+  else
+    run(0, 1);
 }
 
 }  // namespace cpu
