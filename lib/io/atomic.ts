@@ -1,0 +1,109 @@
+// Atomic file writes: the data goes to a temporary file in the same folder, is flushed to disk
+// (fsync), and is renamed over the target. rename() within one file system is atomic, so a reader
+// sees either the old file or the complete new one, never a half-written checkpoint, even if the
+// process dies mid-write. The temporary file is removed when anything fails.
+import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
+import { open, rename, rm } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { basename, dirname, join } from "node:path";
+
+/** What can be written: a string (UTF-8), bytes, or a list of byte chunks written in order. */
+export type FileData = string | Uint8Array | readonly Uint8Array[];
+
+function chunksOf(data: FileData): readonly Uint8Array[] {
+  if (typeof data === "string") return [Buffer.from(data, "utf8")];
+  return data instanceof Uint8Array ? [data] : data;
+}
+
+/** A hidden sibling of `path` with a random suffix, so concurrent writers never collide. */
+function tempPathFor(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`);
+}
+
+function failure(path: string, err: unknown): Error {
+  const reason = err instanceof Error ? err.message : String(err);
+  return new Error(`writeFileAtomic: cannot write "${path}": ${reason}`, { cause: err });
+}
+
+// After the rename, the new directory entry is durable only once the directory itself is synced.
+// Windows cannot open a directory for fsync, and NTFS journals renames, so it is skipped there.
+function syncDirectory(dir: string): void {
+  if (process.platform === "win32") return;
+  const fd = openSync(dir, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+async function syncDirectoryAsync(dir: string): Promise<void> {
+  if (process.platform === "win32") return;
+  const handle = await open(dir, "r");
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Writes `data` to `path` atomically (temp file in the same folder, fsync, rename). */
+export function writeFileAtomic(path: string, data: FileData): void {
+  const tmp = tempPathFor(path);
+  let fd: number | undefined;
+  try {
+    fd = openSync(tmp, "wx");
+    for (const chunk of chunksOf(data)) {
+      // writeSync may write less than asked (large chunks, signals): loop until all is out.
+      for (let done = 0; done < chunk.byteLength; ) done += writeSync(fd, chunk, done, chunk.byteLength - done);
+    }
+    fsyncSync(fd);
+    closeSync(fd);
+    fd = undefined;
+    renameSync(tmp, path);
+    syncDirectory(dirname(path));
+  } catch (err) {
+    if (fd !== undefined) closeSync(fd);
+    rmSync(tmp, { force: true });
+    throw failure(path, err);
+  }
+}
+
+/** The Promise form of writeFileAtomic: the event loop keeps running during the disk I/O. */
+export async function writeFileAtomicAsync(path: string, data: FileData): Promise<void> {
+  const tmp = tempPathFor(path);
+  let handle: Awaited<ReturnType<typeof open>> | undefined;
+  try {
+    handle = await open(tmp, "wx");
+    for (const chunk of chunksOf(data)) {
+      for (let done = 0; done < chunk.byteLength; ) {
+        done += (await handle.write(chunk, done, chunk.byteLength - done)).bytesWritten;
+      }
+    }
+    await handle.sync();
+    await handle.close();
+    handle = undefined;
+    await rename(tmp, path);
+    await syncDirectoryAsync(dirname(path));
+  } catch (err) {
+    await handle?.close();
+    await rm(tmp, { force: true });
+    throw failure(path, err);
+  }
+}
+
+function jsonText(path: string, value: unknown): string {
+  const text = JSON.stringify(value, null, 2);
+  if (text === undefined) throw new Error(`writeJsonAtomic: cannot write "${path}": the value is not JSON-serializable (${typeof value})`);
+  return text + "\n";
+}
+
+/** Writes `value` as JSON (2-space indent, trailing newline) to `path` atomically. */
+export function writeJsonAtomic(path: string, value: unknown): void {
+  writeFileAtomic(path, jsonText(path, value));
+}
+
+/** The Promise form of writeJsonAtomic. */
+export async function writeJsonAtomicAsync(path: string, value: unknown): Promise<void> {
+  await writeFileAtomicAsync(path, jsonText(path, value));
+}
