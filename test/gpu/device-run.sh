@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Builds the CUDA addon and runs the GPU tests on a GPU host (see README, "Running the GPU tests").
+# Run from the project root after `source .devkit/setup.sh`. Logs go to $OUT (or ./gpu-logs).
+set -uo pipefail
+out=${OUT:-gpu-logs}
+mkdir -p "$out"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv | tee "$out/nvidia-smi.txt"
+echo "== build (LOWRANK_CUDA=1)"
+LOWRANK_CUDA=1 npx cmake-js compile --out build > "$out/build.log" 2>&1 || { tail -50 "$out/build.log"; exit 1; }
+grep -E "lowrank:" "$out/build.log"
+echo "== lowrank info"
+if [ -f dist/cli/main.js ]; then node dist/cli/main.js info | tee "$out/info.txt"; fi
+echo "== GPU tests"
+npx vitest run test/gpu 2>&1 | tee "$out/test-gpu.log" | grep -vE "^\s*$" | tail -40
+status=${PIPESTATUS[0]}
+echo "== exit $status"
+exit "$status"
