@@ -1,0 +1,268 @@
+// Matrix products: matmul (PyTorch semantics), linear (x·Wᵀ + b) and conv1dLinear (x·W + b, GPT-2's
+// Conv1D). Everything goes through one batched gemm call (native/ops/gemm.h). Operands are read in
+// place whenever gemm can: a transposed view becomes a trans flag plus its row stride, a broadcast
+// batch becomes batch stride 0, and leading dimensions that walk memory with one stride become rows.
+// Only layouts gemm cannot express are copied. Backward rules compute dA = dC·Bᵀ and dB = Aᵀ·dC by
+// flipping trans flags, never by materializing a transpose; frozen operands get no gemm at all.
+import { record } from "../autograd/tape.js";
+import { native } from "../native.js";
+import { full } from "../tensor/creation.js";
+import { copyInto, emptyLike, formatShape, shapeSize, type Tensor } from "../tensor/tensor.js";
+import { sumToShape } from "./reduce.js";
+import { broadcastShapes, checkFloat, newFloat } from "./util.js";
+
+/**
+ * A batch of matrices as gemm reads them. rows × cols is the logical shape op(X); when `trans`, the
+ * memory holds Xᵀ (cols × rows) row-major. `ld` is the row stride of the stored matrix and
+ * `batchStride` the distance between consecutive matrices (0: one matrix shared by the batch).
+ */
+interface Mat {
+  t: Tensor;
+  rows: number;
+  cols: number;
+  trans: boolean;
+  ld: number;
+  batchStride: number;
+}
+
+/** Xᵀ of a Mat: the same memory read with the other trans flag. */
+function tr(x: Mat): Mat {
+  return { ...x, rows: x.cols, cols: x.rows, trans: !x.trans };
+}
+
+/**
+ * The one stride s that walks `shape` in row-major order (offset of flat index i = s·i), ignoring
+ * size-1 dimensions, or null when the dimensions cannot be read as one. 0 for a fully broadcast
+ * (all-stride-0) or empty set of dimensions.
+ */
+function flatStride(shape: readonly number[], strides: readonly number[]): number | null {
+  let s: number | null = null, inner = 1;
+  for (let d = shape.length - 1; d >= 0; d--) {
+    if (shape[d] === 1) continue;
+    if (s === null) s = strides[d]!;
+    else if (strides[d] !== s * inner) return null;
+    inner *= shape[d]!;
+  }
+  return s ?? 0;
+}
+
+/** How gemm reads a rows × cols matrix with strides (sr, sc), or null when it cannot without a copy. */
+function matLayout(rows: number, cols: number, sr: number, sc: number): { trans: boolean; ld: number } | null {
+  // Row-major with row stride sr (the row stride of a single row is irrelevant).
+  if ((cols === 1 || sc === 1) && (rows === 1 || sr >= cols)) return { trans: false, ld: Math.max(rows === 1 ? cols : sr, 1) };
+  // The transpose of a row-major matrix: columns are contiguous.
+  if ((rows === 1 || sr === 1) && (cols === 1 || sc >= rows)) return { trans: true, ld: Math.max(cols === 1 ? rows : sc, 1) };
+  return null;
+}
+
+/**
+ * Describes `t`, seen through the view (shape, strides) — a batch of matrices, the last two dims —
+ * as a Mat over the batch `batchShape` (the view's batch dims broadcast to it). When gemm cannot
+ * read that layout, `copy` is a contiguous copy (expanded to the full batch only when its batch
+ * strides mix broadcast and real dimensions) and the Mat reads the copy; the caller disposes it.
+ */
+function operand(t: Tensor, shape: readonly number[], strides: readonly number[], batchShape: readonly number[]): { mat: Mat; copy: Tensor | null } {
+  const nb = shape.length - 2, lead = batchShape.length - nb;
+  const rows = shape[nb]!, cols = shape[nb + 1]!;
+  const batchStrides = batchShape.map((_, i) => (i < lead || shape[i - lead] === 1 ? 0 : strides[i - lead]!));
+  const batchStride = flatStride(batchShape, batchStrides);
+  const layout = matLayout(rows, cols, strides[nb]!, strides[nb + 1]!);
+  if (batchStride !== null && layout) return { mat: { t, rows, cols, ...layout, batchStride }, copy: null };
+  // Expanding to the full batch is the only way to give a mixed broadcast pattern one stride.
+  const copyShape = batchStride === null ? [...batchShape, rows, cols] : [...shape];
+  const srcStrides = batchStride === null ? [...batchStrides, strides[nb]!, strides[nb + 1]!] : [...strides];
+  const copy = emptyLike(copyShape, t.dtype, t.deviceInfo);
+  native().copyStrided(t.storage.native, t.byteOffset, srcStrides, copy.storage.native, 0, copy.strides, copyShape, 4);
+  return { mat: operand(copy, copyShape, copy.strides, batchShape).mat, copy };
+}
+
+/** `t` as one [rows, last dim] matrix: the leading dims become rows (copied if they cannot). */
+function rowsOperand(t: Tensor): { mat: Mat; copy: Tensor | null } {
+  const cols = t.shape[t.ndim - 1]!, rows = shapeSize(t.shape.slice(0, -1));
+  const sr = flatStride(t.shape.slice(0, -1), t.strides.slice(0, -1));
+  if (sr !== null) return operand(t, [rows, cols], [sr, t.strides[t.ndim - 1]!], []);
+  const copy = emptyLike(t.shape, t.dtype, t.deviceInfo);
+  copyInto(copy, t);
+  return { mat: operand(copy, [rows, cols], [cols, 1], []).mat, copy };
+}
+
+/** The batch's matrices stacked into one tall matrix, when their rows lie at one stride; else null. */
+function stackRows(x: Mat, batch: number): Mat | null {
+  if (x.trans) return null;
+  if (x.rows === 1) return x.batchStride >= Math.max(x.cols, 1) ? { ...x, rows: batch, ld: x.batchStride, batchStride: 0 } : null;
+  return x.batchStride === x.rows * x.ld ? { ...x, rows: x.rows * batch, batchStride: 0 } : null;
+}
+
+/**
+ * c[b] = alpha·L[b]·R[b] + beta·c[b] for b < batch, c contiguous [batch, L.rows, R.cols]. A batch that
+ * shares one right operand is a single product of the stacked left rows (one big gemm, not many).
+ */
+function gemmInto(c: Tensor, l: Mat, r: Mat, batch: number, beta = 0): void {
+  const stacked = batch > 1 && r.batchStride === 0 ? stackRows(l, batch) : null;
+  const left = stacked ?? l, nb = stacked ? 1 : batch;
+  native().gemm(
+    left.trans, r.trans, left.rows, r.cols, l.cols, 1,
+    left.t.storage.native, left.t.byteOffset, left.ld, left.batchStride,
+    r.t.storage.native, r.t.byteOffset, r.ld, r.batchStride,
+    beta, c.storage.native, c.byteOffset, r.cols, l.rows * r.cols, nb,
+  );
+}
+
+/**
+ * c = Σ_b L[b]·R[b] as one gemm whose inner dimension runs over every batch ([L0 L1 ..]·[R0; R1; ..]),
+ * when L's columns and R's rows stack at one stride. Returns false (nothing written) otherwise.
+ */
+function gemmSummed(c: Tensor, l: Mat, r: Mat, batch: number): boolean {
+  const lCols = stackRows(tr(l), batch), rRows = stackRows(r, batch);
+  if (!lCols || !rRows) return false;
+  gemmInto(c, tr(lCols), rRows, 1);
+  return true;
+}
+
+/**
+ * The gradient of one matmul operand: prod[b] = L[b]·R[b] over the output batch, summed over the
+ * batch dims the operand was broadcast along. `own` is the operand's shape with matrix dims, `final`
+ * its real shape (without the unit dims matmul added to 1-D arguments).
+ */
+function operandGrad(l: Mat, r: Mat, batchShape: readonly number[], own: readonly number[], final: readonly number[], like: Tensor): Tensor {
+  const batch = shapeSize(batchShape), ownBatch = shapeSize(own.slice(0, -2));
+  if (ownBatch === batch) {
+    const out = newFloat(final, like);
+    gemmInto(out, l, r, batch);
+    return out;
+  }
+  if (ownBatch === 1) {
+    const out = newFloat(final, like);
+    if (gemmSummed(out, l, r, batch)) return out;
+    out.dispose();
+  }
+  const all = newFloat([...batchShape, l.rows, r.cols], like);
+  gemmInto(all, l, r, batch);
+  const summed = sumToShape(all, own);
+  all.dispose();
+  const out = summed.reshape([...final]);
+  summed.dispose();
+  return out;
+}
+
+/**
+ * Matrix product with PyTorch's semantics:
+ *   [k] @ [k] -> []            [k] @ [.., k, n] -> [.., n]        [.., m, k] @ [k] -> [.., m]
+ *   [.., m, k] @ [.., k, n] -> [broadcast(..), m, n]   (batch dims broadcast like element-wise ops)
+ */
+export function matmul(a: Tensor, b: Tensor): Tensor {
+  const op = "matmul";
+  checkFloat(op, a, b);
+  if (a.ndim === 0 || b.ndim === 0) {
+    throw new Error(`matmul: both arguments need at least one dimension, got ${formatShape(a.shape)} @ ${formatShape(b.shape)}; use mul() for scalars`);
+  }
+  // 1-D arguments become a row [1, k] (left) or a column [k, 1] (right); the unit dim is dropped after.
+  const aShape = a.ndim === 1 ? [1, a.shape[0]!] : [...a.shape], aStrides = a.ndim === 1 ? [0, a.strides[0]!] : [...a.strides];
+  const bShape = b.ndim === 1 ? [b.shape[0]!, 1] : [...b.shape], bStrides = b.ndim === 1 ? [b.strides[0]!, 0] : [...b.strides];
+  const [m, k] = aShape.slice(-2) as [number, number], [kb, n] = bShape.slice(-2) as [number, number];
+  if (k !== kb) {
+    throw new Error(
+      `matmul: ${formatShape(a.shape)} @ ${formatShape(b.shape)}: the inner dimensions differ (${k} vs ${kb}); ` +
+        `the last dim of the left operand must equal the ${b.ndim === 1 ? "length" : "second-to-last dim"} of the right one (transpose one of them?)`,
+    );
+  }
+  const batchShape = broadcastShapes(op, aShape.slice(0, -2), bShape.slice(0, -2));
+  const batch = shapeSize(batchShape);
+  const outShape = [...batchShape, ...(a.ndim > 1 ? [m] : []), ...(b.ndim > 1 ? [n] : [])];
+  const A = operand(a, aShape, aStrides, batchShape), B = operand(b, bShape, bStrides, batchShape);
+  const out = newFloat(outShape, a);
+  gemmInto(out, A.mat, B.mat, batch);
+
+  // dA needs B and dB needs A: keep only what the gradients that will be asked for read.
+  const needA = a.requiresGrad, needB = b.requiresGrad;
+  const fullOut = [...batchShape, m, n];
+  record(
+    op, out, [a, b],
+    (g, saved) => {
+      const bSaved = needA ? saved[0]! : null, aSaved = needB ? saved[saved.length - 1]! : null;
+      const gStrides = g.ndim === fullOut.length ? [...g.strides] : fullOut.map((_, i) => (i < batchShape.length ? g.strides[i]! : 0));
+      if (a.ndim > 1 && b.ndim === 1) gStrides[fullOut.length - 2] = g.strides[g.ndim - 1]!;
+      else if (a.ndim === 1 && b.ndim > 1) gStrides[fullOut.length - 1] = g.strides[g.ndim - 1]!;
+      const G = operand(g, fullOut, gStrides, batchShape);
+      const ga = bSaved ? operandGrad(G.mat, tr({ ...B.mat, t: bSaved }), batchShape, aShape, a.shape, g) : null;
+      const gb = aSaved ? operandGrad(tr({ ...A.mat, t: aSaved }), G.mat, batchShape, bShape, b.shape, g) : null;
+      G.copy?.dispose();
+      return [ga, gb];
+    },
+    [...(needA ? [B.mat.t] : []), ...(needB ? [A.mat.t] : [])],
+  );
+  A.copy?.dispose();
+  B.copy?.dispose();
+  return out;
+}
+
+/** linear(x [.., in], weight [out, in], bias? [out]) = x·Wᵀ + b (torch.nn.functional.linear). */
+export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): Tensor {
+  return affine("linear", x, weight, true, bias);
+}
+
+/** conv1dLinear(x [.., in], weight [in, out], bias? [out]) = x·W + b (GPT-2's Conv1D stores W as in × out). */
+export function conv1dLinear(x: Tensor, weight: Tensor, bias: Tensor | null = null): Tensor {
+  return affine("conv1dLinear", x, weight, false, bias);
+}
+
+/**
+ * y = x·op(W) + b with every leading dim of x folded into the rows of one gemm. The bias is first
+ * broadcast into y and the gemm accumulates onto it (beta = 1): one pass over y, no extra buffer.
+ * `outIn`: W is stored [out, in] (nn.Linear), else [in, out] (Conv1D).
+ */
+function affine(op: string, x: Tensor, weight: Tensor, outIn: boolean, bias: Tensor | null): Tensor {
+  checkFloat(op, x, weight, ...(bias ? [bias] : []));
+  const layout = outIn ? "[out, in]" : "[in, out]";
+  if (weight.ndim !== 2) throw new Error(`${op}: weight must be 2-D ${layout}, got ${formatShape(weight.shape)}`);
+  const [inF, outF] = outIn ? [weight.shape[1]!, weight.shape[0]!] : [weight.shape[0]!, weight.shape[1]!];
+  if (x.ndim === 0 || x.shape[x.ndim - 1] !== inF) {
+    throw new Error(
+      `${op}: input ${formatShape(x.shape)} does not end in ${inF} features, which weight ${formatShape(weight.shape)} (${layout}) expects` +
+        (x.shape[x.ndim - 1] === outF && inF !== outF ? `; the weight looks transposed: ${outIn ? "conv1dLinear" : "linear"} takes it as ${outIn ? "[in, out]" : "[out, in]"}` : ""),
+    );
+  }
+  if (bias && (bias.ndim !== 1 || bias.shape[0] !== outF)) {
+    throw new Error(`${op}: bias must have shape [${outF}] to match weight ${formatShape(weight.shape)} (${layout}), got ${formatShape(bias.shape)}`);
+  }
+  const rows = shapeSize(x.shape.slice(0, -1));
+  const X = rowsOperand(x);
+  // op(W) is [in, out]: nn.Linear's [out, in] weight is read transposed, in place.
+  const W = operand(weight, [inF, outF], outIn ? [weight.strides[1]!, weight.strides[0]!] : [...weight.strides], []);
+  const out = newFloat([...x.shape.slice(0, -1), outF], x);
+  if (bias) native().copyStrided(bias.storage.native, bias.byteOffset, [0, bias.strides[0]!], out.storage.native, 0, [outF, 1], [rows, outF], 4);
+  gemmInto(out, X.mat, W.mat, 1, bias ? 1 : 0);
+
+  const needX = x.requiresGrad, needW = weight.requiresGrad, needB = bias?.requiresGrad === true;
+  record(
+    op, out, [x, weight, bias],
+    (g, saved) => {
+      const wSaved = needX ? saved[0]! : null, xSaved = needW ? saved[saved.length - 1]! : null;
+      const G = rowsOperand(g);
+      let gx: Tensor | null = null, gw: Tensor | null = null, gb: Tensor | null = null;
+      if (wSaved) {
+        gx = newFloat(x.shape, g); // dX = dY·op(W)ᵀ
+        gemmInto(gx, G.mat, tr({ ...W.mat, t: wSaved }), 1);
+      }
+      if (xSaved) {
+        gw = newFloat(weight.shape, g); // d op(W) = Xᵀ·dY; nn.Linear stores its transpose, dYᵀ·X
+        const Xs = { ...X.mat, t: xSaved };
+        if (outIn) gemmInto(gw, tr(G.mat), Xs, 1);
+        else gemmInto(gw, tr(Xs), G.mat, 1);
+      }
+      if (needB) {
+        // Column sums of dY as 1ᵀ·dY: a gemv over dY in place, instead of a transposed copy to sum rows.
+        const ones = full([rows], 1, { device: g.device });
+        gb = newFloat([outF], g);
+        gemmInto(gb, { t: ones, rows: 1, cols: rows, trans: false, ld: Math.max(rows, 1), batchStride: 0 }, G.mat, 1);
+        ones.dispose();
+      }
+      G.copy?.dispose();
+      return [gx, gw, gb];
+    },
+    [...(needX ? [W.mat.t] : []), ...(needW ? [X.mat.t] : [])],
+  );
+  X.copy?.dispose();
+  W.copy?.dispose();
+  return out;
+}

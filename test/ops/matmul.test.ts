@@ -1,0 +1,240 @@
+// matmul, linear and conv1dLinear against float64 references, gradients by finite differences, and
+// the layout promises: plain transposes and shared right operands are read in place (spied gemm and
+// copy calls), frozen weights cost no gemm in backward.
+//
+// Tolerance: relative L2 error 1e-5 for forward results. Inputs are U(-1, 1); fp32 accumulation over
+// k ≤ 40 terms in another order than the float64 reference gives errors around 1e-7.
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { tensor, tidy, zeros, type Tensor } from "../../lib/index.js";
+import { native } from "../../lib/native.js";
+import { conv1dLinear, linear, matmul } from "../../lib/ops/matmul.js";
+import { expand } from "../../lib/ops/shape.js";
+import { expectClose, gradcheck, randomValues } from "../helpers.js";
+
+const TOL = 1e-5;
+const size = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
+const t = (shape: number[], seed: number) => tensor(randomValues(size(shape), seed), { shape });
+const values = (x: Tensor) => Array.from(x.dataSync());
+
+/** PyTorch's matmul in float64 on flat row-major arrays. */
+function refMatmul(a: number[], aShape: number[], b: number[], bShape: number[]): { shape: number[]; out: number[] } {
+  const A = aShape.length === 1 ? [1, aShape[0]!] : aShape, B = bShape.length === 1 ? [bShape[0]!, 1] : bShape;
+  const [m, k] = A.slice(-2) as [number, number], n = B[B.length - 1]!;
+  const ab = A.slice(0, -2), bb = B.slice(0, -2), nb = Math.max(ab.length, bb.length);
+  const pa = [...Array(nb - ab.length).fill(1), ...ab], pb = [...Array(nb - bb.length).fill(1), ...bb];
+  const batch = pa.map((d, i) => Math.max(d, pb[i]!));
+  const out: number[] = [];
+  for (let f = 0; f < size(batch); f++) {
+    let rem = f, ia = 0, ib = 0, sa = 1, sb = 1;
+    for (let d = nb - 1; d >= 0; d--) {
+      const idx = rem % batch[d]!;
+      rem = Math.floor(rem / batch[d]!);
+      ia += (pa[d] === 1 ? 0 : idx) * sa;
+      ib += (pb[d] === 1 ? 0 : idx) * sb;
+      sa *= pa[d]!;
+      sb *= pb[d]!;
+    }
+    for (let i = 0; i < m; i++) {
+      for (let j = 0; j < n; j++) {
+        let acc = 0;
+        for (let p = 0; p < k; p++) acc += a[ia * m * k + i * k + p]! * b[ib * k * n + p * n + j]!;
+        out.push(acc);
+      }
+    }
+  }
+  const shape = [...batch, ...(aShape.length > 1 ? [m] : []), ...(bShape.length > 1 ? [n] : [])];
+  return { shape, out };
+}
+
+/** Counts the addon calls made while fn runs. */
+function countCalls(fn: () => void): { gemm: { batch: number; m: number }[]; copies: number } {
+  const addon = native();
+  const gemm = vi.spyOn(addon, "gemm");
+  const copy = vi.spyOn(addon, "copyStrided");
+  fn();
+  const calls = { gemm: gemm.mock.calls.map((c) => ({ m: c[2] as number, batch: c[19] as number })), copies: copy.mock.calls.length };
+  gemm.mockRestore();
+  copy.mockRestore();
+  return calls;
+}
+
+afterEach(() => vi.restoreAllMocks());
+
+describe("matmul", () => {
+  const cases: [number[], number[]][] = [
+    [[7], [7]], // dot product
+    [[5], [5, 3]], // vector @ matrix
+    [[4, 6], [6]], // matrix @ vector
+    [[1, 1], [1, 1]],
+    [[13, 17], [17, 11]], // primes: no tile size divides them
+    [[33, 9], [9, 19]], // just past multiples of 8/16/32
+    [[3, 4, 5], [5, 2]], // batch @ shared matrix
+    [[4, 5], [3, 5, 2]], // shared matrix @ batch
+    [[2, 3, 4], [2, 4, 5]],
+    [[2, 1, 3, 4], [3, 4, 2]], // broadcast batch dims: [2,1] with [3] -> [2,3]
+    [[2, 1, 3, 4], [1, 3, 4, 2]], // each side broadcasts the other's batch dim
+    [[6], [2, 6, 3]], // vector @ batch
+    [[2, 3, 6], [6]], // batch @ vector
+  ];
+  for (const [sa, sb] of cases) {
+    it(`${JSON.stringify(sa)} @ ${JSON.stringify(sb)}: float64 reference and finite differences`, () => {
+      tidy(() => {
+        const a = t(sa, 1), b = t(sb, 2);
+        const ref = refMatmul(values(a), sa, values(b), sb);
+        const out = matmul(a, b);
+        expect(out.shape).toEqual(ref.shape);
+        expectClose(out, ref.out, TOL);
+        gradcheck((x, y) => matmul(x!, y!), [a, b]);
+      });
+    });
+  }
+
+  it("reads plain transposes in place: one gemm, no copy, in forward and backward", () => {
+    tidy(() => {
+      // a = Pᵀ and b = Qᵀ with P, Q contiguous: gemm gets trans flags and the stored row strides.
+      const p = t([9, 7], 3), q = t([5, 9], 4);
+      const ref = refMatmul(values(p.transpose(0, 1).contiguous()), [7, 9], values(q.transpose(0, 1).contiguous()), [9, 5]);
+      let out!: Tensor;
+      const fwd = countCalls(() => (out = matmul(p.transpose(0, 1), q.transpose(0, 1))));
+      expect(fwd).toEqual({ gemm: [{ m: 7, batch: 1 }], copies: 0 });
+      expectClose(out, ref.out, TOL);
+      gradcheck((x, y) => matmul(x!.transpose(0, 1), y!.transpose(0, 1)), [p, q]);
+      // A batched transpose (the attention pattern q @ kᵀ) and a permuted batch are read in place too.
+      const x = t([2, 3, 6, 4], 5), y = t([2, 3, 5, 4], 6);
+      expect(countCalls(() => matmul(x, y.transpose(-2, -1))).copies).toBe(0);
+      const z = t([6, 2, 4], 7); // [m, batch, k] permuted to [batch, m, k]: batch stride k, row stride 2k
+      expect(countCalls(() => matmul(z.permute(1, 0, 2), t([4, 3], 8))).copies).toBe(0);
+      gradcheck((u, v) => matmul(u!, v!.transpose(-2, -1)), [x, y]);
+      gradcheck((u, v) => matmul(u!.permute(1, 0, 2), v!), [z, t([4, 3], 8)]);
+    });
+  });
+
+  it("copies only layouts gemm cannot read, and still gets them right", () => {
+    tidy(() => {
+      // Rows at stride 0 (an expanded row): no trans flag or row stride describes them, so a copy.
+      const row = t([1, 5], 9), b = t([5, 3], 10);
+      const ref = refMatmul(Array.from({ length: 4 }, () => values(row)).flat(), [4, 5], values(b), [5, 3]);
+      let out!: Tensor;
+      expect(countCalls(() => (out = matmul(expand(row, [4, 5]), b))).copies).toBe(1);
+      expectClose(out, ref.out, TOL);
+      // Batch dims where each side broadcasts the other ([2,1] with [1,3]) have no single batch stride.
+      const x = t([2, 1, 3, 4], 11), y = t([1, 3, 4, 2], 12);
+      const refXY = refMatmul(values(x), [2, 1, 3, 4], values(y), [1, 3, 4, 2]);
+      expect(countCalls(() => (out = matmul(x, y))).copies).toBe(2);
+      expectClose(out, refXY.out, TOL);
+      gradcheck((u, v) => matmul(expand(u!, [4, 5]), v!), [row, b]);
+    });
+  });
+
+  it("a batch times a shared matrix is one gemm in forward and in backward, without reductions", () => {
+    tidy(() => {
+      const x = t([3, 4, 6], 11).requireGrad(), w = t([6, 5], 12).requireGrad();
+      let out!: Tensor;
+      const fwd = countCalls(() => (out = matmul(x, w)));
+      expect(fwd).toEqual({ gemm: [{ m: 12, batch: 1 }], copies: 0 });
+      const g = t([3, 4, 5], 13);
+      const bwd = countCalls(() => out.backward(g));
+      // dX = dY·Wᵀ stacks the batch into 12 rows; dW = Σ_b X_bᵀ·dY_b is one gemm with k = 12.
+      expect(bwd.gemm.map((c) => c.batch)).toEqual([1, 1]);
+      expect(bwd.copies).toBe(0);
+      const ref = refMatmul(
+        (() => { const xv = values(x); const tr: number[] = []; for (let p = 0; p < 6; p++) for (let r = 0; r < 12; r++) tr.push(xv[r * 6 + p]!); return tr; })(),
+        [6, 12], values(g), [12, 5],
+      );
+      expectClose(w.grad!, ref.out, TOL);
+    });
+  });
+
+  it("names the shapes and the fix on bad arguments", () => {
+    tidy(() => {
+      expect(() => matmul(zeros([2, 3]), zeros([4, 5]))).toThrow(/matmul: \[2, 3\] @ \[4, 5\]: the inner dimensions differ \(3 vs 4\)/);
+      expect(() => matmul(zeros([2, 3, 4]), zeros([3, 4, 5]))).toThrow(/matmul: shapes \[2\] and \[3\] cannot be broadcast/);
+      expect(() => matmul(zeros([]), zeros([3]))).toThrow(/at least one dimension.*use mul\(\)/);
+      expect(() => matmul(zeros([2, 2], { dtype: "int32" }), zeros([2, 2]))).toThrow(/expects float32/);
+    });
+  });
+
+  it("handles empty dimensions", () => {
+    tidy(() => {
+      expect(matmul(zeros([0, 3]), zeros([3, 4])).shape).toEqual([0, 4]);
+      expect(values(matmul(t([2, 0], 1), t([0, 3], 2)))).toEqual([0, 0, 0, 0, 0, 0]);
+    });
+  });
+});
+
+describe("linear and conv1dLinear", () => {
+  /** y = x·W (+ b) in float64, W given as [in, out]. */
+  function refAffine(x: number[], rows: number, w: number[], inF: number, outF: number, b: number[] | null): number[] {
+    const out: number[] = [];
+    for (let r = 0; r < rows; r++) for (let j = 0; j < outF; j++) {
+      let acc = b ? b[j]! : 0;
+      for (let p = 0; p < inF; p++) acc += x[r * inF + p]! * w[p * outF + j]!;
+      out.push(acc);
+    }
+    return out;
+  }
+
+  for (const withBias of [true, false]) {
+    it(`linear ${withBias ? "with" : "without"} bias over [2, 3, 7] inputs: reference and gradients`, () => {
+      tidy(() => {
+        const x = t([2, 3, 7], 21), w = t([5, 7], 22), b = withBias ? t([5], 23) : null;
+        const wIO = values(w.transpose(0, 1).contiguous());
+        const y = linear(x, w, b);
+        expect(y.shape).toEqual([2, 3, 5]);
+        expectClose(y, refAffine(values(x), 6, wIO, 7, 5, b && values(b)), TOL);
+        if (b) gradcheck((u, v, c) => linear(u!, v!, c!), [x, w, b]);
+        else gradcheck((u, v) => linear(u!, v!), [x, w]);
+      });
+    });
+
+    it(`conv1dLinear ${withBias ? "with" : "without"} bias: reference and gradients`, () => {
+      tidy(() => {
+        const x = t([4, 6], 31), w = t([6, 3], 32), b = withBias ? t([3], 33) : null;
+        expectClose(conv1dLinear(x, w, b), refAffine(values(x), 4, values(w), 6, 3, b && values(b)), TOL);
+        if (b) gradcheck((u, v, c) => conv1dLinear(u!, v!, c!), [x, w, b]);
+        else gradcheck((u, v) => conv1dLinear(u!, v!), [x, w]);
+      });
+    });
+  }
+
+  it("takes a 1-D input and transposed inputs", () => {
+    tidy(() => {
+      const x = t([7], 41), w = t([3, 7], 42), b = t([3], 43);
+      const y = linear(x, w, b);
+      expect(y.shape).toEqual([3]);
+      expectClose(y, refAffine(values(x), 1, values(w.transpose(0, 1).contiguous()), 7, 3, values(b)), TOL);
+      const xt = t([7, 5], 44); // x = xtᵀ: rows at stride 1, read with a trans flag, not copied
+      const refT = refAffine(values(xt.transpose(0, 1).contiguous()), 5, values(w.transpose(0, 1).contiguous()), 7, 3, null);
+      let yt!: Tensor;
+      expect(countCalls(() => (yt = linear(xt.transpose(0, 1), w))).copies).toBe(0);
+      expectClose(yt, refT, TOL);
+      gradcheck((u, v) => linear(u!.transpose(0, 1), v!), [xt, w]);
+    });
+  });
+
+  it("a frozen weight gets no gradient and costs no gemm", () => {
+    tidy(() => {
+      const x = t([3, 4], 51).requireGrad(), w = t([2, 4], 52), b = t([2], 53);
+      const y = linear(x, w, b);
+      const calls = countCalls(() => y.backward(t([3, 2], 54)));
+      expect(w.grad).toBeNull();
+      expect(b.grad).toBeNull();
+      expect(calls.gemm).toHaveLength(1); // dX only
+      expect(x.grad!.shape).toEqual([3, 4]);
+      // A frozen input with a trainable weight: dW and db only.
+      const x2 = t([3, 4], 55), w2 = t([2, 4], 56).requireGrad(), b2 = t([2], 57).requireGrad();
+      const y2 = linear(x2, w2, b2);
+      const calls2 = countCalls(() => y2.backward(t([3, 2], 58)));
+      expect(calls2.gemm).toHaveLength(2); // dW and the bias column sums
+      expect(x2.grad).toBeNull();
+    });
+  });
+
+  it("explains shape mistakes", () => {
+    tidy(() => {
+      expect(() => linear(zeros([2, 4]), zeros([4, 3]))).toThrow(/linear: input \[2, 4\] does not end in 3 features.*weight looks transposed/);
+      expect(() => conv1dLinear(zeros([2, 4]), zeros([4, 3]), zeros([4]))).toThrow(/bias must have shape \[3\]/);
+      expect(() => linear(zeros([2, 4]), zeros([4]))).toThrow(/weight must be 2-D \[out, in\]/);
+    });
+  });
+});
