@@ -147,9 +147,11 @@ function specFromTokenizerJson(path: string): Omit<TokenizerSpec, "eosToken"> {
   if (!isObject(pre) || pre.type !== "ByteLevel" || pre.add_prefix_space === true || pre.use_regex === false) {
     throw unsupported(`pre_tokenizer must be ByteLevel with add_prefix_space false, got ${JSON.stringify(pre).slice(0, 120)}`);
   }
+  // A ByteLevel post-processor only adjusts offsets, and so does a template made of the sequence
+  // alone; any other template adds tokens (a BOS, say) that encode() would not.
   const post = json.post_processor;
-  const addsTokens = isObject(post) && post.type === "TemplateProcessing" && Array.isArray(post.single) && post.single.some((p) => !isObject(p) || !("Sequence" in p));
-  if (post != null && !(isObject(post) && (post.type === "ByteLevel" || post.type === "TemplateProcessing")) || addsTokens) {
+  const onlySequence = (items: unknown) => Array.isArray(items) && items.every((p) => isObject(p) && "Sequence" in p);
+  if (post != null && !(isObject(post) && (post.type === "ByteLevel" || (post.type === "TemplateProcessing" && onlySequence(post.single))))) {
     throw unsupported(`post_processor ${JSON.stringify(post).slice(0, 120)} adds tokens`);
   }
   if (json.decoder != null && !(isObject(json.decoder) && json.decoder.type === "ByteLevel")) throw unsupported("decoder is not ByteLevel");
