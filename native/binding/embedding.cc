@@ -1,0 +1,71 @@
+// Bindings for native/ops/embedding.h (int32 ids, float32 tables).
+#include <climits>
+
+#include "../ops/embedding.h"
+#include "common.h"
+
+namespace lowrank {
+namespace binding {
+namespace {
+
+void check_sizes(const char* op, int64_t n, int64_t vocab, int64_t dim) {
+  if (n < 0 || vocab < 0 || dim < 0) fail(std::string(op) + ": negative size");
+  if (vocab > INT32_MAX) fail(std::string(op) + ": a table of more than 2^31 - 1 rows cannot be indexed by int32 ids");
+}
+
+// embeddingFindBadId(ids, idsOffset, n, vocab) -> the first position with an id outside [0, vocab), or -1
+Napi::Value FindBadId(const Napi::CallbackInfo& info) {
+  const char* op = "embeddingFindBadId";
+  Buf ids = buf_arg(info, 0, op);
+  int64_t n = int_arg(info, 2, op), vocab = int_arg(info, 3, op);
+  check_sizes(op, n, vocab, 0);
+  ids.need(n * 4, op);
+  int64_t first = -1;
+  LR_DISPATCH(ids.device(), embedding_find_bad_id(ids.as<int32_t>(), n, vocab, &first));
+  return Napi::Number::New(info.Env(), double(first));
+}
+
+// embeddingGather(ids, idsOffset, n, weight, weightOffset, vocab, dim, out, outOffset)
+Napi::Value Gather(const Napi::CallbackInfo& info) {
+  const char* op = "embeddingGather";
+  Buf ids = buf_arg(info, 0, op);
+  int64_t n = int_arg(info, 2, op);
+  Buf weight = buf_arg(info, 3, op);
+  int64_t vocab = int_arg(info, 5, op), dim = int_arg(info, 6, op);
+  Buf out = buf_arg(info, 7, op);
+  check_sizes(op, n, vocab, dim);
+  ids.need(n * 4, op);
+  weight.need(vocab * dim * 4, op);
+  out.need(n * dim * 4, op);
+  LR_DISPATCH(same_device(op, {&ids, &weight, &out}),
+              embedding_gather_f32(ids.as<int32_t>(), n, weight.as<float>(), vocab, dim, out.as<float>()));
+  return info.Env().Undefined();
+}
+
+// embeddingScatterAdd(ids, idsOffset, n, grad, gradOffset, vocab, dim, dweight, dweightOffset)
+Napi::Value ScatterAdd(const Napi::CallbackInfo& info) {
+  const char* op = "embeddingScatterAdd";
+  Buf ids = buf_arg(info, 0, op);
+  int64_t n = int_arg(info, 2, op);
+  Buf grad = buf_arg(info, 3, op);
+  int64_t vocab = int_arg(info, 5, op), dim = int_arg(info, 6, op);
+  Buf dweight = buf_arg(info, 7, op);
+  check_sizes(op, n, vocab, dim);
+  ids.need(n * 4, op);
+  grad.need(n * dim * 4, op);
+  dweight.need(vocab * dim * 4, op);
+  LR_DISPATCH(same_device(op, {&ids, &grad, &dweight}),
+              embedding_scatter_add_f32(ids.as<int32_t>(), n, grad.as<float>(), vocab, dim, dweight.as<float>()));
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+LR_EXPORTS(embedding) {
+  exports.Set("embeddingFindBadId", Napi::Function::New(env, FindBadId, "embeddingFindBadId"));
+  exports.Set("embeddingGather", Napi::Function::New(env, Gather, "embeddingGather"));
+  exports.Set("embeddingScatterAdd", Napi::Function::New(env, ScatterAdd, "embeddingScatterAdd"));
+}
+
+}  // namespace binding
+}  // namespace lowrank
