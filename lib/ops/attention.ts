@@ -1,0 +1,135 @@
+// Scaled dot-product attention, forward and backward each one native call.
+// Kernels: native/ops/nn.h (attention_forward_f32 / attention_backward_f32), CPU and CUDA twins.
+import { record } from "../autograd/tape.js";
+import { kernels, type NativeStorage } from "../native.js";
+import { emptyLike, formatShape, type Tensor } from "../tensor/tensor.js";
+import { checkFloat, checkSameDevice, contiguousInput, newFloat } from "./util.js";
+
+/** native/binding/nn.cc. Operands are (storage, byteOffset, [batch, head, time] strides), D contiguous. */
+export interface AttentionKernels {
+  attentionForward(
+    dims: readonly number[], scale: number, causal: boolean,
+    q: NativeStorage, qOffset: number, qStrides: readonly number[],
+    k: NativeStorage, kOffset: number, kStrides: readonly number[],
+    v: NativeStorage, vOffset: number, vStrides: readonly number[],
+    keep: NativeStorage | null, keepOffset: number,
+    out: NativeStorage, outOffset: number, outStrides: readonly number[],
+    lse: NativeStorage, lseOffset: number,
+  ): void;
+  attentionBackward(
+    dims: readonly number[], scale: number, causal: boolean,
+    q: NativeStorage, qOffset: number, qStrides: readonly number[],
+    k: NativeStorage, kOffset: number, kStrides: readonly number[],
+    v: NativeStorage, vOffset: number, vStrides: readonly number[],
+    keep: NativeStorage | null, keepOffset: number, lse: NativeStorage, lseOffset: number,
+    dout: NativeStorage, doutOffset: number, doutStrides: readonly number[],
+    dq: NativeStorage, dqOffset: number, dqStrides: readonly number[],
+    dk: NativeStorage, dkOffset: number, dkStrides: readonly number[],
+    dv: NativeStorage, dvOffset: number, dvStrides: readonly number[],
+  ): void;
+}
+export const attentionKernels = kernels<AttentionKernels>;
+const native = attentionKernels;
+
+export interface AttentionOptions {
+  /**
+   * Causal (decoder) masking, default true (GPT-2). Query i of Tq sits at absolute position
+   * Tk - Tq + i and sees keys j <= Tk - Tq + i, so Tq < Tk works for generation with a KV cache.
+   */
+  causal?: boolean;
+  /**
+   * Key-padding mask [B, Tk], int32, 1 = attend, 0 = padded (a tokenizer's attention_mask).
+   * As in transformers' GPT-2, padded keys get weight 0, and a query whose visible keys are all
+   * padded (left padding) attends uniformly to its visible keys instead of producing NaN.
+   */
+  attnMask?: Tensor | null;
+  /** Score scale, default 1/sqrt(D). */
+  scale?: number;
+}
+
+/** The (batch, head, time) strides of a [B, H, T, D] view whose last dimension is contiguous. */
+const strides3 = (t: Tensor): number[] => [t.strides[0]!, t.strides[1]!, t.strides[2]!];
+
+/** A view with last stride 1 (t itself when it has one; else a contiguous copy, which the caller disposes). */
+function rowContiguous(t: Tensor): Tensor {
+  return t.strides[3] === 1 || t.shape[3] === 1 ? t : t.contiguous();
+}
+
+/**
+ * A new [B, H, T, D] tensor laid out as [B, T, H, D] in memory: attention writes heads side by
+ * side, so GPT-2's merge of heads (transpose(1, 2) then reshape to [B, T, C]) is a free view.
+ */
+function headsInterleaved(like: Tensor, B: number, H: number, T: number, D: number): Tensor {
+  const base = emptyLike([B, T, H, D], "float32", like.deviceInfo);
+  const view = base.permute(0, 2, 1, 3);
+  base.dispose();
+  return view;
+}
+
+/**
+ * softmax(q kᵀ · scale + masks) v for q [B, H, Tq, D], k and v [B, H, Tk, D] (F.scaled_dot_product_attention
+ * with is_causal, plus a key-padding mask). The forward saves one logsumexp per query, not the
+ * Tq × Tk probabilities; the backward recomputes them (flash-attention style) and gives dq, dk, dv
+ * in one native call. q, k, v may be strided views (e.g. slices of a fused qkv projection) as long
+ * as D is contiguous. The result is [B, H, Tq, D] stored as [B, Tq, H, D] (see headsInterleaved).
+ */
+export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): Tensor {
+  const op = "scaledDotProductAttention";
+  checkFloat(op, q, k, v);
+  if (q.ndim !== 4 || k.ndim !== 4 || v.ndim !== 4) {
+    throw new Error(`${op}: q, k, v must be [B, H, T, D], got ${formatShape(q.shape)}, ${formatShape(k.shape)}, ${formatShape(v.shape)}`);
+  }
+  const [B, H, Tq, D] = q.shape as [number, number, number, number];
+  const Tk = k.shape[2]!;
+  const kvShape = [B, H, Tk, D];
+  if (k.shape.some((s, i) => s !== kvShape[i]) || v.shape.some((s, i) => s !== kvShape[i])) {
+    throw new Error(
+      `${op}: k ${formatShape(k.shape)} and v ${formatShape(v.shape)} must both be ${formatShape(kvShape)} for q ${formatShape(q.shape)} ` +
+        `(same batch, heads and head size; Tk may differ from Tq)`,
+    );
+  }
+  if (Tk === 0 || D === 0) throw new Error(`${op}: needs at least one key and D >= 1, got k ${formatShape(k.shape)}`);
+  const causal = opts.causal ?? true;
+  if (causal && Tq > Tk) {
+    throw new Error(`${op}: causal attention with ${Tq} queries over ${Tk} keys: queries are the last Tq positions, so Tq must be <= Tk`);
+  }
+  const scale = opts.scale ?? 1 / Math.sqrt(D);
+  const mask = opts.attnMask ?? null;
+  if (mask) {
+    if (mask.dtype !== "int32" || mask.ndim !== 2 || mask.shape[0] !== B || mask.shape[1] !== Tk) {
+      throw new Error(
+        `${op}: attnMask must be an int32 key-padding mask [B, Tk] = [${B}, ${Tk}] (1 = attend, 0 = padded), ` +
+          `got ${mask.dtype} ${formatShape(mask.shape)}`,
+      );
+    }
+    checkSameDevice(op, q, mask);
+  }
+  const dims = [B, H, Tq, Tk, D];
+  const qc = rowContiguous(q), kc = rowContiguous(k), vc = rowContiguous(v), mc = mask && contiguousInput(mask);
+  const out = headsInterleaved(q, B, H, Tq, D);
+  const lse = newFloat([B, H, Tq], q);
+  native().attentionForward(
+    dims, scale, causal, qc.storage.native, qc.byteOffset, strides3(qc), kc.storage.native, kc.byteOffset, strides3(kc),
+    vc.storage.native, vc.byteOffset, strides3(vc), mc ? mc.storage.native : null, mc ? mc.byteOffset : 0,
+    out.storage.native, out.byteOffset, strides3(out), lse.storage.native, 0,
+  );
+  record(
+    op, out, [q, k, v],
+    (g, [qs, ks, vs, lses, ms]) => {
+      const gc = rowContiguous(g);
+      const dq = headsInterleaved(qs!, B, H, Tq, D), dk = headsInterleaved(qs!, B, H, Tk, D), dv = headsInterleaved(qs!, B, H, Tk, D);
+      native().attentionBackward(
+        dims, scale, causal, qs!.storage.native, qs!.byteOffset, strides3(qs!), ks!.storage.native, ks!.byteOffset, strides3(ks!),
+        vs!.storage.native, vs!.byteOffset, strides3(vs!), ms ? ms.storage.native : null, ms ? ms.byteOffset : 0,
+        lses!.storage.native, 0, gc.storage.native, gc.byteOffset, strides3(gc), dq.storage.native, dq.byteOffset, strides3(dq),
+        dk.storage.native, dk.byteOffset, strides3(dk), dv.storage.native, dv.byteOffset, strides3(dv),
+      );
+      if (gc !== g) gc.dispose();
+      return [dq, dk, dv];
+    },
+    [qc, kc, vc, lse, ...(mc ? [mc] : [])],
+  );
+  for (const [c, t] of [[qc, q], [kc, k], [vc, v], [mc, mask]] as const) if (c && c !== t) c.dispose();
+  lse.dispose();
+  return out;
+}

@@ -1,0 +1,165 @@
+// Scaled dot-product attention on the CPU, blocked over queries, with the products in gemm_f32.
+//
+// Forward, per (batch, head, block of kQueryBlock queries):
+//   S = scale · Q_blk Kᵀ     (bq × n, n = keys the block's last query sees: causal blocks skip the
+//                             keys no query of theirs sees)
+//   P = softmax(masked S)    row by row; lse = max + log(sum) is saved per query
+//   O_blk = P V
+// Backward, per (batch, head), the blocks in order (dK, dV accumulate over them):
+//   P = exp(masked S - lse)  recomputed, flash-attention style
+//   dV += Pᵀ dO,  dP = dO Vᵀ,  dS = P ∘ (dP - rowsum(P ∘ dP)) · scale,  dQ = dS K,  dK += dSᵀ Q
+//
+// Recomputing P instead of saving it: saving costs B·H·T² floats per layer (12.6 MB per layer,
+// 150 MB for GPT-2 124M at B=4, T=256, growing with T²) to spare one of the five products of
+// the backward; the backward then works from q, k, v and B·H·T floats of lse, like the CUDA twin.
+//
+// Threads take whole work items (query blocks forward, (batch, head) pairs backward, so that
+// dK and dV have one writer), and gemm_f32 runs single-threaded inside them.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "../ops/gemm.h"
+#include "../ops/nn.h"
+#include "nn_rows.h"
+#include "parallel.h"
+
+namespace lowrank {
+namespace cpu {
+namespace {
+
+// Rows per query block: large enough for the gemm micro-kernels, small enough that the
+// bq × Tk score block of each thread stays in L2 for GPT-2's 1024 positions.
+constexpr int64_t kQueryBlock = 64;
+
+// Keys query i sees: keys j <= Tk - Tq + i when causal (query i is at that absolute position).
+int64_t visible_keys(const AttnDims& d, int64_t i) { return d.causal ? d.Tk - d.Tq + i + 1 : d.Tk; }
+
+// For each batch row, the first key that is not padded (Tk when all are): a query whose visible
+// keys all come before it sees only padding.
+std::vector<int64_t> first_kept_keys(const AttnDims& d, const int32_t* key_keep) {
+  std::vector<int64_t> first(size_t(d.B), 0);
+  if (!key_keep) return first;
+  for (int64_t b = 0; b < d.B; ++b) {
+    int64_t j = 0;
+    while (j < d.Tk && key_keep[b * d.Tk + j] == 0) ++j;
+    first[size_t(b)] = j;
+  }
+  return first;
+}
+
+// Applies the masks to one row of n scores for a query seeing `visible` keys: causally hidden
+// keys get -inf; padded keys get -inf too (transformers adds float32's minimum, which gives them
+// weight exactly 0) unless every visible key is padded: then all visible scores round to that
+// same minimum, i.e. they become equal, and 0 stands for them (uniform attention, see nn.h).
+void mask_row(float* s, int64_t n, int64_t visible, const int32_t* keep, bool all_padded) {
+  const float ninf = -std::numeric_limits<float>::infinity();
+  for (int64_t j = visible; j < n; ++j) s[j] = ninf;
+  if (!keep) return;
+  if (all_padded) {
+    std::fill(s, s + visible, 0.0f);
+    return;
+  }
+  for (int64_t j = 0; j < visible; ++j) s[j] = keep[j] ? s[j] : ninf;
+}
+
+struct QueryBlock {
+  int64_t b, h, i0, bq, n;  // batch, head, first query, queries, keys seen
+};
+
+QueryBlock query_block(const AttnDims& d, int64_t bh, int64_t qb) {
+  const int64_t i0 = qb * kQueryBlock, i1 = std::min(d.Tq, i0 + kQueryBlock);
+  return {bh / d.H, bh % d.H, i0, i1 - i0, visible_keys(d, i1 - 1)};
+}
+
+// S (bq × n, row stride n) = scale · Q_blk K[0:n]ᵀ, masked.
+void masked_scores(const AttnDims& d, const QueryBlock& blk, AttnView q, AttnView k, const int32_t* key_keep,
+                   const std::vector<int64_t>& first_kept, float* S) {
+  gemm_f32(false, true, blk.bq, blk.n, d.D, d.scale, q.row(blk.b, blk.h, blk.i0), q.st, 0, k.row(blk.b, blk.h, 0), k.st, 0,
+           0.0f, S, blk.n, 0, 1);
+  const int32_t* keep = key_keep ? key_keep + blk.b * d.Tk : nullptr;
+  for (int64_t r = 0; r < blk.bq; ++r) {
+    const int64_t visible = visible_keys(d, blk.i0 + r);
+    mask_row(S + r * blk.n, blk.n, visible, keep, first_kept[size_t(blk.b)] >= visible);
+  }
+}
+
+int64_t query_blocks(const AttnDims& d) { return (d.Tq + kQueryBlock - 1) / kQueryBlock; }
+
+std::vector<float>& scratch(int which) {
+  static thread_local std::vector<float> buffers[2];
+  return buffers[which];
+}
+
+}  // namespace
+
+void attention_forward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView v, const int32_t* key_keep, AttnView out,
+                           float* lse) {
+  const int64_t nqb = query_blocks(d);
+  const std::vector<int64_t> first_kept = first_kept_keys(d, key_keep);
+  parallel_for(d.B * d.H * nqb, 1, [&](int64_t w0, int64_t w1) {
+    std::vector<float>& S = scratch(0);
+    for (int64_t w = w0; w < w1; ++w) {
+      const QueryBlock blk = query_block(d, w / nqb, w % nqb);
+      S.resize(size_t(blk.bq * blk.n));
+      masked_scores(d, blk, q, k, key_keep, first_kept, S.data());
+      float* lse_blk = lse + (blk.b * d.H + blk.h) * d.Tq + blk.i0;
+      for (int64_t r = 0; r < blk.bq; ++r) {
+        float* s = S.data() + r * blk.n;
+        const float m = row_max(s, blk.n);
+        const float sum = row_exp_sum(s, blk.n, m, 1.0f, s);
+        const float inv = 1.0f / sum;
+        for (int64_t j = 0; j < blk.n; ++j) s[j] *= inv;
+        lse_blk[r] = m + std::log(sum);
+      }
+      gemm_f32(false, false, blk.bq, d.D, blk.n, 1.0f, S.data(), blk.n, 0, v.row(blk.b, blk.h, 0), v.st, 0, 0.0f,
+               out.row(blk.b, blk.h, blk.i0), out.st, 0, 1);
+    }
+  });
+}
+
+void attention_backward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView v, const int32_t* key_keep,
+                            const float* lse, AttnView dout, AttnView dq, AttnView dk, AttnView dv) {
+  const int64_t nqb = query_blocks(d);
+  const std::vector<int64_t> first_kept = first_kept_keys(d, key_keep);
+  parallel_for(d.B * d.H, 1, [&](int64_t bh0, int64_t bh1) {
+    std::vector<float>& P = scratch(0);
+    std::vector<float>& dS = scratch(1);
+    for (int64_t bh = bh0; bh < bh1; ++bh) {
+      const int64_t b = bh / d.H, h = bh % d.H;
+      for (int64_t t = 0; t < d.Tk; ++t) {
+        std::fill(dk.row(b, h, t), dk.row(b, h, t) + d.D, 0.0f);
+        std::fill(dv.row(b, h, t), dv.row(b, h, t) + d.D, 0.0f);
+      }
+      for (int64_t qb = 0; qb < nqb; ++qb) {
+        const QueryBlock blk = query_block(d, bh, qb);
+        const int64_t n = blk.n;
+        P.resize(size_t(blk.bq * n));
+        dS.resize(size_t(blk.bq * n));
+        masked_scores(d, blk, q, k, key_keep, first_kept, P.data());
+        const float* lse_blk = lse + bh * d.Tq + blk.i0;
+        for (int64_t r = 0; r < blk.bq; ++r) row_exp_sum(P.data() + r * n, n, lse_blk[r], 1.0f, P.data() + r * n);
+        const float* dO = dout.row(b, h, blk.i0);
+        // dV[0:n] += Pᵀ dO
+        gemm_f32(true, false, n, d.D, blk.bq, 1.0f, P.data(), n, 0, dO, dout.st, 0, 1.0f, dv.row(b, h, 0), dv.st, 0, 1);
+        // dP = dO V[0:n]ᵀ, then dS = P ∘ (dP - rowsum(P ∘ dP)) · scale in place
+        gemm_f32(false, true, blk.bq, n, d.D, 1.0f, dO, dout.st, 0, v.row(b, h, 0), v.st, 0, 0.0f, dS.data(), n, 0, 1);
+        for (int64_t r = 0; r < blk.bq; ++r) {
+          const float* p = P.data() + r * n;
+          float* ds = dS.data() + r * n;
+          const float delta = row_dot(p, ds, n);
+          for (int64_t j = 0; j < n; ++j) ds[j] = p[j] * (ds[j] - delta) * d.scale;
+        }
+        // dQ_blk = dS K[0:n];  dK[0:n] += dSᵀ Q_blk
+        gemm_f32(false, false, blk.bq, d.D, n, 1.0f, dS.data(), n, 0, k.row(b, h, 0), k.st, 0, 0.0f,
+                 dq.row(b, h, blk.i0), dq.st, 0, 1);
+        gemm_f32(true, false, n, d.D, blk.bq, 1.0f, dS.data(), n, 0, q.row(b, h, blk.i0), q.st, 0, 1.0f, dk.row(b, h, 0),
+                 dk.st, 0, 1);
+      }
+    }
+  });
+}
+
+}  // namespace cpu
+}  // namespace lowrank

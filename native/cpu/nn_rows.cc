@@ -1,0 +1,128 @@
+// row_exp_sum (nn_rows.h) at three SIMD levels, picked once at run time like the gemm kernels.
+//
+// exp(x) = 2^n * exp(r) with n = round(x / ln 2) and r = x - n ln 2 (|r| <= ln2/2, ln 2 split in a
+// high part exact in float and a low correction), exp(r) by Cephes' degree-7 polynomial, 2^n built
+// in the exponent bits. Arguments below ln(FLT_MIN) give exactly 0 (so masked -inf scores vanish),
+// above ln(FLT_MAX) give +inf, NaN stays NaN.
+#include <cmath>
+
+#include "nn_rows.h"
+#include "simd.h"
+
+#ifdef LOWRANK_X86
+#include <immintrin.h>
+// GCC 12 reports its own AVX-512 headers (the self-initialized _mm512_undefined_* values behind
+// roundscale, cvtps and reduce_add) as reading uninitialized data: a false positive.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace lowrank {
+namespace cpu {
+namespace {
+
+constexpr float kExpLo = -87.3365447505531f;  // ln(FLT_MIN): 2^n stays a normal float
+constexpr float kExpHi = 88.3762626647949f;
+constexpr float kLog2e = 1.44269504088896341f;
+constexpr float kLn2Hi = 0.693359375f;
+constexpr float kLn2Lo = -2.12194440e-4f;
+constexpr float kP0 = 1.9875691500e-4f, kP1 = 1.3981999507e-3f, kP2 = 8.3334519073e-3f;
+constexpr float kP3 = 4.1665795894e-2f, kP4 = 1.6666665459e-1f, kP5 = 5.0000001201e-1f;
+
+float exp_sum_scalar(const float* x, int64_t n, float shift, float scale, float* y) {
+  float sum = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    float e = std::exp(x[j] - shift);
+    sum += e;
+    if (y) y[j] = scale * e;
+  }
+  return sum;
+}
+
+#ifdef LOWRANK_X86
+LR_TARGET_AVX512 inline __m512 exp512(__m512 x) {
+  const __m512 lo = _mm512_set1_ps(kExpLo), hi = _mm512_set1_ps(kExpHi);
+  __m512 xc = _mm512_min_ps(hi, _mm512_max_ps(lo, x));  // (const, x) order keeps NaN
+  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), xc);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), r);
+  __m512 p = _mm512_set1_ps(kP0);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP1));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP2));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP3));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP4));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP5));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  __m512 e = _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
+  e = _mm512_mask_mov_ps(e, _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ), _mm512_setzero_ps());
+  return _mm512_mask_mov_ps(e, _mm512_cmp_ps_mask(x, hi, _CMP_GT_OQ), _mm512_set1_ps(__builtin_inff()));
+}
+
+LR_TARGET_AVX512 float exp_sum_avx512(const float* x, int64_t n, float shift, float scale, float* y) {
+  const __m512 vshift = _mm512_set1_ps(shift), vscale = _mm512_set1_ps(scale);
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 m = n - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - j)) - 1);
+    __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + j), vshift));
+    acc = _mm512_mask_add_ps(acc, m, acc, e);
+    if (y) _mm512_mask_storeu_ps(y + j, m, _mm512_mul_ps(e, vscale));
+  }
+  return _mm512_reduce_add_ps(acc);
+}
+
+LR_TARGET_AVX2 inline __m256 exp256(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(kExpLo), hi = _mm256_set1_ps(kExpHi);
+  __m256 xc = _mm256_min_ps(hi, _mm256_max_ps(lo, x));
+  __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), xc);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), r);
+  __m256 p = _mm256_set1_ps(kP0);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP1));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP2));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP3));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP4));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP5));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  __m256 e = _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+  e = _mm256_blendv_ps(e, _mm256_setzero_ps(), _mm256_cmp_ps(x, lo, _CMP_LT_OQ));
+  return _mm256_blendv_ps(e, _mm256_set1_ps(__builtin_inff()), _mm256_cmp_ps(x, hi, _CMP_GT_OQ));
+}
+
+LR_TARGET_AVX2 float exp_sum_avx2(const float* x, int64_t n, float shift, float scale, float* y) {
+  const __m256 vshift = _mm256_set1_ps(shift), vscale = _mm256_set1_ps(scale);
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t j = 0; j < n; j += 8) {
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(std::min<int64_t>(n - j, 8))), lane);
+    __m256 e = exp256(_mm256_sub_ps(_mm256_maskload_ps(x + j, m), vshift));
+    acc = _mm256_add_ps(acc, _mm256_and_ps(e, _mm256_castsi256_ps(m)));
+    if (y) _mm256_maskstore_ps(y + j, m, _mm256_mul_ps(e, vscale));
+  }
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+#endif
+
+using ExpSumFn = float (*)(const float*, int64_t, float, float, float*);
+
+ExpSumFn pick_exp_sum() {
+#ifdef LOWRANK_X86
+  if (has_avx512()) return exp_sum_avx512;
+  if (has_avx2_fma()) return exp_sum_avx2;
+#endif
+  return exp_sum_scalar;
+}
+
+}  // namespace
+
+float row_exp_sum(const float* x, int64_t n, float shift, float scale, float* y) {
+  static const ExpSumFn fn = pick_exp_sum();
+  return fn(x, n, shift, scale, y);
+}
+
+}  // namespace cpu
+}  // namespace lowrank

@@ -1,0 +1,56 @@
+// Row primitives shared by the nn kernels (nn.cc, attention.cc): reductions over one contiguous
+// row, and exp, the cost that dominates softmax, cross-entropy over a 50257-token vocabulary and
+// attention. exp has AVX-512 and AVX2 versions picked at run time (nn_rows.cc); the reductions are
+// plain loops over kLanes independent accumulators, which compilers vectorize without
+// reassociating (so without -ffast-math) and which are deterministic for a given row length.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+
+namespace lowrank {
+namespace cpu {
+
+constexpr int kLanes = 16;
+
+// sum_j f(j) for j < n, in kLanes interleaved partial sums (a fixed order for a given n).
+template <typename F>
+inline float lanes_sum(int64_t n, F f) {
+  float acc[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) acc[l] += f(j + l);
+  for (int l = 0; j + l < n; ++l) acc[l] += f(j + l);
+  float s = 0;
+  for (int l = 0; l < kLanes; ++l) s += acc[l];
+  return s;
+}
+
+inline float row_sum(const float* x, int64_t n) {
+  return lanes_sum(n, [x](int64_t j) { return x[j]; });
+}
+
+inline float row_dot(const float* a, const float* b, int64_t n) {
+  return lanes_sum(n, [a, b](int64_t j) { return a[j] * b[j]; });
+}
+
+// The largest value of x[0..n) (-inf when n == 0). NaNs are skipped here; callers' exp of
+// x - max still turns a NaN input into a NaN result.
+inline float row_max(const float* x, int64_t n) {
+  float acc[kLanes];
+  std::fill(acc, acc + kLanes, -__builtin_inff());
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) acc[l] = x[j + l] > acc[l] ? x[j + l] : acc[l];
+  for (int l = 0; j + l < n; ++l) acc[l] = x[j + l] > acc[l] ? x[j + l] : acc[l];
+  float m = acc[0];
+  for (int l = 1; l < kLanes; ++l) m = acc[l] > m ? acc[l] : m;
+  return m;
+}
+
+// Returns sum_j exp(x[j] - shift); when y is not null also writes y[j] = scale * exp(x[j] - shift)
+// (y may alias x). exp(-inf) is exactly 0. The SIMD versions use a Cephes-style polynomial
+// (about 1 ulp); the scalar fallback uses std::exp.
+float row_exp_sum(const float* x, int64_t n, float shift, float scale, float* y);
+
+}  // namespace cpu
+}  // namespace lowrank
