@@ -1,0 +1,62 @@
+// Fused optimizer kernels on the CPU: one parallel_for over the chunk list of all tensors.
+// The per-element math is shared with the CUDA twin (native/ops/optim.h).
+#include "../ops/optim.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "parallel.h"
+
+namespace lowrank {
+namespace cpu {
+namespace {
+// Chunks per task: 4 x 4096 elements keeps each task well above the pool's wake-up cost.
+constexpr int64_t kChunkGrain = 4;
+
+template <typename T, typename F>
+void for_each_element(const T* tensors, int count, F f) {
+  const std::vector<OptimChunk> chunks = optim_chunks(tensors, count);
+  parallel_for(static_cast<int64_t>(chunks.size()), kChunkGrain, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const OptimChunk& chunk = chunks[c];
+      const T& t = tensors[chunk.tensor];
+      for (int64_t i = chunk.begin; i < chunk.end; ++i) f(t, i);
+    }
+  });
+}
+}  // namespace
+
+void adamw_step_f32(const AdamWTensor* tensors, int count) {
+  for_each_element(tensors, count, [](const AdamWTensor& t, int64_t i) { adamw_element(t, i); });
+}
+
+void sgd_step_f32(const SGDTensor* tensors, int count) {
+  for_each_element(tensors, count, [](const SGDTensor& t, int64_t i) { sgd_element(t, i); });
+}
+
+void sum_pow_f32(const FloatSpan* spans, int count, double p, double* out) {
+  const std::vector<OptimChunk> chunks = optim_chunks(spans, count);
+  const bool inf = std::isinf(p);
+  std::vector<double> partial(chunks.size());
+  parallel_for(static_cast<int64_t>(chunks.size()), kChunkGrain, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const OptimChunk& chunk = chunks[c];
+      const float* x = spans[chunk.tensor].data;
+      double acc = 0;
+      for (int64_t i = chunk.begin; i < chunk.end; ++i) {
+        const double term = norm_term(x[i], p, inf);
+        acc = inf ? nan_max(acc, term) : acc + term;
+      }
+      partial[c] = acc;
+    }
+  });
+  std::fill(out, out + count, 0.0);
+  combine_chunk_partials(chunks, partial.data(), inf, out);
+}
+
+void scale_spans_f32(const FloatSpan* spans, int count, float alpha) {
+  for_each_element(spans, count, [alpha](const FloatSpan& s, int64_t i) { s.data[i] *= alpha; });
+}
+
+}  // namespace cpu
+}  // namespace lowrank
