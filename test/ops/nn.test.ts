@@ -569,16 +569,54 @@ describe.skipIf(!existsSync(fixturePath))("PyTorch fixtures (test/fixtures/ops/r
   });
 });
 
-// The exp of softmax, cross-entropy and attention has AVX-512, AVX2 and scalar versions
-// (nn_rows.cc), picked once per process: children re-run those tests at the lower levels.
+// The exp behind softmax, cross-entropy and attention has AVX-512, AVX2 and scalar versions
+// (nn_rows.cc), picked once per process from LOWRANK_SIMD: the first test runs at this process's
+// level, the second re-runs it in child processes at the lower ones.
+const simdTest = "exp-based kernels are accurate at this SIMD level";
+it(simdTest, () => {
+  tidy(() => {
+    // Row lengths around the 8- and 16-wide vectors and their tails; arguments from 0 down to -87
+    // (the last normal float) element by element, plus -inf (exactly 0) and huge ones (shifted away).
+    for (const n of [1, 7, 8, 9, 15, 16, 17, 33, 88]) {
+      const row = Array.from({ length: n }, (_, j) => -j);
+      const ref = softmaxRef(row, n, false);
+      const y = arr(softmax(tensor(row)));
+      const worst = Math.max(...y.map((v, j) => Math.abs(v - ref[j]!) / ref[j]!));
+      expect(worst, `softmax of [0, -1, ..., ${1 - n}]: worst element-wise relative error`).toBeLessThan(1e-5);
+      expectClose(logSoftmax(tensor(row)), softmaxRef(row, n, true), 1e-6);
+    }
+    expect(arr(softmax(tensor([3e38, -Infinity, 3e38, 0])))).toEqual([0.5, 0, 0.5, 0]);
+    const logits = t([3, 1001], 60, 20).requireGrad(), tg = [1000, 0, 517];
+    const ref = crossEntropyRef(arr(logits), 1001, tg, -100);
+    const loss = crossEntropy(logits, tensor(new Int32Array(tg), { shape: [3] }), { reduction: "sum" });
+    expectClose([loss.item()], [ref.sum], 1e-5);
+    loss.backward();
+    expectClose(logits.grad!, ref.gradSum, 1e-5);
+  });
+  for (const [i, c] of ([{ B: 1, H: 2, Tq: 70, Tk: 70, D: 9, causal: true }, { B: 2, H: 1, Tq: 5, Tk: 7, D: 3, causal: true, keep: [0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0] }] as AttnCase[]).entries()) {
+    tidy(() => {
+      const q = t([c.B, c.H, c.Tq, c.D], 70 + i, 2).requireGrad(), k = t([c.B, c.H, c.Tk, c.D], 80 + i, 2).requireGrad();
+      const v = t([c.B, c.H, c.Tk, c.D], 90 + i).requireGrad(), g = t([c.B, c.H, c.Tq, c.D], 100 + i);
+      const ref = attentionRef(c, arr(q), arr(k), arr(v), arr(g));
+      const out = scaledDotProductAttention(q, k, v, { attnMask: c.keep ? tensor(new Int32Array(c.keep), { shape: [c.B, c.Tk] }) : null });
+      expectClose(out, ref.out, 1e-5);
+      out.backward(g);
+      expectClose(q.grad!, ref.dq, 1e-4);
+      expectClose(k.grad!, ref.dk, 1e-4);
+      expectClose(v.grad!, ref.dv, 1e-4);
+    });
+  }
+});
+
 const levels = ["avx512", "avx2", "scalar"].filter((l, i, all) => i > all.indexOf(info().simd));
-it.skipIf(process.env.LOWRANK_SIMD !== undefined || levels.length === 0)(`softmax, crossEntropy and attention pass at SIMD levels ${levels.join(", ")}`, () => {
+it.skipIf(process.env.LOWRANK_SIMD !== undefined || levels.length === 0)(`the same at SIMD levels ${levels.join(", ")} (child processes)`, () => {
   const vitest = join(dirname(createRequire(import.meta.url).resolve("vitest/package.json")), "vitest.mjs");
   for (const level of levels) {
-    const r = spawnSync(process.execPath, [vitest, "run", "test/ops/nn.test.ts", "-t", "softmax|crossEntropy|scaledDotProductAttention"], {
+    const r = spawnSync(process.execPath, [vitest, "run", "test/ops/nn.test.ts", "-t", simdTest], {
       env: { ...process.env, LOWRANK_SIMD: level, NO_COLOR: "1" },
       encoding: "utf8",
     });
     expect(r.status, `LOWRANK_SIMD=${level}:\n${r.stdout}\n${r.stderr}`).toBe(0);
+    expect(r.stdout).toMatch(/1 passed/);
   }
 });
