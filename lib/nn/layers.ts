@@ -1,0 +1,116 @@
+// The layers GPT-2 is built from, initialized like PyTorch / transformers.
+import { embedding } from "../ops/embedding.js";
+import { conv1dLinear, linear } from "../ops/matmul.js";
+import { dropout, layerNorm } from "../ops/nn.js";
+import { kaimingUniform, ones, rand, randn, zeros } from "../tensor/creation.js";
+import type { DeviceSpec } from "../tensor/device.js";
+import type { Generator } from "../tensor/random.js";
+import type { Tensor } from "../tensor/tensor.js";
+import { Module } from "./module.js";
+
+export interface LayerOptions {
+  device?: DeviceSpec | string;
+  /** The random stream the initial weights are drawn from (default: the global generator). */
+  generator?: Generator;
+}
+
+function checkSize(layer: string, what: string, n: number): void {
+  if (!Number.isInteger(n) || n < 0) throw new Error(`${layer}: ${what} must be an integer >= 0, got ${n}`);
+}
+
+/**
+ * y = x·Wᵀ + b with weight [out, in] (torch.nn.Linear). Init as PyTorch: W ~ kaiming_uniform(a=√5),
+ * i.e. U(-1/√in, 1/√in), and b ~ U(-1/√in, 1/√in).
+ */
+export class Linear extends Module {
+  declare weight: Tensor;
+  declare bias: Tensor | null;
+
+  constructor(readonly inFeatures: number, readonly outFeatures: number, opts: LayerOptions & { bias?: boolean } = {}) {
+    super();
+    checkSize("Linear", "inFeatures", inFeatures);
+    checkSize("Linear", "outFeatures", outFeatures);
+    const { device, generator } = opts;
+    this.registerParameter("weight", inFeatures > 0 ? kaimingUniform([outFeatures, inFeatures], { a: Math.sqrt(5), device, generator }) : zeros([outFeatures, 0], { device }));
+    const bound = inFeatures > 0 ? 1 / Math.sqrt(inFeatures) : 0;
+    this.registerParameter("bias", opts.bias === false ? null : rand([outFeatures], { low: -bound, high: bound, device, generator }));
+  }
+
+  forward(x: Tensor): Tensor {
+    return linear(x, this.weight, this.bias);
+  }
+}
+
+/**
+ * GPT-2's Conv1D (transformers.pytorch_utils.Conv1D(nf, nx)): y = x·W + b with weight stored
+ * [nx = in, nf = out], the transpose of Linear's. Init as transformers: W ~ N(0, 0.02²), b = 0.
+ */
+export class Conv1D extends Module {
+  declare weight: Tensor;
+  declare bias: Tensor;
+
+  constructor(readonly nf: number, readonly nx: number, opts: LayerOptions = {}) {
+    super();
+    checkSize("Conv1D", "nf", nf);
+    checkSize("Conv1D", "nx", nx);
+    this.registerParameter("weight", randn([nx, nf], { std: 0.02, device: opts.device, generator: opts.generator }));
+    this.registerParameter("bias", zeros([nf], { device: opts.device }));
+  }
+
+  forward(x: Tensor): Tensor {
+    return conv1dLinear(x, this.weight, this.bias);
+  }
+}
+
+/** A lookup table [num, dim] indexed by int32 ids (torch.nn.Embedding). Init N(0, 1) like PyTorch. */
+export class Embedding extends Module {
+  declare weight: Tensor;
+
+  constructor(readonly numEmbeddings: number, readonly embeddingDim: number, opts: LayerOptions = {}) {
+    super();
+    checkSize("Embedding", "numEmbeddings", numEmbeddings);
+    checkSize("Embedding", "embeddingDim", embeddingDim);
+    this.registerParameter("weight", randn([numEmbeddings, embeddingDim], { device: opts.device, generator: opts.generator }));
+  }
+
+  /** ids int32 [...] -> [..., embeddingDim]. */
+  forward(ids: Tensor): Tensor {
+    return embedding(ids, this.weight);
+  }
+}
+
+/** Layer norm over the last dim (torch.nn.LayerNorm with one normalized dim): weight 1, bias 0. */
+export class LayerNorm extends Module {
+  declare weight: Tensor | null;
+  declare bias: Tensor | null;
+  readonly eps: number;
+
+  constructor(readonly normalizedShape: number, opts: { eps?: number; elementwiseAffine?: boolean; device?: DeviceSpec | string } = {}) {
+    super();
+    checkSize("LayerNorm", "normalizedShape", normalizedShape);
+    this.eps = opts.eps ?? 1e-5;
+    const affine = opts.elementwiseAffine !== false;
+    this.registerParameter("weight", affine ? ones([normalizedShape], { device: opts.device }) : null);
+    this.registerParameter("bias", affine ? zeros([normalizedShape], { device: opts.device }) : null);
+  }
+
+  forward(x: Tensor): Tensor {
+    return layerNorm(x, this.weight, this.bias, this.eps);
+  }
+}
+
+/** Zeroes elements with probability p while training, scaling the rest by 1/(1-p); identity in eval(). */
+export class Dropout extends Module {
+  /** The random stream masks are drawn from (default: the global generator). */
+  readonly generator?: Generator;
+
+  constructor(readonly p = 0.5, opts: { generator?: Generator } = {}) {
+    super();
+    if (!(p >= 0 && p <= 1)) throw new Error(`Dropout: p must be a probability in [0, 1], got ${p}`);
+    this.generator = opts.generator;
+  }
+
+  forward(x: Tensor): Tensor {
+    return dropout(x, this.p, { training: this.training, generator: this.generator });
+  }
+}
