@@ -11,6 +11,7 @@
 import { spawnSync } from "node:child_process";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { full, Generator, info, rand, type Tensor, tidy } from "../lib/index.js";
 import { native } from "../lib/native.js";
@@ -161,9 +162,10 @@ describe(`cpu gemm (${info().simd} kernel)`, () => {
   // Only the parent run spawns the other levels (children have LOWRANK_SIMD set).
   const levels = ["scalar", "avx2"].filter((l) => l === "scalar" || ["avx2", "avx512"].includes(info().simd));
   it.skipIf(process.env.LOWRANK_SIMD !== undefined)(`passes at every lower SIMD level (${levels.join(", ")})`, () => {
+    const self = fileURLToPath(import.meta.url);
     const vitest = join(dirname(createRequire(import.meta.url).resolve("vitest/package.json")), "vitest.mjs");
     for (const level of levels) {
-      const r = spawnSync(process.execPath, [vitest, "run", "--reporter=verbose", "test/gemm.test.ts"], {
+      const r = spawnSync(process.execPath, [vitest, "run", "--reporter=verbose", "--dir", dirname(self), self], {
         env: { ...process.env, LOWRANK_SIMD: level, NO_COLOR: "1" },
         encoding: "utf8",
       });

@@ -1,17 +1,20 @@
 // CPU fp32 GEMM, GotoBLAS/BLIS style: the op CPU training spends its time in.
 //
-//   for jc over n in steps of nc:              packed B block  kc×nc  (L3)
-//     for pc over k in steps of kc:
-//       pack B[pc:pc+kc, jc:jc+nc] into NR-wide micro-panels
-//       for ic over m in steps of mc:          packed A block  mc×kc  (L2)
-//         pack A[ic:ic+mc, pc:pc+kc] into MR-tall micro-panels
-//         for jr over nc in steps of NR:       B micro-panel   kc×NR  (L1)
-//           for ir over mc in steps of MR:
+//   for pc over k in steps of kc:
+//     for ic over m in steps of mc:
+//       pack A[ic:ic+mc, pc:pc+kc] into MR-tall micro-panels           packed A block  mc×kc  (L3)
+//       for jc over n in steps of nc:
+//         pack B[pc:pc+kc, jc:jc+nc] into NR-wide micro-panels         packed B block  kc×nc  (L2)
+//         for ir over mc in steps of MR:                               A micro-panel   kc×MR  (L1)
+//           for jr over nc in steps of NR:
 //             micro-kernel: C[ir:ir+MR, jr:jr+NR] (+)= A panel · B panel   (registers)
 //
-// Packing reads op(A) and op(B) through (row, column) strides, so all four transpose cases feed
-// the same micro-kernel. Threads split C into disjoint blocks and each packs its own operands, so
-// they never wait on each other. Micro-kernels live in gemm_avx512.cc / gemm_avx2.cc and below.
+// The micro-kernels broadcast A and load B as vectors along n, so the small broadcast panel stays
+// in L1 and the wide vector panels stream from L2 (BLIS's arrangement, with A and B swapped
+// because C is row-major). Packing reads op(A) and op(B) through (row, column) strides, so all
+// four transpose cases feed the same micro-kernel. Threads split C into disjoint blocks and each
+// packs its own operands, so they never wait on each other. Micro-kernels and vectorized packing
+// live in gemm_avx512.cc / gemm_avx2.cc; the portable ones are below.
 #include <algorithm>
 #include <cstdlib>
 #include <new>
@@ -39,7 +42,7 @@ void micro_scalar(int64_t kc, const float* a, const float* b, float* c, int64_t 
       c[i * ldc + j] = alpha * acc[i][j] + (beta == 0 ? 0.0f : beta * c[i * ldc + j]);
 }
 
-const GemmKernel kScalarKernel{"scalar 4x16", kScalarMR, kScalarNR, 128, 256, 2048, micro_scalar};
+const GemmKernel kScalarKernel{"scalar 4x16", kScalarMR, kScalarNR, 1024, 256, 256, micro_scalar, gemm_pack_portable};
 
 const GemmKernel& kernel() {
   static const GemmKernel* k = has_avx512() ? gemm_kernel_avx512() : has_avx2_fma() ? gemm_kernel_avx2() : nullptr;
@@ -53,29 +56,22 @@ struct View {
   const float* at(int64_t i, int64_t j) const { return p + i * rs + j * cs; }
 };
 
-// Packs `rows` rows × kc columns of src into one micro-panel dst[p*w + r], zero-padding rows up to
-// w. For A, "rows" are rows of op(A); for B they are columns of op(B) (pass its transposed view).
-void pack_panel(View src, int rows, int64_t kc, int w, float* dst) {
-  if (src.rs == 1) {  // each column of the panel is contiguous in memory
+// Packs one micro-panel: `rows` ≤ w rows × kc columns, dst[p*w + r], zero rows up to w.
+void pack_panel(const float* src, int64_t rs, int64_t cs, int rows, int64_t kc, int w, float* dst) {
+  if (rs == 1) {  // each column of the panel is contiguous in memory
     for (int64_t p = 0; p < kc; ++p, dst += w) {
-      const float* s = src.p + p * src.cs;
+      const float* s = src + p * cs;
       for (int r = 0; r < rows; ++r) dst[r] = s[r];
       for (int r = rows; r < w; ++r) dst[r] = 0;
     }
   } else {  // each row is a stream along p
     for (int r = 0; r < rows; ++r) {
-      const float* s = src.p + r * src.rs;
-      for (int64_t p = 0; p < kc; ++p) dst[p * w + r] = s[p * src.cs];
+      const float* s = src + r * rs;
+      for (int64_t p = 0; p < kc; ++p) dst[p * w + r] = s[p * cs];
     }
     for (int64_t p = 0; p < kc; ++p)
       for (int r = rows; r < w; ++r) dst[p * w + r] = 0;
   }
-}
-
-// Packs an mc×kc block of src (rows × k) into consecutive micro-panels of w rows.
-void pack_block(View src, int64_t rows, int64_t kc, int w, float* dst) {
-  for (int64_t r = 0; r < rows; r += w, dst += w * kc)
-    pack_panel({src.p + r * src.rs, src.rs, src.cs}, int(std::min<int64_t>(w, rows - r)), kc, w, dst);
 }
 
 // Per-thread packing buffers, kept across calls (the pool's threads live as long as the addon).
@@ -117,19 +113,19 @@ void gemm_block(const GemmKernel& K, View A, View B, float* c, int64_t ldc, int6
   float* ap = Scratch::grow(scratch.a, scratch.a_cap, size_t(mc_max * kc_max));
   float* bp = Scratch::grow(scratch.b, scratch.b_cap, size_t(nc_max * kc_max));
   alignas(64) float tile[32 * 64];  // edge tiles: MR×NR ≤ 32×64 for every kernel
-  for (int64_t jc = 0; jc < n; jc += nc_max) {
-    const int64_t nc = std::min(nc_max, n - jc);
-    for (int64_t pc = 0; pc < k; pc += kc_max) {
-      const int64_t kc = std::min(kc_max, k - pc);
-      const float beta_pc = pc == 0 ? beta : 1.0f;  // later k blocks accumulate onto the first
-      pack_block({B.at(pc, jc), B.cs, B.rs}, nc, kc, NR, bp);
-      for (int64_t ic = 0; ic < m; ic += mc_max) {
-        const int64_t mc = std::min(mc_max, m - ic);
-        pack_block(View{A.at(ic, pc), A.rs, A.cs}, mc, kc, MR, ap);
-        for (int64_t jr = 0; jr < nc; jr += NR) {
-          const int nr = int(std::min<int64_t>(NR, nc - jr));
-          for (int64_t ir = 0; ir < mc; ir += MR) {
-            const int mr = int(std::min<int64_t>(MR, mc - ir));
+  for (int64_t pc = 0; pc < k; pc += kc_max) {
+    const int64_t kc = std::min(kc_max, k - pc);
+    const float beta_pc = pc == 0 ? beta : 1.0f;  // later k blocks accumulate onto the first
+    for (int64_t ic = 0; ic < m; ic += mc_max) {
+      const int64_t mc = std::min(mc_max, m - ic);
+      K.pack(A.at(ic, pc), A.rs, A.cs, mc, kc, MR, ap);
+      for (int64_t jc = 0; jc < n; jc += nc_max) {
+        const int64_t nc = std::min(nc_max, n - jc);
+        K.pack(B.at(pc, jc), B.cs, B.rs, nc, kc, NR, bp);  // rows of the panel = columns of op(B)
+        for (int64_t ir = 0; ir < mc; ir += MR) {
+          const int mr = int(std::min<int64_t>(MR, mc - ir));
+          for (int64_t jr = 0; jr < nc; jr += NR) {
+            const int nr = int(std::min<int64_t>(NR, nc - jr));
             float* cij = c + (ic + ir) * ldc + jc + jr;
             const float* a_panel = ap + ir * kc;
             const float* b_panel = bp + jr * kc;
@@ -158,6 +154,11 @@ void scale_c(float* c, int64_t ldc, int64_t m, int64_t n, float beta) {
 constexpr int64_t kParallelMinWork = int64_t(1) << 18;
 
 }  // namespace
+
+void gemm_pack_portable(const float* src, int64_t rs, int64_t cs, int64_t rows, int64_t kc, int w, float* dst) {
+  for (int64_t r = 0; r < rows; r += w, dst += w * kc)
+    pack_panel(src + r * rs, rs, cs, int(std::min<int64_t>(w, rows - r)), kc, w, dst);
+}
 
 void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
               int64_t batch_stride_a, const float* b, int64_t ldb, int64_t batch_stride_b, float beta, float* c,

@@ -49,9 +49,10 @@ LR_TARGET_AVX2 void micro_6x16(int64_t kc, const float* a, const float* b, float
 
 }  // namespace
 
-// kc×NR of B = 16 KiB in L1; mc×kc of A = 168 KiB in L2 (the BLIS Haswell blocking).
+// The kc×MR A micro-panel (6 KiB) stays in L1; the kc×nc B block (256 KiB) fits the 256 KiB..1 MiB
+// L2 of AVX2-era cores; A blocks up to mc×kc = 1 MiB.
 const GemmKernel* gemm_kernel_avx2() {
-  static const GemmKernel k{"avx2 6x16", MR, NR, 168, 256, 4080, micro_6x16};
+  static const GemmKernel k{"avx2 6x16", MR, NR, 1020, 256, 256, micro_6x16, gemm_pack_portable};
   return &k;
 }
 

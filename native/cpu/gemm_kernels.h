@@ -16,12 +16,23 @@ namespace cpu {
 using GemmMicroKernel = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha,
                                  float beta);
 
+// Packs rows × kc of a strided matrix (element (r, p) at src[r*rs + p*cs]) into consecutive
+// micro-panels of w rows in the layout above, zero-padding the last panel to w rows. Packs A
+// (w = MR, rows of op(A)) and B (w = NR, columns of op(B)).
+using GemmPack = void (*)(const float* src, int64_t rs, int64_t cs, int64_t rows, int64_t kc, int w, float* dst);
+
 struct GemmKernel {
   const char* name;
-  int mr, nr;          // register tile
-  int64_t mc, kc, nc;  // cache blocks: packed A is mc×kc (L2), packed B is kc×nc (L3), kc×NR sits in L1
+  int mr, nr;  // register tile
+  // Cache blocks: an mc×kc block of packed A (L3) is swept by kc×nc blocks of packed B (L2); one
+  // kc×MR micro-panel of A stays in L1 while the micro-kernel streams B micro-panels past it.
+  int64_t mc, kc, nc;
   GemmMicroKernel micro;
+  GemmPack pack;
 };
+
+// Portable packing (gemm.cc), for kernels without a vectorized one.
+void gemm_pack_portable(const float* src, int64_t rs, int64_t cs, int64_t rows, int64_t kc, int w, float* dst);
 
 // nullptr where the instruction set is not compiled in (non-x86 builds).
 const GemmKernel* gemm_kernel_avx512();
