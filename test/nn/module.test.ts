@@ -189,7 +189,10 @@ describe("state dicts", () => {
 describe("parameters, gradients and memory", () => {
   it("parameters survive tidy(); zeroGrad, freeze and dispose return memory to the baseline", () => {
     const baseline = memory().cpu!;
-    const model = tidy(() => new Linear(5, 3, { generator: new Generator(1) }));
+    let model!: Linear;
+    tidy(() => {
+      model = new Linear(5, 3, { generator: new Generator(1) });
+    });
     expect(model.weight.isDisposed).toBe(false);
     const withModel = memory().cpu!;
     expect(withModel.buffers).toBe(baseline.buffers + 2);
