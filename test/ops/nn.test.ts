@@ -13,7 +13,7 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import { Generator, info, memory, setNumThreads, tensor, tidy, zeros, type Tensor } from "../../lib/index.js";
+import { Generator, info, memory, setNumThreads, Tensor, tensor, tidy, zeros } from "../../lib/index.js";
 import { gelu, mul, sum } from "../../lib/ops/index.js";
 import { scaledDotProductAttention } from "../../lib/ops/attention.js";
 import { crossEntropy, dropout, layerNorm, logSoftmax, softmax } from "../../lib/ops/nn.js";
@@ -450,23 +450,27 @@ describe("scaledDotProductAttention", () => {
     run({ B: 1, H: 1, Tq: 4, Tk: 4, D: 2, causal: true, keep: [0, 0, 1, 1] }, 240, "gradcheck", [false, false, true]);
   });
 
-  it("reads strided q, k, v (heads of a fused qkv projection) and returns heads interleaved", () => {
+  it("reads q, k, v as strided views into a fused qkv buffer and returns heads interleaved", () => {
     tidy(() => {
-      const [B, T, H, D] = [2, 6, 3, 4];
-      const qkv = t([B, T, 3 * H * D], 250).requireGrad();
-      const split = (i: number) => qkv.slice(2, i * H * D, (i + 1) * H * D).reshape(B, T, H, D).permute(0, 2, 1, 3);
-      const [q, k, v] = [0, 1, 2].map(split) as [Tensor, Tensor, Tensor];
-      expect(q.isContiguous()).toBe(false);
+      const [B, T, H, D] = [2, 6, 3, 4], C = H * D;
+      const qkv = t([B, T, 3 * C], 250);
+      // Head h of q is qkv[b, t, h*D : (h+1)*D]: strides (T*3C, D, 3C, 1), as GPT-2's c_attn output is laid out.
+      const head = (i: number) => new Tensor(qkv.storage.retain(), [B, H, T, D], "float32", [T * 3 * C, D, 3 * C, 1], i * C).requireGrad();
+      const [q, k, v] = [head(0), head(1), head(2)];
+      const g = t([B, H, T, D], 251);
+      const ref = attentionRef({ B, H, Tq: T, Tk: T, D, causal: true }, arr(q), arr(k), arr(v), arr(g));
       const out = scaledDotProductAttention(q, k, v);
-      const ref = attentionRef({ B, H, Tq: T, Tk: T, D, causal: true }, arr(q), arr(k), arr(v), arr(t([B, H, T, D], 251)));
       expectClose(out, ref.out, 1e-5);
-      const merged = out.transpose(1, 2); // [B, T, H, D]
-      expect(merged.isContiguous()).toBe(true);
-      const [b1, t3] = [1, 3]; // a smaller batch for finite differences
+      expect(out.transpose(1, 2).isContiguous()).toBe(true); // merging heads to [B, T, C] is a free view
+      out.backward(g);
+      expectClose(q.grad!, ref.dq, 1e-4);
+      expectClose(k.grad!, ref.dk, 1e-4);
+      expectClose(v.grad!, ref.dv, 1e-4);
+      const [b1, t3] = [1, 3]; // through slice/reshape/permute, with a smaller batch for finite differences
       gradcheck((x) => {
-        const s = (i: number) => x!.slice(2, i * H * D, (i + 1) * H * D).reshape(b1, t3, H, D).permute(0, 2, 1, 3);
-        return scaledDotProductAttention(s(0), s(1), s(2)).transpose(1, 2).reshape(b1, t3, H * D);
-      }, [t([b1, t3, 3 * H * D], 252)]);
+        const s = (i: number) => x!.slice(2, i * C, (i + 1) * C).reshape(b1, t3, H, D).permute(0, 2, 1, 3);
+        return scaledDotProductAttention(s(0), s(1), s(2)).transpose(1, 2).reshape(b1, t3, C);
+      }, [t([b1, t3, 3 * C], 252)]);
     });
   });
 
