@@ -273,10 +273,14 @@ export function lineChart(options: LineChartOptions): Chart {
   const legendNames = series.map((s) => fitText(s.name, legendChars * GLYPH_ADVANCE * LABEL_SCALE, LABEL_SCALE));
   const legendWidth = series.length === 0 ? 0 : 16 + LEGEND_SWATCH + 8 + Math.max(...legendNames.map((n) => textWidth(n, LABEL_SCALE)));
   const plotLeft = PAD + (options.yLabel !== "" ? labelHeight + 10 : 0) + maxLabelWidth(yAxis, LABEL_SCALE) + TICK_GAP + TICK_LEN;
-  const plotRight = width - PAD - legendWidth;
-  const plotW = plotRight - plotLeft;
-
+  // The last x label is centred on its tick and may stick out past the plot by half its width:
+  // without a legend to overlap, the right margin must hold it. Its width is known only once
+  // the ticks are, so the axis is chosen again for the narrowed plot; a label that still sticks
+  // out is pulled back inside (see the tick labels below).
   const [xMin, xMax] = extent(series, 0, logY);
+  const overhang = maxLabelWidth(fittedXAxis(xMin, xMax, width - PAD - legendWidth - plotLeft), LABEL_SCALE) / 2;
+  const plotRight = width - PAD - Math.max(legendWidth, overhang);
+  const plotW = plotRight - plotLeft;
   const xAxis = fittedXAxis(xMin, xMax, plotW);
   const px = (x: number): number => plotLeft + axisFraction(xAxis, x) * plotW;
   const py = (y: number): number => plotBottom - axisFraction(yAxis, y) * plotH;
@@ -322,7 +326,8 @@ export function lineChart(options: LineChartOptions): Chart {
   for (const t of xAxis.ticks) {
     const x = Math.floor(px(t.value));
     rect(x, plotBottom + 1, 1, TICK_LEN, AXIS);
-    text(x, plotBottom + 1 + TICK_LEN + TICK_GAP + GLYPH_ASCENT * LABEL_SCALE, t.label, LABEL_SCALE, "middle");
+    const half = textWidth(t.label, LABEL_SCALE) / 2;
+    text(Math.min(x, width - PAD - half), plotBottom + 1 + TICK_LEN + TICK_GAP + GLYPH_ASCENT * LABEL_SCALE, t.label, LABEL_SCALE, "middle");
   }
 
   // Axis labels and title, shortened to the space they have.

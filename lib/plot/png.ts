@@ -22,8 +22,8 @@ class Raster {
   constructor(readonly width: number, readonly height: number, background: Rgb) {
     this.pixels = new Uint8Array(width * height * 4);
     this.coverage = new Float32Array(width * height);
-    const opaque = [...background, 255];
-    for (let i = 0; i < width * height; i++) this.pixels.set(opaque, i * 4);
+    this.pixels.fill(255); // opaque everywhere; only the colour channels change from here on
+    this.fillRect(0, 0, width, height, background);
   }
 
   /** Opaque fill of whole pixels, clipped to the image. */
@@ -31,22 +31,30 @@ class Raster {
     const x0 = Math.max(0, Math.round(x)), x1 = Math.min(this.width, Math.round(x + w));
     const y0 = Math.max(0, Math.round(y)), y1 = Math.min(this.height, Math.round(y + h));
     for (let py = y0; py < y1; py++) {
-      for (let px = x0; px < x1; px++) this.pixels.set(color, (py * this.width + px) * 4);
+      for (let i = (py * this.width + x0) * 4; i < (py * this.width + x1) * 4; i += 4) {
+        this.pixels[i] = color[0];
+        this.pixels[i + 1] = color[1];
+        this.pixels[i + 2] = color[2];
+      }
     }
   }
 
   /**
-   * Adds coverage for the pixels whose centres lie near a shape: `distance` gives a centre's
-   * distance to the shape's core and `radius` its half-thickness. A one-pixel ramp around the
-   * edge is the anti-aliasing (coverage = radius + 0.5 − distance, clamped to 0…1).
+   * Adds coverage for a capsule: the pixels whose centres lie within `radius` of the segment
+   * from (ax, ay) to (bx, by), with a one-pixel ramp around the edge as the anti-aliasing
+   * (coverage = radius + 0.5 − distance, clamped to 0…1). A dot is a capsule of zero length.
    */
-  private cover(cx0: number, cy0: number, cx1: number, cy1: number, radius: number, distance: (x: number, y: number) => number): void {
-    const x0 = Math.max(0, Math.floor(cx0 - radius - 1)), x1 = Math.min(this.width - 1, Math.ceil(cx1 + radius + 1));
-    const y0 = Math.max(0, Math.floor(cy0 - radius - 1)), y1 = Math.min(this.height - 1, Math.ceil(cy1 + radius + 1));
+  private coverCapsule(ax: number, ay: number, bx: number, by: number, radius: number): void {
+    const x0 = Math.max(0, Math.floor(Math.min(ax, bx) - radius - 1)), x1 = Math.min(this.width - 1, Math.ceil(Math.max(ax, bx) + radius + 1));
+    const y0 = Math.max(0, Math.floor(Math.min(ay, by) - radius - 1)), y1 = Math.min(this.height - 1, Math.ceil(Math.max(ay, by) + radius + 1));
     if (x0 > x1 || y0 > y1) return;
+    const dx = bx - ax, dy = by - ay, len2 = dx * dx + dy * dy;
     for (let y = y0; y <= y1; y++) {
       for (let x = x0; x <= x1; x++) {
-        const c = Math.min(1, radius + 0.5 - distance(x + 0.5, y + 0.5));
+        const qx = x + 0.5 - ax, qy = y + 0.5 - ay;
+        const t = len2 === 0 ? 0 : Math.max(0, Math.min(1, (qx * dx + qy * dy) / len2));
+        const ex = qx - t * dx, ey = qy - t * dy;
+        const c = Math.min(1, radius + 0.5 - Math.sqrt(ex * ex + ey * ey));
         const i = y * this.width + x;
         if (c > this.coverage[i]!) this.coverage[i] = c;
       }
@@ -60,19 +68,14 @@ class Raster {
   /** A round-capped line from a to b, `width` pixels thick. */
   coverSegment(a: Point, b: Point, width: number): void {
     const pieces = Math.max(1, Math.ceil(Math.hypot(b[0] - a[0], b[1] - a[1]) / PIECE));
+    const dx = (b[0] - a[0]) / pieces, dy = (b[1] - a[1]) / pieces;
     for (let k = 0; k < pieces; k++) {
-      const ax = a[0] + ((b[0] - a[0]) * k) / pieces, ay = a[1] + ((b[1] - a[1]) * k) / pieces;
-      const bx = a[0] + ((b[0] - a[0]) * (k + 1)) / pieces, by = a[1] + ((b[1] - a[1]) * (k + 1)) / pieces;
-      const dx = bx - ax, dy = by - ay, len2 = dx * dx + dy * dy;
-      this.cover(Math.min(ax, bx), Math.min(ay, by), Math.max(ax, bx), Math.max(ay, by), width / 2, (x, y) => {
-        const t = len2 === 0 ? 0 : Math.max(0, Math.min(1, ((x - ax) * dx + (y - ay) * dy) / len2));
-        return Math.hypot(x - ax - t * dx, y - ay - t * dy);
-      });
+      this.coverCapsule(a[0] + dx * k, a[1] + dy * k, a[0] + dx * (k + 1), a[1] + dy * (k + 1), width / 2);
     }
   }
 
   coverDisk(c: Point, radius: number): void {
-    this.cover(c[0], c[1], c[0], c[1], radius, (x, y) => Math.hypot(x - c[0], y - c[1]));
+    this.coverCapsule(c[0], c[1], c[0], c[1], radius);
   }
 
   /** Blends the collected coverage in `color` and clears it for the next shape. */
