@@ -94,7 +94,7 @@ function stackRows(x: Mat, batch: number): Mat | null {
 }
 
 /**
- * c[b] = alpha·L[b]·R[b] + beta·c[b] for b < batch, c contiguous [batch, L.rows, R.cols]. A batch that
+ * c[b] = L[b]·R[b] + beta·c[b] for b < batch, c contiguous [batch, L.rows, R.cols]. A batch that
  * shares one right operand is a single product of the stacked left rows (one big gemm, not many).
  */
 function gemmInto(c: Tensor, l: Mat, r: Mat, batch: number, beta = 0): void {
