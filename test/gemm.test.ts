@@ -107,12 +107,13 @@ describe(`cpu gemm (${info().simd} kernel)`, () => {
     else expect(["avx512", "avx2", "scalar"]).toContain(info().simd);
   });
 
-  // Shapes: single elements, primes, non-multiples of every tile (14×32, 6×16, 4×16), k split in
-  // two cache blocks (k > 256), m split in several mc blocks (m > 448), n beyond one nc block
-  // (n > 4096), wide-and-short (split along n) and the LoRA shapes.
+  // Shapes: single elements, primes, non-multiples of every tile (8×32, 16×16, 6×16, 4×16), k in
+  // two cache blocks (k > 256), m over several A blocks (m > 2048, small enough to stay on one
+  // thread), n over several B blocks (n > 512), wide-and-short (split along n), n = 16 (a LoRA
+  // rank, where the 16-wide kernel is chosen) and k = 16.
   const SHAPES: [number, number, number][] = [
     [1, 1, 1], [1, 5, 3], [5, 1, 3], [7, 13, 17], [65, 129, 31], [43, 69, 300], [15, 33, 2],
-    [509, 21, 9], [3, 4133, 5], [6, 300, 40], [256, 16, 96], [96, 256, 16],
+    [509, 21, 9], [2100, 3, 4], [3, 4133, 5], [6, 300, 40], [256, 16, 96], [37, 16, 300], [96, 256, 16],
   ];
   for (const [ta, tb] of TRANSPOSES) {
     it(`op(A)=${ta ? "Aᵀ" : "A"}, op(B)=${tb ? "Bᵀ" : "B"}: odd shapes, beta=0 overwrites NaN C`, () => {

@@ -42,11 +42,21 @@ void micro_scalar(int64_t kc, const float* a, const float* b, float* c, int64_t 
       c[i * ldc + j] = alpha * acc[i][j] + (beta == 0 ? 0.0f : beta * c[i * ldc + j]);
 }
 
-const GemmKernel kScalarKernel{"scalar 4x16", kScalarMR, kScalarNR, 1024, 256, 256, micro_scalar, gemm_pack_portable};
+const GemmKernel kScalarKernel{"scalar 4x16", kScalarMR, kScalarNR, 1024, 256, 256, 1.0f, micro_scalar, gemm_pack_portable};
+const GemmKernelSet kScalarSet{1, {&kScalarKernel}};
 
-const GemmKernel& kernel() {
-  static const GemmKernel* k = has_avx512() ? gemm_kernel_avx512() : has_avx2_fma() ? gemm_kernel_avx2() : nullptr;
-  return k ? *k : kScalarKernel;
+// The kernel with the least estimated time for an m×n C: padded tile area over relative speed.
+const GemmKernel& pick_kernel(int64_t m, int64_t n) {
+  static const GemmKernelSet* set = has_avx512() ? gemm_kernels_avx512() : has_avx2_fma() ? gemm_kernels_avx2() : nullptr;
+  const GemmKernelSet& s = set ? *set : kScalarSet;
+  const GemmKernel* best = s.kernels[0];
+  double best_cost = 0;
+  for (int i = 0; i < s.count; ++i) {
+    const GemmKernel* K = s.kernels[i];
+    double cost = double((m + K->mr - 1) / K->mr * K->mr) * double((n + K->nr - 1) / K->nr * K->nr) / K->speed;
+    if (i == 0 || cost < best_cost) best = K, best_cost = cost;
+  }
+  return *best;
 }
 
 // A strided read-only view of op(X): element (i, j) is at p[i * rs + j * cs].
@@ -164,7 +174,7 @@ void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float
               int64_t batch_stride_a, const float* b, int64_t ldb, int64_t batch_stride_b, float beta, float* c,
               int64_t ldc, int64_t batch_stride_c, int64_t batch) {
   if (m == 0 || n == 0 || batch == 0) return;
-  const GemmKernel& K = kernel();
+  const GemmKernel& K = pick_kernel(m, n);
   // op(A)(i, p) and op(B)(p, j) as strided views: packing absorbs the transposes.
   const int64_t a_rs = trans_a ? 1 : lda, a_cs = trans_a ? lda : 1;
   const int64_t b_rs = trans_b ? 1 : ldb, b_cs = trans_b ? ldb : 1;

@@ -51,9 +51,10 @@ LR_TARGET_AVX2 void micro_6x16(int64_t kc, const float* a, const float* b, float
 
 // The kc×MR A micro-panel (6 KiB) stays in L1; the kc×nc B block (256 KiB) fits the 256 KiB..1 MiB
 // L2 of AVX2-era cores; A blocks up to mc×kc = 1 MiB.
-const GemmKernel* gemm_kernel_avx2() {
-  static const GemmKernel k{"avx2 6x16", MR, NR, 1020, 256, 256, micro_6x16, gemm_pack_portable};
-  return &k;
+const GemmKernelSet* gemm_kernels_avx2() {
+  static const GemmKernel k{"avx2 6x16", MR, NR, 1020, 256, 256, 1.0f, micro_6x16, gemm_pack_portable};
+  static const GemmKernelSet set{1, {&k}};
+  return &set;
 }
 
 }  // namespace cpu
@@ -63,7 +64,7 @@ const GemmKernel* gemm_kernel_avx2() {
 
 namespace lowrank {
 namespace cpu {
-const GemmKernel* gemm_kernel_avx2() { return nullptr; }
+const GemmKernelSet* gemm_kernels_avx2() { return nullptr; }
 }  // namespace cpu
 }  // namespace lowrank
 

@@ -27,16 +27,24 @@ struct GemmKernel {
   // Cache blocks: an mc×kc block of packed A (L3) is swept by kc×nc blocks of packed B (L2); one
   // kc×MR micro-panel of A stays in L1 while the micro-kernel streams B micro-panels past it.
   int64_t mc, kc, nc;
+  float speed;  // throughput relative to the set's first kernel, for choosing by shape
   GemmMicroKernel micro;
   GemmPack pack;
+};
+
+// The kernels one instruction set offers; the driver picks, per call, the one that spends the
+// least time on padding (e.g. a 16-wide tile when n = 16, a LoRA rank).
+struct GemmKernelSet {
+  int count;
+  const GemmKernel* kernels[4];
 };
 
 // Portable packing (gemm.cc), for kernels without a vectorized one.
 void gemm_pack_portable(const float* src, int64_t rs, int64_t cs, int64_t rows, int64_t kc, int w, float* dst);
 
 // nullptr where the instruction set is not compiled in (non-x86 builds).
-const GemmKernel* gemm_kernel_avx512();
-const GemmKernel* gemm_kernel_avx2();
+const GemmKernelSet* gemm_kernels_avx512();
+const GemmKernelSet* gemm_kernels_avx2();
 
 }  // namespace cpu
 }  // namespace lowrank
