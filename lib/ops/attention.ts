@@ -39,8 +39,8 @@ export interface AttentionOptions {
   causal?: boolean;
   /**
    * Key-padding mask [B, Tk], int32, 1 = attend, 0 = padded (a tokenizer's attention_mask).
-   * As in transformers' GPT-2, padded keys get weight 0, and a query whose visible keys are all
-   * padded (left padding) attends uniformly to its visible keys instead of producing NaN.
+   * Padded keys get weight 0. A query that sees no unpadded key (left padding) outputs zeros and
+   * passes no gradient, never NaN: PyTorch's SDPA and transformers' default GPT-2 do the same.
    */
   attnMask?: Tensor | null;
   /** Score scale, default 1/sqrt(D). */

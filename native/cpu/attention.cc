@@ -36,32 +36,13 @@ constexpr int64_t kQueryBlock = 64;
 // Keys query i sees: keys j <= Tk - Tq + i when causal (query i is at that absolute position).
 int64_t visible_keys(const AttnDims& d, int64_t i) { return d.causal ? d.Tk - d.Tq + i + 1 : d.Tk; }
 
-// For each batch row, the first key that is not padded (Tk when all are): a query whose visible
-// keys all come before it sees only padding.
-std::vector<int64_t> first_kept_keys(const AttnDims& d, const int32_t* key_keep) {
-  std::vector<int64_t> first(size_t(d.B), 0);
-  if (!key_keep) return first;
-  for (int64_t b = 0; b < d.B; ++b) {
-    int64_t j = 0;
-    while (j < d.Tk && key_keep[b * d.Tk + j] == 0) ++j;
-    first[size_t(b)] = j;
-  }
-  return first;
-}
-
-// Applies the masks to one row of n scores for a query seeing `visible` keys: causally hidden
-// keys get -inf; padded keys get -inf too (transformers adds float32's minimum, which gives them
-// weight exactly 0) unless every visible key is padded: then all visible scores round to that
-// same minimum, i.e. they become equal, and 0 stands for them (uniform attention, see nn.h).
-void mask_row(float* s, int64_t n, int64_t visible, const int32_t* keep, bool all_padded) {
+// Masks one row of n scores of a query that sees `visible` keys: causally hidden and padded keys
+// get -inf. A row left with no finite score gets probability 0 everywhere (see nn.h).
+void mask_row(float* s, int64_t n, int64_t visible, const int32_t* keep) {
   const float ninf = -std::numeric_limits<float>::infinity();
   for (int64_t j = visible; j < n; ++j) s[j] = ninf;
-  if (!keep) return;
-  if (all_padded) {
-    std::fill(s, s + visible, 0.0f);
-    return;
-  }
-  for (int64_t j = 0; j < visible; ++j) s[j] = keep[j] ? s[j] : ninf;
+  if (keep)
+    for (int64_t j = 0; j < visible; ++j) s[j] = keep[j] ? s[j] : ninf;
 }
 
 struct QueryBlock {
@@ -74,15 +55,11 @@ QueryBlock query_block(const AttnDims& d, int64_t bh, int64_t qb) {
 }
 
 // S (bq × n, row stride n) = scale · Q_blk K[0:n]ᵀ, masked.
-void masked_scores(const AttnDims& d, const QueryBlock& blk, AttnView q, AttnView k, const int32_t* key_keep,
-                   const std::vector<int64_t>& first_kept, float* S) {
+void masked_scores(const AttnDims& d, const QueryBlock& blk, AttnView q, AttnView k, const int32_t* key_keep, float* S) {
   gemm_f32(false, true, blk.bq, blk.n, d.D, d.scale, q.row(blk.b, blk.h, blk.i0), q.st, 0, k.row(blk.b, blk.h, 0), k.st, 0,
            0.0f, S, blk.n, 0, 1);
   const int32_t* keep = key_keep ? key_keep + blk.b * d.Tk : nullptr;
-  for (int64_t r = 0; r < blk.bq; ++r) {
-    const int64_t visible = visible_keys(d, blk.i0 + r);
-    mask_row(S + r * blk.n, blk.n, visible, keep, first_kept[size_t(blk.b)] >= visible);
-  }
+  for (int64_t r = 0; r < blk.bq; ++r) mask_row(S + r * blk.n, blk.n, visible_keys(d, blk.i0 + r), keep);
 }
 
 int64_t query_blocks(const AttnDims& d) { return (d.Tq + kQueryBlock - 1) / kQueryBlock; }
@@ -97,17 +74,21 @@ std::vector<float>& scratch(int which) {
 void attention_forward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView v, const int32_t* key_keep, AttnView out,
                            float* lse) {
   const int64_t nqb = query_blocks(d);
-  const std::vector<int64_t> first_kept = first_kept_keys(d, key_keep);
   parallel_for(d.B * d.H * nqb, 1, [&](int64_t w0, int64_t w1) {
     std::vector<float>& S = scratch(0);
     for (int64_t w = w0; w < w1; ++w) {
       const QueryBlock blk = query_block(d, w / nqb, w % nqb);
       S.resize(size_t(blk.bq * blk.n));
-      masked_scores(d, blk, q, k, key_keep, first_kept, S.data());
+      masked_scores(d, blk, q, k, key_keep, S.data());
       float* lse_blk = lse + (blk.b * d.H + blk.h) * d.Tq + blk.i0;
       for (int64_t r = 0; r < blk.bq; ++r) {
         float* s = S.data() + r * blk.n;
         const float m = row_max(s, blk.n);
+        if (m == -std::numeric_limits<float>::infinity()) {  // nothing to attend to: zeros
+          std::fill(s, s + blk.n, 0.0f);
+          lse_blk[r] = m;
+          continue;
+        }
         const float sum = row_exp_sum(s, blk.n, m, 1.0f, s);
         const float inv = 1.0f / sum;
         for (int64_t j = 0; j < blk.n; ++j) s[j] *= inv;
@@ -122,7 +103,6 @@ void attention_forward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView v
 void attention_backward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView v, const int32_t* key_keep,
                             const float* lse, AttnView dout, AttnView dq, AttnView dk, AttnView dv) {
   const int64_t nqb = query_blocks(d);
-  const std::vector<int64_t> first_kept = first_kept_keys(d, key_keep);
   parallel_for(d.B * d.H, 1, [&](int64_t bh0, int64_t bh1) {
     std::vector<float>& P = scratch(0);
     std::vector<float>& dS = scratch(1);
@@ -137,9 +117,15 @@ void attention_backward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView 
         const int64_t n = blk.n;
         P.resize(size_t(blk.bq * n));
         dS.resize(size_t(blk.bq * n));
-        masked_scores(d, blk, q, k, key_keep, first_kept, P.data());
+        masked_scores(d, blk, q, k, key_keep, P.data());
         const float* lse_blk = lse + bh * d.Tq + blk.i0;
-        for (int64_t r = 0; r < blk.bq; ++r) row_exp_sum(P.data() + r * n, n, lse_blk[r], 1.0f, P.data() + r * n);
+        for (int64_t r = 0; r < blk.bq; ++r) {
+          float* p = P.data() + r * n;
+          if (lse_blk[r] == -std::numeric_limits<float>::infinity())
+            std::fill(p, p + n, 0.0f);
+          else
+            row_exp_sum(p, n, lse_blk[r], 1.0f, p);
+        }
         const float* dO = dout.row(b, h, blk.i0);
         // dV[0:n] += Pᵀ dO
         gemm_f32(true, false, n, d.D, blk.bq, 1.0f, P.data(), n, 0, dO, dout.st, 0, 1.0f, dv.row(b, h, 0), dv.st, 0, 1);

@@ -21,9 +21,6 @@ struct SumOp {
 struct MaxOp {
   __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
 };
-struct MinOp {
-  __device__ int64_t operator()(int64_t a, int64_t b) const { return a < b ? a : b; }
-};
 
 // Reduces v over the block (blockDim.x == kThreads) in a fixed tree; every thread gets the result.
 template <typename T, typename Op>
@@ -207,24 +204,17 @@ __global__ void dropout_kernel(const float* x, float* y, int64_t n, float p, flo
 
 __device__ int64_t visible_keys(const AttnDims& d, int64_t i) { return d.causal ? d.Tk - d.Tq + i + 1 : d.Tk; }
 
-// The first key of batch row b that is not padded (Tk if none; 0 without a mask).
-__device__ int64_t first_kept_key(const AttnDims& d, const int32_t* keep, int64_t b) {
-  if (!keep) return 0;
-  int64_t first = d.Tk;
-  for (int64_t j = threadIdx.x; j < d.Tk; j += blockDim.x)
-    if (keep[b * d.Tk + j] != 0 && j < first) first = j;
-  return block_reduce(first, MinOp(), d.Tk);
-}
-
-// The masked score of (query i, key j < visible): -inf for a padded key, 0 for every key of a
-// query that sees only padding (the uniform rule), else scale · q·k.
-__device__ float masked_score(const AttnDims& d, const float* qi, const float* kj, bool padded, bool all_padded) {
-  if (all_padded) return 0.0f;
+// The score of (query i, key j < visible): -inf for a padded key, else scale · q·k.
+__device__ float masked_score(const AttnDims& d, const float* qi, const float* kj, bool padded) {
   if (padded) return -INFINITY;
   float s = 0;
   for (int64_t t = 0; t < d.D; ++t) s += qi[t] * kj[t];
   return s * d.scale;
 }
+
+// The probability from a score and its row's lse; a row with nothing to attend to (lse = -inf)
+// has probability 0 everywhere.
+__device__ float probability(float s, float lse) { return lse == -INFINITY ? 0.0f : expf(s - lse); }
 
 // Dynamic shared memory: scores [Tk], then the query row [D].
 __global__ void attention_forward_kernel(AttnDims d, AttnView q, AttnView k, AttnView v, const int32_t* keep, AttnView out,
@@ -234,27 +224,27 @@ __global__ void attention_forward_kernel(AttnDims d, AttnView q, AttnView k, Att
   float* s = smem;
   float* qi = smem + d.Tk;
   const int64_t vis = visible_keys(d, i);
-  const bool all_padded = first_kept_key(d, keep, b) >= vis;
   for (int64_t t = threadIdx.x; t < d.D; t += blockDim.x) qi[t] = q.row(b, h, i)[t];
   __syncthreads();
   float m = -INFINITY;
   for (int64_t j = threadIdx.x; j < vis; j += blockDim.x) {
-    s[j] = masked_score(d, qi, k.row(b, h, j), keep && keep[b * d.Tk + j] == 0, all_padded);
+    s[j] = masked_score(d, qi, k.row(b, h, j), keep && keep[b * d.Tk + j] == 0);
     m = fmaxf(m, s[j]);
   }
   m = block_reduce(m, MaxOp(), -INFINITY);
+  const bool empty = m == -INFINITY;  // every visible key padded: the output row is 0
   float z = 0;
   for (int64_t j = threadIdx.x; j < vis; j += blockDim.x) {
-    s[j] = expf(s[j] - m);
+    s[j] = empty ? 0.0f : expf(s[j] - m);
     z += s[j];
   }
   z = block_reduce(z, SumOp(), 0.0f);  // its leading __syncthreads also publishes s
   for (int64_t t = threadIdx.x; t < d.D; t += blockDim.x) {
     float o = 0;
     for (int64_t j = 0; j < vis; ++j) o += s[j] * v.row(b, h, j)[t];
-    out.row(b, h, i)[t] = o / z;
+    out.row(b, h, i)[t] = empty ? 0.0f : o / z;
   }
-  if (threadIdx.x == 0) lse[row] = m + logf(z);
+  if (threadIdx.x == 0) lse[row] = empty ? -INFINITY : m + logf(z);
 }
 
 // Per query row: P, dP = dO·vᵀ, delta = rowsum(P·dP), dS = P·(dP - delta)·scale, dq = dS k.
@@ -268,7 +258,6 @@ __global__ void attention_dq_kernel(AttnDims d, AttnView q, AttnView k, AttnView
   float* qi = dp + d.Tk;
   float* gi = qi + d.D;
   const int64_t vis = visible_keys(d, i);
-  const bool all_padded = first_kept_key(d, keep, b) >= vis;
   for (int64_t t = threadIdx.x; t < d.D; t += blockDim.x) {
     qi[t] = q.row(b, h, i)[t];
     gi[t] = dout.row(b, h, i)[t];
@@ -277,7 +266,7 @@ __global__ void attention_dq_kernel(AttnDims d, AttnView q, AttnView k, AttnView
   float acc = 0;
   for (int64_t j = threadIdx.x; j < vis; j += blockDim.x) {
     const float* vj = v.row(b, h, j);
-    ds[j] = expf(masked_score(d, qi, k.row(b, h, j), keep && keep[b * d.Tk + j] == 0, all_padded) - lse[row]);
+    ds[j] = probability(masked_score(d, qi, k.row(b, h, j), keep && keep[b * d.Tk + j] == 0), lse[row]);
     dp[j] = 0;
     for (int64_t t = 0; t < d.D; ++t) dp[j] += gi[t] * vj[t];
     acc += ds[j] * dp[j];
@@ -305,7 +294,6 @@ __global__ void attention_dkdv_kernel(AttnDims d, AttnView q, AttnView k, AttnVi
   float* vj = kj + d.D;
   float* acc_k = vj + d.D;
   float* acc_v = acc_k + d.D;
-  const int64_t first_kept = first_kept_key(d, keep, b);
   const bool padded = keep && keep[b * d.Tk + j] == 0;
   for (int64_t t = threadIdx.x; t < d.D; t += blockDim.x) {
     kj[t] = k.row(b, h, j)[t];
@@ -322,7 +310,7 @@ __global__ void attention_dkdv_kernel(AttnDims d, AttnView q, AttnView k, AttnVi
       const int64_t r = bh * d.Tq + i;
       const float* qi = q.row(b, h, i);
       const float* gi = dout.row(b, h, i);
-      p = expf(masked_score(d, qi, kj, padded, first_kept >= visible_keys(d, i)) - lse[r]);
+      p = probability(masked_score(d, qi, kj, padded), lse[r]);
       float dp = 0;
       for (int64_t t = 0; t < d.D; ++t) dp += gi[t] * vj[t];
       dsv = p * (dp - delta[r]) * d.scale;

@@ -23,12 +23,13 @@ struct AttnView {
 // Tq < Tk when generating with a KV cache): query i sits at absolute position Tk - Tq + i, and a
 // causal query sees keys j <= Tk - Tq + i.
 //
-// key_keep (optional, [B, Tk] int32, nonzero = attend) is a key-padding mask, applied like
-// transformers' GPT-2 eager attention: a padded key's score gets the dtype's minimum added, so
-// it gets weight exactly 0 while the query sees any unpadded key. A query whose visible keys are
-// all padded (left padding) sees scores that all round to that minimum: it attends uniformly to
-// its visible keys (never NaN); gradients still flow through those scores with derivative 1,
-// as they do through transformers' addition.
+// key_keep (optional, [B, Tk] int32, nonzero = attend) is a key-padding mask: padded keys get
+// weight 0. A query that sees no unpadded key (left padding: the pad positions before the first
+// token) outputs zeros and passes no gradient, as PyTorch's F.scaled_dot_product_attention does
+// for a fully masked row and so transformers' GPT-2 with its default "sdpa" attention
+// (checked with torch 2.13 / transformers 5.18; the "eager" path instead spreads such a row
+// uniformly over all keys). Unpadded positions are unaffected by that choice: padded keys are
+// masked for every query. Such a row's lse is -inf.
 struct AttnDims {
   int64_t B, H, Tq, Tk, D;
   float scale;  // scores = scale * q·k (1/sqrt(D) for GPT-2)
