@@ -18,8 +18,6 @@ export function onDispose(t: Tensor, device: string): void {
   for (const s of scopes) s.delete(t);
 }
 
-type Result = Tensor | readonly Result[] | { readonly [key: string]: Result } | void | number | string | boolean | null | undefined;
-
 function collect(value: unknown, into: Set<Tensor>, seen = new Set<unknown>()): void {
   if (value === null || typeof value !== "object" || seen.has(value)) return;
   seen.add(value);
@@ -37,7 +35,7 @@ function collect(value: unknown, into: Set<Tensor>, seen = new Set<unknown>()): 
  * (found in arrays and plain objects) and those passed to keep(). Scopes nest: returned tensors
  * belong to the enclosing scope. fn must be synchronous.
  */
-export function tidy<T extends Result>(fn: () => T): T {
+export function tidy<T>(fn: () => T): T {
   const scope = new Set<Tensor>();
   scopes.push(scope);
   let result: T;

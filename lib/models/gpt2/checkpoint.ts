@@ -1,0 +1,107 @@
+// Hugging Face checkpoints for GPT-2: config.json + model.safetensors (or shards listed in
+// model.safetensors.index.json), keys with or without the "transformer." prefix, F32/F16/BF16.
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { writeJsonAtomic } from "../../io/atomic.js";
+import { readSafetensors, readShardedSafetensors, SAFETENSORS_INDEX_FILE, toTensor, writeSafetensors, type SafetensorsFile } from "../../io/safetensors.js";
+import { noGrad } from "../../autograd/tape.js";
+import type { DeviceSpec } from "../../tensor/device.js";
+import type { DType } from "../../tensor/dtype.js";
+import type { Generator } from "../../tensor/random.js";
+import { formatShape, type Tensor } from "../../tensor/tensor.js";
+import { GPT2Config } from "./config.js";
+import { GPT2LMHeadModel } from "./model.js";
+
+export interface LoadOptions {
+  device?: DeviceSpec | string;
+  /** Compute dtype of the weights; float32 (the default) on every backend. */
+  dtype?: DType;
+  /** Dropout stream for training (the weights come from the file). */
+  generator?: Generator;
+}
+
+/**
+ * Keys in checkpoints that are not parameters: the tied lm_head (a copy of wte), and the causal
+ * mask buffers older GPT-2 checkpoints carry (h.N.attn.bias, h.N.attn.masked_bias).
+ */
+function isIgnoredKey(key: string): boolean {
+  return key === "lm_head.weight" || /(^|\.)h\.\d+\.attn\.(masked_)?bias$/.test(key);
+}
+
+function readConfig(dir: string): GPT2Config {
+  const path = join(dir, "config.json");
+  if (!existsSync(dir)) throw new Error(`GPT2LMHeadModel.fromPretrained: model directory ${dir} does not exist`);
+  if (!existsSync(path)) throw new Error(`GPT2LMHeadModel.fromPretrained: ${path} is missing; a Hugging Face GPT-2 checkpoint has config.json and model.safetensors`);
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(path, "utf8"));
+  } catch (err) {
+    throw new Error(`GPT2LMHeadModel.fromPretrained: ${path} is not valid JSON (${(err as Error).message})`);
+  }
+  if (typeof json !== "object" || json === null || Array.isArray(json)) throw new Error(`GPT2LMHeadModel.fromPretrained: ${path} must hold a JSON object`);
+  return GPT2Config.fromHF(json as Record<string, unknown>);
+}
+
+function readWeights(dir: string): SafetensorsFile {
+  if (existsSync(join(dir, SAFETENSORS_INDEX_FILE))) return readShardedSafetensors(dir);
+  const single = join(dir, "model.safetensors");
+  if (existsSync(single)) return readSafetensors(single);
+  throw new Error(
+    `GPT2LMHeadModel.fromPretrained: no weights in ${dir}: expected model.safetensors or ${SAFETENSORS_INDEX_FILE} ` +
+      `(PyTorch .bin checkpoints are not read; re-save with save_pretrained(safe_serialization=True))`,
+  );
+}
+
+/** Loads a GPT-2 checkpoint directory in Hugging Face layout. */
+export function loadGPT2(dir: string, opts: LoadOptions = {}): GPT2LMHeadModel {
+  if (opts.dtype && opts.dtype !== "float32") {
+    throw new Error(`GPT2LMHeadModel.fromPretrained: dtype "${opts.dtype}" is not supported for compute yet; load as float32 (the default)`);
+  }
+  const config = readConfig(dir);
+  const file = readWeights(dir);
+  const model = new GPT2LMHeadModel(config, { device: opts.device, generator: opts.generator });
+  const expected = new Map(model.namedParameters().map(([k, t]) => [k, t]));
+  const source = new Map<string, string>(); // parameter name -> key in the file
+  const unexpected: string[] = [];
+  for (const key of file.names) {
+    if (isIgnoredKey(key)) continue;
+    const name = key.startsWith("transformer.") ? key : `transformer.${key}`;
+    if (expected.has(name)) source.set(name, key);
+    else unexpected.push(key);
+  }
+  const missing = [...expected.keys()].filter((k) => !source.has(k));
+  const misShaped: string[] = [];
+  for (const [name, key] of source) {
+    const entry = file.get(key);
+    const want = expected.get(name)!.shape;
+    if (entry.shape.length !== want.length || entry.shape.some((s, i) => s !== want[i])) {
+      misShaped.push(`${key}: file has ${formatShape(entry.shape)}, model expects ${formatShape(want)}`);
+    }
+  }
+  if (missing.length || unexpected.length || misShaped.length) {
+    model.dispose();
+    const parts = [
+      missing.length ? `missing tensors: ${missing.join(", ")}` : "",
+      unexpected.length ? `unexpected tensors: ${unexpected.join(", ")}` : "",
+      misShaped.length ? `mis-shaped tensors: ${misShaped.join("; ")}` : "",
+    ].filter(Boolean);
+    throw new Error(`GPT2LMHeadModel.fromPretrained(${dir}): the weights do not fit config.json: ${parts.join(" | ")}`);
+  }
+  noGrad(() => {
+    const state: Record<string, Tensor> = {};
+    for (const [name, key] of source) state[name] = toTensor({ ...file.get(key), name: key }, { device: opts.device });
+    try {
+      model.loadStateDict(state, { strict: true });
+    } finally {
+      Object.values(state).forEach((t) => t.dispose());
+    }
+  });
+  return model;
+}
+
+/** Writes config.json and model.safetensors (transformers' key names, lm_head left tied) atomically. */
+export function saveGPT2(model: GPT2LMHeadModel, dir: string): void {
+  mkdirSync(dir, { recursive: true });
+  writeJsonAtomic(join(dir, "config.json"), model.config.toHF());
+  writeSafetensors(join(dir, "model.safetensors"), Object.fromEntries(model.namedParameters()), { format: "pt" });
+}

@@ -1,0 +1,91 @@
+// Autoregressive decoding: greedy, temperature, top-k and top-p sampling, stop at EOS.
+// With the KV cache each new token runs the model on one position; without it the whole prefix
+// is recomputed every step (kept for checking the cache).
+import { noGrad } from "../../autograd/tape.js";
+import { rand, tensor } from "../../tensor/creation.js";
+import { defaultGenerator, type Generator } from "../../tensor/random.js";
+import { tidy } from "../../tensor/scope.js";
+import { KVCache, type GPT2LMHeadModel } from "./model.js";
+
+export interface GenerateOptions {
+  maxNewTokens?: number;
+  /** 0 (default) decodes greedily; > 0 samples from softmax(logits / temperature). */
+  temperature?: number;
+  /** Sample only among the k most likely tokens (0 = no limit). */
+  topK?: number;
+  /** Sample only among the smallest set of tokens whose probability reaches p (1 = no limit). */
+  topP?: number;
+  /** Stop after this token (default: the config's eos_token_id). null never stops early. */
+  eosTokenId?: number | null;
+  useCache?: boolean;
+  /** Random stream for sampling. */
+  generator?: Generator;
+  /** Called with each new token as it is produced. */
+  onToken?: (id: number) => void;
+}
+
+/** Picks the next token from one row of logits. */
+export function sampleToken(logits: Float32Array, opts: GenerateOptions, uniform: () => number): number {
+  const temperature = opts.temperature ?? 0;
+  if (!(temperature > 0)) {
+    let best = 0;
+    for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;
+    return best;
+  }
+  let order = Array.from(logits.keys()).sort((a, b) => logits[b]! - logits[a]!);
+  if (opts.topK && opts.topK > 0) order = order.slice(0, opts.topK);
+  const max = logits[order[0]!]!;
+  let probs = order.map((i) => Math.exp((logits[i]! - max) / temperature));
+  const total = probs.reduce((a, b) => a + b, 0);
+  probs = probs.map((p) => p / total);
+  const topP = opts.topP ?? 1;
+  if (topP < 1) {
+    let cum = 0, keep = 0;
+    while (keep < probs.length && cum < topP) cum += probs[keep++]!;
+    order = order.slice(0, keep);
+    probs = probs.slice(0, keep).map((p) => p / cum);
+  }
+  let u = uniform();
+  for (let i = 0; i < probs.length; i++) {
+    u -= probs[i]!;
+    if (u < 0) return order[i]!;
+  }
+  return order[order.length - 1]!;
+}
+
+/** Extends `prompt` (token ids) by up to maxNewTokens tokens; returns only the new ones. */
+export function generate(model: GPT2LMHeadModel, prompt: readonly number[], opts: GenerateOptions = {}): number[] {
+  if (prompt.length === 0) throw new Error("generate: the prompt is empty; pass at least one token id");
+  const maxNew = opts.maxNewTokens ?? 32;
+  const eos = opts.eosTokenId === undefined ? model.config.eosTokenId : opts.eosTokenId;
+  const device = model.transformer.wte.weight.device;
+  const generator = opts.generator ?? defaultGenerator;
+  const uniform = () => tidy(() => rand([1], { generator }).item());
+  const useCache = opts.useCache ?? true;
+  const cache = useCache ? new KVCache(model.config.nLayer) : null;
+  const tokens = [...prompt];
+  const out: number[] = [];
+  const wasTraining = model.training;
+  model.eval();
+  try {
+    noGrad(() => {
+      for (let step = 0; step < maxNew && tokens.length < model.config.nPositions; step++) {
+        const feed = cache && cache.length > 0 ? tokens.slice(cache.length) : tokens;
+        const last = tidy(() => {
+          const ids = tensor(Int32Array.from(feed), { shape: [1, feed.length], device });
+          const { logits } = model.forward({ inputIds: ids, cache });
+          return logits.slice(1, feed.length - 1).reshape(-1).to("cpu").dataSync() as Float32Array;
+        });
+        const next = sampleToken(last, opts, uniform);
+        tokens.push(next);
+        out.push(next);
+        opts.onToken?.(next);
+        if (eos !== null && next === eos) break;
+      }
+    });
+  } finally {
+    cache?.dispose();
+    model.train(wasTraining);
+  }
+  return out;
+}

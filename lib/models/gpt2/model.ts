@@ -1,0 +1,238 @@
+// GPT-2 (transformers' GPT2LMHeadModel), with its parameter names, so Hugging Face checkpoints
+// and PEFT adapters address the same modules: transformer.wte / wpe / h.{i}.{ln_1, attn.c_attn,
+// attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj} / ln_f, and an lm_head tied to wte.
+import { scaledDotProductAttention } from "../../ops/attention.js";
+import { add, gelu } from "../../ops/elementwise.js";
+import { linear } from "../../ops/matmul.js";
+import { crossEntropy } from "../../ops/nn.js";
+import { concat } from "../../ops/shape.js";
+import { Conv1D, Dropout, Embedding, LayerNorm } from "../../nn/layers.js";
+import { Module, ModuleList } from "../../nn/module.js";
+import { arange } from "../../tensor/creation.js";
+import { keep } from "../../tensor/scope.js";
+import type { DeviceSpec } from "../../tensor/device.js";
+import type { Generator } from "../../tensor/random.js";
+import { formatShape, type Tensor } from "../../tensor/tensor.js";
+import { loadGPT2, saveGPT2, type LoadOptions } from "./checkpoint.js";
+import type { GPT2Config } from "./config.js";
+
+/** Keys and values of the positions seen so far, per layer: each [B, H, T_past, D]. */
+export interface LayerCache {
+  key: Tensor;
+  value: Tensor;
+}
+
+/**
+ * A KV cache for incremental decoding: each layer's keys and values of all earlier positions.
+ * Owns its tensors: dispose() it when generation ends.
+ */
+export class KVCache {
+  readonly layers: (LayerCache | null)[];
+  constructor(nLayer: number) {
+    this.layers = new Array<LayerCache | null>(nLayer).fill(null);
+  }
+  /** Positions already cached. */
+  get length(): number {
+    return this.layers[0]?.key.shape[2] ?? 0;
+  }
+  /** Appends this step's k, v [B, H, T, D] to layer i and returns the full keys and values. */
+  append(i: number, key: Tensor, value: Tensor): LayerCache {
+    const prev = this.layers[i];
+    // The cache outlives the tidy() scope of the step that extends it.
+    const next = prev
+      ? { key: keep(concat([prev.key, key], 2)), value: keep(concat([prev.value, value], 2)) }
+      : { key: keep(key.contiguous()), value: keep(value.contiguous()) };
+    prev?.key.dispose();
+    prev?.value.dispose();
+    this.layers[i] = next;
+    return next;
+  }
+  dispose(): void {
+    for (const l of this.layers) {
+      l?.key.dispose();
+      l?.value.dispose();
+    }
+    this.layers.fill(null);
+  }
+}
+
+export interface ModelOptions {
+  device?: DeviceSpec | string;
+  /** The random stream for the initial weights and for dropout. */
+  generator?: Generator;
+}
+
+/** Causal self-attention: one fused q/k/v projection, then the output projection. */
+export class GPT2Attention extends Module {
+  declare c_attn: Conv1D;
+  declare c_proj: Conv1D;
+  declare resid_dropout: Dropout;
+  readonly nHead: number;
+  readonly scale: number;
+
+  constructor(config: GPT2Config, layerIdx: number, opts: ModelOptions = {}) {
+    super();
+    const C = config.nEmbd;
+    this.nHead = config.nHead;
+    this.registerModule("c_attn", new Conv1D(3 * C, C, opts));
+    this.registerModule("c_proj", new Conv1D(C, C, opts));
+    // transformers also drops attention probabilities (attn_pdrop) in training; the fused
+    // attention kernel has no probability dropout yet, so only the residual dropout is applied.
+    this.registerModule("resid_dropout", new Dropout(config.residPdrop, { generator: opts.generator }));
+    let scale = config.scaleAttnWeights ? 1 / Math.sqrt(config.headDim) : 1;
+    if (config.scaleAttnByInverseLayerIdx) scale /= layerIdx + 1;
+    this.scale = scale;
+  }
+
+  /** x [B, T, C] -> [B, T, C]. With a cache, x holds only the new positions. */
+  forward(x: Tensor, attentionMask: Tensor | null, cache: KVCache | null, layerIdx: number): Tensor {
+    const [B, T, C] = x.shape as [number, number, number];
+    const H = this.nHead, D = C / H;
+    const qkv = this.c_attn.forward(x); // [B, T, 3C]
+    // [B, T, 3C] -> three [B, H, T, D] views into the same buffer (no copies).
+    const heads = (i: number) => qkv.slice(2, i * C, (i + 1) * C).reshape(B, T, H, D).permute(0, 2, 1, 3);
+    let q = heads(0), k = heads(1), v = heads(2);
+    if (cache) ({ key: k, value: v } = cache.append(layerIdx, k, v));
+    const y = scaledDotProductAttention(q, k, v, { causal: true, attnMask: attentionMask, scale: this.scale }); // [B, H, T, D]
+    const merged = y.transpose(1, 2).reshape(B, T, C); // free: y is stored [B, T, H, D]
+    return this.resid_dropout.forward(this.c_proj.forward(merged));
+  }
+}
+
+/** The feed-forward block: c_fc (C -> 4C), GELU (tanh form), c_proj (4C -> C). */
+export class GPT2MLP extends Module {
+  declare c_fc: Conv1D;
+  declare c_proj: Conv1D;
+  declare dropout: Dropout;
+
+  constructor(config: GPT2Config, opts: ModelOptions = {}) {
+    super();
+    this.registerModule("c_fc", new Conv1D(config.innerDim, config.nEmbd, opts));
+    this.registerModule("c_proj", new Conv1D(config.nEmbd, config.innerDim, opts));
+    this.registerModule("dropout", new Dropout(config.residPdrop, { generator: opts.generator }));
+  }
+
+  /** x [B, T, C] -> [B, T, C]. */
+  forward(x: Tensor): Tensor {
+    return this.dropout.forward(this.c_proj.forward(gelu(this.c_fc.forward(x))));
+  }
+}
+
+/** A pre-norm transformer block: x + attn(ln_1(x)), then + mlp(ln_2(.)). */
+export class GPT2Block extends Module {
+  declare ln_1: LayerNorm;
+  declare attn: GPT2Attention;
+  declare ln_2: LayerNorm;
+  declare mlp: GPT2MLP;
+
+  constructor(config: GPT2Config, readonly layerIdx: number, opts: ModelOptions = {}) {
+    super();
+    const ln = { eps: config.layerNormEpsilon, device: opts.device };
+    this.registerModule("ln_1", new LayerNorm(config.nEmbd, ln));
+    this.registerModule("attn", new GPT2Attention(config, layerIdx, opts));
+    this.registerModule("ln_2", new LayerNorm(config.nEmbd, ln));
+    this.registerModule("mlp", new GPT2MLP(config, opts));
+  }
+
+  forward(x: Tensor, attentionMask: Tensor | null, cache: KVCache | null): Tensor {
+    const h = add(x, this.attn.forward(this.ln_1.forward(x), attentionMask, cache, this.layerIdx));
+    return add(h, this.mlp.forward(this.ln_2.forward(h)));
+  }
+}
+
+/** Embeddings, the blocks and the final layer norm (transformers' GPT2Model). */
+export class GPT2Model extends Module {
+  declare wte: Embedding;
+  declare wpe: Embedding;
+  declare drop: Dropout;
+  declare h: ModuleList<GPT2Block>;
+  declare ln_f: LayerNorm;
+
+  constructor(readonly config: GPT2Config, opts: ModelOptions = {}) {
+    super();
+    const init = { device: opts.device, generator: opts.generator };
+    this.registerModule("wte", new Embedding(config.vocabSize, config.nEmbd, init));
+    this.registerModule("wpe", new Embedding(config.nPositions, config.nEmbd, init));
+    this.registerModule("drop", new Dropout(config.embdPdrop, { generator: opts.generator }));
+    this.registerModule("h", new ModuleList(Array.from({ length: config.nLayer }, (_, i) => new GPT2Block(config, i, opts))));
+    this.registerModule("ln_f", new LayerNorm(config.nEmbd, { eps: config.layerNormEpsilon, device: opts.device }));
+  }
+
+  /** inputIds int32 [B, T] -> hidden states [B, T, C] after ln_f. Positions continue after the cache. */
+  forward(inputIds: Tensor, attentionMask: Tensor | null = null, cache: KVCache | null = null): Tensor {
+    if (inputIds.ndim !== 2 || inputIds.dtype !== "int32") {
+      throw new Error(`GPT2Model: inputIds must be int32 [batch, time], got ${inputIds.dtype} ${formatShape(inputIds.shape)}`);
+    }
+    const T = inputIds.shape[1]!;
+    const past = cache?.length ?? 0;
+    if (past + T > this.config.nPositions) {
+      throw new Error(`GPT2Model: ${past + T} positions exceed the model's n_positions (${this.config.nPositions}); shorten the input`);
+    }
+    if (attentionMask && (attentionMask.shape[0] !== inputIds.shape[0] || attentionMask.shape[1] !== past + T)) {
+      throw new Error(
+        `GPT2Model: attentionMask ${formatShape(attentionMask.shape)} must be [batch, past + time] = [${inputIds.shape[0]}, ${past + T}]`,
+      );
+    }
+    // transformers uses positions past..past+T-1 whatever the padding (position_ids are not derived from the mask).
+    const positions = arange(past, past + T, 1, { device: inputIds.device });
+    let x = this.drop.forward(add(this.wte.forward(inputIds), this.wpe.forward(positions)));
+    for (const block of this.h) x = block.forward(x, attentionMask, cache);
+    return this.ln_f.forward(x);
+  }
+}
+
+export interface CausalLMInput {
+  /** int32 [B, T]. */
+  inputIds: Tensor;
+  /** int32 [B, T_past + T]: 1 for tokens, 0 for padding. */
+  attentionMask?: Tensor | null;
+  /** int32 [B, T]: targets, shifted inside (position t predicts labels[t + 1]); -100 is ignored. */
+  labels?: Tensor | null;
+  /** Incremental decoding: keys and values of earlier positions, extended in place. */
+  cache?: KVCache | null;
+}
+
+export interface CausalLMOutput {
+  /** [B, T, vocab]. */
+  logits: Tensor;
+  /** Mean cross-entropy over the counted (non -100) targets, when labels were given. */
+  loss?: Tensor;
+}
+
+/** GPT-2 with its language-modelling head (tied to the token embeddings). */
+export class GPT2LMHeadModel extends Module {
+  declare transformer: GPT2Model;
+
+  constructor(readonly config: GPT2Config, opts: ModelOptions = {}) {
+    super();
+    this.registerModule("transformer", new GPT2Model(config, opts));
+  }
+
+  /** Loads a checkpoint directory in Hugging Face layout (config.json + safetensors). */
+  static fromPretrained(dir: string, opts: LoadOptions = {}): GPT2LMHeadModel {
+    return loadGPT2(dir, opts);
+  }
+
+  /** Writes config.json + model.safetensors that transformers loads. */
+  savePretrained(dir: string): void {
+    saveGPT2(this, dir);
+  }
+
+  forward(input: CausalLMInput): CausalLMOutput {
+    const hidden = this.transformer.forward(input.inputIds, input.attentionMask ?? null, input.cache ?? null);
+    const logits = linear(hidden, this.transformer.wte.weight); // lm_head: x·wteᵀ
+    if (!input.labels) return { logits };
+    return { logits, loss: causalLMLoss(logits, input.labels) };
+  }
+}
+
+/** transformers' loss: logits[:, t] scored against labels[:, t + 1], -100 ignored, mean over counted targets. */
+export function causalLMLoss(logits: Tensor, labels: Tensor): Tensor {
+  const [B, T, V] = logits.shape as [number, number, number];
+  if (labels.ndim !== 2 || labels.shape[0] !== B || labels.shape[1] !== T || labels.dtype !== "int32") {
+    throw new Error(`causalLMLoss: labels must be int32 [${B}, ${T}] like the inputs, got ${labels.dtype} ${formatShape(labels.shape)}`);
+  }
+  const shiftedLogits = logits.slice(1, 0, T - 1).reshape(B * (T - 1), V);
+  const shiftedLabels = labels.slice(1, 1).reshape(B * (T - 1));
+  return crossEntropy(shiftedLogits, shiftedLabels, { ignoreIndex: -100 });
+}

@@ -1,0 +1,180 @@
+// GPT-2 against transformers: logits, losses and gradients from test/fixtures/gpt2-tiny
+// (made by test/fixtures/make_fixtures.py with transformers 5.18, float32, eval mode).
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { generate } from "../../lib/models/gpt2/generate.js";
+import { GPT2Config } from "../../lib/models/gpt2/config.js";
+import { GPT2LMHeadModel, KVCache } from "../../lib/models/gpt2/model.js";
+import { memory, noGrad, readSafetensors, tensor, tidy, toTensor, type Tensor } from "../../lib/index.js";
+import { relError } from "../helpers.js";
+
+const dir = "test/fixtures/gpt2-tiny";
+const ref = JSON.parse(readFileSync(join(dir, "reference.json"), "utf8"));
+const ids = (rows: number[][]) => tensor(Int32Array.from(rows.flat()), { shape: [rows.length, rows[0]!.length] });
+const flat = (x: unknown): number[] => (Array.isArray(x) ? x.flatMap(flat) : [x as number]);
+
+// float32 on both sides with different summation orders: elements agree to ~1e-6 relative;
+// the issue's bar is 1e-4 relative.
+const TOL = 1e-4;
+
+let model: GPT2LMHeadModel;
+beforeAll(() => {
+  model = GPT2LMHeadModel.fromPretrained(dir);
+  model.eval();
+});
+afterAll(() => model.dispose());
+
+describe("GPT-2 parity with transformers (tiny fixture)", () => {
+  it("reads config.json", () => {
+    expect(model.config.nLayer).toBe(2);
+    expect(model.config.nEmbd).toBe(64);
+    expect(model.config.vocabSize).toBe(101);
+    expect(model.namedParameters().map(([n]) => n).slice(0, 4)).toEqual([
+      "transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.ln_1.weight", "transformer.h.0.ln_1.bias",
+    ]);
+  });
+
+  it("logits without and with an attention mask", () => {
+    noGrad(() =>
+      tidy(() => {
+        const input = ids(ref.input_ids);
+        const a = model.forward({ inputIds: input }).logits;
+        expect(a.shape).toEqual([2, 11, 101]);
+        expect(relError(a.dataSync(), flat(ref.logits_nomask))).toBeLessThan(TOL);
+        const mask = ids(ref.attention_mask);
+        const b = model.forward({ inputIds: input, attentionMask: mask }).logits;
+        expect(relError(b.dataSync(), flat(ref.logits_mask))).toBeLessThan(TOL);
+      }),
+    );
+  });
+
+  it("losses with labels shifted inside and -100 ignored", () => {
+    noGrad(() =>
+      tidy(() => {
+        const input = ids(ref.input_ids), mask = ids(ref.attention_mask);
+        const cases: [Tensor | null, number[][], number][] = [
+          [null, ref.input_ids, ref.loss.labels_eq_input_ids_nomask],
+          [mask, ref.input_ids, ref.loss.labels_eq_input_ids_with_mask],
+          [mask, ref.labels_masked, ref.loss.labels_masked],
+          [mask, ref.labels_partial, ref.loss.labels_partial],
+        ];
+        for (const [m, labels, want] of cases) {
+          const { loss } = model.forward({ inputIds: input, attentionMask: m, labels: ids(labels) });
+          expect(Math.abs(loss!.item() - want) / want).toBeLessThan(TOL);
+        }
+      }),
+    );
+  });
+
+  it("gradients of every parameter match PyTorch's", () => {
+    const grads = readSafetensors(join(dir, "reference.safetensors"));
+    const names = grads.names.filter((n) => n.startsWith("grad."));
+    expect(names.length).toBeGreaterThan(0);
+    tidy(() => {
+      const { loss } = model.forward({ inputIds: ids(ref.input_ids), attentionMask: ids(ref.attention_mask), labels: ids(ref.labels_masked) });
+      loss!.backward();
+      const params = new Map(model.namedParameters());
+      for (const name of names) {
+        const p = params.get(name.slice("grad.".length));
+        expect(p, name).toBeDefined();
+        const want = toTensor(grads.get(name));
+        // Gradients sum many more float32 terms than the forward: 1e-4 relative (L2).
+        expect(relError(p!.grad!.dataSync(), want.dataSync()), name).toBeLessThan(TOL);
+      }
+    });
+    model.zeroGrad();
+  });
+
+  it("loads sharded and hub-style checkpoints (keys without the transformer. prefix, attn.bias buffers) to the same logits", () => {
+    for (const other of ["test/fixtures/gpt2-tiny-sharded", "test/fixtures/gpt2-tiny-sharded/hub-style"]) {
+      const m = GPT2LMHeadModel.fromPretrained(other);
+      m.eval();
+      noGrad(() =>
+        tidy(() => {
+          const input = ids(ref.input_ids);
+          expect(relError(m.forward({ inputIds: input }).logits.dataSync(), flat(ref.logits_nomask))).toBeLessThan(TOL);
+        }),
+      );
+      m.dispose();
+    }
+  });
+
+  it("scale_attn_by_inverse_layer_idx", () => {
+    const variant = ref.variant_scale_attn_by_inverse_layer_idx;
+    const m = GPT2LMHeadModel.fromPretrained(dir);
+    const scaled = new GPT2LMHeadModel(new GPT2Config({ ...m.config, ...{ scaleAttnByInverseLayerIdx: true } }));
+    scaled.loadStateDict(m.stateDict());
+    scaled.eval();
+    noGrad(() => tidy(() => expect(relError(scaled.forward({ inputIds: ids(ref.input_ids) }).logits.dataSync(), flat(variant.logits_nomask))).toBeLessThan(TOL)));
+    m.dispose();
+    scaled.dispose();
+  });
+
+  it("savePretrained writes a checkpoint that loads back identically", () => {
+    const out = mkdtempSync(join(tmpdir(), "lowrank-gpt2-"));
+    try {
+      model.savePretrained(out);
+      const again = GPT2LMHeadModel.fromPretrained(out);
+      const a = model.stateDict(), b = again.stateDict();
+      expect(Object.keys(b)).toEqual(Object.keys(a));
+      for (const k of Object.keys(a)) expect(b[k]!.dataSync(), k).toEqual(a[k]!.dataSync());
+      expect(JSON.parse(readFileSync(join(out, "config.json"), "utf8"))).toMatchObject({ model_type: "gpt2", n_embd: 64, n_layer: 2, vocab_size: 101 });
+      again.dispose();
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  });
+
+  it("explains missing directories, files and mismatched weights", () => {
+    expect(() => GPT2LMHeadModel.fromPretrained("/nonexistent/model")).toThrow(/model directory \/nonexistent\/model does not exist/);
+    expect(() => GPT2LMHeadModel.fromPretrained("test/fixtures")).toThrow(/config.json is missing/);
+    const out = mkdtempSync(join(tmpdir(), "lowrank-gpt2-"));
+    try {
+      const small = new GPT2LMHeadModel(new GPT2Config({ nLayer: 1, nEmbd: 64, nHead: 4, vocabSize: 101, nPositions: 64 }));
+      small.savePretrained(out);
+      small.dispose();
+      // config says 1 layer; rewrite it to say 2 so layer 1's tensors are missing
+      const cfg = JSON.parse(readFileSync(join(out, "config.json"), "utf8"));
+      cfg.n_layer = 2;
+      cfg.n_embd = 64;
+      writeFileSync(join(out, "config.json"), JSON.stringify(cfg));
+      expect(() => GPT2LMHeadModel.fromPretrained(out)).toThrow(/missing tensors: transformer\.h\.1\.ln_1\.weight/);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("generation", () => {
+  it("greedy decoding reproduces transformers' generate()", () => {
+    const g = ref.greedy;
+    const prompt: number[] = g.prompt[0];
+    const out = generate(model, prompt, { maxNewTokens: g.max_new_tokens, eosTokenId: null });
+    expect([...prompt, ...out]).toEqual(g.output_ids[0]);
+  });
+
+  it("the KV cache gives the same tokens as recomputing the prefix, sampling included", async () => {
+    const { Generator } = await import("../../lib/index.js");
+    const prompt = [3, 14, 15, 92, 65];
+    for (const opts of [{}, { temperature: 0.9, topK: 20 }, { temperature: 1.3, topP: 0.8 }]) {
+      const a = generate(model, prompt, { ...opts, maxNewTokens: 12, eosTokenId: null, useCache: true, generator: new Generator(5) });
+      const b = generate(model, prompt, { ...opts, maxNewTokens: 12, eosTokenId: null, useCache: false, generator: new Generator(5) });
+      expect(a).toEqual(b);
+      expect(a).toHaveLength(12);
+    }
+  });
+
+  it("stops at EOS and frees its cache", () => {
+    const before = memory().cpu!;
+    const out = generate(model, [1, 2, 3], { maxNewTokens: 40, eosTokenId: null });
+    const eos = out[2]!;
+    const stopped = generate(model, [1, 2, 3], { maxNewTokens: 40, eosTokenId: eos });
+    expect(stopped.at(-1)).toBe(eos);
+    expect(stopped.length).toBeLessThanOrEqual(3);
+    expect(memory().cpu).toMatchObject({ bytes: before.bytes, tensors: before.tensors });
+    const cache = new KVCache(2);
+    cache.dispose();
+  });
+});
