@@ -93,12 +93,20 @@ export function textWidth(text: string, scale: number): number {
   return [...text].length * GLYPH_ADVANCE * scale;
 }
 
-/** `text` cut to at most `maxWidth` pixels, ending in "..." when it had to be cut. */
-function fitText(text: string, maxWidth: number, scale: number): string {
+/**
+ * `text` cut to at most `maxWidth` pixels, with "..." where it was cut: at the end, or in the
+ * middle for legend names, whose distinguishing part (a layer index, a rank, a suffix like
+ * lora_B) is as often at the end as at the start.
+ */
+function fitText(text: string, maxWidth: number, scale: number, cut: "end" | "middle" = "end"): string {
   const chars = [...text];
   const fits = Math.floor(maxWidth / (GLYPH_ADVANCE * scale));
   if (chars.length <= fits) return text;
-  return fits <= 3 ? chars.slice(0, Math.max(fits, 0)).join("") : chars.slice(0, fits - 3).join("") + "...";
+  if (fits <= 3) return chars.slice(0, Math.max(fits, 0)).join("");
+  const keep = fits - 3;
+  if (cut === "end") return chars.slice(0, keep).join("") + "...";
+  const head = Math.ceil(keep / 2);
+  return chars.slice(0, head).join("") + "..." + chars.slice(chars.length - (keep - head)).join("");
 }
 
 // Removes floating-point dust from i × step (0.30000000000000004 becomes 0.3).
@@ -269,9 +277,14 @@ export function lineChart(options: LineChartOptions): Chart {
   const yCount = Math.max(2, Math.floor(plotH / 40));
   const yAxis = logY ? logAxis(yMin, yMax, yCount) : linearAxis(yMin, yMax, yCount);
 
-  const legendChars = Math.max(4, Math.min(24, Math.floor((width * 0.3 - LEGEND_SWATCH - 8) / (GLYPH_ADVANCE * LABEL_SCALE))));
-  const legendNames = series.map((s) => fitText(s.name, legendChars * GLYPH_ADVANCE * LABEL_SCALE, LABEL_SCALE));
-  const legendWidth = series.length === 0 ? 0 : 16 + LEGEND_SWATCH + 8 + Math.max(...legendNames.map((n) => textWidth(n, LABEL_SCALE)));
+  // Legend: one row per series beside the plot, names cut to about 30% of the width, and a
+  // "+N more" row in place of the last when the series outnumber the rows that fit.
+  const legendRows = Math.floor(plotH / LEGEND_ROW);
+  const shown = series.length <= legendRows ? series.length : legendRows - 1;
+  const nameWidth = Math.max(4, Math.min(24, Math.floor((width * 0.3 - LEGEND_SWATCH - 8) / (GLYPH_ADVANCE * LABEL_SCALE)))) * GLYPH_ADVANCE * LABEL_SCALE;
+  const legendNames = series.slice(0, shown).map((s) => fitText(s.name, nameWidth, LABEL_SCALE, "middle"));
+  const more = shown < series.length ? `+${series.length - shown} more` : "";
+  const legendWidth = series.length === 0 ? 0 : 16 + Math.max(textWidth(more, LABEL_SCALE), ...legendNames.map((n) => LEGEND_SWATCH + 8 + textWidth(n, LABEL_SCALE)));
   const plotLeft = PAD + (options.yLabel !== "" ? labelHeight + 10 : 0) + maxLabelWidth(yAxis, LABEL_SCALE) + TICK_GAP + TICK_LEN;
   // The last x label is centred on its tick and may stick out past the plot by half its width:
   // without a legend to overlap, the right margin must hold it. Its width is known only once
@@ -335,21 +348,17 @@ export function lineChart(options: LineChartOptions): Chart {
   text(PAD + GLYPH_ASCENT * LABEL_SCALE, (plotTop + plotBottom) / 2, fitText(options.yLabel, plotH, LABEL_SCALE), LABEL_SCALE, "middle", -90);
   text(width / 2, PAD + GLYPH_ASCENT * TITLE_SCALE, fitText(options.title, width - 2 * PAD, TITLE_SCALE), TITLE_SCALE, "middle");
 
-  // Legend: a line swatch (and dot, when the series has markers) per series, top right, and a
-  // "+N more" row when the entries outnumber the rows that fit beside the plot.
+  // Legend entries: a line swatch (and a dot, when the series has markers), then the name.
   const legendX = plotRight + 16;
-  const rows = Math.floor(plotH / LEGEND_ROW);
-  const shown = series.length <= rows ? series.length : rows - 1;
-  for (let i = 0; i < shown; i++) {
+  const rowMiddle = (i: number): number => plotTop + Math.floor(LEGEND_ROW / 2) + i * LEGEND_ROW;
+  legendNames.forEach((name, i) => {
     const color = PALETTE[i % PALETTE.length]!;
-    const cy = plotTop + Math.floor(LEGEND_ROW / 2) + i * LEGEND_ROW;
+    const cy = rowMiddle(i);
     items.push({ kind: "path", runs: [[[legendX, cy], [legendX + LEGEND_SWATCH, cy]]], color, lineWidth: LINE_WIDTH });
     if (options.markers) items.push({ kind: "markers", points: [[legendX + LEGEND_SWATCH / 2, cy]], color, radius: MARKER_RADIUS });
-    text(legendX + LEGEND_SWATCH + 8, cy + capMiddle, legendNames[i]!, LABEL_SCALE, "start");
-  }
-  if (shown < series.length) {
-    text(legendX, plotTop + Math.floor(LEGEND_ROW / 2) + shown * LEGEND_ROW + capMiddle, `+${series.length - shown} more`, LABEL_SCALE, "start");
-  }
+    text(legendX + LEGEND_SWATCH + 8, cy + capMiddle, name, LABEL_SCALE, "start");
+  });
+  text(legendX, rowMiddle(shown) + capMiddle, more, LABEL_SCALE, "start");
 
   return { width, height, title: options.title, background: WHITE, items };
 }
