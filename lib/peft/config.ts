@@ -177,7 +177,7 @@ const PEFT_ONLY_INITS: Readonly<Record<string, "weights-only" | "mutates-base">>
 export type WarningHandler = (message: string) => void;
 export const emitLowrankWarning: WarningHandler = (message) => process.emitWarning(message, "LowrankWarning");
 
-const describe = (v: unknown): string => {
+const showValue = (v: unknown): string => {
   if (typeof v === "string") return JSON.stringify(v);
   if (typeof v === "number" || typeof v === "boolean" || v === null || v === undefined) return String(v);
   try {
@@ -188,7 +188,7 @@ const describe = (v: unknown): string => {
 };
 
 function invalid(field: string, value: unknown, requirement: string): Error {
-  return new Error(`LoraConfig: ${field} ${requirement}; got ${describe(value)}.`);
+  return new Error(`LoraConfig: ${field} ${requirement}; got ${showValue(value)}.`);
 }
 
 const isPlainObject = (v: unknown): v is Record<string, unknown> =>
@@ -217,7 +217,7 @@ function checkPattern(field: string, value: unknown, check: (n: number) => boole
   const out: Record<string, number> = {};
   for (const [key, v] of Object.entries(value)) {
     if (key.length === 0) throw invalid(field, value, "must not have an empty key");
-    if (!check(v as number)) throw new Error(`LoraConfig: ${field}[${JSON.stringify(key)}] ${requirement}; got ${describe(v)}.`);
+    if (!check(v as number)) throw new Error(`LoraConfig: ${field}[${JSON.stringify(key)}] ${requirement}; got ${showValue(v)}.`);
     // compiled once here so a bad pattern fails now, not at injection
     compilePythonRegex(key, `LoraConfig: ${field} key`, (s) => `^(.*\\.)?(${s})$`, false);
     out[key] = v as number;
@@ -288,7 +288,7 @@ export class LoraConfig {
   readonly peftVersion: string = LOWRANK_PEFT_VERSION;
 
   constructor(init: LoraConfigInit = {}) {
-    if (!isPlainObject(init)) throw new Error(`LoraConfig: options must be a plain object; got ${describe(init)}.`);
+    if (!isPlainObject(init)) throw new Error(`LoraConfig: options must be a plain object; got ${showValue(init)}.`);
     for (const key of Object.keys(init)) {
       if (!(key in JSON_KEYS)) {
         const hint = suggestField(key);
@@ -360,19 +360,19 @@ export class LoraConfig {
     // PEFT's __post_init__ rules for layer selection
     if (typeof this.targetModules === "string" && this.layersToTransform !== null) {
       throw new Error(
-        `LoraConfig: layersToTransform cannot be used when targetModules is a string (${describe(this.targetModules)}): ` +
+        `LoraConfig: layersToTransform cannot be used when targetModules is a string (${showValue(this.targetModules)}): ` +
           "a regex already selects layers. Put the layer indices in the regex, or list module names in targetModules.",
       );
     }
     if (typeof this.targetModules === "string" && this.layersPattern !== null) {
       throw new Error(
-        `LoraConfig: layersPattern cannot be used when targetModules is a string (${describe(this.targetModules)}); ` +
+        `LoraConfig: layersPattern cannot be used when targetModules is a string (${showValue(this.targetModules)}); ` +
           "drop layersPattern or list module names in targetModules.",
       );
     }
     if (this.layersPattern !== null && this.layersPattern.length > 0 && this.layersToTransform === null) {
       throw new Error(
-        `LoraConfig: layersPattern ${describe(this.layersPattern)} was given without layersToTransform; ` +
+        `LoraConfig: layersPattern ${showValue(this.layersPattern)} was given without layersToTransform; ` +
           "layersPattern only names where the layer index is, so also give the indices, e.g. layersToTransform: [0, 1].",
       );
     }
@@ -385,7 +385,7 @@ export class LoraConfig {
     if (this.loraBias && typeof this.initLoraWeights !== "boolean") {
       throw new Error(
         `LoraConfig: loraBias=true is only supported with initLoraWeights true or false, got ` +
-          `initLoraWeights=${describe(this.initLoraWeights)}. Drop loraBias or use the default initialisation.`,
+          `initLoraWeights=${showValue(this.initLoraWeights)}. Drop loraBias or use the default initialisation.`,
       );
     }
     if (this.loraBias && this.useDora) {
@@ -481,7 +481,7 @@ export class LoraConfig {
   static fromJSON(json: unknown, options: { onWarning?: WarningHandler } = {}): LoraConfig {
     const warn = options.onWarning ?? emitLowrankWarning;
     if (!isPlainObject(json)) {
-      throw new Error(`LoraConfig.fromJSON: expected the object parsed from adapter_config.json; got ${describe(json)}.`);
+      throw new Error(`LoraConfig.fromJSON: expected the object parsed from adapter_config.json; got ${showValue(json)}.`);
     }
     if (!("peft_type" in json)) {
       throw new Error(
@@ -491,7 +491,7 @@ export class LoraConfig {
     }
     if (json.peft_type !== "LORA") {
       throw new Error(
-        `LoraConfig.fromJSON: adapter_config.json is for the PEFT method ${describe(json.peft_type)}; lowrank ` +
+        `LoraConfig.fromJSON: adapter_config.json is for the PEFT method ${showValue(json.peft_type)}; lowrank ` +
           'implements LoRA only (peft_type "LORA").',
       );
     }
@@ -509,8 +509,8 @@ export class LoraConfig {
         const { off, feature } = UNIMPLEMENTED_KEYS[key]!;
         if (!jsonEqual(value, off)) {
           throw new Error(
-            `LoraConfig.fromJSON: adapter_config.json sets ${key}=${describe(value)}, which turns on ${feature}; ` +
-              `lowrank does not implement it, so this adapter cannot be loaded faithfully (lowrank needs ${key}=${describe(off)}).`,
+            `LoraConfig.fromJSON: adapter_config.json sets ${key}=${showValue(value)}, which turns on ${feature}; ` +
+              `lowrank does not implement it, so this adapter cannot be loaded faithfully (lowrank needs ${key}=${showValue(off)}).`,
           );
         }
       } else if (key in INIT_SUBCONFIG_KEYS) {
@@ -528,12 +528,12 @@ export class LoraConfig {
           ? 'It only decides how new weights start; the saved weights are complete, so set "init_lora_weights": true to load them.'
           : "That initialisation also modified the base model's weights, so the adapter only works on that modified base: " +
             "convert it to a plain LoRA with PEFT (save_pretrained(path_initial_model_for_weight_conversion=...)) first.";
-      throw new Error(`LoraConfig.fromJSON: init_lora_weights ${describe(init_)} is a PEFT initialisation lowrank does not implement. ${fix}`);
+      throw new Error(`LoraConfig.fromJSON: init_lora_weights ${showValue(init_)} is a PEFT initialisation lowrank does not implement. ${fix}`);
     }
     if (ignoredSubconfigs.length > 0) {
       warn(
         `adapter_config.json sets ${ignoredSubconfigs.sort().join(", ")}, used only by initialisations lowrank does not ` +
-          `implement and not by init_lora_weights=${describe(init_ ?? true)}; ignored (PEFT ignores them too).`,
+          `implement and not by init_lora_weights=${showValue(init_ ?? true)}; ignored (PEFT ignores them too).`,
       );
     }
     if (unknown.length > 0) {
@@ -541,7 +541,7 @@ export class LoraConfig {
       const enable = json.enable_lora;
       const legacy =
         Array.isArray(enable) && enable.includes(false)
-          ? ` enable_lora=${describe(enable)} comes from PEFT <= 0.2 (loralib's MergedLinear): its lora_B covers only the ` +
+          ? ` enable_lora=${showValue(enable)} comes from PEFT <= 0.2 (loralib's MergedLinear): its lora_B covers only the ` +
             "enabled slices of the fused projection, which today's LoRA layout cannot represent; expect the tensor shapes to be refused."
           : "";
       warn(

@@ -201,8 +201,8 @@ function layerNotes(config: LoraConfig): string {
  * Decides which modules get LoRA, as PEFT's get_peft_model would for the same model and config,
  * and returns them with the config as PEFT holds it afterwards. Throws (PEFT's wording, with the
  * modules that could be targeted) when nothing matches or when a non-linear/Conv1D/embedding
- * module is selected; warns as PEFT does about unused exclude_modules and pattern keys and about
- * fan_in_fan_out being forced.
+ * module is selected; warns as PEFT does about unused exclude_modules and pattern keys, about
+ * fan_in_fan_out being forced, and about modules with tied weights in the adapter.
  */
 export function planInjection(modules: readonly ModuleInfo[], config: LoraConfig, options: TargetOptions = {}): InjectionPlan {
   const warn = options.onWarning ?? emitLowrankWarning;
