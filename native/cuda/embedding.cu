@@ -26,24 +26,52 @@ __global__ void gather_kernel(const int32_t* ids, int64_t n, const float* weight
 }
 
 // Deterministic without sorting or atomics: block (x, y) owns vocabulary rows
-// [x·kRowsPerBlock, (x+1)·kRowsPerBlock) and columns [y·kThreads, (y+1)·kThreads). It walks all ids
-// in order (staged through shared memory) and adds the gradient rows of the ids it owns, so each
-// element sums its contributions in order of position, exactly like the CPU twin.
+// [x·kRowsPerBlock, (x+1)·kRowsPerBlock) and columns [y·kThreads, (y+1)·kThreads). It reads the ids
+// a tile at a time, compacts the positions whose id it owns (in order: warp ballots and a prefix over
+// warps), and adds their gradient rows, thread t on column t. So each element sums its contributions
+// in order of position, exactly like the CPU twin, and the two agree bit for bit. A run of equal ids
+// accumulates in a register ((w + g0) + g1 ..., the same order) and is written back once.
 __global__ void scatter_add_kernel(const int32_t* ids, int64_t n, const float* grad, int64_t vocab, int64_t dim,
                                    float* dweight) {
-  __shared__ int32_t tile[kThreads];
+  constexpr int kWarps = kThreads / 32;
+  __shared__ int32_t hit_pos[kThreads], hit_id[kThreads];
+  __shared__ int warp_hits[kWarps];
   const int64_t lo = blockIdx.x * kRowsPerBlock, hi = min(lo + kRowsPerBlock, vocab);
   const int64_t d = blockIdx.y * (int64_t)kThreads + threadIdx.x;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  int32_t cur = -1;  // the row `acc` holds
+  float acc = 0.0f;
   for (int64_t i0 = 0; i0 < n; i0 += kThreads) {
-    tile[threadIdx.x] = i0 + threadIdx.x < n ? ids[i0 + threadIdx.x] : -1;
+    const int64_t i = i0 + threadIdx.x;
+    const int32_t id = i < n ? ids[i] : -1;
+    const bool hit = id >= lo && id < hi;
+    const unsigned mask = __ballot_sync(0xffffffffu, hit);
+    if (lane == 0) warp_hits[warp] = __popc(mask);
     __syncthreads();
-    const int64_t count = min(static_cast<int64_t>(kThreads), n - i0);
-    for (int64_t j = 0; j < count; ++j) {
-      const int32_t id = tile[j];
-      if (id >= lo && id < hi && d < dim) dweight[id * dim + d] += grad[(i0 + j) * dim + d];
+    int base = 0, total = 0;
+    for (int w = 0; w < kWarps; ++w) {
+      base += w < warp ? warp_hits[w] : 0;
+      total += warp_hits[w];
+    }
+    if (hit) {
+      const int slot = base + __popc(mask & ((1u << lane) - 1));
+      hit_pos[slot] = threadIdx.x;
+      hit_id[slot] = id;
     }
     __syncthreads();
+    if (d < dim) {
+      for (int j = 0; j < total; ++j) {
+        if (hit_id[j] != cur) {
+          if (cur >= 0) dweight[cur * dim + d] = acc;
+          cur = hit_id[j];
+          acc = dweight[cur * dim + d];
+        }
+        acc += grad[(i0 + hit_pos[j]) * dim + d];
+      }
+    }
+    __syncthreads();  // hit lists are rewritten by the next tile
   }
+  if (cur >= 0 && d < dim) dweight[cur * dim + d] = acc;
 }
 }  // namespace
 
