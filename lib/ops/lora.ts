@@ -1,0 +1,110 @@
+// The LoRA update as one differentiable op: out = y + s·(drop(x)·Aᵀ)·Bᵀ, where y is the frozen
+// layer's output. x [.., k], A [r, k], B [d, r], y [.., d]; N = the rows of x.
+//
+// Forward: u = drop(x)·Aᵀ (N×r, kept for backward), then out = y + s·u·Bᵀ written by one gemm that
+// accumulates onto a copy of y (beta = 1). Backward, with v = g·B (N×r):
+//   gy = g                 gB = s·gᵀ·u                gA = s·vᵀ·drop(x)
+//   gx = s·(v·A) ⊙ mask/(1-p)
+// The dropout mask is never stored: drop(x) and the masked gx are recomputed from the Philox
+// (seed, offset) the forward drew (see dropout in ./nn.ts), and with p = 0 there is no copy of x.
+// Frozen operands cost nothing in backward.
+import { record } from "../autograd/tape.js";
+import { native } from "../native.js";
+import { defaultGenerator, type Generator } from "../tensor/random.js";
+import { formatShape, shapeSize, type Tensor } from "../tensor/tensor.js";
+import { nnKernels } from "./nn.js";
+import { checkFloat, newFloat, withContiguous } from "./util.js";
+
+export interface LoraDeltaOptions {
+  /** s: alpha / r, or alpha / sqrt(r) with rsLoRA. */
+  scaling: number;
+  /** Dropout probability on x before A (0 = none). */
+  dropout?: number;
+  /** Dropout is applied only when training. */
+  training?: boolean;
+  generator?: Generator;
+}
+
+/** c = alpha·op(a)·op(b) + beta·c for contiguous 2-D tensors (rows of a, columns of b as given). */
+function gemm2d(c: Tensor, a: Tensor, transA: boolean, b: Tensor, transB: boolean, alpha: number, beta: number): void {
+  const [ar, ac] = a.shape as [number, number], [br, bc] = b.shape as [number, number];
+  const m = transA ? ac : ar, k = transA ? ar : ac, n = transB ? br : bc;
+  native().gemm(
+    transA, transB, m, n, k, alpha, a.storage.native, a.byteOffset, ac, 0, b.storage.native, b.byteOffset, bc, 0, beta,
+    c.storage.native, c.byteOffset, n, 0, 1,
+  );
+}
+
+/** y + s·(drop(x)·Aᵀ)·Bᵀ; see the file comment. */
+export function loraDelta(y: Tensor, x: Tensor, A: Tensor, B: Tensor, opts: LoraDeltaOptions): Tensor {
+  const op = "loraDelta";
+  checkFloat(op, y, x, A, B);
+  const k = x.shape[x.ndim - 1]!, r = A.shape[0]!, d = y.shape[y.ndim - 1]!;
+  if (A.ndim !== 2 || A.shape[1] !== k || B.ndim !== 2 || B.shape[0] !== d || B.shape[1] !== r) {
+    throw new Error(
+      `${op}: for x ${formatShape(x.shape)} and output ${formatShape(y.shape)}, lora_A must be [r, ${k}] and lora_B [${d}, r]; ` +
+        `got A ${formatShape(A.shape)} and B ${formatShape(B.shape)}`,
+    );
+  }
+  const N = shapeSize(x.shape.slice(0, -1));
+  if (shapeSize(y.shape.slice(0, -1)) !== N) throw new Error(`${op}: x ${formatShape(x.shape)} and output ${formatShape(y.shape)} have different row counts`);
+  const s = opts.scaling;
+  const p = opts.training === false ? 0 : opts.dropout ?? 0;
+  const { seed, offset } = p > 0 ? (opts.generator ?? defaultGenerator).next(N * k) : { seed: 0n, offset: 0n };
+  const maskScale = p >= 1 ? 0 : 1 / (1 - p);
+  /** src ⊙ mask/(1-p) for an N×k tensor (the same mask on every call). */
+  const masked = (src: Tensor): Tensor => {
+    const dst = newFloat([N, k], src);
+    nnKernels().dropout(src.storage.native, src.byteOffset, dst.storage.native, 0, N * k, p, maskScale, seed, offset);
+    return dst;
+  };
+
+  return withContiguous([x, A, B, y], (xc, Ac, Bc, yc) => {
+    const x2 = xc.reshape(N, k);
+    const xd = p > 0 ? masked(x2) : x2;
+    const u = newFloat([N, r], x);
+    gemm2d(u, xd, false, Ac!, true, 1, 0); // u = drop(x)·Aᵀ
+    if (xd !== x2) xd.dispose();
+    const out = newFloat(y.shape, y);
+    native().copyBytes(out.storage.native, 0, yc!.storage.native, yc!.byteOffset, N * d * 4);
+    gemm2d(out.reshape(N, d), u, false, Bc!, true, s, 1); // out += s·u·Bᵀ
+    x2.dispose();
+
+    const needX = x.requiresGrad, needA = A.requiresGrad, needB = B.requiresGrad;
+    record(
+      op, out, [y, x, A, B],
+      (g, [xs, As, Bs, us]) => {
+        const g2 = withContiguous([g], (gc) => gc.reshape(N, d));
+        let gx: Tensor | null = null, gA: Tensor | null = null, gB: Tensor | null = null;
+        if (needX || needA) {
+          const v = newFloat([N, r], g);
+          gemm2d(v, g2, false, Bs!, false, 1, 0); // v = g·B
+          if (needX) {
+            const vA = newFloat([N, k], g);
+            gemm2d(vA, v, false, As!, false, s, 0); // s·v·A
+            gx = (p > 0 ? masked(vA) : vA).reshape([...x.shape]);
+            vA.dispose();
+          }
+          if (needA) {
+            gA = newFloat([r, k], g);
+            const x2s = xs!.reshape(N, k);
+            const xds = p > 0 ? masked(x2s) : x2s;
+            gemm2d(gA, v, true, xds, false, s, 0); // s·vᵀ·drop(x)
+            if (xds !== x2s) xds.dispose();
+            x2s.dispose();
+          }
+          v.dispose();
+        }
+        if (needB) {
+          gB = newFloat([d, r], g);
+          gemm2d(gB, g2, true, us!, false, s, 0); // s·gᵀ·u
+        }
+        g2.dispose();
+        return [g.alias(), gx, gA, gB];
+      },
+      [xc, Ac!, Bc!, u],
+    );
+    u.dispose();
+    return out;
+  });
+}

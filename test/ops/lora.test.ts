@@ -1,0 +1,75 @@
+import { describe, expect, it } from "vitest";
+import { Generator, memory, tensor, tidy } from "../../lib/index.js";
+import { loraDelta } from "../../lib/ops/lora.js";
+import { expectClose, gradcheck, randomValues } from "../helpers.js";
+
+const t = (shape: number[], seed: number) => tensor(randomValues(shape.reduce((a, b) => a * b, 1), seed), { shape });
+
+/** float64 y + s·x·Aᵀ·Bᵀ. */
+function reference(y: number[], x: number[], A: number[], B: number[], N: number, k: number, r: number, d: number, s: number): number[] {
+  const out = y.slice();
+  for (let n = 0; n < N; n++) {
+    const u = Array.from({ length: r }, (_, j) => x.slice(n * k, n * k + k).reduce((acc, xv, c) => acc + xv * A[j * k + c]!, 0));
+    for (let o = 0; o < d; o++) out[n * d + o]! += s * u.reduce((acc, uv, j) => acc + uv * B[o * r + j]!, 0);
+  }
+  return out;
+}
+
+describe("loraDelta (y + s·drop(x)·Aᵀ·Bᵀ)", () => {
+  for (const [N, k, r, d] of [[1, 1, 1, 1], [7, 13, 3, 11], [2 * 5, 17, 4, 9]] as const) {
+    it(`matches float64 and finite differences for N=${N} k=${k} r=${r} d=${d}`, () => {
+      tidy(() => {
+        const y = t([N, d], 1), x = t([N, k], 2), A = t([r, k], 3), B = t([d, r], 4);
+        const out = loraDelta(y, x, A, B, { scaling: 2.5 });
+        expectClose(out, reference([...y.dataSync()], [...x.dataSync()], [...A.dataSync()], [...B.dataSync()], N, k, r, d, 2.5), 1e-5);
+        gradcheck((a, b, c, e) => loraDelta(a!, b!, c!, e!, { scaling: 2.5 }), [y, x, A, B]);
+      });
+    });
+  }
+
+  it("accepts batched inputs [B, T, k] and non-contiguous x", () => {
+    tidy(() => {
+      const x = t([3, 2, 5], 5).transpose(0, 1); // [2, 3, 5] view
+      const y = t([2, 3, 4], 6), A = t([2, 5], 7), B = t([4, 2], 8);
+      const out = loraDelta(y, x, A, B, { scaling: 0.5 });
+      expect(out.shape).toEqual([2, 3, 4]);
+      const ref = reference([...y.dataSync()], [...x.contiguous().dataSync()], [...A.dataSync()], [...B.dataSync()], 6, 5, 2, 4, 0.5);
+      expectClose(out, ref, 1e-5);
+      gradcheck((a, b) => loraDelta(y, a!.transpose(0, 1), b!, B, { scaling: 0.5 }), [t([3, 2, 5], 5), A]);
+    });
+  });
+
+  it("dropout: the mask drawn in forward is recomputed in backward (finite differences with a fixed stream)", () => {
+    tidy(() => {
+      const y = t([6, 4], 1), x = t([6, 8], 2), A = t([3, 8], 3), B = t([4, 3], 4);
+      const f = (a: any, b: any, c: any, e: any) => loraDelta(a, b, c, e, { scaling: 1.5, dropout: 0.4, generator: new Generator(11) });
+      gradcheck(f, [y, x, A, B]);
+      // Dropout changes the result, and eval mode turns it off.
+      const train = f(y, x, A, B).dataSync(), plain = loraDelta(y, x, A, B, { scaling: 1.5 }).dataSync();
+      expect(train).not.toEqual(plain);
+      expect(loraDelta(y, x, A, B, { scaling: 1.5, dropout: 0.4, training: false }).dataSync()).toEqual(plain);
+    });
+  });
+
+  it("frozen A/B/x get no gradient, and a step leaks nothing", () => {
+    const A = t([2, 6], 3).requireGrad(), B = t([5, 2], 4).requireGrad();
+    const step = () => tidy(() => {
+      const x = t([4, 6], 1), y = t([4, 5], 2);
+      const out = loraDelta(y, x, A, B, { scaling: 2, dropout: 0.1, generator: new Generator(3) });
+      out.backward(tensor(randomValues(20, 9), { shape: [4, 5] }));
+      expect(x.grad).toBeNull();
+      expect(y.grad).toBeNull();
+    });
+    step();
+    const before = memory().cpu!;
+    step();
+    expect(memory().cpu).toMatchObject({ bytes: before.bytes, buffers: before.buffers, tensors: before.tensors });
+    expect(A.grad).not.toBeNull();
+    A.dispose();
+    B.dispose();
+  });
+
+  it("names the shapes when A or B do not fit", () => {
+    tidy(() => expect(() => loraDelta(t([2, 4], 1), t([2, 3], 2), t([2, 5], 3), t([4, 2], 4), { scaling: 1 })).toThrow(/lora_A must be \[r, 3\] and lora_B \[4, r\]/));
+  });
+});
