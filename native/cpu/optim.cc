@@ -19,7 +19,7 @@ void for_each_element(const T* tensors, int count, F f) {
   parallel_for(static_cast<int64_t>(chunks.size()), kChunkGrain, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       const OptimChunk& chunk = chunks[c];
-      const T& t = tensors[chunk.tensor];
+      const T t = tensors[chunk.tensor];  // a local copy: stores through t.param cannot alias it
       for (int64_t i = chunk.begin; i < chunk.end; ++i) f(t, i);
     }
   });
