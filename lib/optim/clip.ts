@@ -30,11 +30,11 @@ function gradsOf(params: Iterable<Tensor>, op: string): Tensor[] {
  * Computed in double and returned rounded to float32, the dtype PyTorch returns it in.
  */
 export function gradNorm(params: Iterable<Tensor>, normType = 2): number {
-  if (!(normType > 0)) throw new Error(`gradNorm: normType must be > 0 (a p-norm) or Infinity, got ${normType}`);
-  return totalNorm(gradsOf(params, "gradNorm"), normType);
+  return totalNorm("gradNorm", gradsOf(params, "gradNorm"), normType);
 }
 
-function totalNorm(grads: Tensor[], normType: number): number {
+function totalNorm(op: string, grads: Tensor[], normType: number): number {
+  if (!(normType > 0)) throw new Error(`${op}: normType must be > 0 (a p-norm) or Infinity, got ${normType}`);
   let acc = 0;
   for (const group of byDevice(grads, (g) => g)) {
     const { storages, byteOffsets, sizes } = pack(group.map((g) => [g]));
@@ -54,9 +54,8 @@ function totalNorm(grads: Tensor[], normType: number): number {
  * measured before clipping.
  */
 export function clipGradNorm(params: Iterable<Tensor>, maxNorm: number, normType = 2, opts: ClipGradNormOptions = {}): number {
-  if (!(normType > 0)) throw new Error(`clipGradNorm: normType must be > 0 (a p-norm) or Infinity, got ${normType}`);
   const grads = gradsOf(params, "clipGradNorm");
-  const total = totalNorm(grads, normType);
+  const total = totalNorm("clipGradNorm", grads, normType);
   if (opts.errorIfNonfinite && !Number.isFinite(total)) {
     throw new Error(
       `clipGradNorm: the total norm of order ${normType} of the gradients is non-finite (${total}), so it cannot be clipped; ` +
