@@ -129,6 +129,9 @@ describe(`cpu gemm (${info().simd} kernel)`, () => {
       const [m, n, k] = [37, 45, 23];
       check({ ta, tb, m, n, k, lda: (ta ? m : k) + 3, ldb: (tb ? k : n) + 7, ldc: n + 5, offA: 2, offB: 9, offC: 4, beta: 0.5 });
       check({ ta, tb, m, n, k, lda: (ta ? m : k) + 64, ldb: (tb ? k : n) + 1, ldc: n + 32, offC: 1, nanC: true });
+      // Few rows or columns: the kernel reads B or A in place through the padded strides.
+      check({ ta, tb, m: 5, n: 70, k, lda: (ta ? 5 : k) + 3, ldb: (tb ? k : 70) + 9, ldc: 75, offB: 3, beta: 2 });
+      check({ ta, tb, m: 70, n: 5, k, lda: (ta ? 70 : k) + 9, ldb: (tb ? k : 5) + 3, ldc: 6, offA: 5, beta: 2 });
     });
   }
 

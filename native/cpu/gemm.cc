@@ -32,11 +32,12 @@ namespace {
 // whatever vector unit the baseline target has (SSE2, NEON).
 constexpr int kScalarMR = 4, kScalarNR = 16;
 
-void micro_scalar(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha, float beta) {
+void micro_scalar(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float* b, int64_t b_rs, float* c,
+                  int64_t ldc, float alpha, float beta) {
   float acc[kScalarMR][kScalarNR] = {};
-  for (int64_t p = 0; p < kc; ++p, a += kScalarMR, b += kScalarNR)
+  for (int64_t p = 0; p < kc; ++p, a += a_cs, b += b_rs)
     for (int i = 0; i < kScalarMR; ++i)
-      for (int j = 0; j < kScalarNR; ++j) acc[i][j] += a[i] * b[j];
+      for (int j = 0; j < kScalarNR; ++j) acc[i][j] += a[i * a_rs] * b[j];
   for (int i = 0; i < kScalarMR; ++i)
     for (int j = 0; j < kScalarNR; ++j)
       c[i * ldc + j] = alpha * acc[i][j] + (beta == 0 ? 0.0f : beta * c[i * ldc + j]);
@@ -112,6 +113,13 @@ int64_t balanced_block(int64_t total, int64_t cap, int64_t unit) {
   return (size + unit - 1) / unit * unit;
 }
 
+// One operand of the micro-kernel: element (i, p) of an A panel at p[i*rs + p*cs]; row p of a
+// B panel at p[p*rs + 0..NR-1] (cs unused).
+struct Panel {
+  const float* p;
+  int64_t rs, cs;
+};
+
 // C (m×n, row stride ldc) = alpha · op(A) (m×k) · op(B) (k×n) + beta · C, on the calling thread.
 void gemm_block(const GemmKernel& K, View A, View B, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k, float alpha,
                 float beta) {
@@ -120,30 +128,40 @@ void gemm_block(const GemmKernel& K, View A, View B, float* c, int64_t ldc, int6
   const int64_t kc_max = balanced_block(k, K.kc, 1);
   const int64_t mc_max = balanced_block(m, K.mc, MR);
   const int64_t nc_max = balanced_block(n, K.nc, NR);
-  float* ap = Scratch::grow(scratch.a, scratch.a_cap, size_t(mc_max * kc_max));
-  float* bp = Scratch::grow(scratch.b, scratch.b_cap, size_t(nc_max * kc_max));
+  // Packing A pays off when each A panel meets many B panels. When n spans at most two tiles (a
+  // LoRA rank, say) the kernel reads full A panels in place and only a ragged last panel is
+  // packed; likewise B when m spans at most two tiles and op(B)'s rows are contiguous.
+  const bool pack_a = n > 2 * NR;
+  const bool pack_b = m > 2 * MR || B.cs != 1;
+  float* ap = Scratch::grow(scratch.a, scratch.a_cap, size_t((pack_a ? mc_max : MR) * kc_max));
+  float* bp = Scratch::grow(scratch.b, scratch.b_cap, size_t((pack_b ? nc_max : NR) * kc_max));
   alignas(64) float tile[32 * 64];  // edge tiles: MR×NR ≤ 32×64 for every kernel
   for (int64_t pc = 0; pc < k; pc += kc_max) {
     const int64_t kc = std::min(kc_max, k - pc);
     const float beta_pc = pc == 0 ? beta : 1.0f;  // later k blocks accumulate onto the first
     for (int64_t ic = 0; ic < m; ic += mc_max) {
       const int64_t mc = std::min(mc_max, m - ic);
-      K.pack(A.at(ic, pc), A.rs, A.cs, mc, kc, MR, ap);
+      const int64_t a_packed_from = pack_a ? 0 : mc / MR * MR;  // panels before it are read in place
+      if (a_packed_from < mc) K.pack(A.at(ic + a_packed_from, pc), A.rs, A.cs, mc - a_packed_from, kc, MR, ap);
       for (int64_t jc = 0; jc < n; jc += nc_max) {
         const int64_t nc = std::min(nc_max, n - jc);
-        K.pack(B.at(pc, jc), B.cs, B.rs, nc, kc, NR, bp);  // rows of the panel = columns of op(B)
+        const int64_t b_packed_from = pack_b ? 0 : nc / NR * NR;
+        // Rows of a B panel are columns of op(B), hence the swapped strides.
+        if (b_packed_from < nc) K.pack(B.at(pc, jc + b_packed_from), B.cs, B.rs, nc - b_packed_from, kc, NR, bp);
         for (int64_t ir = 0; ir < mc; ir += MR) {
           const int mr = int(std::min<int64_t>(MR, mc - ir));
+          const Panel a_panel = ir < a_packed_from ? Panel{A.at(ic + ir, pc), A.rs, A.cs}
+                                                   : Panel{ap + (ir - a_packed_from) * kc, 1, MR};
           for (int64_t jr = 0; jr < nc; jr += NR) {
             const int nr = int(std::min<int64_t>(NR, nc - jr));
+            const Panel b_panel = jr < b_packed_from ? Panel{B.at(pc, jc + jr), B.rs, 1}
+                                                     : Panel{bp + (jr - b_packed_from) * kc, NR, 1};
             float* cij = c + (ic + ir) * ldc + jc + jr;
-            const float* a_panel = ap + ir * kc;
-            const float* b_panel = bp + jr * kc;
             if (mr == MR && nr == NR) {
-              K.micro(kc, a_panel, b_panel, cij, ldc, alpha, beta_pc);
+              K.micro(kc, a_panel.p, a_panel.rs, a_panel.cs, b_panel.p, b_panel.rs, cij, ldc, alpha, beta_pc);
               continue;
             }
-            K.micro(kc, a_panel, b_panel, tile, NR, alpha, 0.0f);
+            K.micro(kc, a_panel.p, a_panel.rs, a_panel.cs, b_panel.p, b_panel.rs, tile, NR, alpha, 0.0f);
             for (int i = 0; i < mr; ++i)
               for (int j = 0; j < nr; ++j)
                 cij[i * ldc + j] = tile[i * NR + j] + (beta_pc == 0 ? 0.0f : beta_pc * cij[i * ldc + j]);

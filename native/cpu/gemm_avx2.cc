@@ -13,21 +13,19 @@ namespace {
 
 constexpr int MR = 6, NR = 16;
 
-LR_TARGET_AVX2 void micro_6x16(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha,
-                               float beta) {
+LR_TARGET_AVX2 void micro_6x16(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float* b, int64_t b_rs,
+                               float* c, int64_t ldc, float alpha, float beta) {
   __m256 acc0[MR], acc1[MR];
 #pragma GCC unroll 6
   for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = _mm256_setzero_ps();
-  for (int64_t p = 0; p < kc; ++p) {
-    __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+  for (int64_t p = 0; p < kc; ++p, a += a_cs, b += b_rs) {
+    __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
 #pragma GCC unroll 6
     for (int i = 0; i < MR; ++i) {
-      __m256 ai = _mm256_broadcast_ss(a + i);
+      __m256 ai = _mm256_broadcast_ss(a + i * a_rs);
       acc0[i] = _mm256_fmadd_ps(ai, b0, acc0[i]);
       acc1[i] = _mm256_fmadd_ps(ai, b1, acc1[i]);
     }
-    a += MR;
-    b += NR;
   }
   __m256 va = _mm256_set1_ps(alpha);
   if (beta == 0) {

@@ -23,8 +23,8 @@ namespace {
 
 // C[0:MR, 0:16·NV] from MR broadcasts of A and NV vectors of B per k step: MR·NV accumulators.
 template <int MR, int NV>
-LR_TARGET_AVX512 void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha, float beta) {
-  constexpr int NR = 16 * NV;
+LR_TARGET_AVX512 void micro(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float* b, int64_t b_rs,
+                            float* c, int64_t ldc, float alpha, float beta) {
   // C's rows are touched only after the k loop: start fetching them now.
 #pragma GCC unroll 32
   for (int i = 0; i < MR; ++i)
@@ -35,15 +35,15 @@ LR_TARGET_AVX512 void micro(int64_t kc, const float* a, const float* b, float* c
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
-  for (int64_t p = 0; p < kc; ++p, a += MR, b += NR) {
+  for (int64_t p = 0; p < kc; ++p, a += a_cs, b += b_rs) {
     __m512 bv[NV];
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) bv[v] = _mm512_load_ps(b + 16 * v);
+    for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + 16 * v);
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) _mm_prefetch(reinterpret_cast<const char*>(b + 8 * NR + 16 * v), _MM_HINT_T0);
+    for (int v = 0; v < NV; ++v) _mm_prefetch(reinterpret_cast<const char*>(b + 8 * b_rs + 16 * v), _MM_HINT_T0);
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i) {
-      __m512 ai = _mm512_set1_ps(a[i]);
+      __m512 ai = _mm512_set1_ps(a[i * a_rs]);
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
     }

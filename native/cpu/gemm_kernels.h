@@ -11,10 +11,12 @@
 namespace lowrank {
 namespace cpu {
 
-// C[0:MR, 0:NR] (row stride ldc) = alpha * Apanel·Bpanel + beta * C; beta == 0 must not read C.
+// C[0:MR, 0:NR] (row stride ldc) = alpha · A·B + beta · C over kc steps; beta == 0 must not read C.
+// A(i, p) is a[i*a_rs + p*a_cs] (a packed micro-panel: 1, MR); row p of B is b[p*b_rs + 0..NR-1]
+// (packed: NR), so the driver can also hand over A and B in place where packing would not pay.
 // Always a full MR × NR tile: the driver routes edge tiles through a scratch tile.
-using GemmMicroKernel = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha,
-                                 float beta);
+using GemmMicroKernel = void (*)(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float* b, int64_t b_rs,
+                                 float* c, int64_t ldc, float alpha, float beta);
 
 // Packs rows × kc of a strided matrix (element (r, p) at src[r*rs + p*cs]) into consecutive
 // micro-panels of w rows in the layout above, zero-padding the last panel to w rows. Packs A
