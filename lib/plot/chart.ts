@@ -171,37 +171,52 @@ export function linearAxis(min: number, max: number, maxCount: number, tight = f
   };
 }
 
-function decadeLabel(exponent: number, plain: boolean): string {
-  if (!plain) return `1e${exponent}`;
-  return exponent < 0 ? (10 ** exponent).toFixed(-exponent) : String(10 ** exponent);
-}
-
 /**
- * A log axis over positive [min, max]: the domain is widened to whole decades, ticks sit at
- * powers of 10 (every 2nd, 5th, ... decade when there are more than `maxCount`), and when
- * there is room, minor lines mark 2…9 × 10^k. Labels are plain numbers when every tick lies
- * in 0.001…10000, otherwise all are in exponent form (1e-5), so one axis never mixes styles.
+ * A log axis over positive [min, max]. Over a few decades (a loss curve, a short spectrum) the
+ * ticks are 1, 2 and 5 × 10^k and the domain runs from the last such value at or below the
+ * data to the first at or above it; otherwise the domain is widened to whole decades and the
+ * ticks sit at powers of 10 (every 2nd, 5th, ... decade when there are more than `maxCount`).
+ * Minor lines mark the other multiples 2…9 × 10^k when there is room. Labels are plain numbers
+ * when the domain lies within 0.001…10000, otherwise all are in exponent form (2e-5), so one
+ * axis never mixes styles. A single value is widened to a factor of 3 either side; no data
+ * at all gives [1, 10].
  */
 export function logAxis(min: number, max: number, maxCount: number): Axis {
   if (!(min > 0) || !(max > 0) || !Number.isFinite(min) || !Number.isFinite(max)) [min, max] = [1, 10];
+  if (min === max) [min, max] = [min / 3, max * 3];
   let e0 = Math.floor(Math.log10(min) + 1e-9);
   let e1 = Math.ceil(Math.log10(max) - 1e-9);
-  if (e0 === e1) [e0, e1] = [e0 - 1, e1 + 1];
-  const stride = (e1 - e0) <= maxCount ? 1 : Math.max(niceStep((e1 - e0) / Math.max(maxCount, 1)), 1);
+  const fine = 3 * (e1 - e0) + 1 <= maxCount && e1 - e0 <= 2;
+  const stride = e1 - e0 <= maxCount ? 1 : Math.max(niceStep((e1 - e0) / Math.max(maxCount, 1)), 1);
   e0 = Math.floor(e0 / stride) * stride;
   e1 = Math.ceil(e1 / stride) * stride;
-  const exponents: number[] = [];
-  for (let e = e0; e <= e1; e += stride) exponents.push(e);
-  const plain = e0 >= -3 && e1 <= 4;
+
+  // Candidate ticks as (mantissa, exponent), ascending.
+  let marks: [number, number][] = [];
+  for (let e = e0; e <= e1; e += stride) for (const m of fine && e < e1 ? [1, 2, 5] : [1]) marks.push([m, e]);
+  const valueOf = ([m, e]: [number, number]): number => clean(m * 10 ** e);
+  if (fine) {
+    // 10^e0 ≤ min and 10^e1 ≥ max, so both exist.
+    const first = marks.filter((mk) => valueOf(mk) <= min * (1 + 1e-9)).length - 1;
+    const last = marks.findIndex((mk) => valueOf(mk) >= max * (1 - 1e-9));
+    marks = marks.slice(first, last + 1);
+  }
+  const lo = valueOf(marks[0]!), hi = valueOf(marks[marks.length - 1]!);
+  const plain = lo >= 1e-3 && hi <= 1e4;
   const minor: number[] = [];
   if (stride === 1 && 2 * (e1 - e0) <= maxCount) {
-    for (let e = e0; e < e1; e++) for (let m = 2; m <= 9; m++) minor.push(clean(m * 10 ** e));
+    for (let e = e0; e < e1; e++) {
+      for (let m = 2; m <= 9; m++) {
+        const v = clean(m * 10 ** e);
+        if (v > lo && v < hi && !(fine && (m === 2 || m === 5))) minor.push(v);
+      }
+    }
   }
   return {
-    lo: 10 ** e0,
-    hi: 10 ** e1,
+    lo,
+    hi,
     log: true,
-    ticks: exponents.map((e) => ({ value: 10 ** e, label: decadeLabel(e, plain) })),
+    ticks: marks.map((mk) => ({ value: valueOf(mk), label: plain ? String(valueOf(mk)) : `${mk[0]}e${mk[1]}` })),
     minor,
   };
 }

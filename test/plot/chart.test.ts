@@ -81,9 +81,20 @@ describe("log axis", () => {
     expect(labels(logAxis(1e-20, 1, 5))).toEqual(["1e-20", "1e-15", "1e-10", "1e-5", "1e0"]);
   });
 
-  it("gives a single value a decade on each side, and no data [1, 10]", () => {
+  it("over a few decades, ticks at 1, 2, 5 × 10^k and a domain just around the data", () => {
+    const loss = logAxis(1.6, 3.5, 10);
+    expect([loss.lo, loss.hi]).toEqual([1, 5]);
+    expect(labels(loss)).toEqual(["1", "2", "5"]);
+    expect(loss.minor).toEqual([3, 4]);
+    expect(labels(logAxis(2e-9, 4e-8, 10))).toEqual(["2e-9", "5e-9", "1e-8", "2e-8", "5e-8"]);
+    // Too little room for 1-2-5 ticks: decades only.
+    expect(labels(logAxis(1.6, 3.5, 2))).toEqual(["1", "10"]);
+  });
+
+  it("widens a single value by a factor of 3 either side, and no data gives [1, 10]", () => {
     const one = logAxis(1, 1, 10);
-    expect([one.lo, one.hi]).toEqual([0.1, 10]);
+    expect([one.lo, one.hi]).toEqual([0.2, 5]);
+    expect(labels(one)).toEqual(["0.2", "0.5", "1", "2", "5"]);
     const none = logAxis(NaN, NaN, 10);
     expect([none.lo, none.hi]).toEqual([1, 10]);
   });
