@@ -2,13 +2,14 @@
 // Kernels: native/ops/nn.h (attention_forward_f32 / attention_backward_f32), CPU and CUDA twins.
 import { record } from "../autograd/tape.js";
 import { kernels, type NativeStorage } from "../native.js";
+import { defaultGenerator, type Generator } from "../tensor/random.js";
 import { emptyLike, formatShape, type Tensor } from "../tensor/tensor.js";
 import { checkFloat, checkSameDevice, contiguousInput, newFloat } from "./util.js";
 
 /** native/binding/nn.cc. Operands are (storage, byteOffset, [batch, head, time] strides), D contiguous. */
 export interface AttentionKernels {
   attentionForward(
-    dims: readonly number[], scale: number, causal: boolean,
+    dims: readonly number[], scale: number, causal: boolean, dropout: number, seed: bigint, offset: bigint,
     q: NativeStorage, qOffset: number, qStrides: readonly number[],
     k: NativeStorage, kOffset: number, kStrides: readonly number[],
     v: NativeStorage, vOffset: number, vStrides: readonly number[],
@@ -17,7 +18,7 @@ export interface AttentionKernels {
     lse: NativeStorage, lseOffset: number,
   ): void;
   attentionBackward(
-    dims: readonly number[], scale: number, causal: boolean,
+    dims: readonly number[], scale: number, causal: boolean, dropout: number, seed: bigint, offset: bigint,
     q: NativeStorage, qOffset: number, qStrides: readonly number[],
     k: NativeStorage, kOffset: number, kStrides: readonly number[],
     v: NativeStorage, vOffset: number, vStrides: readonly number[],
@@ -45,6 +46,15 @@ export interface AttentionOptions {
   attnMask?: Tensor | null;
   /** Score scale, default 1/sqrt(D). */
   scale?: number;
+  /**
+   * Dropout on the attention weights, like F.scaled_dot_product_attention's dropout_p (GPT-2's
+   * attn_pdrop in training; pass 0 in evaluation). Default 0. Weight (b, h, i, j) is element
+   * ((b*H + h)*Tq + i)*Tk + j of B·H·Tq·Tk counters reserved from the generator, kept when
+   * philox_keep (native/core/philox.h), as in dropout(); the backward recomputes the mask.
+   */
+  dropout?: number;
+  /** The random stream of the dropout mask (default: the global generator). */
+  generator?: Generator;
 }
 
 /** The (batch, head, time) strides of a [B, H, T, D] view whose last dimension is contiguous. */
@@ -68,7 +78,7 @@ function headsInterleaved(like: Tensor, B: number, H: number, T: number, D: numb
 
 /**
  * softmax(q kᵀ · scale + masks) v for q [B, H, Tq, D], k and v [B, H, Tk, D] (F.scaled_dot_product_attention
- * with is_causal, plus a key-padding mask). The forward saves one logsumexp per query, not the
+ * with is_causal and dropout_p, plus a key-padding mask). The forward saves one logsumexp per query, not the
  * Tq × Tk probabilities; the backward recomputes them (flash-attention style) and gives dq, dk, dv
  * in one native call. q, k, v may be strided views (e.g. slices of a fused qkv projection) as long
  * as D is contiguous. The result is [B, H, Tq, D] stored as [B, Tq, H, D] (see headsInterleaved).
@@ -104,12 +114,15 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
     }
     checkSameDevice(op, q, mask);
   }
+  const dropout = opts.dropout ?? 0;
+  if (!(dropout >= 0 && dropout < 1)) throw new Error(`${op}: dropout must be in [0, 1), got ${dropout}`);
+  const { seed, offset } = dropout > 0 ? (opts.generator ?? defaultGenerator).next(B * H * Tq * Tk) : { seed: 0n, offset: 0n };
   const dims = [B, H, Tq, Tk, D];
   const qc = rowContiguous(q), kc = rowContiguous(k), vc = rowContiguous(v), mc = mask && contiguousInput(mask);
   const out = headsInterleaved(q, B, H, Tq, D);
   const lse = newFloat([B, H, Tq], q);
   native().attentionForward(
-    dims, scale, causal, qc.storage.native, qc.byteOffset, strides3(qc), kc.storage.native, kc.byteOffset, strides3(kc),
+    dims, scale, causal, dropout, seed, offset, qc.storage.native, qc.byteOffset, strides3(qc), kc.storage.native, kc.byteOffset, strides3(kc),
     vc.storage.native, vc.byteOffset, strides3(vc), mc ? mc.storage.native : null, mc ? mc.byteOffset : 0,
     out.storage.native, out.byteOffset, strides3(out), lse.storage.native, 0,
   );
@@ -119,7 +132,7 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
       const gc = rowContiguous(g);
       const dq = headsInterleaved(qs!, B, H, Tq, D), dk = headsInterleaved(qs!, B, H, Tk, D), dv = headsInterleaved(qs!, B, H, Tk, D);
       native().attentionBackward(
-        dims, scale, causal, qs!.storage.native, qs!.byteOffset, strides3(qs!), ks!.storage.native, ks!.byteOffset, strides3(ks!),
+        dims, scale, causal, dropout, seed, offset, qs!.storage.native, qs!.byteOffset, strides3(qs!), ks!.storage.native, ks!.byteOffset, strides3(ks!),
         vs!.storage.native, vs!.byteOffset, strides3(vs!), ms ? ms.storage.native : null, ms ? ms.byteOffset : 0,
         lses!.storage.native, 0, gc.storage.native, gc.byteOffset, strides3(gc), dq.storage.native, dq.byteOffset, strides3(dq),
         dk.storage.native, dk.byteOffset, strides3(dk), dv.storage.native, dv.byteOffset, strides3(dv),

@@ -4,10 +4,11 @@
 //   S = scale · Q_blk Kᵀ     (bq × n, n = keys the block's last query sees: causal blocks skip the
 //                             keys no query of theirs sees)
 //   P = softmax(masked S)    row by row; lse = max + log(sum) is saved per query
-//   O_blk = P V
+//   O_blk = drop(P) V        drop(P) = P ∘ M, M = Philox keep mask / (1 - p) (identity when p = 0)
 // Backward, per (batch, head), the blocks in order (dK, dV accumulate over them):
-//   P = exp(masked S - lse)  recomputed, flash-attention style
-//   dV += Pᵀ dO,  dP = dO Vᵀ,  dS = P ∘ (dP - rowsum(P ∘ dP)) · scale,  dQ = dS K,  dK += dSᵀ Q
+//   P = exp(masked S - lse)  recomputed, flash-attention style, and M recomputed from (seed, offset)
+//   dV += drop(P)ᵀ dO,  dP = (dO Vᵀ) ∘ M,  dS = P ∘ (dP - rowsum(P ∘ dP)) · scale,
+//   dQ = dS K,  dK += dSᵀ Q
 //
 // Recomputing P instead of saving it: saving costs B·H·T² floats per layer (12.6 MB per layer,
 // 150 MB for GPT-2 124M at B=4, T=256, growing with T²) to spare one of the five products of
@@ -65,8 +66,15 @@ void masked_scores(const AttnDims& d, const QueryBlock& blk, AttnView q, AttnVie
 int64_t query_blocks(const AttnDims& d) { return (d.Tq + kQueryBlock - 1) / kQueryBlock; }
 
 std::vector<float>& scratch(int which) {
-  static thread_local std::vector<float> buffers[2];
+  static thread_local std::vector<float> buffers[3];
   return buffers[which];
+}
+
+// Applies attention dropout to the probabilities (or their gradient) of query i: row[j] is
+// weight ((b*H + h)*Tq + i)*Tk + j of the stream (see AttnDims).
+void drop_row(const AttnDims& d, int64_t b, int64_t h, int64_t i, const float* src, float* dst, int64_t n) {
+  const uint64_t first = uint64_t(((b * d.H + h) * d.Tq + i) * d.Tk);
+  dropout_run(src, dst, n, d.dropout, 1.0f / (1.0f - d.dropout), d.seed, d.offset, first);
 }
 
 }  // namespace
@@ -93,6 +101,7 @@ void attention_forward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView v
         const float inv = 1.0f / sum;
         for (int64_t j = 0; j < blk.n; ++j) s[j] *= inv;
         lse_blk[r] = m + std::log(sum);
+        if (d.dropout > 0) drop_row(d, blk.b, blk.h, blk.i0 + r, s, s, blk.n);
       }
       gemm_f32(false, false, blk.bq, d.D, blk.n, 1.0f, S.data(), blk.n, 0, v.row(blk.b, blk.h, 0), v.st, 0, 0.0f,
                out.row(blk.b, blk.h, blk.i0), out.st, 0, 1);
@@ -106,6 +115,7 @@ void attention_backward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView 
   parallel_for(d.B * d.H, 1, [&](int64_t bh0, int64_t bh1) {
     std::vector<float>& P = scratch(0);
     std::vector<float>& dS = scratch(1);
+    std::vector<float>& Pd = scratch(2);  // drop(P), with dropout only
     for (int64_t bh = bh0; bh < bh1; ++bh) {
       const int64_t b = bh / d.H, h = bh % d.H;
       for (int64_t t = 0; t < d.Tk; ++t) {
@@ -126,14 +136,21 @@ void attention_backward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView 
           else
             row_exp_sum(p, n, lse_blk[r], 1.0f, p);
         }
+        const float* drop_p = P.data();
+        if (d.dropout > 0) {
+          Pd.resize(P.size());
+          for (int64_t r = 0; r < blk.bq; ++r) drop_row(d, b, h, blk.i0 + r, P.data() + r * n, Pd.data() + r * n, n);
+          drop_p = Pd.data();
+        }
         const float* dO = dout.row(b, h, blk.i0);
-        // dV[0:n] += Pᵀ dO
-        gemm_f32(true, false, n, d.D, blk.bq, 1.0f, P.data(), n, 0, dO, dout.st, 0, 1.0f, dv.row(b, h, 0), dv.st, 0, 1);
-        // dP = dO V[0:n]ᵀ, then dS = P ∘ (dP - rowsum(P ∘ dP)) · scale in place
+        // dV[0:n] += drop(P)ᵀ dO
+        gemm_f32(true, false, n, d.D, blk.bq, 1.0f, drop_p, n, 0, dO, dout.st, 0, 1.0f, dv.row(b, h, 0), dv.st, 0, 1);
+        // dP = (dO V[0:n]ᵀ) ∘ M, then dS = P ∘ (dP - rowsum(P ∘ dP)) · scale in place
         gemm_f32(false, true, blk.bq, n, d.D, 1.0f, dO, dout.st, 0, v.row(b, h, 0), v.st, 0, 0.0f, dS.data(), n, 0, 1);
         for (int64_t r = 0; r < blk.bq; ++r) {
           const float* p = P.data() + r * n;
           float* ds = dS.data() + r * n;
+          if (d.dropout > 0) drop_row(d, b, h, blk.i0 + r, ds, ds, n);
           const float delta = row_dot(p, ds, n);
           for (int64_t j = 0; j < n; ++j) ds[j] = p[j] * (ds[j] - delta) * d.scale;
         }

@@ -6,7 +6,6 @@
 #include <limits>
 #include <vector>
 
-#include "../core/philox.h"
 #include "../ops/nn.h"
 #include "nn_rows.h"
 #include "parallel.h"
@@ -196,9 +195,7 @@ void cross_entropy_backward_f32(const float* logits, const int32_t* targets, con
 // ---- dropout --------------------------------------------------------------------------------------
 
 void dropout_f32(const float* x, float* y, int64_t n, float p, float scale, uint64_t seed, uint64_t offset) {
-  parallel_for(n, kGrain, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) y[i] = philox_keep(seed, offset, uint64_t(i), p) ? x[i] * scale : 0.0f;
-  });
+  parallel_for(n, kGrain, [&](int64_t i0, int64_t i1) { dropout_run(x + i0, y + i0, i1 - i0, p, scale, seed, offset, uint64_t(i0)); });
 }
 
 }  // namespace cpu

@@ -6,6 +6,7 @@
 // above ln(FLT_MAX) give +inf, NaN stays NaN.
 #include <cmath>
 
+#include "../core/philox.h"
 #include "nn_rows.h"
 #include "simd.h"
 
@@ -122,6 +123,10 @@ ExpSumFn pick_exp_sum() {
 float row_exp_sum(const float* x, int64_t n, float shift, float scale, float* y) {
   static const ExpSumFn fn = pick_exp_sum();
   return fn(x, n, shift, scale, y);
+}
+
+void dropout_run(const float* x, float* y, int64_t n, float p, float scale, uint64_t seed, uint64_t offset, uint64_t i0) {
+  for (int64_t j = 0; j < n; ++j) y[j] = philox_keep(seed, offset, i0 + uint64_t(j), p) ? x[j] * scale : 0.0f;
 }
 
 }  // namespace cpu

@@ -52,5 +52,9 @@ inline float row_max(const float* x, int64_t n) {
 // (about 1 ulp); the scalar fallback uses std::exp.
 float row_exp_sum(const float* x, int64_t n, float shift, float scale, float* y);
 
+// Dropout of a run of n elements that starts at element i0 of the Philox stream (seed, offset):
+// y[j] = x[j] * scale when philox_keep(seed, offset, i0 + j, p), else 0. y may alias x.
+void dropout_run(const float* x, float* y, int64_t n, float p, float scale, uint64_t seed, uint64_t offset, uint64_t i0);
+
 }  // namespace cpu
 }  // namespace lowrank

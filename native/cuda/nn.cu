@@ -216,6 +216,13 @@ __device__ float masked_score(const AttnDims& d, const float* qi, const float* k
 // has probability 0 everywhere.
 __device__ float probability(float s, float lse) { return lse == -INFINITY ? 0.0f : expf(s - lse); }
 
+// Attention dropout's factor for weight (b, h, i, j): 1/(1-p) when kept, 0 when dropped (AttnDims).
+__device__ float drop_factor(const AttnDims& d, int64_t b, int64_t h, int64_t i, int64_t j) {
+  if (d.dropout <= 0) return 1.0f;
+  const uint64_t e = static_cast<uint64_t>(((b * d.H + h) * d.Tq + i) * d.Tk + j);
+  return philox_keep(d.seed, d.offset, e, d.dropout) ? 1.0f / (1.0f - d.dropout) : 0.0f;
+}
+
 // Dynamic shared memory: scores [Tk], then the query row [D].
 __global__ void attention_forward_kernel(AttnDims d, AttnView q, AttnView k, AttnView v, const int32_t* keep, AttnView out,
                                          float* lse) {
@@ -238,7 +245,12 @@ __global__ void attention_forward_kernel(AttnDims d, AttnView q, AttnView k, Att
     s[j] = empty ? 0.0f : expf(s[j] - m);
     z += s[j];
   }
-  z = block_reduce(z, SumOp(), 0.0f);  // its leading __syncthreads also publishes s
+  z = block_reduce(z, SumOp(), 0.0f);
+  if (d.dropout > 0) {
+    for (int64_t j = threadIdx.x; j < vis; j += blockDim.x) s[j] *= drop_factor(d, b, h, i, j);
+    __syncthreads();
+  }
+  // s is published by block_reduce's barrier (and, with dropout, the one above).
   for (int64_t t = threadIdx.x; t < d.D; t += blockDim.x) {
     float o = 0;
     for (int64_t j = 0; j < vis; ++j) o += s[j] * v.row(b, h, j)[t];
@@ -247,7 +259,8 @@ __global__ void attention_forward_kernel(AttnDims d, AttnView q, AttnView k, Att
   if (threadIdx.x == 0) lse[row] = empty ? -INFINITY : m + logf(z);
 }
 
-// Per query row: P, dP = dO·vᵀ, delta = rowsum(P·dP), dS = P·(dP - delta)·scale, dq = dS k.
+// Per query row: P, dP = (dO·vᵀ)·M (M: dropout factors), delta = rowsum(P·dP),
+// dS = P·(dP - delta)·scale, dq = dS k.
 // Saves delta for the key-row kernel. Shared: P then dS [Tk], dP [Tk], q row [D], dO row [D].
 __global__ void attention_dq_kernel(AttnDims d, AttnView q, AttnView k, AttnView v, const int32_t* keep, const float* lse,
                                     AttnView dout, AttnView dq, float* delta) {
@@ -267,8 +280,9 @@ __global__ void attention_dq_kernel(AttnDims d, AttnView q, AttnView k, AttnView
   for (int64_t j = threadIdx.x; j < vis; j += blockDim.x) {
     const float* vj = v.row(b, h, j);
     ds[j] = probability(masked_score(d, qi, k.row(b, h, j), keep && keep[b * d.Tk + j] == 0), lse[row]);
-    dp[j] = 0;
-    for (int64_t t = 0; t < d.D; ++t) dp[j] += gi[t] * vj[t];
+    float g = 0;
+    for (int64_t t = 0; t < d.D; ++t) g += gi[t] * vj[t];
+    dp[j] = g * drop_factor(d, b, h, i, j);
     acc += ds[j] * dp[j];
   }
   const float dl = block_reduce(acc, SumOp(), 0.0f);
@@ -282,7 +296,7 @@ __global__ void attention_dq_kernel(AttnDims d, AttnView q, AttnView k, AttnView
   if (threadIdx.x == 0) delta[row] = dl;
 }
 
-// Per key row j: dv_j = sum_i P_ij dO_i, dk_j = sum_i dS_ij q_i over the queries that see key j,
+// Per key row j: dv_j = sum_i P_ij M_ij dO_i, dk_j = sum_i dS_ij q_i over the queries that see key j,
 // kThreads queries at a time (each thread one query's P and dS, then threads over D accumulate).
 // Shared: k row [D], v row [D], dk and dv accumulators [D] each, P and dS of the tile.
 __global__ void attention_dkdv_kernel(AttnDims d, AttnView q, AttnView k, AttnView v, const int32_t* keep, const float* lse,
@@ -311,9 +325,11 @@ __global__ void attention_dkdv_kernel(AttnDims d, AttnView q, AttnView k, AttnVi
       const float* qi = q.row(b, h, i);
       const float* gi = dout.row(b, h, i);
       p = probability(masked_score(d, qi, kj, padded), lse[r]);
+      const float m = drop_factor(d, b, h, i, j);
       float dp = 0;
       for (int64_t t = 0; t < d.D; ++t) dp += gi[t] * vj[t];
-      dsv = p * (dp - delta[r]) * d.scale;
+      dsv = p * (dp * m - delta[r]) * d.scale;
+      p *= m;  // dv takes the dropped weights
     }
     tile_p[threadIdx.x] = p;
     tile_ds[threadIdx.x] = dsv;

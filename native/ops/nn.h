@@ -30,10 +30,17 @@ struct AttnView {
 // (checked with torch 2.13 / transformers 5.18; the "eager" path instead spreads such a row
 // uniformly over all keys). Unpadded positions are unaffected by that choice: padded keys are
 // masked for every query. Such a row's lse is -inf.
+//
+// Dropout on the attention weights (training; GPT-2's attn_pdrop): weight (b, h, i, j) is element
+// ((b*H + h)*Tq + i)*Tk + j of the Philox stream (seed, offset) (B·H·Tq·Tk counters), kept when
+// philox_keep(seed, offset, element, dropout) and then scaled by 1/(1-dropout). The backward
+// recomputes the same mask.
 struct AttnDims {
   int64_t B, H, Tq, Tk, D;
   float scale;  // scores = scale * q·k (1/sqrt(D) for GPT-2)
   bool causal;
+  float dropout;  // probability of dropping a weight, in [0, 1); 0 = none
+  uint64_t seed, offset;
 };
 
 }  // namespace lowrank

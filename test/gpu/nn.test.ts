@@ -85,7 +85,7 @@ gpu("CUDA nn ops match the CPU", () => {
     expect(results[1]).toEqual(results[0]);
   });
 
-  it("scaledDotProductAttention: causal, non-causal, padding (incl. rows that see only padding), Tq < Tk", () => {
+  it("scaledDotProductAttention: causal, non-causal, padding (incl. rows that see only padding), Tq < Tk, dropout", () => {
     const cases: { B: number; H: number; Tq: number; Tk: number; D: number; opts: AttentionOptions; keep?: number[] }[] = [
       { B: 1, H: 1, Tq: 1, Tk: 1, D: 1, opts: {} },
       { B: 2, H: 3, Tq: 70, Tk: 70, D: 64, opts: {} },
@@ -93,13 +93,19 @@ gpu("CUDA nn ops match the CPU", () => {
       { B: 2, H: 2, Tq: 3, Tk: 11, D: 16, opts: {} },
       { B: 2, H: 2, Tq: 6, Tk: 6, D: 5, opts: {}, keep: [1, 1, 1, 1, 0, 0, 0, 0, 0, 1, 1, 1] },
       { B: 1, H: 12, Tq: 256, Tk: 256, D: 64, opts: {} },
+      // Dropout on the weights: both backends draw the same Philox mask from the same state.
+      { B: 2, H: 2, Tq: 9, Tk: 12, D: 8, opts: { dropout: 0.25 }, keep: [...new Array(12).fill(1), 0, 0, 0, ...new Array(9).fill(1)] },
     ];
     for (const c of cases) {
       expectSame(
         onBothDevices(
           [{ shape: [c.B, c.H, c.Tq, c.D], seed: 13 }, { shape: [c.B, c.H, c.Tk, c.D], seed: 14 }, { shape: [c.B, c.H, c.Tk, c.D], seed: 15 }],
           ([q, k, v], device) =>
-            scaledDotProductAttention(q!, k!, v!, { ...c.opts, attnMask: c.keep ? tensor(new Int32Array(c.keep), { shape: [c.B, c.Tk], device }) : null }),
+            scaledDotProductAttention(q!, k!, v!, {
+              ...c.opts,
+              generator: new Generator(11),
+              attnMask: c.keep ? tensor(new Int32Array(c.keep), { shape: [c.B, c.Tk], device }) : null,
+            }),
         ),
         1e-4,
       );

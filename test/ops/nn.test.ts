@@ -77,12 +77,16 @@ function crossEntropyRef(logits: number[], V: number, targets: number[], ignore:
   return { losses, sum: total, mean: total / count, count, gradSum: grad };
 }
 
-interface AttnCase { B: number; H: number; Tq: number; Tk: number; D: number; causal: boolean; keep?: number[]; scale?: number }
+interface AttnCase {
+  B: number; H: number; Tq: number; Tk: number; D: number; causal: boolean; keep?: number[]; scale?: number;
+  dropout?: { p: number; seed: bigint; offset: bigint };
+}
 
 /**
  * Attention in float64, with the masking rules of native/ops/nn.h: causal query i sees keys
  * j <= Tk - Tq + i; padded keys get weight 0; a query whose visible keys are all padded outputs 0
- * and gets no gradient. Tensors are row-major [B, H, T, D].
+ * and gets no gradient. With dropout, weight (b, h, i, j) is multiplied by M = keep / (1-p) with
+ * keep = philoxKeep of element ((b*H + h)*Tq + i)*Tk + j. Tensors are row-major [B, H, T, D].
  */
 function attentionRef(c: AttnCase, q: number[], k: number[], v: number[], gout: number[]) {
   const { B, H, Tq, Tk, D } = c;
@@ -107,17 +111,21 @@ function attentionRef(c: AttnCase, q: number[], k: number[], v: number[], gout: 
         const e = s.map((x) => Math.exp(x - m));
         const z = e.reduce((a, x) => a + x, 0);
         const p = e.map((x) => x / z);
+        const drop = c.dropout;
+        const M = p.map((_, j) =>
+          !drop ? 1 : philoxKeep(drop.seed, drop.offset, BigInt(((b * H + h) * Tq + i) * Tk + j), drop.p) ? Math.fround(1 / (1 - drop.p)) : 0,
+        );
         const dP = p.map((_, j) => {
           let dot = 0;
           for (let d = 0; d < D; d++) dot += gout[qi + d]! * v[at(Tk, b, h, j) + d]!;
-          return dot;
+          return dot * M[j]!;
         });
         const delta = p.reduce((a, pj, j) => a + pj * dP[j]!, 0);
         p.forEach((pj, j) => {
           const kj = at(Tk, b, h, j), dS = pj * (dP[j]! - delta) * scale;
           for (let d = 0; d < D; d++) {
-            out[qi + d]! += pj * v[kj + d]!;
-            dv[kj + d]! += pj * gout[qi + d]!;
+            out[qi + d]! += pj * M[j]! * v[kj + d]!;
+            dv[kj + d]! += pj * M[j]! * gout[qi + d]!;
             dq[qi + d]! += dS * k[kj + d]!;
             dk[kj + d]! += dS * q[qi + d]!;
           }
@@ -391,7 +399,9 @@ describe("scaledDotProductAttention", () => {
     tidy(() => {
       const q = t([c.B, c.H, c.Tq, c.D], seed, 1.5), k = t([c.B, c.H, c.Tk, c.D], seed + 1, 1.5), v = t([c.B, c.H, c.Tk, c.D], seed + 2);
       const attnMask = c.keep ? tensor(new Int32Array(c.keep), { shape: [c.B, c.Tk] }) : null;
-      const opts = { causal: c.causal, attnMask, scale: c.scale };
+      // A fresh generator at the same state for every call: finite differences see one mask.
+      const generator = () => new Generator(c.dropout?.seed ?? 0).setState({ seed: String(c.dropout?.seed ?? 0), offset: String(c.dropout?.offset ?? 0) });
+      const opts = { causal: c.causal, attnMask, scale: c.scale, dropout: c.dropout?.p, get generator() { return generator(); } };
       if (check === "gradcheck") return gradcheck((a, b, d) => scaledDotProductAttention(a!, b!, d!, opts), [q, k, v]);
       const gout = t([c.B, c.H, c.Tq, c.D], seed + 3);
       const ref = attentionRef(c, arr(q), arr(k), arr(v), arr(gout));
@@ -435,6 +445,22 @@ describe("scaledDotProductAttention", () => {
       out.backward(t([2, 1, 7, 3], 183));
       expect(arr(q.grad!).slice(21, 30)).toEqual(new Array(9).fill(0));
       expect([q, k, v].every((x) => arr(x.grad!).every(Number.isFinite))).toBe(true);
+    });
+  });
+
+  it("dropout on the weights: Philox mask per (b, h, i, j), recomputed in backward; generator advances by B·H·Tq·Tk", () => {
+    const dropout = { p: 0.3, seed: 77n, offset: 5000n };
+    run({ B: 2, H: 2, Tq: 6, Tk: 6, D: 5, causal: true, dropout }, 260, "grad");
+    run({ B: 1, H: 2, Tq: 70, Tk: 75, D: 4, causal: true, keep: [...new Array(5).fill(0), ...new Array(70).fill(1)], dropout }, 270, "grad");
+    run({ B: 2, H: 1, Tq: 3, Tk: 4, D: 3, causal: false, dropout }, 280, "gradcheck");
+    tidy(() => {
+      const gen = new Generator(1);
+      const x = t([2, 3, 4, 5], 290);
+      scaledDotProductAttention(x, x, x, { dropout: 0.1, generator: gen });
+      expect(gen.offset).toBe(BigInt(2 * 3 * 4 * 4));
+      scaledDotProductAttention(x, x, x, { generator: gen }); // no dropout: no counters
+      expect(gen.offset).toBe(BigInt(2 * 3 * 4 * 4));
+      expect(() => scaledDotProductAttention(x, x, x, { dropout: 1 })).toThrow(/dropout must be in \[0, 1\), got 1/);
     });
   });
 
@@ -488,6 +514,8 @@ it("forward + backward of every op leaves no tensor or buffer behind", () => {
       const h = dropout(layerNorm(x, w, b), 0.1, { generator: new Generator(1) });
       const att = scaledDotProductAttention(h.reshape(1, 4, 6, 8), h.reshape(1, 4, 6, 8), h.reshape(1, 4, 6, 8), {
         attnMask: tensor(new Int32Array([1, 1, 1, 1, 0, 0]), { shape: [1, 6] }),
+        dropout: 0.2,
+        generator: new Generator(2),
       });
       const logits = logSoftmax(softmax(att.reshape(24, 8), 0));
       const loss = crossEntropy(logits, tensor(new Int32Array(24).map((_, i) => (i % 3 ? i % 8 : -100)), { shape: [24] }));
