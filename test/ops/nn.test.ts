@@ -619,13 +619,26 @@ it(simdTest, () => {
     expectClose([loss.item()], [ref.sum], 1e-5);
     loss.backward();
     expectClose(logits.grad!, ref.gradSum, 1e-5);
+    // Dropout's 16-lane Philox (AVX-512): lanes, tails and the carry into the counter's high word.
+    const seed = 0xfeed_beef_1234n, offset = 2n ** 32n - 7n;
+    const x = t([3, 53], 61, 1, 2);
+    const kept = arr(dropout(x, 0.5, { generator: new Generator(seed).setState({ seed: String(seed), offset: String(offset) }) })).map((v) => v !== 0);
+    expect(kept).toEqual(kept.map((_, i) => philoxKeep(seed, offset, BigInt(i), 0.5)));
   });
-  for (const [i, c] of ([{ B: 1, H: 2, Tq: 70, Tk: 70, D: 9, causal: true }, { B: 2, H: 1, Tq: 5, Tk: 7, D: 3, causal: true, keep: [0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0] }] as AttnCase[]).entries()) {
+  const drop = { p: 0.2, seed: 5n, offset: 2n ** 32n - 100n };
+  for (const [i, c] of ([
+    { B: 1, H: 2, Tq: 70, Tk: 70, D: 9, causal: true },
+    { B: 2, H: 1, Tq: 5, Tk: 7, D: 3, causal: true, keep: [0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0], dropout: drop },
+  ] as AttnCase[]).entries()) {
     tidy(() => {
       const q = t([c.B, c.H, c.Tq, c.D], 70 + i, 2).requireGrad(), k = t([c.B, c.H, c.Tk, c.D], 80 + i, 2).requireGrad();
       const v = t([c.B, c.H, c.Tk, c.D], 90 + i).requireGrad(), g = t([c.B, c.H, c.Tq, c.D], 100 + i);
       const ref = attentionRef(c, arr(q), arr(k), arr(v), arr(g));
-      const out = scaledDotProductAttention(q, k, v, { attnMask: c.keep ? tensor(new Int32Array(c.keep), { shape: [c.B, c.Tk] }) : null });
+      const out = scaledDotProductAttention(q, k, v, {
+        attnMask: c.keep ? tensor(new Int32Array(c.keep), { shape: [c.B, c.Tk] }) : null,
+        dropout: c.dropout?.p,
+        generator: new Generator(0).setState({ seed: String(c.dropout?.seed ?? 0), offset: String(c.dropout?.offset ?? 0) }),
+      });
       expectClose(out, ref.out, 1e-5);
       out.backward(g);
       expectClose(q.grad!, ref.dq, 1e-4);
