@@ -12,7 +12,10 @@
 //
 // Recomputing P instead of saving it: saving costs B·H·T² floats per layer (12.6 MB per layer,
 // 150 MB for GPT-2 124M at B=4, T=256, growing with T²) to spare one of the five products of
-// the backward; the backward then works from q, k, v and B·H·T floats of lse, like the CUDA twin.
+// the backward (plus its exp), about a fifth of the backward's work; the backward then works
+// from q, k, v and B·H·T floats of lse, like the CUDA twin. Measured on one AVX-512 core for
+// B=4, H=12, T=256, D=64, causal: forward 6.7 ms, backward 11.7 ms (~60 GFLOP/s of useful work);
+// with dropout 0.1 on the weights 9.9 and 16.2 ms.
 //
 // Threads take whole work items (query blocks forward, (batch, head) pairs backward, so that
 // dK and dV have one writer), and gemm_f32 runs single-threaded inside them.
