@@ -142,11 +142,18 @@ describe(`cpu gemm (${info().simd} kernel)`, () => {
       check({ ta, tb, m: 19, n: 35, k: 27, batch: 4, sb: 0 });
       check({ ta, tb, m: 9, n: 11, k: 5, batch: 2, sa: 0, sb: 0, nanC: true });
     }
-    // Padded batch strides and a batch of many tiny matrices (shared out whole between threads).
+    // Padded batch strides; many tiny matrices (enough work for the threads, which share them out
+    // whole); a small batch of big matrices (each split between the threads).
     check({ ta: false, tb: true, m: 8, n: 10, k: 6, batch: 3, sa: 100, sb: 70, sc: 90 });
-    check({ ta: false, tb: false, m: 12, n: 12, k: 12, batch: 200, nanC: true });
-    // A small batch of big matrices: each matrix is split between the threads.
-    check({ ta: false, tb: true, m: 96, n: 80, k: 64, batch: 2, beta: 1 });
+    check({ ta: false, tb: false, m: 6, n: 10, k: 12, batch: 6000, nanC: true });
+    check({ ta: false, tb: true, m: 130, n: 96, k: 200, batch: 2, beta: 1 });
+  });
+
+  it("products big enough for both threads, split along m and along n", () => {
+    for (const [ta, tb] of TRANSPOSES) {
+      check({ ta, tb, m: 301, n: 130, k: 120, alpha: 0.5, beta: 0.5 });
+      check({ ta, tb, m: 20, n: 701, k: 320, nanC: true });
+    }
   });
 
   it("k = 0 and alpha = 0 scale C by beta without reading A and B; beta = 0 writes zeros", () => {
