@@ -1,0 +1,132 @@
+// lowrank's CPU gemm_f32 (native/cpu/gemm*.cc) against OpenBLAS cblas_sgemm, side by side in one
+// process on the same random inputs and the same number of threads. For each shape: both results
+// are compared first (relative L2 error), then each library gets a warm-up call and `samples`
+// timed samples, interleaved so load changes on the machine hit both alike; a sample repeats the
+// call until it lasts at least 50 ms. Prints the median GFLOP/s of each and the ratio ours/OpenBLAS.
+//
+// Usage: gemm_bench [threads=2] [samples=5]
+#include <cblas.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include "../../native/backend.h"
+#include "../../native/ops/gemm.h"
+
+extern "C" char* openblas_get_corename(void);
+extern "C" char* openblas_get_config(void);
+extern "C" void openblas_set_num_threads(int);
+
+namespace {
+
+struct Shape {
+  const char* label;
+  bool ta, tb;
+  int64_t m, n, k;
+};
+
+using Clock = std::chrono::steady_clock;
+
+// Seconds per call: repeats fn until a sample lasts ≥ 50 ms.
+double time_call(const std::function<void()>& fn) {
+  int reps = 0;
+  auto t0 = Clock::now();
+  double elapsed;
+  do {
+    fn();
+    ++reps;
+    elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
+  } while (elapsed < 0.05);
+  return elapsed / reps;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+double rel_l2(const std::vector<float>& x, const std::vector<float>& ref) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    double d = double(x[i]) - double(ref[i]);
+    num += d * d;
+    den += double(ref[i]) * double(ref[i]);
+  }
+  return std::sqrt(num / den);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int threads = argc > 1 ? std::atoi(argv[1]) : 2;
+  const int samples = argc > 2 ? std::atoi(argv[2]) : 5;
+  lowrank::cpu::set_num_threads(threads);
+  openblas_set_num_threads(threads);
+  std::printf("threads: %d, samples: %d (median), ours: %s kernel, OpenBLAS: core %s, config %s\n", threads, samples,
+              lowrank::cpu::simd_level().c_str(), openblas_get_corename(), openblas_get_config());
+
+  // m, n, k of C = op(A)·op(B). GPT-2 small with 256 tokens per step: c_attn 768→2304, attn
+  // c_proj 768→768, mlp c_fc 768→3072 and c_proj 3072→768 (forward, Conv1D weights in×out so
+  // op(B) = W), the input gradient of c_attn (gy·Wᵀ), a weight gradient (xᵀ·gy), and the LoRA
+  // factors at r = 16: x·Aᵀ (n = 16) and u·Bᵀ (k = 16).
+  const std::vector<Shape> shapes = {
+      {"square", false, false, 256, 256, 256},
+      {"square", false, false, 512, 512, 512},
+      {"square", false, false, 1024, 1024, 1024},
+      {"square", false, false, 2048, 2048, 2048},
+      {"square", false, false, 3072, 3072, 3072},
+      {"square", false, false, 4096, 4096, 4096},
+      {"c_attn fwd", false, false, 256, 2304, 768},
+      {"c_attn dX", false, true, 256, 768, 2304},
+      {"c_proj fwd", false, false, 256, 768, 768},
+      {"mlp c_proj fwd", false, false, 256, 768, 3072},
+      {"mlp c_fc fwd", false, false, 256, 3072, 768},
+      {"c_attn dW", true, false, 768, 2304, 256},
+      {"lora x·Aᵀ", false, true, 256, 16, 768},
+      {"lora u·Bᵀ", false, true, 256, 768, 16},
+  };
+
+  std::printf("\n| shape | op | m | n | k | ours GFLOP/s | OpenBLAS GFLOP/s | ours/OpenBLAS | rel. diff |\n");
+  std::printf("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+  std::mt19937 rng(42);
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  for (const Shape& s : shapes) {
+    const int64_t lda = s.ta ? s.m : s.k, ldb = s.tb ? s.k : s.n, ldc = s.n;
+    std::vector<float> a(size_t(s.m * s.k)), b(size_t(s.k * s.n)), ours(size_t(s.m * s.n)), blas(ours.size());
+    for (float& x : a) x = uni(rng);
+    for (float& x : b) x = uni(rng);
+    auto run_ours = [&] {
+      lowrank::cpu::gemm_f32(s.ta, s.tb, s.m, s.n, s.k, 1.0f, a.data(), lda, 0, b.data(), ldb, 0, 0.0f, ours.data(),
+                             ldc, 0, 1);
+    };
+    auto run_blas = [&] {
+      cblas_sgemm(CblasRowMajor, s.ta ? CblasTrans : CblasNoTrans, s.tb ? CblasTrans : CblasNoTrans, int(s.m), int(s.n),
+                  int(s.k), 1.0f, a.data(), int(lda), b.data(), int(ldb), 0.0f, blas.data(), int(ldc));
+    };
+    run_ours();  // first calls double as warm-up
+    run_blas();
+    const double diff = rel_l2(ours, blas);
+    if (!(diff < 1e-4)) {
+      std::fprintf(stderr, "gemm_bench: results differ for %s %lldx%lldx%lld: relative L2 %.3g\n", s.label,
+                   (long long)s.m, (long long)s.n, (long long)s.k, diff);
+      return 1;
+    }
+    std::vector<double> t_ours, t_blas;
+    for (int r = 0; r < samples; ++r) {
+      t_ours.push_back(time_call(run_ours));
+      t_blas.push_back(time_call(run_blas));
+    }
+    const double flop = 2.0 * double(s.m) * double(s.n) * double(s.k);
+    const double g_ours = flop / median(t_ours) * 1e-9, g_blas = flop / median(t_blas) * 1e-9;
+    std::printf("| %s | %s%s | %lld | %lld | %lld | %.1f | %.1f | %.2f | %.1e |\n", s.label, s.ta ? "T" : "N",
+                s.tb ? "T" : "N", (long long)s.m, (long long)s.n, (long long)s.k, g_ours, g_blas, g_ours / g_blas, diff);
+    std::fflush(stdout);
+  }
+  return 0;
+}
