@@ -11,3 +11,13 @@ export {
 } from "./io/safetensors.js";
 export { f16BitsToF32, f32ToF16Bits } from "./io/float16.js";
 export { GPT2Tokenizer, END_OF_TEXT, type TokenizerSpec, type EncodeOptions, type DecodeOptions } from "./models/tokenizer.js";
+export * from "./optim/index.js";
+export * from "./nn/index.js";
+export { LoraConfig, TASK_TYPES, LOWRANK_PEFT_VERSION, PEFT_FORMAT_VERSION, DEFAULT_TARGET_MODULES, type LoraConfigInit, type TaskType, type LoraBias, type InitLoraWeights, type WarningHandler } from "./peft/config.js";
+export { selectTargets, planInjection, countLoraParameters, type ModuleInfo, type ModuleKind, type ModuleShape, type InjectionPlan, type LoraParameterCount } from "./peft/targets.js";
+export { ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, DEFAULT_ADAPTER_NAME, adapterPaths, adapterStateKey, parseAdapterStateKey, formatTrainableParameters, type LoraTensorName, type ParsedAdapterKey } from "./peft/format.js";
+export { PeftModel, LoraModel, getPeftModel, type BaseModel, type PeftOptions } from "./peft/model.js";
+export { LoraLinear, LoraEmbedding, UnsafeMergeError, type LoraLayer } from "./peft/layer.js";
+export { GPT2Config, type GPT2ConfigInit } from "./models/gpt2/config.js";
+export { GPT2LMHeadModel, GPT2Model, GPT2Block, GPT2Attention, GPT2MLP, KVCache, causalLMLoss, type CausalLMInput, type CausalLMOutput } from "./models/gpt2/model.js";
+export { generate, sampleToken, type GenerateOptions } from "./models/gpt2/generate.js";

@@ -2,7 +2,7 @@
 import { embedding } from "../ops/embedding.js";
 import { conv1dLinear, linear } from "../ops/matmul.js";
 import { dropout, layerNorm } from "../ops/nn.js";
-import { kaimingUniform, ones, rand, randn, zeros } from "../tensor/creation.js";
+import { empty, kaimingUniform, ones, rand, randn, zeros } from "../tensor/creation.js";
 import type { DeviceSpec } from "../tensor/device.js";
 import type { Generator } from "../tensor/random.js";
 import type { Tensor } from "../tensor/tensor.js";
@@ -12,6 +12,16 @@ export interface LayerOptions {
   device?: DeviceSpec | string;
   /** The random stream the initial weights are drawn from (default: the global generator). */
   generator?: Generator;
+  /**
+   * false leaves weights uninitialized (random memory) when they are about to be overwritten, e.g.
+   * by a checkpoint: drawing GPT-2 124M's random init costs seconds that loading then discards.
+   */
+  initialize?: boolean;
+}
+
+/** `draw()` or, when the layer is not initialized, an uninitialized tensor of the same shape. */
+function init(opts: LayerOptions, shape: readonly number[], draw: () => Tensor): Tensor {
+  return opts.initialize === false ? empty(shape, { device: opts.device }) : draw();
 }
 
 function checkSize(layer: string, what: string, n: number): void {
@@ -31,9 +41,9 @@ export class Linear extends Module {
     checkSize("Linear", "inFeatures", inFeatures);
     checkSize("Linear", "outFeatures", outFeatures);
     const { device, generator } = opts;
-    this.registerParameter("weight", inFeatures > 0 ? kaimingUniform([outFeatures, inFeatures], { a: Math.sqrt(5), device, generator }) : zeros([outFeatures, 0], { device }));
+    this.registerParameter("weight", init(opts, [outFeatures, inFeatures], () => inFeatures > 0 ? kaimingUniform([outFeatures, inFeatures], { a: Math.sqrt(5), device, generator }) : zeros([outFeatures, 0], { device })));
     const bound = inFeatures > 0 ? 1 / Math.sqrt(inFeatures) : 0;
-    this.registerParameter("bias", opts.bias === false ? null : rand([outFeatures], { low: -bound, high: bound, device, generator }));
+    this.registerParameter("bias", opts.bias === false ? null : init(opts, [outFeatures], () => rand([outFeatures], { low: -bound, high: bound, device, generator })));
   }
 
   forward(x: Tensor): Tensor {
@@ -53,7 +63,7 @@ export class Conv1D extends Module {
     super();
     checkSize("Conv1D", "nf", nf);
     checkSize("Conv1D", "nx", nx);
-    this.registerParameter("weight", randn([nx, nf], { std: 0.02, device: opts.device, generator: opts.generator }));
+    this.registerParameter("weight", init(opts, [nx, nf], () => randn([nx, nf], { std: 0.02, device: opts.device, generator: opts.generator })));
     this.registerParameter("bias", zeros([nf], { device: opts.device }));
   }
 
@@ -70,7 +80,7 @@ export class Embedding extends Module {
     super();
     checkSize("Embedding", "numEmbeddings", numEmbeddings);
     checkSize("Embedding", "embeddingDim", embeddingDim);
-    this.registerParameter("weight", randn([numEmbeddings, embeddingDim], { device: opts.device, generator: opts.generator }));
+    this.registerParameter("weight", init(opts, [numEmbeddings, embeddingDim], () => randn([numEmbeddings, embeddingDim], { device: opts.device, generator: opts.generator })));
   }
 
   /** ids int32 [...] -> [..., embeddingDim]. */

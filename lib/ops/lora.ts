@@ -25,8 +25,9 @@ export interface LoraDeltaOptions {
   generator?: Generator;
 }
 
-/** c = alpha·op(a)·op(b) + beta·c for contiguous 2-D tensors (rows of a, columns of b as given). */
-function gemm2d(c: Tensor, a: Tensor, transA: boolean, b: Tensor, transB: boolean, alpha: number, beta: number): void {
+/** c = alpha·op(a)·op(b) + beta·c for contiguous 2-D tensors (a, b as stored; op = transpose when flagged). */
+export function gemm2d(c: Tensor, a: Tensor, transA: boolean, b: Tensor, transB: boolean, alpha: number, beta: number): void {
+  for (const t of [a, b, c]) if (!t.isContiguous()) throw new Error(`gemm2d: operands must be contiguous, got ${formatShape(t.shape)} with strides ${formatShape(t.strides)}`);
   const [ar, ac] = a.shape as [number, number], [br, bc] = b.shape as [number, number];
   const m = transA ? ac : ar, k = transA ? ar : ac, n = transB ? br : bc;
   native().gemm(

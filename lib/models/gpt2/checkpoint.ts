@@ -59,7 +59,7 @@ export function loadGPT2(dir: string, opts: LoadOptions = {}): GPT2LMHeadModel {
   }
   const config = readConfig(dir);
   const file = readWeights(dir);
-  const model = new GPT2LMHeadModel(config, { device: opts.device, generator: opts.generator });
+  const model = new GPT2LMHeadModel(config, { device: opts.device, generator: opts.generator, initialize: false });
   const expected = new Map(model.namedParameters().map(([k, t]) => [k, t]));
   const source = new Map<string, string>(); // parameter name -> key in the file
   const unexpected: string[] = [];

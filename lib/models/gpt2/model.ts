@@ -60,6 +60,8 @@ export interface ModelOptions {
   device?: DeviceSpec | string;
   /** The random stream for the initial weights and for dropout. */
   generator?: Generator;
+  /** false skips the random init (the weights are about to be loaded). */
+  initialize?: boolean;
 }
 
 /** Causal self-attention: one fused q/k/v projection, then the output projection. */
@@ -150,7 +152,7 @@ export class GPT2Model extends Module {
 
   constructor(readonly config: GPT2Config, opts: ModelOptions = {}) {
     super();
-    const init = { device: opts.device, generator: opts.generator };
+    const init = { device: opts.device, generator: opts.generator, initialize: opts.initialize };
     this.registerModule("wte", new Embedding(config.vocabSize, config.nEmbd, init));
     this.registerModule("wpe", new Embedding(config.nPositions, config.nEmbd, init));
     this.registerModule("drop", new Dropout(config.embdPdrop, { generator: opts.generator }));

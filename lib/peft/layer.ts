@@ -1,0 +1,297 @@
+// LoRA layers (PEFT's lora.Linear and lora.Embedding): a frozen base layer plus, per adapter,
+// trainable factors A and B. Parameter names follow PEFT's in-memory layout, so a PeftModel's
+// named parameters read `<path>.base_layer.weight`, `<path>.lora_A.<adapter>.weight`,
+// `<path>.lora_B.<adapter>.weight` (Embedding: `<path>.lora_embedding_A.<adapter>`).
+//
+//   Linear / Conv1D:  y = base(x) + Σ_active s·B(A(dropout(x)))           W: [out, in] / [in, out]
+//   Embedding:        y = base(ids) + Σ_active s·(A[:, ids])ᵀ·Bᵀ          A: [r, num], B: [dim, r]
+//   merge:            W += s·B·A (Conv1D: W += s·(B·A)ᵀ, Embedding: W += s·(B·A)ᵀ), unmerge subtracts
+import { noGrad } from "../autograd/tape.js";
+import { Conv1D, Embedding, Linear } from "../nn/layers.js";
+import { Module } from "../nn/module.js";
+import { add, scale } from "../ops/elementwise.js";
+import { embedding } from "../ops/embedding.js";
+import { gemm2d, loraDelta } from "../ops/lora.js";
+import { linear } from "../ops/matmul.js";
+import { randn, zeros } from "../tensor/creation.js";
+import type { Generator } from "../tensor/random.js";
+import { keep } from "../tensor/scope.js";
+import { copyInto, type Tensor } from "../tensor/tensor.js";
+
+/** How one adapter's factors start (LoraConfig.initLoraWeights, the variants that leave W alone). */
+export type LoraInit = true | false | "gaussian";
+
+export interface AdapterSpec {
+  r: number;
+  alpha: number;
+  scaling: number;
+  dropout: number;
+  init: LoraInit;
+  generator?: Generator;
+}
+
+/** A base layer LoRA can wrap. */
+export type LoraBase = Linear | Conv1D | Embedding;
+
+/** Thrown by safe merges; the layer is left as it was. */
+export class UnsafeMergeError extends Error {}
+
+/** Shared adapter bookkeeping of the LoRA layers. */
+abstract class LoraLayerBase<B extends LoraBase> extends Module {
+  declare base_layer: B;
+  readonly specs = new Map<string, AdapterSpec>();
+  /** Adapters whose output is added in forward (PEFT: active_adapters). */
+  activeAdapters: string[] = [];
+  /** Adapters currently folded into the base weight, in merge order. */
+  readonly merged: string[] = [];
+  /** disable_adapter(): forward runs the base layer only (unmerging first if needed). */
+  disabled = false;
+
+  constructor(base: B) {
+    super();
+    this.registerModule("base_layer", base);
+  }
+
+  get adapterNames(): string[] {
+    return [...this.specs.keys()];
+  }
+
+  /** target += sign·ΔW of the adapter, in the base weight's layout (target contiguous, no grad). */
+  protected abstract accumulateDelta(target: Tensor, name: string, sign: number): void;
+
+  /** The adapter's weight update ΔW in the base weight's layout (a new tensor). */
+  deltaWeight(name: string): Tensor {
+    const w = this.base_layer.weight;
+    return noGrad(() => {
+      const delta = zeros(w.shape, { device: w.device });
+      this.accumulateDelta(delta, name, 1);
+      return delta;
+    });
+  }
+  abstract addAdapter(name: string, spec: AdapterSpec): void;
+  protected abstract adapterParameters(name: string): Tensor[];
+  protected abstract removeAdapterParameters(name: string): void;
+
+  /** The adapter's trainable tensors. */
+  parametersOf(name: string): Tensor[] {
+    return this.specs.has(name) ? this.adapterParameters(name) : [];
+  }
+
+  /** Folds adapters into the base weight. With `safe`, a NaN/Inf result is refused and nothing changes. */
+  merge(names: readonly string[] = this.activeAdapters, opts: { safe?: boolean } = {}): void {
+    noGrad(() => {
+      for (const name of names) {
+        if (!this.specs.has(name) || this.merged.includes(name)) continue;
+        const w = this.base_layer.weight;
+        if (opts.safe) {
+          // Merge into a copy first and commit only a finite result (PEFT's safe_merge).
+          const trial = w.contiguous();
+          this.accumulateDelta(trial, name, 1);
+          const finite = trial.dataSync().every(Number.isFinite);
+          if (finite) copyInto(w, trial);
+          trial.dispose();
+          if (!finite) throw new UnsafeMergeError(`NaNs detected in the merged weights. The adapter ${name} seems to be broken`);
+        } else {
+          this.accumulateDelta(w, name, 1);
+        }
+        this.merged.push(name);
+      }
+    });
+  }
+
+  /** Subtracts the merged adapters from the base weight, most recent first. */
+  unmerge(): void {
+    noGrad(() => {
+      while (this.merged.length > 0) this.accumulateDelta(this.base_layer.weight, this.merged.pop()!, -1);
+    });
+  }
+
+  deleteAdapter(name: string): void {
+    if (this.merged.includes(name)) throw new Error(`Cannot delete adapter(s) ['${name}'] while they are merged. Please unmerge them first.`);
+    this.removeAdapterParameters(name);
+    this.specs.delete(name);
+    this.activeAdapters = this.activeAdapters.filter((a) => a !== name);
+  }
+
+  /** The adapters whose output forward adds on top of the (possibly merged) base output. */
+  protected unmergedActive(): string[] {
+    if (this.disabled) {
+      if (this.merged.length > 0) this.unmerge();
+      return [];
+    }
+    return this.activeAdapters.filter((a) => this.specs.has(a) && !this.merged.includes(a));
+  }
+}
+
+/** A container module whose children (or parameters) are keyed by adapter name (PEFT's ModuleDict). */
+class AdapterDict extends Module {}
+
+/** LoRA around nn.Linear (weight [out, in]) or GPT-2's Conv1D (weight [in, out], fan_in_fan_out). */
+export class LoraLinear extends LoraLayerBase<Linear | Conv1D> {
+  declare lora_A: AdapterDict;
+  declare lora_B: AdapterDict;
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+  /** The base weight is stored [in, out] (GPT-2's Conv1D). */
+  readonly fanInFanOut: boolean;
+
+  constructor(base: Linear | Conv1D) {
+    super(base);
+    this.fanInFanOut = base instanceof Conv1D;
+    [this.inFeatures, this.outFeatures] = base instanceof Conv1D ? [base.nx, base.nf] : [base.inFeatures, base.outFeatures];
+    this.registerModule("lora_A", new AdapterDict());
+    this.registerModule("lora_B", new AdapterDict());
+  }
+
+  addAdapter(name: string, spec: AdapterSpec): void {
+    if (this.specs.has(name)) throw new Error(`LoRA adapter "${name}" already exists on this layer`);
+    const { r, generator } = spec;
+    const device = this.base_layer.weight.device;
+    // lora_A and lora_B are nn.Linear(in, r) and nn.Linear(r, out) without bias in PEFT.
+    const A = new Linear(this.inFeatures, r, { bias: false, device, generator });
+    const B = new Linear(r, this.outFeatures, { bias: false, device, generator });
+    noGrad(() => {
+      if (spec.init === true) {
+        // kaiming_uniform(a=√5) on A (nn.Linear's own init, kept), zeros on B: the adapter starts as a no-op.
+        B.weight = zeroLike(B.weight);
+      } else if (spec.init === "gaussian") {
+        A.weight = replace(A.weight, randn([r, this.inFeatures], { std: 1 / r, device, generator }));
+        B.weight = zeroLike(B.weight);
+      }
+      // init false: both keep nn.Linear's random init (PEFT: "not a no-op", for debugging).
+    });
+    this.lora_A.registerModule(name, A);
+    this.lora_B.registerModule(name, B);
+    this.specs.set(name, spec);
+  }
+
+  protected adapterParameters(name: string): Tensor[] {
+    return [this.A(name), this.Bm(name)];
+  }
+
+  protected removeAdapterParameters(name: string): void {
+    for (const dict of [this.lora_A, this.lora_B]) {
+      const m = dict.getSubmodule(name);
+      dict.registerModule(name, null);
+      m.dispose();
+    }
+  }
+
+  /** The adapter's A [r, in] and B [out, r]. */
+  A(name: string): Tensor {
+    return (this.lora_A.getSubmodule(name) as Linear).weight;
+  }
+  Bm(name: string): Tensor {
+    return (this.lora_B.getSubmodule(name) as Linear).weight;
+  }
+
+  // One gemm that reads and writes the weight once: Linear W [out, in] += s·B·A, Conv1D W [in, out] += s·Aᵀ·Bᵀ.
+  protected accumulateDelta(target: Tensor, name: string, sign: number): void {
+    const s = sign * this.specs.get(name)!.scaling;
+    const A = this.A(name), B = this.Bm(name);
+    if (this.fanInFanOut) gemm2d(target, A, true, B, true, s, 1);
+    else gemm2d(target, B, false, A, false, s, 1);
+  }
+
+  /** x [.., in] -> [.., out]. */
+  forward(x: Tensor): Tensor {
+    const adapters = this.unmergedActive();
+    let y = this.base_layer.forward(x);
+    for (const name of adapters) {
+      const spec = this.specs.get(name)!;
+      y = loraDelta(y, x, this.A(name), this.Bm(name), {
+        scaling: spec.scaling, dropout: spec.dropout, training: this.training, generator: spec.generator,
+      });
+    }
+    return y;
+  }
+}
+
+/** LoRA around nn.Embedding: A [r, num] (zeros at init) and B [dim, r] (N(0, 1)), no dropout. */
+export class LoraEmbedding extends LoraLayerBase<Embedding> {
+  declare lora_embedding_A: AdapterDict;
+  declare lora_embedding_B: AdapterDict;
+
+  constructor(base: Embedding) {
+    super(base);
+    this.registerModule("lora_embedding_A", new AdapterDict());
+    this.registerModule("lora_embedding_B", new AdapterDict());
+  }
+
+  addAdapter(name: string, spec: AdapterSpec): void {
+    if (this.specs.has(name)) throw new Error(`LoRA adapter "${name}" already exists on this layer`);
+    const { r, generator } = spec;
+    const { numEmbeddings: num, embeddingDim: dim } = this.base_layer;
+    const device = this.base_layer.weight.device;
+    let A: Tensor, B: Tensor;
+    if (spec.init === true) {
+      A = zeros([r, num], { device });
+      B = randn([dim, r], { device, generator });
+    } else if (spec.init === "gaussian") {
+      A = randn([r, num], { std: 1 / r, device, generator });
+      B = zeros([dim, r], { device });
+    } else {
+      // PEFT's init false leaves the parameters as created (normal): both random.
+      A = randn([r, num], { device, generator });
+      B = randn([dim, r], { device, generator });
+    }
+    this.lora_embedding_A.registerParameter(name, A);
+    this.lora_embedding_B.registerParameter(name, B);
+    this.specs.set(name, spec);
+  }
+
+  protected adapterParameters(name: string): Tensor[] {
+    return [this.A(name), this.Bm(name)];
+  }
+
+  protected removeAdapterParameters(name: string): void {
+    for (const dict of [this.lora_embedding_A, this.lora_embedding_B]) {
+      const t = (dict as unknown as Record<string, Tensor>)[name]!;
+      dict.registerParameter(name, null);
+      t.dispose();
+    }
+  }
+
+  A(name: string): Tensor {
+    return (this.lora_embedding_A as unknown as Record<string, Tensor>)[name]!;
+  }
+  Bm(name: string): Tensor {
+    return (this.lora_embedding_B as unknown as Record<string, Tensor>)[name]!;
+  }
+
+  // W [num, dim] += s·(B·A)ᵀ = s·Aᵀ·Bᵀ.
+  protected accumulateDelta(target: Tensor, name: string, sign: number): void {
+    gemm2d(target, this.A(name), true, this.Bm(name), true, sign * this.specs.get(name)!.scaling, 1);
+  }
+
+  /** ids int32 [...] -> [..., dim]. */
+  forward(ids: Tensor): Tensor {
+    const adapters = this.unmergedActive();
+    let y = this.base_layer.forward(ids);
+    for (const name of adapters) {
+      const spec = this.specs.get(name)!;
+      const rows = embedding(ids, this.A(name).transpose(0, 1)); // [..., r]
+      y = add(y, scale(linear(rows, this.Bm(name)), spec.scaling));
+    }
+    return y;
+  }
+}
+
+export type LoraLayer = LoraLinear | LoraEmbedding;
+
+/** Wraps a supported base layer, or returns null for anything else. */
+export function wrapWithLora(base: Module): LoraLayer | null {
+  if (base instanceof Linear || base instanceof Conv1D) return new LoraLinear(base);
+  if (base instanceof Embedding) return new LoraEmbedding(base);
+  return null;
+}
+
+/** A same-shaped zero tensor on t's device, replacing t (which is disposed). */
+function zeroLike(t: Tensor): Tensor {
+  return replace(t, zeros(t.shape, { device: t.device }));
+}
+
+function replace(old: Tensor, fresh: Tensor): Tensor {
+  old.dispose();
+  return keep(fresh);
+}

@@ -1,0 +1,379 @@
+// PeftModel: a base model with LoRA layers injected by name, PEFT-style. Its module tree is PEFT's
+// (`base_model.model.<path>`), so named parameters, saved keys and parameter counts read as in
+// Python; adapters save to and load from PEFT's on-disk format.
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { noGrad } from "../autograd/tape.js";
+import { writeFileAtomic } from "../io/atomic.js";
+import { readSafetensors, toTensor, writeSafetensors } from "../io/safetensors.js";
+import { Conv1D, Embedding, Linear } from "../nn/layers.js";
+import { Module } from "../nn/module.js";
+import { Generator } from "../tensor/random.js";
+import { copyInto, formatShape, type Tensor } from "../tensor/tensor.js";
+import { emitLowrankWarning, LoraConfig, type WarningHandler } from "./config.js";
+import {
+  adapterPaths, adapterStateKey, DEFAULT_ADAPTER_NAME, formatTrainableParameters, parseAdapterStateKey, validateAdapterName,
+} from "./format.js";
+import { LoraEmbedding, LoraLinear, wrapWithLora, type AdapterSpec, type LoraInit, type LoraLayer } from "./layer.js";
+import { planInjection, type ModuleInfo, type ModuleKind } from "./targets.js";
+
+/** What a wrapped model must offer: a module tree and a forward pass. */
+export interface BaseModel extends Module {
+  forward(...args: never[]): unknown;
+  /** config.json's model_type (e.g. "gpt2") picks PEFT's default target modules. */
+  readonly config?: { toHF?(): Record<string, unknown> };
+}
+
+export interface PeftOptions {
+  /** Random stream for adapter init and LoRA dropout (default: a Generator seeded with 0). */
+  generator?: Generator;
+  onWarning?: WarningHandler;
+}
+
+/** LoraModel: holds the base model as `model`, so parameter paths read base_model.model.<path>. */
+export class LoraModel extends Module {
+  declare model: BaseModel;
+  constructor(model: BaseModel) {
+    super();
+    this.registerModule("model", model);
+  }
+}
+
+function moduleKind(m: Module): ModuleKind {
+  if (m instanceof Linear) return "linear";
+  if (m instanceof Conv1D) return "conv1d";
+  if (m instanceof Embedding) return "embedding";
+  return "other";
+}
+
+function modelType(model: BaseModel): string | undefined {
+  const t = model.config?.toHF?.().model_type;
+  return typeof t === "string" ? t : undefined;
+}
+
+function initOf(config: LoraConfig): LoraInit {
+  const init = config.initLoraWeights;
+  if (init === true || init === false || init === "gaussian") return init;
+  throw new Error(
+    `LoraConfig: initLoraWeights "${String(init)}" (which rewrites the base weights) is not supported by getPeftModel yet; ` +
+      `use true (default), false or "gaussian"`,
+  );
+}
+
+export class PeftModel<M extends BaseModel = BaseModel> extends Module {
+  declare base_model: LoraModel;
+  /** Each adapter's config as it is saved (after target expansion). */
+  readonly peftConfig = new Map<string, LoraConfig>();
+  /** The adapter forward uses (PEFT's PeftModel has exactly one). */
+  activeAdapter: string;
+  /** The wrapped layers by path in the base model. */
+  readonly loraLayers = new Map<string, LoraLayer>();
+  private readonly generator: Generator;
+  private readonly warn: WarningHandler;
+
+  constructor(model: M, config: LoraConfig, adapterName = DEFAULT_ADAPTER_NAME, opts: PeftOptions = {}) {
+    super();
+    this.registerModule("base_model", new LoraModel(model));
+    this.generator = opts.generator ?? new Generator(0);
+    this.warn = opts.onWarning ?? emitLowrankWarning;
+    this.activeAdapter = adapterName;
+    model.requiresGrad_(false);
+    this.addAdapter(adapterName, config);
+    this.setAdapter(adapterName);
+  }
+
+  /** The base model (with LoRA layers inside). */
+  get model(): M {
+    return this.base_model.model as M;
+  }
+
+  /** Runs the base model; the LoRA layers add their adapters. */
+  forward(...args: Parameters<M["forward"]>): ReturnType<M["forward"]> {
+    return (this.model.forward as (...a: unknown[]) => ReturnType<M["forward"]>)(...args);
+  }
+
+  // ---- adapters -------------------------------------------------------------------------------
+
+  /** Injects a new adapter (inactive until setAdapter, like PEFT's add_adapter). */
+  addAdapter(name: string, config: LoraConfig): void {
+    validateAdapterName(name);
+    if (this.peftConfig.has(name)) throw new Error(`addAdapter: an adapter named "${name}" already exists; pick another name or deleteAdapter first`);
+    if (config.useDora) throw new Error("LoraConfig: useDora (DoRA) is not supported yet; set useDora: false");
+    const init = initOf(config);
+    // PEFT matches against the unwrapped names: a wrapped layer's inner base_layer is not a new target.
+    const modules: ModuleInfo[] = this.model
+      .namedModules()
+      .filter(([path]) => path !== "" && !/(^|\.)(base_layer|lora_A|lora_B|lora_embedding_A|lora_embedding_B)(\.|$)/.test(path))
+      .map(([path, m]) => ({ name: path, kind: m instanceof LoraLinear || m instanceof LoraEmbedding ? moduleKind(m.base_layer) : moduleKind(m) }));
+    const plan = planInjection(modules, config, { modelType: modelType(this.model), onWarning: this.warn });
+    for (const path of plan.targets) {
+      let layer = this.loraLayers.get(path);
+      if (!layer) {
+        const wrapped = wrapWithLora(this.model.getSubmodule(path));
+        if (!wrapped) throw new Error(`addAdapter: module ${path} cannot carry LoRA`);
+        this.model.setSubmodule(path, wrapped);
+        this.loraLayers.set(path, wrapped);
+        layer = wrapped;
+      }
+      const spec: AdapterSpec = {
+        r: plan.config.rankFor(path), alpha: plan.config.alphaFor(path), scaling: plan.config.scalingFor(path),
+        dropout: plan.config.loraDropout, init, generator: this.generator,
+      };
+      layer.addAdapter(name, spec);
+      for (const p of layer.parametersOf(name)) p.requiresGrad = false;
+    }
+    this.peftConfig.set(name, plan.config);
+    this.applyBiasMode(name, plan.config);
+  }
+
+  /**
+   * Makes `names` the adapters forward uses (their outputs are summed) and the only trainable ones
+   * (PEFT's set_adapter; PeftModel takes one name, LoraModel a list).
+   */
+  setAdapter(names: string | readonly string[]): void {
+    const list = typeof names === "string" ? [names] : [...names];
+    for (const name of list) {
+      if (!this.peftConfig.has(name)) throw new Error(`setAdapter: unknown adapter "${name}"; adapters: ${[...this.peftConfig.keys()].join(", ")}`);
+    }
+    this.activeAdapter = list[0]!;
+    for (const layer of this.loraLayers.values()) {
+      layer.activeAdapters = list.filter((n) => layer.specs.has(n));
+      for (const other of layer.adapterNames) {
+        const trainable = list.includes(other) && !this.peftConfig.get(other)!.inferenceMode;
+        for (const p of layer.parametersOf(other)) p.requiresGrad = trainable;
+      }
+    }
+  }
+
+  /** Removes an adapter; refused while it is merged. */
+  deleteAdapter(name: string): void {
+    if (!this.peftConfig.has(name)) throw new Error(`deleteAdapter: unknown adapter "${name}"`);
+    const merged = [...this.loraLayers.values()].some((l) => l.merged.includes(name));
+    if (merged) throw new Error(`Cannot delete adapter(s) ['${name}'] while they are merged. Please unmerge them first.`);
+    for (const layer of this.loraLayers.values()) if (layer.specs.has(name)) layer.deleteAdapter(name);
+    this.peftConfig.delete(name);
+    if (this.activeAdapter === name) this.activeAdapter = [...this.peftConfig.keys()][0] ?? "";
+  }
+
+  get adapters(): string[] {
+    return [...this.peftConfig.keys()];
+  }
+
+  /** bias "all": every bias trains; "lora_only": the biases of the wrapped layers train. */
+  private applyBiasMode(name: string, config: LoraConfig): void {
+    if (config.bias === "none") return;
+    const others = [...this.peftConfig.entries()].filter(([n, c]) => n !== name && c.bias !== "none");
+    if (others.length > 0) throw new Error(`LoraConfig: only one adapter may train biases (bias="${config.bias}"); "${others[0]![0]}" already does`);
+    if (config.bias === "all") {
+      for (const [n, p] of this.model.namedParameters()) if (n === "bias" || n.endsWith(".bias")) p.requiresGrad = true;
+    } else {
+      for (const layer of this.loraLayers.values()) {
+        const b = (layer.base_layer as { bias?: Tensor | null }).bias;
+        if (b) b.requiresGrad = true;
+      }
+    }
+  }
+
+  // ---- parameters -----------------------------------------------------------------------------
+
+  /** [trainable, all] parameter counts, adapters included (PEFT's get_nb_trainable_parameters). */
+  getNbTrainableParameters(): [number, number] {
+    let trainable = 0, all = 0;
+    for (const p of this.parameters()) {
+      all += p.size;
+      if (p.requiresGrad) trainable += p.size;
+    }
+    return [trainable, all];
+  }
+
+  /** PEFT's line: `trainable params: 294,912 || all params: 124,734,720 || trainable%: 0.2364`. */
+  trainableParametersLine(): string {
+    const [t, a] = this.getNbTrainableParameters();
+    return formatTrainableParameters(t, a);
+  }
+
+  printTrainableParameters(): void {
+    console.log(this.trainableParametersLine());
+  }
+
+  /** The tensors an optimizer should update. */
+  trainableParameters(): Tensor[] {
+    return this.parameters().filter((p) => p.requiresGrad);
+  }
+
+  // ---- merging --------------------------------------------------------------------------------
+
+  /** Folds the active adapter into the base weights (kept separately, so unmergeAdapter restores them). */
+  mergeAdapter(opts: { safeMerge?: boolean; adapterNames?: string[] } = {}): void {
+    const names = opts.adapterNames ?? [this.activeAdapter];
+    const layers = [...this.loraLayers.values()];
+    const done: LoraLayer[] = [];
+    try {
+      for (const layer of layers) {
+        layer.merge(names.filter((n) => layer.specs.has(n)), { safe: opts.safeMerge });
+        done.push(layer);
+      }
+    } catch (err) {
+      // A refused safe merge leaves the model as it was: undo the layers already merged.
+      for (const layer of done) layer.unmerge();
+      throw err;
+    }
+  }
+
+  unmergeAdapter(): void {
+    for (const layer of this.loraLayers.values()) layer.unmerge();
+  }
+
+  /** Runs fn with the adapters off (base model only), then restores them (PEFT's disable_adapter()). */
+  disableAdapter<T>(fn: () => T): T {
+    const layers = [...this.loraLayers.values()];
+    layers.forEach((l) => (l.disabled = true));
+    try {
+      return fn();
+    } finally {
+      layers.forEach((l) => (l.disabled = false));
+    }
+  }
+
+  /**
+   * Merges the active adapter (unless `merge` is false) and returns the bare base model with its
+   * original layers back in place; the adapters are freed. The PeftModel is unusable afterwards.
+   */
+  mergeAndUnload(opts: { safeMerge?: boolean; merge?: boolean } = {}): M {
+    if (opts.merge !== false) this.mergeAdapter({ safeMerge: opts.safeMerge });
+    const model = this.model;
+    for (const [path, layer] of this.loraLayers) {
+      const base = layer.base_layer;
+      for (const name of layer.adapterNames) for (const p of layer.parametersOf(name)) p.dispose();
+      layer.registerModule("base_layer", null);
+      model.setSubmodule(path, base);
+    }
+    this.loraLayers.clear();
+    this.peftConfig.clear();
+    this.base_model.registerModule("model", null);
+    return model;
+  }
+
+  /** The base model with its original layers and without merging (PEFT's unload()). */
+  unload(): M {
+    this.unmergeAdapter();
+    return this.mergeAndUnload({ merge: false });
+  }
+
+  // ---- saving and loading ---------------------------------------------------------------------
+
+  /** The adapter's tensors under PEFT's saved keys (adapter name stripped). */
+  adapterStateDict(name = this.activeAdapter): Record<string, Tensor> {
+    const config = this.peftConfig.get(name);
+    if (!config) throw new Error(`adapterStateDict: unknown adapter "${name}"`);
+    const out: Record<string, Tensor> = {};
+    for (const [path, layer] of this.loraLayers) {
+      if (!layer.specs.has(name)) continue;
+      const [A, B] = layer.parametersOf(name) as [Tensor, Tensor];
+      const emb = layer instanceof LoraEmbedding;
+      out[adapterStateKey(path, emb ? "lora_embedding_A" : "lora_A")] = A;
+      out[adapterStateKey(path, emb ? "lora_embedding_B" : "lora_B")] = B;
+    }
+    if (config.bias !== "none") {
+      for (const [n, p] of this.model.namedParameters()) {
+        if (!n.endsWith(".bias") || !p.requiresGrad) continue;
+        out[`base_model.model.${n}`] = p;
+      }
+    }
+    return out;
+  }
+
+  /** Writes adapter_config.json and adapter_model.safetensors (float32) in PEFT's layout; atomic. */
+  savePretrained(dir: string, opts: { adapterNames?: string[]; baseModelNameOrPath?: string } = {}): void {
+    for (const name of opts.adapterNames ?? this.adapters) {
+      const paths = adapterPaths(dir, name);
+      mkdirSync(paths.dir, { recursive: true });
+      let config = this.peftConfig.get(name)!;
+      const base = opts.baseModelNameOrPath ?? config.baseModelNameOrPath;
+      config = config.with({ baseModelNameOrPath: base ?? null });
+      writeSafetensors(paths.weights, noGrad(() => this.adapterStateDict(name)), { format: "pt" });
+      writeFileAtomic(paths.config, config.toJSONString());
+    }
+  }
+
+  /**
+   * Loads an adapter saved by PEFT or lowrank onto `model` (PEFT's PeftModel.from_pretrained).
+   * Every tensor in the file must land in the model: missing or unexpected keys are errors (PEFT
+   * only warns, and a silently missing adapter is an adapter that does nothing).
+   */
+  static fromPretrained<M extends BaseModel>(
+    model: M, dir: string, opts: PeftOptions & { adapterName?: string; isTrainable?: boolean } = {},
+  ): PeftModel<M> {
+    const adapterName = opts.adapterName ?? DEFAULT_ADAPTER_NAME;
+    const config = readAdapterConfig(dir, opts.onWarning).with({ inferenceMode: !opts.isTrainable });
+    const peft = new PeftModel(model, config, adapterName, opts);
+    peft.loadAdapterWeights(dir, adapterName);
+    return peft;
+  }
+
+  /** Loads another saved adapter under `adapterName` (PEFT's load_adapter); it is not activated. */
+  loadAdapter(dir: string, adapterName: string, opts: { isTrainable?: boolean } = {}): void {
+    const config = readAdapterConfig(dir, this.warn).with({ inferenceMode: !opts.isTrainable });
+    this.addAdapter(adapterName, config);
+    this.loadAdapterWeights(dir, adapterName);
+  }
+
+  private loadAdapterWeights(dir: string, adapterName: string): void {
+    const weightsPath = adapterPaths(dir).weights;
+    if (!existsSync(weightsPath)) {
+      throw new Error(`PeftModel.fromPretrained: ${weightsPath} is missing (adapter_model.bin pickles cannot be read; re-save with safetensors)`);
+    }
+    const file = readSafetensors(weightsPath);
+    const targets = this.adapterStateDict(adapterName);
+    const baseParams = new Map(this.model.namedParameters());
+    const unexpected: string[] = [];
+    const misShaped: string[] = [];
+    const loaded = new Set<string>();
+    noGrad(() => {
+      for (const key of file.names) {
+        const parsed = parseAdapterStateKey(key);
+        const ownKey = parsed.kind === "lora" ? adapterStateKey(parsed.modulePath, parsed.tensor) : key;
+        const dst = parsed.kind === "lora" ? targets[ownKey] : baseParams.get(parsed.path) ?? baseParams.get(parsed.baseParam);
+        if (!dst) {
+          unexpected.push(key);
+          continue;
+        }
+        const entry = file.get(key);
+        if (entry.shape.length !== dst.ndim || entry.shape.some((s, i) => s !== dst.shape[i])) {
+          misShaped.push(`${key}: file ${formatShape(entry.shape)}, model ${formatShape(dst.shape)}`);
+          continue;
+        }
+        const t = toTensor({ ...entry, name: key }, { device: dst.device });
+        copyInto(dst, t);
+        t.dispose();
+        loaded.add(ownKey);
+      }
+    });
+    const missing = Object.keys(targets).filter((k) => !loaded.has(k) && k.includes(".lora_"));
+    if (unexpected.length || misShaped.length || missing.length) {
+      const parts = [
+        missing.length ? `missing: ${missing.slice(0, 8).join(", ")}${missing.length > 8 ? ` (+${missing.length - 8} more)` : ""}` : "",
+        unexpected.length ? `unexpected: ${unexpected.slice(0, 8).join(", ")}${unexpected.length > 8 ? ` (+${unexpected.length - 8} more)` : ""}` : "",
+        misShaped.length ? `mis-shaped: ${misShaped.join("; ")}` : "",
+      ].filter(Boolean);
+      throw new Error(`PeftModel: adapter ${weightsPath} does not fit the model (${parts.join(" | ")}); was it trained for another base model or config?`);
+    }
+  }
+}
+
+function readAdapterConfig(dir: string, onWarning?: WarningHandler): LoraConfig {
+  const paths = adapterPaths(dir);
+  if (!existsSync(dir)) throw new Error(`PeftModel.fromPretrained: adapter directory ${dir} does not exist`);
+  if (!existsSync(paths.config)) throw new Error(`PeftModel.fromPretrained: ${paths.config} is missing; is ${dir} a PEFT adapter folder?`);
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(paths.config, "utf8"));
+  } catch (err) {
+    throw new Error(`PeftModel.fromPretrained: ${paths.config} is not valid JSON (${(err as Error).message})`);
+  }
+  return LoraConfig.fromJSON(json, { onWarning });
+}
+
+/** Wraps `model` with LoRA per `config` (PEFT's get_peft_model); base weights are frozen. */
+export function getPeftModel<M extends BaseModel>(model: M, config: LoraConfig, adapterName = DEFAULT_ADAPTER_NAME, opts: PeftOptions = {}): PeftModel<M> {
+  return new PeftModel(model, config, adapterName, opts);
+}
