@@ -1,4 +1,4 @@
-import { defineConfig } from "vitest/config";
+import { configDefaults, defineConfig } from "vitest/config";
 
 export default defineConfig({
   test: {
@@ -6,5 +6,7 @@ export default defineConfig({
     fileParallelism: false,
     testTimeout: 120_000,
     hookTimeout: 120_000,
+    // Copies of the tree made for the GPU machine (.devrun) and build outputs are not tests.
+    exclude: [...configDefaults.exclude, ".devrun/**", ".devkit/**", "build*/**", "dist*/**"],
   },
 });

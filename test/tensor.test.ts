@@ -247,3 +247,29 @@ describe("build info", () => {
     });
   });
 });
+
+describe("reshape as a view", () => {
+  it("views strided tensors when the layout allows (no copy) and copies otherwise", () => {
+    tidy(() => {
+      const base = tensor(Array.from({ length: 2 * 3 * 12 }, (_, i) => i), { shape: [2, 3, 12] });
+      // a slice of the last dim, split into heads: [2, 3, 4] -> [2, 3, 2, 2] is a view
+      const s = base.slice(2, 4, 8);
+      const v = s.reshape(2, 3, 2, 2);
+      expect(v.storage).toBe(base.storage);
+      expect(v.strides).toEqual([36, 12, 2, 1]);
+      expect(Array.from(v.dataSync())).toEqual(Array.from(s.contiguous().dataSync()));
+      // merging a transposed pair cannot be a view
+      const tr = base.transpose(1, 2);
+      const m = tr.reshape(2, 36);
+      expect(m.storage).not.toBe(base.storage);
+      expect(Array.from(m.dataSync())).toEqual(Array.from(tr.contiguous().dataSync()));
+      // merging dims that are contiguous inside a strided tensor is a view
+      const sliced = base.slice(0, 1, 2); // [1, 3, 12]
+      expect(sliced.reshape(36).storage).toBe(base.storage);
+      const p = base.permute(1, 0, 2); // [3, 2, 12]
+      const q = p.reshape(3, 2, 3, 4);
+      expect(q.storage).toBe(base.storage);
+      expect(Array.from(q.dataSync())).toEqual(Array.from(p.contiguous().reshape(3, 2, 3, 4).dataSync()));
+    });
+  });
+});

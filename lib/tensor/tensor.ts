@@ -303,13 +303,22 @@ export class Tensor {
 
   // ---- views (share storage; differentiable) --------------------------------------------------
 
-  /** A view with new shape; one dimension may be -1. Copies first when the layout needs it. */
+  /**
+   * A view with new shape; one dimension may be -1. A view whenever the strides allow it (as
+   * PyTorch's view), a contiguous copy otherwise.
+   */
   reshape(...shape: number[] | [number[]]): Tensor {
     const dims = Array.isArray(shape[0]) ? (shape[0] as number[]) : (shape as number[]);
     const target = inferShape(dims, this.size, this.shape);
-    const base = this.isContiguous() ? this : this.contiguous();
-    const out = new Tensor(base.storage.retain(), target, base.dtype, undefined, base.offset);
-    if (base !== this) base.dispose();
+    const strides = this.isContiguous() ? contiguousStrides(target) : viewStrides(this.shape, this.strides, target);
+    let out: Tensor;
+    if (strides) {
+      out = new Tensor(this.storage.retain(), target, this.dtype, strides, this.offset);
+    } else {
+      const base = this.contiguous();
+      out = new Tensor(base.storage.retain(), target, base.dtype, undefined, base.offset);
+      base.dispose();
+    }
     const from = this.shape;
     record("reshape", out, [this], (g) => [g.reshape([...from])]);
     return out;
@@ -420,6 +429,37 @@ export function copyInto(dst: Tensor, src: Tensor): void {
   native().copyStrided(
     src.storage.native, src.byteOffset, src.strides, dst.storage.native, dst.byteOffset, dst.strides, dst.shape, DTYPE_SIZE[src.dtype],
   );
+}
+
+/**
+ * Strides that read a tensor (shape, strides) as `target` without moving data, or null when no
+ * view can (PyTorch's computeStride): dimensions are split or merged only within chunks of the
+ * old shape whose elements are laid out at one stride.
+ */
+function viewStrides(shape: readonly number[], strides: readonly number[], target: readonly number[]): number[] | null {
+  if (shapeSize(shape) === 0 || shape.length === 0) return contiguousStrides(target);
+  const out = new Array<number>(target.length);
+  let viewD = target.length - 1;
+  let chunkStride = strides[strides.length - 1]!;
+  let tensorNumel = 1, viewNumel = 1;
+  for (let d = shape.length - 1; d >= 0; d--) {
+    tensorNumel *= shape[d]!;
+    // A chunk ends where the next-outer dimension does not continue this one's layout.
+    if (d === 0 || (shape[d - 1] !== 1 && strides[d - 1] !== tensorNumel * chunkStride)) {
+      while (viewD >= 0 && (viewNumel < tensorNumel || target[viewD] === 1)) {
+        out[viewD] = viewNumel * chunkStride;
+        viewNumel *= target[viewD]!;
+        viewD--;
+      }
+      if (viewNumel !== tensorNumel) return null;
+      if (d > 0) {
+        chunkStride = strides[d - 1]!;
+        tensorNumel = 1;
+        viewNumel = 1;
+      }
+    }
+  }
+  return viewD === -1 ? out : null;
 }
 
 function inferShape(dims: readonly number[], size: number, from: readonly number[]): number[] {

@@ -71,6 +71,9 @@ export class GPT2Attention extends Module {
   declare resid_dropout: Dropout;
   readonly nHead: number;
   readonly scale: number;
+  /** Dropout on the attention weights while training (attn_pdrop). */
+  readonly attnPdrop: number;
+  readonly generator?: Generator;
 
   constructor(config: GPT2Config, layerIdx: number, opts: ModelOptions = {}) {
     super();
@@ -78,9 +81,9 @@ export class GPT2Attention extends Module {
     this.nHead = config.nHead;
     this.registerModule("c_attn", new Conv1D(3 * C, C, opts));
     this.registerModule("c_proj", new Conv1D(C, C, opts));
-    // transformers also drops attention probabilities (attn_pdrop) in training; the fused
-    // attention kernel has no probability dropout yet, so only the residual dropout is applied.
     this.registerModule("resid_dropout", new Dropout(config.residPdrop, { generator: opts.generator }));
+    this.attnPdrop = config.attnPdrop;
+    this.generator = opts.generator;
     let scale = config.scaleAttnWeights ? 1 / Math.sqrt(config.headDim) : 1;
     if (config.scaleAttnByInverseLayerIdx) scale /= layerIdx + 1;
     this.scale = scale;
@@ -91,11 +94,13 @@ export class GPT2Attention extends Module {
     const [B, T, C] = x.shape as [number, number, number];
     const H = this.nHead, D = C / H;
     const qkv = this.c_attn.forward(x); // [B, T, 3C]
-    // [B, T, 3C] -> three [B, H, T, D] views into the same buffer (no copies).
+    // [B, T, 3C] -> three [B, H, T, D] views into the same buffer (reshape splits C into H×D in place).
     const heads = (i: number) => qkv.slice(2, i * C, (i + 1) * C).reshape(B, T, H, D).permute(0, 2, 1, 3);
     let q = heads(0), k = heads(1), v = heads(2);
     if (cache) ({ key: k, value: v } = cache.append(layerIdx, k, v));
-    const y = scaledDotProductAttention(q, k, v, { causal: true, attnMask: attentionMask, scale: this.scale }); // [B, H, T, D]
+    const y = scaledDotProductAttention(q, k, v, {
+      causal: true, attnMask: attentionMask, scale: this.scale, dropout: this.training ? this.attnPdrop : 0, generator: this.generator,
+    }); // [B, H, T, D]
     const merged = y.transpose(1, 2).reshape(B, T, C); // free: y is stored [B, T, H, D]
     return this.resid_dropout.forward(this.c_proj.forward(merged));
   }
