@@ -1,8 +1,9 @@
 // Singular value decomposition by Golub–Kahan–Reinsch: Householder reduction to upper-bidiagonal
-// form (LAPACK dgebd2), preceded by a QR factorization when the matrix is tall (Chan's
-// R-bidiagonalization, the crossover LAPACK's dgesvd also uses), then implicit-shift QR sweeps on
-// the bidiagonal (LINPACK dsvdc, as ported in JAMA). Backward stable: every singular value is
-// accurate to about eps·σ₁, like LAPACK's.
+// form (LAPACK dgebd2), preceded by a (blocked) QR factorization when the matrix is tall enough
+// for that to save work (Chan's R-bidiagonalization; LAPACK's dgesvd switches near m = 1.6n),
+// then implicit-shift QR sweeps on the bidiagonal (LINPACK dsvdc, as ported in JAMA). Backward
+// stable: every singular value is accurate to about eps·σ₁, like LAPACK's (no Gram matrix is
+// formed, so values far below √eps·σ₁ keep that absolute accuracy).
 //
 // Vectors: instead of accumulating every plane rotation into full n×n matrices, the sweeps record
 // their rotations and replay them, last to first, on only the k columns asked for. For PiSSA's
@@ -81,7 +82,8 @@ interface Bidiagonal {
 
 /**
  * Reduces an m×n matrix with m ≥ n to upper-bidiagonal form. For m ≥ 5n/3 it first factors
- * A = Q·R and reduces the n×n R instead (2mn² + 8n³/3 flops instead of 4mn² − 4n³/3).
+ * A = Q·R and reduces the n×n R instead: 2mn² + 2n³ flops instead of 4mn² − 4n³/3, fewer from
+ * m = 5n/3 on, and the QR's share runs in the blocked kernel.
  */
 function bidiagonalize(a: Matrix): Bidiagonal {
   const n = a.cols;
