@@ -53,7 +53,7 @@ constexpr int kMaxDims = 8;
 
 namespace cpu {
 void* alloc(size_t bytes);
-void free(void* ptr);
+void free(void* ptr, size_t bytes);
 LOWRANK_BACKEND_OPS
 std::string simd_level();  // "avx512", "avx2", or "scalar": what the kernels dispatch to here
 int num_threads();

@@ -41,7 +41,7 @@ void device_free(Device d, void* ptr, size_t bytes) {
     cuda::free(d.index, ptr);
 #endif
   } else {
-    cpu::free(ptr);
+    cpu::free(ptr, bytes);
   }
   std::lock_guard<std::mutex> lock(g_mutex);
   MemCounters& c = slot(d);
