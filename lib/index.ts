@@ -21,3 +21,6 @@ export { LoraLinear, LoraEmbedding, UnsafeMergeError, type LoraLayer } from "./p
 export { GPT2Config, type GPT2ConfigInit } from "./models/gpt2/config.js";
 export { GPT2LMHeadModel, GPT2Model, GPT2Block, GPT2Attention, GPT2MLP, KVCache, causalLMLoss, type CausalLMInput, type CausalLMOutput } from "./models/gpt2/model.js";
 export { generate, sampleToken, type GenerateOptions } from "./models/gpt2/generate.js";
+export * as linalg from "./linalg/index.js";
+export { lineChart, linearAxis, logAxis, niceStep, formatTicks, PALETTE, renderSvg, renderPng, encodePng, writeChart,
+  type Chart, type ChartItem, type LineChartOptions, type Series, type Point, type Rgb, type Axis, type Tick, type ChartTarget } from "./plot/index.js";
