@@ -10,8 +10,12 @@ LOWRANK_CUDA=1 npx cmake-js compile --out build > "$out/build.log" 2>&1 || { tai
 grep -E "lowrank:" "$out/build.log"
 echo "== lowrank info"
 if [ -f dist/cli/main.js ]; then node dist/cli/main.js info | tee "$out/info.txt"; fi
+if [ "${GPT2_124M:-1}" = 1 ] && python3 -c "import transformers" 2>/dev/null; then
+  echo "== GPT-2 124M reference (transformers, random init)"
+  python3 test/gpu/make_gpt2_124m.py /tmp/gpt2-124m > "$out/make-124m.log" 2>&1 && export LOWRANK_GPT2_124M=/tmp/gpt2-124m
+fi
 echo "== GPU tests"
-npx vitest run test/gpu 2>&1 | tee "$out/test-gpu.log" | grep -vE "^\s*$" | tail -40
+npx vitest run test/gpu 2>&1 | tee "$out/test-gpu.log" | grep -E "✓|×|FAIL|Error|Tests|124M|GPU:" | tail -60
 status=${PIPESTATUS[0]}
 echo "== exit $status"
 exit "$status"
