@@ -273,3 +273,18 @@ describe("reshape as a view", () => {
     });
   });
 });
+
+describe("threads", () => {
+  it("setNumThreads between parallel jobs keeps results and does not crash", async () => {
+    const { setNumThreads } = await import("../lib/index.js");
+    const { mul, sum } = await import("../lib/ops/index.js");
+    const run = () => tidy(() => sum(mul(rand([300_000], { generator: new Generator(1) }), 2)).item());
+    const a = run();
+    setNumThreads(1);
+    const b = run();
+    setNumThreads(2);
+    const c = run();
+    expect(b).toBeCloseTo(a, 3);
+    expect(c).toBeCloseTo(a, 3);
+  });
+});

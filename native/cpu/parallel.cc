@@ -27,7 +27,13 @@ class Pool {
     stop();
     n = std::max(1, n);
     shutdown_ = false;
-    for (int t = 1; t < n; ++t) workers_.emplace_back([this, t] { loop(t); });
+    // New workers must wait for the next job, not replay the generation already finished.
+    uint64_t current;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      current = generation_;
+    }
+    for (int t = 1; t < n; ++t) workers_.emplace_back([this, t, current] { loop(t, current); });
   }
 
   void run(const std::function<void(int, int)>& fn) {
@@ -53,8 +59,7 @@ class Pool {
   }
 
  private:
-  void loop(int t) {
-    uint64_t seen = 0;
+  void loop(int t, uint64_t seen) {
     t_in_parallel = true;
     for (;;) {
       const std::function<void(int, int)>* job;
