@@ -1,4 +1,5 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -6,7 +7,7 @@ import { memory } from "../../lib/tensor/index.js";
 import { GPT2Tokenizer } from "../../lib/models/tokenizer.js";
 import {
   IGNORE_INDEX, loadInstructionData, readJsonl, SeededRandom, shuffledIndices, splitTrainEval, tokenizeRecords,
-  type DataRecord, type TokenizedExample, type TokenizerLike,
+  type AlpacaRecord, type DataRecord, type TokenizedExample, type TokenizerLike,
 } from "../../lib/train/data.js";
 import { ALPACA_TEMPLATE, formatPrompt, resolveTemplate } from "../../lib/train/template.js";
 import { DataLoader, packExamples, padBatch, type HostBatch } from "../../lib/train/collate.js";
@@ -203,7 +204,7 @@ describe("tokenization and prompt masking", () => {
     ];
     const { examples } = tokenizeRecords("f", records, tok);
     examples.forEach((e, i) => {
-      const rec = records[i] as Extract<DataRecord, { kind: "alpaca" }>;
+      const rec = records[i] as AlpacaRecord;
       const p = prompt(rec.instruction, rec.input);
       expect(Array.from(e.inputIds)).toEqual([...tok.encode(p), ...tok.encode(rec.output), tok.eosTokenId]);
       const start = e.labels.findIndex((l) => l !== IGNORE_INDEX);
@@ -392,5 +393,48 @@ describe("loadInstructionData", () => {
     expect(separate.eval.map((e) => e.line)).toEqual([1, 3]);
     expect(separate.problems.length).toBe(8 + 2);
     await expect(loadInstructionData(file, charTokenizer, { evalFile: file, evalCount: 1 })).rejects.toThrow("data: give evalFile or evalFraction/evalCount, not both");
+  });
+});
+
+describe("demo data (data/demo)", () => {
+  const SHORT_TEMPLATE = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n";
+
+  it("is what scripts/make-demo-data.mjs writes for its default seed", () => {
+    const out = join(tmp, "demo");
+    execFileSync(process.execPath, ["scripts/make-demo-data.mjs", "--out", out]);
+    for (const name of ["train.jsonl", "eval.jsonl", "base.jsonl"]) {
+      expect(readFileSync(join(out, name)).equals(readFileSync(join("data/demo", name))), name).toBe(true);
+    }
+  });
+
+  it("holds the task in train and eval (disjoint word lists) and other tasks in base", async () => {
+    const [train, evalSet, base] = await Promise.all(["train", "eval", "base"].map((n) => readJsonl(`data/demo/${n}.jsonl`)));
+    expect([train!.examples.length, evalSet!.examples.length, base!.examples.length]).toEqual([1000, 100, 10000]);
+    expect([...train!.problems, ...evalSet!.problems, ...base!.problems]).toEqual([]);
+    const rotated = (input: string) => {
+      const [first, ...rest] = input.split(",");
+      return [...rest, first].join(",");
+    };
+    for (const r of [...train!.examples, ...evalSet!.examples] as AlpacaRecord[]) {
+      expect([r.instruction, r.output]).toEqual(["Move the first word to the end.", rotated(r.input)]);
+    }
+    const trainInputs = new Set((train!.examples as AlpacaRecord[]).map((r) => r.input));
+    expect((evalSet!.examples as AlpacaRecord[]).filter((r) => trainInputs.has(r.input))).toEqual([]);
+    expect(new Set((base!.examples as AlpacaRecord[]).map((r) => r.instruction))).toEqual(
+      new Set(["Copy the words.", "Give the first word.", "Give the last word.", "Repeat the list twice."]),
+    );
+  });
+
+  it("keeps every word one GPT-2 token, and examples short with the short template", async () => {
+    const tok = GPT2Tokenizer.fromPretrained("test/fixtures/gpt2-tokenizer");
+    const base = await readJsonl("data/demo/base.jsonl");
+    const words = new Set((base.examples as AlpacaRecord[]).flatMap((r) => r.input.split(",")));
+    expect(words.size).toBe(127);
+    for (const w of words) expect([tok.encode(w).length, tok.encode(` ${w}`).length], w).toEqual([1, 1]);
+    const data = await loadInstructionData("data/demo/train.jsonl", tok, { evalFile: "data/demo/eval.jsonl", template: SHORT_TEMPLATE, maxLength: 64 });
+    expect(data.warnings).toEqual([]);
+    expect(new Set([...data.train, ...data.eval].map((e) => e.inputIds.length))).toEqual(new Set([35]));
+    // The loss covers the answer: 3 words, 2 commas and EOS.
+    expect(data.train[0]!.labels.filter((l) => l !== IGNORE_INDEX).length).toBe(6);
   });
 });
