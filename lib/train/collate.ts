@@ -80,21 +80,28 @@ export interface PackedStream {
  * example ends; the labels keep each example's prompt mask.
  */
 export function packExamples(examples: readonly TokenizedExample[], eosId: number): PackedStream {
-  const needsEos = (e: TokenizedExample) => e.inputIds[e.inputIds.length - 1] !== eosId;
-  const total = examples.reduce((n, e) => n + e.inputIds.length + (needsEos(e) ? 1 : 0), 0);
-  const inputIds = new Int32Array(total);
-  const labels = new Int32Array(total);
+  const inputIds = new Int32Array(packedLength(examples, eosId));
+  const labels = new Int32Array(inputIds.length);
   let at = 0;
   for (const e of examples) {
     inputIds.set(e.inputIds, at);
     labels.set(e.labels, at);
     at += e.inputIds.length;
-    if (needsEos(e)) {
+    if (needsEos(e, eosId)) {
       inputIds[at] = eosId;
       labels[at++] = IGNORE_INDEX;
     }
   }
   return { inputIds, labels };
+}
+
+function needsEos(e: TokenizedExample, eosId: number): boolean {
+  return e.inputIds[e.inputIds.length - 1] !== eosId;
+}
+
+/** Tokens in packExamples' stream, separators included; the same for every order. */
+export function packedLength(examples: readonly TokenizedExample[], eosId: number): number {
+  return examples.reduce((n, e) => n + e.inputIds.length + (needsEos(e, eosId) ? 1 : 0), 0);
 }
 
 /**
@@ -200,8 +207,7 @@ export class DataLoader {
     this.shuffle = opts.shuffle ?? true;
     this.seed = opts.seed ?? 0;
     this.device = opts.device;
-    // Packing adds the same separators whatever the order, so the block count is fixed.
-    const units = packBlockLength === undefined ? examples.length : Math.ceil(packExamples(examples, this.eosId).inputIds.length / packBlockLength);
+    const units = packBlockLength === undefined ? examples.length : Math.ceil(packedLength(examples, this.eosId) / packBlockLength);
     this.blocksPerEpoch = units;
     this.batchesPerEpoch = opts.dropLast ? Math.floor(units / batchSize) : Math.ceil(units / batchSize);
     if (this.batchesPerEpoch === 0) {
