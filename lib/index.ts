@@ -24,3 +24,6 @@ export { generate, sampleToken, type GenerateOptions } from "./models/gpt2/gener
 export * as linalg from "./linalg/index.js";
 export { lineChart, linearAxis, logAxis, niceStep, formatTicks, PALETTE, renderSvg, renderPng, encodePng, writeChart,
   type Chart, type ChartItem, type LineChartOptions, type Series, type Point, type Rgb, type Axis, type Tick, type ChartTarget } from "./plot/index.js";
+export * from "./train/data.js";
+export * from "./train/template.js";
+export * from "./train/collate.js";
