@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generate } from "../../lib/models/gpt2/generate.js";
 import { GPT2Config } from "../../lib/models/gpt2/config.js";
 import { GPT2LMHeadModel, KVCache } from "../../lib/models/gpt2/model.js";
-import { memory, noGrad, readSafetensors, tensor, tidy, toTensor, type Tensor } from "../../lib/index.js";
+import { fromTensor, memory, noGrad, readSafetensors, tensor, tidy, toTensor, writeSafetensors, type Tensor } from "../../lib/index.js";
 import { relError } from "../helpers.js";
 
 const dir = "test/fixtures/gpt2-tiny";
@@ -124,6 +124,32 @@ describe("GPT-2 parity with transformers (tiny fixture)", () => {
       again.dispose();
     } finally {
       rmSync(out, { recursive: true, force: true });
+    }
+  });
+
+  it("loads weights stored as F16 and BF16 (converted exactly, then computed in float32)", () => {
+    for (const stored of ["F16", "BF16"] as const) {
+      const out = mkdtempSync(join(tmpdir(), "lowrank-gpt2-"));
+      try {
+        writeFileSync(join(out, "config.json"), readFileSync(join(dir, "config.json")));
+        const params = model.namedParameters();
+        writeSafetensors(join(out, "model.safetensors"), Object.fromEntries(params.map(([n, t]) => [n, fromTensor(t, stored)])));
+        const low = GPT2LMHeadModel.fromPretrained(out);
+        // The same rounding done by hand: each weight through the storage format and back.
+        const rounded = Object.fromEntries(
+          params.map(([n, t]) => [n, toTensor({ name: n, ...fromTensor(t, stored) })]),
+        );
+        const own = low.stateDict();
+        for (const [n] of params) expect(own[n]!.dataSync(), `${stored} ${n}`).toEqual(rounded[n]!.dataSync());
+        Object.values(rounded).forEach((t) => t.dispose());
+        low.eval();
+        // and the model still computes the same function up to the storage rounding
+        const err = noGrad(() => tidy(() => relError(low.forward({ inputIds: ids(ref.input_ids) }).logits.dataSync(), flat(ref.logits_nomask))));
+        expect(err).toBeLessThan(stored === "F16" ? 5e-3 : 3e-2);
+        low.dispose();
+      } finally {
+        rmSync(out, { recursive: true, force: true });
+      }
     }
   });
 
