@@ -6,6 +6,11 @@
 //   Linear / Conv1D:  y = base(x) + Σ_active s·B(A(dropout(x)))           W: [out, in] / [in, out]
 //   Embedding:        y = base(ids) + Σ_active s·(A[:, ids])ᵀ·Bᵀ          A: [r, num], B: [dim, r]
 //   merge:            W += s·B·A (Conv1D: W += s·(B·A)ᵀ, Embedding: W += s·(B·A)ᵀ), unmerge subtracts
+//
+// Variants on Linear / Conv1D: DoRA adapters (./dora.ts) add a magnitude vector
+// `<path>.lora_magnitude_vector.<adapter>.weight` and rescale the output per feature; the
+// initialisations "pissa", "pissa_niter_N" and "olora" (./init.ts) factor W into A and B and
+// replace W by W − s·B·A.
 import { noGrad } from "../autograd/tape.js";
 import { Conv1D, Embedding, Linear } from "../nn/layers.js";
 import { Module } from "../nn/module.js";
@@ -17,9 +22,12 @@ import { randn, zeros } from "../tensor/creation.js";
 import type { Generator } from "../tensor/random.js";
 import { keep } from "../tensor/scope.js";
 import { copyInto, type Tensor } from "../tensor/tensor.js";
+import type { InitLoraWeights } from "./config.js";
+import { DoraMagnitude, doraForward, doraMerge, doraUnmerge, doraWeightNorm, type DoraOperands } from "./dora.js";
+import { applyBaseMutatingInit, isBaseMutatingInit } from "./init.js";
 
-/** How one adapter's factors start (LoraConfig.initLoraWeights, the variants that leave W alone). */
-export type LoraInit = true | false | "gaussian";
+/** How one adapter's factors start (LoraConfig.initLoraWeights). */
+export type LoraInit = InitLoraWeights;
 
 export interface AdapterSpec {
   r: number;
@@ -27,6 +35,8 @@ export interface AdapterSpec {
   scaling: number;
   dropout: number;
   init: LoraInit;
+  /** DoRA (Linear / Conv1D only): a trainable magnitude per output feature. */
+  useDora?: boolean;
   generator?: Generator;
 }
 
@@ -50,6 +60,11 @@ abstract class LoraLayerBase<B extends LoraBase> extends Module {
   constructor(base: B) {
     super();
     this.registerModule("base_layer", base);
+  }
+
+  /** The base layer's weight (as PEFT's tuner layers expose it), e.g. for an output head tied to it. */
+  get weight(): Tensor {
+    return this.base_layer.weight;
   }
 
   get adapterNames(): string[] {
@@ -86,13 +101,13 @@ abstract class LoraLayerBase<B extends LoraBase> extends Module {
         if (opts.safe) {
           // Merge into a copy first and commit only a finite result (PEFT's safe_merge).
           const trial = w.contiguous();
-          this.accumulateDelta(trial, name, 1);
+          this.mergeInto(trial, name);
           const finite = trial.dataSync().every(Number.isFinite);
           if (finite) copyInto(w, trial);
           trial.dispose();
           if (!finite) throw new UnsafeMergeError(`NaNs detected in the merged weights. The adapter ${name} seems to be broken`);
         } else {
-          this.accumulateDelta(w, name, 1);
+          this.mergeInto(w, name);
         }
         this.merged.push(name);
       }
@@ -102,8 +117,18 @@ abstract class LoraLayerBase<B extends LoraBase> extends Module {
   /** Subtracts the merged adapters from the base weight, most recent first. */
   unmerge(): void {
     noGrad(() => {
-      while (this.merged.length > 0) this.accumulateDelta(this.base_layer.weight, this.merged.pop()!, -1);
+      while (this.merged.length > 0) this.unmergeFrom(this.base_layer.weight, this.merged.pop()!);
     });
+  }
+
+  /** Folds one adapter into `target` (the base weight or a trial copy of it). */
+  protected mergeInto(target: Tensor, name: string): void {
+    this.accumulateDelta(target, name, 1);
+  }
+
+  /** Takes one merged adapter back out of `target`. */
+  protected unmergeFrom(target: Tensor, name: string): void {
+    this.accumulateDelta(target, name, -1);
   }
 
   deleteAdapter(name: string): void {
@@ -124,16 +149,20 @@ abstract class LoraLayerBase<B extends LoraBase> extends Module {
 }
 
 /** A container module whose children (or parameters) are keyed by adapter name (PEFT's ModuleDict). */
-class AdapterDict extends Module {}
+export class AdapterDict extends Module {}
 
 /** LoRA around nn.Linear (weight [out, in]) or GPT-2's Conv1D (weight [in, out], fan_in_fan_out). */
 export class LoraLinear extends LoraLayerBase<Linear | Conv1D> {
   declare lora_A: AdapterDict;
   declare lora_B: AdapterDict;
+  /** DoRA magnitudes by adapter; registered with the first DoRA adapter. */
+  declare lora_magnitude_vector: AdapterDict | undefined;
   readonly inFeatures: number;
   readonly outFeatures: number;
   /** The base weight is stored [in, out] (GPT-2's Conv1D). */
   readonly fanInFanOut: boolean;
+  /** Merged DoRA adapters: the factor m/‖W₀ + ΔW‖ of the merge, which unmerging divides out. */
+  private readonly doraFactors = new Map<string, Tensor>();
 
   constructor(base: Linear | Conv1D) {
     super(base);
@@ -160,21 +189,34 @@ export class LoraLinear extends LoraLayerBase<Linear | Conv1D> {
       }
       // init false: both keep nn.Linear's random init (PEFT: "not a no-op", for debugging).
     });
+    if (isBaseMutatingInit(spec.init)) {
+      const where = `a ${this.fanInFanOut ? "Conv1D" : "Linear"} layer (${this.inFeatures} -> ${this.outFeatures}, adapter "${name}")`;
+      applyBaseMutatingInit(spec.init, { weight: this.base_layer.weight, fanInFanOut: this.fanInFanOut, A: A.weight, B: B.weight, scaling: spec.scaling, where });
+    }
     this.lora_A.registerModule(name, A);
     this.lora_B.registerModule(name, B);
     this.specs.set(name, spec);
+    if (spec.useDora) {
+      // PEFT creates the magnitude after the factors' init: m = ‖W + s·B·A‖ (‖W‖ while B = 0).
+      if (!this.lora_magnitude_vector) this.registerModule("lora_magnitude_vector", new AdapterDict());
+      this.lora_magnitude_vector!.registerModule(name, new DoraMagnitude(doraWeightNorm(this.doraOperands(name))));
+    }
   }
 
   protected adapterParameters(name: string): Tensor[] {
-    return [this.A(name), this.Bm(name)];
+    const m = this.magnitude(name);
+    return m ? [this.A(name), this.Bm(name), m] : [this.A(name), this.Bm(name)];
   }
 
   protected removeAdapterParameters(name: string): void {
-    for (const dict of [this.lora_A, this.lora_B]) {
+    const dicts = this.magnitude(name) ? [this.lora_A, this.lora_B, this.lora_magnitude_vector!] : [this.lora_A, this.lora_B];
+    for (const dict of dicts) {
       const m = dict.getSubmodule(name);
       dict.registerModule(name, null);
       m.dispose();
     }
+    this.doraFactors.get(name)?.dispose();
+    this.doraFactors.delete(name);
   }
 
   /** The adapter's A [r, in] and B [out, r]. */
@@ -184,13 +226,49 @@ export class LoraLinear extends LoraLayerBase<Linear | Conv1D> {
   Bm(name: string): Tensor {
     return (this.lora_B.getSubmodule(name) as Linear).weight;
   }
+  /** The DoRA magnitude m [out] of a DoRA adapter; undefined for plain LoRA. */
+  magnitude(name: string): Tensor | undefined {
+    if (!this.specs.get(name)?.useDora) return undefined;
+    return (this.lora_magnitude_vector!.getSubmodule(name) as DoraMagnitude).weight;
+  }
 
-  // One gemm that reads and writes the weight once: Linear W [out, in] += s·B·A, Conv1D W [in, out] += s·Aᵀ·Bᵀ.
   protected accumulateDelta(target: Tensor, name: string, sign: number): void {
-    const s = sign * this.specs.get(name)!.scaling;
-    const A = this.A(name), B = this.Bm(name);
-    if (this.fanInFanOut) gemm2d(target, A, true, B, true, s, 1);
-    else gemm2d(target, B, false, A, false, s, 1);
+    gemmDelta(target, this.A(name), this.Bm(name), this.fanInFanOut, sign * this.specs.get(name)!.scaling);
+  }
+
+  private doraOperands(name: string): DoraOperands {
+    const { weight, bias } = this.base_layer;
+    return { weight, bias, fanInFanOut: this.fanInFanOut, addDelta: (t, sign) => this.accumulateDelta(t, name, sign) };
+  }
+
+  protected override mergeInto(target: Tensor, name: string): void {
+    const m = this.magnitude(name);
+    if (!m) return super.mergeInto(target, name);
+    // DoRA's norm is of the weight without the adapters merged before (PEFT's _unmerged_base_weight).
+    const unmerged = this.merged.length > 0 ? this.unmergedWeight() : this.base_layer.weight;
+    const factor = doraMerge(this.doraOperands(name), target, unmerged, m);
+    if (unmerged !== this.base_layer.weight) unmerged.dispose();
+    this.doraFactors.get(name)?.dispose();
+    this.doraFactors.set(name, factor);
+  }
+
+  protected override unmergeFrom(target: Tensor, name: string): void {
+    this.undoMerge(target, name);
+    this.doraFactors.get(name)?.dispose();
+    this.doraFactors.delete(name);
+  }
+
+  private undoMerge(target: Tensor, name: string): void {
+    const factor = this.doraFactors.get(name);
+    if (factor) doraUnmerge(this.doraOperands(name), target, factor);
+    else this.accumulateDelta(target, name, -1);
+  }
+
+  /** A copy of the base weight with every merged adapter taken out again, most recent first. */
+  private unmergedWeight(): Tensor {
+    const w = this.base_layer.weight.contiguous();
+    for (const name of [...this.merged].reverse()) this.undoMerge(w, name);
+    return w;
   }
 
   /** x [.., in] -> [.., out]. */
@@ -199,12 +277,18 @@ export class LoraLinear extends LoraLayerBase<Linear | Conv1D> {
     let y = this.base_layer.forward(x);
     for (const name of adapters) {
       const spec = this.specs.get(name)!;
-      y = loraDelta(y, x, this.A(name), this.Bm(name), {
-        scaling: spec.scaling, dropout: spec.dropout, training: this.training, generator: spec.generator,
-      });
+      const opts = { scaling: spec.scaling, dropout: spec.dropout, training: this.training, generator: spec.generator };
+      const m = this.magnitude(name);
+      y = m ? doraForward(this.doraOperands(name), y, x, this.A(name), this.Bm(name), m, opts) : loraDelta(y, x, this.A(name), this.Bm(name), opts);
     }
     return y;
   }
+}
+
+/** One gemm that reads and writes the weight once: Linear W [out, in] += s·B·A, Conv1D W [in, out] += s·Aᵀ·Bᵀ. */
+function gemmDelta(target: Tensor, A: Tensor, B: Tensor, fanInFanOut: boolean, s: number): void {
+  if (fanInFanOut) gemm2d(target, A, true, B, true, s, 1);
+  else gemm2d(target, B, false, A, false, s, 1);
 }
 
 /** LoRA around nn.Embedding: A [r, num] (zeros at init) and B [dim, r] (N(0, 1)), no dropout. */
@@ -220,11 +304,15 @@ export class LoraEmbedding extends LoraLayerBase<Embedding> {
 
   addAdapter(name: string, spec: AdapterSpec): void {
     if (this.specs.has(name)) throw new Error(`LoRA adapter "${name}" already exists on this layer`);
+    if (spec.useDora) {
+      throw new Error(`DoRA (useDora) is implemented for Linear and Conv1D layers, not embeddings (adapter "${name}"); leave embeddings out of targetModules or set useDora: false`);
+    }
     const { r, generator } = spec;
     const { numEmbeddings: num, embeddingDim: dim } = this.base_layer;
     const device = this.base_layer.weight.device;
     let A: Tensor, B: Tensor;
-    if (spec.init === true) {
+    // PEFT's embedding layers have no PiSSA/OLoRA: those inits fall through to the default one.
+    if (spec.init === true || isBaseMutatingInit(spec.init)) {
       A = zeros([r, num], { device });
       B = randn([dim, r], { device, generator });
     } else if (spec.init === "gaussian") {

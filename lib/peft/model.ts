@@ -11,10 +11,12 @@ import { Generator } from "../tensor/random.js";
 import { copyInto, formatShape, type Tensor } from "../tensor/tensor.js";
 import { emitLowrankWarning, LoraConfig, type WarningHandler } from "./config.js";
 import {
-  adapterPaths, adapterStateKey, DEFAULT_ADAPTER_NAME, formatTrainableParameters, parseAdapterStateKey, validateAdapterName,
+  adapterPaths, adapterStateKey, DEFAULT_ADAPTER_NAME, formatTrainableParameters, parseAdapterStateKey, PEFT_KEY_PREFIX, validateAdapterName,
 } from "./format.js";
-import { LoraEmbedding, LoraLinear, wrapWithLora, type AdapterSpec, type LoraInit, type LoraLayer } from "./layer.js";
+import { LoraEmbedding, LoraLinear, wrapWithLora, type AdapterSpec, type LoraLayer } from "./layer.js";
+import { findModulesToSave, ModulesToSaveWrapper } from "./modules-to-save.js";
 import { planInjection, type ModuleInfo, type ModuleKind } from "./targets.js";
+import { addWeightedAdapter, type WeightedAdapterOptions } from "./weighted.js";
 
 /** What a wrapped model must offer: a module tree and a forward pass. */
 export interface BaseModel extends Module {
@@ -50,14 +52,8 @@ function modelType(model: BaseModel): string | undefined {
   return typeof t === "string" ? t : undefined;
 }
 
-function initOf(config: LoraConfig): LoraInit {
-  const init = config.initLoraWeights;
-  if (init === true || init === false || init === "gaussian") return init;
-  throw new Error(
-    `LoraConfig: initLoraWeights "${String(init)}" (which rewrites the base weights) is not supported by getPeftModel yet; ` +
-      `use true (default), false or "gaussian"`,
-  );
-}
+/** Module paths that belong to adapter machinery rather than to the model: never targets themselves. */
+const ADAPTER_INTERNALS = /(^|\.)(base_layer|lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector|original_module|modules_to_save)(\.|$)/;
 
 export class PeftModel<M extends BaseModel = BaseModel> extends Module {
   declare base_model: LoraModel;
@@ -67,6 +63,8 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
   activeAdapter: string;
   /** The wrapped layers by path in the base model. */
   readonly loraLayers = new Map<string, LoraLayer>();
+  /** The modules trained in full (LoraConfig.modulesToSave), by path in the base model. */
+  readonly modulesToSave = new Map<string, ModulesToSaveWrapper>();
   private readonly generator: Generator;
   private readonly warn: WarningHandler;
 
@@ -97,12 +95,10 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
   addAdapter(name: string, config: LoraConfig): void {
     validateAdapterName(name);
     if (this.peftConfig.has(name)) throw new Error(`addAdapter: an adapter named "${name}" already exists; pick another name or deleteAdapter first`);
-    if (config.useDora) throw new Error("LoraConfig: useDora (DoRA) is not supported yet; set useDora: false");
-    const init = initOf(config);
     // PEFT matches against the unwrapped names: a wrapped layer's inner base_layer is not a new target.
     const modules: ModuleInfo[] = this.model
       .namedModules()
-      .filter(([path]) => path !== "" && !/(^|\.)(base_layer|lora_A|lora_B|lora_embedding_A|lora_embedding_B)(\.|$)/.test(path))
+      .filter(([path]) => path !== "" && !ADAPTER_INTERNALS.test(path))
       .map(([path, m]) => ({ name: path, kind: m instanceof LoraLinear || m instanceof LoraEmbedding ? moduleKind(m.base_layer) : moduleKind(m) }));
     const plan = planInjection(modules, config, { modelType: modelType(this.model), onWarning: this.warn });
     for (const path of plan.targets) {
@@ -116,13 +112,41 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
       }
       const spec: AdapterSpec = {
         r: plan.config.rankFor(path), alpha: plan.config.alphaFor(path), scaling: plan.config.scalingFor(path),
-        dropout: plan.config.loraDropout, init, generator: this.generator,
+        dropout: plan.config.loraDropout, init: plan.config.initLoraWeights, useDora: plan.config.useDora, generator: this.generator,
       };
       layer.addAdapter(name, spec);
       for (const p of layer.parametersOf(name)) p.requiresGrad = false;
     }
     this.peftConfig.set(name, plan.config);
     this.applyBiasMode(name, plan.config);
+    this.addModulesToSave(name, plan.config, modules.map((m) => m.name));
+  }
+
+  /** Gives adapter `name` its trainable copies of config.modulesToSave (PEFT's _set_trainable), inactive. */
+  private addModulesToSave(name: string, config: LoraConfig, paths: readonly string[]): void {
+    const entries = config.modulesToSave ?? [];
+    for (const path of findModulesToSave(paths, entries)) {
+      let wrapper = this.modulesToSave.get(path);
+      if (!wrapper) {
+        wrapper = new ModulesToSaveWrapper(this.model.getSubmodule(path));
+        this.model.setSubmodule(path, wrapper);
+        this.modulesToSave.set(path, wrapper);
+      }
+      wrapper.addAdapter(name);
+    }
+    const unmatched = entries.filter((e) => !paths.some((p) => p.endsWith(e)));
+    if (unmatched.length > 0) {
+      this.warn(`modulesToSave entries ${JSON.stringify(unmatched)} match no module of the model (a module matches when its full name ends with the entry); they are ignored, as in PEFT.`);
+    }
+  }
+
+  /**
+   * Adds adapter `adapterName` made from existing ones (PEFT's add_weighted_adapter): "linear"
+   * (equal ranks; A and B are weighted sums), "cat" (rank Σr, exact) or "svd" (the truncated SVD
+   * of Σ wᵢ·sᵢ·Bᵢ·Aᵢ per layer). The new adapter has loraAlpha = r and is not active. See weighted.ts.
+   */
+  addWeightedAdapter(adapters: readonly string[], weights: readonly number[], adapterName: string, opts: WeightedAdapterOptions = {}): void {
+    addWeightedAdapter(this, adapters, weights, adapterName, opts, this.warn);
   }
 
   /**
@@ -134,6 +158,10 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
     for (const name of list) {
       if (!this.peftConfig.has(name)) throw new Error(`setAdapter: unknown adapter "${name}"; adapters: ${[...this.peftConfig.keys()].join(", ")}`);
     }
+    // A module trained in full can run only one adapter's copy (PEFT refuses several too).
+    const activeCopies = [...this.modulesToSave].map(([path, w]) => [path, list.filter((n) => w.adapterNames.includes(n))] as const);
+    const clash = activeCopies.find(([, names]) => names.length > 1);
+    if (clash) throw new Error(`setAdapter: adapters ${clash[1].join(", ")} each have their own copy of ${clash[0]} (modulesToSave); only one of them can be active`);
     this.activeAdapter = list[0]!;
     for (const layer of this.loraLayers.values()) {
       layer.activeAdapters = list.filter((n) => layer.specs.has(n));
@@ -141,6 +169,10 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
         const trainable = list.includes(other) && !this.peftConfig.get(other)!.inferenceMode;
         for (const p of layer.parametersOf(other)) p.requiresGrad = trainable;
       }
+    }
+    for (const [path, names] of activeCopies) {
+      const active = names[0] ?? null;
+      this.modulesToSave.get(path)!.setAdapter(active, active !== null && !this.peftConfig.get(active)!.inferenceMode);
     }
   }
 
@@ -150,6 +182,7 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
     const merged = [...this.loraLayers.values()].some((l) => l.merged.includes(name));
     if (merged) throw new Error(`Cannot delete adapter(s) ['${name}'] while they are merged. Please unmerge them first.`);
     for (const layer of this.loraLayers.values()) if (layer.specs.has(name)) layer.deleteAdapter(name);
+    for (const wrapper of this.modulesToSave.values()) wrapper.deleteAdapter(name);
     this.peftConfig.delete(name);
     if (this.activeAdapter === name) this.activeAdapter = [...this.peftConfig.keys()][0] ?? "";
   }
@@ -225,7 +258,7 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
 
   /** Runs fn with the adapters off (base model only), then restores them (PEFT's disable_adapter()). */
   disableAdapter<T>(fn: () => T): T {
-    const layers = [...this.loraLayers.values()];
+    const layers = [...this.loraLayers.values(), ...this.modulesToSave.values()];
     layers.forEach((l) => (l.disabled = true));
     try {
       return fn();
@@ -236,7 +269,8 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
 
   /**
    * Merges the active adapter (unless `merge` is false) and returns the bare base model with its
-   * original layers back in place; the adapters are freed. The PeftModel is unusable afterwards.
+   * original layers back in place; the adapters are freed. A module in modulesToSave is replaced by
+   * the active adapter's trained copy (also by unload(), as in PEFT). The PeftModel is unusable afterwards.
    */
   mergeAndUnload(opts: { safeMerge?: boolean; merge?: boolean } = {}): M {
     if (opts.merge !== false) this.mergeAdapter({ safeMerge: opts.safeMerge });
@@ -247,6 +281,14 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
       layer.registerModule("base_layer", null);
       model.setSubmodule(path, base);
     }
+    for (const [path, wrapper] of this.modulesToSave) {
+      const kept = wrapper.current;
+      for (const m of [wrapper.original_module, ...wrapper.modules_to_save.children()]) if (m !== kept) m.dispose();
+      wrapper.registerModule("original_module", null);
+      wrapper.registerModule("modules_to_save", null);
+      model.setSubmodule(path, kept);
+    }
+    this.modulesToSave.clear();
     this.loraLayers.clear();
     this.peftConfig.clear();
     this.base_model.registerModule("model", null);
@@ -272,6 +314,12 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
       const emb = layer instanceof LoraEmbedding;
       out[adapterStateKey(path, emb ? "lora_embedding_A" : "lora_A")] = A;
       out[adapterStateKey(path, emb ? "lora_embedding_B" : "lora_B")] = B;
+      const magnitude = layer instanceof LoraLinear ? layer.magnitude(name) : undefined;
+      if (magnitude) out[adapterStateKey(path, "lora_magnitude_vector")] = magnitude;
+    }
+    // modules trained in full: saved under the module's own name, without the wrapper's segments
+    for (const [path, wrapper] of this.modulesToSave) {
+      for (const [param, t] of wrapper.adapterState(name)) out[`${PEFT_KEY_PREFIX}${path}.${param}`] = t;
     }
     if (config.bias !== "none") {
       for (const [n, p] of this.model.namedParameters()) {
@@ -332,7 +380,8 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
       for (const key of file.names) {
         const parsed = parseAdapterStateKey(key);
         const ownKey = parsed.kind === "lora" ? adapterStateKey(parsed.modulePath, parsed.tensor) : key;
-        const dst = parsed.kind === "lora" ? targets[ownKey] : baseParams.get(parsed.path) ?? baseParams.get(parsed.baseParam);
+        // targets holds the LoRA tensors, the modulesToSave copies and the trained biases of this adapter
+        const dst = targets[ownKey] ?? (parsed.kind === "base" ? baseParams.get(parsed.path) ?? baseParams.get(parsed.baseParam) : undefined);
         if (!dst) {
           unexpected.push(key);
           continue;
@@ -348,7 +397,8 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
         loaded.add(ownKey);
       }
     });
-    const missing = Object.keys(targets).filter((k) => !loaded.has(k) && k.includes(".lora_"));
+    const savedCopies = new Set([...this.modulesToSave].flatMap(([path, w]) => w.adapterState(adapterName).map(([p]) => `${PEFT_KEY_PREFIX}${path}.${p}`)));
+    const missing = Object.keys(targets).filter((k) => !loaded.has(k) && (k.includes(".lora_") || savedCopies.has(k)));
     if (unexpected.length || misShaped.length || missing.length) {
       const parts = [
         missing.length ? `missing: ${missing.slice(0, 8).join(", ")}${missing.length > 8 ? ` (+${missing.length - 8} more)` : ""}` : "",
