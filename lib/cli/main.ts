@@ -2,6 +2,11 @@
 // The lowrank command line. Each command lives in its own module and registers itself here.
 import { Command } from "commander";
 import { info } from "../runtime.js";
+import { demoCommand } from "./demo.js";
+import { generateCommand } from "./generate.js";
+import { mergeCommand } from "./merge.js";
+import { paramsCommand } from "./params.js";
+import { trainCommand } from "./train.js";
 
 const program = new Command();
 program
@@ -28,6 +33,12 @@ program
       i.gpus.forEach((g, k) => console.log(`  cuda:${k}:       ${g}`));
     }
   });
+
+program.addCommand(trainCommand());
+program.addCommand(mergeCommand());
+program.addCommand(generateCommand());
+program.addCommand(paramsCommand());
+program.addCommand(demoCommand());
 
 program.parseAsync(process.argv).catch((err: Error) => {
   console.error(`lowrank: ${err.message}`);

@@ -60,8 +60,9 @@ export class ProgressReporter {
     if (!this.useBar) return;
     this.multibar = new MultiBar({
       stream: this.stream,
-      format: "step {value}/{total} [{bar}] loss {loss} | lr {lr} | {rate} tok/s | ETA {etaText}",
-      barsize: 24,
+      // Most important first: a narrow terminal cuts the end of the line.
+      format: "step {value}/{total} [{bar}] loss {loss} | lr {lr} | ETA {etaText} | {rate} tok/s",
+      barsize: 16,
       hideCursor: true,
       gracefulExit: false, // SIGINT belongs to the trainer: it finishes the step and saves a checkpoint
       clearOnComplete: false,

@@ -75,6 +75,8 @@ export interface TrainerOptions {
   schedule?: ScheduleName;
   /** Steps of linear warmup from 0 to lr (default 0). */
   warmupSteps?: number;
+  /** Warmup as a share of the steps, in [0, 1): ceil(ratio · steps), as transformers' warmup_ratio. */
+  warmupRatio?: number;
   /** Measure the eval loss every N steps (default 0: only after the last step). */
   evalEvery?: number;
   /**
@@ -204,7 +206,6 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     this.evalEvery = checkCount("evalEvery", opts.evalEvery ?? d.evalEvery, 0);
     this.checkpointEvery = checkCount("checkpointEvery", opts.checkpointEvery ?? d.checkpointEvery, 0);
     this.keepCheckpoints = checkCount("keepCheckpoints", opts.keepCheckpoints ?? d.keepCheckpoints, 0);
-    const warmupSteps = checkCount("warmupSteps", opts.warmupSteps ?? d.warmupSteps, 0);
     this.maxGradNorm = opts.maxGradNorm ?? d.maxGradNorm;
     if (!(this.maxGradNorm >= 0)) throw new Error(`Trainer: maxGradNorm must be >= 0 (0 = no clipping), got ${this.maxGradNorm}`);
 
@@ -216,6 +217,11 @@ export class Trainer extends EventEmitter<TrainerEvents> {
       if (!(epochs > 0 && Number.isFinite(epochs))) throw new Error(`Trainer: epochs must be a positive number, got ${epochs}`);
       this.totalSteps = Math.max(1, Math.floor((epochs * this.trainData.batchesPerEpoch) / this.gradAccum));
     }
+
+    if (opts.warmupSteps !== undefined && opts.warmupRatio !== undefined) throw new Error("Trainer: give warmupSteps or warmupRatio, not both");
+    const ratio = opts.warmupRatio ?? 0;
+    if (!(ratio >= 0 && ratio < 1)) throw new Error(`Trainer: warmupRatio must be in [0, 1), got ${opts.warmupRatio}`);
+    const warmupSteps = opts.warmupRatio !== undefined ? Math.ceil(ratio * this.totalSteps) : checkCount("warmupSteps", opts.warmupSteps ?? d.warmupSteps, 0);
 
     this.trainable = this.model.namedParameters().filter(([, p]) => p.requiresGrad);
     if (this.trainable.length === 0) {

@@ -1,0 +1,145 @@
+// What the lowrank commands share: exit codes, one-line errors, option parsers, and loading a
+// model, tokenizer or prompt template from what the user typed, with messages that name the flag.
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { extname, join } from "node:path";
+import { Command, CommanderError, InvalidArgumentError } from "commander";
+import { GPT2LMHeadModel } from "../models/gpt2/model.js";
+import { GPT2Tokenizer } from "../models/tokenizer.js";
+import { cudaAvailable } from "../tensor/device.js";
+import type { Generator } from "../tensor/random.js";
+import { ALPACA_TEMPLATE, resolveTemplate, type PromptTemplate, type TemplateSpec } from "../train/template.js";
+
+/** Exit codes of every command: 0 ok, 1 runtime error, 2 usage error, 130 interrupted (Ctrl-C). */
+export const EXIT = { ok: 0, error: 1, usage: 2, interrupted: 130 } as const;
+
+/** A wrong command line (bad flag value or combination): exit code 2. */
+export class UsageError extends Error {}
+
+/**
+ * A command with lowrank's conventions: commander's own errors (unknown option, missing value)
+ * exit with the usage code 2 rather than commander's 1, and point at --help.
+ */
+export function newCommand(name: string): Command {
+  return new Command(name)
+    .showHelpAfterError(`(run "lowrank ${name} --help" for usage)`)
+    .exitOverride((err: CommanderError) => {
+      process.exit(err.exitCode === 0 ? EXIT.ok : EXIT.usage);
+    });
+}
+
+/**
+ * Wraps a command's action: errors print as one line `lowrank <name>: <message>` on stderr and set
+ * the exit code (2 for UsageError, 1 otherwise). The process then ends on its own, so stdout is
+ * flushed first.
+ */
+export function runAction<A extends unknown[]>(name: string, fn: (...args: A) => Promise<number | void>): (...args: A) => Promise<void> {
+  return async (...args: A) => {
+    try {
+      process.exitCode = (await fn(...args)) ?? EXIT.ok;
+    } catch (err) {
+      const usage = err instanceof UsageError;
+      console.error(`lowrank ${name}: ${err instanceof Error ? err.message : String(err)}`);
+      if (usage) console.error(`(run "lowrank ${name} --help" for usage)`);
+      process.exitCode = usage ? EXIT.usage : EXIT.error;
+    }
+  };
+}
+
+// ---- option parsers (commander reports their errors with the flag and the value) --------------
+
+export function intAtLeast(min: number): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (!/^[+]?\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`expected an integer >= ${min}.`);
+    return n;
+  };
+}
+
+export function numberIn(lo: number, hi: number, opts: { loOpen?: boolean; hiOpen?: boolean } = {}): (value: string) => number {
+  const range = `${opts.loOpen ? "(" : "["}${lo}, ${hi}${opts.hiOpen ? ")" : "]"}`;
+  return (value) => {
+    const n = Number(value);
+    const ok = value.trim() !== "" && Number.isFinite(n) && (opts.loOpen ? n > lo : n >= lo) && (opts.hiOpen ? n < hi : n <= hi);
+    if (!ok) throw new InvalidArgumentError(`expected a number in ${range}.`);
+    return n;
+  };
+}
+
+export function oneOf<T extends string>(choices: readonly T[]): (value: string) => T {
+  return (value) => {
+    if (!(choices as readonly string[]).includes(value)) throw new InvalidArgumentError(`expected one of ${choices.join(", ")}.`);
+    return value as T;
+  };
+}
+
+// ---- resolving what the user named ------------------------------------------------------------
+
+/** "cpu" or "cuda" (default: cuda when a GPU is usable, else cpu); refuses cuda without one. */
+export function resolveDevice(spec: string | undefined): string {
+  if (spec === undefined) return cudaAvailable() ? "cuda" : "cpu";
+  if (spec === "cuda" && !cudaAvailable()) {
+    throw new UsageError("--device cuda: no usable GPU (this build is CPU-only, or no NVIDIA GPU/driver is present); use --device cpu");
+  }
+  return spec;
+}
+
+function requireDir(flag: string, dir: string): void {
+  if (!existsSync(dir)) throw new Error(`${flag} ${dir}: no such directory`);
+  if (!statSync(dir).isDirectory()) throw new Error(`${flag} ${dir}: not a directory`);
+}
+
+/** A GPT-2 checkpoint folder (config.json + safetensors), with errors that name --model. */
+export function loadModel(dir: string, opts: { device: string; generator?: Generator }): GPT2LMHeadModel {
+  requireDir("--model", dir);
+  try {
+    return GPT2LMHeadModel.fromPretrained(dir, { device: opts.device, generator: opts.generator });
+  } catch (err) {
+    throw new Error(`--model ${dir}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** The tokenizer stored with the model (tokenizer.json, or vocab.json + merges.txt). */
+export function loadTokenizer(dir: string, model: GPT2LMHeadModel): GPT2Tokenizer {
+  if (!existsSync(join(dir, "tokenizer.json")) && !existsSync(join(dir, "vocab.json"))) {
+    throw new Error(`--model ${dir}: no tokenizer (tokenizer.json, or vocab.json + merges.txt); copy the base model's tokenizer files into it`);
+  }
+  let tokenizer: GPT2Tokenizer;
+  try {
+    tokenizer = GPT2Tokenizer.fromPretrained(dir);
+  } catch (err) {
+    throw new Error(`--model ${dir}: ${(err as Error).message}`, { cause: err });
+  }
+  if (tokenizer.vocabSize > model.config.vocabSize) {
+    throw new Error(`--model ${dir}: the tokenizer has ${tokenizer.vocabSize} ids but the model only ${model.config.vocabSize} embeddings; the files belong to different models`);
+  }
+  return tokenizer;
+}
+
+/**
+ * --template: "alpaca" (Stanford Alpaca's prompts), or a file: JSON {"withInput", "withoutInput"}
+ * (.json) or a text file used for every example, with {instruction} and {input} placeholders.
+ */
+export function loadTemplate(spec: string): TemplateSpec {
+  if (spec === "alpaca") return ALPACA_TEMPLATE;
+  if (!existsSync(spec)) throw new UsageError(`--template ${spec}: not "alpaca" and no such file`);
+  const text = readFileSync(spec, "utf8");
+  let template: TemplateSpec = text;
+  if (extname(spec).toLowerCase() === ".json") {
+    try {
+      template = JSON.parse(text) as PromptTemplate;
+    } catch (err) {
+      throw new UsageError(`--template ${spec}: not valid JSON (${(err as Error).message}); a JSON template is {"withInput": "...", "withoutInput": "..."}`);
+    }
+  }
+  try {
+    resolveTemplate(template);
+  } catch (err) {
+    throw new UsageError(`--template ${spec}: ${(err as Error).message}`);
+  }
+  return template;
+}
+
+/** `'a b'` for arguments that need quoting in a shell, for the resume hint. */
+export function shellQuote(arg: string): string {
+  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`;
+}

@@ -1,0 +1,104 @@
+// `lowrank generate`: continues a prompt with a GPT-2 checkpoint, optionally with a LoRA adapter,
+// printing the text to stdout as the tokens are produced.
+import type { Command } from "commander";
+import { generate } from "../models/gpt2/generate.js";
+import type { GPT2LMHeadModel } from "../models/gpt2/model.js";
+import { PeftModel } from "../peft/model.js";
+import { Generator } from "../tensor/random.js";
+import { formatPrompt, resolveTemplate } from "../train/template.js";
+import { intAtLeast, loadModel, loadTemplate, loadTokenizer, newCommand, numberIn, oneOf, resolveDevice, runAction, UsageError } from "./common.js";
+
+interface GenerateFlags {
+  model: string;
+  adapter?: string;
+  prompt: string;
+  input?: string;
+  template: string;
+  maxNewTokens: number;
+  temperature: number;
+  topK: number;
+  topP: number;
+  seed: number;
+  device?: string;
+}
+
+export function generateCommand(): Command {
+  return newCommand("generate")
+    .description("continue a prompt with a GPT-2 checkpoint (and a LoRA adapter), streaming the text to stdout")
+    .requiredOption("--model <dir>", "base model folder in Hugging Face layout (with its tokenizer files)")
+    .option("--adapter <dir>", "a LoRA adapter in PEFT's format to apply (e.g. the --out of lowrank train)")
+    .requiredOption("--prompt <text>", "the prompt; with --template, the instruction")
+    .option("--input <text>", "with --template: the instruction's input")
+    .option("--template <name|file>", 'wrap the prompt: "none", "alpaca", or a template file as in lowrank train', "none")
+    .option("--max-new-tokens <n>", "stop after this many tokens (or at the end-of-text token)", intAtLeast(1), 128)
+    .option("--temperature <x>", "0 picks the most likely token (greedy); higher samples more freely", numberIn(0, Infinity), 0)
+    .option("--top-k <n>", "sample among the k most likely tokens only (0: no limit)", intAtLeast(0), 0)
+    .option("--top-p <x>", "sample among the most likely tokens that cover probability p (1: no limit)", numberIn(0, 1, { loOpen: true }), 1)
+    .option("--seed <n>", "seed for sampling", intAtLeast(0), 0)
+    .option("--device <name>", "cpu or cuda (default: cuda when a GPU is usable)", oneOf(["cpu", "cuda"] as const))
+    .addHelpText(
+      "after",
+      `
+Only the generated text is printed (stdout), so it can be piped. Use the template the adapter was
+trained with: lowrank train uses "alpaca" unless told otherwise.
+
+Example:
+  lowrank generate --model ./gpt2 --adapter runs/demo --template alpaca \\
+    --prompt "Move the first word to the end." --input "net,button,moon"`,
+    )
+    .action(runAction("generate", (flags: GenerateFlags) => run(flags)));
+}
+
+function promptText(flags: GenerateFlags): string {
+  if (flags.template === "none") {
+    if (flags.input !== undefined) throw new UsageError("--input needs a --template (e.g. --template alpaca) to place it in the prompt");
+    return flags.prompt;
+  }
+  return formatPrompt(resolveTemplate(loadTemplate(flags.template)), flags.prompt, flags.input ?? "");
+}
+
+async function run(flags: GenerateFlags): Promise<void> {
+  if (flags.prompt === "") throw new UsageError("--prompt is empty");
+  const text = promptText(flags);
+  const device = resolveDevice(flags.device);
+  const base = loadModel(flags.model, { device });
+  const tokenizer = loadTokenizer(flags.model, base);
+  let model: GPT2LMHeadModel = base;
+  let peft: PeftModel<GPT2LMHeadModel> | null = null;
+  if (flags.adapter !== undefined) {
+    try {
+      peft = PeftModel.fromPretrained(base, flags.adapter);
+    } catch (err) {
+      throw new Error(`--adapter ${flags.adapter}: ${(err as Error).message}`, { cause: err });
+    }
+    model = peft.model; // the LoRA layers sit inside the base model's module tree
+  }
+  const ids = tokenizer.encode(text);
+  if (ids.length >= base.config.nPositions) {
+    throw new UsageError(`the prompt is ${ids.length} tokens; the model sees at most ${base.config.nPositions}, leaving no room to generate`);
+  }
+
+  // A token can end inside a multi-byte character; a trailing U+FFFD is held back until the next completes it.
+  const produced: number[] = [];
+  let printed = "";
+  const flush = (final: boolean) => {
+    const decoded = tokenizer.decode(produced, { skipSpecialTokens: true });
+    const ready = final ? decoded : decoded.replace(/\uFFFD+$/, "");
+    if (ready.length > printed.length) process.stdout.write(ready.slice(printed.length));
+    printed = ready;
+  };
+  try {
+    generate(model, ids, {
+      maxNewTokens: flags.maxNewTokens, temperature: flags.temperature, topK: flags.topK, topP: flags.topP,
+      eosTokenId: tokenizer.eosTokenId, generator: new Generator(flags.seed),
+      onToken: (id) => {
+        produced.push(id);
+        flush(false);
+      },
+    });
+    flush(true);
+    process.stdout.write("\n");
+  } finally {
+    (peft ?? base).dispose();
+  }
+}

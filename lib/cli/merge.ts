@@ -1,0 +1,120 @@
+// `lowrank merge`: folds a LoRA adapter into its base model and writes a plain Hugging Face
+// checkpoint, after checking on a few token sequences that the merged model computes what the
+// base model with the adapter computes.
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import type { Command } from "commander";
+import { noGrad } from "../autograd/tape.js";
+import { writeFileAtomic } from "../io/atomic.js";
+import type { GPT2LMHeadModel } from "../models/gpt2/model.js";
+import { PeftModel } from "../peft/model.js";
+import { tensor } from "../tensor/creation.js";
+import { tidy } from "../tensor/scope.js";
+import { SeededRandom } from "../train/data.js";
+import { loadModel, newCommand, oneOf, resolveDevice, runAction, UsageError } from "./common.js";
+
+interface MergeFlags {
+  model: string;
+  adapter: string;
+  out: string;
+  safe?: boolean;
+  device?: string;
+}
+
+/** Files of the base model folder that are not weights and carry over unchanged. */
+const CARRIED_FILES = ["tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"];
+
+/** The check runs the models on this many sequences of this many random tokens. */
+const PROBE_SEQUENCES = 4;
+const PROBE_LENGTH = 32;
+
+/**
+ * Largest acceptable |merged − unmerged| logit difference, relative to the largest |logit|.
+ * Merging changes only the order of float32 operations (x·(W + s·B·A) instead of x·W + s·(x·Aᵀ)·Bᵀ):
+ * each product differs by a few ulps (~1e-7 relative) times √k for sums of k terms, and GPT-2's
+ * layers pass that on without amplifying it much (layer norms rescale), so an honest merge stays
+ * near 1e-5 of the logit scale. A wrong merge (transposed factors, a missed scaling, a merge into
+ * the wrong layer) moves the logits by as much as the adapter does, typically 1e-2 or more. 1e-3
+ * separates the two with margin on both sides.
+ */
+export const MERGE_TOLERANCE = 1e-3;
+
+export function mergeCommand(): Command {
+  return newCommand("merge")
+    .description("fold a LoRA adapter into its base model and write a Hugging Face checkpoint (config.json + model.safetensors)")
+    .requiredOption("--model <dir>", "the base model folder the adapter was trained on")
+    .requiredOption("--adapter <dir>", "adapter folder in PEFT's format (adapter_config.json, adapter_model.safetensors)")
+    .requiredOption("--out <dir>", "where to write the merged model (the tokenizer files are copied along)")
+    .option("--safe", "check the merged weights for NaN/Inf before committing them (refuses a broken adapter)")
+    .option("--device <name>", "cpu or cuda (default: cuda when a GPU is usable)", oneOf(["cpu", "cuda"] as const))
+    .addHelpText(
+      "after",
+      `
+Before writing, the merged model and the base model with the adapter are run on ${PROBE_SEQUENCES} sequences
+of ${PROBE_LENGTH} random tokens; their logits must agree to ${MERGE_TOLERANCE} of the largest logit, or nothing
+is written (exit code 1). The output loads with transformers' GPT2LMHeadModel.from_pretrained and
+with lowrank's GPT2LMHeadModel.fromPretrained; it no longer needs the adapter.
+
+Example:
+  lowrank merge --model ./gpt2 --adapter runs/demo --out runs/demo-merged`,
+    )
+    .action(runAction("merge", (flags: MergeFlags) => merge(flags)));
+}
+
+/** The logits of the probe sequences, flattened. */
+function probeLogits(model: { forward: GPT2LMHeadModel["forward"] }, ids: Int32Array, device: string): Float32Array {
+  return noGrad(() =>
+    tidy(() => {
+      const inputIds = tensor(ids, { shape: [PROBE_SEQUENCES, ids.length / PROBE_SEQUENCES], device });
+      return model.forward({ inputIds }).logits.to("cpu").dataSync() as Float32Array;
+    }),
+  );
+}
+
+function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
+
+async function merge(flags: MergeFlags): Promise<void> {
+  if (resolve(flags.out) === resolve(flags.model)) throw new UsageError("--out must differ from --model (the base checkpoint would be overwritten)");
+  const device = resolveDevice(flags.device);
+  const base = loadModel(flags.model, { device });
+  let peft: PeftModel<GPT2LMHeadModel>;
+  try {
+    peft = PeftModel.fromPretrained(base, flags.adapter);
+  } catch (err) {
+    base.dispose();
+    throw new Error(`--adapter ${flags.adapter}: ${(err as Error).message}`, { cause: err });
+  }
+  const { vocabSize, nPositions } = base.config;
+  const length = Math.min(PROBE_LENGTH, nPositions);
+  const rng = new SeededRandom(0);
+  const ids = Int32Array.from({ length: PROBE_SEQUENCES * length }, () => rng.below(vocabSize));
+
+  peft.eval();
+  const withAdapter = probeLogits(peft, ids, device);
+  const withoutAdapter = peft.disableAdapter(() => probeLogits(peft, ids, device));
+  const merged = peft.mergeAndUnload({ safeMerge: flags.safe });
+  try {
+    const mergedLogits = probeLogits(merged, ids, device);
+    const scale = withAdapter.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+    const diff = maxAbsDiff(mergedLogits, withAdapter);
+    const tolerance = MERGE_TOLERANCE * Math.max(1, scale);
+    console.log(
+      `check on ${PROBE_SEQUENCES} sequences of ${length} tokens: merged vs base+adapter logits differ by at most ${diff.toExponential(2)} ` +
+        `(tolerance ${tolerance.toExponential(2)}); the adapter itself moves them by up to ${maxAbsDiff(withAdapter, withoutAdapter).toExponential(2)}`,
+    );
+    if (!(diff <= tolerance)) {
+      throw new Error(`the merged model's logits differ from the adapter's by ${diff.toExponential(2)}, above the tolerance ${tolerance.toExponential(2)}; nothing was written`);
+    }
+    mkdirSync(flags.out, { recursive: true });
+    merged.savePretrained(flags.out);
+    const copied = CARRIED_FILES.filter((f) => existsSync(join(flags.model, f)));
+    for (const f of copied) writeFileAtomic(join(flags.out, f), readFileSync(join(flags.model, f)));
+    console.log(`merged model: ${join(flags.out, "model.safetensors")}${copied.length ? ` (with ${copied.join(", ")})` : ""}`);
+  } finally {
+    merged.dispose();
+  }
+}
