@@ -37,6 +37,8 @@ export interface NativeAddon {
   Storage: new (deviceType: number, deviceIndex: number, bytes: number) => NativeStorage;
   write(dst: NativeStorage, byteOffset: number, src: ArrayBufferView): void;
   read(src: NativeStorage, byteOffset: number, byteLength: number): ArrayBuffer;
+  /** Like read(), on a worker thread: the event loop runs while the device finishes. */
+  readAsync(src: NativeStorage, byteOffset: number, byteLength: number): Promise<ArrayBuffer>;
   copyBytes(dst: NativeStorage, dstOffset: number, src: NativeStorage, srcOffset: number, byteLength: number): void;
   fill(dst: NativeStorage, byteOffset: number, dtype: number, n: number, value: number): void;
   arange(dst: NativeStorage, byteOffset: number, dtype: number, n: number, start: number, step: number): void;

@@ -288,3 +288,18 @@ describe("threads", () => {
     expect(c).toBeCloseTo(a, 3);
   });
 });
+
+describe("async read-back", () => {
+  it("data() resolves to the same values as dataSync(), also for views, and keeps the storage alive meanwhile", async () => {
+    const t = rand([1000], { generator: new Generator(4) });
+    const v = t.reshape(10, 100).transpose(0, 1);
+    const pending = v.data();
+    const [a, b] = [await pending, await t.data()];
+    expect(a).toEqual(v.dataSync());
+    expect(b).toEqual(t.dataSync());
+    const p = t.data();
+    t.dispose(); // the read holds its own reference
+    expect((await p).length).toBe(1000);
+    v.dispose();
+  });
+});

@@ -214,22 +214,23 @@ export class Tensor {
   dataSync(): Float32Array | Int32Array {
     const src = this.isContiguous() ? this : this.contiguous();
     try {
-      const bytes = native().read(src.storage.native, src.byteOffset, src.size * DTYPE_SIZE[src.dtype]);
-      if (src.dtype === "int32") return new Int32Array(bytes);
-      if (src.dtype === "float32") return new Float32Array(bytes);
-      const bits = new Uint16Array(bytes);
-      const out = new Float32Array(bits.length);
-      for (let i = 0; i < bits.length; i++) out[i] = bf16BitsToF32(bits[i]!);
-      return out;
+      return decodeHost(src.dtype, native().read(src.storage.native, src.byteOffset, src.size * DTYPE_SIZE[src.dtype]));
     } finally {
       if (src !== this) src.dispose();
     }
   }
 
-  /** Like dataSync(), as a Promise: the event loop runs while the device finishes. */
+  /**
+   * Like dataSync(), as a Promise: the copy (and, on CUDA, the wait for queued work) runs on a
+   * worker thread, so the event loop keeps serving while the device finishes.
+   */
   async data(): Promise<Float32Array | Int32Array> {
-    await new Promise<void>((resolve) => setImmediate(resolve));
-    return this.dataSync();
+    const src = this.isContiguous() ? this.alias() : this.contiguous();
+    try {
+      return decodeHost(src.dtype, await native().readAsync(src.storage.native, src.byteOffset, src.size * DTYPE_SIZE[src.dtype]));
+    } finally {
+      src.dispose();
+    }
   }
 
   /** Nested JS arrays in the tensor's shape (a number for a 0-d tensor). */
@@ -410,6 +411,16 @@ export class Tensor {
 }
 
 // ---- helpers shared by creation and ops ---------------------------------------------------------
+
+/** Host bytes of a contiguous tensor as a typed array (bfloat16 widened to float32). */
+function decodeHost(dtype: DType, bytes: ArrayBuffer): Float32Array | Int32Array {
+  if (dtype === "int32") return new Int32Array(bytes);
+  if (dtype === "float32") return new Float32Array(bytes);
+  const bits = new Uint16Array(bytes);
+  const out = new Float32Array(bits.length);
+  for (let i = 0; i < bits.length; i++) out[i] = bf16BitsToF32(bits[i]!);
+  return out;
+}
 
 /** An uninitialized contiguous tensor. */
 export function emptyLike(shape: readonly number[], dtype: DType, device: Device): Tensor {

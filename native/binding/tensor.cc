@@ -1,5 +1,6 @@
 // Bindings for moving bytes in and out of storages and the creation kernels (backend.h).
 #include <cstring>
+#include <vector>
 
 #include "common.h"
 
@@ -41,6 +42,51 @@ Napi::Value Read(const Napi::CallbackInfo& info) {
     std::memcpy(out.Data(), src.ptr, static_cast<size_t>(n));
   }
   return out;
+}
+
+// readAsync(src, byteOffset, byteLength) -> Promise<ArrayBuffer>: the copy (and the wait for queued
+// GPU work) runs on a libuv worker thread, so the event loop keeps running meanwhile.
+class ReadWorker : public Napi::AsyncWorker {
+ public:
+  ReadWorker(Napi::Env env, Napi::Object owner, Device device, const char* src, size_t bytes)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), device_(device), src_(src), host_(bytes) {
+    owner_ = Napi::Persistent(owner);  // keeps the storage alive until the copy is done
+  }
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    if (device_.is_cuda()) {
+#ifdef LOWRANK_CUDA
+      cuda::copy_device_to_host(device_.index, host_.data(), src_, host_.size());
+#endif
+    } else {
+      std::memcpy(host_.data(), src_, host_.size());
+    }
+  }
+  void OnOK() override {
+    Napi::ArrayBuffer out = Napi::ArrayBuffer::New(Env(), host_.size());
+    std::memcpy(out.Data(), host_.data(), host_.size());
+    deferred_.Resolve(out);
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Napi::ObjectReference owner_;
+  Device device_;
+  const char* src_;
+  std::vector<char> host_;
+};
+
+Napi::Value ReadAsync(const Napi::CallbackInfo& info) {
+  Buf src = buf_arg(info, 0, "readAsync");
+  int64_t n = int_arg(info, 2, "readAsync");
+  if (n < 0) fail("readAsync: negative byte length");
+  src.need(static_cast<size_t>(n), "readAsync");
+  auto* worker = new ReadWorker(info.Env(), info[0].As<Napi::Object>(), src.device(), src.ptr, static_cast<size_t>(n));
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
 }
 
 // copyBytes(dst, dstOffset, src, srcOffset, byteLength): between any two devices.
@@ -157,6 +203,7 @@ Napi::Value RandomNormal(const Napi::CallbackInfo& info) {
 LR_EXPORTS(tensor) {
   exports.Set("write", Napi::Function::New(env, Write, "write"));
   exports.Set("read", Napi::Function::New(env, Read, "read"));
+  exports.Set("readAsync", Napi::Function::New(env, ReadAsync, "readAsync"));
   exports.Set("copyBytes", Napi::Function::New(env, CopyBytes, "copyBytes"));
   exports.Set("fill", Napi::Function::New(env, Fill, "fill"));
   exports.Set("arange", Napi::Function::New(env, Arange, "arange"));

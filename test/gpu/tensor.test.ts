@@ -74,6 +74,13 @@ gpu("CUDA tensors", () => {
     });
   });
 
+  it("data() reads back asynchronously on a worker thread", async () => {
+    const t = rand([1 << 20], { generator: new Generator(9), device: "cuda:0" });
+    const expected = t.dataSync();
+    expect(await t.data()).toEqual(expected);
+    t.dispose();
+  });
+
   it("runs autograd on the GPU", () => {
     tidy(() => {
       const x = tensor([1, 2, 3], { device: "cuda:0", requiresGrad: true });
