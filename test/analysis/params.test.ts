@@ -1,0 +1,92 @@
+// Parameter counts from shapes alone, checked against PEFT's own numbers (fixture made with PEFT
+// 0.21) and against a real model with real adapters.
+import { readFileSync } from "node:fs";
+import { describe, expect, it } from "vitest";
+import {
+  gpt2ModuleShapes, gpt2ParameterCount, gpt2PresetConfig, GPT2_PRESET_NAMES, parameterTable, parseTargetSpec, unknownTargets,
+} from "../../lib/analysis/params.js";
+import { Conv1D, Embedding, Generator, GPT2Config, GPT2LMHeadModel, getPeftModel, Linear, LoraConfig } from "../../lib/index.js";
+
+const FIXTURES = new URL("../fixtures/", import.meta.url);
+const peft124m = JSON.parse(readFileSync(new URL("peft-tiny/params-124m.json", FIXTURES), "utf8")) as {
+  cases: Record<string, { trainable: number; all: number; base_model_params: number; print_trainable_parameters: string; lora_config_args: { r: number; target_modules: string[] } }>;
+};
+
+describe("GPT-2 shapes without weights", () => {
+  it("list the modules a real GPT2LMHeadModel has, with their kinds and shapes, and count its parameters", () => {
+    const config = new GPT2Config({ vocabSize: 50, nPositions: 16, nEmbd: 8, nLayer: 3, nHead: 2, nInner: 20 });
+    const model = new GPT2LMHeadModel(config, { generator: new Generator(0) });
+    const real = model.namedModules().filter(([p]) => p !== "").map(([name, m]) => {
+      if (m instanceof Conv1D) return { name, kind: "conv1d", inFeatures: m.weight.shape[0], outFeatures: m.weight.shape[1] };
+      if (m instanceof Embedding) return { name, kind: "embedding", numEmbeddings: m.weight.shape[0], embeddingDim: m.weight.shape[1] };
+      expect(m).not.toBeInstanceOf(Linear); // GPT-2 has none; the shape list would have to say so
+      return { name, kind: "other" };
+    });
+    expect(gpt2ModuleShapes(config)).toEqual(real);
+    expect(gpt2ParameterCount(config)).toBe(model.parameters().reduce((s, p) => s + p.size, 0));
+    model.dispose();
+  });
+
+  it("the 124m preset has PEFT's base parameter count and the tiny preset is the fixture model", () => {
+    const base = Object.values(peft124m.cases)[0]!.base_model_params;
+    expect(gpt2ParameterCount(gpt2PresetConfig("124m"))).toBe(base);
+    const fixture = GPT2Config.fromHF(JSON.parse(readFileSync(new URL("gpt2-tiny/config.json", FIXTURES), "utf8")));
+    const shape = (c: GPT2Config) => [c.vocabSize, c.nPositions, c.nEmbd, c.nLayer, c.nHead, c.innerDim];
+    expect(shape(gpt2PresetConfig("tiny"))).toEqual(shape(fixture));
+    // transformers' published sizes of gpt2-medium, -large, -xl
+    const sizes = GPT2_PRESET_NAMES.map((n) => gpt2ParameterCount(gpt2PresetConfig(n)));
+    expect(sizes.slice(1, 4)).toEqual([354_823_168, 774_030_080, 1_557_611_200]);
+  });
+});
+
+describe("parameterTable", () => {
+  const config = gpt2PresetConfig("124m");
+  const modules = gpt2ModuleShapes(config);
+  const baseParameters = gpt2ParameterCount(config);
+
+  it("reproduces print_trainable_parameters for GPT-2 124M (PEFT 0.21)", () => {
+    for (const c of Object.values(peft124m.cases)) {
+      const [row] = parameterTable({ modules, baseParameters, ranks: [c.lora_config_args.r], targetSets: [c.lora_config_args.target_modules] });
+      expect(row!.trainable).toBe(c.trainable);
+      expect(row!.all).toBe(c.all);
+      expect(row!.peftLine).toBe(c.print_trainable_parameters);
+      expect(c.print_trainable_parameters).toContain(`trainable%: ${row!.trainablePercent}`);
+    }
+  });
+
+  it("orders rows by target set, then rank, and derives the other columns from the counts", () => {
+    const rows = parameterTable({ modules, baseParameters, ranks: [4, 64], targetSets: [["c_attn"], "all-linear"] });
+    expect(rows.map((r) => [r.targets, r.r, r.modules])).toEqual([["c_attn", 4, 12], ["c_attn", 64, 12], ["all-linear", 4, 48], ["all-linear", 64, 48]]);
+    for (const r of rows) {
+      expect(r.adapterBytes).toBe(4 * r.trainable);
+      expect(r.all).toBe(baseParameters + r.trainable);
+    }
+    // c_attn is 768 → 2304: an adapter of rank r holds r·(768 + 2304) of its 768·2304 entries
+    expect(rows[0]!.fullDeltaPercent).toBe(((100 * 4 * (768 + 2304)) / (768 * 2304)).toFixed(2));
+    expect(rows[1]!.trainable).toBe(16 * rows[0]!.trainable);
+  });
+
+  it("counts what a real PeftModel trains, for every kind of target set (tiny model)", () => {
+    const tiny = gpt2PresetConfig("tiny");
+    const sets = [["c_attn"], ["c_proj"], ["c_fc", "wte"], "all-linear"] as const;
+    const rows = parameterTable({ modules: gpt2ModuleShapes(tiny), baseParameters: gpt2ParameterCount(tiny), ranks: [3], targetSets: sets });
+    for (const [i, targetModules] of sets.entries()) {
+      const peft = getPeftModel(new GPT2LMHeadModel(tiny, { generator: new Generator(1) }), new LoraConfig({ r: 3, targetModules, fanInFanOut: true }), "default", { onWarning: () => {} });
+      const [trainable, all] = peft.getNbTrainableParameters();
+      expect([rows[i]!.trainable, rows[i]!.all, rows[i]!.peftLine]).toEqual([trainable, all, peft.trainableParametersLine()]);
+      peft.dispose();
+    }
+  });
+});
+
+describe("target specs", () => {
+  const names = gpt2ModuleShapes(gpt2PresetConfig("tiny")).map((m) => m.name);
+  it("parse lists and the all-linear keyword", () => {
+    expect(parseTargetSpec(" c_attn, c_proj ,")).toEqual(["c_attn", "c_proj"]);
+    expect(parseTargetSpec("all-linear")).toBe("all-linear");
+  });
+  it("report names that match no module, as suffixes after a dot", () => {
+    expect(unknownTargets(["c_attn", "attn.c_proj", "c_atn", "proj"], names)).toEqual(["c_atn", "proj"]);
+    expect(unknownTargets("all-linear", names)).toEqual([]);
+  });
+});
