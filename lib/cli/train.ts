@@ -220,7 +220,13 @@ async function train(flags: TrainFlags, cmd: Command): Promise<number> {
     trainer.stop();
   };
   const chart = join(flags.out, "loss");
-  trainer.on("checkpoint", () => writeLossChart(chart, trainer.history));
+  // The plot follows the checkpoints, redrawn at most every 30 s: a PNG takes tens of milliseconds.
+  let chartDrawn = -Infinity;
+  trainer.on("checkpoint", () => {
+    if (performance.now() - chartDrawn < 30_000) return;
+    writeLossChart(chart, trainer.history);
+    chartDrawn = performance.now();
+  });
   try {
     if (resumeFrom) trainer.restore(resumeFrom);
     say(

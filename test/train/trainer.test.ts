@@ -41,7 +41,7 @@ const tokenizer = { eosTokenId: EOS };
 function setup(seed: number, extra: Partial<TrainerOptions> = {}) {
   const generator = new Generator(seed);
   const base = GPT2LMHeadModel.fromPretrained(MODEL, { generator });
-  const model = getPeftModel(base, new LoraConfig({ r: 4, loraAlpha: 8, loraDropout: 0.1, targetModules: ["c_attn", "c_proj"] }), "default", { generator, onWarning: () => {} });
+  const model = getPeftModel(base, new LoraConfig({ r: 4, loraAlpha: 8, loraDropout: 0.1, targetModules: ["c_attn", "c_proj"], fanInFanOut: true }), "default", { generator });
   const options: TrainerOptions = {
     model,
     trainData: new DataLoader(TRAIN, { batchSize: 4, tokenizer, seed }),
@@ -120,7 +120,7 @@ describe("Trainer", () => {
     copyFileSync(join(MODEL, "model.safetensors"), join(dir, "model.safetensors"));
     const curve = async (batchSize: number, gradAccum: number) => {
       const generator = new Generator(5);
-      const model = getPeftModel(GPT2LMHeadModel.fromPretrained(dir, { generator }), new LoraConfig({ r: 4, targetModules: ["c_attn"] }), "default", { generator });
+      const model = getPeftModel(GPT2LMHeadModel.fromPretrained(dir, { generator }), new LoraConfig({ r: 4, targetModules: ["c_attn"], fanInFanOut: true }), "default", { generator });
       const trainer = new Trainer({
         model, trainData: new DataLoader(TRAIN, { batchSize, tokenizer, seed: 5 }), maxSteps: 8, gradAccum, lr: 1e-2, progress: { quiet: true },
       });
