@@ -18,6 +18,7 @@ import { loraDelta, type LoraDeltaOptions } from "../ops/lora.js";
 import { conv1dLinear, linear } from "../ops/matmul.js";
 import { dropout } from "../ops/nn.js";
 import { sum } from "../ops/reduce.js";
+import { tensor } from "../tensor/creation.js";
 import { copyInto, type Tensor } from "../tensor/tensor.js";
 
 /**
@@ -82,23 +83,28 @@ export function doraForward(op: DoraOperands, y: Tensor, x: Tensor, A: Tensor, B
 /**
  * Merges one DoRA adapter into `target` (the base weight, or a trial copy for a safe merge):
  * target ← factor·(target + ΔW) with factor = m/‖W₀ + ΔW‖ per output feature, W₀ = `unmerged`
- * (the base weight without previously merged adapters). Returns the factor, which unmerge needs.
+ * (the base weight without previously merged adapters). Returns the factor, which unmerge needs,
+ * on the host: it outlives the merge, and a layer dropped while merged must not hold device memory.
  */
-export function doraMerge(op: DoraOperands, target: Tensor, unmerged: Tensor, m: Tensor): Tensor {
+export function doraMerge(op: DoraOperands, target: Tensor, unmerged: Tensor, m: Tensor): Float32Array {
   return noGrad(() => {
     const norm = doraWeightNorm(op, unmerged);
     const factor = div(m, norm);
     norm.dispose();
     op.addDelta(target, 1);
     scaleOutputs(op, target, factor, mul);
-    return factor;
+    const host = factor.dataSync() as Float32Array;
+    factor.dispose();
+    return host;
   });
 }
 
 /** Undoes doraMerge on `target`: target ← target/factor − ΔW. */
-export function doraUnmerge(op: DoraOperands, target: Tensor, factor: Tensor): void {
+export function doraUnmerge(op: DoraOperands, target: Tensor, factor: Float32Array): void {
   noGrad(() => {
-    scaleOutputs(op, target, factor, div);
+    const f = tensor(factor, { device: target.device });
+    scaleOutputs(op, target, f, div);
+    f.dispose();
     op.addDelta(target, -1);
   });
 }

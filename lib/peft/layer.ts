@@ -162,7 +162,7 @@ export class LoraLinear extends LoraLayerBase<Linear | Conv1D> {
   /** The base weight is stored [in, out] (GPT-2's Conv1D). */
   readonly fanInFanOut: boolean;
   /** Merged DoRA adapters: the factor m/‖W₀ + ΔW‖ of the merge, which unmerging divides out. */
-  private readonly doraFactors = new Map<string, Tensor>();
+  private readonly doraFactors = new Map<string, Float32Array>();
 
   constructor(base: Linear | Conv1D) {
     super(base);
@@ -215,7 +215,6 @@ export class LoraLinear extends LoraLayerBase<Linear | Conv1D> {
       dict.registerModule(name, null);
       m.dispose();
     }
-    this.doraFactors.get(name)?.dispose();
     this.doraFactors.delete(name);
   }
 
@@ -248,13 +247,11 @@ export class LoraLinear extends LoraLayerBase<Linear | Conv1D> {
     const unmerged = this.merged.length > 0 ? this.unmergedWeight() : this.base_layer.weight;
     const factor = doraMerge(this.doraOperands(name), target, unmerged, m);
     if (unmerged !== this.base_layer.weight) unmerged.dispose();
-    this.doraFactors.get(name)?.dispose();
     this.doraFactors.set(name, factor);
   }
 
   protected override unmergeFrom(target: Tensor, name: string): void {
     this.undoMerge(target, name);
-    this.doraFactors.get(name)?.dispose();
     this.doraFactors.delete(name);
   }
 

@@ -13,6 +13,7 @@ import { emitLowrankWarning, LoraConfig, type WarningHandler } from "./config.js
 import {
   adapterPaths, adapterStateKey, DEFAULT_ADAPTER_NAME, formatTrainableParameters, parseAdapterStateKey, PEFT_KEY_PREFIX, validateAdapterName,
 } from "./format.js";
+import { isBaseMutatingInit } from "./init.js";
 import { LoraEmbedding, LoraLinear, wrapWithLora, type AdapterSpec, type LoraLayer } from "./layer.js";
 import { findModulesToSave, ModulesToSaveWrapper } from "./modules-to-save.js";
 import { planInjection, type ModuleInfo, type ModuleKind } from "./targets.js";
@@ -101,6 +102,13 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
       .filter(([path]) => path !== "" && !ADAPTER_INTERNALS.test(path))
       .map(([path, m]) => ({ name: path, kind: m instanceof LoraLinear || m instanceof LoraEmbedding ? moduleKind(m.base_layer) : moduleKind(m) }));
     const plan = planInjection(modules, config, { modelType: modelType(this.model), onWarning: this.warn });
+    const mutating = [config, ...this.peftConfig.values()].find((c) => isBaseMutatingInit(c.initLoraWeights));
+    if (mutating && this.peftConfig.size > 0) {
+      this.warn(
+        `initLoraWeights "${String(mutating.initLoraWeights)}" changes the base weights of the model and should thus not be used with ` +
+          "other adapters (PEFT warns the same): the others would run on the rewritten base.",
+      );
+    }
     for (const path of plan.targets) {
       let layer = this.loraLayers.get(path);
       if (!layer) {

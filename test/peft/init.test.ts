@@ -80,6 +80,15 @@ describe("PiSSA on GPT-2's Conv1D layers", () => {
     merged.dispose();
   });
 
+  it("warns, as PEFT does, when a PiSSA adapter shares the model with other adapters", () => {
+    const warnings: string[] = [];
+    const peft = PeftModel.fromPretrained(loadGpt2(), join(DIR, "adapter"), { onWarning: (m) => warnings.push(m) });
+    expect(warnings.filter((w) => w.includes("changes the base weights"))).toEqual([]);
+    peft.addAdapter("other", new LoraConfig({ r: 2, targetModules: ["c_fc"] }));
+    expect(warnings.filter((w) => w.includes('"pissa" changes the base weights of the model'))).toHaveLength(1);
+    peft.dispose();
+  });
+
   it("refuses OLoRA on Conv1D, where PEFT's init makes A [r, out] and B [in, r]", () => {
     const ref = readJson<{ olora_on_gpt2_conv1d: { lora_A_shape: number[]; forward_error: string } }>(join(EXTRA, "mlp", "reference.json"));
     expect(ref.olora_on_gpt2_conv1d.lora_A_shape).toEqual([4, 192]); // what PEFT does: [r, out], unusable
