@@ -3,6 +3,7 @@
 import type { Command } from "commander";
 import { generate } from "../models/gpt2/generate.js";
 import type { GPT2LMHeadModel } from "../models/gpt2/model.js";
+import type { GPT2Tokenizer } from "../models/tokenizer.js";
 import { PeftModel } from "../peft/model.js";
 import { Generator } from "../tensor/random.js";
 import { formatPrompt, resolveTemplate } from "../train/template.js";
@@ -49,6 +50,37 @@ Example:
     .action(runAction("generate", (flags: GenerateFlags) => run(flags)));
 }
 
+/**
+ * Writes the text of token ids as they arrive. A token can end inside a multi-byte character
+ * (byte-level BPE), which decodes to U+FFFD until the next token completes it, so a trailing
+ * U+FFFD is held back until then (or until end()).
+ */
+export class TextStreamer {
+  private readonly ids: number[] = [];
+  private written = "";
+
+  constructor(
+    private readonly tokenizer: Pick<GPT2Tokenizer, "decode">,
+    private readonly write: (text: string) => void,
+  ) {}
+
+  push(id: number): void {
+    this.ids.push(id);
+    this.flush(false);
+  }
+
+  end(): void {
+    this.flush(true);
+  }
+
+  private flush(final: boolean): void {
+    const decoded = this.tokenizer.decode(this.ids, { skipSpecialTokens: true });
+    const ready = final ? decoded : decoded.replace(/\uFFFD+$/, "");
+    if (ready.length > this.written.length) this.write(ready.slice(this.written.length));
+    this.written = ready;
+  }
+}
+
 function promptText(flags: GenerateFlags): string {
   if (flags.template === "none") {
     if (flags.input !== undefined) throw new UsageError("--input needs a --template (e.g. --template alpaca) to place it in the prompt");
@@ -78,25 +110,14 @@ async function run(flags: GenerateFlags): Promise<void> {
     throw new UsageError(`the prompt is ${ids.length} tokens; the model sees at most ${base.config.nPositions}, leaving no room to generate`);
   }
 
-  // A token can end inside a multi-byte character; a trailing U+FFFD is held back until the next completes it.
-  const produced: number[] = [];
-  let printed = "";
-  const flush = (final: boolean) => {
-    const decoded = tokenizer.decode(produced, { skipSpecialTokens: true });
-    const ready = final ? decoded : decoded.replace(/\uFFFD+$/, "");
-    if (ready.length > printed.length) process.stdout.write(ready.slice(printed.length));
-    printed = ready;
-  };
+  const stream = new TextStreamer(tokenizer, (text) => process.stdout.write(text));
   try {
     generate(model, ids, {
       maxNewTokens: flags.maxNewTokens, temperature: flags.temperature, topK: flags.topK, topP: flags.topP,
       eosTokenId: tokenizer.eosTokenId, generator: new Generator(flags.seed),
-      onToken: (id) => {
-        produced.push(id);
-        flush(false);
-      },
+      onToken: (id) => stream.push(id),
     });
-    flush(true);
+    stream.end();
     process.stdout.write("\n");
   } finally {
     (peft ?? base).dispose();

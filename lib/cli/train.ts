@@ -1,6 +1,6 @@
 // `lowrank train`: fine-tunes a LoRA adapter on a GPT-2 checkpoint from a JSONL instruction set
 // and writes it in PEFT's format, with metrics, a loss plot and resumable checkpoints.
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import type { Command } from "commander";
 import { LoraConfig } from "../peft/config.js";
@@ -8,7 +8,7 @@ import { getPeftModel } from "../peft/model.js";
 import { Conv1D, Embedding, Linear } from "../nn/layers.js";
 import type { GPT2LMHeadModel } from "../models/gpt2/model.js";
 import { Generator } from "../tensor/random.js";
-import { resolveResume } from "../train/checkpoint.js";
+import { listCheckpoints, resolveResume } from "../train/checkpoint.js";
 import { DataLoader } from "../train/collate.js";
 import { formatProblem, loadInstructionData } from "../train/data.js";
 import { writeLossChart } from "../train/metrics.js";
@@ -139,10 +139,13 @@ function checkFlags(flags: TrainFlags, cmd: Command): void {
   if (flags.warmup >= 1 && !Number.isInteger(flags.warmup)) throw new UsageError(`--warmup ${flags.warmup}: a step count must be an integer (a share must be < 1)`);
 }
 
-/** A folder that already holds a run is only continued with --resume, never overwritten. */
+/**
+ * A folder that already holds a run (a checkpoint or a finished adapter) is only continued with
+ * --resume, never overwritten. A run killed before its first checkpoint left nothing to resume.
+ */
 function checkOut(flags: TrainFlags): string | undefined {
   if (flags.resume !== undefined) return resolveResume(flags.resume, flags.out);
-  const used = existsSync(join(flags.out, "metrics.jsonl")) || (existsSync(join(flags.out, "checkpoints")) && readdirSync(join(flags.out, "checkpoints")).length > 0);
+  const used = listCheckpoints(join(flags.out, "checkpoints")).length > 0 || existsSync(join(flags.out, "adapter_model.safetensors"));
   if (used) throw new UsageError(`--out ${flags.out} already holds a training run; add --resume to continue it, or choose another --out`);
   return undefined;
 }
@@ -215,7 +218,10 @@ async function train(flags: TrainFlags, cmd: Command): Promise<number> {
   // Ctrl-C: finish the step, checkpoint, exit 130. A second Ctrl-C quits at once.
   let interrupts = 0;
   const onSigint = () => {
-    if (++interrupts > 1) process.exit(EXIT.interrupted);
+    if (++interrupts > 1) {
+      if (process.stdout.isTTY) process.stdout.write("\x1b[?25h\n"); // the progress bar hid the cursor
+      process.exit(EXIT.interrupted);
+    }
     console.error("\ninterrupt: finishing the current step, then saving a checkpoint (Ctrl-C again to quit at once)");
     trainer.stop();
   };
