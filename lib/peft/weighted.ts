@@ -8,7 +8,9 @@
 //             every entry of A and B is then clamped to ±(the q-quantile of all their entries).
 // The new adapter's config is the first adapter's with r and loraAlpha set to the new rank (so the
 // scaling is 1, the sᵢ being folded into the factors), target modules combined, rank/alpha patterns
-// dropped. It is added inactive and frozen, like any added adapter.
+// dropped. It is added inactive and frozen, like any added adapter. Only A and B are combined: with
+// DoRA sources, as in PEFT, the new adapter's magnitudes start afresh (‖W‖, since its B is 0 when
+// it is created), not from the sources' magnitudes.
 //
 // Singular vectors are unique only up to sign, and LAPACK's choice differs from ours: with "svd",
 // B·A (and so the adapter's output) matches PEFT, A and B themselves up to the sign of each pair;

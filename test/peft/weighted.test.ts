@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { PeftModel, type GPT2LMHeadModel } from "../../lib/index.js";
+import { getPeftModel, LoraConfig, PeftModel, type GPT2LMHeadModel } from "../../lib/index.js";
 import { quantileClamp, matrix } from "../../lib/linalg/index.js";
 import { relError } from "../helpers.js";
 import { EXTRA, fixtureTensors, loadGpt2, logitsOf, PEFT_TINY, product, quiet, readJson } from "./extra-fixtures.js";
@@ -127,6 +127,20 @@ describe("addWeightedAdapter against PEFT", () => {
     const cat = logitsOf(peft);
     peft.setAdapter(["a", "b", "c"]);
     expect(relError(cat, logitsOf(peft))).toBeLessThan(1e-5);
+    peft.dispose();
+  });
+
+  it("embedding adapters combine in the same B·A orientation: cat, and svd at full rank, equal both active at once", () => {
+    const peft = getPeftModel(loadGpt2(), new LoraConfig({ r: 3, loraAlpha: 6, targetModules: ["wte"], initLoraWeights: false }), "e1", quiet);
+    peft.addAdapter("e2", new LoraConfig({ r: 2, loraAlpha: 2, targetModules: ["wte"], initLoraWeights: false }));
+    peft.eval();
+    peft.setAdapter(["e1", "e2"]);
+    const both = logitsOf(peft);
+    for (const combinationType of ["cat", "svd"] as const) {
+      peft.addWeightedAdapter(["e1", "e2"], [1, 1], combinationType, { combinationType, svdRank: 5 });
+      peft.setAdapter(combinationType);
+      expect(relError(logitsOf(peft), both), combinationType).toBeLessThan(1e-5);
+    }
     peft.dispose();
   });
 
