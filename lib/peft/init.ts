@@ -35,7 +35,7 @@ export interface InitTarget {
   A: Tensor;
   B: Tensor;
   scaling: number;
-  /** The module's name, for error messages. */
+  /** Which layer this is, for error messages. */
   where: string;
 }
 
@@ -52,7 +52,7 @@ export function applyBaseMutatingInit(init: BaseMutatingInit, t: InitTarget): vo
     // mlp.c_proj) and, for square layers, the init changes the layer's output. An adapter made
     // here would not load in PEFT either, since PEFT re-runs that init when loading.
     throw new Error(
-      `initLoraWeights "olora" on ${t.where}: the layer is a Conv1D (weight stored [in, out] = ${formatShape(t.weight.shape)}), ` +
+      `initLoraWeights "olora" on ${t.where}: a Conv1D stores its weight [in, out] (${formatShape(t.weight.shape)}), ` +
         "and PEFT's OLoRA init does not transpose it (it produces lora_A [r, out] and lora_B [in, r], which fail or change " +
         'the output), so such an adapter cannot be shared with PEFT. Use initLoraWeights "pissa" (which PEFT handles ' +
         "correctly for Conv1D), or OLoRA on nn.Linear layers.",
