@@ -98,8 +98,12 @@ export class ProgressReporter {
   /** A message line (eval results, checkpoints), printed above the bar when there is one. */
   log(message: string): void {
     if (this.quiet) return;
-    if (this.multibar) this.multibar.log(message + "\n");
-    else this.stream.write(message + "\n");
+    if (this.multibar) {
+      this.multibar.log(message + "\n");
+      this.multibar.update(); // log() only buffers until the next redraw, which stop() would skip
+    } else {
+      this.stream.write(message + "\n");
+    }
   }
 
   /** Removes the bar's redraw timer and leaves the cursor on a fresh line. */

@@ -25,7 +25,7 @@ import type { Generator } from "../tensor/random.js";
 import { tidy } from "../tensor/scope.js";
 import { copyInto, formatShape, type Tensor } from "../tensor/tensor.js";
 import {
-  CHECKPOINT_FORMAT, CHECKPOINT_VERSION, pruneCheckpoints, readCheckpoint, removeStaleTemporaries, writeCheckpoint, type TrainerState,
+  CHECKPOINT_FORMAT, CHECKPOINT_VERSION, pruneCheckpoints, readCheckpoint, removeStaleTemporaries, resolveResume, writeCheckpoint, type TrainerState,
 } from "./checkpoint.js";
 import type { DataLoader, LoaderState } from "./collate.js";
 import { MetricsLog, type StepRecord } from "./metrics.js";
@@ -90,8 +90,11 @@ export interface TrainerOptions {
   outDir?: string;
   /** The random streams the run draws from (model dropout, LoRA dropout): checkpointed by name. */
   generators?: Record<string, Generator>;
-  /** A checkpoint folder to continue from (see resolveResume for --resume arguments). */
-  resumeFrom?: string;
+  /**
+   * Continue a run: true = the latest checkpoint in <outDir>/checkpoints; a path = a checkpoint
+   * folder, or a run folder (its latest checkpoint). Or call restore(dir) before train().
+   */
+  resume?: true | string;
   /**
    * Settings that shape the run (model, data, LoRA config, seed, ...): saved in checkpoints and
    * compared on resume, so a run is never continued with other settings by accident. The
@@ -262,7 +265,10 @@ export class Trainer extends EventEmitter<TrainerEvents> {
 
   /** Runs (or continues) training to the last step. Rejects with NonFiniteLossError on a NaN/Inf loss. */
   async train(): Promise<TrainResult> {
-    if (this.options.resumeFrom !== undefined) this.restore(this.options.resumeFrom);
+    if (this.options.resume !== undefined) {
+      if (this.options.resume === true && this.options.outDir === undefined) throw new Error("Trainer: resume: true needs outDir (where the checkpoints are)");
+      this.restore(resolveResume(this.options.resume, this.options.outDir ?? ""));
+    }
     if (this.options.outDir !== undefined) mkdirSync(this.options.outDir, { recursive: true });
     if (this.checkpointsDir) removeStaleTemporaries(this.checkpointsDir);
     this.metrics?.reset(this.history);

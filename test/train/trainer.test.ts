@@ -180,7 +180,7 @@ describe("Trainer", () => {
     first.model.dispose();
 
     // a fresh process would build everything anew from the same settings: so do we
-    const second = setup(21, { maxSteps: 30, evalEvery: 10, checkpointEvery: 10, outDir: out, resumeFrom: stopped.checkpoint! });
+    const second = setup(21, { maxSteps: 30, evalEvery: 10, checkpointEvery: 10, outDir: out, resume: true });
     const t2 = new Trainer(second.options);
     const resumed = await t2.train();
     expect(resumed.status).toBe("completed");
@@ -200,9 +200,21 @@ describe("Trainer", () => {
     const out = newOut();
     const a = await run(4, { maxSteps: 3, outDir: out });
     a.model.dispose();
-    const { model, options } = setup(4, { maxSteps: 3, lr: 5e-3, outDir: out, resumeFrom: join(out, "checkpoints", "step-3") });
+    const { model, options } = setup(4, { maxSteps: 3, lr: 5e-3, outDir: out, resume: join(out, "checkpoints", "step-3") });
     const trainer = new Trainer(options);
     await expect(trainer.train()).rejects.toThrow(/resume from .*step-3: the run's settings differ from the checkpoint's \(trainer: checkpoint .*"lr":0\.01.*now .*"lr":0\.005/);
+    trainer.dispose();
+    model.dispose();
+  });
+
+  it("yields to the event loop between steps: callbacks run while it trains", async () => {
+    const { model, options } = setup(2, { maxSteps: 50 });
+    const trainer = new Trainer(options);
+    setImmediate(() => trainer.stop()); // can only run when the loop yields, after the first step
+    const result = await trainer.train();
+    expect(result.status).toBe("stopped");
+    expect(result.step).toBe(1);
+    expect(result.checkpoint).toBeNull(); // no outDir: nothing written
     trainer.dispose();
     model.dispose();
   });
