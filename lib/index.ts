@@ -27,3 +27,8 @@ export { lineChart, linearAxis, logAxis, niceStep, formatTicks, PALETTE, renderS
 export * from "./train/data.js";
 export * from "./train/template.js";
 export * from "./train/collate.js";
+export { LoRALayer, LinearWithLoRA, addLoraToModel, mergeLoraWeights, type LoRALayerOptions } from "./peft/chapter.js";
+export { ModulesToSaveWrapper, cloneModule } from "./peft/modules-to-save.js";
+export { DoraMagnitude } from "./peft/dora.js";
+export { type WeightedAdapterOptions, type CombinationType } from "./peft/weighted.js";
+export { type BaseMutatingInit } from "./peft/init.js";
