@@ -150,6 +150,12 @@ function checkOut(flags: TrainFlags): string | undefined {
   return undefined;
 }
 
+/** adapter_config.json's fields, less the model path (the same model may be named another way on resume). */
+function comparableLoraConfig(config: LoraConfig): Record<string, unknown> {
+  const { base_model_name_or_path: _path, ...rest } = JSON.parse(config.toJSONString()) as Record<string, unknown>;
+  return rest;
+}
+
 /** The command line that continues this run: the same arguments, with a bare --resume (latest checkpoint). */
 function resumeCommand(argv: readonly string[], resume: TrainFlags["resume"]): string {
   const args: string[] = [];
@@ -212,7 +218,7 @@ async function train(flags: TrainFlags, cmd: Command): Promise<number> {
     evalEvery: flags.evalEvery, checkpointEvery: flags.checkpointEvery, keepCheckpoints: flags.keepCheckpoints,
     outDir: flags.out, generators: { model: generator },
     // With the data fingerprint (checked by the loader), these pin down the run's trajectory.
-    config: { model: base.config.toHF(), lora: JSON.parse(model.peftConfig.get("default")!.toJSONString()), seed: flags.seed, maxLength, packing: !!flags.packing, batchSize: flags.batchSize },
+    config: { model: base.config.toHF(), lora: comparableLoraConfig(model.peftConfig.get("default")!), seed: flags.seed, maxLength, packing: !!flags.packing, batchSize: flags.batchSize },
     progress: { quiet: flags.quiet, logEvery: flags.logEvery },
   });
   // Ctrl-C: finish the step, checkpoint, exit 130. A second Ctrl-C quits at once.

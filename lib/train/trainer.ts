@@ -194,6 +194,8 @@ export class Trainer extends EventEmitter<TrainerEvents> {
   private sessionStart = 0;
   private lastCheckpoint: { step: number; dir: string } | null = null;
   private stopRequested = false;
+  /** The resume option, until train() has applied it. */
+  private pendingResume: true | string | undefined;
   private progress: ProgressReporter | null = null;
   readonly history: StepRecord[] = [];
 
@@ -201,6 +203,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     super();
     const d = TRAINER_DEFAULTS;
     this.options = opts;
+    this.pendingResume = opts.resume;
     this.model = opts.model;
     this.trainData = opts.trainData;
     this.evalData = opts.evalData ?? null;
@@ -263,11 +266,16 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     this.stopRequested = true;
   }
 
-  /** Runs (or continues) training to the last step. Rejects with NonFiniteLossError on a NaN/Inf loss. */
+  /**
+   * Runs (or continues) training to the last step; after a stop, calling it again continues.
+   * Rejects with NonFiniteLossError on a NaN/Inf loss.
+   */
   async train(): Promise<TrainResult> {
-    if (this.options.resume !== undefined) {
-      if (this.options.resume === true && this.options.outDir === undefined) throw new Error("Trainer: resume: true needs outDir (where the checkpoints are)");
-      this.restore(resolveResume(this.options.resume, this.options.outDir ?? ""));
+    this.stopRequested = false;
+    if (this.pendingResume !== undefined) {
+      if (this.pendingResume === true && this.options.outDir === undefined) throw new Error("Trainer: resume: true needs outDir (where the checkpoints are)");
+      this.restore(resolveResume(this.pendingResume, this.options.outDir ?? ""));
+      this.pendingResume = undefined;
     }
     if (this.options.outDir !== undefined) mkdirSync(this.options.outDir, { recursive: true });
     if (this.checkpointsDir) removeStaleTemporaries(this.checkpointsDir);
