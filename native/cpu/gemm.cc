@@ -199,12 +199,14 @@ void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float
   const int64_t b_rs = trans_b ? 1 : ldb, b_cs = trans_b ? ldb : 1;
   const bool trivial = k == 0 || alpha == 0;
 
-  // Work items: each matrix of the batch is cut into `parts` blocks of whole tiles along its
-  // longer tile dimension; item w is block w / batch of matrix w % batch, and thread t takes a
-  // contiguous run of items. With parts == threads each thread owns one block of every matrix;
-  // tiny matrices (parts == 1) are shared out whole.
+  // Work items: each matrix of the batch is cut into `parts` blocks of whole tiles along m or n;
+  // item w is block w / batch of matrix w % batch, and thread t takes a contiguous run of items.
+  // With parts == threads each thread owns one block of every matrix; tiny matrices (parts == 1)
+  // are shared out whole. Cutting m makes every thread pack all of op(B) (k×n), cutting n all of
+  // op(A) (m×k): cut the dimension that duplicates less, if it has a tile for every thread.
   const int64_t tiles_m = (m + K.mr - 1) / K.mr, tiles_n = (n + K.nr - 1) / K.nr;
-  const bool split_m = tiles_m >= tiles_n;
+  const int64_t threads = num_threads();
+  const bool split_m = tiles_m >= threads && tiles_n >= threads ? n <= m : tiles_m >= tiles_n;
   const int64_t tiles = split_m ? tiles_m : tiles_n, tile = split_m ? K.mr : K.nr;
   const bool parallel = m * n * std::max<int64_t>(k, 1) * batch >= kParallelMinWork;
   auto run = [&](int t, int nt) {
