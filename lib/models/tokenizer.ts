@@ -26,6 +26,24 @@ const BYTE_TO_SYMBOL: readonly string[] = (() => {
 })();
 const SYMBOL_TO_BYTE = new Map(BYTE_TO_SYMBOL.map((s, b) => [s, b]));
 
+/** GPT-2's byte-level alphabet: the symbol for each byte 0..255 (the first 256 entries of a byte-level vocabulary). */
+export const BYTE_SYMBOLS: readonly string[] = BYTE_TO_SYMBOL;
+
+/**
+ * `text` split by GPT-2's pre-tokenizer, each word written in the byte-level alphabet: the units
+ * BPE merges within (what a BPE trainer counts pairs in). Special tokens are not recognized.
+ */
+export function byteLevelWords(text: string): string[] {
+  const utf8 = new TextEncoder();
+  const words: string[] = [];
+  for (const [word] of text.matchAll(PRETOKENIZE)) {
+    let symbols = "";
+    for (const b of utf8.encode(word)) symbols += BYTE_TO_SYMBOL[b];
+    words.push(symbols);
+  }
+  return words;
+}
+
 /** The end-of-text token of GPT-2 and most byte-level BPE vocabularies. */
 export const END_OF_TEXT = "<|endoftext|>";
 
