@@ -32,3 +32,7 @@ export { ModulesToSaveWrapper, cloneModule } from "./peft/modules-to-save.js";
 export { DoraMagnitude } from "./peft/dora.js";
 export { type WeightedAdapterOptions, type CombinationType } from "./peft/weighted.js";
 export { type BaseMutatingInit } from "./peft/init.js";
+export { Trainer, NonFiniteLossError, TRAINER_DEFAULTS, type TrainerOptions, type TrainableModel, type TrainBatchInput, type TrainResult, type TrainerEvents, type EvalEvent, type CheckpointEvent, type ScheduleName } from "./train/trainer.js";
+export { writeCheckpoint, readCheckpoint, listCheckpoints, latestCheckpoint, pruneCheckpoints, resolveResume, CHECKPOINT_FILES, LATEST_FILE, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, type TrainerState, type CheckpointContents, type LoadedCheckpoint } from "./train/checkpoint.js";
+export { MetricsLog, writeLossChart, type StepRecord } from "./train/metrics.js";
+export { ProgressReporter, formatDuration, type ProgressOptions } from "./train/progress.js";
