@@ -81,7 +81,12 @@ export function formatTargetSpec(spec: TargetSpec): string {
  */
 export function unknownTargets(spec: TargetSpec, moduleNames: readonly string[]): string[] {
   if (spec === "all-linear") return [];
-  return spec.filter((t) => !moduleNames.some((n) => n === t || n.endsWith(`.${t}`)));
+  return spec.filter((t) => !moduleNames.some((n) => matchesTarget(n, [t])));
+}
+
+/** Whether module `path` is one of the named targets. */
+export function matchesTarget(path: string, names: readonly string[]): boolean {
+  return names.some((t) => path === t || path.endsWith(`.${t}`));
 }
 
 /** One row of the table: a target set at one rank. */

@@ -6,6 +6,7 @@ import { demoCommand } from "./demo.js";
 import { generateCommand } from "./generate.js";
 import { mergeCommand } from "./merge.js";
 import { paramsCommand } from "./params.js";
+import { svdCommand } from "./svd.js";
 import { trainCommand } from "./train.js";
 
 const program = new Command();
@@ -38,6 +39,7 @@ program.addCommand(trainCommand());
 program.addCommand(mergeCommand());
 program.addCommand(generateCommand());
 program.addCommand(paramsCommand());
+program.addCommand(svdCommand());
 program.addCommand(demoCommand());
 
 program.parseAsync(process.argv).catch((err: Error) => {

@@ -17,16 +17,24 @@ import { EXIT, newCommand, runAction, UsageError } from "./common.js";
 /** The ranks the chapter compares. */
 export const DEFAULT_RANKS = "4,8,16,64";
 
-/** --ranks: comma-separated positive integers, e.g. "4,8,16,64" (duplicates refused: they would repeat a row or a run). */
-export function parseRanks(value: string): number[] {
-  const parts = value.split(",").map((s) => s.trim());
-  const bad = parts.find((p) => !/^\d+$/.test(p) || Number(p) < 1 || !Number.isSafeInteger(Number(p)));
-  if (bad !== undefined) throw new InvalidArgumentError(`"${bad}" is not a rank; expected integers >= 1 separated by commas, e.g. 4,8,16,64.`);
-  const ranks = parts.map(Number);
-  const twice = ranks.find((r, i) => ranks.indexOf(r) !== i);
-  if (twice !== undefined) throw new InvalidArgumentError(`rank ${twice} is listed twice.`);
-  return ranks;
+/**
+ * A parser for a comma-separated list of positive integers (--ranks, --top-k). Duplicates are
+ * refused: they would repeat a row, a column or a training run.
+ */
+export function positiveIntList(noun: string, example: string): (value: string) => number[] {
+  return (value) => {
+    const parts = value.split(",").map((s) => s.trim());
+    const bad = parts.find((p) => !/^\d+$/.test(p) || Number(p) < 1 || !Number.isSafeInteger(Number(p)));
+    if (bad !== undefined) throw new InvalidArgumentError(`"${bad}" is not a ${noun}; expected integers >= 1 separated by commas, e.g. ${example}.`);
+    const values = parts.map(Number);
+    const twice = values.find((v, i) => values.indexOf(v) !== i);
+    if (twice !== undefined) throw new InvalidArgumentError(`${noun} ${twice} is listed twice.`);
+    return values;
+  };
 }
+
+/** --ranks, e.g. "4,8,16,64". */
+export const parseRanks = positiveIntList("rank", DEFAULT_RANKS);
 
 /** --target-sets: target sets separated by ";", each a --target value. */
 function parseTargetSets(value: string): TargetSpec[] {
