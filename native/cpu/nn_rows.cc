@@ -1,4 +1,5 @@
-// row_exp_sum (nn_rows.h) at three SIMD levels, picked once at run time like the gemm kernels.
+// row_exp_sum, gelu and dropout (nn_rows.h) at three SIMD levels, picked once at run time like the
+// gemm kernels.
 //
 // exp(x) = 2^n * exp(r) with n = round(x / ln 2) and r = x - n ln 2 (|r| <= ln2/2, ln 2 split in a
 // high part exact in float and a low correction), exp(r) by Cephes' degree-7 polynomial, 2^n built
@@ -40,6 +41,25 @@ float exp_sum_scalar(const float* x, int64_t n, float shift, float scale, float*
   return sum;
 }
 
+constexpr float kGeluK = 0.7978845608028654f;  // √(2/π)
+constexpr float kGeluC = 0.044715f;
+
+void gelu_scalar(const float* x, float* y, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    const float v = x[j];
+    y[j] = v / (1.0f + std::exp(-2.0f * kGeluK * (v + kGeluC * v * v * v)));
+  }
+}
+
+void gelu_backward_scalar(const float* x, const float* g, float* gx, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    const float v = x[j];
+    const float s = 1.0f / (1.0f + std::exp(-2.0f * kGeluK * (v + kGeluC * v * v * v)));
+    const float du = kGeluK * (1.0f + 3.0f * kGeluC * v * v);
+    gx[j] = g[j] * (s + 2.0f * v * s * (1.0f - s) * du);
+  }
+}
+
 #ifdef LOWRANK_X86
 LR_TARGET_AVX512 inline __m512 exp512(__m512 x) {
   const __m512 lo = _mm512_set1_ps(kExpLo), hi = _mm512_set1_ps(kExpHi);
@@ -70,6 +90,36 @@ LR_TARGET_AVX512 float exp_sum_avx512(const float* x, int64_t n, float shift, fl
     if (y) _mm512_mask_storeu_ps(y + j, m, _mm512_mul_ps(e, vscale));
   }
   return _mm512_reduce_add_ps(acc);
+}
+
+// s = sigmoid(2u) = 1 / (1 + exp(-2u)) for GELU; exp overflowing to +inf gives s = 0 (x·s = -0 for x -> -inf).
+LR_TARGET_AVX512 inline __m512 gelu_sig512(__m512 v, __m512* du) {
+  const __m512 k = _mm512_set1_ps(kGeluK), c = _mm512_set1_ps(kGeluC), one = _mm512_set1_ps(1.0f);
+  const __m512 v2 = _mm512_mul_ps(v, v);
+  const __m512 u = _mm512_mul_ps(k, _mm512_fmadd_ps(_mm512_mul_ps(c, v2), v, v));
+  if (du) *du = _mm512_mul_ps(k, _mm512_fmadd_ps(_mm512_set1_ps(3.0f * kGeluC), v2, one));
+  return _mm512_div_ps(one, _mm512_add_ps(one, exp512(_mm512_mul_ps(_mm512_set1_ps(-2.0f), u))));
+}
+
+LR_TARGET_AVX512 void gelu_avx512(const float* x, float* y, int64_t n) {
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 m = n - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - j)) - 1);
+    const __m512 v = _mm512_maskz_loadu_ps(m, x + j);
+    _mm512_mask_storeu_ps(y + j, m, _mm512_mul_ps(v, gelu_sig512(v, nullptr)));
+  }
+}
+
+LR_TARGET_AVX512 void gelu_backward_avx512(const float* x, const float* g, float* gx, int64_t n) {
+  const __m512 one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f);
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 m = n - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - j)) - 1);
+    const __m512 v = _mm512_maskz_loadu_ps(m, x + j);
+    __m512 du;
+    const __m512 s = gelu_sig512(v, &du);
+    // s + 2·v·s·(1 - s)·du
+    const __m512 d = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_mul_ps(two, v), _mm512_mul_ps(s, _mm512_sub_ps(one, s))), du, s);
+    _mm512_mask_storeu_ps(gx + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, g + j), d));
+  }
 }
 
 LR_TARGET_AVX2 inline __m256 exp256(__m256 x) {
@@ -105,6 +155,36 @@ LR_TARGET_AVX2 float exp_sum_avx2(const float* x, int64_t n, float shift, float 
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
   return _mm_cvtss_f32(s);
+}
+
+LR_TARGET_AVX2 inline __m256 gelu_sig256(__m256 v, __m256* du) {
+  const __m256 k = _mm256_set1_ps(kGeluK), c = _mm256_set1_ps(kGeluC), one = _mm256_set1_ps(1.0f);
+  const __m256 v2 = _mm256_mul_ps(v, v);
+  const __m256 u = _mm256_mul_ps(k, _mm256_fmadd_ps(_mm256_mul_ps(c, v2), v, v));
+  if (du) *du = _mm256_mul_ps(k, _mm256_fmadd_ps(_mm256_set1_ps(3.0f * kGeluC), v2, one));
+  return _mm256_div_ps(one, _mm256_add_ps(one, exp256(_mm256_mul_ps(_mm256_set1_ps(-2.0f), u))));
+}
+
+LR_TARGET_AVX2 void gelu_avx2(const float* x, float* y, int64_t n) {
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 v = _mm256_loadu_ps(x + j);
+    _mm256_storeu_ps(y + j, _mm256_mul_ps(v, gelu_sig256(v, nullptr)));
+  }
+  gelu_scalar(x + j, y + j, n - j);
+}
+
+LR_TARGET_AVX2 void gelu_backward_avx2(const float* x, const float* g, float* gx, int64_t n) {
+  const __m256 one = _mm256_set1_ps(1.0f), two = _mm256_set1_ps(2.0f);
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 v = _mm256_loadu_ps(x + j);
+    __m256 du;
+    const __m256 s = gelu_sig256(v, &du);
+    const __m256 d = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_mul_ps(two, v), _mm256_mul_ps(s, _mm256_sub_ps(one, s))), du, s);
+    _mm256_storeu_ps(gx + j, _mm256_mul_ps(_mm256_loadu_ps(g + j), d));
+  }
+  gelu_backward_scalar(x + j, g + j, gx + j, n - j);
 }
 #endif
 
@@ -164,6 +244,25 @@ DropoutFn pick_dropout() {
   return dropout_scalar;
 }
 
+using GeluFn = void (*)(const float*, float*, int64_t);
+using GeluBackwardFn = void (*)(const float*, const float*, float*, int64_t);
+
+GeluFn pick_gelu() {
+#ifdef LOWRANK_X86
+  if (has_avx512()) return gelu_avx512;
+  if (has_avx2_fma()) return gelu_avx2;
+#endif
+  return gelu_scalar;
+}
+
+GeluBackwardFn pick_gelu_backward() {
+#ifdef LOWRANK_X86
+  if (has_avx512()) return gelu_backward_avx512;
+  if (has_avx2_fma()) return gelu_backward_avx2;
+#endif
+  return gelu_backward_scalar;
+}
+
 using ExpSumFn = float (*)(const float*, int64_t, float, float, float*);
 
 ExpSumFn pick_exp_sum() {
@@ -179,6 +278,16 @@ ExpSumFn pick_exp_sum() {
 float row_exp_sum(const float* x, int64_t n, float shift, float scale, float* y) {
   static const ExpSumFn fn = pick_exp_sum();
   return fn(x, n, shift, scale, y);
+}
+
+void gelu_run(const float* x, float* y, int64_t n) {
+  static const GeluFn fn = pick_gelu();
+  fn(x, y, n);
+}
+
+void gelu_backward_run(const float* x, const float* g, float* gx, int64_t n) {
+  static const GeluBackwardFn fn = pick_gelu_backward();
+  fn(x, g, gx, n);
 }
 
 void dropout_run(const float* x, float* y, int64_t n, float p, float scale, uint64_t seed, uint64_t offset, uint64_t i0) {

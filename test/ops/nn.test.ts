@@ -596,7 +596,7 @@ describe.skipIf(!existsSync(fixturePath))("PyTorch fixtures (test/fixtures/ops/r
   });
 });
 
-// The exp behind softmax, cross-entropy and attention has AVX-512, AVX2 and scalar versions
+// The exp behind softmax, cross-entropy, attention and GELU has AVX-512, AVX2 and scalar versions
 // (nn_rows.cc), picked once per process from LOWRANK_SIMD: the first test runs at this process's
 // level, the second re-runs it in child processes at the lower ones.
 const simdTest = "exp-based kernels are accurate at this SIMD level";
@@ -619,6 +619,21 @@ it(simdTest, () => {
     expectClose([loss.item()], [ref.sum], 1e-5);
     loss.backward();
     expectClose(logits.grad!, ref.gradSum, 1e-5);
+    // GELU goes through the same exp (x·sigmoid(2u)): element-wise error against float64 over
+    // -12..12 (vector bodies and tails), and the saturated ends (exactly x, and -0 for large -x).
+    const gx = Array.from({ length: 241 }, (_, j) => -12 + 0.1 * j);
+    const geluRef = (v: number) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
+    const geluGradRef = (v: number) => {
+      const k = Math.sqrt(2 / Math.PI), th = Math.tanh(k * (v + 0.044715 * v ** 3));
+      return 0.5 * (1 + th) + 0.5 * v * (1 - th * th) * k * (1 + 3 * 0.044715 * v * v);
+    };
+    const gIn = tensor(gx).requireGrad();
+    const gy = arr(gelu(gIn));
+    gx.forEach((v, j) => expect(Math.abs(gy[j]! - geluRef(v)), `gelu(${v})`).toBeLessThanOrEqual(2e-6 * Math.max(1, Math.abs(v))));
+    sum(gelu(gIn)).backward();
+    const gg = arr(gIn.grad!);
+    gx.forEach((v, j) => expect(Math.abs(gg[j]! - geluGradRef(v)), `gelu'(${v})`).toBeLessThanOrEqual(2e-6 * Math.max(1, Math.abs(v))));
+    expect(arr(gelu(tensor([100, -100, 0, -3e38])))).toEqual([100, -0, 0, -0]);
     // Dropout's 16-lane Philox (AVX-512): lanes, tails and the carry into the counter's high word.
     const seed = 0xfeed_beef_1234n, offset = 2n ** 32n - 7n;
     const x = t([3, 53], 61, 1, 2);
