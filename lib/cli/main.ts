@@ -7,6 +7,7 @@ import { generateCommand } from "./generate.js";
 import { mergeCommand } from "./merge.js";
 import { paramsCommand } from "./params.js";
 import { svdCommand } from "./svd.js";
+import { sweepCommand } from "./sweep.js";
 import { trainCommand } from "./train.js";
 
 const program = new Command();
@@ -40,6 +41,7 @@ program.addCommand(mergeCommand());
 program.addCommand(generateCommand());
 program.addCommand(paramsCommand());
 program.addCommand(svdCommand());
+program.addCommand(sweepCommand());
 program.addCommand(demoCommand());
 
 program.parseAsync(process.argv).catch((err: Error) => {

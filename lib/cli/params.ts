@@ -56,7 +56,7 @@ export interface ModelShapes {
 
 /** Reads DIR/config.json (and nothing else) into GPT-2's module shapes, with errors that name --model. */
 export function readModelShapes(dir: string): ModelShapes {
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new Error(`--model ${dir}: no such directory; give a model folder with config.json, or --config 124m`);
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new Error(`--model ${dir}: no such directory`);
   const path = join(dir, "config.json");
   if (!existsSync(path)) throw new Error(`--model ${dir}: no config.json in it; a Hugging Face GPT-2 folder has config.json and model.safetensors`);
   let config: GPT2Config;

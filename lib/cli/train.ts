@@ -17,7 +17,7 @@ import {
   EXIT, intAtLeast, loadModel, loadTemplate, loadTokenizer, newCommand, numberIn, oneOf, resolveDevice, runAction, shellQuote, UsageError,
 } from "./common.js";
 
-interface TrainFlags {
+export interface TrainFlags {
   model: string;
   data: string;
   out: string;
@@ -170,7 +170,7 @@ function resumeCommand(argv: readonly string[], resume: TrainFlags["resume"]): s
   return ["lowrank", ...args, "--resume"].map(shellQuote).join(" ");
 }
 
-async function train(flags: TrainFlags, cmd: Command): Promise<number> {
+export async function train(flags: TrainFlags, cmd: Command): Promise<number> {
   checkFlags(flags, cmd);
   const resumeFrom = checkOut(flags);
   const device = resolveDevice(flags.device);
