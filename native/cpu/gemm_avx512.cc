@@ -22,9 +22,11 @@ namespace cpu {
 namespace {
 
 // C[0:MR, 0:16·NV] from MR broadcasts of A and NV vectors of B per k step: MR·NV accumulators.
-template <int MR, int NV>
-LR_TARGET_AVX512 void micro(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float* b, int64_t b_rs,
-                            float* c, int64_t ldc, float alpha, float beta) {
+// PACKED_A fixes A's strides at (1, MR) so the loop needs no registers for them.
+template <int MR, int NV, bool PACKED_A>
+LR_TARGET_AVX512 inline void micro_body(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float* b,
+                                        int64_t b_rs, float* c, int64_t ldc, float alpha, float beta) {
+  if (PACKED_A) a_rs = 1, a_cs = MR;
   // C's rows are touched only after the k loop: start fetching them now.
 #pragma GCC unroll 32
   for (int i = 0; i < MR; ++i)
@@ -60,6 +62,15 @@ LR_TARGET_AVX512 void micro(int64_t kc, const float* a, int64_t a_rs, int64_t a_
     }
 }
 
+template <int MR, int NV>
+LR_TARGET_AVX512 void micro(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float* b, int64_t b_rs,
+                            float* c, int64_t ldc, float alpha, float beta) {
+  if (a_rs == 1 && a_cs == MR)
+    micro_body<MR, NV, true>(kc, a, a_rs, a_cs, b, b_rs, c, ldc, alpha, beta);
+  else
+    micro_body<MR, NV, false>(kc, a, a_rs, a_cs, b, b_rs, c, ldc, alpha, beta);
+}
+
 // In-register transpose: r[j] becomes column j of the 16×16 matrix whose rows were r[0..15].
 LR_TARGET_AVX512 inline void transpose16(__m512 r[16]) {
   __m512 t[16];
@@ -87,32 +98,45 @@ LR_TARGET_AVX512 inline void transpose16(__m512 r[16]) {
 
 inline __mmask16 lanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1); }
 
-// Rows g..g+15 of one panel (`valid` of them hold data, lanes `stored` are written, the rest of
-// those zero-padded), all kc columns.
-LR_TARGET_AVX512 void pack_group(const float* src, int64_t rs, int64_t cs, int valid, int stored, int64_t kc, int w,
-                                 float* dst) {
-  const __mmask16 keep = lanes(valid), out = lanes(stored);
-  if (rs == 1) {  // column p is contiguous: one masked copy per column
-    for (int64_t p = 0; p < kc; ++p) _mm512_mask_storeu_ps(dst + p * w, out, _mm512_maskz_loadu_ps(keep, src + p * cs));
-    return;
-  }
-  // Row r is contiguous along p (cs == 1): load 16 rows × 16 columns, transpose, store columns.
-  for (int64_t p = 0; p < kc; p += 16) {
-    const int cols = int(std::min<int64_t>(16, kc - p));
-    const __mmask16 colmask = lanes(cols);
-    __m512 r[16];
-    for (int i = 0; i < 16; ++i) r[i] = i < valid ? _mm512_maskz_loadu_ps(colmask, src + i * rs + p) : _mm512_setzero_ps();
-    transpose16(r);
-    for (int j = 0; j < cols; ++j) _mm512_mask_storeu_ps(dst + (p + j) * w, out, r[j]);
+// Panel columns contiguous (rs == 1): row p of the source, rows[0..rows) wide, is read once,
+// front to back, and scattered 16 lanes at a time into the panels (padding lanes get zeros).
+LR_TARGET_AVX512 void pack_columns(const float* src, int64_t cs, int64_t rows, int64_t kc, int w, float* dst) {
+  for (int64_t p = 0; p < kc; ++p) {
+    const float* s = src + p * cs;
+    float* d = dst + p * w;
+    for (int64_t r0 = 0; r0 < rows; r0 += w, d += w * kc)
+      for (int g = 0; g < w; g += 16) {
+        const __mmask16 keep = lanes(std::clamp<int64_t>(rows - r0 - g, 0, 16)), out = lanes(std::min(16, w - g));
+        _mm512_mask_storeu_ps(d + g, out, _mm512_maskz_loadu_ps(keep, s + r0 + g));
+      }
   }
 }
 
-LR_TARGET_AVX512 void pack_avx512(const float* src, int64_t rs, int64_t cs, int64_t rows, int64_t kc, int w, float* dst) {
+// Panel rows contiguous (cs == 1): 16 rows × 16 columns at a time are loaded, transposed in
+// registers and stored as 16 panel columns; rows past `rows` are zeros.
+LR_TARGET_AVX512 void pack_rows(const float* src, int64_t rs, int64_t rows, int64_t kc, int w, float* dst) {
   for (int64_t r0 = 0; r0 < rows; r0 += w, dst += w * kc)
     for (int g = 0; g < w; g += 16) {
-      const int valid = int(std::clamp<int64_t>(rows - r0 - g, 0, 16)), stored = std::min(16, w - g);
-      pack_group(src + (r0 + g) * rs, rs, cs, valid, stored, kc, w, dst + g);
+      const int64_t valid = std::clamp<int64_t>(rows - r0 - g, 0, 16);
+      const __mmask16 out = lanes(std::min(16, w - g));
+      const float* s = src + (r0 + g) * rs;
+      for (int64_t p = 0; p < kc; p += 16) {
+        const int cols = int(std::min<int64_t>(16, kc - p));
+        const __mmask16 colmask = lanes(cols);
+        __m512 r[16];
+        for (int i = 0; i < 16; ++i) r[i] = i < valid ? _mm512_maskz_loadu_ps(colmask, s + i * rs + p) : _mm512_setzero_ps();
+        transpose16(r);
+        for (int j = 0; j < cols; ++j) _mm512_mask_storeu_ps(dst + (p + j) * w + g, out, r[j]);
+      }
     }
+}
+
+// The driver's views always have a unit stride on one side (see View in gemm.cc).
+LR_TARGET_AVX512 void pack_avx512(const float* src, int64_t rs, int64_t cs, int64_t rows, int64_t kc, int w, float* dst) {
+  if (rs == 1)
+    pack_columns(src, cs, rows, kc, w, dst);
+  else
+    pack_rows(src, rs, rows, kc, w, dst);
 }
 
 }  // namespace
