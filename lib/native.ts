@@ -4,8 +4,9 @@
 // output folder (default: build).
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
-import { dirname, join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { PROFILING, profileAddon } from "./profile.js";
 
 /** A native buffer on one device. JS tensors are views over it. */
 export interface NativeStorage {
@@ -69,7 +70,8 @@ const root = join(here, "..");
 const require = createRequire(import.meta.url);
 
 function candidates(): string[] {
-  const release = join(root, process.env.LOWRANK_BUILD_DIR ?? "build", "Release");
+  // Relative to the package root, or absolute (resolve, not join: benches run from a compiled copy).
+  const release = join(resolve(root, process.env.LOWRANK_BUILD_DIR ?? "build"), "Release");
   const wantCuda = process.env.LOWRANK_DEVICE !== "cpu";
   return [...(wantCuda ? [join(release, "lowrank_cuda.node")] : []), join(release, "lowrank.node")];
 }
@@ -89,7 +91,9 @@ function load(): { addon: NativeAddon; path: string } {
   let lastError: unknown;
   for (const path of paths) {
     try {
-      return { addon: require(path) as NativeAddon, path };
+      const addon = require(path) as NativeAddon;
+      // LOWRANK_PROFILE=1: every native call is timed (lib/profile.ts); otherwise the addon as is.
+      return { addon: PROFILING ? profileAddon(addon) : addon, path };
     } catch (err) {
       lastError = err;
       if (path.endsWith("lowrank_cuda.node")) {

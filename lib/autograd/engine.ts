@@ -6,6 +6,7 @@ import { onesLike } from "../tensor/creation.js";
 import { keep } from "../tensor/scope.js";
 import { formatShape, type Tensor } from "../tensor/tensor.js";
 import { add, addInPlace } from "../ops/elementwise.js";
+import { PROFILING, profilePhase } from "../profile.js";
 import { noGrad, type GradNode } from "./tape.js";
 
 function topoOrder(root: GradNode): GradNode[] {
@@ -78,7 +79,8 @@ export function backward(root: Tensor, grad?: Tensor): void {
       grads.delete(node);
       let inputGrads: (Tensor | null)[] = [];
       try {
-        if (g) inputGrads = node.backward(g);
+        // With LOWRANK_PROFILE, the rule's native calls are counted under "backward <op>".
+        if (g) inputGrads = PROFILING ? profilePhase(`backward ${node.name}`, () => node.backward(g)) : node.backward(g);
       } finally {
         g?.dispose();
         node.saved.forEach((t) => t.dispose());

@@ -1,0 +1,100 @@
+// lowrank side of the CPU LoRA training benchmark: the same model directory, config and batch as
+// torch_train.py (see README.md). Loads the random-init GPT-2 124M that `torch_train.py make`
+// saved, injects LoRA r=16, alpha 32, dropout 0.05 on c_attn + c_proj, AdamW lr 1e-4, training
+// mode (GPT-2's own dropout active), and times forward + backward + optimizer step + zeroGrad.
+//
+//   node <compiled bench.js> DIR [--warmup 3] [--steps 10] [--lora-dropout 0.05] [--profile-steps 3]
+//
+// Prints one JSON line prefixed "RESULT ". With LOWRANK_PROFILE=1 it then runs --profile-steps
+// more steps under the profiler (lib/profile.ts) and prints where their time went (the timed
+// steps above run first, so the profile's own overhead never enters the tokens/s).
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { AdamW, GPT2LMHeadModel, getPeftModel, info, LoraConfig, memory, tensor, tidy } from "../../lib/index.js";
+import { PROFILING, profilePhase, profileReport, profileReset } from "../../lib/profile.js";
+
+function parseArgs(argv: string[]): { dir: string; warmup: number; steps: number; loraDropout: number; profileSteps: number } {
+  const opts = { dir: "", warmup: 3, steps: 10, loraDropout: 0.05, profileSteps: 3 };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const num = () => Number(argv[++i]);
+    if (a === "--warmup") opts.warmup = num();
+    else if (a === "--steps") opts.steps = num();
+    else if (a === "--lora-dropout") opts.loraDropout = num();
+    else if (a === "--profile-steps") opts.profileSteps = num();
+    else if (!a.startsWith("--") && !opts.dir) opts.dir = a;
+    else throw new Error(`bench: unknown argument ${a}`);
+  }
+  if (!opts.dir) throw new Error("usage: bench.js DIR [--warmup N] [--steps N] [--lora-dropout P] [--profile-steps N]");
+  return opts;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+const opts = parseArgs(process.argv.slice(2));
+const model = GPT2LMHeadModel.fromPretrained(opts.dir, { device: "cpu" });
+const peft = getPeftModel(
+  model,
+  new LoraConfig({ taskType: "CAUSAL_LM", r: 16, loraAlpha: 32, loraDropout: opts.loraDropout, targetModules: ["c_attn", "c_proj"], fanInFanOut: true, bias: "none" }),
+);
+peft.train(); // GPT-2's dropout (embd/attn/resid 0.1) and the LoRA dropout are active, as in torch_train.py
+const params = peft.trainableParameters();
+const opt = new AdamW(params, { lr: 1e-4 }); // weightDecay 0.01, torch's default
+const ids = (JSON.parse(readFileSync(join(opts.dir, "ids.json"), "utf8")) as number[][]).flat();
+const inputIds = tensor(Int32Array.from(ids), { shape: [1, ids.length] });
+
+function step(): number {
+  const loss = tidy(() => {
+    const out = profilePhase("forward", () => peft.forward({ inputIds, labels: inputIds }));
+    const l = out.loss!.item();
+    profilePhase("backward (engine)", () => out.loss!.backward());
+    return l;
+  });
+  profilePhase("optimizer", () => {
+    opt.step();
+    opt.zeroGrad();
+  });
+  return loss;
+}
+
+const times: number[] = [], losses: number[] = [];
+for (let s = 0; s < opts.warmup + opts.steps; s++) {
+  const t0 = performance.now();
+  losses.push(step());
+  const t1 = performance.now();
+  if (s >= opts.warmup) times.push(t1 - t0);
+}
+const ms = median(times);
+const tokens = ids.length;
+const build = info();
+console.log(
+  "RESULT " +
+    JSON.stringify({
+      impl: "lowrank",
+      tokens,
+      ms_per_step: ms,
+      tokens_per_s: tokens / (ms / 1e3),
+      step_ms: times,
+      loss_first: losses[0],
+      loss_last: losses[losses.length - 1],
+      threads: build.threads,
+      simd: build.simd,
+      lora_dropout: opts.loraDropout,
+      trainable: params.reduce((n, p) => n + p.size, 0),
+      peak_mb: memory().cpu!.peakBytes / 2 ** 20,
+      profiled: PROFILING,
+    }),
+);
+
+if (PROFILING && opts.profileSteps > 0) {
+  profileReset();
+  const t0 = performance.now();
+  for (let s = 0; s < opts.profileSteps; s++) step();
+  const wall = (performance.now() - t0) / opts.profileSteps;
+  console.log(`\nprofile of ${opts.profileSteps} steps (${wall.toFixed(1)} ms/step wall, profiler on):`);
+  console.log(profileReport(opts.profileSteps));
+}

@@ -1,0 +1,106 @@
+"""PyTorch + PEFT side of the CPU LoRA training benchmark (bench only; not a lowrank dependency).
+
+  python torch_train.py make  DIR [--seq 256] [--seed 0]
+      writes a random-init GPT-2 124M (transformers' GPT2Config() defaults) with save_pretrained
+      into DIR (config.json + model.safetensors), and DIR/ids.json: one batch of random token ids
+      that both sides train on (labels = ids).
+  python torch_train.py bench DIR [--threads 2] [--warmup 3] [--steps 10] [--lora-dropout 0.05]
+      loads DIR, wraps it with PEFT LoRA (r=16, alpha=32, c_attn + c_proj), AdamW lr 1e-4, train
+      mode, and times forward + backward + optimizer.step() + zero_grad() per step. Prints one JSON
+      line (prefix "RESULT ") with the per-step times.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+
+def make(args):
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(args.seed)
+    model = GPT2LMHeadModel(GPT2Config())
+    model.save_pretrained(args.dir, safe_serialization=True)
+    g = torch.Generator().manual_seed(args.seed + 1)
+    ids = torch.randint(0, model.config.vocab_size, (1, args.seq), generator=g)
+    with open(os.path.join(args.dir, "ids.json"), "w") as f:
+        json.dump(ids.tolist(), f)
+    print(f"wrote {args.dir}: GPT-2 {sum(p.numel() for p in model.parameters()):,} params, ids {list(ids.shape)}")
+
+
+def bench(args):
+    import torch
+
+    torch.set_num_threads(args.threads)
+    import peft
+    import transformers
+    from peft import LoraConfig, get_peft_model
+    from transformers import GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel.from_pretrained(args.dir, torch_dtype=torch.float32)
+    cfg = LoraConfig(task_type="CAUSAL_LM", r=16, lora_alpha=32, lora_dropout=args.lora_dropout,
+                     target_modules=["c_attn", "c_proj"], fan_in_fan_out=True, bias="none")
+    model = get_peft_model(model, cfg)
+    model.train()  # GPT-2's own dropout (embd/attn/resid 0.1) and the LoRA dropout are active
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=1e-4)  # weight_decay 0.01 (torch's default; lowrank's too)
+    with open(os.path.join(args.dir, "ids.json")) as f:
+        ids = torch.tensor(json.load(f), dtype=torch.long)
+
+    times, losses = [], []
+    for step in range(args.warmup + args.steps):
+        t0 = time.perf_counter()
+        out = model(input_ids=ids, labels=ids)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss = out.loss.item()
+        t1 = time.perf_counter()
+        losses.append(loss)
+        if step >= args.warmup:
+            times.append(t1 - t0)
+    ms = statistics.median(times) * 1e3
+    tokens = ids.numel()
+    print("RESULT " + json.dumps({
+        "impl": "pytorch+peft",
+        "tokens": tokens,
+        "ms_per_step": ms,
+        "tokens_per_s": tokens / (ms / 1e3),
+        "step_ms": [t * 1e3 for t in times],
+        "loss_first": losses[0],
+        "loss_last": losses[-1],
+        "threads": torch.get_num_threads(),
+        "lora_dropout": args.lora_dropout,
+        "attn_implementation": getattr(model.config, "_attn_implementation", None),
+        "trainable": sum(p.numel() for p in trainable),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
+                     "python": sys.version.split()[0]},
+        "blas": "mkl" if torch.backends.mkl.is_available() else "other",
+        "mkldnn": torch.backends.mkldnn.is_available(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("make")
+    m.add_argument("dir")
+    m.add_argument("--seq", type=int, default=256)
+    m.add_argument("--seed", type=int, default=0)
+    b = sub.add_parser("bench")
+    b.add_argument("dir")
+    b.add_argument("--threads", type=int, default=2)
+    b.add_argument("--warmup", type=int, default=3)
+    b.add_argument("--steps", type=int, default=10)
+    b.add_argument("--lora-dropout", type=float, default=0.05)
+    args = ap.parse_args()
+    {"make": make, "bench": bench}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
