@@ -2,9 +2,8 @@
 // adapter's ΔW = s·B·A has rank ≤ r by construction; a full fine-tune's ΔW = W_tuned − W_base
 // is dense, and its spectrum shows how few directions carry the change.
 import { Presets, SingleBar } from "cli-progress";
-import type { Command } from "commander";
-import { Option } from "commander";
-import { writeSpectrumCharts, moduleType } from "../analysis/charts.js";
+import { Option, type Command } from "commander";
+import { moduleType, writeSpectrumCharts } from "../analysis/charts.js";
 import { matchesTarget, parseTargetSpec } from "../analysis/params.js";
 import { adapterSpectra, checkpointDeltaSpectra, spectrumStats, type LayerSpectrum, type SpectrumStats } from "../analysis/spectrum.js";
 import { formatTable, type Column } from "../analysis/table.js";
@@ -207,6 +206,7 @@ function conclusion(a: Analysis, stats: SpectrumStats[], topK: readonly number[]
   const kTop = topK.at(-1)!;
   const held = pct(mean(stats.map((s) => s.energy.at(-1)!)));
   if (a.mode === "adapter") {
+    if (stats.every((s) => s.frobenius === 0)) return "every ΔW is exactly zero: B = 0, as LoRA initialises it, so this adapter has not been trained.";
     const within = a.layers.every((l, i) => stats[i]!.numericalRank <= l.r!);
     const r99 = stats.map((s) => s.rankFor99);
     const [lo, hi] = [Math.min(...r99), Math.max(...r99)];

@@ -4,6 +4,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { getPeftModel, GPT2LMHeadModel, LoraConfig } from "../../lib/index.js";
 import { decodePng } from "../plot/decode-png.js";
 import { makeRankTwoPair, TINY } from "../analysis/pair.js";
 import { buildCli, runCli } from "./helpers.js";
@@ -60,6 +61,17 @@ describe("lowrank svd", () => {
     for (const layer of ["h.0.attn.c_attn", "h.1.attn.c_attn"]) expect(row(r.stdout, layer)).toMatchObject({ shape: "192×64", rank: "2", "top-2": "100.0%", r99: "2" });
     expect(r.stdout).toContain("99% needs a median of 2 of 64 directions");
     expect(existsSync(join(tmp, "full-spectrum.png")) && existsSync(join(tmp, "full-energy.svg"))).toBe(true);
+  });
+
+  it("says when an adapter is untrained (B = 0)", async () => {
+    const dir = join(tmp, "zero");
+    const peft = getPeftModel(GPT2LMHeadModel.fromPretrained(TINY), new LoraConfig({ r: 2, targetModules: ["c_proj"], fanInFanOut: true }));
+    peft.savePretrained(dir);
+    peft.dispose();
+    const r = await runCli(cli.main, ["svd", "--adapter", dir]);
+    expect(r.code).toBe(0);
+    expect(row(r.stdout, "h.1.mlp.c_proj")).toMatchObject({ r: "2", "‖ΔW‖": "0.000", rank: "0" });
+    expect(r.stdout).toContain("every ΔW is exactly zero: B = 0, as LoRA initialises it, so this adapter has not been trained.");
   });
 
   it("--json: per layer values, ranks and energies by k", async () => {
