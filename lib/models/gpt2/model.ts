@@ -8,7 +8,7 @@ import { crossEntropy } from "../../ops/nn.js";
 import { concat } from "../../ops/shape.js";
 import { Conv1D, Dropout, Embedding, LayerNorm } from "../../nn/layers.js";
 import { Module, ModuleList } from "../../nn/module.js";
-import { arange } from "../../tensor/creation.js";
+import { arange, full } from "../../tensor/creation.js";
 import { keep } from "../../tensor/scope.js";
 import type { DeviceSpec } from "../../tensor/device.js";
 import type { Generator } from "../../tensor/random.js";
@@ -239,7 +239,14 @@ export function causalLMLoss(logits: Tensor, labels: Tensor): Tensor {
   if (labels.ndim !== 2 || labels.shape[0] !== B || labels.shape[1] !== T || labels.dtype !== "int32") {
     throw new Error(`causalLMLoss: labels must be int32 [${B}, ${T}] like the inputs, got ${labels.dtype} ${formatShape(labels.shape)}`);
   }
-  const shiftedLogits = logits.slice(1, 0, T - 1).reshape(B * (T - 1), V);
-  const shiftedLabels = labels.slice(1, 1).reshape(B * (T - 1));
-  return crossEntropy(shiftedLogits, shiftedLabels, { ignoreIndex: -100 });
+  // The labels move left by one and the last position gets -100, instead of slicing the logits:
+  // the same loss and gradient, and the [B·T, V] logits gradient is written once, in place, not
+  // into a [B·(T-1), V] buffer that a slice's backward then copies into a zeroed [B, T, V] one.
+  const tail = full([B, 1], -100, { dtype: "int32", device: labels.device });
+  const next = labels.slice(1, 1);
+  const shifted = concat([next, tail], 1);
+  const flatLabels = shifted.reshape(B * T), flatLogits = logits.reshape(B * T, V);
+  const loss = crossEntropy(flatLogits, flatLabels, { ignoreIndex: -100 });
+  for (const t of [tail, next, shifted, flatLabels, flatLogits]) t.dispose();
+  return loss;
 }
