@@ -3,7 +3,8 @@
 // plus one matrix in flight, whatever the model.
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { readSafetensors, readShardedSafetensors, SAFETENSORS_INDEX_FILE, toTensor, type SafetensorsEntry } from "../io/safetensors.js";
+import { readSafetensors, toTensor, type SafetensorsEntry } from "../io/safetensors.js";
+import { checkpointParamName, readCheckpointFile } from "../models/gpt2/checkpoint.js";
 import { matrix, type Matrix } from "../linalg/index.js";
 import { ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, parseAdapterStateKey } from "../peft/format.js";
 import { LoraConfig, type WarningHandler } from "../peft/config.js";
@@ -33,16 +34,10 @@ export function entryMatrix(entry: SafetensorsEntry): Matrix {
  */
 export function readCheckpointWeights(dir: string): Map<string, SafetensorsEntry> {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new Error(`${dir}: no such directory`);
-  const single = join(dir, "model.safetensors");
-  let entries: readonly SafetensorsEntry[];
-  if (existsSync(join(dir, SAFETENSORS_INDEX_FILE))) entries = readShardedSafetensors(dir).entries;
-  else if (existsSync(single)) entries = readSafetensors(single).entries;
-  else throw new Error(`${dir}: no model.safetensors or ${SAFETENSORS_INDEX_FILE} in it (PyTorch .bin checkpoints are not read; re-save with safe_serialization=True)`);
   const byName = new Map<string, SafetensorsEntry>();
-  for (const e of entries) {
-    // lm_head.weight, where saved, is a copy of the tied transformer.wte.weight: counting it would list wte twice
-    if (e.name === "lm_head.weight") continue;
-    byName.set(/^(h\.\d+\.|wte\.|wpe\.|ln_f\.)/.test(e.name) ? `transformer.${e.name}` : e.name, e);
+  for (const e of readCheckpointFile(dir).entries) {
+    const name = checkpointParamName(e.name);
+    if (name !== null) byName.set(name, e);
   }
   return byName;
 }

@@ -97,7 +97,7 @@ describe("lowrank svd", () => {
     [["--adapter", ADAPTER, "--target", "c_fc"], 2, /^lowrank svd: --target c_fc: the adapter adapts none of these; it adapts attn\.c_attn$/],
     [["--adapter", "no/such/adapter"], 1, /^lowrank svd: --adapter no\/such\/adapter: no such directory$/],
     [["--adapter", TINY], 1, /^lowrank svd: --adapter .*gpt2-tiny: no adapter_config\.json in it; is it a PEFT adapter folder\?$/],
-    [["--adapter", ADAPTER, "--model", "test/fixtures/peft-tiny"], 1, /^lowrank svd: --model test\/fixtures\/peft-tiny: no model\.safetensors/],
+    [["--adapter", ADAPTER, "--model", "test/fixtures/peft-tiny"], 1, /^lowrank svd: --model test\/fixtures\/peft-tiny: no weights in test\/fixtures\/peft-tiny: expected model\.safetensors/],
     [["--base", TINY, "--tuned", TINY], 1, /no weight matrix differs/],
   ])("refuses %j with exit code %i and one line", async (args, code, message) => {
     const r = await runCli(cli.main, ["svd", ...args]);

@@ -21,11 +21,13 @@ export interface LoadOptions {
 }
 
 /**
- * Keys in checkpoints that are not parameters: the tied lm_head (a copy of wte), and the causal
- * mask buffers older GPT-2 checkpoints carry (h.N.attn.bias, h.N.attn.masked_bias).
+ * The parameter a checkpoint key holds, with transformers' "transformer." prefix (files saved from
+ * GPT2Model lack it), or null for keys that are not parameters: the tied lm_head (a copy of wte)
+ * and the causal-mask buffers older checkpoints carry (h.N.attn.bias, h.N.attn.masked_bias).
  */
-function isIgnoredKey(key: string): boolean {
-  return key === "lm_head.weight" || /(^|\.)h\.\d+\.attn\.(masked_)?bias$/.test(key);
+export function checkpointParamName(key: string): string | null {
+  if (key === "lm_head.weight" || /(^|\.)h\.\d+\.attn\.(masked_)?bias$/.test(key)) return null;
+  return key.startsWith("transformer.") ? key : `transformer.${key}`;
 }
 
 function readConfig(dir: string): GPT2Config {
@@ -42,12 +44,13 @@ function readConfig(dir: string): GPT2Config {
   return GPT2Config.fromHF(json as Record<string, unknown>);
 }
 
-function readWeights(dir: string): SafetensorsFile {
+/** The weights of a checkpoint folder: model.safetensors, or the shards model.safetensors.index.json lists. */
+export function readCheckpointFile(dir: string): SafetensorsFile {
   if (existsSync(join(dir, SAFETENSORS_INDEX_FILE))) return readShardedSafetensors(dir);
   const single = join(dir, "model.safetensors");
   if (existsSync(single)) return readSafetensors(single);
   throw new Error(
-    `GPT2LMHeadModel.fromPretrained: no weights in ${dir}: expected model.safetensors or ${SAFETENSORS_INDEX_FILE} ` +
+    `no weights in ${dir}: expected model.safetensors or ${SAFETENSORS_INDEX_FILE} ` +
       `(PyTorch .bin checkpoints are not read; re-save with save_pretrained(safe_serialization=True))`,
   );
 }
@@ -58,14 +61,14 @@ export function loadGPT2(dir: string, opts: LoadOptions = {}): GPT2LMHeadModel {
     throw new Error(`GPT2LMHeadModel.fromPretrained: dtype "${opts.dtype}" is not supported for compute yet; load as float32 (the default)`);
   }
   const config = readConfig(dir);
-  const file = readWeights(dir);
+  const file = readCheckpointFile(dir);
   const model = new GPT2LMHeadModel(config, { device: opts.device, generator: opts.generator, initialize: false });
   const expected = new Map(model.namedParameters().map(([k, t]) => [k, t]));
   const source = new Map<string, string>(); // parameter name -> key in the file
   const unexpected: string[] = [];
   for (const key of file.names) {
-    if (isIgnoredKey(key)) continue;
-    const name = key.startsWith("transformer.") ? key : `transformer.${key}`;
+    const name = checkpointParamName(key);
+    if (name === null) continue;
     if (expected.has(name)) source.set(name, key);
     else unexpected.push(key);
   }
