@@ -36,3 +36,4 @@ export { Trainer, NonFiniteLossError, TRAINER_DEFAULTS, type TrainerOptions, typ
 export { writeCheckpoint, readCheckpoint, listCheckpoints, latestCheckpoint, pruneCheckpoints, resolveResume, CHECKPOINT_FILES, LATEST_FILE, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, type TrainerState, type CheckpointContents, type LoadedCheckpoint } from "./train/checkpoint.js";
 export { MetricsLog, writeLossChart, type StepRecord } from "./train/metrics.js";
 export { ProgressReporter, formatDuration, type ProgressOptions } from "./train/progress.js";
+export * as analysis from "./analysis/index.js";
