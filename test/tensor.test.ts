@@ -43,6 +43,10 @@ describe("tensor creation and read-back", () => {
       expect(Array.from(zeros([3]).dataSync())).toEqual([0, 0, 0]);
       expect(Array.from(ones([2]).dataSync())).toEqual([1, 1]);
       expect(Array.from(full([2], -2.5).dataSync())).toEqual([-2.5, -2.5]);
+      expect(Array.from(full([3], -100, { dtype: "int32" }).dataSync())).toEqual([-100, -100, -100]);
+      expect(Array.from(full([2], 1.5, { dtype: "bfloat16" }).dataSync())).toEqual([1.5, 1.5]);
+      // Large enough to be split across threads: every element written.
+      expect(full([100_003], 0.25).dataSync().every((v) => v === 0.25)).toBe(true);
       expect(Array.from(arange(5).dataSync())).toEqual([0, 1, 2, 3, 4]);
       expect(Array.from(arange(1, 2, 0.25, { dtype: "float32" }).dataSync())).toEqual([1, 1.25, 1.5, 1.75]);
       expect(arange(3, 1).size).toBe(0);

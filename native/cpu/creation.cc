@@ -36,8 +36,20 @@ float load_f32(const void* src, DType t, int64_t i) {
 }
 }  // namespace
 
+// The value is converted once and each chunk is a plain std::fill (vectorized, a memset for
+// zero): converting per element through store() ran at a third of the memory bandwidth.
+template <typename T>
+void fill_as(void* dst, int64_t n, T v) {
+  T* p = static_cast<T*>(dst);
+  parallel_for(n, kGrain, [&](int64_t b, int64_t e) { std::fill(p + b, p + e, v); });
+}
+
 void fill(void* dst, DType dtype, int64_t n, double value) {
-  for_each_index(n, [&](int64_t i) { store(dst, dtype, i, value); });
+  switch (dtype) {
+    case DType::F32: return fill_as(dst, n, static_cast<float>(value));
+    case DType::BF16: return fill_as(dst, n, f32_to_bf16(static_cast<float>(value)));
+    case DType::I32: return fill_as(dst, n, static_cast<int32_t>(value));
+  }
 }
 
 void arange(void* dst, DType dtype, int64_t n, double start, double step) {
