@@ -98,16 +98,22 @@ LR_TARGET_AVX512 inline void transpose16(__m512 r[16]) {
 
 inline __mmask16 lanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1); }
 
-// Panel columns contiguous (rs == 1): row p of the source, rows[0..rows) wide, is read once,
-// front to back, and scattered 16 lanes at a time into the panels (padding lanes get zeros).
+// Panel columns contiguous (rs == 1): source rows p0..p0+15 (each `rows` wide, read front to
+// back, 16 rows stay in L1) are copied panel by panel, so each panel gets a contiguous run of
+// stores (one source row scattered over all panels at once would hit the same L1 set in every
+// panel, as panels lie kc·w floats apart). Full vectors use plain moves, masked ones are slower.
 LR_TARGET_AVX512 void pack_columns(const float* src, int64_t cs, int64_t rows, int64_t kc, int w, float* dst) {
-  for (int64_t p = 0; p < kc; ++p) {
-    const float* s = src + p * cs;
-    float* d = dst + p * w;
+  for (int64_t p0 = 0; p0 < kc; p0 += 16) {
+    const int64_t p1 = std::min<int64_t>(kc, p0 + 16);
+    float* d = dst;
     for (int64_t r0 = 0; r0 < rows; r0 += w, d += w * kc)
       for (int g = 0; g < w; g += 16) {
         const __mmask16 keep = lanes(std::clamp<int64_t>(rows - r0 - g, 0, 16)), out = lanes(std::min(16, w - g));
-        _mm512_mask_storeu_ps(d + g, out, _mm512_maskz_loadu_ps(keep, s + r0 + g));
+        const float* s = src + r0 + g;
+        if ((keep & out) == 0xFFFF)
+          for (int64_t p = p0; p < p1; ++p) _mm512_storeu_ps(d + p * w + g, _mm512_loadu_ps(s + p * cs));
+        else
+          for (int64_t p = p0; p < p1; ++p) _mm512_mask_storeu_ps(d + p * w + g, out, _mm512_maskz_loadu_ps(keep, s + p * cs));
       }
   }
 }
