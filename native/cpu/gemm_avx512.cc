@@ -118,21 +118,41 @@ LR_TARGET_AVX512 void pack_columns(const float* src, int64_t cs, int64_t rows, i
   }
 }
 
-// Panel rows contiguous (cs == 1): 16 rows × 16 columns at a time are loaded, transposed in
-// registers and stored as 16 panel columns; rows past `rows` are zeros.
+// Panel rows contiguous (cs == 1): 16×16 blocks are loaded, transposed in registers and stored
+// as panel columns; rows past `rows` are zeros. Panels 8 rows tall take two column blocks per
+// transpose (rows 0..7 of columns p.. and p+16..), so no lane is wasted and every store is whole.
 LR_TARGET_AVX512 void pack_rows(const float* src, int64_t rs, int64_t rows, int64_t kc, int w, float* dst) {
   for (int64_t r0 = 0; r0 < rows; r0 += w, dst += w * kc)
     for (int g = 0; g < w; g += 16) {
       const int64_t valid = std::clamp<int64_t>(rows - r0 - g, 0, 16);
-      const __mmask16 out = lanes(std::min(16, w - g));
+      const int height = std::min(16, w - g);
       const float* s = src + (r0 + g) * rs;
-      for (int64_t p = 0; p < kc; p += 16) {
+      __m512 r[16];
+      int64_t p = 0;
+      if (height == 8)
+        for (; p + 32 <= kc; p += 32) {
+          for (int i = 0; i < 8; ++i) {
+            r[i] = i < valid ? _mm512_loadu_ps(s + i * rs + p) : _mm512_setzero_ps();
+            r[i + 8] = i < valid ? _mm512_loadu_ps(s + i * rs + p + 16) : _mm512_setzero_ps();
+          }
+          transpose16(r);
+          for (int j = 0; j < 16; ++j) {
+            _mm256_storeu_ps(dst + (p + j) * w + g, _mm512_castps512_ps256(r[j]));
+            _mm256_storeu_ps(dst + (p + 16 + j) * w + g, _mm512_extractf32x8_ps(r[j], 1));
+          }
+        }
+      const __mmask16 out = lanes(height);
+      for (; p < kc; p += 16) {
         const int cols = int(std::min<int64_t>(16, kc - p));
         const __mmask16 colmask = lanes(cols);
-        __m512 r[16];
         for (int i = 0; i < 16; ++i) r[i] = i < valid ? _mm512_maskz_loadu_ps(colmask, s + i * rs + p) : _mm512_setzero_ps();
         transpose16(r);
-        for (int j = 0; j < cols; ++j) _mm512_mask_storeu_ps(dst + (p + j) * w + g, out, r[j]);
+        for (int j = 0; j < cols; ++j) {
+          if (height == 16)
+            _mm512_storeu_ps(dst + (p + j) * w + g, r[j]);
+          else
+            _mm512_mask_storeu_ps(dst + (p + j) * w + g, out, r[j]);
+        }
       }
     }
 }
