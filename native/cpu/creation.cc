@@ -41,7 +41,7 @@ float load_f32(const void* src, DType t, int64_t i) {
 template <typename T>
 void fill_as(void* dst, int64_t n, T v) {
   T* p = static_cast<T*>(dst);
-  parallel_for(n, kGrain, [&](int64_t b, int64_t e) { std::fill(p + b, p + e, v); });
+  parallel_for(n, kStreamGrain, [&](int64_t b, int64_t e) { std::fill(p + b, p + e, v); });
 }
 
 void fill(void* dst, DType dtype, int64_t n, double value) {
@@ -77,7 +77,7 @@ void copy_strided(const void* src, const int64_t* src_strides, void* dst, const 
   int64_t rows = n / inner;
   const char* s = static_cast<const char*>(src);
   char* out = static_cast<char*>(dst);
-  parallel_for(rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(1, inner)), [&](int64_t b, int64_t e) {
+  parallel_for(rows, std::max<int64_t>(1, kStreamGrain / std::max<int64_t>(1, inner)), [&](int64_t b, int64_t e) {
     for (int64_t row = b; row < e; ++row) {
       int64_t rem = row, so = 0, doff = 0;
       for (int d = ndim - 2; d >= 0; --d) {

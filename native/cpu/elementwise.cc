@@ -22,7 +22,7 @@ void binary_rows(const float* a, const int64_t* as, const float* b, const int64_
   int64_t inner = ndim > 0 ? shape[ndim - 1] : 1;
   int64_t a_in = ndim > 0 ? as[ndim - 1] : 0, b_in = ndim > 0 ? bs[ndim - 1] : 0;
   int64_t rows = n / inner;
-  parallel_for(rows, std::max<int64_t>(1, kGrain / inner), [&](int64_t r0, int64_t r1) {
+  parallel_for(rows, std::max<int64_t>(1, kStreamGrain / inner), [&](int64_t r0, int64_t r1) {
     for (int64_t row = r0; row < r1; ++row) {
       int64_t rem = row, ao = 0, bo = 0;
       for (int d = ndim - 2; d >= 0; --d) {
@@ -115,7 +115,7 @@ void unary_backward_f32(UnaryOp op, const float* x, const float* g, float* gx, i
 }
 
 void sum_rows_f32(const float* x, float* out, int64_t rows, int64_t cols) {
-  parallel_for(rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(1, cols)), [&](int64_t r0, int64_t r1) {
+  parallel_for(rows, std::max<int64_t>(1, kStreamGrain / std::max<int64_t>(1, cols)), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* row = x + r * cols;
       double acc = 0;

@@ -59,6 +59,18 @@ describe("binary ops with broadcasting", () => {
     });
   });
 
+  it("splits large operands across threads (over 2^20 elements) with the same result", () => {
+    tidy(() => {
+      const rows = 1100, cols = 1000;
+      const a = t([rows, cols], 5), b = t([cols], 6);
+      const av = a.dataSync(), bv = b.dataSync();
+      const got = add(a, b).dataSync();
+      let bad = 0;
+      for (let i = 0; i < rows * cols; i++) if (got[i] !== Math.fround(av[i]! + bv[i % cols]!)) bad++;
+      expect(bad).toBe(0);
+    });
+  });
+
   it("names the shapes when they cannot broadcast", () => {
     tidy(() => expect(() => add(zeros([2, 3]), zeros([4]))).toThrow(/shapes \[2, 3\] and \[4\] cannot be broadcast/));
     tidy(() => expect(() => add(zeros([2]), zeros([2], { dtype: "int32" }))).toThrow(/expects float32 tensors, got int32/));
