@@ -99,7 +99,11 @@ export function backward(root: Tensor, grad?: Tensor): void {
           return;
         }
         const prev = grads.get(input.gradFn);
-        if (prev) {
+        if (prev && prev.isContiguous() && prev.storage.refCount === 1) {
+          // The engine owns prev outright (no other view of its storage): sum in place, no new buffer.
+          addInPlace(prev, gi);
+          gi.dispose();
+        } else if (prev) {
           grads.set(input.gradFn, add(prev, gi));
           prev.dispose();
           gi.dispose();
