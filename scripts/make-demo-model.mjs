@@ -218,13 +218,14 @@ has a base model to adapt without downloading anything. Hugging Face layout: \`c
 \`model.safetensors\` (float32), \`vocab.json\` + \`merges.txt\` (byte-level BPE, GPT-2's conventions), and
 \`template.txt\`, the prompt template it was trained with (for \`lowrank generate --template\`).
 
-Made with (after \`npm run build\`; ${info().threads} CPU threads, ${trainSeconds.toFixed(0)} s of training):
+Made with (after \`npm run build\`; ${info().threads} CPU threads, ${info().simd} kernels, ${trainSeconds.toFixed(0)} s of training):
 
 \`\`\`sh
 ${command}
 \`\`\`
 
-The same seed and settings make the same model.
+The same seed and settings write the same bytes (two runs of the script with \`--steps 20\` gave identical
+files) on the same CPU kernels; another SIMD level or thread count may round differently.
 
 ## Tokenizer
 
