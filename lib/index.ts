@@ -10,7 +10,7 @@ export {
   type SafetensorsDType, type SafetensorsTensor, type SafetensorsEntry, type SafetensorsInput, type SavableDType, type ToTensorOptions,
 } from "./io/safetensors.js";
 export { f16BitsToF32, f32ToF16Bits } from "./io/float16.js";
-export { GPT2Tokenizer, END_OF_TEXT, type TokenizerSpec, type EncodeOptions, type DecodeOptions } from "./models/tokenizer.js";
+export { GPT2Tokenizer, END_OF_TEXT, BYTE_SYMBOLS, byteLevelWords, type TokenizerSpec, type EncodeOptions, type DecodeOptions } from "./models/tokenizer.js";
 export * from "./optim/index.js";
 export * from "./nn/index.js";
 export { LoraConfig, TASK_TYPES, LOWRANK_PEFT_VERSION, PEFT_FORMAT_VERSION, DEFAULT_TARGET_MODULES, type LoraConfigInit, type TaskType, type LoraBias, type InitLoraWeights, type WarningHandler } from "./peft/config.js";
@@ -37,3 +37,4 @@ export { writeCheckpoint, readCheckpoint, listCheckpoints, latestCheckpoint, pru
 export { MetricsLog, writeLossChart, type StepRecord } from "./train/metrics.js";
 export { ProgressReporter, formatDuration, type ProgressOptions } from "./train/progress.js";
 export * as analysis from "./analysis/index.js";
+export { runDemo, DEMO_TEMPLATE, type DemoOptions, type DemoResult } from "./cli/demo.js";

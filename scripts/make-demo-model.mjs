@@ -23,12 +23,9 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import {
-  copyInto, DataLoader, formatPrompt, generate, Generator, GPT2Config, GPT2LMHeadModel, GPT2Tokenizer, info, noGrad, randn,
-  readJsonl, resolveTemplate, splitTrainEval, tokenizeRecords,
+  BYTE_SYMBOLS, byteLevelWords, copyInto, DataLoader, formatPrompt, generate, Generator, GPT2Config, GPT2LMHeadModel, GPT2Tokenizer,
+  info, noGrad, randn, readJsonl, resolveTemplate, splitTrainEval, tokenizeRecords, Trainer,
 } from "lowrank";
-// Not exported from the package index yet (the lead adds them); the same modules, by path.
-import { BYTE_SYMBOLS, byteLevelWords } from "../dist/models/tokenizer.js";
-import { Trainer } from "../dist/train/trainer.js";
 
 const { values: flags } = parseArgs({
   options: {
