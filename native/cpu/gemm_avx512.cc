@@ -1,11 +1,12 @@
 // AVX-512 GEMM: 8×32 and 16×16 micro-kernels and vectorized packing.
 //
 // Micro-kernels: an MR × 16·NV tile of C in MR·NV zmm accumulators. Per k step: NV 16-wide loads
-// of packed B, MR broadcasts of packed A, MR·NV FMAs. 16 independent FMA chains cover the FMA
-// latency (4 cycles × 2 pipes needs at least 8) and leave registers to spare.
+// of B, MR broadcasts of A, MR·NV FMAs. 16 independent FMA chains cover the FMA latency (4 cycles
+// × 2 pipes needs at least 8) and leave registers to spare. B streams from L2, so the kernel
+// prefetches it 8 rows ahead; C is prefetched before the k loop.
 //
-// Packing: when the panel's columns are contiguous (A transposed, B as stored) it is a masked
-// copy; when its rows are (A as stored, B transposed) 16×16 blocks are transposed in registers.
+// Packing: when the panel's columns are contiguous (A transposed, B as stored) it is a copy; when
+// its rows are (A as stored, B transposed) 16×16 blocks are transposed in registers.
 #include "gemm_kernels.h"
 #include "simd.h"
 
