@@ -205,7 +205,7 @@ LR_TARGET_AVX512 inline __m512i mulhi_epu32(__m512i a, __m512i m) {
 // Each iteration runs kBlocks independent 16-lane blocks through the rounds side by side: one
 // block is a chain of 10 dependent multiply rounds, and interleaving them keeps the multipliers
 // busy (measured on Zen 5, one thread: 1.07 ns an element with one block, 0.75 with four, 0.80
-// with eight).
+// with eight; full blocks use unmasked loads and stores, 0.77 -> 0.74).
 LR_TARGET_AVX512 void dropout_avx512(const float* x, float* y, int64_t n, float p, float scale, uint64_t seed, uint64_t offset,
                                       uint64_t i0) {
   constexpr int kBlocks = 4;
@@ -241,11 +241,14 @@ LR_TARGET_AVX512 void dropout_avx512(const float* x, float* y, int64_t n, float 
     }
     for (int b = 0; b < kBlocks && j + 16 * b < n; ++b) {
       const int64_t jb = j + 16 * b;
-      const __mmask16 m = n - jb >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - jb)) - 1);
       const __m512 u = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(c0[b], 8)), unit);
       const __mmask16 keep = _mm512_cmp_ps_mask(u, vp, _CMP_GE_OQ);
-      const __m512 v = _mm512_maskz_loadu_ps(m, x + jb);
-      _mm512_mask_storeu_ps(y + jb, m, _mm512_maskz_mul_ps(keep, v, vscale));
+      if (n - jb >= 16) {  // plain loads and stores: masked stores cost more on AMD
+        _mm512_storeu_ps(y + jb, _mm512_maskz_mul_ps(keep, _mm512_loadu_ps(x + jb), vscale));
+      } else {
+        const __mmask16 m = __mmask16((1u << (n - jb)) - 1);
+        _mm512_mask_storeu_ps(y + jb, m, _mm512_maskz_mul_ps(keep, _mm512_maskz_loadu_ps(m, x + jb), vscale));
+      }
     }
   }
 }
