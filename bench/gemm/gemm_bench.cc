@@ -1,9 +1,10 @@
 // lowrank's CPU gemm_f32 (native/cpu/gemm*.cc) against OpenBLAS cblas_sgemm, side by side in one
 // process on the same random inputs and the same number of threads. For each shape: both results
 // are compared first (relative L2 error), then each library gets a warm-up call and `samples`
-// timed samples, interleaved so load changes on the machine hit both alike; a sample repeats the
-// call until it lasts at least 50 ms. Prints the median and the best GFLOP/s of each and the
-// ratios ours/OpenBLAS (on a shared machine the best sample is the closest to an idle one).
+// timed samples, interleaved so load changes on the machine hit both alike, each after a pause
+// (see settle()); a sample repeats the call until it lasts at least 50 ms. Prints the median and
+// the best GFLOP/s of each and the ratios ours/OpenBLAS (on a shared machine the best sample is
+// the closest to an idle one).
 //
 // Usage: gemm_bench [threads=2] [samples=5]
 #include <cblas.h>
@@ -15,6 +16,7 @@
 #include <cstdlib>
 #include <functional>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "../../native/backend.h"
@@ -46,6 +48,11 @@ double time_call(const std::function<void()>& fn) {
   } while (elapsed < 0.05);
   return elapsed / reps;
 }
+
+// OpenBLAS's idle workers keep spinning for a while after each call (2^28 cycles by default,
+// OPENBLAS_THREAD_TIMEOUT) and would steal a core from whatever runs next; lowrank's pool sleeps
+// at once. Pausing before every sample lets both start on quiet cores.
+void settle() { std::this_thread::sleep_for(std::chrono::milliseconds(250)); }
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -123,7 +130,9 @@ int main(int argc, char** argv) {
     }
     std::vector<double> t_ours, t_blas;
     for (int r = 0; r < samples; ++r) {
+      settle();
       t_ours.push_back(time_call(run_ours));
+      settle();
       t_blas.push_back(time_call(run_blas));
     }
     const double flop = 2.0 * double(s.m) * double(s.n) * double(s.k);
