@@ -26,7 +26,7 @@ g++ -O3 -std=c++17 -pthread -o "$out/gemm_bench" bench/gemm/gemm_bench.cc \
 
 echo "date: $(date)"
 echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; load: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "OpenBLAS package: $(dpkg-query -W -f='${Package} ${Version}' 'libopenblas0-*' 2>/dev/null | head -1)"
+echo "OpenBLAS packages: $(dpkg-query -W -f='${Package}=${Version} ' 'libopenblas*' 2>/dev/null | tr ' ' '\n' | grep -v '=$' | tr '\n' ' ')"
 
 echo
 echo "## environment as is (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE-<unset>} OPENBLAS_L2_SIZE=${OPENBLAS_L2_SIZE-<unset>})"
