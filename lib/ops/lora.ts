@@ -5,16 +5,14 @@
 // accumulates onto a copy of y (beta = 1). Backward, with v = g·B (N×r):
 //   gy = g                 gB = s·gᵀ·u                gA = s·vᵀ·drop(x)
 //   gx = s·(v·A) ⊙ mask/(1-p)
-// The dropout mask is drawn from the Philox (seed, offset) the forward reserved (see dropout in
-// ./nn.ts) and kept as one bit an element (N·k/8 bytes) when a gradient will be needed: backward
-// rebuilds drop(x) for gA and masks gx with it in one cheap pass each, where regenerating it cost
-// two more Philox evaluations an element (~5% of a GPT-2 124M LoRA step on the CPU). With p = 0
-// there is no copy of x. Frozen operands cost nothing in backward.
-import { needsGrad, record } from "../autograd/tape.js";
+// The dropout mask is never stored: drop(x) and the masked gx are recomputed from the Philox
+// (seed, offset) the forward drew (see dropout in ./nn.ts), and with p = 0 there is no copy of x.
+// Frozen operands cost nothing in backward.
+import { record } from "../autograd/tape.js";
 import { native } from "../native.js";
 import { defaultGenerator, type Generator } from "../tensor/random.js";
 import { formatShape, shapeSize, type Tensor } from "../tensor/tensor.js";
-import { applyDropoutMask, dropoutMasked } from "./nn.js";
+import { nnKernels } from "./nn.js";
 import { checkFloat, newFloat, withContiguous } from "./util.js";
 
 export interface LoraDeltaOptions {
@@ -55,14 +53,16 @@ export function loraDelta(y: Tensor, x: Tensor, A: Tensor, B: Tensor, opts: Lora
   const p = opts.training === false ? 0 : opts.dropout ?? 0;
   const { seed, offset } = p > 0 ? (opts.generator ?? defaultGenerator).next(N * k) : { seed: 0n, offset: 0n };
   const maskScale = p >= 1 ? 0 : 1 / (1 - p);
-  const needX = x.requiresGrad, needA = A.requiresGrad, needB = B.requiresGrad;
+  /** src ⊙ mask/(1-p) for an N×k tensor (the same mask on every call). */
+  const masked = (src: Tensor): Tensor => {
+    const dst = newFloat([N, k], src);
+    nnKernels().dropout(src.storage.native, src.byteOffset, dst.storage.native, 0, N * k, p, maskScale, seed, offset);
+    return dst;
+  };
 
   return withContiguous([x, A, B, y], (xc, Ac, Bc, yc) => {
     const x2 = xc.reshape(N, k);
-    // The mask is kept (as bits) only when backward will apply it: to gx, or to x for gA.
-    const drop = p > 0 ? dropoutMasked(x2, N * k, p, maskScale, seed, offset, needsGrad(y, x, A, B) && (needX || needA)) : null;
-    const xd = drop ? drop.out : x2;
-    const mask = drop?.mask ?? null;
+    const xd = p > 0 ? masked(x2) : x2;
     const u = newFloat([N, r], x);
     gemm2d(u, xd, false, Ac!, true, 1, 0); // u = drop(x)·Aᵀ
     if (xd !== x2) xd.dispose();
@@ -71,11 +71,10 @@ export function loraDelta(y: Tensor, x: Tensor, A: Tensor, B: Tensor, opts: Lora
     gemm2d(out.reshape(N, d), u, false, Bc!, true, s, 1); // out += s·u·Bᵀ
     x2.dispose();
 
+    const needX = x.requiresGrad, needA = A.requiresGrad, needB = B.requiresGrad;
     record(
       op, out, [y, x, A, B],
-      (g, [xs, As, Bs, us, ms]) => {
-        /** src (N×k, contiguous) ⊙ mask/(1-p): the forward's mask (saved as bits), applied again. */
-        const masked = (src: Tensor, shape: readonly number[]): Tensor => applyDropoutMask(src, ms!, N * k, maskScale, shape);
+      (g, [xs, As, Bs, us]) => {
         const g2 = withContiguous([g], (gc) => gc.reshape(N, d));
         let gx: Tensor | null = null, gA: Tensor | null = null, gB: Tensor | null = null;
         if (needX || needA) {
@@ -84,13 +83,13 @@ export function loraDelta(y: Tensor, x: Tensor, A: Tensor, B: Tensor, opts: Lora
           if (needX) {
             const vA = newFloat([N, k], g);
             gemm2d(vA, v, false, As!, false, s, 0); // s·v·A
-            gx = p > 0 ? masked(vA, x.shape) : vA.reshape([...x.shape]);
+            gx = (p > 0 ? masked(vA) : vA).reshape([...x.shape]);
             vA.dispose();
           }
           if (needA) {
             gA = newFloat([r, k], g);
             const x2s = xs!.reshape(N, k);
-            const xds = p > 0 ? masked(x2s, [N, k]) : x2s;
+            const xds = p > 0 ? masked(x2s) : x2s;
             gemm2d(gA, v, true, xds, false, s, 0); // s·vᵀ·drop(x)
             if (xds !== x2s) xds.dispose();
             x2s.dispose();
@@ -104,10 +103,9 @@ export function loraDelta(y: Tensor, x: Tensor, A: Tensor, B: Tensor, opts: Lora
         g2.dispose();
         return [g.alias(), gx, gA, gB];
       },
-      [xc, Ac!, Bc!, u, ...(mask ? [mask] : [])],
+      [xc, Ac!, Bc!, u],
     );
     u.dispose();
-    mask?.dispose();
     return out;
   });
 }

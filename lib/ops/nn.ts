@@ -1,10 +1,10 @@
 // Neural-network ops: layer norm, softmax / log-softmax, fused cross-entropy and dropout, each a
 // single native pass forward and backward, with the backward rule beside the forward.
 // Kernels: native/ops/nn.h (CPU and CUDA twins). Attention is in attention.ts.
-import { needsGrad, record } from "../autograd/tape.js";
+import { record } from "../autograd/tape.js";
 import { kernels, type NativeStorage } from "../native.js";
 import { defaultGenerator, type Generator } from "../tensor/random.js";
-import { emptyLike, formatShape, normDim, shapeSize, type Tensor } from "../tensor/tensor.js";
+import { formatShape, normDim, shapeSize, type Tensor } from "../tensor/tensor.js";
 import { checkFloat, checkSameDevice, contiguousInput, newFloat, withContiguous } from "./util.js";
 
 export const enum Reduction { None = 0, Sum = 1, Mean = 2 }
@@ -38,13 +38,6 @@ export interface NNKernels {
     ignoreIndex: number, reduction: Reduction,
   ): void;
   dropout(x: NativeStorage, xOffset: number, y: NativeStorage, yOffset: number, n: number, p: number, scale: number, seed: bigint, offset: bigint): void;
-  /** dropout that also writes its mask: bit i % 32 of word i / 32 of `keep` (ceil(n / 32) words) set when element i is kept. */
-  dropoutKeep(
-    x: NativeStorage, xOffset: number, y: NativeStorage, yOffset: number, keep: NativeStorage, keepOffset: number, n: number,
-    p: number, scale: number, seed: bigint, offset: bigint,
-  ): void;
-  /** y = x * scale where the mask bit is set, else 0 (the mask dropoutKeep wrote). */
-  maskedScale(x: NativeStorage, xOffset: number, y: NativeStorage, yOffset: number, keep: NativeStorage, keepOffset: number, n: number, scale: number): void;
 }
 export const nnKernels = kernels<NNKernels>;
 const native = nnKernels;
@@ -237,39 +230,16 @@ export interface DropoutOptions {
   generator?: Generator;
 }
 
-/** A dropped-out copy of a contiguous run of n floats, and its mask when `keepMask` (see dropout). */
-export function dropoutMasked(
-  x: Tensor, n: number, p: number, scale: number, seed: bigint, offset: bigint, keepMask: boolean,
-): { out: Tensor; mask: Tensor | null } {
-  const out = newFloat(x.shape, x);
-  if (!keepMask) {
-    native().dropout(x.storage.native, x.byteOffset, out.storage.native, 0, n, p, scale, seed, offset);
-    return { out, mask: null };
-  }
-  const mask = emptyLike([Math.ceil(n / 32)], "int32", x.deviceInfo); // bits, in int32 words
-  native().dropoutKeep(x.storage.native, x.byteOffset, out.storage.native, 0, mask.storage.native, 0, n, p, scale, seed, offset);
-  return { out, mask };
-}
-
-/** src (contiguous, n floats) times the stored dropout mask and `scale`, as a new tensor shaped `shape`. */
-export function applyDropoutMask(src: Tensor, mask: Tensor, n: number, scale: number, shape: readonly number[] = src.shape): Tensor {
-  const out = newFloat(shape, src);
-  native().maskedScale(src.storage.native, src.byteOffset, out.storage.native, 0, mask.storage.native, mask.byteOffset, n, scale);
-  return out;
-}
-
 /**
  * Zeroes each element with probability p and scales the kept ones by 1/(1-p).
  *
- * The mask comes from the Philox stream (native/core/philox.h): the call reserves x.size
- * counters from the generator, (seed, offset) = gen.next(x.size), and element i of x in
- * row-major order is kept when philox_keep(seed, offset, i, p), i.e. when the uniform from lane 0
- * of Philox block (offset + i) under key seed is >= p: the same generator state gives the same
- * mask on every backend. When a gradient will be needed the forward keeps the mask as one bit an
- * element (x.size / 8 bytes) and the backward applies it in one pass (regenerating it cost as much
- * as the forward: ten Philox rounds an element). Kernels that fuse dropout use the same rule (the
- * LoRA op drops its input x [N, k], element i = n*k + j; attention its weights) and recompute or
- * store the mask as suits them.
+ * The mask is never stored. It comes from the Philox stream (native/core/philox.h): the call
+ * reserves x.size counters from the generator, (seed, offset) = gen.next(x.size), and element i
+ * of x in row-major order is kept when philox_keep(seed, offset, i, p), i.e. when the uniform from
+ * lane 0 of Philox block (offset + i) under key seed is >= p. The backward recomputes the same
+ * mask from the same (seed, offset), and so does any kernel that fuses dropout (the LoRA kernel
+ * drops its input x [N, k] with this rule, element i = n*k + j): the same generator state gives
+ * the same mask on every backend.
  */
 export function dropout(x: Tensor, p: number, opts: DropoutOptions = {}): Tensor {
   const op = "dropout";
@@ -283,9 +253,12 @@ export function dropout(x: Tensor, p: number, opts: DropoutOptions = {}): Tensor
   const n = x.size;
   const { seed, offset } = (opts.generator ?? defaultGenerator).next(n);
   const scale = p === 1 ? 0 : 1 / (1 - p);
-  const { out, mask } = withContiguous([x], (c) => dropoutMasked(c, n, p, scale, seed, offset, needsGrad(x)));
-  if (!mask) return out;
-  record(op, out, [x], (g, [m]) => [withContiguous([g], (gc) => applyDropoutMask(gc, m!, n, scale))], [mask]);
-  mask.dispose();
+  const apply = (src: Tensor): Tensor => {
+    const dst = newFloat(src.shape, src);
+    withContiguous([src], (c) => native().dropout(c.storage.native, c.byteOffset, dst.storage.native, 0, n, p, scale, seed, offset));
+    return dst;
+  };
+  const out = apply(x);
+  record(op, out, [x], (g) => [apply(g)]);
   return out;
 }

@@ -154,34 +154,6 @@ Napi::Value Dropout(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// dropoutKeep(x, xo, y, yo, keep, keepo, n, p, scale, seed, offset): keep holds ceil(n / 32) uint32 words.
-Napi::Value DropoutKeep(const Napi::CallbackInfo& info) {
-  const char* op = "dropoutKeep";
-  Buf x = buf_arg(info, 0, op), y = buf_arg(info, 2, op), keep = buf_arg(info, 4, op);
-  int64_t n = size_arg(info, 6, op);
-  x.need(n * 4, op);
-  y.need(n * 4, op);
-  keep.need((n + 31) / 32 * 4, op);
-  float p = float(num_arg(info, 7, op)), scale = float(num_arg(info, 8, op));
-  if (!(p >= 0 && p <= 1)) fail("dropoutKeep: p must be in [0, 1], got " + std::to_string(p));
-  LR_DISPATCH(same_device(op, {&x, &y, &keep}), dropout_keep_f32(x.as<float>(), y.as<float>(), keep.as<uint32_t>(), n, p, scale,
-                                                                 u64_arg(info, 9, op), u64_arg(info, 10, op)));
-  return info.Env().Undefined();
-}
-
-// maskedScale(x, xo, y, yo, keep, keepo, n, scale)
-Napi::Value MaskedScale(const Napi::CallbackInfo& info) {
-  const char* op = "maskedScale";
-  Buf x = buf_arg(info, 0, op), y = buf_arg(info, 2, op), keep = buf_arg(info, 4, op);
-  int64_t n = size_arg(info, 6, op);
-  x.need(n * 4, op);
-  y.need(n * 4, op);
-  keep.need((n + 31) / 32 * 4, op);
-  LR_DISPATCH(same_device(op, {&x, &y, &keep}),
-              masked_scale_f32(x.as<float>(), y.as<float>(), keep.as<uint32_t>(), n, float(num_arg(info, 7, op))));
-  return info.Env().Undefined();
-}
-
 // An attention operand: (storage, byteOffset, [sb, sh, st]) at i..i+2, logically [B, H, T, D]
 // with D contiguous; checked to lie inside its storage.
 AttnView view_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const AttnDims& d, int64_t T, Buf& buf) {
@@ -253,8 +225,6 @@ LR_EXPORTS(nn) {
   exports.Set("crossEntropy", Napi::Function::New(env, CrossEntropy, "crossEntropy"));
   exports.Set("crossEntropyBackward", Napi::Function::New(env, CrossEntropyBackward, "crossEntropyBackward"));
   exports.Set("dropout", Napi::Function::New(env, Dropout, "dropout"));
-  exports.Set("dropoutKeep", Napi::Function::New(env, DropoutKeep, "dropoutKeep"));
-  exports.Set("maskedScale", Napi::Function::New(env, MaskedScale, "maskedScale"));
   exports.Set("attentionForward", Napi::Function::New(env, AttentionForward, "attentionForward"));
   exports.Set("attentionBackward", Napi::Function::New(env, AttentionBackward, "attentionBackward"));
 }

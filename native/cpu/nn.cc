@@ -198,21 +198,5 @@ void dropout_f32(const float* x, float* y, int64_t n, float p, float scale, uint
   parallel_for(n, kGrain, [&](int64_t i0, int64_t i1) { dropout_run(x + i0, y + i0, i1 - i0, p, scale, seed, offset, uint64_t(i0)); });
 }
 
-// Threads take whole mask words (32 elements), so each writes its own words.
-void dropout_keep_f32(const float* x, float* y, uint32_t* keep, int64_t n, float p, float scale, uint64_t seed,
-                      uint64_t offset) {
-  parallel_for((n + 31) / 32, kGrain / 32, [&](int64_t w0, int64_t w1) {
-    const int64_t i0 = w0 * 32, i1 = std::min(n, w1 * 32);
-    dropout_keep_run(x + i0, y + i0, keep + w0, i1 - i0, p, scale, seed, offset, uint64_t(i0));
-  });
-}
-
-void masked_scale_f32(const float* x, float* y, const uint32_t* keep, int64_t n, float scale) {
-  parallel_for((n + 31) / 32, kStreamGrain / 32, [&](int64_t w0, int64_t w1) {
-    const int64_t i0 = w0 * 32, i1 = std::min(n, w1 * 32);
-    masked_scale_run(x + i0, y + i0, keep + w0, i1 - i0, scale);
-  });
-}
-
 }  // namespace cpu
 }  // namespace lowrank

@@ -188,21 +188,8 @@ LR_TARGET_AVX2 void gelu_backward_avx2(const float* x, const float* g, float* gx
 }
 #endif
 
-void dropout_scalar(const float* x, float* y, uint32_t* keep, int64_t n, float p, float scale, uint64_t seed, uint64_t offset,
-                    uint64_t i0) {
-  for (int64_t w = 0; w * 32 < n; ++w) {
-    uint32_t bits = 0;
-    for (int64_t j = w * 32; j < std::min<int64_t>(n, w * 32 + 32); ++j) {
-      const bool kept = philox_keep(seed, offset, i0 + uint64_t(j), p);
-      y[j] = kept ? x[j] * scale : 0.0f;
-      bits |= uint32_t(kept) << (j % 32);
-    }
-    if (keep) keep[w] = bits;
-  }
-}
-
-void masked_scale_scalar(const float* x, float* y, const uint32_t* keep, int64_t n, float scale) {
-  for (int64_t j = 0; j < n; ++j) y[j] = (keep[j / 32] >> (j % 32)) & 1u ? x[j] * scale : 0.0f;
+void dropout_scalar(const float* x, float* y, int64_t n, float p, float scale, uint64_t seed, uint64_t offset, uint64_t i0) {
+  for (int64_t j = 0; j < n; ++j) y[j] = philox_keep(seed, offset, i0 + uint64_t(j), p) ? x[j] * scale : 0.0f;
 }
 
 #ifdef LOWRANK_X86
@@ -219,9 +206,8 @@ LR_TARGET_AVX512 inline __m512i mulhi_epu32(__m512i a, __m512i m) {
 // block is a chain of 10 dependent multiply rounds, and interleaving them keeps the multipliers
 // busy (measured on Zen 5, one thread: 1.07 ns an element with one block, 0.75 with four, 0.80
 // with eight; full blocks use unmasked loads and stores, 0.77 -> 0.74).
-// With `keep`, block b's 16 keep bits go to the 16-bit half b of the mask words (i0 % 32 == 0).
-LR_TARGET_AVX512 void dropout_avx512(const float* x, float* y, uint32_t* keep, int64_t n, float p, float scale, uint64_t seed,
-                                      uint64_t offset, uint64_t i0) {
+LR_TARGET_AVX512 void dropout_avx512(const float* x, float* y, int64_t n, float p, float scale, uint64_t seed, uint64_t offset,
+                                      uint64_t i0) {
   constexpr int kBlocks = 4;
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512i m0 = _mm512_set1_epi32(int(0xD2511F53u)), m1 = _mm512_set1_epi32(int(0xCD9E8D57u));
@@ -256,37 +242,19 @@ LR_TARGET_AVX512 void dropout_avx512(const float* x, float* y, uint32_t* keep, i
     for (int b = 0; b < kBlocks && j + 16 * b < n; ++b) {
       const int64_t jb = j + 16 * b;
       const __m512 u = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(c0[b], 8)), unit);
-      __mmask16 kept = _mm512_cmp_ps_mask(u, vp, _CMP_GE_OQ);
+      const __mmask16 keep = _mm512_cmp_ps_mask(u, vp, _CMP_GE_OQ);
       if (n - jb >= 16) {  // plain loads and stores: masked stores cost more on AMD
-        _mm512_storeu_ps(y + jb, _mm512_maskz_mul_ps(kept, _mm512_loadu_ps(x + jb), vscale));
+        _mm512_storeu_ps(y + jb, _mm512_maskz_mul_ps(keep, _mm512_loadu_ps(x + jb), vscale));
       } else {
         const __mmask16 m = __mmask16((1u << (n - jb)) - 1);
-        _mm512_mask_storeu_ps(y + jb, m, _mm512_maskz_mul_ps(kept, _mm512_maskz_loadu_ps(m, x + jb), vscale));
-        kept &= m;
-      }
-      if (keep) {
-        uint16_t* halves = reinterpret_cast<uint16_t*>(keep);  // little-endian: half 2w is word w's low bits
-        halves[jb / 16] = uint16_t(kept);
-        if (jb / 16 % 2 == 0 && jb + 16 >= n) halves[jb / 16 + 1] = 0;  // the last word's unused high half
+        _mm512_mask_storeu_ps(y + jb, m, _mm512_maskz_mul_ps(keep, _mm512_maskz_loadu_ps(m, x + jb), vscale));
       }
     }
   }
 }
-
-// masked_scale_run: each 16-bit half of a mask word is the AVX-512 mask of 16 elements.
-LR_TARGET_AVX512 void masked_scale_avx512(const float* x, float* y, const uint32_t* keep, int64_t n, float scale) {
-  const __m512 vscale = _mm512_set1_ps(scale);
-  const uint16_t* halves = reinterpret_cast<const uint16_t*>(keep);
-  int64_t j = 0;
-  for (; j + 16 <= n; j += 16) _mm512_storeu_ps(y + j, _mm512_maskz_mul_ps(__mmask16(halves[j / 16]), _mm512_loadu_ps(x + j), vscale));
-  if (j < n) {
-    const __mmask16 m = __mmask16((1u << (n - j)) - 1);
-    _mm512_mask_storeu_ps(y + j, m, _mm512_maskz_mul_ps(__mmask16(halves[j / 16] & m), _mm512_maskz_loadu_ps(m, x + j), vscale));
-  }
-}
 #endif
 
-using DropoutFn = void (*)(const float*, float*, uint32_t*, int64_t, float, float, uint64_t, uint64_t, uint64_t);
+using DropoutFn = void (*)(const float*, float*, int64_t, float, float, uint64_t, uint64_t, uint64_t);
 
 // AVX2 hosts use the scalar loop: without AVX-512's 16 lanes and masks the gain is smaller.
 DropoutFn pick_dropout() {
@@ -294,15 +262,6 @@ DropoutFn pick_dropout() {
   if (has_avx512()) return dropout_avx512;
 #endif
   return dropout_scalar;
-}
-
-using MaskedScaleFn = void (*)(const float*, float*, const uint32_t*, int64_t, float);
-
-MaskedScaleFn pick_masked_scale() {
-#ifdef LOWRANK_X86
-  if (has_avx512()) return masked_scale_avx512;
-#endif
-  return masked_scale_scalar;
 }
 
 using GeluFn = void (*)(const float*, float*, int64_t);
@@ -353,18 +312,7 @@ void gelu_backward_run(const float* x, const float* g, float* gx, int64_t n) {
 
 void dropout_run(const float* x, float* y, int64_t n, float p, float scale, uint64_t seed, uint64_t offset, uint64_t i0) {
   static const DropoutFn fn = pick_dropout();
-  fn(x, y, nullptr, n, p, scale, seed, offset, i0);
-}
-
-void dropout_keep_run(const float* x, float* y, uint32_t* keep, int64_t n, float p, float scale, uint64_t seed,
-                      uint64_t offset, uint64_t i0) {
-  static const DropoutFn fn = pick_dropout();
-  fn(x, y, keep, n, p, scale, seed, offset, i0);
-}
-
-void masked_scale_run(const float* x, float* y, const uint32_t* keep, int64_t n, float scale) {
-  static const MaskedScaleFn fn = pick_masked_scale();
-  fn(x, y, keep, n, scale);
+  fn(x, y, n, p, scale, seed, offset, i0);
 }
 
 }  // namespace cpu

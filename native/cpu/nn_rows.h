@@ -63,13 +63,5 @@ void gelu_backward_run(const float* x, const float* g, float* gx, int64_t n);
 // y[j] = x[j] * scale when philox_keep(seed, offset, i0 + j, p), else 0. y may alias x.
 void dropout_run(const float* x, float* y, int64_t n, float p, float scale, uint64_t seed, uint64_t offset, uint64_t i0);
 
-// dropout_run that also records its mask: bit j % 32 of keep[j / 32] is set when element i0 + j
-// was kept (i0 must be a multiple of 32; the bits of the last word past n are written as 0).
-void dropout_keep_run(const float* x, float* y, uint32_t* keep, int64_t n, float p, float scale, uint64_t seed,
-                      uint64_t offset, uint64_t i0);
-
-// y[j] = x[j] * scale where bit j of `keep` (laid out as above) is set, else 0; y may alias x.
-void masked_scale_run(const float* x, float* y, const uint32_t* keep, int64_t n, float scale);
-
 }  // namespace cpu
 }  // namespace lowrank

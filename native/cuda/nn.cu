@@ -198,27 +198,6 @@ __global__ void dropout_kernel(const float* x, float* y, int64_t n, float p, flo
     y[i] = philox_keep(seed, offset, static_cast<uint64_t>(i), p) ? x[i] * scale : 0.0f;
 }
 
-// One thread per mask word: its 32 elements (the same keep rule as dropout_kernel) and their bits.
-__global__ void dropout_keep_kernel(const float* x, float* y, uint32_t* keep, int64_t n, float p, float scale, uint64_t seed,
-                                    uint64_t offset) {
-  const int64_t words = (n + 31) / 32;
-  for (int64_t w = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; w < words; w += (int64_t)blockDim.x * gridDim.x) {
-    uint32_t bits = 0;
-    const int64_t end = min(n, w * 32 + 32);
-    for (int64_t i = w * 32; i < end; ++i) {
-      const bool kept = philox_keep(seed, offset, static_cast<uint64_t>(i), p);
-      y[i] = kept ? x[i] * scale : 0.0f;
-      bits |= uint32_t(kept) << (i % 32);
-    }
-    keep[w] = bits;
-  }
-}
-
-__global__ void masked_scale_kernel(const float* x, float* y, const uint32_t* keep, int64_t n, float scale) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)blockDim.x * gridDim.x)
-    y[i] = (keep[i / 32] >> (i % 32)) & 1u ? x[i] * scale : 0.0f;
-}
-
 // ---- attention ------------------------------------------------------------------------------------
 // One block per query row (forward, dq) or per key row (dk, dv). Scores are recomputed from
 // q, k and the saved lse with the masking rules of native/ops/nn.h, as on the CPU.
@@ -471,19 +450,6 @@ void dropout_f32(const float* x, float* y, int64_t n, float p, float scale, uint
   if (n == 0) return;
   dropout_kernel<<<grid_for(n, kThreads), kThreads, 0, current_stream()>>>(x, y, n, p, scale, seed, offset);
   LR_CUDA_LAUNCH_CHECK("dropout_f32");
-}
-
-void dropout_keep_f32(const float* x, float* y, uint32_t* keep, int64_t n, float p, float scale, uint64_t seed,
-                      uint64_t offset) {
-  if (n == 0) return;
-  dropout_keep_kernel<<<grid_for((n + 31) / 32, kThreads), kThreads, 0, current_stream()>>>(x, y, keep, n, p, scale, seed, offset);
-  LR_CUDA_LAUNCH_CHECK("dropout_keep_f32");
-}
-
-void masked_scale_f32(const float* x, float* y, const uint32_t* keep, int64_t n, float scale) {
-  if (n == 0) return;
-  masked_scale_kernel<<<grid_for(n, kThreads), kThreads, 0, current_stream()>>>(x, y, keep, n, scale);
-  LR_CUDA_LAUNCH_CHECK("masked_scale_f32");
 }
 
 void attention_forward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView v, const int32_t* key_keep, AttnView out,

@@ -77,13 +77,6 @@ struct AttnDims {
   /* y[i] = x[i] * scale where philox_keep(seed, offset, i, p), else 0; i < n, contiguous; y may   \
      alias x. The same call with the same (seed, offset) is the backward (x = dy, y = dx). */      \
   void dropout_f32(const float* x, float* y, int64_t n, float p, float scale, uint64_t seed, uint64_t offset); \
-  /* dropout_f32 that also stores its mask, one bit an element: bit i % 32 of keep[i / 32] is set   \
-     when element i was kept (bits past n in the last word are 0). ceil(n / 32) words. */          \
-  void dropout_keep_f32(const float* x, float* y, uint32_t* keep, int64_t n, float p, float scale, \
-                        uint64_t seed, uint64_t offset);                                            \
-  /* y[i] = x[i] * scale where bit i of keep (dropout_keep_f32's layout) is set, else 0: a stored  \
-     mask applied again (dropout's backward) without regenerating it. y may alias x. */           \
-  void masked_scale_f32(const float* x, float* y, const uint32_t* keep, int64_t n, float scale);   \
   /* out = softmax(scale * q kᵀ + masks) v; lse [B, H, Tq] (contiguous) saves each row's          \
      logsumexp for the backward. See AttnDims for the masks. */                                     \
   void attention_forward_f32(const AttnDims& dims, AttnView q, AttnView k, AttnView v,             \

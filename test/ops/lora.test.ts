@@ -39,7 +39,7 @@ describe("loraDelta (y + s·drop(x)·Aᵀ·Bᵀ)", () => {
     });
   });
 
-  it("dropout: backward applies the mask drawn in forward (finite differences with a fixed stream)", () => {
+  it("dropout: the mask drawn in forward is recomputed in backward (finite differences with a fixed stream)", () => {
     tidy(() => {
       const y = t([6, 4], 1), x = t([6, 8], 2), A = t([3, 8], 3), B = t([4, 3], 4);
       const f = (a: any, b: any, c: any, e: any) => loraDelta(a, b, c, e, { scaling: 1.5, dropout: 0.4, generator: new Generator(11) });
