@@ -66,7 +66,11 @@ def table(drop):
         per = ", ".join(f"{r['ms_per_step']:.0f}" for r in mine)
         print(f"{impl:14}{ms:10.0f}{256e3 / ms * mine[0]['tokens'] / 256:10.1f}   [{per}]   {mine[0]['loss_first']:.3f} -> {mine[0]['loss_last']:.3f}")
     if len(med) == 2:
-        print(f"ratio ours/PyTorch (tokens/s): {med['pytorch+peft'] / med['lowrank']:.2f}x")
+        pt = [r["ms_per_step"] for r in rs if r["impl"] == "pytorch+peft"]
+        ours = [r["ms_per_step"] for r in rs if r["impl"] == "lowrank"]
+        per = [a / b for a, b in zip(pt, ours)]  # round by round: the two runs were back to back
+        print(f"ratio ours/PyTorch (tokens/s): {med['pytorch+peft'] / med['lowrank']:.2f}x"
+              f"   (per round: {', '.join(f'{x:.2f}' for x in per)})")
 table(0.05)
 table(0)
 PY
