@@ -20,6 +20,16 @@ function tempPathFor(path: string): string {
   return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`);
 }
 
+/**
+ * The writer's pid when `name` is a temporary file of writeFileAtomic (`.<name>.<pid>.<hex>.tmp`),
+ * else null: a process killed mid-write leaves one behind, and cleanup code removes those whose
+ * writer is gone.
+ */
+export function atomicTempWriterPid(name: string): number | null {
+  const m = /^\..+\.(\d+)\.[0-9a-f]{12}\.tmp$/.exec(name);
+  return m ? Number(m[1]) : null;
+}
+
 function failure(path: string, err: unknown): Error {
   const reason = err instanceof Error ? err.message : String(err);
   return new Error(`writeFileAtomic: cannot write "${path}": ${reason}`, { cause: err });

@@ -16,7 +16,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import { writeFileAtomic, writeJsonAtomic } from "../io/atomic.js";
+import { atomicTempWriterPid, writeFileAtomic, writeJsonAtomic } from "../io/atomic.js";
 import { readSafetensors, writeSafetensors, type SafetensorsFile } from "../io/safetensors.js";
 import type { FlatOptimizerState } from "../optim/optimizer.js";
 import type { LRSchedulerState } from "../optim/schedule.js";
@@ -196,12 +196,16 @@ function processAlive(pid: number): boolean {
   }
 }
 
-/** Removes temporary folders left by writers that died (kill -9 during a save or a prune). */
+/**
+ * Removes temporaries left by writers that died (kill -9 during a save or a prune): checkpoint
+ * folders being written, and files of an interrupted atomic write (the `latest` pointer).
+ */
 export function removeStaleTemporaries(checkpointsDir: string): void {
   if (!existsSync(checkpointsDir)) return;
   for (const name of readdirSync(checkpointsDir)) {
     const m = TEMP_DIR.exec(name);
-    if (m && Number(m[1]) !== process.pid && !processAlive(Number(m[1]))) rmSync(join(checkpointsDir, name), { recursive: true, force: true });
+    const pid = m ? Number(m[1]) : atomicTempWriterPid(name);
+    if (pid !== null && pid !== process.pid && !processAlive(pid)) rmSync(join(checkpointsDir, name), { recursive: true, force: true });
   }
 }
 
