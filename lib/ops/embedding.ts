@@ -4,7 +4,7 @@ import { record } from "../autograd/tape.js";
 import { kernels, native, type NativeStorage } from "../native.js";
 import { zeros } from "../tensor/creation.js";
 import { formatShape, type Tensor } from "../tensor/tensor.js";
-import { checkFloat, checkSameDevice, newFloat, withContiguous } from "./util.js";
+import { checkFloat, checkSameDevice, newFloat, unravel, withContiguous } from "./util.js";
 
 /** native/binding/embedding.cc */
 export interface EmbeddingKernels {
@@ -20,16 +20,6 @@ export interface EmbeddingKernels {
   ): void;
 }
 export const embeddingKernels = kernels<EmbeddingKernels>;
-
-/** Row-major multi-index of flat position `flat` in `shape`. */
-function unravel(flat: number, shape: readonly number[]): number[] {
-  const idx = new Array<number>(shape.length);
-  for (let d = shape.length - 1; d >= 0; d--) {
-    idx[d] = flat % shape[d]!;
-    flat = Math.floor(flat / shape[d]!);
-  }
-  return idx;
-}
 
 /** embedding(ids int32 [...], weight [V, D]) -> [..., D]: out[..., :] = weight[ids[...], :]. */
 export function embedding(ids: Tensor, weight: Tensor): Tensor {

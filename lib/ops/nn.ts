@@ -5,7 +5,7 @@ import { record } from "../autograd/tape.js";
 import { kernels, type NativeStorage } from "../native.js";
 import { defaultGenerator, type Generator } from "../tensor/random.js";
 import { formatShape, normDim, shapeSize, type Tensor } from "../tensor/tensor.js";
-import { checkFloat, checkSameDevice, contiguousInput, newFloat, withContiguous } from "./util.js";
+import { checkFloat, checkSameDevice, contiguousInput, newFloat, unravel, withContiguous } from "./util.js";
 
 export const enum Reduction { None = 0, Sum = 1, Mean = 2 }
 
@@ -145,15 +145,6 @@ export interface CrossEntropyOptions {
 }
 
 const REDUCTIONS = { none: Reduction.None, sum: Reduction.Sum, mean: Reduction.Mean } as const;
-
-function unravel(index: number, shape: readonly number[]): number[] {
-  const out = new Array<number>(shape.length);
-  for (let d = shape.length - 1; d >= 0; d--) {
-    out[d] = index % shape[d]!;
-    index = Math.floor(index / shape[d]!);
-  }
-  return out;
-}
 
 /**
  * Cross-entropy of logits [..., V] against int32 class indices [...] (PyTorch's F.cross_entropy

@@ -57,3 +57,13 @@ export function withContiguous<T>(ts: Tensor[], fn: (...cs: Tensor[]) => T): T {
     cs.forEach((c, i) => c !== ts[i] && c.dispose());
   }
 }
+
+/** The multi-index of row-major flat index `flat` in `shape` (for error messages naming a position). */
+export function unravel(flat: number, shape: readonly number[]): number[] {
+  const idx = new Array<number>(shape.length);
+  for (let d = shape.length - 1; d >= 0; d--) {
+    idx[d] = flat % shape[d]!;
+    flat = Math.floor(flat / shape[d]!);
+  }
+  return idx;
+}
