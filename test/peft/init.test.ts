@@ -13,23 +13,9 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { getPeftModel, Linear, LoraConfig, LoraEmbedding, LoraLinear, Module, noGrad, PeftModel, readSafetensors, relu, tensor, tidy, toTensor, type Tensor } from "../../lib/index.js";
 import { relError } from "../helpers.js";
-import { EXTRA, fixtureTensors, loadGpt2, logitsOf, product, quiet, readJson } from "./extra-fixtures.js";
+import { alignSigns, EXTRA, fixtureTensors, loadGpt2, logitsOf, product, quiet, readJson } from "./extra-fixtures.js";
 
 const TOL = 1e-4;
-
-/** Flips the sign of each (row i of A, column i of B) pair so that A's rows point like ref's: the freedom an SVD leaves. */
-function alignSigns(A: Float32Array, B: Float32Array, refA: Float32Array, r: number): { A: Float32Array; B: Float32Array } {
-  const a = Float32Array.from(A), b = Float32Array.from(B);
-  const inDim = A.length / r, out = B.length / r;
-  for (let k = 0; k < r; k++) {
-    let dot = 0;
-    for (let i = 0; i < inDim; i++) dot += a[k * inDim + i]! * refA[k * inDim + i]!;
-    if (dot >= 0) continue;
-    for (let i = 0; i < inDim; i++) a[k * inDim + i] = -a[k * inDim + i]!;
-    for (let o = 0; o < out; o++) b[o * r + k] = -b[o * r + k]!;
-  }
-  return { A: a, B: b };
-}
 
 /** ‖a − b‖ / ‖scale‖. */
 function errorRelativeTo(a: ArrayLike<number>, b: ArrayLike<number>, scale: ArrayLike<number>): number {

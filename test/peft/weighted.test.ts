@@ -10,7 +10,7 @@ import { describe, expect, it } from "vitest";
 import { getPeftModel, LoraConfig, PeftModel, type GPT2LMHeadModel } from "../../lib/index.js";
 import { quantileClamp, matrix } from "../../lib/linalg/index.js";
 import { relError } from "../helpers.js";
-import { EXTRA, fixtureTensors, loadGpt2, logitsOf, PEFT_TINY, product, quiet, readJson } from "./extra-fixtures.js";
+import { alignSigns, EXTRA, fixtureTensors, loadGpt2, logitsOf, PEFT_TINY, product, quiet, readJson } from "./extra-fixtures.js";
 
 const DIR = join(EXTRA, "weighted");
 const TOL = 1e-4;
@@ -36,20 +36,6 @@ function threeAdapters(onWarning: (m: string) => void = () => {}): PeftModel<GPT
 function add(peft: PeftModel, name: string, c: Case): void {
   const { adapters, weights, combination_type: combinationType, svd_rank: svdRank, svd_clamp: svdClamp } = c.args;
   peft.addWeightedAdapter(adapters, weights, name, { combinationType, svdRank, svdClamp });
-}
-
-/** Flips each (row of A, column of B) pair whose row points away from ref's. */
-function alignSigns(A: Float32Array, B: Float32Array, refA: Float32Array, r: number): { A: Float32Array; B: Float32Array } {
-  const a = Float32Array.from(A), b = Float32Array.from(B);
-  const inDim = A.length / r, out = B.length / r;
-  for (let k = 0; k < r; k++) {
-    let dot = 0;
-    for (let i = 0; i < inDim; i++) dot += a[k * inDim + i]! * refA[k * inDim + i]!;
-    if (dot >= 0) continue;
-    for (let i = 0; i < inDim; i++) a[k * inDim + i] = -a[k * inDim + i]!;
-    for (let o = 0; o < out; o++) b[o * r + k] = -b[o * r + k]!;
-  }
-  return { A: a, B: b };
 }
 
 describe("addWeightedAdapter against PEFT", () => {
