@@ -377,6 +377,24 @@ __device__ __forceinline__ void store2(bf16* p, float a, float b) {
 }
 __device__ __forceinline__ void store2(float* p, float a, float b) { *reinterpret_cast<float2*>(p) = make_float2(a, b); }
 
+// Dropout keep bits of one thread's accumulator tile of NB 16x8 blocks: bit 4*nb + e is set when
+// element (nb, e) is kept. Its query i and key j: rows of the accumulator are queries
+// (kQueryRows: i = ib + 8*(e/2), j = jb + 8*nb + e%2) or keys (i = ib + 8*nb + e%2, j = jb + 8*(e/2)).
+// The loop stays rolled so the Philox rounds cost registers once, not once per element.
+template <int NB, bool kQueryRows>
+__device__ __forceinline__ uint32_t dropout_keep_bits(const Shape& s, int b, int h, int ib, int jb) {
+  static_assert(NB * 4 <= 32, "one bit per element");
+  uint32_t bits = 0;
+#pragma unroll 1
+  for (int x = 0; x < NB * 4; ++x) {
+    const int nb = x / 4, e = x % 4;
+    const int i = kQueryRows ? ib + 8 * (e / 2) : ib + 8 * nb + e % 2;
+    const int j = kQueryRows ? jb + 8 * nb + e % 2 : jb + 8 * (e / 2);
+    if (i < s.Tq && j < s.Tk && drop_factor(s, b, h, i, j) != 0.f) bits |= 1u << x;
+  }
+  return bits;
+}
+
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
@@ -393,7 +411,7 @@ template <int D, int kWarps>
 constexpr size_t flash_forward_smem() { return size_t(16 * kWarps + 4 * kBc) * tile_stride<D>() * sizeof(bf16); }
 
 template <int D, int kWarps, typename T>
-__global__ void __launch_bounds__(kWarps * 32)
+__global__ void __launch_bounds__(kWarps * 32, 1)
     flash_forward_kernel(Shape s, const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                          const int32_t* __restrict__ keep, T* __restrict__ o, float* __restrict__ lse) {
   constexpr int Br = 16 * kWarps, kThreads = kWarps * 32, kS = tile_stride<D>();
@@ -506,13 +524,12 @@ __global__ void __launch_bounds__(kWarps * 32)
         sc[nb][e] = p;
       }
     if (s.dropout > 0.f) {
+      const uint32_t bits = dropout_keep_bits<kBc / 8, true>(s, b, h, row_base, k0 + 2 * tq);
+      const float kept = 1.f / (1.f - s.dropout);
 #pragma unroll
       for (int nb = 0; nb < kBc / 8; ++nb)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int row = row_base + (e / 2) * 8, col = k0 + nb * 8 + 2 * tq + (e % 2);
-          if (row < s.Tq && col < s.Tk) sc[nb][e] *= drop_factor(s, b, h, row, col);
-        }
+        for (int e = 0; e < 4; ++e) sc[nb][e] *= (bits >> (4 * nb + e)) & 1u ? kept : 0.f;
     }
 
     // O += P V. P's accumulator blocks 2kk, 2kk+1 (keys 16kk..16kk+15) form one A fragment.
@@ -553,7 +570,11 @@ template <int D, int kWarps, typename T>
 void flash_forward_d(const Shape& s, const T* q, const T* k, const T* v, const int32_t* keep, T* o, float* lse) {
   constexpr size_t smem = flash_forward_smem<D, kWarps>();
   auto kernel = flash_forward_kernel<D, kWarps, T>;
-  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  static bool configured = false;  // once per instantiation, so timed calls are launches only
+  if (!configured) {
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    configured = true;
+  }
   const dim3 grid((s.Tq + 16 * kWarps - 1) / (16 * kWarps), s.B * s.H);
   kernel<<<grid, kWarps * 32, smem>>>(s, q, k, v, keep, o, lse);
   LAUNCH_CHECK();
@@ -711,6 +732,10 @@ __global__ void __launch_bounds__(128)
 
     // P^T, dS^T (in sc), P^T*M (in dp). Element (key, query) = (key_base + 8*(e/2), i0 + 8nb + 2tq + e%2).
     const bool need_mask = keep != nullptr || k0 + kBc > s.Tk || (s.causal && k0 + kBc - 1 > i0 + offset);
+    uint32_t bits = 0xffffffffu;  // dropout keep bits (all kept without dropout)
+    if (s.dropout > 0.f)
+      bits = dropout_keep_bits<Br / 8, false>(s, b, h, i0 + 2 * tq, key_base);
+    const float kept = s.dropout > 0.f ? 1.f / (1.f - s.dropout) : 1.f;
 #pragma unroll
     for (int nb = 0; nb < Br / 8; ++nb)
 #pragma unroll
@@ -720,8 +745,7 @@ __global__ void __launch_bounds__(128)
         if (need_mask)
           masked = key >= s.Tk || (s.causal && key > qrow + offset) || (keep && keep[int64_t(b) * s.Tk + key] == 0);
         const float p = masked ? 0.f : exp2f(sc[nb][e] * scale_log2 - tL[qc]);
-        float mf = 1.f;
-        if (s.dropout > 0.f && p != 0.f) mf = drop_factor(s, b, h, qrow, key);  // p != 0: qrow < Tq, key < Tk
+        const float mf = (bits >> (4 * nb + e)) & 1u ? kept : 0.f;
         sc[nb][e] = p * (dp[nb][e] * mf - tD[qc]) * s.scale;
         dp[nb][e] = p * mf;
       }
@@ -805,7 +829,11 @@ void flash_backward_d(const Shape& s, const T* q, const T* k, const T* v, const 
                       const float* delta, const T* dout, float* dq_acc, T* dk, T* dv) {
   constexpr size_t smem = flash_backward_smem<D>();
   auto kernel = flash_backward_kernel<D, T>;
-  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  static bool configured = false;
+  if (!configured) {
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    configured = true;
+  }
   kernel<<<dim3((s.Tk + kBc - 1) / kBc, s.B * s.H), 128, smem>>>(s, q, k, v, keep, lse, delta, dout, dq_acc, dk, dv);
   LAUNCH_CHECK();
 }
