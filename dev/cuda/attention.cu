@@ -1093,7 +1093,64 @@ void benchmark() {
     CUDA_CHECK(cudaFree(p));
 }
 
+// `attn reftest DIR` (no GPU needed): writes inputs, the dropout factors and the CPU reference's
+// outputs of a few cases to DIR/case<n>.bin for dev/cuda/check_attention_reference.py, which checks
+// them against PyTorch autograd in float64. Layout: int32 B, H, Tq, Tk, D, causal, padding; float32
+// dropout; then float64 arrays q, k, v, dout, keep (if padding), M [B,H,Tq,Tk], o, lse, dq, dk, dv.
+int reference_dump(const char* dir) {
+  const Case cases[] = {
+      {"causal", 2, 2, 9, 9, 8, true, false, 0.f},
+      {"Tq<Tk causal padding", 2, 2, 5, 12, 8, true, true, 0.f},
+      {"causal padding, empty rows", 2, 2, 10, 10, 8, true, true, 0.1f},
+      {"non-causal padding dropout", 2, 1, 7, 7, 8, false, true, 0.3f},
+      {"Tq<Tk causal dropout", 1, 2, 4, 10, 16, true, false, 0.2f},
+      {"decode", 1, 1, 1, 11, 8, true, false, 0.f},
+  };
+  std::mt19937 rng(99);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  int n = 0;
+  for (const Case& c : cases) {
+    Shape s{c.B, c.H, c.Tq, c.Tk, c.D, c.causal, 1.0f / std::sqrt(float(c.D)), c.dropout, rng(), uint64_t(rng())};
+    const size_t nq = size_t(c.B) * c.H * c.Tq * c.D, nk = size_t(c.B) * c.H * c.Tk * c.D;
+    std::vector<float> q(nq), k(nk), v(nk), dout(nq);
+    for (auto* x : {&q, &k, &v, &dout})
+      for (auto& e : *x) e = 1.5f * normal(rng);
+    std::vector<int32_t> keep(size_t(c.B) * c.Tk, 1);
+    for (int b = 0; b < c.B; ++b)
+      for (int j = 0; j < c.Tk; ++j)
+        if (c.padding && (j < 3 * b + 2 || j % 5 == 3)) keep[size_t(b) * c.Tk + j] = 0;
+    std::vector<double> o, lse, dq, dk, dv;
+    const int32_t* kp = c.padding ? keep.data() : nullptr;
+    cpu_attention_forward(s, q, k, v, kp, o, lse);
+    cpu_attention_backward(s, q, k, v, kp, o, lse, dout, dq, dk, dv);
+    const std::string path = std::string(dir) + "/case" + std::to_string(n++) + ".bin";
+    FILE* f = fopen(path.c_str(), "wb");
+    if (!f) { fprintf(stderr, "cannot write %s\n", path.c_str()); return 1; }
+    const int32_t hdr[7] = {c.B, c.H, c.Tq, c.Tk, c.D, c.causal, c.padding};
+    fwrite(hdr, sizeof(hdr), 1, f);
+    fwrite(&c.dropout, sizeof(float), 1, f);
+    auto put = [&](const auto& x) {
+      for (auto e : x) {
+        const double d = double(e);
+        fwrite(&d, sizeof(double), 1, f);
+      }
+    };
+    put(q); put(k); put(v); put(dout);
+    if (c.padding) put(keep);
+    std::vector<double> m;
+    for (int b = 0; b < c.B; ++b)
+      for (int h = 0; h < c.H; ++h)
+        for (int i = 0; i < c.Tq; ++i)
+          for (int j = 0; j < c.Tk; ++j) m.push_back(drop_factor(s, b, h, i, j));
+    put(m); put(o); put(lse); put(dq); put(dk); put(dv);
+    fclose(f);
+    printf("wrote %s (%s)\n", path.c_str(), c.name);
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
+  if (argc > 2 && std::strcmp(argv[1], "reftest") == 0) return reference_dump(argv[2]);
   const bool bench_only = argc > 1 && std::strcmp(argv[1], "bench") == 0;
   if (!bench_only) {
     std::mt19937 rng(20261206);
