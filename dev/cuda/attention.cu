@@ -283,24 +283,6 @@ __global__ void simple_backward_dkdv_kernel(Shape s, const T* q, const T* k, con
   }
 }
 
-template <typename T>
-void simple_forward(const Shape& s, const T* q, const T* k, const T* v, const int32_t* keep, T* o, float* lse) {
-  const int64_t rows = int64_t(s.B) * s.H * s.Tq;
-  simple_forward_kernel<T><<<unsigned((rows + 127) / 128), 128>>>(s, q, k, v, keep, o, lse);
-  LAUNCH_CHECK();
-}
-
-// delta: workspace [B, H, Tq] float32.
-template <typename T>
-void simple_backward(const Shape& s, const T* q, const T* k, const T* v, const int32_t* keep, const T* o,
-                     const float* lse, const T* dout, float* delta, T* dq, T* dk, T* dv) {
-  const int64_t qrows = int64_t(s.B) * s.H * s.Tq, krows = int64_t(s.B) * s.H * s.Tk;
-  simple_backward_dq_kernel<T><<<unsigned((qrows + 127) / 128), 128>>>(s, q, k, v, keep, o, lse, dout, delta, dq);
-  LAUNCH_CHECK();
-  simple_backward_dkdv_kernel<T><<<unsigned((krows + 127) / 128), 128>>>(s, q, k, v, keep, lse, dout, delta, dk, dv);
-  LAUNCH_CHECK();
-}
-
 // ---- tensor-core building blocks (sm_80+) -------------------------------------------------------------
 // mma.sync.m16n8k16 (row.col, bf16 in, f32 accumulate). Per lane, with g = lane / 4, t = lane % 4:
 //   A (16x16, 4 regs of 2 bf16): a0 = A[g][2t..2t+1], a1 = A[g+8][2t..], a2 = A[g][2t+8..], a3 = A[g+8][2t+8..]
@@ -309,6 +291,8 @@ void simple_backward(const Shape& s, const T* q, const T* k, const T* v, const i
 // ldmatrix.x4 loads four 8x8 bf16 matrices; lanes 8m..8m+7 give the row addresses of matrix m, and
 // register m of lane l receives row l/4, columns 2(l%4)..+1 of matrix m (.trans: the transpose).
 
+// The inline-PTX primitives; attention_emu.cpp supplies CPU versions with the same semantics.
+#ifndef ATTN_EMULATE
 __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -331,11 +315,6 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const bf16* 
                : "r"(addr));
 }
 
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (low 16 bits) = lo
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-
 // 16-byte asynchronous copy global -> shared; src_bytes = 0 fills the 16 bytes with zeros.
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
   const uint32_t addr = uint32_t(__cvta_generic_to_shared(smem));
@@ -343,6 +322,21 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+__device__ __forceinline__ void atomic_add2(float* p, float a, float b) {
+#if __CUDA_ARCH__ >= 900
+  atomicAdd(reinterpret_cast<float2*>(p), make_float2(a, b));
+#else
+  atomicAdd(p, a);
+  atomicAdd(p + 1, b);
+#endif
+}
+#endif  // ATTN_EMULATE
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (low 16 bits) = lo
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
 
 // Shared-memory tiles are [rows][D + 8] bf16: the 16-byte pad puts the 8 rows of an ldmatrix on
 // 8 different groups of 4 banks (row stride 144 B for D = 64, 272 B for D = 128).
@@ -566,27 +560,6 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   }
 }
 
-template <int D, int kWarps, typename T>
-void flash_forward_d(const Shape& s, const T* q, const T* k, const T* v, const int32_t* keep, T* o, float* lse) {
-  constexpr size_t smem = flash_forward_smem<D, kWarps>();
-  auto kernel = flash_forward_kernel<D, kWarps, T>;
-  static bool configured = false;  // once per instantiation, so timed calls are launches only
-  if (!configured) {
-    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    configured = true;
-  }
-  const dim3 grid((s.Tq + 16 * kWarps - 1) / (16 * kWarps), s.B * s.H);
-  kernel<<<grid, kWarps * 32, smem>>>(s, q, k, v, keep, o, lse);
-  LAUNCH_CHECK();
-}
-
-template <int kWarps = 4, typename T>
-void flash_forward(const Shape& s, const T* q, const T* k, const T* v, const int32_t* keep, T* o, float* lse) {
-  if (s.D == 64) flash_forward_d<64, kWarps>(s, q, k, v, keep, o, lse);
-  else if (s.D == 128) flash_forward_d<128, kWarps>(s, q, k, v, keep, o, lse);
-  else { fprintf(stderr, "flash_forward: head dim %d not supported (64, 128)\n", s.D); exit(1); }
-}
-
 // ---- version 3: flash backward ---------------------------------------------------------------------------
 // 1. flash_delta_kernel: Delta[row] = dO[row].O[row] (float32), one warp per row.
 // 2. flash_backward_kernel: grid (ceil(Tk / 64), B*H), 4 warps; warp w owns keys k0 + 16w .. +15 and
@@ -625,15 +598,6 @@ template <typename T>
 __global__ void flash_dq_convert_kernel(int64_t n, const float* __restrict__ acc, T* __restrict__ dq) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     dq[i] = from_float<T>(acc[i]);
-}
-
-__device__ __forceinline__ void atomic_add2(float* p, float a, float b) {
-#if __CUDA_ARCH__ >= 900
-  atomicAdd(reinterpret_cast<float2*>(p), make_float2(a, b));
-#else
-  atomicAdd(p, a);
-  atomicAdd(p + 1, b);
-#endif
 }
 
 template <int D, typename T>
@@ -822,6 +786,50 @@ __global__ void __launch_bounds__(128)
       store2(dvrow + nb * 8 + 2 * tq, dv_acc[nb][2 * r], dv_acc[nb][2 * r + 1]);
     }
   }
+}
+
+// ---- launchers (everything below runs on the host with a GPU; dev/cuda/attention_emu.cpp compiles
+// the file up to here on the CPU, with ATTN_EMULATE defined) ----------------------------------------------
+
+#ifndef ATTN_EMULATE
+
+template <typename T>
+void simple_forward(const Shape& s, const T* q, const T* k, const T* v, const int32_t* keep, T* o, float* lse) {
+  const int64_t rows = int64_t(s.B) * s.H * s.Tq;
+  simple_forward_kernel<T><<<unsigned((rows + 127) / 128), 128>>>(s, q, k, v, keep, o, lse);
+  LAUNCH_CHECK();
+}
+
+// delta: workspace [B, H, Tq] float32.
+template <typename T>
+void simple_backward(const Shape& s, const T* q, const T* k, const T* v, const int32_t* keep, const T* o,
+                     const float* lse, const T* dout, float* delta, T* dq, T* dk, T* dv) {
+  const int64_t qrows = int64_t(s.B) * s.H * s.Tq, krows = int64_t(s.B) * s.H * s.Tk;
+  simple_backward_dq_kernel<T><<<unsigned((qrows + 127) / 128), 128>>>(s, q, k, v, keep, o, lse, dout, delta, dq);
+  LAUNCH_CHECK();
+  simple_backward_dkdv_kernel<T><<<unsigned((krows + 127) / 128), 128>>>(s, q, k, v, keep, lse, dout, delta, dk, dv);
+  LAUNCH_CHECK();
+}
+
+template <int D, int kWarps, typename T>
+void flash_forward_d(const Shape& s, const T* q, const T* k, const T* v, const int32_t* keep, T* o, float* lse) {
+  constexpr size_t smem = flash_forward_smem<D, kWarps>();
+  auto kernel = flash_forward_kernel<D, kWarps, T>;
+  static bool configured = false;  // once per instantiation, so timed calls are launches only
+  if (!configured) {
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    configured = true;
+  }
+  const dim3 grid((s.Tq + 16 * kWarps - 1) / (16 * kWarps), s.B * s.H);
+  kernel<<<grid, kWarps * 32, smem>>>(s, q, k, v, keep, o, lse);
+  LAUNCH_CHECK();
+}
+
+template <int kWarps = 4, typename T>
+void flash_forward(const Shape& s, const T* q, const T* k, const T* v, const int32_t* keep, T* o, float* lse) {
+  if (s.D == 64) flash_forward_d<64, kWarps>(s, q, k, v, keep, o, lse);
+  else if (s.D == 128) flash_forward_d<128, kWarps>(s, q, k, v, keep, o, lse);
+  else { fprintf(stderr, "flash_forward: head dim %d not supported (64, 128)\n", s.D); exit(1); }
 }
 
 template <int D, typename T>
@@ -1178,3 +1186,5 @@ int main(int argc, char** argv) {
   benchmark();
   return g_failures ? 1 : 0;
 }
+
+#endif  // ATTN_EMULATE
