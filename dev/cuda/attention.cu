@@ -393,7 +393,7 @@ constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
 // ---- version 2: flash forward ---------------------------------------------------------------------------
-// Grid (ceil(Tq / Br), B*H), kWarps warps; Br = 16*kWarps queries per block, warp w owns queries
+// Grid (B*H, ceil(Tq / Br)), kWarps warps; Br = 16*kWarps queries per block, warp w owns queries
 // q0 + 16w .. +15. Keys in tiles of Bc = 64, double-buffered in shared memory (cp.async).
 // Per warp and key tile: S = Q K^T (16 x 64, registers), online softmax in the log2 domain, then
 // O += P V with P converted in registers from the accumulator layout to the A-operand layout.
@@ -415,9 +415,10 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   bf16* sV = sK + 2 * kBc * kS;   // [2][Bc][kS]
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, tq = lane % 4;
-  // Causal tiles late in the sequence do the most work: start them first.
-  const int q0 = (gridDim.x - 1 - blockIdx.x) * Br;
-  const int bh = blockIdx.y, b = bh / s.H, h = bh % s.H;
+  // Blocks start in order of blockIdx.x fastest: every head's last (for causal, costliest) query
+  // tile first, so the cheap tiles fill the tail of the launch.
+  const int q0 = (gridDim.y - 1 - blockIdx.y) * Br;
+  const int bh = blockIdx.x, b = bh / s.H, h = bh % s.H;
   const int offset = s.Tk - s.Tq;  // query i sits at key position i + offset
   const T* qg = q + int64_t(bh) * s.Tq * D;
   const T* kg = k + int64_t(bh) * s.Tk * D;
@@ -562,7 +563,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
 
 // ---- version 3: flash backward ---------------------------------------------------------------------------
 // 1. flash_delta_kernel: Delta[row] = dO[row].O[row] (float32), one warp per row.
-// 2. flash_backward_kernel: grid (ceil(Tk / 64), B*H), 4 warps; warp w owns keys k0 + 16w .. +15 and
+// 2. flash_backward_kernel: grid (B*H, ceil(Tk / 64)), 4 warps; warp w owns keys k0 + 16w .. +15 and
 //    accumulates their dK, dV (16 x D each) in registers. For each tile of Br queries that sees
 //    the block's keys (double-buffered Q, dO, lse, Delta):
 //      S^T = K Q^T, P^T = exp2(S^T*scale*log2e - lse*log2e), dP^T = V dO^T (16 x Br per warp)
@@ -617,8 +618,8 @@ __global__ void __launch_bounds__(128)
   float* sDelta = sL + 2 * Br;                            // [2][Br]
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, tq = lane % 4;
-  const int k0 = blockIdx.x * kBc;
-  const int bh = blockIdx.y, b = bh / s.H, h = bh % s.H;
+  const int k0 = blockIdx.y * kBc;  // the first key tiles (for causal, the costliest) start first
+  const int bh = blockIdx.x, b = bh / s.H, h = bh % s.H;
   const int offset = s.Tk - s.Tq;
   const T* qg = q + int64_t(bh) * s.Tq * D;
   const T* dog = dout + int64_t(bh) * s.Tq * D;
@@ -820,7 +821,7 @@ void flash_forward_d(const Shape& s, const T* q, const T* k, const T* v, const i
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     configured = true;
   }
-  const dim3 grid((s.Tq + 16 * kWarps - 1) / (16 * kWarps), s.B * s.H);
+  const dim3 grid(s.B * s.H, (s.Tq + 16 * kWarps - 1) / (16 * kWarps));
   kernel<<<grid, kWarps * 32, smem>>>(s, q, k, v, keep, o, lse);
   LAUNCH_CHECK();
 }
@@ -842,7 +843,7 @@ void flash_backward_d(const Shape& s, const T* q, const T* k, const T* v, const 
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     configured = true;
   }
-  kernel<<<dim3((s.Tk + kBc - 1) / kBc, s.B * s.H), 128, smem>>>(s, q, k, v, keep, lse, delta, dout, dq_acc, dk, dv);
+  kernel<<<dim3(s.B * s.H, (s.Tk + kBc - 1) / kBc), 128, smem>>>(s, q, k, v, keep, lse, delta, dout, dq_acc, dk, dv);
   LAUNCH_CHECK();
 }
 

@@ -272,7 +272,7 @@ std::vector<float> as_float(const std::vector<T>& x) {
 }
 
 template <int D, int kWarps, typename T>
-void run_case(const EmuCase& c, std::mt19937& rng) {
+void run_case(const EmuCase& c, std::mt19937& rng, bool with_simple = false) {
   Shape s{c.B, c.H, c.Tq, c.Tk, c.D, c.causal, 1.0f / std::sqrt(float(c.D)), c.dropout, rng(), uint64_t(rng())};
   const size_t nq = size_t(c.B) * c.H * c.Tq * D, nk = size_t(c.B) * c.H * c.Tk * D, rows = size_t(c.B) * c.H * c.Tq;
   std::normal_distribution<float> normal(0.f, 1.f);
@@ -293,20 +293,38 @@ void run_case(const EmuCase& c, std::mt19937& rng) {
   std::vector<T> o(nq, to_elem<T>(nan)), dq(nq, to_elem<T>(nan)), dk(nk, to_elem<T>(nan)), dv(nk, to_elem<T>(nan));
   std::vector<float> lse(rows, nan), delta(rows, nan), dq_acc(nq, 0.f);
   constexpr int Br = 16 * kWarps;
-  emu_launch(EmuDim{unsigned((c.Tq + Br - 1) / Br), unsigned(c.B * c.H), 1}, kWarps * 32,
+  emu_launch(EmuDim{unsigned(c.B * c.H), unsigned((c.Tq + Br - 1) / Br), 1}, kWarps * 32,
              flash_forward_kernel<D, kWarps, T>, s, tq.data(), tk.data(), tv.data(), kp, o.data(), lse.data());
   emu_launch(EmuDim{unsigned((rows + 7) / 8), 1, 1}, 256, flash_delta_kernel<T>, s, (const T*)o.data(),
              (const T*)tdo.data(), delta.data());
-  emu_launch(EmuDim{unsigned((c.Tk + kBc - 1) / kBc), unsigned(c.B * c.H), 1}, 128, flash_backward_kernel<D, T>, s,
+  emu_launch(EmuDim{unsigned(c.B * c.H), unsigned((c.Tk + kBc - 1) / kBc), 1}, 128, flash_backward_kernel<D, T>, s,
              (const T*)tq.data(), (const T*)tk.data(), (const T*)tv.data(), kp, (const float*)lse.data(),
              (const float*)delta.data(), (const T*)tdo.data(), dq_acc.data(), dk.data(), dv.data());
   emu_launch(EmuDim{1, 1, 1}, 256, flash_dq_convert_kernel<T>, int64_t(nq), (const float*)dq_acc.data(), dq.data());
   const char* tname = sizeof(T) == 2 ? "bf16" : "f32";
-  check("O", c, tname, kWarps, as_float(o), ro, 2e-2);
-  check("lse", c, tname, kWarps, lse, rl, 2e-2);
-  check("dQ", c, tname, kWarps, as_float(dq), rdq, 2e-2);
-  check("dK", c, tname, kWarps, as_float(dk), rdk, 2e-2);
-  check("dV", c, tname, kWarps, as_float(dv), rdv, 2e-2);
+  auto check_all = [&](int warps, double tol) {
+    check("O", c, tname, warps, as_float(o), ro, tol);
+    check("lse", c, tname, warps, lse, rl, tol);
+    check("dQ", c, tname, warps, as_float(dq), rdq, tol);
+    check("dK", c, tname, warps, as_float(dk), rdk, tol);
+    check("dV", c, tname, warps, as_float(dv), rdv, tol);
+  };
+  check_all(kWarps, 2e-2);
+  if (!with_simple) return;
+  // The simple kernels (printed as 0 warps), at the GPU test's tolerances: float32 1e-4, bf16 2e-2.
+  for (T* p : {o.data(), dq.data()}) std::fill(p, p + nq, to_elem<T>(nan));
+  for (T* p : {dk.data(), dv.data()}) std::fill(p, p + nk, to_elem<T>(nan));
+  std::fill(lse.begin(), lse.end(), nan);
+  emu_launch(EmuDim{unsigned((rows + 127) / 128), 1, 1}, 128, simple_forward_kernel<T>, s, (const T*)tq.data(),
+             (const T*)tk.data(), (const T*)tv.data(), kp, o.data(), lse.data());
+  emu_launch(EmuDim{unsigned((rows + 127) / 128), 1, 1}, 128, simple_backward_dq_kernel<T>, s, (const T*)tq.data(),
+             (const T*)tk.data(), (const T*)tv.data(), kp, (const T*)o.data(), (const float*)lse.data(),
+             (const T*)tdo.data(), delta.data(), dq.data());
+  const size_t krows = size_t(c.B) * c.H * c.Tk;
+  emu_launch(EmuDim{unsigned((krows + 127) / 128), 1, 1}, 128, simple_backward_dkdv_kernel<T>, s, (const T*)tq.data(),
+             (const T*)tk.data(), (const T*)tv.data(), kp, (const float*)lse.data(), (const T*)tdo.data(),
+             (const float*)delta.data(), dk.data(), dv.data());
+  check_all(0, sizeof(T) == 2 ? 2e-2 : 1e-4);
 }
 
 int main(int argc, char** argv) {
@@ -324,7 +342,9 @@ int main(int argc, char** argv) {
     run_case<64, 4, bf16>(c, rng);
     run_case<64, 8, bf16>(c, rng);
   }
-  run_case<64, 4, float>(c64[0], rng);
+  run_case<64, 4, float>(c64[0], rng, true);
+  run_case<64, 4, float>(c64[4], rng, true);
+  run_case<64, 4, bf16>(c64[1], rng, true);
   const EmuCase c128[] = {
       {"B1 H1 T129 D128 causal", 1, 1, 129, 129, 128, true, false, 0.f},
       {"B2 H1 T70 D128 causal padding drop", 2, 1, 70, 70, 128, true, true, 0.1f},
