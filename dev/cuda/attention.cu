@@ -17,15 +17,19 @@
 //
 // Versions:
 //   cpu_attention_forward / cpu_attention_backward   float64 reference
-//   simple_forward_kernel / simple_backward_*        one thread per query (or key) row, float32
-//                                                    arithmetic, element type float or bf16. This is
-//                                                    also the float32-accurate path for float32 inputs.
-//   flash_forward_kernel / flash_backward_kernel     FlashAttention-2 with mma.sync bf16 tensor cores,
-//                                                    D = 64 or 128, element type bf16 (or float32 I/O
-//                                                    with bf16 tiles inside: bf16 accuracy, see main).
+//   1. simple_forward_kernel / simple_backward_*     one thread per query (or key) row, float32
+//                                                    arithmetic, element type float or bf16; any D <= 128.
+//   2. flash_forward_kernel                          FlashAttention-2 forward, mma.sync bf16 tensor cores,
+//   3. flash_backward_kernel (+ delta, dq convert)   and backward (dQ by float atomics); D = 64 or 128;
+//                                                    element type bf16, or float32 I/O with the tiles
+//                                                    rounded to bf16 inside (bf16 accuracy, ~5e-3).
+//   4. simt_forward_kernel / simt_backward_*         float32 SIMT flash (CUDA cores, no rounding to bf16):
+//                                                    the float32-accurate path (~1e-6), D = 64 or 128.
 //
 // Build: nvcc -O3 -std=c++17 -arch=sm_90a [-DWITH_CUBLAS -lcublas] dev/cuda/attention.cu -o attn
-// Run:   ./attn            (tests, then timings; dev/cuda/run-attention.sh does both)
+// Run:   ./attn            (tests, then timings; ./attn bench: timings only; dev/cuda/run-attention.sh)
+// Without a GPU: dev/cuda/attention_emu.cpp runs the kernels on the CPU; `./attn reftest DIR` with
+// dev/cuda/check_attention_reference.py checks the CPU reference against PyTorch.
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
