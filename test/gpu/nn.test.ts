@@ -1,11 +1,11 @@
-// nn ops on CUDA (native/cuda/nn.cu), each checked against its CPU twin on the same inputs:
+// nn ops on CUDA (native/cuda/{layernorm,softmax,crossentropy,dropout,attention}.cu), each checked against its CPU twin on the same inputs:
 // outputs and gradients within 1e-5 relative (different summation orders and expf vs the CPU's
 // polynomial exp), dropout masks bit-identical (both backends evaluate the same Philox counters).
 // Runs on a GPU host (`npm run test:gpu`); elsewhere every test is skipped with the reason.
 import { describe, expect, it } from "vitest";
 import { Generator, tensor, tidy, type Tensor } from "../../lib/index.js";
 import { scaledDotProductAttention, type AttentionOptions } from "../../lib/ops/attention.js";
-import { crossEntropy, dropout, layerNorm, logSoftmax, softmax, type CrossEntropyOptions } from "../../lib/ops/nn.js";
+import { crossEntropy, dropout, layerNorm, logSoftmax, softmax, type CrossEntropyOptions } from "../../lib/ops/index.js";
 import { expectClose, hasCuda, noCudaReason, randomValues } from "../helpers.js";
 
 const gpu = describe.skipIf(!hasCuda);
