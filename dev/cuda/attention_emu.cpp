@@ -54,6 +54,17 @@ thread_local EmuDim threadIdx;
 EmuDim blockIdx, gridDim, blockDim;
 
 alignas(128) unsigned char smem_raw[228 * 1024];
+size_t g_smem_bytes = 0;  // the launch's dynamic shared memory: accesses past it are errors
+
+// A shared-memory access of `bytes` at p must lie in the launch's allocation, aligned to `align`.
+static void check_smem(const void* p, size_t bytes, size_t align, const char* what) {
+  const auto* c = static_cast<const unsigned char*>(p);
+  if (c < smem_raw || c + bytes > smem_raw + g_smem_bytes || reinterpret_cast<uintptr_t>(p) % align != 0) {
+    fprintf(stderr, "%s: shared-memory access at offset %td (%zu bytes, alignment %zu) outside [0, %zu) or misaligned\n",
+            what, c - smem_raw, bytes, align, g_smem_bytes);
+    exit(1);
+  }
+}
 
 struct WarpSlots {
   uint32_t u[32][6];
@@ -98,6 +109,7 @@ static float bits_to_float(uint32_t half) {
 
 // Register m of lane l: row l/4, columns 2(l%4), 2(l%4)+1 of matrix m, whose rows lanes 8m..8m+7 address.
 void ldmatrix_x4(uint32_t (&r)[4], const bf16* p) {
+  check_smem(p, 16, 16, "ldmatrix");
   WarpSlots& S = my_slots();
   S.p[t_lane] = p;
   warp_sync();
@@ -110,6 +122,7 @@ void ldmatrix_x4(uint32_t (&r)[4], const bf16* p) {
 
 // .trans: lane l gets row l/4 of the transposed matrix: elements [2(l%4)][l/4] and [2(l%4)+1][l/4].
 void ldmatrix_x4_trans(uint32_t (&r)[4], const bf16* p) {
+  check_smem(p, 16, 16, "ldmatrix.trans");
   WarpSlots& S = my_slots();
   S.p[t_lane] = p;
   warp_sync();
@@ -162,6 +175,11 @@ static void do_copy(const Copy& c) {
   std::memcpy(c.dst, c.src, c.bytes);
 }
 void cp_async16(void* smem, const void* gmem, int src_bytes) {
+  check_smem(smem, 16, 16, "cp.async");
+  if (reinterpret_cast<uintptr_t>(gmem) % 16 != 0) {
+    fprintf(stderr, "cp.async: global source not 16-byte aligned\n");
+    exit(1);
+  }
   const Copy c{smem, gmem, src_bytes};
   if (g_deferred) t_open.push_back(c);
   else do_copy(c);
@@ -189,7 +207,8 @@ void atomic_add2(float* p, float a, float b) {
 // ---- launching ------------------------------------------------------------------------------------
 
 template <typename Kernel, typename... Args>
-void emu_launch(EmuDim grid, int threads, Kernel kernel, Args... args) {
+void emu_launch(EmuDim grid, int threads, size_t smem_bytes, Kernel kernel, Args... args) {
+  g_smem_bytes = smem_bytes;
   gridDim = grid;
   blockDim = EmuDim{unsigned(threads), 1, 1};
   for (unsigned by = 0; by < grid.y; ++by)
@@ -291,15 +310,16 @@ void run_simt_case(const EmuCase& c, std::mt19937& rng) {
   const float nan = std::numeric_limits<float>::quiet_NaN();
   std::vector<float> o(nq, nan), dq(nq, nan), dk(nk, nan), dv(nk, nan), lse(rows, nan), delta(rows, nan);
   constexpr int Rows = kSimtThreads / (D / 32);
-  emu_launch(EmuDim{unsigned(c.B * c.H), unsigned((c.Tq + Rows - 1) / Rows), 1}, kSimtThreads, simt_forward_kernel<D>,
+  const size_t smem = 2 * kSimtTile * simt_stride<D>() * sizeof(float);
+  emu_launch(EmuDim{unsigned(c.B * c.H), unsigned((c.Tq + Rows - 1) / Rows), 1}, kSimtThreads, smem, simt_forward_kernel<D>,
              s, (const float*)q.data(), (const float*)k.data(), (const float*)v.data(), kp, o.data(), lse.data());
-  emu_launch(EmuDim{unsigned((rows + 7) / 8), 1, 1}, 256, flash_delta_kernel<float>, s, (const float*)o.data(),
+  emu_launch(EmuDim{unsigned((rows + 7) / 8), 1, 1}, 256, 0, flash_delta_kernel<float>, s, (const float*)o.data(),
              (const float*)dout.data(), delta.data());
-  emu_launch(EmuDim{unsigned(c.B * c.H), unsigned((c.Tq + Rows - 1) / Rows), 1}, kSimtThreads,
+  emu_launch(EmuDim{unsigned(c.B * c.H), unsigned((c.Tq + Rows - 1) / Rows), 1}, kSimtThreads, smem,
              simt_backward_dq_kernel<D>, s, (const float*)q.data(), (const float*)k.data(), (const float*)v.data(), kp,
              (const float*)lse.data(), (const float*)delta.data(), (const float*)dout.data(), dq.data());
   emu_launch(EmuDim{unsigned(c.B * c.H), unsigned((c.Tk + Rows - 1) / Rows), 1}, kSimtThreads,
-             simt_backward_dkdv_kernel<D>, s, (const float*)q.data(), (const float*)k.data(), (const float*)v.data(),
+             smem + 2 * kSimtTile * sizeof(float), simt_backward_dkdv_kernel<D>, s, (const float*)q.data(), (const float*)k.data(), (const float*)v.data(),
              kp, (const float*)lse.data(), (const float*)delta.data(), (const float*)dout.data(), dk.data(), dv.data());
   check("O", c, "simt", 1, o, ro, 1e-4);
   check("lse", c, "simt", 1, lse, rl, 1e-4);
@@ -331,13 +351,15 @@ void run_case(const EmuCase& c, std::mt19937& rng, bool with_simple = false) {
   std::vector<float> lse(rows, nan), delta(rows, nan), dq_acc(nq, 0.f);
   constexpr int Br = 16 * kWarps;
   emu_launch(EmuDim{unsigned(c.B * c.H), unsigned((c.Tq + Br - 1) / Br), 1}, kWarps * 32,
+             flash_forward_smem<D, kWarps>(),
              flash_forward_kernel<D, kWarps, T>, s, tq.data(), tk.data(), tv.data(), kp, o.data(), lse.data());
-  emu_launch(EmuDim{unsigned((rows + 7) / 8), 1, 1}, 256, flash_delta_kernel<T>, s, (const T*)o.data(),
+  emu_launch(EmuDim{unsigned((rows + 7) / 8), 1, 1}, 256, 0, flash_delta_kernel<T>, s, (const T*)o.data(),
              (const T*)tdo.data(), delta.data());
-  emu_launch(EmuDim{unsigned(c.B * c.H), unsigned((c.Tk + kBc - 1) / kBc), 1}, 128, flash_backward_kernel<D, T>, s,
+  emu_launch(EmuDim{unsigned(c.B * c.H), unsigned((c.Tk + kBc - 1) / kBc), 1}, 128, flash_backward_smem<D>(),
+             flash_backward_kernel<D, T>, s,
              (const T*)tq.data(), (const T*)tk.data(), (const T*)tv.data(), kp, (const float*)lse.data(),
              (const float*)delta.data(), (const T*)tdo.data(), dq_acc.data(), dk.data(), dv.data());
-  emu_launch(EmuDim{1, 1, 1}, 256, flash_dq_convert_kernel<T>, int64_t(nq), (const float*)dq_acc.data(), dq.data());
+  emu_launch(EmuDim{1, 1, 1}, 256, 0, flash_dq_convert_kernel<T>, int64_t(nq), (const float*)dq_acc.data(), dq.data());
   const char* tname = sizeof(T) == 2 ? "bf16" : "f32";
   auto check_all = [&](int warps, double tol) {
     check("O", c, tname, warps, as_float(o), ro, tol);
@@ -352,13 +374,13 @@ void run_case(const EmuCase& c, std::mt19937& rng, bool with_simple = false) {
   for (T* p : {o.data(), dq.data()}) std::fill(p, p + nq, to_elem<T>(nan));
   for (T* p : {dk.data(), dv.data()}) std::fill(p, p + nk, to_elem<T>(nan));
   std::fill(lse.begin(), lse.end(), nan);
-  emu_launch(EmuDim{unsigned((rows + 127) / 128), 1, 1}, 128, simple_forward_kernel<T>, s, (const T*)tq.data(),
+  emu_launch(EmuDim{unsigned((rows + 127) / 128), 1, 1}, 128, 0, simple_forward_kernel<T>, s, (const T*)tq.data(),
              (const T*)tk.data(), (const T*)tv.data(), kp, o.data(), lse.data());
-  emu_launch(EmuDim{unsigned((rows + 127) / 128), 1, 1}, 128, simple_backward_dq_kernel<T>, s, (const T*)tq.data(),
+  emu_launch(EmuDim{unsigned((rows + 127) / 128), 1, 1}, 128, 0, simple_backward_dq_kernel<T>, s, (const T*)tq.data(),
              (const T*)tk.data(), (const T*)tv.data(), kp, (const T*)o.data(), (const float*)lse.data(),
              (const T*)tdo.data(), delta.data(), dq.data());
   const size_t krows = size_t(c.B) * c.H * c.Tk;
-  emu_launch(EmuDim{unsigned((krows + 127) / 128), 1, 1}, 128, simple_backward_dkdv_kernel<T>, s, (const T*)tq.data(),
+  emu_launch(EmuDim{unsigned((krows + 127) / 128), 1, 1}, 128, 0, simple_backward_dkdv_kernel<T>, s, (const T*)tq.data(),
              (const T*)tk.data(), (const T*)tv.data(), kp, (const float*)lse.data(), (const T*)tdo.data(),
              (const float*)delta.data(), dk.data(), dv.data());
   check_all(0, sizeof(T) == 2 ? 2e-2 : 1e-4);
