@@ -27,7 +27,8 @@
 //                                                    the float32-accurate path (~1e-6), D = 64 or 128.
 //
 // Build: nvcc -O3 -std=c++17 -arch=sm_90a [-DWITH_CUBLAS -lcublas] dev/cuda/attention.cu -o attn
-// Run:   ./attn            (tests, then timings; ./attn bench: timings only; dev/cuda/run-attention.sh)
+// Run:   ./attn            (tests, then timings; `./attn bench`: timings only; `./attn tests`: tests
+//        only, e.g. under compute-sanitizer; dev/cuda/run-attention.sh builds and runs everything)
 // Without a GPU: dev/cuda/attention_emu.cpp runs the kernels on the CPU; `./attn reftest DIR` with
 // dev/cuda/check_attention_reference.py checks the CPU reference against PyTorch.
 
@@ -1499,7 +1500,9 @@ int reference_dump(const char* dir) {
 
 int main(int argc, char** argv) {
   if (argc > 2 && std::strcmp(argv[1], "reftest") == 0) return reference_dump(argv[2]);
+  // `attn bench`: timings only; `attn tests`: tests only (short enough for compute-sanitizer).
   const bool bench_only = argc > 1 && std::strcmp(argv[1], "bench") == 0;
+  const bool tests_only = argc > 1 && std::strcmp(argv[1], "tests") == 0;
   if (!bench_only) {
     std::mt19937 rng(20261206);
     const Case cases[] = {
@@ -1522,7 +1525,7 @@ int main(int argc, char** argv) {
       check_case<float>(c, rng);
     }
   }
-  benchmark();
+  if (!tests_only) benchmark();
   printf("\n");
   for (const std::string& f : g_failures) printf("%s\n", f.c_str());
   printf("%s: %d failed checks\n", g_failures.empty() ? "ALL PASS" : "FAIL", int(g_failures.size()));
