@@ -4,6 +4,7 @@
 # cuBLAS bf16 GEMM ceiling; then the PyTorch SDPA peer at the same shape when torch is importable.
 #   dev/cuda/run-attention.sh            # from the repository root; logs in $OUT (or /tmp/attn-run)
 #   NO_CUBLAS=1 dev/cuda/run-attention.sh   # where cuBLAS is not installed
+#   SANITIZE=1 dev/cuda/run-attention.sh    # first compute-sanitizer memcheck + racecheck on the tests
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 dest="${OUT:-/tmp/attn-run}"  # logs; the binary stays in /tmp so $OUT carries only text
@@ -17,6 +18,12 @@ grep -A3 "Compiling entry.*flash_\(forward\|backward\)_kernel" "$dest/attn-ptxas
   | grep -o "Compiling entry function '[^']*'\|Used [0-9]* registers\|[0-9]* bytes spill stores" | paste - - - || true
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv || true
 status=0
+if [[ -n "${SANITIZE:-}" ]]; then  # memcheck and shared-memory racecheck over the tests (no timings)
+  compute-sanitizer --tool memcheck --error-exitcode 3 /tmp/attn-build/attn tests > "$dest/memcheck.log" 2>&1 \
+    && echo "memcheck: clean" || { status=3; tail -30 "$dest/memcheck.log"; }
+  compute-sanitizer --tool racecheck --error-exitcode 3 /tmp/attn-build/attn tests > "$dest/racecheck.log" 2>&1 \
+    && echo "racecheck: clean" || { status=3; tail -30 "$dest/racecheck.log"; }
+fi
 /tmp/attn-build/attn | tee "$dest/attn.log" || status=$?
 if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
   python3 bench/peer_attention.py | tee "$dest/peer_attention.log"
