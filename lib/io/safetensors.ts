@@ -494,6 +494,9 @@ function int64ToInt32(bytes: Uint8Array, what: string): Int32Array {
   return out;
 }
 
+/** The safetensors dtypes that hold integers (and booleans). */
+const INTEGER_DTYPES: ReadonlySet<string> = new Set(["BOOL", "U8", "I8", "I16", "U16", "I32", "U32", "I64", "U64"]);
+
 /** Host data in a lowrank dtype, ready to copy into a tensor. */
 function hostData(entry: SafetensorsTensor, what: string): { dtype: DType; data: ArrayBufferView } {
   switch (entry.dtype) {
@@ -509,7 +512,10 @@ function hostData(entry: SafetensorsTensor, what: string): { dtype: DType; data:
 }
 
 export interface ToTensorOptions {
-  /** Default: float32 for floating dtypes, int32 for integer ones. BF16 data kept as bfloat16 is copied bit for bit. */
+  /**
+   * Default: float32 for floating dtypes, int32 for integer ones. BF16 data kept as bfloat16 is
+   * copied bit for bit. Integer data asked for as a float dtype (or the reverse) is refused.
+   */
   dtype?: DType;
   device?: DeviceSpec | string;
 }
@@ -521,6 +527,14 @@ export interface ToTensorOptions {
  */
 export function toTensor(entry: SafetensorsTensor & { name?: string }, opts: ToTensorOptions = {}): Tensor {
   const what = entry.name === undefined ? "tensor" : `tensor ${quote(entry.name)}`;
+  // A cast between integers and floats is never what a checkpoint means: integer "weights" (or
+  // float token ids) are a file written wrongly, and converting them would train on garbage.
+  if (opts.dtype !== undefined && INTEGER_DTYPES.has(entry.dtype) !== (opts.dtype === "int32")) {
+    throw new Error(
+      `toTensor: ${what} ${formatShape(entry.shape)} is stored as ${entry.dtype} where ${opts.dtype} values are expected; ` +
+        `the file was written wrongly: save this tensor as ${opts.dtype === "int32" ? "I32 or I64" : "F32, F16 or BF16"}`,
+    );
+  }
   const host = hostData(entry, what);
   const target = opts.dtype ?? (host.dtype === "int32" ? "int32" : "float32");
   const t = empty(entry.shape, { dtype: host.dtype, device: opts.device });

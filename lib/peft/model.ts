@@ -354,7 +354,9 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
   /**
    * Loads an adapter saved by PEFT or lowrank onto `model` (PEFT's PeftModel.from_pretrained).
    * Every tensor in the file must land in the model: missing or unexpected keys are errors (PEFT
-   * only warns, and a silently missing adapter is an adapter that does nothing).
+   * only warns, and a silently missing adapter is an adapter that does nothing). Unless
+   * `isTrainable`, the adapter is frozen and the model is put in eval mode (dropout off), as PEFT
+   * does for inference; with `isTrainable` the modes are left as they are (the Trainer sets them).
    */
   static fromPretrained<M extends BaseModel>(
     model: M, dir: string, opts: PeftOptions & { adapterName?: string; isTrainable?: boolean } = {},
@@ -363,14 +365,19 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
     const config = readAdapterConfig(dir, opts.onWarning).with({ inferenceMode: !opts.isTrainable });
     const peft = new PeftModel(model, config, adapterName, opts);
     peft.loadAdapterWeights(dir, adapterName);
+    if (!opts.isTrainable) peft.eval();
     return peft;
   }
 
-  /** Loads another saved adapter under `adapterName` (PEFT's load_adapter); it is not activated. */
+  /**
+   * Loads another saved adapter under `adapterName` (PEFT's load_adapter); it is not activated.
+   * Unless `isTrainable`, the whole model goes to eval mode, as in PEFT.
+   */
   loadAdapter(dir: string, adapterName: string, opts: { isTrainable?: boolean } = {}): void {
     const config = readAdapterConfig(dir, this.warn).with({ inferenceMode: !opts.isTrainable });
     this.addAdapter(adapterName, config);
     this.loadAdapterWeights(dir, adapterName);
+    if (!opts.isTrainable) this.eval();
   }
 
   private loadAdapterWeights(dir: string, adapterName: string): void {
@@ -399,7 +406,7 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
           misShaped.push(`${key}: file ${formatShape(entry.shape)}, model ${formatShape(dst.shape)}`);
           continue;
         }
-        const t = toTensor({ ...entry, name: key }, { device: dst.device });
+        const t = toTensor({ ...entry, name: key }, { device: dst.device, dtype: dst.dtype });
         copyInto(dst, t);
         t.dispose();
         loaded.add(ownKey);

@@ -453,7 +453,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
         if (entry.shape.length !== p.ndim || entry.shape.some((s, i) => s !== p.shape[i])) {
           throw fail(`parameter ${name} is ${formatShape(entry.shape)} in the checkpoint but ${formatShape(p.shape)} in the model`);
         }
-        const t = toTensor({ ...entry, name }, { device: p.device });
+        const t = toTensor({ ...entry, name }, { device: p.device, dtype: p.dtype });
         copyInto(p, t);
         t.dispose();
       }

@@ -55,7 +55,7 @@ export function readCheckpointFile(dir: string): SafetensorsFile {
   );
 }
 
-/** Loads a GPT-2 checkpoint directory in Hugging Face layout. */
+/** Loads a GPT-2 checkpoint directory in Hugging Face layout, in eval mode (as transformers does). */
 export function loadGPT2(dir: string, opts: LoadOptions = {}): GPT2LMHeadModel {
   if (opts.dtype && opts.dtype !== "float32") {
     throw new Error(`GPT2LMHeadModel.fromPretrained: dtype "${opts.dtype}" is not supported for compute yet; load as float32 (the default)`);
@@ -90,16 +90,20 @@ export function loadGPT2(dir: string, opts: LoadOptions = {}): GPT2LMHeadModel {
     ].filter(Boolean);
     throw new Error(`GPT2LMHeadModel.fromPretrained(${dir}): the weights do not fit config.json: ${parts.join(" | ")}`);
   }
-  noGrad(() => {
-    const state: Record<string, Tensor> = {};
-    for (const [name, key] of source) state[name] = toTensor({ ...file.get(key), name: key }, { device: opts.device });
-    try {
+  const state: Record<string, Tensor> = {};
+  try {
+    noGrad(() => {
+      // dtype float32: a tensor stored as integers is refused by name instead of cast into a weight
+      for (const [name, key] of source) state[name] = toTensor({ ...file.get(key), name: key }, { device: opts.device, dtype: "float32" });
       model.loadStateDict(state, { strict: true });
-    } finally {
-      Object.values(state).forEach((t) => t.dispose());
-    }
-  });
-  return model;
+    });
+  } catch (err) {
+    model.dispose();
+    throw new Error(`GPT2LMHeadModel.fromPretrained(${dir}): ${(err as Error).message}`, { cause: err });
+  } finally {
+    Object.values(state).forEach((t) => t.dispose());
+  }
+  return model.eval();
 }
 
 /** Writes config.json and model.safetensors (transformers' key names, lm_head left tied) atomically. */
