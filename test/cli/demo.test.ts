@@ -60,7 +60,8 @@ describe("lowrank demo", () => {
 
     // Merged weights give the adapter's logits, and the adapter changed them.
     expect(result.mergeOk).toBe(true);
-    expect(result.mergeMaxDiff).toBeLessThan(1e-3);
+    // float32 reordering only: about 1e-5 (1.1e-5 with seed 0), as the README says; a wrong merge moves them by ~adapterEffect
+    expect(result.mergeMaxDiff).toBeLessThan(1e-4);
     expect(result.adapterEffect).toBeGreaterThan(0.1);
     expect(printed).toMatch(/^  merge check: max \|merged - unmerged\| = \S+.*: OK$/m);
 
