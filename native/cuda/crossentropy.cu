@@ -2,6 +2,7 @@
 #include <cfloat>
 #include <cmath>
 
+#include "../ops/creation.h"
 #include "../ops/crossentropy.h"
 #include "common.cuh"
 #include "reduce.cuh"
@@ -26,7 +27,7 @@ __global__ void cross_entropy_kernel(const float* logits, const int32_t* targets
   }
   const float* xr = logits + n * V;
   float m = -INFINITY;
-  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) m = fmaxf(m, xr[j]);
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) m = max_nan(m, xr[j]);
   m = block_reduce(m, MaxOp(), -INFINITY);
   float s = 0;
   for (int64_t j = threadIdx.x; j < V; j += blockDim.x) s += expf(xr[j] - m);

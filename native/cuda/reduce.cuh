@@ -12,8 +12,12 @@ struct SumOp {
   template <typename T>
   __device__ T operator()(T a, T b) const { return a + b; }
 };
+// max(a, b) that returns NaN when either is NaN. fmaxf drops a NaN: a row of NaN scores would
+// reduce to -inf and read as a fully masked row (zeros) instead of NaN.
+__device__ inline float max_nan(float a, float b) { return a > b || a != a ? a : b; }
+
 struct MaxOp {
-  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+  __device__ float operator()(float a, float b) const { return max_nan(a, b); }
 };
 
 // Reduces v over the block (blockDim.x == kThreads) in a fixed tree; every thread gets the result.
