@@ -7,6 +7,7 @@ import type { Command } from "commander";
 import { noGrad } from "../autograd/tape.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import type { GPT2LMHeadModel } from "../models/gpt2/model.js";
+import { describeNonFiniteWeights } from "../models/gpt2/nonfinite.js";
 import { PeftModel } from "../peft/model.js";
 import { tensor } from "../tensor/creation.js";
 import { tidy } from "../tensor/scope.js";
@@ -96,6 +97,14 @@ async function merge(flags: MergeFlags): Promise<void> {
   peft.eval();
   const withAdapter = probeLogits(peft, ids, device);
   const withoutAdapter = peft.disableAdapter(() => probeLogits(peft, ids, device));
+  // NaN logits compare as "no difference" nowhere and as a pass nowhere, but say nothing of the cause: name it.
+  const finite = (a: Float32Array) => a.every(Number.isFinite);
+  if (!finite(withAdapter) || !finite(withoutAdapter)) {
+    const what = finite(withoutAdapter) ? "the base model with the adapter gives" : "the base model alone gives";
+    const cause = describeNonFiniteWeights(peft);
+    peft.dispose();
+    throw new Error(`${what} NaN/Inf logits on the check sequences: ${cause}; nothing was written`);
+  }
   const merged = peft.mergeAndUnload({ safeMerge: flags.safe });
   try {
     const mergedLogits = probeLogits(merged, ids, device);

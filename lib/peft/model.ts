@@ -246,11 +246,10 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
   /** Folds the active adapter into the base weights (kept separately, so unmergeAdapter restores them). */
   mergeAdapter(opts: { safeMerge?: boolean; adapterNames?: string[] } = {}): void {
     const names = opts.adapterNames ?? [this.activeAdapter];
-    const layers = [...this.loraLayers.values()];
     const done: LoraLayer[] = [];
     try {
-      for (const layer of layers) {
-        layer.merge(names.filter((n) => layer.specs.has(n)), { safe: opts.safeMerge });
+      for (const [path, layer] of this.loraLayers) {
+        layer.merge(names.filter((n) => layer.specs.has(n)), { safe: opts.safeMerge, where: path });
         done.push(layer);
       }
     } catch (err) {

@@ -17,6 +17,7 @@ import { join } from "node:path";
 import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import { noGrad } from "../autograd/tape.js";
 import { toTensor } from "../io/safetensors.js";
+import { describeNonFinite, findNonFiniteWeights } from "../models/gpt2/nonfinite.js";
 import { scale } from "../ops/elementwise.js";
 import { AdamW, type AdamWOptions } from "../optim/adamw.js";
 import { clipGradNorm, gradNorm } from "../optim/clip.js";
@@ -138,10 +139,11 @@ export class NonFiniteLossError extends Error {
     readonly lr: number,
     /** The newest checkpoint written before (kept), or null. */
     readonly lastCheckpoint: string | null,
+    /** What to do, when the cause is known not to be the learning rate (default: lower it). */
+    advice = "Lower the learning rate (or use warmup) and start again.",
   ) {
     super(
-      `${what} is ${value} at step ${step} (lr ${lr.toExponential(2)}); training stopped without applying this update. ` +
-        `Lower the learning rate (or use warmup) and start again.` +
+      `${what} is ${value} at step ${step} (lr ${lr.toExponential(2)}); training stopped without applying this update. ${advice}` +
         (lastCheckpoint ? ` The last good checkpoint is kept: ${lastCheckpoint}` : ""),
     );
     this.name = "NonFiniteLossError";
@@ -192,6 +194,8 @@ export class Trainer extends EventEmitter<TrainerEvents> {
   /** Seconds trained before this session (restored from a checkpoint). */
   private elapsedBefore = 0;
   private sessionStart = 0;
+  /** Steps done when this train() call began (a NaN right after it cannot be the updates' fault). */
+  private sessionStartSteps = 0;
   private lastCheckpoint: { step: number; dir: string } | null = null;
   private stopRequested = false;
   /** The resume option, until train() has applied it. */
@@ -281,6 +285,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     if (this.checkpointsDir) removeStaleTemporaries(this.checkpointsDir);
     this.metrics?.reset(this.history);
     this.sessionStart = performance.now();
+    this.sessionStartSteps = this.history.length;
     this.progress = new ProgressReporter({ ...this.options.progress, totalSteps: this.totalSteps, startStep: this._step });
     this.progress.start();
     const wasTraining = this.model.training;
@@ -318,6 +323,23 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     };
   }
 
+  /**
+   * After a NaN/Inf loss: NaN/Inf in the frozen base weights, or in an adapter before this session
+   * applied any update, are not the learning rate's doing: name them instead of advising a lower one.
+   */
+  private nonFiniteAdvice(): string | undefined {
+    const broken = findNonFiniteWeights(this.model);
+    const base = broken.filter((w) => w.adapter === null);
+    const sentence = (s: string) => s[0]!.toUpperCase() + s.slice(1);
+    if (base.length > 0) {
+      return `${sentence(describeNonFinite(base))}. Its weights are frozen, so training did not do this: use a model whose weights are finite.`;
+    }
+    if (broken.length > 0 && this.history.length === this.sessionStartSteps) {
+      return `${sentence(describeNonFinite(broken))}, before any update of this run: start from an adapter whose weights are finite.`;
+    }
+    return undefined;
+  }
+
   /** One optimizer step over gradAccum micro-batches; everything it allocates is freed. */
   private trainStep(): StepRecord {
     const started = performance.now();
@@ -349,7 +371,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
       return { ok: true as const, loss: counted > 0 ? loss : null, norm, tokens };
     });
     this.optimizer.zeroGrad();
-    if (!outcome.ok) throw new NonFiniteLossError(step, outcome.bad, outcome.value, lr, this.lastCheckpoint?.dir ?? null);
+    if (!outcome.ok) throw new NonFiniteLossError(step, outcome.bad, outcome.value, lr, this.lastCheckpoint?.dir ?? null, this.nonFiniteAdvice());
     this.scheduler.step();
     this._step = step;
     this.tokens += outcome.tokens;

@@ -6,6 +6,7 @@ import { rand, tensor } from "../../tensor/creation.js";
 import { defaultGenerator, type Generator } from "../../tensor/random.js";
 import { tidy } from "../../tensor/scope.js";
 import { KVCache, type GPT2LMHeadModel } from "./model.js";
+import { describeNonFiniteWeights } from "./nonfinite.js";
 
 export interface GenerateOptions {
   maxNewTokens?: number;
@@ -76,6 +77,10 @@ export function generate(model: GPT2LMHeadModel, prompt: readonly number[], opts
           const { logits } = model.forward({ inputIds: ids, cache });
           return logits.slice(1, feed.length - 1).reshape(-1).to("cpu").dataSync() as Float32Array;
         });
+        // A NaN logit would be sampled as if it were a number (argmax skips it): refuse, naming the broken weights.
+        if (!last.every(Number.isFinite)) {
+          throw new Error(`generate: the logits for new token ${step + 1} hold NaN or Inf, so there is nothing to sample from: ${describeNonFiniteWeights(model)}`);
+        }
         const next = sampleToken(last, opts, uniform);
         tokens.push(next);
         out.push(next);
