@@ -42,6 +42,7 @@ export interface AttentionOptions {
    * Key-padding mask [B, Tk], int32, 1 = attend, 0 = padded (a tokenizer's attention_mask).
    * Padded keys get weight 0. A query that sees no unpadded key (left padding) outputs zeros and
    * passes no gradient, never NaN: PyTorch's SDPA and transformers' default GPT-2 do the same.
+   * A NaN score is not a mask: a query with one comes out NaN, as in softmax(QKᵀ)·V.
    */
   attnMask?: Tensor | null;
   /** Score scale, default 1/sqrt(D). */
