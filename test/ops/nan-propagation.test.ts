@@ -12,9 +12,12 @@
 // guards against. One documented difference: cross-entropy's gradient of an ignored row is 0 here
 // (the fused kernel never looks at ignored rows), NaN in PyTorch (0·NaN in log_softmax's backward);
 // the loss is the same.
+import { spawnSync } from "node:child_process";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
 import { describe, expect, it } from "vitest";
 import {
-  abs, add, AdamW, clipGradNorm, crossEntropy, div, dropout, embedding, exp, gelu, Generator, layerNorm, linear, log, logSoftmax,
+  abs, add, AdamW, clipGradNorm, crossEntropy, div, dropout, embedding, exp, gelu, Generator, info, layerNorm, linear, log, logSoftmax,
   matmul, mean, mul, neg, pow, relu, scale, addScalar, sigmoid, softmax, sqrt, square, sub, sum, tanh, tensor, tidy, type Tensor,
 } from "../../lib/index.js";
 import { scaledDotProductAttention } from "../../lib/ops/attention.js";
@@ -321,5 +324,19 @@ export function describeNanPropagation(device: string, skipReason?: string): voi
   });
 }
 
-// The CPU run (test/gpu/nan-propagation.test.ts imports this file for the table and runs it on CUDA).
-if (expect.getState().testPath?.endsWith("ops/nan-propagation.test.ts")) describeNanPropagation("cpu");
+// The CPU run (test/gpu/nan-propagation.test.ts imports this file for the table and runs it on
+// CUDA). The exp, GELU and dropout kernels have AVX-512, AVX2 and scalar versions, picked once per
+// process from LOWRANK_SIMD: the table runs here at this host's level, then in child processes at
+// the lower ones.
+if (expect.getState().testPath?.endsWith("ops/nan-propagation.test.ts")) {
+  describeNanPropagation("cpu");
+  const lower = ["avx512", "avx2", "scalar"].filter((l, i, all) => i > all.indexOf(info().simd));
+  it.skipIf(process.env.LOWRANK_SIMD !== undefined || lower.length === 0)(`the same on the CPU at SIMD levels ${lower.join(", ")} (child processes)`, () => {
+    const vitest = join(dirname(createRequire(import.meta.url).resolve("vitest/package.json")), "vitest.mjs");
+    for (const level of lower) {
+      const r = spawnSync(process.execPath, [vitest, "run", "test/ops/nan-propagation.test.ts"], { env: { ...process.env, LOWRANK_SIMD: level, NO_COLOR: "1" }, encoding: "utf8" });
+      expect(r.status, `LOWRANK_SIMD=${level}:\n${r.stdout}\n${r.stderr}`).toBe(0);
+      expect(r.stdout).toMatch(new RegExp(`${NAN_TABLE.length} passed`));
+    }
+  });
+}
