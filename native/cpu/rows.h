@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "../core/nanmath.h"
 #include "parallel.h"
 
 namespace lowrank {
@@ -36,9 +37,6 @@ inline float row_dot(const float* a, const float* b, int64_t n) {
   return lanes_sum(n, [a, b](int64_t j) { return a[j] * b[j]; });
 }
 
-// max(a, b) that returns NaN when either is NaN (std::max and fmaxf drop a NaN).
-inline float max_nan(float a, float b) { return a > b || a != a ? a : b; }
-
 // The largest value of x[0..n) (-inf when n == 0), NaN when any element is NaN. A max that
 // skipped NaN would make a row of NaN scores look like a row of masked ones (max -inf), which
 // callers turn into zeros: NaN must come out as NaN.
@@ -47,10 +45,10 @@ inline float row_max(const float* x, int64_t n) {
   std::fill(acc, acc + kLanes, -__builtin_inff());
   int64_t j = 0;
   for (; j + kLanes <= n; j += kLanes)
-    for (int l = 0; l < kLanes; ++l) acc[l] = max_nan(x[j + l], acc[l]);
-  for (int l = 0; j + l < n; ++l) acc[l] = max_nan(x[j + l], acc[l]);
+    for (int l = 0; l < kLanes; ++l) acc[l] = nan_max(x[j + l], acc[l]);
+  for (int l = 0; j + l < n; ++l) acc[l] = nan_max(x[j + l], acc[l]);
   float m = acc[0];
-  for (int l = 1; l < kLanes; ++l) m = max_nan(acc[l], m);
+  for (int l = 1; l < kLanes; ++l) m = nan_max(acc[l], m);
   return m;
 }
 

@@ -47,7 +47,7 @@ __global__ void attention_forward_kernel(AttnDims d, AttnView q, AttnView k, Att
   float m = -INFINITY;
   for (int64_t j = threadIdx.x; j < vis; j += blockDim.x) {
     s[j] = masked_score(d, qi, k.row(b, h, j), keep && keep[b * d.Tk + j] == 0);
-    m = max_nan(m, s[j]);
+    m = nan_max(m, s[j]);
   }
   m = block_reduce(m, MaxOp(), -INFINITY);
   const bool empty = m == -INFINITY;  // every visible key padded: the output row is 0 (a NaN score makes m NaN, not empty)

@@ -27,7 +27,7 @@ __global__ void cross_entropy_kernel(const float* logits, const int32_t* targets
   }
   const float* xr = logits + n * V;
   float m = -INFINITY;
-  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) m = max_nan(m, xr[j]);
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) m = nan_max(m, xr[j]);
   m = block_reduce(m, MaxOp(), -INFINITY);
   float s = 0;
   for (int64_t j = threadIdx.x; j < V; j += blockDim.x) s += expf(xr[j] - m);
