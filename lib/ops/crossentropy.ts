@@ -25,7 +25,10 @@ const native = crossEntropyKernels;
 export const enum Reduction { None = 0, Sum = 1, Mean = 2 }
 
 export interface CrossEntropyOptions {
-  /** Targets equal to this are skipped: no loss, no gradient, not counted in the mean. Default -100. */
+  /**
+   * Targets equal to this are skipped: no loss, no gradient (0; NaN when the row's logits make its
+   * softmax NaN, as in PyTorch), not counted in the mean. Default -100.
+   */
   ignoreIndex?: number;
   /** "mean" (default) over the counted targets, "sum", or "none" (one loss per target). */
   reduction?: "mean" | "sum" | "none";
