@@ -23,7 +23,7 @@ export { f16BitsToF32, f32ToF16Bits } from "./io/float16.js";
 export { GPT2Tokenizer, END_OF_TEXT, BYTE_SYMBOLS, byteLevelWords, type TokenizerSpec, type EncodeOptions, type DecodeOptions } from "./models/tokenizer.js";
 export { GPT2Config, type GPT2ConfigInit } from "./models/gpt2/config.js";
 export { GPT2LMHeadModel, GPT2Model, GPT2Block, GPT2Attention, GPT2MLP, KVCache, causalLMLoss, type CausalLMInput, type CausalLMOutput } from "./models/gpt2/model.js";
-export { generate, sampleToken, type GenerateOptions } from "./models/gpt2/generate.js";
+export { generate, sampleToken, type GenerateOptions, type GenerationModel } from "./models/gpt2/generate.js";
 
 // ---- PEFT ----
 export { LoraConfig, TASK_TYPES, LOWRANK_PEFT_VERSION, PEFT_FORMAT_VERSION, DEFAULT_TARGET_MODULES, type LoraConfigInit, type TaskType, type LoraBias, type InitLoraWeights, type WarningHandler } from "./peft/config.js";
