@@ -45,7 +45,9 @@ export { Trainer, NonFiniteLossError, TRAINER_DEFAULTS, type TrainerOptions, typ
 export { writeCheckpoint, readCheckpoint, listCheckpoints, latestCheckpoint, pruneCheckpoints, resolveResume, CHECKPOINT_FILES, LATEST_FILE, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, type TrainerState, type CheckpointContents, type LoadedCheckpoint } from "./train/checkpoint.js";
 export { MetricsLog, writeLossChart, type StepRecord } from "./train/metrics.js";
 export { ProgressReporter, formatDuration, type ProgressOptions } from "./train/progress.js";
-export { runDemo, DEMO_TEMPLATE, type DemoOptions, type DemoResult } from "./cli/demo.js";
+export { fineTune, holdsRun, FineTuneOptionError, FINE_TUNE_DEFAULTS, type FineTuneOptions, type FineTuneResult, type FineTuneStart, type LoadedBaseModel, type TemplateSource } from "./train/fine-tune.js";
+export { acquireRunLock, RunLockedError, LOCK_FILE, type RunLock } from "./train/lock.js";
+export { runDemo, DEMO_TEMPLATE, type DemoOptions, type DemoResult } from "./train/demo.js";
 
 // ---- analysis, plots, dense linear algebra ----
 export * as analysis from "./analysis/index.js";

@@ -23,6 +23,7 @@ import type { LRSchedulerState } from "../optim/schedule.js";
 import type { GeneratorState } from "../tensor/random.js";
 import type { Tensor } from "../tensor/tensor.js";
 import type { LoaderState } from "./collate.js";
+import { processAlive } from "./lock.js";
 import type { StepRecord } from "./metrics.js";
 
 export const CHECKPOINT_FORMAT = "lowrank-trainer-checkpoint";
@@ -184,15 +185,6 @@ export function pruneCheckpoints(checkpointsDir: string, keep: number, protect: 
     const doomed = join(checkpointsDir, tempName("deleted"));
     renameSync(dir, doomed);
     rmSync(doomed, { recursive: true, force: true });
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 

@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { generate, GPT2LMHeadModel, GPT2Tokenizer, PeftModel, formatPrompt, resolveTemplate } from "../../lib/index.js";
-import { DEMO_TEMPLATE, runDemo } from "../../lib/cli/demo.js";
+import { DEMO_TEMPLATE, runDemo } from "../../lib/train/demo.js";
 import { readJsonl, type AlpacaRecord } from "../../lib/train/data.js";
 
 const MODEL = "data/demo/model";
