@@ -3,6 +3,7 @@
 import type { Command } from "commander";
 import { DEMO_DEFAULTS, runDemo } from "../train/demo.js";
 import { EXIT, intAtLeast, newCommand, oneOf, resolveDevice, runAction } from "./common.js";
+import { capSteps } from "./train.js";
 
 interface DemoFlags {
   device?: string;
@@ -30,7 +31,7 @@ The base model (data/demo/model, made by scripts/make-demo-model.mjs) knows four
 data/demo/eval.jsonl (word lists it has not seen). Nothing is downloaded.`,
     )
     .action(runAction("demo", async (flags: DemoFlags) => {
-      await runDemo({ device: resolveDevice(flags.device), steps: flags.steps, out: flags.out, seed: flags.seed, quiet: flags.quiet, evalCount: flags.evalCount });
+      await runDemo({ device: resolveDevice(flags.device), steps: capSteps(flags.steps), out: flags.out, seed: flags.seed, quiet: flags.quiet, evalCount: flags.evalCount });
       return EXIT.ok;
     }));
 }

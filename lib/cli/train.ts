@@ -130,6 +130,22 @@ function checkFlags(flags: Omit<TrainFlags, "out" | "resume" | "r">, cmd: Comman
 }
 
 /**
+ * LOWRANK_MAX_STEPS=N caps --steps (train, sweep, demo) at N, for quick smoke runs of scripts and
+ * of the README's commands; the cap is announced on stderr.
+ */
+export function capSteps(steps: number): number;
+export function capSteps(steps: number | undefined): number | undefined;
+export function capSteps(steps: number | undefined): number | undefined {
+  const spec = process.env.LOWRANK_MAX_STEPS;
+  if (spec === undefined || spec === "" || steps === undefined) return steps;
+  const cap = Number(spec);
+  if (!/^\d+$/.test(spec.trim()) || !(cap >= 1)) throw new UsageError(`LOWRANK_MAX_STEPS=${spec}: expected an integer >= 1 (or unset it)`);
+  if (steps <= cap) return steps;
+  console.error(`warning: LOWRANK_MAX_STEPS=${cap}: running ${cap} steps instead of ${steps}`);
+  return cap;
+}
+
+/**
  * The fineTune options a train command line asks for, less r, out and resume (sweep sets those
  * per rank). The model is loaded here, so its errors name --model; the template file is read here,
  * so its errors name --template.
@@ -153,7 +169,7 @@ export function trainOptions(flags: Omit<TrainFlags, "out" | "resume" | "r">, cm
     model: loadBase, data: flags.data, template, maxLength: flags.maxLength, packing: flags.packing,
     ...(flags.evalFile !== undefined ? { evalFile: flags.evalFile } : { evalSplit: flags.evalSplit }),
     alpha: flags.alpha, dropout: flags.dropout, target: parseTargets(flags.target), rslora: flags.rslora,
-    steps: flags.steps, epochs: flags.epochs, batchSize: flags.batchSize, gradAccum: flags.gradAccum, lr: flags.lr, weightDecay: flags.weightDecay,
+    steps: capSteps(flags.steps), epochs: flags.epochs, batchSize: flags.batchSize, gradAccum: flags.gradAccum, lr: flags.lr, weightDecay: flags.weightDecay,
     maxGradNorm: flags.maxGradNorm, warmup: flags.warmup, schedule: flags.schedule,
     evalEvery: flags.evalEvery, checkpointEvery: flags.checkpointEvery, keepCheckpoints: flags.keepCheckpoints, seed: flags.seed,
     progress: { quiet: flags.quiet, logEvery: flags.logEvery },

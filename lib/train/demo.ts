@@ -5,7 +5,7 @@
 // logits, and the adapter saved in PEFT's format. Nothing is downloaded; one seed fixes every
 // number it prints. The training itself is fineTune(), as in `lowrank train`.
 import { existsSync } from "node:fs";
-import { isAbsolute, join, relative, resolve } from "node:path";
+import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { noGrad } from "../autograd/tape.js";
 import { generate } from "../models/gpt2/generate.js";
@@ -23,8 +23,15 @@ import type { StepRecord } from "./metrics.js";
 import { formatDuration } from "./progress.js";
 import { formatPrompt, resolveTemplate } from "./template.js";
 
-/** The package's root (lib/train or dist/train are two levels down), where data/demo lives. */
-const PACKAGE_ROOT = fileURLToPath(new URL("../../", import.meta.url));
+/**
+ * The package's root, where data/demo lives: the nearest folder above this module that holds a
+ * package.json (from lib/train, dist/train, or a single-file bundle of the CLI).
+ */
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, "package.json")) && dirname(dir) !== dir) dir = dirname(dir);
+  return dir;
+}
 
 /** The demo's prompt template: the Alpaca sections without the preamble (data/demo/README.md). */
 export const DEMO_TEMPLATE = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n";
@@ -122,8 +129,8 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   const seed = opts.seed ?? DEMO_DEFAULTS.seed;
   const outDir = opts.out ?? DEMO_DEFAULTS.out;
   const adapterDir = join(outDir, "adapter");
-  const modelDir = opts.model ?? join(PACKAGE_ROOT, "data", "demo", "model");
-  const dataDir = opts.data ?? join(PACKAGE_ROOT, "data", "demo");
+  const modelDir = opts.model ?? join(packageRoot(), "data", "demo", "model");
+  const dataDir = opts.data ?? join(packageRoot(), "data", "demo");
   const device = opts.device ?? (cudaAvailable() ? "cuda" : "cpu");
   const generator = new Generator(seed);
   /** A path as the user would type it: relative to the working directory when it lies below it. */

@@ -105,6 +105,14 @@ describe("lowrank train", () => {
     });
   });
 
+  it("when no example fits --max-length, says so and suggests the fix", async () => {
+    const r = await runCli(ws.main, base(newOut(), "--max-length", "8"));
+    expect(r.code).toBe(1);
+    expect(stderrLines(r.stderr)).toEqual([
+      expect.stringMatching(new RegExp(`^lowrank train: ${ws.data}: no example fits maxLength 8 \\(38 skipped, prompt too long; first: .*\\); use a shorter prompt template \\(e\\.g\\. the template\\.txt a model folder ships\\) or a larger maxLength$`)),
+    ]);
+  });
+
   it("skips corrupt lines, reporting each with its line number and a count", async () => {
     const good = readFileSync(ws.data, "utf8").split("\n").slice(0, 12);
     const mixed = file("mixed.jsonl", [good[0], "{oops", ...good.slice(1, 6), '{"instruction": "no output"}', ...good.slice(6), "[]", ""].join("\n"));
