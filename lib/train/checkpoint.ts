@@ -17,6 +17,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, s
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { atomicTempWriterPid, writeFileAtomic, writeJsonAtomic } from "../io/atomic.js";
+import { crashPoint } from "../io/crash-point.js";
 import { readSafetensors, writeSafetensors, type SafetensorsFile } from "../io/safetensors.js";
 import type { FlatOptimizerState } from "../optim/optimizer.js";
 import type { LRSchedulerState } from "../optim/schedule.js";
@@ -102,10 +103,12 @@ export function writeCheckpoint<O>(checkpointsDir: string, contents: CheckpointC
     writeJsonAtomic(join(tmp, CHECKPOINT_FILES.optimizerMeta), contents.optimizer.metadata);
     contents.writeExtra?.(tmp);
     writeJsonAtomic(join(tmp, CHECKPOINT_FILES.state), contents.state);
+    crashPoint("checkpoint-rename");
     if (existsSync(final)) {
       // Same step written again (a resumed run passing a checkpoint of an abandoned one).
       const old = join(checkpointsDir, tempName(`old-${name}`));
       renameSync(final, old);
+      crashPoint("checkpoint-replace");
       renameSync(tmp, final);
       rmSync(old, { recursive: true, force: true });
     } else {
@@ -184,6 +187,7 @@ export function pruneCheckpoints(checkpointsDir: string, keep: number, protect: 
     if (dir === protect) continue;
     const doomed = join(checkpointsDir, tempName("deleted"));
     renameSync(dir, doomed);
+    crashPoint("prune-delete");
     rmSync(doomed, { recursive: true, force: true });
   }
 }
