@@ -9,6 +9,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { generate, GPT2LMHeadModel, GPT2Tokenizer, PeftModel, formatPrompt, resolveTemplate } from "../../lib/index.js";
 import { DEMO_TEMPLATE, runDemo } from "../../lib/train/demo.js";
 import { readJsonl, type AlpacaRecord } from "../../lib/train/data.js";
+import { listCheckpoints } from "../../lib/train/checkpoint.js";
 
 const MODEL = "data/demo/model";
 const tmp = mkdtempSync(join(tmpdir(), "lowrank-demo-"));
@@ -83,5 +84,13 @@ describe("lowrank demo", () => {
     } finally {
       peft.dispose();
     }
+  });
+
+  it("runs again into the same folder, replacing the earlier run (its checkpoints and metrics)", async () => {
+    const out = join(tmp, "run"); // the folder the test above filled
+    const result = await runDemo({ device: "cpu", steps: 30, out, evalCount: 2, seed: 1, quiet: true, print: () => {} });
+    expect(result.mergeOk).toBe(true);
+    expect(listCheckpoints(join(out, "checkpoints")).map((c) => c.step)).toEqual([30]);
+    expect(readFileSync(join(out, "metrics.jsonl"), "utf8").trimEnd().split("\n")).toHaveLength(30);
   });
 });
