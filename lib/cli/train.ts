@@ -101,7 +101,9 @@ per step: step, loss, lr, gradNorm, tokens, tokensPerSec, evalLoss, elapsed) and
 Checkpoints (--out/checkpoints/step-N) hold the adapter, the optimizer, the lr schedule, the random
 streams and the data position: --resume continues the run exactly as if it had never stopped.
 Ctrl-C (or SIGTERM) finishes the current step, saves a checkpoint and exits with code 130; a
-second one quits at once. One run at a time per --out: a second is refused with the pid of the first. A NaN/Inf loss stops the run (exit code 1) and keeps the last good checkpoint.
+second one quits at once. One run at a time per --out: a second is refused with the pid of the
+first. A NaN/Inf loss stops the run (exit code 1) and keeps the last good checkpoint.
+The prompt template defaults to the template.txt the model folder ships, else "alpaca".
 Exit codes: 0 done, 1 error, 2 bad command line, 130 interrupted.
 
 Examples (the model and data bundled with lowrank):
