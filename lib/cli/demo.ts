@@ -19,7 +19,7 @@ export function demoCommand(): Command {
     .description("teach the bundled small GPT-2 a new task with LoRA on the CPU in a few minutes: before/after answers, merge check, adapter saved")
     .option("--device <name>", "cpu or cuda (default: cuda when a GPU is usable)", oneOf(["cpu", "cuda"] as const))
     .option("--steps <n>", "LoRA training steps", intAtLeast(1), DEMO_DEFAULTS.steps)
-    .option("--out <dir>", "output folder: adapter/ (PEFT format), loss.svg, loss.png, metrics.jsonl, checkpoints/ (a rerun replaces them)", DEMO_DEFAULTS.out)
+    .option("--out <dir>", "output folder: adapter/ (PEFT format), loss.svg, loss.png, metrics.jsonl (a rerun replaces them)", DEMO_DEFAULTS.out)
     .option("--seed <n>", "seed for the adapter init and the data order (the same seed prints the same numbers)", intAtLeast(0), DEMO_DEFAULTS.seed)
     .option("--eval-count <n>", "score only the first N examples of eval.jsonl (default: all 100)", intAtLeast(1))
     .option("--quiet", "no progress display and no example answers, only the results")

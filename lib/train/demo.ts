@@ -57,7 +57,7 @@ export interface DemoOptions {
   device?: string;
   /** LoRA optimizer steps (default 300). */
   steps?: number;
-  /** Output folder: adapter/ (PEFT format), metrics.jsonl, loss.svg and loss.png, checkpoints/ (default ./demo-output); a rerun replaces it. */
+  /** Output folder: adapter/ (PEFT format), metrics.jsonl, loss.svg and loss.png (default ./demo-output); a rerun replaces them. */
   out?: string;
   seed?: number;
   /** No progress display and no example answers; the results are still printed. */
@@ -178,10 +178,11 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
     const warmupSteps = Math.min(DEMO_DEFAULTS.warmupSteps, Math.ceil(steps / 10));
     run = await fineTune({
       model: () => ((handedOver = true), { model: base, tokenizer, dir: shown(modelDir), generator }),
-      data: trainFile, out: outDir, adapterDir, overwrite: true, evalSplit: 0, template: DEMO_TEMPLATE,
+      // no checkpoints: a 300-step demo is rerun, not resumed, and a rerun replaces the earlier one
+      data: trainFile, out: outDir, adapterDir, checkpoints: false, evalSplit: 0, template: DEMO_TEMPLATE,
       r: DEMO_DEFAULTS.r, alpha: DEMO_DEFAULTS.alpha, dropout: 0, target: DEMO_DEFAULTS.targets,
       steps, batchSize: DEMO_DEFAULTS.batchSize, lr: DEMO_DEFAULTS.lr, warmup: warmupSteps, schedule: "linear", maxGradNorm: 1, weightDecay: 0, seed,
-      checkpointEvery: 0, keepCheckpoints: 1, chartTitle: "LoRA training loss (lowrank demo)",
+      chartTitle: "LoRA training loss (lowrank demo)",
       progress: { quiet: opts.quiet, mode: opts.progressMode ?? "auto", stream: opts.progressStream, logEvery: Math.max(1, Math.round(steps / 12)) },
       onStart: ({ model }) => {
         say();

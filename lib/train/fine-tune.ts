@@ -2,7 +2,7 @@
 // `lowrank sweep` and the demo share: read and tokenize the data, wrap the base model with a LoRA
 // adapter, train it with the Trainer (checkpoints, metrics, resume), save the adapter in PEFT's
 // format and draw the loss chart. Callers print; this module only reports through callbacks.
-import { existsSync, rmSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { GPT2LMHeadModel } from "../models/gpt2/model.js";
 import { GPT2Tokenizer } from "../models/tokenizer.js";
@@ -40,7 +40,7 @@ export interface FineTuneOptions {
   model: string | (() => LoadedBaseModel);
   /** Training data, JSONL: {"instruction", "input"?, "output"} or {"text"} per line. */
   data: string;
-  /** The run folder: the adapter (unless adapterDir), metrics.jsonl, loss.svg/png, checkpoints/. */
+  /** The run folder: the adapter (unless adapterDir), metrics.jsonl, loss.svg/png, checkpoints/ (unless checkpoints: false). */
   out: string;
   /** Where the adapter is saved (default: out). */
   adapterDir?: string;
@@ -91,10 +91,10 @@ export interface FineTuneOptions {
   /** Continue the run in `out` (true) or from a checkpoint or run folder. */
   resume?: true | string;
   /**
-   * Start afresh over a run `out` already holds (its checkpoints and metrics are removed) instead
-   * of refusing. The demo uses it; a run that matters is resumed or given another folder.
+   * false: no checkpoints/ (only the adapter, metrics and chart), so the run cannot be resumed and
+   * leaves nothing that blocks a rerun into the same folder; the demo uses it. Default true.
    */
-  overwrite?: boolean;
+  checkpoints?: boolean;
   /** Title of the loss chart. */
   chartTitle?: string;
   /** Progress display (quiet, stream, mode, logEvery). */
@@ -221,7 +221,8 @@ export async function fineTune(opts: FineTuneOptions): Promise<FineTuneResult> {
 async function fineTuneLocked(opts: FineTuneOptions): Promise<FineTuneResult> {
   const d = FINE_TUNE_DEFAULTS;
   const seed = opts.seed ?? d.seed;
-  if (opts.resume === undefined && !opts.overwrite && holdsRun(opts.out)) {
+  if (opts.resume !== undefined && opts.checkpoints === false) throw new Error("fineTune: resume needs checkpoints (checkpoints: false was given)");
+  if (opts.resume === undefined && holdsRun(opts.out)) {
     throw new Error(`${opts.out} already holds a training run; resume it (resume: true), or choose another output folder`);
   }
   const resumeFrom = opts.resume !== undefined ? resolveResume(opts.resume, opts.out) : null;
@@ -253,7 +254,6 @@ async function fineTuneLocked(opts: FineTuneOptions): Promise<FineTuneResult> {
     const batchSize = opts.batchSize ?? d.batchSize;
     const loaderOptions = { batchSize, tokenizer, packBlockLength: opts.packing ? maxLength : undefined, device };
     const warmup = opts.warmup ?? d.warmupSteps;
-    if (opts.overwrite && opts.resume === undefined) rmSync(join(opts.out, "checkpoints"), { recursive: true, force: true });
     trainer = new Trainer({
       model,
       trainData: new DataLoader(data.train, { ...loaderOptions, seed }),
@@ -261,8 +261,9 @@ async function fineTuneLocked(opts: FineTuneOptions): Promise<FineTuneResult> {
       ...(opts.steps !== undefined ? { maxSteps: opts.steps } : { epochs: opts.epochs ?? 1 }),
       gradAccum: opts.gradAccum, lr: opts.lr, weightDecay: opts.weightDecay, maxGradNorm: opts.maxGradNorm, schedule: opts.schedule,
       ...(warmup < 1 ? { warmupRatio: warmup } : { warmupSteps: warmup }),
-      evalEvery: opts.evalEvery ?? d.evalEvery, checkpointEvery: opts.checkpointEvery ?? d.checkpointEvery, keepCheckpoints: opts.keepCheckpoints ?? d.keepCheckpoints,
-      outDir: opts.out, generators: { model: generator },
+      evalEvery: opts.evalEvery ?? d.evalEvery, keepCheckpoints: opts.keepCheckpoints ?? d.keepCheckpoints,
+      checkpointEvery: opts.checkpoints === false ? 0 : (opts.checkpointEvery ?? d.checkpointEvery),
+      outDir: opts.out, saveCheckpoints: opts.checkpoints !== false, generators: { model: generator },
       // With the data fingerprint (checked by the loader), these pin down the run's trajectory.
       config: { model: base.config.toHF(), lora: comparableLoraConfig(model.peftConfig.get("default")!), seed, maxLength, packing: !!opts.packing, batchSize },
       progress: opts.progress,

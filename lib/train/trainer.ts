@@ -88,6 +88,8 @@ export interface TrainerOptions {
   keepCheckpoints?: number;
   /** metrics.jsonl and checkpoints/ go here; without it nothing is written to disk. */
   outDir?: string;
+  /** false: outDir receives metrics.jsonl but no checkpoints (the run cannot be resumed). Default true. */
+  saveCheckpoints?: boolean;
   /** The random streams the run draws from (model dropout, LoRA dropout): checkpointed by name. */
   generators?: Record<string, Generator>;
   /**
@@ -260,7 +262,10 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     const name = schedule === "constant" && warmupSteps > 0 ? "constant_with_warmup" : schedule;
     this.scheduler = getScheduler(name, this.optimizer, { numWarmupSteps: warmupSteps, numTrainingSteps: this.totalSteps });
 
-    this.checkpointsDir = opts.outDir === undefined ? null : join(opts.outDir, "checkpoints");
+    if (opts.saveCheckpoints === false && (this.checkpointEvery > 0 || opts.resume !== undefined)) {
+      throw new Error("Trainer: saveCheckpoints: false cannot go with checkpointEvery > 0 or resume");
+    }
+    this.checkpointsDir = opts.outDir === undefined || opts.saveCheckpoints === false ? null : join(opts.outDir, "checkpoints");
     this.metrics = opts.outDir === undefined ? null : new MetricsLog(join(opts.outDir, "metrics.jsonl"));
     this.generators = opts.generators ?? {};
     this.config = {
