@@ -237,7 +237,7 @@ async function fineTuneLocked(opts: FineTuneOptions): Promise<FineTuneResult> {
     if (maxLength > nPositions) throw new FineTuneOptionError("maxLength", (name) => `${name} ${maxLength} exceeds the model's n_positions (${nPositions})`);
     const targetModules = checkTargets(opts.target ?? d.target, base);
     const template = chooseTemplate(opts.template, modelDir);
-    resolveTemplate(template.spec);
+    resolveTemplate(template.spec); // a bad template fails here, before the data is read
 
     const data = await loadInstructionData(opts.data, tokenizer, {
       maxLength, template: template.spec, seed,
