@@ -1,13 +1,13 @@
 // What the lowrank commands share: exit codes, one-line errors, option parsers, and loading a
 // model, tokenizer or prompt template from what the user typed, with messages that name the flag.
-import { existsSync, readFileSync, statSync } from "node:fs";
-import { extname, join } from "node:path";
+import { existsSync, statSync } from "node:fs";
+import { join } from "node:path";
 import { Command, CommanderError, InvalidArgumentError } from "commander";
 import { GPT2LMHeadModel } from "../models/gpt2/model.js";
 import { GPT2Tokenizer } from "../models/tokenizer.js";
 import { cudaAvailable } from "../tensor/device.js";
 import type { Generator } from "../tensor/random.js";
-import { ALPACA_TEMPLATE, resolveTemplate, type PromptTemplate, type TemplateSpec } from "../train/template.js";
+import { ALPACA_TEMPLATE, readTemplateFile, resolveTemplate, type TemplateSpec } from "../train/template.js";
 
 /** Exit codes of every command: 0 ok, 1 runtime error, 2 usage error, 130 interrupted (Ctrl-C). */
 export const EXIT = { ok: 0, error: 1, usage: 2, interrupted: 130 } as const;
@@ -122,21 +122,13 @@ export function loadTokenizer(dir: string, model: GPT2LMHeadModel): GPT2Tokenize
 export function loadTemplate(spec: string): TemplateSpec {
   if (spec === "alpaca") return ALPACA_TEMPLATE;
   if (!existsSync(spec)) throw new UsageError(`--template ${spec}: not "alpaca" and no such file`);
-  const text = readFileSync(spec, "utf8");
-  let template: TemplateSpec = text;
-  if (extname(spec).toLowerCase() === ".json") {
-    try {
-      template = JSON.parse(text) as PromptTemplate;
-    } catch (err) {
-      throw new UsageError(`--template ${spec}: not valid JSON (${(err as Error).message}); a JSON template is {"withInput": "...", "withoutInput": "..."}`);
-    }
-  }
   try {
+    const template = readTemplateFile(spec);
     resolveTemplate(template);
+    return template;
   } catch (err) {
     throw new UsageError(`--template ${spec}: ${(err as Error).message}`);
   }
-  return template;
 }
 
 /** `'a b'` for arguments that need quoting in a shell, for the resume hint. */

@@ -6,6 +6,7 @@ import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from "n
 import { open, rename, rm } from "node:fs/promises";
 import { randomBytes } from "node:crypto";
 import { basename, dirname, join } from "node:path";
+import { crashPoint } from "./crash-point.js";
 
 /** What can be written: a string (UTF-8), bytes, or a list of byte chunks written in order. */
 export type FileData = string | Uint8Array | readonly Uint8Array[];
@@ -70,6 +71,7 @@ export function writeFileAtomic(path: string, data: FileData): void {
     fsyncSync(fd);
     closeSync(fd);
     fd = undefined;
+    crashPoint(`atomic-rename:${basename(path)}`);
     renameSync(tmp, path);
     syncDirectory(dirname(path));
   } catch (err) {

@@ -17,12 +17,14 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, s
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { atomicTempWriterPid, writeFileAtomic, writeJsonAtomic } from "../io/atomic.js";
+import { crashPoint } from "../io/crash-point.js";
 import { readSafetensors, writeSafetensors, type SafetensorsFile } from "../io/safetensors.js";
 import type { FlatOptimizerState } from "../optim/optimizer.js";
 import type { LRSchedulerState } from "../optim/schedule.js";
 import type { GeneratorState } from "../tensor/random.js";
 import type { Tensor } from "../tensor/tensor.js";
 import type { LoaderState } from "./collate.js";
+import { processAlive } from "./lock.js";
 import type { StepRecord } from "./metrics.js";
 
 export const CHECKPOINT_FORMAT = "lowrank-trainer-checkpoint";
@@ -101,10 +103,12 @@ export function writeCheckpoint<O>(checkpointsDir: string, contents: CheckpointC
     writeJsonAtomic(join(tmp, CHECKPOINT_FILES.optimizerMeta), contents.optimizer.metadata);
     contents.writeExtra?.(tmp);
     writeJsonAtomic(join(tmp, CHECKPOINT_FILES.state), contents.state);
+    crashPoint("checkpoint-rename");
     if (existsSync(final)) {
       // Same step written again (a resumed run passing a checkpoint of an abandoned one).
       const old = join(checkpointsDir, tempName(`old-${name}`));
       renameSync(final, old);
+      crashPoint("checkpoint-replace");
       renameSync(tmp, final);
       rmSync(old, { recursive: true, force: true });
     } else {
@@ -183,16 +187,8 @@ export function pruneCheckpoints(checkpointsDir: string, keep: number, protect: 
     if (dir === protect) continue;
     const doomed = join(checkpointsDir, tempName("deleted"));
     renameSync(dir, doomed);
+    crashPoint("prune-delete");
     rmSync(doomed, { recursive: true, force: true });
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 

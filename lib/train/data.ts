@@ -383,7 +383,12 @@ function tokenizeWithWarnings(file: string, records: readonly DataRecord[], tok:
     warnings.push(`${file}: ${r.skipped.length} example${r.skipped.length === 1 ? "" : "s"} skipped, prompt too long for maxLength ${opts.maxLength} (first: ${formatProblem(r.skipped[0]!)})`);
   }
   if (r.truncated > 0) warnings.push(`${file}: ${r.truncated} example${r.truncated === 1 ? "" : "s"} truncated to maxLength ${opts.maxLength}`);
-  if (r.examples.length === 0) throw new Error(`${file}: no example fits maxLength ${opts.maxLength} (${r.skipped.length} skipped, prompt too long)`);
+  if (r.examples.length === 0) {
+    throw new Error(
+      `${file}: no example fits maxLength ${opts.maxLength} (${r.skipped.length} skipped, prompt too long${r.skipped[0] ? `; first: ${formatProblem(r.skipped[0])}` : ""}); ` +
+        `use a shorter prompt template (e.g. the template.txt a model folder ships) or a larger maxLength`,
+    );
+  }
   return r.examples;
 }
 

@@ -89,6 +89,8 @@ export interface TrainerOptions {
   keepCheckpoints?: number;
   /** metrics.jsonl and checkpoints/ go here; without it nothing is written to disk. */
   outDir?: string;
+  /** false: outDir receives metrics.jsonl but no checkpoints (the run cannot be resumed). Default true. */
+  saveCheckpoints?: boolean;
   /** The random streams the run draws from (model dropout, LoRA dropout): checkpointed by name. */
   generators?: Record<string, Generator>;
   /**
@@ -170,6 +172,22 @@ function canonical(v: unknown): string {
   return JSON.stringify(v) ?? "undefined";
 }
 
+const isRecord = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === "object" && !Array.isArray(v);
+
+/**
+ * The settings that differ, each as "path was X, now Y" at the deepest level where they differ
+ * (e.g. "trainer.lr was 0.01, now 0.001"), so a mismatch names the setting rather than two blobs.
+ */
+export function settingDifferences(saved: unknown, now: unknown, path = ""): string[] {
+  if (isRecord(saved) && isRecord(now)) {
+    return [...new Set([...Object.keys(saved), ...Object.keys(now)])].sort()
+      .flatMap((k) => settingDifferences(saved[k], now[k], path ? `${path}.${k}` : k));
+  }
+  if (canonical(saved) === canonical(now)) return [];
+  const show = (v: unknown) => (v === undefined ? "not set" : canonical(v));
+  return [`${path || "settings"} was ${show(saved)}, now ${show(now)}`];
+}
+
 export class Trainer extends EventEmitter<TrainerEvents> {
   readonly model: TrainableModel;
   readonly optimizer: AdamW;
@@ -248,7 +266,10 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     const name = schedule === "constant" && warmupSteps > 0 ? "constant_with_warmup" : schedule;
     this.scheduler = getScheduler(name, this.optimizer, { numWarmupSteps: warmupSteps, numTrainingSteps: this.totalSteps });
 
-    this.checkpointsDir = opts.outDir === undefined ? null : join(opts.outDir, "checkpoints");
+    if (opts.saveCheckpoints === false && (this.checkpointEvery > 0 || opts.resume !== undefined)) {
+      throw new Error("Trainer: saveCheckpoints: false cannot go with checkpointEvery > 0 or resume");
+    }
+    this.checkpointsDir = opts.outDir === undefined || opts.saveCheckpoints === false ? null : join(opts.outDir, "checkpoints");
     this.metrics = opts.outDir === undefined ? null : new MetricsLog(join(opts.outDir, "metrics.jsonl"));
     this.generators = opts.generators ?? {};
     this.config = {
@@ -453,12 +474,9 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     const { state } = ckpt;
     const fail = (why: string) => new Error(`resume from ${dir}: ${why}`);
 
-    const saved = state.config, now = this.config;
-    const differs = [...new Set([...Object.keys(saved), ...Object.keys(now)])]
-      .filter((k) => canonical(saved[k]) !== canonical(now[k]))
-      .map((k) => `${k}: checkpoint ${canonical(saved[k])}, now ${canonical(now[k])}`);
+    const differs = settingDifferences(state.config, this.config);
     if (differs.length > 0) {
-      throw fail(`the run's settings differ from the checkpoint's (${differs.join("; ")}); resume with the same settings, or start a new run in another output folder`);
+      throw fail(`the run's settings differ from the checkpoint's: ${differs.join("; ")}; resume with the same settings, or start a new run in another output folder`);
     }
     const names = this.trainable.map(([n]) => n);
     const missing = names.filter((n) => !ckpt.trainable.has(n));

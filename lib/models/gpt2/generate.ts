@@ -5,7 +5,7 @@ import { noGrad } from "../../autograd/tape.js";
 import { rand, tensor } from "../../tensor/creation.js";
 import { defaultGenerator, type Generator } from "../../tensor/random.js";
 import { tidy } from "../../tensor/scope.js";
-import { KVCache, type GPT2LMHeadModel } from "./model.js";
+import { GPT2LMHeadModel, KVCache } from "./model.js";
 import { describeNonFiniteWeights } from "./nonfinite.js";
 
 export interface GenerateOptions {
@@ -54,8 +54,18 @@ export function sampleToken(logits: Float32Array, opts: GenerateOptions, uniform
   return order[order.length - 1]!;
 }
 
+/**
+ * What generate() decodes with: a GPT2LMHeadModel, or a wrapper that holds one as `.model` (a
+ * PeftModel, whose LoRA layers sit inside that model's module tree).
+ */
+export type GenerationModel = GPT2LMHeadModel | { readonly model: GPT2LMHeadModel };
+
 /** Extends `prompt` (token ids) by up to maxNewTokens tokens; returns only the new ones. */
-export function generate(model: GPT2LMHeadModel, prompt: readonly number[], opts: GenerateOptions = {}): number[] {
+export function generate(wrapped: GenerationModel, prompt: readonly number[], opts: GenerateOptions = {}): number[] {
+  const model = wrapped instanceof GPT2LMHeadModel ? wrapped : wrapped?.model;
+  if (!(model instanceof GPT2LMHeadModel)) {
+    throw new TypeError(`generate: expected a GPT2LMHeadModel or a PeftModel wrapping one, got ${wrapped?.constructor?.name ?? String(wrapped)}`);
+  }
   if (prompt.length === 0) throw new Error("generate: the prompt is empty; pass at least one token id");
   const maxNew = opts.maxNewTokens ?? 32;
   const eos = opts.eosTokenId === undefined ? model.config.eosTokenId : opts.eosTokenId;
