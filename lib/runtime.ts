@@ -1,4 +1,6 @@
-import { native, nativePath } from "./native.js";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { native, nativePath, PACKAGE_ROOT } from "./native.js";
 
 export interface BuildInfo {
   version: string;
@@ -19,6 +21,11 @@ export function info(): BuildInfo {
     version: i.version, simd: i.simd, threads: i.threads, cuda: i.cudaBuilt, gpus: i.gpus,
     cudaRuntime: i.cudaRuntime, cublas: i.cublas, addon: nativePath(),
   };
+}
+
+/** The package's version from package.json, without loading the addon (for `lowrank --version`). */
+export function packageVersion(): string {
+  return (JSON.parse(readFileSync(join(PACKAGE_ROOT, "package.json"), "utf8")) as { version: string }).version;
 }
 
 /** Sets the number of CPU threads the kernels use (default: all cores, or LOWRANK_NUM_THREADS). */

@@ -16,12 +16,13 @@ export const EXIT = { ok: 0, error: 1, usage: 2, interrupted: 130 } as const;
 export class UsageError extends Error {}
 
 /**
- * A command with lowrank's conventions: commander's own errors (unknown option, missing value)
- * exit with the usage code 2 rather than commander's 1, and point at --help.
+ * A command with lowrank's conventions: commander's own errors (unknown command or option, missing
+ * value, no command at all) exit with the usage code 2 rather than commander's 1, and point at
+ * --help. `help` is how to ask for it (default `lowrank NAME --help`).
  */
-export function newCommand(name: string): Command {
+export function newCommand(name: string, help = `lowrank ${name} --help`): Command {
   return new Command(name)
-    .showHelpAfterError(`(run "lowrank ${name} --help" for usage)`)
+    .showHelpAfterError(`(run "${help}" for usage)`)
     .exitOverride((err: CommanderError) => {
       process.exit(err.exitCode === 0 ? EXIT.ok : EXIT.usage);
     });
