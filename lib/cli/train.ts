@@ -4,7 +4,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import type { Command } from "commander";
 import { LoraConfig } from "../peft/config.js";
-import { getPeftModel } from "../peft/model.js";
+import { checkLoraFits, getPeftModel } from "../peft/model.js";
 import { Conv1D, Embedding, Linear } from "../nn/layers.js";
 import type { GPT2LMHeadModel } from "../models/gpt2/model.js";
 import { Generator } from "../tensor/random.js";
@@ -203,6 +203,7 @@ export async function train(flags: TrainFlags, cmd: Command): Promise<number> {
     // GPT-2's projections are Conv1D (weights stored in×out), which PEFT's fan_in_fan_out describes.
     fanInFanOut: true, useRslora: flags.rslora ?? false, baseModelNameOrPath: flags.model,
   });
+  checkLoraFits(base, config, { copies: 4, purpose: "for training (its weights, their gradients and AdamW's two moments)" });
   const model = getPeftModel(base, config, "default", { generator, onWarning });
   say(model.trainableParametersLine());
 

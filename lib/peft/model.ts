@@ -3,6 +3,7 @@
 // Python; adapters save to and load from PEFT's on-disk format.
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { noGrad } from "../autograd/tape.js";
+import { checkFitsInMemory } from "../runtime.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import { readSafetensors, toTensor, writeSafetensors } from "../io/safetensors.js";
 import { Conv1D, Embedding, Linear } from "../nn/layers.js";
@@ -16,7 +17,7 @@ import {
 import { isBaseMutatingInit } from "./init.js";
 import { LoraEmbedding, LoraLinear, wrapWithLora, type AdapterSpec, type LoraLayer } from "./layer.js";
 import { findModulesToSave, ModulesToSaveWrapper } from "./modules-to-save.js";
-import { planInjection, type ModuleInfo, type ModuleKind } from "./targets.js";
+import { countLoraParameters, planInjection, type ModuleShape } from "./targets.js";
 import { addWeightedAdapter, type WeightedAdapterOptions } from "./weighted.js";
 
 /** What a wrapped model must offer: a module tree and a forward pass. */
@@ -41,11 +42,13 @@ export class LoraModel extends Module {
   }
 }
 
-function moduleKind(m: Module): ModuleKind {
-  if (m instanceof Linear) return "linear";
-  if (m instanceof Conv1D) return "conv1d";
-  if (m instanceof Embedding) return "embedding";
-  return "other";
+/** A module's kind and the dimensions LoRA's size depends on (a wrapped layer counts as its base layer). */
+function moduleShape(name: string, module: Module): ModuleShape {
+  const m = module instanceof LoraLinear || module instanceof LoraEmbedding ? module.base_layer : module;
+  if (m instanceof Linear) return { name, kind: "linear", inFeatures: m.inFeatures, outFeatures: m.outFeatures };
+  if (m instanceof Conv1D) return { name, kind: "conv1d", inFeatures: m.nx, outFeatures: m.nf };
+  if (m instanceof Embedding) return { name, kind: "embedding", numEmbeddings: m.numEmbeddings, embeddingDim: m.embeddingDim };
+  return { name, kind: "other" };
 }
 
 function modelType(model: BaseModel): string | undefined {
@@ -55,6 +58,60 @@ function modelType(model: BaseModel): string | undefined {
 
 /** Module paths that belong to adapter machinery rather than to the model: never targets themselves. */
 const ADAPTER_INTERNALS = /(^|\.)(base_layer|lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector|original_module|modules_to_save)(\.|$)/;
+
+/** The model's modules LoRA can be matched against (PEFT matches the unwrapped names: a wrapped layer's inner base_layer is not a new target). */
+function targetableModules(model: BaseModel): ModuleShape[] {
+  return model.namedModules().filter(([path]) => path !== "" && !ADAPTER_INTERNALS.test(path)).map(([path, m]) => moduleShape(path, m));
+}
+
+/** What an adapter would add to a model, from shapes alone: its float32 bytes and each targeted layer's rank and dimensions. */
+export interface LoraEstimate {
+  bytes: number;
+  layers: { name: string; r: number; in: number; out: number }[];
+  device: string;
+}
+
+/** Sizes the adapter `config` would add to `model` without allocating anything (see checkLoraFits). */
+export function estimateLora(model: BaseModel, config: LoraConfig): LoraEstimate {
+  const modules = targetableModules(model);
+  const count = countLoraParameters(modules, config, { modelType: modelType(model), onWarning: () => {} });
+  const byName = new Map(modules.map((m) => [m.name, m]));
+  const layers = count.perModule.map(({ name, r }) => {
+    const m = byName.get(name)!;
+    return m.kind === "embedding" ? { name, r, in: m.numEmbeddings!, out: m.embeddingDim! } : { name, r, in: m.inFeatures!, out: m.outFeatures! };
+  });
+  return { bytes: 4 * count.total, layers, device: model.parameters()[0]?.device ?? "cpu" };
+}
+
+/** "h.0.attn.c_attn (128 -> 384), h.1.attn.c_attn (128 -> 384) and 6 more". */
+function listLayers(layers: LoraEstimate["layers"]): string {
+  const shown = layers.slice(0, 3).map((l) => `${l.name} (${l.in} -> ${l.out})`).join(", ");
+  return layers.length > 3 ? `${shown} and ${layers.length - 3} more` : shown;
+}
+
+/** "r=64" or "r=8..64": the ranks of the adapted layers (rankPattern can give each its own). */
+function describeRanks(layers: LoraEstimate["layers"]): string {
+  const rs = layers.map((l) => l.r);
+  const lo = Math.min(...rs), hi = Math.max(...rs);
+  return lo === hi ? `r=${lo}` : `r=${lo}..${hi}`;
+}
+
+/**
+ * Refuses, before any adapter weight is allocated, an adapter that cannot fit in its device's
+ * memory: `copies` of it must (1 for the weights; 4 for training with AdamW: weights, gradients and
+ * the two moments). The message names the rank, the layers and the bytes.
+ */
+export function checkLoraFits(model: BaseModel, config: LoraConfig, opts: { copies?: number; purpose?: string; estimate?: LoraEstimate } = {}): void {
+  const e = opts.estimate ?? estimateLora(model, config);
+  if (e.layers.length === 0) return;
+  const copies = opts.copies ?? 1;
+  const smallest = Math.min(...e.layers.map((l) => Math.min(l.in, l.out)));
+  checkFitsInMemory(
+    copies * e.bytes, e.device,
+    `LoRA ${describeRanks(e.layers)} on ${e.layers.length} layer${e.layers.length === 1 ? "" : "s"} (${listLayers(e.layers)}) ${opts.purpose ?? "for the adapter's weights"}`,
+    `lower r (these layers' smaller dimension is ${smallest}: a larger r adds no rank) or target fewer modules`,
+  );
+}
 
 export class PeftModel<M extends BaseModel = BaseModel> extends Module {
   declare base_model: LoraModel;
@@ -96,12 +153,17 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
   addAdapter(name: string, config: LoraConfig): void {
     validateAdapterName(name);
     if (this.peftConfig.has(name)) throw new Error(`addAdapter: an adapter named "${name}" already exists; pick another name or deleteAdapter first`);
-    // PEFT matches against the unwrapped names: a wrapped layer's inner base_layer is not a new target.
-    const modules: ModuleInfo[] = this.model
-      .namedModules()
-      .filter(([path]) => path !== "" && !ADAPTER_INTERNALS.test(path))
-      .map(([path, m]) => ({ name: path, kind: m instanceof LoraLinear || m instanceof LoraEmbedding ? moduleKind(m.base_layer) : moduleKind(m) }));
+    const modules = targetableModules(this.model);
     const plan = planInjection(modules, config, { modelType: modelType(this.model), onWarning: this.warn });
+    const estimate = estimateLora(this.model, config);
+    const wasted = estimate.layers.filter((l) => l.r > Math.min(l.in, l.out));
+    if (wasted.length > 0) {
+      this.warn(
+        `${describeRanks(wasted)} is larger than the smaller dimension of ${wasted.length} adapted layer${wasted.length === 1 ? "" : "s"} (${listLayers(wasted)}): ` +
+          `B·A cannot have a rank above min(in, out), so the extra rank only costs memory and time; use r <= ${Math.min(...wasted.map((l) => Math.min(l.in, l.out)))}.`,
+      );
+    }
+    checkLoraFits(this.model, config, { estimate });
     const mutating = [config, ...this.peftConfig.values()].find((c) => isBaseMutatingInit(c.initLoraWeights));
     if (mutating && this.peftConfig.size > 0) {
       this.warn(

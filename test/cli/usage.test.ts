@@ -1,11 +1,11 @@
 // The command line's edges: what works without the native addon, and the exit code 2 for every
 // kind of bad command line (README: 0 done, 1 error, 2 bad command line).
 import { spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { buildCli } from "./helpers.js";
+import { buildCli, demoLines, makeTinyModel, SHORT_TEMPLATE } from "./helpers.js";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 let cli: { main: string; cleanup: () => void };
@@ -82,5 +82,52 @@ describe("a bad command line exits 2 and points at --help", () => {
     expect(r.stdout).toBe("");
     expect(r.stderr).toMatch(message);
     if (args.length > 0 && args[0] !== "help") expect(r.stderr.trimEnd().split("\n").pop()).toMatch(/^\(run "lowrank (params )?--help" for usage\)$/);
+  });
+});
+
+describe("train checks sizes before allocating", () => {
+  // makeTinyModel: 2 layers 32 wide, so c_attn is 32 -> 96 and attn.c_proj 32 -> 32.
+  let model: string, data: string, template: string;
+  beforeAll(() => {
+    model = join(tmp, "model");
+    makeTinyModel(model);
+    data = join(tmp, "data.jsonl");
+    writeFileSync(data, demoLines(8));
+    template = join(tmp, "template.txt");
+    writeFileSync(template, SHORT_TEMPLATE);
+  });
+  const train = (out: string, ...extra: string[]) =>
+    ["train", "--model", model, "--data", data, "--template", template, "--out", join(tmp, out), "--steps", "1", "--quiet", "--target", "c_attn", ...extra];
+
+  it("--r above a layer's dimensions trains with a warning", () => {
+    const r = run(train("wide", "--r", "40"));
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain(
+      "warning: r=40 is larger than the smaller dimension of 2 adapted layers (transformer.h.0.attn.c_attn (32 -> 96), transformer.h.1.attn.c_attn (32 -> 96)): " +
+        "B·A cannot have a rank above min(in, out), so the extra rank only costs memory and time; use r <= 32.",
+    );
+  });
+
+  it("--r whose training state cannot fit in memory is refused at once, naming the rank, the layers and the bytes", () => {
+    // r = 2^36: 2 layers · 2^36 · (32 + 96) floats · 4 bytes · 4 copies = 281 TB
+    const r = run(train("huge", "--r", String(2 ** 36)));
+    expect(r.code).toBe(1);
+    expect(r.stderr.trimEnd()).toMatch(
+      new RegExp(`^lowrank train: LoRA r=${2 ** 36} on 2 layers \\(transformer\\.h\\.0\\.attn\\.c_attn \\(32 -> 96\\), transformer\\.h\\.1\\.attn\\.c_attn \\(32 -> 96\\)\\) ` +
+        `for training \\(its weights, their gradients and AdamW's two moments\\) needs 281 TB, more than the .* of memory on cpu; lower r \\(these layers' smaller dimension is 32: a larger r adds no rank\\) or target fewer modules$`),
+    );
+  });
+
+  it("a config.json too large for memory is refused with its fields, not std::bad_alloc", () => {
+    const absurd = join(tmp, "absurd");
+    mkdirSync(absurd);
+    for (const f of readdirSync(model)) copyFileSync(join(model, f), join(absurd, f));
+    const config = JSON.parse(readFileSync(join(model, "config.json"), "utf8")) as Record<string, unknown>;
+    writeFileSync(join(absurd, "config.json"), JSON.stringify({ ...config, n_embd: 2_000_000, n_head: 1 }));
+    const r = run(["train", "--model", absurd, "--data", data, "--template", template, "--out", join(tmp, "absurd-out"), "--steps", "1"]);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trimEnd()).toMatch(
+      /^lowrank train: --model .*absurd: GPT2Config \(n_embd 2000000, n_layer 2, vocab_size 400, n_positions 128\): the model's weights \([\d,]+ float32 parameters\) needs 384 TB, more than the .* of memory on cpu; check these fields of config\.json$/,
+    );
   });
 });
