@@ -1,8 +1,9 @@
 // What the lowrank commands share: exit codes, one-line errors, option parsers, and loading a
 // model, tokenizer or prompt template from what the user typed, with messages that name the flag.
-import { existsSync, readFileSync, statSync } from "node:fs";
-import { extname, join } from "node:path";
+import { accessSync, constants, existsSync, readFileSync, statSync } from "node:fs";
+import { extname, join, resolve, sep } from "node:path";
 import { Command, CommanderError, InvalidArgumentError } from "commander";
+import { existingAncestor, explainFsError, fsReason, isFsError, type FsError } from "../io/fs-errors.js";
 import { GPT2LMHeadModel } from "../models/gpt2/model.js";
 import { GPT2Tokenizer } from "../models/tokenizer.js";
 import { cudaAvailable } from "../tensor/device.js";
@@ -39,11 +40,51 @@ export function runAction<A extends unknown[]>(name: string, fn: (...args: A) =>
       process.exitCode = (await fn(...args)) ?? EXIT.ok;
     } catch (err) {
       const usage = err instanceof UsageError;
-      console.error(`lowrank ${name}: ${err instanceof Error ? err.message : String(err)}`);
+      const command = args.at(-1);
+      const message = isFsError(err) && command instanceof Command ? fsErrorMessage(err, command) : err instanceof Error ? err.message : String(err);
+      console.error(`lowrank ${name}: ${message}`);
       if (usage) console.error(`(run "lowrank ${name} --help" for usage)`);
       process.exitCode = usage ? EXIT.usage : EXIT.error;
     }
   };
+}
+
+/**
+ * A file system error in words, with the flag whose path it concerns and the fix: "--out runs/x:
+ * cannot create the folder runs/x: runs is a file, not a folder (ENOTDIR); choose another --out".
+ */
+function fsErrorMessage(err: FsError, command: Command): string {
+  const path = err.path === undefined ? undefined : resolve(err.path);
+  // node's own "ENOTDIR: not a directory, mkdir 'x'" is explained; a message lowrank wrote is kept
+  const text = err.message.startsWith(`${err.code}:`) ? explainFsError(err) : err.message;
+  const opts = command.opts() as Record<string, unknown>;
+  // the flag whose value is the path, a folder that holds it, or a path inside it (mkdir -p fails at an ancestor)
+  const related = (value: string) => path !== undefined && (path === resolve(value) || path.startsWith(resolve(value) + sep) || resolve(value).startsWith(path + sep));
+  const flag = command.options
+    .map((o) => ({ o, value: opts[o.attributeName()] }))
+    .filter((f): f is { o: (typeof command.options)[number]; value: string } => typeof f.value === "string" && related(f.value))
+    .sort((a, b) => b.value.length - a.value.length)[0];
+  return flag ? `${flag.o.long} ${flag.value}: ${text}; choose another ${flag.o.long}` : text;
+}
+
+/**
+ * Refuses an output folder that cannot be created or written, before any work is done: `dir`
+ * must be a folder or not exist yet under a folder that can be written.
+ */
+export function checkOutputDir(flag: string, dir: string): void {
+  const fail = (code: string, path = dir) => new Error(`${flag} ${dir}: cannot write there: ${fsReason(code, path)} (${code}); choose another ${flag}`);
+  if (existsSync(dir)) {
+    if (!statSync(dir).isDirectory()) throw fail("EEXIST");
+  }
+  const folder = existsSync(dir) ? dir : existingAncestor(dir);
+  if (folder === undefined) return;
+  if (!statSync(folder).isDirectory()) throw fail("ENOTDIR");
+  try {
+    accessSync(folder, constants.W_OK);
+  } catch (err) {
+    if (isFsError(err)) throw fail(err.code, folder);
+    throw err;
+  }
 }
 
 // ---- option parsers (commander reports their errors with the flag and the value) --------------

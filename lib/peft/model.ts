@@ -13,6 +13,7 @@ import { copyInto, formatShape, type Tensor } from "../tensor/tensor.js";
 import { emitLowrankWarning, LoraConfig, type WarningHandler } from "./config.js";
 import {
   adapterPaths, adapterStateKey, DEFAULT_ADAPTER_NAME, formatTrainableParameters, parseAdapterStateKey, PEFT_KEY_PREFIX, validateAdapterName,
+  type LoraTensorName,
 } from "./format.js";
 import { isBaseMutatingInit } from "./init.js";
 import { LoraEmbedding, LoraLinear, wrapWithLora, type AdapterSpec, type LoraLayer } from "./layer.js";
@@ -55,6 +56,18 @@ function modelType(model: BaseModel): string | undefined {
   const t = model.config?.toHF?.().model_type;
   return typeof t === "string" ? t : undefined;
 }
+
+/** A tensor of an adapter file whose shape differs from the model's; rankDim is where a LoRA factor keeps r. */
+interface MisShaped {
+  key: string;
+  ownKey: string;
+  file: readonly number[];
+  model: readonly number[];
+  rankDim?: number;
+}
+
+/** The dimension that holds r: lora_A is [r, in], lora_B [out, r] (the embedding factors likewise). */
+const RANK_DIM: Partial<Record<LoraTensorName, number>> = { lora_A: 0, lora_B: 1, lora_embedding_A: 0, lora_embedding_B: 1 };
 
 /** Module paths that belong to adapter machinery rather than to the model: never targets themselves. */
 const ADAPTER_INTERNALS = /(^|\.)(base_layer|lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector|original_module|modules_to_save)(\.|$)/;
@@ -444,7 +457,7 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
     const targets = this.adapterStateDict(adapterName);
     const baseParams = new Map(this.model.namedParameters());
     const unexpected: string[] = [];
-    const misShaped: string[] = [];
+    const misShaped: MisShaped[] = [];
     const loaded = new Set<string>();
     noGrad(() => {
       for (const key of file.names) {
@@ -458,7 +471,7 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
         }
         const entry = file.get(key);
         if (entry.shape.length !== dst.ndim || entry.shape.some((s, i) => s !== dst.shape[i])) {
-          misShaped.push(`${key}: file ${formatShape(entry.shape)}, model ${formatShape(dst.shape)}`);
+          misShaped.push({ key, ownKey, file: entry.shape, model: dst.shape, rankDim: parsed.kind === "lora" ? RANK_DIM[parsed.tensor] : undefined });
           continue;
         }
         const t = toTensor({ ...entry, name: key }, { device: dst.device });
@@ -468,12 +481,25 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
       }
     });
     const savedCopies = new Set([...this.modulesToSave].flatMap(([path, w]) => w.adapterState(adapterName).map(([p]) => `${PEFT_KEY_PREFIX}${path}.${p}`)));
-    const missing = Object.keys(targets).filter((k) => !loaded.has(k) && (k.includes(".lora_") || savedCopies.has(k)));
+    const present = new Set(misShaped.map((m) => m.ownKey));
+    const missing = Object.keys(targets).filter((k) => !loaded.has(k) && !present.has(k) && (k.includes(".lora_") || savedCopies.has(k)));
+    // Every mis-shape in the rank dimension alone: the weights were trained at another r than the config says.
+    const rankOnly = misShaped.every((m) => m.rankDim !== undefined && m.file.length === m.model.length && m.file.every((s, i) => i === m.rankDim || s === m.model[i]));
+    if (misShaped.length > 0 && rankOnly && !missing.length && !unexpected.length) {
+      const ranks = (pick: "file" | "model") => [...new Set(misShaped.map((m) => m[pick][m.rankDim!]))].map((r) => `r=${r}`).join(", ");
+      const m = misShaped[0]!;
+      throw new Error(
+        `PeftModel: ${adapterPaths(dir).config} says ${ranks("model")} but ${weightsPath} holds ${ranks("file")} tensors ` +
+          `(${m.key}: expected ${formatShape(m.model)}, found ${formatShape(m.file)}${misShaped.length > 1 ? `; ${misShaped.length - 1} more differ the same way` : ""}); ` +
+          `set "r" (and any rank_pattern) in adapter_config.json to the rank the weights were trained with`,
+      );
+    }
     if (unexpected.length || misShaped.length || missing.length) {
+      const list = (items: string[]) => `${items.slice(0, 3).join(", ")}${items.length > 3 ? ` (+${items.length - 3} more)` : ""}`;
       const parts = [
-        missing.length ? `missing: ${missing.slice(0, 8).join(", ")}${missing.length > 8 ? ` (+${missing.length - 8} more)` : ""}` : "",
-        unexpected.length ? `unexpected: ${unexpected.slice(0, 8).join(", ")}${unexpected.length > 8 ? ` (+${unexpected.length - 8} more)` : ""}` : "",
-        misShaped.length ? `mis-shaped: ${misShaped.join("; ")}` : "",
+        missing.length ? `missing: ${list(missing)}` : "",
+        unexpected.length ? `unexpected: ${list(unexpected)}` : "",
+        misShaped.length ? `mis-shaped: ${list(misShaped.map((m) => `${m.key}: expected ${formatShape(m.model)}, found ${formatShape(m.file)}`))}` : "",
       ].filter(Boolean);
       throw new Error(`PeftModel: adapter ${weightsPath} does not fit the model (${parts.join(" | ")}); was it trained for another base model or config?`);
     }

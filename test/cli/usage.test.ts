@@ -5,6 +5,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { GPT2Config, GPT2LMHeadModel, getPeftModel, LoraConfig } from "../../lib/index.js";
 import { buildCli, demoLines, makeTinyModel, SHORT_TEMPLATE } from "./helpers.js";
 
 const ROOT = resolve(import.meta.dirname, "../..");
@@ -129,5 +130,32 @@ describe("train checks sizes before allocating", () => {
     expect(r.stderr.trimEnd()).toMatch(
       /^lowrank train: --model .*absurd: GPT2Config \(n_embd 2000000, n_layer 2, vocab_size 400, n_positions 128\): the model's weights \([\d,]+ float32 parameters\) needs 384 TB, more than the .* of memory on cpu; check these fields of config\.json$/,
     );
+  });
+});
+
+describe("output paths that cannot be written are named with the cause and the fix", () => {
+  let file: string, adapter: string;
+  beforeAll(() => {
+    file = join(tmp, "a-file");
+    writeFileSync(file, "not a folder");
+    adapter = join(tmp, "adapter");
+    const base = new GPT2LMHeadModel(new GPT2Config({ vocabSize: 50, nPositions: 16, nEmbd: 8, nLayer: 1, nHead: 2 }));
+    const peft = getPeftModel(base, new LoraConfig({ r: 2, targetModules: ["c_attn"], fanInFanOut: true }), "default", { onWarning: () => {} });
+    peft.savePretrained(adapter);
+    peft.dispose();
+  });
+
+  it.each([
+    ["merge, --out under a file (checked before merging)", () => ["merge", "--model", join(tmp, "model"), "--adapter", "unused", "--out", join(file, "sub")],
+      () => `lowrank merge: --out ${join(file, "sub")}: cannot write there: ${file} is a file, not a folder (ENOTDIR); choose another --out`],
+    ["merge, --out is a file", () => ["merge", "--model", join(tmp, "model"), "--adapter", "unused", "--out", file],
+      () => `lowrank merge: --out ${file}: cannot write there: ${file} exists and is a file, not a folder (EEXIST); choose another --out`],
+    ["svd, --out under a file", () => ["svd", "--adapter", adapter, "--out", join(file, "x")],
+      () => `lowrank svd: --out ${join(file, "x")}: cannot create the folder ${file}: ${file} exists and is a file, not a folder (EEXIST); choose another --out`],
+  ])("%s", (_, args, message) => {
+    const r = run(args());
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe("");
+    expect(r.stderr.trimEnd()).toBe(message());
   });
 });
