@@ -6,6 +6,7 @@ import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { checkNativeEnvironment } from "./env.js";
 import { PROFILING, profileAddon } from "./profile.js";
 
 /** A native buffer on one device. JS tensors are views over it. */
@@ -85,6 +86,7 @@ function candidates(): string[] {
 }
 
 function load(): { addon: NativeAddon; path: string } {
+  checkNativeEnvironment(); // before the addon reads the variables with atoi and strcmp
   const paths = candidates().filter((p) => existsSync(p));
   if (paths.length === 0) {
     throw new NativeAddonError(

@@ -159,3 +159,22 @@ describe("output paths that cannot be written are named with the cause and the f
     expect(r.stderr.trimEnd()).toBe(message());
   });
 });
+
+describe("LOWRANK_* variables are checked when the addon loads", () => {
+  it.each([
+    [{ LOWRANK_NUM_THREADS: "abc" }, /^lowrank info: LOWRANK_NUM_THREADS="abc" is not valid: expected an integer from 1 to 1024/],
+    [{ LOWRANK_NUM_THREADS: "0" }, /^lowrank info: LOWRANK_NUM_THREADS="0" is not valid/],
+    [{ LOWRANK_SIMD: "foo" }, /^lowrank info: LOWRANK_SIMD="foo" is not valid: expected one of scalar, avx2, avx512/],
+  ])("%j: one line, exit 1", (env, message) => {
+    const r = run(["info"], env);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trimEnd().split("\n")).toEqual([expect.stringMatching(message)]);
+  });
+
+  it("more threads than cores: a warning, and the command runs", () => {
+    const r = run(["info"], { LOWRANK_NUM_THREADS: "1000" });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("1000 thread(s)");
+    expect(r.stderr).toMatch(/LowrankWarning: LOWRANK_NUM_THREADS=1000 is more than the \d+ CPU cores? of this host/);
+  });
+});
