@@ -6,6 +6,7 @@ import { Command, CommanderError, InvalidArgumentError } from "commander";
 import { existingAncestor, explainFsError, fsReason, isFsError, type FsError } from "../io/fs-errors.js";
 import { GPT2LMHeadModel } from "../models/gpt2/model.js";
 import { GPT2Tokenizer } from "../models/tokenizer.js";
+import { PROFILING, profileEntries, profileReport } from "../profile.js";
 import { cudaAvailable } from "../tensor/device.js";
 import type { Generator } from "../tensor/random.js";
 import { ALPACA_TEMPLATE, resolveTemplate, type PromptTemplate, type TemplateSpec } from "../train/template.js";
@@ -45,6 +46,11 @@ export function runAction<A extends unknown[]>(name: string, fn: (...args: A) =>
       console.error(`lowrank ${name}: ${message}`);
       if (usage) console.error(`(run "lowrank ${name} --help" for usage)`);
       process.exitCode = usage ? EXIT.usage : EXIT.error;
+    } finally {
+      // LOWRANK_PROFILE=1: where this run's native time went, on stderr so stdout stays the command's output.
+      if (PROFILING && profileEntries().length > 0) {
+        console.error(`\nprofile of lowrank ${name} (LOWRANK_PROFILE): wall-clock time in native calls, the whole run\n${profileReport(1, 0.002, "run")}`);
+      }
     }
   };
 }

@@ -119,6 +119,18 @@ describe("train checks sizes before allocating", () => {
     );
   });
 
+  it("LOWRANK_PROFILE=1 prints where the native time went after train and generate, on stderr", () => {
+    const profile = /\nprofile of lowrank (train|generate) \(LOWRANK_PROFILE\): wall-clock time in native calls, the whole run\n +ms\/run +share +calls +GFLOP\/s +phase \| native call\n[^]*\nby phase:\n[^]*backward[^]*\n +[\d.]+ ms\/run in native calls\n$/;
+    const trained = run(train("profiled"), { LOWRANK_PROFILE: "1" });
+    expect(trained.code).toBe(0);
+    expect(trained.stderr).toMatch(profile);
+    expect(trained.stderr).toMatch(/gemm \d+x\d+x\d+/);
+    const generated = run(["generate", "--model", model, "--template", template, "--prompt", "go", "--max-new-tokens", "2"], { LOWRANK_PROFILE: "1" });
+    expect(generated.code).toBe(0);
+    expect(generated.stderr).toMatch(/\nprofile of lowrank generate \(LOWRANK_PROFILE\)/);
+    expect(run(train("unprofiled")).stderr).not.toContain("profile");
+  });
+
   it("a config.json too large for memory is refused with its fields, not std::bad_alloc", () => {
     const absurd = join(tmp, "absurd");
     mkdirSync(absurd);
