@@ -6,6 +6,7 @@ import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { checkNativeEnvironment } from "./env.js";
 import { PROFILING, profileAddon } from "./profile.js";
 
 /** A native buffer on one device. JS tensors are views over it. */
@@ -66,8 +67,16 @@ export interface NativeAddon {
 }
 
 const here = dirname(fileURLToPath(import.meta.url));
-const root = join(here, "..");
+/** The package root: where package.json and the build folder are (from dist/ or from lib/). */
+export const PACKAGE_ROOT = join(here, "..");
+const root = PACKAGE_ROOT;
 const require = createRequire(import.meta.url);
+
+/**
+ * The addon is missing or cannot be loaded on this host. Only what computes needs it: the CLI
+ * prints this message without a stack trace, and commands that read shapes alone still run.
+ */
+export class NativeAddonError extends Error {}
 
 function candidates(): string[] {
   // Relative to the package root, or absolute (resolve, not join: benches run from a compiled copy).
@@ -77,16 +86,17 @@ function candidates(): string[] {
 }
 
 function load(): { addon: NativeAddon; path: string } {
+  checkNativeEnvironment(); // before the addon reads the variables with atoi and strcmp
   const paths = candidates().filter((p) => existsSync(p));
   if (paths.length === 0) {
-    throw new Error(
-      `lowrank: the native addon is not built (looked for ${candidates().join(", ")}). ` +
+    throw new NativeAddonError(
+      `the native addon is not built (looked for ${candidates().join(", ")}). ` +
         `Run "npm install" (or "npm run build:native") in ${root}; it needs CMake and a C++17 compiler ` +
         `("npm run build:gyp" builds the CPU backend with node-gyp instead).`,
     );
   }
   if (process.platform !== "linux" && process.platform !== "darwin" && process.platform !== "win32") {
-    throw new Error(`lowrank: unsupported platform ${process.platform}`);
+    throw new NativeAddonError(`unsupported platform ${process.platform}`);
   }
   let lastError: unknown;
   for (const path of paths) {
@@ -106,8 +116,8 @@ function load(): { addon: NativeAddon; path: string } {
       }
     }
   }
-  throw new Error(
-    `lowrank: the native addon at ${paths[paths.length - 1]} failed to load: ${(lastError as Error).message}. ` +
+  throw new NativeAddonError(
+    `the native addon at ${paths[paths.length - 1]} failed to load: ${(lastError as Error).message}. ` +
       `It may be built for another platform or Node ABI: rebuild with "npm run build:native".`,
   );
 }

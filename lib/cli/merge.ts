@@ -12,7 +12,7 @@ import { PeftModel } from "../peft/model.js";
 import { tensor } from "../tensor/creation.js";
 import { tidy } from "../tensor/scope.js";
 import { SeededRandom } from "../train/data.js";
-import { loadModel, newCommand, oneOf, resolveDevice, runAction, UsageError } from "./common.js";
+import { checkOutputDir, loadModel, newCommand, oneOf, resolveDevice, runAction, UsageError } from "./common.js";
 
 interface MergeFlags {
   model: string;
@@ -80,6 +80,7 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
 
 async function merge(flags: MergeFlags): Promise<void> {
   if (resolve(flags.out) === resolve(flags.model)) throw new UsageError("--out must differ from --model (the base checkpoint would be overwritten)");
+  checkOutputDir("--out", flags.out); // before the merge, not after it
   const device = resolveDevice(flags.device);
   const base = loadModel(flags.model, { device });
   let peft: PeftModel<GPT2LMHeadModel>;

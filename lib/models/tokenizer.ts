@@ -72,6 +72,13 @@ export interface EncodeOptions {
    * tokens; append `eosTokenId` explicitly instead.
    */
   allowedSpecial?: "all" | readonly string[];
+  /**
+   * Stop after this many tokens: the result is the first maxTokens ids of the whole text's, at a
+   * cost that grows with maxTokens rather than with the text (GPT-2's pre-tokenizer splits words
+   * left to right and BPE works within a word, so the words that make the first ids are encoded
+   * exactly as in the whole text). Default: no limit.
+   */
+  maxTokens?: number;
 }
 
 export interface DecodeOptions {
@@ -282,19 +289,23 @@ export class GPT2Tokenizer {
 
   /** Token ids of `text`. */
   encode(text: string, opts: EncodeOptions = {}): number[] {
+    const max = opts.maxTokens ?? Infinity;
+    if (!(max === Infinity || (Number.isSafeInteger(max) && max >= 0))) throw new Error(`GPT2Tokenizer.encode: maxTokens must be a non-negative integer, got ${max}`);
     const ids: number[] = [];
     const specials = this.allowedSpecialPattern(opts.allowedSpecial);
     if (!specials) {
-      this.encodeOrdinary(text, ids);
-      return ids;
+      this.encodeOrdinary(text, ids, max);
+    } else {
+      let start = 0;
+      for (const m of text.matchAll(specials)) {
+        this.encodeOrdinary(text.slice(start, m.index), ids, max);
+        if (ids.length >= max) break;
+        ids.push(this.special.get(m[0])!);
+        start = m.index + m[0].length;
+      }
+      this.encodeOrdinary(text.slice(start), ids, max);
     }
-    let start = 0;
-    for (const m of text.matchAll(specials)) {
-      this.encodeOrdinary(text.slice(start, m.index), ids);
-      ids.push(this.special.get(m[0])!);
-      start = m.index + m[0].length;
-    }
-    this.encodeOrdinary(text.slice(start), ids);
+    if (ids.length > max) ids.length = max; // the last word may have gone past the limit
     return ids;
   }
 
@@ -330,9 +341,10 @@ export class GPT2Tokenizer {
     return new RegExp(alternatives.join("|"), "g");
   }
 
-  /** Appends the ids of text that holds no special tokens. */
-  private encodeOrdinary(text: string, out: number[]): void {
+  /** Appends the ids of text that holds no special tokens, stopping at the first word that takes `out` to `max` ids. */
+  private encodeOrdinary(text: string, out: number[], max: number): void {
     for (const [word] of text.matchAll(PRETOKENIZE)) {
+      if (out.length >= max) return;
       // Lone UTF-16 surrogates are encoded as U+FFFD (TextEncoder's rule): they have no UTF-8 form.
       let symbols = "";
       for (const b of this.utf8.encode(word)) symbols += BYTE_TO_SYMBOL[b];

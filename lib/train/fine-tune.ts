@@ -8,7 +8,7 @@ import { GPT2LMHeadModel } from "../models/gpt2/model.js";
 import { GPT2Tokenizer } from "../models/tokenizer.js";
 import { LoraConfig } from "../peft/config.js";
 import { ADAPTER_WEIGHTS_NAME } from "../peft/format.js";
-import { getPeftModel, type PeftModel } from "../peft/model.js";
+import { checkLoraFits, getPeftModel, type PeftModel } from "../peft/model.js";
 import { Conv1D, Embedding, Linear } from "../nn/layers.js";
 import { cudaAvailable } from "../tensor/device.js";
 import { Generator } from "../tensor/random.js";
@@ -249,6 +249,7 @@ async function fineTuneLocked(opts: FineTuneOptions): Promise<FineTuneResult> {
       // GPT-2's projections are Conv1D (weights stored in×out), which PEFT's fan_in_fan_out describes.
       fanInFanOut: true, useRslora: opts.rslora ?? false, baseModelNameOrPath: modelDir,
     });
+    checkLoraFits(base, config, { copies: 4, purpose: "for training (its weights, their gradients and AdamW's two moments)" });
     model = getPeftModel(base, config, "default", { generator, onWarning: opts.onWarning });
 
     const batchSize = opts.batchSize ?? d.batchSize;

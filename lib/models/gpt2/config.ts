@@ -88,9 +88,32 @@ export class GPT2Config {
     return this.nEmbd / this.nHead;
   }
 
+  /** The model's parameter count, the tied lm_head counted once (as PyTorch's model.parameters() does). */
+  get parameterCount(): number {
+    const C = this.nEmbd, I = this.innerDim;
+    const layerNorm = 2 * C;
+    const conv = (inF: number, outF: number) => inF * outF + outF;
+    const block = 2 * layerNorm + conv(C, 3 * C) + conv(C, C) + conv(C, I) + conv(I, C);
+    return (this.vocabSize + this.nPositions) * C + this.nLayer * block + layerNorm;
+  }
+
+  /** "n_embd 768, n_layer 12, …": the fields that size the model, as config.json names them. */
+  describeSize(): string {
+    const fields = ["nEmbd", "nLayer", "vocabSize", "nPositions", ...(this.nInner !== null ? ["nInner" as const] : [])] as const;
+    return fields.map((f) => `${HF_KEYS[f]} ${this[f]}`).join(", ");
+  }
+
   private validate(): void {
     for (const key of ["vocabSize", "nPositions", "nEmbd", "nLayer", "nHead"] as const) {
       if (!Number.isInteger(this[key]) || this[key] <= 0) throw new Error(`GPT2Config: ${key} (${HF_KEYS[key]}) must be a positive integer, got ${this[key]}`);
+    }
+    if (this.nInner !== null && (!Number.isInteger(this.nInner) || this.nInner <= 0)) {
+      throw new Error(`GPT2Config: nInner (n_inner) must be a positive integer or null, got ${this.nInner}`);
+    }
+    // Sizes no memory holds (a typo, or a config that is not GPT-2's) are refused here, before a
+    // weight is allocated or counted: counts beyond 2^53 are not even exact in JavaScript.
+    if (!Number.isSafeInteger(this.parameterCount)) {
+      throw new Error(`GPT2Config: ${this.describeSize()} make ${this.parameterCount.toPrecision(3)} parameters, more than any memory holds; check these fields of config.json`);
     }
     if (this.nEmbd % this.nHead !== 0) {
       throw new Error(`GPT2Config: n_embd (${this.nEmbd}) must be divisible by n_head (${this.nHead})`);
