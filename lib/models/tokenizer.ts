@@ -80,7 +80,8 @@ export interface DecodeOptions {
 }
 
 function fail(source: string, what: string): Error {
-  return new Error(`GPT2Tokenizer: ${source}: ${what}`);
+  // what may quote a token or id from a corrupt file: keep the line readable
+  return new Error(`GPT2Tokenizer: ${source}: ${what.length > 500 ? `${what.slice(0, 500)}…` : what}`);
 }
 
 function readText(path: string): string {

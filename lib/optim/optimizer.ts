@@ -257,6 +257,15 @@ export abstract class Optimizer<O extends BaseOptions, S extends ParamState> {
 
 /** The inverse of stateTensors(): a state dict that refers to (does not copy) the flat tensors. */
 export function fromStateTensors<O>(flat: FlatOptimizerState<O>): OptimizerStateDict<O> {
+  // the metadata comes from a file (a checkpoint's optimizer.json): check its shape before use
+  const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+  const { paramGroups, scalars } = (isObject(flat.metadata) ? flat.metadata : {}) as Record<string, unknown>;
+  if (!Array.isArray(paramGroups) || !paramGroups.every((g) => isObject(g) && Array.isArray(g.params) && g.params.every((id) => Number.isSafeInteger(id)))) {
+    throw new Error(`fromStateTensors: the metadata's "paramGroups" must be a list of groups, each with "params", a list of integer ids`);
+  }
+  if (!isObject(scalars) || !Object.values(scalars).every(isObject)) {
+    throw new Error(`fromStateTensors: the metadata's "scalars" must map param ids to objects`);
+  }
   const state: Record<number, ParamState> = {};
   for (const [name, t] of Object.entries(flat.tensors)) {
     const m = /^state\.(\d+)\.(\w+)$/.exec(name);

@@ -129,6 +129,29 @@ function readJson(path: string, what: string): unknown {
   }
 }
 
+/** What is wrong with a parsed trainer_state.json's fields (types and ranges), or null. */
+function stateProblem(state: TrainerState): string | null {
+  const isObject = (v: unknown) => typeof v === "object" && v !== null && !Array.isArray(v);
+  const count = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
+  for (const key of ["step", "totalSteps"] as const) if (!count(state[key])) return `"${key}" must be an integer >= 0, got ${JSON.stringify(state[key])}`;
+  for (const key of ["tokens", "elapsed"] as const) {
+    if (typeof state[key] !== "number" || !(state[key] >= 0) || state[key] === Infinity) return `"${key}" must be a finite number >= 0, got ${JSON.stringify(state[key])}`;
+  }
+  const s = state.scheduler as unknown as Record<string, unknown>;
+  if (!isObject(s) || !Array.isArray(s.baseLrs) || !s.baseLrs.every((x) => typeof x === "number" && Number.isFinite(x))) {
+    return `"scheduler" must hold "baseLrs", a list of finite numbers`;
+  }
+  if (!isObject(state.generators)) return `"generators" must be an object`;
+  for (const [name, g] of Object.entries(state.generators)) {
+    const ok = isObject(g) && [g.seed, g.offset].every((x) => typeof x === "string" && /^\d+$/.test(x));
+    if (!ok) return `generator "${name}" must be {"seed", "offset"} as decimal strings, got ${JSON.stringify(g)?.slice(0, 80)}`;
+  }
+  if (!isObject(state.trainLoader)) return `"trainLoader" must be an object`;
+  if (!isObject(state.config)) return `"config" must be an object`;
+  if (!Array.isArray(state.history)) return `"history" must be a list`;
+  return null;
+}
+
 /** Reads and checks a checkpoint folder; throws one line naming the folder and what is wrong. */
 export function readCheckpoint<O = unknown>(dir: string): LoadedCheckpoint<O> {
   const fail = (why: string) => new Error(`checkpoint ${dir}: ${why}`);
@@ -139,6 +162,8 @@ export function readCheckpoint<O = unknown>(dir: string): LoadedCheckpoint<O> {
     if (state.version !== CHECKPOINT_VERSION) {
       throw new Error(`${CHECKPOINT_FILES.state} has version ${state.version}; this lowrank reads version ${CHECKPOINT_VERSION}`);
     }
+    const problem = stateProblem(state);
+    if (problem) throw new Error(`${CHECKPOINT_FILES.state}: ${problem}`);
     const optimizerMeta = readJson(join(dir, CHECKPOINT_FILES.optimizerMeta), "optimizer metadata") as FlatOptimizerState<O>["metadata"];
     return {
       dir,
