@@ -76,6 +76,27 @@ function fuzz(n: number, seed: number, dir: string, mutate: (rng: Rng, i: number
   return out;
 }
 
+/** A file's lines as bytes, split as readJsonl splits them ("\n", a "\r" before it dropped). */
+function splitLines(bytes: Buffer): Buffer[] {
+  const lines: Buffer[] = [];
+  let start = 0;
+  for (let nl = bytes.indexOf(0x0a); nl !== -1; nl = bytes.indexOf(0x0a, start)) {
+    lines.push(bytes.subarray(start, nl));
+    start = nl + 1;
+  }
+  if (start < bytes.length) lines.push(bytes.subarray(start));
+  return lines.map((l) => (l.at(-1) === 0x0d ? l.subarray(0, -1) : l));
+}
+
+function isUtf8(bytes: Uint8Array): boolean {
+  try {
+    new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 describe("fuzzed inputs", () => {
   let total = 0;
   afterAll(() => {
@@ -229,15 +250,20 @@ describe("fuzzed inputs", () => {
       const label = `case ${i} (seed 40)`;
       try {
         const r = await readJsonl(path);
-        // nothing is dropped silently: every non-blank line is an example or a reported problem
-        const lines = bytes.toString("utf8").replace(/^\uFEFF/, "").split(/\r?\n/);
-        const records = lines.filter((l) => l.trim() !== "").length;
-        expect(r.examples.length + r.problems.length, label).toBe(records);
+        // nothing is dropped silently: every non-blank line is an example or a reported problem,
+        // and every line that is not valid UTF-8 is reported
+        const lines = splitLines(bytes);
+        const exampleLines = new Set(r.examples.map((e) => e.line));
+        const problemLines = new Set(r.problems.map((p) => p.line));
+        lines.forEach((line, k) => {
+          const text = new TextDecoder().decode(line).replace(/^\uFEFF/, "");
+          if (text.trim() !== "") expect(exampleLines.has(k + 1) || problemLines.has(k + 1), `${label}: line ${k + 1} vanished`).toBe(true);
+          if (!isUtf8(line)) expect(problemLines.has(k + 1), `${label}: line ${k + 1} is not UTF-8 and was not reported`).toBe(true);
+        });
         for (const p of r.problems) {
           expect(p.file, label).toBe(path);
           expect(p.line, label).toBeGreaterThanOrEqual(1);
           expect(p.line, label).toBeLessThanOrEqual(lines.length);
-          expect(lines[p.line - 1]!.trim(), `${label}: line ${p.line} is blank`).not.toBe("");
         }
         reported += r.problems.length;
       } catch (err) {
