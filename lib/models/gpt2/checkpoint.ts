@@ -66,7 +66,13 @@ export function loadGPT2(dir: string, opts: LoadOptions = {}): GPT2LMHeadModel {
   }
   const config = readConfig(dir);
   const file = readCheckpointFile(dir);
-  const model = new GPT2LMHeadModel(config, { device: opts.device, generator: opts.generator, initialize: false });
+  let model: GPT2LMHeadModel;
+  try {
+    model = new GPT2LMHeadModel(config, { device: opts.device, generator: opts.generator, initialize: false });
+  } catch (err) {
+    // e.g. sizes in config.json that no memory holds: say which folder's config
+    throw new Error(`GPT2LMHeadModel.fromPretrained(${dir}): ${(err as Error).message}`, { cause: err });
+  }
   const expected = new Map(model.namedParameters().map(([k, t]) => [k, t]));
   const source = new Map<string, string>(); // parameter name -> key in the file
   const unexpected: string[] = [];
