@@ -4,7 +4,7 @@
 // is wrong (no TypeError from deep inside, no std::bad_alloc), or, for JSONL, report every bad line
 // with its line number. Nothing may be written next to the inputs (no partial output). A native
 // crash (abort, segfault) kills vitest's worker process and fails this file.
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -12,6 +12,7 @@ import { Generator, GPT2LMHeadModel, GPT2Tokenizer, getPeftModel, LoraConfig, Pe
 import { DataLoader } from "../../lib/train/collate.js";
 import { IGNORE_INDEX, readJsonl, type TokenizedExample } from "../../lib/train/data.js";
 import { Trainer } from "../../lib/train/trainer.js";
+import { buildCli, makeTinyModel, runCli } from "../cli/helpers.js";
 import { mutateBytes, mutateJsonFile, mutateLines, mutateSafetensors, Rng } from "./mutate.js";
 
 const FIXTURES = join(import.meta.dirname, "..", "fixtures");
@@ -276,5 +277,63 @@ describe("fuzzed inputs", () => {
     total += 180;
     expect(reported).toBeGreaterThan(100);
     expect(rejected).toBeGreaterThan(0);
+  });
+});
+
+// The commands that write: a corrupted input must stop them before anything is written.
+describe("fuzzed inputs through the CLI", () => {
+  let cli: Awaited<ReturnType<typeof buildCli>>;
+  let model = "";
+  beforeAll(async () => {
+    cli = await buildCli();
+    model = join(tmp, "cli-model");
+    makeTinyModel(model);
+  });
+  afterAll(() => cli?.cleanup());
+
+  /** Copies `src` to a fresh folder with `file` replaced by `bytes`. */
+  function corrupted(src: string, name: string, file: string, bytes: Uint8Array): string {
+    const dir = join(tmp, name);
+    cpSync(src, dir, { recursive: true });
+    writeFileSync(join(dir, file), bytes);
+    return dir;
+  }
+
+  it("merge and train refuse corrupted models, adapters and data, naming the file, and write nothing", async () => {
+    const rng = new Rng(50);
+    const adapter = join(FIXTURES, "peft-tiny", "adapter-c_attn");
+    const tiny = join(FIXTURES, "gpt2-tiny");
+    const st = (dir: string, f: string) => readFileSync(join(dir, f));
+    const cases: { name: string; args: (out: string) => string[]; names: string }[] = [];
+    const mergeWith = (name: string, m: string, a: string) => cases.push({ name, names: name.startsWith("adapter") ? a : m, args: (out) => ["merge", "--model", m, "--adapter", a, "--out", out] });
+    const truncatedAdapter = corrupted(adapter, "cli-a1", "adapter_model.safetensors", st(adapter, "adapter_model.safetensors").subarray(0, 300));
+    mergeWith("adapter weights truncated", tiny, truncatedAdapter);
+    const badRank = corrupted(adapter, "cli-a2", "adapter_config.json", Buffer.from(JSON.stringify({ ...JSON.parse(st(adapter, "adapter_config.json").toString()), r: "NaN" })));
+    mergeWith("adapter config r=\"NaN\"", tiny, badRank);
+    const badHeader = corrupted(tiny, "cli-m1", "model.safetensors", mutateSafetensors(st(tiny, "model.safetensors"), rng).fill(0xff, 0, 8));
+    mergeWith("model header length", badHeader, adapter);
+    const badConfig = corrupted(tiny, "cli-m2", "config.json", Buffer.from(st(tiny, "config.json").toString().replace('"n_embd": 64', '"n_embd": "64"')));
+    mergeWith("model config n_embd \"64\"", badConfig, adapter);
+    const data = join(tmp, "cli-data.jsonl");
+    writeFileSync(data, "{oops\n[1, 2]\n{\"text\": 5}\n");
+    cases.push({ name: "data with no valid line", names: data, args: (out) => ["train", "--model", model, "--data", data, "--out", out, "--steps", "2", "--quiet"] });
+    const brokenTokenizer = corrupted(model, "cli-t1", "vocab.json", Buffer.from("{\"a\": 0"));
+    rmSync(join(brokenTokenizer, "tokenizer.json"), { force: true });
+    writeFileSync(join(tmp, "cli-ok.jsonl"), "{\"text\": \"hello world\"}\n".repeat(8));
+    cases.push({ name: "tokenizer vocab.json cut short", names: brokenTokenizer, args: (out) => ["train", "--model", brokenTokenizer, "--data", join(tmp, "cli-ok.jsonl"), "--out", out, "--steps", "2", "--quiet"] });
+
+    const failures: string[] = [];
+    for (const [i, c] of cases.entries()) {
+      const out = join(tmp, `cli-out-${i}`);
+      const r = await runCli(cli.main, c.args(out));
+      const why = r.code !== 1 && r.code !== 2 ? `exit ${r.code} (signal ${r.signal})`
+        : !r.stderr.includes(c.names) ? `stderr does not name ${c.names}`
+        : /\n\s+at /.test(r.stderr) ? "stderr holds a stack trace"
+        : UNCLEAR.test(r.stderr) ? "the message reads like a missing check"
+        : existsSync(out) ? `left ${out}: ${readdirSync(out).join(", ")}`
+        : null;
+      if (why) failures.push(`${c.name}: ${why}: ${r.stderr.slice(0, 300)}`);
+    }
+    expect(failures).toEqual([]);
   });
 });
