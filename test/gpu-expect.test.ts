@@ -10,17 +10,19 @@ import { afterAll, describe, expect, it } from "vitest";
 import { nativePath } from "../lib/native.js";
 
 const ROOT = resolve(import.meta.dirname, "..");
+// the CPU addon of the build this process uses (a CUDA build folder has both)
+const CPU_ADDON = nativePath().replace(/lowrank_cuda\.node$/, "lowrank.node");
 const dirs: string[] = [];
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
-/** A build folder holding the CPU addon this process loaded, and a CUDA addon if given. */
-function buildDir(cudaAddon?: string): string {
+/** A build folder holding the CPU addon, and a CUDA addon if given (bytes, or a file to link). */
+function buildDir(cudaAddon?: string | { link: string }): string {
   const dir = mkdtempSync(join(tmpdir(), "lowrank-build-"));
   dirs.push(dir);
   mkdirSync(join(dir, "Release"));
-  // the CPU addon, whichever build this process loaded (a CUDA build also serves the CPU)
-  symlinkSync(nativePath(), join(dir, "Release", "lowrank.node"));
-  if (cudaAddon !== undefined) writeFileSync(join(dir, "Release", "lowrank_cuda.node"), cudaAddon);
+  symlinkSync(CPU_ADDON, join(dir, "Release", "lowrank.node"));
+  if (typeof cudaAddon === "string") writeFileSync(join(dir, "Release", "lowrank_cuda.node"), cudaAddon);
+  else if (cudaAddon) symlinkSync(cudaAddon.link, join(dir, "Release", "lowrank_cuda.node"));
   return dir;
 }
 
@@ -51,5 +53,12 @@ describe("GPU test runs with LOWRANK_EXPECT_CUDA=1", () => {
     const r = vitestGpu(buildDir("not a shared object"), true);
     expect(r.status, r.output).toBe(1);
     expect(r.output).toMatch(/LOWRANK_EXPECT_CUDA=1 but the CUDA build at \S+lowrank_cuda\.node failed to load: .*(invalid ELF header|file too short)/);
+  });
+
+  it("fail when the addon under the CUDA name has no CUDA (test/helpers.ts checks what loaded)", () => {
+    // the CPU addon under lowrank_cuda.node: it loads, but reports no CUDA and no GPU
+    const r = vitestGpu(buildDir({ link: CPU_ADDON }), true);
+    expect(r.status, r.output).toBe(1);
+    expect(r.output).toMatch(/LOWRANK_EXPECT_CUDA=1 but (the addon \S+lowrank_cuda\.node was built without CUDA|the CUDA build sees no GPU)/);
   });
 });
