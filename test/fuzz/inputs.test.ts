@@ -1,5 +1,5 @@
 // Corrupted inputs, made deterministically from the committed fixtures (mutate.ts): model folders
-// (config.json, model.safetensors), tokenizer files, adapter folders, trainer checkpoint folders and
+// (config.json, model.safetensors, a sharded index), tokenizer files, adapter folders, trainer checkpoint folders and
 // JSONL data. Each must load, or fail with an Error that names the file or its folder and says what
 // is wrong (no TypeError from deep inside, no std::bad_alloc), or, for JSONL, report every bad line
 // with its line number. Nothing may be written next to the inputs (no partial output). A native
@@ -125,6 +125,18 @@ describe("fuzzed inputs", () => {
     }, () => GPT2LMHeadModel.fromPretrained(c.dir).dispose());
     total += 200;
     expect(r.rejected).toBeGreaterThan(60);
+  });
+
+  it("sharded checkpoints: model.safetensors.index.json", () => {
+    const src = join(FIXTURES, "gpt2-tiny-sharded");
+    const names = readdirSync(src).filter((f) => f.endsWith(".json") || f.endsWith(".safetensors"));
+    const c = caseFolder("model-sharded", Object.fromEntries(names.map((f) => [f, join(src, f)])));
+    const r = fuzz(60, 7, c.dir, (rng) => {
+      c.write("model.safetensors.index.json", mutateJsonFile(c.originals["model.safetensors.index.json"]!, rng));
+      return "model.safetensors.index.json";
+    }, () => GPT2LMHeadModel.fromPretrained(c.dir).dispose());
+    total += 60;
+    expect(r.rejected).toBeGreaterThan(20);
   });
 
   it("tokenizer files: tokenizer.json, vocab.json + merges.txt, tokenizer_config.json", () => {
