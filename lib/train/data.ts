@@ -6,6 +6,7 @@
 // give a single example (missing, empty, nothing valid) is an error.
 import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
+import { createInterface } from "node:readline";
 import { formatPrompt, resolveTemplate, type TemplateSpec } from "./template.js";
 
 /** Label value that the loss ignores (PyTorch's and transformers' ignore_index). */
@@ -93,34 +94,10 @@ function toRecord(value: unknown, line: number): DataRecord | string {
   return `expected "instruction" and "output" (Alpaca form) or "text", found ${keys.length ? `keys ${keys.join(", ")}` : "an empty object"}`;
 }
 
-/** The lines of a file as bytes (without "\n" or a "\r" before it), streamed: a line spanning chunks is joined once. */
-async function* byteLines(file: string): AsyncGenerator<Buffer> {
-  let pending: Buffer[] = [];
-  const line = (parts: Buffer[]) => {
-    const b = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-    return b.length > 0 && b[b.length - 1] === 0x0d ? b.subarray(0, b.length - 1) : b;
-  };
-  for await (const chunk of createReadStream(file) as AsyncIterable<Buffer>) {
-    let start = 0;
-    for (let nl = chunk.indexOf(0x0a); nl !== -1; nl = chunk.indexOf(0x0a, start)) {
-      pending.push(chunk.subarray(start, nl));
-      yield line(pending);
-      pending = [];
-      start = nl + 1;
-    }
-    if (start < chunk.length) pending.push(chunk.subarray(start));
-  }
-  if (pending.length > 0) yield line(pending);
-}
-
-const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
-const lenientUtf8 = new TextDecoder("utf-8", { ignoreBOM: true });
-
 /**
  * Reads a JSONL data file, streaming it line by line. Blank lines are skipped silently; a line
  * that is not valid JSON, not an object, or lacks or mistypes a field is reported in `problems`
- * (file, 1-based line, reason) and skipped. A line that is not valid UTF-8 is read with U+FFFD in
- * place of the bad bytes, and reported too (its record is kept).
+ * (file, 1-based line, reason) and skipped.
  *
  * One file holds one form: the first valid record decides (Alpaca or plain text), and records of
  * the other form are reported and skipped. Mixing is almost always a mistake (two files
@@ -146,15 +123,9 @@ export async function readJsonl(file: string): Promise<ReadResult> {
   let formatLine = 0;
   let lineNo = 0;
   let records = 0;
-  for await (const bytes of byteLines(file)) {
+  const lines = createInterface({ input: createReadStream(file, { encoding: "utf8" }), crlfDelay: Infinity });
+  for await (const raw of lines) {
     lineNo++;
-    let raw: string;
-    try {
-      raw = strictUtf8.decode(bytes);
-    } catch {
-      raw = lenientUtf8.decode(bytes);
-      problems.push({ file, line: lineNo, message: "invalid UTF-8: the bad bytes are read as U+FFFD (save the file as UTF-8)" });
-    }
     const text = lineNo === 1 ? raw.replace(/^\uFEFF/, "") : raw;
     if (text.trim() === "") continue;
     records++;

@@ -89,15 +89,6 @@ describe("readJsonl", () => {
     expect(r.problems).toEqual([]);
   });
 
-  it("reports lines that are not valid UTF-8 with their numbers, reading the bad bytes as U+FFFD", async () => {
-    const path = tmpFile("latin1.jsonl", "");
-    // "café" in Latin-1 on line 2, a UTF-8 sequence cut short on line 3; line 1 is clean
-    writeFileSync(path, Buffer.concat([Buffer.from('{"text": "ok"}\n{"text": "caf'), Buffer.from([0xe9]), Buffer.from('"}\n{"text": "x'), Buffer.from([0xe2, 0x82]), Buffer.from('"}\n')]));
-    const r = await readJsonl(path);
-    expect(r.examples).toEqual([text("ok", 1), text("caf\uFFFD", 2), text("x\uFFFD", 3)]);
-    expect(r.problems.map((p) => [p.line, p.message])).toEqual([2, 3].map((line) => [line, expect.stringMatching(/^invalid UTF-8/)]));
-  });
-
   it("throws one line naming the file when it is empty, missing, a folder or has no valid example", async () => {
     await expect(readJsonl(fixture("empty.jsonl"))).rejects.toThrow(`${fixture("empty.jsonl")}: empty data file (no JSONL records)`);
     await expect(readJsonl(tmpFile("blank.jsonl", "\n  \n\n"))).rejects.toThrow(/blank\.jsonl: empty data file/);
