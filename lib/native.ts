@@ -1,7 +1,9 @@
 // Loads the native addon once. Prefers the CUDA build (build/Release/lowrank_cuda.node) and falls
 // back to the CPU build with a warning when CUDA cannot be loaded on this host.
 // LOWRANK_DEVICE=cpu skips the CUDA build entirely; LOWRANK_BUILD_DIR points at another cmake-js
-// output folder (default: build).
+// output folder (default: build). LOWRANK_EXPECT_CUDA=1 (set by test/gpu/device-run.sh) turns the
+// fallback into an error, so a GPU run whose CUDA build is missing or broken fails instead of
+// skipping every GPU test.
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
@@ -88,6 +90,14 @@ function candidates(): string[] {
 function load(): { addon: NativeAddon; path: string } {
   checkNativeEnvironment(); // before the addon reads the variables with atoi and strcmp
   const paths = candidates().filter((p) => existsSync(p));
+  const expectCuda = process.env.LOWRANK_EXPECT_CUDA === "1";
+  if (expectCuda && !paths[0]?.endsWith("lowrank_cuda.node")) {
+    throw new Error(
+      `lowrank: LOWRANK_EXPECT_CUDA=1 but there is no CUDA build to load ` +
+        `(${process.env.LOWRANK_DEVICE === "cpu" ? "LOWRANK_DEVICE=cpu skips it" : `no lowrank_cuda.node in ${dirname(candidates().at(-1)!)}`}). ` +
+        `Build it with "LOWRANK_CUDA=1 npm run build:native" on a host with the CUDA toolkit.`,
+    );
+  }
   if (paths.length === 0) {
     throw new NativeAddonError(
       `the native addon is not built (looked for ${candidates().join(", ")}). ` +
@@ -107,6 +117,9 @@ function load(): { addon: NativeAddon; path: string } {
     } catch (err) {
       lastError = err;
       if (path.endsWith("lowrank_cuda.node")) {
+        if (expectCuda) {
+          throw new Error(`lowrank: LOWRANK_EXPECT_CUDA=1 but the CUDA build at ${path} failed to load: ${(err as Error).message}`);
+        }
         process.emitWarning(
           `lowrank: the CUDA build could not be loaded (${(err as Error).message.split("\n")[0]}); ` +
             `falling back to the CPU backend. Check the NVIDIA driver and the CUDA/cuBLAS libraries, ` +

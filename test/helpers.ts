@@ -1,6 +1,6 @@
 // Shared test utilities: float64 reference comparisons and device lists.
 import { expect } from "vitest";
-import { cudaAvailable, noGrad, tensor, tidy, type Tensor } from "../lib/index.js";
+import { cudaAvailable, info, noGrad, tensor, tidy, type Tensor } from "../lib/index.js";
 import { mul, sum } from "../lib/ops/index.js";
 
 /** ‖a − b‖ / ‖b‖ over flat arrays (0 when both are zero). */
@@ -25,6 +25,15 @@ export function expectClose(t: Tensor | ArrayLike<number>, ref: ArrayLike<number
 
 /** The CUDA device name when a GPU is usable, for describe.skipIf. */
 export const hasCuda = cudaAvailable();
+// On a host meant to have a GPU (test/gpu/device-run.sh sets LOWRANK_EXPECT_CUDA=1) skipping the GPU
+// tests would hide a broken setup: the loader already refuses a missing CUDA build; an addon
+// without CUDA, or a CUDA build that sees no device, fails here.
+if (process.env.LOWRANK_EXPECT_CUDA === "1" && !hasCuda) {
+  const i = info();
+  throw new Error(
+    `LOWRANK_EXPECT_CUDA=1 but ${i.cuda ? "the CUDA build sees no GPU (check nvidia-smi and CUDA_VISIBLE_DEVICES)" : `the addon ${i.addon} was built without CUDA`} (lowrank info: ${JSON.stringify(i)})`,
+  );
+}
 export const noCudaReason = "no CUDA device (this build is CPU-only or no GPU is present): run `npm run test:gpu` on a GPU host";
 
 

@@ -440,7 +440,7 @@ export function readShardedSafetensors(dir: string, index = SAFETENSORS_INDEX_FI
   const byShard = new Map<string, string[]>();
   for (const [name, file] of Object.entries(weightMap)) {
     if (typeof file !== "string" || file === "" || basename(file) !== file || file === "." || file === "..") {
-      throw bad(`weight_map maps ${quote(name)} to ${JSON.stringify(file)}; shards must be file names inside "${dir}"`);
+      throw bad(`weight_map maps ${quote(name)} to ${typeof file === "string" ? quote(file) : JSON.stringify(file)?.slice(0, 120)}; shards must be file names inside "${dir}"`);
     }
     const names = byShard.get(file);
     if (names) names.push(name);
@@ -449,19 +449,19 @@ export function readShardedSafetensors(dir: string, index = SAFETENSORS_INDEX_FI
   const shards = new Map<string, SafetensorsFile>();
   for (const [file, names] of byShard) {
     const path = join(dir, file);
-    if (!existsSync(path)) throw bad(`shard file "${file}" (holding ${quote(names[0]!)} and ${names.length - 1} more) is missing from "${dir}"`);
+    if (!existsSync(path)) throw bad(`shard file ${quote(file)} (holding ${quote(names[0]!)} and ${names.length - 1} more) is missing from "${dir}"`);
     shards.set(file, readSafetensors(path));
   }
   // Listed tensors first: a tensor mapped to the wrong shard is reported as such, not as unlisted.
   for (const [file, names] of byShard) {
     for (const name of names) {
-      if (!shards.get(file)!.has(name)) throw bad(`weight_map puts ${quote(name)} in "${file}", but that shard has no such tensor`);
+      if (!shards.get(file)!.has(name)) throw bad(`weight_map puts ${quote(name)} in ${quote(file)}, but that shard has no such tensor`);
     }
   }
   for (const [file, names] of byShard) {
     const listed = new Set(names);
     for (const name of shards.get(file)!.names) {
-      if (!listed.has(name)) throw bad(`shard "${file}" holds ${quote(name)}, which weight_map does not list for it`);
+      if (!listed.has(name)) throw bad(`shard ${quote(file)} holds ${quote(name)}, which weight_map does not list for it`);
     }
   }
   const entries = Object.entries(weightMap as Record<string, string>).map(([name, file]) => shards.get(file)!.get(name));

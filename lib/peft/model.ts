@@ -437,7 +437,13 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
   ): PeftModel<M> {
     const adapterName = opts.adapterName ?? DEFAULT_ADAPTER_NAME;
     const config = readAdapterConfig(dir, opts.onWarning).with({ inferenceMode: !opts.isTrainable });
-    const peft = new PeftModel(model, config, adapterName, opts);
+    let peft: PeftModel<M>;
+    try {
+      peft = new PeftModel(model, config, adapterName, opts);
+    } catch (err) {
+      // e.g. target modules the model does not have: say which adapter asked for them
+      throw new Error(`PeftModel.fromPretrained: the adapter in ${dir} does not fit the model: ${(err as Error).message}`, { cause: err });
+    }
     peft.loadAdapterWeights(dir, adapterName);
     if (!opts.isTrainable) peft.eval();
     return peft;
@@ -460,6 +466,14 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
       throw new Error(`PeftModel.fromPretrained: ${weightsPath} is missing (adapter_model.bin pickles cannot be read; re-save with safetensors)`);
     }
     const file = readSafetensors(weightsPath);
+    // every key is checked before any tensor is copied, and a bad one names the file
+    const parsedKeys = new Map(file.names.map((key) => {
+      try {
+        return [key, parseAdapterStateKey(key)] as const;
+      } catch (err) {
+        throw new Error(`PeftModel.fromPretrained: ${weightsPath}: ${(err as Error).message}`, { cause: err });
+      }
+    }));
     const targets = this.adapterStateDict(adapterName);
     const baseParams = new Map(this.model.namedParameters());
     const unexpected: string[] = [];
@@ -467,7 +481,7 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
     const loaded = new Set<string>();
     noGrad(() => {
       for (const key of file.names) {
-        const parsed = parseAdapterStateKey(key);
+        const parsed = parsedKeys.get(key)!;
         const ownKey = parsed.kind === "lora" ? adapterStateKey(parsed.modulePath, parsed.tensor) : key;
         // targets holds the LoRA tensors, the modulesToSave copies and the trained biases of this adapter
         const dst = targets[ownKey] ?? (parsed.kind === "base" ? baseParams.get(parsed.path) ?? baseParams.get(parsed.baseParam) : undefined);
@@ -522,7 +536,11 @@ function readAdapterConfig(dir: string, onWarning?: WarningHandler): LoraConfig 
   } catch (err) {
     throw new Error(`PeftModel.fromPretrained: ${paths.config} is not valid JSON (${(err as Error).message})`);
   }
-  return LoraConfig.fromJSON(json, { onWarning });
+  try {
+    return LoraConfig.fromJSON(json, { onWarning });
+  } catch (err) {
+    throw new Error(`PeftModel.fromPretrained: ${paths.config}: ${(err as Error).message}`, { cause: err });
+  }
 }
 
 /** Wraps `model` with LoRA per `config` (PEFT's get_peft_model); base weights are frozen. */

@@ -470,6 +470,16 @@ export class Trainer extends EventEmitter<TrainerEvents> {
    * step, metrics. The checkpoint must come from a run with the same settings and data.
    */
   restore(dir: string): void {
+    try {
+      this.restoreFrom(dir);
+    } catch (err) {
+      const message = (err as Error).message;
+      // the optimizer's and scheduler's own checks do not know the folder: name it
+      throw message.includes(dir) ? err : new Error(`resume from ${dir}: ${message}`, { cause: err });
+    }
+  }
+
+  private restoreFrom(dir: string): void {
     const ckpt = readCheckpoint<AdamWOptions>(dir);
     const { state } = ckpt;
     const fail = (why: string) => new Error(`resume from ${dir}: ${why}`);

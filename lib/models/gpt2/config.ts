@@ -49,6 +49,12 @@ const HF_KEYS: Record<keyof GPT2ConfigInit, string> = {
 /** The activations GPT-2 checkpoints use that lowrank implements (all are the tanh GELU). */
 const SUPPORTED_ACTIVATIONS = ["gelu_new", "gelu_pytorch_tanh"];
 
+/** A config value as JSON (strings quoted, so "2" and 2 differ), cut short for messages. */
+function shown(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 80 ? `${text.slice(0, 80)}…` : text;
+}
+
 export class GPT2Config {
   vocabSize = 50257;
   nPositions = 1024;
@@ -105,7 +111,11 @@ export class GPT2Config {
 
   private validate(): void {
     for (const key of ["vocabSize", "nPositions", "nEmbd", "nLayer", "nHead"] as const) {
-      if (!Number.isInteger(this[key]) || this[key] <= 0) throw new Error(`GPT2Config: ${key} (${HF_KEYS[key]}) must be a positive integer, got ${this[key]}`);
+      if (!Number.isInteger(this[key]) || this[key] <= 0) throw new Error(`GPT2Config: ${key} (${HF_KEYS[key]}) must be a positive integer, got ${shown(this[key])}`);
+    }
+    for (const key of ["residPdrop", "embdPdrop", "attnPdrop"] as const) {
+      const p = this[key];
+      if (typeof p !== "number" || !(p >= 0 && p <= 1)) throw new Error(`GPT2Config: ${key} (${HF_KEYS[key]}) must be a probability in [0, 1], got ${shown(p)}`);
     }
     if (this.nInner !== null && (!Number.isInteger(this.nInner) || this.nInner <= 0)) {
       throw new Error(`GPT2Config: nInner (n_inner) must be a positive integer or null, got ${this.nInner}`);
@@ -120,7 +130,7 @@ export class GPT2Config {
     }
     if (!SUPPORTED_ACTIVATIONS.includes(this.activationFunction)) {
       throw new Error(
-        `GPT2Config: activation_function "${this.activationFunction}" is not supported; lowrank implements ${SUPPORTED_ACTIVATIONS.join(", ")}`,
+        `GPT2Config: activation_function ${shown(this.activationFunction)} is not supported; lowrank implements ${SUPPORTED_ACTIVATIONS.join(", ")}`,
       );
     }
     if (!this.tieWordEmbeddings) {
@@ -131,7 +141,7 @@ export class GPT2Config {
   /** Reads transformers' config.json (unknown keys are ignored: they describe other heads or tasks). */
   static fromHF(json: Record<string, unknown>): GPT2Config {
     if (json.model_type !== undefined && json.model_type !== "gpt2") {
-      throw new Error(`GPT2Config: config.json has model_type "${String(json.model_type)}", expected "gpt2"`);
+      throw new Error(`GPT2Config: config.json has model_type ${shown(json.model_type)}, expected "gpt2"`);
     }
     const init: Record<string, unknown> = {};
     for (const [field, key] of Object.entries(HF_KEYS)) if (key in json) init[field] = json[key];
