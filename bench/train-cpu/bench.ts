@@ -11,7 +11,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { AdamW, GPT2LMHeadModel, getPeftModel, info, LoraConfig, memory, tensor, tidy } from "../../lib/index.js";
-import { PROFILING, profilePhase, profileReport, profileReset } from "../../lib/profile.js";
+import { PROFILING, profileEntries, profilePhase, profileReport, profileReset } from "../../lib/profile.js";
 
 function parseArgs(argv: string[]): { dir: string; warmup: number; steps: number; loraDropout: number; profileSteps: number } {
   const opts = { dir: "", warmup: 3, steps: 10, loraDropout: 0.05, profileSteps: 3 };
@@ -97,4 +97,15 @@ if (PROFILING && opts.profileSteps > 0) {
   const wall = (performance.now() - t0) / opts.profileSteps;
   console.log(`\nprofile of ${opts.profileSteps} steps (${wall.toFixed(1)} ms/step wall, profiler on):`);
   console.log(profileReport(opts.profileSteps));
+  // Per step: every JS-to-native call (the profiler wraps each addon function), and of those the
+  // storage allocations (constructor calls, keyed "new Storage (alloc)").
+  const entries = profileEntries();
+  const perStep = (n: number) => Math.round(n / opts.profileSteps);
+  console.log(
+    "CALLS " +
+      JSON.stringify({
+        native_calls_per_step: perStep(entries.reduce((n, e) => n + e.calls, 0)),
+        allocations_per_step: perStep(entries.filter((e) => e.key.endsWith("(alloc)")).reduce((n, e) => n + e.calls, 0)),
+      }),
+  );
 }
