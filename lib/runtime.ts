@@ -1,4 +1,4 @@
-import { native, nativePath } from "./native.js";
+import { native, nativePath } from "./native/index.js";
 
 export interface BuildInfo {
   version: string;
