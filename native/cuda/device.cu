@@ -1,4 +1,5 @@
 // Device selection, streams, stream-ordered allocation and copies.
+#include <cstdio>
 #include <mutex>
 
 #include "common.cuh"
@@ -22,10 +23,35 @@ cudaStream_t current_stream() {
 
 // cudaMallocAsync draws from the driver's stream-ordered pool, which caches freed blocks, so a
 // training step that frees and re-allocates the same sizes does not go back to the driver.
+//
+// Out of memory: the failed call's error is cleared (left pending, it made the next, unrelated
+// launch fail too), the stream is drained so that blocks freed by queued work return to the
+// pool, and the allocation is tried once more; if it still fails, the error says how much was
+// asked and how much is free.
 void* alloc(int device, size_t bytes) {
   set_device(device);
+  const size_t n = bytes == 0 ? 256 : bytes;
   void* p = nullptr;
-  LR_CUDA_CHECK(cudaMallocAsync(&p, bytes == 0 ? 256 : bytes, current_stream()));
+  cudaError_t err = cudaMallocAsync(&p, n, current_stream());
+  if (err == cudaErrorMemoryAllocation) {
+    cudaGetLastError();
+    LR_CUDA_CHECK(cudaStreamSynchronize(current_stream()));
+    err = cudaMallocAsync(&p, n, current_stream());
+  }
+  if (err == cudaErrorMemoryAllocation) {
+    cudaGetLastError();
+    size_t free_bytes = 0, total_bytes = 0;
+    cudaMemGetInfo(&free_bytes, &total_bytes);
+    cudaGetLastError();
+    constexpr double kMiB = 1024.0 * 1024.0;
+    char msg[320];
+    std::snprintf(msg, sizeof msg,
+                  "CUDA out of memory on cuda:%d: asked for %.1f MiB, %.1f MiB free of %.1f MiB. Free tensors you no "
+                  "longer need (dispose() / tidy()), or lower the batch size or sequence length.",
+                  device, double(n) / kMiB, double(free_bytes) / kMiB, double(total_bytes) / kMiB);
+    throw std::runtime_error(msg);
+  }
+  LR_CUDA_CHECK(err);
   return p;
 }
 
