@@ -9,16 +9,26 @@ namespace cuda {
 namespace {
 cudaStream_t g_streams[kMaxCudaDevices] = {};
 std::mutex g_stream_mutex;
+// The device this host thread last selected, and its stream: every op calls set_device and
+// current_stream, so they answer from these instead of a driver call (and a lock) each time.
+thread_local int t_device = -1;
+thread_local cudaStream_t t_stream = nullptr;
 }  // namespace
 
-void set_device(int device) { LR_CUDA_CHECK(cudaSetDevice(device)); }
+void set_device(int device) {
+  if (device == t_device) return;
+  LR_CUDA_CHECK(cudaSetDevice(device));
+  t_device = device;
+  t_stream = nullptr;
+}
 
 cudaStream_t current_stream() {
-  int device = 0;
-  LR_CUDA_CHECK(cudaGetDevice(&device));
+  if (t_stream) return t_stream;
+  if (t_device < 0) LR_CUDA_CHECK(cudaGetDevice(&t_device));
   std::lock_guard<std::mutex> lock(g_stream_mutex);
-  if (!g_streams[device]) LR_CUDA_CHECK(cudaStreamCreateWithFlags(&g_streams[device], cudaStreamNonBlocking));
-  return g_streams[device];
+  if (!g_streams[t_device]) LR_CUDA_CHECK(cudaStreamCreateWithFlags(&g_streams[t_device], cudaStreamNonBlocking));
+  t_stream = g_streams[t_device];
+  return t_stream;
 }
 
 // cudaMallocAsync draws from the driver's stream-ordered pool, which caches freed blocks, so a
