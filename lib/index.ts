@@ -4,7 +4,7 @@
 export * from "./tensor/index.js";
 export { noGrad, isGradEnabled } from "./autograd/tape.js";
 export { info, setNumThreads, synchronize, type BuildInfo } from "./runtime.js";
-export { NativeAddonError } from "./native.js";
+export { NativeAddonError } from "./native/index.js";
 
 // ---- ops, modules, optimizers ----
 export * from "./ops/index.js";

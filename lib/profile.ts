@@ -1,11 +1,13 @@
 // An opt-in wall-clock profile of the native calls, for finding where a training step's time goes.
-// LOWRANK_PROFILE=1 (read once, when the addon loads) makes native.ts hand out the addon through
+// LOWRANK_PROFILE=1 (read once, when the addon loads) makes native/index.ts hand out the addon through
 // profileAddon(): every kernel call and every Storage allocation is timed and summed under
 // "<phase> | <kernel>", gemm calls also by shape (with their FLOPs, so the report shows GFLOP/s).
 // The phase is "forward" unless a caller names it: the autograd engine runs each backward rule
 // under "backward <op>", and anyone may wrap code in profilePhase(name, fn). Time spent in
 // JavaScript between native calls is the step time minus the report's total.
 // Without LOWRANK_PROFILE nothing is wrapped and profilePhase() is a plain call.
+
+import type { MatmulKernels } from "./native/addon.js";
 
 /** True when LOWRANK_PROFILE is set (to anything but "" or "0"). */
 export const PROFILING = (process.env.LOWRANK_PROFILE ?? "") !== "" && process.env.LOWRANK_PROFILE !== "0";
@@ -48,13 +50,12 @@ function add(kernel: string, ms: number, flops = 0): void {
 
 /** gemm's arguments (see NativeAddon.gemm) as "gemm MxNxK[ tA][ tB][ bBATCH]" and its FLOPs. */
 function gemmKey(args: unknown[]): [string, number] {
-  const [tA, tB, m, n, k] = args as [boolean, boolean, number, number, number];
-  const batch = args[19] as number;
+  const { transA: tA, transB: tB, m, n, k, batch } = args[0] as MatmulKernels["gemm"] extends (a: infer A) => void ? A : never;
   const key = `gemm ${m}x${n}x${k}${tA ? " tA" : ""}${tB ? " tB" : ""}${batch > 1 ? ` b${batch}` : ""}`;
   return [key, 2 * m * n * k * batch];
 }
 
-/** The addon with every function timed (called by native.ts when PROFILING). */
+/** The addon with every function timed (called by native/index.ts when PROFILING). */
 export function profileAddon<A extends object>(addon: A): A {
   const wrapped = new Map<PropertyKey, unknown>();
   return new Proxy(addon, {

@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { totalmem } from "node:os";
 import { join } from "node:path";
-import { native, nativePath, PACKAGE_ROOT } from "./native.js";
+import { native, nativePath, PACKAGE_ROOT } from "./native/index.js";
 import { parseDevice } from "./tensor/device.js";
 
 export interface BuildInfo {

@@ -7,7 +7,7 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { nativePath } from "../lib/native.js";
+import { nativePath } from "../lib/native/index.js";
 
 const ROOT = resolve(import.meta.dirname, "..");
 // the CPU addon of the build this process uses (a CUDA build folder has both)

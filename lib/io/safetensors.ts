@@ -10,7 +10,7 @@
 import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync } from "node:fs";
 import { endianness } from "node:os";
 import { basename, join } from "node:path";
-import { native } from "../native.js";
+import { native } from "../native/index.js";
 import { empty } from "../tensor/creation.js";
 import { DTYPE_SIZE, f32ToBf16Bits, type DType } from "../tensor/dtype.js";
 import type { DeviceSpec } from "../tensor/device.js";
@@ -538,7 +538,7 @@ export function toTensor(entry: SafetensorsTensor & { name?: string }, opts: ToT
   const host = hostData(entry, what);
   const target = opts.dtype ?? (host.dtype === "int32" ? "int32" : "float32");
   const t = empty(entry.shape, { dtype: host.dtype, device: opts.device });
-  native().write(t.storage.native, 0, host.data);
+  native().write({ dst: t.nativeView, data: host.data });
   if (entry.name !== undefined) t.name = entry.name;
   if (target === host.dtype) return t;
   const out = t.to(t.device, target);
@@ -557,7 +557,7 @@ const NATIVE_SAFETENSORS_DTYPE: Record<DType, SavableDType> = { float32: "F32", 
 function rawBytes(t: Tensor): Uint8Array {
   const src = t.isContiguous() ? t : t.contiguous();
   try {
-    return new Uint8Array(native().read(src.storage.native, src.byteOffset, src.size * DTYPE_SIZE[src.dtype]));
+    return new Uint8Array(native().read({ src: src.nativeView, bytes: src.size * DTYPE_SIZE[src.dtype] }));
   } finally {
     if (src !== t) src.dispose();
   }

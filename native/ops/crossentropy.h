@@ -5,7 +5,9 @@
 namespace lowrank {
 
 // How cross-entropy reduces its per-row losses (PyTorch's `reduction`).
-enum class Reduction : int32_t { None = 0, Sum = 1, Mean = 2 };
+#define LOWRANK_REDUCTIONS(X) X(None) X(Sum) X(Mean)
+enum class Reduction : int32_t { LOWRANK_REDUCTIONS(LR_ENUM_MEMBER) };
+constexpr int kReductionCount = 0 LOWRANK_REDUCTIONS(LR_ENUM_PLUS_ONE);
 
 }  // namespace lowrank
 

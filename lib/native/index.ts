@@ -8,69 +8,15 @@ import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { checkNativeEnvironment } from "./env.js";
-import { PROFILING, profileAddon } from "./profile.js";
+import { checkNativeEnvironment } from "../env.js";
+import { PROFILING, profileAddon } from "../profile.js";
 
-/** A native buffer on one device. JS tensors are views over it. */
-export interface NativeStorage {
-  readonly byteLength: number;
-  readonly device: string;
-  readonly disposed: boolean;
-  dispose(): void;
-}
-
-export interface NativeInfo {
-  version: string;
-  simd: string;
-  threads: number;
-  cudaBuilt: boolean;
-  gpus: string[];
-  cudaRuntime?: string;
-  cublas?: string;
-}
-
-export interface NativeMemory {
-  device: string;
-  bytes: number;
-  buffers: number;
-  peakBytes: number;
-}
-
-/** The addon's surface. Buffers are passed as (storage, byteOffset); dtypes as DTYPE_CODE. */
-export interface NativeAddon {
-  Storage: new (deviceType: number, deviceIndex: number, bytes: number) => NativeStorage;
-  write(dst: NativeStorage, byteOffset: number, src: ArrayBufferView): void;
-  read(src: NativeStorage, byteOffset: number, byteLength: number): ArrayBuffer;
-  /** Like read(), on a worker thread: the event loop runs while the device finishes. */
-  readAsync(src: NativeStorage, byteOffset: number, byteLength: number): Promise<ArrayBuffer>;
-  copyBytes(dst: NativeStorage, dstOffset: number, src: NativeStorage, srcOffset: number, byteLength: number): void;
-  fill(dst: NativeStorage, byteOffset: number, dtype: number, n: number, value: number): void;
-  arange(dst: NativeStorage, byteOffset: number, dtype: number, n: number, start: number, step: number): void;
-  cast(src: NativeStorage, srcOffset: number, srcDtype: number, dst: NativeStorage, dstOffset: number, dstDtype: number, n: number): void;
-  copyStrided(
-    src: NativeStorage, srcOffset: number, srcStrides: readonly number[],
-    dst: NativeStorage, dstOffset: number, dstStrides: readonly number[],
-    shape: readonly number[], elemSize: number,
-  ): void;
-  randomUniform(dst: NativeStorage, byteOffset: number, n: number, seed: bigint, offset: bigint, low: number, high: number): void;
-  randomNormal(dst: NativeStorage, byteOffset: number, n: number, seed: bigint, offset: bigint, mean: number, std: number): void;
-  gemm(
-    transA: boolean, transB: boolean, m: number, n: number, k: number, alpha: number,
-    a: NativeStorage, aOffset: number, lda: number, strideA: number,
-    b: NativeStorage, bOffset: number, ldb: number, strideB: number,
-    beta: number, c: NativeStorage, cOffset: number, ldc: number, strideC: number, batch: number,
-  ): void;
-  info(): NativeInfo;
-  memory(): NativeMemory[];
-  synchronize(deviceIndex: number): void;
-  setNumThreads(n: number): void;
-  /** Kernels added by later op families (see lib/ops). */
-  [kernel: string]: unknown;
-}
+export type * from "./addon.js";
+import type { NativeAddon } from "./addon.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** The package root: where package.json and the build folder are (from dist/ or from lib/). */
-export const PACKAGE_ROOT = join(here, "..");
+export const PACKAGE_ROOT = join(here, "../..");
 const root = PACKAGE_ROOT;
 const require = createRequire(import.meta.url);
 
@@ -141,11 +87,6 @@ let loaded: { addon: NativeAddon; path: string } | undefined;
 export function native(): NativeAddon {
   loaded ??= load();
   return loaded.addon;
-}
-
-/** The addon typed as an op family's kernel interface (each family declares its own, in lib/ops). */
-export function kernels<T>(): T {
-  return native() as unknown as T;
 }
 
 /** Path of the addon file that was loaded. */
