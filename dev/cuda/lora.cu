@@ -60,10 +60,14 @@ static bool g_sync_each_launch = false;
     }                                                                                                 \
   } while (0)
 
-#define KERNEL_CHECK(name)                                                      \
-  do {                                                                          \
-    CUDA_CHECK(cudaGetLastError());                                             \
-    if (g_sync_each_launch) CUDA_CHECK(cudaDeviceSynchronize());                \
+#define KERNEL_CHECK(name)                                                                           \
+  do {                                                                                               \
+    cudaError_t err_ = cudaGetLastError();                                                           \
+    if (err_ == cudaSuccess && g_sync_each_launch) err_ = cudaDeviceSynchronize();                   \
+    if (err_ != cudaSuccess) {                                                                       \
+      fprintf(stderr, "CUDA error in %s (%s:%d): %s\n", name, __FILE__, __LINE__, cudaGetErrorString(err_)); \
+      exit(2);                                                                                       \
+    }                                                                                                \
   } while (0)
 
 #ifdef WITH_CUBLAS
@@ -238,16 +242,18 @@ constexpr int kThreads = 256, kWarps = kThreads / 32;
 template <int D0, int D1, int LD>
 __device__ __forceinline__ void stage_tile(float* dst, const float* __restrict__ src, int64_t s0, int64_t s1, int i0,
                                            int n0, int i1, int n1) {
+  static_assert(D0 * D1 % kThreads == 0, "whole tile per pass");
+  // A compile-time trip count, fully unrolled: all of a thread's loads are in flight at once.
   if (s1 == 1) {
-#pragma unroll 4
-    for (int idx = threadIdx.x; idx < D0 * D1; idx += kThreads) {
-      const int x = idx / D1, y = idx % D1;
+#pragma unroll
+    for (int it = 0; it < D0 * D1 / kThreads; ++it) {
+      const int idx = it * kThreads + threadIdx.x, x = idx / D1, y = idx % D1;
       dst[x * LD + y] = i0 + x < n0 && i1 + y < n1 ? src[(int64_t)(i0 + x) * s0 + (i1 + y)] : 0.f;
     }
   } else {
-#pragma unroll 4
-    for (int idx = threadIdx.x; idx < D0 * D1; idx += kThreads) {
-      const int x = idx % D0, y = idx / D0;
+#pragma unroll
+    for (int it = 0; it < D0 * D1 / kThreads; ++it) {
+      const int idx = it * kThreads + threadIdx.x, x = idx % D0, y = idx / D0;
       dst[x * LD + y] = i0 + x < n0 && i1 + y < n1 ? src[(int64_t)(i0 + x) * s0 + (int64_t)(i1 + y) * s1] : 0.f;
     }
   }
@@ -1001,7 +1007,9 @@ template <typename T> bool run_case(const Case& cs, bool conv1d, float p, Rng& r
   chk.add("merge", download(dW), ref.W_merged, tol_t);
   for (size_t a = ads.size(); a-- > 0;) lora_merge<T>(dW.p, k, d, conv1d, ads[a], -1.f);
   CUDA_CHECK(cudaDeviceSynchronize());
-  chk.add("unmerge", download(dW), std::vector<double>(W.begin(), W.end()), tol_t);
+  // Four roundings of values up to ~2.7x W's size lie between W and the result: about 7e-3
+  // expected in bf16, hence the wider band there.
+  chk.add("unmerge", download(dW), std::vector<double>(W.begin(), W.end()), is_bf16 ? 3e-2 : tol_t);
 
   for (DevBuf<float>* b : owned) delete b;
   printf("%s %-4s %-6s N=%-3d k=%-3d d=%-3d r=%d+%d p=%.2f |%s\n", chk.pass ? "PASS" : "FAIL", is_bf16 ? "bf16" : "f32",
