@@ -233,13 +233,21 @@ __device__ __forceinline__ void dropout4(uint64_t seed, uint64_t offset, uint64_
 
 // ----------------------------------------------------------------------------------------------
 // Shared-memory staging of a small float32 operand tile:
-//   dst[x·LD + y] = src[(i0 + x)·s0 + (i1 + y)·s1]   for x < D0, y < D1; 0 where i0 + x >= n0 or
-//   i1 + y >= n1.
+//   dst[x·LD + pos(y)] = src[(i0 + x)·s0 + (i1 + y)·s1]   for x < D0, y < D1; 0 where i0 + x >= n0
+//   or i1 + y >= n1.
 // Consecutive threads walk whichever index has unit stride in src, so the global reads coalesce
 // (A [r, k] is read along k, B [d, r] along r).
+// SPLIT8 (D1 = 256 = 32 lanes x 8): lane t's 8 columns 8t .. 8t+7 go to positions 4t .. 4t+3 and
+// 128 + 4t .. 128 + 4t+3, so the two float4 reads of a row by a warp are each 512 contiguous
+// bytes (no bank conflicts; 8 contiguous floats a lane would put lanes t and t+4 on one bank).
 constexpr int kThreads = 256, kWarps = kThreads / 32;
 
-template <int D0, int D1, int LD>
+template <int D1, bool SPLIT8> __device__ __forceinline__ int split_pos(int y) {
+  static_assert(!SPLIT8 || D1 == 256, "SPLIT8 is for 32 lanes x 8 columns");
+  return SPLIT8 ? ((y & 7) >> 2) * (D1 / 2) + (y >> 3) * 4 + (y & 3) : y;
+}
+
+template <int D0, int D1, int LD, bool SPLIT8>
 __device__ __forceinline__ void stage_tile(float* dst, const float* __restrict__ src, int64_t s0, int64_t s1, int i0,
                                            int n0, int i1, int n1) {
   static_assert(D0 * D1 % kThreads == 0, "whole tile per pass");
@@ -248,13 +256,14 @@ __device__ __forceinline__ void stage_tile(float* dst, const float* __restrict__
 #pragma unroll
     for (int it = 0; it < D0 * D1 / kThreads; ++it) {
       const int idx = it * kThreads + threadIdx.x, x = idx / D1, y = idx % D1;
-      dst[x * LD + y] = i0 + x < n0 && i1 + y < n1 ? src[(int64_t)(i0 + x) * s0 + (i1 + y)] : 0.f;
+      dst[x * LD + split_pos<D1, SPLIT8>(y)] = i0 + x < n0 && i1 + y < n1 ? src[(int64_t)(i0 + x) * s0 + (i1 + y)] : 0.f;
     }
   } else {
 #pragma unroll
     for (int it = 0; it < D0 * D1 / kThreads; ++it) {
       const int idx = it * kThreads + threadIdx.x, x = idx % D0, y = idx / D0;
-      dst[x * LD + y] = i0 + x < n0 && i1 + y < n1 ? src[(int64_t)(i0 + x) * s0 + (int64_t)(i1 + y) * s1] : 0.f;
+      dst[x * LD + split_pos<D1, SPLIT8>(y)] =
+          i0 + x < n0 && i1 + y < n1 ? src[(int64_t)(i0 + x) * s0 + (int64_t)(i1 + y) * s1] : 0.f;
     }
   }
 }
@@ -307,7 +316,7 @@ template <typename T, int RS>
 __global__ void __launch_bounds__(kThreads) lora_down_up_kernel(const DownUpArgs a) {
   using S = DownUpShape<RS>;
   constexpr int ROWS = S::ROWS, BM = S::BM, MAXR = S::MAXR;
-  __shared__ __align__(16) float w_s[RS * kChunkLd]; // w_s[jj][cc]: a slice of D (down) or U (up)
+  __shared__ __align__(16) float w_s[RS * kChunkLd]; // w_s[jj][pos(cc)]: a slice of D (down) or U (up), SPLIT8
   __shared__ float mid_s[BM * MAXR];                 // mid_s[row in block][j]
 
   const T* in = static_cast<const T*>(a.in);
@@ -342,7 +351,7 @@ __global__ void __launch_bounds__(kThreads) lora_down_up_kernel(const DownUpArgs
           for (int e = 0; e < 8; ++e) xv[q][e] = 0.f;
         }
       }
-      stage_tile<RS, kChunk, kChunkLd>(w_s, a.down, a.down_sj, a.down_sc, j0, a.r, c0, a.k_in);
+      stage_tile<RS, kChunk, kChunkLd, true>(w_s, a.down, a.down_sj, a.down_sc, j0, a.r, c0, a.k_in);
       __syncthreads();
       if (a.p_in > 0.f && c < a.k_in) {
 #pragma unroll
@@ -358,8 +367,8 @@ __global__ void __launch_bounds__(kThreads) lora_down_up_kernel(const DownUpArgs
       }
 #pragma unroll
       for (int jj = 0; jj < RS; ++jj) {
-        const float4 w0 = *reinterpret_cast<const float4*>(&w_s[jj * kChunkLd + lane * 8]);
-        const float4 w1 = *reinterpret_cast<const float4*>(&w_s[jj * kChunkLd + lane * 8 + 4]);
+        const float4 w0 = *reinterpret_cast<const float4*>(&w_s[jj * kChunkLd + lane * 4]);
+        const float4 w1 = *reinterpret_cast<const float4*>(&w_s[jj * kChunkLd + kChunk / 2 + lane * 4]);
 #pragma unroll
         for (int q = 0; q < ROWS; ++q) {
           float t = acc[q][jj];
@@ -401,12 +410,12 @@ __global__ void __launch_bounds__(kThreads) lora_down_up_kernel(const DownUpArgs
 
     for (int j0 = 0; j0 < a.r; j0 += RS) {
       __syncthreads();
-      stage_tile<RS, kChunk, kChunkLd>(w_s, a.up, a.up_sj, a.up_so, j0, a.r, o0, a.k_out); // w_s[jj][oo] = U(o0+oo, j0+jj)
+      stage_tile<RS, kChunk, kChunkLd, true>(w_s, a.up, a.up_sj, a.up_so, j0, a.r, o0, a.k_out); // w_s[jj][oo] = U(o0+oo, j0+jj)
       __syncthreads();
       const int jn = min(RS, a.r - j0);
       for (int jj = 0; jj < jn; ++jj) {
-        const float4 w0 = *reinterpret_cast<const float4*>(&w_s[jj * kChunkLd + lane * 8]);
-        const float4 w1 = *reinterpret_cast<const float4*>(&w_s[jj * kChunkLd + lane * 8 + 4]);
+        const float4 w0 = *reinterpret_cast<const float4*>(&w_s[jj * kChunkLd + lane * 4]);
+        const float4 w1 = *reinterpret_cast<const float4*>(&w_s[jj * kChunkLd + kChunk / 2 + lane * 4]);
 #pragma unroll
         for (int q = 0; q < ROWS; ++q) {
           const float mv = mid_s[(wrow + q) * MAXR + j0 + jj];
@@ -613,7 +622,7 @@ __global__ void __launch_bounds__(kThreads) lora_merge_kernel(T* W, int rows, in
                                                               int64_t l_sj, const float* __restrict__ R, int64_t r_sj,
                                                               int64_t r_sb, int r, float s) {
   __shared__ float l_s[kMergeRows * (kMergeJ + 1)];                // l_s[aa][jj] = L(a_blk + aa, j0 + jj)
-  __shared__ __align__(16) float r_s[kMergeJ * (kMergeCols + 4)]; // r_s[jj][bb] = R(j0 + jj, b_blk + bb)
+  __shared__ __align__(16) float r_s[kMergeJ * (kMergeCols + 4)]; // r_s[jj][pos(bb)] = R(j0 + jj, b_blk + bb), SPLIT8
   const int tx = threadIdx.x % 32, ty = threadIdx.x / 32;
   const int a_blk = blockIdx.y * kMergeRows, b_blk = blockIdx.x * kMergeCols;
   const int a0 = a_blk + ty * 4, b = b_blk + tx * 8;
@@ -638,13 +647,13 @@ __global__ void __launch_bounds__(kThreads) lora_merge_kernel(T* W, int rows, in
 
   for (int j0 = 0; j0 < r; j0 += kMergeJ) {
     __syncthreads();
-    stage_tile<kMergeRows, kMergeJ, kMergeJ + 1>(l_s, L, l_sa, l_sj, a_blk, rows, j0, r);
-    stage_tile<kMergeJ, kMergeCols, kMergeCols + 4>(r_s, R, r_sj, r_sb, j0, r, b_blk, cols);
+    stage_tile<kMergeRows, kMergeJ, kMergeJ + 1, false>(l_s, L, l_sa, l_sj, a_blk, rows, j0, r);
+    stage_tile<kMergeJ, kMergeCols, kMergeCols + 4, true>(r_s, R, r_sj, r_sb, j0, r, b_blk, cols);
     __syncthreads();
     const int jn = min(kMergeJ, r - j0);
     for (int jj = 0; jj < jn; ++jj) {
-      const float4 r0 = *reinterpret_cast<const float4*>(&r_s[jj * (kMergeCols + 4) + tx * 8]);
-      const float4 r1 = *reinterpret_cast<const float4*>(&r_s[jj * (kMergeCols + 4) + tx * 8 + 4]);
+      const float4 r0 = *reinterpret_cast<const float4*>(&r_s[jj * (kMergeCols + 4) + tx * 4]);
+      const float4 r1 = *reinterpret_cast<const float4*>(&r_s[jj * (kMergeCols + 4) + kMergeCols / 2 + tx * 4]);
 #pragma unroll
       for (int q = 0; q < 4; ++q) {
         const float l = l_s[(ty * 4 + q) * (kMergeJ + 1) + jj];
@@ -1215,6 +1224,7 @@ static void run_bench() {
 }
 
 int main(int argc, char** argv) {
+  setvbuf(stdout, nullptr, _IOLBF, 0); // progress shows through pipes (tee) line by line
   const std::string mode = argc > 1 ? argv[1] : "all";
   if (mode != "all" && mode != "check" && mode != "bench") {
     fprintf(stderr, "usage: %s [check|bench|all]\n", argv[0]);
