@@ -251,15 +251,16 @@ template <int D0, int D1, int LD, bool SPLIT8>
 __device__ __forceinline__ void stage_tile(float* dst, const float* __restrict__ src, int64_t s0, int64_t s1, int i0,
                                            int n0, int i1, int n1) {
   static_assert(D0 * D1 % kThreads == 0, "whole tile per pass");
-  // A compile-time trip count, fully unrolled: all of a thread's loads are in flight at once.
+  // A compile-time trip count unrolled by 8: 8 loads in flight per thread (all of them would cost
+  // registers: spills in the merge kernel).
   if (s1 == 1) {
-#pragma unroll
+#pragma unroll 8
     for (int it = 0; it < D0 * D1 / kThreads; ++it) {
       const int idx = it * kThreads + threadIdx.x, x = idx / D1, y = idx % D1;
       dst[x * LD + split_pos<D1, SPLIT8>(y)] = i0 + x < n0 && i1 + y < n1 ? src[(int64_t)(i0 + x) * s0 + (i1 + y)] : 0.f;
     }
   } else {
-#pragma unroll
+#pragma unroll 8
     for (int it = 0; it < D0 * D1 / kThreads; ++it) {
       const int idx = it * kThreads + threadIdx.x, x = idx % D0, y = idx / D0;
       dst[x * LD + split_pos<D1, SPLIT8>(y)] =
