@@ -107,11 +107,11 @@ export function profileEntries(): ProfileEntry[] {
 }
 
 /**
- * A table of the entries, per step (times divided by `steps`): ms, share of the total, calls and
+ * A table of the entries, per step (times divided by `steps`; `per` names the unit): ms, share of the total, calls and
  * GFLOP/s for gemm; then the totals per phase and per kernel family. Rows under `minShare` of the
  * total are folded into one line.
  */
-export function profileReport(steps = 1, minShare = 0.002): string {
+export function profileReport(steps = 1, minShare = 0.002, per = "step"): string {
   const all = profileEntries();
   const total = all.reduce((s, e) => s + e.ms, 0);
   const lines: string[] = [];
@@ -119,7 +119,7 @@ export function profileReport(steps = 1, minShare = 0.002): string {
     const gf = flops > 0 && ms > 0 ? (flops / (ms / 1e3) / 1e9).toFixed(1).padStart(7) : "".padStart(7);
     lines.push(`${(ms / steps).toFixed(2).padStart(10)} ${((100 * ms) / total).toFixed(1).padStart(6)}% ${String(Math.round(calls / steps)).padStart(6)} ${gf}  ${label}`);
   };
-  lines.push(`${"ms/step".padStart(10)} ${"share".padStart(7)} ${"calls".padStart(6)} ${"GFLOP/s".padStart(7)}  phase | native call`);
+  lines.push(`${`ms/${per}`.padStart(10)} ${"share".padStart(7)} ${"calls".padStart(6)} ${"GFLOP/s".padStart(7)}  phase | native call`);
   let restMs = 0, restCalls = 0;
   for (const e of all) {
     if (e.ms < minShare * total) {
@@ -145,6 +145,6 @@ export function profileReport(steps = 1, minShare = 0.002): string {
   };
   groups("phase", (e) => e.key.split(" | ")[0]!);
   groups("native call", (e) => e.key.split(" | ")[1]!.split(" ")[0]!);
-  lines.push("", `${(total / steps).toFixed(2).padStart(10)} ms/step in native calls`);
+  lines.push("", `${(total / steps).toFixed(2).padStart(10)} ms/${per} in native calls`);
   return lines.join("\n");
 }

@@ -1,12 +1,12 @@
 // Scaled dot-product attention, forward and backward each one native call.
-// Kernels: native/ops/nn.h (attention_forward_f32 / attention_backward_f32), CPU and CUDA twins.
+// Kernels: native/ops/attention.h (attention_forward_f32 / attention_backward_f32), CPU and CUDA twins.
 import { record } from "../autograd/tape.js";
 import { kernels, type NativeStorage } from "../native.js";
 import { defaultGenerator, type Generator } from "../tensor/random.js";
 import { emptyLike, formatShape, type Tensor } from "../tensor/tensor.js";
 import { checkFloat, checkSameDevice, contiguousInput, newFloat } from "./util.js";
 
-/** native/binding/nn.cc. Operands are (storage, byteOffset, [batch, head, time] strides), D contiguous. */
+/** native/binding/attention.cc. Operands are (storage, byteOffset, [batch, head, time] strides), D contiguous. */
 export interface AttentionKernels {
   attentionForward(
     dims: readonly number[], scale: number, causal: boolean, dropout: number, seed: bigint, offset: bigint,
@@ -42,6 +42,7 @@ export interface AttentionOptions {
    * Key-padding mask [B, Tk], int32, 1 = attend, 0 = padded (a tokenizer's attention_mask).
    * Padded keys get weight 0. A query that sees no unpadded key (left padding) outputs zeros and
    * passes no gradient, never NaN: PyTorch's SDPA and transformers' default GPT-2 do the same.
+   * A NaN score is not a mask: a query with one comes out NaN, as in softmax(QKᵀ)·V.
    */
   attnMask?: Tensor | null;
   /** Score scale, default 1/sqrt(D). */

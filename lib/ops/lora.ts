@@ -12,7 +12,7 @@ import { record } from "../autograd/tape.js";
 import { native } from "../native.js";
 import { defaultGenerator, type Generator } from "../tensor/random.js";
 import { formatShape, shapeSize, type Tensor } from "../tensor/tensor.js";
-import { nnKernels } from "./nn.js";
+import { dropoutKernels } from "./dropout.js";
 import { checkFloat, newFloat, withContiguous } from "./util.js";
 
 export interface LoraDeltaOptions {
@@ -56,7 +56,7 @@ export function loraDelta(y: Tensor, x: Tensor, A: Tensor, B: Tensor, opts: Lora
   /** src ⊙ mask/(1-p) for an N×k tensor (the same mask on every call). */
   const masked = (src: Tensor): Tensor => {
     const dst = newFloat([N, k], src);
-    nnKernels().dropout(src.storage.native, src.byteOffset, dst.storage.native, 0, N * k, p, maskScale, seed, offset);
+    dropoutKernels().dropout(src.storage.native, src.byteOffset, dst.storage.native, 0, N * k, p, maskScale, seed, offset);
     return dst;
   };
 

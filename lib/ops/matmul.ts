@@ -1,5 +1,5 @@
 // Matrix products: matmul (PyTorch semantics), linear (x·Wᵀ + b) and conv1dLinear (x·W + b, GPT-2's
-// Conv1D). Everything goes through one batched gemm call (native/ops/gemm.h). Operands are read in
+// Conv1D). Everything goes through one batched gemm call (native/ops/matmul.h). Operands are read in
 // place whenever gemm can: a transposed view becomes a trans flag plus its row stride, a broadcast
 // batch becomes batch stride 0, and leading dimensions that walk memory with one stride become rows.
 // Only layouts gemm cannot express are copied. Backward rules compute dA = dC·Bᵀ and dB = Aᵀ·dC by

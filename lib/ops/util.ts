@@ -1,4 +1,5 @@
 // Checks and shape helpers shared by the op families.
+import type { NativeStorage } from "../native.js";
 import { emptyLike, formatShape, Tensor } from "../tensor/tensor.js";
 
 /** Throws unless every tensor is float32 and all share one device. */
@@ -67,3 +68,7 @@ export function unravel(flat: number, shape: readonly number[]): number[] {
   }
   return idx;
 }
+
+/** The native storage and byte offset of an optional operand (null and 0 when absent). */
+export const storageOf = (t: Tensor | null): NativeStorage | null => (t ? t.storage.native : null);
+export const offsetOf = (t: Tensor | null): number => (t ? t.byteOffset : 0);

@@ -46,7 +46,7 @@ __device__ __forceinline__ float unary(UnaryOp op, float v, float alpha) {
     case UnaryOp::Log: return logf(v);
     case UnaryOp::Sqrt: return sqrtf(v);
     case UnaryOp::Tanh: return tanhf(v);
-    case UnaryOp::Relu: return v > 0 ? v : 0.0f;
+    case UnaryOp::Relu: return v <= 0 ? 0.0f : v;  // NaN stays NaN
     case UnaryOp::Sigmoid: return 1.0f / (1.0f + expf(-v));
     case UnaryOp::Square: return v * v;
     case UnaryOp::Scale: return alpha * v;
@@ -65,7 +65,7 @@ __device__ __forceinline__ float unary_grad(UnaryOp op, float v, float g, float 
     case UnaryOp::Log: return g / v;
     case UnaryOp::Sqrt: return g * 0.5f / sqrtf(v);
     case UnaryOp::Tanh: { float t = tanhf(v); return g * (1.0f - t * t); }
-    case UnaryOp::Relu: return v > 0 ? g : 0.0f;
+    case UnaryOp::Relu: return v <= 0 ? 0.0f : g;  // PyTorch's threshold_backward (x = NaN passes g)
     case UnaryOp::Sigmoid: { float s = 1.0f / (1.0f + expf(-v)); return g * s * (1.0f - s); }
     case UnaryOp::Square: return g * 2.0f * v;
     case UnaryOp::Scale: return g * alpha;
@@ -76,7 +76,7 @@ __device__ __forceinline__ float unary_grad(UnaryOp op, float v, float g, float 
       float dinner = kSqrt2OverPi * (1.0f + 3.0f * kGeluC * v * v);
       return g * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * dinner);
     }
-    case UnaryOp::Abs: return v > 0 ? g : v < 0 ? -g : 0.0f;
+    case UnaryOp::Abs: return g * (v > 0 ? 1.0f : v < 0 ? -1.0f : 0.0f);  // g·sgn(x): a NaN g stays NaN
   }
   return 0;
 }

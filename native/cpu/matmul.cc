@@ -1,0 +1,241 @@
+// CPU fp32 GEMM, GotoBLAS/BLIS style: the op CPU training spends its time in.
+//
+//   for pc over k in steps of kc:
+//     for ic over m in steps of mc:
+//       pack A[ic:ic+mc, pc:pc+kc] into MR-tall micro-panels           packed A block  mc×kc  (L3)
+//       for jc over n in steps of nc:
+//         pack B[pc:pc+kc, jc:jc+nc] into NR-wide micro-panels         packed B block  kc×nc  (L2)
+//         for ir over mc in steps of MR:                               A micro-panel   kc×MR  (L1)
+//           for jr over nc in steps of NR:
+//             micro-kernel: C[ir:ir+MR, jr:jr+NR] (+)= A panel · B panel   (registers)
+//
+// The micro-kernels broadcast A and load B as vectors along n, so the small broadcast panel stays
+// in L1 and the wide vector panels stream from L2 (BLIS's arrangement, with A and B swapped
+// because C is row-major). Packing reads op(A) and op(B) through (row, column) strides, so all
+// four transpose cases feed the same micro-kernel. Threads split C into disjoint blocks and each
+// packs its own operands, so they never wait on each other. Micro-kernels and vectorized packing
+// live in matmul_avx512.cc / matmul_avx2.cc; the portable ones are below.
+#include <algorithm>
+#include <cstdlib>
+#include <new>
+
+#include "../ops/matmul.h"
+#include "matmul_kernels.h"
+#include "parallel.h"
+#include "simd.h"
+
+namespace lowrank {
+namespace cpu {
+namespace {
+
+// Portable micro-kernel for hosts without AVX2: a 4×16 tile that compilers auto-vectorize with
+// whatever vector unit the baseline target has (SSE2, NEON).
+constexpr int kScalarMR = 4, kScalarNR = 16;
+
+void micro_scalar(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float* b, int64_t b_rs, float* c,
+                  int64_t ldc, float alpha, float beta) {
+  float acc[kScalarMR][kScalarNR] = {};
+  for (int64_t p = 0; p < kc; ++p, a += a_cs, b += b_rs)
+    for (int i = 0; i < kScalarMR; ++i)
+      for (int j = 0; j < kScalarNR; ++j) acc[i][j] += a[i * a_rs] * b[j];
+  for (int i = 0; i < kScalarMR; ++i)
+    for (int j = 0; j < kScalarNR; ++j)
+      c[i * ldc + j] = alpha * acc[i][j] + (beta == 0 ? 0.0f : beta * c[i * ldc + j]);
+}
+
+const GemmKernel kScalarKernel{"scalar 4x16", kScalarMR, kScalarNR, 1024, 256, 256, 1.0f, micro_scalar, gemm_pack_portable};
+const GemmKernelSet kScalarSet{1, {&kScalarKernel}};
+
+// The kernel with the least estimated time for an m×n C: padded tile area over relative speed.
+const GemmKernel& pick_kernel(int64_t m, int64_t n) {
+  static const GemmKernelSet* set = has_avx512() ? gemm_kernels_avx512() : has_avx2_fma() ? gemm_kernels_avx2() : nullptr;
+  const GemmKernelSet& s = set ? *set : kScalarSet;
+  const GemmKernel* best = s.kernels[0];
+  double best_cost = 0;
+  for (int i = 0; i < s.count; ++i) {
+    const GemmKernel* K = s.kernels[i];
+    double cost = double((m + K->mr - 1) / K->mr * K->mr) * double((n + K->nr - 1) / K->nr * K->nr) / K->speed;
+    if (i == 0 || cost < best_cost) best = K, best_cost = cost;
+  }
+  return *best;
+}
+
+// A strided read-only view of op(X): element (i, j) is at p[i * rs + j * cs].
+struct View {
+  const float* p;
+  int64_t rs, cs;
+  const float* at(int64_t i, int64_t j) const { return p + i * rs + j * cs; }
+};
+
+// Packs one micro-panel: `rows` ≤ w rows × kc columns, dst[p*w + r], zero rows up to w.
+void pack_panel(const float* src, int64_t rs, int64_t cs, int rows, int64_t kc, int w, float* dst) {
+  if (rs == 1) {  // each column of the panel is contiguous in memory
+    for (int64_t p = 0; p < kc; ++p, dst += w) {
+      const float* s = src + p * cs;
+      for (int r = 0; r < rows; ++r) dst[r] = s[r];
+      for (int r = rows; r < w; ++r) dst[r] = 0;
+    }
+  } else {  // each row is a stream along p
+    for (int r = 0; r < rows; ++r) {
+      const float* s = src + r * rs;
+      for (int64_t p = 0; p < kc; ++p) dst[p * w + r] = s[p * cs];
+    }
+    for (int64_t p = 0; p < kc; ++p)
+      for (int r = rows; r < w; ++r) dst[p * w + r] = 0;
+  }
+}
+
+// Per-thread packing buffers, kept across calls (the pool's threads live as long as the addon).
+struct Scratch {
+  float* a = nullptr;
+  float* b = nullptr;
+  size_t a_cap = 0, b_cap = 0;
+  ~Scratch() {
+    std::free(a);
+    std::free(b);
+  }
+  static float* grow(float*& p, size_t& cap, size_t n) {
+    if (n > cap) {
+      std::free(p);
+      p = static_cast<float*>(std::aligned_alloc(64, ((n * sizeof(float) + 63) / 64) * 64));
+      if (!p) throw std::bad_alloc();
+      cap = n;
+    }
+    return p;
+  }
+};
+
+// ceil(total / ceil(total / cap)) rounded up to `unit`: the most even split of total into blocks
+// of at most cap (rounded), so a remainder never makes one thin, slow block.
+int64_t balanced_block(int64_t total, int64_t cap, int64_t unit) {
+  int64_t blocks = (total + cap - 1) / cap;
+  int64_t size = (total + blocks - 1) / blocks;
+  return (size + unit - 1) / unit * unit;
+}
+
+// One operand of the micro-kernel: element (i, p) of an A panel at p[i*rs + p*cs]; row p of a
+// B panel at p[p*rs + 0..NR-1] (cs unused).
+struct Panel {
+  const float* p;
+  int64_t rs, cs;
+};
+
+// C (m×n, row stride ldc) = alpha · op(A) (m×k) · op(B) (k×n) + beta · C, on the calling thread.
+void gemm_block(const GemmKernel& K, View A, View B, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k, float alpha,
+                float beta) {
+  static thread_local Scratch scratch;
+  const int MR = K.mr, NR = K.nr;
+  const int64_t kc_max = balanced_block(k, K.kc, 1);
+  const int64_t mc_max = balanced_block(m, K.mc, MR);
+  const int64_t nc_max = balanced_block(n, K.nc, NR);
+  // Packing A pays off when each A panel meets many B panels. When n spans at most two tiles (a
+  // LoRA rank, say) the kernel reads full A panels in place and only a ragged last panel is
+  // packed; likewise B when m spans at most two tiles and op(B)'s rows are contiguous.
+  const bool pack_a = n > 2 * NR;
+  const bool pack_b = m > 2 * MR || B.cs != 1;
+  float* ap = Scratch::grow(scratch.a, scratch.a_cap, size_t((pack_a ? mc_max : MR) * kc_max));
+  float* bp = Scratch::grow(scratch.b, scratch.b_cap, size_t((pack_b ? nc_max : NR) * kc_max));
+  alignas(64) float tile[32 * 64];  // edge tiles: MR×NR ≤ 32×64 for every kernel
+  for (int64_t pc = 0; pc < k; pc += kc_max) {
+    const int64_t kc = std::min(kc_max, k - pc);
+    const float beta_pc = pc == 0 ? beta : 1.0f;  // later k blocks accumulate onto the first
+    for (int64_t ic = 0; ic < m; ic += mc_max) {
+      const int64_t mc = std::min(mc_max, m - ic);
+      const int64_t a_packed_from = pack_a ? 0 : mc / MR * MR;  // panels before it are read in place
+      if (a_packed_from < mc) K.pack(A.at(ic + a_packed_from, pc), A.rs, A.cs, mc - a_packed_from, kc, MR, ap);
+      for (int64_t jc = 0; jc < n; jc += nc_max) {
+        const int64_t nc = std::min(nc_max, n - jc);
+        const int64_t b_packed_from = pack_b ? 0 : nc / NR * NR;
+        // Rows of a B panel are columns of op(B), hence the swapped strides.
+        if (b_packed_from < nc) K.pack(B.at(pc, jc + b_packed_from), B.cs, B.rs, nc - b_packed_from, kc, NR, bp);
+        for (int64_t ir = 0; ir < mc; ir += MR) {
+          const int mr = int(std::min<int64_t>(MR, mc - ir));
+          const Panel a_panel = ir < a_packed_from ? Panel{A.at(ic + ir, pc), A.rs, A.cs}
+                                                   : Panel{ap + (ir - a_packed_from) * kc, 1, MR};
+          // The packed A block lives in L3; pull the next A micro-panel into L2 while this one
+          // sweeps the B block (measured 2-5% on 1024..4096 squares).
+          if (pack_a && ir + MR < mc)
+            for (int64_t x = 0; x < kc * MR; x += 16) __builtin_prefetch(a_panel.p + kc * MR + x, 0, 2);
+          for (int64_t jr = 0; jr < nc; jr += NR) {
+            const int nr = int(std::min<int64_t>(NR, nc - jr));
+            const Panel b_panel = jr < b_packed_from ? Panel{B.at(pc, jc + jr), B.rs, 1}
+                                                     : Panel{bp + (jr - b_packed_from) * kc, NR, 1};
+            float* cij = c + (ic + ir) * ldc + jc + jr;
+            if (mr == MR && nr == NR) {
+              K.micro(kc, a_panel.p, a_panel.rs, a_panel.cs, b_panel.p, b_panel.rs, cij, ldc, alpha, beta_pc);
+              continue;
+            }
+            K.micro(kc, a_panel.p, a_panel.rs, a_panel.cs, b_panel.p, b_panel.rs, tile, NR, alpha, 0.0f);
+            for (int i = 0; i < mr; ++i)
+              for (int j = 0; j < nr; ++j)
+                cij[i * ldc + j] = tile[i * NR + j] + (beta_pc == 0 ? 0.0f : beta_pc * cij[i * ldc + j]);
+          }
+        }
+      }
+    }
+  }
+}
+
+// C = beta · C for k == 0 or alpha == 0 (beta == 0 writes zeros without reading C).
+void scale_c(float* c, int64_t ldc, int64_t m, int64_t n, float beta) {
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0 ? 0.0f : beta * c[i * ldc + j];
+}
+
+// Below this many multiply-adds (~160³, ~40 µs on one core) a call runs on one thread: waking
+// the pool's worker costs about as much as it saves, and far more when the machine is busy.
+constexpr int64_t kParallelMinWork = int64_t(1) << 22;
+
+}  // namespace
+
+void gemm_pack_portable(const float* src, int64_t rs, int64_t cs, int64_t rows, int64_t kc, int w, float* dst) {
+  for (int64_t r = 0; r < rows; r += w, dst += w * kc)
+    pack_panel(src + r * rs, rs, cs, int(std::min<int64_t>(w, rows - r)), kc, w, dst);
+}
+
+void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+              int64_t batch_stride_a, const float* b, int64_t ldb, int64_t batch_stride_b, float beta, float* c,
+              int64_t ldc, int64_t batch_stride_c, int64_t batch) {
+  if (m == 0 || n == 0 || batch == 0) return;
+  const GemmKernel& K = pick_kernel(m, n);
+  // op(A)(i, p) and op(B)(p, j) as strided views: packing absorbs the transposes.
+  const int64_t a_rs = trans_a ? 1 : lda, a_cs = trans_a ? lda : 1;
+  const int64_t b_rs = trans_b ? 1 : ldb, b_cs = trans_b ? ldb : 1;
+  const bool trivial = k == 0 || alpha == 0;
+
+  // Work items: each matrix of the batch is cut into `parts` blocks of whole tiles along m or n;
+  // item w is block w / batch of matrix w % batch, and thread t takes a contiguous run of items.
+  // With parts == threads each thread owns one block of every matrix; tiny matrices (parts == 1)
+  // are shared out whole. Cutting m makes every thread pack all of op(B) (k×n), cutting n all of
+  // op(A) (m×k): cut the dimension that duplicates less, if it has a tile for every thread.
+  const int64_t tiles_m = (m + K.mr - 1) / K.mr, tiles_n = (n + K.nr - 1) / K.nr;
+  const int64_t threads = num_threads();
+  const bool split_m = tiles_m >= threads && tiles_n >= threads ? n <= m : tiles_m >= tiles_n;
+  const int64_t tiles = split_m ? tiles_m : tiles_n, tile = split_m ? K.mr : K.nr;
+  const bool parallel = m * n * std::max<int64_t>(k, 1) * batch >= kParallelMinWork;
+  auto run = [&](int t, int nt) {
+    const int64_t parts = std::min<int64_t>(nt, tiles), items = parts * batch;
+    for (int64_t w = items * t / nt; w < items * (t + 1) / nt; ++w) {
+      const int64_t part = w / batch, bi = w % batch;
+      const int64_t lo = std::min(tiles * part / parts * tile, split_m ? m : n);
+      const int64_t hi = std::min(tiles * (part + 1) / parts * tile, split_m ? m : n);
+      const int64_t i0 = split_m ? lo : 0, mb = split_m ? hi - lo : m;
+      const int64_t j0 = split_m ? 0 : lo, nb = split_m ? n : hi - lo;
+      float* cb = c + bi * batch_stride_c + i0 * ldc + j0;
+      if (trivial) {
+        scale_c(cb, ldc, mb, nb, beta);
+        continue;
+      }
+      View A{a + bi * batch_stride_a + i0 * a_rs, a_rs, a_cs};
+      View B{b + bi * batch_stride_b + j0 * b_cs, b_rs, b_cs};
+      gemm_block(K, A, B, cb, ldc, mb, nb, k, alpha, beta);
+    }
+  };
+  if (parallel)
+    parallel_threads(run);
+  else
+    run(0, 1);
+}
+
+}  // namespace cpu
+}  // namespace lowrank

@@ -1,0 +1,193 @@
+// AVX-512 GEMM: 8×32 and 16×16 micro-kernels and vectorized packing.
+//
+// Micro-kernels: an MR × 16·NV tile of C in MR·NV zmm accumulators. Per k step: NV 16-wide loads
+// of B, MR broadcasts of A, MR·NV FMAs. 16 independent FMA chains cover the FMA latency (4 cycles
+// × 2 pipes needs at least 8) and leave registers to spare. B streams from L2, so the kernel
+// prefetches it 8 rows ahead; C is prefetched before the k loop.
+//
+// Packing: when the panel's columns are contiguous (A transposed, B as stored) it is a copy; when
+// its rows are (A as stored, B transposed) 16×16 blocks are transposed in registers.
+#include "matmul_kernels.h"
+#include "simd.h"
+
+#ifdef LOWRANK_X86
+#include <immintrin.h>
+
+#include <algorithm>
+
+// GCC 12 flags the undefined pass-through operand inside its own shuffle intrinsics.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+namespace lowrank {
+namespace cpu {
+namespace {
+
+// C[0:MR, 0:16·NV] from MR broadcasts of A and NV vectors of B per k step: MR·NV accumulators.
+// PACKED_A fixes A's strides at (1, MR) so the loop needs no registers for them.
+template <int MR, int NV, bool PACKED_A>
+LR_TARGET_AVX512 inline void micro_body(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float* b,
+                                        int64_t b_rs, float* c, int64_t ldc, float alpha, float beta) {
+  if (PACKED_A) a_rs = 1, a_cs = MR;
+  // C's rows are touched only after the k loop: start fetching them now.
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16 * v), _MM_HINT_T0);
+  __m512 acc[MR][NV];
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < kc; ++p, a += a_cs, b += b_rs) {
+    __m512 bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + 16 * v);
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) _mm_prefetch(reinterpret_cast<const char*>(b + 8 * b_rs + 16 * v), _MM_HINT_T0);
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i) {
+      __m512 ai = _mm512_set1_ps(a[i * a_rs]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
+    }
+  }
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      float* ci = c + i * ldc + 16 * v;
+      __m512 out = _mm512_mul_ps(va, acc[i][v]);
+      if (beta != 0) out = _mm512_fmadd_ps(vb, _mm512_loadu_ps(ci), out);
+      _mm512_storeu_ps(ci, out);
+    }
+}
+
+template <int MR, int NV>
+LR_TARGET_AVX512 void micro(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float* b, int64_t b_rs,
+                            float* c, int64_t ldc, float alpha, float beta) {
+  if (a_rs == 1 && a_cs == MR)
+    micro_body<MR, NV, true>(kc, a, a_rs, a_cs, b, b_rs, c, ldc, alpha, beta);
+  else
+    micro_body<MR, NV, false>(kc, a, a_rs, a_cs, b, b_rs, c, ldc, alpha, beta);
+}
+
+// In-register transpose: r[j] becomes column j of the 16×16 matrix whose rows were r[0..15].
+LR_TARGET_AVX512 inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {  // interleave pairs of rows
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {  // 4×4 blocks within each 128-bit lane
+    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) {  // 128-bit lanes across pairs of 4-row groups
+    t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+    t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xDD);
+    t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+    t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xDD);
+  }
+  for (int i = 0; i < 8; ++i) {  // and across the two halves
+    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
+  }
+}
+
+inline __mmask16 lanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1); }
+
+// Panel columns contiguous (rs == 1): source rows p0..p0+15 (each `rows` wide, read front to
+// back, 16 rows stay in L1) are copied panel by panel, so each panel gets a contiguous run of
+// stores (one source row scattered over all panels at once would hit the same L1 set in every
+// panel, as panels lie kc·w floats apart). Full vectors use plain moves, masked ones are slower.
+LR_TARGET_AVX512 void pack_columns(const float* src, int64_t cs, int64_t rows, int64_t kc, int w, float* dst) {
+  for (int64_t p0 = 0; p0 < kc; p0 += 16) {
+    const int64_t p1 = std::min<int64_t>(kc, p0 + 16);
+    float* d = dst;
+    for (int64_t r0 = 0; r0 < rows; r0 += w, d += w * kc)
+      for (int g = 0; g < w; g += 16) {
+        const __mmask16 keep = lanes(std::clamp<int64_t>(rows - r0 - g, 0, 16)), out = lanes(std::min(16, w - g));
+        const float* s = src + r0 + g;
+        if ((keep & out) == 0xFFFF)
+          for (int64_t p = p0; p < p1; ++p) _mm512_storeu_ps(d + p * w + g, _mm512_loadu_ps(s + p * cs));
+        else
+          for (int64_t p = p0; p < p1; ++p) _mm512_mask_storeu_ps(d + p * w + g, out, _mm512_maskz_loadu_ps(keep, s + p * cs));
+      }
+  }
+}
+
+// Panel rows contiguous (cs == 1): 16×16 blocks are loaded, transposed in registers and stored
+// as panel columns; rows past `rows` are zeros. Panels 8 rows tall take two column blocks per
+// transpose (rows 0..7 of columns p.. and p+16..), so no lane is wasted and every store is whole.
+LR_TARGET_AVX512 void pack_rows(const float* src, int64_t rs, int64_t rows, int64_t kc, int w, float* dst) {
+  for (int64_t r0 = 0; r0 < rows; r0 += w, dst += w * kc)
+    for (int g = 0; g < w; g += 16) {
+      const int64_t valid = std::clamp<int64_t>(rows - r0 - g, 0, 16);
+      const int height = std::min(16, w - g);
+      const float* s = src + (r0 + g) * rs;
+      __m512 r[16];
+      int64_t p = 0;
+      if (height == 8)
+        for (; p + 32 <= kc; p += 32) {
+          for (int i = 0; i < 8; ++i) {
+            r[i] = i < valid ? _mm512_loadu_ps(s + i * rs + p) : _mm512_setzero_ps();
+            r[i + 8] = i < valid ? _mm512_loadu_ps(s + i * rs + p + 16) : _mm512_setzero_ps();
+          }
+          transpose16(r);
+          for (int j = 0; j < 16; ++j) {
+            _mm256_storeu_ps(dst + (p + j) * w + g, _mm512_castps512_ps256(r[j]));
+            _mm256_storeu_ps(dst + (p + 16 + j) * w + g, _mm512_extractf32x8_ps(r[j], 1));
+          }
+        }
+      const __mmask16 out = lanes(height);
+      for (; p < kc; p += 16) {
+        const int cols = int(std::min<int64_t>(16, kc - p));
+        const __mmask16 colmask = lanes(cols);
+        for (int i = 0; i < 16; ++i) r[i] = i < valid ? _mm512_maskz_loadu_ps(colmask, s + i * rs + p) : _mm512_setzero_ps();
+        transpose16(r);
+        for (int j = 0; j < cols; ++j) {
+          if (height == 16)
+            _mm512_storeu_ps(dst + (p + j) * w + g, r[j]);
+          else
+            _mm512_mask_storeu_ps(dst + (p + j) * w + g, out, r[j]);
+        }
+      }
+    }
+}
+
+// The driver's views always have a unit stride on one side (see View in gemm.cc).
+LR_TARGET_AVX512 void pack_avx512(const float* src, int64_t rs, int64_t cs, int64_t rows, int64_t kc, int w, float* dst) {
+  if (rs == 1)
+    pack_columns(src, cs, rows, kc, w, dst);
+  else
+    pack_rows(src, rs, rows, kc, w, dst);
+}
+
+}  // namespace
+
+// Blocking for Zen 5 (48 KiB L1d, 1 MiB L2 per core): the kc×MR A micro-panel (8 or 16 KiB)
+// stays in L1 while B micro-panels stream from the kc×nc block of B (512 KiB, half of L2); A
+// blocks are up to mc×kc = 2 MiB (L3). 8×32 ran as fast as 14×32, 12×32, 8×48 and 6×64 here and
+// fits more shapes exactly; 16×16 runs ~7% slower per flop but halves the work when n ≤ 16.
+const GemmKernelSet* gemm_kernels_avx512() {
+  static const GemmKernel k8x32{"avx512 8x32", 8, 32, 2048, 256, 512, 1.0f, micro<8, 2>, pack_avx512};
+  static const GemmKernel k16x16{"avx512 16x16", 16, 16, 2048, 256, 512, 0.93f, micro<16, 1>, pack_avx512};
+  static const GemmKernelSet set{2, {&k8x32, &k16x16}};
+  return &set;
+}
+
+}  // namespace cpu
+}  // namespace lowrank
+
+#else
+
+namespace lowrank {
+namespace cpu {
+const GemmKernelSet* gemm_kernels_avx512() { return nullptr; }
+}  // namespace cpu
+}  // namespace lowrank
+
+#endif
