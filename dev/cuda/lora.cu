@@ -7,6 +7,8 @@
 // table then has no base GEMM and no ratios):
 //   nvcc -O3 -std=c++17 -arch=sm_90a dev/cuda/lora.cu -o /tmp/lora
 // Run: /tmp/lora [check|bench|all]   (default all: the correctness sweep, then the timings)
+// Everything on the device machine, with the PEFT peer: dev/cuda/run-lora.sh. Without a GPU,
+// dev/cuda/emu/run-emu.sh runs the correctness sweep on a CPU emulation of the kernels.
 //
 // Notation, row-major everywhere:
 //   x [N, k]   W [d, k] (Linear) or [k, d] (Conv1D, fan_in_fan_out)   A [r, k]   B [d, r]
