@@ -14,7 +14,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { full, Generator, info, rand, type Tensor, tidy } from "../lib/index.js";
-import { native } from "../lib/native.js";
+import { native } from "../lib/native/index.js";
 import { relError } from "./helpers.js";
 
 const TOL = 1e-5;
@@ -63,12 +63,11 @@ function check(c: Case): void {
     const B = uniform(offB + span(br, bc, ldb, sb, batch));
     const C = c.nanC ? full([Math.max(offC + span(m, n, ldc, sc, batch), 1)], NaN) : uniform(offC + span(m, n, ldc, sc, batch));
     const a = A.dataSync(), b = B.dataSync(), c0 = C.dataSync();
-    native().gemm(
-      ta, tb, m, n, k, alpha,
-      A.storage.native, A.byteOffset + 4 * offA, lda, sa,
-      B.storage.native, B.byteOffset + 4 * offB, ldb, sb,
-      beta, C.storage.native, C.byteOffset + 4 * offC, ldc, sc, batch,
-    );
+    const at = (t: typeof A, elements: number) => ({ storage: t.storage.native, offset: t.byteOffset + 4 * elements });
+    native().gemm({
+      transA: ta, transB: tb, m, n, k, alpha, a: at(A, offA), lda, strideA: sa, b: at(B, offB), ldb, strideB: sb,
+      beta, c: at(C, offC), ldc, strideC: sc, batch,
+    });
     const got = C.dataSync();
     // Reference: every C element inside a matrix of the batch, and the rest must be untouched.
     const inside = new Uint8Array(got.length);

@@ -7,6 +7,7 @@ import { GPT2Config } from "../models/gpt2/config.js";
 import { LoraConfig } from "../peft/config.js";
 import { formatFixed, formatTrainableParameters } from "../peft/format.js";
 import { countLoraParameters, type ModuleShape } from "../peft/targets.js";
+import { formatBytes } from "../runtime.js";
 
 /** The GPT-2 family released by OpenAI (transformers' gpt2, gpt2-medium, -large, -xl), and the tiny test model. */
 export const GPT2_PRESETS = {
@@ -54,11 +55,7 @@ export function gpt2ModuleShapes(config: GPT2Config): ModuleShape[] {
 
 /** GPT-2's parameter count, the tied lm_head counted once (as PyTorch's model.parameters() does). */
 export function gpt2ParameterCount(config: GPT2Config): number {
-  const C = config.nEmbd, I = config.innerDim;
-  const layerNorm = 2 * C;
-  const conv = (inF: number, outF: number) => inF * outF + outF;
-  const block = 2 * layerNorm + conv(C, 3 * C) + conv(C, C) + conv(C, I) + conv(I, C);
-  return (config.vocabSize + config.nPositions) * C + config.nLayer * block + layerNorm;
+  return config.parameterCount;
 }
 
 /** A target set as the user wrote it: module names, or "all-linear". */
@@ -130,6 +127,13 @@ export function parameterTable(opts: ParamsTableOptions): ParamsRow[] {
       const count = countLoraParameters(opts.modules, config, { modelType: opts.modelType, onWarning: () => {} });
       const full = count.perModule.reduce((s, p) => s + denseSize(byName.get(p.name)!), 0);
       const all = opts.baseParameters + count.total;
+      // PEFT's percentage is exact only while 100·all < 2^53 (about 360 TB of float32): far beyond any memory.
+      if (!Number.isSafeInteger(100 * all)) {
+        throw new Error(
+          `r=${r} on ${formatTargetSpec(targetModules)} (${count.perModule.length} modules): ${count.total.toPrecision(3)} trainable parameters ` +
+            `(${formatBytes(4 * count.total)} of float32), more than any memory holds; use a smaller rank`,
+        );
+      }
       rows.push({
         targets: formatTargetSpec(targetModules),
         r,

@@ -1,47 +1,31 @@
 // Element-wise ops with NumPy broadcasting; each backward rule sits beside its forward.
 // Kernels: native/ops/elementwise.h (CPU and CUDA twins).
 import { record } from "../autograd/tape.js";
-import { kernels, type NativeStorage } from "../native.js";
+import { native } from "../native/index.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { sumToShape } from "./reduce.js";
-import { broadcastShapes, broadcastStrides, checkFloat, newFloat, withContiguous } from "./util.js";
+import { broadcastShapes, broadcastStrides, checkFloat, newFloat, stridedView, withContiguous } from "./util.js";
 
-export const enum Binary { Add = 0, Sub = 1, Mul = 2, Div = 3 }
-export const enum Unary {
+// Codes of native/ops/elementwise.h's BinaryOp and UnaryOp (test/native/enums.test.ts checks them).
+export enum Binary { Add = 0, Sub = 1, Mul = 2, Div = 3 }
+export enum Unary {
   Neg = 0, Exp = 1, Log = 2, Sqrt = 3, Tanh = 4, Relu = 5, Sigmoid = 6, Square = 7,
   Scale = 8, AddScalar = 9, PowScalar = 10, Gelu = 11, Abs = 12,
 }
 
-/** native/binding/elementwise.cc */
-export interface ElementwiseKernels {
-  binary(
-    op: Binary, a: NativeStorage, aOffset: number, aStrides: readonly number[], b: NativeStorage, bOffset: number,
-    bStrides: readonly number[], out: NativeStorage, outOffset: number, shape: readonly number[],
-  ): void;
-  unary(op: Unary, x: NativeStorage, xOffset: number, out: NativeStorage, outOffset: number, n: number, alpha: number): void;
-  unaryBackward(
-    op: Unary, x: NativeStorage, xOffset: number, g: NativeStorage, gOffset: number, gx: NativeStorage, gxOffset: number, n: number, alpha: number,
-  ): void;
-  sumRows(x: NativeStorage, xOffset: number, out: NativeStorage, outOffset: number, rows: number, cols: number): void;
-}
-export const elementwiseKernels = kernels<ElementwiseKernels>;
-const native = elementwiseKernels;
 
 function binaryRaw(code: Binary, name: string, a: Tensor, b: Tensor): Tensor {
   checkFloat(name, a, b);
   const shape = broadcastShapes(name, a.shape, b.shape);
   const out = newFloat(shape, a);
-  native().binary(
-    code, a.storage.native, a.byteOffset, broadcastStrides(a, shape), b.storage.native, b.byteOffset, broadcastStrides(b, shape),
-    out.storage.native, 0, shape,
-  );
+  native().binary({ op: code, a: stridedView(a, broadcastStrides(a, shape)), b: stridedView(b, broadcastStrides(b, shape)), out: out.nativeView, shape });
   return out;
 }
 
 function unaryRaw(code: Unary, name: string, x: Tensor, alpha = 0): Tensor {
   checkFloat(name, x);
   const out = newFloat(x.shape, x);
-  withContiguous([x], (c) => native().unary(code, c.storage.native, c.byteOffset, out.storage.native, 0, c.size, alpha));
+  withContiguous([x], (c) => native().unary({ op: code, x: c.nativeView, out: out.nativeView, n: c.size, alpha }));
   return out;
 }
 
@@ -49,7 +33,7 @@ function unaryRaw(code: Unary, name: string, x: Tensor, alpha = 0): Tensor {
 function unaryGrad(code: Unary, x: Tensor, g: Tensor, alpha: number): Tensor {
   const gx = newFloat(x.shape, x);
   withContiguous([x, g], (xc, gc) =>
-    native().unaryBackward(code, xc.storage.native, xc.byteOffset, gc.storage.native, gc.byteOffset, gx.storage.native, 0, xc.size, alpha),
+    native().unaryBackward({ op: code, x: xc.nativeView, g: gc.nativeView, gx: gx.nativeView, n: xc.size, alpha }),
   );
   return gx;
 }
@@ -177,8 +161,5 @@ export function addInPlace(dst: Tensor, src: Tensor): void {
   if (shape.length !== dst.ndim || shape.some((s, i) => s !== dst.shape[i])) {
     throw new Error(`addInPlace: source broadcasts to ${shape.join("x")}, larger than the destination`);
   }
-  native().binary(
-    Binary.Add, dst.storage.native, dst.byteOffset, dst.strides, src.storage.native, src.byteOffset, broadcastStrides(src, shape),
-    dst.storage.native, dst.byteOffset, shape,
-  );
+  native().binary({ op: Binary.Add, a: dst.nativeView, b: stridedView(src, broadcastStrides(src, shape)), out: dst.nativeView, shape });
 }

@@ -9,10 +9,9 @@
 // (seed, offset) the forward drew (see dropout in ./nn.ts), and with p = 0 there is no copy of x.
 // Frozen operands cost nothing in backward.
 import { record } from "../autograd/tape.js";
-import { native } from "../native.js";
+import { native } from "../native/index.js";
 import { defaultGenerator, type Generator } from "../tensor/random.js";
 import { formatShape, shapeSize, type Tensor } from "../tensor/tensor.js";
-import { dropoutKernels } from "./dropout.js";
 import { checkFloat, newFloat, withContiguous } from "./util.js";
 
 export interface LoraDeltaOptions {
@@ -30,10 +29,10 @@ export function gemm2d(c: Tensor, a: Tensor, transA: boolean, b: Tensor, transB:
   for (const t of [a, b, c]) if (!t.isContiguous()) throw new Error(`gemm2d: operands must be contiguous, got ${formatShape(t.shape)} with strides ${formatShape(t.strides)}`);
   const [ar, ac] = a.shape as [number, number], [br, bc] = b.shape as [number, number];
   const m = transA ? ac : ar, k = transA ? ar : ac, n = transB ? br : bc;
-  native().gemm(
-    transA, transB, m, n, k, alpha, a.storage.native, a.byteOffset, ac, 0, b.storage.native, b.byteOffset, bc, 0, beta,
-    c.storage.native, c.byteOffset, n, 0, 1,
-  );
+  native().gemm({
+    transA, transB, m, n, k, alpha, a: a.nativeView, lda: ac, strideA: 0, b: b.nativeView, ldb: bc, strideB: 0,
+    beta, c: c.nativeView, ldc: n, strideC: 0, batch: 1,
+  });
 }
 
 /** y + s·(drop(x)·Aᵀ)·Bᵀ; see the file comment. */
@@ -56,7 +55,7 @@ export function loraDelta(y: Tensor, x: Tensor, A: Tensor, B: Tensor, opts: Lora
   /** src ⊙ mask/(1-p) for an N×k tensor (the same mask on every call). */
   const masked = (src: Tensor): Tensor => {
     const dst = newFloat([N, k], src);
-    dropoutKernels().dropout(src.storage.native, src.byteOffset, dst.storage.native, 0, N * k, p, maskScale, seed, offset);
+    native().dropout({ x: src.nativeView, y: dst.nativeView, n: N * k, p, scale: maskScale, seed, offset });
     return dst;
   };
 
@@ -67,7 +66,7 @@ export function loraDelta(y: Tensor, x: Tensor, A: Tensor, B: Tensor, opts: Lora
     gemm2d(u, xd, false, Ac!, true, 1, 0); // u = drop(x)·Aᵀ
     if (xd !== x2) xd.dispose();
     const out = newFloat(y.shape, y);
-    native().copyBytes(out.storage.native, 0, yc!.storage.native, yc!.byteOffset, N * d * 4);
+    native().copyBytes({ dst: out.nativeView, src: yc!.nativeView, bytes: N * d * 4 });
     gemm2d(out.reshape(N, d), u, false, Bc!, true, s, 1); // out += s·u·Bᵀ
     x2.dispose();
 

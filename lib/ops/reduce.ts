@@ -1,10 +1,10 @@
 // Sums and means over dimensions, and the reduction that undoes broadcasting in backward.
 import { record } from "../autograd/tape.js";
-import { native } from "../native.js";
+import { native } from "../native/index.js";
 import { DTYPE_SIZE } from "../tensor/dtype.js";
 import { emptyLike, formatShape, normDim, shapeSize, type Tensor } from "../tensor/tensor.js";
-import { elementwiseKernels, scale } from "./elementwise.js";
-import { broadcastShapes, broadcastStrides, checkFloat, newFloat, withContiguous } from "./util.js";
+import { scale } from "./elementwise.js";
+import { broadcastShapes, broadcastStrides, checkFloat, newFloat, stridedView, withContiguous } from "./util.js";
 
 function normDims(t: Tensor, dims: number | readonly number[] | undefined, op: string): number[] {
   if (dims === undefined) return [...t.shape.keys()];
@@ -26,7 +26,7 @@ export function sum(t: Tensor, dims?: number | readonly number[], keepDim = fals
   const cols = shapeSize(reduced.map((d) => t.shape[d]!));
   const out = newFloat(outShape, t);
   const moved = t.permute([...kept, ...reduced]);
-  withContiguous([moved], (m) => elementwiseKernels().sumRows(m.storage.native, m.byteOffset, out.storage.native, 0, shapeSize(keptShape), cols));
+  withContiguous([moved], (m) => native().sumRows({ x: m.nativeView, out: out.nativeView, rows: shapeSize(keptShape), cols }));
   moved.dispose();
   const inShape = t.shape;
   record("sum", out, [t], (g) => [expandTo(keepDim ? g : g.reshape(t.shape.map((s, d) => (reduced.includes(d) ? 1 : s))), inShape)]);
@@ -46,7 +46,7 @@ export function mean(t: Tensor, dims?: number | readonly number[], keepDim = fal
 /** A contiguous copy of `t` broadcast to `shape`. Differentiable (its backward is sumToShape). */
 export function expandTo(t: Tensor, shape: readonly number[]): Tensor {
   const out = emptyLike(shape, t.dtype, t.deviceInfo);
-  native().copyStrided(t.storage.native, t.byteOffset, broadcastStrides(t, shape), out.storage.native, 0, out.strides, shape, DTYPE_SIZE[t.dtype]);
+  native().copyStrided({ src: stridedView(t, broadcastStrides(t, shape)), dst: out.nativeView, shape, elemSize: DTYPE_SIZE[t.dtype] });
   const from = t.shape;
   record("expand", out, [t], (g) => [sumToShape(g, from)]);
   return out;

@@ -1,4 +1,4 @@
-import { native } from "../native.js";
+import { native } from "../native/index.js";
 
 /** "cpu", "cuda" (= "cuda:0") or "cuda:N". */
 export type DeviceSpec = "cpu" | "cuda" | `cuda:${number}`;

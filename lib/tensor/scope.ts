@@ -1,6 +1,6 @@
 // tidy() scopes and memory accounting. Every tensor created inside tidy(fn) is disposed when fn
 // returns, except the tensors it returns and those passed to keep().
-import { native } from "../native.js";
+import { native } from "../native/index.js";
 import { Tensor } from "./tensor.js";
 
 const scopes: Set<Tensor>[] = [];

@@ -6,7 +6,7 @@
 // k ≤ 40 terms in another order than the float64 reference gives errors around 1e-7.
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { tensor, tidy, zeros, type Tensor } from "../../lib/index.js";
-import { native } from "../../lib/native.js";
+import { native } from "../../lib/native/index.js";
 import { conv1dLinear, linear, matmul } from "../../lib/ops/matmul.js";
 import { expand } from "../../lib/ops/shape.js";
 import { expectClose, gradcheck, randomValues } from "../helpers.js";
@@ -52,7 +52,7 @@ function countCalls(fn: () => void): { gemm: { batch: number; m: number }[]; cop
   const gemm = vi.spyOn(addon, "gemm");
   const copy = vi.spyOn(addon, "copyStrided");
   fn();
-  const calls = { gemm: gemm.mock.calls.map((c) => ({ m: c[2] as number, batch: c[19] as number })), copies: copy.mock.calls.length };
+  const calls = { gemm: gemm.mock.calls.map(([a]) => ({ m: a.m, batch: a.batch })), copies: copy.mock.calls.length };
   gemm.mockRestore();
   copy.mockRestore();
   return calls;

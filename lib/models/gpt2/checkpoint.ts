@@ -41,7 +41,11 @@ function readConfig(dir: string): GPT2Config {
     throw new Error(`GPT2LMHeadModel.fromPretrained: ${path} is not valid JSON (${(err as Error).message})`);
   }
   if (typeof json !== "object" || json === null || Array.isArray(json)) throw new Error(`GPT2LMHeadModel.fromPretrained: ${path} must hold a JSON object`);
-  return GPT2Config.fromHF(json as Record<string, unknown>);
+  try {
+    return GPT2Config.fromHF(json as Record<string, unknown>);
+  } catch (err) {
+    throw new Error(`GPT2LMHeadModel.fromPretrained: ${path}: ${(err as Error).message}`, { cause: err });
+  }
 }
 
 /** The weights of a checkpoint folder: model.safetensors, or the shards model.safetensors.index.json lists. */
@@ -55,14 +59,20 @@ export function readCheckpointFile(dir: string): SafetensorsFile {
   );
 }
 
-/** Loads a GPT-2 checkpoint directory in Hugging Face layout. */
+/** Loads a GPT-2 checkpoint directory in Hugging Face layout, in eval mode (as transformers does). */
 export function loadGPT2(dir: string, opts: LoadOptions = {}): GPT2LMHeadModel {
   if (opts.dtype && opts.dtype !== "float32") {
     throw new Error(`GPT2LMHeadModel.fromPretrained: dtype "${opts.dtype}" is not supported for compute yet; load as float32 (the default)`);
   }
   const config = readConfig(dir);
   const file = readCheckpointFile(dir);
-  const model = new GPT2LMHeadModel(config, { device: opts.device, generator: opts.generator, initialize: false });
+  let model: GPT2LMHeadModel;
+  try {
+    model = new GPT2LMHeadModel(config, { device: opts.device, generator: opts.generator, initialize: false });
+  } catch (err) {
+    // e.g. sizes in config.json that no memory holds: say which folder's config
+    throw new Error(`GPT2LMHeadModel.fromPretrained(${dir}): ${(err as Error).message}`, { cause: err });
+  }
   const expected = new Map(model.namedParameters().map(([k, t]) => [k, t]));
   const source = new Map<string, string>(); // parameter name -> key in the file
   const unexpected: string[] = [];
@@ -83,23 +93,29 @@ export function loadGPT2(dir: string, opts: LoadOptions = {}): GPT2LMHeadModel {
   }
   if (missing.length || unexpected.length || misShaped.length) {
     model.dispose();
+    // the first few of each, so a config far off the weights gives a readable line
+    const some = (list: string[], sep: string) => list.slice(0, 4).join(sep) + (list.length > 4 ? `${sep}and ${list.length - 4} more` : "");
     const parts = [
-      missing.length ? `missing tensors: ${missing.join(", ")}` : "",
-      unexpected.length ? `unexpected tensors: ${unexpected.join(", ")}` : "",
-      misShaped.length ? `mis-shaped tensors: ${misShaped.join("; ")}` : "",
+      missing.length ? `missing tensors: ${some(missing, ", ")}` : "",
+      unexpected.length ? `unexpected tensors: ${some(unexpected, ", ")}` : "",
+      misShaped.length ? `mis-shaped tensors: ${some(misShaped, "; ")}` : "",
     ].filter(Boolean);
     throw new Error(`GPT2LMHeadModel.fromPretrained(${dir}): the weights do not fit config.json: ${parts.join(" | ")}`);
   }
-  noGrad(() => {
-    const state: Record<string, Tensor> = {};
-    for (const [name, key] of source) state[name] = toTensor({ ...file.get(key), name: key }, { device: opts.device });
-    try {
+  const state: Record<string, Tensor> = {};
+  try {
+    noGrad(() => {
+      // dtype float32: a tensor stored as integers is refused by name instead of cast into a weight
+      for (const [name, key] of source) state[name] = toTensor({ ...file.get(key), name: key }, { device: opts.device, dtype: "float32" });
       model.loadStateDict(state, { strict: true });
-    } finally {
-      Object.values(state).forEach((t) => t.dispose());
-    }
-  });
-  return model;
+    });
+  } catch (err) {
+    model.dispose();
+    throw new Error(`GPT2LMHeadModel.fromPretrained(${dir}): ${(err as Error).message}`, { cause: err });
+  } finally {
+    Object.values(state).forEach((t) => t.dispose());
+  }
+  return model.eval();
 }
 
 /** Writes config.json and model.safetensors (transformers' key names, lm_head left tied) atomically. */
