@@ -7,9 +7,9 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { nativePath } from "../lib/native/index.js";
+import { nativePath } from "../../lib/native/index.js";
 
-const ROOT = resolve(import.meta.dirname, "..");
+const ROOT = resolve(import.meta.dirname, "../..");
 // the CPU addon of the build this process uses (a CUDA build folder has both)
 const CPU_ADDON = nativePath().replace(/lowrank_cuda\.node$/, "lowrank.node");
 const dirs: string[] = [];
