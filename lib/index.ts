@@ -2,7 +2,6 @@
 
 // ---- tensors, autograd, runtime ----
 export * from "./tensor/index.js";
-export { noGrad, isGradEnabled } from "./autograd/tape.js";
 export { info, setNumThreads, synchronize, type BuildInfo } from "./runtime.js";
 
 // ---- ops, modules, optimizers ----

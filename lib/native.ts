@@ -65,6 +65,28 @@ export interface NativeAddon {
   [kernel: string]: unknown;
 }
 
+export const enum Binary { Add = 0, Sub = 1, Mul = 2, Div = 3 }
+export const enum Unary {
+  Neg = 0, Exp = 1, Log = 2, Sqrt = 3, Tanh = 4, Relu = 5, Sigmoid = 6, Square = 7,
+  Scale = 8, AddScalar = 9, PowScalar = 10, Gelu = 11, Abs = 12,
+}
+
+/**
+ * The element-wise family's kernels (native/binding/elementwise.cc), with their op codes
+ * (native/ops/elementwise.h). Declared at this level because both the ops (lib/ops) and the
+ * autograd engine's gradient sums call them.
+ */
+export interface ElementwiseKernels {
+  binary(
+    op: Binary, a: NativeStorage, aOffset: number, aStrides: readonly number[], b: NativeStorage, bOffset: number,
+    bStrides: readonly number[], out: NativeStorage, outOffset: number, shape: readonly number[],
+  ): void;
+  unary(op: Unary, x: NativeStorage, xOffset: number, out: NativeStorage, outOffset: number, n: number, alpha: number): void;
+  unaryBackward(
+    op: Unary, x: NativeStorage, xOffset: number, g: NativeStorage, gOffset: number, gx: NativeStorage, gxOffset: number, n: number, alpha: number,
+  ): void;
+  sumRows(x: NativeStorage, xOffset: number, out: NativeStorage, outOffset: number, rows: number, cols: number): void;
+}
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, "..");
 const require = createRequire(import.meta.url);

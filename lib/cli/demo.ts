@@ -8,7 +8,7 @@ import { existsSync, mkdirSync } from "node:fs";
 import { isAbsolute, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Command } from "commander";
-import { noGrad } from "../autograd/tape.js";
+import { noGrad } from "../tensor/tensor.js";
 import { generate } from "../models/gpt2/generate.js";
 import type { GPT2LMHeadModel } from "../models/gpt2/model.js";
 import type { GPT2Tokenizer } from "../models/tokenizer.js";

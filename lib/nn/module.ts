@@ -11,11 +11,10 @@
 //   }
 //
 // Parameters and buffers are taken out of tidy() scopes (keep()) and live until dispose().
-import { noGrad } from "../autograd/tape.js";
 import { parseDevice } from "../tensor/device.js";
 import type { DType } from "../tensor/dtype.js";
 import { keep } from "../tensor/scope.js";
-import { copyInto, formatShape, type Tensor } from "../tensor/tensor.js";
+import { copyInto, formatShape, noGrad, type Tensor } from "../tensor/tensor.js";
 
 /** Parameter and persistent-buffer names (dotted paths) to tensors. */
 export type StateDict = Record<string, Tensor>;

@@ -1,9 +1,8 @@
 // Scaled dot-product attention, forward and backward each one native call.
 // Kernels: native/ops/nn.h (attention_forward_f32 / attention_backward_f32), CPU and CUDA twins.
-import { record } from "../autograd/tape.js";
 import { kernels, type NativeStorage } from "../native.js";
 import { defaultGenerator, type Generator } from "../tensor/random.js";
-import { emptyLike, formatShape, type Tensor } from "../tensor/tensor.js";
+import { emptyLike, formatShape, record, type Tensor } from "../tensor/tensor.js";
 import { checkFloat, checkSameDevice, contiguousInput, newFloat } from "./util.js";
 
 /** native/binding/nn.cc. Operands are (storage, byteOffset, [batch, head, time] strides), D contiguous. */

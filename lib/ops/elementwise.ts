@@ -1,31 +1,11 @@
 // Element-wise ops with NumPy broadcasting; each backward rule sits beside its forward.
 // Kernels: native/ops/elementwise.h (CPU and CUDA twins).
-import { record } from "../autograd/tape.js";
-import { kernels, type NativeStorage } from "../native.js";
-import type { Tensor } from "../tensor/tensor.js";
+import { Binary, kernels, Unary, type ElementwiseKernels } from "../native.js";
+import { record, type Tensor } from "../tensor/tensor.js";
 import { sumToShape } from "./reduce.js";
 import { broadcastShapes, broadcastStrides, checkFloat, newFloat, withContiguous } from "./util.js";
 
-export const enum Binary { Add = 0, Sub = 1, Mul = 2, Div = 3 }
-export const enum Unary {
-  Neg = 0, Exp = 1, Log = 2, Sqrt = 3, Tanh = 4, Relu = 5, Sigmoid = 6, Square = 7,
-  Scale = 8, AddScalar = 9, PowScalar = 10, Gelu = 11, Abs = 12,
-}
-
-/** native/binding/elementwise.cc */
-export interface ElementwiseKernels {
-  binary(
-    op: Binary, a: NativeStorage, aOffset: number, aStrides: readonly number[], b: NativeStorage, bOffset: number,
-    bStrides: readonly number[], out: NativeStorage, outOffset: number, shape: readonly number[],
-  ): void;
-  unary(op: Unary, x: NativeStorage, xOffset: number, out: NativeStorage, outOffset: number, n: number, alpha: number): void;
-  unaryBackward(
-    op: Unary, x: NativeStorage, xOffset: number, g: NativeStorage, gOffset: number, gx: NativeStorage, gxOffset: number, n: number, alpha: number,
-  ): void;
-  sumRows(x: NativeStorage, xOffset: number, out: NativeStorage, outOffset: number, rows: number, cols: number): void;
-}
-export const elementwiseKernels = kernels<ElementwiseKernels>;
-const native = elementwiseKernels;
+const native = kernels<ElementwiseKernels>;
 
 function binaryRaw(code: Binary, name: string, a: Tensor, b: Tensor): Tensor {
   checkFloat(name, a, b);

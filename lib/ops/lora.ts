@@ -8,10 +8,9 @@
 // The dropout mask is never stored: drop(x) and the masked gx are recomputed from the Philox
 // (seed, offset) the forward drew (see dropout in ./nn.ts), and with p = 0 there is no copy of x.
 // Frozen operands cost nothing in backward.
-import { record } from "../autograd/tape.js";
 import { native } from "../native.js";
 import { defaultGenerator, type Generator } from "../tensor/random.js";
-import { formatShape, shapeSize, type Tensor } from "../tensor/tensor.js";
+import { formatShape, record, shapeSize, type Tensor } from "../tensor/tensor.js";
 import { nnKernels } from "./nn.js";
 import { checkFloat, newFloat, withContiguous } from "./util.js";
 

@@ -4,10 +4,9 @@
 // batch becomes batch stride 0, and leading dimensions that walk memory with one stride become rows.
 // Only layouts gemm cannot express are copied. Backward rules compute dA = dC·Bᵀ and dB = Aᵀ·dC by
 // flipping trans flags, never by materializing a transpose; frozen operands get no gemm at all.
-import { record } from "../autograd/tape.js";
 import { native } from "../native.js";
 import { full } from "../tensor/creation.js";
-import { copyInto, emptyLike, formatShape, shapeSize, type Tensor } from "../tensor/tensor.js";
+import { copyInto, emptyLike, formatShape, record, shapeSize, type Tensor } from "../tensor/tensor.js";
 import { sumToShape } from "./reduce.js";
 import { broadcastShapes, checkFloat, newFloat } from "./util.js";
 

@@ -1,10 +1,9 @@
 // Neural-network ops: layer norm, softmax / log-softmax, fused cross-entropy and dropout, each a
 // single native pass forward and backward, with the backward rule beside the forward.
 // Kernels: native/ops/nn.h (CPU and CUDA twins). Attention is in attention.ts.
-import { record } from "../autograd/tape.js";
 import { kernels, type NativeStorage } from "../native.js";
 import { defaultGenerator, type Generator } from "../tensor/random.js";
-import { formatShape, normDim, shapeSize, type Tensor } from "../tensor/tensor.js";
+import { formatShape, normDim, record, shapeSize, type Tensor } from "../tensor/tensor.js";
 import { checkFloat, checkSameDevice, contiguousInput, newFloat, unravel, withContiguous } from "./util.js";
 
 export const enum Reduction { None = 0, Sum = 1, Mean = 2 }

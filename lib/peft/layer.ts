@@ -11,7 +11,6 @@
 // `<path>.lora_magnitude_vector.<adapter>.weight` and rescale the output per feature; the
 // initialisations "pissa", "pissa_niter_N" and "olora" (./init.ts) factor W into A and B and
 // replace W by W − s·B·A.
-import { noGrad } from "../autograd/tape.js";
 import { Conv1D, Embedding, Linear } from "../nn/layers.js";
 import { Module } from "../nn/module.js";
 import { add, scale } from "../ops/elementwise.js";
@@ -21,7 +20,7 @@ import { linear } from "../ops/matmul.js";
 import { randn, zeros } from "../tensor/creation.js";
 import type { Generator } from "../tensor/random.js";
 import { keep } from "../tensor/scope.js";
-import { copyInto, type Tensor } from "../tensor/tensor.js";
+import { copyInto, noGrad, type Tensor } from "../tensor/tensor.js";
 import type { InitLoraWeights } from "./config.js";
 import { DoraMagnitude, doraForward, doraMerge, doraUnmerge, doraWeightNorm, type DoraOperands } from "./dora.js";
 import { applyBaseMutatingInit, isBaseMutatingInit } from "./init.js";

@@ -2,13 +2,12 @@
 // (`base_model.model.<path>`), so named parameters, saved keys and parameter counts read as in
 // Python; adapters save to and load from PEFT's on-disk format.
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
-import { noGrad } from "../autograd/tape.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import { readSafetensors, toTensor, writeSafetensors } from "../io/safetensors.js";
 import { Conv1D, Embedding, Linear } from "../nn/layers.js";
 import { Module } from "../nn/module.js";
 import { Generator } from "../tensor/random.js";
-import { copyInto, formatShape, type Tensor } from "../tensor/tensor.js";
+import { copyInto, formatShape, noGrad, type Tensor } from "../tensor/tensor.js";
 import { emitLowrankWarning, LoraConfig, type WarningHandler } from "./config.js";
 import {
   adapterPaths, adapterStateKey, DEFAULT_ADAPTER_NAME, formatTrainableParameters, parseAdapterStateKey, PEFT_KEY_PREFIX, validateAdapterName,

@@ -1,4 +1,6 @@
-export { Tensor, StorageRef, contiguousStrides, shapeSize, formatShape, normDim, emptyLike, copyInto, type NestedArray } from "./tensor.js";
+export {
+  Tensor, StorageRef, contiguousStrides, shapeSize, formatShape, normDim, emptyLike, copyInto, noGrad, isGradEnabled, type NestedArray,
+} from "./tensor.js";
 export * from "./creation.js";
 export { Generator, defaultGenerator, manualSeed, type GeneratorState } from "./random.js";
 export { tidy, keep, memory, type DeviceMemory } from "./scope.js";

@@ -217,7 +217,7 @@ export class GPT2LMHeadModel extends Module {
 
   /** Loads a checkpoint directory in Hugging Face layout (config.json + safetensors). */
   static fromPretrained(dir: string, opts: LoadOptions = {}): GPT2LMHeadModel {
-    return loadGPT2(dir, opts);
+    return loadGPT2(dir, opts, (config) => new GPT2LMHeadModel(config, { device: opts.device, generator: opts.generator, initialize: false }));
   }
 
   /** Writes config.json + model.safetensors that transformers loads. */
