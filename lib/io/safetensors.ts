@@ -13,7 +13,7 @@ import { basename, join } from "node:path";
 import { native } from "../native.js";
 import { empty } from "../tensor/creation.js";
 import { DTYPE_SIZE, f32ToBf16Bits, type DType } from "../tensor/dtype.js";
-import type { DeviceSpec } from "../tensor/device.js";
+import type { DeviceLike } from "../tensor/device.js";
 import { formatShape, Tensor } from "../tensor/tensor.js";
 import { writeFileAtomic, writeFileAtomicAsync } from "./atomic.js";
 import { decodeF16, encodeF16 } from "./float16.js";
@@ -511,7 +511,7 @@ function hostData(entry: SafetensorsTensor, what: string): { dtype: DType; data:
 export interface ToTensorOptions {
   /** Default: float32 for floating dtypes, int32 for integer ones. BF16 data kept as bfloat16 is copied bit for bit. */
   dtype?: DType;
-  device?: DeviceSpec | string;
+  device?: DeviceLike;
 }
 
 /**
@@ -527,7 +527,7 @@ export function toTensor(entry: SafetensorsTensor & { name?: string }, opts: ToT
   native().write(t.storage.native, 0, host.data);
   if (entry.name !== undefined) t.name = entry.name;
   if (target === host.dtype) return t;
-  const out = t.to(t.device, target);
+  const out = t.to(t.deviceInfo, target);
   t.dispose();
   if (entry.name !== undefined) out.name = entry.name;
   return out;

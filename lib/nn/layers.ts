@@ -3,13 +3,13 @@ import { embedding } from "../ops/embedding.js";
 import { conv1dLinear, linear } from "../ops/matmul.js";
 import { dropout, layerNorm } from "../ops/nn.js";
 import { empty, kaimingUniform, ones, rand, randn, zeros } from "../tensor/creation.js";
-import type { DeviceSpec } from "../tensor/device.js";
+import type { DeviceLike } from "../tensor/device.js";
 import type { Generator } from "../tensor/random.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { Module } from "./module.js";
 
 export interface LayerOptions {
-  device?: DeviceSpec | string;
+  device?: DeviceLike;
   /** The random stream the initial weights are drawn from (default: the global generator). */
   generator?: Generator;
   /**
@@ -95,7 +95,7 @@ export class LayerNorm extends Module {
   declare bias: Tensor | null;
   readonly eps: number;
 
-  constructor(readonly normalizedShape: number, opts: { eps?: number; elementwiseAffine?: boolean; device?: DeviceSpec | string } = {}) {
+  constructor(readonly normalizedShape: number, opts: { eps?: number; elementwiseAffine?: boolean; device?: DeviceLike } = {}) {
     super();
     checkSize("LayerNorm", "normalizedShape", normalizedShape);
     this.eps = opts.eps ?? 1e-5;

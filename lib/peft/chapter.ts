@@ -21,12 +21,12 @@ import { scale } from "../ops/elementwise.js";
 import { gemm2d, loraDelta } from "../ops/lora.js";
 import { matmul } from "../ops/matmul.js";
 import { kaimingUniform, zeros } from "../tensor/creation.js";
-import type { DeviceSpec } from "../tensor/device.js";
+import type { DeviceLike } from "../tensor/device.js";
 import type { Generator } from "../tensor/random.js";
 import { noGrad, type Tensor } from "../tensor/tensor.js";
 
 export interface LoRALayerOptions {
-  device?: DeviceSpec | string;
+  device?: DeviceLike;
   /** The random stream lora_A's init is drawn from (default: the global generator). */
   generator?: Generator;
 }

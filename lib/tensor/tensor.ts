@@ -4,7 +4,7 @@
 // The tape (GradNode, record, noGrad) lives here too: tensor methods record their views, and the
 // autograd engine one layer up walks the recorded graph (it registers itself with registerBackward).
 import { native, type NativeStorage } from "../native.js";
-import { parseDevice, type Device, type DeviceSpec } from "./device.js";
+import { parseDevice, type Device, type DeviceLike } from "./device.js";
 import { bf16BitsToF32, checkDType, DTYPE_CODE, DTYPE_SIZE, type DType } from "./dtype.js";
 import { onCreate, onDispose } from "./scope.js";
 
@@ -348,7 +348,7 @@ export class Tensor {
    * Copies to another device and/or dtype. float32 -> bfloat16 rounds to nearest even.
    * Returns a new tensor (a copy even when nothing changes). Differentiable for float dtypes.
    */
-  to(device: DeviceSpec | string = this.device, dtype: DType = this.dtype): Tensor {
+  to(device: DeviceLike = this.deviceInfo, dtype: DType = this.dtype): Tensor {
     const dst = parseDevice(device, "to");
     checkDType(dtype, "to");
     const src = this.isContiguous() ? this : this.contiguous();
@@ -370,7 +370,7 @@ export class Tensor {
         if (moved !== src) moved.dispose();
       }
       if (dtype !== "int32" && this.dtype !== "int32") {
-        const from = { device: this.device, dtype: this.dtype };
+        const from = { device: this.deviceInfo, dtype: this.dtype };
         record(`to(${dst.name}, ${dtype})`, out, [this], (g) => [g.to(from.device, from.dtype)]);
       }
       return out;

@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { writeJsonAtomic } from "../../io/atomic.js";
 import { readSafetensors, readShardedSafetensors, SAFETENSORS_INDEX_FILE, toTensor, writeSafetensors, type SafetensorsFile } from "../../io/safetensors.js";
-import type { DeviceSpec } from "../../tensor/device.js";
+import type { DeviceLike } from "../../tensor/device.js";
 import type { DType } from "../../tensor/dtype.js";
 import type { Generator } from "../../tensor/random.js";
 import { formatShape, noGrad, type Tensor } from "../../tensor/tensor.js";
@@ -12,7 +12,7 @@ import type { Module } from "../../nn/module.js";
 import { GPT2Config } from "./config.js";
 
 export interface LoadOptions {
-  device?: DeviceSpec | string;
+  device?: DeviceLike;
   /** Compute dtype of the weights; float32 (the default) on every backend. */
   dtype?: DType;
   /** Dropout stream for training (the weights come from the file). */

@@ -10,7 +10,7 @@ import { Conv1D, Dropout, Embedding, LayerNorm } from "../../nn/layers.js";
 import { Module, ModuleList } from "../../nn/module.js";
 import { arange, full } from "../../tensor/creation.js";
 import { keep } from "../../tensor/scope.js";
-import type { DeviceSpec } from "../../tensor/device.js";
+import type { DeviceLike } from "../../tensor/device.js";
 import type { Generator } from "../../tensor/random.js";
 import { formatShape, type Tensor } from "../../tensor/tensor.js";
 import { loadGPT2, saveGPT2, type LoadOptions } from "./checkpoint.js";
@@ -57,7 +57,7 @@ export class KVCache {
 }
 
 export interface ModelOptions {
-  device?: DeviceSpec | string;
+  device?: DeviceLike;
   /** The random stream for the initial weights and for dropout. */
   generator?: Generator;
   /** false skips the random init (the weights are about to be loaded). */
