@@ -26,7 +26,8 @@ export { generate, sampleToken, type GenerateOptions } from "./models/gpt2/gener
 
 // ---- PEFT ----
 export { LoraConfig, TASK_TYPES, LOWRANK_PEFT_VERSION, PEFT_FORMAT_VERSION, DEFAULT_TARGET_MODULES, type LoraConfigInit, type TaskType, type LoraBias, type InitLoraWeights, type WarningHandler } from "./peft/config.js";
-export { selectTargets, planInjection, countLoraParameters, type ModuleInfo, type ModuleKind, type ModuleShape, type InjectionPlan, type LoraParameterCount } from "./peft/targets.js";
+export { selectTargets, planInjection, countLoraParameters, type InjectionPlan, type LoraParameterCount } from "./peft/targets.js";
+export type { ModuleInfo, ModuleKind, ModuleShape } from "./nn/shapes.js";
 export { ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, DEFAULT_ADAPTER_NAME, adapterPaths, adapterStateKey, parseAdapterStateKey, formatTrainableParameters, type LoraTensorName, type ParsedAdapterKey } from "./peft/format.js";
 export { PeftModel, LoraModel, getPeftModel, type BaseModel, type PeftOptions } from "./peft/model.js";
 export { LoraLinear, LoraEmbedding, UnsafeMergeError, type LoraLayer } from "./peft/layer.js";

@@ -9,7 +9,8 @@ import { FINAL_WINDOW, readMetrics, summarizeRun, writeSweepCharts, type RunSumm
 import { formatTable } from "../analysis/table.js";
 import { writeJsonAtomic } from "../io/atomic.js";
 import { readSafetensors } from "../io/safetensors.js";
-import { ADAPTER_WEIGHTS_NAME, formatFixed, formatThousands } from "../peft/format.js";
+import { formatFixed, formatThousands } from "../io/pyformat.js";
+import { ADAPTER_WEIGHTS_NAME } from "../peft/format.js";
 import { listCheckpoints } from "../train/checkpoint.js";
 import { formatDuration } from "../train/progress.js";
 import { EXIT, newCommand, numberIn, runAction, UsageError } from "./common.js";

@@ -11,6 +11,7 @@
 import { native } from "../native.js";
 import { defaultGenerator, type Generator } from "../tensor/random.js";
 import { formatShape, record, shapeSize, type Tensor } from "../tensor/tensor.js";
+import { gemm2d } from "./matmul.js";
 import { nnKernels } from "./nn.js";
 import { checkFloat, newFloat, withContiguous } from "./util.js";
 
@@ -22,17 +23,6 @@ export interface LoraDeltaOptions {
   /** Dropout is applied only when training. */
   training?: boolean;
   generator?: Generator;
-}
-
-/** c = alpha·op(a)·op(b) + beta·c for contiguous 2-D tensors (a, b as stored; op = transpose when flagged). */
-export function gemm2d(c: Tensor, a: Tensor, transA: boolean, b: Tensor, transB: boolean, alpha: number, beta: number): void {
-  for (const t of [a, b, c]) if (!t.isContiguous()) throw new Error(`gemm2d: operands must be contiguous, got ${formatShape(t.shape)} with strides ${formatShape(t.strides)}`);
-  const [ar, ac] = a.shape as [number, number], [br, bc] = b.shape as [number, number];
-  const m = transA ? ac : ar, k = transA ? ar : ac, n = transB ? br : bc;
-  native().gemm(
-    transA, transB, m, n, k, alpha, a.storage.native, a.byteOffset, ac, 0, b.storage.native, b.byteOffset, bc, 0, beta,
-    c.storage.native, c.byteOffset, n, 0, 1,
-  );
 }
 
 /** y + s·(drop(x)·Aᵀ)·Bᵀ; see the file comment. */

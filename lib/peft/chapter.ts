@@ -18,8 +18,8 @@
 import { Conv1D, Linear } from "../nn/layers.js";
 import { Module } from "../nn/module.js";
 import { scale } from "../ops/elementwise.js";
-import { gemm2d, loraDelta } from "../ops/lora.js";
-import { matmul } from "../ops/matmul.js";
+import { loraDelta } from "../ops/lora.js";
+import { gemm2d, matmul } from "../ops/matmul.js";
 import { kaimingUniform, zeros } from "../tensor/creation.js";
 import type { DeviceLike } from "../tensor/device.js";
 import type { Generator } from "../tensor/random.js";

@@ -15,7 +15,8 @@ import {
 import { isBaseMutatingInit } from "./init.js";
 import { LoraEmbedding, LoraLinear, wrapWithLora, type AdapterSpec, type LoraLayer } from "./layer.js";
 import { findModulesToSave, ModulesToSaveWrapper } from "./modules-to-save.js";
-import { planInjection, type ModuleInfo, type ModuleKind } from "./targets.js";
+import type { ModuleInfo, ModuleKind } from "../nn/shapes.js";
+import { planInjection } from "./targets.js";
 import { addWeightedAdapter, type WeightedAdapterOptions } from "./weighted.js";
 
 /** What a wrapped model must offer: a module tree and a forward pass. */

@@ -155,10 +155,10 @@ export function addWeightedAdapter(
       if (!layer.specs.has(adapterName)) continue;
       const sources = adapters.map((a, i) => ({ a, w: weights[i]! })).filter(({ a }) => layer.specs.has(a));
       if (sources.length === 0) throw new Error(`addWeightedAdapter: none of ${adapters.join(", ")} has LoRA on ${path}, which the combined adapter targets`);
-      const parts = sources.map(({ a, w }) => ({ A: factor(layer.A(a)), B: factor(layer.Bm(a)), scale: w * layer.specs.get(a)!.scaling, name: a }));
+      const parts = sources.map(({ a, w }) => ({ A: factor(layer.loraA(a)), B: factor(layer.loraB(a)), scale: w * layer.specs.get(a)!.scaling, name: a }));
       const combined = type === "linear" ? linearFactors(parts, path) : type === "cat" ? catFactors(parts, rank) : svdMergeFactors(parts, rank, opts.svdClamp);
-      writeMatrix(layer.A(adapterName), combined.A);
-      writeMatrix(layer.Bm(adapterName), combined.B);
+      writeMatrix(layer.loraA(adapterName), combined.A);
+      writeMatrix(layer.loraB(adapterName), combined.B);
     }
   });
 }

@@ -2,9 +2,8 @@
 // 0.21) and against a real model with real adapters.
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import {
-  gpt2ModuleShapes, gpt2ParameterCount, gpt2PresetConfig, GPT2_PRESET_NAMES, parameterTable, parseTargetSpec, unknownTargets,
-} from "../../lib/analysis/params.js";
+import { parameterTable, parseTargetSpec, unknownTargets } from "../../lib/analysis/params.js";
+import { gpt2ModuleShapes, gpt2ParameterCount, gpt2PresetConfig, GPT2_PRESET_NAMES } from "../../lib/models/gpt2/shapes.js";
 import { Conv1D, Embedding, Generator, GPT2Config, GPT2LMHeadModel, getPeftModel, Linear, LoraConfig } from "../../lib/index.js";
 
 const FIXTURES = new URL("../fixtures/", import.meta.url);

@@ -1,23 +1,18 @@
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { formatFixed, formatThousands } from "../../lib/io/pyformat.js";
+import { PyFloat, pythonFloatRepr, pythonJsonDumps, type PyJson } from "../../lib/io/pyjson.js";
+import { compilePythonRegex, translatePythonRegex } from "../../lib/io/pyregex.js";
 import {
   ADAPTER_CONFIG_NAME,
   ADAPTER_WEIGHTS_NAME,
-  PyFloat,
   adapterPaths,
   adapterStateKey,
-  compilePythonRegex,
-  formatFixed,
-  formatThousands,
   formatTrainableParameters,
   parseAdapterStateKey,
-  pythonFloatRepr,
-  pythonJsonDumps,
-  translatePythonRegex,
   validateAdapterName,
   type LoraTensorName,
-  type PyJson,
 } from "../../lib/peft/format.js";
 
 const FIXTURES = join(import.meta.dirname, "..", "fixtures");
