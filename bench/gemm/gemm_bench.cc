@@ -1,4 +1,4 @@
-// lowrank's CPU gemm_f32 (native/cpu/gemm*.cc) against OpenBLAS cblas_sgemm, side by side in one
+// lowrank's CPU gemm_f32 (native/cpu/matmul*.cc) against OpenBLAS cblas_sgemm, side by side in one
 // process on the same random inputs and the same number of threads. For each shape: both results
 // are compared first (relative L2 error), then each library gets a warm-up call and `samples`
 // timed samples, interleaved so load changes on the machine hit both alike, each after a pause
@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "../../native/backend.h"
-#include "../../native/ops/gemm.h"
+#include "../../native/ops/matmul.h"
 
 extern "C" char* openblas_get_corename(void);
 extern "C" char* openblas_get_config(void);

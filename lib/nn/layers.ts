@@ -1,7 +1,8 @@
 // The layers GPT-2 is built from, initialized like PyTorch / transformers.
 import { embedding } from "../ops/embedding.js";
 import { conv1dLinear, linear } from "../ops/matmul.js";
-import { dropout, layerNorm } from "../ops/nn.js";
+import { dropout } from "../ops/dropout.js";
+import { layerNorm } from "../ops/layernorm.js";
 import { empty, kaimingUniform, ones, rand, randn, zeros } from "../tensor/creation.js";
 import type { DeviceLike } from "../tensor/device.js";
 import type { Generator } from "../tensor/random.js";

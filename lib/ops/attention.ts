@@ -1,11 +1,11 @@
 // Scaled dot-product attention, forward and backward each one native call.
-// Kernels: native/ops/nn.h (attention_forward_f32 / attention_backward_f32), CPU and CUDA twins.
+// Kernels: native/ops/attention.h (attention_forward_f32 / attention_backward_f32), CPU and CUDA twins.
 import { kernels, type NativeStorage } from "../native.js";
 import { defaultGenerator, type Generator } from "../tensor/random.js";
 import { emptyLike, formatShape, record, type Tensor } from "../tensor/tensor.js";
 import { checkFloat, checkSameDevice, contiguousInput, newFloat } from "./util.js";
 
-/** native/binding/nn.cc. Operands are (storage, byteOffset, [batch, head, time] strides), D contiguous. */
+/** native/binding/attention.cc. Operands are (storage, byteOffset, [batch, head, time] strides), D contiguous. */
 export interface AttentionKernels {
   attentionForward(
     dims: readonly number[], scale: number, causal: boolean, dropout: number, seed: bigint, offset: bigint,

@@ -6,13 +6,13 @@
 //   gy = g                 gB = s·gᵀ·u                gA = s·vᵀ·drop(x)
 //   gx = s·(v·A) ⊙ mask/(1-p)
 // The dropout mask is never stored: drop(x) and the masked gx are recomputed from the Philox
-// (seed, offset) the forward drew (see dropout in ./nn.ts), and with p = 0 there is no copy of x.
+// (seed, offset) the forward drew (see ./dropout.ts), and with p = 0 there is no copy of x.
 // Frozen operands cost nothing in backward.
 import { native } from "../native.js";
 import { defaultGenerator, type Generator } from "../tensor/random.js";
 import { formatShape, record, shapeSize, type Tensor } from "../tensor/tensor.js";
+import { dropoutKernels } from "./dropout.js";
 import { gemm2d } from "./matmul.js";
-import { nnKernels } from "./nn.js";
 import { checkFloat, newFloat, withContiguous } from "./util.js";
 
 export interface LoraDeltaOptions {
@@ -45,7 +45,7 @@ export function loraDelta(y: Tensor, x: Tensor, A: Tensor, B: Tensor, opts: Lora
   /** src ⊙ mask/(1-p) for an N×k tensor (the same mask on every call). */
   const masked = (src: Tensor): Tensor => {
     const dst = newFloat([N, k], src);
-    nnKernels().dropout(src.storage.native, src.byteOffset, dst.storage.native, 0, N * k, p, maskScale, seed, offset);
+    dropoutKernels().dropout(src.storage.native, src.byteOffset, dst.storage.native, 0, N * k, p, maskScale, seed, offset);
     return dst;
   };
 

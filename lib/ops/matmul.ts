@@ -1,10 +1,11 @@
 // Matrix products: matmul (PyTorch semantics), linear (x·Wᵀ + b) and conv1dLinear (x·W + b, GPT-2's
 // Conv1D), and gemm2d, the unrecorded c = α·op(a)·op(b) + β·c on 2-D tensors that the LoRA op and
-// adapter merges build on. Everything goes through one batched gemm call (native/ops/gemm.h). Operands are read in
-// place whenever gemm can: a transposed view becomes a trans flag plus its row stride, a broadcast
-// batch becomes batch stride 0, and leading dimensions that walk memory with one stride become rows.
-// Only layouts gemm cannot express are copied. Backward rules compute dA = dC·Bᵀ and dB = Aᵀ·dC by
-// flipping trans flags, never by materializing a transpose; frozen operands get no gemm at all.
+// adapter merges build on. Everything goes through one batched gemm call (native/ops/matmul.h).
+// Operands are read in place whenever gemm can: a transposed view becomes a trans flag plus its row
+// stride, a broadcast batch becomes batch stride 0, and leading dimensions that walk memory with
+// one stride become rows. Only layouts gemm cannot express are copied. Backward rules compute
+// dA = dC·Bᵀ and dB = Aᵀ·dC by flipping trans flags, never by materializing a transpose; frozen
+// operands get no gemm at all.
 import { native } from "../native.js";
 import { full } from "../tensor/creation.js";
 import { copyInto, emptyLike, formatShape, record, shapeSize, type Tensor } from "../tensor/tensor.js";

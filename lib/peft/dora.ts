@@ -15,7 +15,7 @@ import { Module } from "../nn/module.js";
 import { add, div, mul, sqrt, square, sub } from "../ops/elementwise.js";
 import { loraDelta, type LoraDeltaOptions } from "../ops/lora.js";
 import { conv1dLinear, linear } from "../ops/matmul.js";
-import { dropout } from "../ops/nn.js";
+import { dropout } from "../ops/dropout.js";
 import { sum } from "../ops/reduce.js";
 import { tensor } from "../tensor/creation.js";
 import { copyInto, noGrad, type Tensor } from "../tensor/tensor.js";

@@ -67,6 +67,24 @@ bool bool_arg(const Napi::CallbackInfo& info, size_t i, const char* op) {
   return info[i].As<Napi::Boolean>().Value();
 }
 
+Buf opt_buf_arg(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  if (info.Length() > i && (info[i].IsNull() || info[i].IsUndefined())) return Buf{nullptr, nullptr, 0};
+  return buf_arg(info, i, op);
+}
+
+int64_t size_arg(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  int64_t v = int_arg(info, i, op);
+  if (v < 0) fail(std::string(op) + ": argument " + std::to_string(i) + " must be a size >= 0, got " + std::to_string(v));
+  return v;
+}
+
+Device devices(const char* op, std::initializer_list<const Buf*> required, std::initializer_list<const Buf*> optional) {
+  Device d = same_device(op, required);
+  for (const Buf* b : optional)
+    if (b->storage) same_device(op, {*required.begin(), b});
+  return d;
+}
+
 Device same_device(const char* op, std::initializer_list<const Buf*> bufs) {
   Device d = (*bufs.begin())->device();
   for (const Buf* b : bufs) {

@@ -46,8 +46,21 @@ DType dtype_arg(const Napi::CallbackInfo& info, size_t i, const char* op);
 std::vector<int64_t> ints_arg(const Napi::CallbackInfo& info, size_t i, const char* op);
 bool bool_arg(const Napi::CallbackInfo& info, size_t i, const char* op);
 
+// An optional buffer: null or undefined at position i gives an empty Buf (storage == nullptr).
+Buf opt_buf_arg(const Napi::CallbackInfo& info, size_t i, const char* op);
+// A size (an integer >= 0) at position i.
+int64_t size_arg(const Napi::CallbackInfo& info, size_t i, const char* op);
+
+// The pointer of a buffer that may be empty (nullptr then).
+template <typename T>
+T* ptr(const Buf& b) {
+  return b.storage ? b.as<T>() : nullptr;
+}
+
 // Throws unless all buffers live on one device, and returns it.
 Device same_device(const char* op, std::initializer_list<const Buf*> bufs);
+// The device of the required buffers, after checking that the present optional ones share it.
+Device devices(const char* op, std::initializer_list<const Buf*> required, std::initializer_list<const Buf*> optional);
 
 [[noreturn]] void fail(const std::string& message);
 
@@ -72,14 +85,5 @@ Device same_device(const char* op, std::initializer_list<const Buf*> bufs);
     ::lowrank::cpu::call;                                                                           \
   } while (0)
 #endif
-
-// For kernels that have no CUDA twin yet: a clear error on CUDA tensors, the CPU kernel otherwise.
-#define LR_DISPATCH_CPU_ONLY(dev, opname, call)                                                          \
-  do {                                                                                                   \
-    if ((dev).is_cuda())                                                                                 \
-      ::lowrank::binding::fail(std::string(opname) + ": not implemented on CUDA yet; move the tensors to " \
-                               "the CPU with .to(\"cpu\")");                                             \
-    ::lowrank::cpu::call;                                                                                \
-  } while (0)
 
 }  // namespace lowrank

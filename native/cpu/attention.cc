@@ -24,9 +24,9 @@
 #include <limits>
 #include <vector>
 
-#include "../ops/gemm.h"
-#include "../ops/nn.h"
-#include "nn_rows.h"
+#include "../ops/matmul.h"
+#include "../ops/attention.h"
+#include "rows.h"
 #include "parallel.h"
 
 namespace lowrank {

@@ -2,7 +2,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "../backend.h"
+#include "../ops/creation.h"
 #include "../core/philox.h"
 #include "parallel.h"
 

@@ -9,7 +9,6 @@
 namespace lowrank {
 namespace cpu {
 namespace {
-constexpr int64_t kGrain = 1 << 14;
 // Columns per unit of scatter-add work: 16 floats fill a 64-byte cache line.
 constexpr int64_t kCols = 16;
 
@@ -23,7 +22,7 @@ void embedding_find_bad_id(const int32_t* ids, int64_t n, int64_t vocab, int64_t
 }
 
 void embedding_gather_f32(const int32_t* ids, int64_t n, const float* weight, int64_t vocab, int64_t dim, float* out) {
-  parallel_for(n, std::max<int64_t>(1, kGrain / std::max<int64_t>(dim, 1)), [&](int64_t b, int64_t e) {
+  parallel_for(n, std::max<int64_t>(1, kComputeGrain / std::max<int64_t>(dim, 1)), [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       float* dst = out + i * dim;
       if (valid(ids[i], vocab)) std::memcpy(dst, weight + ids[i] * dim, static_cast<size_t>(dim) * sizeof(float));
@@ -37,7 +36,7 @@ void embedding_gather_f32(const int32_t* ids, int64_t n, const float* weight, in
 void embedding_scatter_add_f32(const int32_t* ids, int64_t n, const float* grad, int64_t vocab, int64_t dim,
                                float* dweight) {
   int64_t blocks = (dim + kCols - 1) / kCols;
-  parallel_for(blocks, std::max<int64_t>(1, kGrain / std::max<int64_t>(n * kCols, 1)), [&](int64_t b0, int64_t b1) {
+  parallel_for(blocks, std::max<int64_t>(1, kComputeGrain / std::max<int64_t>(n * kCols, 1)), [&](int64_t b0, int64_t b1) {
     int64_t c0 = b0 * kCols, c1 = std::min(dim, b1 * kCols);
     for (int64_t i = 0; i < n; ++i) {
       if (!valid(ids[i], vocab)) continue;

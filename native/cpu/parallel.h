@@ -13,6 +13,10 @@ namespace cpu {
 // 256x768 30 us on one thread vs 45 us on two, 256x3072 127 vs 142 us, 1024x3072 940 vs 630 us.
 constexpr int64_t kStreamGrain = int64_t(1) << 19;
 
+// Grain for compute loops (exp, GELU, Philox, row-wise norms): chunks below about this many
+// elements don't pay for waking a worker.
+constexpr int64_t kComputeGrain = int64_t(1) << 14;
+
 // Runs fn(begin, end) over [0, n) split into at most num_threads() contiguous chunks of at least
 // `grain` items. Runs inline when the work is small or when called from inside a parallel region.
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);

@@ -1,6 +1,7 @@
 // Filling, conversion, strided gathers and random streams on the GPU; each is checked against its
 // CPU twin in native/cpu/creation.cc by test/gpu.
 #include "../core/philox.h"
+#include "../ops/creation.h"
 #include "common.cuh"
 
 namespace lowrank {

@@ -6,7 +6,7 @@ import { arange, Generator, keep, memory, noGrad, randn, tensor, tidy, zerosLike
 import { Conv1D, Embedding, LayerNorm, Linear, Module, ModuleList } from "../../lib/nn/index.js";
 import { scaledDotProductAttention } from "../../lib/ops/attention.js";
 import { add, addInPlace, div, gelu, scale, sqrt, square, sub } from "../../lib/ops/elementwise.js";
-import { crossEntropy } from "../../lib/ops/nn.js";
+import { crossEntropy } from "../../lib/ops/crossentropy.js";
 import { mean } from "../../lib/ops/reduce.js";
 import { split } from "../../lib/ops/shape.js";
 import { randomValues } from "../helpers.js";

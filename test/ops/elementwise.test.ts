@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { memory, tensor, tidy, zeros } from "../../lib/index.js";
 import { abs, add, addScalar, div, exp, gelu, log, mean, mul, neg, pow, relu, scale, sigmoid, sqrt, square, sub, sum, tanh } from "../../lib/ops/index.js";
 import { expectClose, gradcheck, randomValues } from "../helpers.js";
+import { flat, fromJson, torchReference } from "./torch-reference.js";
 
 const t = (shape: number[], seed: number, shift = 0) => tensor(randomValues(shape.reduce((a, b) => a * b, 1), seed).map((v) => v + shift), { shape });
 
@@ -182,6 +183,19 @@ describe("gradcheck itself", () => {
     tidy(() => {
       const x = t([5], 3, 1);
       expect(() => gradcheck((y) => wrongSquare(y!), [x])).toThrow(/finite-difference/);
+    });
+  });
+});
+
+describe("gelu against transformers (test/fixtures/ops/reference.json)", () => {
+  it("gelu_new (elementwise gelu) matches transformers' NewGELUActivation", () => {
+    tidy(() => {
+      const G = torchReference().gelu_new;
+      const x = fromJson(G.x).requireGrad();
+      const y = gelu(x);
+      expectClose(y, flat(G.y), 1e-6);
+      sum(mul(y, 1)).backward();
+      expectClose(x.grad!, flat(G.dy_dx), 1e-6);
     });
   });
 });

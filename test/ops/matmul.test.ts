@@ -5,7 +5,7 @@
 // Tolerance: relative L2 error 1e-5 for forward results. Inputs are U(-1, 1); fp32 accumulation over
 // k ≤ 40 terms in another order than the float64 reference gives errors around 1e-7.
 //
-// Then the kernel under them, cpu gemm_f32 (native/cpu/gemm.cc) called directly, against a float64
+// Then the kernel under them, cpu gemm_f32 (native/cpu/matmul.cc) called directly, against a float64
 // reference: all four transpose cases, alpha/beta, batches with broadcast operands, edge shapes
 // around the register tiles and cache blocks, and sub-matrix views (ld > width, offsets). Those
 // tests run at the SIMD level this process dispatches to (avx512 on an AVX-512 host); the last one

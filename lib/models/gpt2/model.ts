@@ -4,7 +4,7 @@
 import { scaledDotProductAttention } from "../../ops/attention.js";
 import { add, gelu } from "../../ops/elementwise.js";
 import { linear } from "../../ops/matmul.js";
-import { crossEntropy } from "../../ops/nn.js";
+import { crossEntropy } from "../../ops/crossentropy.js";
 import { concat } from "../../ops/shape.js";
 import { Conv1D, Dropout, Embedding, LayerNorm } from "../../nn/layers.js";
 import { Module, ModuleList } from "../../nn/module.js";

@@ -1,11 +1,14 @@
-// Row primitives shared by the nn kernels (nn.cc, attention.cc): reductions over one contiguous
-// row, and exp, the cost that dominates softmax, cross-entropy over a 50257-token vocabulary and
-// attention. exp has AVX-512 and AVX2 versions picked at run time (nn_rows.cc); the reductions are
-// plain loops over kLanes independent accumulators, which compilers vectorize without
-// reassociating (so without -ffast-math) and which are deterministic for a given row length.
+// Row primitives shared by the row-wise kernels (layernorm.cc, softmax.cc, crossentropy.cc,
+// attention.cc): reductions over one contiguous row, and exp, the cost that dominates softmax,
+// cross-entropy over a 50257-token vocabulary and attention. exp has AVX-512 and AVX2 versions
+// picked at run time (rows.cc, vexp.h); the reductions are plain loops over kLanes independent
+// accumulators, which compilers vectorize without reassociating (so without -ffast-math) and
+// which are deterministic for a given row length.
 #pragma once
 #include <algorithm>
 #include <cstdint>
+
+#include "parallel.h"
 
 namespace lowrank {
 namespace cpu {
@@ -52,16 +55,14 @@ inline float row_max(const float* x, int64_t n) {
 // (about 1 ulp); the scalar fallback uses std::exp.
 float row_exp_sum(const float* x, int64_t n, float shift, float scale, float* y);
 
-// GELU, tanh form (GPT-2's gelu_new), over a run of n elements: y = 0.5·x·(1 + tanh(u)) with
-// u = √(2/π)·(x + 0.044715·x³), computed as x·sigmoid(2u) = x / (1 + exp(-2u)) (the same function)
-// through the vector exp. gelu_backward_run: gx = g·(s + 2·x·s·(1 - s)·du/dx), s = sigmoid(2u).
-// y may alias x; gx may alias g.
-void gelu_run(const float* x, float* y, int64_t n);
-void gelu_backward_run(const float* x, const float* g, float* gx, int64_t n);
-
 // Dropout of a run of n elements that starts at element i0 of the Philox stream (seed, offset):
-// y[j] = x[j] * scale when philox_keep(seed, offset, i0 + j, p), else 0. y may alias x.
+// y[j] = x[j] * scale when philox_keep(seed, offset, i0 + j, p), else 0. y may alias x. Defined
+// in dropout.cc; attention.cc drops its probability rows through it.
 void dropout_run(const float* x, float* y, int64_t n, float p, float scale, uint64_t seed, uint64_t offset, uint64_t i0);
+
+
+// Rows per thread chunk for rows of `cols` elements (about kComputeGrain elements a chunk).
+inline int64_t row_grain(int64_t cols) { return std::max<int64_t>(1, kComputeGrain / std::max<int64_t>(1, cols)); }
 
 }  // namespace cpu
 }  // namespace lowrank

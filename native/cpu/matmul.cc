@@ -14,13 +14,13 @@
 // because C is row-major). Packing reads op(A) and op(B) through (row, column) strides, so all
 // four transpose cases feed the same micro-kernel. Threads split C into disjoint blocks and each
 // packs its own operands, so they never wait on each other. Micro-kernels and vectorized packing
-// live in gemm_avx512.cc / gemm_avx2.cc; the portable ones are below.
+// live in matmul_avx512.cc / matmul_avx2.cc; the portable ones are below.
 #include <algorithm>
 #include <cstdlib>
 #include <new>
 
-#include "../ops/gemm.h"
-#include "gemm_kernels.h"
+#include "../ops/matmul.h"
+#include "matmul_kernels.h"
 #include "parallel.h"
 #include "simd.h"
 

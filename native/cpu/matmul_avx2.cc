@@ -6,7 +6,7 @@
 //
 // Packing: a copy per column when the panel's columns are contiguous (A transposed, B as stored),
 // 8×8 in-register transposes when its rows are (A as stored, B transposed).
-#include "gemm_kernels.h"
+#include "matmul_kernels.h"
 #include "simd.h"
 
 #ifdef LOWRANK_X86

@@ -4,7 +4,7 @@
 
 #include <mutex>
 
-#include "../ops/gemm.h"
+#include "../ops/matmul.h"
 #include "common.cuh"
 
 namespace lowrank {

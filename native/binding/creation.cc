@@ -1,7 +1,8 @@
-// Bindings for moving bytes in and out of storages and the creation kernels (backend.h).
+// Bindings for moving bytes in and out of storages, and the creation kernels (native/ops/creation.h).
 #include <cstring>
 #include <vector>
 
+#include "../ops/creation.h"
 #include "common.h"
 
 namespace lowrank {

@@ -1,4 +1,4 @@
-// The register-tiled micro-kernels behind cpu::gemm_f32 (native/cpu/gemm.cc), one per instruction
+// The register-tiled micro-kernels behind cpu::gemm_f32 (native/cpu/matmul.cc), one per instruction
 // set, and the cache blocking each is tuned with. The driver packs A and B into the layouts below,
 // so every transpose case reaches the same micro-kernel.
 //

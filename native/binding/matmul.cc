@@ -1,6 +1,6 @@
 // gemm(transA, transB, m, n, k, alpha, a, aOffset, lda, strideA, b, bOffset, ldb, strideB,
-//      beta, c, cOffset, ldc, strideC, batch): float32, see native/ops/gemm.h.
-#include "../ops/gemm.h"
+//      beta, c, cOffset, ldc, strideC, batch): float32, see native/ops/matmul.h.
+#include "../ops/matmul.h"
 #include "common.h"
 
 namespace lowrank {

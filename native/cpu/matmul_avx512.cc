@@ -7,7 +7,7 @@
 //
 // Packing: when the panel's columns are contiguous (A transposed, B as stored) it is a copy; when
 // its rows are (A as stored, B transposed) 16×16 blocks are transposed in registers.
-#include "gemm_kernels.h"
+#include "matmul_kernels.h"
 #include "simd.h"
 
 #ifdef LOWRANK_X86

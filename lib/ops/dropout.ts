@@ -1,0 +1,53 @@
+// Dropout from the counter-based Philox stream: the mask is recomputed, never stored.
+// Kernels: native/ops/dropout.h (CPU and CUDA twins).
+import { kernels, type NativeStorage } from "../native.js";
+import { defaultGenerator, type Generator } from "../tensor/random.js";
+import { record, type Tensor } from "../tensor/tensor.js";
+import { checkFloat, newFloat, withContiguous } from "./util.js";
+
+/** native/binding/dropout.cc */
+export interface DropoutKernels {
+  dropout(x: NativeStorage, xOffset: number, y: NativeStorage, yOffset: number, n: number, p: number, scale: number, seed: bigint, offset: bigint): void;
+}
+export const dropoutKernels = kernels<DropoutKernels>;
+const native = dropoutKernels;
+
+export interface DropoutOptions {
+  /** Identity when false (evaluation). Default true, as in PyTorch's F.dropout. */
+  training?: boolean;
+  /** The random stream the mask is drawn from (default: the global generator). */
+  generator?: Generator;
+}
+
+/**
+ * Zeroes each element with probability p and scales the kept ones by 1/(1-p).
+ *
+ * The mask is never stored. It comes from the Philox stream (native/core/philox.h): the call
+ * reserves x.size counters from the generator, (seed, offset) = gen.next(x.size), and element i
+ * of x in row-major order is kept when philox_keep(seed, offset, i, p), i.e. when the uniform from
+ * lane 0 of Philox block (offset + i) under key seed is >= p. The backward recomputes the same
+ * mask from the same (seed, offset), and so does any kernel that fuses dropout (the LoRA kernel
+ * drops its input x [N, k] with this rule, element i = n*k + j): the same generator state gives
+ * the same mask on every backend.
+ */
+export function dropout(x: Tensor, p: number, opts: DropoutOptions = {}): Tensor {
+  const op = "dropout";
+  checkFloat(op, x);
+  if (!(p >= 0 && p <= 1)) throw new Error(`${op}: p must be a probability in [0, 1], got ${p}`);
+  if (p === 0 || opts.training === false) {
+    const out = x.detach();
+    record(op, out, [x], (g) => [g.alias()]);
+    return out;
+  }
+  const n = x.size;
+  const { seed, offset } = (opts.generator ?? defaultGenerator).next(n);
+  const scale = p === 1 ? 0 : 1 / (1 - p);
+  const apply = (src: Tensor): Tensor => {
+    const dst = newFloat(src.shape, src);
+    withContiguous([src], (c) => native().dropout(c.storage.native, c.byteOffset, dst.storage.native, 0, n, p, scale, seed, offset));
+    return dst;
+  };
+  const out = apply(x);
+  record(op, out, [x], (g) => [apply(g)]);
+  return out;
+}

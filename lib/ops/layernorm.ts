@@ -1,0 +1,64 @@
+// Layer norm over the last dimension, one native pass forward and one backward, the backward rule
+// beside the forward. Kernels: native/ops/layernorm.h (CPU and CUDA twins).
+import { kernels, type NativeStorage } from "../native.js";
+import { formatShape, record, shapeSize, type Tensor } from "../tensor/tensor.js";
+import { checkFloat, checkSameDevice, contiguousInput, newFloat, offsetOf, storageOf, withContiguous } from "./util.js";
+
+/** native/binding/layernorm.cc */
+export interface LayerNormKernels {
+  layerNorm(
+    x: NativeStorage, xOffset: number, w: NativeStorage | null, wOffset: number, b: NativeStorage | null, bOffset: number,
+    y: NativeStorage, yOffset: number, mean: NativeStorage, meanOffset: number, rstd: NativeStorage, rstdOffset: number,
+    N: number, C: number, eps: number,
+  ): void;
+  layerNormBackward(
+    x: NativeStorage, xOffset: number, w: NativeStorage | null, wOffset: number, mean: NativeStorage, meanOffset: number,
+    rstd: NativeStorage, rstdOffset: number, dy: NativeStorage, dyOffset: number, dx: NativeStorage, dxOffset: number,
+    dw: NativeStorage | null, dwOffset: number, db: NativeStorage | null, dbOffset: number, N: number, C: number,
+  ): void;
+}
+export const layerNormKernels = kernels<LayerNormKernels>;
+const native = layerNormKernels;
+
+/**
+ * Layer norm over the last dimension C of x: (x - mean) / sqrt(var + eps) * weight + bias, with
+ * the biased variance (PyTorch's F.layer_norm). weight and bias are [C] or null (1 and 0).
+ * The forward saves each row's mean and 1/std; the backward is one native pass.
+ */
+export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null, eps = 1e-5): Tensor {
+  const op = "layerNorm";
+  checkFloat(op, x, ...[weight, bias].filter((t): t is Tensor => t !== null));
+  if (x.ndim === 0) throw new Error(`${op}: x must have at least one dimension (the normalized one), got a 0-d tensor`);
+  const C = x.shape[x.ndim - 1]!, N = shapeSize(x.shape.slice(0, -1));
+  for (const [name, t] of [["weight", weight], ["bias", bias]] as const) {
+    if (t && (t.ndim !== 1 || t.shape[0] !== C)) {
+      throw new Error(`${op}: ${name} has shape ${formatShape(t.shape)} but x ${formatShape(x.shape)} normalizes its last dimension of ${C}; ${name} must be [${C}]`);
+    }
+  }
+  const xc = contiguousInput(x), wc = weight && contiguousInput(weight), bc = bias && contiguousInput(bias);
+  const out = newFloat(x.shape, x), mean = newFloat([N], x), rstd = newFloat([N], x);
+  native().layerNorm(
+    xc.storage.native, xc.byteOffset, storageOf(wc), offsetOf(wc), storageOf(bc), offsetOf(bc), out.storage.native, 0,
+    mean.storage.native, 0, rstd.storage.native, 0, N, C, eps,
+  );
+  if (bc && bc !== bias) bc.dispose();
+  record(
+    op, out, [x, weight, bias],
+    (g, [xs, ms, rs, ws]) => {
+      const dx = newFloat(xs!.shape, xs!);
+      const dw = weight?.requiresGrad ? newFloat([C], xs!) : null;
+      const db = bias?.requiresGrad ? newFloat([C], xs!) : null;
+      const w = ws ?? null;
+      withContiguous([g], (gc) =>
+        native().layerNormBackward(
+          xs!.storage.native, xs!.byteOffset, storageOf(w), offsetOf(w), ms!.storage.native, 0, rs!.storage.native, 0,
+          gc.storage.native, gc.byteOffset, dx.storage.native, 0, storageOf(dw), 0, storageOf(db), 0, N, C,
+        ),
+      );
+      return [dx, dw, db];
+    },
+    [xc, mean, rstd, ...(wc ? [wc] : [])],
+  );
+  for (const t of [mean, rstd, ...(xc !== x ? [xc] : []), ...(wc && wc !== weight ? [wc] : [])]) t.dispose();
+  return out;
+}

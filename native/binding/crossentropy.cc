@@ -1,0 +1,70 @@
+// Bindings for native/ops/crossentropy.h: cross-entropy and backward.
+// Buffers are (storage, byteOffset) pairs; an optional one is passed as (null, 0). Every buffer is
+// bounds-checked before a kernel sees it.
+#include "../ops/crossentropy.h"
+#include "common.h"
+
+namespace lowrank {
+namespace binding {
+namespace {
+
+Reduction reduction_arg(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  int64_t r = int_arg(info, i, op);
+  if (r < 0 || r > 2) fail(std::string(op) + ": unknown reduction code " + std::to_string(r));
+  return static_cast<Reduction>(r);
+}
+
+// crossEntropy(logits, lo, targets, to, lse, lseo, loss, losso, total|null, totalo, N, V, ignoreIndex, reduction)
+// Returns null, or [row, target] for the first target outside [0, V) that is not ignoreIndex.
+Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
+  const char* op = "crossEntropy";
+  Buf logits = buf_arg(info, 0, op), targets = buf_arg(info, 2, op), lse = buf_arg(info, 4, op), loss = buf_arg(info, 6, op);
+  Buf total = opt_buf_arg(info, 8, op);
+  int64_t N = size_arg(info, 10, op), V = size_arg(info, 11, op);
+  int32_t ignore = static_cast<int32_t>(int_arg(info, 12, op));
+  Reduction reduction = reduction_arg(info, 13, op);
+  logits.need(N * V * 4, op);
+  for (const Buf* t : {&targets, &lse, &loss}) t->need(N * 4, op);
+  if (reduction != Reduction::None) {
+    if (!total.storage) fail("crossEntropy: a reduced loss needs its output buffer");
+    total.need(4, op);
+  }
+  int64_t invalid[2] = {-1, 0};
+  LR_DISPATCH(devices(op, {&logits, &targets, &lse, &loss}, {&total}),
+              cross_entropy_f32(logits.as<float>(), targets.as<int32_t>(), lse.as<float>(), loss.as<float>(),
+                                ptr<float>(total), N, V, ignore, reduction, invalid));
+  if (invalid[0] < 0) return info.Env().Null();
+  Napi::Array out = Napi::Array::New(info.Env(), 2);
+  out.Set(0u, Napi::Number::New(info.Env(), double(invalid[0])));
+  out.Set(1u, Napi::Number::New(info.Env(), double(invalid[1])));
+  return out;
+}
+
+// crossEntropyBackward(logits, lo, targets, to, lse, lseo, dout, douto, dlogits, dlo, N, V, ignoreIndex, reduction)
+Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
+  const char* op = "crossEntropyBackward";
+  Buf logits = buf_arg(info, 0, op), targets = buf_arg(info, 2, op), lse = buf_arg(info, 4, op);
+  Buf dout = buf_arg(info, 6, op), dlogits = buf_arg(info, 8, op);
+  int64_t N = size_arg(info, 10, op), V = size_arg(info, 11, op);
+  int32_t ignore = static_cast<int32_t>(int_arg(info, 12, op));
+  Reduction reduction = reduction_arg(info, 13, op);
+  logits.need(N * V * 4, op);
+  dlogits.need(N * V * 4, op);
+  targets.need(N * 4, op);
+  lse.need(N * 4, op);
+  dout.need((reduction == Reduction::None ? N : 1) * 4, op);
+  LR_DISPATCH(same_device(op, {&logits, &targets, &lse, &dout, &dlogits}),
+              cross_entropy_backward_f32(logits.as<float>(), targets.as<int32_t>(), lse.as<float>(), dout.as<float>(),
+                                         dlogits.as<float>(), N, V, ignore, reduction));
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+LR_EXPORTS(crossentropy) {
+  exports.Set("crossEntropy", Napi::Function::New(env, CrossEntropy, "crossEntropy"));
+  exports.Set("crossEntropyBackward", Napi::Function::New(env, CrossEntropyBackward, "crossEntropyBackward"));
+}
+
+}  // namespace binding
+}  // namespace lowrank

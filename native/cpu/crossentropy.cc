@@ -1,0 +1,73 @@
+// Fused cross-entropy on the CPU: logsumexp per row without materializing the probabilities.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "../ops/crossentropy.h"
+#include "parallel.h"
+#include "rows.h"
+
+namespace lowrank {
+namespace cpu {
+
+
+void cross_entropy_f32(const float* logits, const int32_t* targets, float* lse, float* loss, float* total, int64_t N,
+                       int64_t V, int32_t ignore_index, Reduction reduction, int64_t* invalid) {
+  for (int64_t n = 0; n < N; ++n) {
+    if (targets[n] != ignore_index && (targets[n] < 0 || targets[n] >= V)) {
+      invalid[0] = n;
+      invalid[1] = targets[n];
+      return;
+    }
+  }
+  parallel_for(N, row_grain(V), [&](int64_t r0, int64_t r1) {
+    for (int64_t n = r0; n < r1; ++n) {
+      if (targets[n] == ignore_index) {
+        lse[n] = loss[n] = 0.0f;
+        continue;
+      }
+      const float* xr = logits + n * V;
+      const float m = row_max(xr, V);
+      lse[n] = m + std::log(row_exp_sum(xr, V, m, 1.0f, nullptr));
+      loss[n] = lse[n] - xr[targets[n]];
+    }
+  });
+  if (reduction == Reduction::None) return;
+  double sum = 0;  // rows in order: deterministic
+  int64_t count = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    sum += loss[n];
+    count += targets[n] != ignore_index;
+  }
+  // Mean over counted rows; 0/0 = NaN when all are ignored, like PyTorch.
+  total[0] = reduction == Reduction::Sum ? float(sum) : count ? float(sum / double(count)) : std::numeric_limits<float>::quiet_NaN();
+}
+
+void cross_entropy_backward_f32(const float* logits, const int32_t* targets, const float* lse, const float* dout,
+                                float* dlogits, int64_t N, int64_t V, int32_t ignore_index, Reduction reduction) {
+  float g_all = 0;
+  if (reduction != Reduction::None) {
+    int64_t count = 0;
+    for (int64_t n = 0; n < N; ++n) count += targets[n] != ignore_index;
+    // With no counted row every row is ignored and gets 0 below; g_all is then unused.
+    g_all = reduction == Reduction::Sum ? dout[0] : count ? dout[0] / float(count) : 0.0f;
+  }
+  parallel_for(N, row_grain(V), [&](int64_t r0, int64_t r1) {
+    for (int64_t n = r0; n < r1; ++n) {
+      float* dr = dlogits + n * V;
+      const int32_t t = targets[n];
+      if (t == ignore_index) {
+        std::fill(dr, dr + V, 0.0f);
+        continue;
+      }
+      const float g = reduction == Reduction::None ? dout[n] : g_all;
+      row_exp_sum(logits + n * V, V, lse[n], g, dr);  // g * softmax
+      dr[t] -= g;
+    }
+  });
+}
+
+
+}  // namespace cpu
+}  // namespace lowrank

@@ -1,0 +1,125 @@
+// Cross-entropy over a vocabulary on the GPU, twin of native/cpu/crossentropy.cc: one block per row.
+#include <cfloat>
+#include <cmath>
+
+#include "../ops/crossentropy.h"
+#include "common.cuh"
+#include "reduce.cuh"
+
+namespace lowrank {
+namespace cuda {
+namespace {
+
+
+__device__ bool bad_target(int32_t t, int64_t V, int32_t ignore) { return t != ignore && (t < 0 || t >= V); }
+
+__global__ void cross_entropy_kernel(const float* logits, const int32_t* targets, float* lse, float* loss, int64_t V,
+                                     int32_t ignore, unsigned long long* first_bad) {
+  const int64_t n = blockIdx.x;
+  const int32_t t = targets[n];
+  if (t == ignore || bad_target(t, V, ignore)) {
+    if (threadIdx.x == 0) {
+      lse[n] = loss[n] = 0.0f;
+      if (t != ignore) atomicMin(first_bad, static_cast<unsigned long long>(n));
+    }
+    return;
+  }
+  const float* xr = logits + n * V;
+  float m = -INFINITY;
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) m = fmaxf(m, xr[j]);
+  m = block_reduce(m, MaxOp(), -INFINITY);
+  float s = 0;
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) s += expf(xr[j] - m);
+  s = block_reduce(s, SumOp(), 0.0f);
+  if (threadIdx.x == 0) {
+    lse[n] = m + logf(s);
+    loss[n] = lse[n] - xr[t];
+  }
+}
+
+// One block: the sum of loss (double, fixed order) and of counted rows.
+__global__ void cross_entropy_total_kernel(const float* loss, const int32_t* targets, float* total, int64_t N, int32_t ignore,
+                                           Reduction reduction) {
+  double s = 0, c = 0;
+  for (int64_t n = threadIdx.x; n < N; n += blockDim.x) {
+    s += loss[n];
+    c += targets[n] != ignore;
+  }
+  s = block_reduce(s, SumOp(), 0.0);
+  c = block_reduce(c, SumOp(), 0.0);
+  if (threadIdx.x == 0) total[0] = reduction == Reduction::Sum ? float(s) : c > 0 ? float(s / c) : NAN;
+}
+
+// g_all = dout[0] (Sum) or dout[0] / count (Mean; 0 when nothing is counted, then every row is ignored).
+__global__ void cross_entropy_scale_kernel(const int32_t* targets, const float* dout, float* g_all, int64_t N, int32_t ignore,
+                                           Reduction reduction) {
+  float c = 0;
+  for (int64_t n = threadIdx.x; n < N; n += blockDim.x) c += targets[n] != ignore;
+  c = block_reduce(c, SumOp(), 0.0f);
+  if (threadIdx.x == 0) g_all[0] = reduction == Reduction::Sum ? dout[0] : c > 0 ? dout[0] / c : 0.0f;
+}
+
+__global__ void cross_entropy_backward_kernel(const float* logits, const int32_t* targets, const float* lse, const float* dout,
+                                              const float* g_all, float* dlogits, int64_t V, int32_t ignore) {
+  const int64_t n = blockIdx.x;
+  const int32_t t = targets[n];
+  float* dr = dlogits + n * V;
+  const float* xr = logits + n * V;
+  if (t == ignore) {
+    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) dr[j] = 0.0f;
+    return;
+  }
+  const float g = g_all ? g_all[0] : dout[n];
+  const float l = lse[n];
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) dr[j] = g * (expf(xr[j] - l) - (j == t ? 1.0f : 0.0f));
+}
+
+}  // namespace
+
+// Reporting an invalid target needs its row on the host: one small copy and a wait per call.
+void cross_entropy_f32(const float* logits, const int32_t* targets, float* lse, float* loss, float* total, int64_t N, int64_t V,
+                       int32_t ignore_index, Reduction reduction, int64_t* invalid) {
+  if (N == 0) {
+    if (reduction != Reduction::None) {
+      fill(total, DType::F32, 1, reduction == Reduction::Sum ? 0.0 : NAN);
+    }
+    return;
+  }
+  cudaStream_t stream = current_stream();
+  unsigned long long* first_bad = scratch<unsigned long long>(1);
+  LR_CUDA_CHECK(cudaMemsetAsync(first_bad, 0xFF, sizeof(unsigned long long), stream));
+  cross_entropy_kernel<<<unsigned(N), kThreads, 0, stream>>>(logits, targets, lse, loss, V, ignore_index, first_bad);
+  LR_CUDA_LAUNCH_CHECK("cross_entropy_f32");
+  if (reduction != Reduction::None) {
+    cross_entropy_total_kernel<<<1, kThreads, 0, stream>>>(loss, targets, total, N, ignore_index, reduction);
+    LR_CUDA_LAUNCH_CHECK("cross_entropy_f32 (total)");
+  }
+  unsigned long long bad = 0;
+  LR_CUDA_CHECK(cudaMemcpyAsync(&bad, first_bad, sizeof(bad), cudaMemcpyDeviceToHost, stream));
+  release(first_bad);
+  LR_CUDA_CHECK(cudaStreamSynchronize(stream));
+  if (bad == ~0ull) return;
+  int32_t target = 0;
+  LR_CUDA_CHECK(cudaMemcpyAsync(&target, targets + bad, sizeof(target), cudaMemcpyDeviceToHost, stream));
+  LR_CUDA_CHECK(cudaStreamSynchronize(stream));
+  invalid[0] = static_cast<int64_t>(bad);
+  invalid[1] = target;
+}
+
+void cross_entropy_backward_f32(const float* logits, const int32_t* targets, const float* lse, const float* dout, float* dlogits,
+                                int64_t N, int64_t V, int32_t ignore_index, Reduction reduction) {
+  if (N == 0) return;
+  cudaStream_t stream = current_stream();
+  float* g_all = nullptr;
+  if (reduction != Reduction::None) {
+    g_all = scratch<float>(1);
+    cross_entropy_scale_kernel<<<1, kThreads, 0, stream>>>(targets, dout, g_all, N, ignore_index, reduction);
+    LR_CUDA_LAUNCH_CHECK("cross_entropy_backward_f32 (scale)");
+  }
+  cross_entropy_backward_kernel<<<unsigned(N), kThreads, 0, stream>>>(logits, targets, lse, dout, g_all, dlogits, V, ignore_index);
+  LR_CUDA_LAUNCH_CHECK("cross_entropy_backward_f32");
+  if (g_all) release(g_all);
+}
+
+}  // namespace cuda
+}  // namespace lowrank

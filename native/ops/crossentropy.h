@@ -1,0 +1,29 @@
+// Fused cross-entropy over a vocabulary, forward and backward, float32 (lib/ops/crossentropy.ts).
+#pragma once
+#include "../backend.h"
+
+namespace lowrank {
+
+// How cross-entropy reduces its per-row losses (PyTorch's `reduction`).
+enum class Reduction : int32_t { None = 0, Sum = 1, Mean = 2 };
+
+}  // namespace lowrank
+
+#define LOWRANK_CROSSENTROPY_OPS                                                                    \
+  /* Fused cross-entropy of logits [N, V] against int32 targets [N], without materializing the     \
+     probabilities: lse[n] = logsumexp(logits[n]), loss[n] = lse[n] - logits[n, t] (0 and lse 0   \
+     for rows whose target is ignore_index). total[0] (Sum, Mean) = the sum of loss, or that sum   \
+     over the number of counted rows (NaN when every row is ignored, as in PyTorch); unused for    \
+     None. invalid (host memory) gets {row, target} of the first target outside [0, V) that is not \
+     ignore_index, or stays {-1, 0}; with an invalid target the outputs are meaningless (on CUDA   \
+     reporting it waits for the stream). */                                                         \
+  void cross_entropy_f32(const float* logits, const int32_t* targets, float* lse, float* loss,     \
+                         float* total, int64_t N, int64_t V, int32_t ignore_index, Reduction reduction, \
+                         int64_t* invalid);                                                         \
+  /* dlogits [N, V] = g_n * (softmax(logits[n]) - onehot(t_n)), 0 on ignored rows. g_n = dout[n]   \
+     for None, dout[0] for Sum, dout[0] / count for Mean. */                                        \
+  void cross_entropy_backward_f32(const float* logits, const int32_t* targets, const float* lse,  \
+                                  const float* dout, float* dlogits, int64_t N, int64_t V,         \
+                                  int32_t ignore_index, Reduction reduction);
+
+LOWRANK_DECLARE_BACKEND(LOWRANK_CROSSENTROPY_OPS)

@@ -1,0 +1,11 @@
+// Dropout from the counter-based Philox stream (core/philox.h): the mask is recomputed, never stored
+// (lib/ops/dropout.ts).
+#pragma once
+#include "../backend.h"
+
+#define LOWRANK_DROPOUT_OPS                                                                         \
+  /* y[i] = x[i] * scale where philox_keep(seed, offset, i, p), else 0; i < n, contiguous; y may   \
+     alias x. The same call with the same (seed, offset) is the backward (x = dy, y = dx). */      \
+  void dropout_f32(const float* x, float* y, int64_t n, float p, float scale, uint64_t seed, uint64_t offset);
+
+LOWRANK_DECLARE_BACKEND(LOWRANK_DROPOUT_OPS)

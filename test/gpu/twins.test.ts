@@ -1,0 +1,222 @@
+// Every op family's CUDA kernels against their CPU twins, in the manner of ggml's test-backend-ops:
+// one table, one row per case (family, odd shapes, options), each run forward and backward on both
+// devices from the same inputs and the same upstream gradient. A new family (or a new dtype) adds
+// rows here; FAMILIES lists the families the table must cover, and a test fails if one has no row.
+//
+// Tolerance per row: `exact` rows must agree bit for bit (the same integer Philox counters, the
+// same per-element IEEE arithmetic, gathers and ordered scatter-adds); the rest within `tol`
+// relative L2 (test/helpers.ts expectClose): 1e-5 where the two backends only sum in another
+// order and expf differs from the CPU's polynomial exp by an ulp or two, 1e-4 for attention's
+// backward (differences of nearly equal float32 sums, P·(dP - rowsum)) and for long GEMM sums.
+// bfloat16 rows arrive with the bf16 kernels (the GPU fast-path issue).
+// Runs on a GPU host (`npm run test:gpu`); elsewhere every test is skipped with the reason.
+import { describe, expect, it } from "vitest";
+import { Generator, noGrad, rand, randn, tensor, tidy, type Tensor } from "../../lib/index.js";
+import { AdamW } from "../../lib/optim/index.js";
+import * as ops from "../../lib/ops/index.js";
+import { expectClose, hasCuda, noCudaReason, randomValues } from "../helpers.js";
+
+const FAMILIES = [
+  "elementwise", "reduce", "matmul", "embedding", "layernorm", "softmax", "crossentropy", "dropout", "attention",
+  "lora", "creation", "optim",
+] as const;
+type Family = (typeof FAMILIES)[number];
+
+/** An input: a float32 leaf of this shape (values from `seed`, times `scale`), or int32 data. */
+type Input = { shape: number[]; seed: number; scale?: number; grad?: boolean } | { int32: number[]; shape: number[] };
+
+interface Row {
+  family: Family;
+  name: string;
+  inputs: Input[];
+  /** The op on one device; its float32 inputs require grad unless `grad: false`. */
+  run: (xs: Tensor[], device: string) => Tensor;
+  /** Bit-identical outputs and gradients on both devices. */
+  exact?: boolean;
+  tol?: number;
+  /** Forward only (the op has no backward, e.g. creation and optimizer steps). */
+  noBackward?: boolean;
+}
+
+const f = (shape: number[], seed: number, scale = 1): Input => ({ shape, seed, scale });
+const ids = (values: number[], shape = [values.length]): Input => ({ int32: values, shape });
+/** A generator at a fixed state, fresh per call so that both devices draw the same stream. */
+const gen = (seed = 7n, offset = 2n ** 32n - 33n) => new Generator(seed).setState({ seed: String(seed), offset: String(offset) });
+
+const ROWS: Row[] = [
+  // ---- elementwise: binary ops with broadcasting, every unary op (GELU through the vector exp)
+  ...(["add", "sub", "mul", "div"] as const).map((op): Row => ({
+    family: "elementwise", name: `${op} broadcast [7,1,13] x [5,13]`, inputs: [f([7, 1, 13], 1), f([5, 13], 2, 0.5)],
+    run: ([a, b]) => ops[op](a!, op === "div" ? ops.addScalar(ops.abs(b!), 1) : b!),
+  })),
+  ...(["neg", "exp", "tanh", "relu", "sigmoid", "square", "abs", "gelu"] as const).map((op): Row => ({
+    family: "elementwise", name: `${op} [3,1001]`, inputs: [f([3, 1001], 3, 3)], run: ([x]) => ops[op](x!),
+  })),
+  { family: "elementwise", name: "log, sqrt, pow on positive [257]", inputs: [f([257], 4)],
+    run: ([x]) => { const p = ops.addScalar(ops.abs(x!), 0.5); return ops.add(ops.add(ops.log(p), ops.sqrt(p)), ops.pow(p, 1.7)); } },
+  { family: "elementwise", name: "scale and addScalar of a transposed view", inputs: [f([9, 11], 5)],
+    run: ([x]) => ops.addScalar(ops.scale(x!.transpose(0, 1), -2.5), 3) },
+  // ---- reduce: over all, one dim, several dims, keepDim
+  { family: "reduce", name: "sum over all of [33,129]", inputs: [f([33, 129], 6)], run: ([x]) => ops.sum(x!) },
+  { family: "reduce", name: "sum over dim 1 of [4,77,5], keepDim", inputs: [f([4, 77, 5], 7)], run: ([x]) => ops.sum(x!, 1, true) },
+  { family: "reduce", name: "mean over dims [0,2] of [6,7,8]", inputs: [f([6, 7, 8], 8)], run: ([x]) => ops.mean(x!, [0, 2]) },
+  // ---- matmul: 1-D, 2-D, batched with broadcast, transposed operands, linear and Conv1D with bias
+  { family: "matmul", name: "[13] x [13,7]", inputs: [f([13], 9), f([13, 7], 10)], run: ([a, b]) => ops.matmul(a!, b!) },
+  { family: "matmul", name: "[3,1,17,33] x [5,33,9] batched broadcast", inputs: [f([3, 1, 17, 33], 11), f([5, 33, 9], 12)],
+    run: ([a, b]) => ops.matmul(a!, b!), tol: 1e-5 },
+  { family: "matmul", name: "transposed operands [31,19]ᵀ x [23,31]ᵀ", inputs: [f([31, 19], 13), f([23, 31], 14)],
+    run: ([a, b]) => ops.matmul(a!.transpose(0, 1), b!.transpose(0, 1)) },
+  { family: "matmul", name: "linear [2,37,65] by [129,65] + bias", inputs: [f([2, 37, 65], 15), f([129, 65], 16), f([129], 17)],
+    run: ([x, w, b]) => ops.linear(x!, w!, b!) },
+  { family: "matmul", name: "conv1dLinear [5,768] by [768,2304] + bias (GPT-2 c_attn)", inputs: [f([5, 768], 18), f([768, 2304], 19, 0.02), f([2304], 20)],
+    run: ([x, w, b]) => ops.conv1dLinear(x!, w!, b!), tol: 1e-4 },
+  // ---- embedding: gather, and the scatter-add backward in order of position (bit for bit)
+  { family: "embedding", name: "ids [4,25] (repeats) into [101,33]", exact: true,
+    inputs: [ids(Array.from({ length: 100 }, (_, i) => (i % 4 === 0 ? 0 : (i * 37) % 101)), [4, 25]), f([101, 33], 21)],
+    run: ([i, w]) => ops.embedding(i!, w!) },
+  // ---- layernorm
+  { family: "layernorm", name: "[1,1] affine", inputs: [f([1, 1], 22), f([1], 23), f([1], 24)], run: ([x, w, b]) => ops.layerNorm(x!, w!, b!) },
+  { family: "layernorm", name: "[7,13] affine", inputs: [f([7, 13], 25, 3), f([13], 26), f([13], 27)], run: ([x, w, b]) => ops.layerNorm(x!, w!, b!) },
+  { family: "layernorm", name: "[3,100,768] affine (GPT-2 width)", inputs: [f([3, 100, 768], 28, 3), f([768], 29), f([768], 30)],
+    run: ([x, w, b]) => ops.layerNorm(x!, w!, b!) },
+  { family: "layernorm", name: "[9,31] without weight and bias", inputs: [f([9, 31], 31)], run: ([x]) => ops.layerNorm(x!, null, null) },
+  // ---- softmax
+  { family: "softmax", name: "softmax [5,1000]", inputs: [f([5, 1000], 32, 10)], run: ([x]) => ops.softmax(x!) },
+  { family: "softmax", name: "logSoftmax over dim 1 of [3,4,5]", inputs: [f([3, 4, 5], 33, 10)], run: ([x]) => ops.logSoftmax(x!, 1) },
+  { family: "softmax", name: "softmax [1,1]", inputs: [f([1, 1], 34)], run: ([x]) => ops.softmax(x!) },
+  // ---- crossentropy
+  { family: "crossentropy", name: "mean over 50257 classes with ignored rows", inputs: [f([6, 50257], 35, 4), ids([5, -100, 50256, 0, 17, -100])],
+    run: ([x, t]) => ops.crossEntropy(x!, t!) },
+  { family: "crossentropy", name: "sum [4,9]", inputs: [f([4, 9], 36, 4), ids([1, 2, 3, 4])], run: ([x, t]) => ops.crossEntropy(x!, t!, { reduction: "sum" }) },
+  { family: "crossentropy", name: "none [4,9] with an ignored row", inputs: [f([4, 9], 37, 4), ids([1, -100, 3, 8])],
+    run: ([x, t]) => ops.crossEntropy(x!, t!, { reduction: "none" }) },
+  { family: "crossentropy", name: "sum with every row ignored", inputs: [f([3, 5], 38), ids([-100, -100, -100])],
+    run: ([x, t]) => ops.crossEntropy(x!, t!, { reduction: "sum" }) },
+  // ---- dropout: the same Philox counters on both devices, so masks and gradients are bit-identical
+  { family: "dropout", name: "p=0.1 [37,129] (counter crosses 2^32)", exact: true, inputs: [f([37, 129], 39)],
+    run: ([x]) => ops.dropout(x!, 0.1, { generator: gen() }) },
+  // ---- attention
+  ...([
+    { B: 1, H: 1, Tq: 1, Tk: 1, D: 1 },
+    { B: 2, H: 3, Tq: 70, Tk: 70, D: 64 },
+    { B: 2, H: 2, Tq: 9, Tk: 9, D: 7, causal: false },
+    { B: 2, H: 2, Tq: 3, Tk: 11, D: 16 },
+    { B: 2, H: 2, Tq: 6, Tk: 6, D: 5, keep: [1, 1, 1, 1, 0, 0, 0, 0, 0, 1, 1, 1] },
+    { B: 2, H: 2, Tq: 9, Tk: 12, D: 8, dropout: 0.25, keep: [...new Array(12).fill(1), 0, 0, 0, ...new Array(9).fill(1)] },
+    { B: 1, H: 12, Tq: 256, Tk: 256, D: 64 },
+  ] as { B: number; H: number; Tq: number; Tk: number; D: number; causal?: boolean; dropout?: number; keep?: number[] }[]).map(
+    (c): Row => ({
+      family: "attention",
+      name: `B=${c.B} H=${c.H} Tq=${c.Tq} Tk=${c.Tk} D=${c.D}${c.causal === false ? " non-causal" : ""}${c.keep ? " padded" : ""}${c.dropout ? ` dropout ${c.dropout}` : ""}`,
+      inputs: [f([c.B, c.H, c.Tq, c.D], 40), f([c.B, c.H, c.Tk, c.D], 41), f([c.B, c.H, c.Tk, c.D], 42), ...(c.keep ? [ids(c.keep, [c.B, c.Tk])] : [])],
+      run: ([q, k, v, keep]) =>
+        ops.scaledDotProductAttention(q!, k!, v!, { causal: c.causal, dropout: c.dropout, attnMask: keep ?? null, generator: gen(11n, 0n) }),
+      tol: 1e-4,
+    }),
+  ),
+  { family: "attention", name: "strided heads of a fused qkv [2,33,96]", inputs: [f([2, 33, 96], 43)], tol: 1e-4,
+    run: ([qkv]) => {
+      const head = (i: number) => qkv!.slice(2, i * 32, (i + 1) * 32).reshape(2, 33, 4, 8).permute(0, 2, 1, 3);
+      return ops.scaledDotProductAttention(head(0), head(1), head(2)).transpose(1, 2).reshape(2, 33, 32);
+    } },
+  // ---- lora: y + s·drop(x)·Aᵀ·Bᵀ, with and without dropout
+  ...([0, 0.1] as const).map((p): Row => ({
+    family: "lora", name: `N=77 k=65 d=33 r=3 dropout ${p}`, inputs: [f([77, 33], 44), f([77, 65], 45), f([3, 65], 46), f([33, 3], 47)],
+    run: ([y, x, A, B]) => ops.loraDelta(y!, x!, A!, B!, { scaling: 2.5, dropout: p, training: true, generator: gen(3n, 5n) }),
+  })),
+  // ---- creation: fills, ranges, Philox uniforms (exact integer arithmetic), casts, strided copies
+  { family: "creation", name: "rand [17,31] from one generator state", inputs: [], exact: true, noBackward: true,
+    run: (_, device) => rand([17, 31], { generator: gen(123456789n, 0n), device }) },
+  { family: "creation", name: "randn [1000] (Box-Muller in double)", inputs: [], noBackward: true, tol: 1e-6,
+    run: (_, device) => randn([1000], { generator: gen(1n, 0n), device }) },
+  { family: "creation", name: "bfloat16 round trip and a permuted copy", inputs: [f([2, 3, 5], 48)], exact: true, noBackward: true,
+    run: ([x]) => x!.to(x!.device, "bfloat16").to(x!.device, "float32").permute(2, 0, 1).contiguous() },
+  // ---- optim: one fused AdamW step (bit-identical: the same per-element IEEE arithmetic)
+  { family: "optim", name: "AdamW step on [300,257] and [4097]", inputs: [f([300, 257], 49), f([300, 257], 50), f([4097], 51), f([4097], 52)],
+    exact: true, noBackward: true,
+    run: ([p1, g1, p2, g2]) => {
+      const params = [p1!.detach().clone().requireGrad(), p2!.detach().clone().requireGrad()];
+      params[0]!.grad = g1!.detach().clone();
+      params[1]!.grad = g2!.detach().clone();
+      const opt = new AdamW([{ params }], { lr: 1e-2, weightDecay: 0.1 });
+      opt.step();
+      opt.step();
+      const out = noGrad(() => ops.concat([params[0]!.reshape(-1), params[1]!]));
+      opt.dispose();
+      params.forEach((p) => { p.grad?.dispose(); p.dispose(); });
+      return out;
+    } },
+];
+
+/** Runs a row on one device: [output, ...gradients of the float32 inputs], as flat arrays. */
+function runOn(row: Row, device: string): number[][] {
+  return tidy(() => {
+    const xs = row.inputs.map((input) =>
+      "int32" in input
+        ? tensor(new Int32Array(input.int32), { shape: input.shape, device })
+        : tensor(randomValues(input.shape.reduce((a, b) => a * b, 1), input.seed).map((v) => v * (input.scale ?? 1)), {
+            shape: input.shape, device, requiresGrad: !row.noBackward && input.grad !== false,
+          }),
+    );
+    const out = row.run(xs, device);
+    const results = [out];
+    if (!row.noBackward) {
+      const g = tensor(randomValues(out.size, 999), { shape: [...out.shape], device });
+      out.backward(g);
+      for (const x of xs) if (x.requiresGrad) results.push(x.grad!);
+    }
+    return results.map((t) => Array.from(t.dataSync()));
+  });
+}
+
+const gpu = describe.skipIf(!hasCuda);
+if (!hasCuda) describe("CUDA twins", () => it.skip(noCudaReason, () => {}));
+
+describe("the twin table", () => {
+  it("covers every op family", () => {
+    const covered = new Set(ROWS.map((r) => r.family));
+    expect(FAMILIES.filter((fam) => !covered.has(fam))).toEqual([]);
+  });
+
+  // The CPU side of every row, so that a broken row shows up on any host, not first on the GPU
+  // machine; exact rows must also be reproducible run to run.
+  it("every row runs on the CPU, with one output and a gradient per float32 input", () => {
+    for (const row of ROWS) {
+      const first = runOn(row, "cpu");
+      const floats = row.inputs.filter((input) => !("int32" in input) && input.grad !== false).length;
+      expect(first.length, `${row.family}: ${row.name}`).toBe(row.noBackward ? 1 : 1 + floats);
+      if (row.exact) expect(runOn(row, "cpu"), `${row.family}: ${row.name}`).toEqual(first);
+    }
+  });
+});
+
+gpu("CUDA kernels match their CPU twins, forward and backward (float32)", () => {
+  for (const row of ROWS) {
+    it(`${row.family}: ${row.name}`, () => {
+      const [cpu, cuda] = [runOn(row, "cpu"), runOn(row, "cuda:0")];
+      expect(cuda.length).toBe(cpu.length);
+      cpu.forEach((ref, i) => {
+        const what = i === 0 ? "output" : `gradient of input ${i - 1}`;
+        if (row.exact) expect(cuda[i], what).toEqual(ref);
+        else expectClose(cuda[i]!, ref, row.tol ?? 1e-5);
+      });
+    });
+  }
+});
+
+gpu("CUDA behaviours beyond the twin table", () => {
+  it("layerNorm's dw/db are deterministic on the GPU (fixed reduction order)", () => {
+    const row: Row = { family: "layernorm", name: "", inputs: [f([1000, 96], 5), f([96], 6), f([96], 7)], run: ([x, w, b]) => ops.layerNorm(x!, w!, b!) };
+    expect(runOn(row, "cuda:0")).toEqual(runOn(row, "cuda:0"));
+  });
+
+  it("crossEntropy: all rows ignored gives NaN for the mean; a bad target is named with its position", () => {
+    tidy(() => {
+      const logits = tensor(randomValues(10, 11), { shape: [2, 5], device: "cuda:0" });
+      expect(Number.isNaN(ops.crossEntropy(logits, tensor(new Int32Array([-100, -100]), { shape: [2], device: "cuda:0" })).item())).toBe(true);
+      expect(() => ops.crossEntropy(logits, tensor(new Int32Array([0, 7]), { shape: [2], device: "cuda:0" }))).toThrow(
+        /target 7 at position 1 is out of range for 5 classes/,
+      );
+    });
+  });
+});

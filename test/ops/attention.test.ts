@@ -1,0 +1,142 @@
+// scaledDotProductAttention (lib/ops/attention.ts; kernels native/cpu/attention.cc) against float64,
+// finite differences and PyTorch's numbers (test/fixtures/ops).
+// Tolerances: forward 1e-5 relative L2. The kernels round inputs, partial sums and exp (the SIMD
+// exp is within ~2 ulp) to float32, so errors sit around 1e-7..1e-6 of the row's scale; 1e-5
+// leaves room for rows of ~1000 terms. Analytic gradients 1e-4 (they subtract nearly equal
+// float32 sums, e.g. P·(dP - rowsum)). gradcheck's float32 central differences agree to ~1e-3.
+import { describe, expect, it } from "vitest";
+import { Generator, Tensor, tensor, tidy, zeros } from "../../lib/index.js";
+import { expectClose, gradcheck } from "../helpers.js";
+import { scaledDotProductAttention } from "../../lib/ops/attention.js";
+import { arr, t, attentionRef, type AttnCase } from "./reference.js";
+import { flat, fromJson, torchReference } from "./torch-reference.js";
+
+// ---- attention ------------------------------------------------------------------------------------
+
+describe("scaledDotProductAttention", () => {
+  const run = (c: AttnCase, seed: number, check: "forward" | "grad" | "gradcheck") =>
+    tidy(() => {
+      const q = t([c.B, c.H, c.Tq, c.D], seed, 1.5), k = t([c.B, c.H, c.Tk, c.D], seed + 1, 1.5), v = t([c.B, c.H, c.Tk, c.D], seed + 2);
+      const attnMask = c.keep ? tensor(new Int32Array(c.keep), { shape: [c.B, c.Tk] }) : null;
+      // A fresh generator at the same state for every call: finite differences see one mask.
+      const generator = () => new Generator(c.dropout?.seed ?? 0).setState({ seed: String(c.dropout?.seed ?? 0), offset: String(c.dropout?.offset ?? 0) });
+      const opts = { causal: c.causal, attnMask, scale: c.scale, dropout: c.dropout?.p, get generator() { return generator(); } };
+      if (check === "gradcheck") return gradcheck((a, b, d) => scaledDotProductAttention(a!, b!, d!, opts), [q, k, v]);
+      const gout = t([c.B, c.H, c.Tq, c.D], seed + 3);
+      const ref = attentionRef(c, arr(q), arr(k), arr(v), arr(gout));
+      [q, k, v].forEach((x) => (x.requiresGrad = true));
+      const out = scaledDotProductAttention(q, k, v, opts);
+      expect(out.shape).toEqual([c.B, c.H, c.Tq, c.D]);
+      expectClose(out, ref.out, 1e-5);
+      if (check === "forward") return;
+      out.backward(gout);
+      expectClose(q.grad!, ref.dq, 1e-4);
+      expectClose(k.grad!, ref.dk, 1e-4);
+      expectClose(v.grad!, ref.dv, 1e-4);
+    });
+
+  it("forward and backward match float64: causal, non-causal, T=1, odd D, Tq < Tk, several query blocks", () => {
+    const cases: AttnCase[] = [
+      { B: 1, H: 1, Tq: 1, Tk: 1, D: 1, causal: true },
+      { B: 2, H: 3, Tq: 5, Tk: 5, D: 4, causal: true },
+      { B: 1, H: 2, Tq: 7, Tk: 7, D: 3, causal: false },
+      { B: 2, H: 2, Tq: 3, Tk: 8, D: 5, causal: true }, // KV cache: queries at positions 5..7
+      { B: 1, H: 2, Tq: 1, Tk: 9, D: 13, causal: true }, // one generated token
+      { B: 2, H: 2, Tq: 4, Tk: 6, D: 6, causal: false, scale: 0.3 },
+      { B: 1, H: 2, Tq: 150, Tk: 150, D: 17, causal: true }, // 3 query blocks of 64
+      { B: 1, H: 1, Tq: 70, Tk: 131, D: 8, causal: true },
+    ];
+    cases.forEach((c, i) => run(c, 50 + 10 * i, "grad"));
+  });
+
+  it("key-padding mask: padded keys get weight 0; a query that sees only padding outputs 0 (PyTorch SDPA), never NaN", () => {
+    // Row 0: right padding (last 2 keys). Row 1: left padding (first 3 keys): its queries 0..2 see only padding.
+    const keep = [1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 1, 1, 1, 1];
+    run({ B: 2, H: 2, Tq: 7, Tk: 7, D: 5, causal: true, keep }, 150, "grad");
+    run({ B: 2, H: 1, Tq: 7, Tk: 7, D: 3, causal: false, keep }, 160, "grad");
+    run({ B: 2, H: 1, Tq: 3, Tk: 7, D: 4, causal: true, keep }, 170, "grad");
+    tidy(() => {
+      const q = t([2, 1, 7, 3], 180).requireGrad(), k = t([2, 1, 7, 3], 181).requireGrad(), v = t([2, 1, 7, 3], 182).requireGrad();
+      const out = scaledDotProductAttention(q, k, v, { attnMask: tensor(new Int32Array(keep), { shape: [2, 7] }) });
+      const o = arr(out);
+      expect(o.every(Number.isFinite)).toBe(true);
+      expect(o.slice(21, 30)).toEqual(new Array(9).fill(0)); // batch row 1, queries 0..2
+      out.backward(t([2, 1, 7, 3], 183));
+      expect(arr(q.grad!).slice(21, 30)).toEqual(new Array(9).fill(0));
+      expect([q, k, v].every((x) => arr(x.grad!).every(Number.isFinite))).toBe(true);
+    });
+  });
+
+  it("dropout on the weights: Philox mask per (b, h, i, j), recomputed in backward; generator advances by B·H·Tq·Tk", () => {
+    const dropout = { p: 0.3, seed: 77n, offset: 5000n };
+    run({ B: 2, H: 2, Tq: 6, Tk: 6, D: 5, causal: true, dropout }, 260, "grad");
+    run({ B: 1, H: 2, Tq: 70, Tk: 75, D: 4, causal: true, keep: [...new Array(5).fill(0), ...new Array(70).fill(1)], dropout }, 270, "grad");
+    run({ B: 2, H: 1, Tq: 3, Tk: 4, D: 3, causal: false, dropout }, 280, "gradcheck");
+    tidy(() => {
+      const gen = new Generator(1);
+      const x = t([2, 3, 4, 5], 290);
+      scaledDotProductAttention(x, x, x, { dropout: 0.1, generator: gen });
+      expect(gen.offset).toBe(BigInt(2 * 3 * 4 * 4));
+      scaledDotProductAttention(x, x, x, { generator: gen }); // no dropout: no counters
+      expect(gen.offset).toBe(BigInt(2 * 3 * 4 * 4));
+      expect(() => scaledDotProductAttention(x, x, x, { dropout: 1 })).toThrow(/dropout must be in \[0, 1\), got 1/);
+    });
+  });
+
+  it("backward matches finite differences", () => {
+    run({ B: 1, H: 2, Tq: 5, Tk: 5, D: 3, causal: true }, 200, "gradcheck");
+    run({ B: 2, H: 1, Tq: 2, Tk: 4, D: 3, causal: true }, 210, "gradcheck");
+    run({ B: 1, H: 1, Tq: 3, Tk: 4, D: 2, causal: false }, 220, "gradcheck");
+    run({ B: 2, H: 1, Tq: 4, Tk: 4, D: 2, causal: true, keep: [1, 1, 1, 0, 0, 0, 1, 1] }, 230, "gradcheck");
+  });
+
+  it("reads q, k, v as strided views into a fused qkv buffer and returns heads interleaved", () => {
+    tidy(() => {
+      const [B, T, H, D] = [2, 6, 3, 4], C = H * D;
+      const qkv = t([B, T, 3 * C], 250);
+      // Head h of q is qkv[b, t, h*D : (h+1)*D]: strides (T*3C, D, 3C, 1), as GPT-2's c_attn output is laid out.
+      const head = (i: number) => new Tensor(qkv.storage.retain(), [B, H, T, D], "float32", [T * 3 * C, D, 3 * C, 1], i * C).requireGrad();
+      const [q, k, v] = [head(0), head(1), head(2)];
+      const g = t([B, H, T, D], 251);
+      const ref = attentionRef({ B, H, Tq: T, Tk: T, D, causal: true }, arr(q), arr(k), arr(v), arr(g));
+      const out = scaledDotProductAttention(q, k, v);
+      expectClose(out, ref.out, 1e-5);
+      expect(out.transpose(1, 2).isContiguous()).toBe(true); // merging heads to [B, T, C] is a free view
+      out.backward(g);
+      expectClose(q.grad!, ref.dq, 1e-4);
+      expectClose(k.grad!, ref.dk, 1e-4);
+      expectClose(v.grad!, ref.dv, 1e-4);
+      const [b1, t3] = [1, 3]; // through slice/reshape/permute, with a smaller batch for finite differences
+      gradcheck((x) => {
+        const s = (i: number) => x!.slice(2, i * C, (i + 1) * C).reshape(b1, t3, H, D).permute(0, 2, 1, 3);
+        return scaledDotProductAttention(s(0), s(1), s(2)).transpose(1, 2).reshape(b1, t3, C);
+      }, [t([b1, t3, 3 * C], 252)]);
+    });
+  });
+
+  it("names the shapes on bad input", () => {
+    tidy(() => {
+      const q = zeros([1, 2, 4, 8]);
+      expect(() => scaledDotProductAttention(q, zeros([1, 2, 4, 7]), zeros([1, 2, 4, 7]))).toThrow(/must both be \[1, 2, 4, 8\]/);
+      expect(() => scaledDotProductAttention(q, zeros([1, 2, 3, 8]), zeros([1, 2, 3, 8]))).toThrow(/Tq must be <= Tk/);
+      expect(() => scaledDotProductAttention(q, q, q, { attnMask: zeros([1, 4]) })).toThrow(/attnMask must be an int32 key-padding mask \[B, Tk\] = \[1, 4\]/);
+    });
+  });
+});
+
+describe("scaledDotProductAttention against PyTorch (test/fixtures/ops/reference.json)", () => {
+  it("scaled_dot_product_attention (is_causal): output and gradients", () => {
+    tidy(() => {
+      const S = torchReference().sdpa_causal;
+      const shape = S.shape as number[];
+      const [q, k, v] = [S.q, S.k, S.v].map((a: unknown) => fromJson(a, shape).requireGrad()) as [Tensor, Tensor, Tensor];
+      const out = scaledDotProductAttention(q, k, v, { causal: true, scale: S.scale });
+      expectClose(out, flat(S.out), 1e-5);
+      out.backward(fromJson(S.grad_out, shape));
+      expectClose(q.grad!, flat(S.grad_q), 1e-5);
+      expectClose(k.grad!, flat(S.grad_k), 1e-5);
+      expectClose(v.grad!, flat(S.grad_v), 1e-5);
+      // out_with_bool_mask uses a full [T, T] mask that is not a key-padding mask: not applicable.
+    });
+  });
+});

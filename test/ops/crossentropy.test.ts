@@ -1,0 +1,103 @@
+// crossEntropy (lib/ops/crossentropy.ts; kernels native/cpu/crossentropy.cc) against float64,
+// finite differences and PyTorch's numbers (test/fixtures/ops).
+// Tolerances: forward 1e-5 relative L2. The kernels round inputs, partial sums and exp (the SIMD
+// exp is within ~2 ulp) to float32, so errors sit around 1e-7..1e-6 of the row's scale; 1e-5
+// leaves room for rows of ~1000 terms. Analytic gradients 1e-4 (they subtract nearly equal
+// float32 sums, e.g. P·(dP - rowsum)). gradcheck's float32 central differences agree to ~1e-3.
+import { describe, expect, it } from "vitest";
+import { tensor, tidy, zeros } from "../../lib/index.js";
+import { expectClose, gradcheck } from "../helpers.js";
+import { crossEntropy } from "../../lib/ops/crossentropy.js";
+import { arr, t, crossEntropyRef } from "./reference.js";
+import { flat, fromJson, torchReference } from "./torch-reference.js";
+
+// ---- cross-entropy --------------------------------------------------------------------------------
+
+describe("crossEntropy", () => {
+  it("forward matches float64 for mean, sum and none, with ignored targets", () => {
+    const cases: [number, number, number[], number][] = [
+      [5, 7, [1, -100, 6, 0, 3], -100],
+      [1, 1, [0], -100],
+      [4, 11, [2, 2, 0, 10], 2], // custom ignoreIndex inside the class range
+      [3, 50257, [50256, 0, 12345], -100],
+    ];
+    for (const [N, V, tg, ignore] of cases) {
+      tidy(() => {
+        const logits = t([N, V], 30, 4), targets = tensor(new Int32Array(tg), { shape: [N] });
+        const ref = crossEntropyRef(arr(logits), V, tg, ignore);
+        const opts = { ignoreIndex: ignore };
+        expectClose([crossEntropy(logits, targets, opts).item()], [ref.mean], 1e-5);
+        expectClose([crossEntropy(logits, targets, { ...opts, reduction: "sum" }).item()], [ref.sum], 1e-5);
+        const none = crossEntropy(logits, targets, { ...opts, reduction: "none" });
+        expect(none.shape).toEqual([N]);
+        expectClose(none, ref.losses, 1e-5);
+      });
+    }
+  });
+
+  it("backward matches float64 and finite differences; leading dimensions are flattened", () => {
+    tidy(() => {
+      const [N, V] = [6, 50257];
+      const tg = [3, -100, 50256, 7, -100, 0];
+      const logits = t([N, V], 31, 5).requireGrad();
+      const ref = crossEntropyRef(arr(logits), V, tg, -100);
+      crossEntropy(logits, tensor(new Int32Array(tg), { shape: [N] })).backward();
+      expectClose(logits.grad!, ref.gradSum.map((g) => g / ref.count), 1e-5);
+    });
+    for (const reduction of ["mean", "sum", "none"] as const) {
+      tidy(() => {
+        const targets = tensor(new Int32Array([1, -100, 4, 0, 4]), { shape: [5] });
+        gradcheck((x) => crossEntropy(x!, targets, { reduction }), [t([5, 6], 32, 3)]);
+      });
+    }
+    tidy(() => {
+      const targets = tensor(new Int32Array([0, 2, -100, 1, 3, 3]), { shape: [2, 3] });
+      const logits = t([2, 3, 4], 33, 2);
+      expect(crossEntropy(logits, targets, { reduction: "none" }).shape).toEqual([2, 3]);
+      gradcheck((x) => crossEntropy(x!, targets), [logits]);
+      gradcheck((x) => crossEntropy(x!, tensor(new Int32Array([0]), { shape: [1] })), [t([1, 1], 34)]);
+    });
+  });
+
+  it("all targets ignored: mean is NaN like PyTorch, sum and none are 0, the gradient is 0", () => {
+    tidy(() => {
+      const logits = t([3, 5], 35).requireGrad(), targets = tensor(new Int32Array([-100, -100, -100]), { shape: [3] });
+      const loss = crossEntropy(logits, targets);
+      expect(Number.isNaN(loss.item())).toBe(true);
+      loss.backward();
+      expect(arr(logits.grad!)).toEqual(new Array(15).fill(0));
+      expect(crossEntropy(logits, targets, { reduction: "sum" }).item()).toBe(0);
+      expect(arr(crossEntropy(logits, targets, { reduction: "none" }))).toEqual([0, 0, 0]);
+    });
+  });
+
+  it("names the bad target and its position, and asks for int32 targets", () => {
+    tidy(() => {
+      const logits = zeros([2, 3, 5]);
+      expect(() => crossEntropy(logits, tensor(new Int32Array([0, 1, 2, 3, 5, 4]), { shape: [2, 3] }))).toThrow(
+        /target 5 at position \[1, 1\] of targets \[2, 3\] is out of range for 5 classes; targets must be in \[0, 5\) or equal ignoreIndex \(-100\)/,
+      );
+      expect(() => crossEntropy(zeros([3, 5]), tensor(new Int32Array([0, -1, 2]), { shape: [3] }))).toThrow(/target -1 at position 1 is out of range/);
+      expect(() => crossEntropy(zeros([3, 5]), tensor([0, 1, 2]))).toThrow(/targets must be int32 class indices, got float32/);
+      expect(() => crossEntropy(zeros([3, 5]), tensor(new Int32Array([0, 1]), { shape: [2] }))).toThrow(/logits \[3, 5\] and targets \[2\] do not match/);
+    });
+  });
+});
+
+describe("crossEntropy against PyTorch (test/fixtures/ops/reference.json)", () => {
+  it("cross_entropy: mean, sum, none, all-ignored and the gradient", () => {
+    tidy(() => {
+      const C = torchReference().cross_entropy;
+      const V = (C.logits[0] as unknown[]).length, N = (C.target as number[]).length;
+      const logits = fromJson(C.logits, [N, V]).requireGrad(), targets = tensor(new Int32Array(C.target), { shape: [N] });
+      const loss = crossEntropy(logits, targets, { ignoreIndex: C.ignore_index });
+      expectClose([loss.item()], [Number(C.loss_mean)], 1e-6);
+      loss.backward();
+      expectClose(logits.grad!, flat(C.grad_logits_mean), 1e-5);
+      expectClose([crossEntropy(logits, targets, { reduction: "sum" }).item()], [Number(C.loss_sum)], 1e-6);
+      expectClose(crossEntropy(logits, targets, { reduction: "none" }), flat(C.loss_none), 1e-6);
+      const allIgnored = crossEntropy(logits.slice(0, 0, 2), tensor(new Int32Array([-100, -100]), { shape: [2] }));
+      expect(Number.isNaN(allIgnored.item())).toBe(C.loss_mean_all_ignored === "NaN");
+    });
+  });
+});
