@@ -149,7 +149,7 @@ export const pow = (x: Tensor, p: number): Tensor => unaryOp(Unary.PowScalar, "p
 /** GELU, GPT-2's tanh approximation: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))). */
 export const gelu = (x: Tensor): Tensor => unaryOp(Unary.Gelu, "gelu", x);
 
-/** dst += src in place (src broadcast to dst, dst contiguous). Not recorded: for updates made outside the graph, under noGrad(). */
+/** dst += src in place (src broadcasts to dst, dst contiguous). Not recorded: for updates under noGrad(). */
 export function addInPlace(dst: Tensor, src: Tensor): void {
   checkFloat("addInPlace", dst, src);
   if (!dst.isContiguous()) throw new Error("addInPlace: destination must be contiguous");
