@@ -26,8 +26,11 @@ export function setNumThreads(n: number): void {
   native().setNumThreads(n);
 }
 
-/** Waits until queued work on a CUDA device has finished. */
-export function synchronize(device = "cuda:0"): void {
-  const m = /^cuda:(\d+)$/.exec(device);
+/**
+ * Waits until queued work on a CUDA device has finished. Takes a device name or a Device (only its
+ * name is read: lib/tensor sits above this file); "cpu" returns at once.
+ */
+export function synchronize(device: string | { readonly name: string } = "cuda:0"): void {
+  const m = /^cuda:(\d+)$/.exec(typeof device === "string" ? device : device.name);
   if (m) native().synchronize(Number(m[1]));
 }

@@ -1,7 +1,7 @@
 // Devices are parsed once into cached objects: tensor creation does not re-parse its device nor
 // ask the addon for the host's GPUs (native().info(), cudaGetDeviceProperties per GPU on CUDA).
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { cudaAvailable, Module, parseDevice, tensor, tidy, zeros, zerosLike, type Tensor } from "../../lib/index.js";
+import { cudaAvailable, Module, parseDevice, synchronize, tensor, tidy, zeros, zerosLike, type Tensor } from "../../lib/index.js";
 import { native } from "../../lib/native.js";
 
 afterEach(() => vi.restoreAllMocks());
@@ -57,6 +57,8 @@ describe("devices", () => {
       expect(m.w.deviceInfo).toBe(cpu);
       m.dispose();
     });
+    synchronize(cpu);
+    if (cudaAvailable()) synchronize(parseDevice("cuda"));
   });
 
   it("still names an unknown device in its error", () => {
