@@ -4,9 +4,10 @@
 //
 // Layers from the bottom up; a layer may import itself and any layer listed before it.
 const LAYERS = [
-  ["native", "^lib/(native|profile|runtime)\\.ts$"], // the addon loader, profiler, build info
+  ["native", "^lib/(native/|(env|profile)\\.ts$)"], // the addon: loader, typed surface, enum codes; env checks, profiler
   ["linalg", "^lib/linalg/"], // plain-JS dense linear algebra (SVD, QR) for the analysis tools
   ["tensor", "^lib/tensor/"], // Tensor, storage, devices, dtypes, tidy scopes, the tape
+  ["runtime", "^lib/runtime\\.ts$"], // build info, threads, synchronize, device memory
   ["autograd", "^lib/autograd/"], // the backward engine, registered on Tensor
   ["ops", "^lib/ops/"], // differentiable op families over the native kernels
   ["io", "^lib/io/"], // files: safetensors, JSON, atomic writes

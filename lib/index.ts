@@ -3,6 +3,7 @@
 // ---- tensors, autograd, runtime ----
 export * from "./tensor/index.js";
 export { info, setNumThreads, synchronize, type BuildInfo } from "./runtime.js";
+export { NativeAddonError } from "./native/index.js";
 
 // ---- ops, modules, optimizers ----
 export * from "./ops/index.js";
@@ -22,14 +23,14 @@ export { f16BitsToF32, f32ToF16Bits } from "./io/float16.js";
 export { GPT2Tokenizer, END_OF_TEXT, BYTE_SYMBOLS, byteLevelWords, type TokenizerSpec, type EncodeOptions, type DecodeOptions } from "./models/tokenizer.js";
 export { GPT2Config, type GPT2ConfigInit } from "./models/gpt2/config.js";
 export { GPT2LMHeadModel, GPT2Model, GPT2Block, GPT2Attention, GPT2MLP, KVCache, causalLMLoss, type CausalLMInput, type CausalLMOutput } from "./models/gpt2/model.js";
-export { generate, sampleToken, type GenerateOptions } from "./models/gpt2/generate.js";
+export { generate, sampleToken, type GenerateOptions, type GenerationModel } from "./models/gpt2/generate.js";
 
 // ---- PEFT ----
 export { LoraConfig, TASK_TYPES, LOWRANK_PEFT_VERSION, PEFT_FORMAT_VERSION, DEFAULT_TARGET_MODULES, type LoraConfigInit, type TaskType, type LoraBias, type InitLoraWeights, type WarningHandler } from "./peft/config.js";
 export { selectTargets, planInjection, countLoraParameters, type InjectionPlan, type LoraParameterCount } from "./peft/targets.js";
 export type { ModuleInfo, ModuleKind, ModuleShape } from "./nn/shapes.js";
 export { ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, DEFAULT_ADAPTER_NAME, adapterPaths, adapterStateKey, parseAdapterStateKey, formatTrainableParameters, type LoraTensorName, type ParsedAdapterKey } from "./peft/format.js";
-export { PeftModel, LoraModel, getPeftModel, type BaseModel, type PeftOptions } from "./peft/model.js";
+export { PeftModel, LoraModel, getPeftModel, estimateLora, checkLoraFits, type BaseModel, type PeftOptions, type LoraEstimate } from "./peft/model.js";
 export { LoraLinear, LoraEmbedding, UnsafeMergeError, type LoraLayer } from "./peft/layer.js";
 export { ModulesToSaveWrapper, cloneModule } from "./peft/modules-to-save.js";
 export { DoraMagnitude } from "./peft/dora.js";
@@ -45,7 +46,9 @@ export { Trainer, NonFiniteLossError, TRAINER_DEFAULTS, type TrainerOptions, typ
 export { writeCheckpoint, readCheckpoint, listCheckpoints, latestCheckpoint, pruneCheckpoints, resolveResume, CHECKPOINT_FILES, LATEST_FILE, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, type TrainerState, type CheckpointContents, type LoadedCheckpoint } from "./train/checkpoint.js";
 export { MetricsLog, writeLossChart, type StepRecord } from "./train/metrics.js";
 export { ProgressReporter, formatDuration, type ProgressOptions } from "./train/progress.js";
-export { runDemo, DEMO_TEMPLATE, type DemoOptions, type DemoResult } from "./cli/demo.js";
+export { fineTune, holdsRun, FineTuneOptionError, FINE_TUNE_DEFAULTS, type FineTuneOptions, type FineTuneResult, type FineTuneStart, type LoadedBaseModel, type TemplateSource } from "./train/fine-tune.js";
+export { acquireRunLock, RunLockedError, LOCK_FILE, type RunLock } from "./train/lock.js";
+export { runDemo, DEMO_TEMPLATE, type DemoOptions, type DemoResult } from "./train/demo.js";
 
 // ---- analysis, plots, dense linear algebra ----
 export * as analysis from "./analysis/index.js";

@@ -1,11 +1,13 @@
 // An opt-in wall-clock profile of the native calls, for finding where a training step's time goes.
-// LOWRANK_PROFILE=1 (read once, when the addon loads) makes native.ts hand out the addon through
+// LOWRANK_PROFILE=1 (read once, when the addon loads) makes native/index.ts hand out the addon through
 // profileAddon(): every kernel call and every Storage allocation is timed and summed under
 // "<phase> | <kernel>", gemm calls also by shape (with their FLOPs, so the report shows GFLOP/s).
 // The phase is "forward" unless a caller names it: the autograd engine runs each backward rule
 // under "backward <op>", and anyone may wrap code in profilePhase(name, fn). Time spent in
 // JavaScript between native calls is the step time minus the report's total.
 // Without LOWRANK_PROFILE nothing is wrapped and profilePhase() is a plain call.
+
+import type { MatmulKernels } from "./native/addon.js";
 
 /** True when LOWRANK_PROFILE is set (to anything but "" or "0"). */
 export const PROFILING = (process.env.LOWRANK_PROFILE ?? "") !== "" && process.env.LOWRANK_PROFILE !== "0";
@@ -48,13 +50,12 @@ function add(kernel: string, ms: number, flops = 0): void {
 
 /** gemm's arguments (see NativeAddon.gemm) as "gemm MxNxK[ tA][ tB][ bBATCH]" and its FLOPs. */
 function gemmKey(args: unknown[]): [string, number] {
-  const [tA, tB, m, n, k] = args as [boolean, boolean, number, number, number];
-  const batch = args[19] as number;
+  const { transA: tA, transB: tB, m, n, k, batch } = args[0] as MatmulKernels["gemm"] extends (a: infer A) => void ? A : never;
   const key = `gemm ${m}x${n}x${k}${tA ? " tA" : ""}${tB ? " tB" : ""}${batch > 1 ? ` b${batch}` : ""}`;
   return [key, 2 * m * n * k * batch];
 }
 
-/** The addon with every function timed (called by native.ts when PROFILING). */
+/** The addon with every function timed (called by native/index.ts when PROFILING). */
 export function profileAddon<A extends object>(addon: A): A {
   const wrapped = new Map<PropertyKey, unknown>();
   return new Proxy(addon, {
@@ -107,11 +108,11 @@ export function profileEntries(): ProfileEntry[] {
 }
 
 /**
- * A table of the entries, per step (times divided by `steps`): ms, share of the total, calls and
+ * A table of the entries, per step (times divided by `steps`; `per` names the unit): ms, share of the total, calls and
  * GFLOP/s for gemm; then the totals per phase and per kernel family. Rows under `minShare` of the
  * total are folded into one line.
  */
-export function profileReport(steps = 1, minShare = 0.002): string {
+export function profileReport(steps = 1, minShare = 0.002, per = "step"): string {
   const all = profileEntries();
   const total = all.reduce((s, e) => s + e.ms, 0);
   const lines: string[] = [];
@@ -119,7 +120,7 @@ export function profileReport(steps = 1, minShare = 0.002): string {
     const gf = flops > 0 && ms > 0 ? (flops / (ms / 1e3) / 1e9).toFixed(1).padStart(7) : "".padStart(7);
     lines.push(`${(ms / steps).toFixed(2).padStart(10)} ${((100 * ms) / total).toFixed(1).padStart(6)}% ${String(Math.round(calls / steps)).padStart(6)} ${gf}  ${label}`);
   };
-  lines.push(`${"ms/step".padStart(10)} ${"share".padStart(7)} ${"calls".padStart(6)} ${"GFLOP/s".padStart(7)}  phase | native call`);
+  lines.push(`${`ms/${per}`.padStart(10)} ${"share".padStart(7)} ${"calls".padStart(6)} ${"GFLOP/s".padStart(7)}  phase | native call`);
   let restMs = 0, restCalls = 0;
   for (const e of all) {
     if (e.ms < minShare * total) {
@@ -145,6 +146,6 @@ export function profileReport(steps = 1, minShare = 0.002): string {
   };
   groups("phase", (e) => e.key.split(" | ")[0]!);
   groups("native call", (e) => e.key.split(" | ")[1]!.split(" ")[0]!);
-  lines.push("", `${(total / steps).toFixed(2).padStart(10)} ms/step in native calls`);
+  lines.push("", `${(total / steps).toFixed(2).padStart(10)} ms/${per} in native calls`);
   return lines.join("\n");
 }

@@ -1,4 +1,8 @@
-import { native, nativePath } from "./native.js";
+import { readFileSync } from "node:fs";
+import { totalmem } from "node:os";
+import { join } from "node:path";
+import { native, nativePath, PACKAGE_ROOT } from "./native/index.js";
+import { parseDevice, type DeviceLike } from "./tensor/device.js";
 
 export interface BuildInfo {
   version: string;
@@ -21,16 +25,54 @@ export function info(): BuildInfo {
   };
 }
 
+/** The package's version from package.json, without loading the addon (for `lowrank --version`). */
+export function packageVersion(): string {
+  return (JSON.parse(readFileSync(join(PACKAGE_ROOT, "package.json"), "utf8")) as { version: string }).version;
+}
+
 /** Sets the number of CPU threads the kernels use (default: all cores, or LOWRANK_NUM_THREADS). */
 export function setNumThreads(n: number): void {
   native().setNumThreads(n);
 }
 
-/**
- * Waits until queued work on a CUDA device has finished. Takes a device name or a Device (only its
- * name is read: lib/tensor sits above this file); "cpu" returns at once.
- */
-export function synchronize(device: string | { readonly name: string } = "cuda:0"): void {
+/** Waits until queued work on a CUDA device has finished; "cpu" returns at once. */
+export function synchronize(device: DeviceLike = "cuda:0"): void {
   const m = /^cuda:(\d+)$/.exec(typeof device === "string" ? device : device.name);
   if (m) native().synchronize(Number(m[1]));
+}
+
+/**
+ * The memory of a device in bytes: the host's RAM for "cpu" (the container's limit when it is
+ * lower), the GPU's total memory for "cuda:N" (from the addon's device description).
+ */
+export function deviceMemory(device: DeviceLike): number {
+  const d = parseDevice(device);
+  if (d.type === "cpu") {
+    const limit = process.constrainedMemory?.() ?? 0; // 0 (or a huge number) when there is no limit
+    return limit > 0 ? Math.min(totalmem(), limit) : totalmem();
+  }
+  // native/cuda/device.cu names a GPU "<name> (sm_XY, <total> MiB)".
+  const m = /(\d+) MiB\)$/.exec(native().info().gpus[d.index] ?? "");
+  return m ? Number(m[1]) * 2 ** 20 : Infinity;
+}
+
+/** 11300000000 → "11.3 GB" (decimal units, as disks and `ls -h --si` count). */
+export function formatBytes(bytes: number): string {
+  if (!Number.isFinite(bytes)) return `${bytes} bytes`;
+  const units = ["bytes", "kB", "MB", "GB", "TB", "PB", "EB"];
+  let i = 0;
+  while (bytes >= 1000 && i < units.length - 1) bytes /= 1000, i++;
+  return i === 0 ? `${bytes} bytes` : `${bytes >= 100 ? bytes.toFixed(0) : bytes.toPrecision(3)} ${units[i]}`;
+}
+
+/**
+ * Refuses, before anything is allocated, what cannot fit on `device`: an allocation the size of
+ * the whole memory would end in std::bad_alloc, the OOM killer or a CUDA error that names nothing.
+ * `what` names what needs the bytes, `fix` what to change.
+ */
+export function checkFitsInMemory(bytes: number, device: DeviceLike, what: string, fix: string): void {
+  const total = deviceMemory(device);
+  if (bytes > total) {
+    throw new Error(`${what} needs ${formatBytes(bytes)}, more than the ${formatBytes(total)} of memory on ${parseDevice(device).name}; ${fix}`);
+  }
 }

@@ -143,9 +143,10 @@ const config = new GPT2Config({
 });
 const generator = new Generator(seed);
 const model = new GPT2LMHeadModel(config, { device: "cpu", generator });
-// transformers' GPT-2 init: every weight N(0, 0.02), embeddings included, and the projections into
-// the residual stream (c_proj) N(0, 0.02 / sqrt(2 · n_layer)). lowrank's Embedding draws N(0, 1)
-// as torch.nn.Embedding does, which makes the tied output layer's first logits far too large.
+// The constructor already initializes as transformers' GPT-2 (every weight N(0, 0.02), embeddings
+// included, c_proj N(0, 0.02 / sqrt(2 · n_layer))). These draws of the same distributions come from
+// the time it did not: they are kept so that the same seed still gives the committed
+// data/demo/model bit for bit (they move the random stream on).
 noGrad(() => {
   for (const [name, p] of model.namedParameters()) {
     const std = /\.(wte|wpe)\.weight$/.test(name) ? config.initializerRange

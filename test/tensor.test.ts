@@ -1,9 +1,13 @@
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
 import { describe, expect, it } from "vitest";
 import {
-  arange, bf16BitsToF32, empty, f32ToBf16Bits, full, Generator, info, kaimingUniform, keep, memory, ones, rand, randn,
+  arange, bf16BitsToF32, dropout, empty, f32ToBf16Bits, full, Generator, info, kaimingUniform, keep, memory, ones, rand, randn,
   tensor, tidy, zeros,
 } from "../lib/index.js";
-import { relError } from "./helpers.js";
 
 const cpuBytes = () => memory().cpu!.bytes;
 
@@ -244,13 +248,53 @@ describe("build info", () => {
     expect(i.version).toMatch(/^\d+\.\d+\.\d+/);
   });
 
-  it("gives identical random numbers on every SIMD path (relative error 0)", () => {
-    tidy(() => {
-      const a = randn([100], { generator: new Generator(3) }).dataSync();
-      expect(relError(a, a)).toBe(0);
-    });
-  });
 });
+
+// Random numbers come from Philox; the dropout kernel draws 16 counters at once with AVX-512 (and
+// AVX2 / scalar code otherwise), picked once per process from LOWRANK_SIMD. This process's draws
+// are compared bit for bit with child processes capped at each lower level.
+const DRAWS_TEST = "random draws at this SIMD level";
+function draws(): number[][] {
+  return tidy(() => {
+    const g = new Generator(3);
+    // dropout masks: lengths around 8/16 lanes and their tails, and a counter whose low word carries
+    const masks = [1, 15, 16, 17, 53, 1000].map((n) => Array.from(dropout(ones([n]), 0.3, { generator: g }).dataSync()));
+    g.setState({ seed: "77", offset: String(2n ** 32n - 5n) });
+    masks.push(Array.from(dropout(ones([40]), 0.5, { generator: g }).dataSync()));
+    return [Array.from(randn([1000], { generator: g }).dataSync()), Array.from(rand([1000], { generator: g }).dataSync()), ...masks];
+  });
+}
+
+it(DRAWS_TEST, () => {
+  const d = draws();
+  if (process.env.LOWRANK_TEST_DRAWS_OUT) writeFileSync(process.env.LOWRANK_TEST_DRAWS_OUT, JSON.stringify(d));
+  expect(d.flat().every(Number.isFinite)).toBe(true);
+});
+
+const lowerLevels = ["avx512", "avx2", "scalar"].filter((l, i, all) => i > all.indexOf(info().simd));
+it.skipIf(process.env.LOWRANK_SIMD !== undefined || lowerLevels.length === 0)(
+  `gives bit-identical random numbers at SIMD levels ${[info().simd, ...lowerLevels].join(", ")} (child processes)`,
+  () => {
+    const vitest = join(dirname(createRequire(import.meta.url).resolve("vitest/package.json")), "vitest.mjs");
+    const here = draws();
+    const dir = mkdtempSync(join(tmpdir(), "lowrank-draws-"));
+    try {
+      for (const level of lowerLevels) {
+        const out = join(dir, `${level}.json`);
+        const r = spawnSync(process.execPath, [vitest, "run", "test/tensor.test.ts", "-t", DRAWS_TEST], {
+          env: { ...process.env, LOWRANK_SIMD: level, LOWRANK_TEST_DRAWS_OUT: out, NO_COLOR: "1" },
+          encoding: "utf8",
+        });
+        expect(r.status, `LOWRANK_SIMD=${level}:\n${r.stdout}\n${r.stderr}`).toBe(0);
+        const there = JSON.parse(readFileSync(out, "utf8")) as number[][];
+        there.forEach((row, i) => expect(row, `LOWRANK_SIMD=${level}, draw ${i}`).toEqual(here[i]));
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+  60_000,
+);
 
 describe("reshape as a view", () => {
   it("views strided tensors when the layout allows (no copy) and copies otherwise", () => {

@@ -3,7 +3,7 @@
 // saved, injects LoRA r=16, alpha 32, dropout 0.05 on c_attn + c_proj, AdamW lr 1e-4, training
 // mode (GPT-2's own dropout active), and times forward + backward + optimizer step + zeroGrad.
 //
-//   node <compiled bench.js> DIR [--warmup 3] [--steps 10] [--lora-dropout 0.05] [--profile-steps 3]
+//   node <compiled bench.js> DIR [--warmup 3] [--steps 10] [--lora-dropout 0.05] [--profile-steps 3] [--device cpu]
 //
 // Prints one JSON line prefixed "RESULT ". With LOWRANK_PROFILE=1 it then runs --profile-steps
 // more steps under the profiler (lib/profile.ts) and prints where their time went (the timed
@@ -11,10 +11,10 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { AdamW, GPT2LMHeadModel, getPeftModel, info, LoraConfig, memory, tensor, tidy } from "../../lib/index.js";
-import { PROFILING, profilePhase, profileReport, profileReset } from "../../lib/profile.js";
+import { PROFILING, profileEntries, profilePhase, profileReport, profileReset } from "../../lib/profile.js";
 
-function parseArgs(argv: string[]): { dir: string; warmup: number; steps: number; loraDropout: number; profileSteps: number } {
-  const opts = { dir: "", warmup: 3, steps: 10, loraDropout: 0.05, profileSteps: 3 };
+function parseArgs(argv: string[]): { dir: string; warmup: number; steps: number; loraDropout: number; profileSteps: number; device: string } {
+  const opts = { dir: "", warmup: 3, steps: 10, loraDropout: 0.05, profileSteps: 3, device: "cpu" };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const num = () => Number(argv[++i]);
@@ -22,10 +22,11 @@ function parseArgs(argv: string[]): { dir: string; warmup: number; steps: number
     else if (a === "--steps") opts.steps = num();
     else if (a === "--lora-dropout") opts.loraDropout = num();
     else if (a === "--profile-steps") opts.profileSteps = num();
+    else if (a === "--device") opts.device = argv[++i]!;
     else if (!a.startsWith("--") && !opts.dir) opts.dir = a;
     else throw new Error(`bench: unknown argument ${a}`);
   }
-  if (!opts.dir) throw new Error("usage: bench.js DIR [--warmup N] [--steps N] [--lora-dropout P] [--profile-steps N]");
+  if (!opts.dir) throw new Error("usage: bench.js DIR [--warmup N] [--steps N] [--lora-dropout P] [--profile-steps N] [--device cpu|cuda:0]");
   return opts;
 }
 
@@ -36,7 +37,7 @@ function median(xs: number[]): number {
 }
 
 const opts = parseArgs(process.argv.slice(2));
-const model = GPT2LMHeadModel.fromPretrained(opts.dir, { device: "cpu" });
+const model = GPT2LMHeadModel.fromPretrained(opts.dir, { device: opts.device });
 const peft = getPeftModel(
   model,
   new LoraConfig({ taskType: "CAUSAL_LM", r: 16, loraAlpha: 32, loraDropout: opts.loraDropout, targetModules: ["c_attn", "c_proj"], fanInFanOut: true, bias: "none" }),
@@ -45,7 +46,7 @@ peft.train(); // GPT-2's dropout (embd/attn/resid 0.1) and the LoRA dropout are 
 const params = peft.trainableParameters();
 const opt = new AdamW(params, { lr: 1e-4 }); // weightDecay 0.01, torch's default
 const ids = (JSON.parse(readFileSync(join(opts.dir, "ids.json"), "utf8")) as number[][]).flat();
-const inputIds = tensor(Int32Array.from(ids), { shape: [1, ids.length] });
+const inputIds = tensor(Int32Array.from(ids), { shape: [1, ids.length], device: opts.device });
 
 function step(): number {
   const loss = tidy(() => {
@@ -85,7 +86,8 @@ console.log(
       simd: build.simd,
       lora_dropout: opts.loraDropout,
       trainable: params.reduce((n, p) => n + p.size, 0),
-      peak_mb: memory().cpu!.peakBytes / 2 ** 20,
+      device: opts.device,
+      peak_mb: memory()[opts.device]!.peakBytes / 2 ** 20,
       profiled: PROFILING,
     }),
 );
@@ -97,4 +99,15 @@ if (PROFILING && opts.profileSteps > 0) {
   const wall = (performance.now() - t0) / opts.profileSteps;
   console.log(`\nprofile of ${opts.profileSteps} steps (${wall.toFixed(1)} ms/step wall, profiler on):`);
   console.log(profileReport(opts.profileSteps));
+  // Per step: every JS-to-native call (the profiler wraps each addon function), and of those the
+  // storage allocations (constructor calls, keyed "new Storage (alloc)").
+  const entries = profileEntries();
+  const perStep = (n: number) => Math.round(n / opts.profileSteps);
+  console.log(
+    "CALLS " +
+      JSON.stringify({
+        native_calls_per_step: perStep(entries.reduce((n, e) => n + e.calls, 0)),
+        allocations_per_step: perStep(entries.filter((e) => e.key.endsWith("(alloc)")).reduce((n, e) => n + e.calls, 0)),
+      }),
+  );
 }

@@ -4,4 +4,4 @@ export { GPT2_PRESETS, GPT2_PRESET_NAMES, gpt2PresetConfig, gpt2ModuleShapes, gp
 export { adapterSpectra, checkpointDeltaSpectra, spectrumStats, type LayerSpectrum, type SpectrumStats } from "./spectrum.js";
 export { readAdapterFactors, readCheckpointWeights, type AdapterFactors } from "./weights.js";
 export { writeSpectrumCharts } from "./charts.js";
-export { summarizeRun, writeSweepCharts, type RunSummary } from "./sweep.js";
+export { runSweep, usedRanks, rankDir, summarizeRun, writeSweepCharts, type RunSummary, type RankResult, type SweepOptions, type SweepResult } from "./sweep.js";

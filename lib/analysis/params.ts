@@ -7,6 +7,7 @@ import type { ModuleShape } from "../nn/shapes.js";
 import { LoraConfig } from "../peft/config.js";
 import { formatTrainableParameters } from "../peft/format.js";
 import { countLoraParameters } from "../peft/targets.js";
+import { formatBytes } from "../runtime.js";
 
 /** A target set as the user wrote it: module names, or "all-linear". */
 export type TargetSpec = readonly string[] | "all-linear";
@@ -77,6 +78,13 @@ export function parameterTable(opts: ParamsTableOptions): ParamsRow[] {
       const count = countLoraParameters(opts.modules, config, { modelType: opts.modelType, onWarning: () => {} });
       const full = count.perModule.reduce((s, p) => s + denseSize(byName.get(p.name)!), 0);
       const all = opts.baseParameters + count.total;
+      // PEFT's percentage is exact only while 100·all < 2^53 (about 360 TB of float32): far beyond any memory.
+      if (!Number.isSafeInteger(100 * all)) {
+        throw new Error(
+          `r=${r} on ${formatTargetSpec(targetModules)} (${count.perModule.length} modules): ${count.total.toPrecision(3)} trainable parameters ` +
+            `(${formatBytes(4 * count.total)} of float32), more than any memory holds; use a smaller rank`,
+        );
+      }
       rows.push({
         targets: formatTargetSpec(targetModules),
         r,

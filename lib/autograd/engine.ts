@@ -4,7 +4,8 @@
 // Every intermediate gradient and saved tensor is disposed as soon as it is used.
 // The engine sits above lib/tensor (which holds the tape) and below the ops: it registers itself
 // as Tensor.backward() when loaded, and sums gradients with the element-wise Add kernel directly.
-import { Binary, kernels, type ElementwiseKernels } from "../native.js";
+import { Binary } from "../native/enums.js";
+import { native } from "../native/index.js";
 import { PROFILING, profilePhase } from "../profile.js";
 import { onesLike } from "../tensor/creation.js";
 import { keep } from "../tensor/scope.js";
@@ -24,9 +25,7 @@ function addGrads(out: Tensor, a: Tensor, b: Tensor): void {
     }
   }
   if (a.device !== b.device) throw new Error(`backward: gradients are on different devices (${a.device} and ${b.device}); move them with .to(device)`);
-  kernels<ElementwiseKernels>().binary(
-    Binary.Add, a.storage.native, a.byteOffset, a.strides, b.storage.native, b.byteOffset, b.strides, out.storage.native, out.byteOffset, out.shape,
-  );
+  native().binary({ op: Binary.Add, a: a.nativeView, b: b.nativeView, out: out.nativeView, shape: out.shape });
 }
 
 /** a + b in a new contiguous tensor. */

@@ -1,13 +1,15 @@
 // What the lowrank commands share: exit codes, one-line errors, option parsers, and loading a
 // model, tokenizer or prompt template from what the user typed, with messages that name the flag.
-import { existsSync, readFileSync, statSync } from "node:fs";
-import { extname, join } from "node:path";
+import { accessSync, constants, existsSync, readFileSync, statSync } from "node:fs";
+import { extname, join, resolve, sep } from "node:path";
 import { Command, CommanderError, InvalidArgumentError } from "commander";
+import { existingAncestor, explainFsError, fsReason, isFsError, type FsError } from "../io/fs-errors.js";
 import { GPT2LMHeadModel } from "../models/gpt2/model.js";
 import { GPT2Tokenizer } from "../models/tokenizer.js";
+import { PROFILING, profileEntries, profileReport } from "../profile.js";
 import { cudaAvailable } from "../tensor/device.js";
 import type { Generator } from "../tensor/random.js";
-import { ALPACA_TEMPLATE, resolveTemplate, type PromptTemplate, type TemplateSpec } from "../train/template.js";
+import { ALPACA_TEMPLATE, readTemplateFile, resolveTemplate, type TemplateSpec } from "../train/template.js";
 
 /** Exit codes of every command: 0 ok, 1 runtime error, 2 usage error, 130 interrupted (Ctrl-C). */
 export const EXIT = { ok: 0, error: 1, usage: 2, interrupted: 130 } as const;
@@ -16,12 +18,13 @@ export const EXIT = { ok: 0, error: 1, usage: 2, interrupted: 130 } as const;
 export class UsageError extends Error {}
 
 /**
- * A command with lowrank's conventions: commander's own errors (unknown option, missing value)
- * exit with the usage code 2 rather than commander's 1, and point at --help.
+ * A command with lowrank's conventions: commander's own errors (unknown command or option, missing
+ * value, no command at all) exit with the usage code 2 rather than commander's 1, and point at
+ * --help. `help` is how to ask for it (default `lowrank NAME --help`).
  */
-export function newCommand(name: string): Command {
+export function newCommand(name: string, help = `lowrank ${name} --help`): Command {
   return new Command(name)
-    .showHelpAfterError(`(run "lowrank ${name} --help" for usage)`)
+    .showHelpAfterError(`(run "${help}" for usage)`)
     .exitOverride((err: CommanderError) => {
       process.exit(err.exitCode === 0 ? EXIT.ok : EXIT.usage);
     });
@@ -38,11 +41,56 @@ export function runAction<A extends unknown[]>(name: string, fn: (...args: A) =>
       process.exitCode = (await fn(...args)) ?? EXIT.ok;
     } catch (err) {
       const usage = err instanceof UsageError;
-      console.error(`lowrank ${name}: ${err instanceof Error ? err.message : String(err)}`);
+      const command = args.at(-1);
+      const message = isFsError(err) && command instanceof Command ? fsErrorMessage(err, command) : err instanceof Error ? err.message : String(err);
+      console.error(`lowrank ${name}: ${message}`);
       if (usage) console.error(`(run "lowrank ${name} --help" for usage)`);
       process.exitCode = usage ? EXIT.usage : EXIT.error;
+    } finally {
+      // LOWRANK_PROFILE=1: where this run's native time went, on stderr so stdout stays the command's output.
+      if (PROFILING && profileEntries().length > 0) {
+        console.error(`\nprofile of lowrank ${name} (LOWRANK_PROFILE): wall-clock time in native calls, the whole run\n${profileReport(1, 0.002, "run")}`);
+      }
     }
   };
+}
+
+/**
+ * A file system error in words, with the flag whose path it concerns and the fix: "--out runs/x:
+ * cannot create the folder runs/x: runs is a file, not a folder (ENOTDIR); choose another --out".
+ */
+function fsErrorMessage(err: FsError, command: Command): string {
+  const path = err.path === undefined ? undefined : resolve(err.path);
+  // node's own "ENOTDIR: not a directory, mkdir 'x'" is explained; a message lowrank wrote is kept
+  const text = err.message.startsWith(`${err.code}:`) ? explainFsError(err) : err.message;
+  const opts = command.opts() as Record<string, unknown>;
+  // the flag whose value is the path, a folder that holds it, or a path inside it (mkdir -p fails at an ancestor)
+  const related = (value: string) => path !== undefined && (path === resolve(value) || path.startsWith(resolve(value) + sep) || resolve(value).startsWith(path + sep));
+  const flag = command.options
+    .map((o) => ({ o, value: opts[o.attributeName()] }))
+    .filter((f): f is { o: (typeof command.options)[number]; value: string } => typeof f.value === "string" && related(f.value))
+    .sort((a, b) => b.value.length - a.value.length)[0];
+  return flag ? `${flag.o.long} ${flag.value}: ${text}; choose another ${flag.o.long}` : text;
+}
+
+/**
+ * Refuses an output folder that cannot be created or written, before any work is done: `dir`
+ * must be a folder or not exist yet under a folder that can be written.
+ */
+export function checkOutputDir(flag: string, dir: string): void {
+  const fail = (code: string, path = dir) => new Error(`${flag} ${dir}: cannot write there: ${fsReason(code, path)} (${code}); choose another ${flag}`);
+  if (existsSync(dir)) {
+    if (!statSync(dir).isDirectory()) throw fail("EEXIST");
+  }
+  const folder = existsSync(dir) ? dir : existingAncestor(dir);
+  if (folder === undefined) return;
+  if (!statSync(folder).isDirectory()) throw fail("ENOTDIR");
+  try {
+    accessSync(folder, constants.W_OK);
+  } catch (err) {
+    if (isFsError(err)) throw fail(err.code, folder);
+    throw err;
+  }
 }
 
 // ---- option parsers (commander reports their errors with the flag and the value) --------------
@@ -122,21 +170,13 @@ export function loadTokenizer(dir: string, model: GPT2LMHeadModel): GPT2Tokenize
 export function loadTemplate(spec: string): TemplateSpec {
   if (spec === "alpaca") return ALPACA_TEMPLATE;
   if (!existsSync(spec)) throw new UsageError(`--template ${spec}: not "alpaca" and no such file`);
-  const text = readFileSync(spec, "utf8");
-  let template: TemplateSpec = text;
-  if (extname(spec).toLowerCase() === ".json") {
-    try {
-      template = JSON.parse(text) as PromptTemplate;
-    } catch (err) {
-      throw new UsageError(`--template ${spec}: not valid JSON (${(err as Error).message}); a JSON template is {"withInput": "...", "withoutInput": "..."}`);
-    }
-  }
   try {
+    const template = readTemplateFile(spec);
     resolveTemplate(template);
+    return template;
   } catch (err) {
     throw new UsageError(`--template ${spec}: ${(err as Error).message}`);
   }
-  return template;
 }
 
 /** `'a b'` for arguments that need quoting in a shell, for the resume hint. */

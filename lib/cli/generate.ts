@@ -1,12 +1,14 @@
 // `lowrank generate`: continues a prompt with a GPT-2 checkpoint, optionally with a LoRA adapter,
 // printing the text to stdout as the tokens are produced.
+import { existsSync } from "node:fs";
+import { join } from "node:path";
 import type { Command } from "commander";
 import { generate } from "../models/gpt2/generate.js";
 import type { GPT2LMHeadModel } from "../models/gpt2/model.js";
 import type { GPT2Tokenizer } from "../models/tokenizer.js";
 import { PeftModel } from "../peft/model.js";
 import { Generator } from "../tensor/random.js";
-import { formatPrompt, resolveTemplate } from "../train/template.js";
+import { formatPrompt, MODEL_TEMPLATE_FILE, resolveTemplate } from "../train/template.js";
 import { intAtLeast, loadModel, loadTemplate, loadTokenizer, newCommand, numberIn, oneOf, resolveDevice, runAction, UsageError } from "./common.js";
 
 interface GenerateFlags {
@@ -14,7 +16,7 @@ interface GenerateFlags {
   adapter?: string;
   prompt: string;
   input?: string;
-  template: string;
+  template?: string;
   maxNewTokens: number;
   temperature: number;
   topK: number;
@@ -30,7 +32,7 @@ export function generateCommand(): Command {
     .option("--adapter <dir>", "a LoRA adapter in PEFT's format to apply (e.g. the --out of lowrank train)")
     .requiredOption("--prompt <text>", "the prompt; with --template, the instruction")
     .option("--input <text>", "with --template: the instruction's input")
-    .option("--template <name|file>", 'wrap the prompt: "none", "alpaca", or a template file as in lowrank train', "none")
+    .option("--template <name|file>", 'wrap the prompt: "none", "alpaca", or a template file as in lowrank train (default: the template.txt the model folder ships, else "none")')
     .option("--max-new-tokens <n>", "stop after this many tokens (or at the end-of-text token)", intAtLeast(1), 128)
     .option("--temperature <x>", "0 picks the most likely token (greedy); higher samples more freely", numberIn(0, Infinity), 0)
     .option("--top-k <n>", "sample among the k most likely tokens only (0: no limit)", intAtLeast(0), 0)
@@ -41,10 +43,11 @@ export function generateCommand(): Command {
       "after",
       `
 Only the generated text is printed (stdout), so it can be piped. Use the template the adapter was
-trained with: lowrank train uses "alpaca" unless told otherwise.
+trained with: lowrank train, like generate, uses the model folder's template.txt unless told
+otherwise (and "alpaca" for a model folder without one).
 
-Example:
-  lowrank generate --model ./gpt2 --adapter runs/demo --template alpaca \\
+Example (the model bundled with lowrank, and an adapter from lowrank train --out runs/demo):
+  lowrank generate --model data/demo/model --adapter runs/demo \\
     --prompt "Move the first word to the end." --input "net,button,moon"`,
     )
     .action(runAction("generate", (flags: GenerateFlags) => run(flags)));
@@ -81,12 +84,22 @@ export class TextStreamer {
   }
 }
 
+/** --template, or the model folder's template.txt (announced on stderr: stdout is the generated text), or none. */
+function templateFlag(flags: GenerateFlags): string {
+  if (flags.template !== undefined) return flags.template;
+  const shipped = join(flags.model, MODEL_TEMPLATE_FILE);
+  if (!existsSync(shipped)) return "none";
+  console.error(`prompt template: ${shipped} (shipped with the model; --template none for the bare prompt)`);
+  return shipped;
+}
+
 function promptText(flags: GenerateFlags): string {
-  if (flags.template === "none") {
+  const template = templateFlag(flags);
+  if (template === "none") {
     if (flags.input !== undefined) throw new UsageError("--input needs a --template (e.g. --template alpaca) to place it in the prompt");
     return flags.prompt;
   }
-  return formatPrompt(resolveTemplate(loadTemplate(flags.template)), flags.prompt, flags.input ?? "");
+  return formatPrompt(resolveTemplate(loadTemplate(template)), flags.prompt, flags.input ?? "");
 }
 
 async function run(flags: GenerateFlags): Promise<void> {
@@ -95,19 +108,23 @@ async function run(flags: GenerateFlags): Promise<void> {
   const device = resolveDevice(flags.device);
   const base = loadModel(flags.model, { device });
   const tokenizer = loadTokenizer(flags.model, base);
-  let model: GPT2LMHeadModel = base;
   let peft: PeftModel<GPT2LMHeadModel> | null = null;
   if (flags.adapter !== undefined) {
     try {
       peft = PeftModel.fromPretrained(base, flags.adapter);
     } catch (err) {
+      base.dispose();
       throw new Error(`--adapter ${flags.adapter}: ${(err as Error).message}`, { cause: err });
     }
-    model = peft.model; // the LoRA layers sit inside the base model's module tree
   }
+  const model = peft ?? base;
   const ids = tokenizer.encode(text);
   if (ids.length >= base.config.nPositions) {
-    throw new UsageError(`the prompt is ${ids.length} tokens; the model sees at most ${base.config.nPositions}, leaving no room to generate`);
+    model.dispose();
+    throw new UsageError(
+      `the prompt is ${ids.length} tokens; the model sees at most ${base.config.nPositions}, leaving no room to generate; ` +
+        `use a shorter prompt or a shorter --template (the one the adapter was trained with)`,
+    );
   }
 
   const stream = new TextStreamer(tokenizer, (text) => process.stdout.write(text));
@@ -120,6 +137,6 @@ async function run(flags: GenerateFlags): Promise<void> {
     stream.end();
     process.stdout.write("\n");
   } finally {
-    (peft ?? base).dispose();
+    model.dispose();
   }
 }

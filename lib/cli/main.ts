@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The lowrank command line. Each command lives in its own module and registers itself here.
-import { Command } from "commander";
-import { info } from "../runtime.js";
+import { info, packageVersion } from "../runtime.js";
+import { EXIT, newCommand, runAction } from "./common.js";
 import { demoCommand } from "./demo.js";
 import { generateCommand } from "./generate.js";
 import { mergeCommand } from "./merge.js";
@@ -10,17 +10,17 @@ import { svdCommand } from "./svd.js";
 import { sweepCommand } from "./sweep.js";
 import { trainCommand } from "./train.js";
 
-const program = new Command();
-program
-  .name("lowrank")
+// The version comes from package.json, not the addon: --help, --version and `params` work even
+// when the native addon failed to build (commands that compute say so and exit 1).
+const program = newCommand("lowrank", "lowrank --help")
   .description("LoRA fine-tuning for Node.js: train, merge and inspect PEFT-compatible adapters")
-  .version(info().version);
+  .version(packageVersion());
 
 program
   .command("info")
   .description("print the version and build features: SIMD level, threads, CUDA, GPUs, cuBLAS")
   .option("--json", "print machine-readable JSON")
-  .action((opts: { json?: boolean }) => {
+  .action(runAction("info", async (opts: { json?: boolean }) => {
     const i = info();
     if (opts.json) {
       console.log(JSON.stringify(i, null, 2));
@@ -34,7 +34,7 @@ program
       if (i.gpus.length === 0) console.log("  GPUs:         none found");
       i.gpus.forEach((g, k) => console.log(`  cuda:${k}:       ${g}`));
     }
-  });
+  }));
 
 program.addCommand(trainCommand());
 program.addCommand(mergeCommand());
@@ -46,5 +46,5 @@ program.addCommand(demoCommand());
 
 program.parseAsync(process.argv).catch((err: Error) => {
   console.error(`lowrank: ${err.message}`);
-  process.exit(1);
+  process.exit(EXIT.error);
 });

@@ -7,11 +7,12 @@ import type { Command } from "commander";
 import { noGrad } from "../tensor/tensor.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import type { GPT2LMHeadModel } from "../models/gpt2/model.js";
+import { describeNonFiniteWeights } from "../models/gpt2/nonfinite.js";
 import { PeftModel } from "../peft/model.js";
 import { tensor } from "../tensor/creation.js";
 import { tidy } from "../tensor/scope.js";
 import { SeededRandom } from "../train/data.js";
-import { loadModel, newCommand, oneOf, resolveDevice, runAction, UsageError } from "./common.js";
+import { checkOutputDir, loadModel, newCommand, oneOf, resolveDevice, runAction, UsageError } from "./common.js";
 
 interface MergeFlags {
   model: string;
@@ -79,6 +80,7 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
 
 async function merge(flags: MergeFlags): Promise<void> {
   if (resolve(flags.out) === resolve(flags.model)) throw new UsageError("--out must differ from --model (the base checkpoint would be overwritten)");
+  checkOutputDir("--out", flags.out); // before the merge, not after it
   const device = resolveDevice(flags.device);
   const base = loadModel(flags.model, { device });
   let peft: PeftModel<GPT2LMHeadModel>;
@@ -96,6 +98,14 @@ async function merge(flags: MergeFlags): Promise<void> {
   peft.eval();
   const withAdapter = probeLogits(peft, ids, device);
   const withoutAdapter = peft.disableAdapter(() => probeLogits(peft, ids, device));
+  // NaN logits compare as "no difference" nowhere and as a pass nowhere, but say nothing of the cause: name it.
+  const finite = (a: Float32Array) => a.every(Number.isFinite);
+  if (!finite(withAdapter) || !finite(withoutAdapter)) {
+    const what = finite(withoutAdapter) ? "the base model with the adapter gives" : "the base model alone gives";
+    const cause = describeNonFiniteWeights(peft);
+    peft.dispose();
+    throw new Error(`${what} NaN/Inf logits on the check sequences: ${cause}; nothing was written`);
+  }
   const merged = peft.mergeAndUnload({ safeMerge: flags.safe });
   try {
     const mergedLogits = probeLogits(merged, ids, device);

@@ -1,21 +1,17 @@
 // `lowrank sweep`: one LoRA adapter per rank, trained on the same data with the same seed, then
 // compared: trainable parameters, final losses, time, throughput, and the loss curves together.
-// Each rank is a `lowrank train` run (the same function, options and outputs), so a rank of the
-// sweep is exactly what `lowrank train --r <r> --out <out>/rank-<r>` with the other flags makes.
-import { existsSync } from "node:fs";
-import { join } from "node:path";
+// Each rank is a fineTune() run with the options `lowrank train` builds from the same flags, so a
+// rank of the sweep is exactly what `lowrank train --r <r> --out <out>/rank-<r>` makes. The sweep
+// itself is runSweep() (lib/analysis/sweep.ts); this module parses flags and prints.
 import { Option, type Command } from "commander";
-import { FINAL_WINDOW, readMetrics, summarizeRun, writeSweepCharts, type RunSummary } from "../analysis/sweep.js";
+import { FINAL_WINDOW, runSweep, usedRanks } from "../analysis/sweep.js";
 import { formatTable } from "../analysis/table.js";
-import { writeJsonAtomic } from "../io/atomic.js";
-import { readSafetensors } from "../io/safetensors.js";
-import { formatFixed, formatThousands } from "../io/pyformat.js";
-import { ADAPTER_WEIGHTS_NAME } from "../peft/format.js";
-import { listCheckpoints } from "../train/checkpoint.js";
+import { formatThousands } from "../io/pyformat.js";
 import { formatDuration } from "../train/progress.js";
 import { EXIT, newCommand, numberIn, runAction, UsageError } from "./common.js";
+import { stopOnSignals } from "./interrupt.js";
 import { DEFAULT_RANKS, parseRanks, readModelShapes } from "./params.js";
-import { train, trainCommand, type TrainFlags } from "./train.js";
+import { flagError, printStart, printStopped, resumeArgs, trainCommand, trainOptions, type TrainFlags } from "./train.js";
 
 /** One colour per loss curve: the plot palette has ten. */
 const MAX_RANKS = 10;
@@ -53,63 +49,44 @@ time = training time; tok/s = input tokens per second of training. OUT/summary.j
 for scripts, with the settings. Ctrl-C stops the current rank at a checkpoint (exit code 130);
 rerun with --resume to continue.
 
-Examples:
-  lowrank sweep --model ./gpt2 --data data/demo/train.jsonl --out runs/sweep --ranks 4,8,16,64 --steps 300 --lr 1e-3
-  lowrank sweep --model ./gpt2 --data data/demo/train.jsonl --out runs/sweep --ranks 1,2,4,8 --alpha-ratio 2 --target c_attn --steps 200`,
+Examples (the model and data bundled with lowrank):
+  lowrank sweep --model data/demo/model --data data/demo/train.jsonl --out runs/sweep --ranks 4,8,16,64 --steps 300 --lr 2e-3
+  lowrank sweep --model data/demo/model --data data/demo/train.jsonl --out runs/sweep --ranks 1,2,4,8 --alpha-ratio 2 --target c_attn --steps 200`,
     )
     .action(runAction("sweep", (flags: SweepFlags, command: Command) => sweep(flags, command)));
-}
-
-/** What train refuses to overwrite: a checkpoint or a finished adapter. */
-function holdsRun(dir: string): boolean {
-  return existsSync(join(dir, ADAPTER_WEIGHTS_NAME)) || listCheckpoints(join(dir, "checkpoints")).length > 0;
-}
-
-interface RankResult extends RunSummary {
-  r: number;
-  alpha: number;
-  out: string;
-  trainable: number;
-  all: number;
-  trainablePercent: string;
 }
 
 async function sweep(flags: SweepFlags, cmd: Command): Promise<number> {
   if (flags.ranks.length > MAX_RANKS) throw new UsageError(`--ranks: at most ${MAX_RANKS} ranks per sweep (one colour per loss curve); got ${flags.ranks.length}`);
   // config.json now, so a bad --model fails before anything is trained
   const shapes = readModelShapes(flags.model);
-  const rankDir = (r: number) => join(flags.out, `rank-${r}`);
   if (!flags.resume) {
-    const used = flags.ranks.filter((r) => holdsRun(rankDir(r)));
+    const used = usedRanks(flags.out, flags.ranks);
     if (used.length > 0) throw new UsageError(`--out ${flags.out} already holds runs for rank ${used.join(", ")}; add --resume to continue the sweep, or choose another --out`);
   }
   const say = (line: string) => flags.quiet || console.log(line);
-  const results: RankResult[] = [];
-  const runs: { r: number; records: ReturnType<typeof readMetrics> }[] = [];
-  for (const [i, r] of flags.ranks.entries()) {
-    const out = rankDir(r);
-    const alpha = flags.alphaRatio !== undefined ? flags.alphaRatio * r : flags.alpha;
-    if (flags.resume && existsSync(join(out, ADAPTER_WEIGHTS_NAME))) {
-      say(`rank ${r} (${i + 1}/${flags.ranks.length}): finished in an earlier run, kept (${out})`);
-    } else {
-      say(`${i > 0 ? "\n" : ""}== rank ${r} (${i + 1}/${flags.ranks.length}), alpha ${alpha}: ${out}`);
-      const resume = flags.resume && listCheckpoints(join(out, "checkpoints")).length > 0 ? (true as const) : undefined;
-      const code = await train({ ...flags, r, alpha, out, resume }, cmd);
-      // interrupted (train printed where it stopped and the --resume command line) or failed
-      if (code !== EXIT.ok) return code;
-    }
-    const records = readMetrics(join(out, "metrics.jsonl"));
-    const trainable = readSafetensors(join(out, ADAPTER_WEIGHTS_NAME)).entries.reduce((n, e) => n + e.shape.reduce((a, b) => a * b, 1), 0);
-    const all = shapes.parameters + trainable;
-    results.push({ r, alpha, out, trainable, all, trainablePercent: formatFixed((100 * trainable) / all, 4), ...summarizeRun(records) });
-    runs.push({ r, records });
-  }
-
-  const charts = writeSweepCharts({ train: join(flags.out, "loss-curves"), eval: join(flags.out, "eval-loss-curves") }, runs);
-  const summaryPath = join(flags.out, "summary.json");
   const { ranks: _ranks, alphaRatio: _ratio, resume: _resume, ...settings } = flags;
-  writeJsonAtomic(summaryPath, { ranks: flags.ranks, alphaRatio: flags.alphaRatio ?? null, settings, results, charts });
-
+  const stop = stopOnSignals();
+  let sweepResult: Awaited<ReturnType<typeof runSweep>>;
+  try {
+    sweepResult = await runSweep({
+      ranks: flags.ranks, alphaRatio: flags.alphaRatio, out: flags.out, resume: flags.resume, baseParameters: shapes.parameters, settings,
+      run: { ...trainOptions(flags, cmd), signal: stop.signal, onStart: (run) => printStart(run, flags.quiet) },
+      onRank: ({ r, alpha, out, index, kept }) => {
+        const of = `${index + 1}/${flags.ranks.length}`;
+        say(kept ? `rank ${r} (${of}): finished in an earlier run, kept (${out})` : `${index > 0 ? "\n" : ""}== rank ${r} (${of}), alpha ${alpha}: ${out}`);
+      },
+    });
+  } catch (err) {
+    throw flagError(err);
+  } finally {
+    stop.dispose();
+  }
+  if (sweepResult.status === "stopped") {
+    printStopped(sweepResult.stopped!.result, resumeArgs(process.argv.slice(2), flags.resume ? true : undefined));
+    return EXIT.interrupted;
+  }
+  const { results, summaryPath, charts } = sweepResult;
   const loss = (x: number | null) => (x === null ? "-" : x.toFixed(4));
   const columns = [
     { header: "r", align: "right" }, { header: "alpha", align: "right" }, { header: "trainable", align: "right" }, { header: "trainable%", align: "right" },

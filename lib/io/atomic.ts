@@ -3,9 +3,11 @@
 // sees either the old file or the complete new one, never a half-written checkpoint, even if the
 // process dies mid-write. The temporary file is removed when anything fails.
 import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
-import { open, rename, rm } from "node:fs/promises";
+import { open, rename } from "node:fs/promises";
 import { randomBytes } from "node:crypto";
 import { basename, dirname, join } from "node:path";
+import { crashPoint } from "./crash-point.js";
+import { fsReason, isFsError } from "./fs-errors.js";
 
 /** What can be written: a string (UTF-8), bytes, or a list of byte chunks written in order. */
 export type FileData = string | Uint8Array | readonly Uint8Array[];
@@ -30,9 +32,23 @@ export function atomicTempWriterPid(name: string): number | null {
   return m ? Number(m[1]) : null;
 }
 
+/** Removes a temporary file after a failure; where it could not even be created (ENOTDIR), rm's own error must not hide the first one. */
+function removeTemp(tmp: string): void {
+  try {
+    rmSync(tmp, { force: true });
+  } catch {
+    // nothing was written there
+  }
+}
+
+/** The error of a failed write, about `path` (not the temporary file), keeping the errno code and path for callers. */
 function failure(path: string, err: unknown): Error {
-  const reason = err instanceof Error ? err.message : String(err);
-  return new Error(`writeFileAtomic: cannot write "${path}": ${reason}`, { cause: err });
+  if (isFsError(err)) {
+    // Said of the target: ENOENT or ENOTDIR on the temporary file mean the target's folder is missing or a file.
+    const reason = fsReason(err.code, path);
+    return Object.assign(new Error(`cannot write ${path}: ${reason} (${err.code})`, { cause: err }), { code: err.code, syscall: "write", path });
+  }
+  return new Error(`cannot write ${path}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
 }
 
 // After the rename, the new directory entry is durable only once the directory itself is synced.
@@ -70,11 +86,12 @@ export function writeFileAtomic(path: string, data: FileData): void {
     fsyncSync(fd);
     closeSync(fd);
     fd = undefined;
+    crashPoint(`atomic-rename:${basename(path)}`);
     renameSync(tmp, path);
     syncDirectory(dirname(path));
   } catch (err) {
     if (fd !== undefined) closeSync(fd);
-    rmSync(tmp, { force: true });
+    removeTemp(tmp);
     throw failure(path, err);
   }
 }
@@ -97,7 +114,7 @@ export async function writeFileAtomicAsync(path: string, data: FileData): Promis
     await syncDirectoryAsync(dirname(path));
   } catch (err) {
     await handle?.close();
-    await rm(tmp, { force: true });
+    removeTemp(tmp);
     throw failure(path, err);
   }
 }

@@ -10,7 +10,7 @@
 import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync } from "node:fs";
 import { endianness } from "node:os";
 import { basename, join } from "node:path";
-import { native } from "../native.js";
+import { native } from "../native/index.js";
 import { empty } from "../tensor/creation.js";
 import { DTYPE_SIZE, f32ToBf16Bits, type DType } from "../tensor/dtype.js";
 import type { DeviceLike } from "../tensor/device.js";
@@ -284,7 +284,7 @@ export function readShardedSafetensors(dir: string, index = SAFETENSORS_INDEX_FI
   const byShard = new Map<string, string[]>();
   for (const [name, file] of Object.entries(weightMap)) {
     if (typeof file !== "string" || file === "" || basename(file) !== file || file === "." || file === "..") {
-      throw bad(`weight_map maps ${quote(name)} to ${JSON.stringify(file)}; shards must be file names inside "${dir}"`);
+      throw bad(`weight_map maps ${quote(name)} to ${typeof file === "string" ? quote(file) : JSON.stringify(file)?.slice(0, 120)}; shards must be file names inside "${dir}"`);
     }
     const names = byShard.get(file);
     if (names) names.push(name);
@@ -293,19 +293,19 @@ export function readShardedSafetensors(dir: string, index = SAFETENSORS_INDEX_FI
   const shards = new Map<string, SafetensorsFile>();
   for (const [file, names] of byShard) {
     const path = join(dir, file);
-    if (!existsSync(path)) throw bad(`shard file "${file}" (holding ${quote(names[0]!)} and ${names.length - 1} more) is missing from "${dir}"`);
+    if (!existsSync(path)) throw bad(`shard file ${quote(file)} (holding ${quote(names[0]!)} and ${names.length - 1} more) is missing from "${dir}"`);
     shards.set(file, readSafetensors(path));
   }
   // Listed tensors first: a tensor mapped to the wrong shard is reported as such, not as unlisted.
   for (const [file, names] of byShard) {
     for (const name of names) {
-      if (!shards.get(file)!.has(name)) throw bad(`weight_map puts ${quote(name)} in "${file}", but that shard has no such tensor`);
+      if (!shards.get(file)!.has(name)) throw bad(`weight_map puts ${quote(name)} in ${quote(file)}, but that shard has no such tensor`);
     }
   }
   for (const [file, names] of byShard) {
     const listed = new Set(names);
     for (const name of shards.get(file)!.names) {
-      if (!listed.has(name)) throw bad(`shard "${file}" holds ${quote(name)}, which weight_map does not list for it`);
+      if (!listed.has(name)) throw bad(`shard ${quote(file)} holds ${quote(name)}, which weight_map does not list for it`);
     }
   }
   const entries = Object.entries(weightMap as Record<string, string>).map(([name, file]) => shards.get(file)!.get(name));
@@ -338,6 +338,9 @@ function int64ToInt32(bytes: Uint8Array, what: string): Int32Array {
   return out;
 }
 
+/** The safetensors dtypes that hold integers (and booleans). */
+const INTEGER_DTYPES: ReadonlySet<string> = new Set(["BOOL", "U8", "I8", "I16", "U16", "I32", "U32", "I64", "U64"]);
+
 /** Host data in a lowrank dtype, ready to copy into a tensor. */
 function hostData(entry: SafetensorsTensor, what: string): { dtype: DType; data: ArrayBufferView } {
   switch (entry.dtype) {
@@ -353,7 +356,10 @@ function hostData(entry: SafetensorsTensor, what: string): { dtype: DType; data:
 }
 
 export interface ToTensorOptions {
-  /** Default: float32 for floating dtypes, int32 for integer ones. BF16 data kept as bfloat16 is copied bit for bit. */
+  /**
+   * Default: float32 for floating dtypes, int32 for integer ones. BF16 data kept as bfloat16 is
+   * copied bit for bit. Integer data asked for as a float dtype (or the reverse) is refused.
+   */
   dtype?: DType;
   device?: DeviceLike;
 }
@@ -365,10 +371,18 @@ export interface ToTensorOptions {
  */
 export function toTensor(entry: SafetensorsTensor & { name?: string }, opts: ToTensorOptions = {}): Tensor {
   const what = entry.name === undefined ? "tensor" : `tensor ${quote(entry.name)}`;
+  // A cast between integers and floats is never what a checkpoint means: integer "weights" (or
+  // float token ids) are a file written wrongly, and converting them would train on garbage.
+  if (opts.dtype !== undefined && INTEGER_DTYPES.has(entry.dtype) !== (opts.dtype === "int32")) {
+    throw new Error(
+      `toTensor: ${what} ${formatShape(entry.shape)} is stored as ${entry.dtype} where ${opts.dtype} values are expected; ` +
+        `the file was written wrongly: save this tensor as ${opts.dtype === "int32" ? "I32 or I64" : "F32, F16 or BF16"}`,
+    );
+  }
   const host = hostData(entry, what);
   const target = opts.dtype ?? (host.dtype === "int32" ? "int32" : "float32");
   const t = empty(entry.shape, { dtype: host.dtype, device: opts.device });
-  native().write(t.storage.native, 0, host.data);
+  native().write({ dst: t.nativeView, data: host.data });
   if (entry.name !== undefined) t.name = entry.name;
   if (target === host.dtype) return t;
   const out = t.to(t.deviceInfo, target);
@@ -387,7 +401,7 @@ const NATIVE_SAFETENSORS_DTYPE: Record<DType, SavableDType> = { float32: "F32", 
 function rawBytes(t: Tensor): Uint8Array {
   const src = t.isContiguous() ? t : t.contiguous();
   try {
-    return new Uint8Array(native().read(src.storage.native, src.byteOffset, src.size * DTYPE_SIZE[src.dtype]));
+    return new Uint8Array(native().read({ src: src.nativeView, bytes: src.size * DTYPE_SIZE[src.dtype] }));
   } finally {
     if (src !== t) src.dispose();
   }

@@ -7,6 +7,7 @@
 // symbols in merges.txt order until no ranked pair is left. Decoding maps symbols back to bytes.
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { isJsonObject } from "../io/json-object.js";
 
 /**
  * GPT-2's pre-tokenizer. \s is spelled \p{White_Space} because JavaScript's \s differs from
@@ -72,6 +73,13 @@ export interface EncodeOptions {
    * tokens; append `eosTokenId` explicitly instead.
    */
   allowedSpecial?: "all" | readonly string[];
+  /**
+   * Stop after this many tokens: the result is the first maxTokens ids of the whole text's, at a
+   * cost that grows with maxTokens rather than with the text (GPT-2's pre-tokenizer splits words
+   * left to right and BPE works within a word, so the words that make the first ids are encoded
+   * exactly as in the whole text). Default: no limit.
+   */
+  maxTokens?: number;
 }
 
 export interface DecodeOptions {
@@ -80,7 +88,8 @@ export interface DecodeOptions {
 }
 
 function fail(source: string, what: string): Error {
-  return new Error(`GPT2Tokenizer: ${source}: ${what}`);
+  // what may quote a token or id from a corrupt file: keep the line readable
+  return new Error(`GPT2Tokenizer: ${source}: ${what.length > 500 ? `${what.slice(0, 500)}…` : what}`);
 }
 
 function readText(path: string): string {
@@ -100,13 +109,9 @@ function readJson(path: string): unknown {
   }
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
 /** vocab.json (or tokenizer.json's model.vocab): {token: id}. */
 function vocabFrom(json: unknown, source: string): Map<string, number> {
-  if (!isObject(json)) throw fail(source, "the vocabulary must be a JSON object of token -> id");
+  if (!isJsonObject(json)) throw fail(source, "the vocabulary must be a JSON object of token -> id");
   const vocab = new Map<string, number>();
   for (const [token, id] of Object.entries(json)) {
     if (!Number.isSafeInteger(id) || (id as number) < 0) throw fail(source, `token ${JSON.stringify(token)} has id ${JSON.stringify(id)}; ids must be integers >= 0`);
@@ -149,7 +154,7 @@ function configuredEos(dir: string): string | undefined {
   if (!existsSync(path)) return undefined;
   const eos = (readJson(path) as { eos_token?: unknown } | null)?.eos_token;
   if (typeof eos === "string") return eos;
-  if (isObject(eos) && typeof eos.content === "string") return eos.content;
+  if (isJsonObject(eos) && typeof eos.content === "string") return eos.content;
   return undefined;
 }
 
@@ -157,28 +162,28 @@ function configuredEos(dir: string): string | undefined {
 function specFromTokenizerJson(path: string): Omit<TokenizerSpec, "eosToken"> {
   const json = readJson(path);
   const unsupported = (what: string) => fail(`"${path}"`, `${what}; lowrank supports GPT-2-style byte-level BPE tokenizers only`);
-  if (!isObject(json) || !isObject(json.model)) throw fail(`"${path}"`, "expected an object with a \"model\"");
+  if (!isJsonObject(json) || !isJsonObject(json.model)) throw fail(`"${path}"`, "expected an object with a \"model\"");
   const model = json.model;
   if (model.type !== "BPE") throw unsupported(`model.type is ${JSON.stringify(model.type)}, not "BPE"`);
   if (json.normalizer != null) throw unsupported("it has a normalizer");
   const pre = json.pre_tokenizer;
-  if (!isObject(pre) || pre.type !== "ByteLevel" || pre.add_prefix_space === true || pre.use_regex === false) {
+  if (!isJsonObject(pre) || pre.type !== "ByteLevel" || pre.add_prefix_space === true || pre.use_regex === false) {
     throw unsupported(`pre_tokenizer must be ByteLevel with add_prefix_space false, got ${JSON.stringify(pre).slice(0, 120)}`);
   }
   // A ByteLevel post-processor only adjusts offsets, and so does a template made of the sequence
   // alone; any other template adds tokens (a BOS, say) that encode() would not.
   const post = json.post_processor;
-  const onlySequence = (items: unknown) => Array.isArray(items) && items.every((p) => isObject(p) && "Sequence" in p);
-  if (post != null && !(isObject(post) && (post.type === "ByteLevel" || (post.type === "TemplateProcessing" && onlySequence(post.single))))) {
+  const onlySequence = (items: unknown) => Array.isArray(items) && items.every((p) => isJsonObject(p) && "Sequence" in p);
+  if (post != null && !(isJsonObject(post) && (post.type === "ByteLevel" || (post.type === "TemplateProcessing" && onlySequence(post.single))))) {
     throw unsupported(`post_processor ${JSON.stringify(post).slice(0, 120)} adds tokens`);
   }
-  if (json.decoder != null && !(isObject(json.decoder) && json.decoder.type === "ByteLevel")) throw unsupported("decoder is not ByteLevel");
+  if (json.decoder != null && !(isJsonObject(json.decoder) && json.decoder.type === "ByteLevel")) throw unsupported("decoder is not ByteLevel");
   if (model.dropout || model.continuing_subword_prefix || model.end_of_word_suffix || model.byte_fallback) {
     throw unsupported("BPE dropout, subword prefixes/suffixes and byte fallback are not implemented");
   }
   const specialTokens = new Map<string, number>();
   for (const t of Array.isArray(json.added_tokens) ? json.added_tokens : []) {
-    if (!isObject(t) || typeof t.content !== "string" || !Number.isSafeInteger(t.id)) throw fail(`"${path}"`, `malformed added_tokens entry ${JSON.stringify(t).slice(0, 80)}`);
+    if (!isJsonObject(t) || typeof t.content !== "string" || !Number.isSafeInteger(t.id)) throw fail(`"${path}"`, `malformed added_tokens entry ${JSON.stringify(t).slice(0, 80)}`);
     if (t.special !== true || t.lstrip || t.rstrip || t.single_word) {
       throw unsupported(`added token ${JSON.stringify(t.content)} is not a plain special token (special, no lstrip/rstrip/single_word)`);
     }
@@ -282,19 +287,23 @@ export class GPT2Tokenizer {
 
   /** Token ids of `text`. */
   encode(text: string, opts: EncodeOptions = {}): number[] {
+    const max = opts.maxTokens ?? Infinity;
+    if (!(max === Infinity || (Number.isSafeInteger(max) && max >= 0))) throw new Error(`GPT2Tokenizer.encode: maxTokens must be a non-negative integer, got ${max}`);
     const ids: number[] = [];
     const specials = this.allowedSpecialPattern(opts.allowedSpecial);
     if (!specials) {
-      this.encodeOrdinary(text, ids);
-      return ids;
+      this.encodeOrdinary(text, ids, max);
+    } else {
+      let start = 0;
+      for (const m of text.matchAll(specials)) {
+        this.encodeOrdinary(text.slice(start, m.index), ids, max);
+        if (ids.length >= max) break;
+        ids.push(this.special.get(m[0])!);
+        start = m.index + m[0].length;
+      }
+      this.encodeOrdinary(text.slice(start), ids, max);
     }
-    let start = 0;
-    for (const m of text.matchAll(specials)) {
-      this.encodeOrdinary(text.slice(start, m.index), ids);
-      ids.push(this.special.get(m[0])!);
-      start = m.index + m[0].length;
-    }
-    this.encodeOrdinary(text.slice(start), ids);
+    if (ids.length > max) ids.length = max; // the last word may have gone past the limit
     return ids;
   }
 
@@ -330,9 +339,10 @@ export class GPT2Tokenizer {
     return new RegExp(alternatives.join("|"), "g");
   }
 
-  /** Appends the ids of text that holds no special tokens. */
-  private encodeOrdinary(text: string, out: number[]): void {
+  /** Appends the ids of text that holds no special tokens, stopping at the first word that takes `out` to `max` ids. */
+  private encodeOrdinary(text: string, out: number[], max: number): void {
     for (const [word] of text.matchAll(PRETOKENIZE)) {
+      if (out.length >= max) return;
       // Lone UTF-16 surrogates are encoded as U+FFFD (TextEncoder's rule): they have no UTF-8 form.
       let symbols = "";
       for (const b of this.utf8.encode(word)) symbols += BYTE_TO_SYMBOL[b];

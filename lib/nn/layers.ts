@@ -20,6 +20,11 @@ export interface LayerOptions {
   initialize?: boolean;
 }
 
+/** Layers whose weight is drawn from a normal distribution: its standard deviation. */
+export interface NormalInitOptions extends LayerOptions {
+  std?: number;
+}
+
 /** `draw()` or, when the layer is not initialized, an uninitialized tensor of the same shape. */
 function init(opts: LayerOptions, shape: readonly number[], draw: () => Tensor): Tensor {
   return opts.initialize === false ? empty(shape, { device: opts.device }) : draw();
@@ -54,17 +59,18 @@ export class Linear extends Module {
 
 /**
  * GPT-2's Conv1D (transformers.pytorch_utils.Conv1D(nf, nx)): y = x·W + b with weight stored
- * [nx = in, nf = out], the transpose of Linear's. Init as transformers: W ~ N(0, 0.02²), b = 0.
+ * [nx = in, nf = out], the transpose of Linear's. Init as transformers: W ~ N(0, std²) with std
+ * 0.02 unless given, b = 0.
  */
 export class Conv1D extends Module {
   declare weight: Tensor;
   declare bias: Tensor;
 
-  constructor(readonly nf: number, readonly nx: number, opts: LayerOptions = {}) {
+  constructor(readonly nf: number, readonly nx: number, opts: NormalInitOptions = {}) {
     super();
     checkSize("Conv1D", "nf", nf);
     checkSize("Conv1D", "nx", nx);
-    this.registerParameter("weight", init(opts, [nx, nf], () => randn([nx, nf], { std: 0.02, device: opts.device, generator: opts.generator })));
+    this.registerParameter("weight", init(opts, [nx, nf], () => randn([nx, nf], { std: opts.std ?? 0.02, device: opts.device, generator: opts.generator })));
     this.registerParameter("bias", zeros([nf], { device: opts.device }));
   }
 
@@ -73,15 +79,15 @@ export class Conv1D extends Module {
   }
 }
 
-/** A lookup table [num, dim] indexed by int32 ids (torch.nn.Embedding). Init N(0, 1) like PyTorch. */
+/** A lookup table [num, dim] indexed by int32 ids (torch.nn.Embedding). Init N(0, std²), std 1 unless given, like PyTorch. */
 export class Embedding extends Module {
   declare weight: Tensor;
 
-  constructor(readonly numEmbeddings: number, readonly embeddingDim: number, opts: LayerOptions = {}) {
+  constructor(readonly numEmbeddings: number, readonly embeddingDim: number, opts: NormalInitOptions = {}) {
     super();
     checkSize("Embedding", "numEmbeddings", numEmbeddings);
     checkSize("Embedding", "embeddingDim", embeddingDim);
-    this.registerParameter("weight", init(opts, [numEmbeddings, embeddingDim], () => randn([numEmbeddings, embeddingDim], { device: opts.device, generator: opts.generator })));
+    this.registerParameter("weight", init(opts, [numEmbeddings, embeddingDim], () => randn([numEmbeddings, embeddingDim], { std: opts.std ?? 1, device: opts.device, generator: opts.generator })));
   }
 
   /** ids int32 [...] -> [..., embeddingDim]. */

@@ -1,35 +1,9 @@
 // Scaled dot-product attention, forward and backward each one native call.
 // Kernels: native/ops/attention.h (attention_forward_f32 / attention_backward_f32), CPU and CUDA twins.
-import { kernels, type NativeStorage } from "../native.js";
+import { native } from "../native/index.js";
 import { defaultGenerator, type Generator } from "../tensor/random.js";
 import { emptyLike, formatShape, record, type Tensor } from "../tensor/tensor.js";
-import { checkFloat, checkSameDevice, contiguousInput, newFloat } from "./util.js";
-
-/** native/binding/attention.cc. Operands are (storage, byteOffset, [batch, head, time] strides), D contiguous. */
-export interface AttentionKernels {
-  attentionForward(
-    dims: readonly number[], scale: number, causal: boolean, dropout: number, seed: bigint, offset: bigint,
-    q: NativeStorage, qOffset: number, qStrides: readonly number[],
-    k: NativeStorage, kOffset: number, kStrides: readonly number[],
-    v: NativeStorage, vOffset: number, vStrides: readonly number[],
-    keep: NativeStorage | null, keepOffset: number,
-    out: NativeStorage, outOffset: number, outStrides: readonly number[],
-    lse: NativeStorage, lseOffset: number,
-  ): void;
-  attentionBackward(
-    dims: readonly number[], scale: number, causal: boolean, dropout: number, seed: bigint, offset: bigint,
-    q: NativeStorage, qOffset: number, qStrides: readonly number[],
-    k: NativeStorage, kOffset: number, kStrides: readonly number[],
-    v: NativeStorage, vOffset: number, vStrides: readonly number[],
-    keep: NativeStorage | null, keepOffset: number, lse: NativeStorage, lseOffset: number,
-    dout: NativeStorage, doutOffset: number, doutStrides: readonly number[],
-    dq: NativeStorage, dqOffset: number, dqStrides: readonly number[],
-    dk: NativeStorage, dkOffset: number, dkStrides: readonly number[],
-    dv: NativeStorage, dvOffset: number, dvStrides: readonly number[],
-  ): void;
-}
-export const attentionKernels = kernels<AttentionKernels>;
-const native = attentionKernels;
+import { checkFloat, checkSameDevice, contiguousInput, newFloat, stridedView, viewOrNull } from "./util.js";
 
 export interface AttentionOptions {
   /**
@@ -41,6 +15,7 @@ export interface AttentionOptions {
    * Key-padding mask [B, Tk], int32, 1 = attend, 0 = padded (a tokenizer's attention_mask).
    * Padded keys get weight 0. A query that sees no unpadded key (left padding) outputs zeros and
    * passes no gradient, never NaN: PyTorch's SDPA and transformers' default GPT-2 do the same.
+   * A NaN score is not a mask: a query with one comes out NaN, as in softmax(QKᵀ)·V.
    */
   attnMask?: Tensor | null;
   /** Score scale, default 1/sqrt(D). */
@@ -57,7 +32,6 @@ export interface AttentionOptions {
 }
 
 /** The (batch, head, time) strides of a [B, H, T, D] view whose last dimension is contiguous. */
-const strides3 = (t: Tensor): number[] => [t.strides[0]!, t.strides[1]!, t.strides[2]!];
 
 /** A view with last stride 1 (t itself when it has one; else a contiguous copy, which the caller disposes). */
 function rowContiguous(t: Tensor): Tensor {
@@ -116,26 +90,23 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   const dropout = opts.dropout ?? 0;
   if (!(dropout >= 0 && dropout < 1)) throw new Error(`${op}: dropout must be in [0, 1), got ${dropout}`);
   const { seed, offset } = dropout > 0 ? (opts.generator ?? defaultGenerator).next(B * H * Tq * Tk) : { seed: 0n, offset: 0n };
-  const dims = [B, H, Tq, Tk, D];
+  const dims = [B, H, Tq, Tk, D] as const;
+  const stream = { dims, scale, causal, dropout, seed, offset };
+  // q, k, v and their gradients as [batch, head, time] strided views (D is contiguous).
+  const heads = (t: Tensor) => stridedView(t, [t.strides[0]!, t.strides[1]!, t.strides[2]!]);
   const qc = rowContiguous(q), kc = rowContiguous(k), vc = rowContiguous(v), mc = mask && contiguousInput(mask);
   const out = headsInterleaved(q, B, H, Tq, D);
   const lse = newFloat([B, H, Tq], q);
-  native().attentionForward(
-    dims, scale, causal, dropout, seed, offset, qc.storage.native, qc.byteOffset, strides3(qc), kc.storage.native, kc.byteOffset, strides3(kc),
-    vc.storage.native, vc.byteOffset, strides3(vc), mc ? mc.storage.native : null, mc ? mc.byteOffset : 0,
-    out.storage.native, out.byteOffset, strides3(out), lse.storage.native, 0,
-  );
+  native().attentionForward({ ...stream, q: heads(qc), k: heads(kc), v: heads(vc), keep: viewOrNull(mc), out: heads(out), lse: lse.nativeView });
   record(
     op, out, [q, k, v],
     (g, [qs, ks, vs, lses, ms]) => {
       const gc = rowContiguous(g);
       const dq = headsInterleaved(qs!, B, H, Tq, D), dk = headsInterleaved(qs!, B, H, Tk, D), dv = headsInterleaved(qs!, B, H, Tk, D);
-      native().attentionBackward(
-        dims, scale, causal, dropout, seed, offset, qs!.storage.native, qs!.byteOffset, strides3(qs!), ks!.storage.native, ks!.byteOffset, strides3(ks!),
-        vs!.storage.native, vs!.byteOffset, strides3(vs!), ms ? ms.storage.native : null, ms ? ms.byteOffset : 0,
-        lses!.storage.native, 0, gc.storage.native, gc.byteOffset, strides3(gc), dq.storage.native, dq.byteOffset, strides3(dq),
-        dk.storage.native, dk.byteOffset, strides3(dk), dv.storage.native, dv.byteOffset, strides3(dv),
-      );
+      native().attentionBackward({
+        ...stream, q: heads(qs!), k: heads(ks!), v: heads(vs!), keep: viewOrNull(ms ?? null), lse: lses!.nativeView,
+        dout: heads(gc), dq: heads(dq), dk: heads(dk), dv: heads(dv),
+      });
       if (gc !== g) gc.dispose();
       return [dq, dk, dv];
     },

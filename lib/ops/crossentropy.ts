@@ -1,30 +1,17 @@
 // Cross-entropy over class logits fused with its log-softmax, one native pass forward and one
 // backward, no probability tensor stored. Kernels: native/ops/crossentropy.h (CPU and CUDA twins).
-import { kernels, type NativeStorage } from "../native.js";
+import { native } from "../native/index.js";
 import { formatShape, record, shapeSize, type Tensor } from "../tensor/tensor.js";
-import { checkFloat, checkSameDevice, contiguousInput, newFloat, storageOf, unravel, withContiguous } from "./util.js";
+import { checkFloat, checkSameDevice, contiguousInput, newFloat, unravel, viewOrNull, withContiguous } from "./util.js";
 
-/** native/binding/crossentropy.cc */
-export interface CrossEntropyKernels {
-  /** Returns null, or [row, target] of the first target outside [0, V) that is not ignoreIndex. */
-  crossEntropy(
-    logits: NativeStorage, logitsOffset: number, targets: NativeStorage, targetsOffset: number, lse: NativeStorage, lseOffset: number,
-    loss: NativeStorage, lossOffset: number, total: NativeStorage | null, totalOffset: number, N: number, V: number,
-    ignoreIndex: number, reduction: Reduction,
-  ): [number, number] | null;
-  crossEntropyBackward(
-    logits: NativeStorage, logitsOffset: number, targets: NativeStorage, targetsOffset: number, lse: NativeStorage, lseOffset: number,
-    dout: NativeStorage, doutOffset: number, dlogits: NativeStorage, dlogitsOffset: number, N: number, V: number,
-    ignoreIndex: number, reduction: Reduction,
-  ): void;
-}
-export const crossEntropyKernels = kernels<CrossEntropyKernels>;
-const native = crossEntropyKernels;
-
-export const enum Reduction { None = 0, Sum = 1, Mean = 2 }
+// Codes of native/ops/crossentropy.h's Reduction (test/native/enums.test.ts checks them).
+export enum Reduction { None = 0, Sum = 1, Mean = 2 }
 
 export interface CrossEntropyOptions {
-  /** Targets equal to this are skipped: no loss, no gradient, not counted in the mean. Default -100. */
+  /**
+   * Targets equal to this are skipped: no loss, no gradient (0; NaN when the row's logits make its
+   * softmax NaN, as in PyTorch), not counted in the mean. Default -100.
+   */
   ignoreIndex?: number;
   /** "mean" (default) over the counted targets, "sum", or "none" (one loss per target). */
   reduction?: "mean" | "sum" | "none";
@@ -68,10 +55,9 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
   const lc = contiguousInput(logits), tc = contiguousInput(targets);
   const lse = newFloat([N], logits), loss = newFloat(lead, logits);
   const total = reduction === Reduction.None ? null : newFloat([], logits);
-  const invalid = native().crossEntropy(
-    lc.storage.native, lc.byteOffset, tc.storage.native, tc.byteOffset, lse.storage.native, 0, loss.storage.native, 0,
-    storageOf(total), 0, N, V, ignoreIndex, reduction,
-  );
+  const invalid = native().crossEntropy({
+    logits: lc.nativeView, targets: tc.nativeView, lse: lse.nativeView, loss: loss.nativeView, total: viewOrNull(total), N, V, ignoreIndex, reduction,
+  });
   const out = total ?? loss;
   const temporaries = [lse, ...(total ? [loss] : []), ...(lc !== logits ? [lc] : []), ...(tc !== targets ? [tc] : [])];
   if (invalid) {
@@ -85,10 +71,9 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
     (g, [ls, ts, lses]) => {
       const dl = newFloat(ls!.shape, ls!);
       withContiguous([g], (gc) =>
-        native().crossEntropyBackward(
-          ls!.storage.native, ls!.byteOffset, ts!.storage.native, ts!.byteOffset, lses!.storage.native, 0, gc.storage.native,
-          gc.byteOffset, dl.storage.native, 0, N, V, ignoreIndex, reduction,
-        ),
+        native().crossEntropyBackward({
+          logits: ls!.nativeView, targets: ts!.nativeView, lse: lses!.nativeView, dout: gc.nativeView, dlogits: dl.nativeView, N, V, ignoreIndex, reduction,
+        }),
       );
       return [dl];
     },

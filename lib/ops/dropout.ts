@@ -1,16 +1,9 @@
 // Dropout from the counter-based Philox stream: the mask is recomputed, never stored.
 // Kernels: native/ops/dropout.h (CPU and CUDA twins).
-import { kernels, type NativeStorage } from "../native.js";
+import { native } from "../native/index.js";
 import { defaultGenerator, type Generator } from "../tensor/random.js";
 import { record, type Tensor } from "../tensor/tensor.js";
 import { checkFloat, newFloat, withContiguous } from "./util.js";
-
-/** native/binding/dropout.cc */
-export interface DropoutKernels {
-  dropout(x: NativeStorage, xOffset: number, y: NativeStorage, yOffset: number, n: number, p: number, scale: number, seed: bigint, offset: bigint): void;
-}
-export const dropoutKernels = kernels<DropoutKernels>;
-const native = dropoutKernels;
 
 export interface DropoutOptions {
   /** Identity when false (evaluation). Default true, as in PyTorch's F.dropout. */
@@ -44,7 +37,7 @@ export function dropout(x: Tensor, p: number, opts: DropoutOptions = {}): Tensor
   const scale = p === 1 ? 0 : 1 / (1 - p);
   const apply = (src: Tensor): Tensor => {
     const dst = newFloat(src.shape, src);
-    withContiguous([src], (c) => native().dropout(c.storage.native, c.byteOffset, dst.storage.native, 0, n, p, scale, seed, offset));
+    withContiguous([src], (c) => native().dropout({ x: c.nativeView, y: dst.nativeView, n, p, scale, seed, offset }));
     return dst;
   };
   const out = apply(x);

@@ -1,27 +1,23 @@
 // Element-wise ops with NumPy broadcasting; each backward rule sits beside its forward.
 // Kernels: native/ops/elementwise.h (CPU and CUDA twins).
-import { Binary, kernels, Unary, type ElementwiseKernels } from "../native.js";
+import { Binary, Unary } from "../native/enums.js";
+import { native } from "../native/index.js";
 import { record, type Tensor } from "../tensor/tensor.js";
 import { sumToShape } from "./reduce.js";
-import { broadcastShapes, broadcastStrides, checkFloat, newFloat, withContiguous } from "./util.js";
-
-const native = kernels<ElementwiseKernels>;
+import { broadcastShapes, broadcastStrides, checkFloat, newFloat, stridedView, withContiguous } from "./util.js";
 
 function binaryRaw(code: Binary, name: string, a: Tensor, b: Tensor): Tensor {
   checkFloat(name, a, b);
   const shape = broadcastShapes(name, a.shape, b.shape);
   const out = newFloat(shape, a);
-  native().binary(
-    code, a.storage.native, a.byteOffset, broadcastStrides(a, shape), b.storage.native, b.byteOffset, broadcastStrides(b, shape),
-    out.storage.native, 0, shape,
-  );
+  native().binary({ op: code, a: stridedView(a, broadcastStrides(a, shape)), b: stridedView(b, broadcastStrides(b, shape)), out: out.nativeView, shape });
   return out;
 }
 
 function unaryRaw(code: Unary, name: string, x: Tensor, alpha = 0): Tensor {
   checkFloat(name, x);
   const out = newFloat(x.shape, x);
-  withContiguous([x], (c) => native().unary(code, c.storage.native, c.byteOffset, out.storage.native, 0, c.size, alpha));
+  withContiguous([x], (c) => native().unary({ op: code, x: c.nativeView, out: out.nativeView, n: c.size, alpha }));
   return out;
 }
 
@@ -29,7 +25,7 @@ function unaryRaw(code: Unary, name: string, x: Tensor, alpha = 0): Tensor {
 function unaryGrad(code: Unary, x: Tensor, g: Tensor, alpha: number): Tensor {
   const gx = newFloat(x.shape, x);
   withContiguous([x, g], (xc, gc) =>
-    native().unaryBackward(code, xc.storage.native, xc.byteOffset, gc.storage.native, gc.byteOffset, gx.storage.native, 0, xc.size, alpha),
+    native().unaryBackward({ op: code, x: xc.nativeView, g: gc.nativeView, gx: gx.nativeView, n: xc.size, alpha }),
   );
   return gx;
 }
@@ -149,7 +145,7 @@ export const pow = (x: Tensor, p: number): Tensor => unaryOp(Unary.PowScalar, "p
 /** GELU, GPT-2's tanh approximation: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))). */
 export const gelu = (x: Tensor): Tensor => unaryOp(Unary.Gelu, "gelu", x);
 
-/** dst += src in place (src broadcasts to dst, dst contiguous). Not recorded: for updates under noGrad(). */
+/** dst += src in place (same shape, dst contiguous). Not recorded: for gradient accumulation. */
 export function addInPlace(dst: Tensor, src: Tensor): void {
   checkFloat("addInPlace", dst, src);
   if (!dst.isContiguous()) throw new Error("addInPlace: destination must be contiguous");
@@ -157,8 +153,5 @@ export function addInPlace(dst: Tensor, src: Tensor): void {
   if (shape.length !== dst.ndim || shape.some((s, i) => s !== dst.shape[i])) {
     throw new Error(`addInPlace: source broadcasts to ${shape.join("x")}, larger than the destination`);
   }
-  native().binary(
-    Binary.Add, dst.storage.native, dst.byteOffset, dst.strides, src.storage.native, src.byteOffset, broadcastStrides(src, shape),
-    dst.storage.native, dst.byteOffset, shape,
-  );
+  native().binary({ op: Binary.Add, a: dst.nativeView, b: stridedView(src, broadcastStrides(src, shape)), out: dst.nativeView, shape });
 }

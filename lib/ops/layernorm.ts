@@ -1,24 +1,8 @@
 // Layer norm over the last dimension, one native pass forward and one backward, the backward rule
 // beside the forward. Kernels: native/ops/layernorm.h (CPU and CUDA twins).
-import { kernels, type NativeStorage } from "../native.js";
+import { native } from "../native/index.js";
 import { formatShape, record, shapeSize, type Tensor } from "../tensor/tensor.js";
-import { checkFloat, checkSameDevice, contiguousInput, newFloat, offsetOf, storageOf, withContiguous } from "./util.js";
-
-/** native/binding/layernorm.cc */
-export interface LayerNormKernels {
-  layerNorm(
-    x: NativeStorage, xOffset: number, w: NativeStorage | null, wOffset: number, b: NativeStorage | null, bOffset: number,
-    y: NativeStorage, yOffset: number, mean: NativeStorage, meanOffset: number, rstd: NativeStorage, rstdOffset: number,
-    N: number, C: number, eps: number,
-  ): void;
-  layerNormBackward(
-    x: NativeStorage, xOffset: number, w: NativeStorage | null, wOffset: number, mean: NativeStorage, meanOffset: number,
-    rstd: NativeStorage, rstdOffset: number, dy: NativeStorage, dyOffset: number, dx: NativeStorage, dxOffset: number,
-    dw: NativeStorage | null, dwOffset: number, db: NativeStorage | null, dbOffset: number, N: number, C: number,
-  ): void;
-}
-export const layerNormKernels = kernels<LayerNormKernels>;
-const native = layerNormKernels;
+import { checkFloat, checkSameDevice, contiguousInput, newFloat, viewOrNull, withContiguous } from "./util.js";
 
 /**
  * Layer norm over the last dimension C of x: (x - mean) / sqrt(var + eps) * weight + bias, with
@@ -37,10 +21,9 @@ export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null,
   }
   const xc = contiguousInput(x), wc = weight && contiguousInput(weight), bc = bias && contiguousInput(bias);
   const out = newFloat(x.shape, x), mean = newFloat([N], x), rstd = newFloat([N], x);
-  native().layerNorm(
-    xc.storage.native, xc.byteOffset, storageOf(wc), offsetOf(wc), storageOf(bc), offsetOf(bc), out.storage.native, 0,
-    mean.storage.native, 0, rstd.storage.native, 0, N, C, eps,
-  );
+  native().layerNorm({
+    x: xc.nativeView, weight: viewOrNull(wc), bias: viewOrNull(bc), y: out.nativeView, mean: mean.nativeView, rstd: rstd.nativeView, N, C, eps,
+  });
   if (bc && bc !== bias) bc.dispose();
   record(
     op, out, [x, weight, bias],
@@ -50,10 +33,10 @@ export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null,
       const db = bias?.requiresGrad ? newFloat([C], xs!) : null;
       const w = ws ?? null;
       withContiguous([g], (gc) =>
-        native().layerNormBackward(
-          xs!.storage.native, xs!.byteOffset, storageOf(w), offsetOf(w), ms!.storage.native, 0, rs!.storage.native, 0,
-          gc.storage.native, gc.byteOffset, dx.storage.native, 0, storageOf(dw), 0, storageOf(db), 0, N, C,
-        ),
+        native().layerNormBackward({
+          x: xs!.nativeView, weight: viewOrNull(w), mean: ms!.nativeView, rstd: rs!.nativeView, dy: gc.nativeView, dx: dx.nativeView,
+          dweight: viewOrNull(dw), dbias: viewOrNull(db), N, C,
+        }),
       );
       return [dx, dw, db];
     },

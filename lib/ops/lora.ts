@@ -8,10 +8,9 @@
 // The dropout mask is never stored: drop(x) and the masked gx are recomputed from the Philox
 // (seed, offset) the forward drew (see ./dropout.ts), and with p = 0 there is no copy of x.
 // Frozen operands cost nothing in backward.
-import { native } from "../native.js";
+import { native } from "../native/index.js";
 import { defaultGenerator, type Generator } from "../tensor/random.js";
 import { formatShape, record, shapeSize, type Tensor } from "../tensor/tensor.js";
-import { dropoutKernels } from "./dropout.js";
 import { gemm2d } from "./matmul.js";
 import { checkFloat, newFloat, withContiguous } from "./util.js";
 
@@ -45,7 +44,7 @@ export function loraDelta(y: Tensor, x: Tensor, A: Tensor, B: Tensor, opts: Lora
   /** src ⊙ mask/(1-p) for an N×k tensor (the same mask on every call). */
   const masked = (src: Tensor): Tensor => {
     const dst = newFloat([N, k], src);
-    dropoutKernels().dropout(src.storage.native, src.byteOffset, dst.storage.native, 0, N * k, p, maskScale, seed, offset);
+    native().dropout({ x: src.nativeView, y: dst.nativeView, n: N * k, p, scale: maskScale, seed, offset });
     return dst;
   };
 
@@ -56,7 +55,7 @@ export function loraDelta(y: Tensor, x: Tensor, A: Tensor, B: Tensor, opts: Lora
     gemm2d(u, xd, false, Ac!, true, 1, 0); // u = drop(x)·Aᵀ
     if (xd !== x2) xd.dispose();
     const out = newFloat(y.shape, y);
-    native().copyBytes(out.storage.native, 0, yc!.storage.native, yc!.byteOffset, N * d * 4);
+    native().copyBytes({ dst: out.nativeView, src: yc!.nativeView, bytes: N * d * 4 });
     gemm2d(out.reshape(N, d), u, false, Bc!, true, s, 1); // out += s·u·Bᵀ
     x2.dispose();
 

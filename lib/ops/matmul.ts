@@ -6,11 +6,11 @@
 // one stride become rows. Only layouts gemm cannot express are copied. Backward rules compute
 // dA = dC·Bᵀ and dB = Aᵀ·dC by flipping trans flags, never by materializing a transpose; frozen
 // operands get no gemm at all.
-import { native } from "../native.js";
+import { native } from "../native/index.js";
 import { full } from "../tensor/creation.js";
 import { copyInto, emptyLike, formatShape, record, shapeSize, type Tensor } from "../tensor/tensor.js";
 import { sumToShape } from "./reduce.js";
-import { broadcastShapes, checkFloat, newFloat } from "./util.js";
+import { broadcastShapes, checkFloat, newFloat, stridedView } from "./util.js";
 
 /**
  * A batch of matrices as gemm reads them. rows × cols is the logical shape op(X); when `trans`, the
@@ -73,7 +73,7 @@ function operand(t: Tensor, shape: readonly number[], strides: readonly number[]
   const copyShape = batchStride === null ? [...batchShape, rows, cols] : [...shape];
   const srcStrides = batchStride === null ? [...batchStrides, strides[nb]!, strides[nb + 1]!] : [...strides];
   const copy = emptyLike(copyShape, t.dtype, t.deviceInfo);
-  native().copyStrided(t.storage.native, t.byteOffset, srcStrides, copy.storage.native, 0, copy.strides, copyShape, 4);
+  native().copyStrided({ src: stridedView(t, srcStrides), dst: copy.nativeView, shape: copyShape, elemSize: 4 });
   return { mat: operand(copy, copyShape, copy.strides, batchShape).mat, copy };
 }
 
@@ -101,12 +101,12 @@ function stackRows(x: Mat, batch: number): Mat | null {
 function gemmInto(c: Tensor, l: Mat, r: Mat, batch: number, beta = 0): void {
   const stacked = batch > 1 && r.batchStride === 0 ? stackRows(l, batch) : null;
   const left = stacked ?? l, nb = stacked ? 1 : batch;
-  native().gemm(
-    left.trans, r.trans, left.rows, r.cols, l.cols, 1,
-    left.t.storage.native, left.t.byteOffset, left.ld, left.batchStride,
-    r.t.storage.native, r.t.byteOffset, r.ld, r.batchStride,
-    beta, c.storage.native, c.byteOffset, r.cols, l.rows * r.cols, nb,
-  );
+  native().gemm({
+    transA: left.trans, transB: r.trans, m: left.rows, n: r.cols, k: l.cols, alpha: 1,
+    a: left.t.nativeView, lda: left.ld, strideA: left.batchStride,
+    b: r.t.nativeView, ldb: r.ld, strideB: r.batchStride,
+    beta, c: c.nativeView, ldc: r.cols, strideC: l.rows * r.cols, batch: nb,
+  });
 }
 
 /**
@@ -231,7 +231,7 @@ function affine(op: string, x: Tensor, weight: Tensor, outIn: boolean, bias: Ten
   // op(W) is [in, out]: nn.Linear's [out, in] weight is read transposed, in place.
   const W = operand(weight, [inF, outF], outIn ? [weight.strides[1]!, weight.strides[0]!] : [...weight.strides], []);
   const out = newFloat([...x.shape.slice(0, -1), outF], x);
-  if (bias) native().copyStrided(bias.storage.native, bias.byteOffset, [0, bias.strides[0]!], out.storage.native, 0, [outF, 1], [rows, outF], 4);
+  if (bias) native().copyStrided({ src: stridedView(bias, [0, bias.strides[0]!]), dst: stridedView(out, [outF, 1]), shape: [rows, outF], elemSize: 4 });
   gemmInto(out, X.mat, W.mat, 1, bias ? 1 : 0);
 
   const needX = x.requiresGrad, needW = weight.requiresGrad, needB = bias?.requiresGrad === true;
@@ -273,8 +273,8 @@ export function gemm2d(c: Tensor, a: Tensor, transA: boolean, b: Tensor, transB:
   for (const t of [a, b, c]) if (!t.isContiguous()) throw new Error(`gemm2d: operands must be contiguous, got ${formatShape(t.shape)} with strides ${formatShape(t.strides)}`);
   const [ar, ac] = a.shape as [number, number], [br, bc] = b.shape as [number, number];
   const m = transA ? ac : ar, k = transA ? ar : ac, n = transB ? br : bc;
-  native().gemm(
-    transA, transB, m, n, k, alpha, a.storage.native, a.byteOffset, ac, 0, b.storage.native, b.byteOffset, bc, 0, beta,
-    c.storage.native, c.byteOffset, n, 0, 1,
-  );
+  native().gemm({
+    transA, transB, m, n, k, alpha, a: a.nativeView, lda: ac, strideA: 0, b: b.nativeView, ldb: bc, strideB: 0,
+    beta, c: c.nativeView, ldc: n, strideC: 0, batch: 1,
+  });
 }

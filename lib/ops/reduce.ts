@@ -1,10 +1,11 @@
 // Sums and means over dimensions, and the reduction that undoes broadcasting in backward.
 // Kernels: sumRows of native/ops/elementwise.h (mean scales with its Scale op); called directly,
 // since the element-wise ops' broadcasting backward needs sumToShape from here.
-import { kernels, native, Unary, type ElementwiseKernels } from "../native.js";
+import { Unary } from "../native/enums.js";
+import { native } from "../native/index.js";
 import { DTYPE_SIZE } from "../tensor/dtype.js";
 import { emptyLike, formatShape, normDim, record, shapeSize, type Tensor } from "../tensor/tensor.js";
-import { broadcastShapes, broadcastStrides, checkFloat, newFloat, withContiguous } from "./util.js";
+import { broadcastShapes, broadcastStrides, checkFloat, newFloat, stridedView, withContiguous } from "./util.js";
 
 function normDims(t: Tensor, dims: number | readonly number[] | undefined, op: string): number[] {
   if (dims === undefined) return [...t.shape.keys()];
@@ -30,7 +31,7 @@ export function mean(t: Tensor, dims?: number | readonly number[], keepDim = fal
 /** x * alpha into a new tensor, by the element-wise Scale kernel. */
 function scaled(x: Tensor, alpha: number): Tensor {
   const out = newFloat(x.shape, x);
-  withContiguous([x], (c) => kernels<ElementwiseKernels>().unary(Unary.Scale, c.storage.native, c.byteOffset, out.storage.native, 0, c.size, alpha));
+  withContiguous([x], (c) => native().unary({ op: Unary.Scale, x: c.nativeView, out: out.nativeView, n: c.size, alpha }));
   return out;
 }
 
@@ -44,7 +45,7 @@ function scaledSum(op: string, t: Tensor, dims: number | readonly number[] | und
   const cols = shapeSize(reduced.map((d) => t.shape[d]!));
   let out = newFloat(outShape, t);
   const moved = t.permute([...kept, ...reduced]);
-  withContiguous([moved], (m) => kernels<ElementwiseKernels>().sumRows(m.storage.native, m.byteOffset, out.storage.native, 0, shapeSize(keptShape), cols));
+  withContiguous([moved], (m) => native().sumRows({ x: m.nativeView, out: out.nativeView, rows: shapeSize(keptShape), cols }));
   moved.dispose();
   if (alpha !== 1) {
     const sums = out;
@@ -64,7 +65,7 @@ function scaledSum(op: string, t: Tensor, dims: number | readonly number[] | und
 /** A contiguous copy of `t` broadcast to `shape`. Differentiable (its backward is sumToShape). */
 export function expandTo(t: Tensor, shape: readonly number[]): Tensor {
   const out = emptyLike(shape, t.dtype, t.deviceInfo);
-  native().copyStrided(t.storage.native, t.byteOffset, broadcastStrides(t, shape), out.storage.native, 0, out.strides, shape, DTYPE_SIZE[t.dtype]);
+  native().copyStrided({ src: stridedView(t, broadcastStrides(t, shape)), dst: out.nativeView, shape, elemSize: DTYPE_SIZE[t.dtype] });
   const from = t.shape;
   record("expand", out, [t], (g) => [sumToShape(g, from)]);
   return out;

@@ -1,32 +1,20 @@
 // Softmax and log-softmax along a dimension, one native pass forward and one backward.
 // Kernels: native/ops/softmax.h (CPU and CUDA twins).
-import { kernels, type NativeStorage } from "../native.js";
+import { native } from "../native/index.js";
 import { normDim, record, shapeSize, type Tensor } from "../tensor/tensor.js";
 import { checkFloat, contiguousInput, newFloat, withContiguous } from "./util.js";
-
-/** native/binding/softmax.cc */
-export interface SoftmaxKernels {
-  softmax(x: NativeStorage, xOffset: number, y: NativeStorage, yOffset: number, rows: number, cols: number, log: boolean): void;
-  softmaxBackward(
-    y: NativeStorage, yOffset: number, dy: NativeStorage, dyOffset: number, dx: NativeStorage, dxOffset: number,
-    rows: number, cols: number, log: boolean,
-  ): void;
-  /** Returns null, or [row, target] of the first target outside [0, V) that is not ignoreIndex. */
-}
-export const softmaxKernels = kernels<SoftmaxKernels>;
-const native = softmaxKernels;
 
 /** softmax or log-softmax over the last dimension of x. */
 function softmaxLast(x: Tensor, log: boolean, op: string): Tensor {
   const cols = x.shape[x.ndim - 1]!, rows = shapeSize(x.shape.slice(0, -1));
   const out = newFloat(x.shape, x);
-  withContiguous([x], (xc) => native().softmax(xc.storage.native, xc.byteOffset, out.storage.native, 0, rows, cols, log));
+  withContiguous([x], (xc) => native().softmax({ x: xc.nativeView, y: out.nativeView, rows, cols, log }));
   record(
     op, out, [x],
     (g, [ys]) => {
       const dx = newFloat(ys!.shape, ys!);
       withContiguous([g], (gc) =>
-        native().softmaxBackward(ys!.storage.native, 0, gc.storage.native, gc.byteOffset, dx.storage.native, 0, rows, cols, log),
+        native().softmaxBackward({ y: ys!.nativeView, dy: gc.nativeView, dx: dx.nativeView, rows, cols, log }),
       );
       return [dx];
     },

@@ -2,7 +2,7 @@
 // Every op family imports this file, so loading any op loads the autograd engine too: it registers
 // itself as Tensor.backward() (lib/tensor cannot import it, being the layer below).
 import "../autograd/engine.js";
-import type { NativeStorage } from "../native.js";
+import type { View } from "../native/index.js";
 import { emptyLike, formatShape, Tensor } from "../tensor/tensor.js";
 
 /** Throws unless every tensor is float32 and all share one device. */
@@ -72,6 +72,8 @@ export function unravel(flat: number, shape: readonly number[]): number[] {
   return idx;
 }
 
-/** The native storage and byte offset of an optional operand (null and 0 when absent). */
-export const storageOf = (t: Tensor | null): NativeStorage | null => (t ? t.storage.native : null);
-export const offsetOf = (t: Tensor | null): number => (t ? t.byteOffset : 0);
+/** An optional operand as a native view (null when absent). */
+export const viewOrNull = (t: Tensor | null): View | null => (t ? t.nativeView : null);
+
+/** A tensor's storage and offset read with other strides (e.g. broadcast ones: 0 repeats). */
+export const stridedView = (t: Tensor, strides: readonly number[]): View => ({ storage: t.storage.native, offset: t.byteOffset, strides });

@@ -1,9 +1,10 @@
 // AdamW with torch.optim.AdamW's semantics (decoupled weight decay, bias-corrected moments,
 // eps added after the bias-corrected square root), as one fused native step over all params.
+import { native, type View } from "../native/index.js";
 import { zerosLike } from "../tensor/creation.js";
 import { keep } from "../tensor/scope.js";
 import { noGrad, type Tensor } from "../tensor/tensor.js";
-import { byDevice, optimKernels, pack } from "./fused.js";
+import { byDevice, pack } from "./fused.js";
 import { definedOnly, Optimizer, type Params, type StateSpec } from "./optimizer.js";
 
 export interface AdamWOptions {
@@ -43,8 +44,9 @@ export class AdamW extends Optimizer<AdamWOptions, AdamWState> {
       return { param, state, row: [param, grad, state.expAvg, state.expAvgSq], hyper: [lr, betas[0], betas[1], eps, weightDecay, state.step + 1] };
     });
     for (const items of byDevice(work, (w) => w.param)) {
-      const { storages, byteOffsets, sizes } = pack(items.map((w) => w.row));
-      optimKernels().adamw(storages, byteOffsets, sizes, Float64Array.from(items.flatMap((w) => w.hyper)));
+      const { columns, sizes } = pack(items.map((w) => w.row));
+      const [params, grads, expAvgs, expAvgSqs] = columns as View[][];
+      native().adamw({ params: params!, grads: grads!, expAvgs: expAvgs!, expAvgSqs: expAvgSqs!, sizes, hyper: Float64Array.from(items.flatMap((w) => w.hyper)) });
     }
     for (const { state } of work) state.step += 1;
   }

@@ -2,7 +2,8 @@
 // measured natively in one pass per device (|g|^p summed in double per tensor) and the scaling is
 // one fused native call per device.
 import type { Tensor } from "../tensor/tensor.js";
-import { byDevice, optimKernels, pack } from "./fused.js";
+import { native, type View } from "../native/index.js";
+import { byDevice, pack } from "./fused.js";
 import { describeParam } from "./optimizer.js";
 
 export interface ClipGradNormOptions {
@@ -37,8 +38,8 @@ function totalNorm(op: string, grads: Tensor[], normType: number): number {
   if (!(normType > 0)) throw new Error(`${op}: normType must be > 0 (a p-norm) or Infinity, got ${normType}`);
   let acc = 0;
   for (const group of byDevice(grads, (g) => g)) {
-    const { storages, byteOffsets, sizes } = pack(group.map((g) => [g]));
-    for (const s of optimKernels().sumPow(storages, byteOffsets, sizes, normType)) {
+    const { columns, sizes } = pack(group.map((g) => [g]));
+    for (const s of native().sumPow({ tensors: columns[0] as View[], sizes, p: normType })) {
       // the max keeps NaN, like torch's inf-norm
       acc = normType === Infinity ? (Number.isNaN(acc) || acc > s ? acc : s) : acc + s;
     }
@@ -70,8 +71,8 @@ export function clipGradNorm(params: Iterable<Tensor>, maxNorm: number, normType
   // Multiplying by exactly 1 changes no value (NaN stays NaN, -0 stays -0), so that pass is skipped.
   if (clamped !== 1) {
     for (const group of byDevice(grads, (g) => g)) {
-      const { storages, byteOffsets, sizes } = pack(group.map((g) => [g]));
-      optimKernels().scaleSpans(storages, byteOffsets, sizes, clamped);
+      const { columns, sizes } = pack(group.map((g) => [g]));
+      native().scaleSpans({ tensors: columns[0] as View[], sizes, alpha: clamped });
     }
   }
   return total;

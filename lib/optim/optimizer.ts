@@ -5,6 +5,7 @@
 // returns copies that the caller owns, and loadStateDict() copies what it is given, so a saved
 // dict never changes when training goes on (PyTorch hands out references; copying here keeps
 // ownership simple and makes "save, train on, restore" exact).
+import { isJsonObject } from "../io/json-object.js";
 import { keep } from "../tensor/scope.js";
 import { formatShape, noGrad, Tensor } from "../tensor/tensor.js";
 
@@ -256,6 +257,14 @@ export abstract class Optimizer<O extends BaseOptions, S extends ParamState> {
 
 /** The inverse of stateTensors(): a state dict that refers to (does not copy) the flat tensors. */
 export function fromStateTensors<O>(flat: FlatOptimizerState<O>): OptimizerStateDict<O> {
+  // the metadata comes from a file (a checkpoint's optimizer.json): check its shape before use
+  const { paramGroups, scalars } = (isJsonObject(flat.metadata) ? flat.metadata : {}) as Record<string, unknown>;
+  if (!Array.isArray(paramGroups) || !paramGroups.every((g) => isJsonObject(g) && Array.isArray(g.params) && g.params.every((id) => Number.isSafeInteger(id)))) {
+    throw new Error(`fromStateTensors: the metadata's "paramGroups" must be a list of groups, each with "params", a list of integer ids`);
+  }
+  if (!isJsonObject(scalars) || !Object.values(scalars).every(isJsonObject)) {
+    throw new Error(`fromStateTensors: the metadata's "scalars" must map param ids to objects`);
+  }
   const state: Record<number, ParamState> = {};
   for (const [name, t] of Object.entries(flat.tensors)) {
     const m = /^state\.(\d+)\.(\w+)$/.exec(name);

@@ -2,7 +2,8 @@
 // as one fused native step over all params.
 import { keep } from "../tensor/scope.js";
 import { emptyLike, noGrad, type Tensor } from "../tensor/tensor.js";
-import { byDevice, optimKernels, pack } from "./fused.js";
+import { native, type View } from "../native/index.js";
+import { byDevice, pack } from "./fused.js";
 import { definedOnly, Optimizer, type Params, type StateSpec } from "./optimizer.js";
 
 export interface SGDOptions {
@@ -45,8 +46,8 @@ export class SGD extends Optimizer<SGDOptions, SGDState> {
     });
     try {
       for (const items of byDevice(work, (w) => w.param)) {
-        const { storages, byteOffsets, sizes } = pack(items.map((w) => w.row));
-        optimKernels().sgd(storages, byteOffsets, sizes, Float64Array.from(items.flatMap((w) => w.hyper)));
+        const { columns: [params, grads, momentumBuffers], sizes } = pack(items.map((w) => w.row));
+        native().sgd({ params: params as View[], grads: grads as View[], momentumBuffers: momentumBuffers!, sizes, hyper: Float64Array.from(items.flatMap((w) => w.hyper)) });
       }
     } catch (err) {
       work.forEach((w) => w.fresh?.dispose());

@@ -91,8 +91,12 @@ abstract class LoraLayerBase<B extends LoraBase> extends Module {
     return this.specs.has(name) ? this.adapterParameters(name) : [];
   }
 
-  /** Folds adapters into the base weight. With `safe`, a NaN/Inf result is refused and nothing changes. */
-  merge(names: readonly string[] = this.activeAdapters, opts: { safe?: boolean } = {}): void {
+  /**
+   * Folds adapters into the base weight. With `safe`, a NaN/Inf result is refused and nothing
+   * changes; the error names the cause (the adapter, the base weight, or an overflow) and `where`
+   * (the layer's path, for the message).
+   */
+  merge(names: readonly string[] = this.activeAdapters, opts: { safe?: boolean; where?: string } = {}): void {
     noGrad(() => {
       for (const name of names) {
         if (!this.specs.has(name) || this.merged.includes(name)) continue;
@@ -104,13 +108,28 @@ abstract class LoraLayerBase<B extends LoraBase> extends Module {
           const finite = trial.dataSync().every(Number.isFinite);
           if (finite) copyInto(w, trial);
           trial.dispose();
-          if (!finite) throw new UnsafeMergeError(`NaNs detected in the merged weights. The adapter ${name} seems to be broken`);
+          if (!finite) throw new UnsafeMergeError(this.unsafeMergeCause(name, opts.where));
         } else {
           this.mergeInto(w, name);
         }
         this.merged.push(name);
       }
     });
+  }
+
+  /** Why merging adapter `name` gave NaN/Inf: PEFT's sentence when the adapter holds them, else the real cause. */
+  private unsafeMergeCause(name: string, where = "this layer"): string {
+    const nonFinite = (t: Tensor) => !t.dataSync().every(Number.isFinite);
+    const head = `NaNs detected in the merged weights of ${where}.`;
+    if (nonFinite(this.base_layer.weight)) {
+      return `${head} The base model is broken, not the adapter ${name}: the base weight of ${where} holds NaN/Inf before merging`;
+    }
+    // this layer's adapter tensors are named <lora_A|lora_B|...>.<adapter>[.weight]
+    const broken = this.namedParameters()
+      .filter(([n, t]) => n.split(".")[0] !== "base_layer" && n.split(".")[1] === name && nonFinite(t))
+      .map(([n]) => n.split(".")[0]);
+    if (broken.length > 0) return `${head} The adapter ${name} seems to be broken: its ${broken.join(" and ")} hold NaN/Inf`;
+    return `${head} The base weight and the adapter ${name} are finite, but W + s·B·A overflows float32`;
   }
 
   /** Subtracts the merged adapters from the base weight, most recent first. */

@@ -2,21 +2,23 @@
 // (`base_model.model.<path>`), so named parameters, saved keys and parameter counts read as in
 // Python; adapters save to and load from PEFT's on-disk format.
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { checkFitsInMemory } from "../runtime.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import { readSafetensors, toTensor, writeSafetensors } from "../io/safetensors.js";
 import { Conv1D, Embedding, Linear } from "../nn/layers.js";
 import { Module } from "../nn/module.js";
 import { Generator } from "../tensor/random.js";
+import type { ModuleInfo, ModuleKind, ModuleShape } from "../nn/shapes.js";
 import { copyInto, formatShape, noGrad, type Tensor } from "../tensor/tensor.js";
 import { emitLowrankWarning, LoraConfig, type WarningHandler } from "./config.js";
 import {
   adapterPaths, adapterStateKey, DEFAULT_ADAPTER_NAME, formatTrainableParameters, parseAdapterStateKey, PEFT_KEY_PREFIX, validateAdapterName,
+  type LoraTensorName,
 } from "./format.js";
 import { isBaseMutatingInit } from "./init.js";
 import { LoraEmbedding, LoraLinear, wrapWithLora, type AdapterSpec, type LoraLayer } from "./layer.js";
 import { findModulesToSave, ModulesToSaveWrapper } from "./modules-to-save.js";
-import type { ModuleInfo, ModuleKind } from "../nn/shapes.js";
-import { planInjection } from "./targets.js";
+import { countLoraParameters, planInjection } from "./targets.js";
 import { addWeightedAdapter, type WeightedAdapterOptions } from "./weighted.js";
 
 /** What a wrapped model must offer: a module tree and a forward pass. */
@@ -41,11 +43,13 @@ export class LoraModel extends Module {
   }
 }
 
-function moduleKind(m: Module): ModuleKind {
-  if (m instanceof Linear) return "linear";
-  if (m instanceof Conv1D) return "conv1d";
-  if (m instanceof Embedding) return "embedding";
-  return "other";
+/** A module's kind and the dimensions LoRA's size depends on (a wrapped layer counts as its base layer). */
+function moduleShape(name: string, module: Module): ModuleShape {
+  const m = module instanceof LoraLinear || module instanceof LoraEmbedding ? module.base_layer : module;
+  if (m instanceof Linear) return { name, kind: "linear", inFeatures: m.inFeatures, outFeatures: m.outFeatures };
+  if (m instanceof Conv1D) return { name, kind: "conv1d", inFeatures: m.nx, outFeatures: m.nf };
+  if (m instanceof Embedding) return { name, kind: "embedding", numEmbeddings: m.numEmbeddings, embeddingDim: m.embeddingDim };
+  return { name, kind: "other" };
 }
 
 function modelType(model: BaseModel): string | undefined {
@@ -53,8 +57,74 @@ function modelType(model: BaseModel): string | undefined {
   return typeof t === "string" ? t : undefined;
 }
 
+/** A tensor of an adapter file whose shape differs from the model's; rankDim is where a LoRA factor keeps r. */
+interface MisShaped {
+  key: string;
+  ownKey: string;
+  file: readonly number[];
+  model: readonly number[];
+  rankDim?: number;
+}
+
+/** The dimension that holds r: lora_A is [r, in], lora_B [out, r] (the embedding factors likewise). */
+const RANK_DIM: Partial<Record<LoraTensorName, number>> = { lora_A: 0, lora_B: 1, lora_embedding_A: 0, lora_embedding_B: 1 };
+
 /** Module paths that belong to adapter machinery rather than to the model: never targets themselves. */
 const ADAPTER_INTERNALS = /(^|\.)(base_layer|lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector|original_module|modules_to_save)(\.|$)/;
+
+/** The model's modules LoRA can be matched against (PEFT matches the unwrapped names: a wrapped layer's inner base_layer is not a new target). */
+function targetableModules(model: BaseModel): ModuleShape[] {
+  return model.namedModules().filter(([path]) => path !== "" && !ADAPTER_INTERNALS.test(path)).map(([path, m]) => moduleShape(path, m));
+}
+
+/** What an adapter would add to a model, from shapes alone: its float32 bytes and each targeted layer's rank and dimensions. */
+export interface LoraEstimate {
+  bytes: number;
+  layers: { name: string; r: number; in: number; out: number }[];
+  device: string;
+}
+
+/** Sizes the adapter `config` would add to `model` without allocating anything (see checkLoraFits). */
+export function estimateLora(model: BaseModel, config: LoraConfig): LoraEstimate {
+  const modules = targetableModules(model);
+  const count = countLoraParameters(modules, config, { modelType: modelType(model), onWarning: () => {} });
+  const byName = new Map(modules.map((m) => [m.name, m]));
+  const layers = count.perModule.map(({ name, r }) => {
+    const m = byName.get(name)!;
+    return m.kind === "embedding" ? { name, r, in: m.numEmbeddings!, out: m.embeddingDim! } : { name, r, in: m.inFeatures!, out: m.outFeatures! };
+  });
+  return { bytes: 4 * count.total, layers, device: model.parameters()[0]?.device ?? "cpu" };
+}
+
+/** "h.0.attn.c_attn (128 -> 384), h.1.attn.c_attn (128 -> 384) and 6 more". */
+function listLayers(layers: LoraEstimate["layers"]): string {
+  const shown = layers.slice(0, 3).map((l) => `${l.name} (${l.in} -> ${l.out})`).join(", ");
+  return layers.length > 3 ? `${shown} and ${layers.length - 3} more` : shown;
+}
+
+/** "r=64" or "r=8..64": the ranks of the adapted layers (rankPattern can give each its own). */
+function describeRanks(layers: LoraEstimate["layers"]): string {
+  const rs = layers.map((l) => l.r);
+  const lo = Math.min(...rs), hi = Math.max(...rs);
+  return lo === hi ? `r=${lo}` : `r=${lo}..${hi}`;
+}
+
+/**
+ * Refuses, before any adapter weight is allocated, an adapter that cannot fit in its device's
+ * memory: `copies` of it must (1 for the weights; 4 for training with AdamW: weights, gradients and
+ * the two moments). The message names the rank, the layers and the bytes.
+ */
+export function checkLoraFits(model: BaseModel, config: LoraConfig, opts: { copies?: number; purpose?: string; estimate?: LoraEstimate } = {}): void {
+  const e = opts.estimate ?? estimateLora(model, config);
+  if (e.layers.length === 0) return;
+  const copies = opts.copies ?? 1;
+  const smallest = Math.min(...e.layers.map((l) => Math.min(l.in, l.out)));
+  checkFitsInMemory(
+    copies * e.bytes, e.device,
+    `LoRA ${describeRanks(e.layers)} on ${e.layers.length} layer${e.layers.length === 1 ? "" : "s"} (${listLayers(e.layers)}) ${opts.purpose ?? "for the adapter's weights"}`,
+    `lower r (these layers' smaller dimension is ${smallest}: a larger r adds no rank) or target fewer modules`,
+  );
+}
 
 export class PeftModel<M extends BaseModel = BaseModel> extends Module {
   declare base_model: LoraModel;
@@ -96,12 +166,17 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
   addAdapter(name: string, config: LoraConfig): void {
     validateAdapterName(name);
     if (this.peftConfig.has(name)) throw new Error(`addAdapter: an adapter named "${name}" already exists; pick another name or deleteAdapter first`);
-    // PEFT matches against the unwrapped names: a wrapped layer's inner base_layer is not a new target.
-    const modules: ModuleInfo[] = this.model
-      .namedModules()
-      .filter(([path]) => path !== "" && !ADAPTER_INTERNALS.test(path))
-      .map(([path, m]) => ({ name: path, kind: m instanceof LoraLinear || m instanceof LoraEmbedding ? moduleKind(m.base_layer) : moduleKind(m) }));
+    const modules = targetableModules(this.model);
     const plan = planInjection(modules, config, { modelType: modelType(this.model), onWarning: this.warn });
+    const estimate = estimateLora(this.model, config);
+    const wasted = estimate.layers.filter((l) => l.r > Math.min(l.in, l.out));
+    if (wasted.length > 0) {
+      this.warn(
+        `${describeRanks(wasted)} is larger than the smaller dimension of ${wasted.length} adapted layer${wasted.length === 1 ? "" : "s"} (${listLayers(wasted)}): ` +
+          `B·A cannot have a rank above min(in, out), so the extra rank only costs memory and time; use r <= ${Math.min(...wasted.map((l) => Math.min(l.in, l.out)))}.`,
+      );
+    }
+    checkLoraFits(this.model, config, { estimate });
     const mutating = [config, ...this.peftConfig.values()].find((c) => isBaseMutatingInit(c.initLoraWeights));
     if (mutating && this.peftConfig.size > 0) {
       this.warn(
@@ -246,11 +321,10 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
   /** Folds the active adapter into the base weights (kept separately, so unmergeAdapter restores them). */
   mergeAdapter(opts: { safeMerge?: boolean; adapterNames?: string[] } = {}): void {
     const names = opts.adapterNames ?? [this.activeAdapter];
-    const layers = [...this.loraLayers.values()];
     const done: LoraLayer[] = [];
     try {
-      for (const layer of layers) {
-        layer.merge(names.filter((n) => layer.specs.has(n)), { safe: opts.safeMerge });
+      for (const [path, layer] of this.loraLayers) {
+        layer.merge(names.filter((n) => layer.specs.has(n)), { safe: opts.safeMerge, where: path });
         done.push(layer);
       }
     } catch (err) {
@@ -354,23 +428,36 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
   /**
    * Loads an adapter saved by PEFT or lowrank onto `model` (PEFT's PeftModel.from_pretrained).
    * Every tensor in the file must land in the model: missing or unexpected keys are errors (PEFT
-   * only warns, and a silently missing adapter is an adapter that does nothing).
+   * only warns, and a silently missing adapter is an adapter that does nothing). Unless
+   * `isTrainable`, the adapter is frozen and the model is put in eval mode (dropout off), as PEFT
+   * does for inference; with `isTrainable` the modes are left as they are (the Trainer sets them).
    */
   static fromPretrained<M extends BaseModel>(
     model: M, dir: string, opts: PeftOptions & { adapterName?: string; isTrainable?: boolean } = {},
   ): PeftModel<M> {
     const adapterName = opts.adapterName ?? DEFAULT_ADAPTER_NAME;
     const config = readAdapterConfig(dir, opts.onWarning).with({ inferenceMode: !opts.isTrainable });
-    const peft = new PeftModel(model, config, adapterName, opts);
+    let peft: PeftModel<M>;
+    try {
+      peft = new PeftModel(model, config, adapterName, opts);
+    } catch (err) {
+      // e.g. target modules the model does not have: say which adapter asked for them
+      throw new Error(`PeftModel.fromPretrained: the adapter in ${dir} does not fit the model: ${(err as Error).message}`, { cause: err });
+    }
     peft.loadAdapterWeights(dir, adapterName);
+    if (!opts.isTrainable) peft.eval();
     return peft;
   }
 
-  /** Loads another saved adapter under `adapterName` (PEFT's load_adapter); it is not activated. */
+  /**
+   * Loads another saved adapter under `adapterName` (PEFT's load_adapter); it is not activated.
+   * Unless `isTrainable`, the whole model goes to eval mode, as in PEFT.
+   */
   loadAdapter(dir: string, adapterName: string, opts: { isTrainable?: boolean } = {}): void {
     const config = readAdapterConfig(dir, this.warn).with({ inferenceMode: !opts.isTrainable });
     this.addAdapter(adapterName, config);
     this.loadAdapterWeights(dir, adapterName);
+    if (!opts.isTrainable) this.eval();
   }
 
   private loadAdapterWeights(dir: string, adapterName: string): void {
@@ -379,14 +466,22 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
       throw new Error(`PeftModel.fromPretrained: ${weightsPath} is missing (adapter_model.bin pickles cannot be read; re-save with safetensors)`);
     }
     const file = readSafetensors(weightsPath);
+    // every key is checked before any tensor is copied, and a bad one names the file
+    const parsedKeys = new Map(file.names.map((key) => {
+      try {
+        return [key, parseAdapterStateKey(key)] as const;
+      } catch (err) {
+        throw new Error(`PeftModel.fromPretrained: ${weightsPath}: ${(err as Error).message}`, { cause: err });
+      }
+    }));
     const targets = this.adapterStateDict(adapterName);
     const baseParams = new Map(this.model.namedParameters());
     const unexpected: string[] = [];
-    const misShaped: string[] = [];
+    const misShaped: MisShaped[] = [];
     const loaded = new Set<string>();
     noGrad(() => {
       for (const key of file.names) {
-        const parsed = parseAdapterStateKey(key);
+        const parsed = parsedKeys.get(key)!;
         const ownKey = parsed.kind === "lora" ? adapterStateKey(parsed.modulePath, parsed.tensor) : key;
         // targets holds the LoRA tensors, the modulesToSave copies and the trained biases of this adapter
         const dst = targets[ownKey] ?? (parsed.kind === "base" ? baseParams.get(parsed.path) ?? baseParams.get(parsed.baseParam) : undefined);
@@ -396,22 +491,35 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
         }
         const entry = file.get(key);
         if (entry.shape.length !== dst.ndim || entry.shape.some((s, i) => s !== dst.shape[i])) {
-          misShaped.push(`${key}: file ${formatShape(entry.shape)}, model ${formatShape(dst.shape)}`);
+          misShaped.push({ key, ownKey, file: entry.shape, model: dst.shape, rankDim: parsed.kind === "lora" ? RANK_DIM[parsed.tensor] : undefined });
           continue;
         }
-        const t = toTensor({ ...entry, name: key }, { device: dst.device });
+        const t = toTensor({ ...entry, name: key }, { device: dst.device, dtype: dst.dtype });
         copyInto(dst, t);
         t.dispose();
         loaded.add(ownKey);
       }
     });
     const savedCopies = new Set([...this.modulesToSave].flatMap(([path, w]) => w.adapterState(adapterName).map(([p]) => `${PEFT_KEY_PREFIX}${path}.${p}`)));
-    const missing = Object.keys(targets).filter((k) => !loaded.has(k) && (k.includes(".lora_") || savedCopies.has(k)));
+    const present = new Set(misShaped.map((m) => m.ownKey));
+    const missing = Object.keys(targets).filter((k) => !loaded.has(k) && !present.has(k) && (k.includes(".lora_") || savedCopies.has(k)));
+    // Every mis-shape in the rank dimension alone: the weights were trained at another r than the config says.
+    const rankOnly = misShaped.every((m) => m.rankDim !== undefined && m.file.length === m.model.length && m.file.every((s, i) => i === m.rankDim || s === m.model[i]));
+    if (misShaped.length > 0 && rankOnly && !missing.length && !unexpected.length) {
+      const ranks = (pick: "file" | "model") => [...new Set(misShaped.map((m) => m[pick][m.rankDim!]))].map((r) => `r=${r}`).join(", ");
+      const m = misShaped[0]!;
+      throw new Error(
+        `PeftModel: ${adapterPaths(dir).config} says ${ranks("model")} but ${weightsPath} holds ${ranks("file")} tensors ` +
+          `(${m.key}: expected ${formatShape(m.model)}, found ${formatShape(m.file)}${misShaped.length > 1 ? `; ${misShaped.length - 1} more differ the same way` : ""}); ` +
+          `set "r" (and any rank_pattern) in adapter_config.json to the rank the weights were trained with`,
+      );
+    }
     if (unexpected.length || misShaped.length || missing.length) {
+      const list = (items: string[]) => `${items.slice(0, 3).join(", ")}${items.length > 3 ? ` (+${items.length - 3} more)` : ""}`;
       const parts = [
-        missing.length ? `missing: ${missing.slice(0, 8).join(", ")}${missing.length > 8 ? ` (+${missing.length - 8} more)` : ""}` : "",
-        unexpected.length ? `unexpected: ${unexpected.slice(0, 8).join(", ")}${unexpected.length > 8 ? ` (+${unexpected.length - 8} more)` : ""}` : "",
-        misShaped.length ? `mis-shaped: ${misShaped.join("; ")}` : "",
+        missing.length ? `missing: ${list(missing)}` : "",
+        unexpected.length ? `unexpected: ${list(unexpected)}` : "",
+        misShaped.length ? `mis-shaped: ${list(misShaped.map((m) => `${m.key}: expected ${formatShape(m.model)}, found ${formatShape(m.file)}`))}` : "",
       ].filter(Boolean);
       throw new Error(`PeftModel: adapter ${weightsPath} does not fit the model (${parts.join(" | ")}); was it trained for another base model or config?`);
     }
@@ -428,7 +536,11 @@ function readAdapterConfig(dir: string, onWarning?: WarningHandler): LoraConfig 
   } catch (err) {
     throw new Error(`PeftModel.fromPretrained: ${paths.config} is not valid JSON (${(err as Error).message})`);
   }
-  return LoraConfig.fromJSON(json, { onWarning });
+  try {
+    return LoraConfig.fromJSON(json, { onWarning });
+  } catch (err) {
+    throw new Error(`PeftModel.fromPretrained: ${paths.config}: ${(err as Error).message}`, { cause: err });
+  }
 }
 
 /** Wraps `model` with LoRA per `config` (PEFT's get_peft_model); base weights are frozen. */

@@ -1,5 +1,5 @@
 // Creating tensors: from data, constants, ranges and seeded random streams.
-import { native } from "../native.js";
+import { native } from "../native/index.js";
 import { defaultDevice, parseDevice, type DeviceLike } from "./device.js";
 import { checkDType, DTYPE_CODE, f32ToBf16Bits, type DType } from "./dtype.js";
 import { defaultGenerator, type Generator } from "./random.js";
@@ -71,14 +71,14 @@ export function tensor(data: Data, opts: CreateOptions & { shape?: readonly numb
     host = data instanceof Float32Array ? data : Float32Array.from(flat);
   }
   const t = empty(shape, { dtype, device: opts.device });
-  native().write(t.storage.native, 0, host);
+  native().write({ dst: t.nativeView, data: host });
   return finish(t, opts);
 }
 
 /** A tensor filled with `value`. */
 export function full(shape: readonly number[], value: number, opts: CreateOptions = {}): Tensor {
   const t = empty(shape, opts);
-  native().fill(t.storage.native, 0, DTYPE_CODE[t.dtype], t.size, value);
+  native().fill({ dst: t.nativeView, dtype: DTYPE_CODE[t.dtype], n: t.size, value });
   return t;
 }
 
@@ -107,7 +107,7 @@ export function arange(start: number, end?: number, step = 1, opts: CreateOption
   if (step === 0) throw new Error("arange: step must not be 0");
   const n = Math.max(0, Math.ceil((end - start) / step));
   const t = empty([n], { dtype: "int32", ...opts });
-  native().arange(t.storage.native, 0, DTYPE_CODE[t.dtype], n, start, step);
+  native().arange({ dst: t.nativeView, dtype: DTYPE_CODE[t.dtype], n, start, step });
   return t;
 }
 
@@ -127,14 +127,14 @@ function randomFloat(shape: readonly number[], opts: RandomOptions, op: string, 
 /** Uniform in [low, high). */
 export function rand(shape: readonly number[], opts: RandomOptions & { low?: number; high?: number } = {}): Tensor {
   return randomFloat(shape, opts, "rand", (t, seed, offset) =>
-    native().randomUniform(t.storage.native, 0, t.size, seed, offset, opts.low ?? 0, opts.high ?? 1),
+    native().randomUniform({ dst: t.nativeView, n: t.size, seed, offset, low: opts.low ?? 0, high: opts.high ?? 1 }),
   );
 }
 
 /** Normal with the given mean and standard deviation. */
 export function randn(shape: readonly number[], opts: RandomOptions & { mean?: number; std?: number } = {}): Tensor {
   return randomFloat(shape, opts, "randn", (t, seed, offset) =>
-    native().randomNormal(t.storage.native, 0, t.size, seed, offset, opts.mean ?? 0, opts.std ?? 1),
+    native().randomNormal({ dst: t.nativeView, n: t.size, seed, offset, mean: opts.mean ?? 0, std: opts.std ?? 1 }),
   );
 }
 

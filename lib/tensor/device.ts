@@ -1,7 +1,7 @@
 // Devices, parsed once: each name ("cpu", "cuda", "cuda:N") maps to one cached, frozen Device,
 // and the host's CUDA properties are read from the addon once. Tensor creation parses its device
 // option on every call, so a parse is a map look-up, with no regex and no native call.
-import { native } from "../native.js";
+import { native } from "../native/index.js";
 
 /** "cpu", "cuda" (= "cuda:0") or "cuda:N". */
 export type DeviceSpec = "cpu" | "cuda" | `cuda:${number}`;

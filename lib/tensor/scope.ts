@@ -1,6 +1,6 @@
 // tidy() scopes and memory accounting. Every tensor created inside tidy(fn) is disposed when fn
 // returns, except the tensors it returns and those passed to keep().
-import { native } from "../native.js";
+import { native } from "../native/index.js";
 
 /**
  * What a scope needs of a tensor. Declared here rather than importing Tensor, because the Tensor

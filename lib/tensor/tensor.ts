@@ -3,7 +3,7 @@
 // the storage goes back to its device when the last view of it is disposed.
 // The tape (GradNode, record, noGrad) lives here too: tensor methods record their views, and the
 // autograd engine one layer up walks the recorded graph (it registers itself with registerBackward).
-import { native, type NativeStorage } from "../native.js";
+import { native, type NativeStorage, type View } from "../native/index.js";
 import { parseDevice, type Device, type DeviceLike } from "./device.js";
 import { bf16BitsToF32, checkDType, DTYPE_CODE, DTYPE_SIZE, type DType } from "./dtype.js";
 import { onCreate, onDispose } from "./scope.js";
@@ -198,6 +198,11 @@ export class Tensor {
     return this.offset * DTYPE_SIZE[this.dtype];
   }
 
+  /** This tensor as a native operand: its storage, the byte offset of element 0, its strides. */
+  get nativeView(): View {
+    return { storage: this.storage.native, offset: this.byteOffset, strides: this.strides };
+  }
+
   isContiguous(): boolean {
     let expected = 1;
     for (let d = this.shape.length - 1; d >= 0; d--) {
@@ -291,7 +296,7 @@ export class Tensor {
   dataSync(): Float32Array | Int32Array {
     const src = this.isContiguous() ? this : this.contiguous();
     try {
-      return decodeHost(src.dtype, native().read(src.storage.native, src.byteOffset, src.size * DTYPE_SIZE[src.dtype]));
+      return decodeHost(src.dtype, native().read({ src: src.nativeView, bytes: src.size * DTYPE_SIZE[src.dtype] }));
     } finally {
       if (src !== this) src.dispose();
     }
@@ -304,7 +309,7 @@ export class Tensor {
   async data(): Promise<Float32Array | Int32Array> {
     const src = this.isContiguous() ? this.alias() : this.contiguous();
     try {
-      return decodeHost(src.dtype, await native().readAsync(src.storage.native, src.byteOffset, src.size * DTYPE_SIZE[src.dtype]));
+      return decodeHost(src.dtype, await native().readAsync({ src: src.nativeView, bytes: src.size * DTYPE_SIZE[src.dtype] }));
     } finally {
       src.dispose();
     }
@@ -359,14 +364,14 @@ export class Tensor {
         moved = src;
       } else {
         moved = emptyLike(src.shape, src.dtype, dst);
-        native().copyBytes(moved.storage.native, 0, src.storage.native, src.byteOffset, n * DTYPE_SIZE[src.dtype]);
+        native().copyBytes({ dst: moved.nativeView, src: src.nativeView, bytes: n * DTYPE_SIZE[src.dtype] });
       }
       let out: Tensor;
       if (moved.dtype === dtype && moved !== src) {
         out = moved;
       } else {
         out = emptyLike(src.shape, dtype, dst);
-        native().cast(moved.storage.native, moved.byteOffset, DTYPE_CODE[moved.dtype], out.storage.native, 0, DTYPE_CODE[dtype], n);
+        native().cast({ src: moved.nativeView, srcDtype: DTYPE_CODE[moved.dtype], dst: out.nativeView, dstDtype: DTYPE_CODE[dtype], n });
         if (moved !== src) moved.dispose();
       }
       if (dtype !== "int32" && this.dtype !== "int32") {
@@ -453,7 +458,7 @@ export class Tensor {
     const inShape = this.shape, dtype = this.dtype, device = this.deviceInfo;
     record("slice", out, [this], (g) => {
       const full = emptyLike(inShape, dtype, device);
-      native().fill(full.storage.native, 0, DTYPE_CODE[dtype], full.size, 0);
+      native().fill({ dst: full.nativeView, dtype: DTYPE_CODE[dtype], n: full.size, value: 0 });
       const window = new Tensor(full.storage.retain(), shape, dtype, full.strides, s * full.strides[d]!, false);
       copyInto(window, g);
       window.dispose();
@@ -514,9 +519,7 @@ export function copyInto(dst: Tensor, src: Tensor): void {
     throw new Error(`copy: shapes differ: ${formatShape(dst.shape)} <- ${formatShape(src.shape)}`);
   }
   if (dst.dtype !== src.dtype) throw new Error(`copy: dtypes differ: ${dst.dtype} <- ${src.dtype}; convert with .to(device, dtype)`);
-  native().copyStrided(
-    src.storage.native, src.byteOffset, src.strides, dst.storage.native, dst.byteOffset, dst.strides, dst.shape, DTYPE_SIZE[src.dtype],
-  );
+  native().copyStrided({ src: src.nativeView, dst: dst.nativeView, shape: dst.shape, elemSize: DTYPE_SIZE[src.dtype] });
 }
 
 /**

@@ -17,12 +17,15 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, s
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { atomicTempWriterPid, writeFileAtomic, writeJsonAtomic } from "../io/atomic.js";
+import { crashPoint } from "../io/crash-point.js";
+import { isJsonObject } from "../io/json-object.js";
 import { readSafetensors, writeSafetensors, type SafetensorsFile } from "../io/safetensors.js";
 import type { FlatOptimizerState } from "../optim/optimizer.js";
 import type { LRSchedulerState } from "../optim/schedule.js";
 import type { GeneratorState } from "../tensor/random.js";
 import type { Tensor } from "../tensor/tensor.js";
 import type { LoaderState } from "./collate.js";
+import { processAlive } from "./lock.js";
 import type { StepRecord } from "./metrics.js";
 
 export const CHECKPOINT_FORMAT = "lowrank-trainer-checkpoint";
@@ -101,10 +104,12 @@ export function writeCheckpoint<O>(checkpointsDir: string, contents: CheckpointC
     writeJsonAtomic(join(tmp, CHECKPOINT_FILES.optimizerMeta), contents.optimizer.metadata);
     contents.writeExtra?.(tmp);
     writeJsonAtomic(join(tmp, CHECKPOINT_FILES.state), contents.state);
+    crashPoint("checkpoint-rename");
     if (existsSync(final)) {
       // Same step written again (a resumed run passing a checkpoint of an abandoned one).
       const old = join(checkpointsDir, tempName(`old-${name}`));
       renameSync(final, old);
+      crashPoint("checkpoint-replace");
       renameSync(tmp, final);
       rmSync(old, { recursive: true, force: true });
     } else {
@@ -129,6 +134,28 @@ function readJson(path: string, what: string): unknown {
   }
 }
 
+/** What is wrong with a parsed trainer_state.json's fields (types and ranges), or null. */
+function stateProblem(state: TrainerState): string | null {
+  const count = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
+  for (const key of ["step", "totalSteps"] as const) if (!count(state[key])) return `"${key}" must be an integer >= 0, got ${JSON.stringify(state[key])}`;
+  for (const key of ["tokens", "elapsed"] as const) {
+    if (typeof state[key] !== "number" || !(state[key] >= 0) || state[key] === Infinity) return `"${key}" must be a finite number >= 0, got ${JSON.stringify(state[key])}`;
+  }
+  const s = state.scheduler as unknown as Record<string, unknown>;
+  if (!isJsonObject(s) || !Array.isArray(s.baseLrs) || !s.baseLrs.every((x) => typeof x === "number" && Number.isFinite(x))) {
+    return `"scheduler" must hold "baseLrs", a list of finite numbers`;
+  }
+  if (!isJsonObject(state.generators)) return `"generators" must be an object`;
+  for (const [name, g] of Object.entries(state.generators)) {
+    const ok = isJsonObject(g) && [g.seed, g.offset].every((x) => typeof x === "string" && /^\d+$/.test(x));
+    if (!ok) return `generator "${name}" must be {"seed", "offset"} as decimal strings, got ${JSON.stringify(g)?.slice(0, 80)}`;
+  }
+  if (!isJsonObject(state.trainLoader)) return `"trainLoader" must be an object`;
+  if (!isJsonObject(state.config)) return `"config" must be an object`;
+  if (!Array.isArray(state.history)) return `"history" must be a list`;
+  return null;
+}
+
 /** Reads and checks a checkpoint folder; throws one line naming the folder and what is wrong. */
 export function readCheckpoint<O = unknown>(dir: string): LoadedCheckpoint<O> {
   const fail = (why: string) => new Error(`checkpoint ${dir}: ${why}`);
@@ -139,6 +166,8 @@ export function readCheckpoint<O = unknown>(dir: string): LoadedCheckpoint<O> {
     if (state.version !== CHECKPOINT_VERSION) {
       throw new Error(`${CHECKPOINT_FILES.state} has version ${state.version}; this lowrank reads version ${CHECKPOINT_VERSION}`);
     }
+    const problem = stateProblem(state);
+    if (problem) throw new Error(`${CHECKPOINT_FILES.state}: ${problem}`);
     const optimizerMeta = readJson(join(dir, CHECKPOINT_FILES.optimizerMeta), "optimizer metadata") as FlatOptimizerState<O>["metadata"];
     return {
       dir,
@@ -183,16 +212,8 @@ export function pruneCheckpoints(checkpointsDir: string, keep: number, protect: 
     if (dir === protect) continue;
     const doomed = join(checkpointsDir, tempName("deleted"));
     renameSync(dir, doomed);
+    crashPoint("prune-delete");
     rmSync(doomed, { recursive: true, force: true });
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 

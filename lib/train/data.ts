@@ -6,7 +6,6 @@
 // give a single example (missing, empty, nothing valid) is an error.
 import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
-import { createInterface } from "node:readline";
 import { formatPrompt, resolveTemplate, type TemplateSpec } from "./template.js";
 
 /** Label value that the loss ignores (PyTorch's and transformers' ignore_index). */
@@ -17,7 +16,8 @@ export const IGNORE_INDEX = -100;
  * padTokenId defaults to eosTokenId (GPT-2 has no pad token).
  */
 export interface TokenizerLike {
-  encode(text: string): number[];
+  /** Token ids of `text`; with maxTokens, at least the first maxTokens of them (more are cut here). */
+  encode(text: string, opts?: { maxTokens?: number }): number[];
   eosTokenId: number;
   padTokenId?: number;
 }
@@ -58,6 +58,8 @@ export interface ReadResult {
   format: "alpaca" | "text";
   examples: DataRecord[];
   problems: DataProblem[];
+  /** What was read but may not be what the file meant (invalid UTF-8), one line each, with line numbers. */
+  warnings: string[];
 }
 
 const FORM_NAME = { alpaca: 'an Alpaca ({"instruction", "output"})', text: 'a plain ({"text"})' } as const;
@@ -123,8 +125,8 @@ export async function readJsonl(file: string): Promise<ReadResult> {
   let formatLine = 0;
   let lineNo = 0;
   let records = 0;
-  const lines = createInterface({ input: createReadStream(file, { encoding: "utf8" }), crlfDelay: Infinity });
-  for await (const raw of lines) {
+  const invalidUtf8: number[] = [];
+  for await (const raw of utf8Lines(file, invalidUtf8)) {
     lineNo++;
     const text = lineNo === 1 ? raw.replace(/^\uFEFF/, "") : raw;
     if (text.trim() === "") continue;
@@ -153,7 +155,50 @@ export async function readJsonl(file: string): Promise<ReadResult> {
   if (format === null) {
     throw new Error(`${file}: no valid example in ${records} record${records === 1 ? "" : "s"} (first problem: line ${problems[0]!.line}: ${problems[0]!.message})`);
   }
-  return { file, format, examples, problems };
+  const warnings: string[] = [];
+  if (invalidUtf8.length > 0) {
+    const shown = invalidUtf8.slice(0, 10).join(", ") + (invalidUtf8.length > 10 ? ` and ${invalidUtf8.length - 10} more` : "");
+    warnings.push(
+      `${file}: invalid UTF-8 on ${invalidUtf8.length === 1 ? "line" : `${invalidUtf8.length} lines:`} ${shown}; ` +
+        "the bad bytes were read as U+FFFD. Re-save the file as UTF-8 (iconv -f <its encoding> -t UTF-8)",
+    );
+  }
+  return { file, format, examples, problems, warnings };
+}
+
+/**
+ * The lines of a file (split at \n, a trailing \r dropped), each decoded as strict UTF-8: a line
+ * that is not valid UTF-8 is decoded with U+FFFD for the bad bytes, as Node's "utf8" reading does,
+ * and its 1-based number is added to `invalid`, so the replacement is never silent.
+ */
+async function* utf8Lines(file: string, invalid: number[]): AsyncGenerator<string> {
+  // ignoreBOM keeps a U+FEFF where it is; readJsonl drops it at the start of the file only.
+  const strict = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+  const lenient = new TextDecoder("utf-8", { ignoreBOM: true });
+  let lineNo = 0;
+  const decode = (bytes: Buffer): string => {
+    lineNo++;
+    const end = bytes.length > 0 && bytes[bytes.length - 1] === 0x0d ? bytes.length - 1 : bytes.length;
+    const line = bytes.subarray(0, end);
+    try {
+      return strict.decode(line);
+    } catch {
+      invalid.push(lineNo);
+      return lenient.decode(line);
+    }
+  };
+  let pending: Buffer[] = [];
+  for await (const chunk of createReadStream(file) as AsyncIterable<Buffer>) {
+    let start = 0;
+    for (let nl = chunk.indexOf(0x0a); nl !== -1; nl = chunk.indexOf(0x0a, start)) {
+      pending.push(chunk.subarray(start, nl));
+      yield decode(pending.length === 1 ? pending[0]! : Buffer.concat(pending));
+      pending = [];
+      start = nl + 1;
+    }
+    if (start < chunk.length) pending.push(chunk.subarray(start));
+  }
+  if (pending.length > 0) yield decode(Buffer.concat(pending));
 }
 
 // ---- tokenization ------------------------------------------------------------------------------
@@ -220,9 +265,12 @@ export function tokenizeRecords(file: string, records: readonly DataRecord[], to
   const eos = tokenizer.eosTokenId;
   const out: TokenizeResult = { examples: [], truncated: 0, skipped: [] };
 
+  // Each text is tokenized only as far as the window reaches (one token past it, to tell a cut
+  // from a fit): a 50 MB example costs what its first maxLength tokens cost.
+  const upTo = (n: number) => (n === Infinity ? {} : { maxTokens: Math.max(n, 0) });
   for (const rec of records) {
     if (rec.kind === "text") {
-      const ids = [...tokenizer.encode(rec.text), eos];
+      const ids = [...tokenizer.encode(rec.text, upTo(maxLength)), eos];
       if (ids.length > maxLength) out.truncated++;
       const kept = Int32Array.from(ids.slice(0, maxLength));
       out.examples.push({ inputIds: kept, labels: kept.slice(), line: rec.line });
@@ -235,16 +283,17 @@ export function tokenizeRecords(file: string, records: readonly DataRecord[], to
       // A template that cannot hold this record's input is a configuration error, not a bad line.
       throw new Error(`${file}:${rec.line}: ${(err as Error).message}`);
     }
-    const promptIds = tokenizer.encode(prompt);
-    const responseIds = [...tokenizer.encode(rec.output), eos];
+    const promptIds = tokenizer.encode(prompt, upTo(maxLength + 1));
     const room = maxLength - promptIds.length;
     if (room < minResponse) {
+      const size = promptIds.length > maxLength ? `over ${maxLength}` : String(promptIds.length);
       out.skipped.push({
         file, line: rec.line,
-        message: `prompt is ${promptIds.length} tokens; maxLength ${maxLength} leaves room for ${Math.max(room, 0)} response tokens (need ${minResponse}); example skipped`,
+        message: `prompt is ${size} tokens; maxLength ${maxLength} leaves room for ${Math.max(room, 0)} response tokens (need ${minResponse}); example skipped`,
       });
       continue;
     }
+    const responseIds = [...tokenizer.encode(rec.output, upTo(room)), eos];
     const response = responseIds.length > room ? (out.truncated++, responseIds.slice(0, room)) : responseIds;
     const inputIds = Int32Array.from([...promptIds, ...response]);
     const labels = inputIds.slice();
@@ -383,7 +432,12 @@ function tokenizeWithWarnings(file: string, records: readonly DataRecord[], tok:
     warnings.push(`${file}: ${r.skipped.length} example${r.skipped.length === 1 ? "" : "s"} skipped, prompt too long for maxLength ${opts.maxLength} (first: ${formatProblem(r.skipped[0]!)})`);
   }
   if (r.truncated > 0) warnings.push(`${file}: ${r.truncated} example${r.truncated === 1 ? "" : "s"} truncated to maxLength ${opts.maxLength}`);
-  if (r.examples.length === 0) throw new Error(`${file}: no example fits maxLength ${opts.maxLength} (${r.skipped.length} skipped, prompt too long)`);
+  if (r.examples.length === 0) {
+    throw new Error(
+      `${file}: no example fits maxLength ${opts.maxLength} (${r.skipped.length} skipped, prompt too long${r.skipped[0] ? `; first: ${formatProblem(r.skipped[0])}` : ""}); ` +
+        `use a shorter prompt template (e.g. the template.txt a model folder ships) or a larger maxLength`,
+    );
+  }
   return r.examples;
 }
 
@@ -393,7 +447,7 @@ function tokenizeWithWarnings(file: string, records: readonly DataRecord[], tok:
  */
 export async function loadInstructionData(file: string, tokenizer: TokenizerLike, opts: LoadDataOptions = {}): Promise<LoadedData> {
   const main = await readJsonl(file);
-  const warnings: string[] = [];
+  const warnings: string[] = [...main.warnings];
   const problems = [...main.problems];
   let train: TokenizedExample[];
   let evalSet: TokenizedExample[] = [];
@@ -401,6 +455,7 @@ export async function loadInstructionData(file: string, tokenizer: TokenizerLike
     if (opts.evalFraction !== undefined || opts.evalCount !== undefined) throw new Error("data: give evalFile or evalFraction/evalCount, not both");
     const ev = await readJsonl(opts.evalFile);
     problems.push(...ev.problems);
+    warnings.push(...ev.warnings);
     train = tokenizeWithWarnings(file, main.examples, tokenizer, opts, warnings);
     evalSet = tokenizeWithWarnings(opts.evalFile, ev.examples, tokenizer, opts, warnings);
   } else {

@@ -16,6 +16,7 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import { toTensor } from "../io/safetensors.js";
+import { describeNonFinite, findNonFiniteWeights } from "../models/gpt2/nonfinite.js";
 import { scale } from "../ops/elementwise.js";
 import { AdamW, type AdamWOptions } from "../optim/adamw.js";
 import { clipGradNorm, gradNorm } from "../optim/clip.js";
@@ -87,6 +88,8 @@ export interface TrainerOptions {
   keepCheckpoints?: number;
   /** metrics.jsonl and checkpoints/ go here; without it nothing is written to disk. */
   outDir?: string;
+  /** false: outDir receives metrics.jsonl but no checkpoints (the run cannot be resumed). Default true. */
+  saveCheckpoints?: boolean;
   /** The random streams the run draws from (model dropout, LoRA dropout): checkpointed by name. */
   generators?: Record<string, Generator>;
   /**
@@ -137,10 +140,11 @@ export class NonFiniteLossError extends Error {
     readonly lr: number,
     /** The newest checkpoint written before (kept), or null. */
     readonly lastCheckpoint: string | null,
+    /** What to do, when the cause is known not to be the learning rate (default: lower it). */
+    advice = "Lower the learning rate (or use warmup) and start again.",
   ) {
     super(
-      `${what} is ${value} at step ${step} (lr ${lr.toExponential(2)}); training stopped without applying this update. ` +
-        `Lower the learning rate (or use warmup) and start again.` +
+      `${what} is ${value} at step ${step} (lr ${lr.toExponential(2)}); training stopped without applying this update. ${advice}` +
         (lastCheckpoint ? ` The last good checkpoint is kept: ${lastCheckpoint}` : ""),
     );
     this.name = "NonFiniteLossError";
@@ -167,6 +171,22 @@ function canonical(v: unknown): string {
   return JSON.stringify(v) ?? "undefined";
 }
 
+const isRecord = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === "object" && !Array.isArray(v);
+
+/**
+ * The settings that differ, each as "path was X, now Y" at the deepest level where they differ
+ * (e.g. "trainer.lr was 0.01, now 0.001"), so a mismatch names the setting rather than two blobs.
+ */
+export function settingDifferences(saved: unknown, now: unknown, path = ""): string[] {
+  if (isRecord(saved) && isRecord(now)) {
+    return [...new Set([...Object.keys(saved), ...Object.keys(now)])].sort()
+      .flatMap((k) => settingDifferences(saved[k], now[k], path ? `${path}.${k}` : k));
+  }
+  if (canonical(saved) === canonical(now)) return [];
+  const show = (v: unknown) => (v === undefined ? "not set" : canonical(v));
+  return [`${path || "settings"} was ${show(saved)}, now ${show(now)}`];
+}
+
 export class Trainer extends EventEmitter<TrainerEvents> {
   readonly model: TrainableModel;
   readonly optimizer: AdamW;
@@ -191,6 +211,8 @@ export class Trainer extends EventEmitter<TrainerEvents> {
   /** Seconds trained before this session (restored from a checkpoint). */
   private elapsedBefore = 0;
   private sessionStart = 0;
+  /** Steps done when this train() call began (a NaN right after it cannot be the updates' fault). */
+  private sessionStartSteps = 0;
   private lastCheckpoint: { step: number; dir: string } | null = null;
   private stopRequested = false;
   /** The resume option, until train() has applied it. */
@@ -243,7 +265,10 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     const name = schedule === "constant" && warmupSteps > 0 ? "constant_with_warmup" : schedule;
     this.scheduler = getScheduler(name, this.optimizer, { numWarmupSteps: warmupSteps, numTrainingSteps: this.totalSteps });
 
-    this.checkpointsDir = opts.outDir === undefined ? null : join(opts.outDir, "checkpoints");
+    if (opts.saveCheckpoints === false && (this.checkpointEvery > 0 || opts.resume !== undefined)) {
+      throw new Error("Trainer: saveCheckpoints: false cannot go with checkpointEvery > 0 or resume");
+    }
+    this.checkpointsDir = opts.outDir === undefined || opts.saveCheckpoints === false ? null : join(opts.outDir, "checkpoints");
     this.metrics = opts.outDir === undefined ? null : new MetricsLog(join(opts.outDir, "metrics.jsonl"));
     this.generators = opts.generators ?? {};
     this.config = {
@@ -280,6 +305,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     if (this.checkpointsDir) removeStaleTemporaries(this.checkpointsDir);
     this.metrics?.reset(this.history);
     this.sessionStart = performance.now();
+    this.sessionStartSteps = this.history.length;
     this.progress = new ProgressReporter({ ...this.options.progress, totalSteps: this.totalSteps, startStep: this._step });
     this.progress.start();
     const wasTraining = this.model.training;
@@ -317,6 +343,23 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     };
   }
 
+  /**
+   * After a NaN/Inf loss: NaN/Inf in the frozen base weights, or in an adapter before this session
+   * applied any update, are not the learning rate's doing: name them instead of advising a lower one.
+   */
+  private nonFiniteAdvice(): string | undefined {
+    const broken = findNonFiniteWeights(this.model);
+    const base = broken.filter((w) => w.adapter === null);
+    const sentence = (s: string) => s[0]!.toUpperCase() + s.slice(1);
+    if (base.length > 0) {
+      return `${sentence(describeNonFinite(base))}. Its weights are frozen, so training did not do this: use a model whose weights are finite.`;
+    }
+    if (broken.length > 0 && this.history.length === this.sessionStartSteps) {
+      return `${sentence(describeNonFinite(broken))}, before any update of this run: start from an adapter whose weights are finite.`;
+    }
+    return undefined;
+  }
+
   /** One optimizer step over gradAccum micro-batches; everything it allocates is freed. */
   private trainStep(): StepRecord {
     const started = performance.now();
@@ -348,7 +391,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
       return { ok: true as const, loss: counted > 0 ? loss : null, norm, tokens };
     });
     this.optimizer.zeroGrad();
-    if (!outcome.ok) throw new NonFiniteLossError(step, outcome.bad, outcome.value, lr, this.lastCheckpoint?.dir ?? null);
+    if (!outcome.ok) throw new NonFiniteLossError(step, outcome.bad, outcome.value, lr, this.lastCheckpoint?.dir ?? null, this.nonFiniteAdvice());
     this.scheduler.step();
     this._step = step;
     this.tokens += outcome.tokens;
@@ -426,16 +469,23 @@ export class Trainer extends EventEmitter<TrainerEvents> {
    * step, metrics. The checkpoint must come from a run with the same settings and data.
    */
   restore(dir: string): void {
+    try {
+      this.restoreFrom(dir);
+    } catch (err) {
+      const message = (err as Error).message;
+      // the optimizer's and scheduler's own checks do not know the folder: name it
+      throw message.includes(dir) ? err : new Error(`resume from ${dir}: ${message}`, { cause: err });
+    }
+  }
+
+  private restoreFrom(dir: string): void {
     const ckpt = readCheckpoint<AdamWOptions>(dir);
     const { state } = ckpt;
     const fail = (why: string) => new Error(`resume from ${dir}: ${why}`);
 
-    const saved = state.config, now = this.config;
-    const differs = [...new Set([...Object.keys(saved), ...Object.keys(now)])]
-      .filter((k) => canonical(saved[k]) !== canonical(now[k]))
-      .map((k) => `${k}: checkpoint ${canonical(saved[k])}, now ${canonical(now[k])}`);
+    const differs = settingDifferences(state.config, this.config);
     if (differs.length > 0) {
-      throw fail(`the run's settings differ from the checkpoint's (${differs.join("; ")}); resume with the same settings, or start a new run in another output folder`);
+      throw fail(`the run's settings differ from the checkpoint's: ${differs.join("; ")}; resume with the same settings, or start a new run in another output folder`);
     }
     const names = this.trainable.map(([n]) => n);
     const missing = names.filter((n) => !ckpt.trainable.has(n));
@@ -452,7 +502,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
         if (entry.shape.length !== p.ndim || entry.shape.some((s, i) => s !== p.shape[i])) {
           throw fail(`parameter ${name} is ${formatShape(entry.shape)} in the checkpoint but ${formatShape(p.shape)} in the model`);
         }
-        const t = toTensor({ ...entry, name }, { device: p.device });
+        const t = toTensor({ ...entry, name }, { device: p.device, dtype: p.dtype });
         copyInto(p, t);
         t.dispose();
       }

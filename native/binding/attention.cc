@@ -8,41 +8,41 @@ namespace lowrank {
 namespace binding {
 namespace {
 
-// An attention operand: (storage, byteOffset, [sb, sh, st]) at i..i+2, logically [B, H, T, D]
-// with D contiguous; checked to lie inside its storage.
-AttnView view_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const AttnDims& d, int64_t T, Buf& buf) {
-  buf = buf_arg(info, i, op);
-  std::vector<int64_t> s = ints_arg(info, i + 2, op);
-  if (s.size() != 3 || s[0] < 0 || s[1] < 0 || s[2] < 0)
-    fail(std::string(op) + ": strides must be 3 numbers >= 0 (batch, head, time)");
+// An attention operand: a view logically [B, H, T, D] with D contiguous, whose strides are the
+// [batch, head, time] ones; checked to lie inside its storage.
+AttnView attn_view(const Args& a, const char* name, const AttnDims& d, int64_t T, Buf& buf) {
+  buf = a.view(name);
+  const std::vector<int64_t>& s = buf.strides;
+  if (s.size() != 3 || s[0] < 0 || s[1] < 0 || s[2] < 0) a.fail_field(name, "needs 3 strides >= 0 (batch, head, time)");
   if (d.B > 0 && d.H > 0 && T > 0 && d.D > 0)
-    buf.need(size_t(((d.B - 1) * s[0] + (d.H - 1) * s[1] + (T - 1) * s[2] + d.D) * 4), op);
+    buf.need(size_t(((d.B - 1) * s[0] + (d.H - 1) * s[1] + (T - 1) * s[2] + d.D) * 4), a.op);
   return AttnView{buf.as<float>(), s[0], s[1], s[2]};
 }
 
-// [B, H, Tq, Tk, D], scale, causal, dropout, seed, offset at positions 0..5.
-AttnDims dims_arg(const Napi::CallbackInfo& info, const char* op) {
-  std::vector<int64_t> s = ints_arg(info, 0, op);
-  if (s.size() != 5) fail(std::string(op) + ": dims must be [B, H, Tq, Tk, D]");
+// dims: [B, H, Tq, Tk, D]; scale, causal, dropout, seed, offset.
+AttnDims dims_arg(const Args& a) {
+  const char* op = a.op;
+  std::vector<int64_t> s = a.ints("dims");
+  if (s.size() != 5) a.fail_field("dims", "must be [B, H, Tq, Tk, D]");
   for (int64_t v : s)
-    if (v < 0) fail(std::string(op) + ": negative size in dims");
-  AttnDims d{s[0], s[1], s[2], s[3], s[4], float(num_arg(info, 1, op)), bool_arg(info, 2, op),
-             float(num_arg(info, 3, op)), u64_arg(info, 4, op), u64_arg(info, 5, op)};
+    if (v < 0) a.fail_field("dims", "has a negative size");
+  AttnDims d{s[0], s[1], s[2], s[3], s[4], float(a.num("scale")), a.flag("causal"), float(a.num("dropout")), a.u64("seed"), a.u64("offset")};
   if (d.causal && d.Tq > d.Tk) fail(std::string(op) + ": causal attention needs Tq <= Tk");
   if (!(d.dropout >= 0 && d.dropout < 1)) fail(std::string(op) + ": dropout must be in [0, 1), got " + std::to_string(d.dropout));
   return d;
 }
 
-// attentionForward(dims, scale, causal, dropout, seed, offset, q, qo, qs, k, ko, ks, v, vo, vs, keep|null, keepo,
-//                  out, outo, outs, lse, lseo)
+// attentionForward({ dims, scale, causal, dropout, seed, offset, q, k, v, keep?, out, lse }):
+// q, k, v and out carry [batch, head, time] strides.
 Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
-  const char* op = "attentionForward";
-  AttnDims d = dims_arg(info, op);
+  Args a(info, "attentionForward");
+  const char* op = a.op;
+  AttnDims d = dims_arg(a);
   Buf qb, kb, vb, ob;
-  AttnView q = view_arg(info, 6, op, d, d.Tq, qb), k = view_arg(info, 9, op, d, d.Tk, kb), v = view_arg(info, 12, op, d, d.Tk, vb);
-  Buf keep = opt_buf_arg(info, 15, op);
-  AttnView out = view_arg(info, 17, op, d, d.Tq, ob);
-  Buf lse = buf_arg(info, 20, op);
+  AttnView q = attn_view(a, "q", d, d.Tq, qb), k = attn_view(a, "k", d, d.Tk, kb), v = attn_view(a, "v", d, d.Tk, vb);
+  Buf keep = a.opt_view("keep");
+  AttnView out = attn_view(a, "out", d, d.Tq, ob);
+  Buf lse = a.view("lse");
   if (keep.storage) keep.need(d.B * d.Tk * 4, op);
   lse.need(d.B * d.H * d.Tq * 4, op);
   if (d.B * d.H * d.Tq == 0) return info.Env().Undefined();
@@ -51,16 +51,17 @@ Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// attentionBackward(dims, scale, causal, dropout, seed, offset, q, qo, qs, k, ko, ks, v, vo, vs, keep|null, keepo,
-//                   lse, lseo, dout, douto, douts, dq, dqo, dqs, dk, dko, dks, dv, dvo, dvs)
+// attentionBackward({ dims, scale, causal, dropout, seed, offset, q, k, v, keep?, lse, dout, dq, dk, dv }):
+// q, k, v, dout, dq, dk and dv carry [batch, head, time] strides.
 Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
-  const char* op = "attentionBackward";
-  AttnDims d = dims_arg(info, op);
+  Args a(info, "attentionBackward");
+  const char* op = a.op;
+  AttnDims d = dims_arg(a);
   Buf qb, kb, vb, gob, gqb, gkb, gvb;
-  AttnView q = view_arg(info, 6, op, d, d.Tq, qb), k = view_arg(info, 9, op, d, d.Tk, kb), v = view_arg(info, 12, op, d, d.Tk, vb);
-  Buf keep = opt_buf_arg(info, 15, op), lse = buf_arg(info, 17, op);
-  AttnView dout = view_arg(info, 19, op, d, d.Tq, gob), dq = view_arg(info, 22, op, d, d.Tq, gqb);
-  AttnView dk = view_arg(info, 25, op, d, d.Tk, gkb), dv = view_arg(info, 28, op, d, d.Tk, gvb);
+  AttnView q = attn_view(a, "q", d, d.Tq, qb), k = attn_view(a, "k", d, d.Tk, kb), v = attn_view(a, "v", d, d.Tk, vb);
+  Buf keep = a.opt_view("keep"), lse = a.view("lse");
+  AttnView dout = attn_view(a, "dout", d, d.Tq, gob), dq = attn_view(a, "dq", d, d.Tq, gqb);
+  AttnView dk = attn_view(a, "dk", d, d.Tk, gkb), dv = attn_view(a, "dv", d, d.Tk, gvb);
   if (keep.storage) keep.need(d.B * d.Tk * 4, op);
   lse.need(d.B * d.H * d.Tq * 4, op);
   if (d.B * d.H == 0) return info.Env().Undefined();

@@ -9,11 +9,11 @@ namespace lowrank {
 namespace binding {
 namespace {
 
-// write(dst, byteOffset, typedArray): host bytes into a storage on any device.
+// write({ dst, data }): the host bytes of a typed array into a storage on any device.
 Napi::Value Write(const Napi::CallbackInfo& info) {
-  Buf dst = buf_arg(info, 0, "write");
-  if (!info[2].IsTypedArray()) fail("write: argument 2 must be a typed array");
-  Napi::TypedArray src = info[2].As<Napi::TypedArray>();
+  Args a(info, "write");
+  Buf dst = a.view("dst");
+  Napi::TypedArray src = a.typed_array("data");
   Napi::ArrayBuffer ab = src.ArrayBuffer();
   const char* bytes = static_cast<const char*>(ab.Data()) + src.ByteOffset();
   size_t n = src.ByteLength();
@@ -28,11 +28,11 @@ Napi::Value Write(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// read(src, byteOffset, byteLength) -> ArrayBuffer: a host copy (waits for queued GPU work).
+// read({ src, bytes }) -> ArrayBuffer: a host copy (waits for queued GPU work).
 Napi::Value Read(const Napi::CallbackInfo& info) {
-  Buf src = buf_arg(info, 0, "read");
-  int64_t n = int_arg(info, 2, "read");
-  if (n < 0) fail("read: negative byte length");
+  Args a(info, "read");
+  Buf src = a.view("src");
+  int64_t n = a.size("bytes");
   src.need(static_cast<size_t>(n), "read");
   Napi::ArrayBuffer out = Napi::ArrayBuffer::New(info.Env(), static_cast<size_t>(n));
   if (src.device().is_cuda()) {
@@ -79,21 +79,23 @@ class ReadWorker : public Napi::AsyncWorker {
   std::vector<char> host_;
 };
 
+// readAsync({ src, bytes }) -> Promise<ArrayBuffer>
 Napi::Value ReadAsync(const Napi::CallbackInfo& info) {
-  Buf src = buf_arg(info, 0, "readAsync");
-  int64_t n = int_arg(info, 2, "readAsync");
-  if (n < 0) fail("readAsync: negative byte length");
+  Args a(info, "readAsync");
+  Buf src = a.view("src");
+  int64_t n = a.size("bytes");
   src.need(static_cast<size_t>(n), "readAsync");
-  auto* worker = new ReadWorker(info.Env(), info[0].As<Napi::Object>(), src.device(), src.ptr, static_cast<size_t>(n));
+  auto* worker = new ReadWorker(info.Env(), src.storage->Value(), src.device(), src.ptr, static_cast<size_t>(n));
   Napi::Promise promise = worker->Promise();
   worker->Queue();
   return promise;
 }
 
-// copyBytes(dst, dstOffset, src, srcOffset, byteLength): between any two devices.
+// copyBytes({ dst, src, bytes }): between any two devices.
 Napi::Value CopyBytes(const Napi::CallbackInfo& info) {
-  Buf dst = buf_arg(info, 0, "copyBytes"), src = buf_arg(info, 2, "copyBytes");
-  int64_t n = int_arg(info, 4, "copyBytes");
+  Args a(info, "copyBytes");
+  Buf dst = a.view("dst"), src = a.view("src");
+  int64_t n = a.size("bytes");
   dst.need(static_cast<size_t>(n), "copyBytes");
   src.need(static_cast<size_t>(n), "copyBytes");
   Device dd = dst.device(), sd = src.device();
@@ -119,31 +121,34 @@ Napi::Value CopyBytes(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// fill(dst, byteOffset, dtype, n, value)
+// fill({ dst, dtype, n, value })
 Napi::Value Fill(const Napi::CallbackInfo& info) {
-  Buf dst = buf_arg(info, 0, "fill");
-  DType t = dtype_arg(info, 2, "fill");
-  int64_t n = int_arg(info, 3, "fill");
+  Args a(info, "fill");
+  Buf dst = a.view("dst");
+  DType t = a.dtype("dtype");
+  int64_t n = a.size("n");
   dst.need(n * dtype_size(t), "fill");
-  LR_DISPATCH(dst.device(), fill(dst.ptr, t, n, num_arg(info, 4, "fill")));
+  LR_DISPATCH(dst.device(), fill(dst.ptr, t, n, a.num("value")));
   return info.Env().Undefined();
 }
 
-// arange(dst, byteOffset, dtype, n, start, step)
+// arange({ dst, dtype, n, start, step })
 Napi::Value Arange(const Napi::CallbackInfo& info) {
-  Buf dst = buf_arg(info, 0, "arange");
-  DType t = dtype_arg(info, 2, "arange");
-  int64_t n = int_arg(info, 3, "arange");
+  Args a(info, "arange");
+  Buf dst = a.view("dst");
+  DType t = a.dtype("dtype");
+  int64_t n = a.size("n");
   dst.need(n * dtype_size(t), "arange");
-  LR_DISPATCH(dst.device(), arange(dst.ptr, t, n, num_arg(info, 4, "arange"), num_arg(info, 5, "arange")));
+  LR_DISPATCH(dst.device(), arange(dst.ptr, t, n, a.num("start"), a.num("step")));
   return info.Env().Undefined();
 }
 
-// cast(src, srcOffset, srcDtype, dst, dstOffset, dstDtype, n)
+// cast({ src, srcDtype, dst, dstDtype, n })
 Napi::Value Cast(const Napi::CallbackInfo& info) {
-  Buf src = buf_arg(info, 0, "cast"), dst = buf_arg(info, 3, "cast");
-  DType st = dtype_arg(info, 2, "cast"), dt = dtype_arg(info, 5, "cast");
-  int64_t n = int_arg(info, 6, "cast");
+  Args a(info, "cast");
+  Buf src = a.view("src"), dst = a.view("dst");
+  DType st = a.dtype("srcDtype"), dt = a.dtype("dstDtype");
+  int64_t n = a.size("n");
   src.need(n * dtype_size(st), "cast");
   dst.need(n * dtype_size(dt), "cast");
   LR_DISPATCH(same_device("cast", {&src, &dst}), cast(src.ptr, st, dst.ptr, dt, n));
@@ -161,15 +166,14 @@ int64_t view_extent(const std::vector<int64_t>& shape, const std::vector<int64_t
   return max_off + 1;
 }
 
-// copyStrided(src, srcOffset, srcStrides[], dst, dstOffset, dstStrides[], shape[], elemSize):
-// copies one view into another of the same shape. Strides are in elements; source strides may
-// be zero (broadcast).
+// copyStrided({ src, dst, shape, elemSize }): copies one view into another of the same shape.
+// Both views carry strides (in elements); source strides may be zero (broadcast).
 Napi::Value CopyStrided(const Napi::CallbackInfo& info) {
-  Buf src = buf_arg(info, 0, "copyStrided");
-  std::vector<int64_t> ss = ints_arg(info, 2, "copyStrided");
-  Buf dst = buf_arg(info, 3, "copyStrided");
-  std::vector<int64_t> ds = ints_arg(info, 5, "copyStrided"), shape = ints_arg(info, 6, "copyStrided");
-  int64_t elem = int_arg(info, 7, "copyStrided");
+  Args a(info, "copyStrided");
+  Buf src = a.view("src"), dst = a.view("dst");
+  const std::vector<int64_t>&ss = src.strides, &ds = dst.strides;
+  std::vector<int64_t> shape = a.ints("shape");
+  int64_t elem = a.integer("elemSize");
   if (shape.size() != ss.size() || shape.size() != ds.size() || shape.size() > kMaxDims)
     fail("copyStrided: shape and strides must have the same length, at most " + std::to_string(kMaxDims));
   if (elem != 2 && elem != 4) fail("copyStrided: element size must be 2 or 4");
@@ -180,28 +184,28 @@ Napi::Value CopyStrided(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// randomUniform(dst, byteOffset, n, seed, offset, low, high) / randomNormal(..., mean, std): float32.
+// randomUniform({ dst, n, seed, offset, low, high }) / randomNormal({ dst, n, seed, offset, mean, std }): float32.
 Napi::Value RandomUniform(const Napi::CallbackInfo& info) {
-  Buf dst = buf_arg(info, 0, "randomUniform");
-  int64_t n = int_arg(info, 2, "randomUniform");
+  Args a(info, "randomUniform");
+  Buf dst = a.view("dst");
+  int64_t n = a.size("n");
   dst.need(n * 4, "randomUniform");
-  LR_DISPATCH(dst.device(), random_uniform(dst.as<float>(), n, u64_arg(info, 3, "randomUniform"), u64_arg(info, 4, "randomUniform"),
-                                           float(num_arg(info, 5, "randomUniform")), float(num_arg(info, 6, "randomUniform"))));
+  LR_DISPATCH(dst.device(), random_uniform(dst.as<float>(), n, a.u64("seed"), a.u64("offset"), float(a.num("low")), float(a.num("high"))));
   return info.Env().Undefined();
 }
 
 Napi::Value RandomNormal(const Napi::CallbackInfo& info) {
-  Buf dst = buf_arg(info, 0, "randomNormal");
-  int64_t n = int_arg(info, 2, "randomNormal");
+  Args a(info, "randomNormal");
+  Buf dst = a.view("dst");
+  int64_t n = a.size("n");
   dst.need(n * 4, "randomNormal");
-  LR_DISPATCH(dst.device(), random_normal(dst.as<float>(), n, u64_arg(info, 3, "randomNormal"), u64_arg(info, 4, "randomNormal"),
-                                          float(num_arg(info, 5, "randomNormal")), float(num_arg(info, 6, "randomNormal"))));
+  LR_DISPATCH(dst.device(), random_normal(dst.as<float>(), n, a.u64("seed"), a.u64("offset"), float(a.num("mean")), float(a.num("std"))));
   return info.Env().Undefined();
 }
 
 }  // namespace
 
-LR_EXPORTS(tensor) {
+LR_EXPORTS(creation) {
   exports.Set("write", Napi::Function::New(env, Write, "write"));
   exports.Set("read", Napi::Function::New(env, Read, "read"));
   exports.Set("readAsync", Napi::Function::New(env, ReadAsync, "readAsync"));

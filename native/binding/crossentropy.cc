@@ -8,21 +8,16 @@ namespace lowrank {
 namespace binding {
 namespace {
 
-Reduction reduction_arg(const Napi::CallbackInfo& info, size_t i, const char* op) {
-  int64_t r = int_arg(info, i, op);
-  if (r < 0 || r > 2) fail(std::string(op) + ": unknown reduction code " + std::to_string(r));
-  return static_cast<Reduction>(r);
-}
-
-// crossEntropy(logits, lo, targets, to, lse, lseo, loss, losso, total|null, totalo, N, V, ignoreIndex, reduction)
+// crossEntropy({ logits, targets, lse, loss, total?, N, V, ignoreIndex, reduction })
 // Returns null, or [row, target] for the first target outside [0, V) that is not ignoreIndex.
 Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
-  const char* op = "crossEntropy";
-  Buf logits = buf_arg(info, 0, op), targets = buf_arg(info, 2, op), lse = buf_arg(info, 4, op), loss = buf_arg(info, 6, op);
-  Buf total = opt_buf_arg(info, 8, op);
-  int64_t N = size_arg(info, 10, op), V = size_arg(info, 11, op);
-  int32_t ignore = static_cast<int32_t>(int_arg(info, 12, op));
-  Reduction reduction = reduction_arg(info, 13, op);
+  Args a(info, "crossEntropy");
+  const char* op = a.op;
+  Buf logits = a.view("logits"), targets = a.view("targets"), lse = a.view("lse"), loss = a.view("loss");
+  Buf total = a.opt_view("total");
+  int64_t N = a.size("N"), V = a.size("V");
+  int32_t ignore = static_cast<int32_t>(a.integer("ignoreIndex"));
+  Reduction reduction = a.code<Reduction>("reduction", kReductionCount);
   logits.need(N * V * 4, op);
   for (const Buf* t : {&targets, &lse, &loss}) t->need(N * 4, op);
   if (reduction != Reduction::None) {
@@ -40,14 +35,15 @@ Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// crossEntropyBackward(logits, lo, targets, to, lse, lseo, dout, douto, dlogits, dlo, N, V, ignoreIndex, reduction)
+// crossEntropyBackward({ logits, targets, lse, dout, dlogits, N, V, ignoreIndex, reduction })
 Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
-  const char* op = "crossEntropyBackward";
-  Buf logits = buf_arg(info, 0, op), targets = buf_arg(info, 2, op), lse = buf_arg(info, 4, op);
-  Buf dout = buf_arg(info, 6, op), dlogits = buf_arg(info, 8, op);
-  int64_t N = size_arg(info, 10, op), V = size_arg(info, 11, op);
-  int32_t ignore = static_cast<int32_t>(int_arg(info, 12, op));
-  Reduction reduction = reduction_arg(info, 13, op);
+  Args a(info, "crossEntropyBackward");
+  const char* op = a.op;
+  Buf logits = a.view("logits"), targets = a.view("targets"), lse = a.view("lse");
+  Buf dout = a.view("dout"), dlogits = a.view("dlogits");
+  int64_t N = a.size("N"), V = a.size("V");
+  int32_t ignore = static_cast<int32_t>(a.integer("ignoreIndex"));
+  Reduction reduction = a.code<Reduction>("reduction", kReductionCount);
   logits.need(N * V * 4, op);
   dlogits.need(N * V * 4, op);
   targets.need(N * 4, op);

@@ -8,17 +8,18 @@ namespace lowrank {
 namespace binding {
 namespace {
 
-// dropout(x, xo, y, yo, n, p, scale, seed, offset)
+// dropout({ x, y, n, p, scale, seed, offset })
 Napi::Value Dropout(const Napi::CallbackInfo& info) {
-  const char* op = "dropout";
-  Buf x = buf_arg(info, 0, op), y = buf_arg(info, 2, op);
-  int64_t n = size_arg(info, 4, op);
+  Args a(info, "dropout");
+  const char* op = a.op;
+  Buf x = a.view("x"), y = a.view("y");
+  int64_t n = a.size("n");
   x.need(n * 4, op);
   y.need(n * 4, op);
-  float p = float(num_arg(info, 5, op)), scale = float(num_arg(info, 6, op));
+  float p = float(a.num("p")), scale = float(a.num("scale"));
   if (!(p >= 0 && p <= 1)) fail("dropout: p must be in [0, 1], got " + std::to_string(p));
   LR_DISPATCH(same_device(op, {&x, &y}),
-              dropout_f32(x.as<float>(), y.as<float>(), n, p, scale, u64_arg(info, 7, op), u64_arg(info, 8, op)));
+              dropout_f32(x.as<float>(), y.as<float>(), n, p, scale, a.u64("seed"), a.u64("offset")));
   return info.Env().Undefined();
 }
 

@@ -16,62 +16,59 @@ int64_t extent(const std::vector<int64_t>& shape, const std::vector<int64_t>& st
   return last + 1;
 }
 
-// binary(op, a, aOffset, aStrides[], b, bOffset, bStrides[], out, outOffset, shape[])
+// binary({ op, a, b, out, shape }): a and b carry strides (0 broadcasts), out is contiguous.
 Napi::Value Binary(const Napi::CallbackInfo& info) {
-  const char* op = "binary";
-  int64_t code = int_arg(info, 0, op);
-  if (code < 0 || code > 3) fail("binary: unknown op code");
-  Buf a = buf_arg(info, 1, op);
-  std::vector<int64_t> as = ints_arg(info, 3, op);
-  Buf b = buf_arg(info, 4, op);
-  std::vector<int64_t> bs = ints_arg(info, 6, op);
-  Buf out = buf_arg(info, 7, op);
-  std::vector<int64_t> shape = ints_arg(info, 9, op);
+  Args args(info, "binary");
+  const char* op = args.op;
+  BinaryOp code = args.code<BinaryOp>("op", kBinaryOpCount);
+  Buf a = args.view("a"), b = args.view("b"), out = args.view("out");
+  const std::vector<int64_t>&as = a.strides, &bs = b.strides;
+  std::vector<int64_t> shape = args.ints("shape");
   if (as.size() != shape.size() || bs.size() != shape.size() || shape.size() > kMaxDims) fail("binary: rank mismatch");
   int64_t n = 1;
   for (int64_t s : shape) n *= s;
   a.need(extent(shape, as, op) * 4, op);
   b.need(extent(shape, bs, op) * 4, op);
   out.need(n * 4, op);
-  LR_DISPATCH(same_device(op, {&a, &b, &out}), binary_f32(static_cast<BinaryOp>(code), a.as<float>(), as.data(), b.as<float>(),
+  LR_DISPATCH(same_device(op, {&a, &b, &out}), binary_f32(code, a.as<float>(), as.data(), b.as<float>(),
                                                           bs.data(), out.as<float>(), static_cast<int>(shape.size()), shape.data()));
   return info.Env().Undefined();
 }
 
-// unary(op, x, xOffset, out, outOffset, n, alpha)
+// unary({ op, x, out, n, alpha }): contiguous.
 Napi::Value Unary(const Napi::CallbackInfo& info) {
-  const char* op = "unary";
-  int64_t code = int_arg(info, 0, op);
-  if (code < 0 || code > 12) fail("unary: unknown op code");
-  Buf x = buf_arg(info, 1, op), out = buf_arg(info, 3, op);
-  int64_t n = int_arg(info, 5, op);
+  Args a(info, "unary");
+  const char* op = a.op;
+  UnaryOp code = a.code<UnaryOp>("op", kUnaryOpCount);
+  Buf x = a.view("x"), out = a.view("out");
+  int64_t n = a.size("n");
   x.need(n * 4, op);
   out.need(n * 4, op);
-  LR_DISPATCH(same_device(op, {&x, &out}), unary_f32(static_cast<UnaryOp>(code), x.as<float>(), out.as<float>(), n,
-                                                     float(num_arg(info, 6, op))));
+  LR_DISPATCH(same_device(op, {&x, &out}), unary_f32(code, x.as<float>(), out.as<float>(), n, float(a.num("alpha"))));
   return info.Env().Undefined();
 }
 
-// unaryBackward(op, x, xOffset, g, gOffset, gx, gxOffset, n, alpha)
+// unaryBackward({ op, x, g, gx, n, alpha }): contiguous.
 Napi::Value UnaryBackward(const Napi::CallbackInfo& info) {
-  const char* op = "unaryBackward";
-  int64_t code = int_arg(info, 0, op);
-  if (code < 0 || code > 12) fail("unaryBackward: unknown op code");
-  Buf x = buf_arg(info, 1, op), g = buf_arg(info, 3, op), gx = buf_arg(info, 5, op);
-  int64_t n = int_arg(info, 7, op);
+  Args a(info, "unaryBackward");
+  const char* op = a.op;
+  UnaryOp code = a.code<UnaryOp>("op", kUnaryOpCount);
+  Buf x = a.view("x"), g = a.view("g"), gx = a.view("gx");
+  int64_t n = a.size("n");
   x.need(n * 4, op);
   g.need(n * 4, op);
   gx.need(n * 4, op);
-  LR_DISPATCH(same_device(op, {&x, &g, &gx}), unary_backward_f32(static_cast<UnaryOp>(code), x.as<float>(), g.as<float>(),
-                                                                 gx.as<float>(), n, float(num_arg(info, 8, op))));
+  LR_DISPATCH(same_device(op, {&x, &g, &gx}), unary_backward_f32(code, x.as<float>(), g.as<float>(), gx.as<float>(), n,
+                                                                 float(a.num("alpha"))));
   return info.Env().Undefined();
 }
 
-// sumRows(x, xOffset, out, outOffset, rows, cols)
+// sumRows({ x, out, rows, cols }): contiguous.
 Napi::Value SumRows(const Napi::CallbackInfo& info) {
-  const char* op = "sumRows";
-  Buf x = buf_arg(info, 0, op), out = buf_arg(info, 2, op);
-  int64_t rows = int_arg(info, 4, op), cols = int_arg(info, 5, op);
+  Args a(info, "sumRows");
+  const char* op = a.op;
+  Buf x = a.view("x"), out = a.view("out");
+  int64_t rows = a.size("rows"), cols = a.size("cols");
   x.need(rows * cols * 4, op);
   out.need(rows * 4, op);
   LR_DISPATCH(same_device(op, {&x, &out}), sum_rows_f32(x.as<float>(), out.as<float>(), rows, cols));

@@ -13,11 +13,12 @@ void check_sizes(const char* op, int64_t n, int64_t vocab, int64_t dim) {
   if (vocab > INT32_MAX) fail(std::string(op) + ": a table of more than 2^31 - 1 rows cannot be indexed by int32 ids");
 }
 
-// embeddingFindBadId(ids, idsOffset, n, vocab) -> the first position with an id outside [0, vocab), or -1
+// embeddingFindBadId({ ids, n, vocab }) -> the first position with an id outside [0, vocab), or -1
 Napi::Value FindBadId(const Napi::CallbackInfo& info) {
-  const char* op = "embeddingFindBadId";
-  Buf ids = buf_arg(info, 0, op);
-  int64_t n = int_arg(info, 2, op), vocab = int_arg(info, 3, op);
+  Args a(info, "embeddingFindBadId");
+  const char* op = a.op;
+  Buf ids = a.view("ids");
+  int64_t n = a.integer("n"), vocab = a.integer("vocab");
   check_sizes(op, n, vocab, 0);
   ids.need(n * 4, op);
   int64_t first = -1;
@@ -25,14 +26,12 @@ Napi::Value FindBadId(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), double(first));
 }
 
-// embeddingGather(ids, idsOffset, n, weight, weightOffset, vocab, dim, out, outOffset)
+// embeddingGather({ ids, n, weight, vocab, dim, out })
 Napi::Value Gather(const Napi::CallbackInfo& info) {
-  const char* op = "embeddingGather";
-  Buf ids = buf_arg(info, 0, op);
-  int64_t n = int_arg(info, 2, op);
-  Buf weight = buf_arg(info, 3, op);
-  int64_t vocab = int_arg(info, 5, op), dim = int_arg(info, 6, op);
-  Buf out = buf_arg(info, 7, op);
+  Args a(info, "embeddingGather");
+  const char* op = a.op;
+  Buf ids = a.view("ids"), weight = a.view("weight"), out = a.view("out");
+  int64_t n = a.integer("n"), vocab = a.integer("vocab"), dim = a.integer("dim");
   check_sizes(op, n, vocab, dim);
   ids.need(n * 4, op);
   weight.need(vocab * dim * 4, op);
@@ -42,14 +41,12 @@ Napi::Value Gather(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// embeddingScatterAdd(ids, idsOffset, n, grad, gradOffset, vocab, dim, dweight, dweightOffset)
+// embeddingScatterAdd({ ids, n, grad, vocab, dim, dweight })
 Napi::Value ScatterAdd(const Napi::CallbackInfo& info) {
-  const char* op = "embeddingScatterAdd";
-  Buf ids = buf_arg(info, 0, op);
-  int64_t n = int_arg(info, 2, op);
-  Buf grad = buf_arg(info, 3, op);
-  int64_t vocab = int_arg(info, 5, op), dim = int_arg(info, 6, op);
-  Buf dweight = buf_arg(info, 7, op);
+  Args a(info, "embeddingScatterAdd");
+  const char* op = a.op;
+  Buf ids = a.view("ids"), grad = a.view("grad"), dweight = a.view("dweight");
+  int64_t n = a.integer("n"), vocab = a.integer("vocab"), dim = a.integer("dim");
   check_sizes(op, n, vocab, dim);
   ids.need(n * 4, op);
   grad.need(n * dim * 4, op);

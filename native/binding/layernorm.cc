@@ -8,12 +8,13 @@ namespace lowrank {
 namespace binding {
 namespace {
 
-// layerNorm(x, xo, w|null, wo, b|null, bo, y, yo, mean, mo, rstd, ro, N, C, eps)
+// layerNorm({ x, weight?, bias?, y, mean, rstd, N, C, eps })
 Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
-  const char* op = "layerNorm";
-  Buf x = buf_arg(info, 0, op), w = opt_buf_arg(info, 2, op), b = opt_buf_arg(info, 4, op);
-  Buf y = buf_arg(info, 6, op), mean = buf_arg(info, 8, op), rstd = buf_arg(info, 10, op);
-  int64_t N = size_arg(info, 12, op), C = size_arg(info, 13, op);
+  Args a(info, "layerNorm");
+  const char* op = a.op;
+  Buf x = a.view("x"), w = a.opt_view("weight"), b = a.opt_view("bias");
+  Buf y = a.view("y"), mean = a.view("mean"), rstd = a.view("rstd");
+  int64_t N = a.size("N"), C = a.size("C");
   x.need(N * C * 4, op);
   y.need(N * C * 4, op);
   mean.need(N * 4, op);
@@ -22,16 +23,17 @@ Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
   if (b.storage) b.need(C * 4, op);
   LR_DISPATCH(devices(op, {&x, &y, &mean, &rstd}, {&w, &b}),
               layer_norm_f32(x.as<float>(), ptr<float>(w), ptr<float>(b), y.as<float>(), mean.as<float>(), rstd.as<float>(),
-                             N, C, float(num_arg(info, 14, op))));
+                             N, C, float(a.num("eps"))));
   return info.Env().Undefined();
 }
 
-// layerNormBackward(x, xo, w|null, wo, mean, mo, rstd, ro, dy, dyo, dx, dxo, dw|null, dwo, db|null, dbo, N, C)
+// layerNormBackward({ x, weight?, mean, rstd, dy, dx, dweight?, dbias?, N, C })
 Napi::Value LayerNormBackward(const Napi::CallbackInfo& info) {
-  const char* op = "layerNormBackward";
-  Buf x = buf_arg(info, 0, op), w = opt_buf_arg(info, 2, op), mean = buf_arg(info, 4, op), rstd = buf_arg(info, 6, op);
-  Buf dy = buf_arg(info, 8, op), dx = buf_arg(info, 10, op), dw = opt_buf_arg(info, 12, op), db = opt_buf_arg(info, 14, op);
-  int64_t N = size_arg(info, 16, op), C = size_arg(info, 17, op);
+  Args a(info, "layerNormBackward");
+  const char* op = a.op;
+  Buf x = a.view("x"), w = a.opt_view("weight"), mean = a.view("mean"), rstd = a.view("rstd");
+  Buf dy = a.view("dy"), dx = a.view("dx"), dw = a.opt_view("dweight"), db = a.opt_view("dbias");
+  int64_t N = a.size("N"), C = a.size("C");
   for (const Buf* t : {&x, &dy, &dx}) t->need(N * C * 4, op);
   mean.need(N * 4, op);
   rstd.need(N * 4, op);

@@ -1,5 +1,4 @@
-// gemm(transA, transB, m, n, k, alpha, a, aOffset, lda, strideA, b, bOffset, ldb, strideB,
-//      beta, c, cOffset, ldc, strideC, batch): float32, see native/ops/matmul.h.
+// Binding for native/ops/matmul.h: the batched float32 GEMM behind matmul, linear and Conv1D.
 #include "../ops/matmul.h"
 #include "common.h"
 
@@ -13,19 +12,21 @@ size_t span(int64_t rows, int64_t cols, int64_t ld, int64_t batch_stride, int64_
   return static_cast<size_t>((batch - 1) * batch_stride + (rows - 1) * ld + cols) * sizeof(float);
 }
 
+// gemm({ transA, transB, m, n, k, alpha, a, lda, strideA, b, ldb, strideB, beta, c, ldc, strideC, batch }):
+// c = alpha·op(a)·op(b) + beta·c for each of `batch` matrices, row-major with leading dimensions ld*.
 Napi::Value Gemm(const Napi::CallbackInfo& info) {
-  const char* op = "gemm";
-  bool ta = bool_arg(info, 0, op), tb = bool_arg(info, 1, op);
-  int64_t m = int_arg(info, 2, op), n = int_arg(info, 3, op), k = int_arg(info, 4, op);
-  float alpha = float(num_arg(info, 5, op));
-  Buf a = buf_arg(info, 6, op);
-  int64_t lda = int_arg(info, 8, op), sa = int_arg(info, 9, op);
-  Buf b = buf_arg(info, 10, op);
-  int64_t ldb = int_arg(info, 12, op), sb = int_arg(info, 13, op);
-  float beta = float(num_arg(info, 14, op));
-  Buf c = buf_arg(info, 15, op);
-  int64_t ldc = int_arg(info, 17, op), sc = int_arg(info, 18, op), batch = int_arg(info, 19, op);
-  if (m < 0 || n < 0 || k < 0 || batch < 0) fail("gemm: negative size");
+  Args args(info, "gemm");
+  const char* op = args.op;
+  bool ta = args.flag("transA"), tb = args.flag("transB");
+  int64_t m = args.size("m"), n = args.size("n"), k = args.size("k");
+  float alpha = float(args.num("alpha"));
+  Buf a = args.view("a");
+  int64_t lda = args.integer("lda"), sa = args.integer("strideA");
+  Buf b = args.view("b");
+  int64_t ldb = args.integer("ldb"), sb = args.integer("strideB");
+  float beta = float(args.num("beta"));
+  Buf c = args.view("c");
+  int64_t ldc = args.integer("ldc"), sc = args.integer("strideC"), batch = args.size("batch");
   a.need(ta ? span(k, m, lda, sa, batch) : span(m, k, lda, sa, batch), op);
   b.need(tb ? span(n, k, ldb, sb, batch) : span(k, n, ldb, sb, batch), op);
   c.need(span(m, n, ldc, sc, batch), op);
@@ -36,7 +37,7 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-LR_EXPORTS(gemm) { exports.Set("gemm", Napi::Function::New(env, Gemm, "gemm")); }
+LR_EXPORTS(matmul) { exports.Set("gemm", Napi::Function::New(env, Gemm, "gemm")); }
 
 }  // namespace binding
 }  // namespace lowrank

@@ -13,48 +13,35 @@ namespace lowrank {
 namespace binding {
 namespace {
 
-const double* f64_arg(const Napi::CallbackInfo& info, size_t i, const char* op, size_t len) {
-  if (info.Length() <= i || !info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
-    fail(std::string(op) + ": argument " + std::to_string(i) + " must be a Float64Array");
-  Napi::Float64Array a = info[i].As<Napi::Float64Array>();
-  if (a.ElementLength() != len)
-    fail(std::string(op) + ": argument " + std::to_string(i) + " has " + std::to_string(a.ElementLength()) + " values, expected " +
-         std::to_string(len));
-  return a.Data();
-}
-
-// The tensors of one call: their storages (bounds-checked, one device) and sizes.
+// The tensors of one multi-tensor call: one array of views per role (param, grad, ...), index t
+// of each array belonging to tensor t, plus their sizes; bounds-checked, all on one device.
 class TensorList {
  public:
-  TensorList(const Napi::CallbackInfo& info, const char* op, int per, std::initializer_list<const char*> roles, bool last_optional = false)
-      : per_(per) {
-    if (info.Length() < 3 || !info[0].IsArray()) fail(std::string(op) + ": argument 0 must be an array of storages");
-    Napi::Array storages = info[0].As<Napi::Array>();
-    if (storages.Length() % per != 0) fail(std::string(op) + ": the storage list must hold " + std::to_string(per) + " per tensor");
-    count_ = static_cast<int>(storages.Length() / per);
-    const double* offsets = f64_arg(info, 1, op, storages.Length());
-    const double* sizes = f64_arg(info, 2, op, count_);
-    bufs_.resize(storages.Length());
+  TensorList(const Args& a, std::initializer_list<const char*> roles, bool last_optional = false) : per_(int(roles.size())) {
+    std::vector<std::vector<Buf>> by_role;
+    int r = 0;
+    for (const char* role : roles) by_role.push_back(a.views(role, last_optional && ++r == per_));
+    count_ = static_cast<int>(by_role[0].size());
+    for (size_t k = 0; k < by_role.size(); ++k)
+      if (static_cast<int>(by_role[k].size()) != count_)
+        a.fail_field(*(roles.begin() + k), "must list as many tensors as '" + std::string(*roles.begin()) + "'");
+    const double* sizes = a.f64("sizes", size_t(count_));
+    bufs_.resize(size_t(count_) * per_);
     sizes_.resize(count_);
     bool have_device = false;
     for (int t = 0; t < count_; ++t) {
-      if (!(sizes[t] >= 0) || sizes[t] != std::floor(sizes[t])) fail(std::string(op) + ": tensor " + std::to_string(t) + " has an invalid size");
+      if (!(sizes[t] >= 0) || sizes[t] != std::floor(sizes[t])) a.fail_field("sizes", "has an invalid size at " + std::to_string(t));
       sizes_[t] = static_cast<int64_t>(sizes[t]);
-      int r = 0;
-      for (const char* role : roles) {
-        const size_t k = static_cast<size_t>(t) * per + r;
-        const std::string what = std::string(op) + " (tensor " + std::to_string(t) + ", " + role + ")";
-        Napi::Value v = storages.Get(static_cast<uint32_t>(k));
-        const bool optional = last_optional && r == per - 1;
-        ++r;
-        if (optional && v.IsNull()) continue;
-        Buf b = buf_at(v, offsets[k], what);
+      for (int k = 0; k < per_; ++k) {
+        const Buf& b = by_role[k][t];
+        if (!b.storage) continue;  // an absent optional role
+        const std::string what = std::string(a.op) + " (" + *(roles.begin() + k) + "[" + std::to_string(t) + "])";
         b.need(static_cast<size_t>(sizes_[t]) * sizeof(float), what.c_str());
         if (!have_device) device_ = b.device(), have_device = true;
         if (b.device().type != device_.type || b.device().index != device_.index)
           fail(what + ": tensors are on different devices (" + device_.str() + " and " + b.device().str() +
                "); move them with .to(device) first");
-        bufs_[k] = b.as<float>();
+        bufs_[size_t(t) * per_ + k] = b.as<float>();
       }
     }
   }
@@ -66,16 +53,6 @@ class TensorList {
   Device device() const { return device_; }
 
  private:
-  static Buf buf_at(const Napi::Value& v, double offset, const std::string& what) {
-    if (!Storage::IsStorage(v)) fail(what + ": expected a Storage");
-    Storage* s = Storage::Unwrap(v.As<Napi::Object>());
-    if (s->disposed()) fail(what + ": the tensor's storage was already disposed (use after dispose)");
-    if (!(offset >= 0) || offset > static_cast<double>(s->bytes()) || offset != std::floor(offset))
-      fail(what + ": byte offset " + std::to_string(offset) + " is outside a storage of " + std::to_string(s->bytes()) + " bytes");
-    const size_t off = static_cast<size_t>(offset);
-    return Buf{s, s->data() + off, s->bytes() - off};
-  }
-
   int per_;
   int count_ = 0;
   std::vector<float*> bufs_;
@@ -83,13 +60,14 @@ class TensorList {
   Device device_{};
 };
 
-// adamw(storages[param, grad, expAvg, expAvgSq]*, byteOffsets, sizes, hyper[lr, beta1, beta2, eps, weightDecay, step]*)
+// adamw({ params, grads, expAvgs, expAvgSqs, sizes, hyper }): hyper holds [lr, beta1, beta2, eps,
+// weightDecay, step] per tensor.
 // The scalars follow torch's _single_tensor_adam: computed in double as Python does, then
 // rounded to float32 as torch does when it hands a Python float to a float32 kernel.
 Napi::Value AdamW(const Napi::CallbackInfo& info) {
-  const char* op = "adamw";
-  TensorList list(info, op, 4, {"param", "grad", "exp_avg", "exp_avg_sq"});
-  const double* h = f64_arg(info, 3, op, static_cast<size_t>(list.count()) * 6);
+  Args a(info, "adamw");
+  TensorList list(a, {"params", "grads", "expAvgs", "expAvgSqs"});
+  const double* h = a.f64("hyper", static_cast<size_t>(list.count()) * 6);
   std::vector<AdamWTensor> tensors(list.count());
   for (int t = 0; t < list.count(); ++t) {
     const double lr = h[6 * t], beta1 = h[6 * t + 1], beta2 = h[6 * t + 2], eps = h[6 * t + 3], wd = h[6 * t + 4], step = h[6 * t + 5];
@@ -104,11 +82,13 @@ Napi::Value AdamW(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// sgd(storages[param, grad, momentumBuffer | null]*, byteOffsets, sizes, hyper[lr, momentum, dampening, weightDecay, nesterov, firstStep]*)
+// sgd({ params, grads, momentumBuffers (null entries without momentum), sizes, hyper }): hyper holds
+// [lr, momentum, dampening, weightDecay, nesterov, firstStep] per tensor.
 Napi::Value SGD(const Napi::CallbackInfo& info) {
-  const char* op = "sgd";
-  TensorList list(info, op, 3, {"param", "grad", "momentum_buffer"}, true);
-  const double* h = f64_arg(info, 3, op, static_cast<size_t>(list.count()) * 6);
+  Args a(info, "sgd");
+  const char* op = a.op;
+  TensorList list(a, {"params", "grads", "momentumBuffers"}, true);
+  const double* h = a.f64("hyper", static_cast<size_t>(list.count()) * 6);
   std::vector<SGDTensor> tensors(list.count());
   for (int t = 0; t < list.count(); ++t) {
     const double lr = h[6 * t], momentum = h[6 * t + 1], dampening = h[6 * t + 2], wd = h[6 * t + 3];
@@ -128,11 +108,12 @@ std::vector<FloatSpan> spans_of(const TensorList& list) {
   return spans;
 }
 
-// sumPow(storages, byteOffsets, sizes, p) -> Float64Array: per tensor, sum |x|^p (p = Infinity: max |x|)
+// sumPow({ tensors, sizes, p }) -> Float64Array: per tensor, sum |x|^p (p = Infinity: max |x|)
 Napi::Value SumPow(const Napi::CallbackInfo& info) {
-  const char* op = "sumPow";
-  TensorList list(info, op, 1, {"tensor"});
-  const double p = num_arg(info, 3, op);
+  Args a(info, "sumPow");
+  const char* op = a.op;
+  TensorList list(a, {"tensors"});
+  const double p = a.num("p");
   if (!(p > 0)) fail(std::string(op) + ": p must be > 0 or Infinity");
   std::vector<FloatSpan> spans = spans_of(list);
   Napi::Float64Array out = Napi::Float64Array::New(info.Env(), list.count());
@@ -140,11 +121,11 @@ Napi::Value SumPow(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// scaleSpans(storages, byteOffsets, sizes, alpha): x *= alpha in place
+// scaleSpans({ tensors, sizes, alpha }): x *= alpha in place
 Napi::Value ScaleSpans(const Napi::CallbackInfo& info) {
-  const char* op = "scaleSpans";
-  TensorList list(info, op, 1, {"tensor"});
-  const float alpha = static_cast<float>(num_arg(info, 3, op));
+  Args a(info, "scaleSpans");
+  TensorList list(a, {"tensors"});
+  const float alpha = static_cast<float>(a.num("alpha"));
   std::vector<FloatSpan> spans = spans_of(list);
   if (list.count() > 0) LR_DISPATCH(list.device(), scale_spans_f32(spans.data(), list.count(), alpha));
   return info.Env().Undefined();

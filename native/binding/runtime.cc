@@ -1,4 +1,6 @@
 // Build features, devices, memory counters, threads and synchronization.
+#include "../ops/crossentropy.h"
+#include "../ops/elementwise.h"
 #include "common.h"
 
 #ifndef LOWRANK_VERSION
@@ -59,6 +61,28 @@ Napi::Value Memory(const Napi::CallbackInfo& info) {
   return out;
 }
 
+template <size_t N>
+Napi::Array names(Napi::Env env, const char* const (&list)[N]) {
+  Napi::Array a = Napi::Array::New(env, N);
+  for (size_t i = 0; i < N; ++i) a.Set(uint32_t(i), list[i]);
+  return a;
+}
+
+// enums() -> { DType, BinaryOp, UnaryOp, Reduction }: each enum's member names in code order.
+Napi::Value Enums(const Napi::CallbackInfo& info) {
+  static const char* const dtypes[] = {LOWRANK_DTYPES(LR_ENUM_NAME)};
+  static const char* const binary[] = {LOWRANK_BINARY_OPS(LR_ENUM_NAME)};
+  static const char* const unary[] = {LOWRANK_UNARY_OPS(LR_ENUM_NAME)};
+  static const char* const reductions[] = {LOWRANK_REDUCTIONS(LR_ENUM_NAME)};
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("DType", names(env, dtypes));
+  o.Set("BinaryOp", names(env, binary));
+  o.Set("UnaryOp", names(env, unary));
+  o.Set("Reduction", names(env, reductions));
+  return o;
+}
+
 Napi::Value Synchronize(const Napi::CallbackInfo& info) {
 #ifdef LOWRANK_CUDA
   cuda::synchronize(static_cast<int>(int_arg(info, 0, "synchronize")));
@@ -77,6 +101,7 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
 
 LR_EXPORTS(runtime) {
   exports.Set("info", Napi::Function::New(env, Info, "info"));
+  exports.Set("enums", Napi::Function::New(env, Enums, "enums"));
   exports.Set("memory", Napi::Function::New(env, Memory, "memory"));
   exports.Set("synchronize", Napi::Function::New(env, Synchronize, "synchronize"));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads, "setNumThreads"));

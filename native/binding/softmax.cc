@@ -8,25 +8,27 @@ namespace lowrank {
 namespace binding {
 namespace {
 
-// softmax(x, xo, y, yo, rows, cols, log)
+// softmax({ x, y, rows, cols, log })
 Napi::Value Softmax(const Napi::CallbackInfo& info) {
-  const char* op = "softmax";
-  Buf x = buf_arg(info, 0, op), y = buf_arg(info, 2, op);
-  int64_t rows = size_arg(info, 4, op), cols = size_arg(info, 5, op);
+  Args a(info, "softmax");
+  const char* op = a.op;
+  Buf x = a.view("x"), y = a.view("y");
+  int64_t rows = a.size("rows"), cols = a.size("cols");
   x.need(rows * cols * 4, op);
   y.need(rows * cols * 4, op);
-  LR_DISPATCH(same_device(op, {&x, &y}), softmax_f32(x.as<float>(), y.as<float>(), rows, cols, bool_arg(info, 6, op)));
+  LR_DISPATCH(same_device(op, {&x, &y}), softmax_f32(x.as<float>(), y.as<float>(), rows, cols, a.flag("log")));
   return info.Env().Undefined();
 }
 
-// softmaxBackward(y, yo, dy, dyo, dx, dxo, rows, cols, log)
+// softmaxBackward({ y, dy, dx, rows, cols, log })
 Napi::Value SoftmaxBackward(const Napi::CallbackInfo& info) {
-  const char* op = "softmaxBackward";
-  Buf y = buf_arg(info, 0, op), dy = buf_arg(info, 2, op), dx = buf_arg(info, 4, op);
-  int64_t rows = size_arg(info, 6, op), cols = size_arg(info, 7, op);
+  Args a(info, "softmaxBackward");
+  const char* op = a.op;
+  Buf y = a.view("y"), dy = a.view("dy"), dx = a.view("dx");
+  int64_t rows = a.size("rows"), cols = a.size("cols");
   for (const Buf* t : {&y, &dy, &dx}) t->need(rows * cols * 4, op);
   LR_DISPATCH(same_device(op, {&y, &dy, &dx}),
-              softmax_backward_f32(y.as<float>(), dy.as<float>(), dx.as<float>(), rows, cols, bool_arg(info, 8, op)));
+              softmax_backward_f32(y.as<float>(), dy.as<float>(), dx.as<float>(), rows, cols, a.flag("log")));
   return info.Env().Undefined();
 }
 

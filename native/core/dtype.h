@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "enums.h"
+
 #if defined(__CUDACC__)
 #define LR_HD __host__ __device__ __forceinline__
 #else
@@ -13,7 +15,9 @@
 
 namespace lowrank {
 
-enum class DType : int32_t { F32 = 0, BF16 = 1, I32 = 2 };
+#define LOWRANK_DTYPES(X) X(F32) X(BF16) X(I32)
+enum class DType : int32_t { LOWRANK_DTYPES(LR_ENUM_MEMBER) };
+constexpr int kDTypeCount = 0 LOWRANK_DTYPES(LR_ENUM_PLUS_ONE);
 
 LR_HD size_t dtype_size(DType t) { return t == DType::BF16 ? 2 : 4; }
 

@@ -155,7 +155,11 @@ void attention_backward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView 
           float* ds = dS.data() + r * n;
           if (d.dropout > 0) drop_row(d, b, h, blk.i0 + r, ds, ds, n);
           const float delta = row_dot(p, ds, n);
-          for (int64_t j = 0; j < n; ++j) ds[j] = p[j] * (ds[j] - delta) * d.scale;
+          // A masked score is a constant -inf: its gradient is exactly 0, even in a row whose P is
+          // NaN (0·NaN would otherwise spread that row's NaN into the dK of keys it never saw).
+          const int64_t visible = visible_keys(d, blk.i0 + r);
+          const int32_t* keep = key_keep ? key_keep + b * d.Tk : nullptr;
+          for (int64_t j = 0; j < n; ++j) ds[j] = j < visible && (!keep || keep[j]) ? p[j] * (ds[j] - delta) * d.scale : 0.0f;
         }
         // dQ_blk = dS K[0:n];  dK[0:n] += dSᵀ Q_blk
         gemm_f32(false, false, blk.bq, d.D, n, 1.0f, dS.data(), n, 0, k.row(b, h, 0), k.st, 0, 0.0f,

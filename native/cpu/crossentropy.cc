@@ -58,7 +58,10 @@ void cross_entropy_backward_f32(const float* logits, const int32_t* targets, con
       float* dr = dlogits + n * V;
       const int32_t t = targets[n];
       if (t == ignore_index) {
-        std::fill(dr, dr + V, 0.0f);
+        // PyTorch's gradient of an ignored row is 0 - softmax·0: 0, or NaN where its softmax is NaN
+        // (a NaN or +inf logit, or none finite), so NaN logits are not hidden by being ignored.
+        const float m = row_max(logits + n * V, V);
+        std::fill(dr, dr + V, std::isfinite(m) ? 0.0f : std::numeric_limits<float>::quiet_NaN());
         continue;
       }
       const float g = reduction == Reduction::None ? dout[n] : g_all;

@@ -13,8 +13,9 @@ namespace lowrank {
 namespace cpu {
 namespace {
 
+// y = x · (scale or 0): a dropped NaN is NaN · 0 = NaN, as in PyTorch (x · mask), not a silent 0.
 void dropout_scalar(const float* x, float* y, int64_t n, float p, float scale, uint64_t seed, uint64_t offset, uint64_t i0) {
-  for (int64_t j = 0; j < n; ++j) y[j] = philox_keep(seed, offset, i0 + uint64_t(j), p) ? x[j] * scale : 0.0f;
+  for (int64_t j = 0; j < n; ++j) y[j] = x[j] * (philox_keep(seed, offset, i0 + uint64_t(j), p) ? scale : 0.0f);
 }
 
 #ifdef LOWRANK_X86
@@ -67,12 +68,13 @@ LR_TARGET_AVX512 void dropout_avx512(const float* x, float* y, int64_t n, float 
     for (int b = 0; b < kBlocks && j + 16 * b < n; ++b) {
       const int64_t jb = j + 16 * b;
       const __m512 u = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(c0[b], 8)), unit);
-      const __mmask16 keep = _mm512_cmp_ps_mask(u, vp, _CMP_GE_OQ);
+      // x · (scale or 0), as dropout_scalar: a dropped NaN stays NaN
+      const __m512 factor = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(u, vp, _CMP_GE_OQ), vscale);
       if (n - jb >= 16) {  // plain loads and stores: masked stores cost more on AMD
-        _mm512_storeu_ps(y + jb, _mm512_maskz_mul_ps(keep, _mm512_loadu_ps(x + jb), vscale));
+        _mm512_storeu_ps(y + jb, _mm512_mul_ps(_mm512_loadu_ps(x + jb), factor));
       } else {
         const __mmask16 m = __mmask16((1u << (n - jb)) - 1);
-        _mm512_mask_storeu_ps(y + jb, m, _mm512_maskz_mul_ps(keep, _mm512_maskz_loadu_ps(m, x + jb), vscale));
+        _mm512_mask_storeu_ps(y + jb, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + jb), factor));
       }
     }
   }

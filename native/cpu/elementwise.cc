@@ -188,7 +188,7 @@ void unary_f32(UnaryOp op, const float* x, float* out, int64_t n, float alpha) {
     case UnaryOp::Log: return map(n, [&](int64_t i) { out[i] = std::log(x[i]); });
     case UnaryOp::Sqrt: return map(n, [&](int64_t i) { out[i] = std::sqrt(x[i]); });
     case UnaryOp::Tanh: return map(n, [&](int64_t i) { out[i] = std::tanh(x[i]); });
-    case UnaryOp::Relu: return map(n, [&](int64_t i) { out[i] = x[i] > 0 ? x[i] : 0.0f; });
+    case UnaryOp::Relu: return map(n, [&](int64_t i) { out[i] = x[i] <= 0 ? 0.0f : x[i]; });  // NaN stays NaN
     case UnaryOp::Sigmoid: return map(n, [&](int64_t i) { out[i] = 1.0f / (1.0f + std::exp(-x[i])); });
     case UnaryOp::Square: return map(n, [&](int64_t i) { out[i] = x[i] * x[i]; });
     case UnaryOp::Scale: return map(n, [&](int64_t i) { out[i] = alpha * x[i]; });
@@ -211,7 +211,8 @@ void unary_backward_f32(UnaryOp op, const float* x, const float* g, float* gx, i
         float t = std::tanh(x[i]);
         gx[i] = g[i] * (1.0f - t * t);
       });
-    case UnaryOp::Relu: return map(n, [&](int64_t i) { gx[i] = x[i] > 0 ? g[i] : 0.0f; });
+    // PyTorch's threshold_backward: exactly 0 where x <= 0, g elsewhere (x = NaN passes g)
+    case UnaryOp::Relu: return map(n, [&](int64_t i) { gx[i] = x[i] <= 0 ? 0.0f : g[i]; });
     case UnaryOp::Sigmoid:
       return map(n, [&](int64_t i) {
         float s = 1.0f / (1.0f + std::exp(-x[i]));
@@ -223,7 +224,8 @@ void unary_backward_f32(UnaryOp op, const float* x, const float* g, float* gx, i
     case UnaryOp::PowScalar: return map(n, [&](int64_t i) { gx[i] = g[i] * alpha * std::pow(x[i], alpha - 1.0f); });
     case UnaryOp::Gelu:
       return parallel_for(n, kComputeGrain, [&](int64_t b, int64_t e) { gelu_backward_run(x + b, g + b, gx + b, e - b); });
-    case UnaryOp::Abs: return map(n, [&](int64_t i) { gx[i] = x[i] > 0 ? g[i] : x[i] < 0 ? -g[i] : 0.0f; });
+    // g·sgn(x), sgn(0) = sgn(NaN) = 0 as in PyTorch: a NaN g stays NaN, also at x = 0
+    case UnaryOp::Abs: return map(n, [&](int64_t i) { gx[i] = g[i] * (x[i] > 0 ? 1.0f : x[i] < 0 ? -1.0f : 0.0f); });
   }
 }
 

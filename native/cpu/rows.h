@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "../core/nanmath.h"
 #include "parallel.h"
 
 namespace lowrank {
@@ -36,17 +37,18 @@ inline float row_dot(const float* a, const float* b, int64_t n) {
   return lanes_sum(n, [a, b](int64_t j) { return a[j] * b[j]; });
 }
 
-// The largest value of x[0..n) (-inf when n == 0). NaNs are skipped here; callers' exp of
-// x - max still turns a NaN input into a NaN result.
+// The largest value of x[0..n) (-inf when n == 0), NaN when any element is NaN. A max that
+// skipped NaN would make a row of NaN scores look like a row of masked ones (max -inf), which
+// callers turn into zeros: NaN must come out as NaN.
 inline float row_max(const float* x, int64_t n) {
   float acc[kLanes];
   std::fill(acc, acc + kLanes, -__builtin_inff());
   int64_t j = 0;
   for (; j + kLanes <= n; j += kLanes)
-    for (int l = 0; l < kLanes; ++l) acc[l] = x[j + l] > acc[l] ? x[j + l] : acc[l];
-  for (int l = 0; j + l < n; ++l) acc[l] = x[j + l] > acc[l] ? x[j + l] : acc[l];
+    for (int l = 0; l < kLanes; ++l) acc[l] = nan_max(x[j + l], acc[l]);
+  for (int l = 0; j + l < n; ++l) acc[l] = nan_max(x[j + l], acc[l]);
   float m = acc[0];
-  for (int l = 1; l < kLanes; ++l) m = acc[l] > m ? acc[l] : m;
+  for (int l = 1; l < kLanes; ++l) m = nan_max(acc[l], m);
   return m;
 }
 
@@ -56,7 +58,7 @@ inline float row_max(const float* x, int64_t n) {
 float row_exp_sum(const float* x, int64_t n, float shift, float scale, float* y);
 
 // Dropout of a run of n elements that starts at element i0 of the Philox stream (seed, offset):
-// y[j] = x[j] * scale when philox_keep(seed, offset, i0 + j, p), else 0. y may alias x. Defined
+// y[j] = x[j] * (philox_keep(seed, offset, i0 + j, p) ? scale : 0) (a dropped NaN stays NaN). y may alias x. Defined
 // in dropout.cc; attention.cc drops its probability rows through it.
 void dropout_run(const float* x, float* y, int64_t n, float p, float scale, uint64_t seed, uint64_t offset, uint64_t i0);
 

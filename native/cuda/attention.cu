@@ -47,10 +47,10 @@ __global__ void attention_forward_kernel(AttnDims d, AttnView q, AttnView k, Att
   float m = -INFINITY;
   for (int64_t j = threadIdx.x; j < vis; j += blockDim.x) {
     s[j] = masked_score(d, qi, k.row(b, h, j), keep && keep[b * d.Tk + j] == 0);
-    m = fmaxf(m, s[j]);
+    m = nan_max(m, s[j]);
   }
   m = block_reduce(m, MaxOp(), -INFINITY);
-  const bool empty = m == -INFINITY;  // every visible key padded: the output row is 0
+  const bool empty = m == -INFINITY;  // every visible key padded: the output row is 0 (a NaN score makes m NaN, not empty)
   float z = 0;
   for (int64_t j = threadIdx.x; j < vis; j += blockDim.x) {
     s[j] = empty ? 0.0f : expf(s[j] - m);
@@ -97,7 +97,9 @@ __global__ void attention_dq_kernel(AttnDims d, AttnView q, AttnView k, AttnView
     acc += ds[j] * dp[j];
   }
   const float dl = block_reduce(acc, SumOp(), 0.0f);
-  for (int64_t j = threadIdx.x; j < vis; j += blockDim.x) ds[j] = ds[j] * (dp[j] - dl) * d.scale;
+  // A padded key's score is a constant -inf: its gradient is exactly 0, even when P is NaN.
+  for (int64_t j = threadIdx.x; j < vis; j += blockDim.x)
+    ds[j] = keep && keep[b * d.Tk + j] == 0 ? 0.0f : ds[j] * (dp[j] - dl) * d.scale;
   __syncthreads();
   for (int64_t t = threadIdx.x; t < d.D; t += blockDim.x) {
     float g = 0;
@@ -139,7 +141,7 @@ __global__ void attention_dkdv_kernel(AttnDims d, AttnView q, AttnView k, AttnVi
       const float m = drop_factor(d, b, h, i, j);
       float dp = 0;
       for (int64_t t = 0; t < d.D; ++t) dp += gi[t] * vj[t];
-      dsv = p * (dp * m - delta[r]) * d.scale;
+      dsv = padded ? 0.0f : p * (dp * m - delta[r]) * d.scale;  // a padded key's score is constant
       p *= m;  // dv takes the dropped weights
     }
     tile_p[threadIdx.x] = p;

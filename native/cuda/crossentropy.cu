@@ -2,6 +2,7 @@
 #include <cfloat>
 #include <cmath>
 
+#include "../ops/creation.h"
 #include "../ops/crossentropy.h"
 #include "common.cuh"
 #include "reduce.cuh"
@@ -26,7 +27,7 @@ __global__ void cross_entropy_kernel(const float* logits, const int32_t* targets
   }
   const float* xr = logits + n * V;
   float m = -INFINITY;
-  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) m = fmaxf(m, xr[j]);
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) m = nan_max(m, xr[j]);
   m = block_reduce(m, MaxOp(), -INFINITY);
   float s = 0;
   for (int64_t j = threadIdx.x; j < V; j += blockDim.x) s += expf(xr[j] - m);
@@ -66,7 +67,12 @@ __global__ void cross_entropy_backward_kernel(const float* logits, const int32_t
   float* dr = dlogits + n * V;
   const float* xr = logits + n * V;
   if (t == ignore) {
-    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) dr[j] = 0.0f;
+    // 0, or NaN when the row's softmax is NaN (a NaN or +inf logit, or none finite), as PyTorch (crossentropy.cc)
+    float m = -INFINITY;
+    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) m = nan_max(m, xr[j]);
+    m = block_reduce(m, MaxOp(), -INFINITY);
+    const float value = isfinite(m) ? 0.0f : NAN;
+    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) dr[j] = value;
     return;
   }
   const float g = g_all ? g_all[0] : dout[n];

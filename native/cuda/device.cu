@@ -1,4 +1,5 @@
 // Device selection, streams, stream-ordered allocation and copies.
+#include <cstdio>
 #include <mutex>
 
 #include "common.cuh"
@@ -8,24 +9,59 @@ namespace cuda {
 namespace {
 cudaStream_t g_streams[kMaxCudaDevices] = {};
 std::mutex g_stream_mutex;
+// The device this host thread last selected, and its stream: every op calls set_device and
+// current_stream, so they answer from these instead of a driver call (and a lock) each time.
+thread_local int t_device = -1;
+thread_local cudaStream_t t_stream = nullptr;
 }  // namespace
 
-void set_device(int device) { LR_CUDA_CHECK(cudaSetDevice(device)); }
+void set_device(int device) {
+  if (device == t_device) return;
+  LR_CUDA_CHECK(cudaSetDevice(device));
+  t_device = device;
+  t_stream = nullptr;
+}
 
 cudaStream_t current_stream() {
-  int device = 0;
-  LR_CUDA_CHECK(cudaGetDevice(&device));
+  if (t_stream) return t_stream;
+  if (t_device < 0) LR_CUDA_CHECK(cudaGetDevice(&t_device));
   std::lock_guard<std::mutex> lock(g_stream_mutex);
-  if (!g_streams[device]) LR_CUDA_CHECK(cudaStreamCreateWithFlags(&g_streams[device], cudaStreamNonBlocking));
-  return g_streams[device];
+  if (!g_streams[t_device]) LR_CUDA_CHECK(cudaStreamCreateWithFlags(&g_streams[t_device], cudaStreamNonBlocking));
+  t_stream = g_streams[t_device];
+  return t_stream;
 }
 
 // cudaMallocAsync draws from the driver's stream-ordered pool, which caches freed blocks, so a
 // training step that frees and re-allocates the same sizes does not go back to the driver.
+//
+// Out of memory: the failed call's error is cleared (left pending, it made the next, unrelated
+// launch fail too), the stream is drained so that blocks freed by queued work return to the
+// pool, and the allocation is tried once more; if it still fails, the error says how much was
+// asked and how much is free.
 void* alloc(int device, size_t bytes) {
   set_device(device);
+  const size_t n = bytes == 0 ? 256 : bytes;
   void* p = nullptr;
-  LR_CUDA_CHECK(cudaMallocAsync(&p, bytes == 0 ? 256 : bytes, current_stream()));
+  cudaError_t err = cudaMallocAsync(&p, n, current_stream());
+  if (err == cudaErrorMemoryAllocation) {
+    cudaGetLastError();
+    LR_CUDA_CHECK(cudaStreamSynchronize(current_stream()));
+    err = cudaMallocAsync(&p, n, current_stream());
+  }
+  if (err == cudaErrorMemoryAllocation) {
+    cudaGetLastError();
+    size_t free_bytes = 0, total_bytes = 0;
+    cudaMemGetInfo(&free_bytes, &total_bytes);
+    cudaGetLastError();
+    constexpr double kMiB = 1024.0 * 1024.0;
+    char msg[320];
+    std::snprintf(msg, sizeof msg,
+                  "CUDA out of memory on cuda:%d: asked for %.1f MiB, %.1f MiB free of %.1f MiB. Free tensors you no "
+                  "longer need (dispose() / tidy()), or lower the batch size or sequence length.",
+                  device, double(n) / kMiB, double(free_bytes) / kMiB, double(total_bytes) / kMiB);
+    throw std::runtime_error(msg);
+  }
+  LR_CUDA_CHECK(err);
   return p;
 }
 

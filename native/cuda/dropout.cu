@@ -15,7 +15,7 @@ namespace {
 
 __global__ void dropout_kernel(const float* x, float* y, int64_t n, float p, float scale, uint64_t seed, uint64_t offset) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)blockDim.x * gridDim.x)
-    y[i] = philox_keep(seed, offset, static_cast<uint64_t>(i), p) ? x[i] * scale : 0.0f;
+    y[i] = x[i] * (philox_keep(seed, offset, static_cast<uint64_t>(i), p) ? scale : 0.0f);  // a dropped NaN stays NaN
 }
 
 }  // namespace

@@ -46,7 +46,7 @@ __device__ __forceinline__ float unary(UnaryOp op, float v, float alpha) {
     case UnaryOp::Log: return logf(v);
     case UnaryOp::Sqrt: return sqrtf(v);
     case UnaryOp::Tanh: return tanhf(v);
-    case UnaryOp::Relu: return v > 0 ? v : 0.0f;
+    case UnaryOp::Relu: return v <= 0 ? 0.0f : v;  // NaN stays NaN
     case UnaryOp::Sigmoid: return 1.0f / (1.0f + expf(-v));
     case UnaryOp::Square: return v * v;
     case UnaryOp::Scale: return alpha * v;
@@ -65,7 +65,7 @@ __device__ __forceinline__ float unary_grad(UnaryOp op, float v, float g, float 
     case UnaryOp::Log: return g / v;
     case UnaryOp::Sqrt: return g * 0.5f / sqrtf(v);
     case UnaryOp::Tanh: { float t = tanhf(v); return g * (1.0f - t * t); }
-    case UnaryOp::Relu: return v > 0 ? g : 0.0f;
+    case UnaryOp::Relu: return v <= 0 ? 0.0f : g;  // PyTorch's threshold_backward (x = NaN passes g)
     case UnaryOp::Sigmoid: { float s = 1.0f / (1.0f + expf(-v)); return g * s * (1.0f - s); }
     case UnaryOp::Square: return g * 2.0f * v;
     case UnaryOp::Scale: return g * alpha;
@@ -76,7 +76,7 @@ __device__ __forceinline__ float unary_grad(UnaryOp op, float v, float g, float 
       float dinner = kSqrt2OverPi * (1.0f + 3.0f * kGeluC * v * v);
       return g * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * dinner);
     }
-    case UnaryOp::Abs: return v > 0 ? g : v < 0 ? -g : 0.0f;
+    case UnaryOp::Abs: return g * (v > 0 ? 1.0f : v < 0 ? -1.0f : 0.0f);  // g·sgn(x): a NaN g stays NaN
   }
   return 0;
 }
@@ -91,19 +91,45 @@ __global__ void unary_backward_kernel(UnaryOp op, const float* x, const float* g
     gx[i] = unary_grad(op, x[i], g[i], alpha);
 }
 
-// One block per row; double accumulation like the CPU twin.
-__global__ void sum_rows_kernel(const float* x, float* out, int64_t cols) {
+// Sum of the kThreads doubles each thread of the block holds, in a fixed tree; thread 0 gets it.
+__device__ double block_sum(double v) {
   __shared__ double partial[kThreads];
-  const float* row = x + blockIdx.x * cols;
-  double acc = 0;
-  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) acc += row[j];
-  partial[threadIdx.x] = acc;
+  partial[threadIdx.x] = v;
   __syncthreads();
   for (int s = blockDim.x / 2; s > 0; s >>= 1) {
     if (threadIdx.x < s) partial[threadIdx.x] += partial[threadIdx.x + s];
     __syncthreads();
   }
-  if (threadIdx.x == 0) out[blockIdx.x] = static_cast<float>(partial[0]);
+  return partial[0];
+}
+
+// Row sums in double like the CPU twin. A row longer than kSumChunk is cut into chunks summed by
+// separate blocks (grid: chunks x rows) whose partials a second kernel adds in chunk order, so a
+// full reduction of a large tensor (one row) spreads over the whole GPU instead of one block
+// (which ran at ~2.6 GB/s), and the result stays deterministic.
+constexpr int64_t kSumChunk = int64_t(1) << 16;
+
+__global__ void sum_chunks_kernel(const float* x, double* partial, int64_t cols, int64_t chunks) {
+  const float* row = x + int64_t(blockIdx.y) * cols;
+  const int64_t begin = int64_t(blockIdx.x) * kSumChunk, end = begin + kSumChunk < cols ? begin + kSumChunk : cols;
+  double acc = 0;
+  for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) acc += row[j];
+  acc = block_sum(acc);
+  if (threadIdx.x == 0) partial[int64_t(blockIdx.y) * chunks + blockIdx.x] = acc;
+}
+
+// One block per row: out[row] = the sum of its `chunks` partials (or, with chunks == 0, of its
+// `cols` floats directly).
+__global__ void sum_rows_kernel(const float* x, const double* partial, float* out, int64_t cols, int64_t chunks) {
+  double acc = 0;
+  if (chunks > 0) {
+    for (int64_t c = threadIdx.x; c < chunks; c += blockDim.x) acc += partial[int64_t(blockIdx.x) * chunks + c];
+  } else {
+    const float* row = x + int64_t(blockIdx.x) * cols;
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) acc += row[j];
+  }
+  acc = block_sum(acc);
+  if (threadIdx.x == 0) out[blockIdx.x] = static_cast<float>(acc);
 }
 }  // namespace
 
@@ -137,8 +163,18 @@ void unary_backward_f32(UnaryOp op, const float* x, const float* g, float* gx, i
 
 void sum_rows_f32(const float* x, float* out, int64_t rows, int64_t cols) {
   if (rows == 0) return;
-  sum_rows_kernel<<<static_cast<unsigned>(rows), kThreads, 0, current_stream()>>>(x, out, cols);
+  const int64_t chunks = (cols + kSumChunk - 1) / kSumChunk;
+  if (chunks <= 1 || rows > 65535) {  // one block per row already fills the GPU (or the grid's y is full)
+    sum_rows_kernel<<<static_cast<unsigned>(rows), kThreads, 0, current_stream()>>>(x, nullptr, out, cols, 0);
+    LR_CUDA_LAUNCH_CHECK("sum_rows_f32");
+    return;
+  }
+  double* partial = scratch<double>(size_t(rows * chunks));
+  sum_chunks_kernel<<<dim3(unsigned(chunks), unsigned(rows)), kThreads, 0, current_stream()>>>(x, partial, cols, chunks);
+  LR_CUDA_LAUNCH_CHECK("sum_rows_f32 (chunks)");
+  sum_rows_kernel<<<static_cast<unsigned>(rows), kThreads, 0, current_stream()>>>(x, partial, out, cols, chunks);
   LR_CUDA_LAUNCH_CHECK("sum_rows_f32");
+  release(partial);
 }
 
 }  // namespace cuda

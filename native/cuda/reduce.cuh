@@ -1,6 +1,7 @@
 // Block-wide reductions for the row-wise CUDA kernels (layernorm, softmax, crossentropy,
 // attention): one block per row, a fixed tree so that every result is deterministic.
 #pragma once
+#include "../core/nanmath.h"
 
 namespace lowrank {
 namespace cuda {
@@ -12,8 +13,9 @@ struct SumOp {
   template <typename T>
   __device__ T operator()(T a, T b) const { return a + b; }
 };
+// nan_max, not fmaxf: a row of NaN scores must not reduce to -inf (core/nanmath.h).
 struct MaxOp {
-  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+  __device__ float operator()(float a, float b) const { return nan_max(a, b); }
 };
 
 // Reduces v over the block (blockDim.x == kThreads) in a fixed tree; every thread gets the result.

@@ -15,7 +15,7 @@ __global__ void softmax_kernel(const float* x, float* y, int64_t cols, bool log)
   const float* xr = x + blockIdx.x * cols;
   float* yr = y + blockIdx.x * cols;
   float m = -INFINITY;
-  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) m = fmaxf(m, xr[j]);
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) m = nan_max(m, xr[j]);
   m = block_reduce(m, MaxOp(), -INFINITY);
   float s = 0;
   for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) s += expf(xr[j] - m);

@@ -5,7 +5,9 @@
 namespace lowrank {
 
 // How cross-entropy reduces its per-row losses (PyTorch's `reduction`).
-enum class Reduction : int32_t { None = 0, Sum = 1, Mean = 2 };
+#define LOWRANK_REDUCTIONS(X) X(None) X(Sum) X(Mean)
+enum class Reduction : int32_t { LOWRANK_REDUCTIONS(LR_ENUM_MEMBER) };
+constexpr int kReductionCount = 0 LOWRANK_REDUCTIONS(LR_ENUM_PLUS_ONE);
 
 }  // namespace lowrank
 
@@ -20,8 +22,9 @@ enum class Reduction : int32_t { None = 0, Sum = 1, Mean = 2 };
   void cross_entropy_f32(const float* logits, const int32_t* targets, float* lse, float* loss,     \
                          float* total, int64_t N, int64_t V, int32_t ignore_index, Reduction reduction, \
                          int64_t* invalid);                                                         \
-  /* dlogits [N, V] = g_n * (softmax(logits[n]) - onehot(t_n)), 0 on ignored rows. g_n = dout[n]   \
-     for None, dout[0] for Sum, dout[0] / count for Mean. */                                        \
+  /* dlogits [N, V] = g_n * (softmax(logits[n]) - onehot(t_n)); on ignored rows 0, or NaN when    \
+     the row's softmax is NaN (PyTorch's 0 - softmax·0). g_n = dout[n] for None, dout[0] for Sum,  \
+     dout[0] / count for Mean. */                                                                   \
   void cross_entropy_backward_f32(const float* logits, const int32_t* targets, const float* lse,  \
                                   const float* dout, float* dlogits, int64_t N, int64_t V,         \
                                   int32_t ignore_index, Reduction reduction);

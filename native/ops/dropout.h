@@ -4,8 +4,9 @@
 #include "../backend.h"
 
 #define LOWRANK_DROPOUT_OPS                                                                         \
-  /* y[i] = x[i] * scale where philox_keep(seed, offset, i, p), else 0; i < n, contiguous; y may   \
-     alias x. The same call with the same (seed, offset) is the backward (x = dy, y = dx). */      \
+  /* y[i] = x[i] * (philox_keep(seed, offset, i, p) ? scale : 0), so a dropped NaN stays NaN (as  \
+     PyTorch's x * mask); i < n, contiguous; y may alias x. The same call with the same (seed,     \
+     offset) is the backward (x = dy, y = dx). */                                                  \
   void dropout_f32(const float* x, float* y, int64_t n, float p, float scale, uint64_t seed, uint64_t offset);
 
 LOWRANK_DECLARE_BACKEND(LOWRANK_DROPOUT_OPS)

@@ -4,16 +4,16 @@
 
 namespace lowrank {
 // Binary ops; the backward rules live in lib/ops/elementwise.ts.
-enum class BinaryOp : int32_t { Add = 0, Sub = 1, Mul = 2, Div = 3 };
-// Unary ops y = f(x; alpha). Each has a backward kernel that computes g * f'(x).
-enum class UnaryOp : int32_t {
-  Neg = 0, Exp = 1, Log = 2, Sqrt = 3, Tanh = 4, Relu = 5, Sigmoid = 6, Square = 7,
-  Scale = 8,     // alpha * x
-  AddScalar = 9, // x + alpha
-  PowScalar = 10,// x ^ alpha
-  Gelu = 11,     // GPT-2's tanh approximation ("gelu_new")
-  Abs = 12,
-};
+#define LOWRANK_BINARY_OPS(X) X(Add) X(Sub) X(Mul) X(Div)
+enum class BinaryOp : int32_t { LOWRANK_BINARY_OPS(LR_ENUM_MEMBER) };
+constexpr int kBinaryOpCount = 0 LOWRANK_BINARY_OPS(LR_ENUM_PLUS_ONE);
+
+// Unary ops y = f(x; alpha). Each has a backward kernel that computes g * f'(x). Scale is alpha·x,
+// AddScalar x + alpha, PowScalar x^alpha, Gelu GPT-2's tanh approximation ("gelu_new").
+#define LOWRANK_UNARY_OPS(X) \
+  X(Neg) X(Exp) X(Log) X(Sqrt) X(Tanh) X(Relu) X(Sigmoid) X(Square) X(Scale) X(AddScalar) X(PowScalar) X(Gelu) X(Abs)
+enum class UnaryOp : int32_t { LOWRANK_UNARY_OPS(LR_ENUM_MEMBER) };
+constexpr int kUnaryOpCount = 0 LOWRANK_UNARY_OPS(LR_ENUM_PLUS_ONE);
 }  // namespace lowrank
 
 #define LOWRANK_ELEMENTWISE_OPS                                                                    \

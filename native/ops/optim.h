@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "../backend.h"
+#include "../core/nanmath.h"
 
 namespace lowrank {
 
@@ -74,9 +75,6 @@ LR_HD double norm_term(float x, double p, bool inf) {
   const double a = fabs(static_cast<double>(x));
   return inf || p == 1 ? a : p == 2 ? a * a : pow(a, p);
 }
-
-// max that keeps a NaN, like torch's inf-norm.
-LR_HD double nan_max(double a, double b) { return a != a || a > b ? a : b; }
 
 // Folds per-chunk partials into out[tensor] in chunk order (max for the inf-norm, else a sum).
 inline void combine_chunk_partials(const std::vector<OptimChunk>& chunks, const double* partial, bool inf, double* out) {

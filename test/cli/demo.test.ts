@@ -2,12 +2,12 @@
 // bundled model, about 10 s: it prints PEFT's parameter line, the loss falls, the task goes from
 // unsolved to solved, the merge check passes, and the adapter it saves loads with
 // PeftModel.fromPretrained and reproduces the demo's own after-training answers.
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { generate, GPT2LMHeadModel, GPT2Tokenizer, PeftModel, formatPrompt, resolveTemplate } from "../../lib/index.js";
-import { DEMO_TEMPLATE, runDemo } from "../../lib/cli/demo.js";
+import { DEMO_TEMPLATE, runDemo } from "../../lib/train/demo.js";
 import { readJsonl, type AlpacaRecord } from "../../lib/train/data.js";
 
 const MODEL = "data/demo/model";
@@ -60,7 +60,8 @@ describe("lowrank demo", () => {
 
     // Merged weights give the adapter's logits, and the adapter changed them.
     expect(result.mergeOk).toBe(true);
-    expect(result.mergeMaxDiff).toBeLessThan(1e-3);
+    // float32 reordering only: about 1e-5 (1.1e-5 with seed 0), as the README says; a wrong merge moves them by ~adapterEffect
+    expect(result.mergeMaxDiff).toBeLessThan(1e-4);
     expect(result.adapterEffect).toBeGreaterThan(0.1);
     expect(printed).toMatch(/^  merge check: max \|merged - unmerged\| = \S+.*: OK$/m);
 
@@ -83,5 +84,18 @@ describe("lowrank demo", () => {
     } finally {
       peft.dispose();
     }
+  });
+
+  it("runs again into the same folder, replacing the earlier run, but never over a training run's folder", async () => {
+    const out = join(tmp, "run"); // the folder the test above filled
+    const result = await runDemo({ device: "cpu", steps: 30, out, evalCount: 2, seed: 1, quiet: true, print: () => {} });
+    expect(result.mergeOk).toBe(true);
+    expect(readFileSync(join(out, "metrics.jsonl"), "utf8").trimEnd().split("\n")).toHaveLength(30);
+    expect(existsSync(join(out, "checkpoints"))).toBe(false);
+    // a folder holding a `lowrank train` run (checkpoints) is left alone
+    const trainRun = join(tmp, "train-run");
+    mkdirSync(join(trainRun, "checkpoints", "step-5"), { recursive: true });
+    await expect(runDemo({ device: "cpu", steps: 2, out: trainRun, evalCount: 1, quiet: true, print: () => {} })).rejects.toThrow(`${trainRun} already holds a training run`);
+    expect(existsSync(join(trainRun, "checkpoints", "step-5"))).toBe(true);
   });
 });

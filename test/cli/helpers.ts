@@ -41,10 +41,24 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Starts `node <main> ...args`; `onStdout` sees the output as it arrives (for killing at the right moment). */
-export function startCli(main: string, args: readonly string[], onStdout?: (text: string, child: ChildProcess) => void): { child: ChildProcess; done: Promise<CliResult> } {
+/**
+ * The environment of a CLI child: this one without npm's variables (the tests may run under npm or
+ * npx, which the CLI notices when it prints commands), plus `extra`.
+ */
+export function cliEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("npm_")));
   // One kernel thread keeps runs comparable across processes and leaves the other core to vitest.
-  const child = spawn(process.execPath, [main, ...args], { cwd: ROOT, env: { ...process.env, LOWRANK_NUM_THREADS: "1" }, stdio: ["ignore", "pipe", "pipe"] });
+  return { ...env, LOWRANK_NUM_THREADS: "1", ...extra };
+}
+
+/** The working directory of CLI children: the repository root. */
+export const CLI_CWD = ROOT;
+
+/** Starts `node <main> ...args`; `onStdout` sees the output as it arrives (for killing at the right moment). */
+export function startCli(
+  main: string, args: readonly string[], onStdout?: (text: string, child: ChildProcess) => void, env: NodeJS.ProcessEnv = {},
+): { child: ChildProcess; done: Promise<CliResult> } {
+  const child = spawn(process.execPath, [main, ...args], { cwd: ROOT, env: cliEnv(env), stdio: ["ignore", "pipe", "pipe"] });
   let stdout = "", stderr = "";
   child.stdout!.setEncoding("utf8").on("data", (s: string) => {
     stdout += s;
@@ -58,8 +72,8 @@ export function startCli(main: string, args: readonly string[], onStdout?: (text
   return { child, done };
 }
 
-export function runCli(main: string, args: readonly string[]): Promise<CliResult> {
-  return startCli(main, args).done;
+export function runCli(main: string, args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+  return startCli(main, args, undefined, env).done;
 }
 
 /** A prompt template that keeps examples short for the 400-id tokenizer. */

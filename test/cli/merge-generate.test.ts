@@ -1,11 +1,11 @@
 // `lowrank merge` and `lowrank generate` on an adapter trained by `lowrank train`: the merged
 // checkpoint loads and computes the adapter's logits; generation prints what generate() produces,
 // streaming the text token by token.
-import { readFileSync } from "node:fs";
+import { copyFileSync, existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
-  copyInto, fullLike, generate, Generator, GPT2LMHeadModel, GPT2Tokenizer, noGrad, PeftModel, tensor, tidy,
+  copyInto, generate, Generator, GPT2LMHeadModel, GPT2Tokenizer, noGrad, PeftModel, tensor, tidy,
 } from "../../lib/index.js";
 import { TextStreamer } from "../../lib/cli/generate.js";
 import { runCli, workspace } from "./helpers.js";
@@ -50,20 +50,42 @@ describe("lowrank merge", () => {
     for (const m of [merged, peft, base]) m.dispose();
   });
 
-  it("refuses a broken adapter (NaN weights): --safe names it, and without --safe the logits check does; nothing is written", async () => {
+  it("refuses an adapter with one NaN in lora_B, with or without --safe, naming the adapter, layer and tensor; nothing is written", async () => {
     const broken = join(ws.dir, "broken");
     const peft = PeftModel.fromPretrained(GPT2LMHeadModel.fromPretrained(ws.model), adapter, { isTrainable: true });
+    // One NaN in a row of B that feeds a query: every attention score of that head is NaN (the
+    // attention once turned such rows into zeros, and the merge check passed).
     const [, B] = peft.loraLayers.get("transformer.h.1.attn.c_attn")!.parametersOf("default");
-    noGrad(() => tidy(() => copyInto(B!, fullLike(B!, NaN))));
+    noGrad(() => tidy(() => copyInto(B!, tensor(Float32Array.from(B!.dataSync(), (v, i) => (i === 5 * B!.shape[1]! ? NaN : v)), { shape: B!.shape }))));
     peft.savePretrained(broken);
     peft.dispose();
-    const safe = await runCli(ws.main, ["merge", "--model", ws.model, "--adapter", broken, "--out", join(ws.dir, "m1"), "--safe"]);
-    expect(safe.code).toBe(1);
-    expect(safe.stderr.trimEnd()).toBe("lowrank merge: NaNs detected in the merged weights. The adapter default seems to be broken");
-    const unsafe = await runCli(ws.main, ["merge", "--model", ws.model, "--adapter", broken, "--out", join(ws.dir, "m2")]);
-    expect(unsafe.code).toBe(1);
-    expect(unsafe.stderr).toMatch(/^lowrank merge: the merged model's logits differ from the adapter's by NaN, above the tolerance .*; nothing was written$/m);
-    expect(() => readFileSync(join(ws.dir, "m2", "model.safetensors"))).toThrow(/ENOENT/);
+    for (const [out, extra] of [["m1", ["--safe"]], ["m2", []]] as const) {
+      const r = await runCli(ws.main, ["merge", "--model", ws.model, "--adapter", broken, "--out", join(ws.dir, out), ...extra]);
+      expect(r.code, r.stderr).toBe(1);
+      expect(r.stderr.trimEnd()).toMatch(
+        /^lowrank merge: the base model with the adapter gives NaN\/Inf logits on the check sequences: adapter "default" is broken: transformer\.h\.1\.attn\.c_attn\.lora_B \(layer 1\) holds 1 NaN of its \d+ values; nothing was written$/,
+      );
+      expect(() => readFileSync(join(ws.dir, out, "model.safetensors"))).toThrow(/ENOENT/);
+    }
+    const gen = await runCli(ws.main, ["generate", "--model", ws.model, "--adapter", broken, "--prompt", "Q: hello", "--max-new-tokens", "4"]);
+    expect(gen.code).toBe(1);
+    expect(gen.stderr).toMatch(/adapter "default" is broken: transformer\.h\.1\.attn\.c_attn\.lora_B \(layer 1\) holds 1 NaN/);
+  });
+
+  it("refuses a base model with NaN weights, naming the base model and the tensor (merge and generate)", async () => {
+    const brokenBase = join(ws.dir, "broken-base");
+    const base = GPT2LMHeadModel.fromPretrained(ws.model);
+    const w = base.transformer.h.at(0)!.mlp.c_fc.weight;
+    noGrad(() => tidy(() => copyInto(w, tensor(Float32Array.from(w.dataSync(), (v, i) => (i === 7 ? NaN : v)), { shape: w.shape }))));
+    base.savePretrained(brokenBase);
+    base.dispose();
+    for (const f of ["tokenizer.json", "vocab.json", "merges.txt"]) if (existsSync(join(ws.model, f))) copyFileSync(join(ws.model, f), join(brokenBase, f));
+    const r = await runCli(ws.main, ["merge", "--model", brokenBase, "--adapter", adapter, "--out", join(ws.dir, "m4"), "--safe"]);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trimEnd()).toMatch(/^lowrank merge: the base model alone gives NaN\/Inf logits on the check sequences: the base model is broken: transformer\.h\.0\.mlp\.c_fc\.weight \(layer 0\) holds 1 NaN of its \d+ values; nothing was written$/);
+    const gen = await runCli(ws.main, ["generate", "--model", brokenBase, "--prompt", "Q: hello", "--max-new-tokens", "4"]);
+    expect(gen.code).toBe(1);
+    expect(gen.stderr).toMatch(/the base model is broken: transformer\.h\.0\.mlp\.c_fc\.weight \(layer 0\) holds 1 NaN/);
   });
 
   it("errors: a missing adapter (1), --out equal to --model (2)", async () => {

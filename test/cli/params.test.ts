@@ -1,6 +1,6 @@
 // `lowrank params` as a user runs it: the table, --json, and the errors (exit 2 for a bad command
 // line, 1 for a missing folder), each on one line naming the flag.
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -58,6 +58,8 @@ describe("lowrank params", () => {
     [["--config", "7b"], 2, /argument '7b' is invalid\. Allowed choices are 124m, 355m, 774m, 1558m, tiny/],
     [["--model", "no/such/dir"], 1, /^lowrank params: --model no\/such\/dir: no such directory/],
     [["--model", "test/fixtures"], 1, /^lowrank params: --model test\/fixtures: no config\.json in it/],
+    // sizes no memory holds: named in the user's terms, not by an internal function
+    [["--ranks", "10000000000"], 1, /^lowrank params: r=10000000000 on c_attn,c_proj \(36 modules\): 1\.01e\+15 trainable parameters \(4\.06 PB of float32\), more than any memory holds; use a smaller rank$/],
   ])("refuses %j with exit code %i and one line", async (args, code, message) => {
     const r = await runCli(cli.main, ["params", ...args]);
     expect(r.code).toBe(code);
@@ -66,5 +68,16 @@ describe("lowrank params", () => {
     expect(lines[0]).toMatch(message);
     // the message, then at most the pointer to --help
     expect(lines.slice(1)).toEqual(lines.length > 1 ? ['(run "lowrank params --help" for usage)'] : []);
+  });
+
+  it("refuses a config.json whose sizes no memory holds, naming its fields", async () => {
+    const dir = join(tmp, "absurd");
+    mkdirSync(dir);
+    writeFileSync(join(dir, "config.json"), JSON.stringify({ model_type: "gpt2", n_embd: 1e20, n_layer: 2, n_head: 2, vocab_size: 100, n_positions: 10 }));
+    const r = await runCli(cli.main, ["params", "--model", dir]);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trimEnd()).toBe(
+      `lowrank params: --model ${dir}: ${join(dir, "config.json")}: GPT2Config: n_embd 100000000000000000000, n_layer 2, vocab_size 100, n_positions 10 make 2.40e+41 parameters, more than any memory holds; check these fields of config.json`,
+    );
   });
 });

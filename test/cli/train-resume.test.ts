@@ -1,6 +1,9 @@
 // Crash safety of `lowrank train`: a run killed with SIGKILL (no chance to clean up) and resumed
 // with --resume ends exactly where the uninterrupted run ends, and no checkpoint folder is ever
-// left half-written, even when the kill lands while checkpoints are being written and pruned.
+// left half-written, even when the kill lands while checkpoints are being written and pruned:
+// at timing-based moments, and forced inside each write (LOWRANK_CRASH_AT, lib/io/crash-point.ts)
+// between a temporary being complete and its rename, where the leftovers must be recognized and
+// removed by the next run.
 //
 // Tolerance: none. The resumed process restores every bit the trajectory depends on (float32
 // adapter weights and AdamW moments, the step counts, the lr schedule, the Philox stream offsets
@@ -109,5 +112,51 @@ describe("lowrank train --resume after kill -9", () => {
     expect(readFileSync(join(out, "adapter_model.safetensors")).equals(readFileSync(join(reference.out, "adapter_model.safetensors")))).toBe(true);
     // the resumed run removed the temporaries the killed writers left behind
     expect(readdirSync(join(out, "checkpoints")).filter((n) => n.startsWith(".tmp-"))).toEqual([]);
+  });
+});
+
+describe("lowrank train --resume after a crash forced inside each checkpoint write", () => {
+  /** Runs until LOWRANK_CRASH_AT kills the process; returns what it left in checkpoints/. */
+  async function crashAt(out: string, crash: string, extra: string[] = []): Promise<string[]> {
+    const r = await startCli(ws.main, [...args(out, 1), ...extra], undefined, { LOWRANK_CRASH_AT: crash }).done;
+    expect(r.signal, `${crash}: ${r.stderr}`).toBe("SIGKILL");
+    expectAllCheckpointsLoad(out);
+    return readdirSync(join(out, "checkpoints"));
+  }
+
+  /** Resumes without crashing: the curve and the adapter are the uninterrupted run's, and no temporary is left. */
+  async function resumeExactly(out: string): Promise<void> {
+    const resumed = await runCli(ws.main, [...args(out, 1), "--resume"]);
+    expect(resumed.code, resumed.stderr).toBe(0);
+    expect(curve(out)).toEqual(reference.curve);
+    expect(readFileSync(join(out, "adapter_model.safetensors")).equals(readFileSync(join(reference.out, "adapter_model.safetensors")))).toBe(true);
+    expect(readdirSync(join(out, "checkpoints")).filter((n) => n.startsWith("."))).toEqual([]);
+  }
+
+  it.each([
+    // a complete checkpoint folder, not yet renamed to step-5: a hidden .tmp-<pid>-<hex>-step-5 folder is left
+    ["checkpoint-rename@5", /^\.tmp-\d+-[0-9a-f]+-step-5$/],
+    // trainer_state.json (written last) complete in its temporary file, inside the temporary folder
+    ["atomic-rename:trainer_state.json@5", /^\.tmp-\d+-[0-9a-f]+-step-5$/],
+    // step-5 in place, the `latest` pointer's temporary file not yet renamed over it
+    ["atomic-rename:latest@5", /^\.latest\.\d+\.[0-9a-f]{12}\.tmp$/],
+    // step-1 renamed aside for deletion (keeping 2) and not yet deleted
+    ["prune-delete@1", /^\.tmp-\d+-[0-9a-f]+-deleted$/],
+  ])("%s", async (crash, leftover) => {
+    const out = join(ws.dir, `crash-${crash.replace(/\W/g, "_")}`);
+    const left = await crashAt(out, crash);
+    expect(left.filter((n) => leftover.test(n)), left.join(", ")).toHaveLength(1);
+    await resumeExactly(out);
+  });
+
+  it("checkpoint-replace: the same step written again, crashing between moving the old one aside and renaming the new one in", async () => {
+    const out = join(ws.dir, "crash-replace");
+    await crashAt(out, "checkpoint-rename@7"); // leaves step-5 and step-6
+    expect(listCheckpoints(join(out, "checkpoints")).map((c) => c.step)).toEqual([5, 6]);
+    // resuming from step-5 writes step-6 again, over the existing one
+    const left = await crashAt(out, "checkpoint-replace", ["--resume", join(out, "checkpoints", "step-5")]);
+    expect(left.filter((n) => /^\.tmp-\d+-[0-9a-f]+-old-step-6$/.test(n)), left.join(", ")).toHaveLength(1);
+    expect(left.filter((n) => /^\.tmp-\d+-[0-9a-f]+-step-6$/.test(n)), left.join(", ")).toHaveLength(1);
+    await resumeExactly(out);
   });
 });

@@ -1,12 +1,14 @@
 // `lowrank train` as a user runs it: the outputs of a run, --help, one-line errors with the right
 // exit codes for bad input, Ctrl-C (SIGINT) and a diverging run.
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { spawn } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join, relative } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GPT2LMHeadModel, PeftModel } from "../../lib/index.js";
 import { listCheckpoints, readCheckpoint } from "../../lib/train/checkpoint.js";
+import { LOCK_FILE } from "../../lib/train/lock.js";
 import type { StepRecord } from "../../lib/train/metrics.js";
-import { runCli, startCli, workspace } from "./helpers.js";
+import { CLI_CWD, runCli, startCli, workspace } from "./helpers.js";
 
 let ws: Awaited<ReturnType<typeof workspace>>;
 beforeAll(async () => {
@@ -103,6 +105,14 @@ describe("lowrank train", () => {
     });
   });
 
+  it("when no example fits --max-length, says so and suggests the fix", async () => {
+    const r = await runCli(ws.main, base(newOut(), "--max-length", "8"));
+    expect(r.code).toBe(1);
+    expect(stderrLines(r.stderr)).toEqual([
+      expect.stringMatching(new RegExp(`^lowrank train: ${ws.data}: no example fits maxLength 8 \\(38 skipped, prompt too long; first: .*\\); use a shorter prompt template \\(e\\.g\\. the template\\.txt a model folder ships\\) or a larger maxLength$`)),
+    ]);
+  });
+
   it("skips corrupt lines, reporting each with its line number and a count", async () => {
     const good = readFileSync(ws.data, "utf8").split("\n").slice(0, 12);
     const mixed = file("mixed.jsonl", [good[0], "{oops", ...good.slice(1, 6), '{"instruction": "no output"}', ...good.slice(6), "[]", ""].join("\n"));
@@ -128,7 +138,9 @@ describe("lowrank train", () => {
     expect(resumed.stdout).toContain(`resuming at step 2 from ${join(out, "checkpoints", "step-2")}`);
     const changed = await runCli(ws.main, base(out, "--steps", "2", "--lr", "1e-3", "--resume"));
     expect(changed.code).toBe(1);
-    expect(changed.stderr).toMatch(/^lowrank train: resume from .*step-2: the run's settings differ from the checkpoint's \(trainer: .*"lr":0\.01.*now .*"lr":0\.001/);
+    expect(stderrLines(changed.stderr)).toEqual([
+      `lowrank train: resume from ${join(out, "checkpoints", "step-2")}: the run's settings differ from the checkpoint's: trainer.lr was 0.01, now 0.001; resume with the same settings, or start a new run in another output folder`,
+    ]);
   });
 
   it("Ctrl-C finishes the step, saves a checkpoint, says how to resume and exits with 130", async () => {
@@ -148,9 +160,89 @@ describe("lowrank train", () => {
     const step = Number(m![1]);
     const dir = join(out, "checkpoints", `step-${step}`);
     expect(r.stdout).toContain(`checkpoint: ${dir}\n`);
-    expect(r.stdout).toContain(`resume with: lowrank ${base(out, "--steps", "100000", "--checkpoint-every", "0", "--log-every", "1").join(" ")} --resume\n`);
+    // run as `node <script>` (no npm, not on PATH): the command names the script as run
+    expect(r.stdout).toContain(`resume with: node ${relative(CLI_CWD, ws.main)} ${base(out, "--steps", "100000", "--checkpoint-every", "0", "--log-every", "1").join(" ")} --resume\n`);
     expect(readCheckpoint(dir).state.step).toBe(step);
     expect(readCheckpoint(dir).state.history).toHaveLength(step);
+  });
+
+  it("SIGTERM is handled like Ctrl-C: the step finishes, a checkpoint is saved, exit code 130", async () => {
+    const out = newOut();
+    const args = base(out, "--steps", "100000", "--checkpoint-every", "0", "--log-every", "1");
+    let sent = false;
+    const { done } = startCli(ws.main, args, (text, child) => {
+      if (!sent && /^step 3\//m.test(text)) {
+        sent = true;
+        child.kill("SIGTERM");
+      }
+    });
+    const r = await done;
+    expect(r.signal).toBeNull();
+    expect(r.code).toBe(130);
+    expect(r.stderr).toContain("SIGTERM received: finishing the current step, then saving a checkpoint");
+    const step = Number(/^interrupted at step (\d+)\/100000/m.exec(r.stdout)?.[1]);
+    expect(step).toBeGreaterThanOrEqual(3);
+    expect(r.stdout).toContain(`checkpoint: ${join(out, "checkpoints", `step-${step}`)}\n`);
+    expect(r.stdout).toContain(`resume with: node ${relative(CLI_CWD, ws.main)} ${args.join(" ")} --resume\n`);
+    expect(readCheckpoint(join(out, "checkpoints", `step-${step}`)).state.step).toBe(step);
+    expect(existsSync(join(out, LOCK_FILE))).toBe(false); // released on the way out
+  });
+
+  it("one run per --out: a second train or --resume on a folder still training is refused with the first one's pid", async () => {
+    const out = newOut();
+    const firstArgs = base(out, "--steps", "100000", "--checkpoint-every", "2", "--log-every", "1");
+    let ready!: () => void;
+    const started = new Promise<void>((res) => (ready = res));
+    const first = startCli(ws.main, firstArgs, (text) => {
+      if (/checkpoint saved to/.test(text)) ready();
+    });
+    await started;
+    const pid = first.child.pid!;
+    expect(readFileSync(join(out, LOCK_FILE), "utf8")).toMatch(new RegExp(`^pid ${pid}$`, "m"));
+    const [again, resumed] = await Promise.all([runCli(ws.main, base(out, "--steps", "100000")), runCli(ws.main, [...firstArgs, "--resume"])]);
+    first.child.kill("SIGINT");
+    const firstResult = await first.done;
+    const refusal = `lowrank train: ${out} is in use by another training run (pid ${pid}, lock ${join(out, LOCK_FILE)}); wait for it to finish or stop it, or choose another output folder (if no such process trains there, delete the lock file)`;
+    // without --resume, a folder with a checkpoint is refused before the lock is looked at
+    expect(again.code).toBe(2);
+    expect(stderrLines(again.stderr)[0]).toMatch(/already holds a training run/);
+    expect(resumed.code).toBe(1);
+    expect(stderrLines(resumed.stderr)).toEqual([refusal]);
+    // the first run was not disturbed: one metrics line per step, in order
+    expect(firstResult.code).toBe(130);
+    const steps = readFileSync(join(out, "metrics.jsonl"), "utf8").trimEnd().split("\n").map((l) => (JSON.parse(l) as StepRecord).step);
+    expect(steps).toEqual(Array.from({ length: steps.length }, (_, i) => i + 1));
+  });
+
+  it("a second run that starts before the first's first checkpoint is refused by the lock too", async () => {
+    const out = newOut();
+    let ready!: () => void;
+    const started = new Promise<void>((res) => (ready = res));
+    const first = startCli(ws.main, base(out, "--steps", "100000", "--checkpoint-every", "0", "--log-every", "1"), (text) => {
+      if (/^step 2\//m.test(text)) ready();
+    });
+    await started;
+    const second = await runCli(ws.main, base(out, "--steps", "3"));
+    first.child.kill("SIGINT");
+    await first.done;
+    expect(second.code).toBe(1);
+    expect(stderrLines(second.stderr)).toEqual([expect.stringContaining(`is in use by another training run (pid ${first.child.pid}, lock `)]);
+  });
+
+  it("takes over a stale lock left by a killed process", async () => {
+    const out = newOut();
+    // a pid that certainly ended: a child that has exited
+    const dead = await new Promise<number>((res) => {
+      const c = spawn(process.execPath, ["-e", ""]);
+      c.on("exit", () => res(c.pid!));
+    });
+    mkdirSync(out, { recursive: true });
+    writeFileSync(join(out, LOCK_FILE), `pid ${dead}\nhost x\nstarted 2026-01-01T00:00:00.000Z\n`);
+    const r = await runCli(ws.main, base(out, "--steps", "2"));
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(existsSync(join(out, "adapter_model.safetensors"))).toBe(true);
+    expect(existsSync(join(out, LOCK_FILE))).toBe(false);
   });
 
   it("a NaN/Inf loss stops the run with exit code 1, naming the step and keeping the last good checkpoint", async () => {

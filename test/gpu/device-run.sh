@@ -8,6 +8,9 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv |
 echo "== build (LOWRANK_CUDA=1)"
 LOWRANK_CUDA=1 npx cmake-js compile --out build > "$out/build.log" 2>&1 || { tail -50 "$out/build.log"; exit 1; }
 grep -E "lowrank:" "$out/build.log"
+# This host is meant to have a GPU: a CUDA build that is missing, fails to load or sees no device
+# makes the loader (lib/native.ts) and test/helpers.ts throw instead of skipping the GPU tests.
+export LOWRANK_EXPECT_CUDA=1
 echo "== lowrank info"
 if [ -f dist/cli/main.js ]; then node dist/cli/main.js info | tee "$out/info.txt"; fi
 if [ "${GPT2_124M:-1}" = 1 ] && python3 -c "import transformers" 2>/dev/null; then

@@ -1,7 +1,7 @@
 // Tensor basics on CUDA, each checked against the CPU backend. Runs on a GPU host
 // (`npm run test:gpu`); elsewhere every test is skipped with the reason.
 import { describe, expect, it } from "vitest";
-import { arange, full, Generator, info, memory, rand, randn, synchronize, tensor, tidy } from "../../lib/index.js";
+import { arange, empty, full, Generator, info, memory, rand, randn, synchronize, tensor, tidy } from "../../lib/index.js";
 import { add, gelu, mul, sum } from "../../lib/ops/index.js";
 import { hasCuda, noCudaReason, randomValues } from "../helpers.js";
 
@@ -87,6 +87,12 @@ gpu("CUDA tensors", () => {
       sum(mul(x, x)).backward();
       expect(Array.from(x.grad!.dataSync())).toEqual([2, 4, 6]);
     });
+  });
+
+  it("an out-of-memory request names the sizes, and the next allocation still works", () => {
+    // 256 GiB: more than any single GPU holds.
+    expect(() => empty([2 ** 36], { device: "cuda:0" })).toThrow(/CUDA out of memory on cuda:0: asked for 262144\.0 MiB, [\d.]+ MiB free of [\d.]+ MiB/);
+    tidy(() => expect(Array.from(full([4], 1.5, { device: "cuda:0" }).dataSync())).toEqual([1.5, 1.5, 1.5, 1.5]));
   });
 
   it("memory() is exact and returns to zero after tidy", () => {

@@ -58,6 +58,7 @@ const ROWS: Row[] = [
     run: ([x]) => ops.addScalar(ops.scale(x!.transpose(0, 1), -2.5), 3) },
   // ---- reduce: over all, one dim, several dims, keepDim
   { family: "reduce", name: "sum over all of [33,129]", inputs: [f([33, 129], 6)], run: ([x]) => ops.sum(x!) },
+  { family: "reduce", name: "sum over all of [700,300] (row split into chunks on the GPU)", inputs: [f([700, 300], 60)], run: ([x]) => ops.sum(x!) },
   { family: "reduce", name: "sum over dim 1 of [4,77,5], keepDim", inputs: [f([4, 77, 5], 7)], run: ([x]) => ops.sum(x!, 1, true) },
   { family: "reduce", name: "mean over dims [0,2] of [6,7,8]", inputs: [f([6, 7, 8], 8)], run: ([x]) => ops.mean(x!, [0, 2]) },
   // ---- matmul: 1-D, 2-D, batched with broadcast, transposed operands, linear and Conv1D with bias

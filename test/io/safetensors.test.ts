@@ -423,10 +423,15 @@ describe("atomic writes", () => {
     // Renaming a file over a non-empty directory fails after the data was written.
     mkdirSync(join(dir, "target"));
     writeFileSync(join(dir, "target", "keep"), "x");
-    expect(() => writeFileAtomic(join(dir, "target"), "data")).toThrow(/writeFileAtomic: cannot write ".*atomic-fail.target": /);
-    await expect(writeFileAtomicAsync(join(dir, "target"), "data")).rejects.toThrow(/writeFileAtomic: cannot write ".*target"/);
+    const target = join(dir, "target");
+    expect(() => writeFileAtomic(target, "data")).toThrow(`cannot write ${target}: ${target} is a folder, not a file (EISDIR)`);
+    await expect(writeFileAtomicAsync(target, "data")).rejects.toThrow(`cannot write ${target}: ${target} is a folder, not a file (EISDIR)`);
     expect(readdirSync(dir)).toEqual(["target"]);
-    expect(() => writeFileAtomic(join(dir, "no-such-dir", "f.json"), "x")).toThrow(/cannot write ".*no-such-dir.f.json": ENOENT/);
+    const missing = join(dir, "no-such-dir", "f.json");
+    expect(() => writeFileAtomic(missing, "x")).toThrow(`cannot write ${missing}: the folder ${join(dir, "no-such-dir")} does not exist (ENOENT)`);
+    writeFileSync(join(dir, "a-file"), "x");
+    const under = join(dir, "a-file", "f.json");
+    expect(() => writeFileAtomic(under, "x")).toThrow(`cannot write ${under}: ${join(dir, "a-file")} is a file, not a folder (ENOTDIR)`);
     expect(() => writeJsonAtomic(join(dir, "u.json"), undefined)).toThrow(/the value is not JSON-serializable/);
   });
 });

@@ -104,6 +104,16 @@ describe("GPT-2 tokenizer (vocab.json + merges.txt rebuilt from r50k_base)", () 
     }
   });
 
+  it("maxTokens gives the first ids of the whole text's, for every cut of the corpus, with and without special tokens", () => {
+    for (const text of allTexts) {
+      for (const allowedSpecial of [undefined, "all"] as const) {
+        const whole = gpt2.encode(text, { allowedSpecial });
+        for (let n = 0; n <= whole.length + 1; n++) expect(gpt2.encode(text, { allowedSpecial, maxTokens: n }), `${JSON.stringify(text)} maxTokens ${n}`).toEqual(whole.slice(0, n));
+      }
+    }
+    expect(() => gpt2.encode("x", { maxTokens: -1 })).toThrow("GPT2Tokenizer.encode: maxTokens must be a non-negative integer, got -1");
+  });
+
   it("names the id that is not in the vocabulary", () => {
     expect(() => gpt2.decode([15496, 50257])).toThrow(/GPT2Tokenizer.decode: id 50257 is not in the vocabulary of .*vocab.json" \+ merges.txt \(50257 ids\)/);
   });

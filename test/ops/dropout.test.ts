@@ -47,7 +47,8 @@ describe("dropout", () => {
       const y = dropout(x, 0.4, { generator: new Generator(99) });
       y.backward(g);
       const ys = arr(y), gs = arr(g), dx = arr(x.grad!), scale = Math.fround(1 / 0.6);
-      expect(dx).toEqual(ys.map((y, i) => (y === 0 ? 0 : Math.fround(gs[i]! * scale))));
+      // g · (scale or 0): a dropped element's gradient is g·0 (a signed zero, NaN for a NaN g), as in PyTorch
+      expect(dx).toEqual(ys.map((y, i) => Math.fround(gs[i]! * (y === 0 ? 0 : scale))));
     });
   });
 
@@ -64,9 +65,9 @@ describe("dropout", () => {
       }
       expect(gen.offset).toBe(0n); // identity draws no numbers
       const z = dropout(x, 1, { generator: gen });
-      expect(arr(z)).toEqual(new Array(20).fill(0));
+      expect(arr(z)).toEqual(arr(x).map((v) => v * 0)); // x · 0, signed zeros as in PyTorch
       z.backward(g);
-      expect(arr(x.grad!)).toEqual(new Array(20).fill(0));
+      expect(arr(x.grad!)).toEqual(arr(g).map((v) => v * 0));
       expect(() => dropout(x, 1.5)).toThrow(/p must be a probability in \[0, 1\], got 1.5/);
     });
   });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { Generator, memory, tensor, tidy } from "../../lib/index.js";
+import { dropout, Generator, memory, ones, tensor, tidy } from "../../lib/index.js";
 import { loraDelta } from "../../lib/ops/lora.js";
 import { expectClose, gradcheck, randomValues } from "../helpers.js";
 
@@ -48,6 +48,21 @@ describe("loraDelta (y + s·drop(x)·Aᵀ·Bᵀ)", () => {
       const train = f(y, x, A, B).dataSync(), plain = loraDelta(y, x, A, B, { scaling: 1.5 }).dataSync();
       expect(train).not.toEqual(plain);
       expect(loraDelta(y, x, A, B, { scaling: 1.5, dropout: 0.4, training: false }).dataSync()).toEqual(plain);
+    });
+  });
+
+  it("dropout: forward values equal y + s·(x ⊙ keep/(1-p))·Aᵀ·Bᵀ in float64 with the same keep mask", () => {
+    tidy(() => {
+      const [N, k, r, d, p, s] = [16, 32, 3, 5, 0.25, 1.5];
+      const y = t([N, d], 1), x = t([N, k], 2), A = t([r, k], 3), B = t([d, r], 4);
+      const out = loraDelta(y, x, A, B, { scaling: s, dropout: p, generator: new Generator(11) });
+      // The same Philox stream drives dropout() itself: which elements it keeps is the mask; the
+      // 1/(1-p) scale is applied here, independently of the op under test.
+      const keep = Array.from(dropout(ones([N, k]), p, { generator: new Generator(11) }).dataSync(), (v) => v !== 0);
+      const kept = keep.filter(Boolean).length / keep.length;
+      expect(Math.abs(kept - (1 - p))).toBeLessThan(0.06); // 512 draws: a few standard errors (0.019)
+      const xd = Array.from(x.dataSync(), (v, i) => (keep[i] ? v / (1 - p) : 0));
+      expectClose(out, reference([...y.dataSync()], xd, [...A.dataSync()], [...B.dataSync()], N, k, r, d, s), 1e-6);
     });
   });
 

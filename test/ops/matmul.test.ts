@@ -18,7 +18,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { full, Generator, info, rand, tensor, tidy, zeros, type Tensor } from "../../lib/index.js";
-import { native } from "../../lib/native.js";
+import { native } from "../../lib/native/index.js";
 import { conv1dLinear, linear, matmul } from "../../lib/ops/matmul.js";
 import { expand } from "../../lib/ops/shape.js";
 import { expectClose, gradcheck, randomValues, relError } from "../helpers.js";
@@ -64,7 +64,7 @@ function countCalls(fn: () => void): { gemm: { batch: number; m: number }[]; cop
   const gemm = vi.spyOn(addon, "gemm");
   const copy = vi.spyOn(addon, "copyStrided");
   fn();
-  const calls = { gemm: gemm.mock.calls.map((c) => ({ m: c[2] as number, batch: c[19] as number })), copies: copy.mock.calls.length };
+  const calls = { gemm: gemm.mock.calls.map(([a]) => ({ m: a.m, batch: a.batch })), copies: copy.mock.calls.length };
   gemm.mockRestore();
   copy.mockRestore();
   return calls;
@@ -297,12 +297,11 @@ function check(c: Case): void {
     const B = uniform(offB + span(br, bc, ldb, sb, batch));
     const C = c.nanC ? full([Math.max(offC + span(m, n, ldc, sc, batch), 1)], NaN) : uniform(offC + span(m, n, ldc, sc, batch));
     const a = A.dataSync(), b = B.dataSync(), c0 = C.dataSync();
-    native().gemm(
-      ta, tb, m, n, k, alpha,
-      A.storage.native, A.byteOffset + 4 * offA, lda, sa,
-      B.storage.native, B.byteOffset + 4 * offB, ldb, sb,
-      beta, C.storage.native, C.byteOffset + 4 * offC, ldc, sc, batch,
-    );
+    const at = (t: typeof A, elements: number) => ({ storage: t.storage.native, offset: t.byteOffset + 4 * elements });
+    native().gemm({
+      transA: ta, transB: tb, m, n, k, alpha, a: at(A, offA), lda, strideA: sa, b: at(B, offB), ldb, strideB: sb,
+      beta, c: at(C, offC), ldc, strideC: sc, batch,
+    });
     const got = C.dataSync();
     // Reference: every C element inside a matrix of the batch, and the rest must be untouched.
     const inside = new Uint8Array(got.length);

@@ -1,13 +1,13 @@
 // PeftModel against Python PEFT 0.21: adapters saved by PEFT load here and give PEFT's logits
 // (fixtures in test/fixtures/peft-tiny, made by test/fixtures/make_fixtures.py), parameter
 // counts print PEFT's line, merging agrees with the unmerged model, training matches PEFT+AdamW.
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import {
-  AdamW, copyInto, GPT2Config, GPT2LMHeadModel, getPeftModel, LoraConfig, memory, noGrad, PeftModel, readSafetensors, tensor, tidy, toTensor,
-  UnsafeMergeError, type Tensor,
+  AdamW, copyInto, fromTensor, GPT2Config, GPT2LMHeadModel, getPeftModel, LoraConfig, memory, noGrad, PeftModel, readSafetensors, tensor, tidy, toTensor,
+  UnsafeMergeError, writeSafetensors, type Tensor,
 } from "../../lib/index.js";
 import { relError } from "../helpers.js";
 
@@ -75,18 +75,29 @@ describe("training matches PEFT + torch.optim.AdamW", () => {
     const peft = PeftModel.fromPretrained(load(), join(FIX, "adapter-c_attn"), { isTrainable: true, ...quiet });
     peft.eval(); // the reference ran in eval mode (no dropout)
     const opt = new AdamW(peft.trainableParameters(), { lr: 1e-2, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0.01 });
-    const losses: number[] = [];
+    const losses: number[] = [], gradNorms: number[] = [];
+    const stepZeroGrads = readSafetensors(join(FIX, "train-c_attn", "grads_step0.safetensors"));
+    // PEFT's in-memory names: the same as ours
+    expect(stepZeroGrads.names.sort()).toEqual(peft.namedParameters().filter(([, p]) => p.requiresGrad).map(([n]) => n).sort());
+    const params = new Map(peft.namedParameters());
     for (let step = 0; step < 5; step++) {
       tidy(() => {
         const { loss } = peft.forward({ inputIds: ids(batch.input_ids), attentionMask: ids(batch.attention_mask), labels: ids(batch.labels_masked) });
         losses.push(loss!.item());
         loss!.backward();
       });
+      gradNorms.push(Math.sqrt(peft.trainableParameters().reduce((s, p) => s + Array.from(p.grad!.dataSync()).reduce((a, g) => a + g * g, 0), 0)));
+      if (step === 0) {
+        for (const name of stepZeroGrads.names) {
+          expect(relError(params.get(name)!.grad!.dataSync(), toTensor(stepZeroGrads.get(name)).dataSync()), name).toBeLessThan(TOL);
+        }
+      }
       opt.step();
       opt.zeroGrad();
     }
     const finalLoss = noGrad(() => tidy(() => peft.forward({ inputIds: ids(batch.input_ids), attentionMask: ids(batch.attention_mask), labels: ids(batch.labels_masked) }).loss!.item()));
     expect(relError(losses, ref.losses)).toBeLessThan(TOL);
+    expect(relError(gradNorms, ref.grad_norms)).toBeLessThan(TOL);
     expect(Math.abs(finalLoss - ref.final_loss) / ref.final_loss).toBeLessThan(TOL);
     const want = readSafetensors(join(FIX, "train-c_attn", "adapter-after-5-steps", "adapter_model.safetensors"));
     const state = peft.adapterStateDict();
@@ -183,6 +194,39 @@ describe("PeftModel", () => {
       );
       again.dispose();
       peft.dispose();
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  });
+
+  it("fromPretrained is in inference (eval) mode unless isTrainable, as PEFT's from_pretrained and load_adapter", () => {
+    const frozen = PeftModel.fromPretrained(load(), join(FIX, "adapter-c_attn"), quiet);
+    expect(frozen.modules().filter((m) => m.training)).toEqual([]);
+    expect(frozen.trainableParameters()).toEqual([]);
+    frozen.train();
+    frozen.loadAdapter(join(FIX, "adapter-two", "second"), "second");
+    expect(frozen.modules().filter((m) => m.training)).toEqual([]);
+    frozen.dispose();
+    // isTrainable leaves the modes alone: the base loads in eval mode, the new LoRA layers train (as in PyTorch)
+    const trainable = PeftModel.fromPretrained(load(), join(FIX, "adapter-c_attn"), { isTrainable: true, ...quiet });
+    expect(trainable.model.transformer.h.at(0)!.attn.c_proj.training).toBe(false);
+    expect(trainable.loraLayers.get("transformer.h.0.attn.c_attn")!.training).toBe(true);
+    trainable.dispose();
+  });
+
+  it("refuses adapter weights stored as integers, naming the tensor and its dtype", () => {
+    const out = mkdtempSync(join(tmpdir(), "lowrank-adapter-"));
+    try {
+      const src = join(FIX, "adapter-c_attn");
+      writeFileSync(join(out, "adapter_config.json"), readFileSync(join(src, "adapter_config.json")));
+      const file = readSafetensors(join(src, "adapter_model.safetensors"));
+      const key = "base_model.model.transformer.h.0.attn.c_attn.lora_B.weight";
+      const entries = Object.fromEntries(file.names.map((n) => [n, file.get(n)]));
+      entries[key] = { name: key, ...noGrad(() => tidy(() => fromTensor(toTensor(file.get(key)).to("cpu", "int32")))) };
+      writeSafetensors(join(out, "adapter_model.safetensors"), entries);
+      const model = load();
+      expect(() => PeftModel.fromPretrained(model, out, quiet)).toThrow(/"base_model\.model\.transformer\.h\.0\.attn\.c_attn\.lora_B\.weight" \[192, 4\] is stored as I32 where float32 values are expected/);
+      model.dispose();
     } finally {
       rmSync(out, { recursive: true, force: true });
     }

@@ -2,7 +2,7 @@
 // ask the addon for the host's GPUs (native().info(), cudaGetDeviceProperties per GPU on CUDA).
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { cudaAvailable, Module, parseDevice, synchronize, tensor, tidy, zeros, zerosLike, type Tensor } from "../../lib/index.js";
-import { native } from "../../lib/native.js";
+import { native } from "../../lib/native/index.js";
 
 afterEach(() => vi.restoreAllMocks());
 

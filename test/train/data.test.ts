@@ -184,7 +184,7 @@ describe("tokenization and prompt masking", () => {
     const records = [alpaca("abcdef", "x", "", 1), alpaca("abcd", "xyz", "", 2), alpaca("ab", "xyz", "", 3)];
     const r = tokenizeRecords("f.jsonl", records, charTokenizer, { template, maxLength: 6 });
     expect(r.examples.map((e) => e.line)).toEqual([2, 3]);
-    expect(r.skipped).toEqual([{ file: "f.jsonl", line: 1, message: "prompt is 7 tokens; maxLength 6 leaves room for 0 response tokens (need 1); example skipped" }]);
+    expect(r.skipped).toEqual([{ file: "f.jsonl", line: 1, message: "prompt is over 6 tokens; maxLength 6 leaves room for 0 response tokens (need 1); example skipped" }]);
     const strict = tokenizeRecords("f.jsonl", records, charTokenizer, { template, maxLength: 6, minResponseTokens: 2 });
     expect(strict.skipped.map((p) => p.line)).toEqual([1, 2]);
   });
@@ -436,5 +436,51 @@ describe("demo data (data/demo)", () => {
     expect(new Set([...data.train, ...data.eval].map((e) => e.inputIds.length))).toEqual(new Set([35]));
     // The loss covers the answer: 3 words, 2 commas and EOS.
     expect(data.train[0]!.labels.filter((l) => l !== IGNORE_INDEX).length).toBe(6);
+  });
+});
+
+describe("data read as it is, and only as far as needed", () => {
+  it("warns, with line numbers, about lines that are not valid UTF-8 (still read, with U+FFFD)", async () => {
+    const ok = (i: string) => Buffer.from(JSON.stringify({ instruction: i, output: "o" }) + "\n");
+    // line 2: "café" in Latin-1 (0xE9 alone); line 4: a cut 3-byte sequence; line 5 holds a real U+FFFD, which is valid UTF-8
+    const latin1 = Buffer.concat([Buffer.from('{"instruction": "caf'), Buffer.from([0xe9]), Buffer.from('", "output": "o"}\r\n')]);
+    const cut = Buffer.concat([Buffer.from('{"instruction": "x'), Buffer.from([0xe4, 0xb8]), Buffer.from('", "output": "o"}\n')]);
+    const file = join(tmp, "latin1.jsonl");
+    writeFileSync(file, Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), ok("a"), latin1, ok("b"), cut, ok("\ufffd")]));
+    const r = await readJsonl(file);
+    expect(r.problems).toEqual([]);
+    expect(r.examples.map((e) => (e as AlpacaRecord).instruction)).toEqual(["a", "caf\ufffd", "b", "x\ufffd", "\ufffd"]);
+    const warning = `${file}: invalid UTF-8 on 2 lines: 2, 4; the bad bytes were read as U+FFFD. Re-save the file as UTF-8 (iconv -f <its encoding> -t UTF-8)`;
+    expect(r.warnings).toEqual([warning]);
+    expect((await loadInstructionData(file, charTokenizer, { evalCount: 0 })).warnings).toEqual([warning]);
+    expect((await readJsonl(fixture("alpaca.jsonl"))).warnings).toEqual([]);
+  });
+
+  it("a huge example is tokenized only up to the window: fast, and the same ids as tokenizing it whole and cutting", async () => {
+    const tok = GPT2Tokenizer.fromPretrained("test/fixtures/gpt2-tokenizer");
+    const sentence = "The quick brown fox, 42 times, jumps over the lazy dog's 7 kennels; naïve café owners shrug. ";
+    const words = (n: number) => Array.from({ length: n }, (_, i) => `${sentence.slice(i % 17)}w${i} `).join("");
+    const moderate = words(2_000); // ~200 KB: small enough to tokenize whole for the comparison
+    const template = "{instruction}\n";
+    const records = [text(moderate, 1), alpaca("Summarize.", moderate, "", 2), alpaca(moderate, "short", "", 3)];
+    const cut = tokenizeRecords("f", records, tok, { maxLength: 128, template });
+    const whole = tok.encode(moderate);
+    expect(Array.from(cut.examples[0]!.inputIds)).toEqual(whole.slice(0, 128));
+    const prompt = tok.encode("Summarize.\n");
+    expect(Array.from(cut.examples[1]!.inputIds)).toEqual([...prompt, ...whole.slice(0, 128 - prompt.length)]);
+    expect(cut.truncated).toBe(2);
+    expect(cut.skipped).toEqual([{ file: "f", line: 3, message: "prompt is over 128 tokens; maxLength 128 leaves room for 0 response tokens (need 1); example skipped" }]);
+
+    // 50 MB in one line: read and tokenized in seconds (tokenizing it whole took about a minute and 1.5 GB)
+    const huge = words(550_000);
+    expect(huge.length).toBeGreaterThan(50e6);
+    const file = join(tmp, "huge.jsonl");
+    writeFileSync(file, JSON.stringify({ text: huge }) + "\n" + JSON.stringify({ text: "tiny" }) + "\n");
+    const started = performance.now();
+    const data = await loadInstructionData(file, tok, { maxLength: 128, evalCount: 0 });
+    const seconds = (performance.now() - started) / 1000;
+    expect(data.train.map((e) => e.inputIds.length)).toEqual([128, 2]);
+    expect(Array.from(data.train[0]!.inputIds)).toEqual(tok.encode(huge.slice(0, 20_000)).slice(0, 128));
+    expect(seconds).toBeLessThan(10);
   });
 });

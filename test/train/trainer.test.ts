@@ -11,7 +11,7 @@ import {
 import { IGNORE_INDEX, type TokenizedExample } from "../../lib/train/data.js";
 import { DataLoader } from "../../lib/train/collate.js";
 import { latestCheckpoint, listCheckpoints, readCheckpoint } from "../../lib/train/checkpoint.js";
-import { NonFiniteLossError, Trainer, type TrainerOptions } from "../../lib/train/trainer.js";
+import { NonFiniteLossError, settingDifferences, Trainer, type TrainerOptions } from "../../lib/train/trainer.js";
 import type { StepRecord } from "../../lib/train/metrics.js";
 
 const MODEL = "test/fixtures/gpt2-tiny"; // vocab 101, eos 100, 64 positions
@@ -202,9 +202,19 @@ describe("Trainer", () => {
     a.model.dispose();
     const { model, options } = setup(4, { maxSteps: 3, lr: 5e-3, outDir: out, resume: join(out, "checkpoints", "step-3") });
     const trainer = new Trainer(options);
-    await expect(trainer.train()).rejects.toThrow(/resume from .*step-3: the run's settings differ from the checkpoint's \(trainer: checkpoint .*"lr":0\.01.*now .*"lr":0\.005/);
+    await expect(trainer.train()).rejects.toThrow(
+      /^resume from .*step-3: the run's settings differ from the checkpoint's: trainer\.lr was 0\.01, now 0\.005; resume with the same settings, or start a new run in another output folder$/,
+    );
     trainer.dispose();
     model.dispose();
+  });
+
+  it("names each changed setting by its path, with the old and the new value", () => {
+    const saved = { seed: 1, lora: { r: 8, target_modules: ["c_attn"] }, trainer: { lr: 0.01, warmupSteps: 0 } };
+    expect(settingDifferences(saved, saved)).toEqual([]);
+    expect(settingDifferences(saved, { seed: 1, lora: { r: 16, target_modules: ["c_attn", "c_proj"] }, trainer: { lr: 0.01 }, packing: true })).toEqual([
+      'lora.r was 8, now 16', 'lora.target_modules was ["c_attn"], now ["c_attn","c_proj"]', "packing was not set, now true", "trainer.warmupSteps was 0, now not set",
+    ]);
   });
 
   it("yields to the event loop between steps: callbacks run while it trains", async () => {
@@ -242,7 +252,8 @@ describe("Trainer", () => {
     const [, B] = model.loraLayers.get("transformer.h.0.attn.c_attn")!.parametersOf("default");
     noGrad(() => tidy(() => copyInto(B!, fullLike(B!, NaN))));
     const trainer = new Trainer(options);
-    await expect(trainer.train()).rejects.toThrow(/^loss is NaN at step 1 .*Lower the learning rate/);
+    // the adapter was NaN before any update: named, and no learning-rate advice
+    await expect(trainer.train()).rejects.toThrow(/^loss is NaN at step 1 .*Adapter "default" is broken: transformer\.h\.0\.attn\.c_attn\.lora_B \(layer 0\) holds \d+ NaN .*before any update of this run/);
     trainer.dispose();
     model.dispose();
   });

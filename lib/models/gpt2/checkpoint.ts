@@ -40,7 +40,11 @@ function readConfig(dir: string): GPT2Config {
     throw new Error(`GPT2LMHeadModel.fromPretrained: ${path} is not valid JSON (${(err as Error).message})`);
   }
   if (typeof json !== "object" || json === null || Array.isArray(json)) throw new Error(`GPT2LMHeadModel.fromPretrained: ${path} must hold a JSON object`);
-  return GPT2Config.fromHF(json as Record<string, unknown>);
+  try {
+    return GPT2Config.fromHF(json as Record<string, unknown>);
+  } catch (err) {
+    throw new Error(`GPT2LMHeadModel.fromPretrained: ${path}: ${(err as Error).message}`, { cause: err });
+  }
 }
 
 /** The weights of a checkpoint folder: model.safetensors, or the shards model.safetensors.index.json lists. */
@@ -55,9 +59,9 @@ export function readCheckpointFile(dir: string): SafetensorsFile {
 }
 
 /**
- * Loads a GPT-2 checkpoint directory in Hugging Face layout into the model `create` builds for its
- * config (GPT2LMHeadModel.fromPretrained passes its constructor; this file does not import the model,
- * which imports it).
+ * Loads a GPT-2 checkpoint directory in Hugging Face layout, in eval mode (as transformers does),
+ * into the model `create` builds for its config (GPT2LMHeadModel.fromPretrained passes its
+ * constructor; this file does not import the model, which imports it).
  */
 export function loadGPT2<M extends Module>(dir: string, opts: LoadOptions, create: (config: GPT2Config) => M): M {
   if (opts.dtype && opts.dtype !== "float32") {
@@ -65,7 +69,13 @@ export function loadGPT2<M extends Module>(dir: string, opts: LoadOptions, creat
   }
   const config = readConfig(dir);
   const file = readCheckpointFile(dir);
-  const model = create(config);
+  let model: M;
+  try {
+    model = create(config);
+  } catch (err) {
+    // e.g. sizes in config.json that no memory holds: say which folder's config
+    throw new Error(`GPT2LMHeadModel.fromPretrained(${dir}): ${(err as Error).message}`, { cause: err });
+  }
   const expected = new Map(model.namedParameters().map(([k, t]) => [k, t]));
   const source = new Map<string, string>(); // parameter name -> key in the file
   const unexpected: string[] = [];
@@ -86,23 +96,29 @@ export function loadGPT2<M extends Module>(dir: string, opts: LoadOptions, creat
   }
   if (missing.length || unexpected.length || misShaped.length) {
     model.dispose();
+    // the first few of each, so a config far off the weights gives a readable line
+    const some = (list: string[], sep: string) => list.slice(0, 4).join(sep) + (list.length > 4 ? `${sep}and ${list.length - 4} more` : "");
     const parts = [
-      missing.length ? `missing tensors: ${missing.join(", ")}` : "",
-      unexpected.length ? `unexpected tensors: ${unexpected.join(", ")}` : "",
-      misShaped.length ? `mis-shaped tensors: ${misShaped.join("; ")}` : "",
+      missing.length ? `missing tensors: ${some(missing, ", ")}` : "",
+      unexpected.length ? `unexpected tensors: ${some(unexpected, ", ")}` : "",
+      misShaped.length ? `mis-shaped tensors: ${some(misShaped, "; ")}` : "",
     ].filter(Boolean);
     throw new Error(`GPT2LMHeadModel.fromPretrained(${dir}): the weights do not fit config.json: ${parts.join(" | ")}`);
   }
-  noGrad(() => {
-    const state: Record<string, Tensor> = {};
-    for (const [name, key] of source) state[name] = toTensor({ ...file.get(key), name: key }, { device: opts.device });
-    try {
+  const state: Record<string, Tensor> = {};
+  try {
+    noGrad(() => {
+      // dtype float32: a tensor stored as integers is refused by name instead of cast into a weight
+      for (const [name, key] of source) state[name] = toTensor({ ...file.get(key), name: key }, { device: opts.device, dtype: "float32" });
       model.loadStateDict(state, { strict: true });
-    } finally {
-      Object.values(state).forEach((t) => t.dispose());
-    }
-  });
-  return model;
+    });
+  } catch (err) {
+    model.dispose();
+    throw new Error(`GPT2LMHeadModel.fromPretrained(${dir}): ${(err as Error).message}`, { cause: err });
+  } finally {
+    Object.values(state).forEach((t) => t.dispose());
+  }
+  return model.eval();
 }
 
 /** Writes config.json and model.safetensors (transformers' key names, lm_head left tied) atomically. */

@@ -49,6 +49,12 @@ const HF_KEYS: Record<keyof GPT2ConfigInit, string> = {
 /** The activations GPT-2 checkpoints use that lowrank implements (all are the tanh GELU). */
 const SUPPORTED_ACTIVATIONS = ["gelu_new", "gelu_pytorch_tanh"];
 
+/** A config value as JSON (strings quoted, so "2" and 2 differ), cut short for messages. */
+function shown(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 80 ? `${text.slice(0, 80)}…` : text;
+}
+
 export class GPT2Config {
   vocabSize = 50257;
   nPositions = 1024;
@@ -88,16 +94,43 @@ export class GPT2Config {
     return this.nEmbd / this.nHead;
   }
 
+  /** The model's parameter count, the tied lm_head counted once (as PyTorch's model.parameters() does). */
+  get parameterCount(): number {
+    const C = this.nEmbd, I = this.innerDim;
+    const layerNorm = 2 * C;
+    const conv = (inF: number, outF: number) => inF * outF + outF;
+    const block = 2 * layerNorm + conv(C, 3 * C) + conv(C, C) + conv(C, I) + conv(I, C);
+    return (this.vocabSize + this.nPositions) * C + this.nLayer * block + layerNorm;
+  }
+
+  /** "n_embd 768, n_layer 12, …": the fields that size the model, as config.json names them. */
+  describeSize(): string {
+    const fields = ["nEmbd", "nLayer", "vocabSize", "nPositions", ...(this.nInner !== null ? ["nInner" as const] : [])] as const;
+    return fields.map((f) => `${HF_KEYS[f]} ${this[f]}`).join(", ");
+  }
+
   private validate(): void {
     for (const key of ["vocabSize", "nPositions", "nEmbd", "nLayer", "nHead"] as const) {
-      if (!Number.isInteger(this[key]) || this[key] <= 0) throw new Error(`GPT2Config: ${key} (${HF_KEYS[key]}) must be a positive integer, got ${this[key]}`);
+      if (!Number.isInteger(this[key]) || this[key] <= 0) throw new Error(`GPT2Config: ${key} (${HF_KEYS[key]}) must be a positive integer, got ${shown(this[key])}`);
+    }
+    for (const key of ["residPdrop", "embdPdrop", "attnPdrop"] as const) {
+      const p = this[key];
+      if (typeof p !== "number" || !(p >= 0 && p <= 1)) throw new Error(`GPT2Config: ${key} (${HF_KEYS[key]}) must be a probability in [0, 1], got ${shown(p)}`);
+    }
+    if (this.nInner !== null && (!Number.isInteger(this.nInner) || this.nInner <= 0)) {
+      throw new Error(`GPT2Config: nInner (n_inner) must be a positive integer or null, got ${this.nInner}`);
+    }
+    // Sizes no memory holds (a typo, or a config that is not GPT-2's) are refused here, before a
+    // weight is allocated or counted: counts beyond 2^53 are not even exact in JavaScript.
+    if (!Number.isSafeInteger(this.parameterCount)) {
+      throw new Error(`GPT2Config: ${this.describeSize()} make ${this.parameterCount.toPrecision(3)} parameters, more than any memory holds; check these fields of config.json`);
     }
     if (this.nEmbd % this.nHead !== 0) {
       throw new Error(`GPT2Config: n_embd (${this.nEmbd}) must be divisible by n_head (${this.nHead})`);
     }
     if (!SUPPORTED_ACTIVATIONS.includes(this.activationFunction)) {
       throw new Error(
-        `GPT2Config: activation_function "${this.activationFunction}" is not supported; lowrank implements ${SUPPORTED_ACTIVATIONS.join(", ")}`,
+        `GPT2Config: activation_function ${shown(this.activationFunction)} is not supported; lowrank implements ${SUPPORTED_ACTIVATIONS.join(", ")}`,
       );
     }
     if (!this.tieWordEmbeddings) {
@@ -108,7 +141,7 @@ export class GPT2Config {
   /** Reads transformers' config.json (unknown keys are ignored: they describe other heads or tasks). */
   static fromHF(json: Record<string, unknown>): GPT2Config {
     if (json.model_type !== undefined && json.model_type !== "gpt2") {
-      throw new Error(`GPT2Config: config.json has model_type "${String(json.model_type)}", expected "gpt2"`);
+      throw new Error(`GPT2Config: config.json has model_type ${shown(json.model_type)}, expected "gpt2"`);
     }
     const init: Record<string, unknown> = {};
     for (const [field, key] of Object.entries(HF_KEYS)) if (key in json) init[field] = json[key];

@@ -5,7 +5,8 @@ import { noGrad } from "../../tensor/tensor.js";
 import { rand, tensor } from "../../tensor/creation.js";
 import { defaultGenerator, type Generator } from "../../tensor/random.js";
 import { tidy } from "../../tensor/scope.js";
-import { KVCache, type GPT2LMHeadModel } from "./model.js";
+import { GPT2LMHeadModel, KVCache } from "./model.js";
+import { describeNonFiniteWeights } from "./nonfinite.js";
 
 export interface GenerateOptions {
   maxNewTokens?: number;
@@ -53,8 +54,18 @@ export function sampleToken(logits: Float32Array, opts: GenerateOptions, uniform
   return order[order.length - 1]!;
 }
 
+/**
+ * What generate() decodes with: a GPT2LMHeadModel, or a wrapper that holds one as `.model` (a
+ * PeftModel, whose LoRA layers sit inside that model's module tree).
+ */
+export type GenerationModel = GPT2LMHeadModel | { readonly model: GPT2LMHeadModel };
+
 /** Extends `prompt` (token ids) by up to maxNewTokens tokens; returns only the new ones. */
-export function generate(model: GPT2LMHeadModel, prompt: readonly number[], opts: GenerateOptions = {}): number[] {
+export function generate(wrapped: GenerationModel, prompt: readonly number[], opts: GenerateOptions = {}): number[] {
+  const model = wrapped instanceof GPT2LMHeadModel ? wrapped : wrapped?.model;
+  if (!(model instanceof GPT2LMHeadModel)) {
+    throw new TypeError(`generate: expected a GPT2LMHeadModel or a PeftModel wrapping one, got ${wrapped?.constructor?.name ?? String(wrapped)}`);
+  }
   if (prompt.length === 0) throw new Error("generate: the prompt is empty; pass at least one token id");
   const maxNew = opts.maxNewTokens ?? 32;
   const eos = opts.eosTokenId === undefined ? model.config.eosTokenId : opts.eosTokenId;
@@ -76,6 +87,10 @@ export function generate(model: GPT2LMHeadModel, prompt: readonly number[], opts
           const { logits } = model.forward({ inputIds: ids, cache });
           return logits.slice(1, feed.length - 1).reshape(-1).to("cpu").dataSync() as Float32Array;
         });
+        // A NaN logit would be sampled as if it were a number (argmax skips it): refuse, naming the broken weights.
+        if (!last.every(Number.isFinite)) {
+          throw new Error(`generate: the logits for new token ${step + 1} hold NaN or Inf, so there is nothing to sample from: ${describeNonFiniteWeights(model)}`);
+        }
         const next = sampleToken(last, opts, uniform);
         tokens.push(next);
         out.push(next);

@@ -10,7 +10,8 @@ import { Conv1D, Dropout, Embedding, LayerNorm } from "../../nn/layers.js";
 import { Module, ModuleList } from "../../nn/module.js";
 import { arange, full } from "../../tensor/creation.js";
 import { keep } from "../../tensor/scope.js";
-import type { DeviceLike } from "../../tensor/device.js";
+import { checkFitsInMemory } from "../../runtime.js";
+import { defaultDevice, type DeviceLike } from "../../tensor/device.js";
 import type { Generator } from "../../tensor/random.js";
 import { formatShape, type Tensor } from "../../tensor/tensor.js";
 import { loadGPT2, saveGPT2, type LoadOptions } from "./checkpoint.js";
@@ -64,6 +65,16 @@ export interface ModelOptions {
   initialize?: boolean;
 }
 
+/**
+ * The init std of the projections that write into the residual stream (attn.c_proj, mlp.c_proj):
+ * transformers' _init_weights scales initializer_range by 1/√(2·n_layer), two residual additions
+ * per block, so the residual's variance at init does not grow with depth (the GPT-2 paper's scheme).
+ * Every other weight is N(0, initializer_range²), biases 0, layer norms 1 and 0.
+ */
+function residualProjectionStd(config: GPT2Config): number {
+  return config.initializerRange / Math.sqrt(2 * config.nLayer);
+}
+
 /** Causal self-attention: one fused q/k/v projection, then the output projection. */
 export class GPT2Attention extends Module {
   declare c_attn: Conv1D;
@@ -79,8 +90,8 @@ export class GPT2Attention extends Module {
     super();
     const C = config.nEmbd;
     this.nHead = config.nHead;
-    this.registerModule("c_attn", new Conv1D(3 * C, C, opts));
-    this.registerModule("c_proj", new Conv1D(C, C, opts));
+    this.registerModule("c_attn", new Conv1D(3 * C, C, { ...opts, std: config.initializerRange }));
+    this.registerModule("c_proj", new Conv1D(C, C, { ...opts, std: residualProjectionStd(config) }));
     this.registerModule("resid_dropout", new Dropout(config.residPdrop, { generator: opts.generator }));
     this.attnPdrop = config.attnPdrop;
     this.generator = opts.generator;
@@ -114,8 +125,8 @@ export class GPT2MLP extends Module {
 
   constructor(config: GPT2Config, opts: ModelOptions = {}) {
     super();
-    this.registerModule("c_fc", new Conv1D(config.innerDim, config.nEmbd, opts));
-    this.registerModule("c_proj", new Conv1D(config.nEmbd, config.innerDim, opts));
+    this.registerModule("c_fc", new Conv1D(config.innerDim, config.nEmbd, { ...opts, std: config.initializerRange }));
+    this.registerModule("c_proj", new Conv1D(config.nEmbd, config.innerDim, { ...opts, std: residualProjectionStd(config) }));
     this.registerModule("dropout", new Dropout(config.residPdrop, { generator: opts.generator }));
   }
 
@@ -157,7 +168,9 @@ export class GPT2Model extends Module {
 
   constructor(readonly config: GPT2Config, opts: ModelOptions = {}) {
     super();
-    const init = { device: opts.device, generator: opts.generator, initialize: opts.initialize };
+    // float32 weights: refused before the first allocation when they cannot fit at all.
+    checkFitsInMemory(4 * config.parameterCount, opts.device ?? defaultDevice(), `GPT2Config (${config.describeSize()}): the model's weights (${config.parameterCount.toLocaleString("en-US")} float32 parameters)`, "check these fields of config.json");
+    const init = { device: opts.device, generator: opts.generator, initialize: opts.initialize, std: config.initializerRange };
     this.registerModule("wte", new Embedding(config.vocabSize, config.nEmbd, init));
     this.registerModule("wpe", new Embedding(config.nPositions, config.nEmbd, init));
     this.registerModule("drop", new Dropout(config.embdPdrop, { generator: opts.generator }));
@@ -215,7 +228,11 @@ export class GPT2LMHeadModel extends Module {
     this.registerModule("transformer", new GPT2Model(config, opts));
   }
 
-  /** Loads a checkpoint directory in Hugging Face layout (config.json + safetensors). */
+  /**
+   * Loads a checkpoint directory in Hugging Face layout (config.json + safetensors), in eval mode
+   * (dropout off) as transformers' from_pretrained returns it: call train() to train in full; the
+   * Trainer switches modes itself.
+   */
   static fromPretrained(dir: string, opts: LoadOptions = {}): GPT2LMHeadModel {
     return loadGPT2(dir, opts, (config) => new GPT2LMHeadModel(config, { device: opts.device, generator: opts.generator, initialize: false }));
   }

@@ -50,9 +50,5 @@ export function gpt2ModuleShapes(config: GPT2Config): ModuleShape[] {
 
 /** GPT-2's parameter count, the tied lm_head counted once (as PyTorch's model.parameters() does). */
 export function gpt2ParameterCount(config: GPT2Config): number {
-  const C = config.nEmbd, I = config.innerDim;
-  const layerNorm = 2 * C;
-  const conv = (inF: number, outF: number) => inF * outF + outF;
-  const block = 2 * layerNorm + conv(C, 3 * C) + conv(C, C) + conv(C, I) + conv(I, C);
-  return (config.vocabSize + config.nPositions) * C + config.nLayer * block + layerNorm;
+  return config.parameterCount;
 }

@@ -1,0 +1,171 @@
+// The native addon's whole surface, typed in one place (native/binding/*.cc implement it). Every
+// kernel takes one object of named arguments: tensor operands as views (a storage, a byte offset
+// and, where the kernel reads strided data, element strides), sizes and options by name. The
+// binding checks each field (present, right type, view inside its storage, one device) and names
+// the op and the field when one is wrong. Enum codes are the indices of the names the addon
+// exports from its own X-macro lists (enums()); test/native/enums.test.ts checks lib/'s enums
+// against them.
+
+/** A native buffer on one device. JS tensors are views over it. */
+export interface NativeStorage {
+  readonly byteLength: number;
+  readonly device: string;
+  readonly disposed: boolean;
+  dispose(): void;
+}
+
+/** A tensor operand: its storage, the byte offset of element 0, and (where a kernel reads strided data) element strides. */
+export interface View {
+  storage: NativeStorage;
+  offset: number;
+  strides?: readonly number[];
+}
+
+export interface NativeInfo {
+  version: string;
+  simd: string;
+  threads: number;
+  cudaBuilt: boolean;
+  gpus: string[];
+  cudaRuntime?: string;
+  cublas?: string;
+}
+
+export interface NativeMemory {
+  device: string;
+  bytes: number;
+  buffers: number;
+  peakBytes: number;
+}
+
+/** Each enum's member names in code order, from the addon's X-macro lists. */
+export interface NativeEnums {
+  DType: string[];
+  BinaryOp: string[];
+  UnaryOp: string[];
+  Reduction: string[];
+}
+
+// ---- creation and storage moves (binding/creation.cc) ---------------------------------------------
+
+export interface CreationKernels {
+  write(a: { dst: View; data: ArrayBufferView }): void;
+  read(a: { src: View; bytes: number }): ArrayBuffer;
+  /** Like read(), on a worker thread: the event loop runs while the device finishes. */
+  readAsync(a: { src: View; bytes: number }): Promise<ArrayBuffer>;
+  copyBytes(a: { dst: View; src: View; bytes: number }): void;
+  fill(a: { dst: View; dtype: number; n: number; value: number }): void;
+  arange(a: { dst: View; dtype: number; n: number; start: number; step: number }): void;
+  cast(a: { src: View; srcDtype: number; dst: View; dstDtype: number; n: number }): void;
+  /** Both views carry strides; source strides may be 0 (broadcast). */
+  copyStrided(a: { src: View; dst: View; shape: readonly number[]; elemSize: number }): void;
+  randomUniform(a: { dst: View; n: number; seed: bigint; offset: bigint; low: number; high: number }): void;
+  randomNormal(a: { dst: View; n: number; seed: bigint; offset: bigint; mean: number; std: number }): void;
+}
+
+// ---- elementwise (binding/elementwise.cc) ----------------------------------------------------------
+
+export interface ElementwiseKernels {
+  /** out = a (op) b over `shape`; a and b carry strides (0 broadcasts), out is contiguous. */
+  binary(a: { op: number; a: View; b: View; out: View; shape: readonly number[] }): void;
+  unary(a: { op: number; x: View; out: View; n: number; alpha: number }): void;
+  unaryBackward(a: { op: number; x: View; g: View; gx: View; n: number; alpha: number }): void;
+  /** out[r] = sum of row r (rows × cols, contiguous), accumulated in double. */
+  sumRows(a: { x: View; out: View; rows: number; cols: number }): void;
+}
+
+// ---- matmul (binding/matmul.cc) --------------------------------------------------------------------
+
+export interface MatmulKernels {
+  /** c = alpha·op(a)·op(b) + beta·c for each of `batch` row-major matrices (leading dimensions ld*). */
+  gemm(a: {
+    transA: boolean; transB: boolean; m: number; n: number; k: number; alpha: number;
+    a: View; lda: number; strideA: number; b: View; ldb: number; strideB: number;
+    beta: number; c: View; ldc: number; strideC: number; batch: number;
+  }): void;
+}
+
+// ---- embedding (binding/embedding.cc) --------------------------------------------------------------
+
+export interface EmbeddingKernels {
+  /** The first position whose id is outside [0, vocab), or -1. */
+  embeddingFindBadId(a: { ids: View; n: number; vocab: number }): number;
+  embeddingGather(a: { ids: View; n: number; weight: View; vocab: number; dim: number; out: View }): void;
+  /** dweight[ids[i]] += grad[i], in order of position. */
+  embeddingScatterAdd(a: { ids: View; n: number; grad: View; vocab: number; dim: number; dweight: View }): void;
+}
+
+// ---- row-wise families (binding/{layernorm,softmax,crossentropy,dropout,attention}.cc) -------------
+
+export interface LayerNormKernels {
+  layerNorm(a: { x: View; weight: View | null; bias: View | null; y: View; mean: View; rstd: View; N: number; C: number; eps: number }): void;
+  layerNormBackward(a: {
+    x: View; weight: View | null; mean: View; rstd: View; dy: View; dx: View; dweight: View | null; dbias: View | null; N: number; C: number;
+  }): void;
+}
+
+export interface SoftmaxKernels {
+  softmax(a: { x: View; y: View; rows: number; cols: number; log: boolean }): void;
+  softmaxBackward(a: { y: View; dy: View; dx: View; rows: number; cols: number; log: boolean }): void;
+}
+
+export interface CrossEntropyKernels {
+  /** Returns null, or [row, target] of the first target outside [0, V) that is not ignoreIndex. */
+  crossEntropy(a: {
+    logits: View; targets: View; lse: View; loss: View; total: View | null; N: number; V: number; ignoreIndex: number; reduction: number;
+  }): [number, number] | null;
+  crossEntropyBackward(a: {
+    logits: View; targets: View; lse: View; dout: View; dlogits: View; N: number; V: number; ignoreIndex: number; reduction: number;
+  }): void;
+}
+
+export interface DropoutKernels {
+  /** y[i] = x[i]·scale where philox_keep(seed, offset, i, p), else 0. */
+  dropout(a: { x: View; y: View; n: number; p: number; scale: number; seed: bigint; offset: bigint }): void;
+}
+
+/** [B, H, Tq, Tk, D], the scale, masking and the dropout stream of one attention call. */
+export interface AttentionDims {
+  dims: readonly [number, number, number, number, number];
+  scale: number;
+  causal: boolean;
+  dropout: number;
+  seed: bigint;
+  offset: bigint;
+}
+
+export interface AttentionKernels {
+  /** q, k, v and out carry [batch, head, time] strides, D contiguous. */
+  attentionForward(a: AttentionDims & { q: View; k: View; v: View; keep: View | null; out: View; lse: View }): void;
+  attentionBackward(a: AttentionDims & {
+    q: View; k: View; v: View; keep: View | null; lse: View; dout: View; dq: View; dk: View; dv: View;
+  }): void;
+}
+
+// ---- optim (binding/optim.cc): one call covers a list of tensors ----------------------------------
+
+export interface OptimKernels {
+  /** hyper per tensor: lr, beta1, beta2, eps, weightDecay, step. */
+  adamw(a: { params: View[]; grads: View[]; expAvgs: View[]; expAvgSqs: View[]; sizes: Float64Array; hyper: Float64Array }): void;
+  /** momentumBuffers[t] is null when momentum is 0. hyper: lr, momentum, dampening, weightDecay, nesterov, firstStep. */
+  sgd(a: { params: View[]; grads: View[]; momentumBuffers: (View | null)[]; sizes: Float64Array; hyper: Float64Array }): void;
+  /** Per tensor: the sum of |x|^p (p = Infinity: the max of |x|), in double. Waits for the device. */
+  sumPow(a: { tensors: View[]; sizes: Float64Array; p: number }): Float64Array;
+  /** x *= alpha on every tensor. */
+  scaleSpans(a: { tensors: View[]; sizes: Float64Array; alpha: number }): void;
+}
+
+// ---- runtime (binding/runtime.cc, storage.cc) ------------------------------------------------------
+
+export interface RuntimeKernels {
+  Storage: new (deviceType: number, deviceIndex: number, bytes: number) => NativeStorage;
+  info(): NativeInfo;
+  enums(): NativeEnums;
+  memory(): NativeMemory[];
+  synchronize(deviceIndex: number): void;
+  setNumThreads(n: number): void;
+}
+
+/** The addon. */
+export type NativeAddon = RuntimeKernels & CreationKernels & ElementwiseKernels & MatmulKernels & EmbeddingKernels &
+  LayerNormKernels & SoftmaxKernels & CrossEntropyKernels & DropoutKernels & AttentionKernels & OptimKernels;

@@ -1,0 +1,310 @@
+// fineTune(): one LoRA fine-tuning run from files to files, the flow that `lowrank train`,
+// `lowrank sweep` and the demo share: read and tokenize the data, wrap the base model with a LoRA
+// adapter, train it with the Trainer (checkpoints, metrics, resume), save the adapter in PEFT's
+// format and draw the loss chart. Callers print; this module only reports through callbacks.
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { GPT2LMHeadModel } from "../models/gpt2/model.js";
+import { GPT2Tokenizer } from "../models/tokenizer.js";
+import { LoraConfig } from "../peft/config.js";
+import { ADAPTER_WEIGHTS_NAME } from "../peft/format.js";
+import { checkLoraFits, getPeftModel, type PeftModel } from "../peft/model.js";
+import { Conv1D, Embedding, Linear } from "../nn/layers.js";
+import { cudaAvailable } from "../tensor/device.js";
+import { Generator } from "../tensor/random.js";
+import { listCheckpoints, resolveResume } from "./checkpoint.js";
+import { DataLoader } from "./collate.js";
+import { loadInstructionData, type LoadedData } from "./data.js";
+import { acquireRunLock } from "./lock.js";
+import { writeLossChart } from "./metrics.js";
+import type { ProgressOptions } from "./progress.js";
+import { ALPACA_TEMPLATE, MODEL_TEMPLATE_FILE, resolveTemplate, type TemplateSpec } from "./template.js";
+import { NonFiniteLossError, Trainer, TRAINER_DEFAULTS, type ScheduleName, type TrainResult } from "./trainer.js";
+
+/** A base model already loaded (the CLI loads it itself to name --model in its errors). */
+export interface LoadedBaseModel {
+  model: GPT2LMHeadModel;
+  tokenizer: GPT2Tokenizer;
+  /** The folder it came from: recorded in adapter_config.json; its template.txt is the default template. */
+  dir: string;
+  /** The random stream the model was created with (its dropout): the run draws from it and checkpoints it. */
+  generator: Generator;
+}
+
+export interface FineTuneOptions {
+  /**
+   * The base model: a folder in Hugging Face layout (config.json, model.safetensors, tokenizer
+   * files), or a function that loads one (called once, after the output folder is locked; what it
+   * returns belongs to fineTune: the returned PeftModel wraps it).
+   */
+  model: string | (() => LoadedBaseModel);
+  /** Training data, JSONL: {"instruction", "input"?, "output"} or {"text"} per line. */
+  data: string;
+  /** The run folder: the adapter (unless adapterDir), metrics.jsonl, loss.svg/png, checkpoints/ (unless checkpoints: false). */
+  out: string;
+  /** Where the adapter is saved (default: out). */
+  adapterDir?: string;
+  /** Held-out data in its own file (instead of evalSplit). */
+  evalFile?: string;
+  /** Share of `data` held out for the eval loss (default 0.05; 0: none). */
+  evalSplit?: number;
+  /**
+   * Prompt template: a PromptTemplate, template text, "alpaca", or a template file. Default: the
+   * template the model folder ships (template.txt) when it has one, else Alpaca's.
+   */
+  template?: TemplateSpec;
+  /** Longest example in tokens (default: the model's n_positions). */
+  maxLength?: number;
+  /** Concatenate examples into blocks of maxLength tokens instead of padding each batch. */
+  packing?: boolean;
+  /** LoRA rank (default 16). */
+  r?: number;
+  /** LoRA alpha (default 32): the update is scaled by alpha/r (alpha/sqrt(r) with rslora). */
+  alpha?: number;
+  /** Dropout on the adapter's input (default 0.05). */
+  dropout?: number;
+  /** Module names to adapt (default ["c_attn", "c_proj"]), or "all-linear". */
+  target?: readonly string[] | "all-linear";
+  rslora?: boolean;
+  /** Optimizer steps (give steps or epochs; default: 1 epoch). */
+  steps?: number;
+  epochs?: number;
+  /** Examples (or packed blocks) per micro-batch (default 4). */
+  batchSize?: number;
+  gradAccum?: number;
+  lr?: number;
+  weightDecay?: number;
+  maxGradNorm?: number;
+  /** Linear warmup: a step count (>= 1) or a share of the steps (< 1). Default 0. */
+  warmup?: number;
+  schedule?: ScheduleName;
+  /** Eval loss every N steps (default 100; 0: only at the end). */
+  evalEvery?: number;
+  /** Checkpoint every N steps (default 100; 0: only at the end or when stopped). */
+  checkpointEvery?: number;
+  /** Keep the newest N checkpoints (default 2; 0: all). */
+  keepCheckpoints?: number;
+  /** Seed of the adapter init, dropout, data order and eval split (default 42). */
+  seed?: number;
+  /** "cpu" or "cuda" (default: cuda when usable). Only for a model given as a folder. */
+  device?: string;
+  /** Continue the run in `out` (true) or from a checkpoint or run folder. */
+  resume?: true | string;
+  /**
+   * false: no checkpoints/ (only the adapter, metrics and chart), so the run cannot be resumed and
+   * leaves nothing that blocks a rerun into the same folder; the demo uses it. Default true.
+   */
+  checkpoints?: boolean;
+  /** Title of the loss chart. */
+  chartTitle?: string;
+  /** Progress display (quiet, stream, mode, logEvery). */
+  progress?: Omit<ProgressOptions, "totalSteps" | "startStep">;
+  /** Aborting it stops the run after the current step, with a checkpoint (status "stopped"). */
+  signal?: AbortSignal;
+  /** PEFT's warnings (e.g. fan_in_fan_out). Default: process warnings. */
+  onWarning?: (message: string) => void;
+  /** Called once everything is set up, just before the first step (for printing what will run). */
+  onStart?: (run: FineTuneStart) => void;
+}
+
+/** Where the prompt template came from. */
+export type TemplateSource = "option" | "model" | "alpaca";
+
+export interface FineTuneStart {
+  model: PeftModel<GPT2LMHeadModel>;
+  tokenizer: GPT2Tokenizer;
+  trainer: Trainer;
+  data: LoadedData;
+  device: string;
+  /** The template used and where it came from (a path when it is the model folder's file). */
+  template: { spec: TemplateSpec; source: TemplateSource; path?: string };
+  /** The checkpoint the run continues from, or null. */
+  resumedFrom: string | null;
+}
+
+export interface FineTuneResult extends TrainResult {
+  /** The trained model (base + adapter). The caller owns it: dispose() it when done. */
+  model: PeftModel<GPT2LMHeadModel>;
+  tokenizer: GPT2Tokenizer;
+  /** The saved adapter's folder, or null when the run was stopped before the end. */
+  adapterDir: string | null;
+  /** The loss chart's files (svg, png). */
+  charts: string[];
+}
+
+/**
+ * A fineTune option whose value does not fit the model (an unknown target module, maxLength past
+ * n_positions). `describe(name)` words the message for any name of the option (the CLI uses flags).
+ */
+export class FineTuneOptionError extends Error {
+  constructor(
+    readonly option: keyof FineTuneOptions,
+    readonly describe: (name: string) => string,
+  ) {
+    super(describe(option));
+    this.name = "FineTuneOptionError";
+  }
+}
+
+/** Whether `dir` holds a training run (a checkpoint or a finished adapter), which only a resume continues. */
+export function holdsRun(dir: string): boolean {
+  return existsSync(join(dir, ADAPTER_WEIGHTS_NAME)) || listCheckpoints(join(dir, "checkpoints")).length > 0;
+}
+
+/** The defaults of FineTuneOptions (the CLI shows them in --help). */
+export const FINE_TUNE_DEFAULTS = {
+  ...TRAINER_DEFAULTS,
+  evalSplit: 0.05, r: 16, alpha: 32, dropout: 0.05, target: ["c_attn", "c_proj"] as readonly string[], batchSize: 4,
+  evalEvery: 100, checkpointEvery: 100, keepCheckpoints: 2, seed: 42,
+};
+
+/** Module names LoRA can wrap, by last path segment, for error messages. */
+function wrappableNames(model: GPT2LMHeadModel): string[] {
+  const names = model.namedModules().filter(([, m]) => m instanceof Linear || m instanceof Conv1D || m instanceof Embedding).map(([p]) => p.split(".").pop()!);
+  return [...new Set(names)];
+}
+
+/** Every target must name a module (PEFT only complains when none does). */
+function checkTargets(targets: readonly string[] | "all-linear", model: GPT2LMHeadModel): string[] | "all-linear" {
+  if (targets === "all-linear") return targets;
+  const paths = model.namedModules().map(([p]) => p);
+  const unknown = targets.filter((t) => !paths.some((p) => p === t || p.endsWith(`.${t}`)));
+  if (unknown.length > 0) {
+    throw new FineTuneOptionError("target", (name) =>
+      `${name}: no module named ${unknown.map((u) => `"${u}"`).join(", ")} in the model; modules LoRA can wrap: ${wrappableNames(model).join(", ")} (or "all-linear")`);
+  }
+  return [...targets];
+}
+
+/** The template asked for, else the model folder's template.txt, else Alpaca's. */
+function chooseTemplate(spec: TemplateSpec | undefined, modelDir: string): FineTuneStart["template"] {
+  if (spec !== undefined) return { spec, source: "option" };
+  const path = join(modelDir, MODEL_TEMPLATE_FILE);
+  if (existsSync(path)) return { spec: path, source: "model", path };
+  return { spec: ALPACA_TEMPLATE, source: "alpaca" };
+}
+
+/** adapter_config.json's fields, less the model path (the same model may be named another way on resume). */
+function comparableLoraConfig(config: LoraConfig): Record<string, unknown> {
+  const { base_model_name_or_path: _path, ...rest } = JSON.parse(config.toJSONString()) as Record<string, unknown>;
+  return rest;
+}
+
+function loadBase(model: FineTuneOptions["model"], device: string | undefined, seed: number): LoadedBaseModel {
+  if (typeof model !== "string") return model();
+  const generator = new Generator(seed);
+  const base = GPT2LMHeadModel.fromPretrained(model, { device: device ?? (cudaAvailable() ? "cuda" : "cpu"), generator });
+  try {
+    return { model: base, tokenizer: GPT2Tokenizer.fromPretrained(model), dir: model, generator };
+  } catch (err) {
+    base.dispose();
+    throw err;
+  }
+}
+
+/**
+ * Trains a LoRA adapter on `data` and saves it in PEFT's format with its metrics, loss chart and
+ * checkpoints. Resolves when the run completes, or when `signal` stopped it (status "stopped",
+ * a checkpoint written, no adapter saved). Rejects with NonFiniteLossError on a NaN/Inf loss
+ * (the chart is drawn and the last good checkpoint kept). The returned model is the caller's.
+ */
+export async function fineTune(opts: FineTuneOptions): Promise<FineTuneResult> {
+  // One run per folder: a second one (a --resume while this trains) is refused with our pid.
+  const lock = acquireRunLock(opts.out);
+  try {
+    return await fineTuneLocked(opts);
+  } finally {
+    lock.release();
+  }
+}
+
+async function fineTuneLocked(opts: FineTuneOptions): Promise<FineTuneResult> {
+  const d = FINE_TUNE_DEFAULTS;
+  const seed = opts.seed ?? d.seed;
+  if (opts.resume !== undefined && opts.checkpoints === false) throw new Error("fineTune: resume needs checkpoints (checkpoints: false was given)");
+  if (opts.resume === undefined && holdsRun(opts.out)) {
+    throw new Error(`${opts.out} already holds a training run; resume it (resume: true), or choose another output folder`);
+  }
+  const resumeFrom = opts.resume !== undefined ? resolveResume(opts.resume, opts.out) : null;
+
+  const { model: base, tokenizer, dir: modelDir, generator } = loadBase(opts.model, opts.device, seed);
+  let model: PeftModel<GPT2LMHeadModel> | null = null;
+  let trainer: Trainer | null = null;
+  try {
+    const device = base.transformer.wte.weight.device;
+    const nPositions = base.config.nPositions;
+    const maxLength = opts.maxLength ?? nPositions;
+    if (maxLength > nPositions) throw new FineTuneOptionError("maxLength", (name) => `${name} ${maxLength} exceeds the model's n_positions (${nPositions})`);
+    const targetModules = checkTargets(opts.target ?? d.target, base);
+    const template = chooseTemplate(opts.template, modelDir);
+    resolveTemplate(template.spec); // a bad template fails here, before the data is read
+
+    const data = await loadInstructionData(opts.data, tokenizer, {
+      maxLength, template: template.spec, seed,
+      ...(opts.evalFile !== undefined ? { evalFile: opts.evalFile } : { evalFraction: opts.evalSplit ?? d.evalSplit }),
+    });
+
+    const config = new LoraConfig({
+      taskType: "CAUSAL_LM", r: opts.r ?? d.r, loraAlpha: opts.alpha ?? d.alpha, loraDropout: opts.dropout ?? d.dropout, targetModules,
+      // GPT-2's projections are Conv1D (weights stored in×out), which PEFT's fan_in_fan_out describes.
+      fanInFanOut: true, useRslora: opts.rslora ?? false, baseModelNameOrPath: modelDir,
+    });
+    checkLoraFits(base, config, { copies: 4, purpose: "for training (its weights, their gradients and AdamW's two moments)" });
+    model = getPeftModel(base, config, "default", { generator, onWarning: opts.onWarning });
+
+    const batchSize = opts.batchSize ?? d.batchSize;
+    const loaderOptions = { batchSize, tokenizer, packBlockLength: opts.packing ? maxLength : undefined, device };
+    const warmup = opts.warmup ?? d.warmupSteps;
+    trainer = new Trainer({
+      model,
+      trainData: new DataLoader(data.train, { ...loaderOptions, seed }),
+      evalData: data.eval.length > 0 ? new DataLoader(data.eval, { ...loaderOptions, shuffle: false }) : null,
+      ...(opts.steps !== undefined ? { maxSteps: opts.steps } : { epochs: opts.epochs ?? 1 }),
+      gradAccum: opts.gradAccum, lr: opts.lr, weightDecay: opts.weightDecay, maxGradNorm: opts.maxGradNorm, schedule: opts.schedule,
+      ...(warmup < 1 ? { warmupRatio: warmup } : { warmupSteps: warmup }),
+      evalEvery: opts.evalEvery ?? d.evalEvery, keepCheckpoints: opts.keepCheckpoints ?? d.keepCheckpoints,
+      checkpointEvery: opts.checkpoints === false ? 0 : (opts.checkpointEvery ?? d.checkpointEvery),
+      outDir: opts.out, saveCheckpoints: opts.checkpoints !== false, generators: { model: generator },
+      // With the data fingerprint (checked by the loader), these pin down the run's trajectory.
+      config: { model: base.config.toHF(), lora: comparableLoraConfig(model.peftConfig.get("default")!), seed, maxLength, packing: !!opts.packing, batchSize },
+      progress: opts.progress,
+    });
+    const chart = join(opts.out, "loss");
+    const drawChart = () => writeLossChart(chart, trainer!.history, opts.chartTitle);
+    // The chart follows the checkpoints, redrawn at most every 30 s: a PNG takes tens of milliseconds.
+    let chartDrawn = -Infinity;
+    trainer.on("checkpoint", () => {
+      if (performance.now() - chartDrawn < 30_000) return;
+      drawChart();
+      chartDrawn = performance.now();
+    });
+    if (resumeFrom) trainer.restore(resumeFrom);
+    opts.onStart?.({ model, tokenizer, trainer, data, device, template, resumedFrom: resumeFrom });
+
+    const stop = () => trainer!.stop();
+    opts.signal?.addEventListener("abort", stop);
+    // Aborted before the loop began (train() clears earlier stop requests): stop after the first step.
+    if (opts.signal?.aborted) setImmediate(stop);
+    let result: TrainResult;
+    try {
+      result = await trainer.train();
+    } catch (err) {
+      if (err instanceof NonFiniteLossError) drawChart();
+      throw err;
+    } finally {
+      opts.signal?.removeEventListener("abort", stop);
+    }
+    const charts = drawChart();
+    let adapterDir: string | null = null;
+    if (result.status === "completed") {
+      adapterDir = opts.adapterDir ?? opts.out;
+      model.savePretrained(adapterDir);
+    }
+    return { ...result, model, tokenizer, adapterDir, charts };
+  } catch (err) {
+    (model ?? base).dispose();
+    throw err;
+  } finally {
+    trainer?.dispose();
+  }
+}

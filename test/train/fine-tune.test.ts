@@ -1,0 +1,58 @@
+// fineTune(), the library entry point behind `lowrank train`, `sweep` and the demo: from a model
+// folder and a JSONL file to a saved adapter, metrics, chart and checkpoints; the template the
+// model folder ships is the default; a value that does not fit the model is a FineTuneOptionError.
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { fineTune, FineTuneOptionError, GPT2LMHeadModel, PeftModel, type FineTuneStart } from "../../lib/index.js";
+import { demoLines, makeTinyModel, SHORT_TEMPLATE } from "../cli/helpers.js";
+
+let dir: string, model: string, data: string;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), "lowrank-fine-tune-"));
+  model = join(dir, "model");
+  makeTinyModel(model);
+  writeFileSync(join(model, "template.txt"), SHORT_TEMPLATE);
+  data = join(dir, "data.jsonl");
+  writeFileSync(data, demoLines(24));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe("fineTune", () => {
+  it("trains and saves the adapter, metrics, chart and checkpoints, using the model folder's template", async () => {
+    const out = join(dir, "run");
+    let start: FineTuneStart | undefined;
+    const result = await fineTune({
+      model, data, out, steps: 4, r: 2, alpha: 4, lr: 1e-2, evalSplit: 0, checkpointEvery: 2, device: "cpu", progress: { quiet: true },
+      onStart: (run) => (start = run),
+    });
+    try {
+      expect(start!.template).toEqual({ spec: join(model, "template.txt"), source: "model", path: join(model, "template.txt") });
+      expect(start!.data.train).toHaveLength(24);
+      expect(result.status).toBe("completed");
+      expect(result.step).toBe(4);
+      expect(result.adapterDir).toBe(out);
+      expect(result.charts).toEqual([join(out, "loss.svg"), join(out, "loss.png")]);
+      expect(readFileSync(join(out, "metrics.jsonl"), "utf8").trimEnd().split("\n")).toHaveLength(4);
+      expect(existsSync(join(out, "checkpoints", "step-4", "trainer_state.json"))).toBe(true);
+      expect(result.model.trainableParametersLine()).toMatch(/^trainable params: [\d,]+/);
+      const loaded = PeftModel.fromPretrained(GPT2LMHeadModel.fromPretrained(model), out);
+      expect(loaded.peftConfig.get("default")!.r).toBe(2);
+      loaded.dispose();
+    } finally {
+      result.model.dispose();
+    }
+    // the folder now holds a run: only a resume continues it
+    await expect(fineTune({ model, data, out, steps: 4 })).rejects.toThrow(`${out} already holds a training run; resume it (resume: true), or choose another output folder`);
+  });
+
+  it("reports values that do not fit the model as FineTuneOptionError, worded for any option name", async () => {
+    const err = await fineTune({ model, data, out: join(dir, "bad"), steps: 1, target: ["q_proj"], device: "cpu" }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(FineTuneOptionError);
+    expect((err as FineTuneOptionError).option).toBe("target");
+    expect((err as Error).message).toBe('target: no module named "q_proj" in the model; modules LoRA can wrap: wte, wpe, c_attn, c_proj, c_fc (or "all-linear")');
+    expect((err as FineTuneOptionError).describe("--target")).toMatch(/^--target: no module named "q_proj"/);
+    expect(existsSync(join(dir, "bad"))).toBe(false); // nothing left behind
+  });
+});
