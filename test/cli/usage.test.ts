@@ -140,7 +140,7 @@ describe("train checks sizes before allocating", () => {
     const r = run(["train", "--model", absurd, "--data", data, "--template", template, "--out", join(tmp, "absurd-out"), "--steps", "1"]);
     expect(r.code).toBe(1);
     expect(r.stderr.trimEnd()).toMatch(
-      /^lowrank train: --model .*absurd: GPT2Config \(n_embd 2000000, n_layer 2, vocab_size 400, n_positions 128\): the model's weights \([\d,]+ float32 parameters\) needs 384 TB, more than the .* of memory on cpu; check these fields of config\.json$/,
+      /^lowrank train: --model .*absurd: GPT2LMHeadModel\.fromPretrained\(.*absurd\): GPT2Config \(n_embd 2000000, n_layer 2, vocab_size 400, n_positions 128\): the model's weights \([\d,]+ float32 parameters\) needs 384 TB, more than the .* of memory on cpu; check these fields of config\.json$/,
     );
   });
 });
