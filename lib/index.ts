@@ -2,7 +2,6 @@
 
 // ---- tensors, autograd, runtime ----
 export * from "./tensor/index.js";
-export { noGrad, isGradEnabled } from "./autograd/tape.js";
 export { info, setNumThreads, synchronize, type BuildInfo } from "./runtime.js";
 export { NativeAddonError } from "./native/index.js";
 
@@ -28,7 +27,8 @@ export { generate, sampleToken, type GenerateOptions, type GenerationModel } fro
 
 // ---- PEFT ----
 export { LoraConfig, TASK_TYPES, LOWRANK_PEFT_VERSION, PEFT_FORMAT_VERSION, DEFAULT_TARGET_MODULES, type LoraConfigInit, type TaskType, type LoraBias, type InitLoraWeights, type WarningHandler } from "./peft/config.js";
-export { selectTargets, planInjection, countLoraParameters, type ModuleInfo, type ModuleKind, type ModuleShape, type InjectionPlan, type LoraParameterCount } from "./peft/targets.js";
+export { selectTargets, planInjection, countLoraParameters, type InjectionPlan, type LoraParameterCount } from "./peft/targets.js";
+export type { ModuleInfo, ModuleKind, ModuleShape } from "./nn/shapes.js";
 export { ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, DEFAULT_ADAPTER_NAME, adapterPaths, adapterStateKey, parseAdapterStateKey, formatTrainableParameters, type LoraTensorName, type ParsedAdapterKey } from "./peft/format.js";
 export { PeftModel, LoraModel, getPeftModel, estimateLora, checkLoraFits, type BaseModel, type PeftOptions, type LoraEstimate } from "./peft/model.js";
 export { LoraLinear, LoraEmbedding, UnsafeMergeError, type LoraLayer } from "./peft/layer.js";

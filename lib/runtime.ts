@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { totalmem } from "node:os";
 import { join } from "node:path";
 import { native, nativePath, PACKAGE_ROOT } from "./native/index.js";
-import { parseDevice } from "./tensor/device.js";
+import { parseDevice, type DeviceLike } from "./tensor/device.js";
 
 export interface BuildInfo {
   version: string;
@@ -35,9 +35,9 @@ export function setNumThreads(n: number): void {
   native().setNumThreads(n);
 }
 
-/** Waits until queued work on a CUDA device has finished. */
-export function synchronize(device = "cuda:0"): void {
-  const m = /^cuda:(\d+)$/.exec(device);
+/** Waits until queued work on a CUDA device has finished; "cpu" returns at once. */
+export function synchronize(device: DeviceLike = "cuda:0"): void {
+  const m = /^cuda:(\d+)$/.exec(typeof device === "string" ? device : device.name);
   if (m) native().synchronize(Number(m[1]));
 }
 
@@ -45,7 +45,7 @@ export function synchronize(device = "cuda:0"): void {
  * The memory of a device in bytes: the host's RAM for "cpu" (the container's limit when it is
  * lower), the GPU's total memory for "cuda:N" (from the addon's device description).
  */
-export function deviceMemory(device: string): number {
+export function deviceMemory(device: DeviceLike): number {
   const d = parseDevice(device);
   if (d.type === "cpu") {
     const limit = process.constrainedMemory?.() ?? 0; // 0 (or a huge number) when there is no limit
@@ -70,7 +70,7 @@ export function formatBytes(bytes: number): string {
  * the whole memory would end in std::bad_alloc, the OOM killer or a CUDA error that names nothing.
  * `what` names what needs the bytes, `fix` what to change.
  */
-export function checkFitsInMemory(bytes: number, device: string, what: string, fix: string): void {
+export function checkFitsInMemory(bytes: number, device: DeviceLike, what: string, fix: string): void {
   const total = deviceMemory(device);
   if (bytes > total) {
     throw new Error(`${what} needs ${formatBytes(bytes)}, more than the ${formatBytes(total)} of memory on ${parseDevice(device).name}; ${fix}`);

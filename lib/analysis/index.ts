@@ -1,5 +1,6 @@
 // The numbers behind `lowrank params`, `lowrank svd` and `lowrank sweep`, usable from code.
-export { GPT2_PRESETS, GPT2_PRESET_NAMES, gpt2PresetConfig, gpt2ModuleShapes, gpt2ParameterCount, parameterTable, type ParamsRow, type ParamsTableOptions, type GPT2Preset } from "./params.js";
+export { parameterTable, type ParamsRow, type ParamsTableOptions } from "./params.js";
+export { GPT2_PRESETS, GPT2_PRESET_NAMES, gpt2PresetConfig, gpt2ModuleShapes, gpt2ParameterCount, type GPT2Preset } from "../models/gpt2/shapes.js";
 export { adapterSpectra, checkpointDeltaSpectra, spectrumStats, type LayerSpectrum, type SpectrumStats } from "./spectrum.js";
 export { readAdapterFactors, readCheckpointWeights, type AdapterFactors } from "./weights.js";
 export { writeSpectrumCharts } from "./charts.js";

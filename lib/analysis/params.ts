@@ -1,62 +1,13 @@
 // What a LoRA adapter costs, from shapes alone: the trainable parameters PEFT would report for
-// each (target set, rank), without building the model or allocating a weight. GPT-2's module tree
-// is written down here from its config (the same names, kinds and order as GPT2LMHeadModel's
-// namedModules(), which the tests check against a real instance), so the 1.5B model's table
-// costs nothing but arithmetic.
-import { GPT2Config } from "../models/gpt2/config.js";
+// each (target set, rank), without building the model or allocating a weight. The module tree
+// comes from shapes written down from a config (gpt2ModuleShapes in lib/models/gpt2/shapes.ts), so
+// the 1.5B model's table costs nothing but arithmetic.
+import { formatFixed } from "../io/pyformat.js";
+import type { ModuleShape } from "../nn/shapes.js";
 import { LoraConfig } from "../peft/config.js";
-import { formatFixed, formatTrainableParameters } from "../peft/format.js";
-import { countLoraParameters, type ModuleShape } from "../peft/targets.js";
+import { formatTrainableParameters } from "../peft/format.js";
+import { countLoraParameters } from "../peft/targets.js";
 import { formatBytes } from "../runtime.js";
-
-/** The GPT-2 family released by OpenAI (transformers' gpt2, gpt2-medium, -large, -xl), and the tiny test model. */
-export const GPT2_PRESETS = {
-  "124m": { nEmbd: 768, nLayer: 12, nHead: 12 },
-  "355m": { nEmbd: 1024, nLayer: 24, nHead: 16 },
-  "774m": { nEmbd: 1280, nLayer: 36, nHead: 20 },
-  "1558m": { nEmbd: 1600, nLayer: 48, nHead: 25 },
-  // test/fixtures/gpt2-tiny: the model the PEFT fixtures were made on
-  tiny: { vocabSize: 101, nPositions: 64, nEmbd: 64, nLayer: 2, nHead: 4 },
-} as const;
-export type GPT2Preset = keyof typeof GPT2_PRESETS;
-export const GPT2_PRESET_NAMES = Object.keys(GPT2_PRESETS) as GPT2Preset[];
-
-export function gpt2PresetConfig(name: GPT2Preset): GPT2Config {
-  return new GPT2Config(GPT2_PRESETS[name]);
-}
-
-/**
- * GPT2LMHeadModel's named modules (root excluded) with the shapes LoRA needs. Conv1D(nf, nx)
- * maps nx inputs to nf outputs. lm_head is not a module: it reuses wte's weight.
- */
-export function gpt2ModuleShapes(config: GPT2Config): ModuleShape[] {
-  const C = config.nEmbd, I = config.innerDim;
-  const conv = (name: string, inFeatures: number, outFeatures: number): ModuleShape => ({ name, kind: "conv1d", inFeatures, outFeatures });
-  const other = (name: string): ModuleShape => ({ name, kind: "other" });
-  const t = "transformer";
-  const out: ModuleShape[] = [
-    other(t),
-    { name: `${t}.wte`, kind: "embedding", numEmbeddings: config.vocabSize, embeddingDim: C },
-    { name: `${t}.wpe`, kind: "embedding", numEmbeddings: config.nPositions, embeddingDim: C },
-    other(`${t}.drop`),
-    other(`${t}.h`),
-  ];
-  for (let i = 0; i < config.nLayer; i++) {
-    const h = `${t}.h.${i}`;
-    out.push(
-      other(h), other(`${h}.ln_1`), other(`${h}.attn`), conv(`${h}.attn.c_attn`, C, 3 * C), conv(`${h}.attn.c_proj`, C, C),
-      other(`${h}.attn.resid_dropout`), other(`${h}.ln_2`), other(`${h}.mlp`), conv(`${h}.mlp.c_fc`, C, I), conv(`${h}.mlp.c_proj`, I, C),
-      other(`${h}.mlp.dropout`),
-    );
-  }
-  out.push(other(`${t}.ln_f`));
-  return out;
-}
-
-/** GPT-2's parameter count, the tied lm_head counted once (as PyTorch's model.parameters() does). */
-export function gpt2ParameterCount(config: GPT2Config): number {
-  return config.parameterCount;
-}
 
 /** A target set as the user wrote it: module names, or "all-linear". */
 export type TargetSpec = readonly string[] | "all-linear";

@@ -2,12 +2,38 @@
 // leaves in reverse topological order, calls each op's backward rule once with the summed
 // gradient of its output, and accumulates into the .grad of leaves that require grad.
 // Every intermediate gradient and saved tensor is disposed as soon as it is used.
+// The engine sits above lib/tensor (which holds the tape) and below the ops: it registers itself
+// as Tensor.backward() when loaded, and sums gradients with the element-wise Add kernel directly.
+import { Binary } from "../native/enums.js";
+import { native } from "../native/index.js";
+import { PROFILING, profilePhase } from "../profile.js";
 import { onesLike } from "../tensor/creation.js";
 import { keep } from "../tensor/scope.js";
-import { formatShape, type Tensor } from "../tensor/tensor.js";
-import { add, addInPlace } from "../ops/elementwise.js";
-import { PROFILING, profilePhase } from "../profile.js";
-import { noGrad, type GradNode } from "./tape.js";
+import { emptyLike, formatShape, noGrad, registerBackward, type GradNode, type Tensor } from "../tensor/tensor.js";
+
+/** out = a + b for two gradients of one shape; out is contiguous and may be a (an in-place sum). */
+function addGrads(out: Tensor, a: Tensor, b: Tensor): void {
+  if (!out.isContiguous() || [a, b].some((t) => t.ndim !== out.ndim || t.shape.some((s, i) => s !== out.shape[i]))) {
+    throw new Error(
+      `backward: cannot add a gradient of shape ${formatShape(b.shape)} into ${formatShape(a.shape)}` +
+        `${out.isContiguous() ? "" : " (the .grad being summed into is not contiguous)"}; a .grad must be a contiguous tensor shaped like its parameter`,
+    );
+  }
+  for (const t of [a, b]) {
+    if (t.dtype !== "float32") {
+      throw new Error(`backward: gradients are summed in float32, got ${t.dtype} ${formatShape(t.shape)}; convert with .to(device, "float32")`);
+    }
+  }
+  if (a.device !== b.device) throw new Error(`backward: gradients are on different devices (${a.device} and ${b.device}); move them with .to(device)`);
+  native().binary({ op: Binary.Add, a: a.nativeView, b: b.nativeView, out: out.nativeView, shape: out.shape });
+}
+
+/** a + b in a new contiguous tensor. */
+function sumGrads(a: Tensor, b: Tensor): Tensor {
+  const out = emptyLike(a.shape, a.dtype, a.deviceInfo);
+  addGrads(out, a, b);
+  return out;
+}
 
 function topoOrder(root: GradNode): GradNode[] {
   const order: GradNode[] = [];
@@ -45,7 +71,7 @@ function accumulateLeaf(leaf: Tensor, g: Tensor): void {
       g.dispose();
     }
   } else {
-    addInPlace(leaf.grad, g);
+    addGrads(leaf.grad, leaf.grad, g);
     g.dispose();
   }
 }
@@ -101,10 +127,10 @@ export function backward(root: Tensor, grad?: Tensor): void {
         const prev = grads.get(input.gradFn);
         if (prev && prev.isContiguous() && prev.storage.refCount === 1) {
           // The engine owns prev outright (no other view of its storage): sum in place, no new buffer.
-          addInPlace(prev, gi);
+          addGrads(prev, prev, gi);
           gi.dispose();
         } else if (prev) {
-          grads.set(input.gradFn, add(prev, gi));
+          grads.set(input.gradFn, sumGrads(prev, gi));
           prev.dispose();
           gi.dispose();
         } else {
@@ -114,3 +140,5 @@ export function backward(root: Tensor, grad?: Tensor): void {
     }
   });
 }
+
+registerBackward(backward);

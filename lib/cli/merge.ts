@@ -4,7 +4,7 @@
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Command } from "commander";
-import { noGrad } from "../autograd/tape.js";
+import { noGrad } from "../tensor/tensor.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import type { GPT2LMHeadModel } from "../models/gpt2/model.js";
 import { describeNonFiniteWeights } from "../models/gpt2/nonfinite.js";

@@ -4,14 +4,12 @@
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
-import {
-  GPT2_PRESET_NAMES, gpt2ModuleShapes, gpt2ParameterCount, gpt2PresetConfig, parameterTable, parseTargetSpec, unknownTargets,
-  type GPT2Preset, type TargetSpec,
-} from "../analysis/params.js";
+import { parameterTable, parseTargetSpec, unknownTargets, type TargetSpec } from "../analysis/params.js";
 import { formatTable } from "../analysis/table.js";
 import { GPT2Config } from "../models/gpt2/config.js";
-import { formatThousands } from "../peft/format.js";
-import type { ModuleShape } from "../peft/targets.js";
+import { GPT2_PRESET_NAMES, gpt2ModuleShapes, gpt2ParameterCount, gpt2PresetConfig, type GPT2Preset } from "../models/gpt2/shapes.js";
+import { formatThousands } from "../io/pyformat.js";
+import type { ModuleShape } from "../nn/shapes.js";
 import { EXIT, newCommand, runAction, UsageError } from "./common.js";
 
 /** The ranks the chapter compares. */

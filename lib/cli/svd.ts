@@ -8,7 +8,7 @@ import { matchesTarget, parseTargetSpec } from "../analysis/params.js";
 import { adapterSpectra, checkpointDeltaSpectra, spectrumStats, type LayerSpectrum, type SpectrumStats } from "../analysis/spectrum.js";
 import { formatTable, type Column } from "../analysis/table.js";
 import { readAdapterFactors, readCheckpointWeights } from "../analysis/weights.js";
-import { formatThousands } from "../peft/format.js";
+import { formatThousands } from "../io/pyformat.js";
 import { EXIT, newCommand, runAction, UsageError } from "./common.js";
 import { positiveIntList } from "./params.js";
 

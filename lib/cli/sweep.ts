@@ -6,7 +6,7 @@
 import { Option, type Command } from "commander";
 import { FINAL_WINDOW, runSweep, usedRanks } from "../analysis/sweep.js";
 import { formatTable } from "../analysis/table.js";
-import { formatThousands } from "../peft/format.js";
+import { formatThousands } from "../io/pyformat.js";
 import { formatDuration } from "../train/progress.js";
 import { EXIT, newCommand, numberIn, runAction, UsageError } from "./common.js";
 import { stopOnSignals } from "./interrupt.js";

@@ -13,10 +13,11 @@ import { basename, join } from "node:path";
 import { native } from "../native/index.js";
 import { empty } from "../tensor/creation.js";
 import { DTYPE_SIZE, f32ToBf16Bits, type DType } from "../tensor/dtype.js";
-import type { DeviceSpec } from "../tensor/device.js";
+import type { DeviceLike } from "../tensor/device.js";
 import { formatShape, Tensor } from "../tensor/tensor.js";
 import { writeFileAtomic, writeFileAtomicAsync } from "./atomic.js";
 import { decodeF16, encodeF16 } from "./float16.js";
+import { describeJson, LONE_SURROGATE, parseStrictJson, quote, type Json } from "./json.js";
 
 /**
  * Bits per element of every safetensors dtype, listed in the reference implementation's order
@@ -86,154 +87,8 @@ export class SafetensorsFile {
 
 // ---- errors -------------------------------------------------------------------------------------
 
-/** A name for an error message: JSON-quoted (so newlines cannot split the line) and shortened. */
-function quote(name: string): string {
-  const q = JSON.stringify(name);
-  return q.length > 120 ? `${q.slice(0, 117)}..."` : q;
-}
-
 function corrupt(source: string, what: string): Error {
   return new Error(`safetensors: "${source}" is not a valid safetensors file: ${what}`);
-}
-
-// ---- a strict JSON parser for the header ---------------------------------------------------------
-// JSON.parse would silently keep the last of two duplicate names, round integers above 2^53, and
-// accept 1.0 or 1e3 as a size. This parser reports duplicates, keeps integer literals exact as
-// bigint, limits nesting, and gives objects as Maps (no prototype keys such as "__proto__").
-
-type Json = null | boolean | number | bigint | string | Json[] | JsonObject;
-type JsonObject = Map<string, Json>;
-
-const MAX_JSON_DEPTH = 64;
-const NUMBER = /-?(?:0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?/y;
-const LONE_SURROGATE = /\p{Cs}/u;
-
-class JsonParser {
-  private pos = 0;
-  constructor(private readonly text: string) {}
-
-  parse(): Json {
-    const value = this.value(0);
-    this.skipSpace();
-    if (this.pos < this.text.length) this.fail("unexpected text after the JSON value");
-    return value;
-  }
-
-  private fail(what: string): never {
-    throw new Error(`${what} at character ${this.pos}`);
-  }
-
-  private skipSpace(): void {
-    const t = this.text;
-    while (this.pos < t.length) {
-      const c = t.charCodeAt(this.pos);
-      if (c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) break;
-      this.pos++;
-    }
-  }
-
-  private value(depth: number): Json {
-    this.skipSpace();
-    const c = this.text[this.pos];
-    if (c === "{" || c === "[") {
-      if (depth >= MAX_JSON_DEPTH) this.fail(`nesting deeper than ${MAX_JSON_DEPTH} levels`);
-      return c === "{" ? this.object(depth + 1) : this.array(depth + 1);
-    }
-    if (c === '"') return this.string();
-    for (const [word, v] of [["true", true], ["false", false], ["null", null]] as const) {
-      if (this.text.startsWith(word, this.pos)) {
-        this.pos += word.length;
-        return v;
-      }
-    }
-    NUMBER.lastIndex = this.pos;
-    const m = NUMBER.exec(this.text);
-    if (!m) this.fail(c === undefined ? "unexpected end of the header" : `unexpected character U+${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, "0")}`);
-    this.pos += m[0].length;
-    // Integer literals stay exact; anything with a fraction or exponent is not a valid size anyway.
-    return m[1] === undefined && m[2] === undefined ? BigInt(m[0]) : Number(m[0]);
-  }
-
-  private object(depth: number): JsonObject {
-    const out: JsonObject = new Map();
-    this.pos++; // {
-    this.skipSpace();
-    if (this.text[this.pos] === "}") {
-      this.pos++;
-      return out;
-    }
-    for (;;) {
-      this.skipSpace();
-      if (this.text[this.pos] !== '"') this.fail("expected a string key");
-      const key = this.string();
-      if (out.has(key)) this.fail(`duplicate key ${quote(key)}`);
-      this.skipSpace();
-      if (this.text[this.pos] !== ":") this.fail("expected ':'");
-      this.pos++;
-      out.set(key, this.value(depth));
-      this.skipSpace();
-      const c = this.text[this.pos++];
-      if (c === "}") return out;
-      if (c !== ",") {
-        this.pos--;
-        this.fail("expected ',' or '}'");
-      }
-    }
-  }
-
-  private array(depth: number): Json[] {
-    const out: Json[] = [];
-    this.pos++; // [
-    this.skipSpace();
-    if (this.text[this.pos] === "]") {
-      this.pos++;
-      return out;
-    }
-    for (;;) {
-      out.push(this.value(depth));
-      this.skipSpace();
-      const c = this.text[this.pos++];
-      if (c === "]") return out;
-      if (c !== ",") {
-        this.pos--;
-        this.fail("expected ',' or ']'");
-      }
-    }
-  }
-
-  private string(): string {
-    const t = this.text;
-    const start = this.pos;
-    let escaped = false;
-    for (let i = start + 1; i < t.length; i++) {
-      const c = t.charCodeAt(i);
-      if (c === 0x22 /* " */) {
-        this.pos = i + 1;
-        const raw = t.slice(start, i + 1);
-        let s: string;
-        try {
-          s = escaped ? (JSON.parse(raw) as string) : raw.slice(1, -1);
-        } catch {
-          this.pos = start;
-          this.fail("invalid escape in string");
-        }
-        if (LONE_SURROGATE.test(s)) {
-          this.pos = start;
-          this.fail("string holds an unpaired UTF-16 surrogate escape");
-        }
-        return s;
-      }
-      if (c === 0x5c /* \ */) {
-        escaped = true;
-        i++;
-      } else if (c < 0x20) {
-        this.pos = i;
-        this.fail("control character in string");
-      }
-    }
-    this.pos = start;
-    return this.fail("unterminated string");
-  }
 }
 
 // ---- header validation ---------------------------------------------------------------------------
@@ -274,17 +129,17 @@ function tensorInfo(name: string, value: Json, source: string): TensorInfo {
   if (!(value instanceof Map)) throw bad(`expected an object with dtype, shape and data_offsets`);
   const dtype = value.get("dtype");
   if (typeof dtype !== "string" || !DTYPE_RANK.has(dtype)) {
-    throw bad(`unknown dtype ${describe(dtype)}; safetensors dtypes are ${[...DTYPE_RANK.keys()].join(", ")}`);
+    throw bad(`unknown dtype ${describeJson(dtype)}; safetensors dtypes are ${[...DTYPE_RANK.keys()].join(", ")}`);
   }
   const shapeJson = value.get("shape");
   const shape = Array.isArray(shapeJson) ? shapeJson.map(safeCount) : undefined;
   if (!shape || shape.some((d) => d === undefined)) {
-    throw bad(`shape must be an array of integers in [0, 2^53), got ${describe(shapeJson)}`);
+    throw bad(`shape must be an array of integers in [0, 2^53), got ${describeJson(shapeJson)}`);
   }
   const offsetsJson = value.get("data_offsets");
   const offsets = Array.isArray(offsetsJson) && offsetsJson.length === 2 ? offsetsJson.map(safeCount) : undefined;
   if (!offsets || offsets.some((o) => o === undefined)) {
-    throw bad(`data_offsets must be [begin, end], integers in [0, 2^53), got ${describe(offsetsJson)}`);
+    throw bad(`data_offsets must be [begin, end], integers in [0, 2^53), got ${describeJson(offsetsJson)}`);
   }
   const [begin, end] = offsets as [number, number];
   if (end < begin) throw bad(`data_offsets [${begin}, ${end}] end before they begin`);
@@ -297,22 +152,11 @@ function tensorInfo(name: string, value: Json, source: string): TensorInfo {
   return { name, dtype: dtype as SafetensorsDType, shape: shape as number[], begin, end };
 }
 
-/** A short rendering of a header value for error messages (bigints exact, Maps as objects). */
-function describe(v: Json | undefined): string {
-  const render = (x: Json): string =>
-    typeof x === "bigint" ? x.toString()
-      : Array.isArray(x) ? `[${x.map(render).join(",")}]`
-        : x instanceof Map ? `{${[...x].map(([k, y]) => `${JSON.stringify(k)}:${render(y)}`).join(",")}}`
-          : JSON.stringify(x);
-  const text = v === undefined ? "nothing" : render(v);
-  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
-}
-
 function metadataOf(value: Json, source: string): Record<string, string> {
   if (value === null) return {};
-  if (!(value instanceof Map)) throw corrupt(source, `__metadata__ must be an object of strings, got ${describe(value)}`);
+  if (!(value instanceof Map)) throw corrupt(source, `__metadata__ must be an object of strings, got ${describeJson(value)}`);
   for (const [k, v] of value) {
-    if (typeof v !== "string") throw corrupt(source, `__metadata__ entry ${quote(k)} must be a string, got ${describe(v)}`);
+    if (typeof v !== "string") throw corrupt(source, `__metadata__ entry ${quote(k)} must be a string, got ${describeJson(v)}`);
   }
   return Object.fromEntries(value as Map<string, string>);
 }
@@ -329,11 +173,11 @@ function parseHeader(headerBytes: Uint8Array, dataLength: number, source: string
   }
   let json: Json;
   try {
-    json = new JsonParser(text).parse();
+    json = parseStrictJson(text);
   } catch (err) {
     throw corrupt(source, `the header is not valid JSON: ${(err as Error).message}`);
   }
-  if (!(json instanceof Map)) throw corrupt(source, `the header must be a JSON object, got ${Array.isArray(json) ? "an array" : describe(json)}`);
+  if (!(json instanceof Map)) throw corrupt(source, `the header must be a JSON object, got ${Array.isArray(json) ? "an array" : describeJson(json)}`);
 
   let metadata: Record<string, string> = {};
   const tensors: TensorInfo[] = [];
@@ -517,7 +361,7 @@ export interface ToTensorOptions {
    * copied bit for bit. Integer data asked for as a float dtype (or the reverse) is refused.
    */
   dtype?: DType;
-  device?: DeviceSpec | string;
+  device?: DeviceLike;
 }
 
 /**
@@ -541,7 +385,7 @@ export function toTensor(entry: SafetensorsTensor & { name?: string }, opts: ToT
   native().write({ dst: t.nativeView, data: host.data });
   if (entry.name !== undefined) t.name = entry.name;
   if (target === host.dtype) return t;
-  const out = t.to(t.device, target);
+  const out = t.to(t.deviceInfo, target);
   t.dispose();
   if (entry.name !== undefined) out.name = entry.name;
   return out;

@@ -4,13 +4,13 @@ import { conv1dLinear, linear } from "../ops/matmul.js";
 import { dropout } from "../ops/dropout.js";
 import { layerNorm } from "../ops/layernorm.js";
 import { empty, kaimingUniform, ones, rand, randn, zeros } from "../tensor/creation.js";
-import type { DeviceSpec } from "../tensor/device.js";
+import type { DeviceLike } from "../tensor/device.js";
 import type { Generator } from "../tensor/random.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { Module } from "./module.js";
 
 export interface LayerOptions {
-  device?: DeviceSpec | string;
+  device?: DeviceLike;
   /** The random stream the initial weights are drawn from (default: the global generator). */
   generator?: Generator;
   /**
@@ -102,7 +102,7 @@ export class LayerNorm extends Module {
   declare bias: Tensor | null;
   readonly eps: number;
 
-  constructor(readonly normalizedShape: number, opts: { eps?: number; elementwiseAffine?: boolean; device?: DeviceSpec | string } = {}) {
+  constructor(readonly normalizedShape: number, opts: { eps?: number; elementwiseAffine?: boolean; device?: DeviceLike } = {}) {
     super();
     checkSize("LayerNorm", "normalizedShape", normalizedShape);
     this.eps = opts.eps ?? 1e-5;

@@ -11,11 +11,10 @@
 //   }
 //
 // Parameters and buffers are taken out of tidy() scopes (keep()) and live until dispose().
-import { noGrad } from "../autograd/tape.js";
-import { parseDevice } from "../tensor/device.js";
+import { parseDevice, type DeviceLike } from "../tensor/device.js";
 import type { DType } from "../tensor/dtype.js";
 import { keep } from "../tensor/scope.js";
-import { copyInto, formatShape, type Tensor } from "../tensor/tensor.js";
+import { copyInto, formatShape, noGrad, type Tensor } from "../tensor/tensor.js";
 
 /** Parameter and persistent-buffer names (dotted paths) to tensors. */
 export type StateDict = Record<string, Tensor>;
@@ -309,7 +308,7 @@ export class Module {
    * Moves every parameter and buffer to `device` (and floating ones to `dtype` when given), in
    * place of the old tensors, which are freed. Tied tensors stay tied. Gradients are dropped.
    */
-  to(device: string, dtype?: DType): this {
+  to(device: DeviceLike, dtype?: DType): this {
     const dev = parseDevice(device, "Module.to").name;
     const moved = new Map<Tensor, Tensor>();
     const convert = (t: Tensor): Tensor => {

@@ -1,9 +1,8 @@
 // Scaled dot-product attention, forward and backward each one native call.
 // Kernels: native/ops/attention.h (attention_forward_f32 / attention_backward_f32), CPU and CUDA twins.
-import { record } from "../autograd/tape.js";
 import { native } from "../native/index.js";
 import { defaultGenerator, type Generator } from "../tensor/random.js";
-import { emptyLike, formatShape, type Tensor } from "../tensor/tensor.js";
+import { emptyLike, formatShape, record, type Tensor } from "../tensor/tensor.js";
 import { checkFloat, checkSameDevice, contiguousInput, newFloat, stridedView, viewOrNull } from "./util.js";
 
 export interface AttentionOptions {

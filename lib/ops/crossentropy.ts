@@ -1,8 +1,7 @@
 // Cross-entropy over class logits fused with its log-softmax, one native pass forward and one
 // backward, no probability tensor stored. Kernels: native/ops/crossentropy.h (CPU and CUDA twins).
-import { record } from "../autograd/tape.js";
 import { native } from "../native/index.js";
-import { formatShape, shapeSize, type Tensor } from "../tensor/tensor.js";
+import { formatShape, record, shapeSize, type Tensor } from "../tensor/tensor.js";
 import { checkFloat, checkSameDevice, contiguousInput, newFloat, unravel, viewOrNull, withContiguous } from "./util.js";
 
 // Codes of native/ops/crossentropy.h's Reduction (test/native/enums.test.ts checks them).

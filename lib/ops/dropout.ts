@@ -1,9 +1,8 @@
 // Dropout from the counter-based Philox stream: the mask is recomputed, never stored.
 // Kernels: native/ops/dropout.h (CPU and CUDA twins).
-import { record } from "../autograd/tape.js";
 import { native } from "../native/index.js";
 import { defaultGenerator, type Generator } from "../tensor/random.js";
-import { type Tensor } from "../tensor/tensor.js";
+import { record, type Tensor } from "../tensor/tensor.js";
 import { checkFloat, newFloat, withContiguous } from "./util.js";
 
 export interface DropoutOptions {

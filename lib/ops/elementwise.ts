@@ -1,18 +1,10 @@
 // Element-wise ops with NumPy broadcasting; each backward rule sits beside its forward.
 // Kernels: native/ops/elementwise.h (CPU and CUDA twins).
-import { record } from "../autograd/tape.js";
+import { Binary, Unary } from "../native/enums.js";
 import { native } from "../native/index.js";
-import type { Tensor } from "../tensor/tensor.js";
+import { record, type Tensor } from "../tensor/tensor.js";
 import { sumToShape } from "./reduce.js";
 import { broadcastShapes, broadcastStrides, checkFloat, newFloat, stridedView, withContiguous } from "./util.js";
-
-// Codes of native/ops/elementwise.h's BinaryOp and UnaryOp (test/native/enums.test.ts checks them).
-export enum Binary { Add = 0, Sub = 1, Mul = 2, Div = 3 }
-export enum Unary {
-  Neg = 0, Exp = 1, Log = 2, Sqrt = 3, Tanh = 4, Relu = 5, Sigmoid = 6, Square = 7,
-  Scale = 8, AddScalar = 9, PowScalar = 10, Gelu = 11, Abs = 12,
-}
-
 
 function binaryRaw(code: Binary, name: string, a: Tensor, b: Tensor): Tensor {
   checkFloat(name, a, b);

@@ -1,9 +1,8 @@
 // Embedding lookup: rows of a [V, D] table picked by int32 ids. Backward scatter-adds the output
 // gradient into a dense [V, D] gradient (repeated ids sum). Kernels: native/ops/embedding.h.
-import { record } from "../autograd/tape.js";
 import { native } from "../native/index.js";
 import { zeros } from "../tensor/creation.js";
-import { formatShape, type Tensor } from "../tensor/tensor.js";
+import { formatShape, record, type Tensor } from "../tensor/tensor.js";
 import { checkFloat, checkSameDevice, newFloat, unravel, withContiguous } from "./util.js";
 
 /** embedding(ids int32 [...], weight [V, D]) -> [..., D]: out[..., :] = weight[ids[...], :]. */

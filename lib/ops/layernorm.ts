@@ -1,8 +1,7 @@
 // Layer norm over the last dimension, one native pass forward and one backward, the backward rule
 // beside the forward. Kernels: native/ops/layernorm.h (CPU and CUDA twins).
-import { record } from "../autograd/tape.js";
 import { native } from "../native/index.js";
-import { formatShape, shapeSize, type Tensor } from "../tensor/tensor.js";
+import { formatShape, record, shapeSize, type Tensor } from "../tensor/tensor.js";
 import { checkFloat, checkSameDevice, contiguousInput, newFloat, viewOrNull, withContiguous } from "./util.js";
 
 /**

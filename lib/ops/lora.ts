@@ -6,12 +6,12 @@
 //   gy = g                 gB = s·gᵀ·u                gA = s·vᵀ·drop(x)
 //   gx = s·(v·A) ⊙ mask/(1-p)
 // The dropout mask is never stored: drop(x) and the masked gx are recomputed from the Philox
-// (seed, offset) the forward drew (see dropout in ./nn.ts), and with p = 0 there is no copy of x.
+// (seed, offset) the forward drew (see ./dropout.ts), and with p = 0 there is no copy of x.
 // Frozen operands cost nothing in backward.
-import { record } from "../autograd/tape.js";
 import { native } from "../native/index.js";
 import { defaultGenerator, type Generator } from "../tensor/random.js";
-import { formatShape, shapeSize, type Tensor } from "../tensor/tensor.js";
+import { formatShape, record, shapeSize, type Tensor } from "../tensor/tensor.js";
+import { gemm2d } from "./matmul.js";
 import { checkFloat, newFloat, withContiguous } from "./util.js";
 
 export interface LoraDeltaOptions {
@@ -22,17 +22,6 @@ export interface LoraDeltaOptions {
   /** Dropout is applied only when training. */
   training?: boolean;
   generator?: Generator;
-}
-
-/** c = alpha·op(a)·op(b) + beta·c for contiguous 2-D tensors (a, b as stored; op = transpose when flagged). */
-export function gemm2d(c: Tensor, a: Tensor, transA: boolean, b: Tensor, transB: boolean, alpha: number, beta: number): void {
-  for (const t of [a, b, c]) if (!t.isContiguous()) throw new Error(`gemm2d: operands must be contiguous, got ${formatShape(t.shape)} with strides ${formatShape(t.strides)}`);
-  const [ar, ac] = a.shape as [number, number], [br, bc] = b.shape as [number, number];
-  const m = transA ? ac : ar, k = transA ? ar : ac, n = transB ? br : bc;
-  native().gemm({
-    transA, transB, m, n, k, alpha, a: a.nativeView, lda: ac, strideA: 0, b: b.nativeView, ldb: bc, strideB: 0,
-    beta, c: c.nativeView, ldc: n, strideC: 0, batch: 1,
-  });
 }
 
 /** y + s·(drop(x)·Aᵀ)·Bᵀ; see the file comment. */

@@ -1,13 +1,14 @@
 // Matrix products: matmul (PyTorch semantics), linear (x·Wᵀ + b) and conv1dLinear (x·W + b, GPT-2's
-// Conv1D). Everything goes through one batched gemm call (native/ops/matmul.h). Operands are read in
-// place whenever gemm can: a transposed view becomes a trans flag plus its row stride, a broadcast
-// batch becomes batch stride 0, and leading dimensions that walk memory with one stride become rows.
-// Only layouts gemm cannot express are copied. Backward rules compute dA = dC·Bᵀ and dB = Aᵀ·dC by
-// flipping trans flags, never by materializing a transpose; frozen operands get no gemm at all.
-import { record } from "../autograd/tape.js";
+// Conv1D), and gemm2d, the unrecorded c = α·op(a)·op(b) + β·c on 2-D tensors that the LoRA op and
+// adapter merges build on. Everything goes through one batched gemm call (native/ops/matmul.h).
+// Operands are read in place whenever gemm can: a transposed view becomes a trans flag plus its row
+// stride, a broadcast batch becomes batch stride 0, and leading dimensions that walk memory with
+// one stride become rows. Only layouts gemm cannot express are copied. Backward rules compute
+// dA = dC·Bᵀ and dB = Aᵀ·dC by flipping trans flags, never by materializing a transpose; frozen
+// operands get no gemm at all.
 import { native } from "../native/index.js";
 import { full } from "../tensor/creation.js";
-import { copyInto, emptyLike, formatShape, shapeSize, type Tensor } from "../tensor/tensor.js";
+import { copyInto, emptyLike, formatShape, record, shapeSize, type Tensor } from "../tensor/tensor.js";
 import { sumToShape } from "./reduce.js";
 import { broadcastShapes, checkFloat, newFloat, stridedView } from "./util.js";
 
@@ -265,4 +266,15 @@ function affine(op: string, x: Tensor, weight: Tensor, outIn: boolean, bias: Ten
   X.copy?.dispose();
   W.copy?.dispose();
   return out;
+}
+
+/** c = alpha·op(a)·op(b) + beta·c for contiguous 2-D tensors (a, b as stored; op = transpose when flagged). */
+export function gemm2d(c: Tensor, a: Tensor, transA: boolean, b: Tensor, transB: boolean, alpha: number, beta: number): void {
+  for (const t of [a, b, c]) if (!t.isContiguous()) throw new Error(`gemm2d: operands must be contiguous, got ${formatShape(t.shape)} with strides ${formatShape(t.strides)}`);
+  const [ar, ac] = a.shape as [number, number], [br, bc] = b.shape as [number, number];
+  const m = transA ? ac : ar, k = transA ? ar : ac, n = transB ? br : bc;
+  native().gemm({
+    transA, transB, m, n, k, alpha, a: a.nativeView, lda: ac, strideA: 0, b: b.nativeView, ldb: bc, strideB: 0,
+    beta, c: c.nativeView, ldc: n, strideC: 0, batch: 1,
+  });
 }

@@ -1,9 +1,10 @@
 // Sums and means over dimensions, and the reduction that undoes broadcasting in backward.
-import { record } from "../autograd/tape.js";
+// Kernels: sumRows of native/ops/elementwise.h (mean scales with its Scale op); called directly,
+// since the element-wise ops' broadcasting backward needs sumToShape from here.
+import { Unary } from "../native/enums.js";
 import { native } from "../native/index.js";
 import { DTYPE_SIZE } from "../tensor/dtype.js";
-import { emptyLike, formatShape, normDim, shapeSize, type Tensor } from "../tensor/tensor.js";
-import { scale } from "./elementwise.js";
+import { emptyLike, formatShape, normDim, record, shapeSize, type Tensor } from "../tensor/tensor.js";
 import { broadcastShapes, broadcastStrides, checkFloat, newFloat, stridedView, withContiguous } from "./util.js";
 
 function normDims(t: Tensor, dims: number | readonly number[] | undefined, op: string): number[] {
@@ -18,28 +19,46 @@ function normDims(t: Tensor, dims: number | readonly number[] | undefined, op: s
  * summed row by row in double precision.
  */
 export function sum(t: Tensor, dims?: number | readonly number[], keepDim = false): Tensor {
-  checkFloat("sum", t);
-  const reduced = normDims(t, dims, "sum");
-  const kept = [...t.shape.keys()].filter((d) => !reduced.includes(d));
-  const keptShape = kept.map((d) => t.shape[d]!);
-  const outShape = keepDim ? t.shape.map((s, d) => (reduced.includes(d) ? 1 : s)) : keptShape;
-  const cols = shapeSize(reduced.map((d) => t.shape[d]!));
-  const out = newFloat(outShape, t);
-  const moved = t.permute([...kept, ...reduced]);
-  withContiguous([moved], (m) => native().sumRows({ x: m.nativeView, out: out.nativeView, rows: shapeSize(keptShape), cols }));
-  moved.dispose();
-  const inShape = t.shape;
-  record("sum", out, [t], (g) => [expandTo(keepDim ? g : g.reshape(t.shape.map((s, d) => (reduced.includes(d) ? 1 : s))), inShape)]);
-  return out;
+  return scaledSum("sum", t, dims, keepDim, 1);
 }
 
 /** Mean over `dims` (all when omitted). */
 export function mean(t: Tensor, dims?: number | readonly number[], keepDim = false): Tensor {
-  const reduced = normDims(t, dims, "mean");
-  const count = shapeSize(reduced.map((d) => t.shape[d]!));
-  const s = sum(t, reduced, keepDim);
-  const out = scale(s, 1 / count);
-  s.dispose();
+  const count = shapeSize(normDims(t, dims, "mean").map((d) => t.shape[d]!));
+  return scaledSum("mean", t, dims, keepDim, 1 / count);
+}
+
+/** x * alpha into a new tensor, by the element-wise Scale kernel. */
+function scaled(x: Tensor, alpha: number): Tensor {
+  const out = newFloat(x.shape, x);
+  withContiguous([x], (c) => native().unary({ op: Unary.Scale, x: c.nativeView, out: out.nativeView, n: c.size, alpha }));
+  return out;
+}
+
+/** alpha * sum(t, dims): the sum, then (for mean) a scale by alpha; recorded as one op. */
+function scaledSum(op: string, t: Tensor, dims: number | readonly number[] | undefined, keepDim: boolean, alpha: number): Tensor {
+  checkFloat(op, t);
+  const reduced = normDims(t, dims, op);
+  const kept = [...t.shape.keys()].filter((d) => !reduced.includes(d));
+  const keptShape = kept.map((d) => t.shape[d]!);
+  const outShape = keepDim ? t.shape.map((s, d) => (reduced.includes(d) ? 1 : s)) : keptShape;
+  const cols = shapeSize(reduced.map((d) => t.shape[d]!));
+  let out = newFloat(outShape, t);
+  const moved = t.permute([...kept, ...reduced]);
+  withContiguous([moved], (m) => native().sumRows({ x: m.nativeView, out: out.nativeView, rows: shapeSize(keptShape), cols }));
+  moved.dispose();
+  if (alpha !== 1) {
+    const sums = out;
+    out = scaled(sums, alpha);
+    sums.dispose();
+  }
+  const inShape = t.shape;
+  record(op, out, [t], (g) => {
+    const gs = alpha === 1 ? g : scaled(g, alpha);
+    const gx = expandTo(keepDim ? gs : gs.reshape(t.shape.map((s, d) => (reduced.includes(d) ? 1 : s))), inShape);
+    if (gs !== g) gs.dispose();
+    return [gx];
+  });
   return out;
 }
 

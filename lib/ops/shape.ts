@@ -1,7 +1,6 @@
 // Joining and cutting tensors along a dimension: concat, stack, split, and expand (a broadcast view).
 // Cuts and expansions are views sharing storage; joins copy each input once into the output.
-import { record } from "../autograd/tape.js";
-import { copyInto, emptyLike, formatShape, normDim, Tensor } from "../tensor/tensor.js";
+import { copyInto, emptyLike, formatShape, normDim, record, Tensor } from "../tensor/tensor.js";
 import { sumToShape } from "./reduce.js";
 import { checkSameDevice } from "./util.js";
 

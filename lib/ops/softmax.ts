@@ -1,8 +1,7 @@
 // Softmax and log-softmax along a dimension, one native pass forward and one backward.
 // Kernels: native/ops/softmax.h (CPU and CUDA twins).
-import { record } from "../autograd/tape.js";
 import { native } from "../native/index.js";
-import { normDim, shapeSize, type Tensor } from "../tensor/tensor.js";
+import { normDim, record, shapeSize, type Tensor } from "../tensor/tensor.js";
 import { checkFloat, contiguousInput, newFloat, withContiguous } from "./util.js";
 
 /** softmax or log-softmax over the last dimension of x. */

@@ -1,4 +1,7 @@
 // Checks and shape helpers shared by the op families.
+// Every op family imports this file, so loading any op loads the autograd engine too: it registers
+// itself as Tensor.backward() (lib/tensor cannot import it, being the layer below).
+import "../autograd/engine.js";
 import type { View } from "../native/index.js";
 import { emptyLike, formatShape, Tensor } from "../tensor/tensor.js";
 

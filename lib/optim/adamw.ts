@@ -1,10 +1,9 @@
 // AdamW with torch.optim.AdamW's semantics (decoupled weight decay, bias-corrected moments,
 // eps added after the bias-corrected square root), as one fused native step over all params.
-import { noGrad } from "../autograd/tape.js";
 import { native, type View } from "../native/index.js";
 import { zerosLike } from "../tensor/creation.js";
 import { keep } from "../tensor/scope.js";
-import type { Tensor } from "../tensor/tensor.js";
+import { noGrad, type Tensor } from "../tensor/tensor.js";
 import { byDevice, pack } from "./fused.js";
 import { definedOnly, Optimizer, type Params, type StateSpec } from "./optimizer.js";
 

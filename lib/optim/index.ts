@@ -1,4 +1,4 @@
-// Optimizers (fused native steps), gradient clipping, lr schedules and gradient accumulation.
+// Optimizers (fused native steps), gradient clipping and lr schedules.
 export { AdamW, type AdamWOptions, type AdamWState } from "./adamw.js";
 export { SGD, type SGDOptions, type SGDState } from "./sgd.js";
 export {
@@ -11,4 +11,3 @@ export {
   getLinearScheduleWithWarmup, getCosineScheduleWithWarmup, getScheduler, type LrLambda, type LRSchedulerState,
   type SchedulableOptimizer, type SchedulerName,
 } from "./schedule.js";
-export { backwardAccumulated } from "./accumulate.js";

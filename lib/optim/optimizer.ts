@@ -5,10 +5,9 @@
 // returns copies that the caller owns, and loadStateDict() copies what it is given, so a saved
 // dict never changes when training goes on (PyTorch hands out references; copying here keeps
 // ownership simple and makes "save, train on, restore" exact).
-import { noGrad } from "../autograd/tape.js";
 import { isJsonObject } from "../io/json-object.js";
 import { keep } from "../tensor/scope.js";
-import { formatShape, Tensor } from "../tensor/tensor.js";
+import { formatShape, noGrad, Tensor } from "../tensor/tensor.js";
 
 /** Per-param state: tensors shaped like the param (moments, buffers) and numbers (step counts). */
 export type ParamState = Record<string, Tensor | number>;

@@ -1,8 +1,7 @@
 // SGD with torch.optim.SGD's semantics (coupled weight decay, momentum with dampening, Nesterov),
 // as one fused native step over all params.
-import { noGrad } from "../autograd/tape.js";
 import { keep } from "../tensor/scope.js";
-import { emptyLike, type Tensor } from "../tensor/tensor.js";
+import { emptyLike, noGrad, type Tensor } from "../tensor/tensor.js";
 import { native, type View } from "../native/index.js";
 import { byDevice, pack } from "./fused.js";
 import { definedOnly, Optimizer, type Params, type StateSpec } from "./optimizer.js";

@@ -15,19 +15,18 @@
 // `delta_W = (lora_B @ lora_A.t()) * scaling`, which multiplies [rank, out] by [rank, in] and only
 // runs when out = rank; the update its forward pass applies is (A·B)ᵀ·scaling in nn.Linear's
 // [out, in] layout, which is what is merged here.)
-import { noGrad } from "../autograd/tape.js";
 import { Conv1D, Linear } from "../nn/layers.js";
 import { Module } from "../nn/module.js";
 import { scale } from "../ops/elementwise.js";
-import { gemm2d, loraDelta } from "../ops/lora.js";
-import { matmul } from "../ops/matmul.js";
+import { loraDelta } from "../ops/lora.js";
+import { gemm2d, matmul } from "../ops/matmul.js";
 import { kaimingUniform, zeros } from "../tensor/creation.js";
-import type { DeviceSpec } from "../tensor/device.js";
+import type { DeviceLike } from "../tensor/device.js";
 import type { Generator } from "../tensor/random.js";
-import type { Tensor } from "../tensor/tensor.js";
+import { noGrad, type Tensor } from "../tensor/tensor.js";
 
 export interface LoRALayerOptions {
-  device?: DeviceSpec | string;
+  device?: DeviceLike;
   /** The random stream lora_A's init is drawn from (default: the global generator). */
   generator?: Generator;
 }

@@ -1,7 +1,8 @@
 // LoraConfig: PEFT's LoraConfig with camelCase fields, the same defaults and validation as its
 // __post_init__ (plus checks PEFT defers to layer creation, done here so mistakes surface when the
 // config is made), and adapter_config.json exactly as PEFT 0.21 writes and reads it.
-import { PyFloat, compilePythonRegex, pythonJsonDumps, type PyJson } from "./format.js";
+import { PyFloat, pythonJsonDumps, type PyJson } from "../io/pyjson.js";
+import { compilePythonRegex } from "../io/pyregex.js";
 
 /** PEFT's TaskType values (`peft/utils/peft_types.py`). */
 export const TASK_TYPES = [

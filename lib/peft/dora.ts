@@ -11,7 +11,6 @@
 //
 // In training with lora_dropout > 0, PEFT drops x once and runs both the LoRA term and x·Wᵀ on the
 // dropped input; without dropout it reuses the base output minus the bias. Both are mirrored here.
-import { noGrad } from "../autograd/tape.js";
 import { Module } from "../nn/module.js";
 import { add, div, mul, sqrt, square, sub } from "../ops/elementwise.js";
 import { loraDelta, type LoraDeltaOptions } from "../ops/lora.js";
@@ -19,7 +18,7 @@ import { conv1dLinear, linear } from "../ops/matmul.js";
 import { dropout } from "../ops/dropout.js";
 import { sum } from "../ops/reduce.js";
 import { tensor } from "../tensor/creation.js";
-import { copyInto, type Tensor } from "../tensor/tensor.js";
+import { copyInto, noGrad, type Tensor } from "../tensor/tensor.js";
 
 /**
  * One adapter's magnitude vector (PEFT's DoraLinearLayer): its parameter is named "weight", so it

@@ -14,9 +14,8 @@
 // When an adapter saved with one of these inits is loaded, PEFT (and lowrank) run the init on the
 // fresh base weight again, replacing W by its residual, before overwriting A and B from the file.
 import { matrix, oloraFactors, pissaFactors, transpose, type Matrix } from "../linalg/index.js";
-import { noGrad } from "../autograd/tape.js";
 import { tensor } from "../tensor/creation.js";
-import { copyInto, formatShape, type Tensor } from "../tensor/tensor.js";
+import { copyInto, formatShape, noGrad, type Tensor } from "../tensor/tensor.js";
 import type { InitLoraWeights } from "./config.js";
 
 /** The initLoraWeights values that factor the base weight and replace it by the residual. */

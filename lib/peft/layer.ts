@@ -11,17 +11,16 @@
 // `<path>.lora_magnitude_vector.<adapter>.weight` and rescale the output per feature; the
 // initialisations "pissa", "pissa_niter_N" and "olora" (./init.ts) factor W into A and B and
 // replace W by W − s·B·A.
-import { noGrad } from "../autograd/tape.js";
 import { Conv1D, Embedding, Linear } from "../nn/layers.js";
 import { Module } from "../nn/module.js";
 import { add, scale } from "../ops/elementwise.js";
 import { embedding } from "../ops/embedding.js";
-import { gemm2d, loraDelta } from "../ops/lora.js";
-import { linear } from "../ops/matmul.js";
+import { loraDelta } from "../ops/lora.js";
+import { gemm2d, linear } from "../ops/matmul.js";
 import { randn, zeros } from "../tensor/creation.js";
 import type { Generator } from "../tensor/random.js";
 import { keep } from "../tensor/scope.js";
-import { copyInto, type Tensor } from "../tensor/tensor.js";
+import { copyInto, noGrad, type Tensor } from "../tensor/tensor.js";
 import type { InitLoraWeights } from "./config.js";
 import { DoraMagnitude, doraForward, doraMerge, doraUnmerge, doraWeightNorm, type DoraOperands } from "./dora.js";
 import { applyBaseMutatingInit, isBaseMutatingInit } from "./init.js";
@@ -224,7 +223,7 @@ export class LoraLinear extends LoraLayerBase<Linear | Conv1D> {
 
   protected adapterParameters(name: string): Tensor[] {
     const m = this.magnitude(name);
-    return m ? [this.A(name), this.Bm(name), m] : [this.A(name), this.Bm(name)];
+    return m ? [this.loraA(name), this.loraB(name), m] : [this.loraA(name), this.loraB(name)];
   }
 
   protected removeAdapterParameters(name: string): void {
@@ -238,10 +237,10 @@ export class LoraLinear extends LoraLayerBase<Linear | Conv1D> {
   }
 
   /** The adapter's A [r, in] and B [out, r]. */
-  A(name: string): Tensor {
+  loraA(name: string): Tensor {
     return (this.lora_A.getSubmodule(name) as Linear).weight;
   }
-  Bm(name: string): Tensor {
+  loraB(name: string): Tensor {
     return (this.lora_B.getSubmodule(name) as Linear).weight;
   }
   /** The DoRA magnitude m [out] of a DoRA adapter; undefined for plain LoRA. */
@@ -251,7 +250,7 @@ export class LoraLinear extends LoraLayerBase<Linear | Conv1D> {
   }
 
   protected accumulateDelta(target: Tensor, name: string, sign: number): void {
-    gemmDelta(target, this.A(name), this.Bm(name), this.fanInFanOut, sign * this.specs.get(name)!.scaling);
+    gemmDelta(target, this.loraA(name), this.loraB(name), this.fanInFanOut, sign * this.specs.get(name)!.scaling);
   }
 
   private doraOperands(name: string): DoraOperands {
@@ -295,7 +294,7 @@ export class LoraLinear extends LoraLayerBase<Linear | Conv1D> {
       const spec = this.specs.get(name)!;
       const opts = { scaling: spec.scaling, dropout: spec.dropout, training: this.training, generator: spec.generator };
       const m = this.magnitude(name);
-      y = m ? doraForward(this.doraOperands(name), y, x, this.A(name), this.Bm(name), m, opts) : loraDelta(y, x, this.A(name), this.Bm(name), opts);
+      y = m ? doraForward(this.doraOperands(name), y, x, this.loraA(name), this.loraB(name), m, opts) : loraDelta(y, x, this.loraA(name), this.loraB(name), opts);
     }
     return y;
   }
@@ -345,7 +344,7 @@ export class LoraEmbedding extends LoraLayerBase<Embedding> {
   }
 
   protected adapterParameters(name: string): Tensor[] {
-    return [this.A(name), this.Bm(name)];
+    return [this.loraA(name), this.loraB(name)];
   }
 
   protected removeAdapterParameters(name: string): void {
@@ -356,16 +355,16 @@ export class LoraEmbedding extends LoraLayerBase<Embedding> {
     }
   }
 
-  A(name: string): Tensor {
+  loraA(name: string): Tensor {
     return (this.lora_embedding_A as unknown as Record<string, Tensor>)[name]!;
   }
-  Bm(name: string): Tensor {
+  loraB(name: string): Tensor {
     return (this.lora_embedding_B as unknown as Record<string, Tensor>)[name]!;
   }
 
   // W [num, dim] += s·(B·A)ᵀ = s·Aᵀ·Bᵀ.
   protected accumulateDelta(target: Tensor, name: string, sign: number): void {
-    gemm2d(target, this.A(name), true, this.Bm(name), true, sign * this.specs.get(name)!.scaling, 1);
+    gemm2d(target, this.loraA(name), true, this.loraB(name), true, sign * this.specs.get(name)!.scaling, 1);
   }
 
   /** ids int32 [...] -> [..., dim]. */
@@ -374,8 +373,8 @@ export class LoraEmbedding extends LoraLayerBase<Embedding> {
     let y = this.base_layer.forward(ids);
     for (const name of adapters) {
       const spec = this.specs.get(name)!;
-      const rows = embedding(ids, this.A(name).transpose(0, 1)); // [..., r]
-      y = add(y, scale(linear(rows, this.Bm(name)), spec.scaling));
+      const rows = embedding(ids, this.loraA(name).transpose(0, 1)); // [..., r]
+      y = add(y, scale(linear(rows, this.loraB(name)), spec.scaling));
     }
     return y;
   }

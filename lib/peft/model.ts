@@ -2,14 +2,14 @@
 // (`base_model.model.<path>`), so named parameters, saved keys and parameter counts read as in
 // Python; adapters save to and load from PEFT's on-disk format.
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
-import { noGrad } from "../autograd/tape.js";
 import { checkFitsInMemory } from "../runtime.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import { readSafetensors, toTensor, writeSafetensors } from "../io/safetensors.js";
 import { Conv1D, Embedding, Linear } from "../nn/layers.js";
 import { Module } from "../nn/module.js";
 import { Generator } from "../tensor/random.js";
-import { copyInto, formatShape, type Tensor } from "../tensor/tensor.js";
+import type { ModuleInfo, ModuleKind, ModuleShape } from "../nn/shapes.js";
+import { copyInto, formatShape, noGrad, type Tensor } from "../tensor/tensor.js";
 import { emitLowrankWarning, LoraConfig, type WarningHandler } from "./config.js";
 import {
   adapterPaths, adapterStateKey, DEFAULT_ADAPTER_NAME, formatTrainableParameters, parseAdapterStateKey, PEFT_KEY_PREFIX, validateAdapterName,
@@ -18,7 +18,7 @@ import {
 import { isBaseMutatingInit } from "./init.js";
 import { LoraEmbedding, LoraLinear, wrapWithLora, type AdapterSpec, type LoraLayer } from "./layer.js";
 import { findModulesToSave, ModulesToSaveWrapper } from "./modules-to-save.js";
-import { countLoraParameters, planInjection, type ModuleShape } from "./targets.js";
+import { countLoraParameters, planInjection } from "./targets.js";
 import { addWeightedAdapter, type WeightedAdapterOptions } from "./weighted.js";
 
 /** What a wrapped model must offer: a module tree and a forward pass. */

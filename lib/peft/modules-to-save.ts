@@ -8,9 +8,8 @@
 // are read from the module forward would run, as PEFT's __getattr__ does, so code that reaches
 // into the module (GPT-2's lm_head reads transformer.wte.weight) sees the same tensors forward uses.
 // Saved keys drop the wrapper: `base_model.model.<path>.<param>` (reference §2).
-import { noGrad } from "../autograd/tape.js";
 import { Module, ModuleList } from "../nn/module.js";
-import type { Tensor } from "../tensor/tensor.js";
+import { noGrad, type Tensor } from "../tensor/tensor.js";
 import { AdapterDict, LoraEmbedding, LoraLinear } from "./layer.js";
 
 /** Module's registration maps, which a deep copy has to rebuild (TypeScript-protected, plain fields at run time). */

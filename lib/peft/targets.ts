@@ -5,21 +5,8 @@
 // fan_in_fan_out forced by layer type. test/fixtures/make_target_fixtures.py records what PEFT
 // itself does for the cases the tests check.
 import { DEFAULT_TARGET_MODULES, compileLayersPattern, emitLowrankWarning, type LoraConfig, type WarningHandler } from "./config.js";
-import { compilePythonRegex } from "./format.js";
-
-/** What a module is, as far as LoRA cares: nn.Linear, GPT-2's Conv1D (weight in×out), nn.Embedding, or anything else. */
-export type ModuleKind = "linear" | "conv1d" | "embedding" | "other";
-
-/** One entry of the base model's named_modules(), without the root. */
-export interface ModuleInfo {
-  /** Full dotted name relative to the base model, e.g. "transformer.h.0.attn.c_attn". */
-  name: string;
-  kind: ModuleKind;
-  /** The model's output embedding (lm_head): "all-linear" leaves it out. */
-  isOutputHead?: boolean;
-  /** Another module sharing this module's weight (GPT-2 ties lm_head and transformer.wte). */
-  tiedWith?: string;
-}
+import { compilePythonRegex } from "../io/pyregex.js";
+import type { ModuleInfo, ModuleKind, ModuleShape } from "../nn/shapes.js";
 
 export interface TargetOptions {
   /** config.json's model_type, for the default targets when config.targetModules is null (e.g. "gpt2"). */
@@ -318,14 +305,6 @@ export function planInjection(modules: readonly ModuleInfo[], config: LoraConfig
 /** The names of the modules PEFT would wrap with LoRA for this config (see planInjection). */
 export function selectTargets(modules: readonly ModuleInfo[], config: LoraConfig, options: TargetOptions = {}): string[] {
   return planInjection(modules, config, options).targets;
-}
-
-/** A module with the shape LoRA needs: in/out features for linear and Conv1D, table size for embeddings. */
-export interface ModuleShape extends ModuleInfo {
-  inFeatures?: number;
-  outFeatures?: number;
-  numEmbeddings?: number;
-  embeddingDim?: number;
 }
 
 export interface LoraParameterCount {

@@ -17,11 +17,20 @@
 // with svdClamp, the quantile is of the signed entries, so the clamped result can differ from
 // PEFT's where the signs differ.
 import { matrix, svdMergeFactors, type Matrix } from "../linalg/index.js";
-import { noGrad } from "../autograd/tape.js";
-import type { Tensor } from "../tensor/tensor.js";
+import { noGrad, type Tensor } from "../tensor/tensor.js";
 import type { LoraConfig, WarningHandler } from "./config.js";
 import { isBaseMutatingInit, writeMatrix } from "./init.js";
-import type { PeftModel } from "./model.js";
+import type { LoraLayer } from "./layer.js";
+import type { ModulesToSaveWrapper } from "./modules-to-save.js";
+
+/** The parts of PeftModel used here, declared here because model.ts imports this file. */
+export interface WeightedAdapterHost {
+  readonly peftConfig: ReadonlyMap<string, LoraConfig>;
+  readonly adapters: string[];
+  readonly loraLayers: ReadonlyMap<string, LoraLayer>;
+  readonly modulesToSave: ReadonlyMap<string, ModulesToSaveWrapper>;
+  addAdapter(name: string, config: LoraConfig): void;
+}
 
 export type CombinationType = "linear" | "cat" | "svd";
 const COMBINATIONS: readonly CombinationType[] = ["linear", "cat", "svd"];
@@ -89,7 +98,7 @@ function checkOptions(adapters: readonly string[], weights: readonly number[], a
 
 /** See the file comment. Called as peft.addWeightedAdapter(...). */
 export function addWeightedAdapter(
-  peft: PeftModel, adapters: readonly string[], weights: readonly number[], adapterName: string, opts: WeightedAdapterOptions, warn: WarningHandler,
+  peft: WeightedAdapterHost, adapters: readonly string[], weights: readonly number[], adapterName: string, opts: WeightedAdapterOptions, warn: WarningHandler,
 ): void {
   checkOptions(adapters, weights, adapterName, opts);
   if (peft.peftConfig.has(adapterName)) {
@@ -146,10 +155,10 @@ export function addWeightedAdapter(
       if (!layer.specs.has(adapterName)) continue;
       const sources = adapters.map((a, i) => ({ a, w: weights[i]! })).filter(({ a }) => layer.specs.has(a));
       if (sources.length === 0) throw new Error(`addWeightedAdapter: none of ${adapters.join(", ")} has LoRA on ${path}, which the combined adapter targets`);
-      const parts = sources.map(({ a, w }) => ({ A: factor(layer.A(a)), B: factor(layer.Bm(a)), scale: w * layer.specs.get(a)!.scaling, name: a }));
+      const parts = sources.map(({ a, w }) => ({ A: factor(layer.loraA(a)), B: factor(layer.loraB(a)), scale: w * layer.specs.get(a)!.scaling, name: a }));
       const combined = type === "linear" ? linearFactors(parts, path) : type === "cat" ? catFactors(parts, rank) : svdMergeFactors(parts, rank, opts.svdClamp);
-      writeMatrix(layer.A(adapterName), combined.A);
-      writeMatrix(layer.Bm(adapterName), combined.B);
+      writeMatrix(layer.loraA(adapterName), combined.A);
+      writeMatrix(layer.loraB(adapterName), combined.B);
     }
   });
 }

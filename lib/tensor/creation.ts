@@ -1,13 +1,13 @@
 // Creating tensors: from data, constants, ranges and seeded random streams.
 import { native } from "../native/index.js";
-import { defaultDevice, parseDevice, type DeviceSpec } from "./device.js";
+import { defaultDevice, parseDevice, type DeviceLike } from "./device.js";
 import { checkDType, DTYPE_CODE, f32ToBf16Bits, type DType } from "./dtype.js";
 import { defaultGenerator, type Generator } from "./random.js";
 import { emptyLike, formatShape, shapeSize, type NestedArray, Tensor } from "./tensor.js";
 
 export interface CreateOptions {
   dtype?: DType;
-  device?: DeviceSpec | string;
+  device?: DeviceLike;
   requiresGrad?: boolean;
 }
 
@@ -92,13 +92,13 @@ export function ones(shape: readonly number[], opts: CreateOptions = {}): Tensor
 
 /** zeros/ones/full shaped, typed and placed like `t`. */
 export function zerosLike(t: Tensor, opts: CreateOptions = {}): Tensor {
-  return zeros(t.shape, { dtype: t.dtype, device: t.device, ...opts });
+  return zeros(t.shape, { dtype: t.dtype, device: t.deviceInfo, ...opts });
 }
 export function onesLike(t: Tensor, opts: CreateOptions = {}): Tensor {
-  return ones(t.shape, { dtype: t.dtype, device: t.device, ...opts });
+  return ones(t.shape, { dtype: t.dtype, device: t.deviceInfo, ...opts });
 }
 export function fullLike(t: Tensor, value: number, opts: CreateOptions = {}): Tensor {
-  return full(t.shape, value, { dtype: t.dtype, device: t.device, ...opts });
+  return full(t.shape, value, { dtype: t.dtype, device: t.deviceInfo, ...opts });
 }
 
 /** start, start+step, ... up to but excluding end. arange(n) counts 0..n-1. */
@@ -119,7 +119,7 @@ function randomFloat(shape: readonly number[], opts: RandomOptions, op: string, 
   draw(f32, seed, offset);
   if (dtype === "float32") return finish(f32, opts);
   if (dtype !== "bfloat16") throw new Error(`${op}: random tensors are float32 or bfloat16, not ${dtype}`);
-  const out = f32.to(f32.device, "bfloat16");
+  const out = f32.to(f32.deviceInfo, "bfloat16");
   f32.dispose();
   return finish(out, opts);
 }

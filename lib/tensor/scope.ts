@@ -1,32 +1,41 @@
 // tidy() scopes and memory accounting. Every tensor created inside tidy(fn) is disposed when fn
 // returns, except the tensors it returns and those passed to keep().
 import { native } from "../native/index.js";
-import { Tensor } from "./tensor.js";
 
-const scopes: Set<Tensor>[] = [];
+/**
+ * What a scope needs of a tensor. Declared here rather than importing Tensor, because the Tensor
+ * constructor reports to this module (onCreate) and the two would import each other.
+ */
+export interface Scoped {
+  readonly device: string;
+  dispose(): void;
+}
+
+const scopes: Set<Scoped>[] = [];
 const liveTensors = new Map<string, number>();
 
 /** Internal (Tensor constructor): counts the tensor and tracks it in the innermost scope. */
-export function onCreate(t: Tensor, tracked: boolean): void {
+export function onCreate(t: Scoped, tracked: boolean): void {
   liveTensors.set(t.device, (liveTensors.get(t.device) ?? 0) + 1);
   if (tracked) scopes[scopes.length - 1]?.add(t);
 }
 
 /** Internal (Tensor.dispose). */
-export function onDispose(t: Tensor, device: string): void {
+export function onDispose(t: Scoped, device: string): void {
   liveTensors.set(device, (liveTensors.get(device) ?? 1) - 1);
   for (const s of scopes) s.delete(t);
 }
 
-function collect(value: unknown, into: Set<Tensor>, seen = new Set<unknown>()): void {
+/** Adds to `into` the members of `scope` found in value (itself, or inside arrays and plain objects). */
+function collect(value: unknown, scope: ReadonlySet<Scoped>, into: Set<Scoped>, seen = new Set<unknown>()): void {
   if (value === null || typeof value !== "object" || seen.has(value)) return;
   seen.add(value);
-  if (value instanceof Tensor) {
-    into.add(value);
+  if (scope.has(value as Scoped)) {
+    into.add(value as Scoped);
   } else if (Array.isArray(value)) {
-    for (const v of value) collect(v, into, seen);
+    for (const v of value) collect(v, scope, into, seen);
   } else if (Object.getPrototypeOf(value) === Object.prototype) {
-    for (const v of Object.values(value)) collect(v, into, seen);
+    for (const v of Object.values(value)) collect(v, scope, into, seen);
   }
 }
 
@@ -36,7 +45,7 @@ function collect(value: unknown, into: Set<Tensor>, seen = new Set<unknown>()): 
  * belong to the enclosing scope. fn must be synchronous.
  */
 export function tidy<T>(fn: () => T): T {
-  const scope = new Set<Tensor>();
+  const scope = new Set<Scoped>();
   scopes.push(scope);
   let result: T;
   try {
@@ -47,8 +56,8 @@ export function tidy<T>(fn: () => T): T {
   if (result instanceof Promise) {
     throw new Error("tidy: fn returned a Promise; tidy scopes must be synchronous (await outside, tidy inside)");
   }
-  const keepers = new Set<Tensor>();
-  collect(result, keepers);
+  const keepers = new Set<Scoped>();
+  collect(result, scope, keepers);
   for (const t of scope) {
     if (keepers.has(t)) scopes[scopes.length - 1]?.add(t);
     else t.dispose();
@@ -57,7 +66,7 @@ export function tidy<T>(fn: () => T): T {
 }
 
 /** Takes a tensor out of every tidy() scope, so it lives until disposed explicitly. */
-export function keep<T extends Tensor>(t: T): T {
+export function keep<T extends Scoped>(t: T): T {
   for (const s of scopes) s.delete(t);
   return t;
 }

@@ -1,10 +1,10 @@
 // Tensor: a strided view (shape, strides, offset) over a reference-counted native storage.
 // Memory is freed deterministically: dispose(), tidy() scopes, or `using`. Views share storage;
 // the storage goes back to its device when the last view of it is disposed.
-import { backward } from "../autograd/engine.js";
-import { record, type GradNode } from "../autograd/tape.js";
+// The tape (GradNode, record, noGrad) lives here too: tensor methods record their views, and the
+// autograd engine one layer up walks the recorded graph (it registers itself with registerBackward).
 import { native, type NativeStorage, type View } from "../native/index.js";
-import { parseDevice, type Device, type DeviceSpec } from "./device.js";
+import { parseDevice, type Device, type DeviceLike } from "./device.js";
 import { bf16BitsToF32, checkDType, DTYPE_CODE, DTYPE_SIZE, type DType } from "./dtype.js";
 import { onCreate, onDispose } from "./scope.js";
 
@@ -65,6 +65,82 @@ export function normDim(dim: number, ndim: number, op: string): number {
     throw new Error(`${op}: dimension ${dim} is out of range for a tensor with ${ndim} dimension(s)`);
   }
   return d;
+}
+
+// ---- the tape -----------------------------------------------------------------------------------
+// Each differentiable op calls record() right after computing its output, with a backward rule
+// written beside its forward (see lib/ops). Nodes keep the tensors their rule needs alive through
+// saved aliases; the engine (lib/autograd/engine.ts) frees them once the rule has run.
+
+/** One recorded op: routes the output's gradient to its inputs. */
+export interface GradNode {
+  readonly name: string;
+  /** The op's inputs (null where no gradient flows); only their graph links are used. */
+  readonly inputs: readonly (Tensor | null)[];
+  /** Maps the output gradient to one gradient per input (null = none), each shaped like the input. */
+  backward(grad: Tensor): (Tensor | null)[];
+  /** Aliases kept alive for backward; released by the engine. */
+  saved: Tensor[];
+  /** Set once backward ran and the saved tensors were freed. */
+  released?: boolean;
+}
+
+let gradDepth = 0;
+
+/** True unless inside noGrad(). */
+export function isGradEnabled(): boolean {
+  return gradDepth === 0;
+}
+
+/** Runs fn without recording anything on the tape (inference, optimizer updates, merges). */
+export function noGrad<T>(fn: () => T): T {
+  gradDepth++;
+  try {
+    return fn();
+  } finally {
+    gradDepth--;
+  }
+}
+
+/** True when an op on these inputs must be recorded. */
+export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
+  return gradDepth === 0 && inputs.some((t) => t?.requiresGrad === true);
+}
+
+/**
+ * Records `output = name(inputs)` when gradients are enabled and some input requires them.
+ * `backward` receives the output gradient; `save` lists tensors the rule reads later: they are
+ * kept alive (as aliases sharing storage) even if the caller disposes them, until backward ran.
+ */
+export function record(
+  name: string,
+  output: Tensor,
+  inputs: readonly (Tensor | null)[],
+  backward: (grad: Tensor, saved: Tensor[]) => (Tensor | null)[],
+  save: readonly Tensor[] = [],
+): void {
+  if (!needsGrad(...inputs)) return;
+  const saved = save.map((t) => t.alias());
+  const node: GradNode = {
+    name,
+    inputs: inputs.map((t) => (t?.requiresGrad ? t : null)),
+    backward: (g) => backward(g, node.saved),
+    saved,
+  };
+  output.setGradFn(node);
+}
+
+/** Runs reverse-mode differentiation from a root; see lib/autograd/engine.ts. */
+export type BackwardEngine = (root: Tensor, grad?: Tensor) => void;
+
+let engine: BackwardEngine | null = null;
+
+/**
+ * Internal (lib/autograd/engine.ts): installs the engine that Tensor.backward() runs. The engine
+ * sits in the layer above and registers itself when loaded (every op module loads it).
+ */
+export function registerBackward(fn: BackwardEngine): void {
+  engine = fn;
 }
 
 export type NestedArray = number | NestedArray[];
@@ -165,7 +241,7 @@ export class Tensor {
   get isLeaf(): boolean {
     return this._gradFn === null;
   }
-  /** Internal (autograd/tape.ts): marks this tensor as the output of a recorded op. */
+  /** Internal (record): marks this tensor as the output of a recorded op. */
   setGradFn(node: GradNode): void {
     this._gradFn = node;
     this._requiresGrad = true;
@@ -180,7 +256,8 @@ export class Tensor {
    * requires grad. `grad` defaults to 1 for a one-element tensor. Frees the graph.
    */
   backward(grad?: Tensor): void {
-    backward(this, grad);
+    if (!engine) throw new Error("backward: the autograd engine is not loaded; import lowrank (or lib/autograd/engine.js) before calling backward()");
+    engine(this, grad);
   }
 
   /** A view of the same data cut from the graph. */
@@ -276,7 +353,7 @@ export class Tensor {
    * Copies to another device and/or dtype. float32 -> bfloat16 rounds to nearest even.
    * Returns a new tensor (a copy even when nothing changes). Differentiable for float dtypes.
    */
-  to(device: DeviceSpec | string = this.device, dtype: DType = this.dtype): Tensor {
+  to(device: DeviceLike = this.deviceInfo, dtype: DType = this.dtype): Tensor {
     const dst = parseDevice(device, "to");
     checkDType(dtype, "to");
     const src = this.isContiguous() ? this : this.contiguous();
@@ -298,7 +375,7 @@ export class Tensor {
         if (moved !== src) moved.dispose();
       }
       if (dtype !== "int32" && this.dtype !== "int32") {
-        const from = { device: this.device, dtype: this.dtype };
+        const from = { device: this.deviceInfo, dtype: this.dtype };
         record(`to(${dst.name}, ${dtype})`, out, [this], (g) => [g.to(from.device, from.dtype)]);
       }
       return out;

@@ -1,7 +1,7 @@
 // Batching tokenized examples: padding (each batch padded to its longest example) or packing
 // (examples concatenated into fixed-length blocks), and a resumable, seeded DataLoader that builds
 // the batch tensors only when asked, so the caller owns and disposes them step by step.
-import { tensor, type Tensor } from "../tensor/index.js";
+import { tensor, type DeviceLike, type Tensor } from "../tensor/index.js";
 import { IGNORE_INDEX, shuffledIndices, type TokenizedExample, type TokenizerLike } from "./data.js";
 
 /** A batch as host arrays, row-major [batchSize, seqLen]. */
@@ -122,7 +122,7 @@ export function blockBatch(stream: PackedStream, blockLength: number, firstBlock
 }
 
 /** Int32 tensors [B, T] for a host batch, on `device`. */
-export function toTensors(host: HostBatch, device?: string): Batch {
+export function toTensors(host: HostBatch, device?: DeviceLike): Batch {
   const shape = [host.batchSize, host.seqLen];
   const inputIds = tensor(host.inputIds, { shape, device });
   const attentionMask = host.attentionMask && tensor(host.attentionMask, { shape, device });
@@ -149,7 +149,7 @@ export interface DataLoaderOptions {
   /** Drop each epoch's last, smaller batch (default false). */
   dropLast?: boolean;
   /** Where batch tensors are created (default: the default device). */
-  device?: string;
+  device?: DeviceLike;
 }
 
 /** Where a loader stands: the next batch is batch `index` of epoch `epoch`. */
@@ -185,7 +185,7 @@ export class DataLoader {
   private readonly blocksPerEpoch: number;
   private readonly shuffle: boolean;
   private readonly seed: number;
-  private readonly device: string | undefined;
+  private readonly device: DeviceLike | undefined;
   private readonly fingerprint: string;
   private epoch = 0;
   private index = 0;

@@ -7,7 +7,7 @@
 import { existsSync } from "node:fs";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { noGrad } from "../autograd/tape.js";
+import { noGrad } from "../tensor/tensor.js";
 import { generate } from "../models/gpt2/generate.js";
 import { GPT2LMHeadModel } from "../models/gpt2/model.js";
 import { GPT2Tokenizer } from "../models/tokenizer.js";

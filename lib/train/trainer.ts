@@ -15,7 +15,6 @@ import { EventEmitter } from "node:events";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { setImmediate as yieldToEventLoop } from "node:timers/promises";
-import { noGrad } from "../autograd/tape.js";
 import { toTensor } from "../io/safetensors.js";
 import { describeNonFinite, findNonFiniteWeights } from "../models/gpt2/nonfinite.js";
 import { scale } from "../ops/elementwise.js";
@@ -24,7 +23,7 @@ import { clipGradNorm, gradNorm } from "../optim/clip.js";
 import { getScheduler, type LambdaLR } from "../optim/schedule.js";
 import type { Generator } from "../tensor/random.js";
 import { tidy } from "../tensor/scope.js";
-import { copyInto, formatShape, type Tensor } from "../tensor/tensor.js";
+import { copyInto, formatShape, noGrad, type Tensor } from "../tensor/tensor.js";
 import {
   CHECKPOINT_FORMAT, CHECKPOINT_VERSION, pruneCheckpoints, readCheckpoint, removeStaleTemporaries, resolveResume, writeCheckpoint, type TrainerState,
 } from "./checkpoint.js";

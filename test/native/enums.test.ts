@@ -4,7 +4,7 @@
 import { describe, expect, it } from "vitest";
 import { native } from "../../lib/native/index.js";
 import { Reduction } from "../../lib/ops/crossentropy.js";
-import { Binary, Unary } from "../../lib/ops/elementwise.js";
+import { Binary, Unary } from "../../lib/native/enums.js";
 import { DTYPE_CODE } from "../../lib/tensor/dtype.js";
 
 /** A TypeScript numeric enum's member names in code order. */

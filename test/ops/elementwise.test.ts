@@ -174,7 +174,7 @@ describe("autograd engine", () => {
 
 describe("gradcheck itself", () => {
   it("fails on a deliberately wrong backward rule", async () => {
-    const { record } = await import("../../lib/autograd/tape.js");
+    const { record } = await import("../../lib/tensor/tensor.js");
     const wrongSquare = (x: ReturnType<typeof tensor>) => {
       const out = square(x).detach();
       record("wrongSquare", out, [x], (g) => [mul(g, x)]); // should be 2·g·x

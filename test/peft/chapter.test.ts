@@ -47,8 +47,8 @@ describe("the chapter's LoRA layers", () => {
       peft.addAdapter("d", { r: 4, alpha: 8, scaling: 2, dropout: 0, init: true });
       peft.activeAdapters = ["d"];
       noGrad(() => {
-        copyInto(peft.A("d"), chapter.lora.lora_A.transpose(0, 1));
-        copyInto(peft.Bm("d"), chapter.lora.lora_B.transpose(0, 1));
+        copyInto(peft.loraA("d"), chapter.lora.lora_A.transpose(0, 1));
+        copyInto(peft.loraB("d"), chapter.lora.lora_B.transpose(0, 1));
       });
       const x = input(5, 12);
       const [yc, yp, direct] = tidy(() => [
@@ -64,7 +64,7 @@ describe("the chapter's LoRA layers", () => {
         return out;
       };
       const [gA, gB] = grads(() => chapter.forward(x), [chapter.lora.lora_A, chapter.lora.lora_B]);
-      const [pA, pB] = grads(() => peft.forward(x), [peft.A("d"), peft.Bm("d")]);
+      const [pA, pB] = grads(() => peft.forward(x), [peft.loraA("d"), peft.loraB("d")]);
       const [dA, dB] = grads(() => chapter.lora.forward(x), [chapter.lora.lora_A, chapter.lora.lora_B]);
       /** The transpose of a rows×cols matrix. */
       const t = (g: Float32Array, rows: number, cols: number) => Float32Array.from({ length: g.length }, (_, i) => g[(i % rows) * cols + Math.floor(i / rows)]!);

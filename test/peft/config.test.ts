@@ -2,7 +2,8 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { LOWRANK_PEFT_VERSION, LoraConfig, type LoraConfigInit } from "../../lib/peft/config.js";
-import { planInjection, type ModuleInfo } from "../../lib/peft/targets.js";
+import type { ModuleInfo } from "../../lib/nn/shapes.js";
+import { planInjection } from "../../lib/peft/targets.js";
 
 const FIXTURES = join(import.meta.dirname, "..", "fixtures");
 const PEFT_TINY = join(FIXTURES, "peft-tiny");

@@ -130,7 +130,7 @@ describe("DoRA layer", () => {
     const layer = new LoraLinear(base);
     layer.addAdapter("d", { r: 3, alpha: 6, scaling: 2, dropout: dropoutP, init: true, useDora: true, generator });
     noGrad(() => {
-      const B = layer.Bm("d"), m = layer.magnitude("d")!;
+      const B = layer.loraB("d"), m = layer.magnitude("d")!;
       overwrite(B, Float32Array.from({ length: B.size }, (_, i) => Math.sin(i + 1) / 3));
       overwrite(m, Float32Array.from(m.dataSync(), (v, i) => v * (1 + 0.2 * Math.cos(i))));
     });
@@ -151,10 +151,10 @@ describe("DoRA layer", () => {
         const xd = dropout(x, 0.5, { training: true, generator });
         const W = kind === "linear" ? layer.base_layer.weight : layer.base_layer.weight.transpose(0, 1);
         const Wd = kind === "linear" ? W : W.contiguous();
-        const delta = linear(linear(xd, layer.A("d")), layer.Bm("d")).dataSync();
+        const delta = linear(linear(xd, layer.loraA("d")), layer.loraB("d")).dataSync();
         const baseDropped = linear(xd, Wd).dataSync();
         const base = layer.base_layer.forward(x).dataSync();
-        const norm = rowNorms(Wd.dataSync(), layer.A("d").dataSync(), layer.Bm("d").dataSync(), 5, 6, 3, 2);
+        const norm = rowNorms(Wd.dataSync(), layer.loraA("d").dataSync(), layer.loraB("d").dataSync(), 5, 6, 3, 2);
         const m = layer.magnitude("d")!.dataSync();
         return Float32Array.from(base, (v, i) => {
           const mag = m[i % 5]! / norm[i % 5]!;

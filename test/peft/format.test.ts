@@ -1,33 +1,22 @@
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { formatFixed } from "../../lib/io/pyformat.js";
 import {
   ADAPTER_CONFIG_NAME,
   ADAPTER_WEIGHTS_NAME,
-  PyFloat,
   adapterPaths,
   adapterStateKey,
-  compilePythonRegex,
-  formatFixed,
-  formatThousands,
   formatTrainableParameters,
   parseAdapterStateKey,
-  pythonFloatRepr,
-  pythonJsonDumps,
-  translatePythonRegex,
   validateAdapterName,
   type LoraTensorName,
-  type PyJson,
 } from "../../lib/peft/format.js";
 
 const FIXTURES = join(import.meta.dirname, "..", "fixtures");
 const PEFT_TINY = join(FIXTURES, "peft-tiny");
 const format = JSON.parse(readFileSync(join(FIXTURES, "peft-format.json"), "utf8")) as {
-  float_repr: [number, string][];
   trainable_lines: [number, number, string][];
-  json_dumps: { object: PyJson; text: string };
-  regex_fullmatch: [string, string, boolean][];
-  pattern_key_match: [string, string, boolean][];
 };
 const targets = JSON.parse(readFileSync(join(FIXTURES, "peft-targets.json"), "utf8")) as {
   models: Record<string, { cases: Record<string, { saved_keys?: Record<string, number[]> }> }>;
@@ -154,18 +143,7 @@ describe("tensor keys", () => {
   });
 });
 
-describe("Python formatting", () => {
-  it("writes floats as Python's repr does", () => {
-    for (const [x, repr] of format.float_repr) expect(pythonFloatRepr(x), `${x}`).toBe(repr);
-    expect(pythonFloatRepr(NaN)).toBe("NaN");
-    expect(pythonFloatRepr(-Infinity)).toBe("-Infinity");
-  });
-
-  it("reproduces json.dumps(indent=2, sort_keys=True) byte for byte", () => {
-    expect(pythonJsonDumps(format.json_dumps.object)).toBe(format.json_dumps.text);
-    expect(pythonJsonDumps({ f: new PyFloat(0), g: [new PyFloat(16)], i: 16 })).toBe('{\n  "f": 0.0,\n  "g": [\n    16.0\n  ],\n  "i": 16\n}');
-  });
-
+describe("print_trainable_parameters", () => {
   it("formats print_trainable_parameters lines like PEFT, ties to even included", () => {
     for (const [t, a, line] of format.trainable_lines) expect(formatTrainableParameters(t, a)).toBe(line);
     // the case Number#toFixed gets wrong: 100/3200 = 0.03125 exactly
@@ -190,54 +168,10 @@ describe("Python formatting", () => {
     );
   });
 
-  it("rounds exactly in formatFixed and formats thousands", () => {
-    expect(formatFixed(2.5, 0)).toBe("2");
-    expect(formatFixed(3.5, 0)).toBe("4");
-    expect(formatFixed(0.125, 2)).toBe("0.12");
-    expect(formatFixed(1e22, 1)).toBe("10000000000000000000000.0");
-    expect(formatFixed(5e-324, 4)).toBe("0.0000");
-    expect(formatFixed(-0.00001, 4)).toBe("-0.0000");
-    expect(formatFixed(NaN, 4)).toBe("nan");
-    expect(formatThousands(1234567)).toBe("1,234,567");
-    expect(formatThousands(999)).toBe("999");
-  });
-
   it("refuses counts that have no percentage", () => {
     expect(() => formatTrainableParameters(1, 0)).toThrow(/no parameters/);
     expect(() => formatTrainableParameters(5, 4)).toThrow(/exceeds all=4/);
     expect(() => formatTrainableParameters(-1, 4)).toThrow(/non-negative integers; got trainable=-1/);
     expect(() => formatTrainableParameters(1.5, 4)).toThrow(/non-negative integers/);
-  });
-});
-
-describe("Python regular expressions", () => {
-  const fullmatch = (p: string) => compilePythonRegex(p, "test", (s) => `^(?:${s})$`, true);
-
-  it("matches as Python's re.fullmatch does", () => {
-    for (const [p, name, want] of format.regex_fullmatch) expect(fullmatch(p).test(name), `${p} vs ${name}`).toBe(want);
-  });
-
-  it("matches pattern keys as PEFT's get_pattern_key does", () => {
-    for (const [k, name, want] of format.pattern_key_match) {
-      expect(compilePythonRegex(k, "test", (s) => `^(.*\\.)?(${s})$`, false).test(name), `${k} vs ${name}`).toBe(want);
-    }
-  });
-
-  it("translates Python-only syntax", () => {
-    expect(translatePythonRegex("(?P<a>x)(?P=a)\\A\\Z(?#c)[]y]{,2}", "t")).toEqual({ source: "(?<a>x)\\k<a>^$[\\]y]{0,2}", flags: "" });
-    expect(translatePythonRegex("(?ims)x", "t")).toEqual({ source: "x", flags: "ims" });
-    // escapes and classes are copied as they are
-    expect(translatePythonRegex("[\\]A]\\A\\.", "t").source).toBe("[\\]A]^\\.");
-  });
-
-  it("refuses what JavaScript cannot express, naming the construct", () => {
-    expect(() => translatePythonRegex("(?>a)", "targetModules")).toThrow(/targetModules: .*atomic group/);
-    expect(() => translatePythonRegex("a*+", "t")).toThrow(/possessive/);
-    expect(() => translatePythonRegex("(?x)a b", "t")).toThrow(/verbose/);
-    expect(() => translatePythonRegex("a(?i:b)", "t")).toThrow(/scoped flags/);
-    expect(() => translatePythonRegex("(a)(?(1)b)", "t")).toThrow(/conditional/);
-    expect(() => translatePythonRegex("[ab", "t")).toThrow(/unterminated character class/);
-    expect(() => compilePythonRegex("(?i)a", "rank_pattern", (s) => s, false)).toThrow(/global flags/);
-    expect(() => compilePythonRegex("(a", "t", (s) => s, true)).toThrow(/not a valid regular expression/);
   });
 });

@@ -36,7 +36,7 @@ describe("PiSSA on GPT-2's Conv1D layers", () => {
     expect(layers).toHaveLength(6);
     for (const path of layers) {
       const layer = peft.loraLayers.get(path) as LoraLinear;
-      const A = layer.A("default").dataSync() as Float32Array, B = layer.Bm("default").dataSync() as Float32Array;
+      const A = layer.loraA("default").dataSync() as Float32Array, B = layer.loraB("default").dataSync() as Float32Array;
       const refA = T.get(`init.${path}.lora_A`), refB = T.get(`init.${path}.lora_B`);
       const { inFeatures: k, outFeatures: d } = layer;
       expect(relError(product(B, A, d, 4, k), product(refB, refA, d, 4, k)), path).toBeLessThan(5e-5);
@@ -92,7 +92,7 @@ describe("PiSSA on GPT-2's Conv1D layers", () => {
     const peft = getPeftModel(model, new LoraConfig({ r: 2, targetModules: ["wte"], initLoraWeights: "pissa" }), "default", quiet);
     const layer = peft.loraLayers.get("transformer.wte") as LoraEmbedding;
     expect(layer.base_layer.weight.dataSync()).toEqual(wte);
-    expect(layer.A("default").dataSync().every((v) => v === 0)).toBe(true);
+    expect(layer.loraA("default").dataSync().every((v) => v === 0)).toBe(true);
     peft.dispose();
   });
 });
@@ -135,7 +135,7 @@ describe("pissa_niter_N and OLoRA on nn.Linear (a model with a clear spectral ga
     const peft = peftFor("pissa_niter_4");
     for (const [fc, inDim, out] of [["fc1", 16, 24], ["fc2", 24, 12]] as const) {
       const layer = peft.loraLayers.get(fc) as LoraLinear;
-      const ours = product(layer.Bm("default").dataSync(), layer.A("default").dataSync(), out, 3, inDim);
+      const ours = product(layer.loraB("default").dataSync(), layer.loraA("default").dataSync(), out, 3, inDim);
       const theirs = product(T.get(`pissa_niter_4.${fc}.lora_B`), T.get(`pissa_niter_4.${fc}.lora_A`), out, 3, inDim);
       expect(relError(ours, theirs), fc).toBeLessThan(1e-5);
       expect(errorRelativeTo(layer.base_layer.weight.dataSync(), T.get(`pissa_niter_4.residual.${fc}.weight`), originalWeight(fc)), fc).toBeLessThan(1e-6);
@@ -148,8 +148,8 @@ describe("pissa_niter_N and OLoRA on nn.Linear (a model with a clear spectral ga
     const peft = peftFor("olora");
     for (const fc of ["fc1", "fc2"]) {
       const layer = peft.loraLayers.get(fc) as LoraLinear;
-      expect(relError(layer.A("default").dataSync(), T.get(`olora.${fc}.lora_A`)), fc).toBeLessThan(1e-5);
-      expect(relError(layer.Bm("default").dataSync(), T.get(`olora.${fc}.lora_B`)), fc).toBeLessThan(1e-5);
+      expect(relError(layer.loraA("default").dataSync(), T.get(`olora.${fc}.lora_A`)), fc).toBeLessThan(1e-5);
+      expect(relError(layer.loraB("default").dataSync(), T.get(`olora.${fc}.lora_B`)), fc).toBeLessThan(1e-5);
       expect(errorRelativeTo(layer.base_layer.weight.dataSync(), T.get(`olora.residual.${fc}.weight`), originalWeight(fc)), fc).toBeLessThan(1e-6);
     }
     expect(relError(outputOf(peft), T.get("olora.y_init"))).toBeLessThan(1e-5);
@@ -164,8 +164,8 @@ describe("pissa_niter_N and OLoRA on nn.Linear (a model with a clear spectral ga
     const b = getPeftModel(loadMlp(), new LoraConfig({ r: 3, loraAlpha: 6, targetModules: ["fc1", "fc2"], initLoraWeights: "pissa" }), "default", quiet);
     for (const fc of ["fc1", "fc2"]) {
       const [la, lb] = [a.loraLayers.get(fc)!, b.loraLayers.get(fc)!];
-      expect(la.A("default").dataSync()).toEqual(lb.A("default").dataSync());
-      expect(la.Bm("default").dataSync()).toEqual(lb.Bm("default").dataSync());
+      expect(la.loraA("default").dataSync()).toEqual(lb.loraA("default").dataSync());
+      expect(la.loraB("default").dataSync()).toEqual(lb.loraB("default").dataSync());
     }
     a.dispose();
     b.dispose();

@@ -8,9 +8,8 @@ import {
   findMinimalTargetModules,
   planInjection,
   selectTargets,
-  type ModuleInfo,
-  type ModuleShape,
 } from "../../lib/peft/targets.js";
+import type { ModuleInfo, ModuleShape } from "../../lib/nn/shapes.js";
 
 interface FixtureModule {
   name: string;

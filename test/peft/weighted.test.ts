@@ -62,11 +62,11 @@ describe("addWeightedAdapter against PEFT", () => {
       expect(peft.loraLayers.get("transformer.h.0.attn.c_attn")!.parametersOf(name).some((p) => p.requiresGrad)).toBe(false);
       for (const path of Object.keys(c.scaling)) {
         const layer = peft.loraLayers.get(path)!;
-        const A = layer.A(name).dataSync() as Float32Array, B = layer.Bm(name).dataSync() as Float32Array;
+        const A = layer.loraA(name).dataSync() as Float32Array, B = layer.loraB(name).dataSync() as Float32Array;
         const refA = T.get(`${name}.${path}.lora_A`), refB = T.get(`${name}.${path}.lora_B`);
-        expect(layer.A(name).shape).toEqual(T.shape(`${name}.${path}.lora_A`));
-        expect(layer.Bm(name).shape).toEqual(T.shape(`${name}.${path}.lora_B`));
-        const [out, inDim] = [layer.Bm(name).shape[0]!, layer.A(name).shape[1]!];
+        expect(layer.loraA(name).shape).toEqual(T.shape(`${name}.${path}.lora_A`));
+        expect(layer.loraB(name).shape).toEqual(T.shape(`${name}.${path}.lora_B`));
+        const [out, inDim] = [layer.loraB(name).shape[0]!, layer.loraA(name).shape[1]!];
         if (c.args.combination_type === "svd" && c.args.adapters.length > 1) {
           // Beyond the rank of ΔW (the sum of the ranks present on this layer: only c's 2 on c_fc) the
           // singular values are 0 and the singular vectors arbitrary, in PEFT as here: compare the first
@@ -85,7 +85,7 @@ describe("addWeightedAdapter against PEFT", () => {
             const plain = threeAdapters();
             plain.addWeightedAdapter(c.args.adapters, c.args.weights, "plain", { combinationType: "svd", svdRank: c.args.svd_rank });
             const pl = plain.loraLayers.get(path)!;
-            const plainA = pl.A("plain").dataSync() as Float32Array, plainB = pl.Bm("plain").dataSync() as Float32Array;
+            const plainA = pl.loraA("plain").dataSync() as Float32Array, plainB = pl.loraB("plain").dataSync() as Float32Array;
             // The adapter built with svdClamp is the unclamped one with every entry clamped to ±(the
             // q-quantile of the entries): the largest entries are cut.
             const own = quantileClamp(matrix(c.r, inDim, plainA), matrix(out, c.r, plainB), c.args.svd_clamp);
@@ -144,10 +144,10 @@ describe("addWeightedAdapter against PEFT", () => {
     const warnings: string[] = [];
     const peft = threeAdapters((m) => warnings.push(m));
     add(peft, "linear", ref.cases.linear!);
-    const before = peft.loraLayers.get("transformer.h.0.attn.c_attn")!.A("linear").dataSync();
+    const before = peft.loraLayers.get("transformer.h.0.attn.c_attn")!.loraA("linear").dataSync();
     peft.addWeightedAdapter(["a", "b"], [5, 5], "linear", { combinationType: "linear" });
     expect(ref.existing_name_left_unchanged).toBe(true);
-    expect(peft.loraLayers.get("transformer.h.0.attn.c_attn")!.A("linear").dataSync()).toEqual(before);
+    expect(peft.loraLayers.get("transformer.h.0.attn.c_attn")!.loraA("linear").dataSync()).toEqual(before);
     expect(warnings.some((w) => /"linear" already exists; nothing was added/.test(w))).toBe(true);
     peft.dispose();
   });

@@ -4,16 +4,15 @@ import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { writeJsonAtomic } from "../../io/atomic.js";
 import { readSafetensors, readShardedSafetensors, SAFETENSORS_INDEX_FILE, toTensor, writeSafetensors, type SafetensorsFile } from "../../io/safetensors.js";
-import { noGrad } from "../../autograd/tape.js";
-import type { DeviceSpec } from "../../tensor/device.js";
+import type { DeviceLike } from "../../tensor/device.js";
 import type { DType } from "../../tensor/dtype.js";
 import type { Generator } from "../../tensor/random.js";
-import { formatShape, type Tensor } from "../../tensor/tensor.js";
+import { formatShape, noGrad, type Tensor } from "../../tensor/tensor.js";
+import type { Module } from "../../nn/module.js";
 import { GPT2Config } from "./config.js";
-import { GPT2LMHeadModel } from "./model.js";
 
 export interface LoadOptions {
-  device?: DeviceSpec | string;
+  device?: DeviceLike;
   /** Compute dtype of the weights; float32 (the default) on every backend. */
   dtype?: DType;
   /** Dropout stream for training (the weights come from the file). */
@@ -59,16 +58,20 @@ export function readCheckpointFile(dir: string): SafetensorsFile {
   );
 }
 
-/** Loads a GPT-2 checkpoint directory in Hugging Face layout, in eval mode (as transformers does). */
-export function loadGPT2(dir: string, opts: LoadOptions = {}): GPT2LMHeadModel {
+/**
+ * Loads a GPT-2 checkpoint directory in Hugging Face layout, in eval mode (as transformers does),
+ * into the model `create` builds for its config (GPT2LMHeadModel.fromPretrained passes its
+ * constructor; this file does not import the model, which imports it).
+ */
+export function loadGPT2<M extends Module>(dir: string, opts: LoadOptions, create: (config: GPT2Config) => M): M {
   if (opts.dtype && opts.dtype !== "float32") {
     throw new Error(`GPT2LMHeadModel.fromPretrained: dtype "${opts.dtype}" is not supported for compute yet; load as float32 (the default)`);
   }
   const config = readConfig(dir);
   const file = readCheckpointFile(dir);
-  let model: GPT2LMHeadModel;
+  let model: M;
   try {
-    model = new GPT2LMHeadModel(config, { device: opts.device, generator: opts.generator, initialize: false });
+    model = create(config);
   } catch (err) {
     // e.g. sizes in config.json that no memory holds: say which folder's config
     throw new Error(`GPT2LMHeadModel.fromPretrained(${dir}): ${(err as Error).message}`, { cause: err });
@@ -119,7 +122,7 @@ export function loadGPT2(dir: string, opts: LoadOptions = {}): GPT2LMHeadModel {
 }
 
 /** Writes config.json and model.safetensors (transformers' key names, lm_head left tied) atomically. */
-export function saveGPT2(model: GPT2LMHeadModel, dir: string): void {
+export function saveGPT2(model: Module & { readonly config: GPT2Config }, dir: string): void {
   mkdirSync(dir, { recursive: true });
   writeJsonAtomic(join(dir, "config.json"), model.config.toHF());
   writeSafetensors(join(dir, "model.safetensors"), Object.fromEntries(model.namedParameters()), { format: "pt" });

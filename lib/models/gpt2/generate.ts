@@ -1,7 +1,7 @@
 // Autoregressive decoding: greedy, temperature, top-k and top-p sampling, stop at EOS.
 // With the KV cache each new token runs the model on one position; without it the whole prefix
 // is recomputed every step (kept for checking the cache).
-import { noGrad } from "../../autograd/tape.js";
+import { noGrad } from "../../tensor/tensor.js";
 import { rand, tensor } from "../../tensor/creation.js";
 import { defaultGenerator, type Generator } from "../../tensor/random.js";
 import { tidy } from "../../tensor/scope.js";

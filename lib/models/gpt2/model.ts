@@ -11,7 +11,7 @@ import { Module, ModuleList } from "../../nn/module.js";
 import { arange, full } from "../../tensor/creation.js";
 import { keep } from "../../tensor/scope.js";
 import { checkFitsInMemory } from "../../runtime.js";
-import { defaultDevice, type DeviceSpec } from "../../tensor/device.js";
+import { defaultDevice, type DeviceLike } from "../../tensor/device.js";
 import type { Generator } from "../../tensor/random.js";
 import { formatShape, type Tensor } from "../../tensor/tensor.js";
 import { loadGPT2, saveGPT2, type LoadOptions } from "./checkpoint.js";
@@ -58,7 +58,7 @@ export class KVCache {
 }
 
 export interface ModelOptions {
-  device?: DeviceSpec | string;
+  device?: DeviceLike;
   /** The random stream for the initial weights and for dropout. */
   generator?: Generator;
   /** false skips the random init (the weights are about to be loaded). */
@@ -234,7 +234,7 @@ export class GPT2LMHeadModel extends Module {
    * Trainer switches modes itself.
    */
   static fromPretrained(dir: string, opts: LoadOptions = {}): GPT2LMHeadModel {
-    return loadGPT2(dir, opts);
+    return loadGPT2(dir, opts, (config) => new GPT2LMHeadModel(config, { device: opts.device, generator: opts.generator, initialize: false }));
   }
 
   /** Writes config.json + model.safetensors that transformers loads. */

@@ -2,15 +2,15 @@ import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { tensor, tidy } from "../lib/index.js";
-import { writeFileAtomic, writeFileAtomicAsync, writeJsonAtomic } from "../lib/io/atomic.js";
-import { decodeF16, f16BitsToF32, f32ToF16Bits } from "../lib/io/float16.js";
+import { tensor, tidy } from "../../lib/index.js";
+import { writeFileAtomic, writeFileAtomicAsync, writeJsonAtomic } from "../../lib/io/atomic.js";
+import { decodeF16, f16BitsToF32, f32ToF16Bits } from "../../lib/io/float16.js";
 import {
   fromTensor, parseSafetensors, readSafetensors, readShardedSafetensors, serializeSafetensors, toTensor,
   writeSafetensors, writeSafetensorsAsync, type SafetensorsDType, type SafetensorsEntry,
-} from "../lib/io/safetensors.js";
+} from "../../lib/io/safetensors.js";
 
-const FIXTURES = join(import.meta.dirname, "fixtures", "safetensors");
+const FIXTURES = join(import.meta.dirname, "..", "fixtures", "safetensors");
 type Expected = Record<string, Record<string, { dtype: string; shape: number[]; values: (number | string)[] }>>;
 const expected = JSON.parse(readFileSync(join(FIXTURES, "expected.json"), "utf8")) as Expected;
 const TORCH_TO_SAFETENSORS: Record<string, SafetensorsDType> = { float32: "F32", float16: "F16", bfloat16: "BF16", int32: "I32", int64: "I64" };

@@ -7,7 +7,7 @@ import { describe, expect, it } from "vitest";
 import {
   arange, bf16BitsToF32, dropout, empty, f32ToBf16Bits, full, Generator, info, kaimingUniform, keep, memory, ones, rand, randn,
   tensor, tidy, zeros,
-} from "../lib/index.js";
+} from "../../lib/index.js";
 
 const cpuBytes = () => memory().cpu!.bytes;
 
@@ -281,7 +281,7 @@ it.skipIf(process.env.LOWRANK_SIMD !== undefined || lowerLevels.length === 0)(
     try {
       for (const level of lowerLevels) {
         const out = join(dir, `${level}.json`);
-        const r = spawnSync(process.execPath, [vitest, "run", "test/tensor.test.ts", "-t", DRAWS_TEST], {
+        const r = spawnSync(process.execPath, [vitest, "run", "test/tensor/tensor.test.ts", "-t", DRAWS_TEST], {
           env: { ...process.env, LOWRANK_SIMD: level, LOWRANK_TEST_DRAWS_OUT: out, NO_COLOR: "1" },
           encoding: "utf8",
         });
@@ -324,8 +324,8 @@ describe("reshape as a view", () => {
 
 describe("threads", () => {
   it("setNumThreads between parallel jobs keeps results and does not crash", async () => {
-    const { setNumThreads } = await import("../lib/index.js");
-    const { mul, sum } = await import("../lib/ops/index.js");
+    const { setNumThreads } = await import("../../lib/index.js");
+    const { mul, sum } = await import("../../lib/ops/index.js");
     const run = () => tidy(() => sum(mul(rand([300_000], { generator: new Generator(1) }), 2)).item());
     const a = run();
     setNumThreads(1);

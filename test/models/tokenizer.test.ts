@@ -3,9 +3,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { decode as r50kDecode, encode as r50kEncode } from "gpt-tokenizer/encoding/r50k_base";
 import { afterAll, describe, expect, it } from "vitest";
-import { GPT2Tokenizer } from "../lib/models/tokenizer.js";
+import { GPT2Tokenizer } from "../../lib/models/tokenizer.js";
 
-const FIXTURES = join(import.meta.dirname, "fixtures");
+const FIXTURES = join(import.meta.dirname, "..", "fixtures");
 const GPT2_DIR = join(FIXTURES, "gpt2-tokenizer");
 const TINY_DIR = join(FIXTURES, "tiny-tokenizer");
 
