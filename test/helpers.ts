@@ -37,16 +37,21 @@ if (process.env.LOWRANK_EXPECT_CUDA === "1" && !hasCuda) {
 export const noCudaReason = "no CUDA device (this build is CPU-only or no GPU is present): run `npm run test:gpu` on a GPU host";
 
 
-/** Deterministic pseudo-random numbers in [-1, 1) for test inputs (mulberry32). */
-export function randomValues(n: number, seed: number): number[] {
-  let a = seed >>> 0;
-  return Array.from({ length: n }, () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
+/** mulberry32: a small seeded PRNG giving numbers in [0, 1), so every run tests the same inputs. */
+export function prng(seed: number): () => number {
+  let a = seed | 0;
+  return () => {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), a | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1;
-  });
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Deterministic pseudo-random numbers in [-1, 1) for test inputs. */
+export function randomValues(n: number, seed: number): number[] {
+  const next = prng(seed);
+  return Array.from({ length: n }, () => next() * 2 - 1);
 }
 
 /**

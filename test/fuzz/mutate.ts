@@ -1,14 +1,12 @@
 // Seeded mutations for the input fuzz test (inputs.test.ts): every run makes the same corrupted
 // inputs from the committed fixtures, so a failure names a case that can be replayed.
+import { prng } from "../helpers.js";
 
-/** mulberry32: a small seeded PRNG. */
+/** Seeded choices over test/helpers.ts's prng. */
 export class Rng {
-  constructor(private seed: number) {}
-  next(): number {
-    this.seed = (this.seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(this.seed ^ (this.seed >>> 15), this.seed | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  readonly next: () => number;
+  constructor(seed: number) {
+    this.next = prng(seed);
   }
   int(n: number): number {
     return Math.floor(this.next() * n);

@@ -9,6 +9,7 @@ import {
   fromTensor, parseSafetensors, readSafetensors, readShardedSafetensors, serializeSafetensors, toTensor,
   writeSafetensors, writeSafetensorsAsync, type SafetensorsDType, type SafetensorsEntry,
 } from "../../lib/io/safetensors.js";
+import { prng } from "../helpers.js";
 
 const FIXTURES = join(import.meta.dirname, "..", "fixtures", "safetensors");
 type Expected = Record<string, Record<string, { dtype: string; shape: number[]; values: (number | string)[] }>>;
@@ -330,15 +331,6 @@ describe("validation", () => {
 });
 
 describe("fuzzing", () => {
-  /** mulberry32: a small seeded PRNG, so every run tests the same variants. */
-  function prng(seed: number): () => number {
-    return () => {
-      seed = (seed + 0x6d2b79f5) | 0;
-      let t = Math.imul(seed ^ (seed >>> 15), seed | 1);
-      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    };
-  }
 
   it("turns hundreds of corrupted files into valid entries or one clear Error, without huge allocations", () => {
     const rand = prng(20240611);

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { decode as r50kDecode, encode as r50kEncode } from "gpt-tokenizer/encoding/r50k_base";
 import { afterAll, describe, expect, it } from "vitest";
 import { GPT2Tokenizer } from "../../lib/models/tokenizer.js";
+import { prng } from "../helpers.js";
 
 const FIXTURES = join(import.meta.dirname, "..", "fixtures");
 const GPT2_DIR = join(FIXTURES, "gpt2-tokenizer");
@@ -32,15 +33,6 @@ afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 /** gpt-tokenizer's GPT-2 encoding with special-token text treated as ordinary text. */
 const reference = (text: string) => r50kEncode(text, { disallowedSpecial: new Set() });
 
-/** mulberry32: a small seeded PRNG, so every run tests the same strings. */
-function prng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), seed | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function checkAgainstPython(tok: GPT2Tokenizer, ids: PythonIds): void {
   allTexts.forEach((text, i) => {
