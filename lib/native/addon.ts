@@ -95,13 +95,18 @@ export interface EmbeddingKernels {
   embeddingScatterAdd(a: { ids: View; n: number; grad: View; vocab: number; dim: number; dweight: View }): void;
 }
 
-// ---- row-wise families (binding/{layernorm,softmax,crossentropy,dropout,attention}.cc) -------------
+// ---- row-wise families (binding/{layernorm,rmsnorm,softmax,crossentropy,dropout,attention}.cc) -------------
 
 export interface LayerNormKernels {
   layerNorm(a: { x: View; weight: View | null; bias: View | null; y: View; mean: View; rstd: View; N: number; C: number; eps: number }): void;
   layerNormBackward(a: {
     x: View; weight: View | null; mean: View; rstd: View; dy: View; dx: View; dweight: View | null; dbias: View | null; N: number; C: number;
   }): void;
+}
+
+export interface RmsNormKernels {
+  rmsNorm(a: { x: View; weight: View | null; y: View; rstd: View; N: number; C: number; eps: number }): void;
+  rmsNormBackward(a: { x: View; weight: View | null; rstd: View; dy: View; dx: View; dweight: View | null; N: number; C: number }): void;
 }
 
 export interface SoftmaxKernels {
@@ -168,4 +173,4 @@ export interface RuntimeKernels {
 
 /** The addon. */
 export type NativeAddon = RuntimeKernels & CreationKernels & ElementwiseKernels & MatmulKernels & EmbeddingKernels &
-  LayerNormKernels & SoftmaxKernels & CrossEntropyKernels & DropoutKernels & AttentionKernels & OptimKernels;
+  LayerNormKernels & RmsNormKernels & SoftmaxKernels & CrossEntropyKernels & DropoutKernels & AttentionKernels & OptimKernels;

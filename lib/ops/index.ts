@@ -4,6 +4,7 @@ export { matmul, linear, conv1dLinear } from "./matmul.js";
 export { concat, stack, split, expand } from "./shape.js";
 export { embedding } from "./embedding.js";
 export { layerNorm } from "./layernorm.js";
+export { rmsNorm } from "./rmsnorm.js";
 export { softmax, logSoftmax } from "./softmax.js";
 export { crossEntropy, type CrossEntropyOptions } from "./crossentropy.js";
 export { dropout, type DropoutOptions } from "./dropout.js";

@@ -32,6 +32,25 @@ export function layerNormRef(x: number[], C: number, w: number[] | null, b: numb
   return { y, dx, dw, db };
 }
 
+export function rmsNormRef(x: number[], C: number, w: number[] | null, eps: number, gy?: number[]) {
+  const N = x.length / C;
+  const y: number[] = [], dx: number[] = [], dw = new Array<number>(C).fill(0);
+  for (let n = 0; n < N; n++) {
+    const row = x.slice(n * C, (n + 1) * C);
+    const rstd = 1 / Math.sqrt(row.reduce((a, v) => a + v * v, 0) / C + eps);
+    const xhat = row.map((v) => v * rstd);
+    xhat.forEach((h, j) => y.push(h * (w ? w[j]! : 1)));
+    if (!gy) continue;
+    const g = xhat.map((_, j) => gy[n * C + j]! * (w ? w[j]! : 1));
+    const gxMean = g.reduce((a, v, j) => a + v * xhat[j]!, 0) / C;
+    xhat.forEach((h, j) => {
+      dx.push(rstd * (g[j]! - h * gxMean));
+      dw[j]! += gy[n * C + j]! * h;
+    });
+  }
+  return { y, dx, dw };
+}
+
 export function softmaxRef(x: number[], cols: number, log: boolean): number[] {
   const out: number[] = [];
   for (let r = 0; r < x.length / cols; r++) {
