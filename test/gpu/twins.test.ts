@@ -17,7 +17,7 @@ import * as ops from "../../lib/ops/index.js";
 import { expectClose, hasCuda, noCudaReason, randomValues } from "../helpers.js";
 
 const FAMILIES = [
-  "elementwise", "reduce", "matmul", "embedding", "layernorm", "softmax", "crossentropy", "dropout", "attention",
+  "elementwise", "reduce", "matmul", "embedding", "layernorm", "rmsnorm", "softmax", "crossentropy", "dropout", "attention",
   "lora", "creation", "optim",
 ] as const;
 type Family = (typeof FAMILIES)[number];
@@ -81,6 +81,9 @@ const ROWS: Row[] = [
   { family: "layernorm", name: "[3,100,768] affine (GPT-2 width)", inputs: [f([3, 100, 768], 28, 3), f([768], 29), f([768], 30)],
     run: ([x, w, b]) => ops.layerNorm(x!, w!, b!) },
   { family: "layernorm", name: "[9,31] without weight and bias", inputs: [f([9, 31], 31)], run: ([x]) => ops.layerNorm(x!, null, null) },
+  // ---- rmsnorm
+  { family: "rmsnorm", name: "[7,13] affine", inputs: [f([7, 13], 25, 3), f([13], 26)], run: ([x, w]) => ops.rmsNorm(x!, w!, 1e-6) },
+  { family: "rmsnorm", name: "[3,100,768] without weight", inputs: [f([3, 100, 768], 28, 3)], run: ([x]) => ops.rmsNorm(x!, null, 1e-6) },
   // ---- softmax
   { family: "softmax", name: "softmax [5,1000]", inputs: [f([5, 1000], 32, 10)], run: ([x]) => ops.softmax(x!) },
   { family: "softmax", name: "logSoftmax over dim 1 of [3,4,5]", inputs: [f([3, 4, 5], 33, 10)], run: ([x]) => ops.logSoftmax(x!, 1) },
@@ -208,6 +211,11 @@ gpu("CUDA kernels match their CPU twins, forward and backward (float32)", () => 
 gpu("CUDA behaviours beyond the twin table", () => {
   it("layerNorm's dw/db are deterministic on the GPU (fixed reduction order)", () => {
     const row: Row = { family: "layernorm", name: "", inputs: [f([1000, 96], 5), f([96], 6), f([96], 7)], run: ([x, w, b]) => ops.layerNorm(x!, w!, b!) };
+    expect(runOn(row, "cuda:0")).toEqual(runOn(row, "cuda:0"));
+  });
+
+  it("rmsNorm's dw is deterministic on the GPU (fixed reduction order)", () => {
+    const row: Row = { family: "rmsnorm", name: "", inputs: [f([1000, 96], 5), f([96], 6)], run: ([x, w]) => ops.rmsNorm(x!, w!, 1e-6) };
     expect(runOn(row, "cuda:0")).toEqual(runOn(row, "cuda:0"));
   });
 

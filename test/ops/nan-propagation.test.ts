@@ -16,7 +16,7 @@ import { dirname, join } from "node:path";
 import { describe, expect, it } from "vitest";
 import {
   abs, add, AdamW, clipGradNorm, crossEntropy, div, dropout, embedding, exp, gelu, Generator, info, layerNorm, linear, log, logSoftmax,
-  matmul, mean, mul, neg, pow, relu, scale, addScalar, sigmoid, softmax, sqrt, square, sub, sum, tanh, tensor, tidy, type Tensor,
+  matmul, mean, mul, neg, pow, relu, rmsNorm, scale, addScalar, sigmoid, softmax, sqrt, square, sub, sum, tanh, tensor, tidy, type Tensor,
 } from "../../lib/index.js";
 import { scaledDotProductAttention } from "../../lib/ops/attention.js";
 import { loraDelta } from "../../lib/ops/lora.js";
@@ -146,6 +146,20 @@ const normCases: NanCase[] = [
     family: "layernorm", name: "NaN upstream gradient",
     inputs: [{ shape: [2, 4] }, { shape: [4] }, { shape: [4] }], run: ([x, w, b]) => layerNorm(x!, w!, b!, 1e-5),
     out: [], upstream: [5], grads: [[4, 5, 6, 7], [1], [1]],
+  },
+  {
+    family: "rmsnorm", name: "NaN in a row",
+    inputs: [{ shape: [2, 4], nan: [2] }, { shape: [4] }], run: ([x, w]) => rmsNorm(x!, w!, 1e-6),
+    out: [0, 1, 2, 3], grads: [[0, 1, 2, 3], "all"],
+  },
+  {
+    family: "rmsnorm", name: "NaN upstream gradient",
+    inputs: [{ shape: [2, 4] }, { shape: [4] }], run: ([x, w]) => rmsNorm(x!, w!, 1e-6),
+    out: [], upstream: [5], grads: [[4, 5, 6, 7], [1]],
+  },
+  {
+    family: "rmsnorm", name: "NaN in a row, without weight",
+    inputs: [{ shape: [2, 4], nan: [5] }], run: ([x]) => rmsNorm(x!, null, 1e-6), out: [4, 5, 6, 7], grads: [[4, 5, 6, 7]],
   },
 ];
 
