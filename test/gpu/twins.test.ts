@@ -49,7 +49,7 @@ const ROWS: Row[] = [
     family: "elementwise", name: `${op} broadcast [7,1,13] x [5,13]`, inputs: [f([7, 1, 13], 1), f([5, 13], 2, 0.5)],
     run: ([a, b]) => ops[op](a!, op === "div" ? ops.addScalar(ops.abs(b!), 1) : b!),
   })),
-  ...(["neg", "exp", "tanh", "relu", "sigmoid", "square", "abs", "gelu"] as const).map((op): Row => ({
+  ...(["neg", "exp", "tanh", "relu", "sigmoid", "square", "abs", "gelu", "silu"] as const).map((op): Row => ({
     family: "elementwise", name: `${op} [3,1001]`, inputs: [f([3, 1001], 3, 3)], run: ([x]) => ops[op](x!),
   })),
   { family: "elementwise", name: "log, sqrt, pow on positive [257]", inputs: [f([257], 4)],

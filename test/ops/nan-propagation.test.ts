@@ -16,7 +16,7 @@ import { dirname, join } from "node:path";
 import { describe, expect, it } from "vitest";
 import {
   abs, add, AdamW, clipGradNorm, crossEntropy, div, dropout, embedding, exp, gelu, Generator, info, layerNorm, linear, log, logSoftmax,
-  matmul, mean, mul, neg, pow, relu, scale, addScalar, sigmoid, softmax, sqrt, square, sub, sum, tanh, tensor, tidy, type Tensor,
+  matmul, mean, mul, neg, pow, relu, scale, addScalar, sigmoid, silu, softmax, sqrt, square, sub, sum, tanh, tensor, tidy, type Tensor,
 } from "../../lib/index.js";
 import { scaledDotProductAttention } from "../../lib/ops/attention.js";
 import { loraDelta } from "../../lib/ops/lora.js";
@@ -80,6 +80,7 @@ const UNARY: Unary[] = [
   ["abs", abs, { gradAtNaN: [] }], // torch: sgn(NaN) = 0
   ["pow 2.5", (x) => pow(x, 2.5), { domain: positive }],
   ["gelu (tanh form)", gelu, {}],
+  ["silu", silu, {}],
   ["scale", (x) => scale(x, 3), { gradAtNaN: [] }],
   ["addScalar", (x) => addScalar(x, 3), { gradAtNaN: [] }],
 ];
