@@ -17,7 +17,7 @@ import * as ops from "../../lib/ops/index.js";
 import { expectClose, hasCuda, noCudaReason, randomValues } from "../helpers.js";
 
 const FAMILIES = [
-  "elementwise", "reduce", "matmul", "embedding", "layernorm", "softmax", "crossentropy", "dropout", "attention",
+  "elementwise", "reduce", "matmul", "embedding", "layernorm", "softmax", "crossentropy", "dropout", "attention", "rope",
   "lora", "creation", "optim",
 ] as const;
 type Family = (typeof FAMILIES)[number];
@@ -76,6 +76,9 @@ const ROWS: Row[] = [
     inputs: [ids(Array.from({ length: 100 }, (_, i) => (i % 4 === 0 ? 0 : (i * 37) % 101)), [4, 25]), f([101, 33], 21)],
     run: ([i, w]) => ops.embedding(i!, w!) },
   // ---- layernorm
+  // ---- rope: Llama's rotation of q or k (a transposed view, as after the head split), KV-cache offset
+  { family: "rope", name: "[2,3,7,16] from a [2,7,3,16] view, theta 500000, offset 5", inputs: [f([2, 7, 3, 16], 28)],
+    run: ([x], device) => { const { cos, sin } = ops.rotaryCosSin(7, 16, { theta: 500000, offset: 5, device }); return ops.applyRotary(x!.transpose(1, 2), cos, sin); } },
   { family: "layernorm", name: "[1,1] affine", inputs: [f([1, 1], 22), f([1], 23), f([1], 24)], run: ([x, w, b]) => ops.layerNorm(x!, w!, b!) },
   { family: "layernorm", name: "[7,13] affine", inputs: [f([7, 13], 25, 3), f([13], 26), f([13], 27)], run: ([x, w, b]) => ops.layerNorm(x!, w!, b!) },
   { family: "layernorm", name: "[3,100,768] affine (GPT-2 width)", inputs: [f([3, 100, 768], 28, 3), f([768], 29), f([768], 30)],

@@ -20,6 +20,7 @@ import {
 } from "../../lib/index.js";
 import { scaledDotProductAttention } from "../../lib/ops/attention.js";
 import { loraDelta } from "../../lib/ops/lora.js";
+import { applyRotary, rotaryCosSin } from "../../lib/ops/rope.js";
 import { randomValues } from "../helpers.js";
 
 /**
@@ -150,6 +151,16 @@ const normCases: NanCase[] = [
   },
 ];
 
+// x [1, 1, 2, 4] at positions 3 and 4: element j pairs with j ± 2, forward and backward.
+const rotary = ([x]: Tensor[], device: string) => {
+  const { cos, sin } = rotaryCosSin(2, 4, { offset: 3, device });
+  return applyRotary(x!, cos, sin);
+};
+const ropeCases: NanCase[] = [
+  { family: "rope", name: "NaN in x", inputs: [{ shape: [1, 1, 2, 4], nan: [1] }], run: rotary, out: [1, 3], grads: [[]] },
+  { family: "rope", name: "NaN upstream gradient", inputs: [{ shape: [1, 1, 2, 4] }], run: rotary, out: [], upstream: [6], grads: [[4, 6]] },
+];
+
 const softmaxCases: NanCase[] = ([["softmax", softmax], ["logSoftmax", logSoftmax]] as const).flatMap(([name, f]): NanCase[] => [
   { family: "softmax", name: `${name}: NaN in a row`, inputs: [{ shape: [2, 3], nan: [1] }], run: ([x]) => f(x!), out: [0, 1, 2], grads: [[0, 1, 2]] },
   { family: "softmax", name: `${name}: a row of NaN`, inputs: [{ shape: [2, 3], nan: [0, 1, 2] }], run: ([x]) => f(x!), out: [0, 1, 2], grads: [[0, 1, 2]] },
@@ -275,7 +286,7 @@ const optimCases: NanCase[] = [
 ];
 
 export const NAN_TABLE: NanCase[] = [
-  ...unaryCases, ...binaryCases, ...reductionCases, ...matmulCases, ...normCases, ...softmaxCases, ...ceCases, ...dropoutCases,
+  ...unaryCases, ...binaryCases, ...reductionCases, ...matmulCases, ...normCases, ...ropeCases, ...softmaxCases, ...ceCases, ...dropoutCases,
   ...attentionCases, ...embeddingCases, ...loraCases, ...optimCases,
 ];
 
