@@ -95,7 +95,7 @@ export interface EmbeddingKernels {
   embeddingScatterAdd(a: { ids: View; n: number; grad: View; vocab: number; dim: number; dweight: View }): void;
 }
 
-// ---- row-wise families (binding/{layernorm,rmsnorm,softmax,crossentropy,dropout,attention}.cc) -------------
+// ---- row-wise families (binding/{layernorm,rmsnorm,softmax,crossentropy,dropout,attention,rope}.cc) ------
 
 export interface LayerNormKernels {
   layerNorm(a: { x: View; weight: View | null; bias: View | null; y: View; mean: View; rstd: View; N: number; C: number; eps: number }): void;
@@ -147,6 +147,11 @@ export interface AttentionKernels {
   }): void;
 }
 
+export interface RopeKernels {
+  /** y = x·cos + rotate_half(x)·sin over x [rows, T, D] with cos, sin [T, D], all contiguous; transpose: the backward rotation. */
+  rope(a: { x: View; cos: View; sin: View; y: View; rows: number; T: number; D: number; transpose: boolean }): void;
+}
+
 // ---- optim (binding/optim.cc): one call covers a list of tensors ----------------------------------
 
 export interface OptimKernels {
@@ -173,4 +178,4 @@ export interface RuntimeKernels {
 
 /** The addon. */
 export type NativeAddon = RuntimeKernels & CreationKernels & ElementwiseKernels & MatmulKernels & EmbeddingKernels &
-  LayerNormKernels & RmsNormKernels & SoftmaxKernels & CrossEntropyKernels & DropoutKernels & AttentionKernels & OptimKernels;
+  LayerNormKernels & RmsNormKernels & SoftmaxKernels & CrossEntropyKernels & DropoutKernels & AttentionKernels & RopeKernels & OptimKernels;

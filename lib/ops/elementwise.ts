@@ -144,6 +144,8 @@ export const abs = (x: Tensor): Tensor => unaryOp(Unary.Abs, "abs", x);
 export const pow = (x: Tensor, p: number): Tensor => unaryOp(Unary.PowScalar, "pow", x, p);
 /** GELU, GPT-2's tanh approximation: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))). */
 export const gelu = (x: Tensor): Tensor => unaryOp(Unary.Gelu, "gelu", x);
+/** SiLU (swish), x·sigmoid(x): Llama's MLP activation. */
+export const silu = (x: Tensor): Tensor => unaryOp(Unary.Silu, "silu", x);
 
 /** dst += src in place (same shape, dst contiguous). Not recorded: for gradient accumulation. */
 export function addInPlace(dst: Tensor, src: Tensor): void {

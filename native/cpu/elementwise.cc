@@ -197,6 +197,7 @@ void unary_f32(UnaryOp op, const float* x, float* out, int64_t n, float alpha) {
     case UnaryOp::Gelu:
       return parallel_for(n, kComputeGrain, [&](int64_t b, int64_t e) { gelu_run(x + b, out + b, e - b); });
     case UnaryOp::Abs: return map(n, [&](int64_t i) { out[i] = std::fabs(x[i]); });
+    case UnaryOp::Silu: return map(n, [&](int64_t i) { out[i] = x[i] / (1.0f + std::exp(-x[i])); });
   }
 }
 
@@ -226,6 +227,12 @@ void unary_backward_f32(UnaryOp op, const float* x, const float* g, float* gx, i
       return parallel_for(n, kComputeGrain, [&](int64_t b, int64_t e) { gelu_backward_run(x + b, g + b, gx + b, e - b); });
     // g·sgn(x), sgn(0) = sgn(NaN) = 0 as in PyTorch: a NaN g stays NaN, also at x = 0
     case UnaryOp::Abs: return map(n, [&](int64_t i) { gx[i] = g[i] * (x[i] > 0 ? 1.0f : x[i] < 0 ? -1.0f : 0.0f); });
+    // d/dx x·s(x) = s·(1 + x·(1 − s)), the form PyTorch's silu_backward uses
+    case UnaryOp::Silu:
+      return map(n, [&](int64_t i) {
+        float s = 1.0f / (1.0f + std::exp(-x[i]));
+        gx[i] = g[i] * s * (1.0f + x[i] * (1.0f - s));
+      });
   }
 }
 

@@ -54,6 +54,7 @@ __device__ __forceinline__ float unary(UnaryOp op, float v, float alpha) {
     case UnaryOp::PowScalar: return powf(v, alpha);
     case UnaryOp::Gelu: return 0.5f * v * (1.0f + tanhf(kSqrt2OverPi * (v + kGeluC * v * v * v)));
     case UnaryOp::Abs: return fabsf(v);
+    case UnaryOp::Silu: return v / (1.0f + expf(-v));
   }
   return 0;
 }
@@ -77,6 +78,7 @@ __device__ __forceinline__ float unary_grad(UnaryOp op, float v, float g, float 
       return g * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * dinner);
     }
     case UnaryOp::Abs: return g * (v > 0 ? 1.0f : v < 0 ? -1.0f : 0.0f);  // g·sgn(x): a NaN g stays NaN
+    case UnaryOp::Silu: { float s = 1.0f / (1.0f + expf(-v)); return g * s * (1.0f + v * (1.0f - s)); }
   }
   return 0;
 }

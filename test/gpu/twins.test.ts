@@ -17,7 +17,7 @@ import * as ops from "../../lib/ops/index.js";
 import { expectClose, hasCuda, noCudaReason, randomValues } from "../helpers.js";
 
 const FAMILIES = [
-  "elementwise", "reduce", "matmul", "embedding", "layernorm", "rmsnorm", "softmax", "crossentropy", "dropout", "attention",
+  "elementwise", "reduce", "matmul", "embedding", "layernorm", "rmsnorm", "softmax", "crossentropy", "dropout", "attention", "rope",
   "lora", "creation", "optim",
 ] as const;
 type Family = (typeof FAMILIES)[number];
@@ -49,7 +49,7 @@ const ROWS: Row[] = [
     family: "elementwise", name: `${op} broadcast [7,1,13] x [5,13]`, inputs: [f([7, 1, 13], 1), f([5, 13], 2, 0.5)],
     run: ([a, b]) => ops[op](a!, op === "div" ? ops.addScalar(ops.abs(b!), 1) : b!),
   })),
-  ...(["neg", "exp", "tanh", "relu", "sigmoid", "square", "abs", "gelu"] as const).map((op): Row => ({
+  ...(["neg", "exp", "tanh", "relu", "sigmoid", "square", "abs", "gelu", "silu"] as const).map((op): Row => ({
     family: "elementwise", name: `${op} [3,1001]`, inputs: [f([3, 1001], 3, 3)], run: ([x]) => ops[op](x!),
   })),
   { family: "elementwise", name: "log, sqrt, pow on positive [257]", inputs: [f([257], 4)],
@@ -76,6 +76,9 @@ const ROWS: Row[] = [
     inputs: [ids(Array.from({ length: 100 }, (_, i) => (i % 4 === 0 ? 0 : (i * 37) % 101)), [4, 25]), f([101, 33], 21)],
     run: ([i, w]) => ops.embedding(i!, w!) },
   // ---- layernorm
+  // ---- rope: Llama's rotation of q or k (a transposed view, as after the head split), KV-cache offset
+  { family: "rope", name: "[2,3,7,16] from a [2,7,3,16] view, theta 500000, offset 5", inputs: [f([2, 7, 3, 16], 28)],
+    run: ([x], device) => { const { cos, sin } = ops.rotaryCosSin(7, 16, { theta: 500000, offset: 5, device }); return ops.applyRotary(x!.transpose(1, 2), cos, sin); } },
   { family: "layernorm", name: "[1,1] affine", inputs: [f([1, 1], 22), f([1], 23), f([1], 24)], run: ([x, w, b]) => ops.layerNorm(x!, w!, b!) },
   { family: "layernorm", name: "[7,13] affine", inputs: [f([7, 13], 25, 3), f([13], 26), f([13], 27)], run: ([x, w, b]) => ops.layerNorm(x!, w!, b!) },
   { family: "layernorm", name: "[3,100,768] affine (GPT-2 width)", inputs: [f([3, 100, 768], 28, 3), f([768], 29), f([768], 30)],

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { memory, tensor, tidy, zeros } from "../../lib/index.js";
-import { abs, add, addScalar, div, exp, gelu, log, mean, mul, neg, pow, relu, scale, sigmoid, sqrt, square, sub, sum, tanh } from "../../lib/ops/index.js";
+import { abs, add, addScalar, div, exp, gelu, log, mean, mul, neg, pow, relu, scale, sigmoid, silu, sqrt, square, sub, sum, tanh } from "../../lib/ops/index.js";
 import { expectClose, gradcheck, randomValues } from "../helpers.js";
 import { flat, fromJson, torchReference } from "./torch-reference.js";
 
@@ -90,6 +90,7 @@ describe("unary and scalar ops", () => {
     ["square", square, (v) => v * v, 0],
     ["abs", abs, Math.abs, 0],
     ["gelu", gelu, (v) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3))), 0],
+    ["silu", silu, (v) => v / (1 + Math.exp(-v)), 0],
     ["scale", (x) => scale(x, -2.5), (v) => -2.5 * v, 0],
     ["addScalar", (x) => addScalar(x, 0.75), (v) => v + 0.75, 0],
     ["pow", (x) => pow(x, 1.5), (v) => v ** 1.5, 2],

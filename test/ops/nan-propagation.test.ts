@@ -16,10 +16,11 @@ import { dirname, join } from "node:path";
 import { describe, expect, it } from "vitest";
 import {
   abs, add, AdamW, clipGradNorm, crossEntropy, div, dropout, embedding, exp, gelu, Generator, info, layerNorm, linear, log, logSoftmax,
-  matmul, mean, mul, neg, pow, relu, rmsNorm, scale, addScalar, sigmoid, softmax, sqrt, square, sub, sum, tanh, tensor, tidy, type Tensor,
+  matmul, mean, mul, neg, pow, relu, rmsNorm, scale, addScalar, sigmoid, silu, softmax, sqrt, square, sub, sum, tanh, tensor, tidy, type Tensor,
 } from "../../lib/index.js";
 import { scaledDotProductAttention } from "../../lib/ops/attention.js";
 import { loraDelta } from "../../lib/ops/lora.js";
+import { applyRotary, rotaryCosSin } from "../../lib/ops/rope.js";
 import { randomValues } from "../helpers.js";
 
 /**
@@ -80,6 +81,7 @@ const UNARY: Unary[] = [
   ["abs", abs, { gradAtNaN: [] }], // torch: sgn(NaN) = 0
   ["pow 2.5", (x) => pow(x, 2.5), { domain: positive }],
   ["gelu (tanh form)", gelu, {}],
+  ["silu", silu, {}],
   ["scale", (x) => scale(x, 3), { gradAtNaN: [] }],
   ["addScalar", (x) => addScalar(x, 3), { gradAtNaN: [] }],
 ];
@@ -161,6 +163,16 @@ const normCases: NanCase[] = [
     family: "rmsnorm", name: "NaN in a row, without weight",
     inputs: [{ shape: [2, 4], nan: [5] }], run: ([x]) => rmsNorm(x!, null, 1e-6), out: [4, 5, 6, 7], grads: [[4, 5, 6, 7]],
   },
+];
+
+// x [1, 1, 2, 4] at positions 3 and 4: element j pairs with j ± 2, forward and backward.
+const rotary = ([x]: Tensor[], device: string) => {
+  const { cos, sin } = rotaryCosSin(2, 4, { offset: 3, device });
+  return applyRotary(x!, cos, sin);
+};
+const ropeCases: NanCase[] = [
+  { family: "rope", name: "NaN in x", inputs: [{ shape: [1, 1, 2, 4], nan: [1] }], run: rotary, out: [1, 3], grads: [[]] },
+  { family: "rope", name: "NaN upstream gradient", inputs: [{ shape: [1, 1, 2, 4] }], run: rotary, out: [], upstream: [6], grads: [[4, 6]] },
 ];
 
 const softmaxCases: NanCase[] = ([["softmax", softmax], ["logSoftmax", logSoftmax]] as const).flatMap(([name, f]): NanCase[] => [
@@ -288,7 +300,7 @@ const optimCases: NanCase[] = [
 ];
 
 export const NAN_TABLE: NanCase[] = [
-  ...unaryCases, ...binaryCases, ...reductionCases, ...matmulCases, ...normCases, ...softmaxCases, ...ceCases, ...dropoutCases,
+  ...unaryCases, ...binaryCases, ...reductionCases, ...matmulCases, ...normCases, ...ropeCases, ...softmaxCases, ...ceCases, ...dropoutCases,
   ...attentionCases, ...embeddingCases, ...loraCases, ...optimCases,
 ];
 

@@ -1,0 +1,82 @@
+// Rotary position embeddings (RoPE) as transformers' Llama applies them, one native pass forward
+// and one backward (the transposed rotation). Kernels: native/ops/rope.h (CPU and CUDA twins).
+import { native } from "../native/index.js";
+import type { DeviceLike } from "../tensor/device.js";
+import { tensor } from "../tensor/creation.js";
+import { formatShape, record, shapeSize, type Tensor } from "../tensor/tensor.js";
+import { checkFloat, contiguousInput, newFloat } from "./util.js";
+
+/**
+ * x·cos + rotate_half(x)·sin, rotate_half(x) = cat(-x[..., D/2:], x[..., :D/2]): transformers'
+ * apply_rotary_pos_emb for one of q or k. x is [..., T, D] (Llama: [B, H, T, D]); cos and sin are
+ * [T, D], e.g. from rotaryCosSin. Differentiable in x (cos and sin are constants):
+ * dx = g·cos + rotate_halfᵀ(g·sin), rotate_halfᵀ(u) = cat(u[..., D/2:], -u[..., :D/2]).
+ */
+export function applyRotary(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
+  const op = "applyRotary";
+  checkFloat(op, x, cos, sin);
+  if (x.ndim < 2) throw new Error(`${op}: x must be [..., T, D] (Llama's q or k: [B, H, T, D]), got ${formatShape(x.shape)}`);
+  const T = x.shape[x.ndim - 2]!, D = x.shape[x.ndim - 1]!;
+  if (D % 2 !== 0) throw new Error(`${op}: the head dimension D of x ${formatShape(x.shape)} must be even (rotate_half splits it in halves), got ${D}`);
+  for (const [name, t] of [["cos", cos], ["sin", sin]] as const) {
+    if (t.ndim !== 2 || t.shape[0] !== T || t.shape[1] !== D) {
+      throw new Error(`${op}: ${name} has shape ${formatShape(t.shape)} but x ${formatShape(x.shape)} needs [${T}, ${D}] (one row per position); build it with rotaryCosSin(${T}, ${D})`);
+    }
+  }
+  const rows = shapeSize(x.shape.slice(0, -2));
+  const xc = contiguousInput(x), cc = contiguousInput(cos), sc = contiguousInput(sin);
+  const out = newFloat(x.shape, x);
+  native().rope({ x: xc.nativeView, cos: cc.nativeView, sin: sc.nativeView, y: out.nativeView, rows, T, D, transpose: false });
+  if (xc !== x) xc.dispose();
+  record(
+    op, out, [x],
+    (g, [cs, ss]) => {
+      const gc = contiguousInput(g);
+      const dx = newFloat(g.shape, g);
+      native().rope({ x: gc.nativeView, cos: cs!.nativeView, sin: ss!.nativeView, y: dx.nativeView, rows, T, D, transpose: true });
+      if (gc !== g) gc.dispose();
+      return [dx];
+    },
+    [cc, sc],
+  );
+  if (cc !== cos) cc.dispose();
+  if (sc !== sin) sc.dispose();
+  return out;
+}
+
+export interface RotaryOptions {
+  /** The RoPE base (rope_theta): 10000 for Llama 2, 500000 for Llama 3. Default 10000. */
+  theta?: number;
+  /** The position of the first row: the number of tokens already in the KV cache. Default 0. */
+  offset?: number;
+  device?: DeviceLike;
+}
+
+/**
+ * cos and sin [T, D] for positions offset … offset+T−1, computed as transformers'
+ * LlamaRotaryEmbedding (default rope type) does in float32: inv_freq[i] = 1/theta^(2i/D),
+ * freqs = positions ⊗ inv_freq, emb = cat(freqs, freqs). Each float32 step is done in float64 and
+ * rounded to float32, which is what PyTorch's float32 kernels give to within an ulp.
+ */
+export function rotaryCosSin(T: number, D: number, opts: RotaryOptions = {}): { cos: Tensor; sin: Tensor } {
+  const op = "rotaryCosSin";
+  const theta = opts.theta ?? 10000, offset = opts.offset ?? 0;
+  if (!Number.isInteger(T) || T < 0) throw new Error(`${op}: T (the number of positions) must be an integer >= 0, got ${T}`);
+  if (!Number.isInteger(D) || D <= 0 || D % 2 !== 0) throw new Error(`${op}: D (the head dimension) must be a positive even integer, got ${D}`);
+  if (!(theta > 0)) throw new Error(`${op}: theta (rope_theta) must be > 0, got ${theta}`);
+  // Positions are float32 in transformers: beyond 2^24 they would no longer be exact.
+  if (!Number.isInteger(offset) || offset < 0 || offset + T > 2 ** 24) {
+    throw new Error(`${op}: offset must be an integer >= 0 with offset + T <= 2^24, got offset ${offset} and T ${T}`);
+  }
+  const f = Math.fround, half = D / 2;
+  const invFreq = Array.from({ length: half }, (_, i) => f(1 / f(theta ** f((2 * i) / D))));
+  const cos = new Float32Array(T * D), sin = new Float32Array(T * D);
+  for (let t = 0; t < T; t++) {
+    for (let i = 0; i < half; i++) {
+      const a = f((offset + t) * invFreq[i]!);
+      cos[t * D + i] = cos[t * D + i + half] = Math.cos(a);
+      sin[t * D + i] = sin[t * D + i + half] = Math.sin(a);
+    }
+  }
+  return { cos: tensor(cos, { shape: [T, D], device: opts.device }), sin: tensor(sin, { shape: [T, D], device: opts.device }) };
+}
