@@ -3,6 +3,7 @@ import { embedding } from "../ops/embedding.js";
 import { conv1dLinear, linear } from "../ops/matmul.js";
 import { dropout } from "../ops/dropout.js";
 import { layerNorm } from "../ops/layernorm.js";
+import { rmsNorm } from "../ops/rmsnorm.js";
 import { empty, kaimingUniform, ones, rand, randn, zeros } from "../tensor/creation.js";
 import type { DeviceLike } from "../tensor/device.js";
 import type { Generator } from "../tensor/random.js";
@@ -36,18 +37,25 @@ function checkSize(layer: string, what: string, n: number): void {
 
 /**
  * y = x·Wᵀ + b with weight [out, in] (torch.nn.Linear). Init as PyTorch: W ~ kaiming_uniform(a=√5),
- * i.e. U(-1/√in, 1/√in), and b ~ U(-1/√in, 1/√in).
+ * i.e. U(-1/√in, 1/√in), and b ~ U(-1/√in, 1/√in); with `std`, as transformers' _init_weights
+ * does for Llama-family models: W ~ N(0, std²), b = 0.
  */
 export class Linear extends Module {
   declare weight: Tensor;
   declare bias: Tensor | null;
 
-  constructor(readonly inFeatures: number, readonly outFeatures: number, opts: LayerOptions & { bias?: boolean } = {}) {
+  constructor(readonly inFeatures: number, readonly outFeatures: number, opts: NormalInitOptions & { bias?: boolean } = {}) {
     super();
     checkSize("Linear", "inFeatures", inFeatures);
     checkSize("Linear", "outFeatures", outFeatures);
-    const { device, generator } = opts;
-    this.registerParameter("weight", init(opts, [outFeatures, inFeatures], () => inFeatures > 0 ? kaimingUniform([outFeatures, inFeatures], { a: Math.sqrt(5), device, generator }) : zeros([outFeatures, 0], { device })));
+    const { device, generator, std } = opts;
+    const shape = [outFeatures, inFeatures];
+    if (std !== undefined) {
+      this.registerParameter("weight", init(opts, shape, () => randn(shape, { std, device, generator })));
+      this.registerParameter("bias", opts.bias === false ? null : zeros([outFeatures], { device }));
+      return;
+    }
+    this.registerParameter("weight", init(opts, shape, () => inFeatures > 0 ? kaimingUniform(shape, { a: Math.sqrt(5), device, generator }) : zeros([outFeatures, 0], { device })));
     const bound = inFeatures > 0 ? 1 / Math.sqrt(inFeatures) : 0;
     this.registerParameter("bias", opts.bias === false ? null : init(opts, [outFeatures], () => rand([outFeatures], { low: -bound, high: bound, device, generator })));
   }
@@ -113,6 +121,21 @@ export class LayerNorm extends Module {
 
   forward(x: Tensor): Tensor {
     return layerNorm(x, this.weight, this.bias, this.eps);
+  }
+}
+
+/** RMS norm over the last dim (transformers' LlamaRMSNorm): weight 1. */
+export class RMSNorm extends Module {
+  declare weight: Tensor;
+
+  constructor(readonly hiddenSize: number, readonly eps = 1e-6, opts: { device?: DeviceLike } = {}) {
+    super();
+    checkSize("RMSNorm", "hiddenSize", hiddenSize);
+    this.registerParameter("weight", ones([hiddenSize], { device: opts.device }));
+  }
+
+  forward(x: Tensor): Tensor {
+    return rmsNorm(x, this.weight, this.eps);
   }
 }
 

@@ -1,0 +1,193 @@
+// Llama-family hyper-parameters (model_type llama, mistral, qwen2), with config.json's snake_case
+// names mapped to camelCase. What the decoder does not implement yet is refused by field name,
+// so a config is never run with semantics silently dropped.
+
+export const LLAMA_MODEL_TYPES = ["llama", "mistral", "qwen2"] as const;
+export type LlamaModelType = (typeof LLAMA_MODEL_TYPES)[number];
+
+export interface LlamaConfigInit {
+  modelType?: LlamaModelType;
+  vocabSize?: number;
+  hiddenSize?: number;
+  intermediateSize?: number;
+  numHiddenLayers?: number;
+  numAttentionHeads?: number;
+  /** Key/value heads (grouped-query attention); null means numAttentionHeads. */
+  numKeyValueHeads?: number | null;
+  /** Width of one attention head; null means hiddenSize / numAttentionHeads. */
+  headDim?: number | null;
+  hiddenAct?: string;
+  rmsNormEps?: number;
+  ropeTheta?: number;
+  tieWordEmbeddings?: boolean;
+  /** Bias on q/k/v and o (llama, mistral); Qwen2 always has it on q/k/v only. */
+  attentionBias?: boolean;
+  maxPositionEmbeddings?: number;
+  initializerRange?: number;
+  bosTokenId?: number | null;
+  eosTokenId?: number | number[] | null;
+  padTokenId?: number | null;
+}
+
+/** transformers' config.json key for each field. */
+const HF_KEYS: Record<keyof LlamaConfigInit, string> = {
+  modelType: "model_type",
+  vocabSize: "vocab_size",
+  hiddenSize: "hidden_size",
+  intermediateSize: "intermediate_size",
+  numHiddenLayers: "num_hidden_layers",
+  numAttentionHeads: "num_attention_heads",
+  numKeyValueHeads: "num_key_value_heads",
+  headDim: "head_dim",
+  hiddenAct: "hidden_act",
+  rmsNormEps: "rms_norm_eps",
+  ropeTheta: "rope_theta",
+  tieWordEmbeddings: "tie_word_embeddings",
+  attentionBias: "attention_bias",
+  maxPositionEmbeddings: "max_position_embeddings",
+  initializerRange: "initializer_range",
+  bosTokenId: "bos_token_id",
+  eosTokenId: "eos_token_id",
+  padTokenId: "pad_token_id",
+};
+
+/** A config value as JSON (strings quoted, so "2" and 2 differ), cut short for messages. */
+function shown(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 80 ? `${text.slice(0, 80)}…` : text;
+}
+
+const isSet = (v: unknown) => v !== undefined && v !== null && v !== false;
+
+/**
+ * The config.json fields whose semantics lowrank does not implement yet, when set: each message
+ * names the field and what is supported. Checked on the raw JSON, before defaults apply.
+ */
+function unsupportedFields(json: Record<string, unknown>): string[] {
+  const out: string[] = [];
+  if (isSet(json.rope_scaling)) out.push(`rope_scaling ${shown(json.rope_scaling)} (only null, plain RoPE, is supported yet)`);
+  const rope = json.rope_parameters as Record<string, unknown> | undefined | null;
+  if (rope && typeof rope === "object" && rope.rope_type !== undefined && rope.rope_type !== "default") {
+    out.push(`rope_parameters.rope_type ${shown(rope.rope_type)} (only "default", plain RoPE, is supported yet)`);
+  }
+  // Mistral enables the window with sliding_window; Qwen2 only with use_sliding_window.
+  if (json.model_type === "qwen2" ? isSet(json.use_sliding_window) : isSet(json.sliding_window)) {
+    const field = json.model_type === "qwen2" ? "use_sliding_window" : "sliding_window";
+    out.push(`${field} ${shown(json[field])} (sliding-window attention is not supported yet; only full attention)`);
+  }
+  if (isSet(json.mlp_bias)) out.push(`mlp_bias ${shown(json.mlp_bias)} (only false is supported)`);
+  if (typeof json.attention_dropout === "number" && json.attention_dropout !== 0) {
+    out.push(`attention_dropout ${shown(json.attention_dropout)} (only 0 is supported)`);
+  }
+  if (typeof json.pretraining_tp === "number" && json.pretraining_tp !== 1) out.push(`pretraining_tp ${shown(json.pretraining_tp)} (only 1 is supported)`);
+  return out;
+}
+
+export class LlamaConfig {
+  modelType: LlamaModelType = "llama";
+  vocabSize = 32000;
+  hiddenSize = 4096;
+  intermediateSize = 11008;
+  numHiddenLayers = 32;
+  numAttentionHeads = 32;
+  numKeyValueHeads: number | null = null;
+  headDim: number | null = null;
+  hiddenAct = "silu";
+  rmsNormEps = 1e-6;
+  ropeTheta = 10000;
+  tieWordEmbeddings = false;
+  attentionBias = false;
+  maxPositionEmbeddings = 2048;
+  initializerRange = 0.02;
+  bosTokenId: number | null = 1;
+  eosTokenId: number | number[] | null = 2;
+  padTokenId: number | null = null;
+
+  constructor(init: LlamaConfigInit = {}) {
+    Object.assign(this, Object.fromEntries(Object.entries(init).filter(([, v]) => v !== undefined)));
+    this.validate();
+  }
+
+  get kvHeads(): number {
+    return this.numKeyValueHeads ?? this.numAttentionHeads;
+  }
+  get attentionHeadDim(): number {
+    return this.headDim ?? this.hiddenSize / this.numAttentionHeads;
+  }
+  /** Bias on q_proj, k_proj, v_proj: Qwen2 always, the others with attention_bias. */
+  get qkvBias(): boolean {
+    return this.modelType === "qwen2" || this.attentionBias;
+  }
+  /** Bias on o_proj: only with attention_bias (Qwen2's o_proj has none). */
+  get oBias(): boolean {
+    return this.modelType !== "qwen2" && this.attentionBias;
+  }
+
+  /** The parameter count, a tied lm_head counted once (as PyTorch's model.parameters() does). */
+  get parameterCount(): number {
+    const C = this.hiddenSize, I = this.intermediateSize, D = this.attentionHeadDim;
+    const q = this.numAttentionHeads * D, kv = this.kvHeads * D;
+    const attn = C * q + 2 * C * kv + q * C + (this.qkvBias ? q + 2 * kv : 0) + (this.oBias ? C : 0);
+    const layer = attn + 3 * C * I + 2 * C;
+    return this.vocabSize * C * (this.tieWordEmbeddings ? 1 : 2) + this.numHiddenLayers * layer + C;
+  }
+
+  describeSize(): string {
+    const fields = ["hiddenSize", "intermediateSize", "numHiddenLayers", "numAttentionHeads", "vocabSize"] as const;
+    return fields.map((f) => `${HF_KEYS[f]} ${this[f]}`).join(", ");
+  }
+
+  private validate(): void {
+    const where = `LlamaConfig (${this.modelType})`;
+    if (!LLAMA_MODEL_TYPES.includes(this.modelType)) {
+      throw new Error(`LlamaConfig: model_type ${shown(this.modelType)} is not supported; lowrank's Llama decoder implements ${LLAMA_MODEL_TYPES.join(", ")}${this.modelType === ("qwen3" as string) ? " (qwen3's per-head q/k RMSNorm is not implemented yet)" : ""}`);
+    }
+    for (const key of ["vocabSize", "hiddenSize", "intermediateSize", "numHiddenLayers", "numAttentionHeads", "maxPositionEmbeddings"] as const) {
+      if (!Number.isInteger(this[key]) || this[key] <= 0) throw new Error(`${where}: ${HF_KEYS[key]} must be a positive integer, got ${shown(this[key])}`);
+    }
+    for (const key of ["numKeyValueHeads", "headDim"] as const) {
+      const v = this[key];
+      if (v !== null && (!Number.isInteger(v) || v <= 0)) throw new Error(`${where}: ${HF_KEYS[key]} must be a positive integer or null, got ${shown(v)}`);
+    }
+    if (this.headDim === null && this.hiddenSize % this.numAttentionHeads !== 0) {
+      throw new Error(`${where}: hidden_size (${this.hiddenSize}) must be divisible by num_attention_heads (${this.numAttentionHeads}) when head_dim is not given`);
+    }
+    if (this.attentionHeadDim % 2 !== 0) throw new Error(`${where}: the head dimension (${this.attentionHeadDim}) must be even for rotary embeddings`);
+    if (this.numAttentionHeads % this.kvHeads !== 0) {
+      throw new Error(`${where}: num_attention_heads (${this.numAttentionHeads}) must be a multiple of num_key_value_heads (${this.kvHeads})`);
+    }
+    if (this.hiddenAct !== "silu") throw new Error(`${where}: hidden_act ${shown(this.hiddenAct)} is not supported; the SwiGLU MLP implements "silu"`);
+    if (!(this.rmsNormEps > 0)) throw new Error(`${where}: rms_norm_eps must be > 0, got ${shown(this.rmsNormEps)}`);
+    if (!(this.ropeTheta > 0)) throw new Error(`${where}: rope_theta must be > 0, got ${shown(this.ropeTheta)}`);
+    if (!Number.isSafeInteger(this.parameterCount)) {
+      throw new Error(`${where}: ${this.describeSize()} make ${this.parameterCount.toPrecision(3)} parameters, more than any memory holds; check these fields of config.json`);
+    }
+  }
+
+  /**
+   * Reads transformers' config.json. rope_theta is top-level (transformers 4) or in rope_parameters
+   * (transformers 5). Fields this decoder does not implement yet (rope_scaling, a sliding window,
+   * mlp_bias, …) are refused by name; unknown keys are ignored (other heads or tasks).
+   */
+  static fromHF(json: Record<string, unknown>): LlamaConfig {
+    if (!LLAMA_MODEL_TYPES.includes(json.model_type as LlamaModelType)) {
+      const qwen3 = json.model_type === "qwen3" ? " (qwen3's per-head q/k RMSNorm is not implemented yet)" : "";
+      throw new Error(`LlamaConfig: config.json has model_type ${shown(json.model_type)}; supported: ${LLAMA_MODEL_TYPES.join(", ")}${qwen3}`);
+    }
+    const unsupported = unsupportedFields(json);
+    if (unsupported.length) throw new Error(`LlamaConfig: config.json sets what lowrank does not support yet: ${unsupported.join("; ")}`);
+    const init: Record<string, unknown> = {};
+    for (const [field, key] of Object.entries(HF_KEYS)) if (key in json) init[field] = json[key];
+    const rope = json.rope_parameters as Record<string, unknown> | undefined | null;
+    if (init.ropeTheta === undefined && rope && typeof rope === "object" && rope.rope_theta !== undefined) init.ropeTheta = rope.rope_theta;
+    return new LlamaConfig(init as LlamaConfigInit);
+  }
+
+  /** config.json as transformers 4 writes it (the fields lowrank knows, plus architectures). */
+  toHF(): Record<string, unknown> {
+    const arch = { llama: "LlamaForCausalLM", mistral: "MistralForCausalLM", qwen2: "Qwen2ForCausalLM" }[this.modelType];
+    const out: Record<string, unknown> = { architectures: [arch], rope_scaling: null };
+    for (const [field, key] of Object.entries(HF_KEYS)) out[key] = this[field as keyof LlamaConfigInit];
+    return Object.fromEntries(Object.entries(out).sort(([a], [b]) => (a < b ? -1 : 1)));
+  }
+}

@@ -1,0 +1,187 @@
+// Llama-family decoders (transformers' LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)
+// with their parameter names, so Hugging Face checkpoints and PEFT adapters address the same
+// modules: model.embed_tokens / layers.{i}.{input_layernorm, self_attn.{q,k,v,o}_proj,
+// post_attention_layernorm, mlp.{gate,up,down}_proj} / norm, and lm_head (absent when tied).
+import { scaledDotProductAttention } from "../../ops/attention.js";
+import { add, mul, silu } from "../../ops/elementwise.js";
+import { linear } from "../../ops/matmul.js";
+import { applyRotary, rotaryCosSin } from "../../ops/rope.js";
+import { expand } from "../../ops/shape.js";
+import { Embedding, Linear, RMSNorm } from "../../nn/layers.js";
+import { Module, ModuleList } from "../../nn/module.js";
+import { checkFitsInMemory } from "../../runtime.js";
+import { defaultDevice } from "../../tensor/device.js";
+import { formatShape, type Tensor } from "../../tensor/tensor.js";
+import { loadCheckpoint, type LoadOptions } from "../checkpoint.js";
+import { causalLMLoss, type CausalLMOutput, type ModelOptions } from "../gpt2/model.js";
+import { LlamaConfig } from "./config.js";
+
+export interface LlamaInput {
+  /** int32 [B, T]. */
+  inputIds: Tensor;
+  /** int32 [B, T]: targets, shifted inside (position t predicts labels[t + 1]); -100 is ignored. */
+  labels?: Tensor | null;
+}
+
+/**
+ * Causal self-attention with grouped-query heads: q has numAttentionHeads heads, k and v
+ * numKeyValueHeads, each shared by numAttentionHeads / numKeyValueHeads query heads; rotary
+ * position embeddings on q and k.
+ */
+export class LlamaAttention extends Module {
+  declare q_proj: Linear;
+  declare k_proj: Linear;
+  declare v_proj: Linear;
+  declare o_proj: Linear;
+  readonly nHead: number;
+  readonly nKvHead: number;
+  readonly headDim: number;
+
+  constructor(config: LlamaConfig, opts: ModelOptions = {}) {
+    super();
+    this.nHead = config.numAttentionHeads;
+    this.nKvHead = config.kvHeads;
+    this.headDim = config.attentionHeadDim;
+    const C = config.hiddenSize, q = this.nHead * this.headDim, kv = this.nKvHead * this.headDim;
+    const init = { ...opts, std: config.initializerRange };
+    this.registerModule("q_proj", new Linear(C, q, { ...init, bias: config.qkvBias }));
+    this.registerModule("k_proj", new Linear(C, kv, { ...init, bias: config.qkvBias }));
+    this.registerModule("v_proj", new Linear(C, kv, { ...init, bias: config.qkvBias }));
+    this.registerModule("o_proj", new Linear(q, C, { ...init, bias: config.oBias }));
+  }
+
+  /** x [B, T, C] -> [B, T, C]; cos and sin [T, headDim] for the positions of x. */
+  forward(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
+    const [B, T] = x.shape as [number, number, number];
+    const H = this.nHead, Hkv = this.nKvHead, D = this.headDim;
+    const heads = (t: Tensor, n: number) => t.reshape(B, T, n, D).permute(0, 2, 1, 3); // [B, n, T, D]
+    const q = applyRotary(heads(this.q_proj.forward(x), H), cos, sin);
+    let k = applyRotary(heads(this.k_proj.forward(x), Hkv), cos, sin);
+    let v = heads(this.v_proj.forward(x), Hkv);
+    if (Hkv !== H) {
+      // transformers' repeat_kv: kv head j serves query heads j·g … j·g+g-1. expand is a free
+      // view; the reshape copies, and its backward sums each group's gradients back.
+      const g = H / Hkv;
+      const repeat = (t: Tensor) => expand(t.unsqueeze(2), [B, Hkv, g, T, D]).reshape(B, H, T, D);
+      k = repeat(k);
+      v = repeat(v);
+    }
+    const y = scaledDotProductAttention(q, k, v, { causal: true }); // [B, H, T, D], scale 1/√D
+    return this.o_proj.forward(y.transpose(1, 2).reshape(B, T, H * D));
+  }
+}
+
+/** SwiGLU feed-forward: down(silu(gate(x)) · up(x)). */
+export class LlamaMLP extends Module {
+  declare gate_proj: Linear;
+  declare up_proj: Linear;
+  declare down_proj: Linear;
+
+  constructor(config: LlamaConfig, opts: ModelOptions = {}) {
+    super();
+    const C = config.hiddenSize, I = config.intermediateSize;
+    const init = { ...opts, std: config.initializerRange, bias: false };
+    this.registerModule("gate_proj", new Linear(C, I, init));
+    this.registerModule("up_proj", new Linear(C, I, init));
+    this.registerModule("down_proj", new Linear(I, C, init));
+  }
+
+  forward(x: Tensor): Tensor {
+    return this.down_proj.forward(mul(silu(this.gate_proj.forward(x)), this.up_proj.forward(x)));
+  }
+}
+
+/** A pre-norm decoder layer: x + attn(norm(x)), then + mlp(norm(.)). */
+export class LlamaDecoderLayer extends Module {
+  declare self_attn: LlamaAttention;
+  declare mlp: LlamaMLP;
+  declare input_layernorm: RMSNorm;
+  declare post_attention_layernorm: RMSNorm;
+
+  constructor(config: LlamaConfig, opts: ModelOptions = {}) {
+    super();
+    this.registerModule("self_attn", new LlamaAttention(config, opts));
+    this.registerModule("mlp", new LlamaMLP(config, opts));
+    this.registerModule("input_layernorm", new RMSNorm(config.hiddenSize, config.rmsNormEps, opts));
+    this.registerModule("post_attention_layernorm", new RMSNorm(config.hiddenSize, config.rmsNormEps, opts));
+  }
+
+  forward(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
+    const h = add(x, this.self_attn.forward(this.input_layernorm.forward(x), cos, sin));
+    return add(h, this.mlp.forward(this.post_attention_layernorm.forward(h)));
+  }
+}
+
+/** Token embeddings, the decoder layers and the final norm (transformers' LlamaModel). */
+export class LlamaModel extends Module {
+  declare embed_tokens: Embedding;
+  declare layers: ModuleList<LlamaDecoderLayer>;
+  declare norm: RMSNorm;
+
+  constructor(readonly config: LlamaConfig, opts: ModelOptions = {}) {
+    super();
+    // float32 weights: refused before the first allocation when they cannot fit at all.
+    checkFitsInMemory(4 * config.parameterCount, opts.device ?? defaultDevice(), `LlamaConfig (${config.describeSize()}): the model's weights (${config.parameterCount.toLocaleString("en-US")} float32 parameters)`, "check these fields of config.json");
+    this.registerModule("embed_tokens", new Embedding(config.vocabSize, config.hiddenSize, { ...opts, std: config.initializerRange }));
+    this.registerModule("layers", new ModuleList(Array.from({ length: config.numHiddenLayers }, () => new LlamaDecoderLayer(config, opts))));
+    this.registerModule("norm", new RMSNorm(config.hiddenSize, config.rmsNormEps, opts));
+  }
+
+  /** inputIds int32 [B, T] -> hidden states [B, T, C] after the final norm. */
+  forward(inputIds: Tensor): Tensor {
+    if (inputIds.ndim !== 2 || inputIds.dtype !== "int32") {
+      throw new Error(`LlamaModel: inputIds must be int32 [batch, time], got ${inputIds.dtype} ${formatShape(inputIds.shape)}`);
+    }
+    const T = inputIds.shape[1]!;
+    const { cos, sin } = rotaryCosSin(T, this.config.attentionHeadDim, { theta: this.config.ropeTheta, device: inputIds.device });
+    let x = this.embed_tokens.forward(inputIds);
+    for (const layer of this.layers) x = layer.forward(x, cos, sin);
+    cos.dispose();
+    sin.dispose();
+    return this.norm.forward(x);
+  }
+}
+
+/** A Llama-family decoder with its language-modelling head (lm_head, or the embeddings when tied). */
+export class LlamaForCausalLM extends Module {
+  declare model: LlamaModel;
+  declare lm_head: Linear | null;
+
+  constructor(readonly config: LlamaConfig, opts: ModelOptions = {}) {
+    super();
+    this.registerModule("model", new LlamaModel(config, opts));
+    this.registerModule("lm_head", config.tieWordEmbeddings ? null : new Linear(config.hiddenSize, config.vocabSize, { ...opts, std: config.initializerRange, bias: false }));
+  }
+
+  /**
+   * Loads a checkpoint folder in Hugging Face layout (config.json + model.safetensors or its
+   * shards) of model_type llama, mistral or qwen2, in eval mode as transformers returns it.
+   */
+  static fromPretrained(dir: string, opts: LoadOptions = {}): LlamaForCausalLM {
+    return loadCheckpoint(dir, opts, {
+      what: "LlamaForCausalLM.fromPretrained",
+      family: "Llama-family",
+      parseConfig: (json) => LlamaConfig.fromHF(json),
+      paramName: (config) => (key) => llamaParamName(config, key),
+      create: (config) => new LlamaForCausalLM(config, { device: opts.device, generator: opts.generator, initialize: false }),
+    });
+  }
+
+  forward(input: LlamaInput): CausalLMOutput {
+    const hidden = this.model.forward(input.inputIds);
+    const logits = linear(hidden, this.lm_head ? this.lm_head.weight : this.model.embed_tokens.weight);
+    if (!input.labels) return { logits };
+    return { logits, loss: causalLMLoss(logits, input.labels) };
+  }
+}
+
+/**
+ * The parameter a checkpoint key holds, or null for keys that hold none: lm_head.weight when the
+ * head is tied (some tied checkpoints store the copy) and the rotary inv_freq buffers older
+ * checkpoints carry.
+ */
+export function llamaParamName(config: LlamaConfig, key: string): string | null {
+  if (config.tieWordEmbeddings && key === "lm_head.weight") return null;
+  if (/\.rotary_emb\.inv_freq$/.test(key)) return null;
+  return key;
+}
