@@ -24,6 +24,10 @@ export { GPT2Tokenizer, END_OF_TEXT, BYTE_SYMBOLS, byteLevelWords, type Tokenize
 export { GPT2Config, type GPT2ConfigInit } from "./models/gpt2/config.js";
 export { GPT2LMHeadModel, GPT2Model, GPT2Block, GPT2Attention, GPT2MLP, KVCache, causalLMLoss, type CausalLMInput, type CausalLMOutput } from "./models/gpt2/model.js";
 export { generate, sampleToken, type GenerateOptions, type GenerationModel } from "./models/gpt2/generate.js";
+export { LlamaConfig, LLAMA_MODEL_TYPES, type LlamaConfigInit, type LlamaModelType } from "./models/llama/config.js";
+export { LlamaForCausalLM, LlamaModel, LlamaDecoderLayer, LlamaAttention, LlamaMLP, type LlamaInput } from "./models/llama/model.js";
+export { AutoModelForCausalLM, AUTO_MODEL_TYPES, type CausalLM } from "./models/auto.js";
+export { type LoadOptions } from "./models/checkpoint.js";
 
 // ---- PEFT ----
 export { LoraConfig, TASK_TYPES, LOWRANK_PEFT_VERSION, PEFT_FORMAT_VERSION, DEFAULT_TARGET_MODULES, type LoraConfigInit, type TaskType, type LoraBias, type InitLoraWeights, type WarningHandler } from "./peft/config.js";

@@ -1,2 +1,2 @@
 export { Module, ModuleList, type StateDict, type LoadStateDictResult } from "./module.js";
-export { Linear, Conv1D, Embedding, LayerNorm, Dropout, type LayerOptions } from "./layers.js";
+export { Linear, Conv1D, Embedding, LayerNorm, RMSNorm, Dropout, type LayerOptions } from "./layers.js";

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { LlamaConfig } from "../../lib/models/llama/config.js";
 import { LlamaForCausalLM } from "../../lib/models/llama/model.js";
-import { Generator, noGrad, readSafetensors, tensor, tidy, toTensor, writeSafetensors, type Tensor } from "../../lib/index.js";
+import { AutoModelForCausalLM, GPT2LMHeadModel, Generator, noGrad, readSafetensors, tensor, tidy, toTensor, writeSafetensors, type Tensor } from "../../lib/index.js";
 import { relError } from "../helpers.js";
 
 const ROOT = "test/fixtures/llama-tiny";
@@ -122,5 +122,28 @@ describe("LlamaForCausalLM initialization", () => {
     }
     expect(model.parameters().reduce((s, p) => s + p.size, 0)).toBe(config.parameterCount);
     model.dispose();
+  });
+});
+
+describe("AutoModelForCausalLM.fromPretrained", () => {
+  it("dispatches on config.json's model_type", () => {
+    for (const name of CASES) {
+      const m = AutoModelForCausalLM.fromPretrained(join(ROOT, name));
+      expect(m).toBeInstanceOf(LlamaForCausalLM);
+      m.dispose();
+    }
+    const gpt2 = AutoModelForCausalLM.fromPretrained("test/fixtures/gpt2-tiny");
+    expect(gpt2).toBeInstanceOf(GPT2LMHeadModel);
+    gpt2.dispose();
+  });
+
+  it("names the model_type it does not load", () => {
+    const out = mkdtempSync(join(tmpdir(), "lowrank-auto-"));
+    try {
+      writeFileSync(join(out, "config.json"), JSON.stringify({ model_type: "bert" }));
+      expect(() => AutoModelForCausalLM.fromPretrained(out)).toThrow(/model_type "bert"; lowrank loads gpt2, llama, mistral, qwen2/);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
   });
 });
