@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { LlamaConfig } from "../../lib/models/llama/config.js";
 import { LlamaForCausalLM } from "../../lib/models/llama/model.js";
-import { AutoModelForCausalLM, GPT2LMHeadModel, Generator, noGrad, readSafetensors, tensor, tidy, toTensor, writeSafetensors, type Tensor } from "../../lib/index.js";
+import { AutoModelForCausalLM, GPT2LMHeadModel, Generator, memory, noGrad, readSafetensors, tensor, tidy, toTensor, writeSafetensors, type Tensor } from "../../lib/index.js";
 import { relError } from "../helpers.js";
 
 const ROOT = "test/fixtures/llama-tiny";
@@ -72,6 +72,25 @@ describe("LlamaForCausalLM loading", () => {
       shards.forEach((s) => Object.values(s).forEach((t) => t.dispose()));
     } finally {
       rmSync(out, { recursive: true, force: true });
+    }
+  });
+
+  it("frees what a forward makes, and a load that fails on mis-shaped weights frees the model", () => {
+    const model = LlamaForCausalLM.fromPretrained(join(ROOT, "qwen2-bias"));
+    const before = memory().cpu!;
+    noGrad(() => tidy(() => void model.forward({ inputIds: ids([[1, 2, 3]]), labels: ids([[1, 2, 3]]) })));
+    expect(memory().cpu).toMatchObject({ bytes: before.bytes, tensors: before.tensors });
+    const out = mkdtempSync(join(tmpdir(), "lowrank-llama-"));
+    try {
+      // num_key_value_heads 3 where the file's k_proj/v_proj hold 2 heads
+      const config = JSON.parse(readFileSync(join(ROOT, "qwen2-bias", "config.json"), "utf8"));
+      writeFileSync(join(out, "config.json"), JSON.stringify({ ...config, num_key_value_heads: 3 }));
+      copyFileSync(join(ROOT, "qwen2-bias", "model.safetensors"), join(out, "model.safetensors"));
+      expect(() => LlamaForCausalLM.fromPretrained(out)).toThrow(/mis-shaped tensors: model\.layers\.0\.self_attn\.k_proj\.bias: file has \[16\], model expects \[24\]/);
+      expect(memory().cpu).toMatchObject({ bytes: before.bytes, tensors: before.tensors });
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+      model.dispose();
     }
   });
 
