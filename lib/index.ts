@@ -22,8 +22,9 @@ export { f16BitsToF32, f32ToF16Bits } from "./io/float16.js";
 // ---- models ----
 export { GPT2Tokenizer, END_OF_TEXT, BYTE_SYMBOLS, byteLevelWords, type TokenizerSpec, type EncodeOptions, type DecodeOptions } from "./models/tokenizer.js";
 export { GPT2Config, type GPT2ConfigInit } from "./models/gpt2/config.js";
-export { GPT2LMHeadModel, GPT2Model, GPT2Block, GPT2Attention, GPT2MLP, KVCache, causalLMLoss, type CausalLMInput, type CausalLMOutput } from "./models/gpt2/model.js";
-export { generate, sampleToken, type GenerateOptions, type GenerationModel } from "./models/gpt2/generate.js";
+export { GPT2LMHeadModel, GPT2Model, GPT2Block, GPT2Attention, GPT2MLP, causalLMLoss, type CausalLMInput, type CausalLMOutput } from "./models/gpt2/model.js";
+export { generate, sampleToken, type GenerateOptions, type GenerationModel } from "./models/generate.js";
+export { KVCache, type CausalDecoder, type GenerationSpec, type LayerCache } from "./models/kvcache.js";
 export { LlamaConfig, LLAMA_MODEL_TYPES, type LlamaConfigInit, type LlamaModelType } from "./models/llama/config.js";
 export { LlamaForCausalLM, LlamaModel, LlamaDecoderLayer, LlamaAttention, LlamaMLP, type LlamaInput } from "./models/llama/model.js";
 export { AutoModelForCausalLM, AUTO_MODEL_TYPES, type CausalLM } from "./models/auto.js";

@@ -3,7 +3,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import type { Command } from "commander";
-import { generate } from "../models/gpt2/generate.js";
+import { generate } from "../models/generate.js";
 import type { GPT2LMHeadModel } from "../models/gpt2/model.js";
 import type { GPT2Tokenizer } from "../models/tokenizer.js";
 import { PeftModel } from "../peft/model.js";

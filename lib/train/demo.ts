@@ -8,7 +8,7 @@ import { existsSync } from "node:fs";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { noGrad } from "../tensor/tensor.js";
-import { generate } from "../models/gpt2/generate.js";
+import { generate } from "../models/generate.js";
 import { GPT2LMHeadModel } from "../models/gpt2/model.js";
 import { GPT2Tokenizer } from "../models/tokenizer.js";
 import { info } from "../runtime.js";

@@ -19,7 +19,7 @@ describe("generate", () => {
     }
   });
 
-  it("refuses what is not a GPT-2 model with a clear TypeError", () => {
-    expect(() => generate({} as GPT2LMHeadModel, [1])).toThrow(new TypeError("generate: expected a GPT2LMHeadModel or a PeftModel wrapping one, got Object"));
+  it("refuses what is not a causal LM with a clear TypeError", () => {
+    expect(() => generate({} as GPT2LMHeadModel, [1])).toThrow(new TypeError("generate: expected a causal LM (GPT2LMHeadModel, LlamaForCausalLM) or a PeftModel wrapping one, got Object"));
   });
 });

@@ -4,9 +4,10 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { generate } from "../../lib/models/gpt2/generate.js";
+import { generate } from "../../lib/models/generate.js";
 import { GPT2Config } from "../../lib/models/gpt2/config.js";
-import { GPT2LMHeadModel, KVCache } from "../../lib/models/gpt2/model.js";
+import { GPT2LMHeadModel } from "../../lib/models/gpt2/model.js";
+import { KVCache } from "../../lib/models/kvcache.js";
 import { fromTensor, Generator, memory, noGrad, readSafetensors, tensor, tidy, toTensor, writeSafetensors, type Tensor } from "../../lib/index.js";
 import { relError } from "../helpers.js";
 

@@ -9,53 +9,13 @@ import { concat } from "../../ops/shape.js";
 import { Conv1D, Dropout, Embedding, LayerNorm } from "../../nn/layers.js";
 import { Module, ModuleList } from "../../nn/module.js";
 import { arange, full } from "../../tensor/creation.js";
-import { keep } from "../../tensor/scope.js";
 import { checkFitsInMemory } from "../../runtime.js";
 import { defaultDevice, type DeviceLike } from "../../tensor/device.js";
 import type { Generator } from "../../tensor/random.js";
 import { formatShape, type Tensor } from "../../tensor/tensor.js";
 import { loadGPT2, saveGPT2, type LoadOptions } from "./checkpoint.js";
 import type { GPT2Config } from "./config.js";
-
-/** Keys and values of the positions seen so far, per layer: each [B, H, T_past, D]. */
-export interface LayerCache {
-  key: Tensor;
-  value: Tensor;
-}
-
-/**
- * A KV cache for incremental decoding: each layer's keys and values of all earlier positions.
- * Owns its tensors: dispose() it when generation ends.
- */
-export class KVCache {
-  readonly layers: (LayerCache | null)[];
-  constructor(nLayer: number) {
-    this.layers = new Array<LayerCache | null>(nLayer).fill(null);
-  }
-  /** Positions already cached. */
-  get length(): number {
-    return this.layers[0]?.key.shape[2] ?? 0;
-  }
-  /** Appends this step's k, v [B, H, T, D] to layer i and returns the full keys and values. */
-  append(i: number, key: Tensor, value: Tensor): LayerCache {
-    const prev = this.layers[i];
-    // The cache outlives the tidy() scope of the step that extends it.
-    const next = prev
-      ? { key: keep(concat([prev.key, key], 2)), value: keep(concat([prev.value, value], 2)) }
-      : { key: keep(key.contiguous()), value: keep(value.contiguous()) };
-    prev?.key.dispose();
-    prev?.value.dispose();
-    this.layers[i] = next;
-    return next;
-  }
-  dispose(): void {
-    for (const l of this.layers) {
-      l?.key.dispose();
-      l?.value.dispose();
-    }
-    this.layers.fill(null);
-  }
-}
+import type { GenerationSpec, KVCache } from "../kvcache.js";
 
 export interface ModelOptions {
   device?: DeviceLike;
@@ -240,6 +200,12 @@ export class GPT2LMHeadModel extends Module {
   /** Writes config.json + model.safetensors that transformers loads. */
   savePretrained(dir: string): void {
     saveGPT2(this, dir);
+  }
+
+  /** What generate() needs: the cache's layers, the learned positions' limit and the config's EOS id. */
+  generationSpec(): GenerationSpec {
+    const eos = this.config.eosTokenId;
+    return { numLayers: this.config.nLayer, maxPositions: this.config.nPositions, eosTokenIds: eos === null ? [] : [eos], device: this.transformer.wte.weight.device };
   }
 
   forward(input: CausalLMInput): CausalLMOutput {

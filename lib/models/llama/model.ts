@@ -14,6 +14,7 @@ import { defaultDevice } from "../../tensor/device.js";
 import { formatShape, type Tensor } from "../../tensor/tensor.js";
 import { loadCheckpoint, type LoadOptions } from "../checkpoint.js";
 import { causalLMLoss, type CausalLMOutput, type ModelOptions } from "../gpt2/model.js";
+import type { GenerationSpec, KVCache } from "../kvcache.js";
 import { LlamaConfig } from "./config.js";
 
 export interface LlamaInput {
@@ -21,6 +22,8 @@ export interface LlamaInput {
   inputIds: Tensor;
   /** int32 [B, T]: targets, shifted inside (position t predicts labels[t + 1]); -100 is ignored. */
   labels?: Tensor | null;
+  /** Incremental decoding: keys and values of earlier positions, extended in place. */
+  cache?: KVCache | null;
 }
 
 /**
@@ -50,23 +53,30 @@ export class LlamaAttention extends Module {
     this.registerModule("o_proj", new Linear(q, C, { ...init, bias: config.oBias }));
   }
 
-  /** x [B, T, C] -> [B, T, C]; cos and sin [T, headDim] for the positions of x. */
-  forward(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
+  /**
+   * x [B, T, C] -> [B, T, C]; cos and sin [T, headDim] for the positions of x. With a cache, x
+   * holds only the new positions and layer `layerIdx` of the cache is extended by their k and v.
+   */
+  forward(x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | null = null, layerIdx = 0): Tensor {
     const [B, T] = x.shape as [number, number, number];
     const H = this.nHead, Hkv = this.nKvHead, D = this.headDim;
     const heads = (t: Tensor, n: number) => t.reshape(B, T, n, D).permute(0, 2, 1, 3); // [B, n, T, D]
     const q = applyRotary(heads(this.q_proj.forward(x), H), cos, sin);
     let k = applyRotary(heads(this.k_proj.forward(x), Hkv), cos, sin);
     let v = heads(this.v_proj.forward(x), Hkv);
+    // The cache holds the Hkv heads, before the repeat: H / Hkv times less memory, as transformers' cache.
+    if (cache) ({ key: k, value: v } = cache.append(layerIdx, k, v));
+    const Tk = k.shape[2]!;
     if (Hkv !== H) {
       // transformers' repeat_kv: kv head j serves query heads j·g … j·g+g-1. expand is a free
       // view; the reshape copies, and its backward sums each group's gradients back.
       const g = H / Hkv;
-      const repeat = (t: Tensor) => expand(t.unsqueeze(2), [B, Hkv, g, T, D]).reshape(B, H, T, D);
+      const repeat = (t: Tensor) => expand(t.unsqueeze(2), [B, Hkv, g, Tk, D]).reshape(B, H, Tk, D);
       k = repeat(k);
       v = repeat(v);
     }
-    const y = scaledDotProductAttention(q, k, v, { causal: true }); // [B, H, T, D], scale 1/√D
+    // [B, H, T, D], scale 1/√D; with a cache the T queries are the last T of the Tk positions
+    const y = scaledDotProductAttention(q, k, v, { causal: true });
     return this.o_proj.forward(y.transpose(1, 2).reshape(B, T, H * D));
   }
 }
@@ -98,7 +108,7 @@ export class LlamaDecoderLayer extends Module {
   declare input_layernorm: RMSNorm;
   declare post_attention_layernorm: RMSNorm;
 
-  constructor(config: LlamaConfig, opts: ModelOptions = {}) {
+  constructor(config: LlamaConfig, opts: ModelOptions = {}, readonly layerIdx = 0) {
     super();
     this.registerModule("self_attn", new LlamaAttention(config, opts));
     this.registerModule("mlp", new LlamaMLP(config, opts));
@@ -106,8 +116,8 @@ export class LlamaDecoderLayer extends Module {
     this.registerModule("post_attention_layernorm", new RMSNorm(config.hiddenSize, config.rmsNormEps, opts));
   }
 
-  forward(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
-    const h = add(x, this.self_attn.forward(this.input_layernorm.forward(x), cos, sin));
+  forward(x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | null = null): Tensor {
+    const h = add(x, this.self_attn.forward(this.input_layernorm.forward(x), cos, sin, cache, this.layerIdx));
     return add(h, this.mlp.forward(this.post_attention_layernorm.forward(h)));
   }
 }
@@ -123,19 +133,20 @@ export class LlamaModel extends Module {
     // float32 weights: refused before the first allocation when they cannot fit at all.
     checkFitsInMemory(4 * config.parameterCount, opts.device ?? defaultDevice(), `LlamaConfig (${config.describeSize()}): the model's weights (${config.parameterCount.toLocaleString("en-US")} float32 parameters)`, "check these fields of config.json");
     this.registerModule("embed_tokens", new Embedding(config.vocabSize, config.hiddenSize, { ...opts, std: config.initializerRange }));
-    this.registerModule("layers", new ModuleList(Array.from({ length: config.numHiddenLayers }, () => new LlamaDecoderLayer(config, opts))));
+    this.registerModule("layers", new ModuleList(Array.from({ length: config.numHiddenLayers }, (_, i) => new LlamaDecoderLayer(config, opts, i))));
     this.registerModule("norm", new RMSNorm(config.hiddenSize, config.rmsNormEps, opts));
   }
 
-  /** inputIds int32 [B, T] -> hidden states [B, T, C] after the final norm. */
-  forward(inputIds: Tensor): Tensor {
+  /** inputIds int32 [B, T] -> hidden states [B, T, C] after the final norm. Positions continue after the cache. */
+  forward(inputIds: Tensor, cache: KVCache | null = null): Tensor {
     if (inputIds.ndim !== 2 || inputIds.dtype !== "int32") {
       throw new Error(`LlamaModel: inputIds must be int32 [batch, time], got ${inputIds.dtype} ${formatShape(inputIds.shape)}`);
     }
     const T = inputIds.shape[1]!;
-    const { cos, sin } = rotaryCosSin(T, this.config.attentionHeadDim, { theta: this.config.ropeTheta, device: inputIds.device });
+    const offset = cache?.length ?? 0;
+    const { cos, sin } = rotaryCosSin(T, this.config.attentionHeadDim, { theta: this.config.ropeTheta, offset, device: inputIds.device });
     let x = this.embed_tokens.forward(inputIds);
-    for (const layer of this.layers) x = layer.forward(x, cos, sin);
+    for (const layer of this.layers) x = layer.forward(x, cos, sin, cache);
     cos.dispose();
     sin.dispose();
     return this.norm.forward(x);
@@ -167,8 +178,23 @@ export class LlamaForCausalLM extends Module {
     });
   }
 
+  /**
+   * What generate() needs: one cache layer per decoder layer, and every EOS id of the config
+   * (Llama 3 lists several). No position limit: RoPE has no table, and transformers' generate does
+   * not stop at max_position_embeddings either.
+   */
+  generationSpec(): GenerationSpec {
+    const eos = this.config.eosTokenId;
+    return {
+      numLayers: this.config.numHiddenLayers,
+      maxPositions: Infinity,
+      eosTokenIds: eos === null ? [] : Array.isArray(eos) ? eos : [eos],
+      device: this.model.embed_tokens.weight.device,
+    };
+  }
+
   forward(input: LlamaInput): CausalLMOutput {
-    const hidden = this.model.forward(input.inputIds);
+    const hidden = this.model.forward(input.inputIds, input.cache ?? null);
     const logits = linear(hidden, this.lm_head ? this.lm_head.weight : this.model.embed_tokens.weight);
     if (!input.labels) return { logits };
     return { logits, loss: causalLMLoss(logits, input.labels) };

@@ -1,12 +1,13 @@
-// Autoregressive decoding: greedy, temperature, top-k and top-p sampling, stop at EOS.
+// Autoregressive decoding: greedy, temperature, top-k and top-p sampling, stop at any EOS id.
+// Model-independent: GPT-2 and the Llama family implement CausalDecoder (lib/models/kvcache.ts).
 // With the KV cache each new token runs the model on one position; without it the whole prefix
 // is recomputed every step (kept for checking the cache).
-import { noGrad } from "../../tensor/tensor.js";
-import { rand, tensor } from "../../tensor/creation.js";
-import { defaultGenerator, type Generator } from "../../tensor/random.js";
-import { tidy } from "../../tensor/scope.js";
-import { GPT2LMHeadModel, KVCache } from "./model.js";
-import { describeNonFiniteWeights } from "./nonfinite.js";
+import { noGrad } from "../tensor/tensor.js";
+import { rand, tensor } from "../tensor/creation.js";
+import { defaultGenerator, type Generator } from "../tensor/random.js";
+import { tidy } from "../tensor/scope.js";
+import { KVCache, type CausalDecoder } from "./kvcache.js";
+import { describeNonFiniteWeights } from "./gpt2/nonfinite.js";
 
 export interface GenerateOptions {
   maxNewTokens?: number;
@@ -16,8 +17,8 @@ export interface GenerateOptions {
   topK?: number;
   /** Sample only among the smallest set of tokens whose probability reaches p (1 = no limit). */
   topP?: number;
-  /** Stop after this token (default: the config's eos_token_id). null never stops early. */
-  eosTokenId?: number | null;
+  /** Stop after this token or any of these (default: the config's eos_token_id). null never stops early. */
+  eosTokenId?: number | readonly number[] | null;
   useCache?: boolean;
   /** Random stream for sampling. */
   generator?: Generator;
@@ -55,35 +56,42 @@ export function sampleToken(logits: Float32Array, opts: GenerateOptions, uniform
 }
 
 /**
- * What generate() decodes with: a GPT2LMHeadModel, or a wrapper that holds one as `.model` (a
- * PeftModel, whose LoRA layers sit inside that model's module tree).
+ * What generate() decodes with: a causal decoder (GPT2LMHeadModel, LlamaForCausalLM), or a
+ * wrapper that holds one as `.model` (a PeftModel, whose LoRA layers sit inside that model's
+ * module tree).
  */
-export type GenerationModel = GPT2LMHeadModel | { readonly model: GPT2LMHeadModel };
+export type GenerationModel = CausalDecoder | { readonly model: CausalDecoder };
+
+function isDecoder(m: unknown): m is CausalDecoder {
+  return typeof (m as CausalDecoder | null)?.generationSpec === "function";
+}
 
 /** Extends `prompt` (token ids) by up to maxNewTokens tokens; returns only the new ones. */
 export function generate(wrapped: GenerationModel, prompt: readonly number[], opts: GenerateOptions = {}): number[] {
-  const model = wrapped instanceof GPT2LMHeadModel ? wrapped : wrapped?.model;
-  if (!(model instanceof GPT2LMHeadModel)) {
-    throw new TypeError(`generate: expected a GPT2LMHeadModel or a PeftModel wrapping one, got ${wrapped?.constructor?.name ?? String(wrapped)}`);
+  // A decoder is checked first: LlamaForCausalLM has a `.model` too (its LlamaModel).
+  const model = isDecoder(wrapped) ? wrapped : wrapped?.model;
+  if (!isDecoder(model)) {
+    throw new TypeError(`generate: expected a causal LM (GPT2LMHeadModel, LlamaForCausalLM) or a PeftModel wrapping one, got ${wrapped?.constructor?.name ?? String(wrapped)}`);
   }
   if (prompt.length === 0) throw new Error("generate: the prompt is empty; pass at least one token id");
+  const spec = model.generationSpec();
   const maxNew = opts.maxNewTokens ?? 32;
-  const eos = opts.eosTokenId === undefined ? model.config.eosTokenId : opts.eosTokenId;
-  const device = model.transformer.wte.weight.device;
+  const eosOpt = opts.eosTokenId === undefined ? spec.eosTokenIds : opts.eosTokenId;
+  const eos = new Set<number>(eosOpt === null ? [] : typeof eosOpt === "number" ? [eosOpt] : eosOpt);
   const generator = opts.generator ?? defaultGenerator;
   const uniform = () => tidy(() => rand([1], { generator }).item());
   const useCache = opts.useCache ?? true;
-  const cache = useCache ? new KVCache(model.config.nLayer) : null;
+  const cache = useCache ? new KVCache(spec.numLayers) : null;
   const tokens = [...prompt];
   const out: number[] = [];
   const wasTraining = model.training;
   model.eval();
   try {
     noGrad(() => {
-      for (let step = 0; step < maxNew && tokens.length < model.config.nPositions; step++) {
+      for (let step = 0; step < maxNew && tokens.length < spec.maxPositions; step++) {
         const feed = cache && cache.length > 0 ? tokens.slice(cache.length) : tokens;
         const last = tidy(() => {
-          const ids = tensor(Int32Array.from(feed), { shape: [1, feed.length], device });
+          const ids = tensor(Int32Array.from(feed), { shape: [1, feed.length], device: spec.device });
           const { logits } = model.forward({ inputIds: ids, cache });
           return logits.slice(1, feed.length - 1).reshape(-1).to("cpu").dataSync() as Float32Array;
         });
@@ -95,7 +103,7 @@ export function generate(wrapped: GenerationModel, prompt: readonly number[], op
         tokens.push(next);
         out.push(next);
         opts.onToken?.(next);
-        if (eos !== null && next === eos) break;
+        if (eos.has(next)) break;
       }
     });
   } finally {
