@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { LlamaForCausalLM } from "../../lib/models/llama/model.js";
 import { KVCache } from "../../lib/models/kvcache.js";
-import { generate, Generator, memory, noGrad, tensor, tidy } from "../../lib/index.js";
+import { copyInto, generate, Generator, memory, noGrad, tensor, tidy } from "../../lib/index.js";
 
 const ROOT = "test/fixtures/llama-tiny";
 const CASES = ["llama-gqa", "qwen2-bias", "mistral-headdim"];
@@ -67,6 +67,22 @@ describe("LlamaForCausalLM generation: sampling and EOS", () => {
       // sampling at a high temperature leaves the greedy path of this tiny random model
       if (opts.temperature === 1.5) expect(a).not.toEqual(generate(model, prompt, { maxNewTokens: 12, eosTokenId: null }));
     }
+    model.dispose();
+  });
+
+  it("NaN logits are an error naming the Llama layer and tensor that hold NaN", () => {
+    const model = LlamaForCausalLM.fromPretrained(join(ROOT, "llama-gqa"));
+    const w = model.model.layers.at(1).mlp.down_proj.weight;
+    noGrad(() => {
+      const v = Float32Array.from(w.dataSync());
+      v[0] = NaN; // row 0 of down_proj: hidden unit 0 of every position turns NaN, then the norm spreads it
+      const src = tensor(v, { shape: w.shape });
+      copyInto(w, src);
+      src.dispose();
+    });
+    expect(() => generate(model, [1, 5, 17], { maxNewTokens: 2 })).toThrow(
+      /^generate: the logits for new token 1 hold NaN or Inf, so there is nothing to sample from: the base model is broken: model\.layers\.1\.mlp\.down_proj\.weight \(layer 1\) holds 1 NaN of its 4800 values$/,
+    );
     model.dispose();
   });
 

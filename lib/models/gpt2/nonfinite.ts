@@ -14,7 +14,7 @@ export interface NonFiniteWeight {
   adapter: string | null;
   /** The tensor's path in the base model with PEFT's wrapper segments removed (transformer.h.1.attn.c_attn.lora_B). */
   name: string;
-  /** The transformer block (h.N) the tensor belongs to, or null (embeddings, final layer norm). */
+  /** The transformer block (GPT-2 h.N, Llama layers.N) the tensor belongs to, or null (embeddings, final layer norm). */
   layer: number | null;
   nan: number;
   inf: number;
@@ -40,7 +40,8 @@ export function findNonFiniteWeights(model: WithParameters): NonFiniteWeight[] {
     const lora = ADAPTER_TENSOR.exec(path), copy = lora ? null : SAVED_COPY.exec(path);
     const adapter = lora ? lora[3]! : copy ? copy[2]! : null;
     const name = lora ? `${lora[1]}.${lora[2]}` : copy ? `${copy[1]}.${copy[3]}` : path.replace(/\.(base_layer|original_module)\./g, ".");
-    const layer = /(?:^|\.)h\.(\d+)\./.exec(name);
+    // GPT-2 blocks are h.N, Llama-family decoder layers layers.N
+    const layer = /(?:^|\.)(?:h|layers)\.(\d+)\./.exec(name);
     found.push({ adapter, name, layer: layer ? Number(layer[1]) : null, nan, inf, size: t.size });
   }
   return found;
