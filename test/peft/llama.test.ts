@@ -61,3 +61,21 @@ describe.each(CASES)("LoRA on Llama, %s, against PEFT", (name) => {
     }
   });
 });
+
+describe("LoRA's default targets on qwen2 (tied embeddings) and mistral, against PEFT", () => {
+  const ref = JSON.parse(readFileSync(join(FIXTURES, "peft-llama", "other-types", "reference.json"), "utf8")) as {
+    config: Record<string, unknown>;
+    cases: Record<string, { base: string; model_type: string; target_modules: string[]; lora_parameters: string[]; trainable_line: string }>;
+  };
+  it.each(Object.keys(ref.cases))("%s: PEFT's trainable parameters, target_modules and trainable line", (name) => {
+    const want = ref.cases[name]!;
+    const model = LlamaForCausalLM.fromPretrained(join(FIXTURES, want.base));
+    expect(model.config.modelType).toBe(want.model_type);
+    const peft = getPeftModel(model, LoraConfig.fromJSON({ peft_type: "LORA", ...ref.config }, quiet), "default", quiet);
+    expect(peft.trainableParameters().length).toBe(want.lora_parameters.length);
+    expect(peft.namedParameters().filter(([, p]) => p.requiresGrad).map(([n]) => n)).toEqual(want.lora_parameters);
+    expect([...(peft.peftConfig.get("default")!.targetModules as string[])].sort()).toEqual(want.target_modules);
+    expect(peft.trainableParametersLine()).toBe(want.trainable_line);
+    peft.dispose();
+  });
+});
