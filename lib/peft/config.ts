@@ -37,7 +37,12 @@ export const PEFT_FORMAT_VERSION = "0.21.0";
 export const LOWRANK_PEFT_VERSION = `${PEFT_FORMAT_VERSION}+lowrank`;
 
 /** `TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING` for the architectures lowrank implements. */
-export const DEFAULT_TARGET_MODULES: Readonly<Record<string, readonly string[]>> = { gpt2: ["c_attn"] };
+export const DEFAULT_TARGET_MODULES: Readonly<Record<string, readonly string[]>> = {
+  gpt2: ["c_attn"],
+  llama: ["q_proj", "v_proj"],
+  mistral: ["q_proj", "v_proj"],
+  qwen2: ["q_proj", "v_proj"],
+};
 
 /** The options of `new LoraConfig(...)`: PEFT's LoraConfig arguments in camelCase, all optional. */
 export interface LoraConfigInit {
@@ -48,7 +53,8 @@ export interface LoraConfigInit {
   /** Dropout on the adapter's input (0), in [0, 1). */
   loraDropout?: number;
   /**
-   * Which modules get LoRA (null: the architecture's default, gpt2 → ["c_attn"]). A list entry
+   * Which modules get LoRA (null: the architecture's default, gpt2 → ["c_attn"],
+   * llama/mistral/qwen2 → ["q_proj", "v_proj"]). A list entry
    * matches a module named exactly so or ending in "." + entry; a string is a Python regex that
    * must match the whole module name; "all-linear" means every linear/Conv1D except the output head.
    */

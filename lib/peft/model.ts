@@ -72,9 +72,17 @@ const RANK_DIM: Partial<Record<LoraTensorName, number>> = { lora_A: 0, lora_B: 1
 /** Module paths that belong to adapter machinery rather than to the model: never targets themselves. */
 const ADAPTER_INTERNALS = /(^|\.)(base_layer|lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector|original_module|modules_to_save)(\.|$)/;
 
-/** The model's modules LoRA can be matched against (PEFT matches the unwrapped names: a wrapped layer's inner base_layer is not a new target). */
+/**
+ * The model's modules LoRA can be matched against (PEFT matches the unwrapped names: a wrapped
+ * layer's inner base_layer is not a new target). A top-level lm_head is the output embedding that
+ * "all-linear" leaves out: transformers' get_output_embeddings() is lm_head for every causal LM
+ * lowrank implements (GPT-2 has none as a module: it reads transformer.wte's weight).
+ */
 function targetableModules(model: BaseModel): ModuleShape[] {
-  return model.namedModules().filter(([path]) => path !== "" && !ADAPTER_INTERNALS.test(path)).map(([path, m]) => moduleShape(path, m));
+  return model.namedModules().filter(([path]) => path !== "" && !ADAPTER_INTERNALS.test(path)).map(([path, m]) => {
+    const shape = moduleShape(path, m);
+    return path === "lm_head" ? { ...shape, isOutputHead: true } : shape;
+  });
 }
 
 /** What an adapter would add to a model, from shapes alone: its float32 bytes and each targeted layer's rank and dimensions. */

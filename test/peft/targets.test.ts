@@ -167,7 +167,7 @@ describe("target selection errors and edge cases", () => {
 
   it("needs a model type for the default targets", () => {
     expect(() => selectTargets(tiny, new LoraConfig(), quiet)).toThrow(/targetModules is null and no model type was given.*gpt2/);
-    expect(() => selectTargets(tiny, new LoraConfig(), { ...quiet, modelType: "llama" })).toThrow(/model type "llama" has no default/);
+    expect(() => selectTargets(tiny, new LoraConfig(), { ...quiet, modelType: "no-such-model" })).toThrow(/model type "no-such-model" has no default.*gpt2, llama, mistral, qwen2/);
     expect(selectTargets(tiny, new LoraConfig(), { ...quiet, modelType: "gpt2" })).toEqual([
       "transformer.h.0.attn.c_attn",
       "transformer.h.1.attn.c_attn",
