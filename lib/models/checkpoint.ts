@@ -9,6 +9,7 @@ import type { DType } from "../tensor/dtype.js";
 import type { Generator } from "../tensor/random.js";
 import { formatShape, noGrad, type Tensor } from "../tensor/tensor.js";
 import type { Module } from "../nn/module.js";
+import { resolveModelDir } from "./hub.js";
 
 export interface LoadOptions {
   device?: DeviceLike;
@@ -16,6 +17,11 @@ export interface LoadOptions {
   dtype?: DType;
   /** Dropout stream for training (the weights come from the file). */
   generator?: Generator;
+  /**
+   * For a Hugging Face model name resolved in the local cache: the branch, tag or commit hash of
+   * its snapshot ("main" by default). Ignored for a folder path.
+   */
+  revision?: string;
 }
 
 /** config.json of a checkpoint folder as a JSON object, with errors that name the file. */
@@ -56,13 +62,14 @@ export interface CheckpointFamily<C, M extends Module> {
 }
 
 /**
- * Loads a checkpoint folder in Hugging Face layout into the model `family.create` builds for its
- * config, in eval mode as transformers' from_pretrained returns it. Every parameter must come from
+ * Loads a checkpoint folder in Hugging Face layout, or a model name in the local Hugging Face cache
+ * (see hub.ts), into the model `family.create` builds for its config, in eval mode as transformers' from_pretrained returns it. Every parameter must come from
  * the file with its shape, and every key of the file must be used: the errors list what is missing,
  * unexpected or mis-shaped.
  */
-export function loadCheckpoint<C, M extends Module>(dir: string, opts: LoadOptions, family: CheckpointFamily<C, M>): M {
+export function loadCheckpoint<C, M extends Module>(nameOrPath: string, opts: LoadOptions, family: CheckpointFamily<C, M>): M {
   const { what } = family;
+  const dir = resolveModelDir(nameOrPath, what, opts.revision);
   if (opts.dtype && opts.dtype !== "float32") {
     throw new Error(`${what}: dtype "${opts.dtype}" is not supported for compute yet; load as float32 (the default)`);
   }

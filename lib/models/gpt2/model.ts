@@ -189,12 +189,13 @@ export class GPT2LMHeadModel extends Module {
   }
 
   /**
-   * Loads a checkpoint directory in Hugging Face layout (config.json + safetensors), in eval mode
+   * Loads a checkpoint directory in Hugging Face layout (config.json + safetensors), or a model
+   * name already in the local Hugging Face cache ("openai-community/gpt2"), in eval mode
    * (dropout off) as transformers' from_pretrained returns it: call train() to train in full; the
    * Trainer switches modes itself.
    */
-  static fromPretrained(dir: string, opts: LoadOptions = {}): GPT2LMHeadModel {
-    return loadGPT2(dir, opts, (config) => new GPT2LMHeadModel(config, { device: opts.device, generator: opts.generator, initialize: false }));
+  static fromPretrained(nameOrPath: string, opts: LoadOptions = {}): GPT2LMHeadModel {
+    return loadGPT2(nameOrPath, opts, (config) => new GPT2LMHeadModel(config, { device: opts.device, generator: opts.generator, initialize: false }));
   }
 
   /** Writes config.json + model.safetensors that transformers loads. */

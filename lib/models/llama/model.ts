@@ -166,10 +166,11 @@ export class LlamaForCausalLM extends Module {
 
   /**
    * Loads a checkpoint folder in Hugging Face layout (config.json + model.safetensors or its
-   * shards) of model_type llama, mistral or qwen2, in eval mode as transformers returns it.
+   * shards) of model_type llama, mistral or qwen2, or such a model's Hugging Face name already in
+   * the local Hugging Face cache, in eval mode as transformers returns it.
    */
-  static fromPretrained(dir: string, opts: LoadOptions = {}): LlamaForCausalLM {
-    return loadCheckpoint(dir, opts, {
+  static fromPretrained(nameOrPath: string, opts: LoadOptions = {}): LlamaForCausalLM {
+    return loadCheckpoint(nameOrPath, opts, {
       what: "LlamaForCausalLM.fromPretrained",
       family: "Llama-family",
       parseConfig: (json) => LlamaConfig.fromHF(json),
