@@ -9,13 +9,13 @@ import { concat } from "../../ops/shape.js";
 import { Conv1D, Dropout, Embedding, LayerNorm } from "../../nn/layers.js";
 import { Module, ModuleList } from "../../nn/module.js";
 import { arange, full } from "../../tensor/creation.js";
-import { checkFitsInMemory } from "../../runtime.js";
-import { defaultDevice, type DeviceLike } from "../../tensor/device.js";
+import type { DeviceLike } from "../../tensor/device.js";
 import type { Generator } from "../../tensor/random.js";
 import { formatShape, type Tensor } from "../../tensor/tensor.js";
 import { loadGPT2, saveGPT2, type LoadOptions } from "./checkpoint.js";
 import type { GPT2Config } from "./config.js";
 import type { GenerationSpec, KVCache } from "../kvcache.js";
+import { checkWeightsFit } from "../size.js";
 
 export interface ModelOptions {
   device?: DeviceLike;
@@ -128,8 +128,7 @@ export class GPT2Model extends Module {
 
   constructor(readonly config: GPT2Config, opts: ModelOptions = {}) {
     super();
-    // float32 weights: refused before the first allocation when they cannot fit at all.
-    checkFitsInMemory(4 * config.parameterCount, opts.device ?? defaultDevice(), `GPT2Config (${config.describeSize()}): the model's weights (${config.parameterCount.toLocaleString("en-US")} float32 parameters)`, "check these fields of config.json");
+    checkWeightsFit("GPT2Config", config, opts.device);
     const init = { device: opts.device, generator: opts.generator, initialize: opts.initialize, std: config.initializerRange };
     this.registerModule("wte", new Embedding(config.vocabSize, config.nEmbd, init));
     this.registerModule("wpe", new Embedding(config.nPositions, config.nEmbd, init));

@@ -9,13 +9,12 @@ import { applyRotary, rotaryCosSin } from "../../ops/rope.js";
 import { expand } from "../../ops/shape.js";
 import { Embedding, Linear, RMSNorm } from "../../nn/layers.js";
 import { Module, ModuleList } from "../../nn/module.js";
-import { checkFitsInMemory } from "../../runtime.js";
-import { defaultDevice } from "../../tensor/device.js";
 import { formatShape, type Tensor } from "../../tensor/tensor.js";
 import { loadCheckpoint, type LoadOptions } from "../checkpoint.js";
 import { causalLMLoss, type CausalLMOutput, type ModelOptions } from "../gpt2/model.js";
 import type { GenerationSpec, KVCache } from "../kvcache.js";
 import { LlamaConfig } from "./config.js";
+import { checkWeightsFit } from "../size.js";
 
 export interface LlamaInput {
   /** int32 [B, T]. */
@@ -130,8 +129,7 @@ export class LlamaModel extends Module {
 
   constructor(readonly config: LlamaConfig, opts: ModelOptions = {}) {
     super();
-    // float32 weights: refused before the first allocation when they cannot fit at all.
-    checkFitsInMemory(4 * config.parameterCount, opts.device ?? defaultDevice(), `LlamaConfig (${config.describeSize()}): the model's weights (${config.parameterCount.toLocaleString("en-US")} float32 parameters)`, "check these fields of config.json");
+    checkWeightsFit("LlamaConfig", config, opts.device);
     this.registerModule("embed_tokens", new Embedding(config.vocabSize, config.hiddenSize, { ...opts, std: config.initializerRange }));
     this.registerModule("layers", new ModuleList(Array.from({ length: config.numHiddenLayers }, (_, i) => new LlamaDecoderLayer(config, opts, i))));
     this.registerModule("norm", new RMSNorm(config.hiddenSize, config.rmsNormEps, opts));
