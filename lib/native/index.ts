@@ -4,7 +4,7 @@
 // output folder (default: build). LOWRANK_EXPECT_CUDA=1 (set by test/gpu/device-run.sh) turns the
 // fallback into an error, so a GPU run whose CUDA build is missing or broken fails instead of
 // skipping every GPU test.
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -17,14 +17,14 @@ import type { NativeAddon } from "./addon.js";
 const here = dirname(fileURLToPath(import.meta.url));
 /**
  * The package root, where package.json and the build folder are: the nearest folder above this
- * file whose package.json is lowrank's (this file runs from lib/native/, dist/native/ or a bundle).
+ * file that holds a package.json (this file runs from lib/native/, dist/native/ or a bundle one
+ * level below the root; none of the folders in between has a package.json).
  */
 export const PACKAGE_ROOT = findPackageRoot(here);
 
 function findPackageRoot(start: string): string {
   for (let dir = start; ; dir = dirname(dir)) {
-    const pkg = join(dir, "package.json");
-    if (existsSync(pkg) && (JSON.parse(readFileSync(pkg, "utf8")) as { name?: string }).name === "lowrank") return dir;
+    if (existsSync(join(dir, "package.json"))) return dir;
     if (dirname(dir) === dir) return join(start, "../..");
   }
 }
