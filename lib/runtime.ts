@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { totalmem } from "node:os";
 import { join } from "node:path";
 import { native, nativePath, PACKAGE_ROOT } from "./native/index.js";
-import { parseDevice, type DeviceLike } from "./tensor/device.js";
+import { cudaDescription, parseDevice, type DeviceLike } from "./tensor/device.js";
 
 export interface BuildInfo {
   version: string;
@@ -51,8 +51,7 @@ export function deviceMemory(device: DeviceLike): number {
     const limit = process.constrainedMemory?.() ?? 0; // 0 (or a huge number) when there is no limit
     return limit > 0 ? Math.min(totalmem(), limit) : totalmem();
   }
-  // native/cuda/device.cu names a GPU "<name> (sm_XY, <total> MiB)".
-  const m = /(\d+) MiB\)$/.exec(native().info().gpus[d.index] ?? "");
+  const m = /(\d+) MiB\)$/.exec(cudaDescription(d) ?? "");
   return m ? Number(m[1]) * 2 ** 20 : Infinity;
 }
 

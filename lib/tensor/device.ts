@@ -36,6 +36,11 @@ function cuda(): CudaHost {
   return cudaHost;
 }
 
+/** The addon's description of a CUDA device ("<name> (sm_XY, <total> MiB)"), from the cached host info. */
+export function cudaDescription(d: Device): string | undefined {
+  return d.type === "cuda" ? cuda().gpus[d.index] : undefined;
+}
+
 /** Parses a device name (or returns a Device as is) and checks that it exists in this build and on this host. */
 export function parseDevice(spec: DeviceLike, op = "device"): Device {
   const name = typeof spec === "string" ? spec : spec.name;
