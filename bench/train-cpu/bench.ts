@@ -45,8 +45,9 @@ const peft = getPeftModel(
 peft.train(); // GPT-2's dropout (embd/attn/resid 0.1) and the LoRA dropout are active, as in torch_train.py
 const params = peft.trainableParameters();
 const opt = new AdamW(params, { lr: 1e-4 }); // weightDecay 0.01, torch's default
-const ids = (JSON.parse(readFileSync(join(opts.dir, "ids.json"), "utf8")) as number[][]).flat();
-const inputIds = tensor(Int32Array.from(ids), { shape: [1, ids.length], device: opts.device });
+const rows = JSON.parse(readFileSync(join(opts.dir, "ids.json"), "utf8")) as number[][]; // [batch, seq]
+const ids = rows.flat();
+const inputIds = tensor(Int32Array.from(ids), { shape: [rows.length, rows[0]!.length], device: opts.device });
 
 function step(): number {
   const loss = tidy(() => {

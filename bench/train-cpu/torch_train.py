@@ -1,13 +1,16 @@
 """PyTorch + PEFT side of the CPU LoRA training benchmark (bench only; not a lowrank dependency).
 
-  python torch_train.py make  DIR [--seq 256] [--seed 0]
+  python torch_train.py make  DIR [--seq 256] [--batch 1] [--seed 0]
       writes a random-init GPT-2 124M (transformers' GPT2Config() defaults) with save_pretrained
       into DIR (config.json + model.safetensors), and DIR/ids.json: one batch of random token ids
-      that both sides train on (labels = ids).
+      that both sides train on (labels = ids), shape [batch, seq].
   python torch_train.py bench DIR [--threads 2] [--warmup 3] [--steps 10] [--lora-dropout 0.05]
+                                  [--device cpu|cuda] [--precision fp32|bf16|bf16-compile]
       loads DIR, wraps it with PEFT LoRA (r=16, alpha=32, c_attn + c_proj), AdamW lr 1e-4, train
       mode, and times forward + backward + optimizer.step() + zero_grad() per step. Prints one JSON
-      line (prefix "RESULT ") with the per-step times.
+      line (prefix "RESULT ") with the per-step times. On CUDA, bf16 is autocast (float32 weights,
+      bf16 GEMMs and attention, as PEFT users run it); bf16-compile adds torch.compile of the model.
+      The step ends with loss.item(), which waits for the GPU, on both sides.
 """
 import argparse
 import json
@@ -25,7 +28,7 @@ def make(args):
     model = GPT2LMHeadModel(GPT2Config())
     model.save_pretrained(args.dir, safe_serialization=True)
     g = torch.Generator().manual_seed(args.seed + 1)
-    ids = torch.randint(0, model.config.vocab_size, (1, args.seq), generator=g)
+    ids = torch.randint(0, model.config.vocab_size, (args.batch, args.seq), generator=g)
     with open(os.path.join(args.dir, "ids.json"), "w") as f:
         json.dump(ids.tolist(), f)
     print(f"wrote {args.dir}: GPT-2 {sum(p.numel() for p in model.parameters()):,} params, ids {list(ids.shape)}")
@@ -44,17 +47,23 @@ def bench(args):
     model = GPT2LMHeadModel.from_pretrained(args.dir, torch_dtype=torch.float32)
     cfg = LoraConfig(task_type="CAUSAL_LM", r=16, lora_alpha=32, lora_dropout=args.lora_dropout,
                      target_modules=["c_attn", "c_proj"], fan_in_fan_out=True, bias="none")
-    model = get_peft_model(model, cfg)
+    model = get_peft_model(model, cfg).to(args.device)
     model.train()  # GPT-2's own dropout (embd/attn/resid 0.1) and the LoRA dropout are active
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=1e-4)  # weight_decay 0.01 (torch's default; lowrank's too)
     with open(os.path.join(args.dir, "ids.json")) as f:
-        ids = torch.tensor(json.load(f), dtype=torch.long)
+        ids = torch.tensor(json.load(f), dtype=torch.long, device=args.device)
+    forward = torch.compile(model) if args.precision == "bf16-compile" else model
+    autocast = torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.precision != "fp32")
+    cuda = args.device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
 
     times, losses = [], []
     for step in range(args.warmup + args.steps):
         t0 = time.perf_counter()
-        out = model(input_ids=ids, labels=ids)
+        with autocast:
+            out = forward(input_ids=ids, labels=ids)
         out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -75,6 +84,9 @@ def bench(args):
         "loss_last": losses[-1],
         "threads": torch.get_num_threads(),
         "lora_dropout": args.lora_dropout,
+        "device": args.device,
+        "precision": args.precision,
+        "peak_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
         "attn_implementation": getattr(model.config, "_attn_implementation", None),
         "trainable": sum(p.numel() for p in trainable),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
@@ -91,6 +103,7 @@ def main():
     m = sub.add_parser("make")
     m.add_argument("dir")
     m.add_argument("--seq", type=int, default=256)
+    m.add_argument("--batch", type=int, default=1)
     m.add_argument("--seed", type=int, default=0)
     b = sub.add_parser("bench")
     b.add_argument("dir")
@@ -98,6 +111,8 @@ def main():
     b.add_argument("--warmup", type=int, default=3)
     b.add_argument("--steps", type=int, default=10)
     b.add_argument("--lora-dropout", type=float, default=0.05)
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--precision", choices=["fp32", "bf16", "bf16-compile"], default="fp32")
     args = ap.parse_args()
     {"make": make, "bench": bench}[args.cmd](args)
 
