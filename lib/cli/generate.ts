@@ -10,6 +10,7 @@ import { PeftModel } from "../peft/model.js";
 import { Generator } from "../tensor/random.js";
 import { formatPrompt, MODEL_TEMPLATE_FILE, resolveTemplate } from "../train/template.js";
 import { intAtLeast, loadModel, loadTemplate, loadTokenizer, newCommand, numberIn, oneOf, resolveDevice, runAction, UsageError } from "./common.js";
+import { withConfigFile } from "./config.js";
 
 interface GenerateFlags {
   model: string;
@@ -26,8 +27,8 @@ interface GenerateFlags {
 }
 
 export function generateCommand(): Command {
-  return newCommand("generate")
-    .description("continue a prompt with a GPT-2 checkpoint (and a LoRA adapter), streaming the text to stdout")
+  return withConfigFile(newCommand("generate")
+    .description("continue a prompt with a GPT-2 checkpoint (and a LoRA adapter), streaming the text to stdout"))
     .requiredOption("--model <dir>", "base model folder in Hugging Face layout (with its tokenizer files)")
     .option("--adapter <dir>", "a LoRA adapter in PEFT's format to apply (e.g. the --out of lowrank train)")
     .requiredOption("--prompt <text>", "the prompt; with --template, the instruction")

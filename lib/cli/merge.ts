@@ -13,6 +13,7 @@ import { tensor } from "../tensor/creation.js";
 import { tidy } from "../tensor/scope.js";
 import { SeededRandom } from "../train/data.js";
 import { checkOutputDir, loadModel, newCommand, oneOf, resolveDevice, runAction, UsageError } from "./common.js";
+import { withConfigFile } from "./config.js";
 
 interface MergeFlags {
   model: string;
@@ -41,8 +42,8 @@ const PROBE_LENGTH = 32;
 export const MERGE_TOLERANCE = 1e-3;
 
 export function mergeCommand(): Command {
-  return newCommand("merge")
-    .description("fold a LoRA adapter into its base model and write a Hugging Face checkpoint (config.json + model.safetensors)")
+  return withConfigFile(newCommand("merge")
+    .description("fold a LoRA adapter into its base model and write a Hugging Face checkpoint (config.json + model.safetensors)"))
     .requiredOption("--model <dir>", "the base model folder the adapter was trained on")
     .requiredOption("--adapter <dir>", "adapter folder in PEFT's format (adapter_config.json, adapter_model.safetensors)")
     .requiredOption("--out <dir>", "where to write the merged model (the tokenizer files are copied along)")

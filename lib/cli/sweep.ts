@@ -9,14 +9,18 @@ import { formatTable } from "../analysis/table.js";
 import { formatThousands } from "../io/pyformat.js";
 import { formatDuration } from "../train/progress.js";
 import { EXIT, newCommand, numberIn, runAction, UsageError } from "./common.js";
+import { withConfigFile } from "./config.js";
 import { stopOnSignals } from "./interrupt.js";
 import { DEFAULT_RANKS, parseRanks, readModelShapes } from "./params.js";
 import { flagError, printStart, printStopped, resumeArgs, trainCommand, trainOptions, type TrainFlags } from "./train.js";
 
 /** One colour per loss curve: the plot palette has ten. */
 const MAX_RANKS = 10;
-/** train's options the sweep replaces: the rank becomes --ranks, --out and --resume cover the whole sweep. */
-const REPLACED = new Set(["--r", "--out", "--resume"]);
+/**
+ * train's options the sweep replaces: the rank becomes --ranks, --out and --resume cover the whole
+ * sweep, and the sweep adds its own --config (its keys are the sweep's flags).
+ */
+const REPLACED = new Set(["--r", "--out", "--resume", "--config"]);
 
 interface SweepFlags extends Omit<TrainFlags, "r" | "resume"> {
   ranks: number[];
@@ -25,8 +29,8 @@ interface SweepFlags extends Omit<TrainFlags, "r" | "resume"> {
 }
 
 export function sweepCommand(): Command {
-  const cmd = newCommand("sweep")
-    .description("train one LoRA adapter per rank on the same data and seed, then compare losses, parameters, time and throughput")
+  const cmd = withConfigFile(newCommand("sweep")
+    .description("train one LoRA adapter per rank on the same data and seed, then compare losses, parameters, time and throughput"))
     .optionsGroup("Sweep:")
     .addOption(new Option("--ranks <list>", `the ranks to train, comma-separated, at most ${MAX_RANKS}, e.g. 4,8,16,64`).argParser(parseRanks).default(parseRanks(DEFAULT_RANKS), DEFAULT_RANKS))
     .requiredOption("--out <dir>", "sweep folder: rank-<r>/ per rank (a train run: adapter, metrics.jsonl, loss plot, checkpoints), summary.json, loss-curves.svg/png, eval-loss-curves.svg/png")

@@ -13,6 +13,7 @@ import type { ScheduleName } from "../train/trainer.js";
 import {
   EXIT, intAtLeast, loadModel, loadTemplate, loadTokenizer, newCommand, numberIn, oneOf, resolveDevice, runAction, UsageError,
 } from "./common.js";
+import { CONFIG_SOURCE, withConfigFile } from "./config.js";
 import { stopOnSignals } from "./interrupt.js";
 import { commandLine } from "./invocation.js";
 
@@ -54,8 +55,8 @@ const SHOWN_PROBLEMS = 10;
 
 export function trainCommand(): Command {
   const d = FINE_TUNE_DEFAULTS;
-  return newCommand("train")
-    .description("fine-tune a LoRA adapter on a GPT-2 checkpoint with a JSONL instruction set; writes the adapter in PEFT's format")
+  return withConfigFile(newCommand("train")
+    .description("fine-tune a LoRA adapter on a GPT-2 checkpoint with a JSONL instruction set; writes the adapter in PEFT's format"))
     .optionsGroup("Model and data:")
     .requiredOption("--model <dir>", "base model folder in Hugging Face layout (config.json, model.safetensors, tokenizer files)")
     .requiredOption("--data <file>", 'training data, JSONL: {"instruction", "input"?, "output"} or {"text"} per line')
@@ -125,7 +126,8 @@ function parseTargets(spec: string): string[] | "all-linear" {
 
 function checkFlags(flags: Omit<TrainFlags, "out" | "resume" | "r">, cmd: Command): void {
   if (flags.steps !== undefined && flags.epochs !== undefined) throw new UsageError("give --steps or --epochs, not both");
-  if (flags.evalFile !== undefined && cmd.getOptionValueSource("evalSplit") === "cli") {
+  const evalSplitSource = cmd.getOptionValueSource("evalSplit");
+  if (flags.evalFile !== undefined && (evalSplitSource === "cli" || evalSplitSource === CONFIG_SOURCE)) {
     throw new UsageError("give --eval-file or --eval-split, not both");
   }
   if (flags.warmup >= 1 && !Number.isInteger(flags.warmup)) throw new UsageError(`--warmup ${flags.warmup}: a step count must be an integer (a share must be < 1)`);
