@@ -110,9 +110,14 @@ first. A NaN/Inf loss stops the run (exit code 1) and keeps the last good checkp
 The prompt template defaults to the template.txt the model folder ships, else "alpaca".
 Exit codes: 0 done, 1 error, 2 bad command line, 130 interrupted.
 
+--config FILE takes these flags from a YAML or JSON file (keys as the flags are spelled, without
+"--": batch-size: 16); flags typed on the command line win. --json prints one JSON summary on
+stdout at the end, for scripts.
+
 Examples (the model and data bundled with lowrank):
   lowrank train --model data/demo/model --data data/demo/train.jsonl --out runs/demo --steps 300 --lr 2e-3
-  lowrank train --model data/demo/model --data data/demo/train.jsonl --out runs/demo --steps 300 --lr 2e-3 --resume`,
+  lowrank train --model data/demo/model --data data/demo/train.jsonl --out runs/demo --steps 300 --lr 2e-3 --resume
+  lowrank train --config data/demo/train.yaml --out runs/demo-config`,
     )
     .action(runAction("train", (flags: TrainFlags, cmd: Command) => train(flags, cmd)));
 }

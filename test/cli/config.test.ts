@@ -86,7 +86,7 @@ describe("config files", () => {
     expect(refused(train, "o.yaml", "config: other.yaml\n")).toMatch(/^o\.yaml:1: a config file cannot name another one/);
     expect(refused(train, "p.toml", "lr = 1\n")).toBe("--config p.toml: expected a .yaml, .yml or .json file");
     expect(() => applyConfigFile(train, join(ws.dir, "none.yaml"))).toThrow(`--config ${join(ws.dir, "none.yaml")}: no such file`);
-    expect(refused(mergeCommand(), "q.yaml", "lr: 1\n")).toBe('q.yaml:1: unknown key "lr" (valid keys for lowrank merge: model, adapter, out, safe, device)');
+    expect(refused(mergeCommand(), "q.yaml", "lr: 1\n")).toBe('q.yaml:1: unknown key "lr" (valid keys for lowrank merge: model, adapter, out, safe, device, json)');
   });
 });
 
@@ -134,6 +134,26 @@ describe("lowrank train --config", () => {
     for (const command of ["train", "sweep", "merge", "generate"]) {
       const help = await runCli(ws.main, [command, "--help"]);
       expect(help.stdout, command).toMatch(/--config <file> +read flags from a YAML/);
+    }
+  });
+});
+
+describe("the README's config example", () => {
+  it("is data/demo/train.yaml, and sets what the README's train command sets by flags", () => {
+    const root = join(import.meta.dirname, "../..");
+    const readme = readFileSync(join(root, "README.md"), "utf8");
+    const block = /^```yaml\n([\s\S]*?)^```/m.exec(readme)?.[1];
+    const shipped = readFileSync(join(root, "data/demo/train.yaml"), "utf8");
+    expect(block).toBe(shipped.replace(/^#.*\n/gm, ""));
+    const command = /^ {4}npx lowrank train (--model data\/demo\/model .*)$/m.exec(readme)![1]!.split(" ");
+    const home = process.cwd();
+    try {
+      process.chdir(root); // the file's paths are relative to the working directory
+      const { config, ...fromFile } = parsed(trainCommand(), ["--config", "data/demo/train.yaml", "--out", "runs/demo"]);
+      expect(config).toBe("data/demo/train.yaml");
+      expect(fromFile).toEqual(parsed(trainCommand(), command));
+    } finally {
+      process.chdir(home);
     }
   });
 });
