@@ -55,6 +55,7 @@ function settable(cmd: Command): Option[] {
 
 /**
  * Sets `cmd`'s option values from `file` (source "config"), except those typed on the command line.
+ * A file applied after another (--config twice) replaces the earlier file's values.
  * Every value goes through the flag's own parser, so it is checked exactly as the typed flag is.
  * Throws UsageError naming the file (and line) and the key.
  */
@@ -66,15 +67,15 @@ export function applyConfigFile(cmd: Command, file: string): void {
     const where = line === undefined ? file : `${file}:${line}`;
     const option = byKey.get(key);
     if (option === undefined) throw new UsageError(`${where}: ${unknownKey(key, [...byKey.keys()], cmd.name())}`);
-    const attribute = option.attributeName();
-    if (cmd.getOptionValueSource(attribute) === "cli") continue;
+    // checked even when a typed flag overrides it: the file stays valid for the next run
     const parsed = parseValue(option, value, `${where}: ${key}`);
-    if (parsed !== undefined) cmd.setOptionValueWithSource(attribute, parsed, CONFIG_SOURCE);
+    const attribute = option.attributeName();
+    if (parsed !== undefined && cmd.getOptionValueSource(attribute) !== "cli") cmd.setOptionValueWithSource(attribute, parsed, CONFIG_SOURCE);
   }
 }
 
 /** The file's entries in order; only a mapping of flag names to scalars or lists is accepted. */
-export function readConfigFile(file: string): ConfigEntry[] {
+function readConfigFile(file: string): ConfigEntry[] {
   const ext = extname(file).toLowerCase();
   if (![".yaml", ".yml", ".json"].includes(ext)) throw new UsageError(`--config ${file}: expected a .yaml, .yml or .json file`);
   if (!existsSync(file)) throw new UsageError(`--config ${file}: no such file`);
@@ -151,14 +152,14 @@ function show(value: unknown): string {
 }
 
 /**
- * Why `key` is not a key: camelCase or snake_case for a kebab-case flag gets the right spelling,
+ * Why `key` is not a key: camelCase, snake_case or a leading "--" gets the right spelling,
  * a near miss a "did you mean", and always the list of valid keys.
  */
 function unknownKey(key: string, valid: readonly string[], command: string): string {
   const list = `valid keys for lowrank ${command}: ${valid.join(", ")}`;
   if (key === "config") return `a config file cannot name another one (no "config" key); ${list}`;
-  const kebab = key.replace(/([a-z0-9])([A-Z])/g, "$1-$2").replace(/_/g, "-").toLowerCase();
-  if (kebab !== key && valid.includes(kebab)) return `unknown key "${key}": keys are the flag names as typed, in kebab-case: write "${kebab}" (--${kebab})`;
+  const kebab = key.replace(/^-+/, "").replace(/([a-z0-9])([A-Z])/g, "$1-$2").replace(/_/g, "-").toLowerCase();
+  if (kebab !== key && valid.includes(kebab)) return `unknown key "${key}": keys are the flag names without "--", in kebab-case: write "${kebab}" (--${kebab})`;
   const near = valid
     .map((k) => ({ k, d: editDistance(kebab, k) }))
     .filter(({ k, d }) => d <= Math.max(1, Math.floor(k.length / 3)))

@@ -71,8 +71,9 @@ describe("config files", () => {
     const keys = configKeys(train).join(", ");
     expect(refused(train, "a.yaml", "model: m\nlrr: 1\n")).toBe(`a.yaml:2: unknown key "lrr"; did you mean "lr"? (valid keys for lowrank train: ${keys})`);
     expect(refused(train, "b.yaml", "learning-rate: 1\n")).toBe(`b.yaml:1: unknown key "learning-rate" (valid keys for lowrank train: ${keys})`);
-    expect(refused(train, "c.yaml", "\n\nbatchSize: 8\n")).toBe('c.yaml:3: unknown key "batchSize": keys are the flag names as typed, in kebab-case: write "batch-size" (--batch-size)');
-    expect(refused(train, "d.json", '{"batch_size": 8}')).toBe('d.json: unknown key "batch_size": keys are the flag names as typed, in kebab-case: write "batch-size" (--batch-size)');
+    expect(refused(train, "c.yaml", "\n\nbatchSize: 8\n")).toBe('c.yaml:3: unknown key "batchSize": keys are the flag names without "--", in kebab-case: write "batch-size" (--batch-size)');
+    expect(refused(train, "d.json", '{"batch_size": 8}')).toBe('d.json: unknown key "batch_size": keys are the flag names without "--", in kebab-case: write "batch-size" (--batch-size)');
+    expect(refused(train, "d2.yaml", "--grad-accum: 2\n")).toBe('d2.yaml:1: unknown key "--grad-accum": keys are the flag names without "--", in kebab-case: write "grad-accum" (--grad-accum)');
     expect(refused(train, "e.yaml", "lr: fast\n")).toBe('e.yaml:1: lr: "fast" is invalid: expected a number in (0, Infinity].');
     expect(refused(train, "f.yaml", "steps: 0\n")).toBe("f.yaml:1: steps: 0 is invalid: expected an integer >= 1.");
     expect(refused(train, "g.yaml", "packing: yes please\n")).toBe('g.yaml:1: packing: expected true or false, got "yes please"');
