@@ -62,7 +62,9 @@ export {
   LoraConfig, TASK_TYPES, LOWRANK_PEFT_VERSION, PEFT_FORMAT_VERSION, DEFAULT_TARGET_MODULES,
   type LoraConfigInit, type TaskType, type LoraBias, type InitLoraWeights, type WarningHandler,
 } from "./peft/config.js";
-export { PeftModel, LoraModel, getPeftModel, estimateLora, checkLoraFits, type BaseModel, type PeftOptions, type LoraEstimate } from "./peft/model.js";
+export {
+  PeftModel, LoraModel, getPeftModel, estimateLora, checkLoraFits, type BaseModel, type PeftOptions, type LoadAdapterOptions, type SaveAdapterOptions, type LoraEstimate,
+} from "./peft/model.js";
 export { LoraLinear, LoraEmbedding, UnsafeMergeError, type LoraLayer } from "./peft/layer.js";
 export { ModulesToSaveWrapper } from "./peft/modules-to-save.js";
 export { DoraMagnitude } from "./peft/dora.js";
@@ -100,7 +102,7 @@ export { runDemo, DEMO_TEMPLATE, type DemoOptions, type DemoResult } from "./tra
 
 // ---- io: safetensors, half-precision bits, atomic writes ----
 export {
-  readSafetensors, parseSafetensors, readShardedSafetensors, toTensor, fromTensor, serializeSafetensors, writeSafetensors, writeSafetensorsAsync,
+  readSafetensors, readSafetensorsAsync, parseSafetensors, readShardedSafetensors, readShardedSafetensorsAsync, toTensor, fromTensor, serializeSafetensors, writeSafetensors, writeSafetensorsAsync,
   SafetensorsFile, SAFETENSORS_INDEX_FILE,
   type SafetensorsDType, type SafetensorsTensor, type SafetensorsEntry, type SafetensorsInput, type SavableDType, type ToTensorOptions,
 } from "./io/safetensors.js";

@@ -207,7 +207,7 @@ const demoScore = exactMatch(evalSet);
 log(`demo task (eval.jsonl, never trained on): ${pct(demoScore.right, demoScore.total)}`);
 for (const s of demoScore.samples) log(`  ${s}`);
 
-model.savePretrained(out);
+model.savePretrainedSync(out);
 const command = `LOWRANK_NUM_THREADS=2 node scripts/make-demo-model.mjs --out ${out} --seed ${seed} --steps ${steps} --batch-size ${batchSize} --lr ${flags.lr} --merges ${maxMerges} --held-out ${heldOut}`;
 const readme = `# The demo's base model
 

@@ -37,7 +37,7 @@ function median(xs: number[]): number {
 }
 
 const opts = parseArgs(process.argv.slice(2));
-const model = GPT2LMHeadModel.fromPretrained(opts.dir, { device: opts.device });
+const model = GPT2LMHeadModel.fromPretrainedSync(opts.dir, { device: opts.device });
 const peft = getPeftModel(
   model,
   new LoraConfig({ taskType: "CAUSAL_LM", r: 16, loraAlpha: 32, loraDropout: opts.loraDropout, targetModules: ["c_attn", "c_proj"], fanInFanOut: true, bias: "none" }),

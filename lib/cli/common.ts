@@ -137,10 +137,10 @@ function requireDir(flag: string, dir: string): void {
 }
 
 /** A GPT-2 checkpoint folder (config.json + safetensors), with errors that name --model. */
-export function loadModel(dir: string, opts: { device: string; generator?: Generator }): GPT2LMHeadModel {
+export async function loadModel(dir: string, opts: { device: string; generator?: Generator }): Promise<GPT2LMHeadModel> {
   requireDir("--model", dir);
   try {
-    return GPT2LMHeadModel.fromPretrained(dir, { device: opts.device, generator: opts.generator });
+    return await GPT2LMHeadModel.fromPretrained(dir, { device: opts.device, generator: opts.generator });
   } catch (err) {
     throw new Error(`--model ${dir}: ${(err as Error).message}`, { cause: err });
   }

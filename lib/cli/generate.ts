@@ -109,12 +109,12 @@ async function run(flags: GenerateFlags): Promise<void> {
   if (flags.prompt === "") throw new UsageError("--prompt is empty");
   const text = promptText(flags);
   const device = resolveDevice(flags.device);
-  const base = loadModel(flags.model, { device });
+  const base = await loadModel(flags.model, { device });
   const tokenizer = loadTokenizer(flags.model, base);
   let peft: PeftModel<GPT2LMHeadModel> | null = null;
   if (flags.adapter !== undefined) {
     try {
-      peft = PeftModel.fromPretrained(base, flags.adapter);
+      peft = await PeftModel.fromPretrained(base, flags.adapter);
     } catch (err) {
       base.dispose();
       throw new Error(`--adapter ${flags.adapter}: ${(err as Error).message}`, { cause: err });

@@ -85,10 +85,10 @@ async function merge(flags: MergeFlags): Promise<void> {
   if (resolve(flags.out) === resolve(flags.model)) throw new UsageError("--out must differ from --model (the base checkpoint would be overwritten)");
   checkOutputDir("--out", flags.out); // before the merge, not after it
   const device = resolveDevice(flags.device);
-  const base = loadModel(flags.model, { device });
+  const base = await loadModel(flags.model, { device });
   let peft: PeftModel<GPT2LMHeadModel>;
   try {
-    peft = PeftModel.fromPretrained(base, flags.adapter);
+    peft = await PeftModel.fromPretrained(base, flags.adapter);
   } catch (err) {
     base.dispose();
     throw new Error(`--adapter ${flags.adapter}: ${(err as Error).message}`, { cause: err });
@@ -126,7 +126,7 @@ async function merge(flags: MergeFlags): Promise<void> {
       throw new Error(`the merged model's logits differ from the adapter's by ${diff.toExponential(2)}, above the tolerance ${tolerance.toExponential(2)}; nothing was written`);
     }
     mkdirSync(flags.out, { recursive: true });
-    merged.savePretrained(flags.out);
+    await merged.savePretrained(flags.out);
     const copied = CARRIED_FILES.filter((f) => existsSync(join(flags.model, f)));
     for (const f of copied) writeFileAtomic(join(flags.out, f), readFileSync(join(flags.model, f)));
     const weights = join(flags.out, "model.safetensors");

@@ -166,10 +166,10 @@ export function trainOptions(flags: Omit<TrainFlags, "out" | "resume" | "r">, cm
   checkFlags(flags, cmd);
   const device = resolveDevice(flags.device);
   const template = flags.template !== undefined ? loadTemplate(flags.template) : undefined;
-  const loadBase = (): LoadedBaseModel => {
+  const loadBase = async (): Promise<LoadedBaseModel> => {
     // One stream for everything random in the model (initial adapter, dropout): its state is checkpointed.
     const generator = new Generator(flags.seed);
-    const model = loadModel(flags.model, { device, generator });
+    const model = await loadModel(flags.model, { device, generator });
     try {
       return { model, tokenizer: loadTokenizer(flags.model, model), dir: flags.model, generator };
     } catch (err) {

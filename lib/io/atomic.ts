@@ -110,6 +110,7 @@ export async function writeFileAtomicAsync(path: string, data: FileData): Promis
     await handle.sync();
     await handle.close();
     handle = undefined;
+    crashPoint(`atomic-rename:${basename(path)}`);
     await rename(tmp, path);
     await syncDirectoryAsync(dirname(path));
   } catch (err) {

@@ -8,6 +8,7 @@
 // allocated, and, as in the reference reader, the tensors must tile the data section exactly (no
 // overlaps, no holes, nothing after the last tensor).
 import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync } from "node:fs";
+import { open, type FileHandle } from "node:fs/promises";
 import { endianness } from "node:os";
 import { basename, join } from "node:path";
 import { native } from "../native/index.js";
@@ -226,39 +227,91 @@ export function parseSafetensors(buffer: Uint8Array, sourceName = "<buffer>"): S
   return new SafetensorsFile(sourceName, entries, header.metadata);
 }
 
-function readExactly(fd: number, length: number, position: number, path: string): Uint8Array {
-  const out = new Uint8Array(length);
-  for (let done = 0; done < length; ) {
-    const got = readSync(fd, out, done, length - done, position + done);
-    if (got === 0) throw new Error(`safetensors: "${path}" ended early: expected ${length} bytes at offset ${position} (was it changed while being read?)`);
-    done += got;
-  }
-  return out;
+/** One read the parser asks for: `length` bytes at `position` of the file. */
+interface ReadRequest {
+  length: number;
+  position: number;
 }
 
 /**
- * Reads a safetensors file. The header is validated against the real file size before any tensor
- * is read, then each tensor's bytes are read into a buffer of its own, so files larger than one
- * JavaScript buffer can hold (2 GiB and up) load as long as each tensor fits.
+ * The reading of one safetensors file as a sequence of reads, whatever does the I/O: it yields each
+ * read it needs (the length prefix, the header, then each tensor) and is given the bytes back. The
+ * header is validated against the real file size before any tensor is read, and each tensor gets a
+ * buffer of its own, so files larger than one JavaScript buffer can hold (2 GiB and up) load as
+ * long as each tensor fits. readSafetensors drives it with blocking reads, readSafetensorsAsync
+ * with fs/promises reads that run on libuv's thread pool.
  */
+function* safetensorsReads(path: string, size: number): Generator<ReadRequest, SafetensorsFile, Uint8Array> {
+  const n = headerLength(yield { length: Math.min(8, size), position: 0 }, size, path);
+  const dataStart = 8 + n;
+  const header = parseHeader(yield { length: n, position: 8 }, size - dataStart, path);
+  const entries: SafetensorsEntry[] = [];
+  for (const { name, dtype, shape, begin, end } of header.tensors) {
+    entries.push({ name, dtype, shape, bytes: yield { length: end - begin, position: dataStart + begin } });
+  }
+  return new SafetensorsFile(path, entries, header.metadata);
+}
+
+function endedEarly(path: string, { length, position }: ReadRequest): Error {
+  return new Error(`safetensors: "${path}" ended early: expected ${length} bytes at offset ${position} (was it changed while being read?)`);
+}
+
+function cannotOpen(path: string, err: unknown): Error {
+  return new Error(`safetensors: cannot open "${path}": ${(err as Error).message}`);
+}
+
+/** Reads a safetensors file (see safetensorsReads), blocking the thread during the reads. */
 export function readSafetensors(path: string): SafetensorsFile {
   let fd: number;
   try {
     fd = openSync(path, "r");
   } catch (err) {
-    throw new Error(`safetensors: cannot open "${path}": ${(err as Error).message}`);
+    throw cannotOpen(path, err);
   }
   try {
-    const size = fstatSync(fd).size;
-    const n = headerLength(readExactly(fd, Math.min(8, size), 0, path), size, path);
-    const dataStart = 8 + n;
-    const header = parseHeader(readExactly(fd, n, 8, path), size - dataStart, path);
-    const entries = header.tensors.map(({ name, dtype, shape, begin, end }) => ({
-      name, dtype, shape, bytes: readExactly(fd, end - begin, dataStart + begin, path),
-    }));
-    return new SafetensorsFile(path, entries, header.metadata);
+    const reads = safetensorsReads(path, fstatSync(fd).size);
+    for (let step = reads.next(new Uint8Array(0)); ; ) {
+      if (step.done) return step.value;
+      const { length, position } = step.value;
+      const out = new Uint8Array(length);
+      for (let done = 0; done < length; ) {
+        const got = readSync(fd, out, done, length - done, position + done);
+        if (got === 0) throw endedEarly(path, step.value);
+        done += got;
+      }
+      step = reads.next(out);
+    }
   } finally {
     closeSync(fd);
+  }
+}
+
+/**
+ * The Promise form of readSafetensors: the reads run on libuv's thread pool, so the event loop
+ * keeps running while a large checkpoint comes off the disk.
+ */
+export async function readSafetensorsAsync(path: string): Promise<SafetensorsFile> {
+  let handle: FileHandle;
+  try {
+    handle = await open(path, "r");
+  } catch (err) {
+    throw cannotOpen(path, err);
+  }
+  try {
+    const reads = safetensorsReads(path, (await handle.stat()).size);
+    for (let step = reads.next(new Uint8Array(0)); ; ) {
+      if (step.done) return step.value;
+      const { length, position } = step.value;
+      const out = new Uint8Array(length);
+      for (let done = 0; done < length; ) {
+        const { bytesRead } = await handle.read(out, done, length - done, position + done);
+        if (bytesRead === 0) throw endedEarly(path, step.value);
+        done += bytesRead;
+      }
+      step = reads.next(out);
+    }
+  } finally {
+    await handle.close();
   }
 }
 
@@ -266,9 +319,10 @@ export function readSafetensors(path: string): SafetensorsFile {
  * Reads a sharded checkpoint: `index` (model.safetensors.index.json in `dir`) maps each tensor
  * name to the shard file holding it ({"weight_map": {name: file}}). Every listed tensor must be in
  * its shard, and every tensor of a shard must be listed. Entries come in weight_map order; the
- * metadata is the shards' __metadata__ merged.
+ * metadata is the shards' __metadata__ merged. The reading is a generator that yields each shard's path and is given the file back, so the
+ * blocking and the Promise forms share it.
  */
-export function readShardedSafetensors(dir: string, index = SAFETENSORS_INDEX_FILE): SafetensorsFile {
+function* shardedReads(dir: string, index: string): Generator<string, SafetensorsFile, SafetensorsFile> {
   const indexPath = join(dir, index);
   const bad = (what: string) => new Error(`safetensors: sharded checkpoint index "${indexPath}": ${what}`);
   let json: unknown;
@@ -294,7 +348,7 @@ export function readShardedSafetensors(dir: string, index = SAFETENSORS_INDEX_FI
   for (const [file, names] of byShard) {
     const path = join(dir, file);
     if (!existsSync(path)) throw bad(`shard file ${quote(file)} (holding ${quote(names[0]!)} and ${names.length - 1} more) is missing from "${dir}"`);
-    shards.set(file, readSafetensors(path));
+    shards.set(file, yield path);
   }
   // Listed tensors first: a tensor mapped to the wrong shard is reported as such, not as unlisted.
   for (const [file, names] of byShard) {
@@ -311,6 +365,22 @@ export function readShardedSafetensors(dir: string, index = SAFETENSORS_INDEX_FI
   const entries = Object.entries(weightMap as Record<string, string>).map(([name, file]) => shards.get(file)!.get(name));
   const metadata = Object.fromEntries([...shards.values()].flatMap((s) => Object.entries(s.metadata)));
   return new SafetensorsFile(indexPath, entries, metadata);
+}
+
+/** Reads a sharded checkpoint (see shardedReads), blocking the thread during the reads. */
+export function readShardedSafetensors(dir: string, index = SAFETENSORS_INDEX_FILE): SafetensorsFile {
+  const reads = shardedReads(dir, index);
+  let step = reads.next();
+  while (!step.done) step = reads.next(readSafetensors(step.value));
+  return step.value;
+}
+
+/** The Promise form of readShardedSafetensors: each shard is read with readSafetensorsAsync. */
+export async function readShardedSafetensorsAsync(dir: string, index = SAFETENSORS_INDEX_FILE): Promise<SafetensorsFile> {
+  const reads = shardedReads(dir, index);
+  let step = reads.next();
+  while (!step.done) step = reads.next(await readSafetensorsAsync(step.value));
+  return step.value;
 }
 
 // ---- conversion to and from tensors --------------------------------------------------------------

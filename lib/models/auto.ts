@@ -9,21 +9,38 @@ export type CausalLM = GPT2LMHeadModel | LlamaForCausalLM;
 
 export const AUTO_MODEL_TYPES = ["gpt2", ...LLAMA_MODEL_TYPES] as const;
 
+/** The class a checkpoint's config.json names by model_type, and the folder it is in. */
+function causalLMClass(nameOrPath: string, opts: LoadOptions): { dir: string; cls: typeof GPT2LMHeadModel | typeof LlamaForCausalLM } {
+  // resolved once here, so the class gets the snapshot folder itself
+  const dir = resolveModelDir(nameOrPath, "AutoModelForCausalLM.fromPretrained", opts.revision);
+  const json = readConfigJson(dir, "AutoModelForCausalLM.fromPretrained", "causal LM");
+  const type = json.model_type;
+  if (type === "gpt2") return { dir, cls: GPT2LMHeadModel };
+  if ((LLAMA_MODEL_TYPES as readonly unknown[]).includes(type)) return { dir, cls: LlamaForCausalLM };
+  throw new Error(
+    `AutoModelForCausalLM.fromPretrained: ${dir}/config.json has model_type ${JSON.stringify(type) ?? "(none)"}; lowrank loads ${AUTO_MODEL_TYPES.join(", ")}`,
+  );
+}
+
 export const AutoModelForCausalLM = {
   /**
    * Loads a checkpoint folder (config.json + safetensors), or a Hugging Face model name such as
    * "Qwen/Qwen2.5-0.5B" already in the local Hugging Face cache (at opts.revision), as the class
-   * its model_type names: gpt2 -> GPT2LMHeadModel; llama, mistral, qwen2 -> LlamaForCausalLM. In eval mode.
+   * its model_type names: gpt2 -> GPT2LMHeadModel; llama, mistral, qwen2 -> LlamaForCausalLM. In
+   * eval mode. The weights are read off the main thread; fromPretrainedSync blocks instead.
    */
-  fromPretrained(nameOrPath: string, opts: LoadOptions = {}): CausalLM {
-    // resolved once here, so the class below gets the snapshot folder itself
-    const dir = resolveModelDir(nameOrPath, "AutoModelForCausalLM.fromPretrained", opts.revision);
-    const json = readConfigJson(dir, "AutoModelForCausalLM.fromPretrained", "causal LM");
-    const type = json.model_type;
-    if (type === "gpt2") return GPT2LMHeadModel.fromPretrained(dir, opts);
-    if ((LLAMA_MODEL_TYPES as readonly unknown[]).includes(type)) return LlamaForCausalLM.fromPretrained(dir, opts);
-    throw new Error(
-      `AutoModelForCausalLM.fromPretrained: ${dir}/config.json has model_type ${JSON.stringify(type) ?? "(none)"}; lowrank loads ${AUTO_MODEL_TYPES.join(", ")}`,
-    );
+  fromPretrained(nameOrPath: string, opts: LoadOptions = {}): Promise<CausalLM> {
+    try {
+      const { dir, cls } = causalLMClass(nameOrPath, opts);
+      return cls.fromPretrained(dir, opts);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  },
+
+  /** fromPretrained, blocking the thread until the model is loaded. */
+  fromPretrainedSync(nameOrPath: string, opts: LoadOptions = {}): CausalLM {
+    const { dir, cls } = causalLMClass(nameOrPath, opts);
+    return cls.fromPretrainedSync(dir, opts);
   },
 };

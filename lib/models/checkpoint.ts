@@ -1,12 +1,18 @@
 // Loading a Hugging Face checkpoint folder (config.json + model.safetensors, or the shards that
 // model.safetensors.index.json lists) into a model, shared by the model families: each names its
 // config parser and how file keys map to its parameter names.
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { readSafetensors, readShardedSafetensors, SAFETENSORS_INDEX_FILE, toTensor, type SafetensorsFile } from "../io/safetensors.js";
+import { setImmediate as yieldToEventLoop } from "node:timers/promises";
+import { writeFileAtomicAsync, writeJsonAtomic, writeJsonAtomicAsync } from "../io/atomic.js";
+import {
+  readSafetensors, readSafetensorsAsync, readShardedSafetensors, readShardedSafetensorsAsync, SAFETENSORS_INDEX_FILE, serializeSafetensors, toTensor,
+  writeSafetensors, type SafetensorsFile,
+} from "../io/safetensors.js";
 import type { DeviceLike } from "../tensor/device.js";
 import type { DType } from "../tensor/dtype.js";
-import type { Generator } from "../tensor/random.js";
+import type { Generator as RandomGenerator } from "../tensor/random.js";
 import { formatShape, noGrad, type Tensor } from "../tensor/tensor.js";
 import type { Module } from "../nn/module.js";
 import { resolveModelDir } from "./hub.js";
@@ -16,7 +22,7 @@ export interface LoadOptions {
   /** Compute dtype of the weights; float32 (the default) on every backend. */
   dtype?: DType;
   /** Dropout stream for training (the weights come from the file). */
-  generator?: Generator;
+  generator?: RandomGenerator;
   /**
    * For a Hugging Face model name resolved in the local cache: the branch, tag or commit hash of
    * its snapshot ("main" by default). Ignored for a folder path.
@@ -39,15 +45,27 @@ export function readConfigJson(dir: string, what: string, family: string): Recor
   return json as Record<string, unknown>;
 }
 
-/** The weights of a checkpoint folder: model.safetensors, or the shards model.safetensors.index.json lists. */
-export function readCheckpointFile(dir: string): SafetensorsFile {
-  if (existsSync(join(dir, SAFETENSORS_INDEX_FILE))) return readShardedSafetensors(dir);
+/** The file holding a checkpoint folder's weights: the shard index, else model.safetensors. */
+function checkpointWeights(dir: string): { sharded: boolean; path: string } {
+  if (existsSync(join(dir, SAFETENSORS_INDEX_FILE))) return { sharded: true, path: join(dir, SAFETENSORS_INDEX_FILE) };
   const single = join(dir, "model.safetensors");
-  if (existsSync(single)) return readSafetensors(single);
+  if (existsSync(single)) return { sharded: false, path: single };
   throw new Error(
     `no weights in ${dir}: expected model.safetensors or ${SAFETENSORS_INDEX_FILE} ` +
       `(PyTorch .bin checkpoints are not read; re-save with save_pretrained(safe_serialization=True))`,
   );
+}
+
+/** The weights of a checkpoint folder: model.safetensors, or the shards model.safetensors.index.json lists. */
+export function readCheckpointFile(dir: string): SafetensorsFile {
+  const { sharded, path } = checkpointWeights(dir);
+  return sharded ? readShardedSafetensors(dir) : readSafetensors(path);
+}
+
+/** The Promise form of readCheckpointFile: the reads run off the main thread. */
+export async function readCheckpointFileAsync(dir: string): Promise<SafetensorsFile> {
+  const { sharded, path } = checkpointWeights(dir);
+  return sharded ? readShardedSafetensorsAsync(dir) : readSafetensorsAsync(path);
 }
 
 export interface CheckpointFamily<C, M extends Module> {
@@ -62,12 +80,19 @@ export interface CheckpointFamily<C, M extends Module> {
 }
 
 /**
+ * What a load asks of its driver: the weights of a folder read (it is given the file back), or a
+ * pause between two tensors (the Promise form yields to the event loop there; the blocking form
+ * goes straight on).
+ */
+type LoadStep = { read: string } | { pause: true };
+
+/**
  * Loads a checkpoint folder in Hugging Face layout, or a model name in the local Hugging Face cache
  * (see hub.ts), into the model `family.create` builds for its config, in eval mode as transformers' from_pretrained returns it. Every parameter must come from
  * the file with its shape, and every key of the file must be used: the errors list what is missing,
- * unexpected or mis-shaped.
+ * unexpected or mis-shaped. Written once as a generator of LoadSteps for both forms below.
  */
-export function loadCheckpoint<C, M extends Module>(nameOrPath: string, opts: LoadOptions, family: CheckpointFamily<C, M>): M {
+function* checkpointLoad<C, M extends Module>(nameOrPath: string, opts: LoadOptions, family: CheckpointFamily<C, M>): Generator<LoadStep, M, SafetensorsFile | undefined> {
   const { what } = family;
   const dir = resolveModelDir(nameOrPath, what, opts.revision);
   if (opts.dtype && opts.dtype !== "float32") {
@@ -80,7 +105,7 @@ export function loadCheckpoint<C, M extends Module>(nameOrPath: string, opts: Lo
   } catch (err) {
     throw new Error(`${what}: ${join(dir, "config.json")}: ${(err as Error).message}`, { cause: err });
   }
-  const file = readCheckpointFile(dir);
+  const file = (yield { read: dir })!;
   let model: M;
   try {
     model = family.create(config);
@@ -120,11 +145,13 @@ export function loadCheckpoint<C, M extends Module>(nameOrPath: string, opts: Lo
   }
   const state: Record<string, Tensor> = {};
   try {
-    noGrad(() => {
+    // noGrad per tensor, never across a pause: other code runs during a pause and must keep its autograd.
+    for (const [name, key] of source) {
       // dtype float32: a tensor stored as integers is refused by name instead of cast into a weight
-      for (const [name, key] of source) state[name] = toTensor({ ...file.get(key), name: key }, { device: opts.device, dtype: "float32" });
-      model.loadStateDict(state, { strict: true });
-    });
+      state[name] = noGrad(() => toTensor({ ...file.get(key), name: key }, { device: opts.device, dtype: "float32" }));
+      yield { pause: true }; // converting one tensor (F16 decoding, a copy to the device) is the longest stretch of main-thread work
+    }
+    noGrad(() => model.loadStateDict(state, { strict: true }));
   } catch (err) {
     model.dispose();
     throw new Error(`${what}(${dir}): ${(err as Error).message}`, { cause: err });
@@ -132,4 +159,57 @@ export function loadCheckpoint<C, M extends Module>(nameOrPath: string, opts: Lo
     Object.values(state).forEach((t) => t.dispose());
   }
   return model.eval();
+}
+
+/** checkpointLoad with blocking reads. */
+export function loadCheckpoint<C, M extends Module>(nameOrPath: string, opts: LoadOptions, family: CheckpointFamily<C, M>): M {
+  const load = checkpointLoad(nameOrPath, opts, family);
+  let step = load.next();
+  while (!step.done) step = load.next("read" in step.value ? readCheckpointFile(step.value.read) : undefined);
+  return step.value;
+}
+
+/**
+ * checkpointLoad off the main thread where it matters: the weights are read with fs/promises (libuv's
+ * thread pool), and the event loop runs between the tensors' conversions.
+ */
+export async function loadCheckpointAsync<C, M extends Module>(nameOrPath: string, opts: LoadOptions, family: CheckpointFamily<C, M>): Promise<M> {
+  const load = checkpointLoad(nameOrPath, opts, family);
+  let step = load.next();
+  while (!step.done) {
+    if ("read" in step.value) {
+      step = load.next(await readCheckpointFileAsync(step.value.read));
+    } else {
+      await yieldToEventLoop();
+      step = load.next();
+    }
+  }
+  return step.value;
+}
+
+/** A model that saves as transformers' save_pretrained does: its config has toHF(). */
+export type SavableModel = Module & { readonly config: { toHF(): Record<string, unknown> } };
+
+/**
+ * Writes a model as transformers' save_pretrained does: config.json (config.toHF()) and
+ * model.safetensors with the parameters under their transformers names, metadata format "pt". A
+ * tied head is not a parameter of its own, so it is not written (transformers re-ties it on load).
+ * Both files are written atomically (a temporary renamed into place).
+ */
+export function saveCheckpoint(model: SavableModel, dir: string): void {
+  mkdirSync(dir, { recursive: true });
+  writeJsonAtomic(join(dir, "config.json"), model.config.toHF());
+  writeSafetensors(join(dir, "model.safetensors"), Object.fromEntries(model.namedParameters()), { format: "pt" });
+}
+
+/**
+ * The Promise form of saveCheckpoint: the weights are copied to the host when it is called (what
+ * is written is the model as it was then), and the disk writes run off the main thread.
+ */
+export async function saveCheckpointAsync(model: SavableModel, dir: string): Promise<void> {
+  const config = model.config.toHF();
+  const weights = serializeSafetensors(Object.fromEntries(model.namedParameters()), { format: "pt" });
+  await mkdir(dir, { recursive: true });
+  await writeJsonAtomicAsync(join(dir, "config.json"), config);
+  await writeFileAtomicAsync(join(dir, "model.safetensors"), weights);
 }

@@ -2,9 +2,10 @@
 // (`base_model.model.<path>`), so named parameters, saved keys and parameter counts read as in
 // Python; adapters save to and load from PEFT's on-disk format.
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { mkdir } from "node:fs/promises";
 import { checkFitsInMemory } from "../runtime.js";
-import { writeFileAtomic } from "../io/atomic.js";
-import { readSafetensors, toTensor, writeSafetensors } from "../io/safetensors.js";
+import { writeFileAtomic, writeFileAtomicAsync } from "../io/atomic.js";
+import { readSafetensors, readSafetensorsAsync, serializeSafetensors, toTensor, type SafetensorsFile } from "../io/safetensors.js";
 import { Conv1D, Embedding, Linear } from "../nn/layers.js";
 import { Module } from "../nn/module.js";
 import { Generator } from "../tensor/random.js";
@@ -32,6 +33,22 @@ export interface PeftOptions {
   /** Random stream for adapter init and LoRA dropout (default: a Generator seeded with 0). */
   generator?: Generator;
   onWarning?: WarningHandler;
+}
+
+/** PeftModel.fromPretrained's options. */
+export interface LoadAdapterOptions extends PeftOptions {
+  /** The name the adapter gets (default "default"). */
+  adapterName?: string;
+  /** Leave the adapter trainable and the modes as they are (default: frozen, eval mode). */
+  isTrainable?: boolean;
+}
+
+/** PeftModel.savePretrained's options. */
+export interface SaveAdapterOptions {
+  /** The adapters to save (default: all); others than "default" go to <dir>/<name>, as PEFT does. */
+  adapterNames?: string[];
+  /** base_model_name_or_path written into adapter_config.json (default: the config's). */
+  baseModelNameOrPath?: string;
 }
 
 /** LoraModel: holds the base model as `model`, so parameter paths read base_model.model.<path>. */
@@ -420,16 +437,41 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
     return out;
   }
 
-  /** Writes adapter_config.json and adapter_model.safetensors (float32) in PEFT's layout; atomic. */
-  savePretrained(dir: string, opts: { adapterNames?: string[]; baseModelNameOrPath?: string } = {}): void {
-    for (const name of opts.adapterNames ?? this.adapters) {
+  /**
+   * The files savePretrained writes, per adapter: its folder, adapter_model.safetensors' bytes and
+   * adapter_config.json's text, taken from the weights as they are now.
+   */
+  private adapterFiles(dir: string, opts: SaveAdapterOptions): { dir: string; weights: string; weightBytes: Uint8Array[]; config: string; configText: string }[] {
+    return (opts.adapterNames ?? this.adapters).map((name) => {
       const paths = adapterPaths(dir, name);
-      mkdirSync(paths.dir, { recursive: true });
       let config = this.peftConfig.get(name)!;
       const base = opts.baseModelNameOrPath ?? config.baseModelNameOrPath;
       config = config.with({ baseModelNameOrPath: base ?? null });
-      writeSafetensors(paths.weights, noGrad(() => this.adapterStateDict(name)), { format: "pt" });
-      writeFileAtomic(paths.config, config.toJSONString());
+      const weightBytes = serializeSafetensors(noGrad(() => this.adapterStateDict(name)), { format: "pt" });
+      return { dir: paths.dir, weights: paths.weights, weightBytes, config: paths.config, configText: config.toJSONString() };
+    });
+  }
+
+  /**
+   * Writes adapter_config.json and adapter_model.safetensors (float32) in PEFT's layout, each to a
+   * temporary file renamed into place. The weights are copied to the host when it is called (later
+   * training does not change what is written); the disk writes run off the main thread.
+   * savePretrainedSync blocks instead.
+   */
+  async savePretrained(dir: string, opts: SaveAdapterOptions = {}): Promise<void> {
+    for (const f of this.adapterFiles(dir, opts)) {
+      await mkdir(f.dir, { recursive: true });
+      await writeFileAtomicAsync(f.weights, f.weightBytes);
+      await writeFileAtomicAsync(f.config, f.configText);
+    }
+  }
+
+  /** savePretrained, blocking the thread until every file is written. */
+  savePretrainedSync(dir: string, opts: SaveAdapterOptions = {}): void {
+    for (const f of this.adapterFiles(dir, opts)) {
+      mkdirSync(f.dir, { recursive: true });
+      writeFileAtomic(f.weights, f.weightBytes);
+      writeFileAtomic(f.config, f.configText);
     }
   }
 
@@ -439,22 +481,35 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
    * only warns, and a silently missing adapter is an adapter that does nothing). Unless
    * `isTrainable`, the adapter is frozen and the model is put in eval mode (dropout off), as PEFT
    * does for inference; with `isTrainable` the modes are left as they are (the Trainer sets them).
+   * The weights are read off the main thread; fromPretrainedSync blocks instead.
    */
-  static fromPretrained<M extends BaseModel>(
-    model: M, dir: string, opts: PeftOptions & { adapterName?: string; isTrainable?: boolean } = {},
-  ): PeftModel<M> {
+  static async fromPretrained<M extends BaseModel>(model: M, dir: string, opts: LoadAdapterOptions = {}): Promise<PeftModel<M>> {
+    const { peft, adapterName } = PeftModel.wrapForLoad(model, dir, opts);
+    peft.applyAdapterWeights(await readSafetensorsAsync(adapterWeightsPath(dir)), dir, adapterName);
+    if (!opts.isTrainable) peft.eval();
+    return peft;
+  }
+
+  /** fromPretrained, blocking the thread until the adapter is loaded. */
+  static fromPretrainedSync<M extends BaseModel>(model: M, dir: string, opts: LoadAdapterOptions = {}): PeftModel<M> {
+    const { peft, adapterName } = PeftModel.wrapForLoad(model, dir, opts);
+    peft.applyAdapterWeights(readSafetensors(adapterWeightsPath(dir)), dir, adapterName);
+    if (!opts.isTrainable) peft.eval();
+    return peft;
+  }
+
+  /** The PeftModel fromPretrained fills: the adapter's config read and its layers injected (weights not yet loaded). */
+  private static wrapForLoad<M extends BaseModel>(model: M, dir: string, opts: LoadAdapterOptions): { peft: PeftModel<M>; adapterName: string } {
     const adapterName = opts.adapterName ?? DEFAULT_ADAPTER_NAME;
     const config = readAdapterConfig(dir, opts.onWarning).with({ inferenceMode: !opts.isTrainable });
-    let peft: PeftModel<M>;
+    // checked before the model is touched, so a folder without weights leaves it unwrapped
+    adapterWeightsPath(dir);
     try {
-      peft = new PeftModel(model, config, adapterName, opts);
+      return { peft: new PeftModel(model, config, adapterName, opts), adapterName };
     } catch (err) {
       // e.g. target modules the model does not have: say which adapter asked for them
       throw new Error(`PeftModel.fromPretrained: the adapter in ${dir} does not fit the model: ${(err as Error).message}`, { cause: err });
     }
-    peft.loadAdapterWeights(dir, adapterName);
-    if (!opts.isTrainable) peft.eval();
-    return peft;
   }
 
   /**
@@ -463,17 +518,15 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
    */
   loadAdapter(dir: string, adapterName: string, opts: { isTrainable?: boolean } = {}): void {
     const config = readAdapterConfig(dir, this.warn).with({ inferenceMode: !opts.isTrainable });
+    const weights = adapterWeightsPath(dir);
     this.addAdapter(adapterName, config);
-    this.loadAdapterWeights(dir, adapterName);
+    this.applyAdapterWeights(readSafetensors(weights), dir, adapterName);
     if (!opts.isTrainable) this.eval();
   }
 
-  private loadAdapterWeights(dir: string, adapterName: string): void {
-    const weightsPath = adapterPaths(dir).weights;
-    if (!existsSync(weightsPath)) {
-      throw new Error(`PeftModel.fromPretrained: ${weightsPath} is missing (adapter_model.bin pickles cannot be read; re-save with safetensors)`);
-    }
-    const file = readSafetensors(weightsPath);
+  /** Copies the adapter weights of `file` (dir's adapter_model.safetensors) into adapter `adapterName`. */
+  private applyAdapterWeights(file: SafetensorsFile, dir: string, adapterName: string): void {
+    const weightsPath = file.source;
     // every key is checked before any tensor is copied, and a bad one names the file
     const parsedKeys = new Map(file.names.map((key) => {
       try {
@@ -532,6 +585,15 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
       throw new Error(`PeftModel: adapter ${weightsPath} does not fit the model (${parts.join(" | ")}); was it trained for another base model or config?`);
     }
   }
+}
+
+/** adapter_model.safetensors of an adapter folder; an error when it is missing. */
+function adapterWeightsPath(dir: string): string {
+  const weightsPath = adapterPaths(dir).weights;
+  if (!existsSync(weightsPath)) {
+    throw new Error(`PeftModel.fromPretrained: ${weightsPath} is missing (adapter_model.bin pickles cannot be read; re-save with safetensors)`);
+  }
+  return weightsPath;
 }
 
 function readAdapterConfig(dir: string, onWarning?: WarningHandler): LoraConfig {

@@ -153,7 +153,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   };
 
   const tokenizer = GPT2Tokenizer.fromPretrained(modelDir);
-  const base = GPT2LMHeadModel.fromPretrained(modelDir, { device, generator });
+  const base = await GPT2LMHeadModel.fromPretrained(modelDir, { device, generator });
   const c = base.config;
   let handedOver = false; // to fineTune, which then owns the model
   let before: Score;

@@ -37,7 +37,7 @@ export interface FineTuneOptions {
    * files), or a function that loads one (called once, after the output folder is locked; what it
    * returns belongs to fineTune: the returned PeftModel wraps it).
    */
-  model: string | (() => LoadedBaseModel);
+  model: string | (() => LoadedBaseModel | Promise<LoadedBaseModel>);
   /** Training data, JSONL: {"instruction", "input"?, "output"} or {"text"} per line. */
   data: string;
   /** The run folder: the adapter (unless adapterDir), metrics.jsonl, loss.svg/png, checkpoints/ (unless checkpoints: false). */
@@ -190,10 +190,10 @@ function comparableLoraConfig(config: LoraConfig): Record<string, unknown> {
   return rest;
 }
 
-function loadBase(model: FineTuneOptions["model"], device: string | undefined, seed: number): LoadedBaseModel {
+async function loadBase(model: FineTuneOptions["model"], device: string | undefined, seed: number): Promise<LoadedBaseModel> {
   if (typeof model !== "string") return model();
   const generator = new Generator(seed);
-  const base = GPT2LMHeadModel.fromPretrained(model, { device: device ?? (cudaAvailable() ? "cuda" : "cpu"), generator });
+  const base = await GPT2LMHeadModel.fromPretrained(model, { device: device ?? (cudaAvailable() ? "cuda" : "cpu"), generator });
   try {
     return { model: base, tokenizer: GPT2Tokenizer.fromPretrained(model), dir: model, generator };
   } catch (err) {
@@ -227,7 +227,7 @@ async function fineTuneLocked(opts: FineTuneOptions): Promise<FineTuneResult> {
   }
   const resumeFrom = opts.resume !== undefined ? resolveResume(opts.resume, opts.out) : null;
 
-  const { model: base, tokenizer, dir: modelDir, generator } = loadBase(opts.model, opts.device, seed);
+  const { model: base, tokenizer, dir: modelDir, generator } = await loadBase(opts.model, opts.device, seed);
   let model: PeftModel<GPT2LMHeadModel> | null = null;
   let trainer: Trainer | null = null;
   try {
@@ -298,7 +298,7 @@ async function fineTuneLocked(opts: FineTuneOptions): Promise<FineTuneResult> {
     let adapterDir: string | null = null;
     if (result.status === "completed") {
       adapterDir = opts.adapterDir ?? opts.out;
-      model.savePretrained(adapterDir);
+      await model.savePretrained(adapterDir);
     }
     return { ...result, model, tokenizer, adapterDir, charts };
   } catch (err) {

@@ -45,8 +45,11 @@ export interface TrainableModel {
   readonly training: boolean;
   /** Parameters with requiresGrad are trained; their names key the checkpoint. */
   namedParameters(): [string, Tensor][];
-  /** When present (PeftModel), checkpoints also hold the adapter in the model's own format. */
-  savePretrained?(dir: string): void;
+  /**
+   * When present (PeftModel), checkpoints also hold the adapter in the model's own format. The
+   * blocking form: a checkpoint is complete before the step after it starts.
+   */
+  savePretrainedSync?(dir: string): void;
 }
 
 export type ScheduleName = "constant" | "linear" | "cosine";
@@ -452,7 +455,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
       const model = this.model;
       dir = writeCheckpoint(this.checkpointsDir, {
         state, trainable: Object.fromEntries(this.trainable), optimizer,
-        writeExtra: model.savePretrained ? (d) => model.savePretrained!(d) : undefined,
+        writeExtra: model.savePretrainedSync ? (d) => model.savePretrainedSync!(d) : undefined,
       });
     } finally {
       for (const t of Object.values(optimizer.tensors)) t.dispose();

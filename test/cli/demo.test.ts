@@ -69,7 +69,7 @@ describe("lowrank demo", () => {
     expect(result.adapterDir).toBe(join(out, "adapter"));
     for (const f of ["adapter_config.json", "adapter_model.safetensors"]) expect(existsSync(join(result.adapterDir, f))).toBe(true);
     expect(existsSync(join(out, "loss.svg"))).toBe(true);
-    const peft = PeftModel.fromPretrained(GPT2LMHeadModel.fromPretrained(MODEL), result.adapterDir);
+    const peft = PeftModel.fromPretrainedSync(GPT2LMHeadModel.fromPretrainedSync(MODEL), result.adapterDir);
     try {
       expect(peft.trainableParametersLine()).toMatch(/^trainable params: 0 \|\|/); // loaded for inference
       const tokenizer = GPT2Tokenizer.fromPretrained(MODEL);

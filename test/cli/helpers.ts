@@ -29,7 +29,7 @@ export async function buildCli(): Promise<{ main: string; cleanup: () => void }>
 export function makeTinyModel(dir: string, opts: { nPositions?: number } = {}): void {
   const config = new GPT2Config({ vocabSize: 400, nPositions: opts.nPositions ?? 128, nEmbd: 32, nLayer: 2, nHead: 2, bosTokenId: 0, eosTokenId: 0 });
   const model = new GPT2LMHeadModel(config, { generator: new Generator(1) });
-  model.savePretrained(dir);
+  model.savePretrainedSync(dir);
   model.dispose();
   for (const f of readdirSync(TOKENIZER)) copyFileSync(join(TOKENIZER, f), join(dir, f));
 }

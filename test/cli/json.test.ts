@@ -58,7 +58,7 @@ describe("lowrank merge --json", () => {
 describe("lowrank generate --json", () => {
   it("prints the prompt, the text, the token ids and why it stopped, as generate() gives them", async () => {
     const tok = GPT2Tokenizer.fromPretrained(ws.model);
-    const peft = PeftModel.fromPretrained(GPT2LMHeadModel.fromPretrained(ws.model), adapter);
+    const peft = PeftModel.fromPretrainedSync(GPT2LMHeadModel.fromPretrainedSync(ws.model), adapter);
     const promptText = "Q: Move the first word to the end. net,button,moon\nA: ";
     const expected = (max: number) => generate(peft, tok.encode(promptText), { maxNewTokens: max, eosTokenId: tok.eosTokenId, generator: new Generator(0) });
     const args = ["generate", "--model", ws.model, "--adapter", adapter, "--template", ws.template, "--prompt", "Move the first word to the end.", "--input", "net,button,moon", "--json"];

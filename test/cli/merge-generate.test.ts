@@ -35,8 +35,8 @@ describe("lowrank merge", () => {
     expect(effect).toBeGreaterThan(100 * diff); // the check can tell a merged adapter from a missing one
     expect(r.stdout).toContain(`merged model: ${join(out, "model.safetensors")} (with tokenizer.json, vocab.json, merges.txt)`);
 
-    const merged = GPT2LMHeadModel.fromPretrained(out).eval();
-    const peft = PeftModel.fromPretrained(GPT2LMHeadModel.fromPretrained(ws.model), adapter).eval();
+    const merged = GPT2LMHeadModel.fromPretrainedSync(out).eval();
+    const peft = PeftModel.fromPretrainedSync(GPT2LMHeadModel.fromPretrainedSync(ws.model), adapter).eval();
     const tok = GPT2Tokenizer.fromPretrained(out);
     const ids = [tok.encode("Q: Move the first word to the end. net,button,moon\nA: ").slice(0, 20), tok.encode("a completely different sentence, with commas").slice(0, 20)];
     const want = logitsOf(peft, ids), got = logitsOf(merged, ids);
@@ -44,7 +44,7 @@ describe("lowrank merge", () => {
     for (let i = 0; i < want.length; i++) [maxDiff, scale] = [Math.max(maxDiff, Math.abs(got[i]! - want[i]!)), Math.max(scale, Math.abs(want[i]!))];
     expect(maxDiff).toBeLessThan(1e-3 * Math.max(1, scale));
     // and not the base model's
-    const base = GPT2LMHeadModel.fromPretrained(ws.model).eval();
+    const base = GPT2LMHeadModel.fromPretrainedSync(ws.model).eval();
     const plain = logitsOf(base, ids);
     expect(Math.max(...plain.map((v, i) => Math.abs(v - want[i]!)))).toBeGreaterThan(100 * maxDiff);
     for (const m of [merged, peft, base]) m.dispose();
@@ -52,12 +52,12 @@ describe("lowrank merge", () => {
 
   it("refuses an adapter with one NaN in lora_B, with or without --safe, naming the adapter, layer and tensor; nothing is written", async () => {
     const broken = join(ws.dir, "broken");
-    const peft = PeftModel.fromPretrained(GPT2LMHeadModel.fromPretrained(ws.model), adapter, { isTrainable: true });
+    const peft = PeftModel.fromPretrainedSync(GPT2LMHeadModel.fromPretrainedSync(ws.model), adapter, { isTrainable: true });
     // One NaN in a row of B that feeds a query: every attention score of that head is NaN (the
     // attention once turned such rows into zeros, and the merge check passed).
     const [, B] = peft.loraLayers.get("transformer.h.1.attn.c_attn")!.parametersOf("default");
     noGrad(() => tidy(() => copyInto(B!, tensor(Float32Array.from(B!.dataSync(), (v, i) => (i === 5 * B!.shape[1]! ? NaN : v)), { shape: B!.shape }))));
-    peft.savePretrained(broken);
+    peft.savePretrainedSync(broken);
     peft.dispose();
     for (const [out, extra] of [["m1", ["--safe"]], ["m2", []]] as const) {
       const r = await runCli(ws.main, ["merge", "--model", ws.model, "--adapter", broken, "--out", join(ws.dir, out), ...extra]);
@@ -74,10 +74,10 @@ describe("lowrank merge", () => {
 
   it("refuses a base model with NaN weights, naming the base model and the tensor (merge and generate)", async () => {
     const brokenBase = join(ws.dir, "broken-base");
-    const base = GPT2LMHeadModel.fromPretrained(ws.model);
+    const base = GPT2LMHeadModel.fromPretrainedSync(ws.model);
     const w = base.transformer.h.at(0)!.mlp.c_fc.weight;
     noGrad(() => tidy(() => copyInto(w, tensor(Float32Array.from(w.dataSync(), (v, i) => (i === 7 ? NaN : v)), { shape: w.shape }))));
-    base.savePretrained(brokenBase);
+    base.savePretrainedSync(brokenBase);
     base.dispose();
     for (const f of ["tokenizer.json", "vocab.json", "merges.txt"]) if (existsSync(join(ws.model, f))) copyFileSync(join(ws.model, f), join(brokenBase, f));
     const r = await runCli(ws.main, ["merge", "--model", brokenBase, "--adapter", adapter, "--out", join(ws.dir, "m4"), "--safe"]);
@@ -107,7 +107,7 @@ describe("lowrank generate", () => {
 
     const plain = await runCli(ws.main, ["generate", "--model", ws.model, "--prompt", "Q: hello", "--max-new-tokens", "12"]);
     expect(plain.code, plain.stderr).toBe(0);
-    const base = GPT2LMHeadModel.fromPretrained(ws.model);
+    const base = GPT2LMHeadModel.fromPretrainedSync(ws.model);
     expect(plain.stdout).toBe(expected(base, "Q: hello"));
     base.dispose();
 
@@ -115,7 +115,7 @@ describe("lowrank generate", () => {
       "generate", "--model", ws.model, "--adapter", adapter, "--template", ws.template, "--prompt", "Move the first word to the end.", "--input", "net,button,moon", "--max-new-tokens", "12",
     ]);
     expect(withAdapter.code, withAdapter.stderr).toBe(0);
-    const peft = PeftModel.fromPretrained(GPT2LMHeadModel.fromPretrained(ws.model), adapter);
+    const peft = PeftModel.fromPretrainedSync(GPT2LMHeadModel.fromPretrainedSync(ws.model), adapter);
     expect(withAdapter.stdout).toBe(expected(peft.model, "Q: Move the first word to the end. net,button,moon\nA: "));
     peft.dispose();
   });

@@ -65,8 +65,8 @@ describe("lowrank svd", () => {
 
   it("says when an adapter is untrained (B = 0)", async () => {
     const dir = join(tmp, "zero");
-    const peft = getPeftModel(GPT2LMHeadModel.fromPretrained(TINY), new LoraConfig({ r: 2, targetModules: ["c_proj"], fanInFanOut: true }));
-    peft.savePretrained(dir);
+    const peft = getPeftModel(GPT2LMHeadModel.fromPretrainedSync(TINY), new LoraConfig({ r: 2, targetModules: ["c_proj"], fanInFanOut: true }));
+    peft.savePretrainedSync(dir);
     peft.dispose();
     const r = await runCli(cli.main, ["svd", "--adapter", dir]);
     expect(r.code).toBe(0);

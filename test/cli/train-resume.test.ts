@@ -42,7 +42,7 @@ function expectAllCheckpointsLoad(out: string): number[] {
     const loaded = readCheckpoint(ckpt);
     expect(loaded.state.step).toBe(step);
     expect(loaded.state.history).toHaveLength(step);
-    const peft = PeftModel.fromPretrained(GPT2LMHeadModel.fromPretrained(ws.model), ckpt);
+    const peft = PeftModel.fromPretrainedSync(GPT2LMHeadModel.fromPretrainedSync(ws.model), ckpt);
     peft.dispose();
   }
   // hidden temporaries of an interrupted write (a checkpoint folder, or the `latest` pointer's

@@ -43,7 +43,7 @@ describe("lowrank train", () => {
 
     const config = JSON.parse(readFileSync(join(out, "adapter_config.json"), "utf8"));
     expect(config).toMatchObject({ r: 4, lora_alpha: 8, target_modules: expect.arrayContaining(["c_attn", "c_proj"]), task_type: "CAUSAL_LM", fan_in_fan_out: true });
-    const peft = PeftModel.fromPretrained(GPT2LMHeadModel.fromPretrained(ws.model), out);
+    const peft = PeftModel.fromPretrainedSync(GPT2LMHeadModel.fromPretrainedSync(ws.model), out);
     expect(peft.loraLayers.size).toBe(6); // attn.c_attn, attn.c_proj, mlp.c_proj in 2 layers
     peft.dispose();
 

@@ -153,7 +153,7 @@ describe("output paths that cannot be written are named with the cause and the f
     adapter = join(tmp, "adapter");
     const base = new GPT2LMHeadModel(new GPT2Config({ vocabSize: 50, nPositions: 16, nEmbd: 8, nLayer: 1, nHead: 2 }));
     const peft = getPeftModel(base, new LoraConfig({ r: 2, targetModules: ["c_attn"], fanInFanOut: true }), "default", { onWarning: () => {} });
-    peft.savePretrained(adapter);
+    peft.savePretrainedSync(adapter);
     peft.dispose();
   });
 

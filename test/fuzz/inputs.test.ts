@@ -112,7 +112,7 @@ describe("fuzzed inputs", () => {
     const r = fuzz(220, 1, c.dir, (rng) => {
       c.write("model.safetensors", mutateSafetensors(c.originals["model.safetensors"]!, rng));
       return "model.safetensors";
-    }, () => GPT2LMHeadModel.fromPretrained(c.dir).dispose());
+    }, () => GPT2LMHeadModel.fromPretrainedSync(c.dir).dispose());
     total += 220;
     expect(r.rejected).toBeGreaterThan(150);
   });
@@ -122,7 +122,7 @@ describe("fuzzed inputs", () => {
     const r = fuzz(200, 2, c.dir, (rng) => {
       c.write("config.json", mutateJsonFile(c.originals["config.json"]!, rng));
       return "config.json";
-    }, () => GPT2LMHeadModel.fromPretrained(c.dir).dispose());
+    }, () => GPT2LMHeadModel.fromPretrainedSync(c.dir).dispose());
     total += 200;
     expect(r.rejected).toBeGreaterThan(60);
   });
@@ -134,7 +134,7 @@ describe("fuzzed inputs", () => {
     const r = fuzz(60, 7, c.dir, (rng) => {
       c.write("model.safetensors.index.json", mutateJsonFile(c.originals["model.safetensors.index.json"]!, rng));
       return "model.safetensors.index.json";
-    }, () => GPT2LMHeadModel.fromPretrained(c.dir).dispose());
+    }, () => GPT2LMHeadModel.fromPretrainedSync(c.dir).dispose());
     total += 60;
     expect(r.rejected).toBeGreaterThan(20);
   });
@@ -172,7 +172,7 @@ describe("fuzzed inputs", () => {
   });
 
   it("adapter folders: adapter_config.json and adapter_model.safetensors", () => {
-    const base = GPT2LMHeadModel.fromPretrained(join(FIXTURES, "gpt2-tiny"));
+    const base = GPT2LMHeadModel.fromPretrainedSync(join(FIXTURES, "gpt2-tiny"));
     const state = base.stateDict();
     const fresh = () => {
       const m = new GPT2LMHeadModel(base.config, { initialize: false });
@@ -186,7 +186,7 @@ describe("fuzzed inputs", () => {
       const load = () => {
         const model = fresh();
         try {
-          PeftModel.fromPretrained(model, c.dir, quiet).dispose();
+          PeftModel.fromPretrainedSync(model, c.dir, quiet).dispose();
         } catch (err) {
           model.dispose();
           throw err;
@@ -216,7 +216,7 @@ describe("fuzzed inputs", () => {
     });
     const trainer = (outDir?: string) => {
       const generator = new Generator(5);
-      const model = getPeftModel(GPT2LMHeadModel.fromPretrained(join(FIXTURES, "gpt2-tiny"), { generator }),
+      const model = getPeftModel(GPT2LMHeadModel.fromPretrainedSync(join(FIXTURES, "gpt2-tiny"), { generator }),
         new LoraConfig({ r: 2, targetModules: ["c_attn"], loraDropout: 0.1 }), "default", { generator, ...quiet });
       return new Trainer({
         model, trainData: new DataLoader(examples, { batchSize: 4, tokenizer: { eosTokenId: EOS }, seed: 5 }),

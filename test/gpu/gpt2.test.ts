@@ -18,7 +18,7 @@ const quiet = { onWarning: () => {} };
 
 gpu("GPT-2 on CUDA", () => {
   it("tiny model: logits and loss equal transformers' (1e-4 relative)", () => {
-    const model = GPT2LMHeadModel.fromPretrained(MODEL, { device: "cuda:0" });
+    const model = GPT2LMHeadModel.fromPretrainedSync(MODEL, { device: "cuda:0" });
     model.eval();
     noGrad(() =>
       tidy(() => {
@@ -32,7 +32,7 @@ gpu("GPT-2 on CUDA", () => {
 
   it("5 LoRA AdamW steps on CUDA give PEFT's losses, and a step leaks no GPU memory", () => {
     const train = JSON.parse(readFileSync("test/fixtures/peft-tiny/train-c_attn/reference.json", "utf8"));
-    const peft = PeftModel.fromPretrained(GPT2LMHeadModel.fromPretrained(MODEL, { device: "cuda:0" }), "test/fixtures/peft-tiny/adapter-c_attn", { isTrainable: true, ...quiet });
+    const peft = PeftModel.fromPretrainedSync(GPT2LMHeadModel.fromPretrainedSync(MODEL, { device: "cuda:0" }), "test/fixtures/peft-tiny/adapter-c_attn", { isTrainable: true, ...quiet });
     peft.eval();
     const opt = new AdamW(peft.trainableParameters(), { lr: 1e-2, weightDecay: 0.01 });
     const losses: number[] = [];
@@ -64,7 +64,7 @@ describe.skipIf(noBig)("GPT-2 124M shapes (LOWRANK_GPT2_124M)", () => {
   it("logits equal transformers' on CPU and CUDA (1e-4 relative)", () => {
     const r = JSON.parse(readFileSync(join(big!, "reference.json"), "utf8"));
     for (const device of hasCuda ? ["cpu", "cuda:0"] : ["cpu"]) {
-      const model = GPT2LMHeadModel.fromPretrained(big!, { device });
+      const model = GPT2LMHeadModel.fromPretrainedSync(big!, { device });
       model.eval();
       noGrad(() =>
         tidy(() => {

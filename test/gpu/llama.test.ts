@@ -24,7 +24,7 @@ describe.skipIf(!hasCuda).each(CASES)("LlamaForCausalLM %s on CUDA against trans
 
   it("logits, loss and the gradient of every parameter agree within 1e-4 relative", () => {
     const expected = readSafetensors(join(dir, "reference.safetensors"));
-    const model = LlamaForCausalLM.fromPretrained(dir, { device: DEVICE });
+    const model = LlamaForCausalLM.fromPretrainedSync(dir, { device: DEVICE });
     const before = memory()[DEVICE]!.bytes;
     tidy(() => {
       const { logits, loss } = model.forward({ inputIds: ids(ref.input_ids), labels: ids(ref.labels) });
@@ -43,7 +43,7 @@ describe.skipIf(!hasCuda).each(CASES)("LlamaForCausalLM %s on CUDA against trans
   });
 
   it("greedy generate with the KV cache equals transformers' generate", () => {
-    const model = LlamaForCausalLM.fromPretrained(dir, { device: DEVICE });
+    const model = LlamaForCausalLM.fromPretrainedSync(dir, { device: DEVICE });
     (ref.input_ids as number[][]).forEach((prompt, i) => {
       expect(generate(model, prompt, { maxNewTokens: ref.generate_max_new_tokens, useCache: true }), `row ${i}`).toEqual(ref.generate[i]);
     });

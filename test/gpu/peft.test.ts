@@ -16,7 +16,7 @@ gpu("PEFT on CUDA", () => {
   for (const name of ["adapter-rslora", "adapter-all-linear"]) {
     it(`${name}: PEFT's logits unmerged, safely merged, and after unmerge (1e-4 relative)`, () => {
       const ref = JSON.parse(readFileSync(`test/fixtures/peft-tiny/${name}/reference.json`, "utf8"));
-      const peft = PeftModel.fromPretrained(GPT2LMHeadModel.fromPretrained("test/fixtures/gpt2-tiny", { device: "cuda:0" }), `test/fixtures/peft-tiny/${name}`, { onWarning: () => {} });
+      const peft = PeftModel.fromPretrainedSync(GPT2LMHeadModel.fromPretrainedSync("test/fixtures/gpt2-tiny", { device: "cuda:0" }), `test/fixtures/peft-tiny/${name}`, { onWarning: () => {} });
       peft.eval();
       const ids = (rows: number[][]) => tensor(Int32Array.from(rows.flat()), { shape: [rows.length, rows[0]!.length], device: "cuda:0" });
       const run = () => noGrad(() => tidy(() => peft.forward({ inputIds: ids(ref.input_ids), attentionMask: ids(ref.attention_mask) }).logits.dataSync()));

@@ -35,7 +35,7 @@ function expectLogits(got: ArrayLike<number>, want: number[], tol = TOL): void {
 
 let model: GPT2LMHeadModel;
 beforeAll(() => {
-  model = GPT2LMHeadModel.fromPretrained(dir);
+  model = GPT2LMHeadModel.fromPretrainedSync(dir);
   model.eval();
 });
 afterAll(() => model.dispose());
@@ -104,7 +104,7 @@ describe("GPT-2 parity with transformers (tiny fixture)", () => {
 
   it("loads sharded and hub-style checkpoints (keys without the transformer. prefix, attn.bias buffers) to the same logits", () => {
     for (const other of ["test/fixtures/gpt2-tiny-sharded", "test/fixtures/gpt2-tiny-sharded/hub-style"]) {
-      const m = GPT2LMHeadModel.fromPretrained(other);
+      const m = GPT2LMHeadModel.fromPretrainedSync(other);
       m.eval();
       noGrad(() =>
         tidy(() => {
@@ -118,7 +118,7 @@ describe("GPT-2 parity with transformers (tiny fixture)", () => {
 
   it("scale_attn_by_inverse_layer_idx", () => {
     const variant = ref.variant_scale_attn_by_inverse_layer_idx;
-    const m = GPT2LMHeadModel.fromPretrained(dir);
+    const m = GPT2LMHeadModel.fromPretrainedSync(dir);
     const scaled = new GPT2LMHeadModel(new GPT2Config({ ...m.config, ...{ scaleAttnByInverseLayerIdx: true } }));
     scaled.loadStateDict(m.stateDict());
     scaled.eval();
@@ -130,8 +130,8 @@ describe("GPT-2 parity with transformers (tiny fixture)", () => {
   it("savePretrained writes a checkpoint that loads back identically", () => {
     const out = mkdtempSync(join(tmpdir(), "lowrank-gpt2-"));
     try {
-      model.savePretrained(out);
-      const again = GPT2LMHeadModel.fromPretrained(out);
+      model.savePretrainedSync(out);
+      const again = GPT2LMHeadModel.fromPretrainedSync(out);
       const a = model.stateDict(), b = again.stateDict();
       expect(Object.keys(b)).toEqual(Object.keys(a));
       for (const k of Object.keys(a)) expect(b[k]!.dataSync(), k).toEqual(a[k]!.dataSync());
@@ -149,7 +149,7 @@ describe("GPT-2 parity with transformers (tiny fixture)", () => {
         writeFileSync(join(out, "config.json"), readFileSync(join(dir, "config.json")));
         const params = model.namedParameters();
         writeSafetensors(join(out, "model.safetensors"), Object.fromEntries(params.map(([n, t]) => [n, fromTensor(t, stored)])));
-        const low = GPT2LMHeadModel.fromPretrained(out);
+        const low = GPT2LMHeadModel.fromPretrainedSync(out);
         // The same rounding done by hand: each weight through the storage format and back.
         const rounded = Object.fromEntries(
           params.map(([n, t]) => [n, toTensor({ name: n, ...fromTensor(t, stored) })]),
@@ -169,7 +169,7 @@ describe("GPT-2 parity with transformers (tiny fixture)", () => {
   });
 
   it("fromPretrained returns the model in eval mode, as transformers does", () => {
-    const m = GPT2LMHeadModel.fromPretrained(dir);
+    const m = GPT2LMHeadModel.fromPretrainedSync(dir);
     expect(m.modules().filter((x) => x.training)).toEqual([]);
     // dropout is off: two forwards agree exactly
     noGrad(() => tidy(() => expect(m.forward({ inputIds: ids(ref.input_ids) }).logits.dataSync()).toEqual(m.forward({ inputIds: ids(ref.input_ids) }).logits.dataSync())));
@@ -184,7 +184,7 @@ describe("GPT-2 parity with transformers (tiny fixture)", () => {
       tensors["transformer.h.1.attn.c_attn.weight"] = noGrad(() => tidy(() => fromTensor(model.transformer.h.at(1)!.attn.c_attn.weight.to("cpu", "int32"))));
       writeSafetensors(join(out, "model.safetensors"), tensors);
       const before = memory().cpu!;
-      expect(() => GPT2LMHeadModel.fromPretrained(out)).toThrow(/"transformer\.h\.1\.attn\.c_attn\.weight" \[64, 192\] is stored as I32 where float32 values are expected/);
+      expect(() => GPT2LMHeadModel.fromPretrainedSync(out)).toThrow(/"transformer\.h\.1\.attn\.c_attn\.weight" \[64, 192\] is stored as I32 where float32 values are expected/);
       expect(memory().cpu).toMatchObject({ bytes: before.bytes, tensors: before.tensors });
     } finally {
       rmSync(out, { recursive: true, force: true });
@@ -192,19 +192,19 @@ describe("GPT-2 parity with transformers (tiny fixture)", () => {
   });
 
   it("explains missing directories, files and mismatched weights", () => {
-    expect(() => GPT2LMHeadModel.fromPretrained("/nonexistent/model")).toThrow(/model directory \/nonexistent\/model does not exist/);
-    expect(() => GPT2LMHeadModel.fromPretrained("test/fixtures")).toThrow(/config.json is missing/);
+    expect(() => GPT2LMHeadModel.fromPretrainedSync("/nonexistent/model")).toThrow(/model directory \/nonexistent\/model does not exist/);
+    expect(() => GPT2LMHeadModel.fromPretrainedSync("test/fixtures")).toThrow(/config.json is missing/);
     const out = mkdtempSync(join(tmpdir(), "lowrank-gpt2-"));
     try {
       const small = new GPT2LMHeadModel(new GPT2Config({ nLayer: 1, nEmbd: 64, nHead: 4, vocabSize: 101, nPositions: 64 }));
-      small.savePretrained(out);
+      small.savePretrainedSync(out);
       small.dispose();
       // config says 1 layer; rewrite it to say 2 so layer 1's tensors are missing
       const cfg = JSON.parse(readFileSync(join(out, "config.json"), "utf8"));
       cfg.n_layer = 2;
       cfg.n_embd = 64;
       writeFileSync(join(out, "config.json"), JSON.stringify(cfg));
-      expect(() => GPT2LMHeadModel.fromPretrained(out)).toThrow(/missing tensors: transformer\.h\.1\.ln_1\.weight/);
+      expect(() => GPT2LMHeadModel.fromPretrainedSync(out)).toThrow(/missing tensors: transformer\.h\.1\.ln_1\.weight/);
     } finally {
       rmSync(out, { recursive: true, force: true });
     }

@@ -46,13 +46,13 @@ describe("Hugging Face cache names", () => {
     const repo = makeCache(join(tmp, "hub"));
     process.env.HF_HUB_CACHE = join(tmp, "hub");
     expect(resolveModelDir(NAME, "test")).toBe(join(repo, "snapshots", HASH));
-    const auto = AutoModelForCausalLM.fromPretrained(NAME);
-    const direct = LlamaForCausalLM.fromPretrained(FIXTURE);
+    const auto = AutoModelForCausalLM.fromPretrainedSync(NAME);
+    const direct = LlamaForCausalLM.fromPretrainedSync(FIXTURE);
     expect(auto).toBeInstanceOf(LlamaForCausalLM);
     // the same weights as loading the fixture folder itself
     const want = new Map(direct.namedParameters());
     for (const [n, p] of auto.namedParameters()) expect(Array.from(p.dataSync()), n).toEqual(Array.from(want.get(n)!.dataSync()));
-    expect(LlamaForCausalLM.fromPretrained(NAME).config.numHiddenLayers).toBe(direct.config.numHiddenLayers);
+    expect(LlamaForCausalLM.fromPretrainedSync(NAME).config.numHiddenLayers).toBe(direct.config.numHiddenLayers);
     auto.dispose();
     direct.dispose();
   });
@@ -63,7 +63,7 @@ describe("Hugging Face cache names", () => {
     expect(resolveModelDir(NAME, "test", OTHER)).toBe(join(repo, "snapshots", OTHER));
     writeFileSync(join(repo, "refs", "v1"), `${OTHER}\n`);
     expect(resolveModelDir(NAME, "test", "v1")).toBe(join(repo, "snapshots", OTHER));
-    const model = AutoModelForCausalLM.fromPretrained(NAME, { revision: OTHER });
+    const model = AutoModelForCausalLM.fromPretrainedSync(NAME, { revision: OTHER });
     expect(model).toBeInstanceOf(LlamaForCausalLM);
     model.dispose();
     expect(() => resolveModelDir(NAME, "test", "0000000000000000000000000000000000000000")).toThrow(/has no snapshot: .*snapshots.0{40} is missing/);
@@ -84,7 +84,7 @@ describe("Hugging Face cache names", () => {
     process.env.HF_HUB_CACHE = join(tmp, "hub");
     let message = "";
     try {
-      GPT2LMHeadModel.fromPretrained("nobody/nothing");
+      GPT2LMHeadModel.fromPretrainedSync("nobody/nothing");
     } catch (err) {
       message = (err as Error).message;
     }
@@ -95,13 +95,13 @@ describe("Hugging Face cache names", () => {
     expect(message).toContain("huggingface-cli download nobody/nothing");
     expect(message).toContain("hf download nobody/nothing");
     // a path that is no repo id keeps the plain error
-    expect(() => AutoModelForCausalLM.fromPretrained("./no/such/dir")).toThrow(/model directory \.\/no\/such\/dir does not exist/);
+    expect(() => AutoModelForCausalLM.fromPretrainedSync("./no/such/dir")).toThrow(/model directory \.\/no\/such\/dir does not exist/);
   });
 
   it("a repo folder without refs/main says so", () => {
     const repo = makeCache(join(tmp, "hub"), { withMainRef: false });
     process.env.HF_HUB_CACHE = join(tmp, "hub");
-    expect(() => AutoModelForCausalLM.fromPretrained(NAME)).toThrow(
+    expect(() => AutoModelForCausalLM.fromPretrainedSync(NAME)).toThrow(
       `AutoModelForCausalLM.fromPretrained: ${NAME} is in the Hugging Face cache (${repo}) but has no ref "main": ${join(repo, "refs", "main")} is missing`,
     );
   });

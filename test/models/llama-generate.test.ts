@@ -19,7 +19,7 @@ describe.each(CASES)("LlamaForCausalLM %s generation", (name) => {
   const ref = reference(name);
 
   it("one cached step gives the full sequence's logits at that position (within 1e-5)", () => {
-    const model = LlamaForCausalLM.fromPretrained(join(ROOT, name));
+    const model = LlamaForCausalLM.fromPretrainedSync(join(ROOT, name));
     const prompt = ref.input_ids[0] as number[];
     const V = model.config.vocabSize, T = prompt.length;
     const cache = new KVCache(model.config.numHiddenLayers);
@@ -42,7 +42,7 @@ describe.each(CASES)("LlamaForCausalLM %s generation", (name) => {
   });
 
   it("greedy generate equals transformers' generate(max_new_tokens=8, do_sample=False), with and without the cache", () => {
-    const model = LlamaForCausalLM.fromPretrained(join(ROOT, name));
+    const model = LlamaForCausalLM.fromPretrainedSync(join(ROOT, name));
     const before = memory().cpu!;
     (ref.input_ids as number[][]).forEach((prompt, i) => {
       for (const useCache of [true, false]) {
@@ -57,7 +57,7 @@ describe.each(CASES)("LlamaForCausalLM %s generation", (name) => {
 
 describe("LlamaForCausalLM generation: sampling and EOS", () => {
   it("samples the same tokens with and without the cache from the same random stream", () => {
-    const model = LlamaForCausalLM.fromPretrained(join(ROOT, "llama-gqa"));
+    const model = LlamaForCausalLM.fromPretrainedSync(join(ROOT, "llama-gqa"));
     const prompt = [1, 5, 17];
     for (const opts of [{ temperature: 1.5 }, { temperature: 0.9, topK: 20 }, { temperature: 1.3, topP: 0.8 }]) {
       const a = generate(model, prompt, { ...opts, maxNewTokens: 12, eosTokenId: null, useCache: true, generator: new Generator(5) });
@@ -71,7 +71,7 @@ describe("LlamaForCausalLM generation: sampling and EOS", () => {
   });
 
   it("NaN logits are an error naming the Llama layer and tensor that hold NaN", () => {
-    const model = LlamaForCausalLM.fromPretrained(join(ROOT, "llama-gqa"));
+    const model = LlamaForCausalLM.fromPretrainedSync(join(ROOT, "llama-gqa"));
     const w = model.model.layers.at(1).mlp.down_proj.weight;
     noGrad(() => {
       const v = Float32Array.from(w.dataSync());
@@ -97,7 +97,7 @@ describe("LlamaForCausalLM generation: sampling and EOS", () => {
       // Llama 3 style: several EOS ids; the second one is the third generated token
       writeFileSync(join(out, "config.json"), JSON.stringify({ ...config, eos_token_id: [95, greedy[2]] }));
       copyFileSync(join(dir, "model.safetensors"), join(out, "model.safetensors"));
-      const model = LlamaForCausalLM.fromPretrained(out);
+      const model = LlamaForCausalLM.fromPretrainedSync(out);
       expect(model.config.eosTokenId).toEqual([95, greedy[2]]);
       for (const useCache of [true, false]) expect(generate(model, prompt, { maxNewTokens: 8, useCache })).toEqual(greedy.slice(0, 3));
       expect(generate(model, prompt, { maxNewTokens: 8, eosTokenId: [greedy[1]!, 96] })).toEqual(greedy.slice(0, 2));

@@ -22,7 +22,7 @@ describe.each(CASES)("LlamaForCausalLM %s against transformers", (name) => {
   const expected = readSafetensors(join(dir, "reference.safetensors"));
 
   it("logits, loss and the gradient of every parameter agree within 1e-4 relative", () => {
-    const model = LlamaForCausalLM.fromPretrained(dir);
+    const model = LlamaForCausalLM.fromPretrainedSync(dir);
     expect(model.config.modelType).toBe(ref.model_type);
     // the same parameters as transformers' named_parameters(), by name
     expect(model.namedParameters().map(([n]) => n).sort()).toEqual([...ref.parameters].sort());
@@ -43,7 +43,7 @@ describe.each(CASES)("LlamaForCausalLM %s against transformers", (name) => {
   });
 
   it("fromPretrained returns the model in eval mode", () => {
-    const model = LlamaForCausalLM.fromPretrained(dir);
+    const model = LlamaForCausalLM.fromPretrainedSync(dir);
     expect(model.modules().filter((m) => m.training)).toEqual([]);
     model.dispose();
   });
@@ -64,7 +64,7 @@ describe("LlamaForCausalLM loading", () => {
       });
       shards.forEach((s, i) => writeSafetensors(join(out, `model-0000${i + 1}-of-00002.safetensors`), s, { format: "pt" }));
       writeFileSync(join(out, "model.safetensors.index.json"), JSON.stringify({ metadata: {}, weight_map: weightMap }));
-      const a = LlamaForCausalLM.fromPretrained(dir), b = LlamaForCausalLM.fromPretrained(out);
+      const a = LlamaForCausalLM.fromPretrainedSync(dir), b = LlamaForCausalLM.fromPretrainedSync(out);
       const input = [[1, 2, 3, 4]];
       noGrad(() => tidy(() => expect(b.forward({ inputIds: ids(input) }).logits.dataSync()).toEqual(a.forward({ inputIds: ids(input) }).logits.dataSync())));
       a.dispose();
@@ -76,7 +76,7 @@ describe("LlamaForCausalLM loading", () => {
   });
 
   it("frees what a forward makes, and a load that fails on mis-shaped weights frees the model", () => {
-    const model = LlamaForCausalLM.fromPretrained(join(ROOT, "qwen2-bias"));
+    const model = LlamaForCausalLM.fromPretrainedSync(join(ROOT, "qwen2-bias"));
     const before = memory().cpu!;
     noGrad(() => tidy(() => void model.forward({ inputIds: ids([[1, 2, 3]]), labels: ids([[1, 2, 3]]) })));
     expect(memory().cpu).toMatchObject({ bytes: before.bytes, tensors: before.tensors });
@@ -86,7 +86,7 @@ describe("LlamaForCausalLM loading", () => {
       const config = JSON.parse(readFileSync(join(ROOT, "qwen2-bias", "config.json"), "utf8"));
       writeFileSync(join(out, "config.json"), JSON.stringify({ ...config, num_key_value_heads: 3 }));
       copyFileSync(join(ROOT, "qwen2-bias", "model.safetensors"), join(out, "model.safetensors"));
-      expect(() => LlamaForCausalLM.fromPretrained(out)).toThrow(/mis-shaped tensors: model\.layers\.0\.self_attn\.k_proj\.bias: file has \[16\], model expects \[24\]/);
+      expect(() => LlamaForCausalLM.fromPretrainedSync(out)).toThrow(/mis-shaped tensors: model\.layers\.0\.self_attn\.k_proj\.bias: file has \[16\], model expects \[24\]/);
       expect(memory().cpu).toMatchObject({ bytes: before.bytes, tensors: before.tensors });
     } finally {
       rmSync(out, { recursive: true, force: true });
@@ -108,7 +108,7 @@ describe("LlamaForCausalLM loading", () => {
     const out = mkdtempSync(join(tmpdir(), "lowrank-llama-"));
     try {
       writeFileSync(join(out, "config.json"), JSON.stringify({ ...base, rope_scaling: { rope_type: "linear", factor: 2 } }));
-      expect(() => LlamaForCausalLM.fromPretrained(out)).toThrow(/config\.json: LlamaConfig: .*rope_scaling/);
+      expect(() => LlamaForCausalLM.fromPretrainedSync(out)).toThrow(/config\.json: LlamaConfig: .*rope_scaling/);
     } finally {
       rmSync(out, { recursive: true, force: true });
     }
@@ -147,11 +147,11 @@ describe("LlamaForCausalLM initialization", () => {
 describe("AutoModelForCausalLM.fromPretrained", () => {
   it("dispatches on config.json's model_type", () => {
     for (const name of CASES) {
-      const m = AutoModelForCausalLM.fromPretrained(join(ROOT, name));
+      const m = AutoModelForCausalLM.fromPretrainedSync(join(ROOT, name));
       expect(m).toBeInstanceOf(LlamaForCausalLM);
       m.dispose();
     }
-    const gpt2 = AutoModelForCausalLM.fromPretrained("test/fixtures/gpt2-tiny");
+    const gpt2 = AutoModelForCausalLM.fromPretrainedSync("test/fixtures/gpt2-tiny");
     expect(gpt2).toBeInstanceOf(GPT2LMHeadModel);
     gpt2.dispose();
   });
@@ -160,7 +160,7 @@ describe("AutoModelForCausalLM.fromPretrained", () => {
     const out = mkdtempSync(join(tmpdir(), "lowrank-auto-"));
     try {
       writeFileSync(join(out, "config.json"), JSON.stringify({ model_type: "bert" }));
-      expect(() => AutoModelForCausalLM.fromPretrained(out)).toThrow(/model_type "bert"; lowrank loads gpt2, llama, mistral, qwen2/);
+      expect(() => AutoModelForCausalLM.fromPretrainedSync(out)).toThrow(/model_type "bert"; lowrank loads gpt2, llama, mistral, qwen2/);
     } finally {
       rmSync(out, { recursive: true, force: true });
     }

@@ -27,7 +27,7 @@ function poison(t: Tensor, index: number, value = NaN): void {
 
 /** The adapter with one NaN in layer 1's lora_B, in a row that feeds a query (head 0): every score of that head is NaN. */
 function brokenAdapter(): PeftModel<GPT2LMHeadModel> {
-  const peft = PeftModel.fromPretrained(GPT2LMHeadModel.fromPretrained(MODEL), ADAPTER, quiet);
+  const peft = PeftModel.fromPretrainedSync(GPT2LMHeadModel.fromPretrainedSync(MODEL), ADAPTER, quiet);
   poison(peft.loraLayers.get("transformer.h.1.attn.c_attn")!.parametersOf("default")[1]!, 5 * 4);
   return peft;
 }
@@ -44,7 +44,7 @@ describe("generate() refuses NaN/Inf logits and names the broken weights", () =>
   });
 
   it("NaN in the base model's weights: names the base model and the tensor", () => {
-    const model = GPT2LMHeadModel.fromPretrained(MODEL);
+    const model = GPT2LMHeadModel.fromPretrainedSync(MODEL);
     poison(model.transformer.h.at(0)!.mlp.c_fc.weight, 10);
     poison(model.transformer.h.at(0)!.mlp.c_fc.weight, 11, Infinity);
     expect(() => generate(model, [1, 2, 3])).toThrow(/the base model is broken: transformer\.h\.0\.mlp\.c_fc\.weight \(layer 0\) holds 1 NaN and 1 Inf of its 16384 values$/);
@@ -62,7 +62,7 @@ describe("safe merge names the right cause", () => {
   });
 
   it("a broken base model: not the adapter", () => {
-    const peft = PeftModel.fromPretrained(GPT2LMHeadModel.fromPretrained(MODEL), ADAPTER, quiet);
+    const peft = PeftModel.fromPretrainedSync(GPT2LMHeadModel.fromPretrainedSync(MODEL), ADAPTER, quiet);
     poison((peft.model.getSubmodule("transformer.h.0.attn.c_attn.base_layer") as unknown as { weight: Tensor }).weight, 0);
     const err = (() => {
       try {
@@ -103,7 +103,7 @@ describe("the Trainer on a NaN loss", () => {
   };
 
   it("NaN base weights: names the base model's tensor, and does not advise a lower learning rate", async () => {
-    const base = GPT2LMHeadModel.fromPretrained(MODEL);
+    const base = GPT2LMHeadModel.fromPretrainedSync(MODEL);
     poison(base.transformer.wpe.weight, 3);
     const err = await run(getPeftModel(base, new LoraConfig({ r: 2, targetModules: ["c_attn"], fanInFanOut: true }), "default", quiet));
     expect(err).toBeInstanceOf(NonFiniteLossError);
@@ -114,7 +114,7 @@ describe("the Trainer on a NaN loss", () => {
   });
 
   it("an adapter loaded with NaN: names it, before any update", async () => {
-    const peft = PeftModel.fromPretrained(GPT2LMHeadModel.fromPretrained(MODEL), ADAPTER, { isTrainable: true, ...quiet });
+    const peft = PeftModel.fromPretrainedSync(GPT2LMHeadModel.fromPretrainedSync(MODEL), ADAPTER, { isTrainable: true, ...quiet });
     poison(peft.loraLayers.get("transformer.h.0.attn.c_attn")!.parametersOf("default")[0]!, 0);
     const err = await run(peft);
     expect((err as Error).message).toMatch(/Adapter "default" is broken: transformer\.h\.0\.attn\.c_attn\.lora_A \(layer 0\) holds 1 NaN of its 256 values, before any update of this run/);

@@ -42,7 +42,7 @@ describe("DoRA against PEFT", () => {
   });
 
   it("a DoRA adapter saved by PEFT gives PEFT's logits; merging gives its merged weight and logits; unmerging restores W", () => {
-    const peft = PeftModel.fromPretrained(loadGpt2(), join(DIR, "adapter"), quiet);
+    const peft = PeftModel.fromPretrainedSync(loadGpt2(), join(DIR, "adapter"), quiet);
     peft.eval();
     expect(relError(logitsOf(peft), T.get("logits"))).toBeLessThan(TOL);
     const w = weightOf(peft, "transformer.h.0.attn.c_attn");
@@ -58,7 +58,7 @@ describe("DoRA against PEFT", () => {
 
   it("3 AdamW steps train A, B and the magnitudes as PEFT does (the norm is a constant in backward)", () => {
     const ref = readJson<{ losses: number[]; final_loss: number; trainable_parameter_names: string[] }>(join(DIR, "reference.json"));
-    const peft = PeftModel.fromPretrained(loadGpt2(), join(DIR, "adapter"), { isTrainable: true, ...quiet });
+    const peft = PeftModel.fromPretrainedSync(loadGpt2(), join(DIR, "adapter"), { isTrainable: true, ...quiet });
     peft.eval(); // the reference ran in eval mode (no dropout)
     const trainable = peft.namedParameters().filter(([, p]) => p.requiresGrad).map(([n]) => n);
     expect(trainable).toEqual(ref.trainable_parameter_names);
@@ -87,14 +87,14 @@ describe("DoRA against PEFT", () => {
   it("saves lora_magnitude_vector under PEFT's keys, and the saved adapter loads back to the same logits", () => {
     const out = mkdtempSync(join(tmpdir(), "lowrank-dora-"));
     try {
-      const peft = PeftModel.fromPretrained(loadGpt2(), join(DIR, "adapter"), quiet);
-      peft.savePretrained(out);
+      const peft = PeftModel.fromPretrainedSync(loadGpt2(), join(DIR, "adapter"), quiet);
+      peft.savePretrainedSync(out);
       const saved = readSafetensors(join(out, "adapter_model.safetensors"));
       const original = readSafetensors(join(DIR, "adapter", "adapter_model.safetensors"));
       expect([...saved.names].sort()).toEqual([...original.names].sort());
       expect(saved.names).toContain("base_model.model.transformer.h.1.mlp.c_proj.lora_magnitude_vector");
       for (const k of original.names) expect(toTensor(saved.get(k)).dataSync(), k).toEqual(toTensor(original.get(k)).dataSync());
-      const again = PeftModel.fromPretrained(loadGpt2(), out, quiet);
+      const again = PeftModel.fromPretrainedSync(loadGpt2(), out, quiet);
       again.eval();
       expect(relError(logitsOf(again), T.get("logits"))).toBeLessThan(TOL);
       again.dispose();
@@ -106,7 +106,7 @@ describe("DoRA against PEFT", () => {
 
   it("a DoRA adapter and a plain one, both active: merging them in either order gives the unmerged output", () => {
     for (const order of [["dora", "plain"], ["plain", "dora"]]) {
-      const peft = PeftModel.fromPretrained(loadGpt2(), join(DIR, "adapter"), { adapterName: "dora", ...quiet });
+      const peft = PeftModel.fromPretrainedSync(loadGpt2(), join(DIR, "adapter"), { adapterName: "dora", ...quiet });
       peft.loadAdapter(join(PEFT_TINY, "adapter-c_attn"), "plain");
       peft.setAdapter(order);
       peft.eval();

@@ -13,7 +13,7 @@ const flat = (x: unknown): number[] => (Array.isArray(x) ? x.flatMap(flat) : [x 
 
 describe("LoRA on an Embedding", () => {
   it("loads PEFT's lora_embedding_A/B, gives PEFT's logits unmerged and merged", () => {
-    const peft = PeftModel.fromPretrained(GPT2LMHeadModel.fromPretrained("test/fixtures/gpt2-tiny"), DIR, { onWarning: () => {} });
+    const peft = PeftModel.fromPretrainedSync(GPT2LMHeadModel.fromPretrainedSync("test/fixtures/gpt2-tiny"), DIR, { onWarning: () => {} });
     peft.eval();
     expect(peft.loraLayers.get("transformer.wte")).toBeInstanceOf(LoraEmbedding);
     const run = () => noGrad(() => tidy(() => peft.forward({ inputIds: ids(ref.input_ids), attentionMask: ids(ref.attention_mask) }).logits.dataSync()));

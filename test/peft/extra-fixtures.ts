@@ -9,7 +9,7 @@ export const PEFT_TINY = "test/fixtures/peft-tiny";
 export const EXTRA = "test/fixtures/peft-extra";
 export const quiet = { onWarning: () => {} };
 
-export const loadGpt2 = () => GPT2LMHeadModel.fromPretrained(MODEL);
+export const loadGpt2 = () => GPT2LMHeadModel.fromPretrainedSync(MODEL);
 
 /** gpt2-tiny/reference.json: input_ids, attention_mask, labels_masked. */
 export const batch = JSON.parse(readFileSync(join(MODEL, "reference.json"), "utf8")) as {

@@ -54,7 +54,7 @@ describe("GPT2LMHeadModel.savePretrained, against transformers' save_pretrained"
         t.dispose();
       }
     });
-    model.savePretrained(dst);
+    model.savePretrainedSync(dst);
     model.dispose();
     expectSameBytes(join(dst, "model.safetensors"), join(TINY, "model.safetensors"));
   });
@@ -90,7 +90,7 @@ describe("PeftModel.savePretrained, against PEFT's save_pretrained", () => {
       r: 4, loraAlpha: 8, targetModules: ["c_attn"], loraDropout: 0, taskType: "CAUSAL_LM", baseModelNameOrPath: "gpt2-tiny",
       peftVersion: "0.21.0",
     });
-    const peft = getPeftModel(GPT2LMHeadModel.fromPretrained(TINY), config, "default", quiet);
+    const peft = getPeftModel(GPT2LMHeadModel.fromPretrainedSync(TINY), config, "default", quiet);
     const file = readSafetensors(join(dir, "adapter_model.safetensors"));
     const state = peft.adapterStateDict();
     expect(file.names.sort()).toEqual(Object.keys(state).sort());
@@ -101,7 +101,7 @@ describe("PeftModel.savePretrained, against PEFT's save_pretrained", () => {
         t.dispose();
       }
     });
-    peft.savePretrained(join(out, "c_attn"));
+    peft.savePretrainedSync(join(out, "c_attn"));
     peft.dispose();
     for (const f of ["adapter_model.safetensors", "adapter_config.json"]) expectSameBytes(join(out, "c_attn", f), join(dir, f));
   });
@@ -123,9 +123,9 @@ describe("PeftModel.savePretrained, against PEFT's save_pretrained", () => {
     // peft-extra/mlp is a plain nn.Linear MLP, not GPT-2: lowrank has no such model class
     if (config.base_model_name_or_path !== "gpt2-tiny") continue;
     it(`writes ${name} back byte for byte`, () => {
-      const peft = PeftModel.fromPretrained(GPT2LMHeadModel.fromPretrained(TINY), dir, quiet);
+      const peft = PeftModel.fromPretrainedSync(GPT2LMHeadModel.fromPretrainedSync(TINY), dir, quiet);
       const dst = join(out, name.replaceAll("/", "_"));
-      peft.savePretrained(dst);
+      peft.savePretrainedSync(dst);
       peft.dispose();
       for (const f of ["adapter_model.safetensors", "adapter_config.json"]) expectSameBytes(join(dst, f), join(dir, f));
     });

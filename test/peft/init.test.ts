@@ -57,7 +57,7 @@ describe("PiSSA on GPT-2's Conv1D layers", () => {
   });
 
   it("loads a PiSSA adapter saved by PEFT onto the original base: the init runs again, then A and B load (PEFT's logits)", () => {
-    const peft = PeftModel.fromPretrained(loadGpt2(), join(DIR, "adapter"), quiet);
+    const peft = PeftModel.fromPretrainedSync(loadGpt2(), join(DIR, "adapter"), quiet);
     peft.eval();
     expect(relError(logitsOf(peft), T.get("logits_reloaded"))).toBeLessThan(TOL);
     expect(relError(logitsOf(peft), T.get("logits_trained"))).toBeLessThan(TOL);
@@ -68,7 +68,7 @@ describe("PiSSA on GPT-2's Conv1D layers", () => {
 
   it("warns, as PEFT does, when a PiSSA adapter shares the model with other adapters", () => {
     const warnings: string[] = [];
-    const peft = PeftModel.fromPretrained(loadGpt2(), join(DIR, "adapter"), { onWarning: (m) => warnings.push(m) });
+    const peft = PeftModel.fromPretrainedSync(loadGpt2(), join(DIR, "adapter"), { onWarning: (m) => warnings.push(m) });
     expect(warnings.filter((w) => w.includes("changes the base weights"))).toEqual([]);
     peft.addAdapter("other", new LoraConfig({ r: 2, targetModules: ["c_fc"] }));
     expect(warnings.filter((w) => w.includes('"pissa" changes the base weights of the model'))).toHaveLength(1);

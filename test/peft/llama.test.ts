@@ -29,7 +29,7 @@ describe.each(CASES)("LoRA on Llama, %s, against PEFT", (name) => {
   const pythonKeys = readSafetensors(join(dir, "adapter_model.safetensors")).names;
 
   it("PeftModel.fromPretrained gives PEFT's logits, and merging gives merge_and_unload's", () => {
-    const peft = PeftModel.fromPretrained(LlamaForCausalLM.fromPretrained(BASE), dir, quiet);
+    const peft = PeftModel.fromPretrainedSync(LlamaForCausalLM.fromPretrainedSync(BASE), dir, quiet);
     tidy(() => {
       const { logits } = peft.forward({ inputIds: ids(ref.input_ids) });
       expect(relError(logits.dataSync(), toTensor(expected.get("logits")).dataSync())).toBeLessThan(TOL);
@@ -45,16 +45,16 @@ describe.each(CASES)("LoRA on Llama, %s, against PEFT", (name) => {
   it("getPeftModel on the same config makes PEFT's parameters and prints PEFT's trainable line", () => {
     // the config as given to PEFT (target_modules absent for "default"), not the saved one
     const config = LoraConfig.fromJSON({ peft_type: "LORA", ...ref.config }, quiet);
-    const peft = getPeftModel(LlamaForCausalLM.fromPretrained(BASE), config, "default", quiet);
+    const peft = getPeftModel(LlamaForCausalLM.fromPretrainedSync(BASE), config, "default", quiet);
     expect(Object.keys(peft.adapterStateDict()).sort()).toEqual([...pythonKeys].sort());
     expect(peft.trainableParametersLine()).toBe(ref.trainable_line);
     peft.dispose();
   });
 
   it("savePretrained writes PEFT's adapter files back byte for byte", () => {
-    const peft = PeftModel.fromPretrained(LlamaForCausalLM.fromPretrained(BASE), dir, quiet);
+    const peft = PeftModel.fromPretrainedSync(LlamaForCausalLM.fromPretrainedSync(BASE), dir, quiet);
     const dst = join(out, name);
-    peft.savePretrained(dst);
+    peft.savePretrainedSync(dst);
     peft.dispose();
     for (const f of ["adapter_model.safetensors", "adapter_config.json"]) {
       expect(readFileSync(join(dst, f)).equals(readFileSync(join(dir, f))), f).toBe(true);
@@ -69,7 +69,7 @@ describe("LoRA's default targets on qwen2 (tied embeddings) and mistral, against
   };
   it.each(Object.keys(ref.cases))("%s: PEFT's trainable parameters, target_modules and trainable line", (name) => {
     const want = ref.cases[name]!;
-    const model = LlamaForCausalLM.fromPretrained(join(FIXTURES, want.base));
+    const model = LlamaForCausalLM.fromPretrainedSync(join(FIXTURES, want.base));
     expect(model.config.modelType).toBe(want.model_type);
     const peft = getPeftModel(model, LoraConfig.fromJSON({ peft_type: "LORA", ...ref.config }, quiet), "default", quiet);
     expect(peft.trainableParameters().length).toBe(want.lora_parameters.length);

@@ -14,7 +14,7 @@ const tiny = (nEmbd = 8) => new GPT2LMHeadModel(new GPT2Config({ vocabSize: 50, 
 /** An r=2 adapter on c_attn and c_proj of the 8-wide model, saved to DIR. */
 function saveAdapter(dir: string): void {
   const peft = getPeftModel(tiny(), new LoraConfig({ r: 2, targetModules: ["c_attn", "c_proj"], fanInFanOut: true }), "default", quiet);
-  peft.savePretrained(dir);
+  peft.savePretrainedSync(dir);
   peft.dispose();
 }
 
@@ -27,7 +27,7 @@ describe("an adapter that does not fit the model", () => {
     const base = tiny();
     let message = "";
     try {
-      PeftModel.fromPretrained(base, dir, quiet);
+      PeftModel.fromPretrainedSync(base, dir, quiet);
     } catch (err) {
       message = (err as Error).message;
     }
@@ -43,7 +43,7 @@ describe("an adapter that does not fit the model", () => {
     const dir = join(tmp, "other-base");
     saveAdapter(dir);
     const base = tiny(16);
-    expect(() => PeftModel.fromPretrained(base, dir, quiet)).toThrow(
+    expect(() => PeftModel.fromPretrainedSync(base, dir, quiet)).toThrow(
       new RegExp(
         "^PeftModel: adapter .*adapter_model\\.safetensors does not fit the model \\(mis-shaped: " +
           "base_model\\.model\\.transformer\\.h\\.0\\.attn\\.c_attn\\.lora_A\\.weight: expected \\[2, 16\\], found \\[2, 8\\], " +

@@ -15,7 +15,7 @@ const MODEL = "test/fixtures/gpt2-tiny";
 const FIX = "test/fixtures/peft-tiny";
 const ids = (rows: number[][]) => tensor(Int32Array.from(rows.flat()), { shape: [rows.length, rows[0]!.length] });
 const flat = (x: unknown): number[] => (Array.isArray(x) ? x.flatMap(flat) : [x as number]);
-const load = () => GPT2LMHeadModel.fromPretrained(MODEL);
+const load = () => GPT2LMHeadModel.fromPretrainedSync(MODEL);
 const quiet = { onWarning: () => {} };
 // float32 against float32 with different summation orders: ~1e-6; the bar is 1e-4 relative.
 const TOL = 1e-4;
@@ -28,7 +28,7 @@ describe("adapters saved by PEFT", () => {
   for (const name of ["adapter-c_attn", "adapter-rslora", "adapter-all-linear", "adapter-patterns"]) {
     it(`${name}: same logits, parameter line, merged logits`, () => {
       const ref = JSON.parse(readFileSync(join(FIX, name, "reference.json"), "utf8"));
-      const peft = PeftModel.fromPretrained(load(), join(FIX, name), { isTrainable: true, ...quiet });
+      const peft = PeftModel.fromPretrainedSync(load(), join(FIX, name), { isTrainable: true, ...quiet });
       peft.eval();
       expect(relError(logitsOf(peft, ref), flat(ref.logits_mask))).toBeLessThan(TOL);
       expect(peft.trainableParametersLine()).toBe(ref.print_trainable_parameters);
@@ -45,7 +45,7 @@ describe("adapters saved by PEFT", () => {
   }
 
   it("merge_and_unload writes W + s·(B·A)ᵀ into GPT-2's Conv1D weight, as PEFT does", () => {
-    const peft = PeftModel.fromPretrained(load(), join(FIX, "adapter-c_attn"), quiet);
+    const peft = PeftModel.fromPretrainedSync(load(), join(FIX, "adapter-c_attn"), quiet);
     const merged = peft.mergeAndUnload();
     const want = readSafetensors(join(FIX, "adapter-c_attn", "merged_weights.safetensors"));
     const got = merged.getSubmodule("transformer.h.0.attn.c_attn") as unknown as { weight: Tensor };
@@ -55,7 +55,7 @@ describe("adapters saved by PEFT", () => {
 
   it("two adapters: default at the root, the other in <dir>/second; both active sum", () => {
     const ref = JSON.parse(readFileSync(join(FIX, "adapter-two", "reference.json"), "utf8"));
-    const peft = PeftModel.fromPretrained(load(), join(FIX, "adapter-two"), quiet);
+    const peft = PeftModel.fromPretrainedSync(load(), join(FIX, "adapter-two"), quiet);
     peft.loadAdapter(join(FIX, "adapter-two", "second"), "second");
     peft.eval();
     const input = JSON.parse(readFileSync(join(FIX, "adapter-c_attn", "reference.json"), "utf8"));
@@ -72,7 +72,7 @@ describe("training matches PEFT + torch.optim.AdamW", () => {
   it("5 AdamW steps on adapter-c_attn give PEFT's losses and final adapter", () => {
     const ref = JSON.parse(readFileSync(join(FIX, "train-c_attn", "reference.json"), "utf8"));
     const batch = JSON.parse(readFileSync(join(MODEL, "reference.json"), "utf8"));
-    const peft = PeftModel.fromPretrained(load(), join(FIX, "adapter-c_attn"), { isTrainable: true, ...quiet });
+    const peft = PeftModel.fromPretrainedSync(load(), join(FIX, "adapter-c_attn"), { isTrainable: true, ...quiet });
     peft.eval(); // the reference ran in eval mode (no dropout)
     const opt = new AdamW(peft.trainableParameters(), { lr: 1e-2, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0.01 });
     const losses: number[] = [], gradNorms: number[] = [];
@@ -133,7 +133,7 @@ describe("PeftModel", () => {
   });
 
   it("merged and unmerged outputs agree; unmerge restores the base weights exactly enough", () => {
-    const peft = PeftModel.fromPretrained(load(), join(FIX, "adapter-rslora"), quiet);
+    const peft = PeftModel.fromPretrainedSync(load(), join(FIX, "adapter-rslora"), quiet);
     peft.eval();
     const ref = JSON.parse(readFileSync(join(FIX, "adapter-rslora", "reference.json"), "utf8"));
     const before = peft.model.stateDict();
@@ -154,7 +154,7 @@ describe("PeftModel", () => {
   });
 
   it("safe merge refuses a NaN adapter and leaves the model untouched; deleteAdapter refuses while merged", () => {
-    const peft = PeftModel.fromPretrained(load(), join(FIX, "adapter-c_attn"), quiet);
+    const peft = PeftModel.fromPretrainedSync(load(), join(FIX, "adapter-c_attn"), quiet);
     const w = (peft.model.getSubmodule("transformer.h.1.attn.c_attn.base_layer") as unknown as { weight: Tensor }).weight;
     const w0 = Array.from(w.dataSync());
     const B = peft.loraLayers.get("transformer.h.1.attn.c_attn")!.parametersOf("default")[1]!;
@@ -179,8 +179,8 @@ describe("PeftModel", () => {
   it("savePretrained writes PEFT's files, and they load back to the same adapter", () => {
     const out = mkdtempSync(join(tmpdir(), "lowrank-adapter-"));
     try {
-      const peft = PeftModel.fromPretrained(load(), join(FIX, "adapter-c_attn"), { isTrainable: true, ...quiet });
-      peft.savePretrained(out);
+      const peft = PeftModel.fromPretrainedSync(load(), join(FIX, "adapter-c_attn"), { isTrainable: true, ...quiet });
+      peft.savePretrainedSync(out);
       const saved = readSafetensors(join(out, "adapter_model.safetensors"));
       const original = readSafetensors(join(FIX, "adapter-c_attn", "adapter_model.safetensors"));
       expect(saved.names.sort()).toEqual(original.names.sort());
@@ -188,7 +188,7 @@ describe("PeftModel", () => {
       for (const k of original.names) expect(toTensor(saved.get(k)).dataSync()).toEqual(toTensor(original.get(k)).dataSync());
       const config = JSON.parse(readFileSync(join(out, "adapter_config.json"), "utf8"));
       expect(config).toMatchObject({ peft_type: "LORA", r: 4, lora_alpha: 8, fan_in_fan_out: true, inference_mode: true });
-      const again = PeftModel.fromPretrained(load(), out, quiet);
+      const again = PeftModel.fromPretrainedSync(load(), out, quiet);
       expect(again.adapterStateDict()["base_model.model.transformer.h.1.attn.c_attn.lora_B.weight"]!.dataSync()).toEqual(
         peft.adapterStateDict()["base_model.model.transformer.h.1.attn.c_attn.lora_B.weight"]!.dataSync(),
       );
@@ -200,7 +200,7 @@ describe("PeftModel", () => {
   });
 
   it("fromPretrained is in inference (eval) mode unless isTrainable, as PEFT's from_pretrained and load_adapter", () => {
-    const frozen = PeftModel.fromPretrained(load(), join(FIX, "adapter-c_attn"), quiet);
+    const frozen = PeftModel.fromPretrainedSync(load(), join(FIX, "adapter-c_attn"), quiet);
     expect(frozen.modules().filter((m) => m.training)).toEqual([]);
     expect(frozen.trainableParameters()).toEqual([]);
     frozen.train();
@@ -208,7 +208,7 @@ describe("PeftModel", () => {
     expect(frozen.modules().filter((m) => m.training)).toEqual([]);
     frozen.dispose();
     // isTrainable leaves the modes alone: the base loads in eval mode, the new LoRA layers train (as in PyTorch)
-    const trainable = PeftModel.fromPretrained(load(), join(FIX, "adapter-c_attn"), { isTrainable: true, ...quiet });
+    const trainable = PeftModel.fromPretrainedSync(load(), join(FIX, "adapter-c_attn"), { isTrainable: true, ...quiet });
     expect(trainable.model.transformer.h.at(0)!.attn.c_proj.training).toBe(false);
     expect(trainable.loraLayers.get("transformer.h.0.attn.c_attn")!.training).toBe(true);
     trainable.dispose();
@@ -225,7 +225,7 @@ describe("PeftModel", () => {
       entries[key] = { name: key, ...noGrad(() => tidy(() => fromTensor(toTensor(file.get(key)).to("cpu", "int32")))) };
       writeSafetensors(join(out, "adapter_model.safetensors"), entries);
       const model = load();
-      expect(() => PeftModel.fromPretrained(model, out, quiet)).toThrow(/"base_model\.model\.transformer\.h\.0\.attn\.c_attn\.lora_B\.weight" \[192, 4\] is stored as I32 where float32 values are expected/);
+      expect(() => PeftModel.fromPretrainedSync(model, out, quiet)).toThrow(/"base_model\.model\.transformer\.h\.0\.attn\.c_attn\.lora_B\.weight" \[192, 4\] is stored as I32 where float32 values are expected/);
       model.dispose();
     } finally {
       rmSync(out, { recursive: true, force: true });
@@ -234,7 +234,7 @@ describe("PeftModel", () => {
 
   it("explains bad adapters: missing folder, wrong model, unknown target", () => {
     const model = load();
-    expect(() => PeftModel.fromPretrained(model, "/nonexistent/adapter")).toThrow(/adapter directory \/nonexistent\/adapter does not exist/);
+    expect(() => PeftModel.fromPretrainedSync(model, "/nonexistent/adapter")).toThrow(/adapter directory \/nonexistent\/adapter does not exist/);
     expect(() => getPeftModel(model, new LoraConfig({ targetModules: ["q_proj"] }), "default", quiet)).toThrow(/q_proj/);
     model.dispose();
   });

@@ -29,7 +29,7 @@ describe("modulesToSave against PEFT", () => {
   });
 
   it("loads PEFT's adapter (LoRA + ln_f copy): PEFT's logits; disabled gives the base model", () => {
-    const peft = PeftModel.fromPretrained(loadGpt2(), join(DIR, "adapter"), quiet);
+    const peft = PeftModel.fromPretrainedSync(loadGpt2(), join(DIR, "adapter"), quiet);
     peft.eval();
     expect(relError(logitsOf(peft), T.get("logits"))).toBeLessThan(TOL);
     expect(relError(peft.disableAdapter(() => logitsOf(peft)), T.get("logits_disabled"))).toBeLessThan(TOL);
@@ -43,13 +43,13 @@ describe("modulesToSave against PEFT", () => {
   it("saves the copy under the module's own keys, as PEFT, and they load back", () => {
     const out = mkdtempSync(join(tmpdir(), "lowrank-mts-"));
     try {
-      const peft = PeftModel.fromPretrained(loadGpt2(), join(DIR, "adapter"), quiet);
-      peft.savePretrained(out);
+      const peft = PeftModel.fromPretrainedSync(loadGpt2(), join(DIR, "adapter"), quiet);
+      peft.savePretrainedSync(out);
       const saved = readSafetensors(join(out, "adapter_model.safetensors"));
       const original = readSafetensors(join(DIR, "adapter", "adapter_model.safetensors"));
       expect([...saved.names].sort()).toEqual(Object.keys(ref.saved_tensors).sort());
       for (const k of original.names) expect(toTensor(saved.get(k)).dataSync(), k).toEqual(toTensor(original.get(k)).dataSync());
-      const again = PeftModel.fromPretrained(loadGpt2(), out, quiet);
+      const again = PeftModel.fromPretrainedSync(loadGpt2(), out, quiet);
       again.eval();
       expect(relError(logitsOf(again), T.get("logits"))).toBeLessThan(TOL);
       again.dispose();
@@ -60,20 +60,20 @@ describe("modulesToSave against PEFT", () => {
   });
 
   it("mergeAndUnload and unload both leave the trained copy in ln_f's place (PEFT's logits)", () => {
-    const merged = PeftModel.fromPretrained(loadGpt2(), join(DIR, "adapter"), quiet).mergeAndUnload();
+    const merged = PeftModel.fromPretrainedSync(loadGpt2(), join(DIR, "adapter"), quiet).mergeAndUnload();
     merged.eval();
     expect(merged.transformer.ln_f).toBeInstanceOf(LayerNorm);
     expect(merged.namedParameters().map(([n]) => n)).toContain("transformer.ln_f.weight");
     expect(relError(logitsOf(merged), T.get("logits_merged_and_unloaded"))).toBeLessThan(TOL);
     merged.dispose();
-    const unloaded = PeftModel.fromPretrained(loadGpt2(), join(DIR, "adapter"), quiet).unload();
+    const unloaded = PeftModel.fromPretrainedSync(loadGpt2(), join(DIR, "adapter"), quiet).unload();
     unloaded.eval();
     expect(relError(logitsOf(unloaded), T.get("logits_unloaded"))).toBeLessThan(TOL);
     unloaded.dispose();
   });
 
   it("training updates the copy and leaves the original ln_f alone", () => {
-    const peft = PeftModel.fromPretrained(loadGpt2(), join(DIR, "adapter"), { isTrainable: true, ...quiet });
+    const peft = PeftModel.fromPretrainedSync(loadGpt2(), join(DIR, "adapter"), { isTrainable: true, ...quiet });
     const wrapper = peft.modulesToSave.get("transformer.ln_f")!;
     const original = Float32Array.from((wrapper.original_module as LayerNorm).weight!.dataSync());
     const copy = Float32Array.from((wrapper.current as LayerNorm).weight!.dataSync());
@@ -87,7 +87,7 @@ describe("modulesToSave against PEFT", () => {
   });
 
   it("a second adapter gets its own copy; an adapter without one runs the original; two copies cannot be active together", () => {
-    const peft = PeftModel.fromPretrained(loadGpt2(), join(DIR, "adapter"), quiet);
+    const peft = PeftModel.fromPretrainedSync(loadGpt2(), join(DIR, "adapter"), quiet);
     peft.loadAdapter(join(PEFT_TINY, "adapter-c_attn"), "plain"); // no modules_to_save
     peft.addAdapter("other", config());
     const wrapper = peft.modulesToSave.get("transformer.ln_f")!;

@@ -26,7 +26,7 @@ const ref = readJson<{ cases: Record<string, Case>; existing_name_left_unchanged
 
 /** The three source adapters, as the fixture loaded them. */
 function threeAdapters(onWarning: (m: string) => void = () => {}): PeftModel<GPT2LMHeadModel> {
-  const peft = PeftModel.fromPretrained(loadGpt2(), join(PEFT_TINY, "adapter-c_attn"), { adapterName: "a", onWarning });
+  const peft = PeftModel.fromPretrainedSync(loadGpt2(), join(PEFT_TINY, "adapter-c_attn"), { adapterName: "a", onWarning });
   peft.loadAdapter(join(DIR, "adapter-b"), "b");
   peft.loadAdapter(join(DIR, "adapter-c"), "c");
   peft.eval();
@@ -168,10 +168,10 @@ describe("addWeightedAdapter against PEFT", () => {
     try {
       const peft = threeAdapters();
       add(peft, "svd", ref.cases.svd!);
-      peft.savePretrained(out, { adapterNames: ["svd"] });
+      peft.savePretrainedSync(out, { adapterNames: ["svd"] });
       const config = JSON.parse(readFileSync(join(out, "svd", "adapter_config.json"), "utf8"));
       expect(config).toMatchObject({ r: 4, lora_alpha: 4, peft_type: "LORA" });
-      const again = PeftModel.fromPretrained(loadGpt2(), join(out, "svd"), quiet);
+      const again = PeftModel.fromPretrainedSync(loadGpt2(), join(out, "svd"), quiet);
       again.eval();
       expect(relError(logitsOf(again), T.get("logits.svd"))).toBeLessThan(TOL);
       again.dispose();

@@ -37,7 +37,7 @@ describe("fineTune", () => {
       expect(readFileSync(join(out, "metrics.jsonl"), "utf8").trimEnd().split("\n")).toHaveLength(4);
       expect(existsSync(join(out, "checkpoints", "step-4", "trainer_state.json"))).toBe(true);
       expect(result.model.trainableParametersLine()).toMatch(/^trainable params: [\d,]+/);
-      const loaded = PeftModel.fromPretrained(GPT2LMHeadModel.fromPretrained(model), out);
+      const loaded = PeftModel.fromPretrainedSync(GPT2LMHeadModel.fromPretrainedSync(model), out);
       expect(loaded.peftConfig.get("default")!.r).toBe(2);
       loaded.dispose();
     } finally {

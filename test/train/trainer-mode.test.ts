@@ -17,7 +17,7 @@ const examples: TokenizedExample[] = Array.from({ length: 8 }, (_, i) => {
 describe("Trainer and module modes", () => {
   it("trains an eval-mode model in train mode and returns it in eval mode", async () => {
     const generator = new Generator(1);
-    const base = GPT2LMHeadModel.fromPretrained("test/fixtures/gpt2-tiny", { generator });
+    const base = GPT2LMHeadModel.fromPretrainedSync("test/fixtures/gpt2-tiny", { generator });
     const model = getPeftModel(base, new LoraConfig({ r: 2, loraDropout: 0.1, targetModules: ["c_attn"], fanInFanOut: true }), "default", { generator, onWarning: () => {} });
     model.eval();
     const trainer = new Trainer({

@@ -40,7 +40,7 @@ const tokenizer = { eosTokenId: EOS };
 /** A fresh LoRA model and trainer options, everything seeded from `seed` as the CLI does. */
 function setup(seed: number, extra: Partial<TrainerOptions> = {}) {
   const generator = new Generator(seed);
-  const base = GPT2LMHeadModel.fromPretrained(MODEL, { generator });
+  const base = GPT2LMHeadModel.fromPretrainedSync(MODEL, { generator });
   const model = getPeftModel(base, new LoraConfig({ r: 4, loraAlpha: 8, loraDropout: 0.1, targetModules: ["c_attn", "c_proj"], fanInFanOut: true }), "default", { generator });
   const options: TrainerOptions = {
     model,
@@ -120,7 +120,7 @@ describe("Trainer", () => {
     copyFileSync(join(MODEL, "model.safetensors"), join(dir, "model.safetensors"));
     const curve = async (batchSize: number, gradAccum: number) => {
       const generator = new Generator(5);
-      const model = getPeftModel(GPT2LMHeadModel.fromPretrained(dir, { generator }), new LoraConfig({ r: 4, targetModules: ["c_attn"], fanInFanOut: true }), "default", { generator });
+      const model = getPeftModel(GPT2LMHeadModel.fromPretrainedSync(dir, { generator }), new LoraConfig({ r: 4, targetModules: ["c_attn"], fanInFanOut: true }), "default", { generator });
       const trainer = new Trainer({
         model, trainData: new DataLoader(TRAIN, { batchSize, tokenizer, seed: 5 }), maxSteps: 8, gradAccum, lr: 1e-2, progress: { quiet: true },
       });
@@ -157,7 +157,7 @@ describe("Trainer", () => {
     expect(ckpt.optimizerMeta.optimizer).toBe("AdamW");
     expect(ckpt.optimizerTensors.names).toHaveLength(2 * model.trainableParameters().length);
     // the adapter in the checkpoint loads with PeftModel.fromPretrained and equals the trained one
-    const loaded = PeftModel.fromPretrained(GPT2LMHeadModel.fromPretrained(MODEL), join(dir, "step-25"));
+    const loaded = PeftModel.fromPretrainedSync(GPT2LMHeadModel.fromPretrainedSync(MODEL), join(dir, "step-25"));
     const want = model.adapterStateDict(), got = loaded.adapterStateDict();
     for (const key of Object.keys(want)) expect(got[key]!.dataSync(), key).toEqual(want[key]!.dataSync());
     loaded.dispose();

@@ -1,11 +1,7 @@
 // Hugging Face checkpoints for GPT-2: config.json + model.safetensors (or shards listed in
 // model.safetensors.index.json), keys with or without the "transformer." prefix, F32/F16/BF16.
-import { mkdirSync } from "node:fs";
-import { join } from "node:path";
-import { writeJsonAtomic } from "../../io/atomic.js";
-import { writeSafetensors } from "../../io/safetensors.js";
 import type { Module } from "../../nn/module.js";
-import { loadCheckpoint, type LoadOptions } from "../checkpoint.js";
+import type { CheckpointFamily } from "../checkpoint.js";
 import { GPT2Config } from "./config.js";
 
 export { readCheckpointFile, type LoadOptions } from "../checkpoint.js";
@@ -21,23 +17,16 @@ export function checkpointParamName(key: string): string | null {
 }
 
 /**
- * Loads a GPT-2 checkpoint directory in Hugging Face layout, in eval mode (as transformers does),
- * into the model `create` builds for its config (GPT2LMHeadModel.fromPretrained passes its
- * constructor; this file does not import the model, which imports it).
+ * How GPT-2 checkpoints load (for loadCheckpoint and loadCheckpointAsync), into the model `create`
+ * builds for its config (GPT2LMHeadModel.fromPretrained passes its constructor; this file does not
+ * import the model, which imports it).
  */
-export function loadGPT2<M extends Module>(dir: string, opts: LoadOptions, create: (config: GPT2Config) => M): M {
-  return loadCheckpoint(dir, opts, {
+export function gpt2Checkpoint<M extends Module>(create: (config: GPT2Config) => M): CheckpointFamily<GPT2Config, M> {
+  return {
     what: "GPT2LMHeadModel.fromPretrained",
     family: "GPT-2",
     parseConfig: (json) => GPT2Config.fromHF(json),
     paramName: () => checkpointParamName,
     create,
-  });
-}
-
-/** Writes config.json and model.safetensors (transformers' key names, lm_head left tied) atomically. */
-export function saveGPT2(model: Module & { readonly config: GPT2Config }, dir: string): void {
-  mkdirSync(dir, { recursive: true });
-  writeJsonAtomic(join(dir, "config.json"), model.config.toHF());
-  writeSafetensors(join(dir, "model.safetensors"), Object.fromEntries(model.namedParameters()), { format: "pt" });
+  };
 }

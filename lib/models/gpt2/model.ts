@@ -12,7 +12,8 @@ import { arange, full } from "../../tensor/creation.js";
 import type { DeviceLike } from "../../tensor/device.js";
 import type { Generator } from "../../tensor/random.js";
 import { formatShape, type Tensor } from "../../tensor/tensor.js";
-import { loadGPT2, saveGPT2, type LoadOptions } from "./checkpoint.js";
+import { gpt2Checkpoint } from "./checkpoint.js";
+import { loadCheckpoint, loadCheckpointAsync, saveCheckpoint, saveCheckpointAsync, type CheckpointFamily, type LoadOptions } from "../checkpoint.js";
 import type { GPT2Config } from "./config.js";
 import type { GenerationSpec, KVCache } from "../kvcache.js";
 import { checkWeightsFit } from "../size.js";
@@ -191,15 +192,34 @@ export class GPT2LMHeadModel extends Module {
    * Loads a checkpoint directory in Hugging Face layout (config.json + safetensors), or a model
    * name already in the local Hugging Face cache ("openai-community/gpt2"), in eval mode
    * (dropout off) as transformers' from_pretrained returns it: call train() to train in full; the
-   * Trainer switches modes itself.
+   * Trainer switches modes itself. The weights are read off the main thread (fs/promises), and the
+   * event loop runs between the tensors' conversions; fromPretrainedSync blocks instead.
    */
-  static fromPretrained(nameOrPath: string, opts: LoadOptions = {}): GPT2LMHeadModel {
-    return loadGPT2(nameOrPath, opts, (config) => new GPT2LMHeadModel(config, { device: opts.device, generator: opts.generator, initialize: false }));
+  static fromPretrained(nameOrPath: string, opts: LoadOptions = {}): Promise<GPT2LMHeadModel> {
+    return loadCheckpointAsync(nameOrPath, opts, GPT2LMHeadModel.checkpoint(opts));
   }
 
-  /** Writes config.json + model.safetensors that transformers loads. */
-  savePretrained(dir: string): void {
-    saveGPT2(this, dir);
+  /** fromPretrained, blocking the thread until the model is loaded. */
+  static fromPretrainedSync(nameOrPath: string, opts: LoadOptions = {}): GPT2LMHeadModel {
+    return loadCheckpoint(nameOrPath, opts, GPT2LMHeadModel.checkpoint(opts));
+  }
+
+  private static checkpoint(opts: LoadOptions): CheckpointFamily<GPT2Config, GPT2LMHeadModel> {
+    return gpt2Checkpoint((config) => new GPT2LMHeadModel(config, { device: opts.device, generator: opts.generator, initialize: false }));
+  }
+
+  /**
+   * Writes config.json + model.safetensors that transformers loads, each to a temporary file
+   * renamed into place. The weights are copied to the host when it is called; the disk writes run
+   * off the main thread. savePretrainedSync blocks instead.
+   */
+  savePretrained(dir: string): Promise<void> {
+    return saveCheckpointAsync(this, dir);
+  }
+
+  /** savePretrained, blocking the thread until both files are written. */
+  savePretrainedSync(dir: string): void {
+    saveCheckpoint(this, dir);
   }
 
   /** What generate() needs: the cache's layers, the learned positions' limit and the config's EOS id. */

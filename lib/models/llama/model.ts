@@ -10,7 +10,7 @@ import { expand } from "../../ops/shape.js";
 import { Embedding, Linear, RMSNorm } from "../../nn/layers.js";
 import { Module, ModuleList } from "../../nn/module.js";
 import { formatShape, type Tensor } from "../../tensor/tensor.js";
-import { loadCheckpoint, type LoadOptions } from "../checkpoint.js";
+import { loadCheckpoint, loadCheckpointAsync, saveCheckpoint, saveCheckpointAsync, type CheckpointFamily, type LoadOptions } from "../checkpoint.js";
 import { causalLMLoss, type CausalLMOutput, type ModelOptions } from "../gpt2/model.js";
 import type { GenerationSpec, KVCache } from "../kvcache.js";
 import { LlamaConfig } from "./config.js";
@@ -165,16 +165,40 @@ export class LlamaForCausalLM extends Module {
   /**
    * Loads a checkpoint folder in Hugging Face layout (config.json + model.safetensors or its
    * shards) of model_type llama, mistral or qwen2, or such a model's Hugging Face name already in
-   * the local Hugging Face cache, in eval mode as transformers returns it.
+   * the local Hugging Face cache, in eval mode as transformers returns it. The weights are read off
+   * the main thread (fs/promises); fromPretrainedSync blocks instead.
    */
-  static fromPretrained(nameOrPath: string, opts: LoadOptions = {}): LlamaForCausalLM {
-    return loadCheckpoint(nameOrPath, opts, {
+  static fromPretrained(nameOrPath: string, opts: LoadOptions = {}): Promise<LlamaForCausalLM> {
+    return loadCheckpointAsync(nameOrPath, opts, LlamaForCausalLM.checkpoint(opts));
+  }
+
+  /** fromPretrained, blocking the thread until the model is loaded. */
+  static fromPretrainedSync(nameOrPath: string, opts: LoadOptions = {}): LlamaForCausalLM {
+    return loadCheckpoint(nameOrPath, opts, LlamaForCausalLM.checkpoint(opts));
+  }
+
+  private static checkpoint(opts: LoadOptions): CheckpointFamily<LlamaConfig, LlamaForCausalLM> {
+    return {
       what: "LlamaForCausalLM.fromPretrained",
       family: "Llama-family",
       parseConfig: (json) => LlamaConfig.fromHF(json),
       paramName: (config) => (key) => llamaParamName(config, key),
       create: (config) => new LlamaForCausalLM(config, { device: opts.device, generator: opts.generator, initialize: false }),
-    });
+    };
+  }
+
+  /**
+   * Writes config.json + model.safetensors as transformers' save_pretrained does, each to a
+   * temporary file renamed into place; the disk writes run off the main thread. savePretrainedSync
+   * blocks instead.
+   */
+  savePretrained(dir: string): Promise<void> {
+    return saveCheckpointAsync(this, dir);
+  }
+
+  /** savePretrained, blocking the thread until both files are written. */
+  savePretrainedSync(dir: string): void {
+    saveCheckpoint(this, dir);
   }
 
   /**
