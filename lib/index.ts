@@ -54,7 +54,10 @@ export { LlamaConfig, LLAMA_MODEL_TYPES, type LlamaConfigInit, type LlamaModelTy
 export { LlamaForCausalLM, LlamaModel, LlamaDecoderLayer, LlamaAttention, LlamaMLP, type LlamaInput } from "./models/llama/model.js";
 export { AutoModelForCausalLM, AUTO_MODEL_TYPES, type CausalLM } from "./models/auto.js";
 export type { LoadOptions } from "./models/checkpoint.js";
-export { generate, sampleToken, type GenerateOptions, type GenerationModel } from "./models/generate.js";
+export {
+  generate, generateText, streamText, sampleToken, type GenerateOptions, type GenerationModel, type StopReason, type TextGenerationResult, type TextTokenizer,
+} from "./models/generate.js";
+export { TextStreamer, type TokenDecoder } from "./models/streamer.js";
 export { KVCache, type CausalDecoder, type GenerationSpec, type LayerCache } from "./models/kvcache.js";
 
 // ---- peft: LoRA adapters in PEFT's format ----

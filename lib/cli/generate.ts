@@ -3,7 +3,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import type { Command } from "commander";
-import { generate } from "../models/generate.js";
+import { generateText, streamText } from "../models/generate.js";
 import type { GPT2LMHeadModel } from "../models/gpt2/model.js";
 import type { GPT2Tokenizer } from "../models/tokenizer.js";
 import { PeftModel } from "../peft/model.js";
@@ -56,37 +56,6 @@ Example (the model bundled with lowrank, and an adapter from lowrank train --out
     .action(runAction("generate", (flags: GenerateFlags) => run(flags)));
 }
 
-/**
- * Writes the text of token ids as they arrive. A token can end inside a multi-byte character
- * (byte-level BPE), which decodes to U+FFFD until the next token completes it, so a trailing
- * U+FFFD is held back until then (or until end()).
- */
-export class TextStreamer {
-  private readonly ids: number[] = [];
-  private written = "";
-
-  constructor(
-    private readonly tokenizer: Pick<GPT2Tokenizer, "decode">,
-    private readonly write: (text: string) => void,
-  ) {}
-
-  push(id: number): void {
-    this.ids.push(id);
-    this.flush(false);
-  }
-
-  end(): void {
-    this.flush(true);
-  }
-
-  private flush(final: boolean): void {
-    const decoded = this.tokenizer.decode(this.ids, { skipSpecialTokens: true });
-    const ready = final ? decoded : decoded.replace(/\uFFFD+$/, "");
-    if (ready.length > this.written.length) this.write(ready.slice(this.written.length));
-    this.written = ready;
-  }
-}
-
 /** --template, or the model folder's template.txt (announced on stderr: stdout is the generated text), or none. */
 function templateFlag(flags: GenerateFlags): string {
   if (flags.template !== undefined) return flags.template;
@@ -130,25 +99,19 @@ async function run(flags: GenerateFlags): Promise<void> {
     );
   }
 
-  // --json: no streaming; the whole result once generation ends
-  const stream = flags.json ? null : new TextStreamer(tokenizer, (text) => process.stdout.write(text));
+  const options = {
+    maxNewTokens: flags.maxNewTokens, temperature: flags.temperature, topK: flags.topK, topP: flags.topP,
+    eosTokenId: tokenizer.eosTokenId, generator: new Generator(flags.seed),
+  };
   try {
-    const tokenIds = generate(model, ids, {
-      maxNewTokens: flags.maxNewTokens, temperature: flags.temperature, topK: flags.topK, topP: flags.topP,
-      eosTokenId: tokenizer.eosTokenId, generator: new Generator(flags.seed),
-      onToken: stream ? (id) => stream.push(id) : undefined,
-    });
-    if (stream) {
-      stream.end();
+    if (!flags.json) {
+      for await (const chunk of streamText(model, tokenizer, ids, options)) process.stdout.write(chunk);
       process.stdout.write("\n");
       return;
     }
-    // generate() stops at the end-of-text token, after --max-new-tokens, or when the model's n_positions are used up
-    const stopReason = tokenIds.at(-1) === tokenizer.eosTokenId ? "eos" : tokenIds.length === flags.maxNewTokens ? "max-new-tokens" : "context-full";
-    const output = {
-      prompt: flags.prompt, input: flags.input ?? null, promptText: text, promptTokenIds: ids,
-      text: tokenizer.decode(tokenIds, { skipSpecialTokens: true }), tokenIds, stopReason,
-    };
+    // --json: no streaming; the whole result once generation ends
+    const { text: generated, tokenIds, stopReason } = await generateText(model, tokenizer, ids, options);
+    const output = { prompt: flags.prompt, input: flags.input ?? null, promptText: text, promptTokenIds: ids, text: generated, tokenIds, stopReason };
     console.log(JSON.stringify(output, null, 2));
   } finally {
     model.dispose();

@@ -1,13 +1,16 @@
 // Autoregressive decoding: greedy, temperature, top-k and top-p sampling, stop at any EOS id.
 // Model-independent: GPT-2 and the Llama family implement CausalDecoder (lib/models/kvcache.ts).
 // With the KV cache each new token runs the model on one position; without it the whole prefix
-// is recomputed every step (kept for checking the cache).
+// is recomputed every step (kept for checking the cache). On text: generateText and streamText
+// encode the prompt, decode as they go (TextStreamer) and yield to the event loop between tokens.
+import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import { noGrad } from "../tensor/tensor.js";
 import { rand, tensor } from "../tensor/creation.js";
-import { defaultGenerator, type Generator } from "../tensor/random.js";
+import { defaultGenerator, type Generator as RandomGenerator } from "../tensor/random.js";
 import { tidy } from "../tensor/scope.js";
 import { KVCache, type CausalDecoder } from "./kvcache.js";
 import { describeNonFiniteWeights } from "./gpt2/nonfinite.js";
+import { TextStreamer, type TokenDecoder } from "./streamer.js";
 
 export interface GenerateOptions {
   maxNewTokens?: number;
@@ -21,10 +24,19 @@ export interface GenerateOptions {
   eosTokenId?: number | readonly number[] | null;
   useCache?: boolean;
   /** Random stream for sampling. */
-  generator?: Generator;
+  generator?: RandomGenerator;
   /** Called with each new token as it is produced. */
   onToken?: (id: number) => void;
+  /**
+   * Aborting it ends the generation before the next token: generate returns the tokens so far,
+   * streamText's iterator ends, generateText resolves with stopReason "aborted". The KV cache is
+   * freed either way.
+   */
+  signal?: AbortSignal;
 }
+
+/** Why a generation ended. */
+export type StopReason = "eos" | "max-new-tokens" | "context-full" | "aborted";
 
 /** Picks the next token from one row of logits. */
 export function sampleToken(logits: Float32Array, opts: GenerateOptions, uniform: () => number): number {
@@ -66,8 +78,13 @@ function isDecoder(m: unknown): m is CausalDecoder {
   return typeof (m as CausalDecoder | null)?.generationSpec === "function";
 }
 
-/** Extends `prompt` (token ids) by up to maxNewTokens tokens; returns only the new ones. */
-export function generate(wrapped: GenerationModel, prompt: readonly number[], opts: GenerateOptions = {}): number[] {
+/**
+ * The decoding loop, one new token per iteration; its return value says why it ended. Leaving it
+ * early (return() on the generator, as a for...of break does) frees the cache and restores the
+ * model's mode, as finishing does. Autograd is off per token, not across yields: other code runs
+ * between tokens when streaming.
+ */
+function* decodeTokens(wrapped: GenerationModel, prompt: readonly number[], opts: GenerateOptions): Generator<number, StopReason> {
   // A decoder is checked first: LlamaForCausalLM has a `.model` too (its LlamaModel).
   const model = isDecoder(wrapped) ? wrapped : wrapped?.model;
   if (!isDecoder(model)) {
@@ -83,32 +100,97 @@ export function generate(wrapped: GenerationModel, prompt: readonly number[], op
   const useCache = opts.useCache ?? true;
   const cache = useCache ? new KVCache(spec.numLayers) : null;
   const tokens = [...prompt];
-  const out: number[] = [];
   const wasTraining = model.training;
   model.eval();
   try {
-    noGrad(() => {
-      for (let step = 0; step < maxNew && tokens.length < spec.maxPositions; step++) {
-        const feed = cache && cache.length > 0 ? tokens.slice(cache.length) : tokens;
-        const last = tidy(() => {
-          const ids = tensor(Int32Array.from(feed), { shape: [1, feed.length], device: spec.device });
-          const { logits } = model.forward({ inputIds: ids, cache });
-          return logits.slice(1, feed.length - 1).reshape(-1).to("cpu").dataSync() as Float32Array;
-        });
-        // A NaN logit would be sampled as if it were a number (argmax skips it): refuse, naming the broken weights.
-        if (!last.every(Number.isFinite)) {
-          throw new Error(`generate: the logits for new token ${step + 1} hold NaN or Inf, so there is nothing to sample from: ${describeNonFiniteWeights(model)}`);
-        }
-        const next = sampleToken(last, opts, uniform);
-        tokens.push(next);
-        out.push(next);
-        opts.onToken?.(next);
-        if (eos.has(next)) break;
+    for (let step = 0; step < maxNew; step++) {
+      if (opts.signal?.aborted) return "aborted";
+      if (tokens.length >= spec.maxPositions) return "context-full";
+      const feed = cache && cache.length > 0 ? tokens.slice(cache.length) : tokens;
+      const last = noGrad(() => tidy(() => {
+        const ids = tensor(Int32Array.from(feed), { shape: [1, feed.length], device: spec.device });
+        const { logits } = model.forward({ inputIds: ids, cache });
+        return logits.slice(1, feed.length - 1).reshape(-1).to("cpu").dataSync() as Float32Array;
+      }));
+      // A NaN logit would be sampled as if it were a number (argmax skips it): refuse, naming the broken weights.
+      if (!last.every(Number.isFinite)) {
+        throw new Error(`generate: the logits for new token ${step + 1} hold NaN or Inf, so there is nothing to sample from: ${describeNonFiniteWeights(model)}`);
       }
-    });
+      const next = sampleToken(last, opts, uniform);
+      tokens.push(next);
+      opts.onToken?.(next);
+      yield next;
+      if (eos.has(next)) return "eos";
+    }
+    return "max-new-tokens";
   } finally {
     cache?.dispose();
     model.train(wasTraining);
   }
-  return out;
+}
+
+/** Extends `prompt` (token ids) by up to maxNewTokens tokens; returns only the new ones. Blocks until done. */
+export function generate(wrapped: GenerationModel, prompt: readonly number[], opts: GenerateOptions = {}): number[] {
+  return [...decodeTokens(wrapped, prompt, opts)];
+}
+
+/** What generateText and streamText need from a tokenizer (GPT2Tokenizer has it). */
+export interface TextTokenizer extends TokenDecoder {
+  encode(text: string): number[];
+}
+
+/** generateText's result. */
+export interface TextGenerationResult {
+  /** The generated text (special tokens left out), without the prompt. */
+  text: string;
+  /** The new token ids. */
+  tokenIds: number[];
+  stopReason: StopReason;
+}
+
+/**
+ * Continues `prompt` (text, encoded with `tokenizer`, or token ids) and yields the generated text in
+ * chunks as the tokens come: a character split across tokens comes out whole, once its last byte
+ * is there. Between tokens it yields to the event loop (a server stays responsive). The iterator
+ * ends at an EOS id, after maxNewTokens, when the model's positions are used up, or when
+ * opts.signal is aborted; its return value (for those who call next() themselves) is the whole
+ * result. Breaking out of a for await loop frees the KV cache, as finishing does.
+ */
+export async function* streamText(
+  model: GenerationModel, tokenizer: TextTokenizer, prompt: string | readonly number[], opts: GenerateOptions = {},
+): AsyncGenerator<string, TextGenerationResult, undefined> {
+  const ids = typeof prompt === "string" ? tokenizer.encode(prompt) : prompt;
+  const chunks: string[] = [];
+  const streamer = new TextStreamer(tokenizer, (text) => chunks.push(text));
+  const tokenIds: number[] = [];
+  const decoding = decodeTokens(model, ids, opts);
+  try {
+    let step = decoding.next();
+    while (!step.done) {
+      tokenIds.push(step.value);
+      streamer.push(step.value);
+      for (const chunk of chunks.splice(0)) yield chunk;
+      // timers, I/O and an abort() get their turn before the next token
+      await yieldToEventLoop();
+      step = decoding.next();
+    }
+    streamer.end();
+    for (const chunk of chunks.splice(0)) yield chunk;
+    return { text: tokenizer.decode(tokenIds, { skipSpecialTokens: true }), tokenIds, stopReason: step.value };
+  } finally {
+    decoding.return("aborted"); // a consumer that stopped early: free the cache now
+  }
+}
+
+/**
+ * generateText: streamText collected. Resolves with the text, the new token ids and why it stopped
+ * ("aborted" when opts.signal ended it: the text so far comes back, nothing is thrown).
+ */
+export async function generateText(
+  model: GenerationModel, tokenizer: TextTokenizer, prompt: string | readonly number[], opts: GenerateOptions = {},
+): Promise<TextGenerationResult> {
+  const stream = streamText(model, tokenizer, prompt, opts);
+  for (let step = await stream.next(); ; step = await stream.next()) {
+    if (step.done) return step.value;
+  }
 }

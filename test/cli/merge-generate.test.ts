@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   copyInto, generate, Generator, GPT2LMHeadModel, GPT2Tokenizer, noGrad, PeftModel, tensor, tidy,
 } from "../../lib/index.js";
-import { TextStreamer } from "../../lib/cli/generate.js";
+import { TextStreamer } from "../../lib/models/streamer.js";
 import { runCli, workspace } from "./helpers.js";
 
 let ws: Awaited<ReturnType<typeof workspace>>;
