@@ -99,7 +99,11 @@ export interface FineTuneOptions {
   chartTitle?: string;
   /** Progress display (quiet, stream, mode, logEvery). */
   progress?: Omit<ProgressOptions, "totalSteps" | "startStep">;
-  /** Aborting it stops the run after the current step, with a checkpoint (status "stopped"). */
+  /**
+   * The Trainer's signal: aborting it stops the run at the next step boundary (the step under way
+   * finishes), with a checkpoint, and fineTune resolves with status "stopped" (the CLI's Ctrl-C and
+   * SIGTERM go this way). Aborted before training starts: no step runs.
+   */
   signal?: AbortSignal;
   /** PEFT's warnings (e.g. fan_in_fan_out). Default: process warnings. */
   onWarning?: (message: string) => void;
@@ -267,7 +271,7 @@ async function fineTuneLocked(opts: FineTuneOptions): Promise<FineTuneResult> {
       outDir: opts.out, saveCheckpoints: opts.checkpoints !== false, generators: { model: generator },
       // With the data fingerprint (checked by the loader), these pin down the run's trajectory.
       config: { model: base.config.toHF(), lora: comparableLoraConfig(model.peftConfig.get("default")!), seed, maxLength, packing: !!opts.packing, batchSize },
-      progress: opts.progress,
+      progress: opts.progress, signal: opts.signal,
     });
     const chart = join(opts.out, "loss");
     const drawChart = () => writeLossChart(chart, trainer!.history, opts.chartTitle);
@@ -281,18 +285,12 @@ async function fineTuneLocked(opts: FineTuneOptions): Promise<FineTuneResult> {
     if (resumeFrom) trainer.restore(resumeFrom);
     opts.onStart?.({ model, tokenizer, trainer, data, device, template, resumedFrom: resumeFrom });
 
-    const stop = () => trainer!.stop();
-    opts.signal?.addEventListener("abort", stop);
-    // Aborted before the loop began (train() clears earlier stop requests): stop after the first step.
-    if (opts.signal?.aborted) setImmediate(stop);
     let result: TrainResult;
     try {
       result = await trainer.train();
     } catch (err) {
       if (err instanceof NonFiniteLossError) drawChart();
       throw err;
-    } finally {
-      opts.signal?.removeEventListener("abort", stop);
     }
     const charts = drawChart();
     let adapterDir: string | null = null;

@@ -108,6 +108,13 @@ export interface TrainerOptions {
   config?: Record<string, unknown>;
   /** Progress display options (quiet, stream, mode, logEvery). */
   progress?: Omit<ProgressOptions, "totalSteps" | "startStep">;
+  /**
+   * Aborting it stops train() at the next step boundary, as stop() does: the step under way
+   * finishes, a checkpoint is written (with outDir) and train() resolves with status "stopped".
+   * A signal aborted before train() starts stops it before the first step (a signal stays
+   * aborted: continue with a new Trainer and resume).
+   */
+  signal?: AbortSignal;
 }
 
 export interface EvalEvent {
@@ -125,7 +132,7 @@ export interface TrainerEvents {
 }
 
 export interface TrainResult {
-  /** "completed": reached the last step; "stopped": stop() was called (a checkpoint was written). */
+  /** "completed": reached the last step; "stopped": stop() was called or the signal aborted (a checkpoint was written). */
   status: "completed" | "stopped";
   step: number;
   totalSteps: number;
@@ -314,7 +321,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     const wasTraining = this.model.training;
     this.model.train(true);
     try {
-      while (this._step < this.totalSteps && !this.stopRequested) {
+      while (this._step < this.totalSteps && !this.stopRequested && !this.options.signal?.aborted) {
         const record = this.trainStep();
         if (this.evalData && ((this.evalEvery > 0 && record.step % this.evalEvery === 0) || record.step === this.totalSteps)) {
           const evalLoss = this.evaluate();
@@ -327,7 +334,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
         this.progress.step(record);
         this.emit("step", record);
         if (this.checkpointEvery > 0 && record.step % this.checkpointEvery === 0) this.saveCheckpoint();
-        // Lets timers, I/O and signal handlers (a Ctrl-C that calls stop()) run between steps.
+        // Lets timers, I/O and signal handlers (a Ctrl-C that calls stop() or aborts the signal) run between steps.
         await yieldToEventLoop();
       }
       // The final state (completed or stopped) is always checkpointed, once.
