@@ -107,6 +107,8 @@ describe("the README's TypeScript examples", () => {
     const text = readFileSync(join(ROOT, "README.md"), "utf8");
     for (const m of text.matchAll(/printTrainableParameters\(\); \/\/ (.*)$/gm)) expect(logged, logged.join("\n")).toContain(m[1]);
     expect(logged).toContainEqual(expect.stringMatching(/^completed \d+\.\d+ runs\/lib$/));
+    expect(logged).toContain('"head" eos'); // generateText's answer and stop reason
+    expect(logged).toContainEqual(expect.stringMatching(/^stopped runs\/abortable\/checkpoints\/step-\d+$/)); // fineTune aborted by its signal
     for (const path of ["runs/lib/adapter_model.safetensors", "runs/code/adapter/adapter_config.json", "runs/code/merged/model.safetensors", "runs/trainer/checkpoints/step-300"]) {
       expect(existsSync(join(cwd, path)), path).toBe(true);
     }
