@@ -11,7 +11,7 @@ import { AutoModelForCausalLM, GPT2LMHeadModel, Generator, memory, noGrad, readS
 import { relError } from "../helpers.js";
 
 const ROOT = "test/fixtures/llama-tiny";
-const CASES = ["llama-gqa", "qwen2-bias", "mistral-headdim"];
+const CASES = ["llama-gqa", "qwen2-bias", "mistral-headdim", "llama3-rope"];
 const ids = (rows: number[][]) => tensor(Int32Array.from(rows.flat()), { shape: [rows.length, rows[0]!.length] });
 // float32 on both sides with different summation orders; the issue's bar is 1e-4 relative (L2).
 const TOL = 1e-4;
@@ -97,8 +97,14 @@ describe("LlamaForCausalLM loading", () => {
   it("refuses what the decoder does not implement yet, naming the config.json field", () => {
     const base = JSON.parse(readFileSync(join(ROOT, "llama-gqa", "config.json"), "utf8"));
     const refuse = (patch: Record<string, unknown>, field: RegExp) => expect(() => LlamaConfig.fromHF({ ...base, ...patch })).toThrow(field);
-    refuse({ rope_scaling: { rope_type: "llama3", factor: 8 } }, /does not support yet: rope_scaling \{"rope_type":"llama3".*\(only null/);
-    refuse({ rope_parameters: { rope_type: "linear", rope_theta: 1e4, factor: 2 } }, /rope_parameters\.rope_type "linear"/);
+    const supported = /supported: "default" \(plain RoPE\), "linear", "llama3"/;
+    refuse({ rope_scaling: { rope_type: "yarn", factor: 8 } }, /config\.json's rope_scaling has rope type "yarn", which lowrank does not implement/);
+    refuse({ rope_scaling: { type: "dynamic", factor: 2 } }, supported);
+    refuse({ rope_parameters: { rope_type: "longrope", rope_theta: 1e4 } }, /rope_parameters has rope type "longrope"/);
+    refuse({ rope_scaling: { rope_type: "llama3", factor: 8 } }, /rope_scaling of type "llama3" needs a number low_freq_factor, got undefined/);
+    refuse({ rope_scaling: { rope_type: "llama3", factor: 8, low_freq_factor: 4, high_freq_factor: 1 } }, /high_freq_factor \(1\) must be greater than low_freq_factor \(4\)/);
+    refuse({ rope_scaling: { type: "linear", factor: 0 } }, /rope_scaling\.factor must be a finite number > 0, got 0/);
+    refuse({ rope_parameters: { rope_theta: 1e4, partial_rotary_factor: 0.5 } }, /partial_rotary_factor 0\.5; only 1/);
     refuse({ model_type: "mistral", sliding_window: 4096 }, /sliding_window 4096 \(sliding-window attention is not supported yet/);
     refuse({ model_type: "qwen2", use_sliding_window: true }, /use_sliding_window true/);
     refuse({ model_type: "qwen3" }, /model_type "qwen3".*q\/k RMSNorm is not implemented yet/);
@@ -107,8 +113,8 @@ describe("LlamaForCausalLM loading", () => {
     // through fromPretrained, the message names the file
     const out = mkdtempSync(join(tmpdir(), "lowrank-llama-"));
     try {
-      writeFileSync(join(out, "config.json"), JSON.stringify({ ...base, rope_scaling: { rope_type: "linear", factor: 2 } }));
-      expect(() => LlamaForCausalLM.fromPretrained(out)).toThrow(/config\.json: LlamaConfig: .*rope_scaling/);
+      writeFileSync(join(out, "config.json"), JSON.stringify({ ...base, rope_scaling: { rope_type: "yarn", factor: 2 } }));
+      expect(() => LlamaForCausalLM.fromPretrained(out)).toThrow(/config\.json: LlamaConfig: .*rope_scaling has rope type "yarn"/);
     } finally {
       rmSync(out, { recursive: true, force: true });
     }
@@ -119,6 +125,61 @@ describe("LlamaForCausalLM loading", () => {
     expect(LlamaConfig.fromHF(base).ropeTheta).toBe(1e6);
     const { rope_parameters: _, ...v4 } = base;
     expect(LlamaConfig.fromHF({ ...v4, rope_theta: 5e5, rope_scaling: null }).ropeTheta).toBe(5e5);
+  });
+});
+
+describe("rope scaling in config.json", () => {
+  const dir = join(ROOT, "llama3-rope");
+  const v5 = JSON.parse(readFileSync(join(dir, "config.json"), "utf8"));
+  const llama3 = { ropeType: "llama3", factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 32 };
+
+  it("reads transformers 5's rope_parameters and transformers 4's rope_scaling, with rope_type or type", () => {
+    expect(LlamaConfig.fromHF(v5).ropeScaling).toEqual(llama3);
+    const { rope_parameters: rope, ...rest } = v5;
+    const { rope_theta: theta, rope_type: _, ...params } = rope;
+    for (const spelling of [{ rope_type: "llama3" }, { type: "llama3" }]) {
+      const config = LlamaConfig.fromHF({ ...rest, rope_theta: theta, rope_scaling: { ...params, ...spelling } });
+      expect(config.ropeScaling).toEqual(llama3);
+      expect(config.ropeTheta).toBe(theta);
+    }
+    expect(LlamaConfig.fromHF({ ...rest, rope_scaling: { type: "linear", factor: 2 } }).ropeScaling).toEqual({ ropeType: "linear", factor: 2 });
+    // llama3's original_max_position_embeddings: the dict's, else the top level's, else max_position_embeddings
+    const { original_max_position_embeddings: __, ...noOriginal } = params;
+    const original = (json: Record<string, unknown>) => (LlamaConfig.fromHF({ ...rest, ...json }).ropeScaling as { originalMaxPositionEmbeddings: number }).originalMaxPositionEmbeddings;
+    expect(original({ rope_scaling: { ...noOriginal, type: "llama3" } })).toBe(64);
+    expect(original({ original_max_position_embeddings: 16, rope_scaling: { ...noOriginal, type: "llama3" } })).toBe(16);
+    expect(original({ original_max_position_embeddings: 16, rope_parameters: rope })).toBe(32);
+    for (const none of [null, { rope_type: "default", rope_theta: 10000 }, { type: "default" }]) {
+      expect(LlamaConfig.fromHF({ ...rest, rope_parameters: none }).ropeScaling).toBeNull();
+    }
+  });
+
+  it("a transformers 4 config.json (rope_scaling, type spelling) gives the same logits, and toHF writes rope_scaling back", () => {
+    const out = mkdtempSync(join(tmpdir(), "lowrank-llama-"));
+    try {
+      const { rope_parameters: rope, ...rest } = v5;
+      const { rope_theta: theta, rope_type: _, ...params } = rope;
+      writeFileSync(join(out, "config.json"), JSON.stringify({ ...rest, rope_theta: theta, rope_scaling: { ...params, type: "llama3" } }));
+      copyFileSync(join(dir, "model.safetensors"), join(out, "model.safetensors"));
+      const a = LlamaForCausalLM.fromPretrained(dir), b = LlamaForCausalLM.fromPretrained(out);
+      const input = [[1, 2, 3, 4, 5, 6, 7, 8, 9]];
+      noGrad(() => tidy(() => expect(b.forward({ inputIds: ids(input) }).logits.dataSync()).toEqual(a.forward({ inputIds: ids(input) }).logits.dataSync())));
+      expect(a.config.toHF().rope_scaling).toEqual({ ...params, rope_type: "llama3" });
+      expect(LlamaConfig.fromHF(a.config.toHF()).ropeScaling).toEqual(llama3);
+      a.dispose();
+      b.dispose();
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  });
+
+  it("changes the logits: the fixture's weights with plain RoPE differ from transformers' llama3 logits", () => {
+    const model = LlamaForCausalLM.fromPretrained(dir);
+    model.config.ropeScaling = null;
+    const ref = JSON.parse(readFileSync(join(dir, "reference.json"), "utf8"));
+    const want = toTensor(readSafetensors(join(dir, "reference.safetensors")).get("logits"));
+    noGrad(() => tidy(() => expect(relError(model.forward({ inputIds: ids(ref.input_ids) }).logits.dataSync(), want.dataSync())).toBeGreaterThan(1e-3)));
+    model.dispose();
   });
 });
 

@@ -1,6 +1,7 @@
 // Llama-family hyper-parameters (model_type llama, mistral, qwen2), with config.json's snake_case
 // names mapped to camelCase. What the decoder does not implement yet is refused by field name,
 // so a config is never run with semantics silently dropped.
+import { ROPE_SCALING_TYPES, type RopeScaling } from "../../ops/rope.js";
 
 export const LLAMA_MODEL_TYPES = ["llama", "mistral", "qwen2"] as const;
 export type LlamaModelType = (typeof LLAMA_MODEL_TYPES)[number];
@@ -19,6 +20,8 @@ export interface LlamaConfigInit {
   hiddenAct?: string;
   rmsNormEps?: number;
   ropeTheta?: number;
+  /** RoPE frequency scaling (rope_type "linear" or "llama3"); null: plain RoPE. */
+  ropeScaling?: RopeScaling | null;
   tieWordEmbeddings?: boolean;
   /** Bias on q/k/v and o (llama, mistral); Qwen2 always has it on q/k/v only. */
   attentionBias?: boolean;
@@ -29,8 +32,8 @@ export interface LlamaConfigInit {
   padTokenId?: number | null;
 }
 
-/** transformers' config.json key for each field. */
-const HF_KEYS: Record<keyof LlamaConfigInit, string> = {
+/** transformers' config.json key for each plain field (rope scaling is read and written apart). */
+const HF_KEYS: Record<Exclude<keyof LlamaConfigInit, "ropeScaling">, string> = {
   modelType: "model_type",
   vocabSize: "vocab_size",
   hiddenSize: "hidden_size",
@@ -65,11 +68,6 @@ const isSet = (v: unknown) => v !== undefined && v !== null && v !== false;
  */
 function unsupportedFields(json: Record<string, unknown>): string[] {
   const out: string[] = [];
-  if (isSet(json.rope_scaling)) out.push(`rope_scaling ${shown(json.rope_scaling)} (only null, plain RoPE, is supported yet)`);
-  const rope = json.rope_parameters as Record<string, unknown> | undefined | null;
-  if (rope && typeof rope === "object" && rope.rope_type !== undefined && rope.rope_type !== "default") {
-    out.push(`rope_parameters.rope_type ${shown(rope.rope_type)} (only "default", plain RoPE, is supported yet)`);
-  }
   // Mistral enables the window with sliding_window; Qwen2 only with use_sliding_window.
   if (json.model_type === "qwen2" ? isSet(json.use_sliding_window) : isSet(json.sliding_window)) {
     const field = json.model_type === "qwen2" ? "use_sliding_window" : "sliding_window";
@@ -81,6 +79,55 @@ function unsupportedFields(json: Record<string, unknown>): string[] {
   }
   if (typeof json.pretraining_tp === "number" && json.pretraining_tp !== 1) out.push(`pretraining_tp ${shown(json.pretraining_tp)} (only 1 is supported)`);
   return out;
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+
+/**
+ * The rope scaling of config.json as transformers reads it: transformers 4's rope_scaling, else
+ * transformers 5's rope_parameters, its type under "rope_type" or the older "type" ("default":
+ * none). llama3's original_max_position_embeddings comes from the dict, else the top level,
+ * else max_position_embeddings (standardize_rope_params, checked with transformers 5.18).
+ */
+function ropeScalingFromHF(json: Record<string, unknown>): RopeScaling | null {
+  const field = isObject(json.rope_scaling) && Object.keys(json.rope_scaling).length ? "rope_scaling" : "rope_parameters";
+  const rope = json[field];
+  if (rope === undefined || rope === null) return null;
+  if (!isObject(rope)) throw new Error(`LlamaConfig: config.json's ${field} must be an object or null, got ${shown(rope)}`);
+  if (Object.values(rope).some(isObject)) {
+    throw new Error(`LlamaConfig: config.json's ${field} ${shown(rope)} holds one rope setting per layer type; lowrank's Llama decoder takes one for all layers`);
+  }
+  const partial = rope.partial_rotary_factor ?? json.partial_rotary_factor;
+  if (partial !== undefined && partial !== null && partial !== 1) {
+    throw new Error(`LlamaConfig: config.json sets partial_rotary_factor ${shown(partial)}; only 1 (RoPE on the whole head) is supported`);
+  }
+  const type = rope.rope_type ?? rope.type ?? "default";
+  if (type === "default") return null;
+  const num = (key: string, fallback?: unknown): number => {
+    const v = rope[key] ?? fallback;
+    if (typeof v !== "number") throw new Error(`LlamaConfig: config.json's ${field} of type ${shown(type)} needs a number ${key}, got ${shown(v)}`);
+    return v;
+  };
+  if (type === "linear") return { ropeType: "linear", factor: num("factor") };
+  if (type === "llama3") {
+    return {
+      ropeType: "llama3", factor: num("factor"), lowFreqFactor: num("low_freq_factor"), highFreqFactor: num("high_freq_factor"),
+      originalMaxPositionEmbeddings: num("original_max_position_embeddings", json.original_max_position_embeddings ?? json.max_position_embeddings ?? 2048),
+    };
+  }
+  throw new Error(
+    `LlamaConfig: config.json's ${field} has rope type ${shown(type)}, which lowrank does not implement; supported: "default" (plain RoPE), ${ROPE_SCALING_TYPES.map((t) => `"${t}"`).join(", ")}`,
+  );
+}
+
+/** rope_scaling as transformers 4 writes it (snake_case, with rope_type). */
+function ropeScalingToHF(s: RopeScaling | null): Record<string, unknown> | null {
+  if (!s) return null;
+  if (s.ropeType === "linear") return { factor: s.factor, rope_type: s.ropeType };
+  return {
+    factor: s.factor, high_freq_factor: s.highFreqFactor, low_freq_factor: s.lowFreqFactor,
+    original_max_position_embeddings: s.originalMaxPositionEmbeddings, rope_type: s.ropeType,
+  };
 }
 
 export class LlamaConfig {
@@ -95,6 +142,7 @@ export class LlamaConfig {
   hiddenAct = "silu";
   rmsNormEps = 1e-6;
   ropeTheta = 10000;
+  ropeScaling: RopeScaling | null = null;
   tieWordEmbeddings = false;
   attentionBias = false;
   maxPositionEmbeddings = 2048;
@@ -159,15 +207,35 @@ export class LlamaConfig {
     if (this.hiddenAct !== "silu") throw new Error(`${where}: hidden_act ${shown(this.hiddenAct)} is not supported; the SwiGLU MLP implements "silu"`);
     if (!(this.rmsNormEps > 0)) throw new Error(`${where}: rms_norm_eps must be > 0, got ${shown(this.rmsNormEps)}`);
     if (!(this.ropeTheta > 0)) throw new Error(`${where}: rope_theta must be > 0, got ${shown(this.ropeTheta)}`);
+    this.validateRopeScaling(where);
     if (!Number.isSafeInteger(this.parameterCount)) {
       throw new Error(`${where}: ${this.describeSize()} make ${this.parameterCount.toPrecision(3)} parameters, more than any memory holds; check these fields of config.json`);
     }
   }
 
+  private validateRopeScaling(where: string): void {
+    const s = this.ropeScaling;
+    if (!s) return;
+    if (!(ROPE_SCALING_TYPES as readonly string[]).includes(s.ropeType)) {
+      throw new Error(`${where}: rope scaling type ${shown(s.ropeType)} is not supported; supported: ${ROPE_SCALING_TYPES.join(", ")} (or null for plain RoPE)`);
+    }
+    if (!(s.factor > 0 && Number.isFinite(s.factor))) throw new Error(`${where}: rope_scaling.factor must be a finite number > 0, got ${shown(s.factor)}`);
+    if (s.ropeType === "llama3") {
+      if (!(s.lowFreqFactor > 0)) throw new Error(`${where}: rope_scaling.low_freq_factor must be > 0, got ${shown(s.lowFreqFactor)}`);
+      if (!(s.highFreqFactor > s.lowFreqFactor)) {
+        throw new Error(`${where}: rope_scaling.high_freq_factor (${shown(s.highFreqFactor)}) must be greater than low_freq_factor (${shown(s.lowFreqFactor)})`);
+      }
+      if (!(s.originalMaxPositionEmbeddings > 0)) {
+        throw new Error(`${where}: rope_scaling.original_max_position_embeddings must be > 0, got ${shown(s.originalMaxPositionEmbeddings)}`);
+      }
+    }
+  }
+
   /**
    * Reads transformers' config.json. rope_theta is top-level (transformers 4) or in rope_parameters
-   * (transformers 5). Fields this decoder does not implement yet (rope_scaling, a sliding window,
-   * mlp_bias, …) are refused by name; unknown keys are ignored (other heads or tasks).
+   * (transformers 5), rope scaling in rope_scaling or rope_parameters (ropeScalingFromHF). Fields
+   * this decoder does not implement yet (mlp_bias, …) are refused by name; unknown keys are
+   * ignored (other heads or tasks).
    */
   static fromHF(json: Record<string, unknown>): LlamaConfig {
     if (!LLAMA_MODEL_TYPES.includes(json.model_type as LlamaModelType)) {
@@ -180,13 +248,14 @@ export class LlamaConfig {
     for (const [field, key] of Object.entries(HF_KEYS)) if (key in json) init[field] = json[key];
     const rope = json.rope_parameters as Record<string, unknown> | undefined | null;
     if (init.ropeTheta === undefined && rope && typeof rope === "object" && rope.rope_theta !== undefined) init.ropeTheta = rope.rope_theta;
+    init.ropeScaling = ropeScalingFromHF(json);
     return new LlamaConfig(init as LlamaConfigInit);
   }
 
   /** config.json as transformers 4 writes it (the fields lowrank knows, plus architectures). */
   toHF(): Record<string, unknown> {
     const arch = { llama: "LlamaForCausalLM", mistral: "MistralForCausalLM", qwen2: "Qwen2ForCausalLM" }[this.modelType];
-    const out: Record<string, unknown> = { architectures: [arch], rope_scaling: null };
+    const out: Record<string, unknown> = { architectures: [arch], rope_scaling: ropeScalingToHF(this.ropeScaling) };
     for (const [field, key] of Object.entries(HF_KEYS)) out[key] = this[field as keyof LlamaConfigInit];
     return Object.fromEntries(Object.entries(out).sort(([a], [b]) => (a < b ? -1 : 1)));
   }

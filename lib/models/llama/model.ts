@@ -142,7 +142,7 @@ export class LlamaModel extends Module {
     }
     const T = inputIds.shape[1]!;
     const offset = cache?.length ?? 0;
-    const { cos, sin } = rotaryCosSin(T, this.config.attentionHeadDim, { theta: this.config.ropeTheta, offset, device: inputIds.device });
+    const { cos, sin } = rotaryCosSin(T, this.config.attentionHeadDim, { theta: this.config.ropeTheta, scaling: this.config.ropeScaling, offset, device: inputIds.device });
     let x = this.embed_tokens.forward(inputIds);
     for (const layer of this.layers) x = layer.forward(x, cos, sin, cache);
     cos.dispose();
