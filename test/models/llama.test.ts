@@ -1,7 +1,7 @@
-// Llama-family decoders (llama, mistral, qwen2) against transformers: logits, loss and every
+// Llama-family decoders (llama, mistral, qwen2, qwen3) against transformers: logits, loss and every
 // parameter's gradient for the random-init models in test/fixtures/llama-tiny (made by
 // test/fixtures/make_llama_fixtures.py, float32, CPU).
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -11,10 +11,20 @@ import { AutoModelForCausalLM, GPT2LMHeadModel, Generator, memory, noGrad, readS
 import { relError } from "../helpers.js";
 
 const ROOT = "test/fixtures/llama-tiny";
-const CASES = ["llama-gqa", "qwen2-bias", "mistral-headdim", "llama3-rope"];
+// every case make_llama_fixtures.py writes
+const CASES = readdirSync(ROOT).sort();
 const ids = (rows: number[][]) => tensor(Int32Array.from(rows.flat()), { shape: [rows.length, rows[0]!.length] });
 // float32 on both sides with different summation orders; the issue's bar is 1e-4 relative (L2).
 const TOL = 1e-4;
+
+it("the fixtures cover every model type, GQA with 2, 3 and 4 groups, tied and untied heads, rope scaling and windows", () => {
+  const configs = CASES.map((name) => JSON.parse(readFileSync(join(ROOT, name, "config.json"), "utf8")));
+  expect(new Set(configs.map((c) => c.model_type))).toEqual(new Set(["llama", "mistral", "qwen2", "qwen3"]));
+  expect(new Set(configs.map((c) => c.num_attention_heads / c.num_key_value_heads))).toEqual(new Set([2, 3, 4]));
+  expect(new Set(configs.map((c) => c.tie_word_embeddings))).toEqual(new Set([true, false]));
+  expect(new Set(configs.map((c) => c.rope_parameters.rope_type))).toEqual(new Set(["default", "linear", "llama3"]));
+  expect(configs.filter((c) => c.sliding_window !== null && c.sliding_window !== undefined && c.model_type !== "llama").length).toBe(3);
+});
 
 describe.each(CASES)("LlamaForCausalLM %s against transformers", (name) => {
   const dir = join(ROOT, name);
@@ -105,9 +115,9 @@ describe("LlamaForCausalLM loading", () => {
     refuse({ rope_scaling: { rope_type: "llama3", factor: 8, low_freq_factor: 4, high_freq_factor: 1 } }, /high_freq_factor \(1\) must be greater than low_freq_factor \(4\)/);
     refuse({ rope_scaling: { type: "linear", factor: 0 } }, /rope_scaling\.factor must be a finite number > 0, got 0/);
     refuse({ rope_parameters: { rope_theta: 1e4, partial_rotary_factor: 0.5 } }, /partial_rotary_factor 0\.5; only 1/);
-    refuse({ model_type: "mistral", sliding_window: 4096 }, /sliding_window 4096 \(sliding-window attention is not supported yet/);
-    refuse({ model_type: "qwen2", use_sliding_window: true }, /use_sliding_window true/);
-    refuse({ model_type: "qwen3" }, /model_type "qwen3".*q\/k RMSNorm is not implemented yet/);
+    refuse({ model_type: "mistral", sliding_window: 0 }, /sliding_window must be a positive integer or null, got 0/);
+    refuse({ model_type: "qwen3", layer_types: ["full_attention"] }, /layer_types must list "full_attention" or "sliding_attention" for each of the 2 layers/);
+    refuse({ model_type: "gemma" }, /model_type "gemma"; supported: llama, mistral, qwen2, qwen3$/);
     refuse({ mlp_bias: true }, /mlp_bias true/);
     refuse({ num_key_value_heads: 4 }, /num_attention_heads \(6\) must be a multiple of num_key_value_heads \(4\)/);
     // through fromPretrained, the message names the file
@@ -183,6 +193,40 @@ describe("rope scaling in config.json", () => {
   });
 });
 
+describe("sliding windows as transformers reads config.json", () => {
+  const base = JSON.parse(readFileSync(join(ROOT, "llama-gqa", "config.json"), "utf8"));
+  const windows = (patch: Record<string, unknown>) => {
+    const config = LlamaConfig.fromHF({ ...base, ...patch });
+    return Array.from({ length: config.numHiddenLayers }, (_, i) => config.layerSlidingWindow(i));
+  };
+  it("mistral windows every layer (4096 when config.json has no sliding_window); llama never", () => {
+    expect(windows({ model_type: "mistral", sliding_window: 3 })).toEqual([3, 3]);
+    expect(windows({ model_type: "mistral", sliding_window: null })).toEqual([null, null]);
+    expect(windows({ model_type: "mistral" })).toEqual([4096, 4096]);
+    expect(windows({ model_type: "llama", sliding_window: 3 })).toEqual([null, null]);
+  });
+  it("qwen2 and qwen3 only with use_sliding_window, on the layers layer_types or max_window_layers mark", () => {
+    for (const model_type of ["qwen2", "qwen3"]) {
+      expect(windows({ model_type, sliding_window: 3, max_window_layers: 1 })).toEqual([null, null]);
+      expect(windows({ model_type, use_sliding_window: true, sliding_window: 3, max_window_layers: 1 })).toEqual([null, 3]);
+      expect(windows({ model_type, use_sliding_window: true, sliding_window: 3, max_window_layers: 0 })).toEqual([3, 3]);
+      expect(windows({ model_type, use_sliding_window: true, max_window_layers: 0 })).toEqual([4096, 4096]);
+      expect(windows({ model_type, use_sliding_window: true, sliding_window: 3, max_window_layers: 0, layer_types: ["sliding_attention", "full_attention"] })).toEqual([3, null]);
+    }
+  });
+  it("the windowed fixtures' attention layers carry the window transformers used", () => {
+    const layerWindows = (name: string) => {
+      const model = LlamaForCausalLM.fromPretrained(join(ROOT, name));
+      const w = Array.from(model.model.layers, (l) => l.self_attn.slidingWindow);
+      model.dispose();
+      return w;
+    };
+    expect(layerWindows("mistral-window")).toEqual([3, 3]);
+    expect(layerWindows("qwen2-window")).toEqual([null, 5, 5]);
+    expect(layerWindows("qwen3-window-bias")).toEqual([null, 4]);
+  });
+});
+
 describe("LlamaForCausalLM initialization", () => {
   it("draws weights as transformers' _init_weights: N(0, initializer_range²), biases 0, norms 1", () => {
     const config = new LlamaConfig({ modelType: "qwen2", vocabSize: 97, hiddenSize: 48, intermediateSize: 100, numHiddenLayers: 1, numAttentionHeads: 6, numKeyValueHeads: 2, initializerRange: 0.05 });
@@ -221,7 +265,7 @@ describe("AutoModelForCausalLM.fromPretrained", () => {
     const out = mkdtempSync(join(tmpdir(), "lowrank-auto-"));
     try {
       writeFileSync(join(out, "config.json"), JSON.stringify({ model_type: "bert" }));
-      expect(() => AutoModelForCausalLM.fromPretrained(out)).toThrow(/model_type "bert"; lowrank loads gpt2, llama, mistral, qwen2/);
+      expect(() => AutoModelForCausalLM.fromPretrained(out)).toThrow(/model_type "bert"; lowrank loads gpt2, llama, mistral, qwen2, qwen3$/);
     } finally {
       rmSync(out, { recursive: true, force: true });
     }

@@ -1,9 +1,9 @@
-// Llama-family hyper-parameters (model_type llama, mistral, qwen2), with config.json's snake_case
+// Llama-family hyper-parameters (model_type llama, mistral, qwen2, qwen3), with config.json's snake_case
 // names mapped to camelCase. What the decoder does not implement yet is refused by field name,
 // so a config is never run with semantics silently dropped.
 import { ROPE_SCALING_TYPES, type RopeScaling } from "../../ops/rope.js";
 
-export const LLAMA_MODEL_TYPES = ["llama", "mistral", "qwen2"] as const;
+export const LLAMA_MODEL_TYPES = ["llama", "mistral", "qwen2", "qwen3"] as const;
 export type LlamaModelType = (typeof LLAMA_MODEL_TYPES)[number];
 
 export interface LlamaConfigInit {
@@ -23,9 +23,21 @@ export interface LlamaConfigInit {
   /** RoPE frequency scaling (rope_type "linear" or "llama3"); null: plain RoPE. */
   ropeScaling?: RopeScaling | null;
   tieWordEmbeddings?: boolean;
-  /** Bias on q/k/v and o (llama, mistral); Qwen2 always has it on q/k/v only. */
+  /** Bias on q/k/v and o (llama, mistral, qwen3); Qwen2 always has it on q/k/v only. */
   attentionBias?: boolean;
   maxPositionEmbeddings?: number;
+  /**
+   * Keys a query sees, itself included (sliding_window): every layer of mistral; for qwen2 and
+   * qwen3 only with useSlidingWindow, on the layers layerTypes (or maxWindowLayers) marks; never for
+   * llama. null: full causal attention.
+   */
+  slidingWindow?: number | null;
+  /** qwen2, qwen3: whether slidingWindow is used at all (use_sliding_window). */
+  useSlidingWindow?: boolean;
+  /** qwen2, qwen3 without layerTypes: layers from this index on use the window (max_window_layers). */
+  maxWindowLayers?: number;
+  /** qwen2, qwen3: "full_attention" or "sliding_attention" per layer (layer_types); null: from maxWindowLayers. */
+  layerTypes?: string[] | null;
   initializerRange?: number;
   bosTokenId?: number | null;
   eosTokenId?: number | number[] | null;
@@ -48,6 +60,10 @@ const HF_KEYS: Record<Exclude<keyof LlamaConfigInit, "ropeScaling">, string> = {
   tieWordEmbeddings: "tie_word_embeddings",
   attentionBias: "attention_bias",
   maxPositionEmbeddings: "max_position_embeddings",
+  slidingWindow: "sliding_window",
+  useSlidingWindow: "use_sliding_window",
+  maxWindowLayers: "max_window_layers",
+  layerTypes: "layer_types",
   initializerRange: "initializer_range",
   bosTokenId: "bos_token_id",
   eosTokenId: "eos_token_id",
@@ -68,11 +84,6 @@ const isSet = (v: unknown) => v !== undefined && v !== null && v !== false;
  */
 function unsupportedFields(json: Record<string, unknown>): string[] {
   const out: string[] = [];
-  // Mistral enables the window with sliding_window; Qwen2 only with use_sliding_window.
-  if (json.model_type === "qwen2" ? isSet(json.use_sliding_window) : isSet(json.sliding_window)) {
-    const field = json.model_type === "qwen2" ? "use_sliding_window" : "sliding_window";
-    out.push(`${field} ${shown(json[field])} (sliding-window attention is not supported yet; only full attention)`);
-  }
   if (isSet(json.mlp_bias)) out.push(`mlp_bias ${shown(json.mlp_bias)} (only false is supported)`);
   if (typeof json.attention_dropout === "number" && json.attention_dropout !== 0) {
     out.push(`attention_dropout ${shown(json.attention_dropout)} (only 0 is supported)`);
@@ -146,6 +157,10 @@ export class LlamaConfig {
   tieWordEmbeddings = false;
   attentionBias = false;
   maxPositionEmbeddings = 2048;
+  slidingWindow: number | null = null;
+  useSlidingWindow = false;
+  maxWindowLayers = 28;
+  layerTypes: string[] | null = null;
   initializerRange = 0.02;
   bosTokenId: number | null = 1;
   eosTokenId: number | number[] | null = 2;
@@ -170,12 +185,30 @@ export class LlamaConfig {
   get oBias(): boolean {
     return this.modelType !== "qwen2" && this.attentionBias;
   }
+  /** Qwen3's RMSNorm over each head of q and k (q_norm, k_norm, weights of size head_dim), before RoPE. */
+  get qkNorm(): boolean {
+    return this.modelType === "qwen3";
+  }
+
+  /**
+   * The sliding window of decoder layer `layer` (a query sees itself and the window − 1 keys
+   * before it), or null for full causal attention, as transformers reads the config: mistral
+   * windows every layer; qwen2 and qwen3 only with use_sliding_window, the layers layer_types
+   * marks "sliding_attention" (by default those from max_window_layers on); llama never.
+   */
+  layerSlidingWindow(layer: number): number | null {
+    if (this.slidingWindow === null || this.modelType === "llama") return null;
+    if (this.modelType === "mistral") return this.slidingWindow;
+    if (!this.useSlidingWindow) return null;
+    const sliding = this.layerTypes ? this.layerTypes[layer] === "sliding_attention" : layer >= this.maxWindowLayers;
+    return sliding ? this.slidingWindow : null;
+  }
 
   /** The parameter count, a tied lm_head counted once (as PyTorch's model.parameters() does). */
   get parameterCount(): number {
     const C = this.hiddenSize, I = this.intermediateSize, D = this.attentionHeadDim;
     const q = this.numAttentionHeads * D, kv = this.kvHeads * D;
-    const attn = C * q + 2 * C * kv + q * C + (this.qkvBias ? q + 2 * kv : 0) + (this.oBias ? C : 0);
+    const attn = C * q + 2 * C * kv + q * C + (this.qkvBias ? q + 2 * kv : 0) + (this.oBias ? C : 0) + (this.qkNorm ? 2 * D : 0);
     const layer = attn + 3 * C * I + 2 * C;
     return this.vocabSize * C * (this.tieWordEmbeddings ? 1 : 2) + this.numHiddenLayers * layer + C;
   }
@@ -188,7 +221,7 @@ export class LlamaConfig {
   private validate(): void {
     const where = `LlamaConfig (${this.modelType})`;
     if (!LLAMA_MODEL_TYPES.includes(this.modelType)) {
-      throw new Error(`LlamaConfig: model_type ${shown(this.modelType)} is not supported; lowrank's Llama decoder implements ${LLAMA_MODEL_TYPES.join(", ")}${this.modelType === ("qwen3" as string) ? " (qwen3's per-head q/k RMSNorm is not implemented yet)" : ""}`);
+      throw new Error(`LlamaConfig: model_type ${shown(this.modelType)} is not supported; lowrank's Llama decoder implements ${LLAMA_MODEL_TYPES.join(", ")}`);
     }
     for (const key of ["vocabSize", "hiddenSize", "intermediateSize", "numHiddenLayers", "numAttentionHeads", "maxPositionEmbeddings"] as const) {
       if (!Number.isInteger(this[key]) || this[key] <= 0) throw new Error(`${where}: ${HF_KEYS[key]} must be a positive integer, got ${shown(this[key])}`);
@@ -203,6 +236,15 @@ export class LlamaConfig {
     if (this.attentionHeadDim % 2 !== 0) throw new Error(`${where}: the head dimension (${this.attentionHeadDim}) must be even for rotary embeddings`);
     if (this.numAttentionHeads % this.kvHeads !== 0) {
       throw new Error(`${where}: num_attention_heads (${this.numAttentionHeads}) must be a multiple of num_key_value_heads (${this.kvHeads})`);
+    }
+    if (this.slidingWindow !== null && (!Number.isInteger(this.slidingWindow) || this.slidingWindow <= 0)) {
+      throw new Error(`${where}: sliding_window must be a positive integer or null, got ${shown(this.slidingWindow)}`);
+    }
+    if (this.layerTypes !== null) {
+      const kinds = ["full_attention", "sliding_attention"];
+      if (!Array.isArray(this.layerTypes) || this.layerTypes.length !== this.numHiddenLayers || this.layerTypes.some((t) => !kinds.includes(t))) {
+        throw new Error(`${where}: layer_types must list "full_attention" or "sliding_attention" for each of the ${this.numHiddenLayers} layers, got ${shown(this.layerTypes)}`);
+      }
     }
     if (this.hiddenAct !== "silu") throw new Error(`${where}: hidden_act ${shown(this.hiddenAct)} is not supported; the SwiGLU MLP implements "silu"`);
     if (!(this.rmsNormEps > 0)) throw new Error(`${where}: rms_norm_eps must be > 0, got ${shown(this.rmsNormEps)}`);
@@ -239,8 +281,7 @@ export class LlamaConfig {
    */
   static fromHF(json: Record<string, unknown>): LlamaConfig {
     if (!LLAMA_MODEL_TYPES.includes(json.model_type as LlamaModelType)) {
-      const qwen3 = json.model_type === "qwen3" ? " (qwen3's per-head q/k RMSNorm is not implemented yet)" : "";
-      throw new Error(`LlamaConfig: config.json has model_type ${shown(json.model_type)}; supported: ${LLAMA_MODEL_TYPES.join(", ")}${qwen3}`);
+      throw new Error(`LlamaConfig: config.json has model_type ${shown(json.model_type)}; supported: ${LLAMA_MODEL_TYPES.join(", ")}`);
     }
     const unsupported = unsupportedFields(json);
     if (unsupported.length) throw new Error(`LlamaConfig: config.json sets what lowrank does not support yet: ${unsupported.join("; ")}`);
@@ -249,12 +290,16 @@ export class LlamaConfig {
     const rope = json.rope_parameters as Record<string, unknown> | undefined | null;
     if (init.ropeTheta === undefined && rope && typeof rope === "object" && rope.rope_theta !== undefined) init.ropeTheta = rope.rope_theta;
     init.ropeScaling = ropeScalingFromHF(json);
+    // transformers' MistralConfig, Qwen2Config and Qwen3Config default sliding_window to 4096 (used
+    // by Qwen only with use_sliding_window); LlamaConfig has no window at all.
+    if (json.model_type === "llama") init.slidingWindow = null;
+    else if (!("sliding_window" in json)) init.slidingWindow = 4096;
     return new LlamaConfig(init as LlamaConfigInit);
   }
 
   /** config.json as transformers 4 writes it (the fields lowrank knows, plus architectures). */
   toHF(): Record<string, unknown> {
-    const arch = { llama: "LlamaForCausalLM", mistral: "MistralForCausalLM", qwen2: "Qwen2ForCausalLM" }[this.modelType];
+    const arch = { llama: "LlamaForCausalLM", mistral: "MistralForCausalLM", qwen2: "Qwen2ForCausalLM", qwen3: "Qwen3ForCausalLM" }[this.modelType];
     const out: Record<string, unknown> = { architectures: [arch], rope_scaling: ropeScalingToHF(this.ropeScaling) };
     for (const [field, key] of Object.entries(HF_KEYS)) out[key] = this[field as keyof LlamaConfigInit];
     return Object.fromEntries(Object.entries(out).sort(([a], [b]) => (a < b ? -1 : 1)));
