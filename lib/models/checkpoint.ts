@@ -1,9 +1,10 @@
 // Loading a Hugging Face checkpoint folder (config.json + model.safetensors, or the shards that
 // model.safetensors.index.json lists) into a model, shared by the model families: each names its
 // config parser and how file keys map to its parameter names.
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { readSafetensors, readShardedSafetensors, SAFETENSORS_INDEX_FILE, toTensor, type SafetensorsFile } from "../io/safetensors.js";
+import { writeJsonAtomic } from "../io/atomic.js";
+import { readSafetensors, readShardedSafetensors, SAFETENSORS_INDEX_FILE, toTensor, writeSafetensors, type SafetensorsFile } from "../io/safetensors.js";
 import type { DeviceLike } from "../tensor/device.js";
 import type { DType } from "../tensor/dtype.js";
 import type { Generator } from "../tensor/random.js";
@@ -132,4 +133,15 @@ export function loadCheckpoint<C, M extends Module>(nameOrPath: string, opts: Lo
     Object.values(state).forEach((t) => t.dispose());
   }
   return model.eval();
+}
+
+/**
+ * Writes a model as transformers' save_pretrained does: config.json (config.toHF()) and
+ * model.safetensors with the parameters under their transformers names, metadata format "pt". A
+ * tied head is not a parameter of its own, so it is not written (transformers re-ties it on load).
+ */
+export function saveCheckpoint(model: Module & { readonly config: { toHF(): Record<string, unknown> } }, dir: string): void {
+  mkdirSync(dir, { recursive: true });
+  writeJsonAtomic(join(dir, "config.json"), model.config.toHF());
+  writeSafetensors(join(dir, "model.safetensors"), Object.fromEntries(model.namedParameters()), { format: "pt" });
 }

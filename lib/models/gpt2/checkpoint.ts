@@ -1,9 +1,5 @@
 // Hugging Face checkpoints for GPT-2: config.json + model.safetensors (or shards listed in
 // model.safetensors.index.json), keys with or without the "transformer." prefix, F32/F16/BF16.
-import { mkdirSync } from "node:fs";
-import { join } from "node:path";
-import { writeJsonAtomic } from "../../io/atomic.js";
-import { writeSafetensors } from "../../io/safetensors.js";
 import type { Module } from "../../nn/module.js";
 import { loadCheckpoint, type LoadOptions } from "../checkpoint.js";
 import { GPT2Config } from "./config.js";
@@ -33,11 +29,4 @@ export function loadGPT2<M extends Module>(dir: string, opts: LoadOptions, creat
     paramName: () => checkpointParamName,
     create,
   });
-}
-
-/** Writes config.json and model.safetensors (transformers' key names, lm_head left tied) atomically. */
-export function saveGPT2(model: Module & { readonly config: GPT2Config }, dir: string): void {
-  mkdirSync(dir, { recursive: true });
-  writeJsonAtomic(join(dir, "config.json"), model.config.toHF());
-  writeSafetensors(join(dir, "model.safetensors"), Object.fromEntries(model.namedParameters()), { format: "pt" });
 }

@@ -12,7 +12,8 @@ import { arange, full } from "../../tensor/creation.js";
 import type { DeviceLike } from "../../tensor/device.js";
 import type { Generator } from "../../tensor/random.js";
 import { formatShape, type Tensor } from "../../tensor/tensor.js";
-import { loadGPT2, saveGPT2, type LoadOptions } from "./checkpoint.js";
+import { loadGPT2, type LoadOptions } from "./checkpoint.js";
+import { saveCheckpoint } from "../checkpoint.js";
 import type { GPT2Config } from "./config.js";
 import type { GenerationSpec, KVCache } from "../kvcache.js";
 import { checkWeightsFit } from "../size.js";
@@ -199,7 +200,7 @@ export class GPT2LMHeadModel extends Module {
 
   /** Writes config.json + model.safetensors that transformers loads. */
   savePretrained(dir: string): void {
-    saveGPT2(this, dir);
+    saveCheckpoint(this, dir);
   }
 
   /** What generate() needs: the cache's layers, the learned positions' limit and the config's EOS id. */

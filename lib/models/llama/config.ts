@@ -297,11 +297,26 @@ export class LlamaConfig {
     return new LlamaConfig(init as LlamaConfigInit);
   }
 
-  /** config.json as transformers 4 writes it (the fields lowrank knows, plus architectures). */
+  /**
+   * config.json as transformers 4 writes it (the fields lowrank knows, plus architectures), with
+   * only the window fields the model type has: transformers reads a mistral config with
+   * layer_types as Ministral, and llama has no window. Checked by loading every llama-tiny
+   * fixture saved by savePretrained in transformers 5.18: the same logits.
+   */
   toHF(): Record<string, unknown> {
     const arch = { llama: "LlamaForCausalLM", mistral: "MistralForCausalLM", qwen2: "Qwen2ForCausalLM", qwen3: "Qwen3ForCausalLM" }[this.modelType];
     const out: Record<string, unknown> = { architectures: [arch], rope_scaling: ropeScalingToHF(this.ropeScaling) };
-    for (const [field, key] of Object.entries(HF_KEYS)) out[key] = this[field as keyof LlamaConfigInit];
+    const windowFields: Record<LlamaModelType, string[]> = {
+      llama: [], mistral: ["slidingWindow"], qwen2: ["slidingWindow", "useSlidingWindow", "maxWindowLayers", "layerTypes"],
+      qwen3: ["slidingWindow", "useSlidingWindow", "maxWindowLayers", "layerTypes"],
+    };
+    const allWindowFields = windowFields.qwen2;
+    for (const [field, key] of Object.entries(HF_KEYS)) {
+      if (allWindowFields.includes(field) && !windowFields[this.modelType].includes(field)) continue;
+      // absent, transformers derives them (Qwen2's attention reads head_dim as given, null included)
+      if ((field === "layerTypes" || field === "headDim") && this[field] === null) continue;
+      out[key] = this[field as keyof LlamaConfigInit];
+    }
     return Object.fromEntries(Object.entries(out).sort(([a], [b]) => (a < b ? -1 : 1)));
   }
 }

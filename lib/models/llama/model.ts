@@ -11,7 +11,7 @@ import { expand } from "../../ops/shape.js";
 import { Embedding, Linear, RMSNorm } from "../../nn/layers.js";
 import { Module, ModuleList } from "../../nn/module.js";
 import { formatShape, type Tensor } from "../../tensor/tensor.js";
-import { loadCheckpoint, type LoadOptions } from "../checkpoint.js";
+import { loadCheckpoint, saveCheckpoint, type LoadOptions } from "../checkpoint.js";
 import { causalLMLoss, type CausalLMOutput, type ModelOptions } from "../gpt2/model.js";
 import type { GenerationSpec, KVCache } from "../kvcache.js";
 import { LlamaConfig } from "./config.js";
@@ -188,6 +188,14 @@ export class LlamaForCausalLM extends Module {
       paramName: (config) => (key) => llamaParamName(config, key),
       create: (config) => new LlamaForCausalLM(config, { device: opts.device, generator: opts.generator, initialize: false }),
     });
+  }
+
+  /**
+   * Writes config.json + model.safetensors that transformers loads (its parameter names; no
+   * lm_head.weight when tied), e.g. after PeftModel.mergeAndUnload().
+   */
+  savePretrained(dir: string): void {
+    saveCheckpoint(this, dir);
   }
 
   /**
