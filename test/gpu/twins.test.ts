@@ -111,13 +111,15 @@ const ROWS: Row[] = [
     { B: 2, H: 2, Tq: 6, Tk: 6, D: 5, keep: [1, 1, 1, 1, 0, 0, 0, 0, 0, 1, 1, 1] },
     { B: 2, H: 2, Tq: 9, Tk: 12, D: 8, dropout: 0.25, keep: [...new Array(12).fill(1), 0, 0, 0, ...new Array(9).fill(1)] },
     { B: 1, H: 12, Tq: 256, Tk: 256, D: 64 },
-  ] as { B: number; H: number; Tq: number; Tk: number; D: number; causal?: boolean; dropout?: number; keep?: number[] }[]).map(
+    { B: 2, H: 2, Tq: 9, Tk: 9, D: 8, window: 4 }, // sliding window: the matmul + mask + softmax path
+    { B: 1, H: 2, Tq: 3, Tk: 11, D: 16, window: 5 },
+  ] as { B: number; H: number; Tq: number; Tk: number; D: number; causal?: boolean; dropout?: number; keep?: number[]; window?: number }[]).map(
     (c): Row => ({
       family: "attention",
-      name: `B=${c.B} H=${c.H} Tq=${c.Tq} Tk=${c.Tk} D=${c.D}${c.causal === false ? " non-causal" : ""}${c.keep ? " padded" : ""}${c.dropout ? ` dropout ${c.dropout}` : ""}`,
+      name: `B=${c.B} H=${c.H} Tq=${c.Tq} Tk=${c.Tk} D=${c.D}${c.causal === false ? " non-causal" : ""}${c.keep ? " padded" : ""}${c.dropout ? ` dropout ${c.dropout}` : ""}${c.window ? ` window ${c.window}` : ""}`,
       inputs: [f([c.B, c.H, c.Tq, c.D], 40), f([c.B, c.H, c.Tk, c.D], 41), f([c.B, c.H, c.Tk, c.D], 42), ...(c.keep ? [ids(c.keep, [c.B, c.Tk])] : [])],
       run: ([q, k, v, keep]) =>
-        ops.scaledDotProductAttention(q!, k!, v!, { causal: c.causal, dropout: c.dropout, attnMask: keep ?? null, generator: gen(11n, 0n) }),
+        ops.scaledDotProductAttention(q!, k!, v!, { causal: c.causal, dropout: c.dropout, attnMask: keep ?? null, window: c.window, generator: gen(11n, 0n) }),
       tol: 1e-4,
     }),
   ),

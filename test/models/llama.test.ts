@@ -214,6 +214,22 @@ describe("sliding windows as transformers reads config.json", () => {
       expect(windows({ model_type, use_sliding_window: true, sliding_window: 3, max_window_layers: 0, layer_types: ["sliding_attention", "full_attention"] })).toEqual([3, null]);
     }
   });
+  it("the windowed path frees what it makes, forward and backward", () => {
+    const model = LlamaForCausalLM.fromPretrained(join(ROOT, "mistral-window"));
+    const input = ids([[1, 2, 3, 4, 5, 6, 7, 8]]);
+    const before = memory().cpu!;
+    noGrad(() => tidy(() => void model.forward({ inputIds: input, labels: input })));
+    expect(memory().cpu).toMatchObject({ bytes: before.bytes, tensors: before.tensors });
+    tidy(() => model.forward({ inputIds: input, labels: input }).loss!.backward());
+    for (const p of model.parameters()) {
+      p.grad?.dispose();
+      p.grad = null;
+    }
+    expect(memory().cpu).toMatchObject({ bytes: before.bytes, tensors: before.tensors });
+    input.dispose();
+    model.dispose();
+  });
+
   it("the windowed fixtures' attention layers carry the window transformers used", () => {
     const layerWindows = (name: string) => {
       const model = LlamaForCausalLM.fromPretrained(join(ROOT, name));
