@@ -141,6 +141,10 @@ function ropeScalingToHF(s: RopeScaling | null): Record<string, unknown> | null 
   };
 }
 
+/** The window fields each model type's transformers config has (toHF writes only those). */
+const QWEN_WINDOW_FIELDS: readonly string[] = ["slidingWindow", "useSlidingWindow", "maxWindowLayers", "layerTypes"];
+const WINDOW_FIELDS: Record<LlamaModelType, readonly string[]> = { llama: [], mistral: ["slidingWindow"], qwen2: QWEN_WINDOW_FIELDS, qwen3: QWEN_WINDOW_FIELDS };
+
 export class LlamaConfig {
   modelType: LlamaModelType = "llama";
   vocabSize = 32000;
@@ -306,13 +310,8 @@ export class LlamaConfig {
   toHF(): Record<string, unknown> {
     const arch = { llama: "LlamaForCausalLM", mistral: "MistralForCausalLM", qwen2: "Qwen2ForCausalLM", qwen3: "Qwen3ForCausalLM" }[this.modelType];
     const out: Record<string, unknown> = { architectures: [arch], rope_scaling: ropeScalingToHF(this.ropeScaling) };
-    const windowFields: Record<LlamaModelType, string[]> = {
-      llama: [], mistral: ["slidingWindow"], qwen2: ["slidingWindow", "useSlidingWindow", "maxWindowLayers", "layerTypes"],
-      qwen3: ["slidingWindow", "useSlidingWindow", "maxWindowLayers", "layerTypes"],
-    };
-    const allWindowFields = windowFields.qwen2;
     for (const [field, key] of Object.entries(HF_KEYS)) {
-      if (allWindowFields.includes(field) && !windowFields[this.modelType].includes(field)) continue;
+      if (QWEN_WINDOW_FIELDS.includes(field) && !WINDOW_FIELDS[this.modelType].includes(field)) continue;
       // absent, transformers derives them (Qwen2's attention reads head_dim as given, null included)
       if ((field === "layerTypes" || field === "headDim") && this[field] === null) continue;
       out[key] = this[field as keyof LlamaConfigInit];
