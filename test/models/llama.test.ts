@@ -115,6 +115,8 @@ describe("LlamaForCausalLM loading", () => {
     refuse({ rope_scaling: { rope_type: "llama3", factor: 8, low_freq_factor: 4, high_freq_factor: 1 } }, /high_freq_factor \(1\) must be greater than low_freq_factor \(4\)/);
     refuse({ rope_scaling: { type: "linear", factor: 0 } }, /rope_scaling\.factor must be a finite number > 0, got 0/);
     refuse({ rope_parameters: { rope_theta: 1e4, partial_rotary_factor: 0.5 } }, /partial_rotary_factor 0\.5; only 1/);
+    refuse({ rope_parameters: null, partial_rotary_factor: 0.25 }, /partial_rotary_factor 0\.25; only 1/);
+    refuse({ rope_parameters: { rope_theta: 1e4, full_attention: { rope_type: "default" } } }, /holds one rope setting per layer type/);
     refuse({ model_type: "mistral", sliding_window: 0 }, /sliding_window must be a positive integer or null, got 0/);
     refuse({ model_type: "qwen3", layer_types: ["full_attention"] }, /layer_types must list "full_attention" or "sliding_attention" for each of the 2 layers/);
     refuse({ model_type: "gemma" }, /model_type "gemma"; supported: llama, mistral, qwen2, qwen3$/);

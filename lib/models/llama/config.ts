@@ -103,14 +103,14 @@ const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "obj
 function ropeScalingFromHF(json: Record<string, unknown>): RopeScaling | null {
   const field = isObject(json.rope_scaling) && Object.keys(json.rope_scaling).length ? "rope_scaling" : "rope_parameters";
   const rope = json[field];
+  const partial = (isObject(rope) ? rope.partial_rotary_factor : undefined) ?? json.partial_rotary_factor;
+  if (partial !== undefined && partial !== null && partial !== 1) {
+    throw new Error(`LlamaConfig: config.json sets partial_rotary_factor ${shown(partial)}; only 1 (RoPE on the whole head) is supported`);
+  }
   if (rope === undefined || rope === null) return null;
   if (!isObject(rope)) throw new Error(`LlamaConfig: config.json's ${field} must be an object or null, got ${shown(rope)}`);
   if (Object.values(rope).some(isObject)) {
     throw new Error(`LlamaConfig: config.json's ${field} ${shown(rope)} holds one rope setting per layer type; lowrank's Llama decoder takes one for all layers`);
-  }
-  const partial = rope.partial_rotary_factor ?? json.partial_rotary_factor;
-  if (partial !== undefined && partial !== null && partial !== 1) {
-    throw new Error(`LlamaConfig: config.json sets partial_rotary_factor ${shown(partial)}; only 1 (RoPE on the whole head) is supported`);
   }
   const type = rope.rope_type ?? rope.type ?? "default";
   if (type === "default") return null;
