@@ -80,6 +80,11 @@ export interface EncodeOptions {
    * exactly as in the whole text). Default: no limit.
    */
   maxTokens?: number;
+  /**
+   * Accepted so that code written for any tokenizer (AutoTokenizer) can pass it: GPT-2's tokenizer
+   * adds no special tokens around a text either way, as in transformers.
+   */
+  addSpecialTokens?: boolean;
 }
 
 export interface DecodeOptions {
@@ -270,6 +275,20 @@ export class GPT2Tokenizer {
       throw fail(spec.source, `the end-of-text token ${JSON.stringify(this.eosToken)} is not a special token of this tokenizer; add it to the vocabulary (or name another eos_token in tokenizer_config.json)`);
     }
     this.eosTokenId = eosId;
+  }
+
+  /** GPT-2 begins texts with the token that ends them (transformers' GPT2Tokenizer has bos_token = eos_token). */
+  get bosToken(): string {
+    return this.eosToken;
+  }
+
+  get bosTokenId(): number {
+    return this.eosTokenId;
+  }
+
+  /** The ids that end generation: the end-of-text token. */
+  get eosTokenIds(): readonly number[] {
+    return [this.eosTokenId];
   }
 
   /** Number of ids (vocabulary plus special tokens): the size of the model's embedding table. */
