@@ -23,7 +23,7 @@ export { f16BitsToF32, f32ToF16Bits } from "./io/float16.js";
 export { GPT2Tokenizer, END_OF_TEXT, BYTE_SYMBOLS, byteLevelWords, type TokenizerSpec, type EncodeOptions, type DecodeOptions } from "./models/tokenizer.js";
 export { PreTrainedTokenizer, type PretrainedTokenizerFiles, type PretrainedEncodeOptions, type PretrainedDecodeOptions, type ApplyChatTemplateOptions } from "./models/pretrained-tokenizer.js";
 export { AutoTokenizer, type AnyTokenizer } from "./models/auto-tokenizer.js";
-export { renderChatTemplate, selectChatTemplate, readChatTemplate, type ChatMessage, type ChatTemplateSpec, type RenderChatOptions } from "./models/chat-template.js";
+export { renderChatTemplate, selectChatTemplate, readChatTemplate, readChatTemplateFile, type ChatMessage, type ChatTemplateSpec, type RenderChatOptions } from "./models/chat-template.js";
 export { GPT2Config, type GPT2ConfigInit } from "./models/gpt2/config.js";
 export { GPT2LMHeadModel, GPT2Model, GPT2Block, GPT2Attention, GPT2MLP, causalLMLoss, type CausalLMInput, type CausalLMOutput } from "./models/gpt2/model.js";
 export { generate, sampleToken, type GenerateOptions, type GenerationModel } from "./models/generate.js";
