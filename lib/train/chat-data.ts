@@ -1,0 +1,89 @@
+// Chat data ({"messages": [{"role", "content"}, ...]}) and prompt/completion data: which tokens
+// carry the loss. Read and dispatched by data.ts; this file holds the parts that need a chat
+// template or the token-prefix rule.
+import type { ChatMessage } from "../models/chat-template.js";
+
+/** What chat records need from a tokenizer: PreTrainedTokenizer (AutoTokenizer on a tokenizer.json folder). */
+export interface ChatTokenizer {
+  encode(text: string, opts?: { addSpecialTokens?: boolean }): number[];
+  applyChatTemplate(messages: readonly ChatMessage[], opts?: { addGenerationPrompt?: boolean; chatTemplate?: string }): string;
+}
+
+function describe(value: unknown): string {
+  if (value === null) return "null";
+  return Array.isArray(value) ? "an array" : `a ${typeof value}`;
+}
+
+/** A record's "messages" as chat messages, or why they are not. */
+export function parseMessages(value: unknown): ChatMessage[] | string {
+  if (!Array.isArray(value)) return `"messages" must be an array of {"role", "content"}, got ${describe(value)}`;
+  if (value.length === 0) return `"messages" is empty`;
+  for (const [i, m] of value.entries()) {
+    if (m === null || typeof m !== "object" || Array.isArray(m)) return `"messages"[${i}] must be an object with "role" and "content", got ${describe(m)}`;
+    const { role, content } = m as Record<string, unknown>;
+    if (role === undefined || content === undefined) return `"messages"[${i}].${role === undefined ? "role" : "content"} is missing`;
+    if (typeof role !== "string" || role === "") return `"messages"[${i}].role must be a non-empty string, got ${role === "" ? "an empty string" : describe(role)}`;
+    if (typeof content !== "string") return `"messages"[${i}].content must be a string, got ${describe(content)}`;
+  }
+  const messages = value as ChatMessage[];
+  if (!messages.some((m) => m.role === "assistant")) return `"messages" has no "assistant" message, so nothing to train on`;
+  if (messages[0]!.role === "assistant") return `"messages" starts with an assistant message; its prompt cannot be rendered (start with a system or user message)`;
+  return messages;
+}
+
+/**
+ * How many leading tokens of `ids` the text `prefix` accounts for: the ids that encoding the prefix
+ * alone shares with the whole text's. TRL splits prompt from completion the same way (it
+ * encodes the prompt and the whole text and masks the prompt's length). A token that straddles
+ * the boundary (it holds characters of both sides) ends the shared part, so it counts as after it.
+ */
+export function prefixTokenCount(prefixIds: readonly number[], ids: readonly number[]): number {
+  let n = 0;
+  while (n < prefixIds.length && n < ids.length && prefixIds[n] === ids[n]) n++;
+  return n;
+}
+
+export interface ChatTokens {
+  /** The conversation rendered by the chat template, encoded without adding special tokens (the template holds them). */
+  ids: number[];
+  /** [start, end) token ranges of the assistant turns, in order. */
+  assistant: [number, number][];
+}
+
+/**
+ * The token ids of a conversation and where its assistant turns are, or why they cannot be found.
+ *
+ * The spans come from rendering prefixes of the conversation with the same template, as TRL does
+ * for conversational prompt/completion data: assistant turn i starts where the messages before it,
+ * rendered with the generation prompt, end, and ends where the messages through it, rendered
+ * without, end. So the loss covers exactly what the model must produce after the generation
+ * prompt: the answer and the template's end-of-turn tokens (Qwen's "<|im_end|>\n", Llama 3's
+ * "<|eot_id|>"). Character positions become token positions by encoding each prefix
+ * (prefixTokenCount). A template that renders earlier turns differently once later messages
+ * follow (Qwen3's drops the <think> block of turns before the last user message) has no such
+ * prefixes: that conversation is refused with the reason, not trained with guessed spans.
+ */
+export function chatTokens(messages: readonly ChatMessage[], tokenizer: ChatTokenizer, chatTemplate?: string): ChatTokens | string {
+  const render = (upTo: number, addGenerationPrompt: boolean) =>
+    tokenizer.applyChatTemplate(messages.slice(0, upTo), { addGenerationPrompt, ...(chatTemplate === undefined ? {} : { chatTemplate }) });
+  const full = render(messages.length, false);
+  const ids = tokenizer.encode(full, { addSpecialTokens: false });
+  const boundary = (prefix: string, what: string): number | string => {
+    if (!full.startsWith(prefix)) {
+      return `the chat template renders ${what} differently when later messages follow (that rendering is not the start of the whole conversation's), ` +
+        "so the assistant tokens cannot be told apart; give each assistant turn as its own conversation, or use a template that leaves earlier turns unchanged";
+    }
+    return prefixTokenCount(tokenizer.encode(prefix, { addSpecialTokens: false }), ids);
+  };
+  const assistant: [number, number][] = [];
+  for (const [i, m] of messages.entries()) {
+    if (m.role !== "assistant") continue;
+    const start = boundary(render(i, true), `messages 1-${i} with the generation prompt`);
+    if (typeof start === "string") return start;
+    const end = boundary(render(i + 1, false), `messages 1-${i + 1}`);
+    if (typeof end === "string") return end;
+    if (end > start) assistant.push([start, end]);
+  }
+  if (assistant.length === 0) return "the chat template renders no tokens for the assistant messages, so there is nothing to train on";
+  return { ids, assistant };
+}
