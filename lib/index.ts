@@ -21,9 +21,9 @@ export { f16BitsToF32, f32ToF16Bits } from "./io/float16.js";
 
 // ---- models ----
 export { GPT2Tokenizer, END_OF_TEXT, BYTE_SYMBOLS, byteLevelWords, type TokenizerSpec, type EncodeOptions, type DecodeOptions } from "./models/tokenizer.js";
-export { PreTrainedTokenizer, type PretrainedTokenizerFiles, type PretrainedEncodeOptions, type PretrainedDecodeOptions, type ApplyChatTemplateOptions } from "./models/pretrained-tokenizer.js";
+export { PreTrainedTokenizer, type PretrainedTokenizerFiles, type PretrainedEncodeOptions, type PretrainedDecodeOptions } from "./models/pretrained-tokenizer.js";
 export { AutoTokenizer, type AnyTokenizer } from "./models/auto-tokenizer.js";
-export { renderChatTemplate, selectChatTemplate, readChatTemplate, readChatTemplateFile, type ChatMessage, type ChatTemplateSpec, type RenderChatOptions } from "./models/chat-template.js";
+export { renderChatTemplate, selectChatTemplate, readChatTemplate, readChatTemplateFile, type ApplyChatTemplateOptions, type ChatMessage, type ChatTemplateSpec, type RenderChatOptions } from "./models/chat-template.js";
 export { GPT2Config, type GPT2ConfigInit } from "./models/gpt2/config.js";
 export { GPT2LMHeadModel, GPT2Model, GPT2Block, GPT2Attention, GPT2MLP, causalLMLoss, type CausalLMInput, type CausalLMOutput } from "./models/gpt2/model.js";
 export { generate, sampleToken, type GenerateOptions, type GenerationModel } from "./models/generate.js";
@@ -48,6 +48,7 @@ export { LoRALayer, LinearWithLoRA, addLoraToModel, mergeLoraWeights, type LoRAL
 
 // ---- training ----
 export * from "./train/data.js";
+export { chatTokens, parseMessages, prefixTokenCount, type ChatTokenizer, type ChatTokens } from "./train/chat-data.js";
 export * from "./train/template.js";
 export * from "./train/collate.js";
 export { Trainer, NonFiniteLossError, TRAINER_DEFAULTS, type TrainerOptions, type TrainableModel, type TrainBatchInput, type TrainResult, type TrainerEvents, type EvalEvent, type CheckpointEvent, type ScheduleName } from "./train/trainer.js";

@@ -139,6 +139,36 @@ export function renderChatTemplate(
   }
 }
 
+export interface ApplyChatTemplateOptions extends RenderChatOptions {
+  /** Return token ids (encoded without adding special tokens: the template holds them) instead of text. Default false. */
+  tokenize?: boolean;
+  /** A template to use instead of the tokenizer's own (its text, not a file name). */
+  chatTemplate?: string;
+}
+
+/**
+ * What a tokenizer's applyChatTemplate renders (its `tokenize` is the tokenizer's part): the given
+ * template, else the tokenizer's own (`own`, read from the folder `dir`), else an error that says
+ * what to do.
+ */
+export function renderTokenizerChat(
+  own: ChatTemplateSpec | undefined,
+  dir: string,
+  specialTokens: Readonly<Record<string, string>>,
+  messages: readonly ChatMessage[],
+  opts: ApplyChatTemplateOptions,
+): string {
+  if (opts.chatTemplate !== undefined) return renderChatTemplate(opts.chatTemplate, messages, specialTokens, opts, "given template");
+  if (own === undefined) {
+    throw new Error(
+      `applyChatTemplate: the tokenizer in ${dir} has no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja); ` +
+        `pass one (chatTemplate) or use a model folder that ships one (an instruct/chat model)`,
+    );
+  }
+  const source = join(dir, "tokenizer_config.json");
+  return renderChatTemplate(selectChatTemplate(own, source, opts.tools !== undefined), messages, specialTokens, opts, source);
+}
+
 /** tokenizer_config.json's chat_template field as a spec, or why it is not one. */
 export function chatTemplateFromConfig(value: unknown, source: string): ChatTemplateSpec | undefined {
   if (value === undefined || value === null) return undefined;

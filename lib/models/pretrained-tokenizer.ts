@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { isJsonObject } from "../io/json-object.js";
-import { readChatTemplate, renderChatTemplate, selectChatTemplate, type ChatMessage, type ChatTemplateSpec, type RenderChatOptions } from "./chat-template.js";
+import { readChatTemplate, renderTokenizerChat, type ApplyChatTemplateOptions, type ChatMessage, type ChatTemplateSpec } from "./chat-template.js";
 
 export interface PretrainedEncodeOptions {
   /**
@@ -22,13 +22,6 @@ export interface PretrainedEncodeOptions {
 export interface PretrainedDecodeOptions {
   /** Leave out the added tokens marked special (<|im_end|>, <|eot_id|>, ...). Default false. */
   skipSpecialTokens?: boolean;
-}
-
-export interface ApplyChatTemplateOptions extends RenderChatOptions {
-  /** Return token ids (encoded without adding special tokens: the template holds them) instead of text. Default false. */
-  tokenize?: boolean;
-  /** A template to use instead of the tokenizer's own (its text, not a file name). */
-  chatTemplate?: string;
 }
 
 /** The named special tokens transformers passes to chat templates and keeps in special_tokens_map. */
@@ -220,19 +213,7 @@ export class PreTrainedTokenizer {
   applyChatTemplate(messages: readonly ChatMessage[], opts: ApplyChatTemplateOptions & { tokenize: true }): number[];
   applyChatTemplate(messages: readonly ChatMessage[], opts?: ApplyChatTemplateOptions): string;
   applyChatTemplate(messages: readonly ChatMessage[], opts: ApplyChatTemplateOptions = {}): string | number[] {
-    let template = opts.chatTemplate;
-    let source = "given template";
-    if (template === undefined) {
-      if (this.chatTemplate === undefined) {
-        throw new Error(
-          `applyChatTemplate: the tokenizer in ${this.source} has no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja); ` +
-            `pass one (chatTemplate) or use a model folder that ships one (an instruct/chat model)`,
-        );
-      }
-      source = join(this.source, "tokenizer_config.json");
-      template = selectChatTemplate(this.chatTemplate, source, opts.tools !== undefined);
-    }
-    const text = renderChatTemplate(template, messages, this.specialTokensMap, opts, source);
+    const text = renderTokenizerChat(this.chatTemplate, this.source, this.specialTokensMap, messages, opts);
     return opts.tokenize ? this.encode(text, { addSpecialTokens: false }) : text;
   }
 

@@ -3,10 +3,20 @@
 // template or the token-prefix rule.
 import type { ChatMessage } from "../models/chat-template.js";
 
-/** What chat records need from a tokenizer: PreTrainedTokenizer (AutoTokenizer on a tokenizer.json folder). */
+interface RenderOptions {
+  addGenerationPrompt?: boolean;
+  /** A template's text, instead of the tokenizer's own. */
+  chatTemplate?: string;
+}
+
+/**
+ * What chat records need from a tokenizer: its chat template, as text and as ids (the tokenizer
+ * knows how to encode rendered text, special tokens included). PreTrainedTokenizer and
+ * GPT2Tokenizer have it.
+ */
 export interface ChatTokenizer {
-  encode(text: string, opts?: { addSpecialTokens?: boolean }): number[];
-  applyChatTemplate(messages: readonly ChatMessage[], opts?: { addGenerationPrompt?: boolean; chatTemplate?: string }): string;
+  applyChatTemplate(messages: readonly ChatMessage[], opts: RenderOptions & { tokenize: true }): number[];
+  applyChatTemplate(messages: readonly ChatMessage[], opts?: RenderOptions): string;
 }
 
 function describe(value: unknown): string {
@@ -44,7 +54,7 @@ export function prefixTokenCount(prefixIds: readonly number[], ids: readonly num
 }
 
 export interface ChatTokens {
-  /** The conversation rendered by the chat template, encoded without adding special tokens (the template holds them). */
+  /** The conversation rendered by the chat template and encoded as applyChatTemplate(..., {tokenize: true}) does. */
   ids: number[];
   /** [start, end) token ranges of the assistant turns, in order. */
   assistant: [number, number][];
@@ -64,23 +74,25 @@ export interface ChatTokens {
  * prefixes: that conversation is refused with the reason, not trained with guessed spans.
  */
 export function chatTokens(messages: readonly ChatMessage[], tokenizer: ChatTokenizer, chatTemplate?: string): ChatTokens | string {
-  const render = (upTo: number, addGenerationPrompt: boolean) =>
-    tokenizer.applyChatTemplate(messages.slice(0, upTo), { addGenerationPrompt, ...(chatTemplate === undefined ? {} : { chatTemplate }) });
-  const full = render(messages.length, false);
-  const ids = tokenizer.encode(full, { addSpecialTokens: false });
-  const boundary = (prefix: string, what: string): number | string => {
-    if (!full.startsWith(prefix)) {
-      return `the chat template renders ${what} differently when later messages follow (that rendering is not the start of the whole conversation's), ` +
-        "so the assistant tokens cannot be told apart; give each assistant turn as its own conversation, or use a template that leaves earlier turns unchanged";
+  const opts = (addGenerationPrompt: boolean) => ({ addGenerationPrompt, ...(chatTemplate === undefined ? {} : { chatTemplate }) });
+  const full = tokenizer.applyChatTemplate(messages, opts(false));
+  const ids = tokenizer.applyChatTemplate(messages, { ...opts(false), tokenize: true });
+  /** The tokens of the whole conversation that its first `upTo` messages account for. */
+  const boundary = (upTo: number, addGenerationPrompt: boolean): number | string => {
+    const prefix = messages.slice(0, upTo);
+    if (!full.startsWith(tokenizer.applyChatTemplate(prefix, opts(addGenerationPrompt)))) {
+      return `the chat template renders messages 1-${upTo}${addGenerationPrompt ? " with the generation prompt" : ""} differently when later messages follow ` +
+        "(that rendering is not the start of the whole conversation's), so the assistant tokens cannot be told apart; " +
+        "give each assistant turn as its own conversation, or use a template that leaves earlier turns unchanged";
     }
-    return prefixTokenCount(tokenizer.encode(prefix, { addSpecialTokens: false }), ids);
+    return prefixTokenCount(tokenizer.applyChatTemplate(prefix, { ...opts(addGenerationPrompt), tokenize: true }), ids);
   };
   const assistant: [number, number][] = [];
   for (const [i, m] of messages.entries()) {
     if (m.role !== "assistant") continue;
-    const start = boundary(render(i, true), `messages 1-${i} with the generation prompt`);
+    const start = boundary(i, true);
     if (typeof start === "string") return start;
-    const end = boundary(render(i + 1, false), `messages 1-${i + 1}`);
+    const end = boundary(i + 1, false);
     if (typeof end === "string") return end;
     if (end > start) assistant.push([start, end]);
   }

@@ -8,9 +8,9 @@
 // give a single example (missing, empty, nothing valid) is an error.
 import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
-import type { ChatMessage } from "../models/chat-template.js";
 import { formatPrompt, resolveTemplate, type TemplateSpec } from "./template.js";
-import { chatTokens, parseMessages, prefixTokenCount } from "./chat-data.js";
+import { chatTokens, parseMessages, prefixTokenCount, type ChatTokenizer } from "./chat-data.js";
+import type { ChatMessage } from "../models/chat-template.js";
 
 /** Label value that the loss ignores (PyTorch's and transformers' ignore_index). */
 export const IGNORE_INDEX = -100;
@@ -28,8 +28,8 @@ export interface TokenizerLike {
   encode(text: string, opts?: { maxTokens?: number; addSpecialTokens?: boolean }): number[];
   eosTokenId: number;
   padTokenId?: number;
-  /** The chat template, for chat records (PreTrainedTokenizer has it). */
-  applyChatTemplate?(messages: readonly ChatMessage[], opts?: { addGenerationPrompt?: boolean; chatTemplate?: string }): string;
+  /** The chat template, for chat records (PreTrainedTokenizer and GPT2Tokenizer have it). */
+  applyChatTemplate?: ChatTokenizer["applyChatTemplate"];
 }
 
 export interface AlpacaRecord {
@@ -359,11 +359,11 @@ export function tokenizeRecords(file: string, records: readonly DataRecord[], to
       push(rec, whole.at(-1) === eos ? whole : [...whole, eos], (i) => i >= promptTokens);
     } else {
       if (!tokenizer.applyChatTemplate) {
-        throw new Error(`${file}: chat records need a tokenizer with a chat template (AutoTokenizer on a model folder with tokenizer.json); this tokenizer has none`);
+        throw new Error(`${file}: chat records need a tokenizer with applyChatTemplate (AutoTokenizer.fromPretrained gives one); this tokenizer has none`);
       }
       let chat: ReturnType<typeof chatTokens>;
       try {
-        chat = chatTokens(rec.messages, tokenizer as Required<TokenizerLike>, opts.chatTemplate);
+        chat = chatTokens(rec.messages, tokenizer as ChatTokenizer, opts.chatTemplate);
       } catch (err) {
         chat = (err as Error).message; // the template refused this conversation (raise_exception, ...)
       }

@@ -96,7 +96,7 @@ describe("chat records that cannot be trained", () => {
     expect(r.unusable).toEqual([{ file: "chat.jsonl", line: 4, message: expect.stringMatching(/^the chat template renders messages 1-3 differently when later messages follow .*give each assistant turn as its own conversation/) }]);
   });
 
-  it("reports a template error per line, and needs a tokenizer with a chat template", async () => {
+  it("reports a template error per line, and a tokenizer without a chat template", async () => {
     const tok = loadTokenizer("llama3");
     const strict = "{% for m in messages %}{% if m.content == 'bad' %}{{ raise_exception('no bad words') }}{% endif %}{{ m.role }}: {{ m.content }}\n{% endfor %}";
     const r = tokenizeRecords("f", [chat([{ role: "user", content: "bad" }, { role: "assistant", content: "x" }], 3)], tok, { chatTemplate: strict });
@@ -105,7 +105,21 @@ describe("chat records that cannot be trained", () => {
     writeFileSync(file, `${JSON.stringify({ messages: [{ role: "user", content: "bad" }, { role: "assistant", content: "x" }] })}\n`);
     await expect(loadInstructionData(file, tok, { chatTemplate: strict })).rejects.toThrow(`${file}: no usable example: every chat example was skipped (first: ${file}:1: chat template`);
     const gpt2 = GPT2Tokenizer.fromPretrained("data/demo/model");
-    expect(() => tokenizeRecords("f", [chat([{ role: "user", content: "a" }, { role: "assistant", content: "b" }])], gpt2)).toThrow("f: chat records need a tokenizer with a chat template");
+    await expect(loadInstructionData(file, gpt2)).rejects.toThrow(/no usable example: .*has no chat template .*pass one \(chatTemplate\)/);
+  });
+});
+
+describe("chat records with GPT-2's tokenizer and a given template", () => {
+  it("labels the answer and the template's end of turn; a token straddling the generation prompt counts as answer", () => {
+    const gpt2 = GPT2Tokenizer.fromPretrained("test/fixtures/gpt2-tokenizer"); // GPT-2's own vocabulary
+    const template = "{% for m in messages %}{{ m.role + ': ' + m.content }}{% if m.role == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n' }}{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}";
+    const conv: ChatMessage[] = [{ role: "user", content: "Hi" }, { role: "assistant", content: "Hello" }, { role: "user", content: "Bye" }, { role: "assistant", content: "Ciao" }];
+    const [ex] = tokenizeRecords("f", [chat(conv)], gpt2, { chatTemplate: template }).examples;
+    // the special token in the rendered text is the end-of-text id, not its characters
+    expect(Array.from(ex!.inputIds)).toEqual(gpt2.applyChatTemplate(conv, { chatTemplate: template, tokenize: true }));
+    expect(Array.from(ex!.inputIds).filter((id) => id === gpt2.eosTokenId)).toHaveLength(2);
+    // "assistant: " ends in a space that GPT-2 joins to the answer (" Hello"): that token is the answer's
+    expect(labelledText(ex!, (ids) => gpt2.decode(ids))).toEqual([" Hello<|endoftext|>\n", " Ciao<|endoftext|>\n"]);
   });
 });
 
