@@ -1,12 +1,12 @@
 // Chat templates rendered with @huggingface/jinja against transformers' apply_chat_template on the
 // published Qwen3 and Llama 3.1 templates (test/fixtures/make_tokenizer_json_fixtures.py): text and
 // ids, with and without the generation prompt, multi-turn, tools and Qwen3's enable_thinking.
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { readChatTemplateFile, renderChatTemplate, type ChatMessage } from "../../lib/index.js";
-import { expected, loadTokenizer } from "./tokenizer-fixtures.js";
+import { PreTrainedTokenizer, readChatTemplateFile, renderChatTemplate, type ChatMessage } from "../../lib/index.js";
+import { expected, loadTokenizer, tokenizerDir } from "./tokenizer-fixtures.js";
 
 interface ChatCase {
   messages: ChatMessage[];
@@ -52,6 +52,20 @@ describe("chat template sources and errors", () => {
     expect(llama2.applyChatTemplate(conv, { chatTemplate: llamaTemplate })).toBe(want);
     expect(llama2.applyChatTemplate(conv, { chatTemplate: readChatTemplateFile(jinja) })).toBe(want);
     expect(llama2.applyChatTemplate(conv, { chatTemplate: readChatTemplateFile(json) })).toBe(want);
+  });
+
+  it("reads chat_template.jinja over tokenizer_config.json's, and picks tool_use among named templates when tools are given", () => {
+    const dir = join(tmp, "folder");
+    mkdirSync(dir);
+    for (const f of ["tokenizer.json", "tokenizer_config.json"]) copyFileSync(join(tokenizerDir("llama2"), f), join(dir, f));
+    writeFileSync(join(dir, "chat_template.jinja"), "{% for m in messages %}[{{ m.role }}] {{ m.content }}{% endfor %}");
+    expect(PreTrainedTokenizer.fromPretrained(dir).applyChatTemplate(conv)).toBe("[user] Hi[assistant] Hello");
+    const config = JSON.parse(readFileSync(join(dir, "tokenizer_config.json"), "utf8")) as Record<string, unknown>;
+    config.chat_template = [{ name: "default", template: "plain" }, { name: "tool_use", template: "{{ tools | length }} tools" }];
+    writeFileSync(join(dir, "tokenizer_config.json"), JSON.stringify(config));
+    rmSync(join(dir, "chat_template.jinja"));
+    const tok = PreTrainedTokenizer.fromPretrained(dir);
+    expect([tok.applyChatTemplate(conv), tok.applyChatTemplate(conv, { tools: [{}, {}] })]).toEqual(["plain", "2 tools"]);
   });
 
   it("strips as Python does (strip/lstrip/rstrip with chars, trim, Python's whitespace), which @huggingface/jinja alone does not", () => {
