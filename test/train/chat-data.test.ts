@@ -162,4 +162,18 @@ describe("reading chat and prompt/completion JSONL", () => {
     expect(Array.from(ex!.inputIds)).toEqual([...tok.encode("Hello world peace"), tok.eosTokenId]);
     expect(labelledText(ex!, (ids) => tok.decode(ids))).toEqual([" world peace<|im_end|>"]);
   });
+
+  it("Alpaca and text records with a tokenizer that adds a BOS: one BOS, at the start", () => {
+    const tok = loadTokenizer("llama3");
+    const records: DataRecord[] = [
+      { kind: "alpaca", instruction: "Say hi.", input: "", output: "hi", line: 1 },
+      { kind: "text", text: "Hello world", line: 2 },
+    ];
+    const [alpaca, text] = tokenizeRecords("f", records, tok, { template: "Q: {instruction}\nA:" }).examples;
+    const bos = tok.bosTokenId!;
+    expect(Array.from(alpaca!.inputIds)).toEqual([...tok.encode("Q: Say hi.\nA:"), ...tok.encode("hi", { addSpecialTokens: false }), tok.eosTokenId]);
+    expect(Array.from(alpaca!.inputIds).filter((id) => id === bos)).toEqual([bos]);
+    expect(labelledText(alpaca!, (ids) => tok.decode(ids))).toEqual(["hi<|eot_id|>"]);
+    expect(Array.from(text!.inputIds)).toEqual([bos, ...tok.encode("Hello world", { addSpecialTokens: false }), tok.eosTokenId]);
+  });
 });
