@@ -10,6 +10,7 @@ import { PeftModel } from "../peft/model.js";
 import { Generator } from "../tensor/random.js";
 import { formatPrompt, MODEL_TEMPLATE_FILE, resolveTemplate } from "../train/template.js";
 import { intAtLeast, loadModel, loadTemplate, loadTokenizer, newCommand, numberIn, oneOf, resolveDevice, runAction, UsageError } from "./common.js";
+import { withConfigFile } from "./config.js";
 
 interface GenerateFlags {
   model: string;
@@ -23,11 +24,12 @@ interface GenerateFlags {
   topP: number;
   seed: number;
   device?: string;
+  json?: boolean;
 }
 
 export function generateCommand(): Command {
-  return newCommand("generate")
-    .description("continue a prompt with a GPT-2 checkpoint (and a LoRA adapter), streaming the text to stdout")
+  return withConfigFile(newCommand("generate")
+    .description("continue a prompt with a GPT-2 checkpoint (and a LoRA adapter), streaming the text to stdout"))
     .requiredOption("--model <dir>", "base model folder in Hugging Face layout (with its tokenizer files)")
     .option("--adapter <dir>", "a LoRA adapter in PEFT's format to apply (e.g. the --out of lowrank train)")
     .requiredOption("--prompt <text>", "the prompt; with --template, the instruction")
@@ -39,6 +41,7 @@ export function generateCommand(): Command {
     .option("--top-p <x>", "sample among the most likely tokens that cover probability p (1: no limit)", numberIn(0, 1, { loOpen: true }), 1)
     .option("--seed <n>", "seed for sampling", intAtLeast(0), 0)
     .option("--device <name>", "cpu or cuda (default: cuda when a GPU is usable)", oneOf(["cpu", "cuda"] as const))
+    .option("--json", "print one JSON object at the end (the prompt, the text, the token ids and why generation stopped) instead of streaming the text")
     .addHelpText(
       "after",
       `
@@ -127,15 +130,26 @@ async function run(flags: GenerateFlags): Promise<void> {
     );
   }
 
-  const stream = new TextStreamer(tokenizer, (text) => process.stdout.write(text));
+  // --json: no streaming; the whole result once generation ends
+  const stream = flags.json ? null : new TextStreamer(tokenizer, (text) => process.stdout.write(text));
   try {
-    generate(model, ids, {
+    const tokenIds = generate(model, ids, {
       maxNewTokens: flags.maxNewTokens, temperature: flags.temperature, topK: flags.topK, topP: flags.topP,
       eosTokenId: tokenizer.eosTokenId, generator: new Generator(flags.seed),
-      onToken: (id) => stream.push(id),
+      onToken: stream ? (id) => stream.push(id) : undefined,
     });
-    stream.end();
-    process.stdout.write("\n");
+    if (stream) {
+      stream.end();
+      process.stdout.write("\n");
+      return;
+    }
+    // generate() stops at the end-of-text token, after --max-new-tokens, or when the model's n_positions are used up
+    const stopReason = tokenIds.at(-1) === tokenizer.eosTokenId ? "eos" : tokenIds.length === flags.maxNewTokens ? "max-new-tokens" : "context-full";
+    const output = {
+      prompt: flags.prompt, input: flags.input ?? null, promptText: text, promptTokenIds: ids,
+      text: tokenizer.decode(tokenIds, { skipSpecialTokens: true }), tokenIds, stopReason,
+    };
+    console.log(JSON.stringify(output, null, 2));
   } finally {
     model.dispose();
   }

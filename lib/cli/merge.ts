@@ -13,6 +13,7 @@ import { tensor } from "../tensor/creation.js";
 import { tidy } from "../tensor/scope.js";
 import { SeededRandom } from "../train/data.js";
 import { checkOutputDir, loadModel, newCommand, oneOf, resolveDevice, runAction, UsageError } from "./common.js";
+import { withConfigFile } from "./config.js";
 
 interface MergeFlags {
   model: string;
@@ -20,6 +21,7 @@ interface MergeFlags {
   out: string;
   safe?: boolean;
   device?: string;
+  json?: boolean;
 }
 
 /** Files of the base model folder that are not weights and carry over unchanged. */
@@ -41,13 +43,14 @@ const PROBE_LENGTH = 32;
 export const MERGE_TOLERANCE = 1e-3;
 
 export function mergeCommand(): Command {
-  return newCommand("merge")
-    .description("fold a LoRA adapter into its base model and write a Hugging Face checkpoint (config.json + model.safetensors)")
+  return withConfigFile(newCommand("merge")
+    .description("fold a LoRA adapter into its base model and write a Hugging Face checkpoint (config.json + model.safetensors)"))
     .requiredOption("--model <dir>", "the base model folder the adapter was trained on")
     .requiredOption("--adapter <dir>", "adapter folder in PEFT's format (adapter_config.json, adapter_model.safetensors)")
     .requiredOption("--out <dir>", "where to write the merged model (the tokenizer files are copied along)")
     .option("--safe", "check the merged weights for NaN/Inf before committing them (refuses a broken adapter)")
     .option("--device <name>", "cpu or cuda (default: cuda when a GPU is usable)", oneOf(["cpu", "cuda"] as const))
+    .option("--json", "print JSON (the written files and the check's numbers) instead of the report lines")
     .addHelpText(
       "after",
       `
@@ -112,10 +115,13 @@ async function merge(flags: MergeFlags): Promise<void> {
     const scale = withAdapter.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
     const diff = maxAbsDiff(mergedLogits, withAdapter);
     const tolerance = MERGE_TOLERANCE * Math.max(1, scale);
-    console.log(
-      `check on ${PROBE_SEQUENCES} sequences of ${length} tokens: merged vs base+adapter logits differ by at most ${diff.toExponential(2)} ` +
-        `(tolerance ${tolerance.toExponential(2)}); the adapter itself moves them by up to ${maxAbsDiff(withAdapter, withoutAdapter).toExponential(2)}`,
-    );
+    const adapterEffect = maxAbsDiff(withAdapter, withoutAdapter);
+    if (!flags.json) {
+      console.log(
+        `check on ${PROBE_SEQUENCES} sequences of ${length} tokens: merged vs base+adapter logits differ by at most ${diff.toExponential(2)} ` +
+          `(tolerance ${tolerance.toExponential(2)}); the adapter itself moves them by up to ${adapterEffect.toExponential(2)}`,
+      );
+    }
     if (!(diff <= tolerance)) {
       throw new Error(`the merged model's logits differ from the adapter's by ${diff.toExponential(2)}, above the tolerance ${tolerance.toExponential(2)}; nothing was written`);
     }
@@ -123,7 +129,14 @@ async function merge(flags: MergeFlags): Promise<void> {
     merged.savePretrained(flags.out);
     const copied = CARRIED_FILES.filter((f) => existsSync(join(flags.model, f)));
     for (const f of copied) writeFileAtomic(join(flags.out, f), readFileSync(join(flags.model, f)));
-    console.log(`merged model: ${join(flags.out, "model.safetensors")}${copied.length ? ` (with ${copied.join(", ")})` : ""}`);
+    const weights = join(flags.out, "model.safetensors");
+    if (flags.json) {
+      const check = { sequences: PROBE_SEQUENCES, tokens: length, maxDiff: diff, tolerance, adapterEffect, passed: true };
+      const files = { config: join(flags.out, "config.json"), weights, copied: copied.map((f) => join(flags.out, f)) };
+      console.log(JSON.stringify({ model: flags.model, adapter: flags.adapter, out: flags.out, files, check }, null, 2));
+    } else {
+      console.log(`merged model: ${weights}${copied.length ? ` (with ${copied.join(", ")})` : ""}`);
+    }
   } finally {
     merged.dispose();
   }

@@ -9,24 +9,29 @@ import { formatTable } from "../analysis/table.js";
 import { formatThousands } from "../io/pyformat.js";
 import { formatDuration } from "../train/progress.js";
 import { EXIT, newCommand, numberIn, runAction, UsageError } from "./common.js";
+import { withConfigFile } from "./config.js";
 import { stopOnSignals } from "./interrupt.js";
 import { DEFAULT_RANKS, parseRanks, readModelShapes } from "./params.js";
-import { flagError, printStart, printStopped, resumeArgs, trainCommand, trainOptions, type TrainFlags } from "./train.js";
+import { flagError, humanLines, printStart, printStopped, resumeArgs, trainCommand, trainOptions, type TrainFlags } from "./train.js";
 
 /** One colour per loss curve: the plot palette has ten. */
 const MAX_RANKS = 10;
-/** train's options the sweep replaces: the rank becomes --ranks, --out and --resume cover the whole sweep. */
-const REPLACED = new Set(["--r", "--out", "--resume"]);
+/**
+ * train's options the sweep replaces: the rank becomes --ranks, --out and --resume cover the whole
+ * sweep, the sweep adds its own --config (its keys are the sweep's flags), and its machine-readable
+ * output is OUT/summary.json rather than --json.
+ */
+const REPLACED = new Set(["--r", "--out", "--resume", "--config", "--json"]);
 
-interface SweepFlags extends Omit<TrainFlags, "r" | "resume"> {
+interface SweepFlags extends Omit<TrainFlags, "r" | "resume" | "json"> {
   ranks: number[];
   alphaRatio?: number;
   resume?: boolean;
 }
 
 export function sweepCommand(): Command {
-  const cmd = newCommand("sweep")
-    .description("train one LoRA adapter per rank on the same data and seed, then compare losses, parameters, time and throughput")
+  const cmd = withConfigFile(newCommand("sweep")
+    .description("train one LoRA adapter per rank on the same data and seed, then compare losses, parameters, time and throughput"))
     .optionsGroup("Sweep:")
     .addOption(new Option("--ranks <list>", `the ranks to train, comma-separated, at most ${MAX_RANKS}, e.g. 4,8,16,64`).argParser(parseRanks).default(parseRanks(DEFAULT_RANKS), DEFAULT_RANKS))
     .requiredOption("--out <dir>", "sweep folder: rank-<r>/ per rank (a train run: adapter, metrics.jsonl, loss plot, checkpoints), summary.json, loss-curves.svg/png, eval-loss-curves.svg/png")
@@ -71,7 +76,7 @@ async function sweep(flags: SweepFlags, cmd: Command): Promise<number> {
   try {
     sweepResult = await runSweep({
       ranks: flags.ranks, alphaRatio: flags.alphaRatio, out: flags.out, resume: flags.resume, baseParameters: shapes.parameters, settings,
-      run: { ...trainOptions(flags, cmd), signal: stop.signal, onStart: (run) => printStart(run, flags.quiet) },
+      run: { ...trainOptions(flags, cmd), signal: stop.signal, onStart: (run) => printStart(run, humanLines(flags)) },
       onRank: ({ r, alpha, out, index, kept }) => {
         const of = `${index + 1}/${flags.ranks.length}`;
         say(kept ? `rank ${r} (${of}): finished in an earlier run, kept (${out})` : `${index > 0 ? "\n" : ""}== rank ${r} (${of}), alpha ${alpha}: ${out}`);

@@ -4,6 +4,7 @@
 // prints what happens.
 import { join } from "node:path";
 import type { Command } from "commander";
+import { readMetrics, summarizeRun } from "../analysis/sweep.js";
 import { Generator } from "../tensor/random.js";
 import { formatProblem } from "../train/data.js";
 import {
@@ -13,6 +14,7 @@ import type { ScheduleName } from "../train/trainer.js";
 import {
   EXIT, intAtLeast, loadModel, loadTemplate, loadTokenizer, newCommand, numberIn, oneOf, resolveDevice, runAction, UsageError,
 } from "./common.js";
+import { CONFIG_SOURCE, withConfigFile } from "./config.js";
 import { stopOnSignals } from "./interrupt.js";
 import { commandLine } from "./invocation.js";
 
@@ -46,6 +48,7 @@ export interface TrainFlags {
   device?: string;
   resume?: true | string;
   quiet?: boolean;
+  json?: boolean;
   logEvery: number;
 }
 
@@ -54,8 +57,8 @@ const SHOWN_PROBLEMS = 10;
 
 export function trainCommand(): Command {
   const d = FINE_TUNE_DEFAULTS;
-  return newCommand("train")
-    .description("fine-tune a LoRA adapter on a GPT-2 checkpoint with a JSONL instruction set; writes the adapter in PEFT's format")
+  return withConfigFile(newCommand("train")
+    .description("fine-tune a LoRA adapter on a GPT-2 checkpoint with a JSONL instruction set; writes the adapter in PEFT's format"))
     .optionsGroup("Model and data:")
     .requiredOption("--model <dir>", "base model folder in Hugging Face layout (config.json, model.safetensors, tokenizer files)")
     .requiredOption("--data <file>", 'training data, JSONL: {"instruction", "input"?, "output"} or {"text"} per line')
@@ -90,6 +93,7 @@ export function trainCommand(): Command {
     .option("--resume [dir]", "continue from the latest checkpoint in --out (or from <dir>, a checkpoint or run folder), with the same settings")
     .optionsGroup("Output:")
     .option("--quiet", "print nothing but errors and the final summary")
+    .option("--json", "print one JSON summary on stdout at the end (steps, losses, eval losses, tokens/s, output paths); progress and messages go to stderr")
     .option("--log-every <n>", "when the output is not a terminal: a progress line every N steps", intAtLeast(1), 10)
     .addHelpText(
       "after",
@@ -106,9 +110,14 @@ first. A NaN/Inf loss stops the run (exit code 1) and keeps the last good checkp
 The prompt template defaults to the template.txt the model folder ships, else "alpaca".
 Exit codes: 0 done, 1 error, 2 bad command line, 130 interrupted.
 
+--config FILE takes these flags from a YAML or JSON file (keys as the flags are spelled, without
+"--": batch-size: 16); flags typed on the command line win. --json prints one JSON summary on
+stdout at the end, for scripts.
+
 Examples (the model and data bundled with lowrank):
   lowrank train --model data/demo/model --data data/demo/train.jsonl --out runs/demo --steps 300 --lr 2e-3
-  lowrank train --model data/demo/model --data data/demo/train.jsonl --out runs/demo --steps 300 --lr 2e-3 --resume`,
+  lowrank train --model data/demo/model --data data/demo/train.jsonl --out runs/demo --steps 300 --lr 2e-3 --resume
+  lowrank train --config data/demo/train.yaml --out runs/demo-config`,
     )
     .action(runAction("train", (flags: TrainFlags, cmd: Command) => train(flags, cmd)));
 }
@@ -125,7 +134,8 @@ function parseTargets(spec: string): string[] | "all-linear" {
 
 function checkFlags(flags: Omit<TrainFlags, "out" | "resume" | "r">, cmd: Command): void {
   if (flags.steps !== undefined && flags.epochs !== undefined) throw new UsageError("give --steps or --epochs, not both");
-  if (flags.evalFile !== undefined && cmd.getOptionValueSource("evalSplit") === "cli") {
+  const evalSplitSource = cmd.getOptionValueSource("evalSplit");
+  if (flags.evalFile !== undefined && (evalSplitSource === "cli" || evalSplitSource === CONFIG_SOURCE)) {
     throw new UsageError("give --eval-file or --eval-split, not both");
   }
   if (flags.warmup >= 1 && !Number.isInteger(flags.warmup)) throw new UsageError(`--warmup ${flags.warmup}: a step count must be an integer (a share must be < 1)`);
@@ -174,7 +184,8 @@ export function trainOptions(flags: Omit<TrainFlags, "out" | "resume" | "r">, cm
     steps: capSteps(flags.steps), epochs: flags.epochs, batchSize: flags.batchSize, gradAccum: flags.gradAccum, lr: flags.lr, weightDecay: flags.weightDecay,
     maxGradNorm: flags.maxGradNorm, warmup: flags.warmup, schedule: flags.schedule,
     evalEvery: flags.evalEvery, checkpointEvery: flags.checkpointEvery, keepCheckpoints: flags.keepCheckpoints, seed: flags.seed,
-    progress: { quiet: flags.quiet, logEvery: flags.logEvery },
+    // with --json, stdout holds the summary alone
+    progress: { quiet: flags.quiet, logEvery: flags.logEvery, stream: flags.json ? process.stderr : undefined },
     onWarning: (message) => console.error(`warning: ${message}`),
   };
 }
@@ -185,9 +196,14 @@ export function flagError(err: unknown): unknown {
   return err;
 }
 
-/** Bad data lines, data warnings, the template when it was not given, PEFT's parameter line and what will run. */
-export function printStart(run: FineTuneStart, quiet: boolean | undefined): void {
-  const say = (line: string) => quiet || console.log(line);
+/** Where the human-readable lines go: nowhere with --quiet, stderr with --json (stdout is the JSON), else stdout. */
+export function humanLines(flags: { quiet?: boolean; json?: boolean }): (line: string) => void {
+  if (flags.quiet) return () => {};
+  return flags.json ? (line) => console.error(line) : (line) => console.log(line);
+}
+
+/** Bad data lines, data warnings, the template when it was not given, PEFT's parameter line and what will run (`say`: see humanLines). */
+export function printStart(run: FineTuneStart, say: (line: string) => void): void {
   const { data, trainer } = run;
   if (data.problems.length > 0) {
     console.error(`warning: ${data.problems.length} bad line${data.problems.length === 1 ? "" : "s"} skipped:`);
@@ -208,6 +224,25 @@ function summaryOf(result: FineTuneResult): string {
   const last = result.history.at(-1);
   const lastEval = result.history.filter((r) => r.evalLoss !== undefined).at(-1)?.evalLoss;
   return last ? `loss ${last.loss?.toFixed(4) ?? "-"}${lastEval !== undefined ? `, eval loss ${lastEval.toFixed(4)}` : ""}` : "";
+}
+
+/**
+ * --json: what a script needs from a run: how far it got, its losses (the last step's, the mean of
+ * the last 10% of steps, every eval), its throughput, and where its files are. The numbers come
+ * from metrics.jsonl, so a resumed run's earlier steps count too.
+ */
+function jsonSummary(result: FineTuneResult, out: string, resume: string | null): Record<string, unknown> {
+  const metricsPath = join(out, "metrics.jsonl");
+  const records = readMetrics(metricsPath);
+  const { steps: _steps, ...summary } = summarizeRun(records);
+  const adapter = result.adapterDir;
+  return {
+    status: result.status, steps: result.step, totalSteps: result.totalSteps, ...summary,
+    evals: records.filter((r) => r.evalLoss !== undefined).map((r) => ({ step: r.step, evalLoss: r.evalLoss })),
+    out, adapter: adapter && { dir: adapter, config: join(adapter, "adapter_config.json"), weights: join(adapter, "adapter_model.safetensors") },
+    metrics: metricsPath, lossChart: { svg: join(out, "loss.svg"), png: join(out, "loss.png") },
+    checkpoint: result.checkpoint, resume,
+  };
 }
 
 /** Where a stopped run stands and the command line that continues it. */
@@ -244,15 +279,21 @@ export async function train(flags: TrainFlags, cmd: Command): Promise<number> {
   const stop = stopOnSignals();
   let result: FineTuneResult;
   try {
-    result = await fineTune({ ...options, r: flags.r, out: flags.out, resume: flags.resume, signal: stop.signal, onStart: (run) => printStart(run, flags.quiet) });
+    const say = humanLines(flags);
+    result = await fineTune({ ...options, r: flags.r, out: flags.out, resume: flags.resume, signal: stop.signal, onStart: (run) => printStart(run, say) });
   } catch (err) {
     throw flagError(err);
   } finally {
     stop.dispose();
   }
   try {
+    const resume = resumeArgs(process.argv.slice(2), flags.resume);
+    if (flags.json) {
+      console.log(JSON.stringify(jsonSummary(result, flags.out, result.status === "stopped" && result.checkpoint ? commandLine(resume) : null), null, 2));
+      return result.status === "stopped" ? EXIT.interrupted : EXIT.ok;
+    }
     if (result.status === "stopped") {
-      printStopped(result, resumeArgs(process.argv.slice(2), flags.resume));
+      printStopped(result, resume);
       return EXIT.interrupted;
     }
     const summary = summaryOf(result);

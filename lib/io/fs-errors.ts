@@ -19,7 +19,8 @@ const ACTIONS: Record<string, string> = {
 /** The nearest ancestor of `path` that exists (relative to the working folder when it is inside it), or undefined. */
 export function existingAncestor(path: string): string | undefined {
   for (let p = dirname(resolve(path)); ; p = dirname(p)) {
-    if (existsSync(p)) return isAbsolute(path) || relative(".", p).startsWith("..") ? p : relative(".", p);
+    // relative in, relative out; the working directory itself is "." (relative() gives "", which fs calls refuse)
+    if (existsSync(p)) return isAbsolute(path) || relative(".", p).startsWith("..") ? p : relative(".", p) || ".";
     if (dirname(p) === p) return undefined;
   }
 }

@@ -143,7 +143,7 @@ export interface AttentionKernels {
   /** q, k, v and out carry [batch, head, time] strides, D contiguous. */
   attentionForward(a: AttentionDims & { q: View; k: View; v: View; keep: View | null; out: View; lse: View }): void;
   attentionBackward(a: AttentionDims & {
-    q: View; k: View; v: View; keep: View | null; lse: View; dout: View; dq: View; dk: View; dv: View;
+    q: View; k: View; v: View; keep: View | null; lse: View; out: View; dout: View; dq: View; dk: View; dv: View;
   }): void;
 }
 

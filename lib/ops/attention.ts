@@ -51,9 +51,9 @@ function headsInterleaved(like: Tensor, B: number, H: number, T: number, D: numb
 
 /**
  * softmax(q kᵀ · scale + masks) v for q [B, H, Tq, D], k and v [B, H, Tk, D] (F.scaled_dot_product_attention
- * with is_causal and dropout_p, plus a key-padding mask). The forward saves one logsumexp per query, not the
- * Tq × Tk probabilities; the backward recomputes them (flash-attention style) and gives dq, dk, dv
- * in one native call. q, k, v may be strided views (e.g. slices of a fused qkv projection) as long
+ * with is_causal and dropout_p, plus a key-padding mask). The forward saves one logsumexp per query (and
+ * keeps its output, for the backward's rowsum(dO ∘ O)), not the Tq × Tk probabilities; the backward
+ * recomputes them (flash-attention style) and gives dq, dk, dv in one native call. q, k, v may be strided views (e.g. slices of a fused qkv projection) as long
  * as D is contiguous. The result is [B, H, Tq, D] stored as [B, Tq, H, D] (see headsInterleaved).
  */
 export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): Tensor {
@@ -100,17 +100,17 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   native().attentionForward({ ...stream, q: heads(qc), k: heads(kc), v: heads(vc), keep: viewOrNull(mc), out: heads(out), lse: lse.nativeView });
   record(
     op, out, [q, k, v],
-    (g, [qs, ks, vs, lses, ms]) => {
+    (g, [qs, ks, vs, lses, os, ms]) => {
       const gc = rowContiguous(g);
       const dq = headsInterleaved(qs!, B, H, Tq, D), dk = headsInterleaved(qs!, B, H, Tk, D), dv = headsInterleaved(qs!, B, H, Tk, D);
       native().attentionBackward({
         ...stream, q: heads(qs!), k: heads(ks!), v: heads(vs!), keep: viewOrNull(ms ?? null), lse: lses!.nativeView,
-        dout: heads(gc), dq: heads(dq), dk: heads(dk), dv: heads(dv),
+        out: heads(os!), dout: heads(gc), dq: heads(dq), dk: heads(dk), dv: heads(dv),
       });
       if (gc !== g) gc.dispose();
       return [dq, dk, dv];
     },
-    [qc, kc, vc, lse, ...(mc ? [mc] : [])],
+    [qc, kc, vc, lse, out, ...(mc ? [mc] : [])],
   );
   for (const [c, t] of [[qc, q], [kc, k], [vc, v], [mc, mask]] as const) if (c && c !== t) c.dispose();
   lse.dispose();

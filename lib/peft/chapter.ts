@@ -1,4 +1,4 @@
-// The vocabulary of the LoRA chapter (chapter 27 of the course, /work/shared/seed), as a thin
+// The vocabulary of the LoRA chapter (chapter 27 of the course; see the README), as a thin
 // layer over the same ops the PEFT-style layers use. Its conventions differ from PEFT's:
 //
 //   LoRALayer(in, out, rank, alpha):  lora_A [in, rank] (kaiming-uniform, a = √5; torch takes the

@@ -1,7 +1,7 @@
 // PEFT's on-disk adapter format, as PEFT 0.21 reads and writes it: file and folder names, the
 // tensor keys of adapter_model.safetensors, and the print_trainable_parameters line. Python PEFT
-// must load what we save and we what it saves, so every rule here mirrors PEFT's code (see
-// /work/shared/reference/peft-lora-reference.md §2 and §3) rather than what would be natural in JS.
+// must load what we save and we what it saves, so every rule here mirrors PEFT's code
+// (peft/utils/save_and_load.py and peft/peft_model.py) rather than what would be natural in JS.
 // The Python emulation it rests on lives in lib/io: json.dumps (pyjson.ts), f-string number
 // formats (pyformat.ts) and `re` patterns (pyregex.ts).
 import { join } from "node:path";

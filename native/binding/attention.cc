@@ -51,22 +51,23 @@ Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// attentionBackward({ dims, scale, causal, dropout, seed, offset, q, k, v, keep?, lse, dout, dq, dk, dv }):
-// q, k, v, dout, dq, dk and dv carry [batch, head, time] strides.
+// attentionBackward({ dims, scale, causal, dropout, seed, offset, q, k, v, keep?, lse, out, dout, dq, dk, dv }):
+// q, k, v, out (the forward's), dout, dq, dk and dv carry [batch, head, time] strides.
 Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   Args a(info, "attentionBackward");
   const char* op = a.op;
   AttnDims d = dims_arg(a);
-  Buf qb, kb, vb, gob, gqb, gkb, gvb;
+  Buf qb, kb, vb, ob, gob, gqb, gkb, gvb;
   AttnView q = attn_view(a, "q", d, d.Tq, qb), k = attn_view(a, "k", d, d.Tk, kb), v = attn_view(a, "v", d, d.Tk, vb);
   Buf keep = a.opt_view("keep"), lse = a.view("lse");
+  AttnView out = attn_view(a, "out", d, d.Tq, ob);
   AttnView dout = attn_view(a, "dout", d, d.Tq, gob), dq = attn_view(a, "dq", d, d.Tq, gqb);
   AttnView dk = attn_view(a, "dk", d, d.Tk, gkb), dv = attn_view(a, "dv", d, d.Tk, gvb);
   if (keep.storage) keep.need(d.B * d.Tk * 4, op);
   lse.need(d.B * d.H * d.Tq * 4, op);
   if (d.B * d.H == 0) return info.Env().Undefined();
-  LR_DISPATCH(devices(op, {&qb, &kb, &vb, &lse, &gob, &gqb, &gkb, &gvb}, {&keep}),
-              attention_backward_f32(d, q, k, v, ptr<int32_t>(keep), lse.as<float>(), dout, dq, dk, dv));
+  LR_DISPATCH(devices(op, {&qb, &kb, &vb, &lse, &ob, &gob, &gqb, &gkb, &gvb}, {&keep}),
+              attention_backward_f32(d, q, k, v, ptr<int32_t>(keep), lse.as<float>(), out, dout, dq, dk, dv));
   return info.Env().Undefined();
 }
 

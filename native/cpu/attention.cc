@@ -113,7 +113,8 @@ void attention_forward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView v
 }
 
 void attention_backward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView v, const int32_t* key_keep,
-                            const float* lse, AttnView dout, AttnView dq, AttnView dk, AttnView dv) {
+                            const float* lse, AttnView /*out: delta comes from P and dP below*/, AttnView dout,
+                            AttnView dq, AttnView dk, AttnView dv) {
   const int64_t nqb = query_blocks(d);
   parallel_for(d.B * d.H, 1, [&](int64_t bh0, int64_t bh1) {
     std::vector<float>& P = scratch(0);

@@ -45,9 +45,11 @@ struct AttnDims {
      logsumexp for the backward. See AttnDims for the masks. */                                     \
   void attention_forward_f32(const AttnDims& dims, AttnView q, AttnView k, AttnView v,             \
                              const int32_t* key_keep, AttnView out, float* lse);                   \
-  /* dq, dk, dv from dout, recomputing the probabilities from q, k and lse. */                      \
+  /* dq, dk, dv from dout, recomputing the probabilities from q, k and lse. out is the forward's \
+     output: a kernel may take delta_i = dO_i·O_i from it (the CUDA flash path) where another     \
+     gets rowsum(P ∘ dP) from the probabilities it recomputes anyway (the CPU). */                 \
   void attention_backward_f32(const AttnDims& dims, AttnView q, AttnView k, AttnView v,            \
-                              const int32_t* key_keep, const float* lse, AttnView dout, AttnView dq, \
-                              AttnView dk, AttnView dv);
+                              const int32_t* key_keep, const float* lse, AttnView out,            \
+                              AttnView dout, AttnView dq, AttnView dk, AttnView dv);
 
 LOWRANK_DECLARE_BACKEND(LOWRANK_ATTENTION_OPS)

@@ -102,7 +102,8 @@ const ROWS: Row[] = [
   // ---- dropout: the same Philox counters on both devices, so masks and gradients are bit-identical
   { family: "dropout", name: "p=0.1 [37,129] (counter crosses 2^32)", exact: true, inputs: [f([37, 129], 39)],
     run: ([x]) => ops.dropout(x!, 0.1, { generator: gen() }) },
-  // ---- attention
+  // ---- attention: D of 32, 64 and 128 with aligned rows take the CUDA flash kernels, the other
+  // sizes the row kernels (native/cuda/attention.cu); both against the same CPU kernel.
   ...([
     { B: 1, H: 1, Tq: 1, Tk: 1, D: 1 },
     { B: 2, H: 3, Tq: 70, Tk: 70, D: 64 },
@@ -111,6 +112,13 @@ const ROWS: Row[] = [
     { B: 2, H: 2, Tq: 6, Tk: 6, D: 5, keep: [1, 1, 1, 1, 0, 0, 0, 0, 0, 1, 1, 1] },
     { B: 2, H: 2, Tq: 9, Tk: 12, D: 8, dropout: 0.25, keep: [...new Array(12).fill(1), 0, 0, 0, ...new Array(9).fill(1)] },
     { B: 1, H: 12, Tq: 256, Tk: 256, D: 64 },
+    { B: 2, H: 3, Tq: 97, Tk: 97, D: 32 },
+    { B: 1, H: 2, Tq: 5, Tk: 77, D: 128 },
+    { B: 2, H: 2, Tq: 1, Tk: 50, D: 64 },
+    { B: 2, H: 2, Tq: 33, Tk: 33, D: 128, causal: false },
+    // batch 1 left-padded by 5: its first 5 queries see no key (zeros, no gradient)
+    { B: 2, H: 2, Tq: 40, Tk: 40, D: 64, dropout: 0.2, keep: [...new Array(40).fill(1), 0, 0, 0, 0, 0, ...new Array(35).fill(1)] },
+    { B: 2, H: 2, Tq: 45, Tk: 45, D: 32, causal: false, keep: [...new Array(43).fill(1), 0, 0, ...new Array(45).fill(1)] },
   ] as { B: number; H: number; Tq: number; Tk: number; D: number; causal?: boolean; dropout?: number; keep?: number[] }[]).map(
     (c): Row => ({
       family: "attention",
@@ -121,11 +129,13 @@ const ROWS: Row[] = [
       tol: 1e-4,
     }),
   ),
-  { family: "attention", name: "strided heads of a fused qkv [2,33,96]", inputs: [f([2, 33, 96], 43)], tol: 1e-4,
+  ...([{ T: 33, H: 4, D: 8 }, { T: 45, H: 2, D: 64 }]).map(({ T, H, D }): Row => ({
+    family: "attention", name: `strided heads of a fused qkv [2,${T},${3 * H * D}]`, inputs: [f([2, T, 3 * H * D], 43)], tol: 1e-4,
     run: ([qkv]) => {
-      const head = (i: number) => qkv!.slice(2, i * 32, (i + 1) * 32).reshape(2, 33, 4, 8).permute(0, 2, 1, 3);
-      return ops.scaledDotProductAttention(head(0), head(1), head(2)).transpose(1, 2).reshape(2, 33, 32);
-    } },
+      const head = (i: number) => qkv!.slice(2, i * H * D, (i + 1) * H * D).reshape(2, T, H, D).permute(0, 2, 1, 3);
+      return ops.scaledDotProductAttention(head(0), head(1), head(2)).transpose(1, 2).reshape(2, T, H * D);
+    },
+  })),
   // ---- lora: y + s·drop(x)·Aᵀ·Bᵀ, with and without dropout
   ...([0, 0.1] as const).map((p): Row => ({
     family: "lora", name: `N=77 k=65 d=33 r=3 dropout ${p}`, inputs: [f([77, 33], 44), f([77, 65], 45), f([3, 65], 46), f([33, 3], 47)],

@@ -219,34 +219,50 @@ const dropoutCases: NanCase[] = [
   },
 ];
 
-// q, k, v [1, 1, 4, 3], causal: query i sees keys 0..i. Row r of q/out is flat indices 3r..3r+2.
+// q, k, v [1, 1, 4, D], causal: query i sees keys 0..i. Row r of q/out is flat indices rD..rD+D-1.
 // Gradients: PyTorch's math computes every (query, key) product, masked ones included, and a masked
 // weight 0 times a NaN is NaN there; a causal kernel skips the keys a query cannot see (the CUDA
-// one does), so the elements that are NaN only through such 0·NaN products are `free`.
-const qkv = (nan: { q?: number[]; k?: number[]; v?: number[] } = {}): Input[] => [
-  { shape: [1, 1, 4, 3], nan: nan.q }, { shape: [1, 1, 4, 3], nan: nan.k }, { shape: [1, 1, 4, 3], nan: nan.v },
-];
-const rows = (...r: number[]) => r.flatMap((i) => [3 * i, 3 * i + 1, 3 * i + 2]);
-const attend = ([q, k, v]: Tensor[]) => scaledDotProductAttention(q!, k!, v!, { causal: true });
-const attentionCases: NanCase[] = [
-  // The reported defect: every score of query 1 is NaN, which must not read as "fully masked" (zeros).
-  {
-    family: "attention", name: "a query row of NaN (all its scores NaN)", inputs: qkv({ q: rows(1) }), run: attend, out: rows(1),
-    grads: [rows(1), { nan: rows(0, 1), free: rows(2, 3) }, { nan: rows(0, 1), free: rows(2, 3) }],
-  },
-  {
-    family: "attention", name: "one NaN in a query", inputs: qkv({ q: [4] }), run: attend, out: rows(1),
-    grads: [rows(1), { nan: rows(0, 1), free: [7, 10] }, { nan: rows(0, 1), free: rows(2, 3) }],
-  },
-  // key 2 (dim 0) is seen by queries 2 and 3
-  { family: "attention", name: "NaN in a key", inputs: qkv({ k: [6] }), run: attend, out: rows(2, 3), grads: [{ nan: rows(2, 3), free: [0, 3] }, "all", "all"] },
-  { family: "attention", name: "NaN in the value every query sees", inputs: qkv({ v: [0] }), run: attend, out: [0, 3, 6, 9], grads: ["all", "all", []] },
-  { family: "attention", name: "NaN upstream gradient", inputs: qkv(), run: attend, out: [], upstream: [0], grads: [rows(0), rows(0), { nan: [0], free: [3, 6, 9] }] },
-  {
-    family: "attention", name: "a query row of NaN, not causal",
-    inputs: qkv({ q: rows(2) }), run: ([q, k, v]) => scaledDotProductAttention(q!, k!, v!, { causal: false }), out: rows(2), grads: [rows(2), "all", "all"],
-  },
-];
+// ones do), so the elements that are NaN only through such 0·NaN products are `free`. D = 3 runs
+// the CUDA row kernels, D = 32 the flash kernels (native/cuda/attention.cu).
+function attentionCases(D: number): NanCase[] {
+  const qkv = (nan: { q?: number[]; k?: number[]; v?: number[] } = {}): Input[] => [
+    { shape: [1, 1, 4, D], nan: nan.q }, { shape: [1, 1, 4, D], nan: nan.k }, { shape: [1, 1, 4, D], nan: nan.v },
+  ];
+  const at = (row: number, dim: number) => row * D + dim;
+  const rows = (...r: number[]) => r.flatMap((i) => range(at(i, 0), at(i + 1, 0)));
+  const attend = ([q, k, v]: Tensor[]) => scaledDotProductAttention(q!, k!, v!, { causal: true });
+  const cases: Omit<NanCase, "family">[] = [
+    // The reported defect: every score of query 1 is NaN, which must not read as "fully masked" (zeros).
+    {
+      name: "a query row of NaN (all its scores NaN)", inputs: qkv({ q: rows(1) }), run: attend, out: rows(1),
+      grads: [rows(1), { nan: rows(0, 1), free: rows(2, 3) }, { nan: rows(0, 1), free: rows(2, 3) }],
+    },
+    {
+      name: "one NaN in a query", inputs: qkv({ q: [at(1, 1)] }), run: attend, out: rows(1),
+      grads: [rows(1), { nan: rows(0, 1), free: [at(2, 1), at(3, 1)] }, { nan: rows(0, 1), free: rows(2, 3) }],
+    },
+    // key 2 (dim 0) is seen by queries 2 and 3
+    {
+      name: "NaN in a key", inputs: qkv({ k: [at(2, 0)] }), run: attend, out: rows(2, 3),
+      grads: [{ nan: rows(2, 3), free: [at(0, 0), at(1, 0)] }, "all", "all"],
+    },
+    {
+      name: "NaN in the value every query sees", inputs: qkv({ v: [at(0, 0)] }), run: attend, out: [0, 1, 2, 3].map((r) => at(r, 0)),
+      grads: ["all", "all", []],
+    },
+    {
+      name: "NaN upstream gradient", inputs: qkv(), run: attend, out: [], upstream: [0],
+      grads: [rows(0), rows(0), { nan: [0], free: [1, 2, 3].map((r) => at(r, 0)) }],
+    },
+    {
+      name: "a query row of NaN, not causal",
+      inputs: qkv({ q: rows(2) }), run: ([q, k, v]) => scaledDotProductAttention(q!, k!, v!, { causal: false }), out: rows(2),
+      grads: [rows(2), "all", "all"],
+    },
+  ];
+  return cases.map((c) => ({ ...c, family: "attention", name: `${c.name} (D=${D})` }));
+}
+const attentionCasesAll = [...attentionCases(3), ...attentionCases(32)];
 
 const ids = targets([1, 2, 2, 4]);
 const embeddingCases: NanCase[] = [
@@ -301,7 +317,7 @@ const optimCases: NanCase[] = [
 
 export const NAN_TABLE: NanCase[] = [
   ...unaryCases, ...binaryCases, ...reductionCases, ...matmulCases, ...normCases, ...ropeCases, ...softmaxCases, ...ceCases, ...dropoutCases,
-  ...attentionCases, ...embeddingCases, ...loraCases, ...optimCases,
+  ...attentionCasesAll, ...embeddingCases, ...loraCases, ...optimCases,
 ];
 
 // ---- the runner ------------------------------------------------------------------------------
