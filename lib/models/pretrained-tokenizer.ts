@@ -180,10 +180,10 @@ export class PreTrainedTokenizer {
     if (!(max === Infinity || (Number.isSafeInteger(max) && max >= 0))) throw new Error(`PreTrainedTokenizer.encode: maxTokens must be a non-negative integer, got ${max}`);
     const encode = (t: string): number[] => this.tokenizer.encode(t, { add_special_tokens: opts.addSpecialTokens ?? true }).ids;
     if (max !== Infinity) {
-      // A long text cut where its first max tokens surely end (no token spans more characters
-      // than the longest vocabulary entry), checked against a cut twice as far: the pipeline is
-      // local (normalizers, pre-tokenizer splits and BPE within a word), so the two agree unless
-      // a single word straddles both cuts, and then the whole text is encoded.
+      // A long text is encoded only up to a cut well past its first max tokens (no token spans
+      // more characters than the longest vocabulary entry). The pipeline is local (normalizers,
+      // pre-tokenizer splits, BPE within a word), so a cut changes only the ids near it; as a
+      // check, a cut twice as far must give the same first max ids, else the whole text is encoded.
       const budget = (max + 64) * this.longestTokenChars();
       if (text.length > 4 * budget) {
         const near = encode(text.slice(0, budget)), far = encode(text.slice(0, 2 * budget));
