@@ -1,12 +1,8 @@
 // Scaled dot-product attention, forward and backward each one native call.
 // Kernels: native/ops/attention.h (attention_forward_f32 / attention_backward_f32), CPU and CUDA twins.
 import { native } from "../native/index.js";
-import { tensor } from "../tensor/creation.js";
 import { defaultGenerator, type Generator } from "../tensor/random.js";
 import { emptyLike, formatShape, record, type Tensor } from "../tensor/tensor.js";
-import { add, scale as scaleBy } from "./elementwise.js";
-import { matmul } from "./matmul.js";
-import { softmax } from "./softmax.js";
 import { checkFloat, checkSameDevice, contiguousInput, newFloat, stridedView, viewOrNull } from "./util.js";
 
 export interface AttentionOptions {
@@ -24,9 +20,8 @@ export interface AttentionOptions {
   attnMask?: Tensor | null;
   /**
    * Sliding window (causal only), transformers' sliding_window: the query at absolute position p
-   * sees keys p − window < j <= p, itself included. null or absent: no window. The native kernels
-   * have no window, so when it cuts (Tk > window) this runs as softmax(q kᵀ + mask) v through
-   * matmul and softmax, with the Tq × Tk scores in memory; shorter sequences take the kernels.
+   * sees keys p − window < j <= p, itself included. null or absent: no window. The kernels skip
+   * the keys outside it (native/ops/attention.h), with padding masks and dropout as without one.
    */
   window?: number | null;
   /** Score scale, default 1/sqrt(D). */
@@ -93,7 +88,6 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   if (window !== null) {
     if (!Number.isInteger(window) || window < 1) throw new Error(`${op}: window must be a positive integer (the keys a query sees, itself included) or null, got ${window}`);
     if (!causal) throw new Error(`${op}: a sliding window needs causal attention (causal: true); got causal: false with window ${window}`);
-    if (Tk > window) return windowedAttention(q, k, v, scale, window, mask, opts.dropout ?? 0);
   }
   if (mask) {
     if (mask.dtype !== "int32" || mask.ndim !== 2 || mask.shape[0] !== B || mask.shape[1] !== Tk) {
@@ -108,7 +102,7 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   if (!(dropout >= 0 && dropout < 1)) throw new Error(`${op}: dropout must be in [0, 1), got ${dropout}`);
   const { seed, offset } = dropout > 0 ? (opts.generator ?? defaultGenerator).next(B * H * Tq * Tk) : { seed: 0n, offset: 0n };
   const dims = [B, H, Tq, Tk, D] as const;
-  const stream = { dims, scale, causal, dropout, seed, offset };
+  const stream = { dims, scale, causal, window: window ?? 0, dropout, seed, offset };
   // q, k, v and their gradients as [batch, head, time] strided views (D is contiguous).
   const heads = (t: Tensor) => stridedView(t, [t.strides[0]!, t.strides[1]!, t.strides[2]!]);
   const qc = rowContiguous(q), kc = rowContiguous(k), vc = rowContiguous(v), mc = mask && contiguousInput(mask);
@@ -131,42 +125,5 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   );
   for (const [c, t] of [[qc, q], [kc, k], [vc, v], [mc, mask]] as const) if (c && c !== t) c.dispose();
   lse.dispose();
-  return out;
-}
-
-/**
- * Causal attention with a sliding window that cuts (Tk > window), composed from matmul, an
- * additive −inf mask and softmax, whose backward rules give the gradients; every query sees at
- * least itself, so no row is fully masked. Padding masks and dropout are refused here: the
- * Llama-family decoders that use windows pass neither.
- */
-function windowedAttention(q: Tensor, k: Tensor, v: Tensor, scale: number, window: number, mask: Tensor | null, dropout: number): Tensor {
-  const op = "scaledDotProductAttention";
-  const Tq = q.shape[2]!, Tk = k.shape[2]!;
-  if (mask || dropout > 0) {
-    throw new Error(
-      `${op}: a sliding window of ${window} over ${Tk} keys cannot be combined with ${mask ? "a key-padding mask (attnMask)" : `dropout ${dropout}`}; ` +
-        `the windowed path supports neither (pass sequences of at most ${window} tokens, or drop the ${mask ? "mask" : "dropout"})`,
-    );
-  }
-  // query i sits at absolute position p = Tk - Tq + i and sees keys p - window < j <= p
-  const bias = new Float32Array(Tq * Tk).fill(-Infinity);
-  for (let i = 0; i < Tq; i++) {
-    const p = Tk - Tq + i;
-    bias.fill(0, i * Tk + Math.max(0, p - window + 1), i * Tk + p + 1);
-  }
-  const biasT = tensor(bias, { shape: [Tq, Tk], device: q.device });
-  const kT = k.transpose(2, 3);
-  const scores = matmul(q, kT);
-  kT.dispose();
-  const scaled = scaleBy(scores, scale);
-  scores.dispose();
-  const masked = add(scaled, biasT);
-  scaled.dispose();
-  biasT.dispose();
-  const probs = softmax(masked, -1);
-  masked.dispose();
-  const out = matmul(probs, v);
-  probs.dispose();
   return out;
 }

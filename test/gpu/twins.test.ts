@@ -119,8 +119,10 @@ const ROWS: Row[] = [
     // batch 1 left-padded by 5: its first 5 queries see no key (zeros, no gradient)
     { B: 2, H: 2, Tq: 40, Tk: 40, D: 64, dropout: 0.2, keep: [...new Array(40).fill(1), 0, 0, 0, 0, 0, ...new Array(35).fill(1)] },
     { B: 2, H: 2, Tq: 45, Tk: 45, D: 32, causal: false, keep: [...new Array(43).fill(1), 0, 0, ...new Array(45).fill(1)] },
-    { B: 2, H: 2, Tq: 9, Tk: 9, D: 8, window: 4 }, // sliding window: the matmul + mask + softmax path
+    { B: 2, H: 2, Tq: 9, Tk: 9, D: 8, window: 4 }, // sliding windows: row kernels, then flash
     { B: 1, H: 2, Tq: 3, Tk: 11, D: 16, window: 5 },
+    { B: 2, H: 2, Tq: 77, Tk: 77, D: 64, window: 20, dropout: 0.1, keep: [...new Array(77).fill(1), 0, 0, 0, ...new Array(74).fill(1)] },
+    { B: 1, H: 2, Tq: 4, Tk: 90, D: 128, window: 33 },
   ] as { B: number; H: number; Tq: number; Tk: number; D: number; causal?: boolean; dropout?: number; keep?: number[]; window?: number }[]).map(
     (c): Row => ({
       family: "attention",
