@@ -48,6 +48,9 @@ export {
 
 // ---- models: GPT-2, Llama, the tokenizer, generation ----
 export { GPT2Tokenizer, END_OF_TEXT, BYTE_SYMBOLS, byteLevelWords, type TokenizerSpec, type EncodeOptions, type DecodeOptions } from "./models/tokenizer.js";
+export { PreTrainedTokenizer, type PretrainedTokenizerFiles, type PretrainedEncodeOptions, type PretrainedDecodeOptions } from "./models/pretrained-tokenizer.js";
+export { AutoTokenizer, type AnyTokenizer } from "./models/auto-tokenizer.js";
+export { renderChatTemplate, readChatTemplateFile, type ApplyChatTemplateOptions, type ChatMessage, type ChatTemplateSpec, type RenderChatOptions } from "./models/chat-template.js";
 export { GPT2Config, type GPT2ConfigInit } from "./models/gpt2/config.js";
 export { GPT2LMHeadModel, GPT2Model, GPT2Block, GPT2Attention, GPT2MLP, causalLMLoss, type CausalLMInput, type CausalLMOutput } from "./models/gpt2/model.js";
 export { LlamaConfig, LLAMA_MODEL_TYPES, type LlamaConfigInit, type LlamaModelType } from "./models/llama/config.js";
@@ -81,7 +84,7 @@ export { LoRALayer, LinearWithLoRA, addLoraToModel, mergeLoraWeights, type LoRAL
 // ---- training: data, the Trainer, checkpoints, fineTune ----
 export {
   IGNORE_INDEX, SeededRandom, loadInstructionData, readJsonl, shuffledIndices, splitTrainEval, tokenizeRecords,
-  type AlpacaRecord, type DataProblem, type DataRecord, type LoadDataOptions, type LoadedData, type ReadResult, type SplitOptions,
+  type AlpacaRecord, type ChatRecord, type PromptCompletionRecord, type DataProblem, type DataRecord, type LoadDataOptions, type LoadedData, type ReadResult, type SplitOptions,
   type TextRecord, type TokenizeOptions, type TokenizeResult, type TokenizedExample, type TokenizerLike,
 } from "./train/data.js";
 export {

@@ -26,7 +26,7 @@ export const AutoModelForCausalLM = {
   /**
    * Loads a checkpoint folder (config.json + safetensors), or a Hugging Face model name such as
    * "Qwen/Qwen2.5-0.5B" already in the local Hugging Face cache (at opts.revision), as the class
-   * its model_type names: gpt2 -> GPT2LMHeadModel; llama, mistral, qwen2 -> LlamaForCausalLM. In
+   * its model_type names: gpt2 -> GPT2LMHeadModel; llama, mistral, qwen2, qwen3 -> LlamaForCausalLM. In
    * eval mode. The weights are read off the main thread; fromPretrainedSync blocks instead.
    */
   fromPretrained(nameOrPath: string, opts: LoadOptions = {}): Promise<CausalLM> {

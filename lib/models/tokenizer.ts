@@ -8,6 +8,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { isJsonObject } from "../io/json-object.js";
+import { readChatTemplate, renderTokenizerChat, type ApplyChatTemplateOptions, type ChatMessage, type ChatTemplateSpec } from "./chat-template.js";
 
 /**
  * GPT-2's pre-tokenizer. \s is spelled \p{White_Space} because JavaScript's \s differs from
@@ -62,6 +63,8 @@ export interface TokenizerSpec {
   eosToken?: string;
   /** tokenizers' ignore_merges: a word that is itself in the vocabulary is taken whole. */
   ignoreMerges?: boolean;
+  /** A chat template (GPT-2 ships none; a fine-tuned GPT-2's tokenizer_config.json may). */
+  chatTemplate?: ChatTemplateSpec;
   /** Where the spec came from, for error messages. */
   source: string;
 }
@@ -80,6 +83,11 @@ export interface EncodeOptions {
    * exactly as in the whole text). Default: no limit.
    */
   maxTokens?: number;
+  /**
+   * Accepted so that code written for any tokenizer (AutoTokenizer) can pass it: GPT-2's tokenizer
+   * adds no special tokens around a text either way, as in transformers.
+   */
+  addSpecialTokens?: boolean;
 }
 
 export interface DecodeOptions {
@@ -148,11 +156,17 @@ function mergesFromJson(json: unknown, source: string): [string, string][] {
   });
 }
 
-/** The eos token named in tokenizer_config.json (a string or {"content": ...}), if any. */
-function configuredEos(dir: string): string | undefined {
+/** tokenizer_config.json of `dir`, or {} when there is none. */
+function tokenizerConfig(dir: string): Record<string, unknown> {
   const path = join(dir, "tokenizer_config.json");
-  if (!existsSync(path)) return undefined;
-  const eos = (readJson(path) as { eos_token?: unknown } | null)?.eos_token;
+  if (!existsSync(path)) return {};
+  const json = readJson(path);
+  return isJsonObject(json) ? json : {};
+}
+
+/** The eos token named in tokenizer_config.json (a string or {"content": ...}), if any. */
+function configuredEos(config: Record<string, unknown>): string | undefined {
+  const eos = config.eos_token;
   if (typeof eos === "string") return eos;
   if (isJsonObject(eos) && typeof eos.content === "string") return eos.content;
   return undefined;
@@ -202,6 +216,11 @@ export class GPT2Tokenizer {
   /** The end-of-text token ("<|endoftext|>" for GPT-2), also GPT-2's beginning-of-text token. */
   readonly eosToken: string;
   readonly eosTokenId: number;
+  /** GPT-2 has no padding token (batches pad with eosTokenId). */
+  readonly padToken?: string = undefined;
+  readonly padTokenId?: number = undefined;
+  /** The chat template, when the folder has one; settable, as in transformers. */
+  chatTemplate: ChatTemplateSpec | undefined;
   private readonly encoder: ReadonlyMap<string, number>;
   private readonly decoder: Map<number, string>;
   /** "left right" -> merge priority (lower merges first). Symbols never contain a space. */
@@ -220,9 +239,11 @@ export class GPT2Tokenizer {
    * "<|endoftext|>" as the special end-of-text token, or the eos_token of tokenizer_config.json).
    */
   static fromPretrained(dir: string): GPT2Tokenizer {
-    const eosToken = configuredEos(dir);
+    const config = tokenizerConfig(dir);
+    const eosToken = configuredEos(config);
+    const chatTemplate = readChatTemplate(dir, config);
     const tokenizerJson = join(dir, "tokenizer.json");
-    if (existsSync(tokenizerJson)) return new GPT2Tokenizer({ ...specFromTokenizerJson(tokenizerJson), eosToken });
+    if (existsSync(tokenizerJson)) return new GPT2Tokenizer({ ...specFromTokenizerJson(tokenizerJson), eosToken, chatTemplate });
     const vocabPath = join(dir, "vocab.json"), mergesPath = join(dir, "merges.txt");
     for (const path of [vocabPath, mergesPath]) {
       if (!existsSync(path)) throw new Error(`GPT2Tokenizer: "${path}" is missing; a tokenizer folder needs tokenizer.json, or vocab.json and merges.txt`);
@@ -232,7 +253,7 @@ export class GPT2Tokenizer {
     const eos = eosToken ?? END_OF_TEXT;
     const id = vocab.get(eos);
     const specialTokens = new Map(id === undefined ? [] : [[eos, id]]);
-    return new GPT2Tokenizer({ vocab, merges, specialTokens, eosToken, source: `"${vocabPath}" + merges.txt` });
+    return new GPT2Tokenizer({ vocab, merges, specialTokens, eosToken, chatTemplate, source: `"${vocabPath}" + merges.txt` });
   }
 
   constructor(spec: TokenizerSpec) {
@@ -270,6 +291,34 @@ export class GPT2Tokenizer {
       throw fail(spec.source, `the end-of-text token ${JSON.stringify(this.eosToken)} is not a special token of this tokenizer; add it to the vocabulary (or name another eos_token in tokenizer_config.json)`);
     }
     this.eosTokenId = eosId;
+    this.chatTemplate = spec.chatTemplate;
+  }
+
+  /** GPT-2 begins texts with the token that ends them (transformers' GPT2Tokenizer has bos_token = eos_token). */
+  get bosToken(): string {
+    return this.eosToken;
+  }
+
+  get bosTokenId(): number {
+    return this.eosTokenId;
+  }
+
+  /** The named special tokens chat templates see: transformers' GPT2Tokenizer has bos = eos = unk = the end-of-text token. */
+  get specialTokensMap(): Readonly<Record<string, string>> {
+    return { bos_token: this.eosToken, eos_token: this.eosToken, unk_token: this.eosToken };
+  }
+
+  /** The conversation rendered with the chat template, as PreTrainedTokenizer.applyChatTemplate (special tokens in it are matched). */
+  applyChatTemplate(messages: readonly ChatMessage[], opts: ApplyChatTemplateOptions & { tokenize: true }): number[];
+  applyChatTemplate(messages: readonly ChatMessage[], opts?: ApplyChatTemplateOptions): string;
+  applyChatTemplate(messages: readonly ChatMessage[], opts: ApplyChatTemplateOptions = {}): string | number[] {
+    const text = renderTokenizerChat(this.chatTemplate, this.source, this.specialTokensMap, messages, opts);
+    return opts.tokenize ? this.encode(text, { allowedSpecial: "all" }) : text;
+  }
+
+  /** The ids that end generation: the end-of-text token. */
+  get eosTokenIds(): readonly number[] {
+    return [this.eosTokenId];
   }
 
   /** Number of ids (vocabulary plus special tokens): the size of the model's embedding table. */

@@ -134,6 +134,8 @@ export interface AttentionDims {
   dims: readonly [number, number, number, number, number];
   scale: number;
   causal: boolean;
+  /** Sliding window, 0 = none (causal only). */
+  window: number;
   dropout: number;
   seed: bigint;
   offset: bigint;

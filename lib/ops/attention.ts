@@ -18,6 +18,12 @@ export interface AttentionOptions {
    * A NaN score is not a mask: a query with one comes out NaN, as in softmax(QKᵀ)·V.
    */
   attnMask?: Tensor | null;
+  /**
+   * Sliding window (causal only), transformers' sliding_window: the query at absolute position p
+   * sees keys p − window < j <= p, itself included. null or absent: no window. The kernels skip
+   * the keys outside it (native/ops/attention.h), with padding masks and dropout as without one.
+   */
+  window?: number | null;
   /** Score scale, default 1/sqrt(D). */
   scale?: number;
   /**
@@ -78,6 +84,11 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   }
   const scale = opts.scale ?? 1 / Math.sqrt(D);
   const mask = opts.attnMask ?? null;
+  const window = opts.window ?? null;
+  if (window !== null) {
+    if (!Number.isInteger(window) || window < 1) throw new Error(`${op}: window must be a positive integer (the keys a query sees, itself included) or null, got ${window}`);
+    if (!causal) throw new Error(`${op}: a sliding window needs causal attention (causal: true); got causal: false with window ${window}`);
+  }
   if (mask) {
     if (mask.dtype !== "int32" || mask.ndim !== 2 || mask.shape[0] !== B || mask.shape[1] !== Tk) {
       throw new Error(
@@ -91,7 +102,7 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   if (!(dropout >= 0 && dropout < 1)) throw new Error(`${op}: dropout must be in [0, 1), got ${dropout}`);
   const { seed, offset } = dropout > 0 ? (opts.generator ?? defaultGenerator).next(B * H * Tq * Tk) : { seed: 0n, offset: 0n };
   const dims = [B, H, Tq, Tk, D] as const;
-  const stream = { dims, scale, causal, dropout, seed, offset };
+  const stream = { dims, scale, causal, window: window ?? 0, dropout, seed, offset };
   // q, k, v and their gradients as [batch, head, time] strided views (D is contiguous).
   const heads = (t: Tensor) => stridedView(t, [t.strides[0]!, t.strides[1]!, t.strides[2]!]);
   const qc = rowContiguous(q), kc = rowContiguous(k), vc = rowContiguous(v), mc = mask && contiguousInput(mask);

@@ -9,5 +9,5 @@ export { softmax, logSoftmax } from "./softmax.js";
 export { crossEntropy, type CrossEntropyOptions } from "./crossentropy.js";
 export { dropout, type DropoutOptions } from "./dropout.js";
 export { scaledDotProductAttention, type AttentionOptions } from "./attention.js";
-export { applyRotary, rotaryCosSin, type RotaryOptions } from "./rope.js";
+export { applyRotary, ROPE_SCALING_TYPES, rotaryCosSin, rotaryInvFreq, type RopeScaling, type RotaryOptions } from "./rope.js";
 export { loraDelta, type LoraDeltaOptions } from "./lora.js";

@@ -44,32 +44,74 @@ export function applyRotary(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
   return out;
 }
 
+/**
+ * RoPE frequency scaling as transformers' rope_type (modeling_rope_utils.py): "linear" divides
+ * every inverse frequency by factor (positions interpolated); "llama3" (Llama 3.1+) divides the
+ * low frequencies (wavelength > originalMaxPositionEmbeddings / lowFreqFactor) by factor, keeps
+ * the high ones (wavelength < originalMaxPositionEmbeddings / highFreqFactor) and blends between.
+ * Both leave cos and sin unscaled (attention_factor 1).
+ */
+export type RopeScaling =
+  | { ropeType: "linear"; factor: number }
+  | { ropeType: "llama3"; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number };
+
+/** The rope types rotaryCosSin implements besides "default" (plain RoPE). */
+export const ROPE_SCALING_TYPES = ["linear", "llama3"] as const;
+
 export interface RotaryOptions {
   /** The RoPE base (rope_theta): 10000 for Llama 2, 500000 for Llama 3. Default 10000. */
   theta?: number;
+  /** Frequency scaling (config.json's rope_scaling / rope_parameters); null or absent: none. */
+  scaling?: RopeScaling | null;
   /** The position of the first row: the number of tokens already in the KV cache. Default 0. */
   offset?: number;
   device?: DeviceLike;
 }
 
 /**
+ * The D/2 inverse frequencies, as transformers computes them in float32: 1/theta^(2i/D), then
+ * the scaling of its rope type. Each float32 step is done in float64 and rounded to float32.
+ */
+export function rotaryInvFreq(D: number, theta: number, scaling: RopeScaling | null = null): number[] {
+  const f = Math.fround;
+  const inv = Array.from({ length: D / 2 }, (_, i) => f(1 / f(theta ** f((2 * i) / D))));
+  if (!scaling) return inv;
+  const factor = f(scaling.factor);
+  if (scaling.ropeType === "linear") return inv.map((x) => f(x / factor));
+  // _compute_llama3_parameters, operation by operation; PyTorch computes scalar / tensor as
+  // tensor.reciprocal() * scalar, rounded twice.
+  const { lowFreqFactor: low, highFreqFactor: high, originalMaxPositionEmbeddings: old } = scaling;
+  const lowWavelen = f(old / low), highWavelen = f(old / high);
+  return inv.map((x) => {
+    const wavelen = f(f(1 / x) * f(2 * Math.PI));
+    if (wavelen > lowWavelen) return f(x / factor);
+    if (wavelen < highWavelen) return x;
+    const smooth = f(f(f(f(1 / wavelen) * old) - f(low)) / f(high - low));
+    return f(f(f(f(1 - smooth) * x) / factor) + f(smooth * x));
+  });
+}
+
+/**
  * cos and sin [T, D] for positions offset … offset+T−1, computed as transformers'
- * LlamaRotaryEmbedding (default rope type) does in float32: inv_freq[i] = 1/theta^(2i/D),
- * freqs = positions ⊗ inv_freq, emb = cat(freqs, freqs). Each float32 step is done in float64 and
- * rounded to float32, which is what PyTorch's float32 kernels give to within an ulp.
+ * LlamaRotaryEmbedding does in float32: inv_freq from rotaryInvFreq (rope_theta and rope
+ * scaling), freqs = positions ⊗ inv_freq, emb = cat(freqs, freqs). Each float32 step is done in
+ * float64 and rounded to float32, which is what PyTorch's float32 kernels give to within an ulp.
  */
 export function rotaryCosSin(T: number, D: number, opts: RotaryOptions = {}): { cos: Tensor; sin: Tensor } {
   const op = "rotaryCosSin";
-  const theta = opts.theta ?? 10000, offset = opts.offset ?? 0;
+  const theta = opts.theta ?? 10000, offset = opts.offset ?? 0, scaling = opts.scaling ?? null;
   if (!Number.isInteger(T) || T < 0) throw new Error(`${op}: T (the number of positions) must be an integer >= 0, got ${T}`);
   if (!Number.isInteger(D) || D <= 0 || D % 2 !== 0) throw new Error(`${op}: D (the head dimension) must be a positive even integer, got ${D}`);
   if (!(theta > 0)) throw new Error(`${op}: theta (rope_theta) must be > 0, got ${theta}`);
+  if (scaling && !(ROPE_SCALING_TYPES as readonly string[]).includes(scaling.ropeType)) {
+    throw new Error(`${op}: rope scaling type ${JSON.stringify(scaling.ropeType)} is not supported; supported: ${ROPE_SCALING_TYPES.join(", ")} (or none)`);
+  }
   // Positions are float32 in transformers: beyond 2^24 they would no longer be exact.
   if (!Number.isInteger(offset) || offset < 0 || offset + T > 2 ** 24) {
     throw new Error(`${op}: offset must be an integer >= 0 with offset + T <= 2^24, got offset ${offset} and T ${T}`);
   }
   const f = Math.fround, half = D / 2;
-  const invFreq = Array.from({ length: half }, (_, i) => f(1 / f(theta ** f((2 * i) / D))));
+  const invFreq = rotaryInvFreq(D, theta, scaling);
   const cos = new Float32Array(T * D), sin = new Float32Array(T * D);
   for (let t = 0; t < T; t++) {
     for (let i = 0; i < half; i++) {

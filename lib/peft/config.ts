@@ -42,6 +42,7 @@ export const DEFAULT_TARGET_MODULES: Readonly<Record<string, readonly string[]>>
   llama: ["q_proj", "v_proj"],
   mistral: ["q_proj", "v_proj"],
   qwen2: ["q_proj", "v_proj"],
+  qwen3: ["q_proj", "v_proj"],
 };
 
 /** The options of `new LoraConfig(...)`: PEFT's LoraConfig arguments in camelCase, all optional. */
@@ -54,7 +55,7 @@ export interface LoraConfigInit {
   loraDropout?: number;
   /**
    * Which modules get LoRA (null: the architecture's default, gpt2 → ["c_attn"],
-   * llama/mistral/qwen2 → ["q_proj", "v_proj"]). A list entry
+   * llama/mistral/qwen2/qwen3 → ["q_proj", "v_proj"]). A list entry
    * matches a module named exactly so or ending in "." + entry; a string is a Python regex that
    * must match the whole module name; "all-linear" means every linear/Conv1D except the output head.
    */

@@ -1,25 +1,35 @@
-// Instruction data: JSONL files in Alpaca form ({"instruction", "input"?, "output"}) or plain
-// form ({"text"}), read line by line, turned into token ids with the prompt masked out of the
-// labels, and split into train and eval parts deterministically from a seed.
+// Instruction data: JSONL files in Alpaca form ({"instruction", "input"?, "output"}), chat form
+// ({"messages": [{"role", "content"}, ...]}), prompt/completion form ({"prompt", "completion"}) or
+// plain form ({"text"}), read line by line, turned into token ids with the prompt masked out of
+// the labels (for chat: everything but the assistant turns), and split into train and eval parts
+// deterministically from a seed.
 //
 // Bad lines never stop a run: each is reported as file:line and skipped. Only a file that cannot
 // give a single example (missing, empty, nothing valid) is an error.
 import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
 import { formatPrompt, resolveTemplate, type TemplateSpec } from "./template.js";
+import { chatTokens, parseMessages, prefixTokenCount, type ChatTokenizer } from "./chat-data.js";
+import type { ChatMessage } from "../models/chat-template.js";
 
 /** Label value that the loss ignores (PyTorch's and transformers' ignore_index). */
 export const IGNORE_INDEX = -100;
 
 /**
- * What the data pipeline needs from a tokenizer. GPT2Tokenizer satisfies it; tests use tiny fakes.
- * padTokenId defaults to eosTokenId (GPT-2 has no pad token).
+ * What the data pipeline needs from a tokenizer. GPT2Tokenizer and PreTrainedTokenizer satisfy it;
+ * tests use tiny fakes. padTokenId defaults to eosTokenId (GPT-2 has no pad token).
  */
 export interface TokenizerLike {
-  /** Token ids of `text`; with maxTokens, at least the first maxTokens of them (more are cut here). */
-  encode(text: string, opts?: { maxTokens?: number }): number[];
+  /**
+   * Token ids of `text`; with maxTokens, at least the first maxTokens of them (more are cut here).
+   * addSpecialTokens (default true) adds what the tokenizer puts around a text, such as Llama's
+   * BOS; GPT-2's adds nothing.
+   */
+  encode(text: string, opts?: { maxTokens?: number; addSpecialTokens?: boolean }): number[];
   eosTokenId: number;
   padTokenId?: number;
+  /** The chat template, for chat records (PreTrainedTokenizer and GPT2Tokenizer have it). */
+  applyChatTemplate?: ChatTokenizer["applyChatTemplate"];
 }
 
 export interface AlpacaRecord {
@@ -38,7 +48,21 @@ export interface TextRecord {
   line: number;
 }
 
-export type DataRecord = AlpacaRecord | TextRecord;
+export interface ChatRecord {
+  kind: "chat";
+  /** At least one with role "assistant"; the first is not. */
+  messages: ChatMessage[];
+  line: number;
+}
+
+export interface PromptCompletionRecord {
+  kind: "prompt-completion";
+  prompt: string;
+  completion: string;
+  line: number;
+}
+
+export type DataRecord = AlpacaRecord | ChatRecord | PromptCompletionRecord | TextRecord;
 
 /** A skipped line (or example) and why. */
 export interface DataProblem {
@@ -55,14 +79,19 @@ export function formatProblem(p: DataProblem): string {
 export interface ReadResult {
   file: string;
   /** The file's form, set by its first valid record. */
-  format: "alpaca" | "text";
+  format: DataRecord["kind"];
   examples: DataRecord[];
   problems: DataProblem[];
   /** What was read but may not be what the file meant (invalid UTF-8), one line each, with line numbers. */
   warnings: string[];
 }
 
-const FORM_NAME = { alpaca: 'an Alpaca ({"instruction", "output"})', text: 'a plain ({"text"})' } as const;
+const FORM_NAME = {
+  alpaca: 'an Alpaca ({"instruction", "output"})',
+  chat: 'a chat ({"messages"})',
+  "prompt-completion": 'a prompt/completion ({"prompt", "completion"})',
+  text: 'a plain ({"text"})',
+} as const;
 
 function describeJson(value: unknown): string {
   if (value === null) return "null";
@@ -91,9 +120,20 @@ function toRecord(value: unknown, line: number): DataRecord | string {
     if (typeof input !== "string") return `"input" must be a string, got ${describeJson(input)}`;
     return { kind: "alpaca", instruction: obj.instruction as string, input, output: obj.output as string, line };
   }
+  // "messages" and "prompt"/"completion" win over "text" for the same reason (TRL's data sets keep
+  // extra columns beside them).
+  if ("messages" in obj) {
+    const messages = parseMessages(obj.messages);
+    return typeof messages === "string" ? messages : { kind: "chat", messages, line };
+  }
+  if ("prompt" in obj || "completion" in obj) {
+    if (Array.isArray(obj.prompt) || Array.isArray(obj.completion)) return `"prompt" and "completion" must be strings; give a conversation as {"messages": [...]}`;
+    const error = stringFieldError(obj, "prompt") ?? stringFieldError(obj, "completion");
+    return error ?? { kind: "prompt-completion", prompt: obj.prompt as string, completion: obj.completion as string, line };
+  }
   if ("text" in obj) return stringFieldError(obj, "text") ?? { kind: "text", text: obj.text as string, line };
   const keys = Object.keys(obj);
-  return `expected "instruction" and "output" (Alpaca form) or "text", found ${keys.length ? `keys ${keys.join(", ")}` : "an empty object"}`;
+  return `expected "instruction" and "output" (Alpaca form), "messages" (chat), "prompt" and "completion", or "text", found ${keys.length ? `keys ${keys.join(", ")}` : "an empty object"}`;
 }
 
 /**
@@ -101,10 +141,10 @@ function toRecord(value: unknown, line: number): DataRecord | string {
  * that is not valid JSON, not an object, or lacks or mistypes a field is reported in `problems`
  * (file, 1-based line, reason) and skipped.
  *
- * One file holds one form: the first valid record decides (Alpaca or plain text), and records of
- * the other form are reported and skipped. Mixing is almost always a mistake (two files
- * concatenated), and a mixed file would train half its examples with and half without prompt
- * masking.
+ * One file holds one form: the first valid record decides (Alpaca, chat, prompt/completion or
+ * plain text), and records of another form are reported and skipped. Mixing is almost always a
+ * mistake (two files concatenated), and a mixed file would train half its examples with and half
+ * without prompt masking.
  *
  * Throws one line naming the file when it is missing, is not a file, holds no records, or holds
  * no valid example.
@@ -215,16 +255,19 @@ export interface TokenizedExample {
 export interface TokenizeOptions {
   /**
    * Longest example in tokens; omit for no truncation (packing can cut examples across blocks).
-   * A longer Alpaca example keeps its whole prompt and loses the end of its response (and the
-   * EOS, since the response no longer ends there); a longer text example keeps its start.
+   * A longer Alpaca, prompt/completion or chat example keeps its prompt and loses the end of its
+   * response (and the EOS, since the response no longer ends there); a longer text example keeps
+   * its start.
    */
   maxLength?: number;
   /** Prompt template for Alpaca records (default: the Alpaca template). */
   template?: TemplateSpec;
+  /** Chat template (its text) for chat records, instead of the tokenizer's own. */
+  chatTemplate?: string;
   /** Also compute the loss on prompt tokens (default false: only the response and its EOS). */
   trainOnPrompt?: boolean;
   /**
-   * An Alpaca example is skipped when truncation would leave it fewer response tokens than this
+   * An example is skipped when truncation would leave it fewer response tokens than this
    * (default 1, i.e. skipped when the prompt alone fills maxLength).
    */
   minResponseTokens?: number;
@@ -236,6 +279,8 @@ export interface TokenizeResult {
   truncated: number;
   /** Examples skipped because their prompt leaves too little room for the response. */
   skipped: DataProblem[];
+  /** Chat examples skipped because the chat template fails on them or cannot locate their assistant turns. */
+  unusable: DataProblem[];
 }
 
 function checkTokenizer(tok: TokenizerLike): void {
@@ -246,14 +291,19 @@ function checkTokenizer(tok: TokenizerLike): void {
 }
 
 /**
- * Token ids and labels for each record. Alpaca records: input_ids = prompt + response + [eos],
- * labels = IGNORE_INDEX over the prompt (ids there with trainOnPrompt), ids over response + eos.
- * Text records: text + [eos], every token labelled.
- *
- * Prompt and response are encoded separately: the mask boundary is exact, and the ids are the
- * ones generation sees (the encoded prompt, then the tokens the model emits). With the Alpaca
- * template, which ends in "\n" where GPT-2's pre-tokenizer splits, this equals encoding the
- * joined text, unless the response itself starts with a newline.
+ * Token ids and labels for each record, labels IGNORE_INDEX where the loss must not look:
+ * - Alpaca: input_ids = prompt + response + [eos], the prompt masked (unless trainOnPrompt). Prompt
+ *   and response are encoded separately, so the mask boundary is exact and the ids are the ones
+ *   generation sees (the encoded prompt, then the tokens the model emits); the response gets no
+ *   BOS. With the Alpaca template, which ends in "\n" where GPT-2's pre-tokenizer splits, this
+ *   equals encoding the joined text, unless the response itself starts with a newline.
+ * - prompt/completion: as TRL, prompt + completion encoded as one text, then [eos] unless the
+ *   tokenizer already ended it with one; the prompt's tokens (those that encoding the prompt
+ *   alone shares with the whole) are masked.
+ * - chat: the conversation rendered by the chat template (which holds the BOS and end-of-turn
+ *   tokens, so nothing is added); only the assistant turns carry the loss (chat-data.ts says how
+ *   they are found).
+ * - text: text + [eos], every token labelled.
  */
 export function tokenizeRecords(file: string, records: readonly DataRecord[], tokenizer: TokenizerLike, opts: TokenizeOptions = {}): TokenizeResult {
   checkTokenizer(tokenizer);
@@ -263,42 +313,68 @@ export function tokenizeRecords(file: string, records: readonly DataRecord[], to
   if (!(Number.isInteger(minResponse) && minResponse >= 1)) throw new Error(`tokenize: minResponseTokens must be a positive integer, got ${minResponse}`);
   const template = resolveTemplate(opts.template);
   const eos = tokenizer.eosTokenId;
-  const out: TokenizeResult = { examples: [], truncated: 0, skipped: [] };
+  const out: TokenizeResult = { examples: [], truncated: 0, skipped: [], unusable: [] };
 
   // Each text is tokenized only as far as the window reaches (one token past it, to tell a cut
   // from a fit): a 50 MB example costs what its first maxLength tokens cost.
   const upTo = (n: number) => (n === Infinity ? {} : { maxTokens: Math.max(n, 0) });
+  /** Whether a prompt of `promptTokens` leaves room for the response; records the skip when not. */
+  const fits = (rec: DataRecord, promptTokens: number, promptOver = false): boolean => {
+    const room = maxLength - promptTokens;
+    if (room >= minResponse) return true;
+    const size = promptOver ? `over ${maxLength}` : String(promptTokens);
+    out.skipped.push({
+      file, line: rec.line,
+      message: `prompt is ${size} tokens; maxLength ${maxLength} leaves room for ${Math.max(room, 0)} response tokens (need ${minResponse}); example skipped`,
+    });
+    return false;
+  };
+  /** Adds ids cut to maxLength, with labels masked where `trainable` is false. */
+  const push = (rec: DataRecord, ids: number[], trainable: (i: number) => boolean) => {
+    if (ids.length > maxLength) out.truncated++;
+    const inputIds = Int32Array.from(ids.slice(0, maxLength));
+    const labels = inputIds.map((id, i) => (opts.trainOnPrompt || trainable(i) ? id : IGNORE_INDEX));
+    out.examples.push({ inputIds, labels, line: rec.line });
+  };
+
   for (const rec of records) {
     if (rec.kind === "text") {
-      const ids = [...tokenizer.encode(rec.text, upTo(maxLength)), eos];
-      if (ids.length > maxLength) out.truncated++;
-      const kept = Int32Array.from(ids.slice(0, maxLength));
-      out.examples.push({ inputIds: kept, labels: kept.slice(), line: rec.line });
-      continue;
+      push(rec, [...tokenizer.encode(rec.text, upTo(maxLength)), eos], () => true);
+    } else if (rec.kind === "alpaca") {
+      let prompt: string;
+      try {
+        prompt = formatPrompt(template, rec.instruction, rec.input);
+      } catch (err) {
+        // A template that cannot hold this record's input is a configuration error, not a bad line.
+        throw new Error(`${file}:${rec.line}: ${(err as Error).message}`);
+      }
+      const promptIds = tokenizer.encode(prompt, upTo(maxLength + 1));
+      if (!fits(rec, promptIds.length, promptIds.length > maxLength)) continue;
+      const responseIds = tokenizer.encode(rec.output, { ...upTo(maxLength - promptIds.length), addSpecialTokens: false });
+      push(rec, [...promptIds, ...responseIds, eos], (i) => i >= promptIds.length);
+    } else if (rec.kind === "prompt-completion") {
+      const whole = tokenizer.encode(rec.prompt + rec.completion, upTo(maxLength + 1));
+      const promptTokens = prefixTokenCount(tokenizer.encode(rec.prompt, upTo(maxLength + 1)), whole);
+      if (!fits(rec, promptTokens, promptTokens > maxLength)) continue;
+      push(rec, whole.at(-1) === eos ? whole : [...whole, eos], (i) => i >= promptTokens);
+    } else {
+      if (!tokenizer.applyChatTemplate) {
+        throw new Error(`${file}: chat records need a tokenizer with applyChatTemplate (AutoTokenizer.fromPretrained gives one); this tokenizer has none`);
+      }
+      let chat: ReturnType<typeof chatTokens>;
+      try {
+        chat = chatTokens(rec.messages, tokenizer as ChatTokenizer, opts.chatTemplate);
+      } catch (err) {
+        chat = (err as Error).message; // the template refused this conversation (raise_exception, ...)
+      }
+      if (typeof chat === "string") {
+        out.unusable.push({ file, line: rec.line, message: chat });
+        continue;
+      }
+      const { ids, assistant } = chat;
+      if (!fits(rec, assistant[0]?.[0] ?? ids.length)) continue;
+      push(rec, ids, (i) => assistant.some(([start, end]) => i >= start && i < end));
     }
-    let prompt: string;
-    try {
-      prompt = formatPrompt(template, rec.instruction, rec.input);
-    } catch (err) {
-      // A template that cannot hold this record's input is a configuration error, not a bad line.
-      throw new Error(`${file}:${rec.line}: ${(err as Error).message}`);
-    }
-    const promptIds = tokenizer.encode(prompt, upTo(maxLength + 1));
-    const room = maxLength - promptIds.length;
-    if (room < minResponse) {
-      const size = promptIds.length > maxLength ? `over ${maxLength}` : String(promptIds.length);
-      out.skipped.push({
-        file, line: rec.line,
-        message: `prompt is ${size} tokens; maxLength ${maxLength} leaves room for ${Math.max(room, 0)} response tokens (need ${minResponse}); example skipped`,
-      });
-      continue;
-    }
-    const responseIds = [...tokenizer.encode(rec.output, upTo(room)), eos];
-    const response = responseIds.length > room ? (out.truncated++, responseIds.slice(0, room)) : responseIds;
-    const inputIds = Int32Array.from([...promptIds, ...response]);
-    const labels = inputIds.slice();
-    if (!opts.trainOnPrompt) labels.fill(IGNORE_INDEX, 0, promptIds.length);
-    out.examples.push({ inputIds, labels, line: rec.line });
   }
   return out;
 }
@@ -428,6 +504,10 @@ export interface LoadedData {
 
 function tokenizeWithWarnings(file: string, records: readonly DataRecord[], tok: TokenizerLike, opts: TokenizeOptions, warnings: string[]): TokenizedExample[] {
   const r = tokenizeRecords(file, records, tok, opts);
+  if (r.unusable.length > 0) {
+    warnings.push(`${file}: ${r.unusable.length} chat example${r.unusable.length === 1 ? "" : "s"} skipped (first: ${formatProblem(r.unusable[0]!)})`);
+    if (r.examples.length === 0 && r.skipped.length === 0) throw new Error(`${file}: no usable example: every chat example was skipped (first: ${formatProblem(r.unusable[0]!)})`);
+  }
   if (r.skipped.length > 0) {
     warnings.push(`${file}: ${r.skipped.length} example${r.skipped.length === 1 ? "" : "s"} skipped, prompt too long for maxLength ${opts.maxLength} (first: ${formatProblem(r.skipped[0]!)})`);
   }

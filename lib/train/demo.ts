@@ -251,7 +251,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
     say();
     print(`Adapter saved (PEFT format): ${shown(adapterDir)} (adapter_config.json, adapter_model.safetensors)`);
     say(`  loss chart: ${chart.map(shown).join(", ")}`);
-    say(`  load it with PeftModel.fromPretrained(GPT2LMHeadModel.fromPretrained("${shown(modelDir)}"), "${shown(adapterDir)}"), or with Python's PEFT`);
+    say(`  load it with await PeftModel.fromPretrained(await GPT2LMHeadModel.fromPretrained("${shown(modelDir)}"), "${shown(adapterDir)}"), or with Python's PEFT`);
     const templateFile = join(modelDir, "template.txt");
     if (existsSync(templateFile)) {
       say(`  try it: npx lowrank generate --model ${shown(modelDir)} --adapter ${shown(adapterDir)} --template ${shown(templateFile)} --max-new-tokens ${MAX_NEW_TOKENS} --prompt "${task}" --input "cat,dog,fish"`);

@@ -19,15 +19,17 @@ AttnView attn_view(const Args& a, const char* name, const AttnDims& d, int64_t T
   return AttnView{buf.as<float>(), s[0], s[1], s[2]};
 }
 
-// dims: [B, H, Tq, Tk, D]; scale, causal, dropout, seed, offset.
+// dims: [B, H, Tq, Tk, D]; scale, causal, window, dropout, seed, offset.
 AttnDims dims_arg(const Args& a) {
   const char* op = a.op;
   std::vector<int64_t> s = a.ints("dims");
   if (s.size() != 5) a.fail_field("dims", "must be [B, H, Tq, Tk, D]");
   for (int64_t v : s)
     if (v < 0) a.fail_field("dims", "has a negative size");
-  AttnDims d{s[0], s[1], s[2], s[3], s[4], float(a.num("scale")), a.flag("causal"), float(a.num("dropout")), a.u64("seed"), a.u64("offset")};
+  AttnDims d{s[0], s[1], s[2], s[3], s[4], float(a.num("scale")), a.flag("causal"), a.integer("window"), float(a.num("dropout")),
+             a.u64("seed"), a.u64("offset")};
   if (d.causal && d.Tq > d.Tk) fail(std::string(op) + ": causal attention needs Tq <= Tk");
+  if (d.window < 0 || (d.window > 0 && !d.causal)) fail(std::string(op) + ": window must be 0 (none) or > 0 with causal attention");
   if (!(d.dropout >= 0 && d.dropout < 1)) fail(std::string(op) + ": dropout must be in [0, 1), got " + std::to_string(d.dropout));
   return d;
 }

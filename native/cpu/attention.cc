@@ -40,13 +40,19 @@ constexpr int64_t kQueryBlock = 64;
 // Keys query i sees: keys j <= Tk - Tq + i when causal (query i is at that absolute position).
 int64_t visible_keys(const AttnDims& d, int64_t i) { return d.causal ? d.Tk - d.Tq + i + 1 : d.Tk; }
 
-// Masks one row of n scores of a query that sees `visible` keys: causally hidden and padded keys
-// get -inf. A row left with no finite score gets probability 0 everywhere (see nn.h).
-void mask_row(float* s, int64_t n, int64_t visible, const int32_t* keep) {
+// The first key query i sees: 0, or the start of its sliding window.
+int64_t first_key(const AttnDims& d, int64_t i) { return d.window > 0 ? std::max<int64_t>(0, d.Tk - d.Tq + i - d.window + 1) : 0; }
+
+// Whether query i sees key j (< Tk): inside its causal window and not padded.
+bool sees(const AttnDims& d, int64_t i, int64_t j, const int32_t* keep) {
+  return j >= first_key(d, i) && j < visible_keys(d, i) && (!keep || keep[j]);
+}
+
+// Masks one row of n scores of query i: causally hidden, out-of-window and padded keys get -inf.
+// A row left with no finite score gets probability 0 everywhere (see attention.h).
+void mask_row(const AttnDims& d, int64_t i, float* s, int64_t n, const int32_t* keep) {
   const float ninf = -std::numeric_limits<float>::infinity();
-  for (int64_t j = visible; j < n; ++j) s[j] = ninf;
-  if (keep)
-    for (int64_t j = 0; j < visible; ++j) s[j] = keep[j] ? s[j] : ninf;
+  for (int64_t j = 0; j < n; ++j) s[j] = sees(d, i, j, keep) ? s[j] : ninf;
 }
 
 struct QueryBlock {
@@ -63,7 +69,7 @@ void masked_scores(const AttnDims& d, const QueryBlock& blk, AttnView q, AttnVie
   gemm_f32(false, true, blk.bq, blk.n, d.D, d.scale, q.row(blk.b, blk.h, blk.i0), q.st, 0, k.row(blk.b, blk.h, 0), k.st, 0,
            0.0f, S, blk.n, 0, 1);
   const int32_t* keep = key_keep ? key_keep + blk.b * d.Tk : nullptr;
-  for (int64_t r = 0; r < blk.bq; ++r) mask_row(S + r * blk.n, blk.n, visible_keys(d, blk.i0 + r), keep);
+  for (int64_t r = 0; r < blk.bq; ++r) mask_row(d, blk.i0 + r, S + r * blk.n, blk.n, keep);
 }
 
 int64_t query_blocks(const AttnDims& d) { return (d.Tq + kQueryBlock - 1) / kQueryBlock; }
@@ -158,9 +164,8 @@ void attention_backward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView 
           const float delta = row_dot(p, ds, n);
           // A masked score is a constant -inf: its gradient is exactly 0, even in a row whose P is
           // NaN (0·NaN would otherwise spread that row's NaN into the dK of keys it never saw).
-          const int64_t visible = visible_keys(d, blk.i0 + r);
           const int32_t* keep = key_keep ? key_keep + b * d.Tk : nullptr;
-          for (int64_t j = 0; j < n; ++j) ds[j] = j < visible && (!keep || keep[j]) ? p[j] * (ds[j] - delta) * d.scale : 0.0f;
+          for (int64_t j = 0; j < n; ++j) ds[j] = sees(d, blk.i0 + r, j, keep) ? p[j] * (ds[j] - delta) * d.scale : 0.0f;
         }
         // dQ_blk = dS K[0:n];  dK[0:n] += dSᵀ Q_blk
         gemm_f32(false, false, blk.bq, d.D, n, 1.0f, dS.data(), n, 0, k.row(b, h, 0), k.st, 0, 0.0f,

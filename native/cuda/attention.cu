@@ -24,7 +24,12 @@ namespace {
 // The masking rules are those of native/ops/attention.h, as on the CPU.
 __device__ int64_t visible_keys(const AttnDims& d, int64_t i) { return d.causal ? d.Tk - d.Tq + i + 1 : d.Tk; }
 
-// The score of (query i, key j < visible): -inf for a padded key, else scale · q·k.
+// Whether key j < visible_keys(i) is masked for query i: padded, or older than its sliding window.
+__device__ bool hidden_key(const AttnDims& d, const int32_t* keep, int64_t b, int64_t i, int64_t j) {
+  return (keep && keep[b * d.Tk + j] == 0) || (d.window > 0 && j <= d.Tk - d.Tq + i - d.window);
+}
+
+// The score of (query i, key j < visible): -inf for a masked key, else scale · q·k.
 __device__ float masked_score(const AttnDims& d, const float* qi, const float* kj, bool padded) {
   if (padded) return -INFINITY;
   float s = 0;
@@ -55,11 +60,11 @@ __global__ void attention_forward_kernel(AttnDims d, AttnView q, AttnView k, Att
   __syncthreads();
   float m = -INFINITY;
   for (int64_t j = threadIdx.x; j < vis; j += blockDim.x) {
-    s[j] = masked_score(d, qi, k.row(b, h, j), keep && keep[b * d.Tk + j] == 0);
+    s[j] = masked_score(d, qi, k.row(b, h, j), hidden_key(d, keep, b, i, j));
     m = nan_max(m, s[j]);
   }
   m = block_reduce(m, MaxOp(), -INFINITY);
-  const bool empty = m == -INFINITY;  // every visible key padded: the output row is 0 (a NaN score makes m NaN, not empty)
+  const bool empty = m == -INFINITY;  // every visible key masked: the output row is 0 (a NaN score makes m NaN, not empty)
   float z = 0;
   for (int64_t j = threadIdx.x; j < vis; j += blockDim.x) {
     s[j] = empty ? 0.0f : expf(s[j] - m);
@@ -99,16 +104,15 @@ __global__ void attention_dq_kernel(AttnDims d, AttnView q, AttnView k, AttnView
   float acc = 0;
   for (int64_t j = threadIdx.x; j < vis; j += blockDim.x) {
     const float* vj = v.row(b, h, j);
-    ds[j] = probability(masked_score(d, qi, k.row(b, h, j), keep && keep[b * d.Tk + j] == 0), lse[row]);
+    ds[j] = probability(masked_score(d, qi, k.row(b, h, j), hidden_key(d, keep, b, i, j)), lse[row]);
     float g = 0;
     for (int64_t t = 0; t < d.D; ++t) g += gi[t] * vj[t];
     dp[j] = g * drop_factor(d, b, h, i, j);
     acc += ds[j] * dp[j];
   }
   const float dl = block_reduce(acc, SumOp(), 0.0f);
-  // A padded key's score is a constant -inf: its gradient is exactly 0, even when P is NaN.
-  for (int64_t j = threadIdx.x; j < vis; j += blockDim.x)
-    ds[j] = keep && keep[b * d.Tk + j] == 0 ? 0.0f : ds[j] * (dp[j] - dl) * d.scale;
+  // A masked key's score is a constant -inf: its gradient is exactly 0, even when P is NaN.
+  for (int64_t j = threadIdx.x; j < vis; j += blockDim.x) ds[j] = hidden_key(d, keep, b, i, j) ? 0.0f : ds[j] * (dp[j] - dl) * d.scale;
   __syncthreads();
   for (int64_t t = threadIdx.x; t < d.D; t += blockDim.x) {
     float g = 0;
@@ -130,7 +134,6 @@ __global__ void attention_dkdv_kernel(AttnDims d, AttnView q, AttnView k, AttnVi
   float* vj = kj + d.D;
   float* acc_k = vj + d.D;
   float* acc_v = acc_k + d.D;
-  const bool padded = keep && keep[b * d.Tk + j] == 0;
   for (int64_t t = threadIdx.x; t < d.D; t += blockDim.x) {
     kj[t] = k.row(b, h, j)[t];
     vj[t] = v.row(b, h, j)[t];
@@ -146,11 +149,12 @@ __global__ void attention_dkdv_kernel(AttnDims d, AttnView q, AttnView k, AttnVi
       const int64_t r = bh * d.Tq + i;
       const float* qi = q.row(b, h, i);
       const float* gi = dout.row(b, h, i);
-      p = probability(masked_score(d, qi, kj, padded), lse[r]);
+      const bool hidden = hidden_key(d, keep, b, i, j);
+      p = probability(masked_score(d, qi, kj, hidden), lse[r]);
       const float m = drop_factor(d, b, h, i, j);
       float dp = 0;
       for (int64_t t = 0; t < d.D; ++t) dp += gi[t] * vj[t];
-      dsv = padded ? 0.0f : p * (dp * m - delta[r]) * d.scale;  // a padded key's score is constant
+      dsv = hidden ? 0.0f : p * (dp * m - delta[r]) * d.scale;  // a masked key's score is constant
       p *= m;  // dv takes the dropped weights
     }
     tile_p[threadIdx.x] = p;
@@ -181,7 +185,7 @@ __global__ void attention_dkdv_kernel(AttnDims d, AttnView q, AttnView k, AttnVi
 // memory, each 32-dim chunk padded by 4 floats so the kSplit lanes' float4 reads of one row hit
 // different banks. Scores are kept in base 2 (q pre-scaled by scale·log2(e)) for exp2f.
 //
-// NaN: a masked (causal, padded) key's weight is skipped, never multiplied in as 0·x, so a NaN
+// NaN: a masked (causal, windowed, padded) key's weight is skipped, never multiplied in as 0·x, so a NaN
 // in a key or value a query cannot see stays out of that query's output and gradients; a NaN
 // score is not a mask and spreads through the row's normalizer, output, lse and gradients.
 
@@ -243,9 +247,15 @@ __device__ uint32_t keep_bits32(const AttnDims& d, int64_t b, int64_t h, int64_t
   return bits;
 }
 
-// Whether query i may see key j (causal window and padding; j < Tk).
+// Whether query i may see key j (causal, sliding window and padding; j < Tk).
 __device__ __forceinline__ bool key_visible(const AttnDims& d, const int32_t* keep_b, int64_t i, int64_t j) {
-  return !(d.causal && j > d.Tk - d.Tq + i) && !(keep_b && keep_b[j] == 0);
+  const int64_t p = d.Tk - d.Tq + i;  // the query's absolute position
+  return !(d.causal && j > p) && !(d.window > 0 && j <= p - d.window) && !(keep_b && keep_b[j] == 0);
+}
+
+// The first key any query of the block starting at q0 sees: 0, or its first query's window start.
+__device__ __forceinline__ int64_t window_start(const AttnDims& d, int64_t q0) {
+  return d.window > 0 ? max(int64_t(0), q0 + d.Tk - d.Tq - d.window + 1) : 0;
 }
 
 // Grid (B·H, ceil(Tq / Rows)), the last query blocks (most keys when causal) first.
@@ -273,7 +283,7 @@ __global__ void __launch_bounds__(kFlashThreads)
   float m = -INFINITY, l = 0.f;
   const int64_t kend = d.causal ? min(d.Tk, q0 + Rows + d.Tk - d.Tq) : d.Tk;
   const float kept = d.dropout > 0.f ? 1.f / (1.f - d.dropout) : 1.f;
-  for (int64_t k0 = 0; k0 < kend; k0 += kFlashTile) {
+  for (int64_t k0 = window_start(d, q0); k0 < kend; k0 += kFlashTile) {
     __syncthreads();  // the previous tile is no longer read
     flash_load_tile<D>(sK, k, b, h, k0, d.Tk, tid);
     flash_load_tile<D>(sV, v, b, h, k0, d.Tk, tid);
@@ -353,7 +363,7 @@ __global__ void __launch_bounds__(kFlashThreads)
   }
   const float kept = d.dropout > 0.f ? 1.f / (1.f - d.dropout) : 1.f;
   const int64_t kend = d.causal ? min(d.Tk, q0 + Rows + d.Tk - d.Tq) : d.Tk;
-  for (int64_t k0 = 0; k0 < kend; k0 += kFlashTile) {
+  for (int64_t k0 = window_start(d, q0); k0 < kend; k0 += kFlashTile) {
     __syncthreads();
     flash_load_tile<D>(sK, k, b, h, k0, d.Tk, tid);
     flash_load_tile<D>(sV, v, b, h, k0, d.Tk, tid);
@@ -406,8 +416,10 @@ __global__ void __launch_bounds__(kFlashThreads)
     ak[t] = av[t] = 0.f;
   }
   const float kept = d.dropout > 0.f ? 1.f / (1.f - d.dropout) : 1.f;
-  // Causal: query i sees key j when i >= j - shift; the block's first key is k0.
-  for (int64_t i0 = d.causal ? max(int64_t(0), k0 - shift) : 0; i0 < d.Tq; i0 += kFlashTile) {
+  // Causal: query i sees key j when i >= j - shift; the block's first key is k0. With a window,
+  // key j is seen by queries i < j + window - shift; the block's last key is k0 + Rows - 1.
+  const int64_t iend = d.window > 0 ? min(d.Tq, k0 + Rows - 1 + d.window - shift) : d.Tq;
+  for (int64_t i0 = d.causal ? max(int64_t(0), k0 - shift) : 0; i0 < iend; i0 += kFlashTile) {
     __syncthreads();
     flash_load_tile<D>(sQ, q, b, h, i0, d.Tq, tid);
     flash_load_tile<D>(sG, dout, b, h, i0, d.Tq, tid);
@@ -425,7 +437,7 @@ __global__ void __launch_bounds__(kFlashThreads)
       const float* gi = sG + i * kS + cb;
       const float sx = split_sum<kSplit>(dot32(kr, qi));
       const float dp = split_sum<kSplit>(dot32(vr, gi));
-      if (dead || i0 + i >= d.Tq || (d.causal && key > i0 + i + shift)) continue;
+      if (dead || i0 + i >= d.Tq || !key_visible(d, nullptr, i0 + i, key)) continue;  // padding is in dead
       const float p = exp2f(sx - sL[i]);
       const float mf = (bits >> i) & 1u ? kept : 0.f;
       axpy32(av, p * mf, gi);

@@ -16,7 +16,7 @@ struct AttnView {
 
 // Attention sizes and options. Queries are the last Tq of Tk positions (Tq == Tk in training,
 // Tq < Tk when generating with a KV cache): query i sits at absolute position Tk - Tq + i, and a
-// causal query sees keys j <= Tk - Tq + i.
+// causal query sees keys j <= Tk - Tq + i (and j > Tk - Tq + i - window with a sliding window).
 //
 // key_keep (optional, [B, Tk] int32, nonzero = attend) is a key-padding mask: padded keys get
 // weight 0. A query that sees no unpadded key (left padding: the pad positions before the first
@@ -34,6 +34,9 @@ struct AttnDims {
   int64_t B, H, Tq, Tk, D;
   float scale;  // scores = scale * q·k (1/sqrt(D) for GPT-2)
   bool causal;
+  // Sliding window (causal only; 0 = none): the query at absolute position p sees keys
+  // p - window < j <= p, itself included (transformers' sliding_window; Mistral, Qwen2/3).
+  int64_t window;
   float dropout;  // probability of dropping a weight, in [0, 1); 0 = none
   uint64_t seed, offset;
 };

@@ -119,13 +119,17 @@ const ROWS: Row[] = [
     // batch 1 left-padded by 5: its first 5 queries see no key (zeros, no gradient)
     { B: 2, H: 2, Tq: 40, Tk: 40, D: 64, dropout: 0.2, keep: [...new Array(40).fill(1), 0, 0, 0, 0, 0, ...new Array(35).fill(1)] },
     { B: 2, H: 2, Tq: 45, Tk: 45, D: 32, causal: false, keep: [...new Array(43).fill(1), 0, 0, ...new Array(45).fill(1)] },
-  ] as { B: number; H: number; Tq: number; Tk: number; D: number; causal?: boolean; dropout?: number; keep?: number[] }[]).map(
+    { B: 2, H: 2, Tq: 9, Tk: 9, D: 8, window: 4 }, // sliding windows: row kernels, then flash
+    { B: 1, H: 2, Tq: 3, Tk: 11, D: 16, window: 5 },
+    { B: 2, H: 2, Tq: 77, Tk: 77, D: 64, window: 20, dropout: 0.1, keep: [...new Array(77).fill(1), 0, 0, 0, ...new Array(74).fill(1)] },
+    { B: 1, H: 2, Tq: 4, Tk: 90, D: 128, window: 33 },
+  ] as { B: number; H: number; Tq: number; Tk: number; D: number; causal?: boolean; dropout?: number; keep?: number[]; window?: number }[]).map(
     (c): Row => ({
       family: "attention",
-      name: `B=${c.B} H=${c.H} Tq=${c.Tq} Tk=${c.Tk} D=${c.D}${c.causal === false ? " non-causal" : ""}${c.keep ? " padded" : ""}${c.dropout ? ` dropout ${c.dropout}` : ""}`,
+      name: `B=${c.B} H=${c.H} Tq=${c.Tq} Tk=${c.Tk} D=${c.D}${c.causal === false ? " non-causal" : ""}${c.keep ? " padded" : ""}${c.dropout ? ` dropout ${c.dropout}` : ""}${c.window ? ` window ${c.window}` : ""}`,
       inputs: [f([c.B, c.H, c.Tq, c.D], 40), f([c.B, c.H, c.Tk, c.D], 41), f([c.B, c.H, c.Tk, c.D], 42), ...(c.keep ? [ids(c.keep, [c.B, c.Tk])] : [])],
       run: ([q, k, v, keep]) =>
-        ops.scaledDotProductAttention(q!, k!, v!, { causal: c.causal, dropout: c.dropout, attnMask: keep ?? null, generator: gen(11n, 0n) }),
+        ops.scaledDotProductAttention(q!, k!, v!, { causal: c.causal, dropout: c.dropout, attnMask: keep ?? null, window: c.window, generator: gen(11n, 0n) }),
       tol: 1e-4,
     }),
   ),

@@ -2,7 +2,7 @@
 // RoPE continues at the cached length), greedy decoding against transformers' generate on the
 // fixtures of test/fixtures/llama-tiny (make_llama_fixtures.py records it), sampling, and
 // stopping on any EOS id of a list.
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -11,7 +11,7 @@ import { KVCache } from "../../lib/models/kvcache.js";
 import { copyInto, generate, Generator, memory, noGrad, tensor, tidy } from "../../lib/index.js";
 
 const ROOT = "test/fixtures/llama-tiny";
-const CASES = ["llama-gqa", "qwen2-bias", "mistral-headdim"];
+const CASES = readdirSync(ROOT).sort(); // every case make_llama_fixtures.py writes
 const row = (r: number[]) => tensor(Int32Array.from(r), { shape: [1, r.length] });
 const reference = (name: string) => JSON.parse(readFileSync(join(ROOT, name, "reference.json"), "utf8"));
 

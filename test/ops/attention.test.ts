@@ -20,7 +20,7 @@ describe("scaledDotProductAttention", () => {
       const attnMask = c.keep ? tensor(new Int32Array(c.keep), { shape: [c.B, c.Tk] }) : null;
       // A fresh generator at the same state for every call: finite differences see one mask.
       const generator = () => new Generator(c.dropout?.seed ?? 0).setState({ seed: String(c.dropout?.seed ?? 0), offset: String(c.dropout?.offset ?? 0) });
-      const opts = { causal: c.causal, attnMask, scale: c.scale, dropout: c.dropout?.p, get generator() { return generator(); } };
+      const opts = { causal: c.causal, attnMask, scale: c.scale, dropout: c.dropout?.p, window: c.window, get generator() { return generator(); } };
       if (check === "gradcheck") return gradcheck((a, b, d) => scaledDotProductAttention(a!, b!, d!, opts), [q, k, v]);
       const gout = t([c.B, c.H, c.Tq, c.D], seed + 3);
       const ref = attentionRef(c, arr(q), arr(k), arr(v), arr(gout));
@@ -80,6 +80,25 @@ describe("scaledDotProductAttention", () => {
       scaledDotProductAttention(x, x, x, { generator: gen }); // no dropout: no counters
       expect(gen.offset).toBe(BigInt(2 * 3 * 4 * 4));
       expect(() => scaledDotProductAttention(x, x, x, { dropout: 1 })).toThrow(/dropout must be in \[0, 1\), got 1/);
+    });
+  });
+
+  it("sliding window: keys older than the window get weight 0, forward and backward against float64, also with a KV cache", () => {
+    const cases: AttnCase[] = [
+      { B: 2, H: 3, Tq: 7, Tk: 7, D: 4, causal: true, window: 3 },
+      { B: 1, H: 2, Tq: 9, Tk: 9, D: 5, causal: true, window: 1 }, // each query sees only itself
+      { B: 1, H: 2, Tq: 2, Tk: 8, D: 3, causal: true, window: 4 }, // KV cache: queries at positions 6, 7
+      { B: 1, H: 1, Tq: 5, Tk: 5, D: 4, causal: true, window: 5 }, // window not cutting
+      { B: 1, H: 2, Tq: 150, Tk: 150, D: 6, causal: true, window: 70 }, // across query blocks of 64
+      // with a padding mask (batch 1 left-padded by 2) and dropout
+      { B: 2, H: 2, Tq: 8, Tk: 8, D: 3, causal: true, window: 3, keep: [1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1], dropout: { p: 0.3, seed: 7n, offset: 3n } },
+    ];
+    cases.forEach((c, i) => run(c, 400 + 10 * i, "grad"));
+    run({ B: 1, H: 2, Tq: 5, Tk: 5, D: 3, causal: true, window: 2 }, 450, "gradcheck");
+    tidy(() => {
+      const q = t([1, 1, 6, 2], 1), k = t([1, 1, 6, 2], 2), v = t([1, 1, 6, 2], 3);
+      expect(() => scaledDotProductAttention(q, k, v, { window: 0 })).toThrow(/window must be a positive integer.*got 0/);
+      expect(() => scaledDotProductAttention(q, k, v, { causal: false, window: 3 })).toThrow(/sliding window needs causal attention/);
     });
   });
 

@@ -83,6 +83,8 @@ export function crossEntropyRef(logits: number[], V: number, targets: number[], 
 export interface AttnCase {
   B: number; H: number; Tq: number; Tk: number; D: number; causal: boolean; keep?: number[]; scale?: number;
   dropout?: { p: number; seed: bigint; offset: bigint };
+  /** Sliding window: query i (at position Tk - Tq + i) also sees only keys j > Tk - Tq + i - window. */
+  window?: number;
 }
 
 /**
@@ -101,7 +103,8 @@ export function attentionRef(c: AttnCase, q: number[], k: number[], v: number[],
     for (let h = 0; h < H; h++) {
       for (let i = 0; i < Tq; i++) {
         const vis = c.causal ? Tk - Tq + i + 1 : Tk;
-        const keep = (j: number) => !c.keep || c.keep[b * Tk + j] !== 0;
+        const inWindow = (j: number) => c.window === undefined || j > Tk - Tq + i - c.window;
+        const keep = (j: number) => inWindow(j) && (!c.keep || c.keep[b * Tk + j] !== 0);
         if (![...Array(vis).keys()].some(keep)) continue;
         const qi = at(Tq, b, h, i);
         const s = [...Array(vis).keys()].map((j) => {

@@ -10,6 +10,7 @@ import {
   UnsafeMergeError, writeSafetensors, type Tensor,
 } from "../../lib/index.js";
 import { relError } from "../helpers.js";
+import { expectTrainsLikePeft } from "./train-fixture.js";
 
 const MODEL = "test/fixtures/gpt2-tiny";
 const FIX = "test/fixtures/peft-tiny";
@@ -70,39 +71,10 @@ describe("adapters saved by PEFT", () => {
 
 describe("training matches PEFT + torch.optim.AdamW", () => {
   it("5 AdamW steps on adapter-c_attn give PEFT's losses and final adapter", () => {
-    const ref = JSON.parse(readFileSync(join(FIX, "train-c_attn", "reference.json"), "utf8"));
     const batch = JSON.parse(readFileSync(join(MODEL, "reference.json"), "utf8"));
     const peft = PeftModel.fromPretrainedSync(load(), join(FIX, "adapter-c_attn"), { isTrainable: true, ...quiet });
-    peft.eval(); // the reference ran in eval mode (no dropout)
-    const opt = new AdamW(peft.trainableParameters(), { lr: 1e-2, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0.01 });
-    const losses: number[] = [], gradNorms: number[] = [];
-    const stepZeroGrads = readSafetensors(join(FIX, "train-c_attn", "grads_step0.safetensors"));
-    // PEFT's in-memory names: the same as ours
-    expect(stepZeroGrads.names.sort()).toEqual(peft.namedParameters().filter(([, p]) => p.requiresGrad).map(([n]) => n).sort());
-    const params = new Map(peft.namedParameters());
-    for (let step = 0; step < 5; step++) {
-      tidy(() => {
-        const { loss } = peft.forward({ inputIds: ids(batch.input_ids), attentionMask: ids(batch.attention_mask), labels: ids(batch.labels_masked) });
-        losses.push(loss!.item());
-        loss!.backward();
-      });
-      gradNorms.push(Math.sqrt(peft.trainableParameters().reduce((s, p) => s + Array.from(p.grad!.dataSync()).reduce((a, g) => a + g * g, 0), 0)));
-      if (step === 0) {
-        for (const name of stepZeroGrads.names) {
-          expect(relError(params.get(name)!.grad!.dataSync(), toTensor(stepZeroGrads.get(name)).dataSync()), name).toBeLessThan(TOL);
-        }
-      }
-      opt.step();
-      opt.zeroGrad();
-    }
-    const finalLoss = noGrad(() => tidy(() => peft.forward({ inputIds: ids(batch.input_ids), attentionMask: ids(batch.attention_mask), labels: ids(batch.labels_masked) }).loss!.item()));
-    expect(relError(losses, ref.losses)).toBeLessThan(TOL);
-    expect(relError(gradNorms, ref.grad_norms)).toBeLessThan(TOL);
-    expect(Math.abs(finalLoss - ref.final_loss) / ref.final_loss).toBeLessThan(TOL);
-    const want = readSafetensors(join(FIX, "train-c_attn", "adapter-after-5-steps", "adapter_model.safetensors"));
-    const state = peft.adapterStateDict();
-    for (const key of want.names) expect(relError(state[key]!.dataSync(), toTensor(want.get(key)).dataSync()), key).toBeLessThan(TOL);
-    opt.dispose();
+    const loss = () => peft.forward({ inputIds: ids(batch.input_ids), attentionMask: ids(batch.attention_mask), labels: ids(batch.labels_masked) }).loss!;
+    expectTrainsLikePeft(peft, loss, join(FIX, "train-c_attn"), TOL);
     peft.dispose();
   });
 });

@@ -60,7 +60,7 @@ describe("readJsonl", () => {
     expect(message(8)).toMatch(/^a plain \({"text"}\) record in a file of Alpaca .* records \(set by line 1\); one file holds one form$/);
     expect(message(9)).toBe("expected a JSON object, got an array");
     expect(message(10)).toBe('"output" is empty');
-    expect(message(12)).toBe('expected "instruction" and "output" (Alpaca form) or "text", found keys prompt, completion');
+    expect(message(12)).toMatch(/^a prompt\/completion \({"prompt", "completion"}\) record in a file of Alpaca .* records \(set by line 1\); one file holds one form$/);
     for (const p of r.problems) expect(p.message).not.toContain("\n");
   });
 

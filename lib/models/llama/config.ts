@@ -1,8 +1,9 @@
-// Llama-family hyper-parameters (model_type llama, mistral, qwen2), with config.json's snake_case
+// Llama-family hyper-parameters (model_type llama, mistral, qwen2, qwen3), with config.json's snake_case
 // names mapped to camelCase. What the decoder does not implement yet is refused by field name,
 // so a config is never run with semantics silently dropped.
+import { ROPE_SCALING_TYPES, type RopeScaling } from "../../ops/rope.js";
 
-export const LLAMA_MODEL_TYPES = ["llama", "mistral", "qwen2"] as const;
+export const LLAMA_MODEL_TYPES = ["llama", "mistral", "qwen2", "qwen3"] as const;
 export type LlamaModelType = (typeof LLAMA_MODEL_TYPES)[number];
 
 export interface LlamaConfigInit {
@@ -19,18 +20,32 @@ export interface LlamaConfigInit {
   hiddenAct?: string;
   rmsNormEps?: number;
   ropeTheta?: number;
+  /** RoPE frequency scaling (rope_type "linear" or "llama3"); null: plain RoPE. */
+  ropeScaling?: RopeScaling | null;
   tieWordEmbeddings?: boolean;
-  /** Bias on q/k/v and o (llama, mistral); Qwen2 always has it on q/k/v only. */
+  /** Bias on q/k/v and o (llama, mistral, qwen3); Qwen2 always has it on q/k/v only. */
   attentionBias?: boolean;
   maxPositionEmbeddings?: number;
+  /**
+   * Keys a query sees, itself included (sliding_window): every layer of mistral; for qwen2 and
+   * qwen3 only with useSlidingWindow, on the layers layerTypes (or maxWindowLayers) marks; never for
+   * llama. null: full causal attention.
+   */
+  slidingWindow?: number | null;
+  /** qwen2, qwen3: whether slidingWindow is used at all (use_sliding_window). */
+  useSlidingWindow?: boolean;
+  /** qwen2, qwen3 without layerTypes: layers from this index on use the window (max_window_layers). */
+  maxWindowLayers?: number;
+  /** qwen2, qwen3: "full_attention" or "sliding_attention" per layer (layer_types); null: from maxWindowLayers. */
+  layerTypes?: string[] | null;
   initializerRange?: number;
   bosTokenId?: number | null;
   eosTokenId?: number | number[] | null;
   padTokenId?: number | null;
 }
 
-/** transformers' config.json key for each field. */
-const HF_KEYS: Record<keyof LlamaConfigInit, string> = {
+/** transformers' config.json key for each plain field (rope scaling is read and written apart). */
+const HF_KEYS: Record<Exclude<keyof LlamaConfigInit, "ropeScaling">, string> = {
   modelType: "model_type",
   vocabSize: "vocab_size",
   hiddenSize: "hidden_size",
@@ -45,6 +60,10 @@ const HF_KEYS: Record<keyof LlamaConfigInit, string> = {
   tieWordEmbeddings: "tie_word_embeddings",
   attentionBias: "attention_bias",
   maxPositionEmbeddings: "max_position_embeddings",
+  slidingWindow: "sliding_window",
+  useSlidingWindow: "use_sliding_window",
+  maxWindowLayers: "max_window_layers",
+  layerTypes: "layer_types",
   initializerRange: "initializer_range",
   bosTokenId: "bos_token_id",
   eosTokenId: "eos_token_id",
@@ -65,16 +84,6 @@ const isSet = (v: unknown) => v !== undefined && v !== null && v !== false;
  */
 function unsupportedFields(json: Record<string, unknown>): string[] {
   const out: string[] = [];
-  if (isSet(json.rope_scaling)) out.push(`rope_scaling ${shown(json.rope_scaling)} (only null, plain RoPE, is supported yet)`);
-  const rope = json.rope_parameters as Record<string, unknown> | undefined | null;
-  if (rope && typeof rope === "object" && rope.rope_type !== undefined && rope.rope_type !== "default") {
-    out.push(`rope_parameters.rope_type ${shown(rope.rope_type)} (only "default", plain RoPE, is supported yet)`);
-  }
-  // Mistral enables the window with sliding_window; Qwen2 only with use_sliding_window.
-  if (json.model_type === "qwen2" ? isSet(json.use_sliding_window) : isSet(json.sliding_window)) {
-    const field = json.model_type === "qwen2" ? "use_sliding_window" : "sliding_window";
-    out.push(`${field} ${shown(json[field])} (sliding-window attention is not supported yet; only full attention)`);
-  }
   if (isSet(json.mlp_bias)) out.push(`mlp_bias ${shown(json.mlp_bias)} (only false is supported)`);
   if (typeof json.attention_dropout === "number" && json.attention_dropout !== 0) {
     out.push(`attention_dropout ${shown(json.attention_dropout)} (only 0 is supported)`);
@@ -82,6 +91,59 @@ function unsupportedFields(json: Record<string, unknown>): string[] {
   if (typeof json.pretraining_tp === "number" && json.pretraining_tp !== 1) out.push(`pretraining_tp ${shown(json.pretraining_tp)} (only 1 is supported)`);
   return out;
 }
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+
+/**
+ * The rope scaling of config.json as transformers reads it: transformers 4's rope_scaling, else
+ * transformers 5's rope_parameters, its type under "rope_type" or the older "type" ("default":
+ * none). llama3's original_max_position_embeddings comes from the dict, else the top level,
+ * else max_position_embeddings (standardize_rope_params, checked with transformers 5.18).
+ */
+function ropeScalingFromHF(json: Record<string, unknown>): RopeScaling | null {
+  const field = isObject(json.rope_scaling) && Object.keys(json.rope_scaling).length ? "rope_scaling" : "rope_parameters";
+  const rope = json[field];
+  const partial = (isObject(rope) ? rope.partial_rotary_factor : undefined) ?? json.partial_rotary_factor;
+  if (partial !== undefined && partial !== null && partial !== 1) {
+    throw new Error(`LlamaConfig: config.json sets partial_rotary_factor ${shown(partial)}; only 1 (RoPE on the whole head) is supported`);
+  }
+  if (rope === undefined || rope === null) return null;
+  if (!isObject(rope)) throw new Error(`LlamaConfig: config.json's ${field} must be an object or null, got ${shown(rope)}`);
+  if (Object.values(rope).some(isObject)) {
+    throw new Error(`LlamaConfig: config.json's ${field} ${shown(rope)} holds one rope setting per layer type; lowrank's Llama decoder takes one for all layers`);
+  }
+  const type = rope.rope_type ?? rope.type ?? "default";
+  if (type === "default") return null;
+  const num = (key: string, fallback?: unknown): number => {
+    const v = rope[key] ?? fallback;
+    if (typeof v !== "number") throw new Error(`LlamaConfig: config.json's ${field} of type ${shown(type)} needs a number ${key}, got ${shown(v)}`);
+    return v;
+  };
+  if (type === "linear") return { ropeType: "linear", factor: num("factor") };
+  if (type === "llama3") {
+    return {
+      ropeType: "llama3", factor: num("factor"), lowFreqFactor: num("low_freq_factor"), highFreqFactor: num("high_freq_factor"),
+      originalMaxPositionEmbeddings: num("original_max_position_embeddings", json.original_max_position_embeddings ?? json.max_position_embeddings ?? 2048),
+    };
+  }
+  throw new Error(
+    `LlamaConfig: config.json's ${field} has rope type ${shown(type)}, which lowrank does not implement; supported: "default" (plain RoPE), ${ROPE_SCALING_TYPES.map((t) => `"${t}"`).join(", ")}`,
+  );
+}
+
+/** rope_scaling as transformers 4 writes it (snake_case, with rope_type). */
+function ropeScalingToHF(s: RopeScaling | null): Record<string, unknown> | null {
+  if (!s) return null;
+  if (s.ropeType === "linear") return { factor: s.factor, rope_type: s.ropeType };
+  return {
+    factor: s.factor, high_freq_factor: s.highFreqFactor, low_freq_factor: s.lowFreqFactor,
+    original_max_position_embeddings: s.originalMaxPositionEmbeddings, rope_type: s.ropeType,
+  };
+}
+
+/** The window fields each model type's transformers config has (toHF writes only those). */
+const QWEN_WINDOW_FIELDS: readonly string[] = ["slidingWindow", "useSlidingWindow", "maxWindowLayers", "layerTypes"];
+const WINDOW_FIELDS: Record<LlamaModelType, readonly string[]> = { llama: [], mistral: ["slidingWindow"], qwen2: QWEN_WINDOW_FIELDS, qwen3: QWEN_WINDOW_FIELDS };
 
 export class LlamaConfig {
   modelType: LlamaModelType = "llama";
@@ -95,9 +157,14 @@ export class LlamaConfig {
   hiddenAct = "silu";
   rmsNormEps = 1e-6;
   ropeTheta = 10000;
+  ropeScaling: RopeScaling | null = null;
   tieWordEmbeddings = false;
   attentionBias = false;
   maxPositionEmbeddings = 2048;
+  slidingWindow: number | null = null;
+  useSlidingWindow = false;
+  maxWindowLayers = 28;
+  layerTypes: string[] | null = null;
   initializerRange = 0.02;
   bosTokenId: number | null = 1;
   eosTokenId: number | number[] | null = 2;
@@ -122,12 +189,30 @@ export class LlamaConfig {
   get oBias(): boolean {
     return this.modelType !== "qwen2" && this.attentionBias;
   }
+  /** Qwen3's RMSNorm over each head of q and k (q_norm, k_norm, weights of size head_dim), before RoPE. */
+  get qkNorm(): boolean {
+    return this.modelType === "qwen3";
+  }
+
+  /**
+   * The sliding window of decoder layer `layer` (a query sees itself and the window − 1 keys
+   * before it), or null for full causal attention, as transformers reads the config: mistral
+   * windows every layer; qwen2 and qwen3 only with use_sliding_window, the layers layer_types
+   * marks "sliding_attention" (by default those from max_window_layers on); llama never.
+   */
+  layerSlidingWindow(layer: number): number | null {
+    if (this.slidingWindow === null || this.modelType === "llama") return null;
+    if (this.modelType === "mistral") return this.slidingWindow;
+    if (!this.useSlidingWindow) return null;
+    const sliding = this.layerTypes ? this.layerTypes[layer] === "sliding_attention" : layer >= this.maxWindowLayers;
+    return sliding ? this.slidingWindow : null;
+  }
 
   /** The parameter count, a tied lm_head counted once (as PyTorch's model.parameters() does). */
   get parameterCount(): number {
     const C = this.hiddenSize, I = this.intermediateSize, D = this.attentionHeadDim;
     const q = this.numAttentionHeads * D, kv = this.kvHeads * D;
-    const attn = C * q + 2 * C * kv + q * C + (this.qkvBias ? q + 2 * kv : 0) + (this.oBias ? C : 0);
+    const attn = C * q + 2 * C * kv + q * C + (this.qkvBias ? q + 2 * kv : 0) + (this.oBias ? C : 0) + (this.qkNorm ? 2 * D : 0);
     const layer = attn + 3 * C * I + 2 * C;
     return this.vocabSize * C * (this.tieWordEmbeddings ? 1 : 2) + this.numHiddenLayers * layer + C;
   }
@@ -140,7 +225,7 @@ export class LlamaConfig {
   private validate(): void {
     const where = `LlamaConfig (${this.modelType})`;
     if (!LLAMA_MODEL_TYPES.includes(this.modelType)) {
-      throw new Error(`LlamaConfig: model_type ${shown(this.modelType)} is not supported; lowrank's Llama decoder implements ${LLAMA_MODEL_TYPES.join(", ")}${this.modelType === ("qwen3" as string) ? " (qwen3's per-head q/k RMSNorm is not implemented yet)" : ""}`);
+      throw new Error(`LlamaConfig: model_type ${shown(this.modelType)} is not supported; lowrank's Llama decoder implements ${LLAMA_MODEL_TYPES.join(", ")}`);
     }
     for (const key of ["vocabSize", "hiddenSize", "intermediateSize", "numHiddenLayers", "numAttentionHeads", "maxPositionEmbeddings"] as const) {
       if (!Number.isInteger(this[key]) || this[key] <= 0) throw new Error(`${where}: ${HF_KEYS[key]} must be a positive integer, got ${shown(this[key])}`);
@@ -156,23 +241,51 @@ export class LlamaConfig {
     if (this.numAttentionHeads % this.kvHeads !== 0) {
       throw new Error(`${where}: num_attention_heads (${this.numAttentionHeads}) must be a multiple of num_key_value_heads (${this.kvHeads})`);
     }
+    if (this.slidingWindow !== null && (!Number.isInteger(this.slidingWindow) || this.slidingWindow <= 0)) {
+      throw new Error(`${where}: sliding_window must be a positive integer or null, got ${shown(this.slidingWindow)}`);
+    }
+    if (this.layerTypes !== null) {
+      const kinds = ["full_attention", "sliding_attention"];
+      if (!Array.isArray(this.layerTypes) || this.layerTypes.length !== this.numHiddenLayers || this.layerTypes.some((t) => !kinds.includes(t))) {
+        throw new Error(`${where}: layer_types must list "full_attention" or "sliding_attention" for each of the ${this.numHiddenLayers} layers, got ${shown(this.layerTypes)}`);
+      }
+    }
     if (this.hiddenAct !== "silu") throw new Error(`${where}: hidden_act ${shown(this.hiddenAct)} is not supported; the SwiGLU MLP implements "silu"`);
     if (!(this.rmsNormEps > 0)) throw new Error(`${where}: rms_norm_eps must be > 0, got ${shown(this.rmsNormEps)}`);
     if (!(this.ropeTheta > 0)) throw new Error(`${where}: rope_theta must be > 0, got ${shown(this.ropeTheta)}`);
+    this.validateRopeScaling(where);
     if (!Number.isSafeInteger(this.parameterCount)) {
       throw new Error(`${where}: ${this.describeSize()} make ${this.parameterCount.toPrecision(3)} parameters, more than any memory holds; check these fields of config.json`);
     }
   }
 
+  private validateRopeScaling(where: string): void {
+    const s = this.ropeScaling;
+    if (!s) return;
+    if (!(ROPE_SCALING_TYPES as readonly string[]).includes(s.ropeType)) {
+      throw new Error(`${where}: rope scaling type ${shown(s.ropeType)} is not supported; supported: ${ROPE_SCALING_TYPES.join(", ")} (or null for plain RoPE)`);
+    }
+    if (!(s.factor > 0 && Number.isFinite(s.factor))) throw new Error(`${where}: rope_scaling.factor must be a finite number > 0, got ${shown(s.factor)}`);
+    if (s.ropeType === "llama3") {
+      if (!(s.lowFreqFactor > 0)) throw new Error(`${where}: rope_scaling.low_freq_factor must be > 0, got ${shown(s.lowFreqFactor)}`);
+      if (!(s.highFreqFactor > s.lowFreqFactor)) {
+        throw new Error(`${where}: rope_scaling.high_freq_factor (${shown(s.highFreqFactor)}) must be greater than low_freq_factor (${shown(s.lowFreqFactor)})`);
+      }
+      if (!(s.originalMaxPositionEmbeddings > 0)) {
+        throw new Error(`${where}: rope_scaling.original_max_position_embeddings must be > 0, got ${shown(s.originalMaxPositionEmbeddings)}`);
+      }
+    }
+  }
+
   /**
    * Reads transformers' config.json. rope_theta is top-level (transformers 4) or in rope_parameters
-   * (transformers 5). Fields this decoder does not implement yet (rope_scaling, a sliding window,
-   * mlp_bias, …) are refused by name; unknown keys are ignored (other heads or tasks).
+   * (transformers 5), rope scaling in rope_scaling or rope_parameters (ropeScalingFromHF). Fields
+   * this decoder does not implement yet (mlp_bias, …) are refused by name; unknown keys are
+   * ignored (other heads or tasks).
    */
   static fromHF(json: Record<string, unknown>): LlamaConfig {
     if (!LLAMA_MODEL_TYPES.includes(json.model_type as LlamaModelType)) {
-      const qwen3 = json.model_type === "qwen3" ? " (qwen3's per-head q/k RMSNorm is not implemented yet)" : "";
-      throw new Error(`LlamaConfig: config.json has model_type ${shown(json.model_type)}; supported: ${LLAMA_MODEL_TYPES.join(", ")}${qwen3}`);
+      throw new Error(`LlamaConfig: config.json has model_type ${shown(json.model_type)}; supported: ${LLAMA_MODEL_TYPES.join(", ")}`);
     }
     const unsupported = unsupportedFields(json);
     if (unsupported.length) throw new Error(`LlamaConfig: config.json sets what lowrank does not support yet: ${unsupported.join("; ")}`);
@@ -180,14 +293,29 @@ export class LlamaConfig {
     for (const [field, key] of Object.entries(HF_KEYS)) if (key in json) init[field] = json[key];
     const rope = json.rope_parameters as Record<string, unknown> | undefined | null;
     if (init.ropeTheta === undefined && rope && typeof rope === "object" && rope.rope_theta !== undefined) init.ropeTheta = rope.rope_theta;
+    init.ropeScaling = ropeScalingFromHF(json);
+    // transformers' MistralConfig, Qwen2Config and Qwen3Config default sliding_window to 4096 (used
+    // by Qwen only with use_sliding_window); LlamaConfig has no window at all.
+    if (json.model_type === "llama") init.slidingWindow = null;
+    else if (!("sliding_window" in json)) init.slidingWindow = 4096;
     return new LlamaConfig(init as LlamaConfigInit);
   }
 
-  /** config.json as transformers 4 writes it (the fields lowrank knows, plus architectures). */
+  /**
+   * config.json as transformers 4 writes it (the fields lowrank knows, plus architectures), with
+   * only the window fields the model type has: transformers reads a mistral config with
+   * layer_types as Ministral, and llama has no window. Checked by loading every llama-tiny
+   * fixture saved by savePretrained in transformers 5.18: the same logits.
+   */
   toHF(): Record<string, unknown> {
-    const arch = { llama: "LlamaForCausalLM", mistral: "MistralForCausalLM", qwen2: "Qwen2ForCausalLM" }[this.modelType];
-    const out: Record<string, unknown> = { architectures: [arch], rope_scaling: null };
-    for (const [field, key] of Object.entries(HF_KEYS)) out[key] = this[field as keyof LlamaConfigInit];
+    const arch = { llama: "LlamaForCausalLM", mistral: "MistralForCausalLM", qwen2: "Qwen2ForCausalLM", qwen3: "Qwen3ForCausalLM" }[this.modelType];
+    const out: Record<string, unknown> = { architectures: [arch], rope_scaling: ropeScalingToHF(this.ropeScaling) };
+    for (const [field, key] of Object.entries(HF_KEYS)) {
+      if (QWEN_WINDOW_FIELDS.includes(field) && !WINDOW_FIELDS[this.modelType].includes(field)) continue;
+      // absent, transformers derives them (Qwen2's attention reads head_dim as given, null included)
+      if ((field === "layerTypes" || field === "headDim") && this[field] === null) continue;
+      out[key] = this[field as keyof LlamaConfigInit];
+    }
     return Object.fromEntries(Object.entries(out).sort(([a], [b]) => (a < b ? -1 : 1)));
   }
 }

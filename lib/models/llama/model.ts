@@ -1,7 +1,8 @@
-// Llama-family decoders (transformers' LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)
-// with their parameter names, so Hugging Face checkpoints and PEFT adapters address the same
-// modules: model.embed_tokens / layers.{i}.{input_layernorm, self_attn.{q,k,v,o}_proj,
-// post_attention_layernorm, mlp.{gate,up,down}_proj} / norm, and lm_head (absent when tied).
+// Llama-family decoders (transformers' LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM,
+// Qwen3ForCausalLM) with their parameter names, so Hugging Face checkpoints and PEFT adapters
+// address the same modules: model.embed_tokens / layers.{i}.{input_layernorm,
+// self_attn.{q,k,v,o}_proj (+ q_norm, k_norm for Qwen3), post_attention_layernorm,
+// mlp.{gate,up,down}_proj} / norm, and lm_head (absent when tied).
 import { scaledDotProductAttention } from "../../ops/attention.js";
 import { add, mul, silu } from "../../ops/elementwise.js";
 import { linear } from "../../ops/matmul.js";
@@ -28,19 +29,24 @@ export interface LlamaInput {
 /**
  * Causal self-attention with grouped-query heads: q has numAttentionHeads heads, k and v
  * numKeyValueHeads, each shared by numAttentionHeads / numKeyValueHeads query heads; rotary
- * position embeddings on q and k.
+ * position embeddings on q and k (Qwen3: after an RMSNorm over each head of q and of k).
  */
 export class LlamaAttention extends Module {
   declare q_proj: Linear;
   declare k_proj: Linear;
   declare v_proj: Linear;
   declare o_proj: Linear;
+  declare q_norm: RMSNorm | null;
+  declare k_norm: RMSNorm | null;
   readonly nHead: number;
   readonly nKvHead: number;
   readonly headDim: number;
+  /** This layer's sliding window (config.layerSlidingWindow), null for full causal attention. */
+  readonly slidingWindow: number | null;
 
-  constructor(config: LlamaConfig, opts: ModelOptions = {}) {
+  constructor(config: LlamaConfig, opts: ModelOptions = {}, layerIdx = 0) {
     super();
+    this.slidingWindow = config.layerSlidingWindow(layerIdx);
     this.nHead = config.numAttentionHeads;
     this.nKvHead = config.kvHeads;
     this.headDim = config.attentionHeadDim;
@@ -50,6 +56,9 @@ export class LlamaAttention extends Module {
     this.registerModule("k_proj", new Linear(C, kv, { ...init, bias: config.qkvBias }));
     this.registerModule("v_proj", new Linear(C, kv, { ...init, bias: config.qkvBias }));
     this.registerModule("o_proj", new Linear(q, C, { ...init, bias: config.oBias }));
+    const headNorm = () => (config.qkNorm ? new RMSNorm(this.headDim, config.rmsNormEps, opts) : null);
+    this.registerModule("q_norm", headNorm());
+    this.registerModule("k_norm", headNorm());
   }
 
   /**
@@ -59,9 +68,13 @@ export class LlamaAttention extends Module {
   forward(x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | null = null, layerIdx = 0): Tensor {
     const [B, T] = x.shape as [number, number, number];
     const H = this.nHead, Hkv = this.nKvHead, D = this.headDim;
-    const heads = (t: Tensor, n: number) => t.reshape(B, T, n, D).permute(0, 2, 1, 3); // [B, n, T, D]
-    const q = applyRotary(heads(this.q_proj.forward(x), H), cos, sin);
-    let k = applyRotary(heads(this.k_proj.forward(x), Hkv), cos, sin);
+    // [B, T, n·D] -> [B, n, T, D], through the per-head norm where the model has one
+    const heads = (t: Tensor, n: number, norm: RMSNorm | null = null) => {
+      const split = t.reshape(B, T, n, D);
+      return (norm ? norm.forward(split) : split).permute(0, 2, 1, 3);
+    };
+    const q = applyRotary(heads(this.q_proj.forward(x), H, this.q_norm), cos, sin);
+    let k = applyRotary(heads(this.k_proj.forward(x), Hkv, this.k_norm), cos, sin);
     let v = heads(this.v_proj.forward(x), Hkv);
     // The cache holds the Hkv heads, before the repeat: H / Hkv times less memory, as transformers' cache.
     if (cache) ({ key: k, value: v } = cache.append(layerIdx, k, v));
@@ -75,7 +88,7 @@ export class LlamaAttention extends Module {
       v = repeat(v);
     }
     // [B, H, T, D], scale 1/√D; with a cache the T queries are the last T of the Tk positions
-    const y = scaledDotProductAttention(q, k, v, { causal: true });
+    const y = scaledDotProductAttention(q, k, v, { causal: true, window: this.slidingWindow });
     return this.o_proj.forward(y.transpose(1, 2).reshape(B, T, H * D));
   }
 }
@@ -109,7 +122,7 @@ export class LlamaDecoderLayer extends Module {
 
   constructor(config: LlamaConfig, opts: ModelOptions = {}, readonly layerIdx = 0) {
     super();
-    this.registerModule("self_attn", new LlamaAttention(config, opts));
+    this.registerModule("self_attn", new LlamaAttention(config, opts, layerIdx));
     this.registerModule("mlp", new LlamaMLP(config, opts));
     this.registerModule("input_layernorm", new RMSNorm(config.hiddenSize, config.rmsNormEps, opts));
     this.registerModule("post_attention_layernorm", new RMSNorm(config.hiddenSize, config.rmsNormEps, opts));
@@ -142,7 +155,7 @@ export class LlamaModel extends Module {
     }
     const T = inputIds.shape[1]!;
     const offset = cache?.length ?? 0;
-    const { cos, sin } = rotaryCosSin(T, this.config.attentionHeadDim, { theta: this.config.ropeTheta, offset, device: inputIds.device });
+    const { cos, sin } = rotaryCosSin(T, this.config.attentionHeadDim, { theta: this.config.ropeTheta, scaling: this.config.ropeScaling, offset, device: inputIds.device });
     let x = this.embed_tokens.forward(inputIds);
     for (const layer of this.layers) x = layer.forward(x, cos, sin, cache);
     cos.dispose();
@@ -164,8 +177,8 @@ export class LlamaForCausalLM extends Module {
 
   /**
    * Loads a checkpoint folder in Hugging Face layout (config.json + model.safetensors or its
-   * shards) of model_type llama, mistral or qwen2, or such a model's Hugging Face name already in
-   * the local Hugging Face cache, in eval mode as transformers returns it. The weights are read off
+   * shards) of model_type llama, mistral, qwen2 or qwen3, or such a model's Hugging Face name already
+   * in the local Hugging Face cache, in eval mode as transformers returns it. The weights are read off
    * the main thread (fs/promises); fromPretrainedSync blocks instead.
    */
   static fromPretrained(nameOrPath: string, opts: LoadOptions = {}): Promise<LlamaForCausalLM> {
@@ -188,9 +201,9 @@ export class LlamaForCausalLM extends Module {
   }
 
   /**
-   * Writes config.json + model.safetensors as transformers' save_pretrained does, each to a
-   * temporary file renamed into place; the disk writes run off the main thread. savePretrainedSync
-   * blocks instead.
+   * Writes config.json + model.safetensors that transformers loads (its parameter names; no
+   * lm_head.weight when tied), e.g. after PeftModel.mergeAndUnload(), each to a temporary file
+   * renamed into place; the disk writes run off the main thread. savePretrainedSync blocks instead.
    */
   savePretrained(dir: string): Promise<void> {
     return saveCheckpointAsync(this, dir);
