@@ -484,32 +484,32 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
    * The weights are read off the main thread; fromPretrainedSync blocks instead.
    */
   static async fromPretrained<M extends BaseModel>(model: M, dir: string, opts: LoadAdapterOptions = {}): Promise<PeftModel<M>> {
-    const { peft, adapterName } = PeftModel.wrapForLoad(model, dir, opts);
-    peft.applyAdapterWeights(await readSafetensorsAsync(adapterWeightsPath(dir)), dir, adapterName);
-    if (!opts.isTrainable) peft.eval();
-    return peft;
+    const config = readAdapterConfig(dir, opts.onWarning);
+    return PeftModel.wrapLoaded(model, dir, config, await readSafetensorsAsync(adapterWeightsPath(dir)), opts);
   }
 
   /** fromPretrained, blocking the thread until the adapter is loaded. */
   static fromPretrainedSync<M extends BaseModel>(model: M, dir: string, opts: LoadAdapterOptions = {}): PeftModel<M> {
-    const { peft, adapterName } = PeftModel.wrapForLoad(model, dir, opts);
-    peft.applyAdapterWeights(readSafetensors(adapterWeightsPath(dir)), dir, adapterName);
-    if (!opts.isTrainable) peft.eval();
-    return peft;
+    const config = readAdapterConfig(dir, opts.onWarning);
+    return PeftModel.wrapLoaded(model, dir, config, readSafetensors(adapterWeightsPath(dir)), opts);
   }
 
-  /** The PeftModel fromPretrained fills: the adapter's config read and its layers injected (weights not yet loaded). */
-  private static wrapForLoad<M extends BaseModel>(model: M, dir: string, opts: LoadAdapterOptions): { peft: PeftModel<M>; adapterName: string } {
+  /**
+   * fromPretrained once the files are read (so a file that cannot be read leaves `model`
+   * unwrapped): the adapter's layers injected, its weights copied in, the modes set.
+   */
+  private static wrapLoaded<M extends BaseModel>(model: M, dir: string, config: LoraConfig, file: SafetensorsFile, opts: LoadAdapterOptions): PeftModel<M> {
     const adapterName = opts.adapterName ?? DEFAULT_ADAPTER_NAME;
-    const config = readAdapterConfig(dir, opts.onWarning).with({ inferenceMode: !opts.isTrainable });
-    // checked before the model is touched, so a folder without weights leaves it unwrapped
-    adapterWeightsPath(dir);
+    let peft: PeftModel<M>;
     try {
-      return { peft: new PeftModel(model, config, adapterName, opts), adapterName };
+      peft = new PeftModel(model, config.with({ inferenceMode: !opts.isTrainable }), adapterName, opts);
     } catch (err) {
       // e.g. target modules the model does not have: say which adapter asked for them
       throw new Error(`PeftModel.fromPretrained: the adapter in ${dir} does not fit the model: ${(err as Error).message}`, { cause: err });
     }
+    peft.applyAdapterWeights(file, dir, adapterName);
+    if (!opts.isTrainable) peft.eval();
+    return peft;
   }
 
   /**
@@ -518,9 +518,9 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
    */
   loadAdapter(dir: string, adapterName: string, opts: { isTrainable?: boolean } = {}): void {
     const config = readAdapterConfig(dir, this.warn).with({ inferenceMode: !opts.isTrainable });
-    const weights = adapterWeightsPath(dir);
+    const file = readSafetensors(adapterWeightsPath(dir));
     this.addAdapter(adapterName, config);
-    this.applyAdapterWeights(readSafetensors(weights), dir, adapterName);
+    this.applyAdapterWeights(file, dir, adapterName);
     if (!opts.isTrainable) this.eval();
   }
 

@@ -164,6 +164,20 @@ describe("savePretrained returns a Promise and writes what savePretrainedSync wr
     await expect(PeftModel.fromPretrained(GPT2LMHeadModel.fromPretrainedSync(GPT2), join(scratch, "no-adapter"))).rejects.toThrow(/adapter directory .*no-adapter does not exist/);
   });
 
+  it("PeftModel.fromPretrained reads the files before it wraps the model: an unreadable adapter leaves the model as it was", async () => {
+    const broken = join(scratch, "broken-adapter");
+    mkdirSync(broken);
+    for (const f of ["adapter_config.json", "adapter_model.safetensors"]) copyFileSync(join(ADAPTER, f), join(broken, f));
+    truncateSync(join(broken, "adapter_model.safetensors"), 100);
+    for (const load of [(m: GPT2LMHeadModel) => PeftModel.fromPretrained(m, broken), async (m: GPT2LMHeadModel) => PeftModel.fromPretrainedSync(m, broken)]) {
+      const base = GPT2LMHeadModel.fromPretrainedSync(GPT2);
+      const names = base.namedParameters().map(([n]) => n);
+      await expect(load(base)).rejects.toThrow(/adapter_model\.safetensors" is not a valid safetensors file/);
+      expect(base.namedParameters().map(([n]) => n)).toEqual(names); // no LoRA layer was injected
+      base.dispose();
+    }
+  });
+
   it("writes the weights as they were when it was called, not as they are when the disk write ends", async () => {
     const model = GPT2LMHeadModel.fromPretrainedSync(GPT2);
     const want = join(scratch, "snapshot-want"), got = join(scratch, "snapshot-got");
