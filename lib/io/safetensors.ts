@@ -270,8 +270,8 @@ export function readSafetensors(path: string): SafetensorsFile {
   }
   try {
     const reads = safetensorsReads(path, fstatSync(fd).size);
-    for (let step = reads.next(new Uint8Array(0)); ; ) {
-      if (step.done) return step.value;
+    let step = reads.next();
+    while (!step.done) {
       const { length, position } = step.value;
       const out = new Uint8Array(length);
       for (let done = 0; done < length; ) {
@@ -281,6 +281,7 @@ export function readSafetensors(path: string): SafetensorsFile {
       }
       step = reads.next(out);
     }
+    return step.value;
   } finally {
     closeSync(fd);
   }
@@ -299,8 +300,8 @@ export async function readSafetensorsAsync(path: string): Promise<SafetensorsFil
   }
   try {
     const reads = safetensorsReads(path, (await handle.stat()).size);
-    for (let step = reads.next(new Uint8Array(0)); ; ) {
-      if (step.done) return step.value;
+    let step = reads.next();
+    while (!step.done) {
       const { length, position } = step.value;
       const out = new Uint8Array(length);
       for (let done = 0; done < length; ) {
@@ -310,6 +311,7 @@ export async function readSafetensorsAsync(path: string): Promise<SafetensorsFil
       }
       step = reads.next(out);
     }
+    return step.value;
   } finally {
     await handle.close();
   }
