@@ -5,8 +5,9 @@ import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { buildCli, makeTinyModel, runCli } from "../cli/helpers.js";
 import {
-  AutoModelForCausalLM, GPT2LMHeadModel, LlamaForCausalLM, PeftModel, memory, readSafetensors, readSafetensorsAsync, readShardedSafetensors,
+  AutoModelForCausalLM, GPT2LMHeadModel, LlamaForCausalLM, LoraConfig, PeftModel, getPeftModel, memory, readSafetensors, readSafetensorsAsync, readShardedSafetensors,
   readShardedSafetensorsAsync, type Module, type SafetensorsFile,
 } from "../../lib/index.js";
 
@@ -187,5 +188,26 @@ describe("savePretrained returns a Promise and writes what savePretrainedSync wr
     await saving;
     expect(readFileSync(join(got, "model.safetensors"))).toEqual(readFileSync(join(want, "model.safetensors")));
     model.dispose();
+  });
+});
+
+describe("savePretrained's Promise form under a crash", () => {
+  it("a process killed just before model.safetensors is renamed into place leaves no model.safetensors, only its temporary", { timeout: 120_000 }, async () => {
+    // lowrank merge saves with `await merged.savePretrained(out)`; LOWRANK_CRASH_AT kills it with SIGKILL at the rename
+    const model = join(scratch, "crash-model"), adapter = join(scratch, "crash-adapter"), out = join(scratch, "crash-out");
+    makeTinyModel(model);
+    const peft = getPeftModel(GPT2LMHeadModel.fromPretrainedSync(model), new LoraConfig({ r: 2, targetModules: ["c_attn"], fanInFanOut: true }));
+    peft.savePretrainedSync(adapter);
+    peft.dispose();
+    const cli = await buildCli();
+    try {
+      const r = await runCli(cli.main, ["merge", "--model", model, "--adapter", adapter, "--out", out], { LOWRANK_CRASH_AT: "atomic-rename:model.safetensors" });
+      expect(r.signal, r.stderr).toBe("SIGKILL");
+      const left = readdirSync(out);
+      expect(left).not.toContain("model.safetensors");
+      expect(left.filter((f) => /^\.model\.safetensors\.\d+\.[0-9a-f]{12}\.tmp$/.test(f))).toHaveLength(1);
+    } finally {
+      cli.cleanup();
+    }
   });
 });
