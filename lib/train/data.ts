@@ -494,6 +494,8 @@ export interface LoadDataOptions extends TokenizeOptions, SplitOptions {
 }
 
 export interface LoadedData {
+  /** The training file's form (its first valid record's). */
+  format: DataRecord["kind"];
   train: TokenizedExample[];
   eval: TokenizedExample[];
   /** Lines skipped while reading (both files). */
@@ -543,5 +545,5 @@ export async function loadInstructionData(file: string, tokenizer: TokenizerLike
     train = tokenizeWithWarnings(file, split.train, tokenizer, opts, warnings);
     if (split.eval.length > 0) evalSet = tokenizeWithWarnings(file, split.eval, tokenizer, opts, warnings);
   }
-  return { train, eval: evalSet, problems, warnings };
+  return { format: main.format, train, eval: evalSet, problems, warnings };
 }
