@@ -104,6 +104,16 @@ describe("lowrank train on a Llama-family chat model", () => {
     expect(missing.stderr).toContain(`lowrank train: --chat-template ${join(ws.dir, "none.jinja")}: no such file`);
   }, 120_000);
 
+  it("sweep trains one chat adapter per rank and counts the model's parameters from its config", async () => {
+    const out = join(ws.dir, "sweep");
+    const r = await runCli(ws.main, ["sweep", "--model", model, "--data", chat, "--out", out, "--ranks", "1,2", "--steps", "1", "--eval-split", "0", "--quiet"]);
+    expect(r.code, r.stderr).toBe(0);
+    const summary = JSON.parse(readFileSync(join(out, "summary.json"), "utf8")) as { results: { r: number; trainable: number }[] };
+    // q_proj (32 -> 64) and v_proj (32 -> 32) in 2 layers: r·(96 + 64) per layer
+    expect(summary.results.map((x) => [x.r, x.trainable])).toEqual([[1, 2 * 160], [2, 2 * 2 * 160]]);
+    expect(r.stdout).toMatch(/^1 +32 +320 /m); // the table: r, alpha (the default 32), trainable
+  }, 120_000);
+
   it("takes prompt/completion JSONL and says which form it read", async () => {
     const data = join(ws.dir, "pc.jsonl");
     writeFileSync(data, Array.from({ length: 8 }, (_, i) => JSON.stringify({ prompt: `Say ${WORDS[i]}: `, completion: WORDS[i] })).join("\n") + "\n");
