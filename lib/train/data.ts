@@ -491,6 +491,8 @@ export function splitTrainEval<T>(items: readonly T[], opts: SplitOptions = {}):
 export interface LoadDataOptions extends TokenizeOptions, SplitOptions {
   /** A separate eval file; when given, the train file is not split. */
   evalFile?: string;
+  /** Called with the train file's form once it is read, before anything is tokenized (it may throw to refuse it). */
+  onFormat?: (format: DataRecord["kind"]) => void;
 }
 
 export interface LoadedData {
@@ -529,6 +531,7 @@ function tokenizeWithWarnings(file: string, records: readonly DataRecord[], tok:
  */
 export async function loadInstructionData(file: string, tokenizer: TokenizerLike, opts: LoadDataOptions = {}): Promise<LoadedData> {
   const main = await readJsonl(file);
+  opts.onFormat?.(main.format);
   const warnings: string[] = [...main.warnings];
   const problems = [...main.problems];
   let train: TokenizedExample[];

@@ -278,8 +278,15 @@ async function fineTuneLocked(opts: FineTuneOptions): Promise<FineTuneResult> {
     resolveTemplate(template.spec); // a bad template fails here, before the data is read
     const chatTemplateText = opts.chatTemplateFile === undefined ? undefined : readChatTemplateFile(opts.chatTemplateFile);
 
+    // Chat records need a chat template: a base model's tokenizer has none.
+    const checkFormat = (format: string) => {
+      if (format !== "chat" || chatTemplateText !== undefined || tokenizer.chatTemplate !== undefined) return;
+      throw new FineTuneOptionError("chatTemplateFile", (name) =>
+        `${opts.data} holds chat records ({"messages"}) but the tokenizer in ${modelDir} has no chat template (no chat_template.jinja, ` +
+          `no chat_template in tokenizer_config.json: a base model rather than an instruct/chat one); give a template with ${name}, or use the instruct model`);
+    };
     const data = await loadInstructionData(opts.data, tokenizer, {
-      maxLength, template: template.spec, seed, chatTemplate: chatTemplateText,
+      maxLength, template: template.spec, seed, chatTemplate: chatTemplateText, onFormat: checkFormat,
       ...(opts.evalFile !== undefined ? { evalFile: opts.evalFile } : { evalFraction: opts.evalSplit ?? d.evalSplit }),
     });
     let chatTemplate: FineTuneStart["chatTemplate"] = null;

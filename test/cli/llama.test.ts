@@ -99,6 +99,18 @@ describe("lowrank train on a Llama-family chat model", () => {
     const perTurn = tok.encode("ok", { addSpecialTokens: false }).length + 1;
     expect((JSON.parse(r.stdout) as { data: { train: { lossTokens: number } } }).data.train.lossTokens).toBe(24 * perTurn);
 
+    // a model folder without a chat template (a base model) takes chat data only with --chat-template
+    const bare = join(ws.dir, "no-template-model");
+    cpSync(model, bare, { recursive: true, filter: (src) => !src.endsWith("chat_template.jinja") });
+    const refused = await runCli(ws.main, ["train", "--model", bare, "--data", chat, "--out", join(ws.dir, "run-bare"), "--steps", "1"]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr.split("\n")[0]).toBe(
+      `lowrank train: ${chat} holds chat records ({"messages"}) but the tokenizer in ${bare} has no chat template (no chat_template.jinja, ` +
+        "no chat_template in tokenizer_config.json: a base model rather than an instruct/chat one); give a template with --chat-template, or use the instruct model",
+    );
+    const given = await runCli(ws.main, ["train", "--model", bare, "--data", chat, "--out", join(ws.dir, "run-bare-given"), "--steps", "1", "--eval-split", "0", "--chat-template", file]);
+    expect(given.code, given.stderr).toBe(0);
+
     const missing = await runCli(ws.main, ["train", "--model", model, "--data", chat, "--out", join(ws.dir, "x"), "--chat-template", join(ws.dir, "none.jinja")]);
     expect(missing.code).toBe(2);
     expect(missing.stderr).toContain(`lowrank train: --chat-template ${join(ws.dir, "none.jinja")}: no such file`);
