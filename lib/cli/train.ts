@@ -189,7 +189,7 @@ export function trainOptions(flags: Omit<TrainFlags, "out" | "resume" | "r">, cm
     const generator = new Generator(flags.seed);
     const model = loadModel(dir, { device, generator });
     try {
-      return { model, tokenizer: loadTokenizer(dir, model), dir, generator };
+      return { model, tokenizer: loadTokenizer(dir, model), dir, name: flags.model, generator };
     } catch (err) {
       model.dispose();
       throw err;

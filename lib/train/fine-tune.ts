@@ -27,8 +27,14 @@ import { NonFiniteLossError, Trainer, TRAINER_DEFAULTS, type ScheduleName, type 
 export interface LoadedBaseModel {
   model: CausalLM;
   tokenizer: AnyTokenizer;
-  /** The folder it came from: recorded in adapter_config.json; its template.txt is the default template. */
+  /** The folder it came from: its template.txt is the default template. */
   dir: string;
+  /**
+   * The model as the user named it, recorded in adapter_config.json (base_model_name_or_path), as
+   * PEFT records the name given to from_pretrained: a Hugging Face name rather than its cache folder.
+   * Default: dir.
+   */
+  name?: string;
   /** The random stream the model was created with (its dropout): the run draws from it and checkpoints it. */
   generator: Generator;
 }
@@ -231,7 +237,7 @@ function loadBase(model: FineTuneOptions["model"], device: string | undefined, s
   const dir = resolveModelDir(model, "fineTune");
   const base = AutoModelForCausalLM.fromPretrained(dir, { device: device ?? (cudaAvailable() ? "cuda" : "cpu"), generator });
   try {
-    return { model: base, tokenizer: AutoTokenizer.fromPretrained(dir), dir, generator };
+    return { model: base, tokenizer: AutoTokenizer.fromPretrained(dir), dir, name: model, generator };
   } catch (err) {
     base.dispose();
     throw err;
@@ -263,7 +269,7 @@ async function fineTuneLocked(opts: FineTuneOptions): Promise<FineTuneResult> {
   }
   const resumeFrom = opts.resume !== undefined ? resolveResume(opts.resume, opts.out) : null;
 
-  const { model: base, tokenizer, dir: modelDir, generator } = loadBase(opts.model, opts.device, seed);
+  const { model: base, tokenizer, dir: modelDir, name: modelName, generator } = loadBase(opts.model, opts.device, seed);
   let model: PeftModel<CausalLM> | null = null;
   let trainer: Trainer | null = null;
   try {
@@ -299,7 +305,7 @@ async function fineTuneLocked(opts: FineTuneOptions): Promise<FineTuneResult> {
       taskType: "CAUSAL_LM", r: opts.r ?? d.r, loraAlpha: opts.alpha ?? d.alpha, loraDropout: opts.dropout ?? d.dropout, targetModules,
       // GPT-2's projections are Conv1D (weights stored in×out), which PEFT's fan_in_fan_out
       // describes; the Llama family's are nn.Linear.
-      fanInFanOut: modelType === "gpt2", useRslora: opts.rslora ?? false, baseModelNameOrPath: modelDir,
+      fanInFanOut: modelType === "gpt2", useRslora: opts.rslora ?? false, baseModelNameOrPath: modelName ?? modelDir,
     });
     checkLoraFits(base, config, { copies: 4, purpose: "for training (its weights, their gradients and AdamW's two moments)" });
     model = getPeftModel(base, config, "default", { generator, onWarning: opts.onWarning });

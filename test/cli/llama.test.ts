@@ -183,7 +183,7 @@ describe("lowrank merge on a Llama-family model", () => {
 });
 
 describe("a model named as in the Hugging Face cache", () => {
-  it("generate --model owner/name reads the snapshot refs/main points at; a name not there says where it looked", async () => {
+  it("generate and train --model owner/name read the snapshot refs/main points at; a name not there says where it looked", async () => {
     const cache = join(ws.dir, "hf-cache");
     const hash = "0123456789abcdef0123456789abcdef01234567";
     const repo = join(cache, "models--lowrank--chat-tiny");
@@ -192,6 +192,12 @@ describe("a model named as in the Hugging Face cache", () => {
     cpSync(model, join(repo, "snapshots", hash), { recursive: true });
     const out = await generateJson(["--model", "lowrank/chat-tiny", "--prompt", reference.prompt[0]!.content, "--max-new-tokens", "3"], { HF_HUB_CACHE: cache });
     expect(out.tokenIds).toEqual(reference.greedy_new_ids.slice(0, 3));
+
+    // trained by name: adapter_config.json records the name, as PEFT does
+    const run = join(ws.dir, "run-by-name");
+    const trained = await runCli(ws.main, ["train", "--model", "lowrank/chat-tiny", "--data", chat, "--out", run, "--steps", "1", "--eval-split", "0", "--quiet"], { HF_HUB_CACHE: cache });
+    expect(trained.code, trained.stderr).toBe(0);
+    expect((JSON.parse(readFileSync(join(run, "adapter_config.json"), "utf8")) as { base_model_name_or_path: string }).base_model_name_or_path).toBe("lowrank/chat-tiny");
 
     const r = await runCli(ws.main, ["generate", "--model", "lowrank/not-there", "--prompt", "hi"], { HF_HUB_CACHE: cache });
     expect(r.code).toBe(1);
