@@ -23,8 +23,9 @@
 //   3. flash_backward_kernel (+ delta, dq convert)   and backward (dQ by float atomics); D = 64 or 128;
 //                                                    element type bf16, or float32 I/O with the tiles
 //                                                    rounded to bf16 inside (bf16 accuracy, ~5e-3).
-//   4. simt_forward_kernel / simt_backward_*         float32 SIMT flash (CUDA cores, no rounding to bf16):
-//                                                    the float32-accurate path (~1e-6), D = 64 or 128.
+//   (4. the float32 SIMT flash kernels were developed here and now live in the addon:
+//       native/cuda/attention.cu's flash path, checked by test/gpu/twins.test.ts and timed by
+//       bench/train-gpu; their first GPU timings are in dev/cuda/attention-notes.md.)
 //
 // Build: nvcc -O3 -std=c++17 -arch=sm_90a [-DWITH_CUBLAS -lcublas] dev/cuda/attention.cu -o attn
 // Run:   ./attn            (tests, then timings; `./attn bench`: timings only; `./attn tests`: tests
@@ -795,253 +796,6 @@ __global__ void __launch_bounds__(128)
   }
 }
 
-// ---- version 4: float32 SIMT flash (float32-accurate path for float32 inputs) ---------------------------
-// The flash loop structure without tensor cores. A row (a query; a key in the dK/dV kernel) is
-// split over kSplit = D/32 adjacent lanes, each holding 32 consecutive dims in registers; dot
-// products are summed over those lanes with shuffles. 128 threads, so 128/kSplit rows per block.
-// The other side (keys; queries in dK/dV) comes in tiles of 32 rows through shared memory,
-// each 32-dim chunk padded by 4 floats so the kSplit lanes' float4 reads of one row hit
-// different banks (lanes reading the same address broadcast).
-// Shared memory: two tiles [32][D + 4*D/32] float (+ lse and Delta [32] in dK/dV).
-
-constexpr int kSimtThreads = 128, kSimtTile = 32;
-template <int D> __host__ __device__ constexpr int simt_stride() { return D + 4 * (D / 32); }
-
-// 32 rows [row0, row0 + 32) of a [nrows, D] float matrix into a padded tile; rows >= nrows are 0.
-template <int D>
-__device__ __forceinline__ void simt_load_tile(float* dst, const float* src, int row0, int nrows, int tid) {
-  for (int c = tid; c < kSimtTile * D / 4; c += kSimtThreads) {
-    const int r = c / (D / 4), d = (c % (D / 4)) * 4;
-    float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
-    if (row0 + r < nrows) x = *reinterpret_cast<const float4*>(src + int64_t(row0 + r) * D + d);
-    *reinterpret_cast<float4*>(dst + r * simt_stride<D>() + d + 4 * (d / 32)) = x;
-  }
-}
-
-// a . b over one lane's 32 dims (b: 32 consecutive floats in shared memory, 16-byte aligned).
-__device__ __forceinline__ float dot32(const float (&a)[32], const float* b) {
-  float acc = 0.f;
-#pragma unroll
-  for (int d = 0; d < 32; d += 4) {
-    const float4 y = *reinterpret_cast<const float4*>(b + d);
-    acc += a[d] * y.x + a[d + 1] * y.y + a[d + 2] * y.z + a[d + 3] * y.w;
-  }
-  return acc;
-}
-
-// acc += w * b over one lane's 32 dims.
-__device__ __forceinline__ void axpy32(float (&acc)[32], float w, const float* b) {
-#pragma unroll
-  for (int d = 0; d < 32; d += 4) {
-    const float4 y = *reinterpret_cast<const float4*>(b + d);
-    acc[d] += w * y.x;
-    acc[d + 1] += w * y.y;
-    acc[d + 2] += w * y.z;
-    acc[d + 3] += w * y.w;
-  }
-}
-
-template <int kSplit> __device__ __forceinline__ float split_sum(float x) {
-#pragma unroll
-  for (int o = 1; o < kSplit; o *= 2) x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
-}
-
-// Dropout keep bits of 32 weights: bit x for query i0 + x*di, key j0 + x*dj (rolled, see
-// dropout_keep_bits).
-__device__ __forceinline__ uint32_t dropout_keep_bits32(const Shape& s, int b, int h, int i0, int di, int j0, int dj) {
-  uint32_t bits = 0;
-#pragma unroll 1
-  for (int x = 0; x < 32; ++x) {
-    const int i = i0 + x * di, j = j0 + x * dj;
-    if (i < s.Tq && j < s.Tk && drop_factor(s, b, h, i, j) != 0.f) bits |= 1u << x;
-  }
-  return bits;
-}
-
-// Grid (B*H, ceil(Tq / Rows)). Per key tile: the 32 scores of the lane's row, one max, one rescale.
-template <int D>
-__global__ void __launch_bounds__(kSimtThreads)
-    simt_forward_kernel(Shape s, const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                        const int32_t* __restrict__ keep, float* __restrict__ o, float* __restrict__ lse) {
-  constexpr int kSplit = D / 32, Rows = kSimtThreads / kSplit, kS = simt_stride<D>();
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  float* sK = reinterpret_cast<float*>(smem_raw);
-  float* sV = sK + kSimtTile * kS;
-  const int tid = threadIdx.x, r = tid / kSplit, sub = tid % kSplit, cb = sub * 36;  // cb: chunk base in a tile row
-  const int q0 = (gridDim.y - 1 - blockIdx.y) * Rows, bh = blockIdx.x, b = bh / s.H, h = bh % s.H;
-  const int row = q0 + r, offset = s.Tk - s.Tq;
-  const float* kg = k + int64_t(bh) * s.Tk * D;
-  const float* vg = v + int64_t(bh) * s.Tk * D;
-  const float scale_log2 = s.scale * kLog2e;
-  float qr[32], acc[32];
-  const float* qrow = q + (int64_t(bh) * s.Tq + min(row, s.Tq - 1)) * D + sub * 32;
-#pragma unroll
-  for (int d = 0; d < 32; ++d) {
-    qr[d] = row < s.Tq ? qrow[d] * scale_log2 : 0.f;
-    acc[d] = 0.f;
-  }
-  float m = -INFINITY, l = 0.f;
-  const int kend = s.causal ? min(s.Tk, q0 + Rows + offset) : s.Tk;
-  for (int k0 = 0; k0 < kend; k0 += kSimtTile) {
-    __syncthreads();  // the previous tile is no longer read
-    simt_load_tile<D>(sK, kg, k0, s.Tk, tid);
-    simt_load_tile<D>(sV, vg, k0, s.Tk, tid);
-    __syncthreads();
-    float sc[kSimtTile];
-    float mx = -INFINITY;
-#pragma unroll
-    for (int j = 0; j < kSimtTile; ++j) {
-      float x = split_sum<kSplit>(dot32(qr, sK + j * kS + cb));
-      const int col = k0 + j;
-      if (col >= s.Tk || (s.causal && col > row + offset) || (keep && keep[int64_t(b) * s.Tk + col] == 0))
-        x = -INFINITY;
-      sc[j] = x;
-      mx = fmaxf(mx, x);
-    }
-    const float m_new = fmaxf(m, mx), base = m_new == -INFINITY ? 0.f : m_new, alpha = exp2f(m - base);
-    m = m_new;
-    l *= alpha;
-#pragma unroll
-    for (int d = 0; d < 32; ++d) acc[d] *= alpha;
-    const uint32_t bits = s.dropout > 0.f ? dropout_keep_bits32(s, b, h, row, 0, k0, 1) : 0xffffffffu;
-    const float kept = s.dropout > 0.f ? 1.f / (1.f - s.dropout) : 1.f;
-#pragma unroll
-    for (int j = 0; j < kSimtTile; ++j) {
-      const float p = exp2f(sc[j] - base);
-      l += p;  // the normalizer counts the weights before dropout
-      axpy32(acc, (bits >> j) & 1u ? p * kept : 0.f, sV + j * kS + cb);
-    }
-  }
-  if (row < s.Tq) {
-    const float inv = l > 0.f ? 1.f / l : 0.f;
-    float* orow = o + (int64_t(bh) * s.Tq + row) * D + sub * 32;
-#pragma unroll
-    for (int d = 0; d < 32; ++d) orow[d] = acc[d] * inv;
-    if (sub == 0) lse[int64_t(bh) * s.Tq + row] = l > 0.f ? m * kLn2 + logf(l) : -INFINITY;
-  }
-}
-
-// dQ, one query row per kSplit lanes, over key tiles: dQ_i = sum_j dS_ij k_j. Grid as the forward.
-template <int D>
-__global__ void __launch_bounds__(kSimtThreads)
-    simt_backward_dq_kernel(Shape s, const float* __restrict__ q, const float* __restrict__ k,
-                            const float* __restrict__ v, const int32_t* __restrict__ keep,
-                            const float* __restrict__ lse, const float* __restrict__ delta,
-                            const float* __restrict__ dout, float* __restrict__ dq) {
-  constexpr int kSplit = D / 32, Rows = kSimtThreads / kSplit, kS = simt_stride<D>();
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  float* sK = reinterpret_cast<float*>(smem_raw);
-  float* sV = sK + kSimtTile * kS;
-  const int tid = threadIdx.x, r = tid / kSplit, sub = tid % kSplit, cb = sub * 36;
-  const int q0 = (gridDim.y - 1 - blockIdx.y) * Rows, bh = blockIdx.x, b = bh / s.H, h = bh % s.H;
-  const int row = q0 + r, offset = s.Tk - s.Tq;
-  const float* kg = k + int64_t(bh) * s.Tk * D;
-  const float* vg = v + int64_t(bh) * s.Tk * D;
-  const float scale_log2 = s.scale * kLog2e;
-  const int64_t ri = int64_t(bh) * s.Tq + min(row, s.Tq - 1);
-  const float L = row < s.Tq ? lse[ri] : -INFINITY;
-  const float Lx = L == -INFINITY ? INFINITY : L * kLog2e;  // +inf: the row passes no gradient
-  const float dl = row < s.Tq ? delta[ri] : 0.f;
-  float qr[32], gr[32], acc[32];
-#pragma unroll
-  for (int d = 0; d < 32; ++d) {
-    qr[d] = row < s.Tq ? q[ri * D + sub * 32 + d] * scale_log2 : 0.f;
-    gr[d] = row < s.Tq ? dout[ri * D + sub * 32 + d] : 0.f;
-    acc[d] = 0.f;
-  }
-  const float kept = s.dropout > 0.f ? 1.f / (1.f - s.dropout) : 1.f;
-  const int kend = s.causal ? min(s.Tk, q0 + Rows + offset) : s.Tk;
-  for (int k0 = 0; k0 < kend; k0 += kSimtTile) {
-    __syncthreads();
-    simt_load_tile<D>(sK, kg, k0, s.Tk, tid);
-    simt_load_tile<D>(sV, vg, k0, s.Tk, tid);
-    __syncthreads();
-    const uint32_t bits = s.dropout > 0.f ? dropout_keep_bits32(s, b, h, row, 0, k0, 1) : 0xffffffffu;
-#pragma unroll 4
-    for (int j = 0; j < kSimtTile; ++j) {
-      const float* kj = sK + j * kS + cb;
-      const float sx = split_sum<kSplit>(dot32(qr, kj));
-      const float dp = split_sum<kSplit>(dot32(gr, sV + j * kS + cb));
-      const int col = k0 + j;
-      const bool masked =
-          col >= s.Tk || (s.causal && col > row + offset) || (keep && keep[int64_t(b) * s.Tk + col] == 0);
-      const float p = masked ? 0.f : exp2f(sx - Lx);
-      const float mf = (bits >> j) & 1u ? kept : 0.f;
-      axpy32(acc, p * (dp * mf - dl) * s.scale, kj);
-    }
-  }
-  if (row < s.Tq) {
-#pragma unroll
-    for (int d = 0; d < 32; ++d) dq[ri * D + sub * 32 + d] = acc[d];
-  }
-}
-
-// dK, dV, one key row per kSplit lanes, over the query tiles that see the block's keys.
-// Grid (B*H, ceil(Tk / Rows)).
-template <int D>
-__global__ void __launch_bounds__(kSimtThreads)
-    simt_backward_dkdv_kernel(Shape s, const float* __restrict__ q, const float* __restrict__ k,
-                              const float* __restrict__ v, const int32_t* __restrict__ keep,
-                              const float* __restrict__ lse, const float* __restrict__ delta,
-                              const float* __restrict__ dout, float* __restrict__ dk, float* __restrict__ dv) {
-  constexpr int kSplit = D / 32, Rows = kSimtThreads / kSplit, kS = simt_stride<D>();
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  float* sQ = reinterpret_cast<float*>(smem_raw);
-  float* sG = sQ + kSimtTile * kS;  // dO tile
-  float* sL = sG + kSimtTile * kS;  // [32] lse * log2e, +inf for rows that pass nothing
-  float* sD = sL + kSimtTile;       // [32] Delta
-  const int tid = threadIdx.x, r = tid / kSplit, sub = tid % kSplit, cb = sub * 36;
-  const int k0 = blockIdx.y * Rows, bh = blockIdx.x, b = bh / s.H, h = bh % s.H;
-  const int key = k0 + r, offset = s.Tk - s.Tq;
-  const float* qg = q + int64_t(bh) * s.Tq * D;
-  const float* gg = dout + int64_t(bh) * s.Tq * D;
-  const float scale_log2 = s.scale * kLog2e;
-  const int64_t rk = int64_t(bh) * s.Tk + min(key, s.Tk - 1);
-  const bool dead = key >= s.Tk || (keep && keep[int64_t(b) * s.Tk + min(key, s.Tk - 1)] == 0);
-  float kr[32], vr[32], ak[32], av[32];
-#pragma unroll
-  for (int d = 0; d < 32; ++d) {
-    kr[d] = k[rk * D + sub * 32 + d] * scale_log2;
-    vr[d] = v[rk * D + sub * 32 + d];
-    ak[d] = av[d] = 0.f;
-  }
-  const float kept = s.dropout > 0.f ? 1.f / (1.f - s.dropout) : 1.f;
-  // Causal: query i sees key j when i >= j - offset; the block's first key is k0.
-  for (int i0 = s.causal ? max(0, k0 - offset) : 0; i0 < s.Tq; i0 += kSimtTile) {
-    __syncthreads();
-    simt_load_tile<D>(sQ, qg, i0, s.Tq, tid);
-    simt_load_tile<D>(sG, gg, i0, s.Tq, tid);
-    if (tid < kSimtTile) {
-      const bool valid = i0 + tid < s.Tq;
-      const float L = valid ? lse[int64_t(bh) * s.Tq + i0 + tid] : -INFINITY;
-      sL[tid] = L == -INFINITY ? INFINITY : L * kLog2e;
-      sD[tid] = valid ? delta[int64_t(bh) * s.Tq + i0 + tid] : 0.f;
-    }
-    __syncthreads();
-    const uint32_t bits = s.dropout > 0.f ? dropout_keep_bits32(s, b, h, i0, 1, key, 0) : 0xffffffffu;
-#pragma unroll 2
-    for (int i = 0; i < kSimtTile; ++i) {
-      const float* qi = sQ + i * kS + cb;
-      const float* gi = sG + i * kS + cb;
-      const float sx = split_sum<kSplit>(dot32(kr, qi));
-      const float dp = split_sum<kSplit>(dot32(vr, gi));
-      const bool masked = dead || (s.causal && key > i0 + i + offset);
-      const float p = masked ? 0.f : exp2f(sx - sL[i]);  // rows past Tq: sL = +inf, p = 0
-      const float mf = (bits >> i) & 1u ? kept : 0.f;
-      axpy32(av, p * mf, gi);
-      axpy32(ak, p * (dp * mf - sD[i]) * s.scale, qi);
-    }
-  }
-  if (key < s.Tk) {
-#pragma unroll
-    for (int d = 0; d < 32; ++d) {
-      dk[rk * D + sub * 32 + d] = ak[d];
-      dv[rk * D + sub * 32 + d] = av[d];
-    }
-  }
-}
-
 // ---- launchers (everything below runs on the host with a GPU; dev/cuda/attention_emu.cpp compiles
 // the file up to here on the CPU, with ATTN_EMULATE defined) ----------------------------------------------
 
@@ -1115,46 +869,6 @@ void flash_backward(const Shape& s, const T* q, const T* k, const T* v, const in
   LAUNCH_CHECK();
 }
 
-
-template <int D>
-void simt_forward_d(const Shape& s, const float* q, const float* k, const float* v, const int32_t* keep, float* o,
-                    float* lse) {
-  constexpr int Rows = kSimtThreads / (D / 32);
-  const size_t smem = 2 * kSimtTile * simt_stride<D>() * sizeof(float);
-  simt_forward_kernel<D><<<dim3(s.B * s.H, (s.Tq + Rows - 1) / Rows), kSimtThreads, smem>>>(s, q, k, v, keep, o, lse);
-  LAUNCH_CHECK();
-}
-
-void simt_forward(const Shape& s, const float* q, const float* k, const float* v, const int32_t* keep, float* o,
-                  float* lse) {
-  if (s.D == 64) simt_forward_d<64>(s, q, k, v, keep, o, lse);
-  else if (s.D == 128) simt_forward_d<128>(s, q, k, v, keep, o, lse);
-  else { fprintf(stderr, "simt_forward: head dim %d not supported (64, 128)\n", s.D); exit(1); }
-}
-
-template <int D>
-void simt_backward_d(const Shape& s, const float* q, const float* k, const float* v, const int32_t* keep,
-                     const float* lse, const float* delta, const float* dout, float* dq, float* dk, float* dv) {
-  constexpr int Rows = kSimtThreads / (D / 32);
-  const size_t smem = 2 * kSimtTile * simt_stride<D>() * sizeof(float);
-  simt_backward_dq_kernel<D><<<dim3(s.B * s.H, (s.Tq + Rows - 1) / Rows), kSimtThreads, smem>>>(
-      s, q, k, v, keep, lse, delta, dout, dq);
-  LAUNCH_CHECK();
-  simt_backward_dkdv_kernel<D><<<dim3(s.B * s.H, (s.Tk + Rows - 1) / Rows), kSimtThreads,
-                                 smem + 2 * kSimtTile * sizeof(float)>>>(s, q, k, v, keep, lse, delta, dout, dk, dv);
-  LAUNCH_CHECK();
-}
-
-// Workspace: delta [B, H, Tq] float32.
-void simt_backward(const Shape& s, const float* q, const float* k, const float* v, const int32_t* keep, const float* o,
-                   const float* lse, const float* dout, float* delta, float* dq, float* dk, float* dv) {
-  const int64_t rows = int64_t(s.B) * s.H * s.Tq;
-  flash_delta_kernel<float><<<unsigned((rows + 7) / 8), 256>>>(s, o, dout, delta);
-  LAUNCH_CHECK();
-  if (s.D == 64) simt_backward_d<64>(s, q, k, v, keep, lse, delta, dout, dq, dk, dv);
-  else if (s.D == 128) simt_backward_d<128>(s, q, k, v, keep, lse, delta, dout, dq, dk, dv);
-  else { fprintf(stderr, "simt_backward: head dim %d not supported (64, 128)\n", s.D); exit(1); }
-}
 
 // ---- host harness ---------------------------------------------------------------------------------------
 
@@ -1288,13 +1002,6 @@ void check_case(const Case& c, std::mt19937& rng) {
   simple_backward<T>(s, dq_in, dk_in, dv_in, dkeep, o, lse, ddo, delta, gq, gk, gv);
   check_all(std::string("simple ") + tname, tol, tol);
 
-  if constexpr (std::is_same_v<T, float>) {
-    if (c.D == 64 || c.D == 128) {
-      simt_forward(s, dq_in, dk_in, dv_in, dkeep, o, lse);
-      simt_backward(s, dq_in, dk_in, dv_in, dkeep, o, lse, ddo, delta, gq, gk, gv);
-      check_all("simt f32", 1e-4, 1e-4);
-    }
-  }
   if (c.D == 64 || c.D == 128) {
     // flash with float32 I/O rounds its tiles to bf16: bf16 accuracy, bf16 tolerance.
     flash_forward<4, T>(s, dq_in, dk_in, dv_in, dkeep, o, lse);
@@ -1421,7 +1128,7 @@ void benchmark() {
                   (void*)delta, (void*)dq_acc})
     CUDA_CHECK(cudaFree(p));
 
-  // float32 inputs: the SIMT kernels (float32-accurate) and flash with float32 I/O (bf16 tiles).
+  // float32 inputs: flash with float32 I/O (bf16 tiles).
   printf("  float32 inputs, same shape:\n");
   auto rand_dev32 = [&] {
     for (auto& e : x) e = normal(rng);
@@ -1432,9 +1139,6 @@ void benchmark() {
         *fdk = device_alloc_poisoned<float>(n), *fdv = device_alloc_poisoned<float>(n);
   float *flse = device_alloc_poisoned<float>(rows), *fdelta = device_alloc_poisoned<float>(rows),
         *facc = device_alloc_poisoned<float>(n);
-  line("simt f32 forward", median_ms([&] { simt_forward(s, fq, fk, fv, nullptr, fo, flse); }), fwd_flop);
-  line("simt f32 backward (delta+dq+dkdv)",
-       median_ms([&] { simt_backward(s, fq, fk, fv, nullptr, fo, flse, fdo, fdelta, fdq, fdk, fdv); }), bwd_flop);
   line("flash f32 I/O forward (bf16 tiles)", median_ms([&] { flash_forward<4>(s, fq, fk, fv, nullptr, fo, flse); }),
        fwd_flop);
   line("flash f32 I/O backward (bf16 tiles)",

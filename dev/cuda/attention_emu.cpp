@@ -290,44 +290,6 @@ std::vector<float> as_float(const std::vector<T>& x) {
   return out;
 }
 
-// The float32 SIMT kernels (printed as type "simt"), tolerance 1e-4.
-template <int D>
-void run_simt_case(const EmuCase& c, std::mt19937& rng) {
-  Shape s{c.B, c.H, c.Tq, c.Tk, c.D, c.causal, 1.0f / std::sqrt(float(c.D)), c.dropout, rng(), uint64_t(rng())};
-  const size_t nq = size_t(c.B) * c.H * c.Tq * D, nk = size_t(c.B) * c.H * c.Tk * D, rows = size_t(c.B) * c.H * c.Tq;
-  std::normal_distribution<float> normal(0.f, 1.f);
-  std::vector<float> q(nq), k(nk), v(nk), dout(nq);
-  for (auto* x : {&q, &k, &v, &dout})
-    for (auto& e : *x) e = 1.5f * normal(rng);
-  std::vector<int32_t> keep(size_t(c.B) * c.Tk, 1);
-  for (int b = 0; b < c.B; ++b)
-    for (int j = 0; j < c.Tk; ++j)
-      if (j < 5 * b + 3 || j % 17 == 11) keep[size_t(b) * c.Tk + j] = 0;
-  const int32_t* kp = c.padding ? keep.data() : nullptr;
-  std::vector<double> ro, rl, rdq, rdk, rdv;
-  cpu_attention_forward(s, q, k, v, kp, ro, rl);
-  cpu_attention_backward(s, q, k, v, kp, ro, rl, dout, rdq, rdk, rdv);
-  const float nan = std::numeric_limits<float>::quiet_NaN();
-  std::vector<float> o(nq, nan), dq(nq, nan), dk(nk, nan), dv(nk, nan), lse(rows, nan), delta(rows, nan);
-  constexpr int Rows = kSimtThreads / (D / 32);
-  const size_t smem = 2 * kSimtTile * simt_stride<D>() * sizeof(float);
-  emu_launch(EmuDim{unsigned(c.B * c.H), unsigned((c.Tq + Rows - 1) / Rows), 1}, kSimtThreads, smem, simt_forward_kernel<D>,
-             s, (const float*)q.data(), (const float*)k.data(), (const float*)v.data(), kp, o.data(), lse.data());
-  emu_launch(EmuDim{unsigned((rows + 7) / 8), 1, 1}, 256, 0, flash_delta_kernel<float>, s, (const float*)o.data(),
-             (const float*)dout.data(), delta.data());
-  emu_launch(EmuDim{unsigned(c.B * c.H), unsigned((c.Tq + Rows - 1) / Rows), 1}, kSimtThreads, smem,
-             simt_backward_dq_kernel<D>, s, (const float*)q.data(), (const float*)k.data(), (const float*)v.data(), kp,
-             (const float*)lse.data(), (const float*)delta.data(), (const float*)dout.data(), dq.data());
-  emu_launch(EmuDim{unsigned(c.B * c.H), unsigned((c.Tk + Rows - 1) / Rows), 1}, kSimtThreads,
-             smem + 2 * kSimtTile * sizeof(float), simt_backward_dkdv_kernel<D>, s, (const float*)q.data(), (const float*)k.data(), (const float*)v.data(),
-             kp, (const float*)lse.data(), (const float*)delta.data(), (const float*)dout.data(), dk.data(), dv.data());
-  check("O", c, "simt", 1, o, ro, 1e-4);
-  check("lse", c, "simt", 1, lse, rl, 1e-4);
-  check("dQ", c, "simt", 1, dq, rdq, 1e-4);
-  check("dK", c, "simt", 1, dk, rdk, 1e-4);
-  check("dV", c, "simt", 1, dv, rdv, 1e-4);
-}
-
 template <int D, int kWarps, typename T>
 void run_case(const EmuCase& c, std::mt19937& rng, bool with_simple = false) {
   Shape s{c.B, c.H, c.Tq, c.Tk, c.D, c.causal, 1.0f / std::sqrt(float(c.D)), c.dropout, rng(), uint64_t(rng())};
@@ -388,7 +350,6 @@ void run_case(const EmuCase& c, std::mt19937& rng, bool with_simple = false) {
 
 int main(int argc, char** argv) {
   g_deferred = argc > 1 && std::strcmp(argv[1], "--deferred") == 0;
-  const bool simt_only = argc > 1 && std::strcmp(argv[1], "--simt") == 0;
   printf("flash kernels on the CPU emulator, cp.async copies %s\n", g_deferred ? "deferred to the wait" : "immediate");
   std::mt19937 rng(5);
   const EmuCase c64[] = {
@@ -398,14 +359,6 @@ int main(int argc, char** argv) {
       {"B2 H1 T70 non-causal padding drop", 2, 1, 70, 70, 64, false, true, 0.1f},
       {"B2 H1 T77 causal padding drop", 2, 1, 77, 77, 64, true, true, 0.1f},
   };
-  for (const EmuCase& c : c64) run_simt_case<64>(c, rng);
-  run_simt_case<128>({"B1 H1 T129 D128 causal", 1, 1, 129, 129, 128, true, false, 0.f}, rng);
-  run_simt_case<128>({"B2 H1 T70 D128 causal padding drop", 2, 1, 70, 70, 128, true, true, 0.1f}, rng);
-  run_simt_case<128>({"B1 H1 Tq1 Tk100 D128 decode", 1, 1, 1, 100, 128, true, false, 0.f}, rng);
-  if (simt_only) {
-    printf("%s: %d failed checks\n", g_fail ? "FAIL" : "ALL PASS", g_fail);
-    return g_fail ? 1 : 0;
-  }
   for (const EmuCase& c : c64) {
     run_case<64, 4, bf16>(c, rng);
     run_case<64, 8, bf16>(c, rng);
