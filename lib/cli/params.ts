@@ -76,7 +76,7 @@ export function readModelShapes(spec: string): ModelShapes {
   if (!existsSync(path)) throw new Error(`--model ${spec}: no config.json in it; a Hugging Face model folder has config.json and model.safetensors`);
   try {
     const json = JSON.parse(readFileSync(path, "utf8")) as Record<string, unknown>;
-    const type = json.model_type ?? "gpt2"; // GPT-2 configs saved by lowrank before model_type was written
+    const type = json.model_type ?? "gpt2"; // as GPT2Config.fromHF, which reads a config without model_type as GPT-2
     if (type === "gpt2") return shapesOf(spec, GPT2Config.fromHF(json));
     if ((LLAMA_MODEL_TYPES as readonly unknown[]).includes(type)) return shapesOf(spec, LlamaConfig.fromHF(json));
     throw new Error(`model_type ${JSON.stringify(type)} is not one lowrank implements (${Object.keys(FAMILY).join(", ")})`);
