@@ -8,6 +8,9 @@
 //   data/demo/base.jsonl   10000 examples of four other list tasks (copy, first word, last word,
 //                          repeat twice) for making the small base model, which must know the
 //                          words, the lists and the prompt format, and must not know the task
+//   data/demo/chat.jsonl   60 chat conversations ({"messages"}) asking for the first 60 lists of
+//                          train.jsonl in capital letters, a quarter with a system message: the
+//                          README's chat fine-tune of a Llama-family model
 //
 // Why this task (data/demo/README.md has the measurements): the answer is made only of words
 // from the input, so it is learned by routing information between positions (attention and the
@@ -83,12 +86,25 @@ function baseExamples(rand, count) {
   });
 }
 
+/** Conversations that ask for each list of `rows` in capitals (the first of every four with a system message). */
+function chatExamples(rows) {
+  return rows.map((r, i) => ({
+    messages: [
+      ...(i % 4 === 0 ? [{ role: "system", content: "You are a careful assistant. Answer with the list only." }] : []),
+      { role: "user", content: `Write these words in capital letters: ${r.input}` },
+      { role: "assistant", content: r.input.toUpperCase() },
+    ],
+  }));
+}
+
 const jsonl = (rows) => rows.map((r) => JSON.stringify(r)).join("\n") + "\n";
 const taken = new Set();
+const train = taskExamples(random(seed), 1000, taken);
 const files = {
-  "train.jsonl": taskExamples(random(seed), 1000, taken),
+  "train.jsonl": train,
   "eval.jsonl": taskExamples(random(seed + 1), 100, taken),
   "base.jsonl": baseExamples(random(seed + 2), 10000),
+  "chat.jsonl": chatExamples(train.slice(0, 60)),
 };
 mkdirSync(values.out, { recursive: true });
 for (const [name, rows] of Object.entries(files)) {

@@ -4,6 +4,7 @@
 // mode (GPT-2's own dropout active), and times forward + backward + optimizer step + zeroGrad.
 //
 //   node <compiled bench.js> DIR [--warmup 3] [--steps 10] [--lora-dropout 0.05] [--profile-steps 3] [--device cpu]
+//                               [--dtype float32|bfloat16]   (bfloat16: frozen weights kept in bf16)
 //
 // Prints one JSON line prefixed "RESULT ". With LOWRANK_PROFILE=1 it then runs --profile-steps
 // more steps under the profiler (lib/profile.ts) and prints where their time went (the timed
@@ -11,10 +12,11 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { AdamW, GPT2LMHeadModel, getPeftModel, info, LoraConfig, memory, tensor, tidy } from "../../lib/index.js";
+import type { DType } from "../../lib/tensor/dtype.js";
 import { PROFILING, profileEntries, profilePhase, profileReport, profileReset } from "../../lib/profile.js";
 
-function parseArgs(argv: string[]): { dir: string; warmup: number; steps: number; loraDropout: number; profileSteps: number; device: string } {
-  const opts = { dir: "", warmup: 3, steps: 10, loraDropout: 0.05, profileSteps: 3, device: "cpu" };
+function parseArgs(argv: string[]): { dir: string; warmup: number; steps: number; loraDropout: number; profileSteps: number; device: string; dtype: DType } {
+  const opts = { dir: "", warmup: 3, steps: 10, loraDropout: 0.05, profileSteps: 3, device: "cpu", dtype: "float32" as DType };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const num = () => Number(argv[++i]);
@@ -23,10 +25,11 @@ function parseArgs(argv: string[]): { dir: string; warmup: number; steps: number
     else if (a === "--lora-dropout") opts.loraDropout = num();
     else if (a === "--profile-steps") opts.profileSteps = num();
     else if (a === "--device") opts.device = argv[++i]!;
+    else if (a === "--dtype") opts.dtype = argv[++i] as DType;
     else if (!a.startsWith("--") && !opts.dir) opts.dir = a;
     else throw new Error(`bench: unknown argument ${a}`);
   }
-  if (!opts.dir) throw new Error("usage: bench.js DIR [--warmup N] [--steps N] [--lora-dropout P] [--profile-steps N] [--device cpu|cuda:0]");
+  if (!opts.dir) throw new Error("usage: bench.js DIR [--warmup N] [--steps N] [--lora-dropout P] [--profile-steps N] [--device cpu|cuda:0] [--dtype float32|bfloat16]");
   return opts;
 }
 
@@ -37,7 +40,7 @@ function median(xs: number[]): number {
 }
 
 const opts = parseArgs(process.argv.slice(2));
-const model = GPT2LMHeadModel.fromPretrainedSync(opts.dir, { device: opts.device });
+const model = GPT2LMHeadModel.fromPretrainedSync(opts.dir, { device: opts.device, dtype: opts.dtype });
 const peft = getPeftModel(
   model,
   new LoraConfig({ taskType: "CAUSAL_LM", r: 16, loraAlpha: 32, loraDropout: opts.loraDropout, targetModules: ["c_attn", "c_proj"], fanInFanOut: true, bias: "none" }),
@@ -88,6 +91,7 @@ console.log(
       lora_dropout: opts.loraDropout,
       trainable: params.reduce((n, p) => n + p.size, 0),
       device: opts.device,
+      dtype: opts.dtype,
       peak_mb: memory()[opts.device]!.peakBytes / 2 ** 20,
       profiled: PROFILING,
     }),

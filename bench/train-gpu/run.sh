@@ -44,24 +44,30 @@ print(f"ceilings: bf16 GEMM 8192^3 {2 * 8192**3 / t / 1e9:.0f} TFLOP/s; copy {2 
 PY
 echo "batch $batch x $seq tokens; GPT-2 124M, LoRA r=16 alpha 32 dropout 0.05 on c_attn + c_proj, AdamW; $steps timed steps after $warmup warm-up, median"
 
-run_ours() { node dist-train-cpu/bench/train-cpu/bench.js "$dir" --device cuda:0 --warmup "$warmup" --steps "$steps" 2>&1 | sed -n 's/^RESULT //p' >> "$out"; }
+run_ours() { node dist-train-cpu/bench/train-cpu/bench.js "$dir" --device cuda:0 --dtype "$1" --warmup "$warmup" --steps "$steps" 2>&1 | sed -n 's/^RESULT //p' >> "$out"; }
 run_peer() { "$py" bench/train-cpu/torch_train.py bench "$dir" --device cuda --precision "$1" --warmup $((warmup + 2)) --steps "$steps" 2>/dev/null | sed -n 's/^RESULT //p' >> "$out"; }
-run_ours; run_peer fp32; run_peer bf16; run_peer bf16-compile; run_ours
+run_ours float32; run_ours bfloat16; run_peer fp32; run_peer bf16; run_peer bf16-compile; run_ours float32; run_ours bfloat16
 
 "$py" - "$out" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-def name(r): return "lowrank float32" if r["impl"] == "lowrank" else f"PyTorch + PEFT {r['precision']}"
+def name(r): return f"lowrank {r['dtype']} weights" if r["impl"] == "lowrank" else f"PyTorch + PEFT {r['precision']}"
 print(f"\n{'':28}{'tokens/s':>10}{'ms/step':>9}{'peak MB':>9}   loss first -> last")
 for r in rows:
     print(f"{name(r):28}{r['tokens_per_s']:10.0f}{r['ms_per_step']:9.1f}{(r.get('peak_mb') or 0):9.0f}   {r['loss_first']:.4f} -> {r['loss_last']:.4f}")
-ours = statistics.median(r["tokens_per_s"] for r in rows if r["impl"] == "lowrank")
-for r in rows:
-    if r["impl"] != "lowrank":
-        print(f"ratio lowrank / {name(r)}: {ours / r['tokens_per_s']:.2f}x")
+for dtype in ("float32", "bfloat16"):
+    mine = [r["tokens_per_s"] for r in rows if r["impl"] == "lowrank" and r["dtype"] == dtype]
+    if not mine: continue
+    ours = statistics.median(mine)
+    for r in rows:
+        if r["impl"] != "lowrank":
+            print(f"ratio lowrank {dtype} weights / {name(r)}: {ours / r['tokens_per_s']:.2f}x")
 PY
 rm -f "$out"
 
 echo
 echo "## lowrank's step by native call (LOWRANK_PROFILE=1, CUDA_LAUNCH_BLOCKING=1: each call timed to its end)"
-CUDA_LAUNCH_BLOCKING=1 LOWRANK_PROFILE=1 node dist-train-cpu/bench/train-cpu/bench.js "$dir" --device cuda:0 --warmup 1 --steps 1 --profile-steps 1 | sed -n '/^profile of/,$p'
+for dtype in float32 bfloat16; do
+  echo "### $dtype weights"
+  CUDA_LAUNCH_BLOCKING=1 LOWRANK_PROFILE=1 node dist-train-cpu/bench/train-cpu/bench.js "$dir" --device cuda:0 --dtype $dtype --warmup 1 --steps 1 --profile-steps 1 | sed -n '/^profile of/,$p'
+done

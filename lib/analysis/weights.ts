@@ -5,6 +5,8 @@ import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { readSafetensors, toTensor, type SafetensorsEntry } from "../io/safetensors.js";
 import { checkpointParamName, readCheckpointFile } from "../models/gpt2/checkpoint.js";
+import { LLAMA_MODEL_TYPES, LlamaConfig } from "../models/llama/config.js";
+import { llamaParamName } from "../models/llama/model.js";
 import { matrix, type Matrix } from "../linalg/index.js";
 import { ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, parseAdapterStateKey } from "../peft/format.js";
 import { LoraConfig, type WarningHandler } from "../peft/config.js";
@@ -28,15 +30,35 @@ export function entryMatrix(entry: SafetensorsEntry): Matrix {
 }
 
 /**
+ * How the checkpoint in `dir` names its parameters, by config.json's model_type, as its model's
+ * fromPretrained reads them: the Llama family's keys as stored (less a tied lm_head's copy and
+ * rotary buffers), GPT-2's with the "transformer." prefix (also for a folder without config.json).
+ */
+function paramNamer(dir: string): (key: string) => string | null {
+  const path = join(dir, "config.json");
+  if (!existsSync(path)) return checkpointParamName;
+  let json: Record<string, unknown>;
+  try {
+    json = JSON.parse(readFileSync(path, "utf8")) as Record<string, unknown>;
+  } catch (err) {
+    throw new Error(`${path} is not valid JSON: ${(err as Error).message}`, { cause: err });
+  }
+  if (!(LLAMA_MODEL_TYPES as readonly unknown[]).includes(json.model_type)) return checkpointParamName;
+  const config = LlamaConfig.fromHF(json);
+  return (key) => llamaParamName(config, key);
+}
+
+/**
  * The weights of a Hugging Face checkpoint folder (model.safetensors, or the shards its
- * model.safetensors.index.json lists), keyed by full parameter name: keys saved without
- * GPT-2's "transformer." prefix get it, as GPT2LMHeadModel.fromPretrained reads them.
+ * model.safetensors.index.json lists), keyed by full parameter name as the model's
+ * fromPretrained reads them (paramNamer): GPT-2 keys saved without "transformer." get it.
  */
 export function readCheckpointWeights(dir: string): Map<string, SafetensorsEntry> {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new Error(`${dir}: no such directory`);
   const byName = new Map<string, SafetensorsEntry>();
+  const paramName = paramNamer(dir);
   for (const e of readCheckpointFile(dir).entries) {
-    const name = checkpointParamName(e.name);
+    const name = paramName(e.name);
     if (name !== null) byName.set(name, e);
   }
   return byName;

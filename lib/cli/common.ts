@@ -4,8 +4,10 @@ import { accessSync, constants, existsSync, readFileSync, statSync } from "node:
 import { extname, join, resolve, sep } from "node:path";
 import { Command, CommanderError, InvalidArgumentError } from "commander";
 import { existingAncestor, explainFsError, fsReason, isFsError, type FsError } from "../io/fs-errors.js";
-import { GPT2LMHeadModel } from "../models/gpt2/model.js";
-import { GPT2Tokenizer } from "../models/tokenizer.js";
+import { AutoModelForCausalLM, type CausalLM } from "../models/auto.js";
+import { AutoTokenizer, type AnyTokenizer } from "../models/auto-tokenizer.js";
+import { readChatTemplateFile } from "../models/chat-template.js";
+import { isRepoId, resolveModelDir } from "../models/hub.js";
 import { PROFILING, profileEntries, profileReport } from "../profile.js";
 import { cudaAvailable } from "../tensor/device.js";
 import type { Generator } from "../tensor/random.js";
@@ -136,24 +138,44 @@ function requireDir(flag: string, dir: string): void {
   if (!statSync(dir).isDirectory()) throw new Error(`${flag} ${dir}: not a directory`);
 }
 
-/** A GPT-2 checkpoint folder (config.json + safetensors), with errors that name --model. */
-export async function loadModel(dir: string, opts: { device: string; generator?: Generator }): Promise<GPT2LMHeadModel> {
+/**
+ * The folder --model names: a folder, or a Hugging Face model name ("Qwen/Qwen2.5-0.5B") already in
+ * the local Hugging Face cache (its snapshot folder; the error says where it looked).
+ */
+export function resolveModelFlag(spec: string, flag = "--model"): string {
+  if (existsSync(spec) || !isRepoId(spec)) {
+    requireDir(flag, spec);
+    return spec;
+  }
+  return resolveModelDir(spec, flag);
+}
+
+/**
+ * A causal LM checkpoint folder (config.json + safetensors) of any model type AutoModelForCausalLM
+ * loads (gpt2, llama, mistral, qwen2, qwen3), with errors that name --model. `dir` is a folder
+ * (resolveModelFlag gives it).
+ */
+export async function loadModel(dir: string, opts: { device: string; generator?: Generator }): Promise<CausalLM> {
   requireDir("--model", dir);
   try {
-    return await GPT2LMHeadModel.fromPretrained(dir, { device: opts.device, generator: opts.generator });
+    return await AutoModelForCausalLM.fromPretrained(dir, { device: opts.device, generator: opts.generator });
   } catch (err) {
     throw new Error(`--model ${dir}: ${(err as Error).message}`, { cause: err });
   }
 }
 
-/** The tokenizer stored with the model (tokenizer.json, or vocab.json + merges.txt). */
-export function loadTokenizer(dir: string, model: GPT2LMHeadModel): GPT2Tokenizer {
-  if (!existsSync(join(dir, "tokenizer.json")) && !existsSync(join(dir, "vocab.json"))) {
+/**
+ * The tokenizer stored with the model, as AutoTokenizer picks it: GPT-2's own BPE for GPT-2
+ * folders, tokenizer.json through PreTrainedTokenizer for the others.
+ */
+export function loadTokenizer(dir: string, model: CausalLM): AnyTokenizer {
+  // A folder with tokenizer.model alone gets AutoTokenizer's own advice (convert it to tokenizer.json).
+  if (!["tokenizer.json", "vocab.json", "tokenizer.model"].some((f) => existsSync(join(dir, f)))) {
     throw new Error(`--model ${dir}: no tokenizer (tokenizer.json, or vocab.json + merges.txt); copy the base model's tokenizer files into it`);
   }
-  let tokenizer: GPT2Tokenizer;
+  let tokenizer: AnyTokenizer;
   try {
-    tokenizer = GPT2Tokenizer.fromPretrained(dir);
+    tokenizer = AutoTokenizer.fromPretrained(dir);
   } catch (err) {
     throw new Error(`--model ${dir}: ${(err as Error).message}`, { cause: err });
   }
@@ -161,6 +183,16 @@ export function loadTokenizer(dir: string, model: GPT2LMHeadModel): GPT2Tokenize
     throw new Error(`--model ${dir}: the tokenizer has ${tokenizer.vocabSize} ids but the model only ${model.config.vocabSize} embeddings; the files belong to different models`);
   }
   return tokenizer;
+}
+
+/** --chat-template FILE: a .jinja file, or a JSON file with a "chat_template" field; its text. */
+export function loadChatTemplate(path: string): string {
+  if (!existsSync(path)) throw new UsageError(`--chat-template ${path}: no such file`);
+  try {
+    return readChatTemplateFile(path);
+  } catch (err) {
+    throw new UsageError(`--chat-template ${path}: ${(err as Error).message}`);
+  }
 }
 
 /**

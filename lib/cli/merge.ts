@@ -6,13 +6,13 @@ import { join, resolve } from "node:path";
 import type { Command } from "commander";
 import { noGrad } from "../tensor/tensor.js";
 import { writeFileAtomic } from "../io/atomic.js";
-import type { GPT2LMHeadModel } from "../models/gpt2/model.js";
+import type { CausalLM } from "../models/auto.js";
 import { describeNonFiniteWeights } from "../models/gpt2/nonfinite.js";
 import { PeftModel } from "../peft/model.js";
 import { tensor } from "../tensor/creation.js";
 import { tidy } from "../tensor/scope.js";
 import { SeededRandom } from "../train/data.js";
-import { checkOutputDir, loadModel, newCommand, oneOf, resolveDevice, runAction, UsageError } from "./common.js";
+import { checkOutputDir, loadModel, newCommand, oneOf, resolveDevice, resolveModelFlag, runAction, UsageError } from "./common.js";
 import { withConfigFile } from "./config.js";
 
 interface MergeFlags {
@@ -24,8 +24,11 @@ interface MergeFlags {
   json?: boolean;
 }
 
-/** Files of the base model folder that are not weights and carry over unchanged. */
-const CARRIED_FILES = ["tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"];
+/** Files of the base model folder that are not weights and carry over unchanged: the tokenizer, its chat template, the generation settings and lowrank's prompt template. */
+const CARRIED_FILES = [
+  "tokenizer.json", "vocab.json", "merges.txt", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+  "chat_template.jinja", "chat_template.json", "generation_config.json", "template.txt",
+];
 
 /** The check runs the models on this many sequences of this many random tokens. */
 const PROBE_SEQUENCES = 4;
@@ -34,8 +37,8 @@ const PROBE_LENGTH = 32;
 /**
  * Largest acceptable |merged − unmerged| logit difference, relative to the largest |logit|.
  * Merging changes only the order of float32 operations (x·(W + s·B·A) instead of x·W + s·(x·Aᵀ)·Bᵀ):
- * each product differs by a few ulps (~1e-7 relative) times √k for sums of k terms, and GPT-2's
- * layers pass that on without amplifying it much (layer norms rescale), so an honest merge stays
+ * each product differs by a few ulps (~1e-7 relative) times √k for sums of k terms, and the
+ * layers pass that on without amplifying it much (layer and RMS norms rescale), so an honest merge stays
  * near 1e-5 of the logit scale. A wrong merge (transposed factors, a missed scaling, a merge into
  * the wrong layer) moves the logits by as much as the adapter does, typically 1e-2 or more. 1e-3
  * separates the two with margin on both sides.
@@ -45,7 +48,7 @@ export const MERGE_TOLERANCE = 1e-3;
 export function mergeCommand(): Command {
   return withConfigFile(newCommand("merge")
     .description("fold a LoRA adapter into its base model and write a Hugging Face checkpoint (config.json + model.safetensors)"))
-    .requiredOption("--model <dir>", "the base model folder the adapter was trained on")
+    .requiredOption("--model <dir|name>", "the base model the adapter was trained on (GPT-2 or the Llama family): a folder, or a name in the local Hugging Face cache")
     .requiredOption("--adapter <dir>", "adapter folder in PEFT's format (adapter_config.json, adapter_model.safetensors)")
     .requiredOption("--out <dir>", "where to write the merged model (the tokenizer files are copied along)")
     .option("--safe", "check the merged weights for NaN/Inf before committing them (refuses a broken adapter)")
@@ -56,8 +59,8 @@ export function mergeCommand(): Command {
       `
 Before writing, the merged model and the base model with the adapter are run on ${PROBE_SEQUENCES} sequences
 of ${PROBE_LENGTH} random tokens; their logits must agree to ${MERGE_TOLERANCE} of the largest logit, or nothing
-is written (exit code 1). The output loads with transformers' GPT2LMHeadModel.from_pretrained and
-with lowrank's GPT2LMHeadModel.fromPretrained; it no longer needs the adapter.
+is written (exit code 1). The output loads with transformers' AutoModelForCausalLM.from_pretrained
+and with lowrank's AutoModelForCausalLM.fromPretrained; it no longer needs the adapter.
 
 Example:
   lowrank merge --model ./gpt2 --adapter runs/demo --out runs/demo-merged`,
@@ -66,7 +69,7 @@ Example:
 }
 
 /** The logits of the probe sequences, flattened. */
-function probeLogits(model: { forward: GPT2LMHeadModel["forward"] }, ids: Int32Array, device: string): Float32Array {
+function probeLogits(model: { forward: CausalLM["forward"] }, ids: Int32Array, device: string): Float32Array {
   return noGrad(() =>
     tidy(() => {
       const inputIds = tensor(ids, { shape: [PROBE_SEQUENCES, ids.length / PROBE_SEQUENCES], device });
@@ -85,16 +88,17 @@ async function merge(flags: MergeFlags): Promise<void> {
   if (resolve(flags.out) === resolve(flags.model)) throw new UsageError("--out must differ from --model (the base checkpoint would be overwritten)");
   checkOutputDir("--out", flags.out); // before the merge, not after it
   const device = resolveDevice(flags.device);
-  const base = await loadModel(flags.model, { device });
-  let peft: PeftModel<GPT2LMHeadModel>;
+  const dir = resolveModelFlag(flags.model);
+  const base = await loadModel(dir, { device });
+  let peft: PeftModel<CausalLM>;
   try {
     peft = await PeftModel.fromPretrained(base, flags.adapter);
   } catch (err) {
     base.dispose();
     throw new Error(`--adapter ${flags.adapter}: ${(err as Error).message}`, { cause: err });
   }
-  const { vocabSize, nPositions } = base.config;
-  const length = Math.min(PROBE_LENGTH, nPositions);
+  const vocabSize = base.config.vocabSize;
+  const length = Math.min(PROBE_LENGTH, base.generationSpec().maxPositions);
   const rng = new SeededRandom(0);
   const ids = Int32Array.from({ length: PROBE_SEQUENCES * length }, () => rng.below(vocabSize));
 
@@ -127,8 +131,8 @@ async function merge(flags: MergeFlags): Promise<void> {
     }
     mkdirSync(flags.out, { recursive: true });
     await merged.savePretrained(flags.out);
-    const copied = CARRIED_FILES.filter((f) => existsSync(join(flags.model, f)));
-    for (const f of copied) writeFileAtomic(join(flags.out, f), readFileSync(join(flags.model, f)));
+    const copied = CARRIED_FILES.filter((f) => existsSync(join(dir, f)));
+    for (const f of copied) writeFileAtomic(join(flags.out, f), readFileSync(join(dir, f)));
     const weights = join(flags.out, "model.safetensors");
     if (flags.json) {
       const check = { sequences: PROBE_SEQUENCES, tokens: length, maxDiff: diff, tolerance, adapterEffect, passed: true };

@@ -9,7 +9,7 @@ import { adapterSpectra, checkpointDeltaSpectra, spectrumStats, type LayerSpectr
 import { formatTable, type Column } from "../analysis/table.js";
 import { readAdapterFactors, readCheckpointWeights } from "../analysis/weights.js";
 import { formatThousands } from "../io/pyformat.js";
-import { EXIT, newCommand, runAction, UsageError } from "./common.js";
+import { EXIT, newCommand, resolveModelFlag, runAction, UsageError } from "./common.js";
 import { positiveIntList } from "./params.js";
 
 interface SvdFlags {
@@ -31,7 +31,7 @@ export function svdCommand(): Command {
     .description("singular values of weight updates ΔW: how low-rank a LoRA adapter's or a full fine-tune's change of the weights is")
     .optionsGroup("What to analyse (an adapter, or two checkpoints):")
     .addOption(new Option("--adapter <dir>", "a PEFT adapter folder: ΔW = s·B·A per adapted module (exact, from the r×r core)").conflicts(["base", "tuned"]))
-    .addOption(new Option("--model <dir>", "with --adapter: the base model, to also report ‖ΔW‖/‖W‖"))
+    .addOption(new Option("--model <dir|name>", "with --adapter: the base model (a folder or a name in the local Hugging Face cache), to also report ‖ΔW‖/‖W‖"))
     .option("--base <dir>", "a model folder before fine-tuning (with --tuned): ΔW = W_tuned − W_base per changed matrix")
     .option("--tuned <dir>", "the same model after full fine-tuning (with --base)")
     .option("--target <names>", "only these modules, comma-separated names as in train --target, e.g. c_attn,c_proj (default: all)")
@@ -85,6 +85,12 @@ function withFlag<T>(flag: string, dir: string, read: () => T): T {
   }
 }
 
+/** The weights of the model a flag names (a folder or a Hugging Face name in the local cache), errors naming the flag. */
+function readModelWeights(flag: string, spec: string) {
+  const dir = resolveModelFlag(spec, flag);
+  return withFlag(flag, spec, () => readCheckpointWeights(dir));
+}
+
 interface Analysis {
   mode: "adapter" | "checkpoints";
   /** What ΔW is, in ASCII for chart titles. */
@@ -103,7 +109,7 @@ function analyseAdapter(flags: SvdFlags, targets: string[] | undefined): Analysi
   if (config.useDora) console.error("warning: this is a DoRA adapter: its update also rescales W's columns by the magnitude vector; the spectra are of s·B·A alone");
   const chosen = targets ? factors.filter((f) => matchesTarget(f.name, targets)) : factors;
   if (chosen.length === 0) throw new UsageError(`--target ${flags.target}: the adapter adapts none of these; it adapts ${[...new Set(factors.map((f) => moduleType(f.name).type))].join(", ")}`);
-  const base = flags.model === undefined ? undefined : withFlag("--model", flags.model, () => readCheckpointWeights(flags.model!));
+  const base = flags.model === undefined ? undefined : readModelWeights("--model", flags.model);
   const layers = withFlag(flags.model === undefined ? "--adapter" : "--model", flags.model ?? flags.adapter!, () => adapterSpectra(chosen, base));
   const ranks = [...new Set(layers.map((l) => l.r))].join("/");
   const scaling = [...new Set(chosen.map((f) => f.scaling))].map((s) => s.toPrecision(4).replace(/\.?0+$/, "")).join("/");
@@ -114,8 +120,8 @@ function analyseAdapter(flags: SvdFlags, targets: string[] | undefined): Analysi
 }
 
 async function analyseCheckpoints(flags: SvdFlags, targets: string[] | undefined): Promise<Analysis> {
-  const base = withFlag("--base", flags.base!, () => readCheckpointWeights(flags.base!));
-  const tuned = withFlag("--tuned", flags.tuned!, () => readCheckpointWeights(flags.tuned!));
+  const base = readModelWeights("--base", flags.base!);
+  const tuned = readModelWeights("--tuned", flags.tuned!);
   if (targets) {
     const paths = [...tuned.keys()].map((k) => k.replace(/\.(weight|bias)$/, ""));
     const unknown = targets.filter((t) => !paths.some((p) => matchesTarget(p, [t])));

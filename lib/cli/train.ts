@@ -1,4 +1,4 @@
-// `lowrank train`: fine-tunes a LoRA adapter on a GPT-2 checkpoint from a JSONL instruction set
+// `lowrank train`: fine-tunes a LoRA adapter on a causal LM (GPT-2 or the Llama family) from JSONL data
 // and writes it in PEFT's format, with metrics, a loss plot and resumable checkpoints. The run
 // itself is fineTune() (lib/train/fine-tune.ts); this module turns flags into its options and
 // prints what happens.
@@ -6,13 +6,13 @@ import { join } from "node:path";
 import type { Command } from "commander";
 import { readMetrics, summarizeRun } from "../analysis/sweep.js";
 import { Generator } from "../tensor/random.js";
-import { formatProblem } from "../train/data.js";
+import { formatProblem, IGNORE_INDEX, type LoadedData, type TokenizedExample } from "../train/data.js";
 import {
   FINE_TUNE_DEFAULTS, FineTuneOptionError, fineTune, holdsRun, type FineTuneOptions, type FineTuneResult, type FineTuneStart, type LoadedBaseModel,
 } from "../train/fine-tune.js";
 import type { ScheduleName } from "../train/trainer.js";
 import {
-  EXIT, intAtLeast, loadModel, loadTemplate, loadTokenizer, newCommand, numberIn, oneOf, resolveDevice, runAction, UsageError,
+  EXIT, intAtLeast, loadChatTemplate, loadModel, loadTemplate, loadTokenizer, newCommand, numberIn, oneOf, resolveDevice, resolveModelFlag, runAction, UsageError,
 } from "./common.js";
 import { CONFIG_SOURCE, withConfigFile } from "./config.js";
 import { stopOnSignals } from "./interrupt.js";
@@ -24,12 +24,13 @@ export interface TrainFlags {
   out: string;
   evalFile?: string;
   template?: string;
+  chatTemplate?: string;
   maxLength?: number;
   packing?: boolean;
   r: number;
   alpha: number;
   dropout: number;
-  target: string;
+  target?: string;
   rslora?: boolean;
   steps?: number;
   epochs?: number;
@@ -52,26 +53,35 @@ export interface TrainFlags {
   logEvery: number;
 }
 
+/** Each data form in words, with where the loss is. */
+const DATA_FORM: Record<LoadedData["format"], string> = {
+  alpaca: 'Alpaca records ({"instruction", "input", "output"}), the loss on the output and EOS',
+  chat: 'chat records ({"messages"}), the loss on the assistant turns',
+  "prompt-completion": 'prompt/completion records ({"prompt", "completion"}), the loss on the completion and EOS',
+  text: 'plain text records ({"text"}), the loss on every token',
+};
+
 /** Bad lines are listed up to this many; the rest are counted. */
 const SHOWN_PROBLEMS = 10;
 
 export function trainCommand(): Command {
   const d = FINE_TUNE_DEFAULTS;
   return withConfigFile(newCommand("train")
-    .description("fine-tune a LoRA adapter on a GPT-2 checkpoint with a JSONL instruction set; writes the adapter in PEFT's format"))
+    .description("fine-tune a LoRA adapter on a causal LM (GPT-2, Llama, Mistral, Qwen2, Qwen3) with JSONL data; writes the adapter in PEFT's format"))
     .optionsGroup("Model and data:")
-    .requiredOption("--model <dir>", "base model folder in Hugging Face layout (config.json, model.safetensors, tokenizer files)")
-    .requiredOption("--data <file>", 'training data, JSONL: {"instruction", "input"?, "output"} or {"text"} per line')
+    .requiredOption("--model <dir|name>", 'base model folder in Hugging Face layout (config.json, model.safetensors, tokenizer files), or a name in the local Hugging Face cache, e.g. "Qwen/Qwen2.5-0.5B-Instruct"')
+    .requiredOption("--data <file>", 'training data, JSONL, one form per file: {"instruction", "input"?, "output"}, {"messages": [{"role", "content"}, ...]} (chat), {"prompt", "completion"} or {"text"}')
     .requiredOption("--out <dir>", "output folder: the adapter, metrics.jsonl, loss.svg/png, checkpoints/")
     .option("--eval-file <file>", "held-out data in its own JSONL file (instead of --eval-split)")
     .option("--template <name|file>", 'prompt template: "alpaca", a .json file {"withInput", "withoutInput"} or a text file with {instruction} and {input} (default: the template.txt the model folder ships, else "alpaca")')
-    .option("--max-length <n>", "longest example in tokens; longer responses are cut (default: the model's n_positions)", intAtLeast(2))
+    .option("--chat-template <file>", "chat data: a chat template (.jinja, or a JSON file with a \"chat_template\" field) instead of the one the model folder ships")
+    .option("--max-length <n>", `longest example in tokens; longer responses are cut (default: the model's context length, at most ${d.maxLength})`, intAtLeast(2))
     .option("--packing", "concatenate examples into blocks of --max-length tokens instead of padding each batch")
     .optionsGroup("LoRA:")
     .option("--r <n>", "adapter rank", intAtLeast(1), d.r)
     .option("--alpha <x>", "scaling numerator: the update is scaled by alpha/r (alpha/sqrt(r) with --rslora)", numberIn(0, Infinity, { loOpen: true }), d.alpha)
     .option("--dropout <p>", "dropout on the adapter's input", numberIn(0, 1, { hiOpen: true }), d.dropout)
-    .option("--target <names>", 'comma-separated module names to adapt, e.g. c_attn,c_proj,c_fc, or "all-linear"', d.target.join(","))
+    .option("--target <names>", `comma-separated module names to adapt, e.g. c_attn,c_proj,c_fc or q_proj,k_proj,v_proj,o_proj, or "all-linear" (default: ${d.target.join(",")} for GPT-2, PEFT's default for the other model types: q_proj,v_proj)`)
     .option("--rslora", "rank-stabilized scaling alpha/sqrt(r)")
     .optionsGroup("Training:")
     .option("--steps <n>", "optimizer steps to run (instead of --epochs)", intAtLeast(1))
@@ -107,26 +117,32 @@ streams and the data position: --resume continues the run exactly as if it had n
 Ctrl-C (or SIGTERM) finishes the current step, saves a checkpoint and exits with code 130; a
 second one quits at once. One run at a time per --out: a second is refused with the pid of the
 first. A NaN/Inf loss stops the run (exit code 1) and keeps the last good checkpoint.
-The prompt template defaults to the template.txt the model folder ships, else "alpaca".
+The data form is read from the first valid line. Alpaca records go through the prompt template:
+the template.txt the model folder ships, else "alpaca" (--template to change it). Chat records
+are rendered with the model folder's chat template (--chat-template to change it), and only the
+assistant turns carry the loss; prompt/completion records carry it on the completion and EOS.
+The run prints the data form and the template it uses.
 Exit codes: 0 done, 1 error, 2 bad command line, 130 interrupted.
 
 --config FILE takes these flags from a YAML or JSON file (keys as the flags are spelled, without
 "--": batch-size: 16); flags typed on the command line win. --json prints one JSON summary on
 stdout at the end, for scripts.
 
-Examples (the model and data bundled with lowrank):
+Examples (the model and data bundled with lowrank, then a chat model from the Hugging Face cache):
   lowrank train --model data/demo/model --data data/demo/train.jsonl --out runs/demo --steps 300 --lr 2e-3
   lowrank train --model data/demo/model --data data/demo/train.jsonl --out runs/demo --steps 300 --lr 2e-3 --resume
-  lowrank train --config data/demo/train.yaml --out runs/demo-config`,
+  lowrank train --config data/demo/train.yaml --out runs/demo-config
+  lowrank train --model HuggingFaceTB/SmolLM2-135M-Instruct --data chat.jsonl --out runs/chat --target all-linear --epochs 1`,
     )
     .action(runAction("train", (flags: TrainFlags, cmd: Command) => train(flags, cmd)));
 }
 
 /** fineTune's names for the flags, for errors about a value that does not fit the model. */
-const FLAG_OF: Partial<Record<keyof FineTuneOptions, string>> = { maxLength: "--max-length", target: "--target" };
+const FLAG_OF: Partial<Record<keyof FineTuneOptions, string>> = { maxLength: "--max-length", target: "--target", chatTemplateFile: "--chat-template" };
 
 /** --target as fineTune takes it. */
-function parseTargets(spec: string): string[] | "all-linear" {
+function parseTargets(spec: string | undefined): string[] | "all-linear" | undefined {
+  if (spec === undefined) return undefined;
   const targets = spec.split(",").map((t) => t.trim()).filter(Boolean);
   if (targets.length === 0) throw new UsageError("--target: give at least one module name, e.g. --target c_attn,c_proj");
   return targets.length === 1 && targets[0] === "all-linear" ? "all-linear" : targets;
@@ -166,19 +182,21 @@ export function trainOptions(flags: Omit<TrainFlags, "out" | "resume" | "r">, cm
   checkFlags(flags, cmd);
   const device = resolveDevice(flags.device);
   const template = flags.template !== undefined ? loadTemplate(flags.template) : undefined;
+  if (flags.chatTemplate !== undefined) loadChatTemplate(flags.chatTemplate); // its errors name the flag, before the model loads
   const loadBase = async (): Promise<LoadedBaseModel> => {
+    const dir = resolveModelFlag(flags.model);
     // One stream for everything random in the model (initial adapter, dropout): its state is checkpointed.
     const generator = new Generator(flags.seed);
-    const model = await loadModel(flags.model, { device, generator });
+    const model = await loadModel(dir, { device, generator });
     try {
-      return { model, tokenizer: loadTokenizer(flags.model, model), dir: flags.model, generator };
+      return { model, tokenizer: loadTokenizer(dir, model), dir, name: flags.model, generator };
     } catch (err) {
       model.dispose();
       throw err;
     }
   };
   return {
-    model: loadBase, data: flags.data, template, maxLength: flags.maxLength, packing: flags.packing,
+    model: loadBase, data: flags.data, template, chatTemplateFile: flags.chatTemplate, maxLength: flags.maxLength, packing: flags.packing,
     ...(flags.evalFile !== undefined ? { evalFile: flags.evalFile } : { evalSplit: flags.evalSplit }),
     alpha: flags.alpha, dropout: flags.dropout, target: parseTargets(flags.target), rslora: flags.rslora,
     steps: capSteps(flags.steps), epochs: flags.epochs, batchSize: flags.batchSize, gradAccum: flags.gradAccum, lr: flags.lr, weightDecay: flags.weightDecay,
@@ -212,8 +230,11 @@ export function printStart(run: FineTuneStart, say: (line: string) => void): voi
   }
   for (const w of data.warnings) console.error(`warning: ${w}`);
   say(run.model.trainableParametersLine());
-  if (run.template.source === "model") say(`prompt template: ${run.template.path} (shipped with the model; --template to use another)`);
-  if (run.template.source === "alpaca") say(`prompt template: alpaca (the default; --template to use another)`);
+  say(`data: ${DATA_FORM[data.format]}`);
+  if (data.format === "alpaca" && run.template.source === "model") say(`prompt template: ${run.template.path} (shipped with the model; --template to use another)`);
+  if (data.format === "alpaca" && run.template.source === "alpaca") say(`prompt template: alpaca (the default; --template to use another)`);
+  const chat = run.chatTemplate;
+  if (chat) say(`chat template: ${chat.path} (${chat.source === "model" ? "shipped with the model; --chat-template to use another" : "--chat-template"})`);
   say(
     `training on ${data.train.length} examples${data.eval.length ? ` (eval: ${data.eval.length})` : ""} for ${trainer.totalSteps} steps on ${run.device}` +
       (run.resumedFrom ? `, resuming at step ${trainer.step} from ${run.resumedFrom}` : ""),
@@ -231,7 +252,7 @@ function summaryOf(result: FineTuneResult): string {
  * the last 10% of steps, every eval), its throughput, and where its files are. The numbers come
  * from metrics.jsonl, so a resumed run's earlier steps count too.
  */
-function jsonSummary(result: FineTuneResult, out: string, resume: string | null): Record<string, unknown> {
+function jsonSummary(result: FineTuneResult, out: string, resume: string | null, data: LoadedData | null): Record<string, unknown> {
   const metricsPath = join(out, "metrics.jsonl");
   const records = readMetrics(metricsPath);
   const { steps: _steps, ...summary } = summarizeRun(records);
@@ -241,8 +262,23 @@ function jsonSummary(result: FineTuneResult, out: string, resume: string | null)
     evals: records.filter((r) => r.evalLoss !== undefined).map((r) => ({ step: r.step, evalLoss: r.evalLoss })),
     out, adapter: adapter && { dir: adapter, config: join(adapter, "adapter_config.json"), weights: join(adapter, "adapter_model.safetensors") },
     metrics: metricsPath, lossChart: { svg: join(out, "loss.svg"), png: join(out, "loss.png") },
-    checkpoint: result.checkpoint, resume,
+    checkpoint: result.checkpoint, resume, data: data && dataSummary(data),
   };
+}
+
+/** How many tokens the examples hold and how many of them carry the loss (labels not IGNORE_INDEX). */
+function tokenCounts(examples: readonly TokenizedExample[]): { examples: number; tokens: number; lossTokens: number } {
+  let tokens = 0, lossTokens = 0;
+  for (const e of examples) {
+    tokens += e.inputIds.length;
+    for (const label of e.labels) if (label !== IGNORE_INDEX) lossTokens++;
+  }
+  return { examples: examples.length, tokens, lossTokens };
+}
+
+/** --json's data part: the form and, for train and eval, the examples, tokens and loss tokens. */
+function dataSummary(data: LoadedData): Record<string, unknown> {
+  return { format: data.format, train: tokenCounts(data.train), eval: tokenCounts(data.eval) };
 }
 
 /** Where a stopped run stands and the command line that continues it. */
@@ -278,9 +314,14 @@ export async function train(flags: TrainFlags, cmd: Command): Promise<number> {
   const options = trainOptions(flags, cmd);
   const stop = stopOnSignals();
   let result: FineTuneResult;
+  let data: LoadedData | null = null;
   try {
     const say = humanLines(flags);
-    result = await fineTune({ ...options, r: flags.r, out: flags.out, resume: flags.resume, signal: stop.signal, onStart: (run) => printStart(run, say) });
+    const onStart = (run: FineTuneStart) => {
+      data = run.data;
+      printStart(run, say);
+    };
+    result = await fineTune({ ...options, r: flags.r, out: flags.out, resume: flags.resume, signal: stop.signal, onStart });
   } catch (err) {
     throw flagError(err);
   } finally {
@@ -289,7 +330,7 @@ export async function train(flags: TrainFlags, cmd: Command): Promise<number> {
   try {
     const resume = resumeArgs(process.argv.slice(2), flags.resume);
     if (flags.json) {
-      console.log(JSON.stringify(jsonSummary(result, flags.out, result.status === "stopped" && result.checkpoint ? commandLine(resume) : null), null, 2));
+      console.log(JSON.stringify(jsonSummary(result, flags.out, result.status === "stopped" && result.checkpoint ? commandLine(resume) : null, data), null, 2));
       return result.status === "stopped" ? EXIT.interrupted : EXIT.ok;
     }
     if (result.status === "stopped") {

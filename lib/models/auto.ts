@@ -9,6 +9,20 @@ export type CausalLM = GPT2LMHeadModel | LlamaForCausalLM;
 
 export const AUTO_MODEL_TYPES = ["gpt2", ...LLAMA_MODEL_TYPES] as const;
 
+/** config.json's model_type of a loaded model ("gpt2", "llama", "qwen3", ...). */
+export function modelTypeOf(model: CausalLM): string {
+  return model instanceof GPT2LMHeadModel ? "gpt2" : model.config.modelType;
+}
+
+/**
+ * The longest sequence the model was made for: GPT-2's n_positions (its position table ends
+ * there), the Llama family's max_position_embeddings (RoPE has no table, but the model was
+ * trained up to it).
+ */
+export function contextLength(model: CausalLM): number {
+  return model instanceof GPT2LMHeadModel ? model.config.nPositions : model.config.maxPositionEmbeddings;
+}
+
 /** The class a checkpoint's config.json names by model_type, and the folder it is in. */
 function causalLMClass(nameOrPath: string, opts: LoadOptions): { dir: string; cls: typeof GPT2LMHeadModel | typeof LlamaForCausalLM } {
   // resolved once here, so the class gets the snapshot folder itself

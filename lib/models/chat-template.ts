@@ -138,15 +138,16 @@ export function chatTemplateFromConfig(value: unknown, source: string): ChatTemp
 }
 
 /**
- * The chat template a tokenizer folder ships, by transformers' precedence: chat_template.jinja
- * (where transformers 4.43+ saves it), else tokenizer_config.json's chat_template (`config`,
- * already read), else chat_template.json's.
+ * The chat template a tokenizer folder ships and the file it is in, by transformers' precedence:
+ * chat_template.jinja (where transformers 4.43+ saves it), else tokenizer_config.json's
+ * chat_template (`config`, already read), else chat_template.json's.
  */
-export function readChatTemplate(dir: string, config: Record<string, unknown>): ChatTemplateSpec | undefined {
+export function findChatTemplate(dir: string, config: Record<string, unknown>): { spec: ChatTemplateSpec; path: string } | undefined {
   const jinja = join(dir, "chat_template.jinja");
-  if (existsSync(jinja)) return readFileSync(jinja, "utf8");
-  const fromConfig = chatTemplateFromConfig(config.chat_template, join(dir, "tokenizer_config.json"));
-  if (fromConfig !== undefined) return fromConfig;
+  if (existsSync(jinja)) return { spec: readFileSync(jinja, "utf8"), path: jinja };
+  const configPath = join(dir, "tokenizer_config.json");
+  const fromConfig = chatTemplateFromConfig(config.chat_template, configPath);
+  if (fromConfig !== undefined) return { spec: fromConfig, path: configPath };
   const json = join(dir, "chat_template.json");
   if (!existsSync(json)) return undefined;
   let parsed: unknown;
@@ -155,7 +156,13 @@ export function readChatTemplate(dir: string, config: Record<string, unknown>): 
   } catch (err) {
     throw new Error(`${json} is not valid JSON: ${(err as Error).message}`);
   }
-  return chatTemplateFromConfig(isJsonObject(parsed) ? parsed.chat_template : undefined, json);
+  const spec = chatTemplateFromConfig(isJsonObject(parsed) ? parsed.chat_template : undefined, json);
+  return spec === undefined ? undefined : { spec, path: json };
+}
+
+/** The chat template a tokenizer folder ships (findChatTemplate), without where it came from. */
+export function readChatTemplate(dir: string, config: Record<string, unknown>): ChatTemplateSpec | undefined {
+  return findChatTemplate(dir, config)?.spec;
 }
 
 /**

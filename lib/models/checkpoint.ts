@@ -14,12 +14,17 @@ import type { DeviceLike } from "../tensor/device.js";
 import type { DType } from "../tensor/dtype.js";
 import type { Generator as RandomGenerator } from "../tensor/random.js";
 import { formatShape, noGrad, type Tensor } from "../tensor/tensor.js";
+import { Conv1D, Embedding, Linear } from "../nn/layers.js";
 import type { Module } from "../nn/module.js";
 import { resolveModelDir } from "./hub.js";
 
 export interface LoadOptions {
   device?: DeviceLike;
-  /** Compute dtype of the weights; float32 (the default) on every backend. */
+  /**
+   * dtype of the frozen weight matrices: float32 (the default), or bfloat16 — the weights of every
+   * Linear, Conv1D and Embedding are kept in bf16 (half the memory; bf16 tensor-core GEMMs on CUDA,
+   * as autocast runs them) and frozen; biases and norms stay float32, as do LoRA adapters.
+   */
   dtype?: DType;
   /** Dropout stream for training (the weights come from the file). */
   generator?: RandomGenerator;
@@ -95,8 +100,8 @@ type LoadStep = { read: string } | { pause: true };
 function* checkpointLoad<C, M extends Module>(nameOrPath: string, opts: LoadOptions, family: CheckpointFamily<C, M>): Generator<LoadStep, M, SafetensorsFile | undefined> {
   const { what } = family;
   const dir = resolveModelDir(nameOrPath, what, opts.revision);
-  if (opts.dtype && opts.dtype !== "float32") {
-    throw new Error(`${what}: dtype "${opts.dtype}" is not supported for compute yet; load as float32 (the default)`);
+  if (opts.dtype && opts.dtype !== "float32" && opts.dtype !== "bfloat16") {
+    throw new Error(`${what}: dtype must be "float32" (the default) or "bfloat16", got "${opts.dtype}"`);
   }
   const json = readConfigJson(dir, what, family.family);
   let config: C;
@@ -158,7 +163,17 @@ function* checkpointLoad<C, M extends Module>(nameOrPath: string, opts: LoadOpti
   } finally {
     Object.values(state).forEach((t) => t.dispose());
   }
+  if (opts.dtype === "bfloat16") keepWeightsIn(model, "bfloat16");
   return model.eval();
+}
+
+/** Converts the weight matrices of a model's Linear, Conv1D and Embedding layers to `dtype`, frozen. */
+export function keepWeightsIn(model: Module, dtype: DType): void {
+  const device = model.parameters()[0]?.deviceInfo;
+  if (!device) return;
+  const layer = (m: Module): m is Linear | Conv1D | Embedding => m instanceof Linear || m instanceof Conv1D || m instanceof Embedding;
+  model.to(device, dtype, (m, name) => name === "weight" && layer(m));
+  for (const m of model.modules()) if (layer(m)) m.weight.requiresGrad = false;
 }
 
 /** checkpointLoad with blocking reads. */

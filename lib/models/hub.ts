@@ -21,6 +21,11 @@ export function hfHubCacheDir(env: NodeJS.ProcessEnv = process.env): string {
 const REPO_ID = /^[A-Za-z0-9][\w.-]*(\/[A-Za-z0-9][\w.-]*)?$/;
 const COMMIT_HASH = /^[0-9a-f]{40}$/;
 
+/** Whether `text` is spelled like a Hub repo id ("name" or "owner/name"), so it may name a cached model. */
+export function isRepoId(text: string): boolean {
+  return REPO_ID.test(text);
+}
+
 /**
  * The folder to load `nameOrPath` from: the path itself when it exists (as a folder), else the
  * snapshot of the Hugging Face model name in the local cache at `revision` (a branch or tag under
@@ -28,7 +33,7 @@ const COMMIT_HASH = /^[0-9a-f]{40}$/;
  */
 export function resolveModelDir(nameOrPath: string, what: string, revision = "main"): string {
   if (existsSync(nameOrPath)) return nameOrPath;
-  if (!REPO_ID.test(nameOrPath)) throw new Error(`${what}: model directory ${nameOrPath} does not exist`);
+  if (!isRepoId(nameOrPath)) throw new Error(`${what}: model directory ${nameOrPath} does not exist`);
   const cache = hfHubCacheDir();
   const repo = join(cache, `models--${nameOrPath.replace("/", "--")}`);
   const howToGet =

@@ -77,11 +77,14 @@ export interface ElementwiseKernels {
 // ---- matmul (binding/matmul.cc) --------------------------------------------------------------------
 
 export interface MatmulKernels {
-  /** c = alpha·op(a)·op(b) + beta·c for each of `batch` row-major matrices (leading dimensions ld*). */
+  /**
+   * c = alpha·op(a)·op(b) + beta·c for each of `batch` row-major matrices (leading dimensions ld*);
+   * a and b are float32 or bfloat16 (`dtype`, a DType code), c float32.
+   */
   gemm(a: {
     transA: boolean; transB: boolean; m: number; n: number; k: number; alpha: number;
     a: View; lda: number; strideA: number; b: View; ldb: number; strideB: number;
-    beta: number; c: View; ldc: number; strideC: number; batch: number;
+    beta: number; c: View; ldc: number; strideC: number; batch: number; dtype: number;
   }): void;
 }
 
@@ -90,7 +93,8 @@ export interface MatmulKernels {
 export interface EmbeddingKernels {
   /** The first position whose id is outside [0, vocab), or -1. */
   embeddingFindBadId(a: { ids: View; n: number; vocab: number }): number;
-  embeddingGather(a: { ids: View; n: number; weight: View; vocab: number; dim: number; out: View }): void;
+  /** weight float32 or bfloat16 (`dtype`, a DType code); out float32. */
+  embeddingGather(a: { ids: View; n: number; weight: View; vocab: number; dim: number; out: View; dtype: number }): void;
   /** dweight[ids[i]] += grad[i], in order of position. */
   embeddingScatterAdd(a: { ids: View; n: number; grad: View; vocab: number; dim: number; dweight: View }): void;
 }

@@ -307,12 +307,13 @@ export class Module {
   /**
    * Moves every parameter and buffer to `device` (and floating ones to `dtype` when given), in
    * place of the old tensors, which are freed. Tied tensors stay tied. Gradients are dropped.
+   * `select(module, name)` limits the dtype change to the tensors it accepts (all by default).
    */
-  to(device: DeviceLike, dtype?: DType): this {
+  to(device: DeviceLike, dtype?: DType, select: (module: Module, name: string) => boolean = () => true): this {
     const dev = parseDevice(device, "Module.to").name;
     const moved = new Map<Tensor, Tensor>();
-    const convert = (t: Tensor): Tensor => {
-      const target = dtype && t.dtype !== "int32" ? dtype : t.dtype;
+    const convert = (t: Tensor, retype: boolean): Tensor => {
+      const target = retype && dtype && t.dtype !== "int32" ? dtype : t.dtype;
       if (t.device === dev && t.dtype === target) return t;
       let out = moved.get(t);
       if (!out) {
@@ -325,7 +326,7 @@ export class Module {
       return out;
     };
     for (const m of this.modules()) {
-      for (const map of [m._parameters, m._buffers]) for (const [name, t] of map) if (t) map.set(name, convert(t));
+      for (const map of [m._parameters, m._buffers]) for (const [name, t] of map) if (t) map.set(name, convert(t, select(m, name)));
     }
     for (const old of moved.keys()) old.dispose();
     return this;

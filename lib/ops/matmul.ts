@@ -8,9 +8,10 @@
 // operands get no gemm at all.
 import { native } from "../native/index.js";
 import { full } from "../tensor/creation.js";
+import { DTYPE_CODE, DTYPE_SIZE } from "../tensor/dtype.js";
 import { copyInto, emptyLike, formatShape, record, shapeSize, type Tensor } from "../tensor/tensor.js";
 import { sumToShape } from "./reduce.js";
-import { broadcastShapes, checkFloat, newFloat, stridedView } from "./util.js";
+import { broadcastShapes, checkFloat, checkSameDevice, newFloat, stridedView, withContiguous } from "./util.js";
 
 /**
  * A batch of matrices as gemm reads them. rows × cols is the logical shape op(X); when `trans`, the
@@ -73,7 +74,7 @@ function operand(t: Tensor, shape: readonly number[], strides: readonly number[]
   const copyShape = batchStride === null ? [...batchShape, rows, cols] : [...shape];
   const srcStrides = batchStride === null ? [...batchStrides, strides[nb]!, strides[nb + 1]!] : [...strides];
   const copy = emptyLike(copyShape, t.dtype, t.deviceInfo);
-  native().copyStrided({ src: stridedView(t, srcStrides), dst: copy.nativeView, shape: copyShape, elemSize: 4 });
+  native().copyStrided({ src: stridedView(t, srcStrides), dst: copy.nativeView, shape: copyShape, elemSize: DTYPE_SIZE[t.dtype] });
   return { mat: operand(copy, copyShape, copy.strides, batchShape).mat, copy };
 }
 
@@ -101,12 +102,23 @@ function stackRows(x: Mat, batch: number): Mat | null {
 function gemmInto(c: Tensor, l: Mat, r: Mat, batch: number, beta = 0): void {
   const stacked = batch > 1 && r.batchStride === 0 ? stackRows(l, batch) : null;
   const left = stacked ?? l, nb = stacked ? 1 : batch;
+  if (l.t.dtype !== r.t.dtype) throw new Error(`gemm: operands of one dtype expected, got ${l.t.dtype} and ${r.t.dtype}`);
   native().gemm({
     transA: left.trans, transB: r.trans, m: left.rows, n: r.cols, k: l.cols, alpha: 1,
     a: left.t.nativeView, lda: left.ld, strideA: left.batchStride,
     b: r.t.nativeView, ldb: r.ld, strideB: r.batchStride,
-    beta, c: c.nativeView, ldc: r.cols, strideC: l.rows * r.cols, batch: nb,
+    beta, c: c.nativeView, ldc: r.cols, strideC: l.rows * r.cols, batch: nb, dtype: DTYPE_CODE[l.t.dtype],
   });
+}
+
+/**
+ * A contiguous bfloat16 copy of a float32 tensor, not recorded: the operand a bf16 weight's GEMM
+ * reads, as autocast casts a matmul's inputs (the gradient flows through the op's own rule).
+ */
+function bf16Operand(t: Tensor): Tensor {
+  const out = emptyLike(t.shape, "bfloat16", t.deviceInfo);
+  withContiguous([t], (tc) => native().cast({ src: tc.nativeView, srcDtype: DTYPE_CODE.float32, dst: out.nativeView, dstDtype: DTYPE_CODE.bfloat16, n: t.size }));
+  return out;
 }
 
 /**
@@ -211,9 +223,20 @@ export function conv1dLinear(x: Tensor, weight: Tensor, bias: Tensor | null = nu
  * y = x·op(W) + b with every leading dim of x folded into the rows of one gemm. The bias is first
  * broadcast into y and the gemm accumulates onto it (beta = 1): one pass over y, no extra buffer.
  * `outIn`: W is stored [out, in] (nn.Linear), else [in, out] (Conv1D).
+ * A bfloat16 W (a frozen weight, as `dtype: "bfloat16"` models keep them) is multiplied as autocast
+ * does: x, and dY in the backward, are rounded to bf16 for the GEMM; y, dX and the sums are float32.
  */
 function affine(op: string, x: Tensor, weight: Tensor, outIn: boolean, bias: Tensor | null): Tensor {
-  checkFloat(op, x, weight, ...(bias ? [bias] : []));
+  checkFloat(op, x, ...(bias ? [bias] : []));
+  checkSameDevice(op, x, weight);
+  const lowp = weight.dtype === "bfloat16";
+  if (!lowp && weight.dtype !== "float32") throw new Error(`${op}: weight must be float32 or bfloat16, got ${weight.dtype} ${formatShape(weight.shape)}`);
+  if (lowp && weight.requiresGrad) {
+    throw new Error(
+      `${op}: weight ${formatShape(weight.shape)} is bfloat16 and requires grad; bfloat16 weights are frozen ` +
+        `(train LoRA adapters on them, or load the model with dtype "float32" to train the weight itself)`,
+    );
+  }
   const layout = outIn ? "[out, in]" : "[in, out]";
   if (weight.ndim !== 2) throw new Error(`${op}: weight must be 2-D ${layout}, got ${formatShape(weight.shape)}`);
   const [inF, outF] = outIn ? [weight.shape[1]!, weight.shape[0]!] : [weight.shape[0]!, weight.shape[1]!];
@@ -227,7 +250,8 @@ function affine(op: string, x: Tensor, weight: Tensor, outIn: boolean, bias: Ten
     throw new Error(`${op}: bias must have shape [${outF}] to match weight ${formatShape(weight.shape)} (${layout}), got ${formatShape(bias.shape)}`);
   }
   const rows = shapeSize(x.shape.slice(0, -1));
-  const X = rowsOperand(x);
+  const xin = lowp ? bf16Operand(x) : x;
+  const X = rowsOperand(xin);
   // op(W) is [in, out]: nn.Linear's [out, in] weight is read transposed, in place.
   const W = operand(weight, [inF, outF], outIn ? [weight.strides[1]!, weight.strides[0]!] : [...weight.strides], []);
   const out = newFloat([...x.shape.slice(0, -1), outF], x);
@@ -243,7 +267,10 @@ function affine(op: string, x: Tensor, weight: Tensor, outIn: boolean, bias: Ten
       let gx: Tensor | null = null, gw: Tensor | null = null, gb: Tensor | null = null;
       if (wSaved) {
         gx = newFloat(x.shape, g); // dX = dY·op(W)ᵀ
-        gemmInto(gx, G.mat, tr({ ...W.mat, t: wSaved }), 1);
+        const g16 = lowp ? bf16Operand(g) : null, G16 = g16 && rowsOperand(g16);
+        gemmInto(gx, G16 ? G16.mat : G.mat, tr({ ...W.mat, t: wSaved }), 1);
+        g16?.dispose();
+        G16?.copy?.dispose();
       }
       if (xSaved) {
         gw = newFloat(weight.shape, g); // d op(W) = Xᵀ·dY; nn.Linear stores its transpose, dYᵀ·X
@@ -265,16 +292,18 @@ function affine(op: string, x: Tensor, weight: Tensor, outIn: boolean, bias: Ten
   );
   X.copy?.dispose();
   W.copy?.dispose();
+  if (xin !== x) xin.dispose();
   return out;
 }
 
 /** c = alpha·op(a)·op(b) + beta·c for contiguous 2-D tensors (a, b as stored; op = transpose when flagged). */
 export function gemm2d(c: Tensor, a: Tensor, transA: boolean, b: Tensor, transB: boolean, alpha: number, beta: number): void {
+  checkFloat("gemm2d", c, a, b);
   for (const t of [a, b, c]) if (!t.isContiguous()) throw new Error(`gemm2d: operands must be contiguous, got ${formatShape(t.shape)} with strides ${formatShape(t.strides)}`);
   const [ar, ac] = a.shape as [number, number], [br, bc] = b.shape as [number, number];
   const m = transA ? ac : ar, k = transA ? ar : ac, n = transB ? br : bc;
   native().gemm({
     transA, transB, m, n, k, alpha, a: a.nativeView, lda: ac, strideA: 0, b: b.nativeView, ldb: bc, strideB: 0,
-    beta, c: c.nativeView, ldc: n, strideC: 0, batch: 1,
+    beta, c: c.nativeView, ldc: n, strideC: 0, batch: 1, dtype: DTYPE_CODE.float32,
   });
 }

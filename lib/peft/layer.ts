@@ -97,10 +97,9 @@ abstract class LoraLayerBase<B extends LoraBase> extends Module {
    * (the layer's path, for the message).
    */
   merge(names: readonly string[] = this.activeAdapters, opts: { safe?: boolean; where?: string } = {}): void {
-    noGrad(() => {
+    this.withFloat32Weight((w) => {
       for (const name of names) {
         if (!this.specs.has(name) || this.merged.includes(name)) continue;
-        const w = this.base_layer.weight;
         if (opts.safe) {
           // Merge into a copy first and commit only a finite result (PEFT's safe_merge).
           const trial = w.contiguous();
@@ -134,8 +133,29 @@ abstract class LoraLayerBase<B extends LoraBase> extends Module {
 
   /** Subtracts the merged adapters from the base weight, most recent first. */
   unmerge(): void {
+    this.withFloat32Weight((w) => {
+      while (this.merged.length > 0) this.unmergeFrom(w, this.merged.pop()!);
+    });
+  }
+
+  /**
+   * Runs `change` on the base weight in float32, without recording: a bfloat16 weight (a model
+   * loaded with dtype "bfloat16") is widened, changed and rounded back once, as PEFT merges into a
+   * bf16 weight (so unmerging gives the original back only to bf16 rounding, there as here).
+   */
+  private withFloat32Weight(change: (w: Tensor) => void): void {
     noGrad(() => {
-      while (this.merged.length > 0) this.unmergeFrom(this.base_layer.weight, this.merged.pop()!);
+      const w = this.base_layer.weight;
+      if (w.dtype === "float32") return change(w);
+      const wide = w.to(w.deviceInfo, "float32");
+      try {
+        change(wide);
+        const back = wide.to(w.deviceInfo, w.dtype);
+        copyInto(w, back);
+        back.dispose();
+      } finally {
+        wide.dispose();
+      }
     });
   }
 

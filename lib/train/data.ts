@@ -491,9 +491,13 @@ export function splitTrainEval<T>(items: readonly T[], opts: SplitOptions = {}):
 export interface LoadDataOptions extends TokenizeOptions, SplitOptions {
   /** A separate eval file; when given, the train file is not split. */
   evalFile?: string;
+  /** Called with the train file's form once it is read, before anything is tokenized (it may throw to refuse it). */
+  onFormat?: (format: DataRecord["kind"]) => void;
 }
 
 export interface LoadedData {
+  /** The training file's form (its first valid record's). */
+  format: DataRecord["kind"];
   train: TokenizedExample[];
   eval: TokenizedExample[];
   /** Lines skipped while reading (both files). */
@@ -527,6 +531,7 @@ function tokenizeWithWarnings(file: string, records: readonly DataRecord[], tok:
  */
 export async function loadInstructionData(file: string, tokenizer: TokenizerLike, opts: LoadDataOptions = {}): Promise<LoadedData> {
   const main = await readJsonl(file);
+  opts.onFormat?.(main.format);
   const warnings: string[] = [...main.warnings];
   const problems = [...main.problems];
   let train: TokenizedExample[];
@@ -543,5 +548,5 @@ export async function loadInstructionData(file: string, tokenizer: TokenizerLike
     train = tokenizeWithWarnings(file, split.train, tokenizer, opts, warnings);
     if (split.eval.length > 0) evalSet = tokenizeWithWarnings(file, split.eval, tokenizer, opts, warnings);
   }
-  return { train, eval: evalSet, problems, warnings };
+  return { format: main.format, train, eval: evalSet, problems, warnings };
 }

@@ -8,7 +8,7 @@ import { existsSync } from "node:fs";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { noGrad } from "../tensor/tensor.js";
-import { generate } from "../models/generate.js";
+import { generate, type GenerationModel } from "../models/generate.js";
 import { GPT2LMHeadModel } from "../models/gpt2/model.js";
 import { GPT2Tokenizer } from "../models/tokenizer.js";
 import { info } from "../runtime.js";
@@ -102,7 +102,7 @@ interface Answer {
 }
 
 /** Greedy answers (EOS stripped) to each record's prompt. */
-function answerAll(model: GPT2LMHeadModel, tokenizer: GPT2Tokenizer, records: readonly AlpacaRecord[]): Answer[] {
+function answerAll(model: GenerationModel, tokenizer: GPT2Tokenizer, records: readonly AlpacaRecord[]): Answer[] {
   const template = resolveTemplate(DEMO_TEMPLATE);
   return records.map((record) => {
     const prompt = tokenizer.encode(formatPrompt(template, record.instruction, record.input));

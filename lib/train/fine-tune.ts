@@ -2,11 +2,13 @@
 // `lowrank sweep` and the demo share: read and tokenize the data, wrap the base model with a LoRA
 // adapter, train it with the Trainer (checkpoints, metrics, resume), save the adapter in PEFT's
 // format and draw the loss chart. Callers print; this module only reports through callbacks.
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { GPT2LMHeadModel } from "../models/gpt2/model.js";
-import { GPT2Tokenizer } from "../models/tokenizer.js";
-import { LoraConfig } from "../peft/config.js";
+import { AutoModelForCausalLM, contextLength, modelTypeOf, type CausalLM } from "../models/auto.js";
+import { AutoTokenizer, type AnyTokenizer } from "../models/auto-tokenizer.js";
+import { findChatTemplate, readChatTemplateFile } from "../models/chat-template.js";
+import { resolveModelDir } from "../models/hub.js";
+import { DEFAULT_TARGET_MODULES, LoraConfig } from "../peft/config.js";
 import { ADAPTER_WEIGHTS_NAME } from "../peft/format.js";
 import { checkLoraFits, getPeftModel, type PeftModel } from "../peft/model.js";
 import { Conv1D, Embedding, Linear } from "../nn/layers.js";
@@ -23,10 +25,16 @@ import { NonFiniteLossError, Trainer, TRAINER_DEFAULTS, type ScheduleName, type 
 
 /** A base model already loaded (the CLI loads it itself to name --model in its errors). */
 export interface LoadedBaseModel {
-  model: GPT2LMHeadModel;
-  tokenizer: GPT2Tokenizer;
-  /** The folder it came from: recorded in adapter_config.json; its template.txt is the default template. */
+  model: CausalLM;
+  tokenizer: AnyTokenizer;
+  /** The folder it came from: its template.txt is the default template. */
   dir: string;
+  /**
+   * The model as the user named it, recorded in adapter_config.json (base_model_name_or_path), as
+   * PEFT records the name given to from_pretrained: a Hugging Face name rather than its cache folder.
+   * Default: dir.
+   */
+  name?: string;
   /** The random stream the model was created with (its dropout): the run draws from it and checkpoints it. */
   generator: Generator;
 }
@@ -34,11 +42,15 @@ export interface LoadedBaseModel {
 export interface FineTuneOptions {
   /**
    * The base model: a folder in Hugging Face layout (config.json, model.safetensors, tokenizer
-   * files), or a function that loads one (called once, after the output folder is locked; what it
+   * files) of any model type AutoModelForCausalLM loads, a Hugging Face name in the local cache
+   * ("Qwen/Qwen2.5-0.5B"), or a function that loads one (called once, after the output folder is locked; what it
    * returns belongs to fineTune: the returned PeftModel wraps it).
    */
   model: string | (() => LoadedBaseModel | Promise<LoadedBaseModel>);
-  /** Training data, JSONL: {"instruction", "input"?, "output"} or {"text"} per line. */
+  /**
+   * Training data, JSONL, one form per file: {"instruction", "input"?, "output"} (Alpaca),
+   * {"messages": [...]} (chat: the loss on the assistant turns), {"prompt", "completion"} or {"text"}.
+   */
   data: string;
   /** The run folder: the adapter (unless adapterDir), metrics.jsonl, loss.svg/png, checkpoints/ (unless checkpoints: false). */
   out: string;
@@ -53,7 +65,12 @@ export interface FineTuneOptions {
    * template the model folder ships (template.txt) when it has one, else Alpaca's.
    */
   template?: TemplateSpec;
-  /** Longest example in tokens (default: the model's n_positions). */
+  /**
+   * Chat data: a chat template file (.jinja, or JSON with a "chat_template" field) instead of the
+   * one the model folder ships.
+   */
+  chatTemplateFile?: string;
+  /** Longest example in tokens (default: the model's context length, at most 1024, TRL's default max_length). */
   maxLength?: number;
   /** Concatenate examples into blocks of maxLength tokens instead of padding each batch. */
   packing?: boolean;
@@ -63,7 +80,10 @@ export interface FineTuneOptions {
   alpha?: number;
   /** Dropout on the adapter's input (default 0.05). */
   dropout?: number;
-  /** Module names to adapt (default ["c_attn", "c_proj"]), or "all-linear". */
+  /**
+   * Module names to adapt, or "all-linear". Default: ["c_attn", "c_proj"] for GPT-2, PEFT's
+   * default targets for the other model types (q_proj, v_proj for the Llama family).
+   */
   target?: readonly string[] | "all-linear";
   rslora?: boolean;
   /** Optimizer steps (give steps or epochs; default: 1 epoch). */
@@ -115,21 +135,23 @@ export interface FineTuneOptions {
 export type TemplateSource = "option" | "model" | "alpaca";
 
 export interface FineTuneStart {
-  model: PeftModel<GPT2LMHeadModel>;
-  tokenizer: GPT2Tokenizer;
+  model: PeftModel<CausalLM>;
+  tokenizer: AnyTokenizer;
   trainer: Trainer;
   data: LoadedData;
   device: string;
-  /** The template used and where it came from (a path when it is the model folder's file). */
+  /** The prompt template (Alpaca data) and where it came from (a path when it is the model folder's file). */
   template: { spec: TemplateSpec; source: TemplateSource; path?: string };
+  /** Chat data: the chat template's file, given (chatTemplateFile) or the model folder's; null for other data. */
+  chatTemplate: { source: "option" | "model"; path: string } | null;
   /** The checkpoint the run continues from, or null. */
   resumedFrom: string | null;
 }
 
 export interface FineTuneResult extends TrainResult {
   /** The trained model (base + adapter). The caller owns it: dispose() it when done. */
-  model: PeftModel<GPT2LMHeadModel>;
-  tokenizer: GPT2Tokenizer;
+  model: PeftModel<CausalLM>;
+  tokenizer: AnyTokenizer;
   /** The saved adapter's folder, or null when the run was stopped before the end. */
   adapterDir: string | null;
   /** The loss chart's files (svg, png). */
@@ -155,21 +177,33 @@ export function holdsRun(dir: string): boolean {
   return existsSync(join(dir, ADAPTER_WEIGHTS_NAME)) || listCheckpoints(join(dir, "checkpoints")).length > 0;
 }
 
-/** The defaults of FineTuneOptions (the CLI shows them in --help). */
+/** The defaults of FineTuneOptions (the CLI shows them in --help); target is GPT-2's (defaultTargets). */
 export const FINE_TUNE_DEFAULTS = {
   ...TRAINER_DEFAULTS,
   evalSplit: 0.05, r: 16, alpha: 32, dropout: 0.05, target: ["c_attn", "c_proj"] as readonly string[], batchSize: 4,
-  evalEvery: 100, checkpointEvery: 100, keepCheckpoints: 2, seed: 42,
+  evalEvery: 100, checkpointEvery: 100, keepCheckpoints: 2, seed: 42, maxLength: 1024,
 };
 
+/**
+ * The modules adapted when no target is given: GPT-2's attention and its output projection
+ * (c_attn, c_proj: lowrank's default since its first release), else PEFT's default for the model
+ * type (q_proj, v_proj for the Llama family).
+ */
+export function defaultTargets(modelType: string): readonly string[] {
+  if (modelType === "gpt2") return FINE_TUNE_DEFAULTS.target;
+  const targets = DEFAULT_TARGET_MODULES[modelType];
+  if (!targets) throw new Error(`fineTune: no default target modules for model type "${modelType}"; give target`);
+  return targets;
+}
+
 /** Module names LoRA can wrap, by last path segment, for error messages. */
-function wrappableNames(model: GPT2LMHeadModel): string[] {
+function wrappableNames(model: CausalLM): string[] {
   const names = model.namedModules().filter(([, m]) => m instanceof Linear || m instanceof Conv1D || m instanceof Embedding).map(([p]) => p.split(".").pop()!);
   return [...new Set(names)];
 }
 
 /** Every target must name a module (PEFT only complains when none does). */
-function checkTargets(targets: readonly string[] | "all-linear", model: GPT2LMHeadModel): string[] | "all-linear" {
+function checkTargets(targets: readonly string[] | "all-linear", model: CausalLM): string[] | "all-linear" {
   if (targets === "all-linear") return targets;
   const paths = model.namedModules().map(([p]) => p);
   const unknown = targets.filter((t) => !paths.some((p) => p === t || p.endsWith(`.${t}`)));
@@ -194,12 +228,20 @@ function comparableLoraConfig(config: LoraConfig): Record<string, unknown> {
   return rest;
 }
 
+/** The file the model folder's chat template is in, or undefined when it ships none. */
+function modelChatTemplatePath(dir: string): string | undefined {
+  const configPath = join(dir, "tokenizer_config.json");
+  const config = existsSync(configPath) ? (JSON.parse(readFileSync(configPath, "utf8")) as Record<string, unknown>) : {};
+  return findChatTemplate(dir, config)?.path;
+}
+
 async function loadBase(model: FineTuneOptions["model"], device: string | undefined, seed: number): Promise<LoadedBaseModel> {
   if (typeof model !== "string") return model();
   const generator = new Generator(seed);
-  const base = await GPT2LMHeadModel.fromPretrained(model, { device: device ?? (cudaAvailable() ? "cuda" : "cpu"), generator });
+  const dir = resolveModelDir(model, "fineTune");
+  const base = await AutoModelForCausalLM.fromPretrained(dir, { device: device ?? (cudaAvailable() ? "cuda" : "cpu"), generator });
   try {
-    return { model: base, tokenizer: GPT2Tokenizer.fromPretrained(model), dir: model, generator };
+    return { model: base, tokenizer: AutoTokenizer.fromPretrained(dir), dir, name: model, generator };
   } catch (err) {
     base.dispose();
     throw err;
@@ -231,27 +273,43 @@ async function fineTuneLocked(opts: FineTuneOptions): Promise<FineTuneResult> {
   }
   const resumeFrom = opts.resume !== undefined ? resolveResume(opts.resume, opts.out) : null;
 
-  const { model: base, tokenizer, dir: modelDir, generator } = await loadBase(opts.model, opts.device, seed);
-  let model: PeftModel<GPT2LMHeadModel> | null = null;
+  const { model: base, tokenizer, dir: modelDir, name: modelName, generator } = await loadBase(opts.model, opts.device, seed);
+  let model: PeftModel<CausalLM> | null = null;
   let trainer: Trainer | null = null;
   try {
-    const device = base.transformer.wte.weight.device;
-    const nPositions = base.config.nPositions;
-    const maxLength = opts.maxLength ?? nPositions;
-    if (maxLength > nPositions) throw new FineTuneOptionError("maxLength", (name) => `${name} ${maxLength} exceeds the model's n_positions (${nPositions})`);
-    const targetModules = checkTargets(opts.target ?? d.target, base);
+    const device = base.parameters()[0]!.device;
+    const modelType = modelTypeOf(base);
+    const context = contextLength(base);
+    const contextName = modelType === "gpt2" ? "n_positions" : "max_position_embeddings";
+    const maxLength = opts.maxLength ?? Math.min(context, d.maxLength);
+    if (maxLength > context) throw new FineTuneOptionError("maxLength", (name) => `${name} ${maxLength} exceeds the model's ${contextName} (${context})`);
+    const targetModules = checkTargets(opts.target ?? defaultTargets(modelType), base);
     const template = chooseTemplate(opts.template, modelDir);
     resolveTemplate(template.spec); // a bad template fails here, before the data is read
+    const chatTemplateText = opts.chatTemplateFile === undefined ? undefined : readChatTemplateFile(opts.chatTemplateFile);
 
+    // Chat records need a chat template: a base model's tokenizer has none.
+    const checkFormat = (format: string) => {
+      if (format !== "chat" || chatTemplateText !== undefined || tokenizer.chatTemplate !== undefined) return;
+      throw new FineTuneOptionError("chatTemplateFile", (name) =>
+        `${opts.data} holds chat records ({"messages"}) but the tokenizer in ${modelDir} has no chat template (no chat_template.jinja, ` +
+          `no chat_template in tokenizer_config.json: a base model rather than an instruct/chat one); give a template with ${name}, or use the instruct model`);
+    };
     const data = await loadInstructionData(opts.data, tokenizer, {
-      maxLength, template: template.spec, seed,
+      maxLength, template: template.spec, seed, chatTemplate: chatTemplateText, onFormat: checkFormat,
       ...(opts.evalFile !== undefined ? { evalFile: opts.evalFile } : { evalFraction: opts.evalSplit ?? d.evalSplit }),
     });
+    let chatTemplate: FineTuneStart["chatTemplate"] = null;
+    if (data.format === "chat") {
+      const shipped = opts.chatTemplateFile === undefined ? modelChatTemplatePath(modelDir) : undefined;
+      chatTemplate = opts.chatTemplateFile !== undefined ? { source: "option", path: opts.chatTemplateFile } : shipped ? { source: "model", path: shipped } : null;
+    }
 
     const config = new LoraConfig({
       taskType: "CAUSAL_LM", r: opts.r ?? d.r, loraAlpha: opts.alpha ?? d.alpha, loraDropout: opts.dropout ?? d.dropout, targetModules,
-      // GPT-2's projections are Conv1D (weights stored in×out), which PEFT's fan_in_fan_out describes.
-      fanInFanOut: true, useRslora: opts.rslora ?? false, baseModelNameOrPath: modelDir,
+      // GPT-2's projections are Conv1D (weights stored in×out), which PEFT's fan_in_fan_out
+      // describes; the Llama family's are nn.Linear.
+      fanInFanOut: modelType === "gpt2", useRslora: opts.rslora ?? false, baseModelNameOrPath: modelName ?? modelDir,
     });
     checkLoraFits(base, config, { copies: 4, purpose: "for training (its weights, their gradients and AdamW's two moments)" });
     model = getPeftModel(base, config, "default", { generator, onWarning: opts.onWarning });
@@ -283,7 +341,7 @@ async function fineTuneLocked(opts: FineTuneOptions): Promise<FineTuneResult> {
       chartDrawn = performance.now();
     });
     if (resumeFrom) trainer.restore(resumeFrom);
-    opts.onStart?.({ model, tokenizer, trainer, data, device, template, resumedFrom: resumeFrom });
+    opts.onStart?.({ model, tokenizer, trainer, data, device, template, chatTemplate, resumedFrom: resumeFrom });
 
     let result: TrainResult;
     try {

@@ -26,7 +26,7 @@ Napi::Value FindBadId(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), double(first));
 }
 
-// embeddingGather({ ids, n, weight, vocab, dim, out })
+// embeddingGather({ ids, n, weight, vocab, dim, out, dtype }): dtype (of weight) float32 or bfloat16.
 Napi::Value Gather(const Napi::CallbackInfo& info) {
   Args a(info, "embeddingGather");
   const char* op = a.op;
@@ -34,10 +34,16 @@ Napi::Value Gather(const Napi::CallbackInfo& info) {
   int64_t n = a.integer("n"), vocab = a.integer("vocab"), dim = a.integer("dim");
   check_sizes(op, n, vocab, dim);
   ids.need(n * 4, op);
-  weight.need(vocab * dim * 4, op);
+  const DType t = a.dtype("dtype");
+  if (t == DType::I32) a.fail_field("dtype", "must be float32 or bfloat16");
+  weight.need(vocab * dim * dtype_size(t), op);
   out.need(n * dim * 4, op);
-  LR_DISPATCH(same_device(op, {&ids, &weight, &out}),
-              embedding_gather_f32(ids.as<int32_t>(), n, weight.as<float>(), vocab, dim, out.as<float>()));
+  if (t == DType::BF16)
+    LR_DISPATCH(same_device(op, {&ids, &weight, &out}),
+                embedding_gather_bf16(ids.as<int32_t>(), n, weight.as<uint16_t>(), vocab, dim, out.as<float>()));
+  else
+    LR_DISPATCH(same_device(op, {&ids, &weight, &out}),
+                embedding_gather_f32(ids.as<int32_t>(), n, weight.as<float>(), vocab, dim, out.as<float>()));
   return info.Env().Undefined();
 }
 

@@ -1,4 +1,4 @@
-// Binding for native/ops/matmul.h: the batched float32 GEMM behind matmul, linear and Conv1D.
+// Binding for native/ops/matmul.h: the batched GEMM behind matmul, linear and Conv1D.
 #include "../ops/matmul.h"
 #include "common.h"
 
@@ -6,14 +6,15 @@ namespace lowrank {
 namespace binding {
 namespace {
 
-// Bytes a batch of row-major matrices (rows × cols, row stride ld) spans.
-size_t span(int64_t rows, int64_t cols, int64_t ld, int64_t batch_stride, int64_t batch) {
+// Bytes a batch of row-major matrices (rows × cols, row stride ld) of `elem`-byte elements spans.
+size_t span(int64_t rows, int64_t cols, int64_t ld, int64_t batch_stride, int64_t batch, size_t elem = sizeof(float)) {
   if (rows == 0 || cols == 0 || batch == 0) return 0;
-  return static_cast<size_t>((batch - 1) * batch_stride + (rows - 1) * ld + cols) * sizeof(float);
+  return static_cast<size_t>((batch - 1) * batch_stride + (rows - 1) * ld + cols) * elem;
 }
 
-// gemm({ transA, transB, m, n, k, alpha, a, lda, strideA, b, ldb, strideB, beta, c, ldc, strideC, batch }):
+// gemm({ transA, transB, m, n, k, alpha, a, lda, strideA, b, ldb, strideB, beta, c, ldc, strideC, batch, dtype }):
 // c = alpha·op(a)·op(b) + beta·c for each of `batch` matrices, row-major with leading dimensions ld*.
+// dtype (of a and b) is float32 or bfloat16; c is float32.
 Napi::Value Gemm(const Napi::CallbackInfo& info) {
   Args args(info, "gemm");
   const char* op = args.op;
@@ -27,11 +28,18 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   float beta = float(args.num("beta"));
   Buf c = args.view("c");
   int64_t ldc = args.integer("ldc"), sc = args.integer("strideC"), batch = args.size("batch");
-  a.need(ta ? span(k, m, lda, sa, batch) : span(m, k, lda, sa, batch), op);
-  b.need(tb ? span(n, k, ldb, sb, batch) : span(k, n, ldb, sb, batch), op);
+  const DType t = args.dtype("dtype");
+  if (t == DType::I32) args.fail_field("dtype", "must be float32 or bfloat16");
+  const size_t elem = dtype_size(t);
+  a.need(ta ? span(k, m, lda, sa, batch, elem) : span(m, k, lda, sa, batch, elem), op);
+  b.need(tb ? span(n, k, ldb, sb, batch, elem) : span(k, n, ldb, sb, batch, elem), op);
   c.need(span(m, n, ldc, sc, batch), op);
-  LR_DISPATCH(same_device(op, {&a, &b, &c}), gemm_f32(ta, tb, m, n, k, alpha, a.as<float>(), lda, sa, b.as<float>(), ldb, sb,
-                                                      beta, c.as<float>(), ldc, sc, batch));
+  if (t == DType::BF16)
+    LR_DISPATCH(same_device(op, {&a, &b, &c}), gemm_bf16(ta, tb, m, n, k, alpha, a.as<uint16_t>(), lda, sa, b.as<uint16_t>(),
+                                                         ldb, sb, beta, c.as<float>(), ldc, sc, batch));
+  else
+    LR_DISPATCH(same_device(op, {&a, &b, &c}), gemm_f32(ta, tb, m, n, k, alpha, a.as<float>(), lda, sa, b.as<float>(), ldb, sb,
+                                                        beta, c.as<float>(), ldc, sc, batch));
   return info.Env().Undefined();
 }
 

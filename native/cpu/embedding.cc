@@ -31,6 +31,16 @@ void embedding_gather_f32(const int32_t* ids, int64_t n, const float* weight, in
   });
 }
 
+void embedding_gather_bf16(const int32_t* ids, int64_t n, const uint16_t* weight, int64_t vocab, int64_t dim, float* out) {
+  parallel_for(n, std::max<int64_t>(1, kComputeGrain / std::max<int64_t>(dim, 1)), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      float* dst = out + i * dim;
+      const uint16_t* src = valid(ids[i], vocab) ? weight + ids[i] * dim : nullptr;
+      for (int64_t j = 0; j < dim; ++j) dst[j] = src ? bf16_to_f32(src[j]) : 0.0f;
+    }
+  });
+}
+
 // Threads split the columns, not the ids: each walks every id in order over its own columns, so a
 // repeated id is summed in order of position without locks or atomics, whatever the thread count.
 void embedding_scatter_add_f32(const int32_t* ids, int64_t n, const float* grad, int64_t vocab, int64_t dim,

@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <new>
+#include <vector>
 
 #include "../ops/matmul.h"
 #include "matmul_kernels.h"
@@ -235,6 +236,29 @@ void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float
     parallel_threads(run);
   else
     run(0, 1);
+}
+
+// bf16 operands widened to float32 over the span gemm reads (same layout, so the strides carry
+// over), then gemm_f32: exact products of bf16 values, float32 sums. Issue 14 brings a kernel that
+// converts in registers instead of through these buffers.
+namespace {
+std::vector<float> widened(const uint16_t* x, int64_t rows, int64_t cols, int64_t ld, int64_t batch_stride, int64_t batch) {
+  const int64_t span = rows == 0 || cols == 0 || batch == 0 ? 0 : (batch - 1) * batch_stride + (rows - 1) * ld + cols;
+  std::vector<float> out(size_t(std::max<int64_t>(span, 0)));
+  parallel_for(span, 1 << 16, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) out[size_t(i)] = bf16_to_f32(x[i]);
+  });
+  return out;
+}
+}  // namespace
+
+void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t* a, int64_t lda,
+               int64_t batch_stride_a, const uint16_t* b, int64_t ldb, int64_t batch_stride_b, float beta, float* c,
+               int64_t ldc, int64_t batch_stride_c, int64_t batch) {
+  const std::vector<float> a32 = trans_a ? widened(a, k, m, lda, batch_stride_a, batch) : widened(a, m, k, lda, batch_stride_a, batch);
+  const std::vector<float> b32 = trans_b ? widened(b, n, k, ldb, batch_stride_b, batch) : widened(b, k, n, ldb, batch_stride_b, batch);
+  gemm_f32(trans_a, trans_b, m, n, k, alpha, a32.data(), lda, batch_stride_a, b32.data(), ldb, batch_stride_b, beta, c, ldc,
+           batch_stride_c, batch);
 }
 
 }  // namespace cpu

@@ -18,10 +18,14 @@ __global__ void find_bad_id_kernel(const int32_t* ids, int64_t n, int64_t vocab,
     if (!valid(ids[i], vocab)) atomicMin(first, static_cast<unsigned long long>(i));
 }
 
-__global__ void gather_kernel(const int32_t* ids, int64_t n, const float* weight, int64_t vocab, int64_t dim, float* out) {
+__device__ float widen(float x) { return x; }
+__device__ float widen(uint16_t x) { return bf16_to_f32(x); }
+
+template <typename T>
+__global__ void gather_kernel(const int32_t* ids, int64_t n, const T* weight, int64_t vocab, int64_t dim, float* out) {
   for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n * dim; e += (int64_t)blockDim.x * gridDim.x) {
     int32_t id = ids[e / dim];
-    out[e] = valid(id, vocab) ? weight[id * dim + e % dim] : 0.0f;
+    out[e] = valid(id, vocab) ? widen(weight[id * dim + e % dim]) : 0.0f;
   }
 }
 
@@ -94,6 +98,12 @@ void embedding_gather_f32(const int32_t* ids, int64_t n, const float* weight, in
   if (n * dim == 0) return;
   gather_kernel<<<grid_for(n * dim, kThreads), kThreads, 0, current_stream()>>>(ids, n, weight, vocab, dim, out);
   LR_CUDA_LAUNCH_CHECK("embedding_gather_f32");
+}
+
+void embedding_gather_bf16(const int32_t* ids, int64_t n, const uint16_t* weight, int64_t vocab, int64_t dim, float* out) {
+  if (n * dim == 0) return;
+  gather_kernel<<<grid_for(n * dim, kThreads), kThreads, 0, current_stream()>>>(ids, n, weight, vocab, dim, out);
+  LR_CUDA_LAUNCH_CHECK("embedding_gather_bf16");
 }
 
 void embedding_scatter_add_f32(const int32_t* ids, int64_t n, const float* grad, int64_t vocab, int64_t dim,

@@ -52,5 +52,18 @@ void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float
              "cublasSgemmStridedBatched");
 }
 
+// bf16 A and B, float32 C and accumulation (tensor cores).
+void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t* a, int64_t lda,
+               int64_t batch_stride_a, const uint16_t* b, int64_t ldb, int64_t batch_stride_b, float beta, float* c,
+               int64_t ldc, int64_t batch_stride_c, int64_t batch) {
+  if (m == 0 || n == 0 || batch == 0) return;
+  check_blas(cublasGemmStridedBatchedEx(handle(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                        static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), &alpha, b, CUDA_R_16BF,
+                                        static_cast<int>(ldb), batch_stride_b, a, CUDA_R_16BF, static_cast<int>(lda),
+                                        batch_stride_a, &beta, c, CUDA_R_32F, static_cast<int>(ldc), batch_stride_c,
+                                        static_cast<int>(batch), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+             "cublasGemmStridedBatchedEx (bf16)");
+}
+
 }  // namespace cuda
 }  // namespace lowrank

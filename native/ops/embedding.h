@@ -10,6 +10,9 @@
      [0, vocab) yields a row of zeros instead of a read out of bounds. */                             \
   void embedding_gather_f32(const int32_t* ids, int64_t n, const float* weight, int64_t vocab, int64_t dim, \
                             float* out);                                                              \
+  /* The same from a bfloat16 table (raw bf16 bits, a frozen weight), widened to float32 rows. */    \
+  void embedding_gather_bf16(const int32_t* ids, int64_t n, const uint16_t* weight, int64_t vocab,      \
+                             int64_t dim, float* out);                                                \
   /* dweight[ids[i], :] += grad[i, :] for i < n, accumulating into dweight; invalid ids are skipped.  \
      Deterministic on both backends: every element adds its contributions in order of i, so the CPU  \
      and CUDA twins agree bit for bit and repeated ids never race. */                                 \

@@ -10,6 +10,13 @@
   void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,            \
                 const float* a, int64_t lda, int64_t batch_stride_a, const float* b, int64_t ldb,    \
                 int64_t batch_stride_b, float beta, float* c, int64_t ldc, int64_t batch_stride_c,   \
-                int64_t batch);
+                int64_t batch);                                                                      \
+  /* The same product with bfloat16 operands a and b (raw bf16 bits) and a float32 C: products  \
+     of bf16 values accumulate in float32 (tensor cores on CUDA; the CPU widens to float32 and   \
+     runs gemm_f32), as PyTorch's autocast matmuls do. Used for frozen bf16 weights. */          \
+  void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,           \
+                 const uint16_t* a, int64_t lda, int64_t batch_stride_a, const uint16_t* b,         \
+                 int64_t ldb, int64_t batch_stride_b, float beta, float* c, int64_t ldc,            \
+                 int64_t batch_stride_c, int64_t batch);
 
 LOWRANK_DECLARE_BACKEND(LOWRANK_GEMM_OPS)

@@ -71,7 +71,7 @@ describe("lowrank generate --json", () => {
     const ids = expected(3);
     expect(ids).not.toContain(tok.eosTokenId);
     expect(a).toEqual({
-      prompt: "Move the first word to the end.", input: "net,button,moon", promptText, promptTokenIds: tok.encode(promptText),
+      prompt: "Move the first word to the end.", input: "net,button,moon", chatTemplate: null, promptText, promptTokenIds: tok.encode(promptText),
       text: tok.decode(ids, { skipSpecialTokens: true }), tokenIds: ids, stopReason: "max-new-tokens",
     });
     // 1000 new tokens do not fit 128 positions: it ends at the end-of-text token or when the positions are used up

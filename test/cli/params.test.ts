@@ -4,6 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { readSafetensors } from "../../lib/io/safetensors.js";
 import { buildCli, makeTinyModel, runCli } from "./helpers.js";
 
 let cli: { main: string; cleanup: () => void };
@@ -49,13 +50,46 @@ describe("lowrank params", () => {
   });
 
   it.each([
+    // the published totals (tied embeddings once); q_proj,v_proj (PEFT's default) at r=8: per layer
+    // 8·(in + out) for each, q hidden→heads·head_dim, v hidden→kv_heads·head_dim
+    ["smollm2-135m", "Llama (preset smollm2-135m): 134,515,008 parameters, 30 layers, hidden 576, 9 heads (3 key/value), vocab 49,152", 30 * 8 * (576 + 576 + 576 + 192)],
+    ["qwen2.5-0.5b", "Qwen2 (preset qwen2.5-0.5b): 494,032,768 parameters, 24 layers, hidden 896, 14 heads (2 key/value), vocab 151,936", 24 * 8 * (896 + 896 + 896 + 128)],
+    ["llama-3.2-1b", "Llama (preset llama-3.2-1b): 1,235,814,400 parameters, 16 layers, hidden 2048, 32 heads (8 key/value), vocab 128,256", 16 * 8 * (2048 + 2048 + 2048 + 512)],
+  ])("--config %s prints the model's published total and LoRA on PEFT's default targets", async (preset, header, trainable) => {
+    const r = await runCli(cli.main, ["params", "--config", preset, "--ranks", "8", "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout) as { model: { parameters: number }; rows: { targets: string; trainable: number; all: number }[] };
+    expect(out.rows).toEqual([expect.objectContaining({ targets: "q_proj,v_proj", trainable, all: out.model.parameters + trainable })]);
+    const table = await runCli(cli.main, ["params", "--config", preset, "--ranks", "8", "--target", "all-linear"]);
+    expect(table.code, table.stderr).toBe(0);
+    expect(table.stdout.split("\n")[0]).toBe(header);
+  });
+
+  it("--model reads a Llama-family config.json: the parameters its safetensors hold, and its module names as targets", async () => {
+    const dir = "test/fixtures/chat-tiny";
+    const r = await runCli(cli.main, ["params", "--model", dir, "--ranks", "2", "--target-sets", "q_proj,k_proj;all-linear", "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout) as { model: { modelType: string; parameters: number }; rows: { targets: string; modules: number; trainable: number }[] };
+    const weights = readSafetensors(join(dir, "model.safetensors")).entries.reduce((n, e) => n + e.shape.reduce((a, b) => a * b, 1), 0);
+    expect(out.model).toMatchObject({ modelType: "qwen3", parameters: weights });
+    // hidden 32, 4 heads and 2 key/value heads of 16, intermediate 64, 2 layers
+    expect(out.rows.map((x) => [x.targets, x.modules, x.trainable])).toEqual([
+      ["q_proj,k_proj", 4, 2 * (2 * (32 + 64) + 2 * (32 + 32))],
+      ["all-linear", 14, 2 * (2 * (32 + 64) + 2 * 2 * (32 + 32) + 2 * (64 + 32) + 2 * 2 * (32 + 64) + 2 * (64 + 32))],
+    ]);
+    const bad = await runCli(cli.main, ["params", "--model", dir, "--target", "c_attn"]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/^lowrank params: --target: no module named "c_attn" in the model; modules LoRA can wrap: embed_tokens, q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj/);
+  });
+
+  it.each([
     [["--ranks", "4,x"], 2, /option '--ranks <list>' argument '4,x' is invalid\. "x" is not a rank/],
     [["--ranks", "8,8"], 2, /rank 8 is listed twice/],
     [["--target", "c_atn,c_proj"], 2, /^lowrank params: --target: no module named "c_atn" in the model; modules LoRA can wrap: .*c_attn/],
     [["--target-sets", "c_attn;;c_proj"], 2, /option '--target-sets <sets>' argument .* is invalid/],
     [["--target", "c_attn", "--target-sets", "c_attn"], 2, /cannot be used with/],
-    [["--model", "test/fixtures/gpt2-tiny", "--config", "tiny"], 2, /option '--model <dir>' cannot be used with option '--config <preset>'/],
-    [["--config", "7b"], 2, /argument '7b' is invalid\. Allowed choices are 124m, 355m, 774m, 1558m, tiny/],
+    [["--model", "test/fixtures/gpt2-tiny", "--config", "tiny"], 2, /option '--model <dir\|name>' cannot be used with option '--config <preset>'/],
+    [["--config", "7b"], 2, /argument '7b' is invalid\. Allowed choices are 124m, 355m, 774m, 1558m, tiny, smollm2-135m, qwen2\.5-0\.5b, llama-3\.2-1b/],
     [["--model", "no/such/dir"], 1, /^lowrank params: --model no\/such\/dir: no such directory/],
     [["--model", "test/fixtures"], 1, /^lowrank params: --model test\/fixtures: no config\.json in it/],
     // sizes no memory holds: named in the user's terms, not by an internal function

@@ -1,12 +1,14 @@
 // Every lowrank command the README shows runs as written against the bundled model and data, in
 // the README's order (later commands use what earlier ones wrote, e.g. runs/demo). `npx lowrank`
 // and `npm run demo` are the package's bin and demo script: here they run the CLI bundled from
-// the current sources (`node <bundle>`). The one liberty taken: LOWRANK_MAX_STEPS (a documented
-// setting) caps the CLI's training steps so the commands run in about a minute. The TypeScript
+// the current sources (`node <bundle>`). Two liberties taken: LOWRANK_MAX_STEPS (a documented
+// setting) caps the CLI's training steps so the commands run in about a minute, and the chat
+// model the README names from the Hugging Face cache is test/fixtures/chat-tiny, in a temporary
+// cache (HF_HUB_CACHE) under that name. The TypeScript
 // examples run as written too (importing the sources for "lowrank"), and print what their
 // comments say.
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -14,6 +16,8 @@ import { buildCli, cliEnv } from "./helpers.js";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 const MAX_STEPS = "30";
+/** The Hugging Face model the README's chat example names; chat-tiny stands in for it. */
+const CHAT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct";
 
 /** Splits a command line into words as a POSIX shell would for the quoting the README uses. */
 export function shellWords(line: string): string[] {
@@ -69,6 +73,10 @@ beforeAll(async () => {
   cli = await buildCli();
   cwd = mkdtempSync(join(tmpdir(), "lowrank-readme-"));
   symlinkSync(join(ROOT, "data"), join(cwd, "data"));
+  const repo = join(cwd, "hf-cache", `models--${CHAT_MODEL.replace("/", "--")}`), hash = "0".repeat(40);
+  mkdirSync(join(repo, "refs"), { recursive: true });
+  writeFileSync(join(repo, "refs", "main"), hash);
+  cpSync(join(ROOT, "test/fixtures/chat-tiny"), join(repo, "snapshots", hash), { recursive: true });
 });
 afterAll(() => {
   cli?.cleanup();
@@ -130,16 +138,20 @@ describe("the README's commands", () => {
     for (const command of commands) {
       const words = shellWords(command);
       const args = words[0] === "npx" ? words.slice(2) : ["demo", ...words.slice(3).filter((w, i) => !(i === 0 && w === "--"))];
-      const r = spawnSync(process.execPath, [cli.main, ...args], { cwd, env: cliEnv({ LOWRANK_MAX_STEPS: MAX_STEPS }), encoding: "utf8", timeout: 300_000 });
+      const env = cliEnv({ LOWRANK_MAX_STEPS: MAX_STEPS, HF_HUB_CACHE: join(cwd, "hf-cache") });
+      const r = spawnSync(process.execPath, [cli.main, ...args], { cwd, env, encoding: "utf8", timeout: 300_000 });
       expect(r.status, `${command}\n${r.stderr}`).toBe(0);
       expect(r.stdout.length, command).toBeGreaterThan(0);
       // without --template, train and generate use the template the model ships, and say so
-      if (/^npx lowrank (train|generate) /.test(command)) expect(r.stdout + r.stderr).toContain("prompt template: data/demo/model/template.txt (shipped with the model");
+      // (the chat model's commands: its chat template)
+      const chat = /--model (HuggingFaceTB|runs\/chat)/.test(command);
+      if (/^npx lowrank (train|generate) /.test(command) && !chat) expect(r.stdout + r.stderr).toContain("prompt template: data/demo/model/template.txt (shipped with the model");
+      if (/^npx lowrank (train|generate) /.test(command) && chat) expect(r.stdout + r.stderr).toMatch(/chat template: .*chat_template\.jinja \(shipped with the model/);
     }
     // what the commands wrote, where the README says
     for (const path of [
       "demo-output/adapter/adapter_model.safetensors", "runs/demo/adapter_model.safetensors", "runs/demo/metrics.jsonl", "runs/demo-merged/model.safetensors",
-      "runs/sweep/summary.json", "runs/sweep/loss-curves.png",
+      "runs/sweep/summary.json", "runs/sweep/loss-curves.png", "runs/chat/adapter_model.safetensors", "runs/chat-merged/model.safetensors", "runs/chat-merged/chat_template.jinja",
     ]) {
       expect(existsSync(join(cwd, path)), path).toBe(true);
     }

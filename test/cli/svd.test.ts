@@ -5,6 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { getPeftModel, GPT2LMHeadModel, LoraConfig } from "../../lib/index.js";
+import { readSafetensors, toTensor } from "../../lib/io/safetensors.js";
+import { LlamaForCausalLM } from "../../lib/models/llama/model.js";
 import { decodePng } from "../plot/decode-png.js";
 import { makeRankTwoPair, TINY } from "../analysis/pair.js";
 import { buildCli, runCli } from "./helpers.js";
@@ -52,6 +54,36 @@ describe("lowrank svd", () => {
       expect(decodePng(readFileSync(`${prefix}-${kind}.png`)).width).toBe(1000);
       expect(readFileSync(`${prefix}-${kind}.svg`, "utf8")).toContain("<svg");
     }
+  });
+
+  it("--adapter on a Llama-family model: its module names, and ‖ΔW‖/‖W‖ against the base weights as the checkpoint stores them", async () => {
+    const model = "test/fixtures/chat-tiny";
+    const dir = join(tmp, "llama-adapter");
+    // nn.Linear's init for A and B (not PEFT's B = 0), so ΔW is not zero
+    const peft = getPeftModel(await LlamaForCausalLM.fromPretrained(model), new LoraConfig({ r: 2, loraAlpha: 4, targetModules: ["q_proj", "v_proj"], initLoraWeights: false }));
+    await peft.savePretrained(dir);
+    const lora = peft.loraLayers.get("model.layers.1.self_attn.v_proj")!;
+    const [A, B] = lora.parametersOf("default").map((t) => ({ shape: t.shape, data: t.dataSync() }));
+    peft.dispose();
+    const r = await runCli(cli.main, ["svd", "--adapter", dir, "--model", model, "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout) as { layers: { name: string; shape: number[]; r: number; relativeNorm: number }[] };
+    expect(out.layers.map((l) => l.name)).toEqual(["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj", "model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.v_proj"]);
+    // ‖s·B·A‖_F / ‖W‖_F of layer 1's v_proj (32 in, 2 key/value heads of 16 out), from the factors and the file
+    const [out_, r_] = B!.shape as [number, number], in_ = A!.shape[1]!;
+    let dw = 0;
+    for (let i = 0; i < out_; i++) {
+      for (let j = 0; j < in_; j++) {
+        let v = 0;
+        for (let k = 0; k < r_; k++) v += B!.data[i * r_ + k]! * A!.data[k * in_ + j]!;
+        dw += (2 * v) ** 2; // s = alpha / r = 2
+      }
+    }
+    const w = readSafetensors(join(model, "model.safetensors")).entries.find((e) => e.name === "model.layers.1.self_attn.v_proj.weight")!;
+    const ww = Float32Array.from(toTensor(w).dataSync()).reduce((s, x) => s + x * x, 0);
+    const layer = out.layers.at(-1)!;
+    expect(layer.shape).toEqual([out_, in_]);
+    expect(layer.relativeNorm).toBeCloseTo(Math.sqrt(dw / ww), 5);
   });
 
   it("--base/--tuned: finds the known rank-2 update of each c_attn (2 nonzero singular values, r99 = 2)", async () => {

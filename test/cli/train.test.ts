@@ -35,7 +35,8 @@ describe("lowrank train", () => {
     expect(r.code).toBe(0);
     const lines = r.stdout.split("\n");
     expect(lines[0]).toMatch(/^trainable params: [\d,]+ \|\| all params: [\d,]+ \|\| trainable%: \d+\.\d{4}$/);
-    expect(lines[1]).toBe("training on 38 examples (eval: 2) for 6 steps on cpu");
+    expect(lines[1]).toBe('data: Alpaca records ({"instruction", "input", "output"}), the loss on the output and EOS');
+    expect(lines[2]).toBe("training on 38 examples (eval: 2) for 6 steps on cpu");
     expect(r.stdout).toMatch(/^step 1\/6 \(16%\) \| loss \d+\.\d{4} \| lr 1\.00e-2 \| grad norm \d+\.\d{3} \| [\d,]+ tok\/s \| elapsed \d:\d\d \| ETA \d:\d\d$/m);
     expect(r.stdout).toMatch(/^step 3: eval loss \d+\.\d{4}$/m);
     expect(r.stdout).toContain(`step 6: checkpoint saved to ${join(out, "checkpoints", "step-6")}`);
@@ -69,7 +70,7 @@ describe("lowrank train", () => {
 
   it("bad command lines exit with 2 and say what is wrong", async () => {
     const cases: [string[], RegExp][] = [
-      [["train", "--data", ws.data, "--out", newOut()], /error: required option '--model <dir>' not specified/],
+      [["train", "--data", ws.data, "--out", newOut()], /error: required option '--model <dir\|name>' not specified/],
       [base(newOut(), "--epochs", "2"), /^lowrank train: give --steps or --epochs, not both$/m],
       [base(newOut(), "--lr", "fast"), /error: option '--lr <x>' argument 'fast' is invalid\. expected a number in \(0, Infinity\]\./],
       [base(newOut(), "--schedule", "cyclic"), /argument 'cyclic' is invalid\. expected one of constant, linear, cosine\./],

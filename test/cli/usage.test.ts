@@ -52,8 +52,9 @@ describe("without the native addon", () => {
   });
 
   it.each([
-    ["missing", missing, /^lowrank (\w+): the native addon is not built \(looked for .*no-build.*\)\. Run "npm install"/],
-    ["broken", broken, /^lowrank (\w+): the native addon at .*broken-build.*lowrank\.node failed to load: .*rebuild with "npm run build:native"/],
+    // an explicit LOWRANK_BUILD_DIR is the only place looked (no fallback to the prebuilt addon)
+    ["missing", missing, /^lowrank (\w+): no native addon could be loaded; tried \S*no-build\/Release\/lowrank_cuda\.node \(not there\); \S*no-build\/Release\/lowrank\.node \(not there\)\. Run "npm rebuild lowrank"/],
+    ["broken", broken, /^lowrank (\w+): no native addon could be loaded; tried \S*broken-build\/Release\/lowrank\.node \(.*(invalid ELF header|file too short)\)\. Run "npm rebuild lowrank"/],
   ])("commands that compute say the addon is %s in one line and exit 1", (_, env, message) => {
     for (const args of [["info"], ["demo", "--steps", "1"], ["train", "--model", "m", "--data", "d.jsonl", "--out", join(tmp, "out")]]) {
       const r = run(args, env());

@@ -71,10 +71,19 @@ const ROWS: Row[] = [
     run: ([x, w, b]) => ops.linear(x!, w!, b!) },
   { family: "matmul", name: "conv1dLinear [5,768] by [768,2304] + bias (GPT-2 c_attn)", inputs: [f([5, 768], 18), f([768, 2304], 19, 0.02), f([2304], 20)],
     run: ([x, w, b]) => ops.conv1dLinear(x!, w!, b!), tol: 1e-4 },
+  // bfloat16 (frozen) weights, as `dtype: "bfloat16"` models hold them: x and dY rounded to bf16,
+  // bf16 tensor-core GEMM with float32 sums on CUDA, float32 GEMM of the same bf16 values on the CPU
+  { family: "matmul", name: "linear [2,37,65] by bf16 [129,65] + bias", inputs: [f([2, 37, 65], 15), { shape: [129, 65], seed: 16, grad: false }, f([129], 17)],
+    run: ([x, w, b], device) => ops.linear(x!, w!.to(device, "bfloat16"), b!), tol: 1e-5 },
+  { family: "matmul", name: "conv1dLinear [5,768] by bf16 [768,2304] (GPT-2 c_attn)", inputs: [f([5, 768], 18), { shape: [768, 2304], seed: 19, scale: 0.02, grad: false }],
+    run: ([x, w], device) => ops.conv1dLinear(x!, w!.to(device, "bfloat16")), tol: 1e-5 },
   // ---- embedding: gather, and the scatter-add backward in order of position (bit for bit)
   { family: "embedding", name: "ids [4,25] (repeats) into [101,33]", exact: true,
     inputs: [ids(Array.from({ length: 100 }, (_, i) => (i % 4 === 0 ? 0 : (i * 37) % 101)), [4, 25]), f([101, 33], 21)],
     run: ([i, w]) => ops.embedding(i!, w!) },
+  { family: "embedding", name: "ids [3,9] into a bf16 table [50,64]", exact: true, noBackward: true,
+    inputs: [ids(Array.from({ length: 27 }, (_, i) => (i * 7) % 50), [3, 9]), { shape: [50, 64], seed: 22, grad: false }],
+    run: ([i, w], device) => ops.embedding(i!, w!.to(device, "bfloat16")) },
   // ---- layernorm
   // ---- rope: Llama's rotation of q or k (a transposed view, as after the head split), KV-cache offset
   { family: "rope", name: "[2,3,7,16] from a [2,7,3,16] view, theta 500000, offset 5", inputs: [f([2, 7, 3, 16], 28)],

@@ -19,6 +19,7 @@ import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { full, Generator, info, rand, tensor, tidy, zeros, type Tensor } from "../../lib/index.js";
 import { native } from "../../lib/native/index.js";
+import { bf16BitsToF32, DTYPE_CODE, f32ToBf16Bits } from "../../lib/tensor/dtype.js";
 import { conv1dLinear, linear, matmul } from "../../lib/ops/matmul.js";
 import { expand } from "../../lib/ops/shape.js";
 import { expectClose, gradcheck, randomValues, relError } from "../helpers.js";
@@ -224,6 +225,39 @@ describe("linear and conv1dLinear", () => {
     });
   });
 
+  // A bfloat16 weight is multiplied as autocast does: x (and dY in the backward) rounded to bf16,
+  // float32 products and sums. The reference rounds the same inputs and sums in float64; the CPU
+  // widens to float32 exactly, so only float32 summation separates them (1e-5 relative).
+  it("bfloat16 weights: x and dY rounded to bf16, float32 output and dX; frozen; bias in float32", () => {
+    const bf = (v: number[]) => v.map((x) => bf16BitsToF32(f32ToBf16Bits(x)));
+    tidy(() => {
+      for (const outIn of [true, false]) {
+        const x = t([3, 5, 33], 61), w32 = outIn ? t([17, 33], 62) : t([33, 17], 62), b = t([17], 63);
+        const w = w32.to("cpu", "bfloat16");
+        x.requiresGrad = true;
+        const y = outIn ? linear(x, w, b) : conv1dLinear(x, w, b);
+        expect(y.dtype).toBe("float32");
+        const wIO = outIn ? values(w.to("cpu", "float32").transpose(0, 1).contiguous()) : values(w.to("cpu", "float32"));
+        expectClose(y, refAffine(bf(values(x)), 15, wIO, 33, 17, values(b)), 1e-5);
+        const g = t([3, 5, 17], 64);
+        y.backward(g);
+        // dX = bf16(dY)·Wᵀ
+        const gx: number[] = [], gv = bf(values(g));
+        for (let r = 0; r < 15; r++) for (let p = 0; p < 33; p++) {
+          let acc = 0;
+          for (let j = 0; j < 17; j++) acc += gv[r * 17 + j]! * wIO[p * 17 + j]!;
+          gx.push(acc);
+        }
+        expectClose(x.grad!, gx, 1e-5);
+        expect(w.grad).toBeNull();
+        x.grad = null;
+      }
+      const w = t([4, 6], 65).to("cpu", "bfloat16");
+      w.requiresGrad = true;
+      expect(() => linear(t([2, 6], 66), w)).toThrow(/weight \[4, 6\] is bfloat16 and requires grad; bfloat16 weights are frozen/);
+    });
+  });
+
   it("a frozen weight gets no gradient and costs no gemm", () => {
     tidy(() => {
       const x = t([3, 4], 51).requireGrad(), w = t([2, 4], 52), b = t([2], 53);
@@ -300,7 +334,7 @@ function check(c: Case): void {
     const at = (t: typeof A, elements: number) => ({ storage: t.storage.native, offset: t.byteOffset + 4 * elements });
     native().gemm({
       transA: ta, transB: tb, m, n, k, alpha, a: at(A, offA), lda, strideA: sa, b: at(B, offB), ldb, strideB: sb,
-      beta, c: at(C, offC), ldc, strideC: sc, batch,
+      beta, c: at(C, offC), ldc, strideC: sc, batch, dtype: DTYPE_CODE.float32,
     });
     const got = C.dataSync();
     // Reference: every C element inside a matrix of the batch, and the rest must be untouched.

@@ -402,7 +402,7 @@ describe("demo data (data/demo)", () => {
   it("is what scripts/make-demo-data.mjs writes for its default seed", () => {
     const out = join(tmp, "demo");
     execFileSync(process.execPath, ["scripts/make-demo-data.mjs", "--out", out]);
-    for (const name of ["train.jsonl", "eval.jsonl", "base.jsonl"]) {
+    for (const name of ["train.jsonl", "eval.jsonl", "base.jsonl", "chat.jsonl"]) {
       expect(readFileSync(join(out, name)).equals(readFileSync(join("data/demo", name))), name).toBe(true);
     }
   });

@@ -1,0 +1,93 @@
+// Models loaded with dtype "bfloat16" (issue 11): the weight matrices of Linear, Conv1D and
+// Embedding kept in bf16 and frozen, everything else float32, GEMMs as autocast runs them. Checked
+// against the same model in float32 on the same device (CPU here; test/gpu/bf16-weights.test.ts
+// runs this file's checks on CUDA).
+// Tolerances: bf16 keeps 8 mantissa bits (relative rounding 2^-9 ≈ 2e-3 per weight and per GEMM
+// input); through a few layers the logits move by ~1e-2 of their norm, so 3e-2 relative L2 for
+// logits and 2e-2 for losses (a loss averages many such errors) leaves room without hiding a
+// wrong weight (a mis-read bf16 tensor gives errors of order 1).
+import { describe, expect, it } from "vitest";
+import { AdamW, AutoModelForCausalLM, Generator, getPeftModel, LoraConfig, noGrad, tensor, tidy, type Tensor } from "../../lib/index.js";
+import { randomValues, relError } from "../helpers.js";
+
+const VOCAB = 64; // ids below every fixture's vocabulary
+const CASES = [
+  { dir: "test/fixtures/gpt2-tiny", targets: ["c_attn", "c_proj"], fanInFanOut: true },
+  { dir: "test/fixtures/llama-tiny/llama-gqa", targets: ["q_proj", "v_proj", "down_proj"], fanInFanOut: false },
+];
+
+export function describeBf16Weights(device: string, skipReason?: string): void {
+  if (skipReason) {
+    describe(`bfloat16 weights on ${device}`, () => it.skip(skipReason, () => {}));
+    return;
+  }
+  describe.each(CASES)(`bfloat16 weights on ${device}: $dir`, ({ dir, targets, fanInFanOut }) => {
+    // the same dropout stream for both dtypes (GPT-2's dropout draws from it in training mode)
+    const load = (dtype: "float32" | "bfloat16") => AutoModelForCausalLM.fromPretrainedSync(dir, { device, dtype, generator: new Generator(5) });
+    const batch = (V: number) => tensor(Int32Array.from(randomValues(2 * 11, 3), (u) => Math.floor(((u + 1) / 2) * V) % V), { shape: [2, 11], device });
+
+    it("keeps the weight matrices in bf16 and frozen, the rest float32; logits within 3e-2 of float32", () => {
+      const f32 = load("float32"), bf = load("bfloat16");
+      const byName = new Map(f32.namedParameters());
+      for (const [name, t] of bf.namedParameters()) {
+        const matrix = t.ndim === 2 && name.endsWith("weight") && !name.includes("norm") && !/\bln_/.test(name);
+        expect(t.dtype, name).toBe(matrix ? "bfloat16" : "float32");
+        if (matrix) expect(t.requiresGrad, name).toBe(false);
+        expect(t.shape, name).toEqual(byName.get(name)!.shape);
+      }
+      const ids = batch(VOCAB);
+      const [a, b] = noGrad(() => tidy(() => [f32, bf].map((m) => m.forward({ inputIds: ids }).logits.dataSync())));
+      const err = relError(b!, a!);
+      expect(err).toBeGreaterThan(0); // the weights really are rounded
+      expect(err).toBeLessThan(3e-2);
+      ids.dispose();
+      f32.dispose();
+      bf.dispose();
+    });
+
+    it("a LoRA run's losses track the float32 run's (5 AdamW steps, within 2e-2)", () => {
+      const losses = (dtype: "float32" | "bfloat16") => {
+        const peft = getPeftModel(load(dtype), new LoraConfig({ r: 4, loraAlpha: 8, targetModules: targets, fanInFanOut, initLoraWeights: "gaussian" }), "default", { generator: new Generator(7) });
+        peft.train();
+        const opt = new AdamW(peft.trainableParameters(), { lr: 1e-2 });
+        const ids = batch(VOCAB);
+        const out: number[] = [];
+        for (let s = 0; s < 5; s++) {
+          out.push(tidy(() => {
+            const loss = peft.forward({ inputIds: ids, labels: ids }).loss!;
+            loss.backward();
+            return loss.item();
+          }));
+          opt.step();
+          opt.zeroGrad();
+        }
+        for (const p of peft.trainableParameters()) expect(p.dtype).toBe("float32");
+        ids.dispose();
+        peft.dispose();
+        return out;
+      };
+      const a = losses("float32"), b = losses("bfloat16");
+      expect(a[4]!).toBeLessThan(a[0]!); // it learns
+      for (let s = 0; s < 5; s++) expect(Math.abs(b[s]! - a[s]!) / a[s]!, `step ${s}`).toBeLessThan(2e-2);
+    });
+
+    it("merging into bf16 weights gives the unmerged model's logits (to bf16 rounding), and unmerge restores them", () => {
+      const peft = getPeftModel(load("bfloat16"), new LoraConfig({ r: 4, loraAlpha: 8, targetModules: targets, fanInFanOut, initLoraWeights: "gaussian" }), "default", { generator: new Generator(9) });
+      peft.eval();
+      const ids = batch(VOCAB);
+      const logits = () => noGrad(() => tidy(() => peft.forward({ inputIds: ids }).logits.dataSync()));
+      const before = logits();
+      const w = (peft.namedParameters().find(([n]) => n.endsWith(`${targets[0]}.base_layer.weight`))![1] as Tensor);
+      const w0 = w.dataSync().slice();
+      peft.mergeAdapter();
+      expect(w.dtype).toBe("bfloat16");
+      expect(relError(logits(), before)).toBeLessThan(3e-2);
+      peft.unmergeAdapter();
+      expect(relError(w.dataSync(), w0)).toBeLessThan(1e-2);
+      ids.dispose();
+      peft.dispose();
+    });
+  });
+}
+
+describeBf16Weights("cpu");
