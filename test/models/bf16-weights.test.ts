@@ -45,6 +45,22 @@ export function describeBf16Weights(device: string, skipReason?: string): void {
       bf.dispose();
     });
 
+    it("the Promise fromPretrained keeps the same parameters in bf16 as fromPretrainedSync (dtype, frozen, values)", async () => {
+      const sync = load("bfloat16");
+      const promised = await AutoModelForCausalLM.fromPretrained(dir, { device, dtype: "bfloat16", generator: new Generator(5) });
+      const want = new Map(sync.namedParameters());
+      const got = promised.namedParameters();
+      expect(got.map(([n]) => n)).toEqual([...want.keys()]);
+      for (const [name, t] of got) {
+        const w = want.get(name)!;
+        expect([t.dtype, t.requiresGrad], name).toEqual([w.dtype, w.requiresGrad]);
+        expect(t.dataSync(), name).toEqual(w.dataSync());
+      }
+      expect(got.some(([, t]) => t.dtype === "bfloat16")).toBe(true);
+      sync.dispose();
+      promised.dispose();
+    });
+
     it("a LoRA run's losses track the float32 run's (5 AdamW steps, within 2e-2)", () => {
       const losses = (dtype: "float32" | "bfloat16") => {
         const peft = getPeftModel(load(dtype), new LoraConfig({ r: 4, loraAlpha: 8, targetModules: targets, fanInFanOut, initLoraWeights: "gaussian" }), "default", { generator: new Generator(7) });
