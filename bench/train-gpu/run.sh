@@ -6,6 +6,8 @@
 #   bench/train-gpu/run.sh [steps=10] [warmup=3]
 #   BATCH=8 SEQ=1024   the batch (default 8 x 1024 tokens, GPT-2 124M)
 #   PYTHON=python3     the Python with torch, transformers, peft
+#   PEERS="fp32 bf16 bf16-compile"   which PyTorch + PEFT runs (torch.compile takes ~1 min to compile)
+#   ROUNDS=2           lowrank runs per dtype (before and after the peers)
 #   LOWRANK_BUILD_DIR  the addon's cmake-js output folder (default build)
 # Prints the ceilings measured in this run (bf16 cuBLAS GEMM, copy bandwidth), one line per run
 # (tokens/s, ms/step, peak memory, losses), the ratios, and lowrank's step by native call.
@@ -46,7 +48,9 @@ echo "batch $batch x $seq tokens; GPT-2 124M, LoRA r=16 alpha 32 dropout 0.05 on
 
 run_ours() { node dist-train-cpu/bench/train-cpu/bench.js "$dir" --device cuda:0 --dtype "$1" --warmup "$warmup" --steps "$steps" 2>&1 | sed -n 's/^RESULT //p' >> "$out"; }
 run_peer() { "$py" bench/train-cpu/torch_train.py bench "$dir" --device cuda --precision "$1" --warmup $((warmup + 2)) --steps "$steps" 2>/dev/null | sed -n 's/^RESULT //p' >> "$out"; }
-run_ours float32; run_ours bfloat16; run_peer fp32; run_peer bf16; run_peer bf16-compile; run_ours float32; run_ours bfloat16
+run_ours float32; run_ours bfloat16
+for p in ${PEERS:-fp32 bf16 bf16-compile}; do run_peer "$p"; done
+[ "${ROUNDS:-2}" -lt 2 ] || { run_ours float32; run_ours bfloat16; }
 
 "$py" - "$out" <<'PY'
 import json, statistics, sys
