@@ -1,6 +1,7 @@
 // lowrank side of the CPU LoRA training benchmark: the same model directory, config and batch as
 // torch_train.py (see README.md). Loads the random-init GPT-2 124M that `torch_train.py make`
-// saved, injects LoRA r=16, alpha 32, dropout 0.05 on c_attn + c_proj, AdamW lr 1e-4, training
+// saved (or the SmolLM2-135M-shaped Llama of `make --arch smollm2-135m`), injects LoRA r=16, alpha 32,
+// dropout 0.05 on c_attn + c_proj (Llama family: "all-linear"), AdamW lr 1e-4, training
 // mode (GPT-2's own dropout active), and times forward + backward + optimizer step + zeroGrad.
 //
 //   node <compiled bench.js> DIR [--warmup 3] [--steps 10] [--lora-dropout 0.05] [--profile-steps 3] [--device cpu]
@@ -11,7 +12,8 @@
 // steps above run first, so the profile's own overhead never enters the tokens/s).
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { AdamW, GPT2LMHeadModel, getPeftModel, info, LoraConfig, memory, tensor, tidy } from "../../lib/index.js";
+import { AdamW, AutoModelForCausalLM, getPeftModel, info, LoraConfig, memory, tensor, tidy } from "../../lib/index.js";
+import { modelTypeOf } from "../../lib/models/auto.js";
 import type { DType } from "../../lib/tensor/dtype.js";
 import { PROFILING, profileEntries, profilePhase, profileReport, profileReset } from "../../lib/profile.js";
 
@@ -40,10 +42,11 @@ function median(xs: number[]): number {
 }
 
 const opts = parseArgs(process.argv.slice(2));
-const model = GPT2LMHeadModel.fromPretrainedSync(opts.dir, { device: opts.device, dtype: opts.dtype });
+const model = AutoModelForCausalLM.fromPretrainedSync(opts.dir, { device: opts.device, dtype: opts.dtype });
+const modelType = modelTypeOf(model), gpt2 = modelType === "gpt2";
 const peft = getPeftModel(
   model,
-  new LoraConfig({ taskType: "CAUSAL_LM", r: 16, loraAlpha: 32, loraDropout: opts.loraDropout, targetModules: ["c_attn", "c_proj"], fanInFanOut: true, bias: "none" }),
+  new LoraConfig({ taskType: "CAUSAL_LM", r: 16, loraAlpha: 32, loraDropout: opts.loraDropout, targetModules: gpt2 ? ["c_attn", "c_proj"] : "all-linear", fanInFanOut: gpt2, bias: "none" }),
 );
 peft.train(); // GPT-2's dropout (embd/attn/resid 0.1) and the LoRA dropout are active, as in torch_train.py
 const params = peft.trainableParameters();
@@ -80,6 +83,7 @@ console.log(
   "RESULT " +
     JSON.stringify({
       impl: "lowrank",
+      model_type: modelType,
       tokens,
       ms_per_step: ms,
       tokens_per_s: tokens / (ms / 1e3),

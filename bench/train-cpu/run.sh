@@ -6,6 +6,7 @@
 # Usage: bench/train-cpu/run.sh [rounds=2] [steps=10] [warmup=3]
 #   PYTHON=...             the Python with torch, transformers, peft (default /opt/pyref/bin/python)
 #   LOWRANK_BUILD_DIR=...  the addon's cmake-js output folder (default build)
+#   ARCH=smollm2-135m      SmolLM2-135M's shapes (Llama family, LoRA on all linear layers) instead of GPT-2
 #   THREADS=2              threads for both sides
 #   DROPOUT0=1             also run one round with LoRA dropout 0 on both sides
 set -euo pipefail
@@ -16,13 +17,14 @@ warmup=${3:-3}
 threads=${THREADS:-2}
 py=${PYTHON:-/opt/pyref/bin/python}
 build=$(realpath "${LOWRANK_BUILD_DIR:-build}")
-dir=tmp/train-cpu/gpt2
+arch=${ARCH:-gpt2}
+dir=tmp/train-cpu/$arch
 out=tmp/train-cpu/results.jsonl
 
 [ -f "$build/Release/lowrank.node" ] || { echo "no addon in $build (npx cmake-js compile --out $(basename "$build"))" >&2; exit 1; }
 mkdir -p "$(dirname "$dir")"
 if [ ! -f "$dir/model.safetensors" ] || [ ! -f "$dir/ids.json" ]; then
-  "$py" bench/train-cpu/torch_train.py make "$dir" 2>&1 | grep -v "Writing model shards" || true
+  "$py" bench/train-cpu/torch_train.py make "$dir" --arch "$arch" 2>&1 | grep -v "Writing model shards" || true
 fi
 # The TypeScript bench runs from a compiled copy of lib/ + bench/ (dist-train-cpu/, ignored by git).
 npx tsc -p bench/train-cpu/tsconfig.json
