@@ -203,6 +203,9 @@ void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float
   const int64_t a_rs = trans_a ? 1 : lda, a_cs = trans_a ? lda : 1;
   const int64_t b_rs = trans_b ? 1 : ldb, b_cs = trans_b ? ldb : 1;
   const bool trivial = k == 0 || alpha == 0;
+  // One row of C (decoding a token): stream each weight once (gemv.cc), no tiles, no packing.
+  if (m == 1 && !trivial && (b_rs == 1 || b_cs == 1))
+    return gemv_f32(n, k, alpha, a, a_cs, batch_stride_a, b, b_rs, b_cs, batch_stride_b, beta, c, batch_stride_c, batch);
 
   // Work items: each matrix of the batch is cut into `parts` blocks of whole tiles along m or n;
   // item w is block w / batch of matrix w % batch, and thread t takes a contiguous run of items.

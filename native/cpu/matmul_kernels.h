@@ -44,6 +44,12 @@ struct GemmKernelSet {
 // Portable packing (gemm.cc), for kernels without a vectorized one.
 void gemm_pack_portable(const float* src, int64_t rs, int64_t cs, int64_t rows, int64_t kc, int w, float* dst);
 
+// C[0, 0:n] = alpha · op(A)[0, :] · op(B) + beta · C[0, 0:n] per matrix of the batch (gemv.cc):
+// gemm_f32's path for m == 1. op(A)(0, p) is a[p*a_cs]; op(B)(p, j) is b[p*b_rs + j*b_cs] with
+// b_rs == 1 or b_cs == 1.
+void gemv_f32(int64_t n, int64_t k, float alpha, const float* a, int64_t a_cs, int64_t batch_stride_a, const float* b,
+              int64_t b_rs, int64_t b_cs, int64_t batch_stride_b, float beta, float* c, int64_t batch_stride_c, int64_t batch);
+
 // nullptr where the instruction set is not compiled in (non-x86 builds).
 const GemmKernelSet* gemm_kernels_avx512();
 const GemmKernelSet* gemm_kernels_avx2();

@@ -1,0 +1,183 @@
+// CPU fp32 matrix-vector product: gemm_f32's path for m == 1, the shape of every weight product
+// when decoding one token. A GEMV does two flops per weight it reads, so it runs at memory speed
+// or not at all: the GEMM driver's packing, its MR-tall tiles (MR - 1 rows of zero padding) and
+// its strided walk over kc×NR panels of B all cost bandwidth here. Instead each weight is read
+// once, in the order it lies in memory, and the threads split n so each streams its own slab:
+//
+//   op(B)'s rows contiguous (B as stored, GPT-2's Conv1D x·W):  y[j0:j1] += Σ_p x[p] · B[p, j0:j1]
+//     four rows at a time into an accumulator block that stays in L1;
+//   op(B)'s columns contiguous (B transposed, nn.Linear's x·Wᵀ, the lm_head): y[j] = x · B[:, j]
+//     four dot products at a time, each along one contiguous row of the weight.
+#include <algorithm>
+#include <vector>
+
+#include "matmul_kernels.h"
+#include "parallel.h"
+#include "simd.h"
+
+#ifdef LOWRANK_X86
+#include <immintrin.h>
+#endif
+
+namespace lowrank {
+namespace cpu {
+namespace {
+
+// Columns of the accumulator block of the row-streaming form: 4 KB, so it and the four row
+// segments it meets stay in L1.
+constexpr int64_t kBlock = 1024;
+
+// Below this many weights (~1 MB) one thread streams them before a woken worker would help.
+constexpr int64_t kGemvParallelMin = int64_t(1) << 18;
+
+void store(float* y, const float* acc, int64_t w, float alpha, float beta) {
+  for (int64_t j = 0; j < w; ++j) y[j] = alpha * acc[j] + (beta == 0 ? 0.0f : beta * y[j]);
+}
+
+// acc[0:w] += Σ_p x[p] · b[p*ld + 0:w], p over [0, k).
+void rows_portable(const float* x, const float* b, int64_t ld, int64_t k, int64_t w, float* acc) {
+  int64_t p = 0;
+  for (; p + 4 <= k; p += 4) {
+    const float x0 = x[p], x1 = x[p + 1], x2 = x[p + 2], x3 = x[p + 3];
+    const float *r0 = b + p * ld, *r1 = r0 + ld, *r2 = r1 + ld, *r3 = r2 + ld;
+    for (int64_t j = 0; j < w; ++j) acc[j] += x0 * r0[j] + x1 * r1[j] + x2 * r2[j] + x3 * r3[j];
+  }
+  for (; p < k; ++p)
+    for (int64_t j = 0; j < w; ++j) acc[j] += x[p] * b[p * ld + j];
+}
+
+// out[j] = x · b[j*ld + 0:k] for j in [0, cols).
+void dots_portable(const float* x, const float* b, int64_t ld, int64_t k, int64_t cols, float* out) {
+  for (int64_t j = 0; j < cols; ++j) {
+    float acc[16] = {};
+    const float* c = b + j * ld;
+    int64_t p = 0;
+    for (; p + 16 <= k; p += 16)
+      for (int l = 0; l < 16; ++l) acc[l] += x[p + l] * c[p + l];
+    for (int l = 0; p + l < k; ++l) acc[l] += x[p + l] * c[p + l];
+    float s = 0;
+    for (float v : acc) s += v;
+    out[j] = s;
+  }
+}
+
+#ifdef LOWRANK_X86
+LR_TARGET_AVX512 void rows_avx512(const float* x, const float* b, int64_t ld, int64_t k, int64_t w, float* acc) {
+  const __mmask16 tail = __mmask16((1u << (w % 16)) - 1);
+  int64_t p = 0;
+  for (; p + 4 <= k; p += 4) {
+    const __m512 x0 = _mm512_set1_ps(x[p]), x1 = _mm512_set1_ps(x[p + 1]);
+    const __m512 x2 = _mm512_set1_ps(x[p + 2]), x3 = _mm512_set1_ps(x[p + 3]);
+    const float *r0 = b + p * ld, *r1 = r0 + ld, *r2 = r1 + ld, *r3 = r2 + ld;
+    int64_t j = 0;
+    for (; j + 16 <= w; j += 16) {
+      __m512 a = _mm512_loadu_ps(acc + j);
+      a = _mm512_fmadd_ps(x0, _mm512_loadu_ps(r0 + j), a);
+      a = _mm512_fmadd_ps(x1, _mm512_loadu_ps(r1 + j), a);
+      a = _mm512_fmadd_ps(x2, _mm512_loadu_ps(r2 + j), a);
+      a = _mm512_fmadd_ps(x3, _mm512_loadu_ps(r3 + j), a);
+      _mm512_storeu_ps(acc + j, a);
+    }
+    if (tail) {
+      __m512 a = _mm512_maskz_loadu_ps(tail, acc + j);
+      a = _mm512_fmadd_ps(x0, _mm512_maskz_loadu_ps(tail, r0 + j), a);
+      a = _mm512_fmadd_ps(x1, _mm512_maskz_loadu_ps(tail, r1 + j), a);
+      a = _mm512_fmadd_ps(x2, _mm512_maskz_loadu_ps(tail, r2 + j), a);
+      a = _mm512_fmadd_ps(x3, _mm512_maskz_loadu_ps(tail, r3 + j), a);
+      _mm512_mask_storeu_ps(acc + j, tail, a);
+    }
+  }
+  for (; p < k; ++p)
+    for (int64_t j = 0; j < w; ++j) acc[j] += x[p] * b[p * ld + j];
+}
+
+LR_TARGET_AVX512 void dots_avx512(const float* x, const float* b, int64_t ld, int64_t k, int64_t cols, float* out) {
+  const __mmask16 tail = __mmask16((1u << (k % 16)) - 1);
+  const int64_t k16 = k / 16 * 16;
+  int64_t j = 0;
+  for (; j + 4 <= cols; j += 4) {
+    const float *c0 = b + j * ld, *c1 = c0 + ld, *c2 = c1 + ld, *c3 = c2 + ld;
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (int64_t p = 0; p < k16; p += 16) {
+      const __m512 xv = _mm512_loadu_ps(x + p);
+      s0 = _mm512_fmadd_ps(xv, _mm512_loadu_ps(c0 + p), s0);
+      s1 = _mm512_fmadd_ps(xv, _mm512_loadu_ps(c1 + p), s1);
+      s2 = _mm512_fmadd_ps(xv, _mm512_loadu_ps(c2 + p), s2);
+      s3 = _mm512_fmadd_ps(xv, _mm512_loadu_ps(c3 + p), s3);
+    }
+    if (tail) {
+      const __m512 xv = _mm512_maskz_loadu_ps(tail, x + k16);
+      s0 = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(tail, c0 + k16), s0);
+      s1 = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(tail, c1 + k16), s1);
+      s2 = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(tail, c2 + k16), s2);
+      s3 = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(tail, c3 + k16), s3);
+    }
+    out[j] = _mm512_reduce_add_ps(s0);
+    out[j + 1] = _mm512_reduce_add_ps(s1);
+    out[j + 2] = _mm512_reduce_add_ps(s2);
+    out[j + 3] = _mm512_reduce_add_ps(s3);
+  }
+  if (j < cols) dots_portable(x, b + j * ld, ld, k, cols - j, out + j);
+}
+#endif
+
+using RowsFn = void (*)(const float*, const float*, int64_t, int64_t, int64_t, float*);
+using DotsFn = void (*)(const float*, const float*, int64_t, int64_t, int64_t, float*);
+
+#ifdef LOWRANK_X86
+const RowsFn kRows = has_avx512() ? rows_avx512 : rows_portable;
+const DotsFn kDots = has_avx512() ? dots_avx512 : dots_portable;
+#else
+const RowsFn kRows = rows_portable;
+const DotsFn kDots = dots_portable;
+#endif
+
+// y[0:n] = alpha · x · op(B)[:, 0:n] + beta · y for one matrix, on the calling thread.
+void gemv_range(const float* x, const float* b, int64_t b_rs, int64_t b_cs, int64_t n, int64_t k, float alpha, float beta,
+                float* y) {
+  alignas(64) float acc[kBlock];
+  if (b_cs == 1) {
+    for (int64_t j0 = 0; j0 < n; j0 += kBlock) {
+      const int64_t w = std::min(kBlock, n - j0);
+      std::fill(acc, acc + w, 0.0f);
+      kRows(x, b + j0, b_rs, k, w, acc);
+      store(y + j0, acc, w, alpha, beta);
+    }
+  } else {
+    for (int64_t j0 = 0; j0 < n; j0 += kBlock) {
+      const int64_t w = std::min(kBlock, n - j0);
+      kDots(x, b + j0 * b_cs, b_cs, k, w, acc);
+      store(y + j0, acc, w, alpha, beta);
+    }
+  }
+}
+
+}  // namespace
+
+void gemv_f32(int64_t n, int64_t k, float alpha, const float* a, int64_t a_cs, int64_t batch_stride_a, const float* b,
+              int64_t b_rs, int64_t b_cs, int64_t batch_stride_b, float beta, float* c, int64_t batch_stride_c, int64_t batch) {
+  // Threads take slabs of n in whole cache lines (16 floats), so no two write the same line of y.
+  const int64_t lines = (n + 15) / 16;
+  const bool parallel = n * k * batch >= kGemvParallelMin && lines >= 2;
+  auto run = [&](int t, int nt) {
+    const int64_t j0 = std::min(n, lines * t / nt * 16), j1 = std::min(n, lines * (t + 1) / nt * 16);
+    if (j0 >= j1) return;
+    std::vector<float> gathered;  // x when op(A)'s row is strided (A transposed)
+    for (int64_t bi = 0; bi < batch; ++bi) {
+      const float* x = a + bi * batch_stride_a;
+      if (a_cs != 1) {
+        gathered.resize(size_t(k));
+        for (int64_t p = 0; p < k; ++p) gathered[size_t(p)] = x[p * a_cs];
+        x = gathered.data();
+      }
+      gemv_range(x, b + bi * batch_stride_b + j0 * b_cs, b_rs, b_cs, j1 - j0, k, alpha, beta, c + bi * batch_stride_c + j0);
+    }
+  };
+  if (parallel)
+    parallel_threads(run);
+  else
+    run(0, 1);
+}
+
+}  // namespace cpu
+}  // namespace lowrank
