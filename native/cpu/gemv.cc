@@ -124,13 +124,23 @@ LR_TARGET_AVX512 void dots_avx512(const float* x, const float* b, int64_t ld, in
 using RowsFn = void (*)(const float*, const float*, int64_t, int64_t, int64_t, float*);
 using DotsFn = void (*)(const float*, const float*, int64_t, int64_t, int64_t, float*);
 
+// Picked once, at the level LOWRANK_SIMD allows (simd.cc).
+RowsFn rows_kernel() {
 #ifdef LOWRANK_X86
-const RowsFn kRows = has_avx512() ? rows_avx512 : rows_portable;
-const DotsFn kDots = has_avx512() ? dots_avx512 : dots_portable;
+  static const RowsFn f = has_avx512() ? rows_avx512 : rows_portable;
+  return f;
 #else
-const RowsFn kRows = rows_portable;
-const DotsFn kDots = dots_portable;
+  return rows_portable;
 #endif
+}
+DotsFn dots_kernel() {
+#ifdef LOWRANK_X86
+  static const DotsFn f = has_avx512() ? dots_avx512 : dots_portable;
+  return f;
+#else
+  return dots_portable;
+#endif
+}
 
 // y[0:n] = alpha · x · op(B)[:, 0:n] + beta · y for one matrix, on the calling thread.
 void gemv_range(const float* x, const float* b, int64_t b_rs, int64_t b_cs, int64_t n, int64_t k, float alpha, float beta,
@@ -140,13 +150,13 @@ void gemv_range(const float* x, const float* b, int64_t b_rs, int64_t b_cs, int6
     for (int64_t j0 = 0; j0 < n; j0 += kBlock) {
       const int64_t w = std::min(kBlock, n - j0);
       std::fill(acc, acc + w, 0.0f);
-      kRows(x, b + j0, b_rs, k, w, acc);
+      rows_kernel()(x, b + j0, b_rs, k, w, acc);
       store(y + j0, acc, w, alpha, beta);
     }
   } else {
     for (int64_t j0 = 0; j0 < n; j0 += kBlock) {
       const int64_t w = std::min(kBlock, n - j0);
-      kDots(x, b + j0 * b_cs, b_cs, k, w, acc);
+      dots_kernel()(x, b + j0 * b_cs, b_cs, k, w, acc);
       store(y + j0, acc, w, alpha, beta);
     }
   }

@@ -423,6 +423,28 @@ describe(`cpu gemm (${info().simd} kernel)`, () => {
     }
   });
 
+  // m = 1 (decoding one token) takes the GEMV path (native/cpu/gemv.cc): rows of op(B) streamed
+  // four at a time into 1024-column blocks (B as stored), or four dot products at a time (B
+  // transposed). Shapes around its edges: n and k off the 16 lanes and the 4-row step, n over
+  // several blocks, one thread (n·k < 2^18) and both (the split along n in 16-column lines, uneven
+  // when the line count is odd).
+  it("m = 1 (GEMV): odd sizes, all transposes, one thread and both", () => {
+    for (const [ta, tb] of TRANSPOSES) {
+      for (const [n, k] of [[1, 1], [3, 5], [17, 33], [16, 16], [31, 7], [1025, 19], [2049, 6]] as const) {
+        check({ ta, tb, m: 1, n, k, nanC: true });
+      }
+      for (const [n, k] of [[769, 341], [2304, 115], [4097, 67], [50, 5243]] as const) {
+        check({ ta, tb, m: 1, n, k, nanC: true });
+        check({ ta, tb, m: 1, n, k, alpha: 0.75, beta: -1.5 });
+      }
+      // Padded strides and offsets, and batches (one operand broadcast).
+      check({ ta, tb, m: 1, n: 45, k: 23, lda: ta ? 4 : 30, ldb: (tb ? 23 : 45) + 7, ldc: 50, offA: 2, offB: 9, offC: 4, beta: 0.5 });
+      check({ ta, tb, m: 1, n: 1030, k: 300, ldb: (tb ? 300 : 1030) + 3, offB: 5, nanC: true });
+      check({ ta, tb, m: 1, n: 35, k: 27, batch: 3, sa: 0, beta: 0.25 });
+      check({ ta, tb, m: 1, n: 600, k: 500, batch: 2, sb: 0, nanC: true });
+    }
+  });
+
   it("k = 0 and alpha = 0 scale C by beta without reading A and B; beta = 0 writes zeros", () => {
     for (const [ta, tb] of TRANSPOSES) {
       check({ ta, tb, m: 9, n: 7, k: 0, beta: 0, nanC: true });
