@@ -2,15 +2,16 @@
 // when decoding one token. A GEMV does two flops per weight it reads, so it runs at memory speed
 // or not at all: the GEMM driver's packing, its MR-tall tiles (MR - 1 rows of zero padding) and
 // its strided walk over kc×NR panels of B all cost bandwidth here. Instead each weight is read
-// once, in the order it lies in memory, and the threads split n so each streams its own slab:
+// once, in the order it lies in memory, each thread streaming its own contiguous slab:
 //
-//   op(B)'s rows contiguous (B as stored, GPT-2's Conv1D x·W):  y[j0:j1] += Σ_p x[p] · B[p, j0:j1]
-//     four rows at a time into an accumulator block that stays in L1;
+//   op(B)'s rows contiguous (B as stored, GPT-2's Conv1D x·W):  y += Σ_p x[p] · B[p, :]
+//     four rows at a time into an accumulator block that stays in L1; threads split k;
 //   op(B)'s columns contiguous (B transposed, nn.Linear's x·Wᵀ, the lm_head): y[j] = x · B[:, j]
-//     four dot products at a time, each along one contiguous row of the weight.
+//     four dot products at a time, each along one contiguous row of the weight; threads split n.
 #include <algorithm>
 #include <vector>
 
+#include "../backend.h"
 #include "matmul_kernels.h"
 #include "parallel.h"
 #include "simd.h"
@@ -23,9 +24,10 @@ namespace lowrank {
 namespace cpu {
 namespace {
 
-// Columns of the accumulator block of the row-streaming form: 4 KB, so it and the four row
-// segments it meets stay in L1.
-constexpr int64_t kBlock = 1024;
+// Columns of one accumulator block: 16 KB, in L1 beside the row segments it meets. Up to this n
+// (GPT-2's 3C = 2304, 4C = 3072) the row-streaming form reads whole rows, so each thread's slab
+// of the weight is one contiguous stream.
+constexpr int64_t kBlock = 4096;
 
 // Below this many weights (~1 MB) one thread streams them before a woken worker would help.
 constexpr int64_t kGemvParallelMin = int64_t(1) << 18;
@@ -142,48 +144,69 @@ DotsFn dots_kernel() {
 #endif
 }
 
-// y[0:n] = alpha · x · op(B)[:, 0:n] + beta · y for one matrix, on the calling thread.
-void gemv_range(const float* x, const float* b, int64_t b_rs, int64_t b_cs, int64_t n, int64_t k, float alpha, float beta,
-                float* y) {
-  alignas(64) float acc[kBlock];
-  if (b_cs == 1) {
-    for (int64_t j0 = 0; j0 < n; j0 += kBlock) {
-      const int64_t w = std::min(kBlock, n - j0);
-      std::fill(acc, acc + w, 0.0f);
-      rows_kernel()(x, b + j0, b_rs, k, w, acc);
-      store(y + j0, acc, w, alpha, beta);
-    }
-  } else {
-    for (int64_t j0 = 0; j0 < n; j0 += kBlock) {
-      const int64_t w = std::min(kBlock, n - j0);
-      dots_kernel()(x, b + j0 * b_cs, b_cs, k, w, acc);
-      store(y + j0, acc, w, alpha, beta);
-    }
-  }
+// x when op(A)'s row is strided (A transposed): gathered into a contiguous copy.
+const float* contiguous_x(const float* a, int64_t a_cs, int64_t p0, int64_t p1, std::vector<float>& buf) {
+  if (a_cs == 1) return a;
+  buf.resize(size_t(p1));
+  for (int64_t p = p0; p < p1; ++p) buf[size_t(p)] = a[p * a_cs];
+  return buf.data();
+}
+
+// acc[0:n] += Σ_p x[p] · op(B)[p, 0:n] over p in [p0, p1), op(B)'s rows contiguous.
+void rows_slab(const float* x, const float* b, int64_t ld, int64_t p0, int64_t p1, int64_t n, float* acc) {
+  for (int64_t j0 = 0; j0 < n; j0 += kBlock)
+    rows_kernel()(x + p0, b + p0 * ld + j0, ld, p1 - p0, std::min(kBlock, n - j0), acc + j0);
 }
 
 }  // namespace
 
 void gemv_f32(int64_t n, int64_t k, float alpha, const float* a, int64_t a_cs, int64_t batch_stride_a, const float* b,
               int64_t b_rs, int64_t b_cs, int64_t batch_stride_b, float beta, float* c, int64_t batch_stride_c, int64_t batch) {
-  // Threads take slabs of n in whole cache lines (16 floats), so no two write the same line of y.
-  const int64_t lines = (n + 15) / 16;
-  const bool parallel = n * k * batch >= kGemvParallelMin && lines >= 2;
-  auto run = [&](int t, int nt) {
-    const int64_t j0 = std::min(n, lines * t / nt * 16), j1 = std::min(n, lines * (t + 1) / nt * 16);
-    if (j0 >= j1) return;
-    std::vector<float> gathered;  // x when op(A)'s row is strided (A transposed)
-    for (int64_t bi = 0; bi < batch; ++bi) {
-      const float* x = a + bi * batch_stride_a;
-      if (a_cs != 1) {
-        gathered.resize(size_t(k));
-        for (int64_t p = 0; p < k; ++p) gathered[size_t(p)] = x[p * a_cs];
-        x = gathered.data();
+  const bool parallel = n * k * batch >= kGemvParallelMin;
+  if (b_cs == 1) {
+    // Threads split k: each streams a contiguous slab of whole rows into its own n partial sums
+    // (the weight is read front to back, as it lies), then the partials are added.
+    const int64_t nt = parallel ? num_threads() : 1, quads = (k + 3) / 4;
+    static thread_local std::vector<float> partial;
+    partial.assign(size_t(nt * batch * n), 0.0f);
+    float* const sums = partial.data();  // the lambda runs on pool threads: not their thread_local
+    auto run = [&](int t, int nts) {
+      const int64_t p0 = std::min(k, quads * t / nts * 4), p1 = std::min(k, quads * (t + 1) / nts * 4);
+      std::vector<float> gathered;
+      for (int64_t bi = 0; bi < batch && p0 < p1; ++bi) {
+        const float* x = contiguous_x(a + bi * batch_stride_a, a_cs, p0, p1, gathered);
+        rows_slab(x, b + bi * batch_stride_b, b_rs, p0, p1, n, sums + (t * batch + bi) * n);
       }
-      gemv_range(x, b + bi * batch_stride_b + j0 * b_cs, b_rs, b_cs, j1 - j0, k, alpha, beta, c + bi * batch_stride_c + j0);
+    };
+    if (nt > 1)
+      parallel_threads(run);
+    else
+      run(0, 1);
+    for (int64_t bi = 0; bi < batch; ++bi) {
+      float* acc = sums + bi * n;
+      for (int64_t t = 1; t < nt; ++t)
+        for (int64_t j = 0; j < n; ++j) acc[j] += sums[(t * batch + bi) * n + j];
+      store(c + bi * batch_stride_c, acc, n, alpha, beta);
+    }
+    return;
+  }
+  // op(B)'s columns contiguous: threads split n in whole cache lines of y (16 floats), each
+  // streaming its own slab of the weight's rows.
+  const int64_t lines = (n + 15) / 16;
+  auto run = [&](int t, int nts) {
+    const int64_t j0 = std::min(n, lines * t / nts * 16), j1 = std::min(n, lines * (t + 1) / nts * 16);
+    alignas(64) float acc[kBlock];
+    std::vector<float> gathered;
+    for (int64_t bi = 0; bi < batch && j0 < j1; ++bi) {
+      const float* x = contiguous_x(a + bi * batch_stride_a, a_cs, 0, k, gathered);
+      for (int64_t jb = j0; jb < j1; jb += kBlock) {
+        const int64_t w = std::min(kBlock, j1 - jb);
+        dots_kernel()(x, b + bi * batch_stride_b + jb * b_cs, b_cs, k, w, acc);
+        store(c + bi * batch_stride_c + jb, acc, w, alpha, beta);
+      }
     }
   };
-  if (parallel)
+  if (parallel && lines >= 2)
     parallel_threads(run);
   else
     run(0, 1);
