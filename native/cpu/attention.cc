@@ -91,7 +91,11 @@ void drop_row(const AttnDims& d, int64_t b, int64_t h, int64_t i, const float* s
 void attention_forward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView v, const int32_t* key_keep, AttnView out,
                            float* lse) {
   const int64_t nqb = query_blocks(d);
-  parallel_for(d.B * d.H * nqb, 1, [&](int64_t w0, int64_t w1) {
+  // Decoding one token (Tq = 1) over a short cache is a few µs of work per head: below ~1M
+  // multiply-adds in all (GPT-2 124M up to ~640 positions) one thread does it before a woken
+  // worker would have started, and far sooner when another process holds the second core.
+  const int64_t items = d.B * d.H * nqb, work = items * std::min(d.Tq, kQueryBlock) * d.Tk * d.D * 2;
+  parallel_for(items, work < (int64_t(1) << 20) ? items : 1, [&](int64_t w0, int64_t w1) {
     std::vector<float>& S = scratch(0);
     for (int64_t w = w0; w < w1; ++w) {
       const QueryBlock blk = query_block(d, w / nqb, w % nqb);
