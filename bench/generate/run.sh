@@ -60,6 +60,11 @@ for side in ("lowrank", "transformers"):
 wb = rows[0]["weight_bytes"]
 gbps = med("transformers", "read_gbps")
 print(f"ratio lowrank / transformers: {ours / theirs:.2f}x")
+# The fastest single call of each side: the closest to an idle machine when another process
+# takes a core now and then (torch's OpenMP threads suffer most from that).
+best = {s: max(x for r in rows if r["side"] == s for x in r["samples"]) for s in ("lowrank", "transformers")}
+print(f"fastest call: lowrank {best['lowrank']:.1f}, transformers {best['transformers']:.1f} tokens/s "
+      f"({best['lowrank'] / best['transformers']:.2f}x)")
 print(f"bound: {wb / 1e6:.0f} MB of weights per token / {gbps:.1f} GB/s = {gbps * 1e9 / wb:.1f} tokens/s "
       f"(lowrank at {100 * ours / (gbps * 1e9 / wb):.0f}% of it)")
 same = {json.dumps(r["first_tokens"]) for r in rows}
