@@ -1,23 +1,15 @@
 // fineTune(), the library entry point behind `lowrank train`, `sweep` and the demo: from a model
 // folder and a JSONL file to a saved adapter, metrics, chart and checkpoints; the template the
 // model folder ships is the default; a value that does not fit the model is a FineTuneOptionError.
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { fineTune, FineTuneOptionError, GPT2LMHeadModel, PeftModel, type FineTuneStart } from "../../lib/index.js";
-import { demoLines, makeTinyModel, SHORT_TEMPLATE } from "../cli/helpers.js";
+import { tinyTrainingFolder } from "../cli/helpers.js";
 
+const tiny = tinyTrainingFolder("lowrank-fine-tune-");
 let dir: string, model: string, data: string;
-beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), "lowrank-fine-tune-"));
-  model = join(dir, "model");
-  makeTinyModel(model);
-  writeFileSync(join(model, "template.txt"), SHORT_TEMPLATE);
-  data = join(dir, "data.jsonl");
-  writeFileSync(data, demoLines(24));
-});
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+beforeAll(() => ({ dir, model, data } = tiny));
 
 describe("fineTune", () => {
   it("trains and saves the adapter, metrics, chart and checkpoints, using the model folder's template", async () => {
