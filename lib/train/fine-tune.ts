@@ -108,6 +108,8 @@ export interface FineTuneOptions {
   seed?: number;
   /** "cpu" or "cuda" (default: cuda when usable). Only for a model given as a folder. */
   device?: string;
+  /** Recompute each block's activations in the backward (less memory, the same gradients; default false). */
+  gradientCheckpointing?: boolean;
   /** Continue the run in `out` (true) or from a checkpoint or run folder. */
   resume?: true | string;
   /**
@@ -313,6 +315,7 @@ async function fineTuneLocked(opts: FineTuneOptions): Promise<FineTuneResult> {
     });
     checkLoraFits(base, config, { copies: 4, purpose: "for training (its weights, their gradients and AdamW's two moments)" });
     model = getPeftModel(base, config, "default", { generator, onWarning: opts.onWarning });
+    base.gradientCheckpointing = opts.gradientCheckpointing ?? false;
 
     const batchSize = opts.batchSize ?? d.batchSize;
     const loaderOptions = { batchSize, tokenizer, packBlockLength: opts.packing ? maxLength : undefined, device };

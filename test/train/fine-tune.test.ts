@@ -12,6 +12,19 @@ let dir: string, model: string, data: string;
 beforeAll(() => ({ dir, model, data } = tiny));
 
 describe("fineTune", () => {
+  it("gradientCheckpointing: the same losses and adapter file as without it", async () => {
+    const run = async (gradientCheckpointing: boolean) => {
+      const out = join(dir, `recompute-${gradientCheckpointing}`);
+      const r = await fineTune({ model, data, out, steps: 3, r: 2, batchSize: 4, evalSplit: 0, seed: 5, device: "cpu", gradientCheckpointing, progress: { quiet: true } });
+      r.model.dispose();
+      const losses = readFileSync(join(out, "metrics.jsonl"), "utf8").trimEnd().split("\n").map((l) => (JSON.parse(l) as { loss: number }).loss);
+      return { losses, adapter: readFileSync(join(out, "adapter_model.safetensors")) };
+    };
+    const plain = await run(false), recomputed = await run(true);
+    expect(recomputed.losses).toEqual(plain.losses);
+    expect(recomputed.adapter.equals(plain.adapter)).toBe(true);
+  });
+
   it("trains and saves the adapter, metrics, chart and checkpoints, using the model folder's template", async () => {
     const out = join(dir, "run");
     let start: FineTuneStart | undefined;
