@@ -45,14 +45,20 @@ describe("checkpoint", () => {
   });
 });
 
-describe.each([
+/** The model-level check on `device` (test/gpu/checkpoint.test.ts runs it on CUDA). */
+export function describeModelCheckpointing(device: string, skipReason?: string): void {
+  if (skipReason) {
+    describe(`gradientCheckpointing on ${device}`, () => it.skip(skipReason, () => {}));
+    return;
+  }
+  describe.each([
   { dir: "test/fixtures/gpt2-tiny", targets: ["c_attn", "c_proj"], fanInFanOut: true },
   { dir: "test/fixtures/llama-tiny/llama-gqa", targets: ["q_proj", "v_proj", "down_proj"], fanInFanOut: false },
-])("gradientCheckpointing on $dir", ({ dir, targets, fanInFanOut }) => {
-  const ids = () => tensor(Int32Array.from(randomValues(2 * 24, 5), (u) => Math.floor(((u + 1) / 2) * 90)), { shape: [2, 24] });
+])(`gradientCheckpointing on ${device}: $dir`, ({ dir, targets, fanInFanOut }) => {
+  const ids = () => tensor(Int32Array.from(randomValues(2 * 24, 5), (u) => Math.floor(((u + 1) / 2) * 90)), { shape: [2, 24], device });
 
   const run = (recompute: boolean) => {
-    const model = AutoModelForCausalLM.fromPretrainedSync(dir, { generator: new Generator(3) });
+    const model = AutoModelForCausalLM.fromPretrainedSync(dir, { device, generator: new Generator(3) });
     model.gradientCheckpointing = recompute;
     const peft = getPeftModel(model, new LoraConfig({ r: 4, loraAlpha: 8, loraDropout: 0.1, targetModules: targets, fanInFanOut, initLoraWeights: "gaussian" }), "default", { generator: new Generator(7) });
     peft.train();
@@ -62,9 +68,9 @@ describe.each([
     let liveAfterForward = 0;
     for (let s = 0; s < 3; s++) {
       losses.push(tidy(() => {
-        const before = memory().cpu!.bytes;
+        const before = memory()[device]!.bytes;
         const loss = peft.forward({ inputIds: x, labels: x }).loss!;
-        liveAfterForward = memory().cpu!.bytes - before;
+        liveAfterForward = memory()[device]!.bytes - before;
         loss.backward();
         return loss.item();
       }));
@@ -85,3 +91,6 @@ describe.each([
     console.log(`${dir}: live after the forward ${plain.liveAfterForward} -> ${recomputed.liveAfterForward} bytes`);
   });
 });
+}
+
+describeModelCheckpointing("cpu");
