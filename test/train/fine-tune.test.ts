@@ -12,6 +12,23 @@ let dir: string, model: string, data: string;
 beforeAll(() => ({ dir, model, data } = tiny));
 
 describe("fineTune", () => {
+  it("dtype bfloat16: bf16 frozen weights, float32 adapter, losses within 2e-2 of float32's", async () => {
+    const run = async (dtype: "float32" | "bfloat16") => {
+      const out = join(dir, `dtype-${dtype}`);
+      const r = await fineTune({ model, data, out, steps: 3, r: 2, batchSize: 4, evalSplit: 0, seed: 5, device: "cpu", dtype, progress: { quiet: true } });
+      const weights = r.model.namedParameters().filter(([n]) => n.endsWith("c_attn.base_layer.weight")).map(([, p]) => p.dtype);
+      const adapters = r.model.trainableParameters().map((p) => p.dtype);
+      r.model.dispose();
+      const losses = readFileSync(join(out, "metrics.jsonl"), "utf8").trimEnd().split("\n").map((l) => (JSON.parse(l) as { loss: number }).loss);
+      return { weights, adapters, losses };
+    };
+    const f32 = await run("float32"), bf = await run("bfloat16");
+    expect(bf.weights.length).toBeGreaterThan(0);
+    expect(new Set(bf.weights)).toEqual(new Set(["bfloat16"]));
+    expect(new Set(bf.adapters)).toEqual(new Set(["float32"]));
+    bf.losses.forEach((l, i) => expect(Math.abs(l - f32.losses[i]!) / f32.losses[i]!, `step ${i + 1}`).toBeLessThan(2e-2));
+  });
+
   it("gradientCheckpointing: the same losses and adapter file as without it", async () => {
     const run = async (gradientCheckpointing: boolean) => {
       const out = join(dir, `recompute-${gradientCheckpointing}`);
