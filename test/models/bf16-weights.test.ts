@@ -107,6 +107,16 @@ export function describeBf16Weights(device: string, skipReason?: string): void {
       for (let s = 0; s < 5; s++) expect(Math.abs(b[s]! - a[s]!) / a[s]!, `step ${s}`).toBeLessThan(2e-2);
     });
 
+    it("DoRA and base-changing inits (PiSSA) are refused on bf16 weights, with the fix", () => {
+      for (const extra of [{ useDora: true }, { initLoraWeights: "pissa" as const }]) {
+        const base = load("bfloat16");
+        expect(() => getPeftModel(base, new LoraConfig({ r: 2, targetModules: targets, fanInFanOut, ...extra }))).toThrow(
+          /works on the base weight itself, which is bfloat16 here .*load the base model with dtype "float32"/,
+        );
+        base.dispose();
+      }
+    });
+
     it("merging into bf16 weights gives the unmerged model's logits (to bf16 rounding), and unmerge restores them", () => {
       const peft = getPeftModel(load("bfloat16"), new LoraConfig({ r: 4, loraAlpha: 8, targetModules: targets, fanInFanOut, initLoraWeights: "gaussian" }), "default", { generator: new Generator(9) });
       peft.eval();
