@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { totalmem } from "node:os";
 import { join } from "node:path";
 import { native, nativePath, PACKAGE_ROOT } from "./native/index.js";
-import { cudaDescription, parseDevice, type DeviceLike } from "./tensor/device.js";
+import { cudaAvailable, cudaDescription, parseDevice, type DeviceLike } from "./tensor/device.js";
 
 export interface BuildInfo {
   version: string;
@@ -35,10 +35,14 @@ export function setNumThreads(n: number): void {
   native().setNumThreads(n);
 }
 
-/** Waits until queued work on a CUDA device has finished; "cpu" returns at once. */
-export function synchronize(device: DeviceLike = "cuda:0"): void {
-  const m = /^cuda:(\d+)$/.exec(typeof device === "string" ? device : device.name);
-  if (m) native().synchronize(Number(m[1]));
+/**
+ * Waits until queued work on a CUDA device ("cuda", "cuda:N", or a Device) has finished; "cpu"
+ * returns at once. Without an argument: the first GPU when there is one, else nothing to wait for.
+ */
+export function synchronize(device?: DeviceLike): void {
+  if (device === undefined && !cudaAvailable()) return;
+  const d = parseDevice(device ?? "cuda:0", "synchronize");
+  if (d.type === "cuda") native().synchronize(d.index);
 }
 
 /**

@@ -6,6 +6,7 @@
 //
 //   node <compiled bench.js> DIR [--warmup 3] [--steps 10] [--lora-dropout 0.05] [--profile-steps 3] [--device cpu]
 //                               [--dtype float32|bfloat16]   (bfloat16: frozen weights kept in bf16)
+//                               [--gradient-checkpointing]   (recompute each block in the backward)
 //
 // Prints one JSON line prefixed "RESULT ". With LOWRANK_PROFILE=1 it then runs --profile-steps
 // more steps under the profiler (lib/profile.ts) and prints where their time went (the timed
@@ -17,8 +18,8 @@ import { modelTypeOf } from "../../lib/models/auto.js";
 import type { DType } from "../../lib/tensor/dtype.js";
 import { PROFILING, profileEntries, profilePhase, profileReport, profileReset } from "../../lib/profile.js";
 
-function parseArgs(argv: string[]): { dir: string; warmup: number; steps: number; loraDropout: number; profileSteps: number; device: string; dtype: DType } {
-  const opts = { dir: "", warmup: 3, steps: 10, loraDropout: 0.05, profileSteps: 3, device: "cpu", dtype: "float32" as DType };
+function parseArgs(argv: string[]): { dir: string; warmup: number; steps: number; loraDropout: number; profileSteps: number; device: string; dtype: DType; gradientCheckpointing: boolean } {
+  const opts = { dir: "", warmup: 3, steps: 10, loraDropout: 0.05, profileSteps: 3, device: "cpu", dtype: "float32" as DType, gradientCheckpointing: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const num = () => Number(argv[++i]);
@@ -28,10 +29,11 @@ function parseArgs(argv: string[]): { dir: string; warmup: number; steps: number
     else if (a === "--profile-steps") opts.profileSteps = num();
     else if (a === "--device") opts.device = argv[++i]!;
     else if (a === "--dtype") opts.dtype = argv[++i] as DType;
+    else if (a === "--gradient-checkpointing") opts.gradientCheckpointing = true;
     else if (!a.startsWith("--") && !opts.dir) opts.dir = a;
     else throw new Error(`bench: unknown argument ${a}`);
   }
-  if (!opts.dir) throw new Error("usage: bench.js DIR [--warmup N] [--steps N] [--lora-dropout P] [--profile-steps N] [--device cpu|cuda:0] [--dtype float32|bfloat16]");
+  if (!opts.dir) throw new Error("usage: bench.js DIR [--warmup N] [--steps N] [--lora-dropout P] [--profile-steps N] [--device cpu|cuda:0] [--dtype float32|bfloat16] [--gradient-checkpointing]");
   return opts;
 }
 
@@ -44,6 +46,7 @@ function median(xs: number[]): number {
 const opts = parseArgs(process.argv.slice(2));
 const model = AutoModelForCausalLM.fromPretrainedSync(opts.dir, { device: opts.device, dtype: opts.dtype });
 const modelType = modelTypeOf(model), gpt2 = modelType === "gpt2";
+model.gradientCheckpointing = opts.gradientCheckpointing;
 const peft = getPeftModel(
   model,
   new LoraConfig({ taskType: "CAUSAL_LM", r: 16, loraAlpha: 32, loraDropout: opts.loraDropout, targetModules: gpt2 ? ["c_attn", "c_proj"] : "all-linear", fanInFanOut: gpt2, bias: "none" }),
@@ -96,6 +99,7 @@ console.log(
       trainable: params.reduce((n, p) => n + p.size, 0),
       device: opts.device,
       dtype: opts.dtype,
+      gradient_checkpointing: opts.gradientCheckpointing,
       peak_mb: memory()[opts.device]!.peakBytes / 2 ** 20,
       profiled: PROFILING,
     }),

@@ -155,10 +155,10 @@ export function resolveModelFlag(spec: string, flag = "--model"): string {
  * loads (gpt2, llama, mistral, qwen2, qwen3), with errors that name --model. `dir` is a folder
  * (resolveModelFlag gives it).
  */
-export async function loadModel(dir: string, opts: { device: string; generator?: Generator }): Promise<CausalLM> {
+export async function loadModel(dir: string, opts: { device: string; generator?: Generator; dtype?: "float32" | "bfloat16" }): Promise<CausalLM> {
   requireDir("--model", dir);
   try {
-    return await AutoModelForCausalLM.fromPretrained(dir, { device: opts.device, generator: opts.generator });
+    return await AutoModelForCausalLM.fromPretrained(dir, { device: opts.device, generator: opts.generator, dtype: opts.dtype });
   } catch (err) {
     throw new Error(`--model ${dir}: ${(err as Error).message}`, { cause: err });
   }

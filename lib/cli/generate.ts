@@ -30,6 +30,7 @@ interface GenerateFlags {
   topP: number;
   seed: number;
   device?: string;
+  dtype?: "float32" | "bfloat16";
   json?: boolean;
 }
 
@@ -49,6 +50,7 @@ export function generateCommand(): Command {
     .option("--top-p <x>", "sample among the most likely tokens that cover probability p (1: no limit)", numberIn(0, 1, { loOpen: true }), 1)
     .option("--seed <n>", "seed for sampling", intAtLeast(0), 0)
     .option("--device <name>", "cpu or cuda (default: cuda when a GPU is usable)", oneOf(["cpu", "cuda"] as const))
+    .option("--dtype <type>", "float32, or bfloat16: the base model's weight matrices kept in bf16 (half the memory)", oneOf(["float32", "bfloat16"] as const), "float32")
     .option("--json", "print one JSON object at the end (the prompt, the text, the token ids and why generation stopped) instead of streaming the text")
     .addHelpText(
       "after",
@@ -122,7 +124,7 @@ async function run(flags: GenerateFlags): Promise<void> {
   }
   const device = resolveDevice(flags.device);
   const dir = resolveModelFlag(flags.model);
-  const base = await loadModel(dir, { device });
+  const base = await loadModel(dir, { device, dtype: flags.dtype });
   let tokenizer: AnyTokenizer, prompt: Prompt;
   try {
     tokenizer = loadTokenizer(dir, base);

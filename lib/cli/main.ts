@@ -6,6 +6,7 @@ import { demoCommand } from "./demo.js";
 import { generateCommand } from "./generate.js";
 import { mergeCommand } from "./merge.js";
 import { paramsCommand } from "./params.js";
+import { benchCommand } from "./bench.js";
 import { svdCommand } from "./svd.js";
 import { sweepCommand } from "./sweep.js";
 import { trainCommand } from "./train.js";
@@ -43,6 +44,7 @@ program.addCommand(paramsCommand());
 program.addCommand(svdCommand());
 program.addCommand(sweepCommand());
 program.addCommand(demoCommand());
+program.addCommand(benchCommand());
 
 program.parseAsync(process.argv).catch((err: Error) => {
   console.error(`lowrank: ${err.message}`);

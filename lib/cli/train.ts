@@ -32,6 +32,8 @@ export interface TrainFlags {
   dropout: number;
   target?: string;
   rslora?: boolean;
+  gradientCheckpointing?: boolean;
+  dtype?: "float32" | "bfloat16";
   steps?: number;
   epochs?: number;
   batchSize: number;
@@ -95,6 +97,8 @@ export function trainCommand(): Command {
     .option("--schedule <name>", "lr schedule after warmup: constant, linear (to 0) or cosine (to 0)", oneOf(["constant", "linear", "cosine"] as const), d.schedule)
     .option("--seed <n>", "seed for the adapter init, dropout, data shuffle and eval split", intAtLeast(0), d.seed)
     .option("--device <name>", "cpu or cuda (default: cuda when a GPU is usable)", oneOf(["cpu", "cuda"] as const))
+    .option("--dtype <type>", "float32, or bfloat16: the frozen weight matrices kept in bf16 (half the memory; bf16 tensor-core GEMMs on CUDA), adapters and activations float32", oneOf(["float32", "bfloat16"] as const), "float32")
+    .option("--gradient-checkpointing", "recompute each block's activations in the backward instead of keeping them: less memory for one more forward per block, the same gradients")
     .optionsGroup("Evaluation and checkpoints:")
     .option("--eval-split <x>", "share of --data held out for the eval loss (0: none)", numberIn(0, 1, { hiOpen: true }), d.evalSplit)
     .option("--eval-every <n>", "eval loss every N steps (0: only at the end)", intAtLeast(0), d.evalEvery)
@@ -187,7 +191,7 @@ export function trainOptions(flags: Omit<TrainFlags, "out" | "resume" | "r">, cm
     const dir = resolveModelFlag(flags.model);
     // One stream for everything random in the model (initial adapter, dropout): its state is checkpointed.
     const generator = new Generator(flags.seed);
-    const model = await loadModel(dir, { device, generator });
+    const model = await loadModel(dir, { device, generator, dtype: flags.dtype });
     try {
       return { model, tokenizer: loadTokenizer(dir, model), dir, name: flags.model, generator };
     } catch (err) {
@@ -198,7 +202,7 @@ export function trainOptions(flags: Omit<TrainFlags, "out" | "resume" | "r">, cm
   return {
     model: loadBase, data: flags.data, template, chatTemplateFile: flags.chatTemplate, maxLength: flags.maxLength, packing: flags.packing,
     ...(flags.evalFile !== undefined ? { evalFile: flags.evalFile } : { evalSplit: flags.evalSplit }),
-    alpha: flags.alpha, dropout: flags.dropout, target: parseTargets(flags.target), rslora: flags.rslora,
+    alpha: flags.alpha, dropout: flags.dropout, target: parseTargets(flags.target), rslora: flags.rslora, gradientCheckpointing: flags.gradientCheckpointing,
     steps: capSteps(flags.steps), epochs: flags.epochs, batchSize: flags.batchSize, gradAccum: flags.gradAccum, lr: flags.lr, weightDecay: flags.weightDecay,
     maxGradNorm: flags.maxGradNorm, warmup: flags.warmup, schedule: flags.schedule,
     evalEvery: flags.evalEvery, checkpointEvery: flags.checkpointEvery, keepCheckpoints: flags.keepCheckpoints, seed: flags.seed,

@@ -212,6 +212,12 @@ export class LoraLinear extends LoraLayerBase<Linear | Conv1D> {
 
   addAdapter(name: string, spec: AdapterSpec): void {
     if (this.specs.has(name)) throw new Error(`LoRA adapter "${name}" already exists on this layer`);
+    if (this.base_layer.weight.dtype === "bfloat16" && (spec.useDora || isBaseMutatingInit(spec.init))) {
+      throw new Error(
+        `adapter "${name}": ${spec.useDora ? "DoRA (useDora)" : `init "${String(spec.init)}"`} works on the base weight itself, which is ` +
+          `bfloat16 here (a model loaded with dtype "bfloat16"); load the base model with dtype "float32" for it`,
+      );
+    }
     const { r, generator } = spec;
     const device = this.base_layer.weight.device;
     // lora_A and lora_B are nn.Linear(in, r) and nn.Linear(r, out) without bias in PEFT.

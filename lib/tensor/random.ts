@@ -37,8 +37,10 @@ export class Generator {
 
   /** Reserves n counters; returns the (seed, offset) pair the kernel uses. */
   next(n: number): { seed: bigint; offset: bigint } {
+    if (replaying) return replaying.take(this, n);
     const at = { seed: this._seed, offset: this._offset };
     this._offset += BigInt(n);
+    recording?.push({ generator: this, n, ...at });
     return at;
   }
 
@@ -50,6 +52,56 @@ export class Generator {
     this._seed = BigInt(state.seed);
     this._offset = BigInt(state.offset);
     return this;
+  }
+}
+
+/** One reservation of counters: which generator, how many, and the (seed, offset) it returned. */
+export interface Draw {
+  generator: Generator;
+  n: number;
+  seed: bigint;
+  offset: bigint;
+}
+
+let recording: Draw[] | null = null;
+let replaying: { take(generator: Generator, n: number): { seed: bigint; offset: bigint } } | null = null;
+
+/** Runs fn and lists the counters every generator reserved during it, in order. */
+export function recordDraws<T>(fn: () => T): { result: T; draws: Draw[] } {
+  const outer = recording;
+  const draws: Draw[] = [];
+  recording = draws;
+  try {
+    return { result: fn(), draws };
+  } finally {
+    recording = outer;
+  }
+}
+
+/**
+ * Runs fn with every generator handing out the recorded draws again, in order, without moving its
+ * state: a recomputation (gradient checkpointing) sees the dropout masks of the first pass. A draw
+ * from another generator or of another size, or one left unused, is an error: the recomputed
+ * code did not do what the first pass did.
+ */
+export function replayDraws<T>(draws: readonly Draw[], fn: () => T): T {
+  if (replaying) throw new Error("replayDraws: already replaying (nested recomputation is not supported)");
+  let next = 0;
+  const mismatch = (what: string) =>
+    new Error(`replayDraws: the recomputation ${what} than the first pass; it must run the same random ops in the same order`);
+  replaying = {
+    take(generator, n) {
+      const d = draws[next++];
+      if (!d || d.generator !== generator || d.n !== n) throw mismatch("drew other random numbers");
+      return { seed: d.seed, offset: d.offset };
+    },
+  };
+  try {
+    const result = fn();
+    if (next !== draws.length) throw mismatch(`drew ${next} times, ${draws.length} fewer or more`);
+    return result;
+  } finally {
+    replaying = null;
   }
 }
 

@@ -102,6 +102,20 @@ export function noGrad<T>(fn: () => T): T {
   }
 }
 
+/**
+ * Runs fn with recording on even inside noGrad(): the recomputation of gradient checkpointing,
+ * which builds a graph inside a backward rule.
+ */
+export function enableGrad<T>(fn: () => T): T {
+  const outer = gradDepth;
+  gradDepth = 0;
+  try {
+    return fn();
+  } finally {
+    gradDepth = outer;
+  }
+}
+
 /** True when an op on these inputs must be recorded. */
 export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
   return gradDepth === 0 && inputs.some((t) => t?.requiresGrad === true);

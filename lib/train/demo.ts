@@ -238,13 +238,19 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
     const adapterEffect = maxDiff(unmerged, baseOnly);
     const unmergeDiff = maxDiff(restored, unmerged);
     const tolerance = MERGE_TOLERANCE * Math.max(1, maxAbs(unmerged));
-    const mergeOk = mergeMaxDiff <= tolerance && unmergeDiff <= tolerance && adapterEffect > 100 * tolerance;
+    const mergeOk = mergeMaxDiff <= tolerance && unmergeDiff <= tolerance;
+    // A merge can only be told from no merge when the adapter moves the logits well beyond the
+    // tolerance; after a few steps (lr warm-up) it may not move them at all, which is no failure.
+    const telling = adapterEffect > 100 * tolerance;
     say();
     say(`Merge check: the adapter folded into the weights (W += s·B·A), logits of ${host.batchSize} eval examples (${host.batchSize} x ${host.seqLen} x ${c.vocabSize}):`);
     print(
       `  merge check: max |merged - unmerged| = ${mergeMaxDiff.toExponential(2)}, after unmerge ${unmergeDiff.toExponential(2)} ` +
         `(tolerance ${tolerance.toExponential(1)}; the adapter moves logits by up to ${adapterEffect.toFixed(2)}): ${mergeOk ? "OK" : "FAILED"}`,
     );
+    if (mergeOk && !telling) {
+      say(`  (after ${history.length} step${history.length === 1 ? "" : "s"} the adapter barely moves the logits, so this check proves little: train longer to see it bite)`);
+    }
 
     // ---- save -----------------------------------------------------------------------------------
     const chart = run.charts;

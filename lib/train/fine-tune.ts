@@ -108,6 +108,10 @@ export interface FineTuneOptions {
   seed?: number;
   /** "cpu" or "cuda" (default: cuda when usable). Only for a model given as a folder. */
   device?: string;
+  /** Recompute each block's activations in the backward (less memory, the same gradients; default false). */
+  gradientCheckpointing?: boolean;
+  /** dtype of the frozen weight matrices (default float32; see LoadOptions.dtype). Only for a model given as a folder. */
+  dtype?: "float32" | "bfloat16";
   /** Continue the run in `out` (true) or from a checkpoint or run folder. */
   resume?: true | string;
   /**
@@ -235,11 +239,11 @@ function modelChatTemplatePath(dir: string): string | undefined {
   return findChatTemplate(dir, config)?.path;
 }
 
-async function loadBase(model: FineTuneOptions["model"], device: string | undefined, seed: number): Promise<LoadedBaseModel> {
+async function loadBase(model: FineTuneOptions["model"], device: string | undefined, seed: number, dtype: FineTuneOptions["dtype"]): Promise<LoadedBaseModel> {
   if (typeof model !== "string") return model();
   const generator = new Generator(seed);
   const dir = resolveModelDir(model, "fineTune");
-  const base = await AutoModelForCausalLM.fromPretrained(dir, { device: device ?? (cudaAvailable() ? "cuda" : "cpu"), generator });
+  const base = await AutoModelForCausalLM.fromPretrained(dir, { device: device ?? (cudaAvailable() ? "cuda" : "cpu"), generator, dtype });
   try {
     return { model: base, tokenizer: AutoTokenizer.fromPretrained(dir), dir, name: model, generator };
   } catch (err) {
@@ -273,7 +277,7 @@ async function fineTuneLocked(opts: FineTuneOptions): Promise<FineTuneResult> {
   }
   const resumeFrom = opts.resume !== undefined ? resolveResume(opts.resume, opts.out) : null;
 
-  const { model: base, tokenizer, dir: modelDir, name: modelName, generator } = await loadBase(opts.model, opts.device, seed);
+  const { model: base, tokenizer, dir: modelDir, name: modelName, generator } = await loadBase(opts.model, opts.device, seed, opts.dtype);
   let model: PeftModel<CausalLM> | null = null;
   let trainer: Trainer | null = null;
   try {
@@ -313,6 +317,7 @@ async function fineTuneLocked(opts: FineTuneOptions): Promise<FineTuneResult> {
     });
     checkLoraFits(base, config, { copies: 4, purpose: "for training (its weights, their gradients and AdamW's two moments)" });
     model = getPeftModel(base, config, "default", { generator, onWarning: opts.onWarning });
+    base.gradientCheckpointing = opts.gradientCheckpointing ?? false;
 
     const batchSize = opts.batchSize ?? d.batchSize;
     const loaderOptions = { batchSize, tokenizer, packBlockLength: opts.packing ? maxLength : undefined, device };

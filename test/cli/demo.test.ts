@@ -86,6 +86,14 @@ describe("lowrank demo", () => {
     }
   });
 
+  it("a run too short to move the logits passes the merge check and says the check proves little", async () => {
+    const lines: string[] = [];
+    const result = await runDemo({ device: "cpu", steps: 1, out: join(tmp, "one-step"), evalCount: 1, quiet: false, print: (l: string) => lines.push(l) });
+    expect(result.mergeOk).toBe(true);
+    expect(result.adapterEffect).toBeLessThan(1e-3);
+    expect(lines.join("\n")).toMatch(/merge check: .*: OK\n.*after 1 step the adapter barely moves the logits/);
+  });
+
   it("runs again into the same folder, replacing the earlier run, but never over a training run's folder", async () => {
     const out = join(tmp, "run"); // the folder the test above filled
     const result = await runDemo({ device: "cpu", steps: 30, out, evalCount: 2, seed: 1, quiet: true, print: () => {} });

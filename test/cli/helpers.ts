@@ -5,6 +5,7 @@ import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFile
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { build } from "vite";
+import { afterAll, beforeAll } from "vitest";
 import { Generator, GPT2Config, GPT2LMHeadModel } from "../../lib/index.js";
 
 const ROOT = resolve(import.meta.dirname, "../..");
@@ -82,6 +83,24 @@ export const SHORT_TEMPLATE = "Q: {instruction} {input}\nA: ";
 /** The first `n` examples of the demo set (a word-list task). */
 export function demoLines(n: number): string {
   return readFileSync(join(ROOT, "data/demo/train.jsonl"), "utf8").split("\n").slice(0, n).join("\n") + "\n";
+}
+
+/**
+ * For a test file of library training runs: before its tests, a temporary folder with a tiny model
+ * (the short template in it) and 24 demo examples; removed after them. Read the paths inside tests.
+ */
+export function tinyTrainingFolder(prefix: string): { dir: string; model: string; data: string } {
+  const paths = { dir: "", model: "", data: "" };
+  beforeAll(() => {
+    paths.dir = mkdtempSync(join(tmpdir(), prefix));
+    paths.model = join(paths.dir, "model");
+    makeTinyModel(paths.model);
+    writeFileSync(join(paths.model, "template.txt"), SHORT_TEMPLATE);
+    paths.data = join(paths.dir, "data.jsonl");
+    writeFileSync(paths.data, demoLines(24));
+  });
+  afterAll(() => rmSync(paths.dir, { recursive: true, force: true }));
+  return paths;
 }
 
 /**

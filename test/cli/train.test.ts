@@ -62,7 +62,7 @@ describe("lowrank train", () => {
     expect(r.code).toBe(0);
     for (const flag of ["--model", "--data", "--out", "--r", "--alpha", "--dropout", "--target", "--rslora", "--steps", "--epochs", "--batch-size",
       "--grad-accum", "--lr", "--weight-decay", "--warmup", "--schedule", "--max-length", "--packing", "--eval-split", "--eval-every",
-      "--checkpoint-every", "--keep-checkpoints", "--seed", "--device", "--resume", "--quiet", "--template"]) {
+      "--checkpoint-every", "--keep-checkpoints", "--seed", "--device", "--dtype", "--gradient-checkpointing", "--resume", "--quiet", "--template"]) {
       expect(r.stdout).toContain(flag);
     }
     expect(r.stdout).toContain("Exit codes: 0 done, 1 error, 2 bad command line, 130 interrupted.");
@@ -74,6 +74,7 @@ describe("lowrank train", () => {
       [base(newOut(), "--epochs", "2"), /^lowrank train: give --steps or --epochs, not both$/m],
       [base(newOut(), "--lr", "fast"), /error: option '--lr <x>' argument 'fast' is invalid\. expected a number in \(0, Infinity\]\./],
       [base(newOut(), "--schedule", "cyclic"), /argument 'cyclic' is invalid\. expected one of constant, linear, cosine\./],
+      [base(newOut(), "--dtype", "float16"), /argument 'float16' is invalid\. expected one of float32, bfloat16\./],
       [base(newOut(), "--bogus"), /error: unknown option '--bogus'/],
       [base(newOut(), "--target", "c_attn,q_proj"), /^lowrank train: --target: no module named "q_proj" in the model; modules LoRA can wrap: wte, wpe, c_attn, c_proj, c_fc \(or "all-linear"\)$/m],
       [base(newOut(), "--max-length", "4096"), /^lowrank train: --max-length 4096 exceeds the model's n_positions \(128\)$/m],

@@ -71,6 +71,21 @@ const ROWS: Row[] = [
     run: ([x, w, b]) => ops.linear(x!, w!, b!) },
   { family: "matmul", name: "conv1dLinear [5,768] by [768,2304] + bias (GPT-2 c_attn)", inputs: [f([5, 768], 18), f([768, 2304], 19, 0.02), f([2304], 20)],
     run: ([x, w, b]) => ops.conv1dLinear(x!, w!, b!), tol: 1e-4 },
+  // every broadcast and 1-D case of matmul's semantics, and views read in place
+  ...([
+    [[7], [7]], [[5], [5, 3]], [[4, 6], [6]], [[33, 9], [9, 19]], [[3, 4, 5], [5, 2]], [[4, 5], [3, 5, 2]],
+    [[2, 3, 4], [2, 4, 5]], [[2, 1, 3, 4], [3, 4, 2]], [[2, 1, 3, 4], [1, 3, 4, 2]], [[6], [2, 6, 3]], [[130, 70], [70, 90]],
+  ] as [number[], number[]][]).map(([sa, sb], i): Row => ({
+    family: "matmul", name: `[${sa}] x [${sb}]`, inputs: [f(sa, 100 + 2 * i), f(sb, 101 + 2 * i)], run: ([a, b]) => ops.matmul(a!, b!), tol: 1e-5,
+  })),
+  { family: "matmul", name: "x [2,3,6,4] by yᵀ of [2,3,5,4]", inputs: [f([2, 3, 6, 4], 130), f([2, 3, 5, 4], 131)],
+    run: ([x, y]) => ops.matmul(x!, y!.transpose(-2, -1)), tol: 1e-5 },
+  { family: "matmul", name: "a permuted [6,2,4] by [4,3]", inputs: [f([6, 2, 4], 132), f([4, 3], 133)],
+    run: ([z, w]) => ops.matmul(z!.permute(1, 0, 2), w!), tol: 1e-5 },
+  { family: "matmul", name: "an expanded [1,5] row by [5,3]", inputs: [f([1, 5], 134), f([5, 3], 135)],
+    run: ([r, w]) => ops.matmul(ops.expand(r!, [4, 5]), w!), tol: 1e-5 },
+  { family: "matmul", name: "linear of a transposed input [7,5]ᵀ by [3,7]", inputs: [f([7, 5], 136), f([3, 7], 137)],
+    run: ([x, w]) => ops.linear(x!.transpose(0, 1), w!), tol: 1e-5 },
   // bfloat16 (frozen) weights, as `dtype: "bfloat16"` models hold them: x and dY rounded to bf16,
   // bf16 tensor-core GEMM with float32 sums on CUDA, float32 GEMM of the same bf16 values on the CPU
   { family: "matmul", name: "linear [2,37,65] by bf16 [129,65] + bias", inputs: [f([2, 37, 65], 15), { shape: [129, 65], seed: 16, grad: false }, f([129], 17)],

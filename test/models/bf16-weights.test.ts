@@ -1,16 +1,21 @@
 // Models loaded with dtype "bfloat16" (issue 11): the weight matrices of Linear, Conv1D and
 // Embedding kept in bf16 and frozen, everything else float32, GEMMs as autocast runs them. Checked
-// against the same model in float32 on the same device (CPU here; test/gpu/bf16-weights.test.ts
-// runs this file's checks on CUDA).
+// against the same model in float32 on the same device, and against transformers' logits under
+// torch.autocast(bfloat16) (test/fixtures/bf16, make_bf16_fixture.py); CPU here,
+// test/gpu/bf16-weights.test.ts runs this file's checks on CUDA.
 // Tolerances: bf16 keeps 8 mantissa bits (relative rounding 2^-9 ≈ 2e-3 per weight and per GEMM
 // input); through a few layers the logits move by ~1e-2 of their norm, so 3e-2 relative L2 for
 // logits and 2e-2 for losses (a loss averages many such errors) leaves room without hiding a
 // wrong weight (a mis-read bf16 tensor gives errors of order 1).
+import { readFileSync } from "node:fs";
+import { basename } from "node:path";
 import { describe, expect, it } from "vitest";
 import { AdamW, AutoModelForCausalLM, Generator, getPeftModel, LoraConfig, noGrad, tensor, tidy, type Tensor } from "../../lib/index.js";
 import { randomValues, relError } from "../helpers.js";
 
 const VOCAB = 64; // ids below every fixture's vocabulary
+interface AutocastCase { logits_float32: number[][][]; logits_autocast_bf16: number[][][]; rel_autocast_vs_float32: number }
+const AUTOCAST = JSON.parse(readFileSync("test/fixtures/bf16/reference.json", "utf8")) as { input_ids: number[][]; cases: Record<string, AutocastCase> };
 const CASES = [
   { dir: "test/fixtures/gpt2-tiny", targets: ["c_attn", "c_proj"], fanInFanOut: true },
   { dir: "test/fixtures/llama-tiny/llama-gqa", targets: ["q_proj", "v_proj", "down_proj"], fanInFanOut: false },
@@ -61,6 +66,21 @@ export function describeBf16Weights(device: string, skipReason?: string): void {
       promised.dispose();
     });
 
+    it("logits against transformers' under bf16 autocast (test/fixtures/bf16): as close as autocast is to float32", () => {
+      const ref = AUTOCAST.cases[basename(dir)]!;
+      const bf = load("bfloat16");
+      const ids = tensor(Int32Array.from(AUTOCAST.input_ids.flat()), { shape: [2, 11], device });
+      const ours = noGrad(() => tidy(() => bf.forward({ inputIds: ids }).logits.dataSync()));
+      const flat = (x: number[][][]) => x.flat(2);
+      // autocast also rounds each matmul's output to bf16 (ours stays float32), so the two differ by
+      // about as much as autocast differs from float32: 2x that distance bounds it.
+      const bound = 2 * ref.rel_autocast_vs_float32;
+      expect(relError(ours, flat(ref.logits_autocast_bf16))).toBeLessThan(bound);
+      expect(relError(ours, flat(ref.logits_float32))).toBeLessThan(bound);
+      ids.dispose();
+      bf.dispose();
+    });
+
     it("a LoRA run's losses track the float32 run's (5 AdamW steps, within 2e-2)", () => {
       const losses = (dtype: "float32" | "bfloat16") => {
         const peft = getPeftModel(load(dtype), new LoraConfig({ r: 4, loraAlpha: 8, targetModules: targets, fanInFanOut, initLoraWeights: "gaussian" }), "default", { generator: new Generator(7) });
@@ -85,6 +105,16 @@ export function describeBf16Weights(device: string, skipReason?: string): void {
       const a = losses("float32"), b = losses("bfloat16");
       expect(a[4]!).toBeLessThan(a[0]!); // it learns
       for (let s = 0; s < 5; s++) expect(Math.abs(b[s]! - a[s]!) / a[s]!, `step ${s}`).toBeLessThan(2e-2);
+    });
+
+    it("DoRA and base-changing inits (PiSSA) are refused on bf16 weights, with the fix", () => {
+      for (const extra of [{ useDora: true }, { initLoraWeights: "pissa" as const }]) {
+        const base = load("bfloat16");
+        expect(() => getPeftModel(base, new LoraConfig({ r: 2, targetModules: targets, fanInFanOut, ...extra }))).toThrow(
+          /works on the base weight itself, which is bfloat16 here .*load the base model with dtype "float32"/,
+        );
+        base.dispose();
+      }
     });
 
     it("merging into bf16 weights gives the unmerged model's logits (to bf16 rounding), and unmerge restores them", () => {

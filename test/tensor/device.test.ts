@@ -58,7 +58,13 @@ describe("devices", () => {
       m.dispose();
     });
     synchronize(cpu);
-    if (cudaAvailable()) synchronize(parseDevice("cuda"));
+    synchronize(); // the first GPU, or nothing to wait for on a CPU-only host
+    if (cudaAvailable()) {
+      synchronize(parseDevice("cuda"));
+      synchronize("cuda"); // a bare "cuda" is cuda:0 here too
+    } else {
+      expect(() => synchronize("cuda:0")).toThrow(/synchronize: device "cuda:0" needs the CUDA backend/);
+    }
   });
 
   it("still names an unknown device in its error", () => {

@@ -1,25 +1,17 @@
 // AbortSignal in training: fineTune (and the Trainer under it) stop at the next step boundary when
 // the signal is aborted, write the checkpoint a Ctrl-C writes, resolve with status "stopped", and
 // the run resumes to the curve of an uninterrupted one.
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import {
   DataLoader, GPT2LMHeadModel, GPT2Tokenizer, LoraConfig, Trainer, fineTune, getPeftModel, loadInstructionData, memory, readCheckpoint, type FineTuneOptions, type StepRecord,
 } from "../../lib/index.js";
-import { demoLines, makeTinyModel, SHORT_TEMPLATE } from "../cli/helpers.js";
+import { SHORT_TEMPLATE, tinyTrainingFolder } from "../cli/helpers.js";
 
+const tiny = tinyTrainingFolder("lowrank-abort-");
 let dir: string, model: string, data: string;
-beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), "lowrank-abort-"));
-  model = join(dir, "model");
-  makeTinyModel(model);
-  writeFileSync(join(model, "template.txt"), SHORT_TEMPLATE);
-  data = join(dir, "data.jsonl");
-  writeFileSync(data, demoLines(24));
-});
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+beforeAll(() => ({ dir, model, data } = tiny));
 
 const STEPS = 6;
 const options = (out: string, extra: Partial<FineTuneOptions> = {}): FineTuneOptions => ({

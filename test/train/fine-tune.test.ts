@@ -1,25 +1,47 @@
 // fineTune(), the library entry point behind `lowrank train`, `sweep` and the demo: from a model
 // folder and a JSONL file to a saved adapter, metrics, chart and checkpoints; the template the
 // model folder ships is the default; a value that does not fit the model is a FineTuneOptionError.
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { fineTune, FineTuneOptionError, GPT2LMHeadModel, PeftModel, type FineTuneStart } from "../../lib/index.js";
-import { demoLines, makeTinyModel, SHORT_TEMPLATE } from "../cli/helpers.js";
+import { tinyTrainingFolder } from "../cli/helpers.js";
 
+const tiny = tinyTrainingFolder("lowrank-fine-tune-");
 let dir: string, model: string, data: string;
-beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), "lowrank-fine-tune-"));
-  model = join(dir, "model");
-  makeTinyModel(model);
-  writeFileSync(join(model, "template.txt"), SHORT_TEMPLATE);
-  data = join(dir, "data.jsonl");
-  writeFileSync(data, demoLines(24));
-});
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+beforeAll(() => ({ dir, model, data } = tiny));
 
 describe("fineTune", () => {
+  it("dtype bfloat16: bf16 frozen weights, float32 adapter, losses within 2e-2 of float32's", async () => {
+    const run = async (dtype: "float32" | "bfloat16") => {
+      const out = join(dir, `dtype-${dtype}`);
+      const r = await fineTune({ model, data, out, steps: 3, r: 2, batchSize: 4, evalSplit: 0, seed: 5, device: "cpu", dtype, progress: { quiet: true } });
+      const weights = r.model.namedParameters().filter(([n]) => n.endsWith("c_attn.base_layer.weight")).map(([, p]) => p.dtype);
+      const adapters = r.model.trainableParameters().map((p) => p.dtype);
+      r.model.dispose();
+      const losses = readFileSync(join(out, "metrics.jsonl"), "utf8").trimEnd().split("\n").map((l) => (JSON.parse(l) as { loss: number }).loss);
+      return { weights, adapters, losses };
+    };
+    const f32 = await run("float32"), bf = await run("bfloat16");
+    expect(bf.weights.length).toBeGreaterThan(0);
+    expect(new Set(bf.weights)).toEqual(new Set(["bfloat16"]));
+    expect(new Set(bf.adapters)).toEqual(new Set(["float32"]));
+    bf.losses.forEach((l, i) => expect(Math.abs(l - f32.losses[i]!) / f32.losses[i]!, `step ${i + 1}`).toBeLessThan(2e-2));
+  });
+
+  it("gradientCheckpointing: the same losses and adapter file as without it", async () => {
+    const run = async (gradientCheckpointing: boolean) => {
+      const out = join(dir, `recompute-${gradientCheckpointing}`);
+      const r = await fineTune({ model, data, out, steps: 3, r: 2, batchSize: 4, evalSplit: 0, seed: 5, device: "cpu", gradientCheckpointing, progress: { quiet: true } });
+      r.model.dispose();
+      const losses = readFileSync(join(out, "metrics.jsonl"), "utf8").trimEnd().split("\n").map((l) => (JSON.parse(l) as { loss: number }).loss);
+      return { losses, adapter: readFileSync(join(out, "adapter_model.safetensors")) };
+    };
+    const plain = await run(false), recomputed = await run(true);
+    expect(recomputed.losses).toEqual(plain.losses);
+    expect(recomputed.adapter.equals(plain.adapter)).toBe(true);
+  });
+
   it("trains and saves the adapter, metrics, chart and checkpoints, using the model folder's template", async () => {
     const out = join(dir, "run");
     let start: FineTuneStart | undefined;

@@ -1,6 +1,7 @@
 // GPT-2 (transformers' GPT2LMHeadModel), with its parameter names, so Hugging Face checkpoints
 // and PEFT adapters address the same modules: transformer.wte / wpe / h.{i}.{ln_1, attn.c_attn,
 // attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj} / ln_f, and an lm_head tied to wte.
+import { checkpoint } from "../../autograd/checkpoint.js";
 import { scaledDotProductAttention } from "../../ops/attention.js";
 import { add, gelu } from "../../ops/elementwise.js";
 import { linear } from "../../ops/matmul.js";
@@ -126,6 +127,8 @@ export class GPT2Model extends Module {
   declare drop: Dropout;
   declare h: ModuleList<GPT2Block>;
   declare ln_f: LayerNorm;
+  /** Recompute each block in the backward instead of keeping its activations (training, no cache). */
+  gradientCheckpointing = false;
 
   constructor(readonly config: GPT2Config, opts: ModelOptions = {}) {
     super();
@@ -156,7 +159,10 @@ export class GPT2Model extends Module {
     // transformers uses positions past..past+T-1 whatever the padding (position_ids are not derived from the mask).
     const positions = arange(past, past + T, 1, { device: inputIds.device });
     let x = this.drop.forward(add(this.wte.forward(inputIds), this.wpe.forward(positions)));
-    for (const block of this.h) x = block.forward(x, attentionMask, cache);
+    const recompute = this.gradientCheckpointing && this.training && !cache;
+    for (const block of this.h) {
+      x = recompute ? checkpoint((h, mask) => block.forward(h, mask, null), x, [attentionMask ?? null], block.parameters()) : block.forward(x, attentionMask, cache);
+    }
     return this.ln_f.forward(x);
   }
 }
@@ -186,6 +192,18 @@ export class GPT2LMHeadModel extends Module {
   constructor(readonly config: GPT2Config, opts: ModelOptions = {}) {
     super();
     this.registerModule("transformer", new GPT2Model(config, opts));
+  }
+
+  /**
+   * Gradient checkpointing (transformers' gradient_checkpointing_enable()): in training, each
+   * block's activations are recomputed in the backward instead of kept, trading one more forward
+   * per block for activation memory of one block; the gradients are the same, bit for bit.
+   */
+  get gradientCheckpointing(): boolean {
+    return this.transformer.gradientCheckpointing;
+  }
+  set gradientCheckpointing(on: boolean) {
+    this.transformer.gradientCheckpointing = on;
   }
 
   /**

@@ -3,6 +3,7 @@
 // address the same modules: model.embed_tokens / layers.{i}.{input_layernorm,
 // self_attn.{q,k,v,o}_proj (+ q_norm, k_norm for Qwen3), post_attention_layernorm,
 // mlp.{gate,up,down}_proj} / norm, and lm_head (absent when tied).
+import { checkpoint } from "../../autograd/checkpoint.js";
 import { scaledDotProductAttention } from "../../ops/attention.js";
 import { add, mul, silu } from "../../ops/elementwise.js";
 import { linear } from "../../ops/matmul.js";
@@ -139,6 +140,8 @@ export class LlamaModel extends Module {
   declare embed_tokens: Embedding;
   declare layers: ModuleList<LlamaDecoderLayer>;
   declare norm: RMSNorm;
+  /** Recompute each decoder layer in the backward instead of keeping its activations (training, no cache). */
+  gradientCheckpointing = false;
 
   constructor(readonly config: LlamaConfig, opts: ModelOptions = {}) {
     super();
@@ -157,7 +160,10 @@ export class LlamaModel extends Module {
     const offset = cache?.length ?? 0;
     const { cos, sin } = rotaryCosSin(T, this.config.attentionHeadDim, { theta: this.config.ropeTheta, scaling: this.config.ropeScaling, offset, device: inputIds.device });
     let x = this.embed_tokens.forward(inputIds);
-    for (const layer of this.layers) x = layer.forward(x, cos, sin, cache);
+    const recompute = this.gradientCheckpointing && this.training && !cache;
+    for (const layer of this.layers) {
+      x = recompute ? checkpoint((h, c, s) => layer.forward(h, c!, s!, null), x, [cos, sin], layer.parameters()) : layer.forward(x, cos, sin, cache);
+    }
     cos.dispose();
     sin.dispose();
     return this.norm.forward(x);
@@ -173,6 +179,18 @@ export class LlamaForCausalLM extends Module {
     super();
     this.registerModule("model", new LlamaModel(config, opts));
     this.registerModule("lm_head", config.tieWordEmbeddings ? null : new Linear(config.hiddenSize, config.vocabSize, { ...opts, std: config.initializerRange, bias: false }));
+  }
+
+  /**
+   * Gradient checkpointing (transformers' gradient_checkpointing_enable()): in training, each
+   * block's activations are recomputed in the backward instead of kept, trading one more forward
+   * per block for activation memory of one block; the gradients are the same, bit for bit.
+   */
+  get gradientCheckpointing(): boolean {
+    return this.model.gradientCheckpointing;
+  }
+  set gradientCheckpointing(on: boolean) {
+    this.model.gradientCheckpointing = on;
   }
 
   /**
