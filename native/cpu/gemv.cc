@@ -36,8 +36,16 @@ void store(float* y, const float* acc, int64_t w, float alpha, float beta) {
   for (int64_t j = 0; j < w; ++j) y[j] = alpha * acc[j] + (beta == 0 ? 0.0f : beta * y[j]);
 }
 
+// Plain loops the compiler vectorizes for whatever target includes them: the portable kernels
+// (baseline SSE2, NEON) and, compiled again with AVX2 + FMA below, the AVX2 ones.
+#if defined(__GNUC__) || defined(__clang__)
+#define LR_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define LR_ALWAYS_INLINE inline
+#endif
+
 // acc[0:w] += Σ_p x[p] · b[p*ld + 0:w], p over [0, k).
-void rows_portable(const float* x, const float* b, int64_t ld, int64_t k, int64_t w, float* acc) {
+LR_ALWAYS_INLINE void rows_body(const float* x, const float* b, int64_t ld, int64_t k, int64_t w, float* acc) {
   int64_t p = 0;
   for (; p + 4 <= k; p += 4) {
     const float x0 = x[p], x1 = x[p + 1], x2 = x[p + 2], x3 = x[p + 3];
@@ -49,7 +57,7 @@ void rows_portable(const float* x, const float* b, int64_t ld, int64_t k, int64_
 }
 
 // out[j] = x · b[j*ld + 0:k] for j in [0, cols).
-void dots_portable(const float* x, const float* b, int64_t ld, int64_t k, int64_t cols, float* out) {
+LR_ALWAYS_INLINE void dots_body(const float* x, const float* b, int64_t ld, int64_t k, int64_t cols, float* out) {
   for (int64_t j = 0; j < cols; ++j) {
     float acc[16] = {};
     const float* c = b + j * ld;
@@ -63,7 +71,13 @@ void dots_portable(const float* x, const float* b, int64_t ld, int64_t k, int64_
   }
 }
 
+void rows_portable(const float* x, const float* b, int64_t ld, int64_t k, int64_t w, float* acc) { rows_body(x, b, ld, k, w, acc); }
+void dots_portable(const float* x, const float* b, int64_t ld, int64_t k, int64_t cols, float* out) { dots_body(x, b, ld, k, cols, out); }
+
 #ifdef LOWRANK_X86
+LR_TARGET_AVX2 void rows_avx2(const float* x, const float* b, int64_t ld, int64_t k, int64_t w, float* acc) { rows_body(x, b, ld, k, w, acc); }
+LR_TARGET_AVX2 void dots_avx2(const float* x, const float* b, int64_t ld, int64_t k, int64_t cols, float* out) { dots_body(x, b, ld, k, cols, out); }
+
 LR_TARGET_AVX512 void rows_avx512(const float* x, const float* b, int64_t ld, int64_t k, int64_t w, float* acc) {
   const __mmask16 tail = __mmask16((1u << (w % 16)) - 1);
   int64_t p = 0;
@@ -129,7 +143,7 @@ using DotsFn = void (*)(const float*, const float*, int64_t, int64_t, int64_t, f
 // Picked once, at the level LOWRANK_SIMD allows (simd.cc).
 RowsFn rows_kernel() {
 #ifdef LOWRANK_X86
-  static const RowsFn f = has_avx512() ? rows_avx512 : rows_portable;
+  static const RowsFn f = has_avx512() ? rows_avx512 : has_avx2_fma() ? rows_avx2 : rows_portable;
   return f;
 #else
   return rows_portable;
@@ -137,7 +151,7 @@ RowsFn rows_kernel() {
 }
 DotsFn dots_kernel() {
 #ifdef LOWRANK_X86
-  static const DotsFn f = has_avx512() ? dots_avx512 : dots_portable;
+  static const DotsFn f = has_avx512() ? dots_avx512 : has_avx2_fma() ? dots_avx2 : dots_portable;
   return f;
 #else
   return dots_portable;
