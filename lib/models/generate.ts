@@ -116,8 +116,9 @@ function* decodeTokens(wrapped: GenerationModel, prompt: readonly number[], opts
       const feed = cache && cache.length > 0 ? tokens.slice(cache.length) : tokens;
       const last = noGrad(() => tidy(() => {
         const ids = tensor(Int32Array.from(feed), { shape: [1, feed.length], device: spec.device });
-        const { logits } = model.forward({ inputIds: ids, cache });
-        return logits.slice(1, feed.length - 1).reshape(-1).to("cpu").dataSync() as Float32Array;
+        // The last position's logits: a model that honours logitsToKeep computes only those.
+        const { logits } = model.forward({ inputIds: ids, cache, logitsToKeep: 1 });
+        return logits.slice(1, logits.shape[1]! - 1).reshape(-1).to("cpu").dataSync() as Float32Array;
       }));
       // A NaN logit would be sampled as if it were a number (argmax skips it): refuse, naming the broken weights.
       if (!allFinite(last)) {

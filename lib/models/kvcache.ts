@@ -87,6 +87,9 @@ export interface GenerationSpec {
 /** A causal language model generate() can decode with (GPT2LMHeadModel, LlamaForCausalLM). */
 export interface CausalDecoder extends Module {
   generationSpec(): GenerationSpec;
-  /** inputIds int32 [B, T] (only the positions after the cache's, when given) -> logits [B, T, vocab]. */
-  forward(input: { inputIds: Tensor; cache?: KVCache | null }): { logits: Tensor };
+  /**
+   * inputIds int32 [B, T] (only the positions after the cache's, when given) -> logits [B, T, vocab],
+   * or of the last `logitsToKeep` positions when the model honours it (generate() asks for 1).
+   */
+  forward(input: { inputIds: Tensor; cache?: KVCache | null; logitsToKeep?: number }): { logits: Tensor };
 }

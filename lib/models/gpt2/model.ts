@@ -176,6 +176,19 @@ export interface CausalLMInput {
   labels?: Tensor | null;
   /** Incremental decoding: keys and values of earlier positions, extended in place. */
   cache?: KVCache | null;
+  /**
+   * Logits of the last N positions only (transformers' logits_to_keep; 0 or absent: every
+   * position): generation needs the last one, and a prompt's lm_head is then one row, not T.
+   */
+  logitsToKeep?: number;
+}
+
+/** The hidden states whose logits are wanted: the last `logitsToKeep` positions, or all. */
+export function lastPositions(hidden: Tensor, input: { logitsToKeep?: number; labels?: Tensor | null }): Tensor {
+  const keep = input.logitsToKeep ?? 0, T = hidden.shape[1]!;
+  if (!Number.isInteger(keep) || keep < 0) throw new Error(`forward: logitsToKeep must be an integer >= 0 (0: every position), got ${keep}`);
+  if (keep > 0 && input.labels) throw new Error("forward: logitsToKeep and labels together: the loss needs the logits of every position; pass one of them");
+  return keep > 0 && keep < T ? hidden.slice(1, T - keep) : hidden;
 }
 
 export interface CausalLMOutput {
@@ -247,7 +260,7 @@ export class GPT2LMHeadModel extends Module {
   }
 
   forward(input: CausalLMInput): CausalLMOutput {
-    const hidden = this.transformer.forward(input.inputIds, input.attentionMask ?? null, input.cache ?? null);
+    const hidden = lastPositions(this.transformer.forward(input.inputIds, input.attentionMask ?? null, input.cache ?? null), input);
     const logits = linear(hidden, this.transformer.wte.weight); // lm_head: x·wteᵀ
     if (!input.labels) return { logits };
     return { logits, loss: causalLMLoss(logits, input.labels) };

@@ -13,7 +13,7 @@ import { Embedding, Linear, RMSNorm } from "../../nn/layers.js";
 import { Module, ModuleList } from "../../nn/module.js";
 import { formatShape, type Tensor } from "../../tensor/tensor.js";
 import { loadCheckpoint, loadCheckpointAsync, saveCheckpoint, saveCheckpointAsync, type CheckpointFamily, type LoadOptions } from "../checkpoint.js";
-import { causalLMLoss, type CausalLMOutput, type ModelOptions } from "../gpt2/model.js";
+import { causalLMLoss, lastPositions, type CausalLMOutput, type ModelOptions } from "../gpt2/model.js";
 import type { GenerationSpec, KVCache } from "../kvcache.js";
 import { LlamaConfig } from "./config.js";
 import { checkWeightsFit } from "../size.js";
@@ -25,6 +25,11 @@ export interface LlamaInput {
   labels?: Tensor | null;
   /** Incremental decoding: keys and values of earlier positions, extended in place. */
   cache?: KVCache | null;
+  /**
+   * Logits of the last N positions only (transformers' logits_to_keep; 0 or absent: every
+   * position): generation needs the last one, and a prompt's lm_head is then one row, not T.
+   */
+  logitsToKeep?: number;
 }
 
 /**
@@ -248,7 +253,7 @@ export class LlamaForCausalLM extends Module {
   }
 
   forward(input: LlamaInput): CausalLMOutput {
-    const hidden = this.model.forward(input.inputIds, input.cache ?? null);
+    const hidden = lastPositions(this.model.forward(input.inputIds, input.cache ?? null), input);
     const logits = linear(hidden, this.lm_head ? this.lm_head.weight : this.model.embed_tokens.weight);
     if (!input.labels) return { logits };
     return { logits, loss: causalLMLoss(logits, input.labels) };
