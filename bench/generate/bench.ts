@@ -10,6 +10,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { AutoModelForCausalLM, generate, info, noGrad } from "../../lib/index.js";
+import { median } from "../../lib/analysis/stats.js";
 import { PROFILING, profileReport, profileReset } from "../../lib/profile.js";
 
 function parseArgs(argv: string[]): { dir: string; newTokens: number; rounds: number; warmup: number } {
@@ -24,12 +25,6 @@ function parseArgs(argv: string[]): { dir: string; newTokens: number; rounds: nu
   }
   if (!opts.dir) throw new Error("usage: bench.js DIR [--new N] [--rounds N] [--warmup N]");
   return opts;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 /**

@@ -14,6 +14,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { AdamW, AutoModelForCausalLM, getPeftModel, info, LoraConfig, memory, tensor, tidy } from "../../lib/index.js";
+import { median } from "../../lib/analysis/stats.js";
 import { modelTypeOf } from "../../lib/models/auto.js";
 import type { DType } from "../../lib/tensor/dtype.js";
 import { PROFILING, profileEntries, profilePhase, profileReport, profileReset } from "../../lib/profile.js";
@@ -35,12 +36,6 @@ function parseArgs(argv: string[]): { dir: string; warmup: number; steps: number
   }
   if (!opts.dir) throw new Error("usage: bench.js DIR [--warmup N] [--steps N] [--lora-dropout P] [--profile-steps N] [--device cpu|cuda:0] [--dtype float32|bfloat16] [--gradient-checkpointing]");
   return opts;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 const opts = parseArgs(process.argv.slice(2));

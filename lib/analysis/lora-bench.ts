@@ -4,6 +4,7 @@
 // of W, timed as a copy of W). Each time is the median of `iters` runs after `warmup`, each run
 // waited for to its end (synchronize() on CUDA), in its own tidy scope.
 import { loraDelta } from "../ops/lora.js";
+import { median } from "./stats.js";
 import { gemm2d, linear } from "../ops/matmul.js";
 import { synchronize } from "../runtime.js";
 import { randn, zeros } from "../tensor/creation.js";
@@ -71,9 +72,7 @@ function timeMs(device: string, iters: number, warmup: number, run: () => unknow
     synchronize(device);
     if (i >= warmup) times.push(performance.now() - t0);
   }
-  times.sort((a, b) => a - b);
-  const m = times.length >> 1;
-  return times.length % 2 ? times[m]! : (times[m - 1]! + times[m]!) / 2;
+  return median(times);
 }
 
 export function benchLora(opts: LoraBenchOptions): { linear: LoraBenchRow[]; merge: MergeBenchRow[] } {

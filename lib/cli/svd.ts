@@ -6,6 +6,7 @@ import { Option, type Command } from "commander";
 import { moduleType, writeSpectrumCharts } from "../analysis/charts.js";
 import { matchesTarget, parseTargetSpec } from "../analysis/params.js";
 import { adapterSpectra, checkpointDeltaSpectra, spectrumStats, type LayerSpectrum, type SpectrumStats } from "../analysis/spectrum.js";
+import { median } from "../analysis/stats.js";
 import { formatTable, type Column } from "../analysis/table.js";
 import { readAdapterFactors, readCheckpointWeights } from "../analysis/weights.js";
 import { formatThousands } from "../io/pyformat.js";
@@ -155,10 +156,6 @@ async function analyseCheckpoints(flags: SvdFlags, targets: string[] | undefined
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 const shortName = (name: string) => name.replace(/^transformer\./, "");
 const mean = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-}
 
 function layerTable(a: Analysis, stats: SpectrumStats[], topK: readonly number[]): string {
   const withR = a.mode === "adapter", withRel = a.layers.some((l) => l.relativeNorm !== undefined);

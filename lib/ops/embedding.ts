@@ -4,7 +4,7 @@ import { native } from "../native/index.js";
 import { zeros } from "../tensor/creation.js";
 import { formatShape, record, type Tensor } from "../tensor/tensor.js";
 import { DTYPE_CODE } from "../tensor/dtype.js";
-import { checkSameDevice, newFloat, unravel, withContiguous } from "./util.js";
+import { checkSameDevice, checkWeight, newFloat, unravel, withContiguous } from "./util.js";
 
 /** embedding(ids int32 [...], weight [V, D]) -> [..., D]: out[..., :] = weight[ids[...], :]. */
 export function embedding(ids: Tensor, weight: Tensor): Tensor {
@@ -12,10 +12,7 @@ export function embedding(ids: Tensor, weight: Tensor): Tensor {
   if (ids.dtype !== "int32") {
     throw new Error(`${op}: ids must be int32, got ${ids.dtype} ${formatShape(ids.shape)}; create them with { dtype: "int32" } or convert with .to(device, "int32")`);
   }
-  if (weight.dtype !== "float32" && weight.dtype !== "bfloat16") throw new Error(`${op}: weight must be float32 or bfloat16, got ${weight.dtype} ${formatShape(weight.shape)}`);
-  if (weight.dtype === "bfloat16" && weight.requiresGrad) {
-    throw new Error(`${op}: weight ${formatShape(weight.shape)} is bfloat16 and requires grad; bfloat16 weights are frozen (load the model with dtype "float32" to train it)`);
-  }
+  checkWeight(op, weight);
   checkSameDevice(op, ids, weight);
   if (weight.ndim !== 2) throw new Error(`${op}: weight must be a 2-D [vocab, dim] table, got ${formatShape(weight.shape)}`);
   const [vocab, dim] = weight.shape as [number, number];

@@ -9,9 +9,9 @@
 import { native } from "../native/index.js";
 import { full } from "../tensor/creation.js";
 import { DTYPE_CODE, DTYPE_SIZE } from "../tensor/dtype.js";
-import { copyInto, emptyLike, formatShape, record, shapeSize, type Tensor } from "../tensor/tensor.js";
+import { copyInto, emptyLike, formatShape, noGrad, record, shapeSize, type Tensor } from "../tensor/tensor.js";
 import { sumToShape } from "./reduce.js";
-import { broadcastShapes, checkFloat, checkSameDevice, newFloat, stridedView, withContiguous } from "./util.js";
+import { broadcastShapes, checkFloat, checkSameDevice, checkWeight, newFloat, stridedView } from "./util.js";
 
 /**
  * A batch of matrices as gemm reads them. rows × cols is the logical shape op(X); when `trans`, the
@@ -116,9 +116,7 @@ function gemmInto(c: Tensor, l: Mat, r: Mat, batch: number, beta = 0): void {
  * reads, as autocast casts a matmul's inputs (the gradient flows through the op's own rule).
  */
 function bf16Operand(t: Tensor): Tensor {
-  const out = emptyLike(t.shape, "bfloat16", t.deviceInfo);
-  withContiguous([t], (tc) => native().cast({ src: tc.nativeView, srcDtype: DTYPE_CODE.float32, dst: out.nativeView, dstDtype: DTYPE_CODE.bfloat16, n: t.size }));
-  return out;
+  return noGrad(() => t.to(t.deviceInfo, "bfloat16"));
 }
 
 /**
@@ -229,14 +227,8 @@ export function conv1dLinear(x: Tensor, weight: Tensor, bias: Tensor | null = nu
 function affine(op: string, x: Tensor, weight: Tensor, outIn: boolean, bias: Tensor | null): Tensor {
   checkFloat(op, x, ...(bias ? [bias] : []));
   checkSameDevice(op, x, weight);
+  checkWeight(op, weight);
   const lowp = weight.dtype === "bfloat16";
-  if (!lowp && weight.dtype !== "float32") throw new Error(`${op}: weight must be float32 or bfloat16, got ${weight.dtype} ${formatShape(weight.shape)}`);
-  if (lowp && weight.requiresGrad) {
-    throw new Error(
-      `${op}: weight ${formatShape(weight.shape)} is bfloat16 and requires grad; bfloat16 weights are frozen ` +
-        `(train LoRA adapters on them, or load the model with dtype "float32" to train the weight itself)`,
-    );
-  }
   const layout = outIn ? "[out, in]" : "[in, out]";
   if (weight.ndim !== 2) throw new Error(`${op}: weight must be 2-D ${layout}, got ${formatShape(weight.shape)}`);
   const [inF, outF] = outIn ? [weight.shape[1]!, weight.shape[0]!] : [weight.shape[0]!, weight.shape[1]!];

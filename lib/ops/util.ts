@@ -15,6 +15,22 @@ export function checkFloat(op: string, ...ts: Tensor[]): void {
   checkSameDevice(op, ...ts);
 }
 
+/**
+ * Throws unless `weight` is float32 or bfloat16, and a bfloat16 one frozen: bf16 tensors are the
+ * frozen weights of a `dtype: "bfloat16"` model; what trains stays float32.
+ */
+export function checkWeight(op: string, weight: Tensor): void {
+  if (weight.dtype !== "float32" && weight.dtype !== "bfloat16") {
+    throw new Error(`${op}: weight must be float32 or bfloat16, got ${weight.dtype} ${formatShape(weight.shape)}`);
+  }
+  if (weight.dtype === "bfloat16" && weight.requiresGrad) {
+    throw new Error(
+      `${op}: weight ${formatShape(weight.shape)} is bfloat16 and requires grad; bfloat16 weights are frozen ` +
+        `(train LoRA adapters on them, or load the model with dtype "float32" to train the weight itself)`,
+    );
+  }
+}
+
 export function checkSameDevice(op: string, ...ts: Tensor[]): void {
   const d = ts[0]?.device;
   for (const t of ts) {

@@ -88,17 +88,17 @@ export function replayDraws<T>(draws: readonly Draw[], fn: () => T): T {
   if (replaying) throw new Error("replayDraws: already replaying (nested recomputation is not supported)");
   let next = 0;
   const mismatch = (what: string) =>
-    new Error(`replayDraws: the recomputation ${what} than the first pass; it must run the same random ops in the same order`);
+    new Error(`replayDraws: the recomputation ${what}; it must run the same random ops in the same order`);
   replaying = {
     take(generator, n) {
       const d = draws[next++];
-      if (!d || d.generator !== generator || d.n !== n) throw mismatch("drew other random numbers");
+      if (!d || d.generator !== generator || d.n !== n) throw mismatch("drew other random numbers than the first pass");
       return { seed: d.seed, offset: d.offset };
     },
   };
   try {
     const result = fn();
-    if (next !== draws.length) throw mismatch(`drew ${next} times, ${draws.length} fewer or more`);
+    if (next !== draws.length) throw mismatch(`drew ${next} times, the first pass ${draws.length}`);
     return result;
   } finally {
     replaying = null;
