@@ -107,6 +107,28 @@ export function describeBf16Weights(device: string, skipReason?: string): void {
       for (let s = 0; s < 5; s++) expect(Math.abs(b[s]! - a[s]!) / a[s]!, `step ${s}`).toBeLessThan(2e-2);
     });
 
+    // forwardLoss (the Trainer's call) fuses the head with the loss (linearCrossEntropy): the same
+    // loss as forward's (1e-5: another summation order) and the same adapter gradients (1e-5 in
+    // float32; in bf16 the head's gradient is rounded to bf16 before its 1/count scale instead of
+    // after, about one bf16 rounding: 1e-2).
+    it.each(["float32", "bfloat16"] as const)("forwardLoss (%s) gives forward's loss and adapter gradients without the logits", (dtype) => {
+      const peft = getPeftModel(load(dtype), new LoraConfig({ r: 4, loraAlpha: 8, targetModules: targets, fanInFanOut, initLoraWeights: "gaussian" }), "default", { generator: new Generator(3) });
+      peft.eval(); // no dropout: both passes see the same model
+      const ids = batch(VOCAB);
+      const run = (fused: boolean) => tidy(() => {
+        const loss = fused ? peft.forwardLoss({ inputIds: ids, labels: ids }) : peft.forward({ inputIds: ids, labels: ids }).loss!;
+        loss.backward();
+        const grads = peft.trainableParameters().map((p) => Array.from(p.grad!.dataSync()));
+        peft.zeroGrad();
+        return { loss: loss.item(), grads: grads.flat() };
+      });
+      const fused = run(true), plain = run(false);
+      expect(Math.abs(fused.loss - plain.loss) / plain.loss).toBeLessThan(1e-5);
+      expect(relError(fused.grads, plain.grads)).toBeLessThan(dtype === "float32" ? 1e-5 : 1e-2);
+      ids.dispose();
+      peft.dispose();
+    });
+
     it("DoRA and base-changing inits (PiSSA) are refused on bf16 weights, with the fix", () => {
       for (const extra of [{ useDora: true }, { initLoraWeights: "pissa" as const }]) {
         const base = load("bfloat16");
