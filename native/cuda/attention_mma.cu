@@ -42,6 +42,12 @@ using bf16 = __nv_bfloat16;
 // ldmatrix.x4 loads four 8x8 bf16 matrices; lanes 8m..8m+7 give the row addresses of matrix m, and
 // register m of lane l receives row l/4, columns 2(l%4)..+1 of matrix m (.trans: the transpose).
 #ifndef ATTN_EMULATE
+// The launch's dynamic shared memory.
+__device__ __forceinline__ unsigned char* dynamic_smem() {
+  extern __shared__ __align__(16) unsigned char mma_smem[];
+  return mma_smem;
+}
+
 __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -140,8 +146,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
     mma_forward_kernel(AttnDims d, AttnView q, AttnView k, AttnView v, const int32_t* __restrict__ keep, AttnView out,
                        float* __restrict__ lse) {
   constexpr int Br = 16 * kWarps, kThreads = kWarps * 32, kS = tile_stride<D>();
-  extern __shared__ __align__(16) unsigned char mma_smem[];
-  bf16* sQ = reinterpret_cast<bf16*>(mma_smem);
+  bf16* sQ = reinterpret_cast<bf16*>(dynamic_smem());
   bf16* sK = sQ + Br * kS;       // [2][Bc][kS]
   bf16* sV = sK + 2 * kBc * kS;  // [2][Bc][kS]
 
@@ -320,8 +325,7 @@ __global__ void __launch_bounds__(128)
                         const float* __restrict__ lse, const float* __restrict__ delta, AttnView dout, AttnView dq,
                         AttnView dk, AttnView dv) {
   constexpr int Br = bwd_br<D>(), kThreads = 128, kS = tile_stride<D>(), kSS = Br + 8;
-  extern __shared__ __align__(16) unsigned char mma_smem[];
-  bf16* sK = reinterpret_cast<bf16*>(mma_smem);  // [Bc][kS]
+  bf16* sK = reinterpret_cast<bf16*>(dynamic_smem());  // [Bc][kS]
   bf16* sV = sK + kBc * kS;                      // [Bc][kS]
   bf16* sQ = sV + kBc * kS;                      // [2][Br][kS]
   bf16* sdO = sQ + 2 * Br * kS;                  // [2][Br][kS]
