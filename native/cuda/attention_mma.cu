@@ -141,8 +141,10 @@ constexpr int kBc = 64, kFwdWarps = 4;
 template <int D, int kWarps>
 constexpr size_t forward_smem() { return size_t(16 * kWarps + 4 * kBc) * tile_stride<D>() * sizeof(bf16); }
 
+// D = 64: at most 168 registers, so 3 blocks fit on an SM as in the dev kernel (153 registers
+// there; the float32 loads and the views' strides take more here, 184 uncapped); no spills.
 template <int D, int kWarps>
-__global__ void __launch_bounds__(kWarps * 32, 1)
+__global__ void __launch_bounds__(kWarps * 32, D == 64 ? 3 : 1)
     mma_forward_kernel(AttnDims d, AttnView q, AttnView k, AttnView v, const int32_t* __restrict__ keep, AttnView out,
                        float* __restrict__ lse) {
   constexpr int Br = 16 * kWarps, kThreads = kWarps * 32, kS = tile_stride<D>();
