@@ -36,6 +36,7 @@ export interface NativeMemory {
   bytes: number;
   buffers: number;
   peakBytes: number;
+  reservedBytes: number;
 }
 
 /** Each enum's member names in code order, from the addon's X-macro lists. */
