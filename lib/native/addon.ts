@@ -148,6 +148,8 @@ export interface AttentionDims {
   dropout: number;
   seed: bigint;
   offset: bigint;
+  /** The arithmetic, a DType code: float32, or bfloat16 (q, k, v, dout rounded to bf16; native/ops/attention.h). */
+  precision: number;
 }
 
 export interface AttentionKernels {

@@ -12,6 +12,8 @@ import { basename } from "node:path";
 import { describe, expect, it } from "vitest";
 import { AdamW, AutoModelForCausalLM, Generator, getPeftModel, LoraConfig, noGrad, tensor, tidy, type Tensor } from "../../lib/index.js";
 import { randomValues, relError } from "../helpers.js";
+import { native } from "../../lib/native/index.js";
+import { DTYPE_CODE } from "../../lib/tensor/dtype.js";
 
 const VOCAB = 64; // ids below every fixture's vocabulary
 interface AutocastCase { logits_float32: number[][][]; logits_autocast_bf16: number[][][]; rel_autocast_vs_float32: number }
@@ -48,6 +50,31 @@ export function describeBf16Weights(device: string, skipReason?: string): void {
       ids.dispose();
       f32.dispose();
       bf.dispose();
+    });
+
+    it("attention runs at bf16 precision with bf16 weights (float32 with float32 weights), forward and backward", () => {
+      // the precision every attention call of a training step passes to the addon
+      const precisions = (dtype: "float32" | "bfloat16") => {
+        const addon = native(), forward = addon.attentionForward, backward = addon.attentionBackward;
+        const seen: number[] = [];
+        addon.attentionForward = (a) => (seen.push(a.precision), forward.call(addon, a));
+        addon.attentionBackward = (a) => (seen.push(a.precision), backward.call(addon, a));
+        try {
+          const peft = getPeftModel(load(dtype), new LoraConfig({ r: 2, targetModules: targets, fanInFanOut }), "default", { generator: new Generator(7) });
+          const ids = batch(VOCAB);
+          tidy(() => peft.forward({ inputIds: ids, labels: ids }).loss!.backward());
+          ids.dispose();
+          peft.dispose();
+        } finally {
+          addon.attentionForward = forward;
+          addon.attentionBackward = backward;
+        }
+        return seen;
+      };
+      const bf = precisions("bfloat16"), f32 = precisions("float32");
+      expect(bf.length).toBeGreaterThanOrEqual(4); // a forward and a backward per layer
+      expect(new Set(bf)).toEqual(new Set([DTYPE_CODE.bfloat16]));
+      expect(new Set(f32)).toEqual(new Set([DTYPE_CODE.float32]));
     });
 
     it("the Promise fromPretrained keeps the same parameters in bf16 as fromPretrainedSync (dtype, frozen, values)", async () => {

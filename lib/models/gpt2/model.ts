@@ -2,7 +2,7 @@
 // and PEFT adapters address the same modules: transformer.wte / wpe / h.{i}.{ln_1, attn.c_attn,
 // attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj} / ln_f, and an lm_head tied to wte.
 import { checkpoint } from "../../autograd/checkpoint.js";
-import { scaledDotProductAttention } from "../../ops/attention.js";
+import { attentionPrecision, scaledDotProductAttention } from "../../ops/attention.js";
 import { add, gelu } from "../../ops/elementwise.js";
 import { linear } from "../../ops/matmul.js";
 import { crossEntropy, linearCrossEntropy } from "../../ops/crossentropy.js";
@@ -74,6 +74,7 @@ export class GPT2Attention extends Module {
     if (cache) ({ key: k, value: v } = cache.append(layerIdx, k, v));
     const y = scaledDotProductAttention(q, k, v, {
       causal: true, attnMask: attentionMask, scale: this.scale, dropout: this.training ? this.attnPdrop : 0, generator: this.generator,
+      precision: attentionPrecision(this.c_attn.weight), // bf16 weights: bf16 attention, as autocast
     }); // [B, H, T, D]
     const merged = y.transpose(1, 2).reshape(B, T, C); // free: y is stored [B, T, H, D]
     return this.resid_dropout.forward(this.c_proj.forward(merged));

@@ -4,7 +4,7 @@
 // self_attn.{q,k,v,o}_proj (+ q_norm, k_norm for Qwen3), post_attention_layernorm,
 // mlp.{gate,up,down}_proj} / norm, and lm_head (absent when tied).
 import { checkpoint } from "../../autograd/checkpoint.js";
-import { scaledDotProductAttention } from "../../ops/attention.js";
+import { attentionPrecision, scaledDotProductAttention } from "../../ops/attention.js";
 import { add, mul, silu } from "../../ops/elementwise.js";
 import { linear } from "../../ops/matmul.js";
 import { applyRotary, rotaryCosSin } from "../../ops/rope.js";
@@ -94,7 +94,7 @@ export class LlamaAttention extends Module {
       v = repeat(v);
     }
     // [B, H, T, D], scale 1/√D; with a cache the T queries are the last T of the Tk positions
-    const y = scaledDotProductAttention(q, k, v, { causal: true, window: this.slidingWindow });
+    const y = scaledDotProductAttention(q, k, v, { causal: true, window: this.slidingWindow, precision: attentionPrecision(this.q_proj.weight) });
     return this.o_proj.forward(y.transpose(1, 2).reshape(B, T, H * D));
   }
 }
