@@ -57,17 +57,22 @@ const boxesOverlap = (a: GradPiece, b: GradPiece): boolean =>
  * uncovered. Pieces that overlap an earlier one go into a second buffer, added to the first.
  */
 function assemble(shape: readonly number[], pieces: readonly GradPiece[]): Tensor {
+  const { dtype, device } = pieces[0]!.grad;
   const layers: GradPiece[][] = [];
   for (const p of pieces) {
+    if (p.grad.size === 0) {
+      p.grad.dispose(); // an empty box adds nothing
+      continue;
+    }
     const layer = layers.find((l) => l.every((q) => !boxesOverlap(p, q)));
     if (layer) layer.push(p);
     else layers.push([p]);
   }
+  if (layers.length === 0) return zeros(shape, { dtype, device });
   let total: Tensor | null = null;
   for (const layer of layers) {
-    const like = layer[0]!.grad;
     const covered = layer.reduce((n, p) => n + p.grad.size, 0) === shapeSize(shape);
-    const buf = covered ? emptyLike(shape, like.dtype, like.deviceInfo) : zeros(shape, { dtype: like.dtype, device: like.device });
+    const buf = covered ? emptyLike(shape, dtype, layer[0]!.grad.deviceInfo) : zeros(shape, { dtype, device });
     for (const p of layer) {
       let box = buf.alias();
       p.starts.forEach((s, d) => {
@@ -137,8 +142,8 @@ function checkGrad(node: string, input: Tensor, g: Tensor | GradPiece): void {
 }
 
 /** Adds g into leaf.grad; takes ownership of g. */
-function accumulateLeaf(leaf: Tensor, grad: Tensor | GradPiece): void {
-  const g = keep(grad instanceof GradPiece ? assemble(leaf.shape, [grad]) : grad);
+function accumulateLeaf(leaf: Tensor, grad: Tensor): void {
+  const g = keep(grad);
   if (!leaf.grad) {
     // The stored gradient must own its memory: a view or alias would be changed by later in-place sums.
     if (owned(g)) {
@@ -174,6 +179,8 @@ export function backward(root: Tensor, grad?: Tensor): void {
       return;
     }
     const grads = new Map<GradNode, Pending>([[root.gradFn, { shape: root.shape, full: seed, pieces: [] }]]);
+    // Leaves collect their gradients like nodes do (pieces of sliced parameters included) and get them at the end.
+    const leafGrads = new Map<Tensor, Pending>();
     for (const node of topoOrder(root.gradFn)) {
       if (node.released) {
         throw new Error(`backward: the graph through ${node.name} was already used by an earlier backward(); run the forward pass again`);
@@ -199,15 +206,14 @@ export function backward(root: Tensor, grad?: Tensor): void {
           return;
         }
         checkGrad(node.name, input, gi);
-        if (!input.gradFn) {
-          accumulateLeaf(input, gi);
-          return;
-        }
-        let p = grads.get(input.gradFn);
-        if (!p) grads.set(input.gradFn, (p = { shape: input.shape, full: null, pieces: [] }));
+        const key = input.gradFn ?? input;
+        const map = (input.gradFn ? grads : leafGrads) as Map<GradNode | Tensor, Pending>;
+        let p = map.get(key);
+        if (!p) map.set(key, (p = { shape: input.shape, full: null, pieces: [] }));
         addPending(p, gi);
       });
     }
+    leafGrads.forEach((p, leaf) => accumulateLeaf(leaf, resolve(p)!));
   });
 }
 
