@@ -10,7 +10,7 @@
 import { readFileSync } from "node:fs";
 import { basename } from "node:path";
 import { describe, expect, it } from "vitest";
-import { AdamW, AutoModelForCausalLM, Generator, getPeftModel, LoraConfig, noGrad, tensor, tidy, type Tensor } from "../../lib/index.js";
+import { AdamW, AutoModelForCausalLM, generate, Generator, getPeftModel, KVCache, LoraConfig, noGrad, tensor, tidy, type Tensor } from "../../lib/index.js";
 import { randomValues, relError } from "../helpers.js";
 import { native } from "../../lib/native/index.js";
 import { DTYPE_CODE } from "../../lib/tensor/dtype.js";
@@ -75,6 +75,32 @@ export function describeBf16Weights(device: string, skipReason?: string): void {
       expect(bf.length).toBeGreaterThanOrEqual(4); // a forward and a backward per layer
       expect(new Set(bf)).toEqual(new Set([DTYPE_CODE.bfloat16]));
       expect(new Set(f32)).toEqual(new Set([DTYPE_CODE.float32]));
+    });
+
+    // Decoding runs every weight product at m = 1, where the CPU reads the bf16 weights directly
+    // (native/cpu/gemv.cc) instead of the GEMM's packing: a cached single-token step must give the
+    // bf16 model's own full-forward logits at that position to float32 summation order (1e-5
+    // relative), and greedy decoding the float32 model's tokens (on these fixtures no step's two
+    // top logits are as close as bf16's 3e-2 moves them).
+    it("decoding: a cached step matches the full forward (1e-5), greedy tokens equal float32's", () => {
+      const f32 = load("float32"), bf = load("bfloat16");
+      const prompt = AUTOCAST.input_ids[0]!, T = prompt.length;
+      const row = (r: number[]) => tensor(Int32Array.from(r), { shape: [1, r.length], device });
+      const cache = new KVCache(bf.generationSpec().numLayers);
+      noGrad(() => tidy(() => {
+        const full = bf.forward({ inputIds: row(prompt) }).logits.dataSync();
+        const V = full.length / T;
+        bf.forward({ inputIds: row(prompt.slice(0, T - 1)), cache });
+        const step = bf.forward({ inputIds: row(prompt.slice(T - 1)), cache }).logits.dataSync();
+        expect(relError(step, full.subarray((T - 1) * V))).toBeLessThan(1e-5);
+      }));
+      cache.dispose();
+      const opts = { maxNewTokens: 12, eosTokenId: null };
+      const want = generate(f32, prompt, opts);
+      expect(generate(bf, prompt, opts)).toEqual(want);
+      expect(generate(bf, prompt, { ...opts, useCache: false })).toEqual(want);
+      f32.dispose();
+      bf.dispose();
     });
 
     it("the Promise fromPretrained keeps the same parameters in bf16 as fromPretrainedSync (dtype, frozen, values)", async () => {
