@@ -179,8 +179,9 @@ export function backward(root: Tensor, grad?: Tensor): void {
       return;
     }
     const grads = new Map<GradNode, Pending>([[root.gradFn, { shape: root.shape, full: seed, pieces: [] }]]);
-    // Leaves collect their gradients like nodes do (pieces of sliced parameters included) and get them at the end.
-    const leafGrads = new Map<Tensor, Pending>();
+    // A leaf's full gradients go into its .grad as they come; its pieces (a sliced parameter) wait
+    // for the end, to be written into one buffer first.
+    const leafPieces = new Map<Tensor, Pending>();
     for (const node of topoOrder(root.gradFn)) {
       if (node.released) {
         throw new Error(`backward: the graph through ${node.name} was already used by an earlier backward(); run the forward pass again`);
@@ -206,14 +207,18 @@ export function backward(root: Tensor, grad?: Tensor): void {
           return;
         }
         checkGrad(node.name, input, gi);
+        if (!input.gradFn && !(gi instanceof GradPiece)) {
+          accumulateLeaf(input, gi);
+          return;
+        }
         const key = input.gradFn ?? input;
-        const map = (input.gradFn ? grads : leafGrads) as Map<GradNode | Tensor, Pending>;
+        const map = (input.gradFn ? grads : leafPieces) as Map<GradNode | Tensor, Pending>;
         let p = map.get(key);
         if (!p) map.set(key, (p = { shape: input.shape, full: null, pieces: [] }));
         addPending(p, gi);
       });
     }
-    leafGrads.forEach((p, leaf) => accumulateLeaf(leaf, resolve(p)!));
+    leafPieces.forEach((p, leaf) => accumulateLeaf(leaf, resolve(p)!));
   });
 }
 
