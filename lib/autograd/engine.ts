@@ -12,7 +12,7 @@ import { native } from "../native/index.js";
 import { PROFILING, profilePhase } from "../profile.js";
 import { onesLike, zeros } from "../tensor/creation.js";
 import { keep } from "../tensor/scope.js";
-import { copyInto, emptyLike, formatShape, GradPiece, noGrad, registerBackward, shapeSize, type GradNode, type InputGrad, type Tensor } from "../tensor/tensor.js";
+import { copyInto, emptyLike, formatShape, GradPiece, isSoleView, noGrad, registerBackward, shapeSize, type GradNode, type InputGrad, type Tensor } from "../tensor/tensor.js";
 
 /** out = a + b for two gradients of one shape; out is contiguous and may be a or b (an in-place sum). */
 function addGrads(out: Tensor, a: Tensor, b: Tensor): void {
@@ -31,17 +31,12 @@ function addGrads(out: Tensor, a: Tensor, b: Tensor): void {
   native().binary({ op: Binary.Add, a: a.nativeView, b: b.nativeView, out: out.nativeView, shape: out.shape });
 }
 
-/** True when no other view shares t's storage, so the engine may write into it. */
-function owned(t: Tensor): boolean {
-  return t.isContiguous() && t.storage.refCount === 1;
-}
-
 /**
  * prev + g, taking ownership of both: written in place into whichever the engine owns (a + b and
  * b + a are the same floats), into a new tensor only when both share their storage with others.
  */
 function sumGrads(prev: Tensor, g: Tensor): Tensor {
-  const out = owned(prev) ? prev : owned(g) ? g : emptyLike(prev.shape, prev.dtype, prev.deviceInfo);
+  const out = isSoleView(prev) ? prev : isSoleView(g) ? g : emptyLike(prev.shape, prev.dtype, prev.deviceInfo);
   addGrads(out, prev, g);
   if (out !== prev) prev.dispose();
   if (out !== g) g.dispose();
@@ -146,7 +141,7 @@ function accumulateLeaf(leaf: Tensor, grad: Tensor): void {
   const g = keep(grad);
   if (!leaf.grad) {
     // The stored gradient must own its memory: a view or alias would be changed by later in-place sums.
-    if (owned(g)) {
+    if (isSoleView(g)) {
       leaf.grad = g;
     } else {
       leaf.grad = keep(g.contiguous());

@@ -2,8 +2,8 @@
 // Kernels: native/ops/dropout.h (CPU and CUDA twins).
 import { native } from "../native/index.js";
 import { defaultGenerator, type Generator } from "../tensor/random.js";
-import { record, type Tensor } from "../tensor/tensor.js";
-import { checkFloat, newFloat, ownsGrad, withContiguous } from "./util.js";
+import { isSoleView, record, type Tensor } from "../tensor/tensor.js";
+import { checkFloat, newFloat, withContiguous } from "./util.js";
 
 export interface DropoutOptions {
   /** Identity when false (evaluation). Default true, as in PyTorch's F.dropout. */
@@ -41,6 +41,6 @@ export function dropout(x: Tensor, p: number, opts: DropoutOptions = {}): Tensor
     return dst;
   };
   const out = apply(x, newFloat(x.shape, x));
-  record(op, out, [x], (g) => [apply(g, ownsGrad(g) ? g.alias() : newFloat(g.shape, g))]);
+  record(op, out, [x], (g) => [apply(g, isSoleView(g) ? g.alias() : newFloat(g.shape, g))]); // over g when no one else sees it
   return out;
 }

@@ -12,7 +12,7 @@
 // place to become gx. Frozen operands cost nothing in backward.
 import { native } from "../native/index.js";
 import { defaultGenerator, type Generator } from "../tensor/random.js";
-import { formatShape, record, shapeSize, type Tensor } from "../tensor/tensor.js";
+import { formatShape, isSoleView, record, shapeSize, type Tensor } from "../tensor/tensor.js";
 import { gemm2d } from "./matmul.js";
 import { checkFloat, newFloat, withContiguous } from "./util.js";
 
@@ -65,7 +65,7 @@ export function loraDelta(y: Tensor, x: Tensor, A: Tensor, B: Tensor, opts: Lora
     gemm2d(u, xd, false, Ac!, true, 1, 0); // u = drop(x)·Aᵀ
     if (xd !== x2) xd.dispose();
     let out: Tensor;
-    if (opts.consumeY && yc === y && y.storage.refCount === 1) {
+    if (opts.consumeY && isSoleView(y)) {
       out = y.detach(); // y's storage, no other reader: the gemm below writes over y
     } else {
       out = newFloat(y.shape, y);

@@ -94,7 +94,11 @@ export interface GradNode {
   readonly name: string;
   /** The op's inputs (null where no gradient flows); only their graph links are used. */
   readonly inputs: readonly (Tensor | null)[];
-  /** Maps the output gradient to one gradient per input (null = none), each shaped like the input (or a piece of it). */
+  /**
+   * Maps the output gradient to one gradient per input (null = none), each shaped like the input
+   * (or a piece of it). The engine hands `grad` over and disposes it afterwards: when
+   * isSoleView(grad), the rule may write its result over it and return grad.alias().
+   */
   backward(grad: Tensor): InputGrad[];
   /** Aliases kept alive for backward; released by the engine. */
   saved: Tensor[];
@@ -526,6 +530,14 @@ function decodeHost(dtype: DType, bytes: ArrayBuffer): Float32Array | Int32Array
   const out = new Float32Array(bits.length);
   for (let i = 0; i < bits.length; i++) out[i] = bf16BitsToF32(bits[i]!);
   return out;
+}
+
+/**
+ * True when t is contiguous and the only view of its storage (no other view, alias or saved
+ * tensor shares it): whoever holds t may then write into it without anyone else seeing the change.
+ */
+export function isSoleView(t: Tensor): boolean {
+  return t.isContiguous() && t.storage.refCount === 1;
 }
 
 /** An uninitialized contiguous tensor. */
