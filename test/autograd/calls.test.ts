@@ -11,6 +11,8 @@ vi.hoisted(() => {
 import { AdamW, getPeftModel, LoraConfig, tensor, tidy, type Tensor } from "../../lib/index.js";
 import { GPT2Config } from "../../lib/models/gpt2/config.js";
 import { GPT2LMHeadModel } from "../../lib/models/gpt2/model.js";
+import { LlamaConfig } from "../../lib/models/llama/config.js";
+import { LlamaForCausalLM } from "../../lib/models/llama/model.js";
 import { add, mul, sum } from "../../lib/ops/index.js";
 import { PROFILING, profileEntries, profilePhase, profileReset } from "../../lib/profile.js";
 import { Generator } from "../../lib/tensor/random.js";
@@ -35,15 +37,12 @@ function count(fn: () => void): { calls: number; allocations: number; byKey: Map
 describe("native calls per training step", () => {
   it("the profiler is on in this file", () => expect(PROFILING).toBe(true));
 
-  it("a 2-layer GPT-2 LoRA step (c_attn + c_proj, dropout on) stays within its call and allocation budget", () => {
-    const model = new GPT2LMHeadModel(new GPT2Config({ nLayer: 2, nEmbd: 64, nHead: 4, vocabSize: 101, nPositions: 64 }), { generator: new Generator(1) });
-    const peft = getPeftModel(
-      model,
-      new LoraConfig({ taskType: "CAUSAL_LM", r: 4, loraAlpha: 8, loraDropout: 0.05, targetModules: ["c_attn", "c_proj"], fanInFanOut: true, bias: "none" }),
-    );
+  /** Counts of one training step (after a warm-up step) of `model` with LoRA on `targets`, dropout on. */
+  function countStep(model: GPT2LMHeadModel | LlamaForCausalLM, targets: string[] | "all-linear", fanInFanOut: boolean) {
+    const peft = getPeftModel(model, new LoraConfig({ taskType: "CAUSAL_LM", r: 4, loraAlpha: 8, loraDropout: 0.05, targetModules: targets, fanInFanOut, bias: "none" }));
     peft.train();
     const opt = new AdamW(peft.trainableParameters(), { lr: 1e-3 });
-    const ids = tensor(Int32Array.from({ length: 2 * 16 }, (_, i) => (i * 7) % 101), { shape: [2, 16] });
+    const ids = tensor(Int32Array.from({ length: 2 * 16 }, (_, i) => (i * 7) % 97), { shape: [2, 16] });
     const step = () => {
       tidy(() => {
         const out = profilePhase("forward", () => peft.forward({ inputIds: ids, labels: ids }));
@@ -56,7 +55,15 @@ describe("native calls per training step", () => {
       });
     };
     step(); // warm-up: the optimizer creates its state
-    const { calls, allocations, byKey } = count(step);
+    const counts = count(step);
+    ids.dispose();
+    opt.dispose();
+    return counts;
+  }
+
+  it("a 2-layer GPT-2 LoRA step (c_attn + c_proj, dropout on) stays within its call and allocation budget", () => {
+    const model = new GPT2LMHeadModel(new GPT2Config({ nLayer: 2, nEmbd: 64, nHead: 4, vocabSize: 101, nPositions: 64 }), { generator: new Generator(1) });
+    const { calls, allocations, byKey } = countStep(model, ["c_attn", "c_proj"], true);
     // Before the engine summed in place, slices' backward returned pieces and loraDelta shared one
     // buffer between drop(x) and gx: 288 calls and 137 allocations (commit 5f683ba).
     expect(calls).toBeLessThanOrEqual(239);
@@ -66,8 +73,13 @@ describe("native calls per training step", () => {
     expect([...byKey.keys()].filter((k) => k.startsWith("backward slice"))).toEqual([]);
     // Per LoRA layer (6 here): v, gA, gB and one N×k buffer (drop(x) for gA, then gx), where there were 6.
     expect(byKey.get("backward loraDelta | new Storage (alloc)")).toBe(6 * 4);
-    ids.dispose();
-    opt.dispose();
+  });
+
+  it("a 2-layer Llama-family LoRA step (all-linear, dropout on) stays within its budget", () => {
+    const config = new LlamaConfig({ vocabSize: 97, hiddenSize: 48, intermediateSize: 100, numHiddenLayers: 2, numAttentionHeads: 6, numKeyValueHeads: 2, initializerRange: 0.05 });
+    const { calls, allocations } = countStep(new LlamaForCausalLM(config, { generator: new Generator(1) }), "all-linear", false);
+    expect(calls).toBeLessThanOrEqual(425); // 484 before (commit 5f683ba)
+    expect(allocations).toBeLessThanOrEqual(189); // 234 before
   });
 
   it("three slices that tile a tensor (a fused q/k/v) cost one allocation and three copies in backward, and give its gradient", () => {
