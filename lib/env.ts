@@ -8,7 +8,7 @@ import { availableParallelism } from "node:os";
 export const MAX_THREADS = 1024;
 
 /** LOWRANK_SIMD values: the instruction sets the CPU kernels can be capped to (native/cpu/simd.cc). */
-export const SIMD_LEVELS = ["scalar", "avx2", "avx512"] as const;
+export const SIMD_LEVELS = ["scalar", "avx2", "avx512", "avx512bf16"] as const;
 
 /** An integer variable's value, or an Error naming it and the range. */
 function integerIn(name: string, value: string, lo: number, hi: number, meaning: string): number {

@@ -40,7 +40,7 @@ constexpr int kMaxDims = 8;
 namespace cpu {
 void* alloc(size_t bytes);
 void free(void* ptr, size_t bytes);
-std::string simd_level();  // "avx512", "avx2", or "scalar": what the kernels dispatch to here
+std::string simd_level();  // "avx512bf16", "avx512", "avx2", or "scalar": what the kernels dispatch to here
 int num_threads();
 void set_num_threads(int n);
 }  // namespace cpu

@@ -32,7 +32,7 @@ describe("LOWRANK_* variables", () => {
   });
 
   it("refuses an unknown LOWRANK_SIMD and a bad LOWRANK_CPU_CACHE_MB", () => {
-    expect(() => check({ LOWRANK_SIMD: "foo" })).toThrow('LOWRANK_SIMD="foo" is not valid: expected one of scalar, avx2, avx512 (the most the CPU kernels may use); unset it for the best this CPU has');
+    expect(() => check({ LOWRANK_SIMD: "foo" })).toThrow('LOWRANK_SIMD="foo" is not valid: expected one of scalar, avx2, avx512, avx512bf16 (the most the CPU kernels may use); unset it for the best this CPU has');
     expect(() => check({ LOWRANK_SIMD: "AVX2" })).toThrow(/LOWRANK_SIMD="AVX2" is not valid/);
     expect(() => check({ LOWRANK_CPU_CACHE_MB: "lots" })).toThrow(/^LOWRANK_CPU_CACHE_MB="lots" is not valid: expected an integer from 0 to 2147483648/);
   });

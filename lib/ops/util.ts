@@ -58,6 +58,15 @@ export function broadcastStrides(t: Tensor, shape: readonly number[]): number[] 
   return shape.map((_, i) => (i < lead || t.shape[i - lead] === 1 ? 0 : t.strides[i - lead]!));
 }
 
+/**
+ * True when a backward rule may write its result over the incoming gradient g and return g.alias():
+ * the engine hands g over and disposes it after the rule, so when no other view shares its storage
+ * (a user's gradient, an alias another input still waits on), nothing else reads it again.
+ */
+export function ownsGrad(g: Tensor): boolean {
+  return g.isContiguous() && g.storage.refCount === 1;
+}
+
 /** A contiguous float32 output on t's device. */
 export function newFloat(shape: readonly number[], like: Tensor): Tensor {
   return emptyLike(shape, "float32", like.deviceInfo);

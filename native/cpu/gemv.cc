@@ -1,4 +1,4 @@
-// CPU fp32 matrix-vector product: gemm_f32's path for m == 1, the shape of every weight product
+// CPU matrix-vector product: gemm_f32's and gemm_bf16's path for m == 1, the shape of every weight product
 // when decoding one token. A GEMV does two flops per weight it reads, so it runs at memory speed
 // or not at all: the GEMM driver's packing, its MR-tall tiles (MR - 1 rows of zero padding) and
 // its strided walk over kc×NR panels of B all cost bandwidth here. Instead each weight is read
@@ -8,16 +8,25 @@
 //     four rows at a time into an accumulator block that stays in L1; threads split k;
 //   op(B)'s columns contiguous (B transposed, nn.Linear's x·Wᵀ, the lm_head): y[j] = x · B[:, j]
 //     four dot products at a time, each along one contiguous row of the weight; threads split n.
+//
+// bf16 operands (frozen bf16 weights, x rounded to bf16 as autocast does) are read as bf16, half
+// the bytes, and converted in registers: vdpbf16ps where the CPU has AVX-512 BF16, else widened
+// (shift left by 16) and multiplied in float32. Products of bf16 values are exact in float32 and
+// the sums are float32, as in gemm_f32 on widened copies; only the order of the sums differs.
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "../backend.h"
+#include "bf16_load.h"
 #include "matmul_kernels.h"
 #include "parallel.h"
 #include "simd.h"
 
 #ifdef LOWRANK_X86
 #include <immintrin.h>
+// GCC 12 flags the undefined pass-through operand inside its own reduction intrinsics.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
 namespace lowrank {
@@ -37,7 +46,8 @@ void store(float* y, const float* acc, int64_t w, float alpha, float beta) {
 }
 
 // Plain loops the compiler vectorizes for whatever target includes them: the portable kernels
-// (baseline SSE2, NEON) and, compiled again with AVX2 + FMA below, the AVX2 ones.
+// (baseline SSE2, NEON) and, compiled again with AVX2 + FMA below, the AVX2 ones. T is float or
+// bf16 (raw bits, widened exactly by widen()); sums are float32 either way.
 #if defined(__GNUC__) || defined(__clang__)
 #define LR_ALWAYS_INLINE inline __attribute__((always_inline))
 #else
@@ -45,88 +55,97 @@ void store(float* y, const float* acc, int64_t w, float alpha, float beta) {
 #endif
 
 // acc[0:w] += Σ_p x[p] · b[p*ld + 0:w], p over [0, k).
-LR_ALWAYS_INLINE void rows_body(const float* x, const float* b, int64_t ld, int64_t k, int64_t w, float* acc) {
+template <class T>
+LR_ALWAYS_INLINE void rows_body(const T* x, const T* b, int64_t ld, int64_t k, int64_t w, float* acc) {
   int64_t p = 0;
   for (; p + 4 <= k; p += 4) {
-    const float x0 = x[p], x1 = x[p + 1], x2 = x[p + 2], x3 = x[p + 3];
-    const float *r0 = b + p * ld, *r1 = r0 + ld, *r2 = r1 + ld, *r3 = r2 + ld;
-    for (int64_t j = 0; j < w; ++j) acc[j] += x0 * r0[j] + x1 * r1[j] + x2 * r2[j] + x3 * r3[j];
+    const float x0 = widen(x[p]), x1 = widen(x[p + 1]), x2 = widen(x[p + 2]), x3 = widen(x[p + 3]);
+    const T *r0 = b + p * ld, *r1 = r0 + ld, *r2 = r1 + ld, *r3 = r2 + ld;
+    for (int64_t j = 0; j < w; ++j) acc[j] += x0 * widen(r0[j]) + x1 * widen(r1[j]) + x2 * widen(r2[j]) + x3 * widen(r3[j]);
   }
   for (; p < k; ++p)
-    for (int64_t j = 0; j < w; ++j) acc[j] += x[p] * b[p * ld + j];
+    for (int64_t j = 0; j < w; ++j) acc[j] += widen(x[p]) * widen(b[p * ld + j]);
 }
 
 // out[j] = x · b[j*ld + 0:k] for j in [0, cols).
-LR_ALWAYS_INLINE void dots_body(const float* x, const float* b, int64_t ld, int64_t k, int64_t cols, float* out) {
+template <class T>
+LR_ALWAYS_INLINE void dots_body(const T* x, const T* b, int64_t ld, int64_t k, int64_t cols, float* out) {
   for (int64_t j = 0; j < cols; ++j) {
     float acc[16] = {};
-    const float* c = b + j * ld;
+    const T* c = b + j * ld;
     int64_t p = 0;
     for (; p + 16 <= k; p += 16)
-      for (int l = 0; l < 16; ++l) acc[l] += x[p + l] * c[p + l];
-    for (int l = 0; p + l < k; ++l) acc[l] += x[p + l] * c[p + l];
+      for (int l = 0; l < 16; ++l) acc[l] += widen(x[p + l]) * widen(c[p + l]);
+    for (int l = 0; p + l < k; ++l) acc[l] += widen(x[p + l]) * widen(c[p + l]);
     float s = 0;
     for (float v : acc) s += v;
     out[j] = s;
   }
 }
 
-void rows_portable(const float* x, const float* b, int64_t ld, int64_t k, int64_t w, float* acc) { rows_body(x, b, ld, k, w, acc); }
-void dots_portable(const float* x, const float* b, int64_t ld, int64_t k, int64_t cols, float* out) { dots_body(x, b, ld, k, cols, out); }
+template <class T>
+void rows_portable(const T* x, const T* b, int64_t ld, int64_t k, int64_t w, float* acc) { rows_body(x, b, ld, k, w, acc); }
+template <class T>
+void dots_portable(const T* x, const T* b, int64_t ld, int64_t k, int64_t cols, float* out) { dots_body(x, b, ld, k, cols, out); }
 
 #ifdef LOWRANK_X86
-LR_TARGET_AVX2 void rows_avx2(const float* x, const float* b, int64_t ld, int64_t k, int64_t w, float* acc) { rows_body(x, b, ld, k, w, acc); }
-LR_TARGET_AVX2 void dots_avx2(const float* x, const float* b, int64_t ld, int64_t k, int64_t cols, float* out) { dots_body(x, b, ld, k, cols, out); }
+template <class T>
+LR_TARGET_AVX2 void rows_avx2(const T* x, const T* b, int64_t ld, int64_t k, int64_t w, float* acc) { rows_body(x, b, ld, k, w, acc); }
+template <class T>
+LR_TARGET_AVX2 void dots_avx2(const T* x, const T* b, int64_t ld, int64_t k, int64_t cols, float* out) { dots_body(x, b, ld, k, cols, out); }
 
-LR_TARGET_AVX512 void rows_avx512(const float* x, const float* b, int64_t ld, int64_t k, int64_t w, float* acc) {
+// load16 (bf16_load.h) reads 16 floats, or 16 bf16 widened in registers.
+template <class T>
+LR_TARGET_AVX512 void rows_avx512(const T* x, const T* b, int64_t ld, int64_t k, int64_t w, float* acc) {
   const __mmask16 tail = __mmask16((1u << (w % 16)) - 1);
   int64_t p = 0;
   for (; p + 4 <= k; p += 4) {
-    const __m512 x0 = _mm512_set1_ps(x[p]), x1 = _mm512_set1_ps(x[p + 1]);
-    const __m512 x2 = _mm512_set1_ps(x[p + 2]), x3 = _mm512_set1_ps(x[p + 3]);
-    const float *r0 = b + p * ld, *r1 = r0 + ld, *r2 = r1 + ld, *r3 = r2 + ld;
+    const __m512 x0 = _mm512_set1_ps(widen(x[p])), x1 = _mm512_set1_ps(widen(x[p + 1]));
+    const __m512 x2 = _mm512_set1_ps(widen(x[p + 2])), x3 = _mm512_set1_ps(widen(x[p + 3]));
+    const T *r0 = b + p * ld, *r1 = r0 + ld, *r2 = r1 + ld, *r3 = r2 + ld;
     int64_t j = 0;
     for (; j + 16 <= w; j += 16) {
       __m512 a = _mm512_loadu_ps(acc + j);
-      a = _mm512_fmadd_ps(x0, _mm512_loadu_ps(r0 + j), a);
-      a = _mm512_fmadd_ps(x1, _mm512_loadu_ps(r1 + j), a);
-      a = _mm512_fmadd_ps(x2, _mm512_loadu_ps(r2 + j), a);
-      a = _mm512_fmadd_ps(x3, _mm512_loadu_ps(r3 + j), a);
+      a = _mm512_fmadd_ps(x0, load16(r0 + j), a);
+      a = _mm512_fmadd_ps(x1, load16(r1 + j), a);
+      a = _mm512_fmadd_ps(x2, load16(r2 + j), a);
+      a = _mm512_fmadd_ps(x3, load16(r3 + j), a);
       _mm512_storeu_ps(acc + j, a);
     }
     if (tail) {
       __m512 a = _mm512_maskz_loadu_ps(tail, acc + j);
-      a = _mm512_fmadd_ps(x0, _mm512_maskz_loadu_ps(tail, r0 + j), a);
-      a = _mm512_fmadd_ps(x1, _mm512_maskz_loadu_ps(tail, r1 + j), a);
-      a = _mm512_fmadd_ps(x2, _mm512_maskz_loadu_ps(tail, r2 + j), a);
-      a = _mm512_fmadd_ps(x3, _mm512_maskz_loadu_ps(tail, r3 + j), a);
+      a = _mm512_fmadd_ps(x0, load16(tail, r0 + j), a);
+      a = _mm512_fmadd_ps(x1, load16(tail, r1 + j), a);
+      a = _mm512_fmadd_ps(x2, load16(tail, r2 + j), a);
+      a = _mm512_fmadd_ps(x3, load16(tail, r3 + j), a);
       _mm512_mask_storeu_ps(acc + j, tail, a);
     }
   }
   for (; p < k; ++p)
-    for (int64_t j = 0; j < w; ++j) acc[j] += x[p] * b[p * ld + j];
+    for (int64_t j = 0; j < w; ++j) acc[j] += widen(x[p]) * widen(b[p * ld + j]);
 }
 
-LR_TARGET_AVX512 void dots_avx512(const float* x, const float* b, int64_t ld, int64_t k, int64_t cols, float* out) {
+template <class T>
+LR_TARGET_AVX512 void dots_avx512(const T* x, const T* b, int64_t ld, int64_t k, int64_t cols, float* out) {
   const __mmask16 tail = __mmask16((1u << (k % 16)) - 1);
   const int64_t k16 = k / 16 * 16;
   int64_t j = 0;
   for (; j + 4 <= cols; j += 4) {
-    const float *c0 = b + j * ld, *c1 = c0 + ld, *c2 = c1 + ld, *c3 = c2 + ld;
+    const T *c0 = b + j * ld, *c1 = c0 + ld, *c2 = c1 + ld, *c3 = c2 + ld;
     __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
     for (int64_t p = 0; p < k16; p += 16) {
-      const __m512 xv = _mm512_loadu_ps(x + p);
-      s0 = _mm512_fmadd_ps(xv, _mm512_loadu_ps(c0 + p), s0);
-      s1 = _mm512_fmadd_ps(xv, _mm512_loadu_ps(c1 + p), s1);
-      s2 = _mm512_fmadd_ps(xv, _mm512_loadu_ps(c2 + p), s2);
-      s3 = _mm512_fmadd_ps(xv, _mm512_loadu_ps(c3 + p), s3);
+      const __m512 xv = load16(x + p);
+      s0 = _mm512_fmadd_ps(xv, load16(c0 + p), s0);
+      s1 = _mm512_fmadd_ps(xv, load16(c1 + p), s1);
+      s2 = _mm512_fmadd_ps(xv, load16(c2 + p), s2);
+      s3 = _mm512_fmadd_ps(xv, load16(c3 + p), s3);
     }
     if (tail) {
-      const __m512 xv = _mm512_maskz_loadu_ps(tail, x + k16);
-      s0 = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(tail, c0 + k16), s0);
-      s1 = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(tail, c1 + k16), s1);
-      s2 = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(tail, c2 + k16), s2);
-      s3 = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(tail, c3 + k16), s3);
+      const __m512 xv = load16(tail, x + k16);
+      s0 = _mm512_fmadd_ps(xv, load16(tail, c0 + k16), s0);
+      s1 = _mm512_fmadd_ps(xv, load16(tail, c1 + k16), s1);
+      s2 = _mm512_fmadd_ps(xv, load16(tail, c2 + k16), s2);
+      s3 = _mm512_fmadd_ps(xv, load16(tail, c3 + k16), s3);
     }
     out[j] = _mm512_reduce_add_ps(s0);
     out[j + 1] = _mm512_reduce_add_ps(s1);
@@ -135,31 +154,120 @@ LR_TARGET_AVX512 void dots_avx512(const float* x, const float* b, int64_t ld, in
   }
   if (j < cols) dots_portable(x, b + j * ld, ld, k, cols - j, out + j);
 }
+
+// AVX-512 BF16: vdpbf16ps multiplies 16 pairs of bf16 by 16 pairs and adds each pair's two
+// products into one float32 lane (products of bf16 are exact in float32; inputs and results
+// below 2^-126 are flushed to zero, which no weight or activation of a model comes near).
+LR_TARGET_AVX512_BF16 inline __m512bh bh(__m512i v) { return (__m512bh)v; }
+
+// Rows form: the pairs must run along k, but a row of op(B) runs along n, so rows p and p+1 are
+// interleaved in registers (vpermt2w) into (B[p, j], B[p+1, j]) pairs and multiplied by the
+// broadcast pair (x[p], x[p+1]). Four rows per pass over acc, as in the float32 kernel; rows past
+// k are zeros. TAIL: the last w % 32 columns, through masks.
+template <bool TAIL>
+LR_TARGET_AVX512_BF16 inline void rows_bf16_step(const uint16_t* const r[4], int rows, int64_t j, __mmask32 m, __m512i x01,
+                                                 __m512i x23, __m512i lo, __m512i hi, float* acc) {
+  __m512i v[4];
+  for (int i = 0; i < 4; ++i)
+    v[i] = i >= rows ? _mm512_setzero_si512() : TAIL ? _mm512_maskz_loadu_epi16(m, r[i] + j) : _mm512_loadu_si512(r[i] + j);
+  const __mmask16 m0 = __mmask16(m), m1 = __mmask16(m >> 16);
+  __m512 a0 = TAIL ? _mm512_maskz_loadu_ps(m0, acc + j) : _mm512_loadu_ps(acc + j);
+  __m512 a1 = TAIL ? _mm512_maskz_loadu_ps(m1, acc + j + 16) : _mm512_loadu_ps(acc + j + 16);
+  a0 = _mm512_dpbf16_ps(a0, bh(_mm512_permutex2var_epi16(v[0], lo, v[1])), bh(x01));
+  a1 = _mm512_dpbf16_ps(a1, bh(_mm512_permutex2var_epi16(v[0], hi, v[1])), bh(x01));
+  a0 = _mm512_dpbf16_ps(a0, bh(_mm512_permutex2var_epi16(v[2], lo, v[3])), bh(x23));
+  a1 = _mm512_dpbf16_ps(a1, bh(_mm512_permutex2var_epi16(v[2], hi, v[3])), bh(x23));
+  if (TAIL) {
+    _mm512_mask_storeu_ps(acc + j, m0, a0);
+    _mm512_mask_storeu_ps(acc + j + 16, m1, a1);
+  } else {
+    _mm512_storeu_ps(acc + j, a0);
+    _mm512_storeu_ps(acc + j + 16, a1);
+  }
+}
+
+LR_TARGET_AVX512_BF16 void rows_avx512bf16(const uint16_t* x, const uint16_t* b, int64_t ld, int64_t k, int64_t w, float* acc) {
+  // Word 2i of the result takes column i of the first row, word 2i + 1 column i of the second:
+  // columns 0..15 of the 32 loaded (lo) and 16..31 (hi).
+  alignas(64) uint16_t lo_idx[32], hi_idx[32];
+  for (int i = 0; i < 16; ++i) lo_idx[2 * i] = uint16_t(i), lo_idx[2 * i + 1] = uint16_t(32 + i), hi_idx[2 * i] = uint16_t(16 + i), hi_idx[2 * i + 1] = uint16_t(48 + i);
+  const __m512i lo = _mm512_load_si512(lo_idx), hi = _mm512_load_si512(hi_idx);
+  const __mmask32 tail = __mmask32((uint64_t(1) << (w % 32)) - 1);
+  for (int64_t p = 0; p < k; p += 4) {
+    const int rows = int(std::min<int64_t>(4, k - p));
+    uint32_t xs[4] = {};
+    for (int i = 0; i < rows; ++i) xs[i] = x[p + i];
+    const __m512i x01 = _mm512_set1_epi32(int(xs[0] | xs[1] << 16)), x23 = _mm512_set1_epi32(int(xs[2] | xs[3] << 16));
+    const uint16_t* r[4];
+    for (int i = 0; i < 4; ++i) r[i] = b + (p + std::min(i, rows - 1)) * ld;
+    int64_t j = 0;
+    for (; j + 32 <= w; j += 32) rows_bf16_step<false>(r, rows, j, 0, x01, x23, lo, hi, acc);
+    if (tail) rows_bf16_step<true>(r, rows, j, tail, x01, x23, lo, hi, acc);
+  }
+}
+
+// Dots form: a column of op(B) is contiguous along k, so 32 bf16 of x and of each column are
+// already the pairs vdpbf16ps takes. C columns at a time (4, then 1 for the rest).
+template <int C>
+LR_TARGET_AVX512_BF16 inline void dots_bf16_group(const uint16_t* x, const uint16_t* b, int64_t ld, int64_t k, float* out) {
+  const int64_t k32 = k / 32 * 32;
+  const __mmask32 tail = __mmask32((uint64_t(1) << (k % 32)) - 1);
+  __m512 s[C];
+  for (int c = 0; c < C; ++c) s[c] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < k32; p += 32) {
+    const __m512i xv = _mm512_loadu_si512(x + p);
+    for (int c = 0; c < C; ++c) s[c] = _mm512_dpbf16_ps(s[c], bh(_mm512_loadu_si512(b + c * ld + p)), bh(xv));
+  }
+  if (tail) {
+    const __m512i xv = _mm512_maskz_loadu_epi16(tail, x + k32);
+    for (int c = 0; c < C; ++c) s[c] = _mm512_dpbf16_ps(s[c], bh(_mm512_maskz_loadu_epi16(tail, b + c * ld + k32)), bh(xv));
+  }
+  for (int c = 0; c < C; ++c) out[c] = _mm512_reduce_add_ps(s[c]);
+}
+
+LR_TARGET_AVX512_BF16 void dots_avx512bf16(const uint16_t* x, const uint16_t* b, int64_t ld, int64_t k, int64_t cols, float* out) {
+  int64_t j = 0;
+  for (; j + 4 <= cols; j += 4) dots_bf16_group<4>(x, b + j * ld, ld, k, out + j);
+  for (; j < cols; ++j) dots_bf16_group<1>(x, b + j * ld, ld, k, out + j);
+}
 #endif
 
-using RowsFn = void (*)(const float*, const float*, int64_t, int64_t, int64_t, float*);
-using DotsFn = void (*)(const float*, const float*, int64_t, int64_t, int64_t, float*);
+template <class T>
+using RowsFn = void (*)(const T*, const T*, int64_t, int64_t, int64_t, float*);
+template <class T>
+using DotsFn = void (*)(const T*, const T*, int64_t, int64_t, int64_t, float*);
 
-// Picked once, at the level LOWRANK_SIMD allows (simd.cc).
-RowsFn rows_kernel() {
+// Picked once per element type, at the level LOWRANK_SIMD allows (simd.cc).
+template <class T>
+RowsFn<T> rows_kernel() {
 #ifdef LOWRANK_X86
-  static const RowsFn f = has_avx512() ? rows_avx512 : has_avx2_fma() ? rows_avx2 : rows_portable;
+  static const RowsFn<T> f = [] {
+    if constexpr (std::is_same_v<T, uint16_t>)
+      if (has_avx512_bf16()) return RowsFn<T>(rows_avx512bf16);
+    return has_avx512() ? RowsFn<T>(rows_avx512<T>) : has_avx2_fma() ? RowsFn<T>(rows_avx2<T>) : RowsFn<T>(rows_portable<T>);
+  }();
   return f;
 #else
-  return rows_portable;
+  return rows_portable<T>;
 #endif
 }
-DotsFn dots_kernel() {
+template <class T>
+DotsFn<T> dots_kernel() {
 #ifdef LOWRANK_X86
-  static const DotsFn f = has_avx512() ? dots_avx512 : has_avx2_fma() ? dots_avx2 : dots_portable;
+  static const DotsFn<T> f = [] {
+    if constexpr (std::is_same_v<T, uint16_t>)
+      if (has_avx512_bf16()) return DotsFn<T>(dots_avx512bf16);
+    return has_avx512() ? DotsFn<T>(dots_avx512<T>) : has_avx2_fma() ? DotsFn<T>(dots_avx2<T>) : DotsFn<T>(dots_portable<T>);
+  }();
   return f;
 #else
-  return dots_portable;
+  return dots_portable<T>;
 #endif
 }
 
 // x when op(A)'s row is strided (A transposed): gathered into a contiguous copy.
-const float* contiguous_x(const float* a, int64_t a_cs, int64_t p0, int64_t p1, std::vector<float>& buf) {
+template <class T>
+const T* contiguous_x(const T* a, int64_t a_cs, int64_t p0, int64_t p1, std::vector<T>& buf) {
   if (a_cs == 1) return a;
   buf.resize(size_t(p1));
   for (int64_t p = p0; p < p1; ++p) buf[size_t(p)] = a[p * a_cs];
@@ -167,15 +275,16 @@ const float* contiguous_x(const float* a, int64_t a_cs, int64_t p0, int64_t p1, 
 }
 
 // acc[0:n] += Σ_p x[p] · op(B)[p, 0:n] over p in [p0, p1), op(B)'s rows contiguous.
-void rows_slab(const float* x, const float* b, int64_t ld, int64_t p0, int64_t p1, int64_t n, float* acc) {
+template <class T>
+void rows_slab(const T* x, const T* b, int64_t ld, int64_t p0, int64_t p1, int64_t n, float* acc) {
   for (int64_t j0 = 0; j0 < n; j0 += kBlock)
-    rows_kernel()(x + p0, b + p0 * ld + j0, ld, p1 - p0, std::min(kBlock, n - j0), acc + j0);
+    rows_kernel<T>()(x + p0, b + p0 * ld + j0, ld, p1 - p0, std::min(kBlock, n - j0), acc + j0);
 }
 
-}  // namespace
-
-void gemv_f32(int64_t n, int64_t k, float alpha, const float* a, int64_t a_cs, int64_t batch_stride_a, const float* b,
-              int64_t b_rs, int64_t b_cs, int64_t batch_stride_b, float beta, float* c, int64_t batch_stride_c, int64_t batch) {
+// gemv_f32 / gemv_bf16: the same walk over float32 or bf16 operands.
+template <class T>
+void gemv(int64_t n, int64_t k, float alpha, const T* a, int64_t a_cs, int64_t batch_stride_a, const T* b, int64_t b_rs,
+          int64_t b_cs, int64_t batch_stride_b, float beta, float* c, int64_t batch_stride_c, int64_t batch) {
   const bool parallel = n * k * batch >= kGemvParallelMin;
   if (b_cs == 1) {
     // Threads split k: each streams a contiguous slab of whole rows into its own n partial sums
@@ -186,9 +295,9 @@ void gemv_f32(int64_t n, int64_t k, float alpha, const float* a, int64_t a_cs, i
     float* const sums = partial.data();  // the lambda runs on pool threads: not their thread_local
     auto run = [&](int t, int nts) {
       const int64_t p0 = std::min(k, quads * t / nts * 4), p1 = std::min(k, quads * (t + 1) / nts * 4);
-      std::vector<float> gathered;
+      std::vector<T> gathered;
       for (int64_t bi = 0; bi < batch && p0 < p1; ++bi) {
-        const float* x = contiguous_x(a + bi * batch_stride_a, a_cs, p0, p1, gathered);
+        const T* x = contiguous_x(a + bi * batch_stride_a, a_cs, p0, p1, gathered);
         rows_slab(x, b + bi * batch_stride_b, b_rs, p0, p1, n, sums + (t * batch + bi) * n);
       }
     };
@@ -210,12 +319,12 @@ void gemv_f32(int64_t n, int64_t k, float alpha, const float* a, int64_t a_cs, i
   auto run = [&](int t, int nts) {
     const int64_t j0 = std::min(n, lines * t / nts * 16), j1 = std::min(n, lines * (t + 1) / nts * 16);
     alignas(64) float acc[kBlock];
-    std::vector<float> gathered;
+    std::vector<T> gathered;
     for (int64_t bi = 0; bi < batch && j0 < j1; ++bi) {
-      const float* x = contiguous_x(a + bi * batch_stride_a, a_cs, 0, k, gathered);
+      const T* x = contiguous_x(a + bi * batch_stride_a, a_cs, 0, k, gathered);
       for (int64_t jb = j0; jb < j1; jb += kBlock) {
         const int64_t w = std::min(kBlock, j1 - jb);
-        dots_kernel()(x, b + bi * batch_stride_b + jb * b_cs, b_cs, k, w, acc);
+        dots_kernel<T>()(x, b + bi * batch_stride_b + jb * b_cs, b_cs, k, w, acc);
         store(c + bi * batch_stride_c + jb, acc, w, alpha, beta);
       }
     }
@@ -224,6 +333,18 @@ void gemv_f32(int64_t n, int64_t k, float alpha, const float* a, int64_t a_cs, i
     parallel_threads(run);
   else
     run(0, 1);
+}
+
+}  // namespace
+
+void gemv_f32(int64_t n, int64_t k, float alpha, const float* a, int64_t a_cs, int64_t batch_stride_a, const float* b,
+              int64_t b_rs, int64_t b_cs, int64_t batch_stride_b, float beta, float* c, int64_t batch_stride_c, int64_t batch) {
+  gemv(n, k, alpha, a, a_cs, batch_stride_a, b, b_rs, b_cs, batch_stride_b, beta, c, batch_stride_c, batch);
+}
+
+void gemv_bf16(int64_t n, int64_t k, float alpha, const uint16_t* a, int64_t a_cs, int64_t batch_stride_a, const uint16_t* b,
+               int64_t b_rs, int64_t b_cs, int64_t batch_stride_b, float beta, float* c, int64_t batch_stride_c, int64_t batch) {
+  gemv(n, k, alpha, a, a_cs, batch_stride_a, b, b_rs, b_cs, batch_stride_b, beta, c, batch_stride_c, batch);
 }
 
 }  // namespace cpu

@@ -15,12 +15,18 @@
 // four transpose cases feed the same micro-kernel. Threads split C into disjoint blocks and each
 // packs its own operands, so they never wait on each other. Micro-kernels and vectorized packing
 // live in matmul_avx512.cc / matmul_avx2.cc; the portable ones are below.
+//
+// gemm_bf16 (bf16 operands: a frozen bf16 weight and x rounded to bf16) runs the same driver and
+// micro-kernels: its packing widens each panel to float32 as it copies it, so a bf16 weight is
+// converted one kc×nc block at a time into the packing buffer that float32 operands use anyway,
+// and no float32 copy of the whole weight is made. m == 1 goes to gemv.cc, which reads bf16 directly.
 #include <algorithm>
 #include <cstdlib>
 #include <new>
-#include <vector>
+#include <type_traits>
 
 #include "../ops/matmul.h"
+#include "bf16_load.h"
 #include "matmul_kernels.h"
 #include "parallel.h"
 #include "simd.h"
@@ -44,7 +50,8 @@ void micro_scalar(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const 
       c[i * ldc + j] = alpha * acc[i][j] + (beta == 0 ? 0.0f : beta * c[i * ldc + j]);
 }
 
-const GemmKernel kScalarKernel{"scalar 4x16", kScalarMR, kScalarNR, 1024, 256, 256, 1.0f, micro_scalar, gemm_pack_portable};
+const GemmKernel kScalarKernel{"scalar 4x16", kScalarMR, kScalarNR, 1024, 256, 256, 1.0f, micro_scalar, gemm_pack_portable,
+                               gemm_pack_portable_bf16};
 const GemmKernelSet kScalarSet{1, {&kScalarKernel}};
 
 // The kernel with the least estimated time for an m×n C: padded tile area over relative speed.
@@ -61,25 +68,27 @@ const GemmKernel& pick_kernel(int64_t m, int64_t n) {
   return *best;
 }
 
-// A strided read-only view of op(X): element (i, j) is at p[i * rs + j * cs].
+// A strided read-only view of op(X) of float32 or bf16 elements: (i, j) is at p[i * rs + j * cs].
+template <class T>
 struct View {
-  const float* p;
+  const T* p;
   int64_t rs, cs;
-  const float* at(int64_t i, int64_t j) const { return p + i * rs + j * cs; }
+  const T* at(int64_t i, int64_t j) const { return p + i * rs + j * cs; }
 };
 
 // Packs one micro-panel: `rows` ≤ w rows × kc columns, dst[p*w + r], zero rows up to w.
-void pack_panel(const float* src, int64_t rs, int64_t cs, int rows, int64_t kc, int w, float* dst) {
+template <class T>
+void pack_panel(const T* src, int64_t rs, int64_t cs, int rows, int64_t kc, int w, float* dst) {
   if (rs == 1) {  // each column of the panel is contiguous in memory
     for (int64_t p = 0; p < kc; ++p, dst += w) {
-      const float* s = src + p * cs;
-      for (int r = 0; r < rows; ++r) dst[r] = s[r];
+      const T* s = src + p * cs;
+      for (int r = 0; r < rows; ++r) dst[r] = widen(s[r]);
       for (int r = rows; r < w; ++r) dst[r] = 0;
     }
   } else {  // each row is a stream along p
     for (int r = 0; r < rows; ++r) {
-      const float* s = src + r * rs;
-      for (int64_t p = 0; p < kc; ++p) dst[p * w + r] = s[p * cs];
+      const T* s = src + r * rs;
+      for (int64_t p = 0; p < kc; ++p) dst[p * w + r] = widen(s[p * cs]);
     }
     for (int64_t p = 0; p < kc; ++p)
       for (int r = rows; r < w; ++r) dst[p * w + r] = 0;
@@ -121,19 +130,26 @@ struct Panel {
   int64_t rs, cs;
 };
 
+// The kernel's packing for float32 or bf16 sources.
+inline GemmPack packer(const GemmKernel& K, const float*) { return K.pack; }
+inline GemmPackBf16 packer(const GemmKernel& K, const uint16_t*) { return K.pack_bf16; }
+
 // C (m×n, row stride ldc) = alpha · op(A) (m×k) · op(B) (k×n) + beta · C, on the calling thread.
-void gemm_block(const GemmKernel& K, View A, View B, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k, float alpha,
-                float beta) {
+template <class T>
+void gemm_block(const GemmKernel& K, View<T> A, View<T> B, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
+                float alpha, float beta) {
   static thread_local Scratch scratch;
+  constexpr bool kFloat = std::is_same_v<T, float>;
   const int MR = K.mr, NR = K.nr;
   const int64_t kc_max = balanced_block(k, K.kc, 1);
   const int64_t mc_max = balanced_block(m, K.mc, MR);
   const int64_t nc_max = balanced_block(n, K.nc, NR);
   // Packing A pays off when each A panel meets many B panels. When n spans at most two tiles (a
   // LoRA rank, say) the kernel reads full A panels in place and only a ragged last panel is
-  // packed; likewise B when m spans at most two tiles and op(B)'s rows are contiguous.
-  const bool pack_a = n > 2 * NR;
-  const bool pack_b = m > 2 * MR || B.cs != 1;
+  // packed; likewise B when m spans at most two tiles and op(B)'s rows are contiguous. bf16
+  // operands are always packed: the packing is where they become float32.
+  const bool pack_a = !kFloat || n > 2 * NR;
+  const bool pack_b = !kFloat || m > 2 * MR || B.cs != 1;
   float* ap = Scratch::grow(scratch.a, scratch.a_cap, size_t((pack_a ? mc_max : MR) * kc_max));
   float* bp = Scratch::grow(scratch.b, scratch.b_cap, size_t((pack_b ? nc_max : NR) * kc_max));
   alignas(64) float tile[32 * 64];  // edge tiles: MR×NR ≤ 32×64 for every kernel
@@ -143,24 +159,26 @@ void gemm_block(const GemmKernel& K, View A, View B, float* c, int64_t ldc, int6
     for (int64_t ic = 0; ic < m; ic += mc_max) {
       const int64_t mc = std::min(mc_max, m - ic);
       const int64_t a_packed_from = pack_a ? 0 : mc / MR * MR;  // panels before it are read in place
-      if (a_packed_from < mc) K.pack(A.at(ic + a_packed_from, pc), A.rs, A.cs, mc - a_packed_from, kc, MR, ap);
+      if (a_packed_from < mc) packer(K, A.p)(A.at(ic + a_packed_from, pc), A.rs, A.cs, mc - a_packed_from, kc, MR, ap);
       for (int64_t jc = 0; jc < n; jc += nc_max) {
         const int64_t nc = std::min(nc_max, n - jc);
         const int64_t b_packed_from = pack_b ? 0 : nc / NR * NR;
         // Rows of a B panel are columns of op(B), hence the swapped strides.
-        if (b_packed_from < nc) K.pack(B.at(pc, jc + b_packed_from), B.cs, B.rs, nc - b_packed_from, kc, NR, bp);
+        if (b_packed_from < nc) packer(K, B.p)(B.at(pc, jc + b_packed_from), B.cs, B.rs, nc - b_packed_from, kc, NR, bp);
         for (int64_t ir = 0; ir < mc; ir += MR) {
           const int mr = int(std::min<int64_t>(MR, mc - ir));
-          const Panel a_panel = ir < a_packed_from ? Panel{A.at(ic + ir, pc), A.rs, A.cs}
-                                                   : Panel{ap + (ir - a_packed_from) * kc, 1, MR};
+          Panel a_panel{ap + (ir - a_packed_from) * kc, 1, MR};
+          if constexpr (kFloat)
+            if (ir < a_packed_from) a_panel = Panel{A.at(ic + ir, pc), A.rs, A.cs};
           // The packed A block lives in L3; pull the next A micro-panel into L2 while this one
           // sweeps the B block (measured 2-5% on 1024..4096 squares).
           if (pack_a && ir + MR < mc)
             for (int64_t x = 0; x < kc * MR; x += 16) __builtin_prefetch(a_panel.p + kc * MR + x, 0, 2);
           for (int64_t jr = 0; jr < nc; jr += NR) {
             const int nr = int(std::min<int64_t>(NR, nc - jr));
-            const Panel b_panel = jr < b_packed_from ? Panel{B.at(pc, jc + jr), B.rs, 1}
-                                                     : Panel{bp + (jr - b_packed_from) * kc, NR, 1};
+            Panel b_panel{bp + (jr - b_packed_from) * kc, NR, 1};
+            if constexpr (kFloat)
+              if (jr < b_packed_from) b_panel = Panel{B.at(pc, jc + jr), B.rs, 1};
             float* cij = c + (ic + ir) * ldc + jc + jr;
             if (mr == MR && nr == NR) {
               K.micro(kc, a_panel.p, a_panel.rs, a_panel.cs, b_panel.p, b_panel.rs, cij, ldc, alpha, beta_pc);
@@ -194,9 +212,17 @@ void gemm_pack_portable(const float* src, int64_t rs, int64_t cs, int64_t rows, 
     pack_panel(src + r * rs, rs, cs, int(std::min<int64_t>(w, rows - r)), kc, w, dst);
 }
 
-void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-              int64_t batch_stride_a, const float* b, int64_t ldb, int64_t batch_stride_b, float beta, float* c,
-              int64_t ldc, int64_t batch_stride_c, int64_t batch) {
+void gemm_pack_portable_bf16(const uint16_t* src, int64_t rs, int64_t cs, int64_t rows, int64_t kc, int w, float* dst) {
+  for (int64_t r = 0; r < rows; r += w, dst += w * kc)
+    pack_panel(src + r * rs, rs, cs, int(std::min<int64_t>(w, rows - r)), kc, w, dst);
+}
+
+namespace {
+// gemm_f32 and gemm_bf16: one driver over float32 or bf16 operands (bf16 converted as it is packed).
+template <class T>
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const T* a, int64_t lda,
+          int64_t batch_stride_a, const T* b, int64_t ldb, int64_t batch_stride_b, float beta, float* c, int64_t ldc,
+          int64_t batch_stride_c, int64_t batch) {
   if (m == 0 || n == 0 || batch == 0) return;
   const GemmKernel& K = pick_kernel(m, n);
   // op(A)(i, p) and op(B)(p, j) as strided views: packing absorbs the transposes.
@@ -204,8 +230,12 @@ void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float
   const int64_t b_rs = trans_b ? 1 : ldb, b_cs = trans_b ? ldb : 1;
   const bool trivial = k == 0 || alpha == 0;
   // One row of C (decoding a token): stream each weight once (gemv.cc), no tiles, no packing.
-  if (m == 1 && !trivial && (b_rs == 1 || b_cs == 1))
-    return gemv_f32(n, k, alpha, a, a_cs, batch_stride_a, b, b_rs, b_cs, batch_stride_b, beta, c, batch_stride_c, batch);
+  if (m == 1 && !trivial && (b_rs == 1 || b_cs == 1)) {
+    if constexpr (std::is_same_v<T, float>)
+      return gemv_f32(n, k, alpha, a, a_cs, batch_stride_a, b, b_rs, b_cs, batch_stride_b, beta, c, batch_stride_c, batch);
+    else
+      return gemv_bf16(n, k, alpha, a, a_cs, batch_stride_a, b, b_rs, b_cs, batch_stride_b, beta, c, batch_stride_c, batch);
+  }
 
   // Work items: each matrix of the batch is cut into `parts` blocks of whole tiles along m or n;
   // item w is block w / batch of matrix w % batch, and thread t takes a contiguous run of items.
@@ -230,8 +260,8 @@ void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float
         scale_c(cb, ldc, mb, nb, beta);
         continue;
       }
-      View A{a + bi * batch_stride_a + i0 * a_rs, a_rs, a_cs};
-      View B{b + bi * batch_stride_b + j0 * b_cs, b_rs, b_cs};
+      View<T> A{a + bi * batch_stride_a + i0 * a_rs, a_rs, a_cs};
+      View<T> B{b + bi * batch_stride_b + j0 * b_cs, b_rs, b_cs};
       gemm_block(K, A, B, cb, ldc, mb, nb, k, alpha, beta);
     }
   };
@@ -240,28 +270,20 @@ void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float
   else
     run(0, 1);
 }
-
-// bf16 operands widened to float32 over the span gemm reads (same layout, so the strides carry
-// over), then gemm_f32: exact products of bf16 values, float32 sums. Issue 14 brings a kernel that
-// converts in registers instead of through these buffers.
-namespace {
-std::vector<float> widened(const uint16_t* x, int64_t rows, int64_t cols, int64_t ld, int64_t batch_stride, int64_t batch) {
-  const int64_t span = rows == 0 || cols == 0 || batch == 0 ? 0 : (batch - 1) * batch_stride + (rows - 1) * ld + cols;
-  std::vector<float> out(size_t(std::max<int64_t>(span, 0)));
-  parallel_for(span, 1 << 16, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) out[size_t(i)] = bf16_to_f32(x[i]);
-  });
-  return out;
-}
 }  // namespace
 
+void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+              int64_t batch_stride_a, const float* b, int64_t ldb, int64_t batch_stride_b, float beta, float* c,
+              int64_t ldc, int64_t batch_stride_c, int64_t batch) {
+  gemm(trans_a, trans_b, m, n, k, alpha, a, lda, batch_stride_a, b, ldb, batch_stride_b, beta, c, ldc, batch_stride_c, batch);
+}
+
+// Products of bf16 values are exact in float32 and the sums are float32, as PyTorch's autocast
+// matmuls on CUDA compute them (without rounding C to bf16).
 void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t* a, int64_t lda,
                int64_t batch_stride_a, const uint16_t* b, int64_t ldb, int64_t batch_stride_b, float beta, float* c,
                int64_t ldc, int64_t batch_stride_c, int64_t batch) {
-  const std::vector<float> a32 = trans_a ? widened(a, k, m, lda, batch_stride_a, batch) : widened(a, m, k, lda, batch_stride_a, batch);
-  const std::vector<float> b32 = trans_b ? widened(b, n, k, ldb, batch_stride_b, batch) : widened(b, k, n, ldb, batch_stride_b, batch);
-  gemm_f32(trans_a, trans_b, m, n, k, alpha, a32.data(), lda, batch_stride_a, b32.data(), ldb, batch_stride_b, beta, c, ldc,
-           batch_stride_c, batch);
+  gemm(trans_a, trans_b, m, n, k, alpha, a, lda, batch_stride_a, b, ldb, batch_stride_b, beta, c, ldc, batch_stride_c, batch);
 }
 
 }  // namespace cpu

@@ -6,6 +6,7 @@
 //
 // Packing: a copy per column when the panel's columns are contiguous (A transposed, B as stored),
 // 8×8 in-register transposes when its rows are (A as stored, B transposed).
+#include "bf16_load.h"
 #include "matmul_kernels.h"
 #include "simd.h"
 
@@ -96,12 +97,16 @@ LR_TARGET_AVX2 inline void store_lanes(float* dst, __m256 v, int n) {
 }
 
 // Rows g..g+7 of one panel (`valid` of them hold data, lanes `stored` are written, the rest of
-// those zero-padded), all kc columns.
-LR_TARGET_AVX2 void pack_group(const float* src, int64_t rs, int64_t cs, int valid, int stored, int64_t kc, int w,
+// those zero-padded), all kc columns. T: float, or bf16 widened by load8 (bf16_load.h).
+template <class T>
+LR_TARGET_AVX2 void pack_group(const T* src, int64_t rs, int64_t cs, int valid, int stored, int64_t kc, int w,
                                float* dst) {
   if (rs == 1) {  // column p is contiguous: one (masked) copy per column
     const __m256i keep = lanes(valid);
-    for (int64_t p = 0; p < kc; ++p) store_lanes(dst + p * w, _mm256_maskload_ps(src + p * cs, keep), stored);
+    if (valid == 8)
+      for (int64_t p = 0; p < kc; ++p) store_lanes(dst + p * w, load8(src + p * cs), stored);
+    else
+      for (int64_t p = 0; p < kc; ++p) store_lanes(dst + p * w, load8(keep, src + p * cs), stored);
     return;
   }
   // Row r is contiguous along p (cs == 1): load 8 rows × 8 columns, transpose, store columns.
@@ -109,13 +114,15 @@ LR_TARGET_AVX2 void pack_group(const float* src, int64_t rs, int64_t cs, int val
     const int cols = int(std::min<int64_t>(8, kc - p));
     const __m256i colmask = lanes(cols);
     __m256 r[8];
-    for (int i = 0; i < 8; ++i) r[i] = i < valid ? _mm256_maskload_ps(src + i * rs + p, colmask) : _mm256_setzero_ps();
+    for (int i = 0; i < 8; ++i)
+      r[i] = i >= valid ? _mm256_setzero_ps() : cols == 8 ? load8(src + i * rs + p) : load8(colmask, src + i * rs + p);
     transpose8(r);
     for (int j = 0; j < cols; ++j) store_lanes(dst + (p + j) * w, r[j], stored);
   }
 }
 
-LR_TARGET_AVX2 void pack_avx2(const float* src, int64_t rs, int64_t cs, int64_t rows, int64_t kc, int w, float* dst) {
+template <class T>
+LR_TARGET_AVX2 void pack_avx2(const T* src, int64_t rs, int64_t cs, int64_t rows, int64_t kc, int w, float* dst) {
   for (int64_t r0 = 0; r0 < rows; r0 += w, dst += w * kc)
     for (int g = 0; g < w; g += 8) {
       const int valid = int(std::clamp<int64_t>(rows - r0 - g, 0, 8)), stored = std::min(8, w - g);
@@ -128,7 +135,7 @@ LR_TARGET_AVX2 void pack_avx2(const float* src, int64_t rs, int64_t cs, int64_t 
 // The kc×MR A micro-panel (6 KiB) stays in L1; the kc×nc B block (256 KiB) fits the 256 KiB..1 MiB
 // L2 of AVX2-era cores; A blocks up to mc×kc = 1 MiB.
 const GemmKernelSet* gemm_kernels_avx2() {
-  static const GemmKernel k{"avx2 6x16", MR, NR, 1020, 256, 256, 1.0f, micro_6x16, pack_avx2};
+  static const GemmKernel k{"avx2 6x16", MR, NR, 1020, 256, 256, 1.0f, micro_6x16, pack_avx2<float>, pack_avx2<uint16_t>};
   static const GemmKernelSet set{1, {&k}};
   return &set;
 }

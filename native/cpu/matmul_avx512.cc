@@ -7,6 +7,7 @@
 //
 // Packing: when the panel's columns are contiguous (A transposed, B as stored) it is a copy; when
 // its rows are (A as stored, B transposed) 16×16 blocks are transposed in registers.
+#include "bf16_load.h"
 #include "matmul_kernels.h"
 #include "simd.h"
 
@@ -103,18 +104,20 @@ inline __mmask16 lanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask
 // back, 16 rows stay in L1) are copied panel by panel, so each panel gets a contiguous run of
 // stores (one source row scattered over all panels at once would hit the same L1 set in every
 // panel, as panels lie kc·w floats apart). Full vectors use plain moves, masked ones are slower.
-LR_TARGET_AVX512 void pack_columns(const float* src, int64_t cs, int64_t rows, int64_t kc, int w, float* dst) {
+// T: float, or bf16 widened by load16 (bf16_load.h) on the way.
+template <class T>
+LR_TARGET_AVX512 void pack_columns(const T* src, int64_t cs, int64_t rows, int64_t kc, int w, float* dst) {
   for (int64_t p0 = 0; p0 < kc; p0 += 16) {
     const int64_t p1 = std::min<int64_t>(kc, p0 + 16);
     float* d = dst;
     for (int64_t r0 = 0; r0 < rows; r0 += w, d += w * kc)
       for (int g = 0; g < w; g += 16) {
         const __mmask16 keep = lanes(std::clamp<int64_t>(rows - r0 - g, 0, 16)), out = lanes(std::min(16, w - g));
-        const float* s = src + r0 + g;
+        const T* s = src + r0 + g;
         if ((keep & out) == 0xFFFF)
-          for (int64_t p = p0; p < p1; ++p) _mm512_storeu_ps(d + p * w + g, _mm512_loadu_ps(s + p * cs));
+          for (int64_t p = p0; p < p1; ++p) _mm512_storeu_ps(d + p * w + g, load16(s + p * cs));
         else
-          for (int64_t p = p0; p < p1; ++p) _mm512_mask_storeu_ps(d + p * w + g, out, _mm512_maskz_loadu_ps(keep, s + p * cs));
+          for (int64_t p = p0; p < p1; ++p) _mm512_mask_storeu_ps(d + p * w + g, out, load16(keep, s + p * cs));
       }
   }
 }
@@ -122,19 +125,20 @@ LR_TARGET_AVX512 void pack_columns(const float* src, int64_t cs, int64_t rows, i
 // Panel rows contiguous (cs == 1): 16×16 blocks are loaded, transposed in registers and stored
 // as panel columns; rows past `rows` are zeros. Panels 8 rows tall take two column blocks per
 // transpose (rows 0..7 of columns p.. and p+16..), so no lane is wasted and every store is whole.
-LR_TARGET_AVX512 void pack_rows(const float* src, int64_t rs, int64_t rows, int64_t kc, int w, float* dst) {
+template <class T>
+LR_TARGET_AVX512 void pack_rows(const T* src, int64_t rs, int64_t rows, int64_t kc, int w, float* dst) {
   for (int64_t r0 = 0; r0 < rows; r0 += w, dst += w * kc)
     for (int g = 0; g < w; g += 16) {
       const int64_t valid = std::clamp<int64_t>(rows - r0 - g, 0, 16);
       const int height = std::min(16, w - g);
-      const float* s = src + (r0 + g) * rs;
+      const T* s = src + (r0 + g) * rs;
       __m512 r[16];
       int64_t p = 0;
       if (height == 8)
         for (; p + 32 <= kc; p += 32) {
           for (int i = 0; i < 8; ++i) {
-            r[i] = i < valid ? _mm512_loadu_ps(s + i * rs + p) : _mm512_setzero_ps();
-            r[i + 8] = i < valid ? _mm512_loadu_ps(s + i * rs + p + 16) : _mm512_setzero_ps();
+            r[i] = i < valid ? load16(s + i * rs + p) : _mm512_setzero_ps();
+            r[i + 8] = i < valid ? load16(s + i * rs + p + 16) : _mm512_setzero_ps();
           }
           transpose16(r);
           for (int j = 0; j < 16; ++j) {
@@ -146,7 +150,7 @@ LR_TARGET_AVX512 void pack_rows(const float* src, int64_t rs, int64_t rows, int6
       for (; p < kc; p += 16) {
         const int cols = int(std::min<int64_t>(16, kc - p));
         const __mmask16 colmask = lanes(cols);
-        for (int i = 0; i < 16; ++i) r[i] = i < valid ? _mm512_maskz_loadu_ps(colmask, s + i * rs + p) : _mm512_setzero_ps();
+        for (int i = 0; i < 16; ++i) r[i] = i < valid ? load16(colmask, s + i * rs + p) : _mm512_setzero_ps();
         transpose16(r);
         for (int j = 0; j < cols; ++j) {
           if (height == 16)
@@ -159,7 +163,8 @@ LR_TARGET_AVX512 void pack_rows(const float* src, int64_t rs, int64_t rows, int6
 }
 
 // The driver's views always have a unit stride on one side (see View in gemm.cc).
-LR_TARGET_AVX512 void pack_avx512(const float* src, int64_t rs, int64_t cs, int64_t rows, int64_t kc, int w, float* dst) {
+template <class T>
+LR_TARGET_AVX512 void pack_avx512(const T* src, int64_t rs, int64_t cs, int64_t rows, int64_t kc, int w, float* dst) {
   if (rs == 1)
     pack_columns(src, cs, rows, kc, w, dst);
   else
@@ -173,8 +178,10 @@ LR_TARGET_AVX512 void pack_avx512(const float* src, int64_t rs, int64_t cs, int6
 // blocks are up to mc×kc = 2 MiB (L3). 8×32 ran as fast as 14×32, 12×32, 8×48 and 6×64 here and
 // fits more shapes exactly; 16×16 runs ~7% slower per flop but halves the work when n ≤ 16.
 const GemmKernelSet* gemm_kernels_avx512() {
-  static const GemmKernel k8x32{"avx512 8x32", 8, 32, 2048, 256, 512, 1.0f, micro<8, 2>, pack_avx512};
-  static const GemmKernel k16x16{"avx512 16x16", 16, 16, 2048, 256, 512, 0.93f, micro<16, 1>, pack_avx512};
+  static const GemmKernel k8x32{"avx512 8x32", 8, 32, 2048, 256, 512, 1.0f, micro<8, 2>, pack_avx512<float>,
+                                     pack_avx512<uint16_t>};
+  static const GemmKernel k16x16{"avx512 16x16", 16, 16, 2048, 256, 512, 0.93f, micro<16, 1>, pack_avx512<float>,
+                                      pack_avx512<uint16_t>};
   static const GemmKernelSet set{2, {&k8x32, &k16x16}};
   return &set;
 }

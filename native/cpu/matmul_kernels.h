@@ -22,6 +22,9 @@ using GemmMicroKernel = void (*)(int64_t kc, const float* a, int64_t a_rs, int64
 // micro-panels of w rows in the layout above, zero-padding the last panel to w rows. Packs A
 // (w = MR, rows of op(A)) and B (w = NR, columns of op(B)).
 using GemmPack = void (*)(const float* src, int64_t rs, int64_t cs, int64_t rows, int64_t kc, int w, float* dst);
+// The same packing from bfloat16 (raw bits), widened to float32 on the way: gemm_bf16 converts
+// its operands panel by panel into the packed float32 buffers, never a whole operand at once.
+using GemmPackBf16 = void (*)(const uint16_t* src, int64_t rs, int64_t cs, int64_t rows, int64_t kc, int w, float* dst);
 
 struct GemmKernel {
   const char* name;
@@ -32,6 +35,7 @@ struct GemmKernel {
   float speed;  // throughput relative to the set's first kernel, for choosing by shape
   GemmMicroKernel micro;
   GemmPack pack;
+  GemmPackBf16 pack_bf16;
 };
 
 // The kernels one instruction set offers; the driver picks, per call, the one that spends the
@@ -41,14 +45,19 @@ struct GemmKernelSet {
   const GemmKernel* kernels[4];
 };
 
-// Portable packing (gemm.cc), for kernels without a vectorized one.
+// Portable packing (matmul.cc), for kernels without a vectorized one.
 void gemm_pack_portable(const float* src, int64_t rs, int64_t cs, int64_t rows, int64_t kc, int w, float* dst);
+void gemm_pack_portable_bf16(const uint16_t* src, int64_t rs, int64_t cs, int64_t rows, int64_t kc, int w, float* dst);
 
 // C[0, 0:n] = alpha · op(A)[0, :] · op(B) + beta · C[0, 0:n] per matrix of the batch (gemv.cc):
 // gemm_f32's path for m == 1. op(A)(0, p) is a[p*a_cs]; op(B)(p, j) is b[p*b_rs + j*b_cs] with
 // b_rs == 1 or b_cs == 1.
 void gemv_f32(int64_t n, int64_t k, float alpha, const float* a, int64_t a_cs, int64_t batch_stride_a, const float* b,
               int64_t b_rs, int64_t b_cs, int64_t batch_stride_b, float beta, float* c, int64_t batch_stride_c, int64_t batch);
+
+// The same with bfloat16 a and b (raw bits): read as bf16, converted in registers, float32 sums.
+void gemv_bf16(int64_t n, int64_t k, float alpha, const uint16_t* a, int64_t a_cs, int64_t batch_stride_a, const uint16_t* b,
+               int64_t b_rs, int64_t b_cs, int64_t batch_stride_b, float beta, float* c, int64_t batch_stride_c, int64_t batch);
 
 // nullptr where the instruction set is not compiled in (non-x86 builds).
 const GemmKernelSet* gemm_kernels_avx512();

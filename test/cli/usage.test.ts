@@ -177,7 +177,7 @@ describe("LOWRANK_* variables are checked when the addon loads", () => {
   it.each([
     [{ LOWRANK_NUM_THREADS: "abc" }, /^lowrank info: LOWRANK_NUM_THREADS="abc" is not valid: expected an integer from 1 to 1024/],
     [{ LOWRANK_NUM_THREADS: "0" }, /^lowrank info: LOWRANK_NUM_THREADS="0" is not valid/],
-    [{ LOWRANK_SIMD: "foo" }, /^lowrank info: LOWRANK_SIMD="foo" is not valid: expected one of scalar, avx2, avx512/],
+    [{ LOWRANK_SIMD: "foo" }, /^lowrank info: LOWRANK_SIMD="foo" is not valid: expected one of scalar, avx2, avx512, avx512bf16/],
   ])("%j: one line, exit 1", (env, message) => {
     const r = run(["info"], env);
     expect(r.code).toBe(1);

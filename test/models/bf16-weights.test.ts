@@ -10,7 +10,7 @@
 import { readFileSync } from "node:fs";
 import { basename } from "node:path";
 import { describe, expect, it } from "vitest";
-import { AdamW, AutoModelForCausalLM, Generator, getPeftModel, LoraConfig, noGrad, tensor, tidy, type Tensor } from "../../lib/index.js";
+import { AdamW, AutoModelForCausalLM, generate, Generator, getPeftModel, KVCache, LoraConfig, noGrad, tensor, tidy, type Tensor } from "../../lib/index.js";
 import { randomValues, relError } from "../helpers.js";
 import { native } from "../../lib/native/index.js";
 import { DTYPE_CODE } from "../../lib/tensor/dtype.js";
@@ -77,6 +77,32 @@ export function describeBf16Weights(device: string, skipReason?: string): void {
       expect(new Set(f32)).toEqual(new Set([DTYPE_CODE.float32]));
     });
 
+    // Decoding runs every weight product at m = 1, where the CPU reads the bf16 weights directly
+    // (native/cpu/gemv.cc) instead of the GEMM's packing: a cached single-token step must give the
+    // bf16 model's own full-forward logits at that position to float32 summation order (1e-5
+    // relative), and greedy decoding the float32 model's tokens (on these fixtures no step's two
+    // top logits are as close as bf16's 3e-2 moves them).
+    it("decoding: a cached step matches the full forward (1e-5), greedy tokens equal float32's", () => {
+      const f32 = load("float32"), bf = load("bfloat16");
+      const prompt = AUTOCAST.input_ids[0]!, T = prompt.length;
+      const row = (r: number[]) => tensor(Int32Array.from(r), { shape: [1, r.length], device });
+      const cache = new KVCache(bf.generationSpec().numLayers);
+      noGrad(() => tidy(() => {
+        const full = bf.forward({ inputIds: row(prompt) }).logits.dataSync();
+        const V = full.length / T;
+        bf.forward({ inputIds: row(prompt.slice(0, T - 1)), cache });
+        const step = bf.forward({ inputIds: row(prompt.slice(T - 1)), cache }).logits.dataSync();
+        expect(relError(step, full.subarray((T - 1) * V))).toBeLessThan(1e-5);
+      }));
+      cache.dispose();
+      const opts = { maxNewTokens: 12, eosTokenId: null };
+      const want = generate(f32, prompt, opts);
+      expect(generate(bf, prompt, opts)).toEqual(want);
+      expect(generate(bf, prompt, { ...opts, useCache: false })).toEqual(want);
+      f32.dispose();
+      bf.dispose();
+    });
+
     it("the Promise fromPretrained keeps the same parameters in bf16 as fromPretrainedSync (dtype, frozen, values)", async () => {
       const sync = load("bfloat16");
       const promised = await AutoModelForCausalLM.fromPretrained(dir, { device, dtype: "bfloat16", generator: new Generator(5) });
@@ -132,6 +158,28 @@ export function describeBf16Weights(device: string, skipReason?: string): void {
       const a = losses("float32"), b = losses("bfloat16");
       expect(a[4]!).toBeLessThan(a[0]!); // it learns
       for (let s = 0; s < 5; s++) expect(Math.abs(b[s]! - a[s]!) / a[s]!, `step ${s}`).toBeLessThan(2e-2);
+    });
+
+    // forwardLoss (the Trainer's call) fuses the head with the loss (linearCrossEntropy): the same
+    // loss as forward's (1e-5: another summation order) and the same adapter gradients (1e-5 in
+    // float32; in bf16 the head's gradient is rounded to bf16 before its 1/count scale instead of
+    // after, about one bf16 rounding: 1e-2).
+    it.each(["float32", "bfloat16"] as const)("forwardLoss (%s) gives forward's loss and adapter gradients without the logits", (dtype) => {
+      const peft = getPeftModel(load(dtype), new LoraConfig({ r: 4, loraAlpha: 8, targetModules: targets, fanInFanOut, initLoraWeights: "gaussian" }), "default", { generator: new Generator(3) });
+      peft.eval(); // no dropout: both passes see the same model
+      const ids = batch(VOCAB);
+      const run = (fused: boolean) => tidy(() => {
+        const loss = fused ? peft.forwardLoss({ inputIds: ids, labels: ids }) : peft.forward({ inputIds: ids, labels: ids }).loss!;
+        loss.backward();
+        const grads = peft.trainableParameters().map((p) => Array.from(p.grad!.dataSync()));
+        peft.zeroGrad();
+        return { loss: loss.item(), grads: grads.flat() };
+      });
+      const fused = run(true), plain = run(false);
+      expect(Math.abs(fused.loss - plain.loss) / plain.loss).toBeLessThan(1e-5);
+      expect(relError(fused.grads, plain.grads)).toBeLessThan(dtype === "float32" ? 1e-5 : 1e-2);
+      ids.dispose();
+      peft.dispose();
     });
 
     it("DoRA and base-changing inits (PiSSA) are refused on bf16 weights, with the fix", () => {

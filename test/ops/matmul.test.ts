@@ -5,13 +5,14 @@
 // Tolerance: relative L2 error 1e-5 for forward results. Inputs are U(-1, 1); fp32 accumulation over
 // k ≤ 40 terms in another order than the float64 reference gives errors around 1e-7.
 //
-// Then the kernel under them, cpu gemm_f32 (native/cpu/matmul.cc) called directly, against a float64
-// reference: all four transpose cases, alpha/beta, batches with broadcast operands, edge shapes
-// around the register tiles and cache blocks, and sub-matrix views (ld > width, offsets). Those
-// tests run at the SIMD level this process dispatches to (avx512 on an AVX-512 host); the last one
-// re-runs them in child processes with LOWRANK_SIMD=scalar and =avx2, which the addon reads once
-// at load, so every micro-kernel is proven on one machine. Tolerance there: relative L2 error
-// 1e-5; fp32 accumulation over k ≤ 600 terms in another order than float64 gives about 1e-7..1e-6.
+// Then the kernels under them, cpu gemm_f32 and gemm_bf16 (native/cpu/matmul.cc, gemv.cc) called
+// directly, against a float64 reference: all four transpose cases, alpha/beta, batches with
+// broadcast operands, edge shapes around the register tiles and cache blocks, and sub-matrix views
+// (ld > width, offsets). Those tests run at the SIMD level this process dispatches to (avx512bf16
+// on a host with AVX-512 BF16); the last one re-runs them in child processes with
+// LOWRANK_SIMD=scalar, =avx2 and =avx512 (AVX-512 without BF16), which the addon reads once at
+// load, so every kernel is proven on one machine. Tolerance there: relative L2 error 1e-5; fp32
+// accumulation over k ≤ 600 terms in another order than float64 gives about 1e-7..1e-6.
 import { spawnSync } from "node:child_process";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
@@ -308,6 +309,7 @@ interface Case {
   offB?: number;
   offC?: number;
   nanC?: boolean;  // fill C with NaN (only valid with beta = 0, which must not read C)
+  bf16?: boolean;  // A and B in bfloat16 (gemm_bf16), C float32
 }
 
 let seed = 1;
@@ -327,14 +329,16 @@ function check(c: Case): void {
   const sa = c.sa ?? ar * lda, sb = c.sb ?? br * ldb, sc = c.sc ?? m * ldc;
   const offA = c.offA ?? 0, offB = c.offB ?? 0, offC = c.offC ?? 0;
   tidy(() => {
-    const A = uniform(offA + span(ar, ac, lda, sa, batch));
-    const B = uniform(offB + span(br, bc, ldb, sb, batch));
+    const operand = (n: number) => (c.bf16 ? uniform(n).to("cpu", "bfloat16") : uniform(n));
+    const A = operand(offA + span(ar, ac, lda, sa, batch));
+    const B = operand(offB + span(br, bc, ldb, sb, batch));
     const C = c.nanC ? full([Math.max(offC + span(m, n, ldc, sc, batch), 1)], NaN) : uniform(offC + span(m, n, ldc, sc, batch));
+    // The reference reads the bf16 values exactly (dataSync widens them).
     const a = A.dataSync(), b = B.dataSync(), c0 = C.dataSync();
-    const at = (t: typeof A, elements: number) => ({ storage: t.storage.native, offset: t.byteOffset + 4 * elements });
+    const at = (t: typeof A, elements: number) => ({ storage: t.storage.native, offset: t.byteOffset + (t.dtype === "bfloat16" ? 2 : 4) * elements });
     native().gemm({
       transA: ta, transB: tb, m, n, k, alpha, a: at(A, offA), lda, strideA: sa, b: at(B, offB), ldb, strideB: sb,
-      beta, c: at(C, offC), ldc, strideC: sc, batch, dtype: DTYPE_CODE.float32,
+      beta, c: at(C, offC), ldc, strideC: sc, batch, dtype: c.bf16 ? DTYPE_CODE.bfloat16 : DTYPE_CODE.float32,
     });
     const got = C.dataSync();
     // Reference: every C element inside a matrix of the batch, and the rest must be untouched.
@@ -357,7 +361,7 @@ function check(c: Case): void {
       }
     }
     const err = relError(have, want);
-    const label = `gemm ta=${ta} tb=${tb} m=${m} n=${n} k=${k} alpha=${alpha} beta=${beta} batch=${batch}`;
+    const label = `gemm${c.bf16 ? " bf16" : ""} ta=${ta} tb=${tb} m=${m} n=${n} k=${k} alpha=${alpha} beta=${beta} batch=${batch}`;
     expect(err, `${label}: relative error ${err}`).toBeLessThanOrEqual(TOL);
     for (let i = 0; i < got.length; i++) {
       if (!inside[i]) expect(Object.is(got[i], c0[i]), `${label}: element ${i} outside C was written`).toBe(true);
@@ -366,12 +370,13 @@ function check(c: Case): void {
 }
 
 const TRANSPOSES = [[false, false], [false, true], [true, false], [true, true]] as const;
+const SIMD_ORDER = ["scalar", "avx2", "avx512", "avx512bf16"];
 
 describe(`cpu gemm (${info().simd} kernel)`, () => {
   it("dispatches to the level LOWRANK_SIMD asks for", () => {
     const want = process.env.LOWRANK_SIMD;
     if (want) expect(info().simd).toBe(want);
-    else expect(["avx512", "avx2", "scalar"]).toContain(info().simd);
+    else expect(SIMD_ORDER).toContain(info().simd);
   });
 
   // Shapes: single elements, primes, non-multiples of every tile (8×32, 16×16, 6×16, 4×16), k in
@@ -445,6 +450,37 @@ describe(`cpu gemm (${info().simd} kernel)`, () => {
     }
   });
 
+  // gemm_bf16: bf16 A and B (a frozen bf16 weight and x rounded to bf16), float32 C. The GEMM's
+  // packing widens each panel to float32 (matmul*.cc); m = 1 reads bf16 in gemv.cc (at avx512bf16
+  // with vdpbf16ps: pairs along k, B's rows interleaved in registers when B is as stored). The
+  // reference multiplies the same bf16 values in float64: products of bf16 values are exact in
+  // float32, so only float32 summation separates them, and the tolerance is float32's (1e-5).
+  it("bfloat16 operands: odd shapes, all transposes, alpha and beta, views, batches, both threads", () => {
+    for (const [ta, tb] of TRANSPOSES) {
+      for (const [m, n, k] of SHAPES) check({ ta, tb, m, n, k, nanC: true, bf16: true });
+      check({ ta, tb, m: 43, n: 69, k: 300, alpha: 0.75, beta: -1.5, bf16: true });
+      check({ ta, tb, m: 37, n: 45, k: 23, lda: (ta ? 37 : 23) + 3, ldb: (tb ? 23 : 45) + 7, ldc: 50, offA: 1, offB: 9, offC: 4, beta: 0.5, bf16: true });
+      check({ ta, tb, m: 19, n: 35, k: 27, batch: 3, sa: 0, beta: 0.25, bf16: true });
+      check({ ta, tb, m: 301, n: 130, k: 120, alpha: 0.5, beta: 0.5, bf16: true });
+      check({ ta, tb, m: 20, n: 701, k: 320, nanC: true, bf16: true });
+    }
+  });
+
+  // Edges of the bf16 GEMV kernels: k odd (a row pair or a k pair half zero), k off the 32-wide
+  // pairs and the 4-row step, n off 16 and 32 lanes and over the 4096-column block, odd element
+  // offsets (loads not 4-byte aligned), one thread and both.
+  it("bfloat16 operands, m = 1 (GEMV): odd sizes, all transposes, one thread and both", () => {
+    for (const [ta, tb] of TRANSPOSES) {
+      for (const [n, k] of [[1, 1], [3, 5], [17, 33], [33, 7], [31, 2], [64, 65], [47, 3], [1025, 19], [2049, 6], [769, 341], [4097, 67], [50, 5243]] as const) {
+        check({ ta, tb, m: 1, n, k, nanC: true, bf16: true });
+      }
+      check({ ta, tb, m: 1, n: 2304, k: 115, alpha: 0.75, beta: -1.5, bf16: true });
+      check({ ta, tb, m: 1, n: 45, k: 23, lda: ta ? 4 : 30, ldb: (tb ? 23 : 45) + 7, ldc: 50, offA: 3, offB: 9, offC: 4, beta: 0.5, bf16: true });
+      check({ ta, tb, m: 1, n: 1030, k: 300, ldb: (tb ? 300 : 1030) + 3, offB: 5, nanC: true, bf16: true });
+      check({ ta, tb, m: 1, n: 600, k: 500, batch: 2, sb: 0, nanC: true, bf16: true });
+    }
+  });
+
   it("k = 0 and alpha = 0 scale C by beta without reading A and B; beta = 0 writes zeros", () => {
     for (const [ta, tb] of TRANSPOSES) {
       check({ ta, tb, m: 9, n: 7, k: 0, beta: 0, nanC: true });
@@ -459,8 +495,9 @@ describe(`cpu gemm (${info().simd} kernel)`, () => {
     check({ ta: true, tb: true, m: 5, n: 4, k: 3, batch: 0 });
   });
 
-  // Only the parent run spawns the other levels (children have LOWRANK_SIMD set).
-  const levels = ["scalar", "avx2"].filter((l) => l === "scalar" || ["avx2", "avx512"].includes(info().simd));
+  // Only the parent run spawns the other levels (children have LOWRANK_SIMD set): every level
+  // below this host's (avx512 = AVX-512 without its BF16 instructions).
+  const levels = SIMD_ORDER.slice(0, SIMD_ORDER.indexOf(info().simd));
   // The children run only this describe block (-t), not the op tests of this file.
   it.skipIf(process.env.LOWRANK_SIMD !== undefined)(`passes at every lower SIMD level (${levels.join(", ")})`, () => {
     const self = fileURLToPath(import.meta.url);

@@ -244,7 +244,7 @@ describe("memory", () => {
 describe("build info", () => {
   it("names the SIMD level and threads", () => {
     const i = info();
-    expect(["avx512", "avx2", "scalar"]).toContain(i.simd);
+    expect(["avx512bf16", "avx512", "avx2", "scalar"]).toContain(i.simd);
     expect(i.threads).toBeGreaterThanOrEqual(1);
     expect(i.version).toMatch(/^\d+\.\d+\.\d+/);
   });
@@ -272,7 +272,7 @@ it(DRAWS_TEST, () => {
   expect(d.flat().every(Number.isFinite)).toBe(true);
 });
 
-const lowerLevels = ["avx512", "avx2", "scalar"].filter((l, i, all) => i > all.indexOf(info().simd));
+const lowerLevels = ["avx512bf16", "avx512", "avx2", "scalar"].filter((l, i, all) => i > all.indexOf(info().simd));
 it.skipIf(process.env.LOWRANK_SIMD !== undefined || lowerLevels.length === 0)(
   `gives bit-identical random numbers at SIMD levels ${[info().simd, ...lowerLevels].join(", ")} (child processes)`,
   () => {

@@ -13,7 +13,7 @@ import { Embedding, Linear, RMSNorm } from "../../nn/layers.js";
 import { Module, ModuleList } from "../../nn/module.js";
 import { formatShape, type Tensor } from "../../tensor/tensor.js";
 import { loadCheckpoint, loadCheckpointAsync, saveCheckpoint, saveCheckpointAsync, type CheckpointFamily, type LoadOptions } from "../checkpoint.js";
-import { causalLMLoss, lastPositions, type CausalLMOutput, type ModelOptions } from "../gpt2/model.js";
+import { causalLMLoss, headLoss, lastPositions, type CausalLMOutput, type ModelOptions } from "../gpt2/model.js";
 import type { GenerationSpec, KVCache } from "../kvcache.js";
 import { LlamaConfig } from "./config.js";
 import { checkWeightsFit } from "../size.js";
@@ -257,6 +257,14 @@ export class LlamaForCausalLM extends Module {
     const logits = linear(hidden, this.lm_head ? this.lm_head.weight : this.model.embed_tokens.weight);
     if (!input.labels) return { logits };
     return { logits, loss: causalLMLoss(logits, input.labels) };
+  }
+
+  /** forward(input).loss, computed without the [B, T, V] logits (headLoss); what the Trainer calls. */
+  forwardLoss(input: LlamaInput & { labels: Tensor }): Tensor {
+    const hidden = this.model.forward(input.inputIds, null);
+    const loss = headLoss(hidden, this.lm_head ? this.lm_head.weight : this.model.embed_tokens.weight, input.labels);
+    hidden.dispose();
+    return loss;
   }
 }
 
