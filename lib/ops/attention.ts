@@ -53,9 +53,10 @@ export type AttentionPrecision = "float32" | "bfloat16";
 /**
  * The attention precision of a model whose projection weight is `weight`: "bfloat16" for a
  * `dtype: "bfloat16"` model (its GEMMs already run autocast-style, lib/ops/matmul.ts), else "float32".
+ * A projection that a user's own module replaced has no `weight` (undefined): float32.
  */
-export function attentionPrecision(weight: Tensor): AttentionPrecision {
-  return weight.dtype === "bfloat16" ? "bfloat16" : "float32";
+export function attentionPrecision(weight: Tensor | undefined): AttentionPrecision {
+  return weight?.dtype === "bfloat16" ? "bfloat16" : "float32";
 }
 
 /** The (batch, head, time) strides of a [B, H, T, D] view whose last dimension is contiguous. */
