@@ -189,6 +189,19 @@ export interface RuntimeKernels {
   setNumThreads(n: number): void;
 }
 
+// ---- comm (binding/comm.cc): NCCL, for data-parallel training; builds without NCCL throw the reason ----
+
+export interface CommKernels {
+  commInfo(): { built: boolean; version?: string };
+  /** A fresh NCCL unique id (128 bytes), made once by the launcher and handed to every rank. */
+  commUniqueId(): Uint8Array;
+  /** Joins the communicator as `rank` of `world` on cuda:`device`; returns its handle. */
+  commInit(a: { id: Uint8Array; world: number; rank: number; device: number; timeoutSeconds: number }): number;
+  /** buf[0, count) (float32, on the communicator's GPU) = the sum over the ranks, in place; returns when done. */
+  commAllReduceSum(a: { comm: number; buf: View; count: number }): void;
+  commDestroy(a: { comm: number }): void;
+}
+
 /** The addon. */
-export type NativeAddon = RuntimeKernels & CreationKernels & ElementwiseKernels & MatmulKernels & EmbeddingKernels &
+export type NativeAddon = RuntimeKernels & CommKernels & CreationKernels & ElementwiseKernels & MatmulKernels & EmbeddingKernels &
   LayerNormKernels & RmsNormKernels & SoftmaxKernels & CrossEntropyKernels & DropoutKernels & AttentionKernels & RopeKernels & OptimKernels;
