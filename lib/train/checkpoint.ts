@@ -15,7 +15,7 @@
 // deleted, for the same reason. `latest` names the newest checkpoint and is replaced atomically.
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
 import { randomBytes } from "node:crypto";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { atomicTempWriterPid, writeFileAtomic, writeJsonAtomic } from "../io/atomic.js";
 import { crashPoint } from "../io/crash-point.js";
 import { isJsonObject } from "../io/json-object.js";
@@ -87,12 +87,17 @@ function tempName(what: string): string {
   return `.tmp-${process.pid}-${randomBytes(4).toString("hex")}-${what}`;
 }
 
+/** The folder of step `step`'s checkpoint in checkpointsDir. */
+export function checkpointPath(checkpointsDir: string, step: number): string {
+  return join(checkpointsDir, `step-${step}`);
+}
+
 /**
  * Writes a complete checkpoint as <checkpointsDir>/step-<state.step> (replacing one of that step)
  * and points `latest` at it. Returns its path.
  */
 export function writeCheckpoint<O>(checkpointsDir: string, contents: CheckpointContents<O>): string {
-  const name = `step-${contents.state.step}`;
+  const name = basename(checkpointPath(checkpointsDir, contents.state.step));
   const final = join(checkpointsDir, name);
   mkdirSync(checkpointsDir, { recursive: true });
   const tmp = join(checkpointsDir, tempName(name));

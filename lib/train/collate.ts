@@ -21,6 +21,12 @@ export interface HostBatch {
    * Use it to weight losses across gradient-accumulation steps.
    */
   lossTokens: number;
+  /**
+   * On one rank of a data-parallel run (DataLoaderOptions.shard): the tokens and loss tokens of
+   * the whole global batch this shard is part of, so each rank weights its loss by its share of the
+   * global batch. Absent when the batch is the whole batch.
+   */
+  global?: { tokens: number; lossTokens: number };
 }
 
 /** A batch as int32 tensors [B, T]. The caller disposes it (or uses `using`). */
@@ -30,6 +36,8 @@ export interface Batch {
   labels: Tensor;
   tokens: number;
   lossTokens: number;
+  /** See HostBatch.global. */
+  global?: { tokens: number; lossTokens: number };
   dispose(): void;
   [Symbol.dispose](): void;
 }
@@ -132,7 +140,35 @@ export function toTensors(host: HostBatch, device?: DeviceLike): Batch {
     attentionMask?.dispose();
     labels.dispose();
   };
-  return { inputIds, attentionMask, labels, tokens: host.tokens, lossTokens: host.lossTokens, dispose, [Symbol.dispose]: dispose };
+  return { inputIds, attentionMask, labels, tokens: host.tokens, lossTokens: host.lossTokens, global: host.global, dispose, [Symbol.dispose]: dispose };
+}
+
+/**
+ * Rank `rank`'s rows of a global batch in a world of `worldSize`: rows rank, rank + N, rank + 2N, ...
+ * (as PyTorch's DistributedSampler interleaves), at the global batch's sequence length, so each
+ * row is exactly the row the one-process run trains on. A global batch with fewer rows than ranks
+ * (an epoch's last, smaller batch) leaves some ranks an empty shard (no rows, no loss tokens).
+ */
+export function shardBatch(batch: HostBatch, rank: number, worldSize: number): HostBatch {
+  const rows: number[] = [];
+  for (let r = rank; r < batch.batchSize; r += worldSize) rows.push(r);
+  const T = batch.seqLen;
+  const take = (a: Int32Array) => {
+    const out = new Int32Array(rows.length * T);
+    rows.forEach((r, i) => out.set(a.subarray(r * T, (r + 1) * T), i * T));
+    return out;
+  };
+  const attentionMask = batch.attentionMask && take(batch.attentionMask);
+  const labels = take(batch.labels);
+  // Real tokens: the mask's ones when padded; when packed, the real tokens are a prefix of the
+  // flattened batch (only the stream's last block is padded, at its end).
+  const tokens = attentionMask
+    ? attentionMask.reduce((n, m) => n + m, 0)
+    : rows.reduce((n, r) => n + Math.min(Math.max(batch.tokens - r * T, 0), T), 0);
+  return {
+    inputIds: take(batch.inputIds), attentionMask, labels, batchSize: rows.length, seqLen: T, tokens,
+    lossTokens: countLossTokens(labels, rows.length, T), global: { tokens: batch.tokens, lossTokens: batch.lossTokens },
+  };
 }
 
 // ---- DataLoader --------------------------------------------------------------------------------
@@ -150,6 +186,13 @@ export interface DataLoaderOptions {
   dropLast?: boolean;
   /** Where batch tensors are created (default: the default device). */
   device?: DeviceLike;
+  /**
+   * Data parallel: this loader yields rank `rank`'s rows of each global batch of batchSize rows
+   * (see shardBatch), so the global batches, and the run, are the same for every worldSize.
+   * batchSize must divide by worldSize. The position and fingerprint are the global batch's, so a
+   * checkpoint resumes with any worldSize.
+   */
+  shard?: { rank: number; worldSize: number };
 }
 
 /** Where a loader stands: the next batch is batch `index` of epoch `epoch`. */
@@ -186,6 +229,7 @@ export class DataLoader {
   private readonly shuffle: boolean;
   private readonly seed: number;
   private readonly device: DeviceLike | undefined;
+  private readonly shard: { rank: number; worldSize: number } | null;
   private readonly fingerprint: string;
   private epoch = 0;
   private index = 0;
@@ -207,6 +251,16 @@ export class DataLoader {
     this.shuffle = opts.shuffle ?? true;
     this.seed = opts.seed ?? 0;
     this.device = opts.device;
+    this.shard = opts.shard && opts.shard.worldSize > 1 ? opts.shard : null;
+    if (opts.shard) {
+      const { rank, worldSize } = opts.shard;
+      if (!(Number.isInteger(worldSize) && worldSize >= 1 && Number.isInteger(rank) && rank >= 0 && rank < worldSize)) {
+        throw new Error(`DataLoader: shard rank ${rank} of world size ${worldSize} is not a rank (rank in [0, worldSize), worldSize >= 1)`);
+      }
+      if (batchSize % worldSize !== 0) {
+        throw new Error(`DataLoader: batchSize ${batchSize} (the global batch) must divide by the number of processes ${worldSize}, so every GPU gets ${worldSize > batchSize ? "at least one row" : "the same number of rows"}; use a batchSize that is a multiple of ${worldSize}`);
+      }
+    }
     const units = packBlockLength === undefined ? examples.length : Math.ceil(packedLength(examples, this.eosId) / packBlockLength);
     this.blocksPerEpoch = units;
     this.batchesPerEpoch = opts.dropLast ? Math.floor(units / batchSize) : Math.ceil(units / batchSize);
@@ -235,7 +289,7 @@ export class DataLoader {
     this.index = state.index;
   }
 
-  /** The next batch as host arrays; advances the position. */
+  /** The next batch (this rank's shard of it, with the shard option) as host arrays; advances the position. */
   nextHost(): HostBatch {
     const { order, stream } = this.epochData();
     const first = this.index * this.batchSize;
@@ -250,7 +304,7 @@ export class DataLoader {
       this.epoch++;
       this.index = 0;
     }
-    return batch;
+    return this.shard ? shardBatch(batch, this.shard.rank, this.shard.worldSize) : batch;
   }
 
   /** The next batch as int32 tensors [B, T]; the caller disposes it. */

@@ -22,12 +22,14 @@ import { AdamW, type AdamWOptions } from "../optim/adamw.js";
 import { clipGradNorm, gradNorm } from "../optim/clip.js";
 import { getScheduler, type LambdaLR } from "../optim/schedule.js";
 import type { Generator } from "../tensor/random.js";
-import { tidy } from "../tensor/scope.js";
+import { zerosLike } from "../tensor/creation.js";
+import { keep, tidy } from "../tensor/scope.js";
 import { copyInto, formatShape, noGrad, type Tensor } from "../tensor/tensor.js";
 import {
-  CHECKPOINT_FORMAT, CHECKPOINT_VERSION, pruneCheckpoints, readCheckpoint, removeStaleTemporaries, resolveResume, writeCheckpoint, type TrainerState,
+  CHECKPOINT_FORMAT, CHECKPOINT_VERSION, checkpointPath, pruneCheckpoints, readCheckpoint, removeStaleTemporaries, resolveResume, writeCheckpoint, type TrainerState,
 } from "./checkpoint.js";
 import type { DataLoader, LoaderState } from "./collate.js";
+import type { Comm } from "./distributed.js";
 import { MetricsLog, type StepRecord } from "./metrics.js";
 import { ProgressReporter, type ProgressOptions } from "./progress.js";
 
@@ -117,6 +119,13 @@ export interface TrainerOptions {
    * aborted: continue with a new Trainer and resume).
    */
   signal?: AbortSignal;
+  /**
+   * Data parallel (lowrank train --gpus N): this process's rank. trainData (and evalData) must be
+   * sharded for it (DataLoaderOptions.shard); after each backward pass the gradients and the loss
+   * are summed over the ranks, so every rank takes the same optimizer step. Only rank 0 writes
+   * metrics and checkpoints (every rank reads them on resume).
+   */
+  comm?: Comm;
 }
 
 export interface EvalEvent {
@@ -218,6 +227,9 @@ export class Trainer extends EventEmitter<TrainerEvents> {
   private readonly generators: Record<string, Generator>;
   private readonly config: Record<string, unknown>;
   private readonly options: TrainerOptions;
+  private readonly comm: Comm | null;
+  /** Whether this process writes metrics and checkpoints: rank 0 of a data-parallel run, or the only process. */
+  private readonly writes: boolean;
   private _step = 0;
   private tokens = 0;
   /** Seconds trained before this session (restored from a checkpoint). */
@@ -280,8 +292,10 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     if (opts.saveCheckpoints === false && (this.checkpointEvery > 0 || opts.resume !== undefined)) {
       throw new Error("Trainer: saveCheckpoints: false cannot go with checkpointEvery > 0 or resume");
     }
+    this.comm = opts.comm && opts.comm.worldSize > 1 ? opts.comm : null;
+    this.writes = (opts.comm?.rank ?? 0) === 0;
     this.checkpointsDir = opts.outDir === undefined || opts.saveCheckpoints === false ? null : join(opts.outDir, "checkpoints");
-    this.metrics = opts.outDir === undefined ? null : new MetricsLog(join(opts.outDir, "metrics.jsonl"));
+    this.metrics = opts.outDir === undefined || !this.writes ? null : new MetricsLog(join(opts.outDir, "metrics.jsonl"));
     this.generators = opts.generators ?? {};
     this.config = {
       ...opts.config,
@@ -313,8 +327,8 @@ export class Trainer extends EventEmitter<TrainerEvents> {
       this.restore(resolveResume(this.pendingResume, this.options.outDir ?? ""));
       this.pendingResume = undefined;
     }
-    if (this.options.outDir !== undefined) mkdirSync(this.options.outDir, { recursive: true });
-    if (this.checkpointsDir) removeStaleTemporaries(this.checkpointsDir);
+    if (this.options.outDir !== undefined && this.writes) mkdirSync(this.options.outDir, { recursive: true });
+    if (this.checkpointsDir && this.writes) removeStaleTemporaries(this.checkpointsDir);
     this.metrics?.reset(this.history);
     this.sessionStart = performance.now();
     this.sessionStartSteps = this.history.length;
@@ -389,8 +403,10 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     const params = this.optimizer.params();
     const outcome = tidy(() => {
       const batches = Array.from({ length: this.gradAccum }, () => this.trainData.next());
-      const counted = batches.reduce((n, b) => n + b.lossTokens, 0);
-      const tokens = batches.reduce((n, b) => n + b.tokens, 0);
+      // Each micro-batch is weighted by its share of the step's label tokens; data parallel, by its
+      // share of the global batches' (b.global), so the sum over the ranks is the global loss.
+      const counted = batches.reduce((n, b) => n + (b.global ?? b).lossTokens, 0);
+      const tokens = batches.reduce((n, b) => n + (b.global ?? b).tokens, 0);
       let loss = 0;
       for (const b of batches) {
         if (b.lossTokens === 0) continue; // nothing to learn here, and its mean loss would be 0/0
@@ -401,8 +417,17 @@ export class Trainer extends EventEmitter<TrainerEvents> {
           if (Number.isFinite(v)) scale(loss, weight).backward();
           return v;
         });
-        if (!Number.isFinite(value)) return { ok: false as const, bad: "loss" as const, value };
+        if (!Number.isFinite(value)) {
+          // Data parallel, the other ranks wait in the all-reduce: take part, carrying the value.
+          if (!this.comm) return { ok: false as const, bad: "loss" as const, value };
+          loss = value;
+          break;
+        }
         loss += value * weight;
+      }
+      if (this.comm && counted > 0) {
+        [loss] = this.comm.allReduceSum(this.gradients(params), [loss]);
+        if (!Number.isFinite(loss)) return { ok: false as const, bad: "loss" as const, value: loss };
       }
       const norm = this.maxGradNorm > 0 ? clipGradNorm(params, this.maxGradNorm) : gradNorm(params);
       if (!Number.isFinite(norm)) return { ok: false as const, bad: "gradient norm" as const, value: norm };
@@ -421,6 +446,11 @@ export class Trainer extends EventEmitter<TrainerEvents> {
       step, epoch: at.epoch + at.index / this.trainData.batchesPerEpoch, loss: outcome.loss, lr, gradNorm: outcome.norm,
       tokens: this.tokens, tokensPerSec: outcome.tokens / Math.max(seconds, 1e-9), elapsed: this.elapsed(),
     };
+  }
+
+  /** Every param's gradient, zeros where this rank has none (an empty shard), so all ranks reduce the same tensors. */
+  private gradients(params: readonly Tensor[]): Tensor[] {
+    return params.map((p) => (p.grad ??= keep(zerosLike(p))));
   }
 
   private elapsed(): number {
@@ -459,6 +489,11 @@ export class Trainer extends EventEmitter<TrainerEvents> {
   /** Writes a checkpoint of the current state now (outDir required); returns its folder. */
   saveCheckpoint(): string {
     if (!this.checkpointsDir) throw new Error("Trainer.saveCheckpoint: no outDir was given, so there is nowhere to write checkpoints");
+    // Data parallel, rank 0 writes; the state is the same on every rank.
+    if (!this.writes) {
+      this.lastCheckpoint = { step: this._step, dir: checkpointPath(this.checkpointsDir, this._step) };
+      return this.lastCheckpoint.dir;
+    }
     const state: TrainerState = {
       format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, step: this._step, totalSteps: this.totalSteps,
       tokens: this.tokens, elapsed: this.elapsed(), scheduler: this.scheduler.stateDict(),
