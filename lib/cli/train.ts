@@ -17,6 +17,9 @@ import {
 import { CONFIG_SOURCE, withConfigFile } from "./config.js";
 import { stopOnSignals } from "./interrupt.js";
 import { commandLine } from "./invocation.js";
+import { info } from "../runtime.js";
+import { commFromEnv, ncclAvailable, ncclUniqueId, NCCL_ID_ENV, rankFromEnv, type Comm } from "../train/distributed.js";
+import { launchRanks } from "../train/launch.js";
 
 export interface TrainFlags {
   model: string;
@@ -49,6 +52,8 @@ export interface TrainFlags {
   keepCheckpoints: number;
   seed: number;
   device?: string;
+  /** Data parallel over this many GPUs (train only). */
+  gpus?: number;
   resume?: true | string;
   quiet?: boolean;
   json?: boolean;
@@ -97,6 +102,7 @@ export function trainCommand(): Command {
     .option("--schedule <name>", "lr schedule after warmup: constant, linear (to 0) or cosine (to 0)", oneOf(["constant", "linear", "cosine"] as const), d.schedule)
     .option("--seed <n>", "seed for the adapter init, dropout, data shuffle and eval split", intAtLeast(0), d.seed)
     .option("--device <name>", "cpu or cuda (default: cuda when a GPU is usable)", oneOf(["cpu", "cuda"] as const))
+    .option("--gpus <n>", "data parallel on N GPUs of this machine through NCCL: one process per GPU, each on its rows of every --batch-size batch (which must divide by N); the same run as on one GPU, up to float32 summation order", intAtLeast(1), 1)
     .option("--dtype <type>", "float32, or bfloat16: the frozen weight matrices kept in bf16 (half the memory; bf16 tensor-core GEMMs and attention on CUDA), adapters, optimizer and loss float32 (default: bfloat16 on CUDA, float32 on the CPU)", oneOf(["float32", "bfloat16"] as const))
     .option("--gradient-checkpointing", "recompute each block's activations in the backward instead of keeping them: less memory for one more forward per block, the same gradients")
     .optionsGroup("Evaluation and checkpoints:")
@@ -309,27 +315,54 @@ export function resumeArgs(argv: readonly string[], resume: true | string | unde
   return [...args, "--resume"];
 }
 
+/**
+ * --gpus N (N > 1) in the parent: checks what can be checked before any rank starts, makes the
+ * NCCL id and runs N ranks of this same command (lib/train/launch.ts); each rank runs train() below.
+ */
+async function launchTraining(flags: TrainFlags, gpus: number): Promise<number> {
+  if (flags.device === "cpu") throw new UsageError(`--gpus ${gpus} trains on ${gpus} GPUs; it cannot go with --device cpu`);
+  if (flags.batchSize % gpus !== 0) {
+    throw new UsageError(`--batch-size ${flags.batchSize} (the global batch) must divide by --gpus ${gpus}, so every GPU gets the same number of rows; use a multiple of ${gpus}`);
+  }
+  const nccl = ncclAvailable();
+  if (!nccl.ok) throw new Error(`--gpus ${gpus}: ${nccl.why}`);
+  const visible = info().gpus.length;
+  if (visible < gpus) throw new Error(`--gpus ${gpus}: only ${visible} GPU(s) are visible here${visible > 0 ? ` (cuda:0 to cuda:${visible - 1})` : ""}`);
+  // ncclGetUniqueId starts NCCL's bootstrap root in this process: it lives while the ranks run.
+  const launched = await launchRanks({ worldSize: gpus, entry: process.argv[1]!, args: process.argv.slice(2), env: { [NCCL_ID_ENV]: ncclUniqueId() } });
+  return launched.code;
+}
+
 export async function train(flags: TrainFlags, cmd: Command): Promise<number> {
   // A folder that already holds a run (a checkpoint or a finished adapter) is only continued with
   // --resume, never overwritten.
   if (flags.resume === undefined && holdsRun(flags.out)) {
     throw new UsageError(`--out ${flags.out} already holds a training run; add --resume to continue it, or choose another --out`);
   }
-  const options = trainOptions(flags, cmd);
+  const gpus = flags.gpus ?? 1;
+  const me = rankFromEnv();
+  if (me === null && gpus > 1) return launchTraining(flags, gpus);
+  if (me !== null && me.worldSize !== gpus) throw new Error(`this process is rank ${me.rank} of ${me.worldSize} (launcher environment) but --gpus is ${gpus}`);
+  // A rank of a data-parallel run trains on its own GPU, cuda:<rank>.
+  const comm: Comm | undefined = me !== null && me.worldSize > 1 ? commFromEnv() : undefined;
+  const options = trainOptions(comm ? { ...flags, device: `cuda:${me!.rank}` } : flags, cmd);
   const stop = stopOnSignals();
   let result: FineTuneResult;
   let data: LoadedData | null = null;
+  let failed = true;
   try {
     const say = humanLines(flags);
     const onStart = (run: FineTuneStart) => {
       data = run.data;
       printStart(run, say);
     };
-    result = await fineTune({ ...options, r: flags.r, out: flags.out, resume: flags.resume, signal: stop.signal, onStart });
+    result = await fineTune({ ...options, r: flags.r, out: flags.out, resume: flags.resume, signal: stop.signal, onStart, comm });
+    failed = false;
   } catch (err) {
     throw flagError(err);
   } finally {
     stop.dispose();
+    comm?.dispose(failed);
   }
   try {
     const resume = resumeArgs(process.argv.slice(2), flags.resume);

@@ -199,7 +199,8 @@ export interface CommKernels {
   commInit(a: { id: Uint8Array; world: number; rank: number; device: number; timeoutSeconds: number }): number;
   /** buf[0, count) (float32, on the communicator's GPU) = the sum over the ranks, in place; returns when done. */
   commAllReduceSum(a: { comm: number; buf: View; count: number }): void;
-  commDestroy(a: { comm: number }): void;
+  /** abort: at once, without waiting for the peers (after an error); else flushed with them. */
+  commDestroy(a: { comm: number; abort: boolean }): void;
 }
 
 /** The addon. */

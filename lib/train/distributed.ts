@@ -11,7 +11,7 @@
 // The reduction itself is the subclass's: NcclComm (NCCL, the product path on several GPUs) or,
 // for one process, none at all (SingleProcessComm), so the whole code path runs on the CPU.
 import { native } from "../native/index.js";
-import { parseDevice } from "../tensor/device.js";
+import { parseDevice, type Device, type DeviceLike } from "../tensor/device.js";
 import { tensor } from "../tensor/creation.js";
 import { tidy } from "../tensor/scope.js";
 import { copyInto, emptyLike, formatShape, noGrad, type Tensor } from "../tensor/tensor.js";
@@ -24,7 +24,11 @@ export const NCCL_ID_ENV = "LOWRANK_NCCL_ID";
 export const NCCL_TIMEOUT_ENV = "LOWRANK_NCCL_TIMEOUT";
 
 export abstract class Comm {
-  constructor(readonly rank: number, readonly worldSize: number) {
+  /** The device this rank's tensors (and the bucket) live on. */
+  readonly device: Device;
+
+  constructor(readonly rank: number, readonly worldSize: number, device: DeviceLike) {
+    this.device = parseDevice(device);
     if (!(Number.isInteger(worldSize) && worldSize >= 1)) throw new Error(`Comm: world size must be an integer >= 1, got ${worldSize}`);
     if (!(Number.isInteger(rank) && rank >= 0 && rank < worldSize)) throw new Error(`Comm: rank must be an integer in [0, ${worldSize}), got ${rank}`);
   }
@@ -35,10 +39,10 @@ export abstract class Comm {
    */
   allReduceSum(tensors: readonly Tensor[], scalars: readonly number[] = []): number[] {
     if (this.worldSize === 1) return [...scalars];
-    const device = tensors[0]?.deviceInfo ?? parseDevice("cpu");
+    const device = this.device;
     for (const t of tensors) {
       if (t.dtype !== "float32") throw new Error(`Comm.allReduceSum: tensor ${formatShape(t.shape)} is ${t.dtype}; gradients are reduced in float32`);
-      if (t.device !== device.name) throw new Error(`Comm.allReduceSum: tensors on ${device.name} and ${t.device}; a rank reduces the tensors of its one device`);
+      if (t.device !== device.name) throw new Error(`Comm.allReduceSum: rank ${this.rank}'s communicator is on ${device.name} but a tensor is on ${t.device}; train rank r on cuda:r`);
     }
     const total = tensors.reduce((n, t) => n + t.size, 0);
     // tidy frees the bucket and its slices; noGrad keeps the copies off the tape.
@@ -62,13 +66,17 @@ export abstract class Comm {
 
   /** Sums `bucket` (contiguous float32 [n]) over the ranks, in place. */
   protected abstract reduceBucket(bucket: Tensor): void;
-  abstract dispose(): void;
+  /**
+   * Leaves the group. abort: after an error, at once (the peers may be gone or waiting in a
+   * collective this rank will never join); else in step with the peers.
+   */
+  abstract dispose(abort?: boolean): void;
 }
 
 /** A world of one process: every reduction is the identity. */
 export class SingleProcessComm extends Comm {
   constructor() {
-    super(0, 1);
+    super(0, 1, "cpu");
   }
   protected reduceBucket(): void {}
   dispose(): void {}
@@ -93,14 +101,12 @@ export function ncclUniqueId(): string {
 /** One rank of an NCCL communicator on one GPU. */
 export class NcclComm extends Comm {
   private handle: number | null;
-  readonly device: number;
 
   /** Joins the communicator named by `idHex` (ncclUniqueId) as `rank` of `worldSize` on cuda:`device`. */
   constructor(opts: { rank: number; worldSize: number; idHex: string; device: number; timeoutSeconds?: number }) {
-    super(opts.rank, opts.worldSize);
+    super(opts.rank, opts.worldSize, `cuda:${opts.device}`);
     if (!/^[0-9a-f]{256}$/i.test(opts.idHex)) throw new Error(`NcclComm: the NCCL id must be 256 hex digits (128 bytes), got ${opts.idHex.length} characters`);
     const timeoutSeconds = opts.timeoutSeconds ?? 600;
-    this.device = opts.device;
     this.handle = native().commInit({
       id: new Uint8Array(Buffer.from(opts.idHex, "hex")), world: opts.worldSize, rank: opts.rank, device: opts.device, timeoutSeconds,
     });
@@ -108,17 +114,14 @@ export class NcclComm extends Comm {
 
   protected reduceBucket(bucket: Tensor): void {
     if (this.handle === null) throw new Error("NcclComm: used after dispose()");
-    if (bucket.device !== `cuda:${this.device}`) {
-      throw new Error(`NcclComm: rank ${this.rank}'s communicator is on cuda:${this.device} but the gradients are on ${bucket.device}; train on --device cuda:${this.device}`);
-    }
     native().commAllReduceSum({ comm: this.handle, buf: bucket.nativeView, count: bucket.size });
   }
 
-  dispose(): void {
+  dispose(abort = false): void {
     if (this.handle === null) return;
     const h = this.handle;
     this.handle = null;
-    native().commDestroy({ comm: h });
+    native().commDestroy({ comm: h, abort });
   }
 }
 

@@ -16,6 +16,7 @@ import { cudaAvailable } from "../tensor/device.js";
 import { Generator } from "../tensor/random.js";
 import { listCheckpoints, resolveResume } from "./checkpoint.js";
 import { DataLoader } from "./collate.js";
+import type { Comm } from "./distributed.js";
 import { loadInstructionData, type LoadedData } from "./data.js";
 import { acquireRunLock } from "./lock.js";
 import { writeLossChart } from "./metrics.js";
@@ -137,6 +138,14 @@ export interface FineTuneOptions {
   onWarning?: (message: string) => void;
   /** Called once everything is set up, just before the first step (for printing what will run). */
   onStart?: (run: FineTuneStart) => void;
+  /**
+   * Data parallel: this process's rank (one process per GPU, started by lowrank train --gpus N or
+   * launchRanks; commFromEnv() makes it from the launcher's environment). The rank trains on its
+   * rows of each global batch of batchSize rows (batchSize must divide by the world size) on its
+   * own device (give device cuda:<rank>); gradients are summed over the ranks after every backward.
+   * Rank 0 alone locks the folder and writes metrics, checkpoints, the chart and the adapter.
+   */
+  comm?: Comm;
 }
 
 /** Where the prompt template came from. */
@@ -160,7 +169,7 @@ export interface FineTuneResult extends TrainResult {
   /** The trained model (base + adapter). The caller owns it: dispose() it when done. */
   model: PeftModel<CausalLM>;
   tokenizer: AnyTokenizer;
-  /** The saved adapter's folder, or null when the run was stopped before the end. */
+  /** The saved adapter's folder (data parallel: where rank 0 saved it), or null when the run was stopped before the end. */
   adapterDir: string | null;
   /** The loss chart's files (svg, png). */
   charts: string[];
@@ -269,7 +278,9 @@ async function loadBase(model: FineTuneOptions["model"], device: string | undefi
  * (the chart is drawn and the last good checkpoint kept). The returned model is the caller's.
  */
 export async function fineTune(opts: FineTuneOptions): Promise<FineTuneResult> {
-  // One run per folder: a second one (a --resume while this trains) is refused with our pid.
+  // One run per folder: a second one (a --resume while this trains) is refused with our pid. Data
+  // parallel, rank 0 holds it for the run (the other ranks write nothing there).
+  if ((opts.comm?.rank ?? 0) !== 0) return fineTuneLocked(opts);
   const lock = acquireRunLock(opts.out);
   try {
     return await fineTuneLocked(opts);
@@ -331,10 +342,13 @@ async function fineTuneLocked(opts: FineTuneOptions): Promise<FineTuneResult> {
 
     const batchSize = opts.batchSize ?? d.batchSize;
     const loaderOptions = { batchSize, tokenizer, packBlockLength: opts.packing ? maxLength : undefined, device };
+    const comm = opts.comm ?? null;
+    const writes = (comm?.rank ?? 0) === 0;
     const warmup = opts.warmup ?? d.warmupSteps;
     trainer = new Trainer({
       model,
-      trainData: new DataLoader(data.train, { ...loaderOptions, seed }),
+      trainData: new DataLoader(data.train, { ...loaderOptions, seed, ...(comm ? { shard: { rank: comm.rank, worldSize: comm.worldSize } } : {}) }),
+      // Every rank evaluates the whole eval set (the same result everywhere, no collective needed).
       evalData: data.eval.length > 0 ? new DataLoader(data.eval, { ...loaderOptions, shuffle: false }) : null,
       ...(opts.steps !== undefined ? { maxSteps: opts.steps } : { epochs: opts.epochs ?? 1 }),
       gradAccum: opts.gradAccum, lr: opts.lr, weightDecay: opts.weightDecay, maxGradNorm: opts.maxGradNorm, schedule: opts.schedule,
@@ -344,10 +358,10 @@ async function fineTuneLocked(opts: FineTuneOptions): Promise<FineTuneResult> {
       outDir: opts.out, saveCheckpoints: opts.checkpoints !== false, generators: { model: generator },
       // With the data fingerprint (checked by the loader), these pin down the run's trajectory.
       config: { model: base.config.toHF(), lora: comparableLoraConfig(model.peftConfig.get("default")!), seed, maxLength, packing: !!opts.packing, batchSize },
-      progress: opts.progress, signal: opts.signal,
+      progress: writes ? opts.progress : { ...opts.progress, quiet: true }, signal: opts.signal, comm: comm ?? undefined,
     });
     const chart = join(opts.out, "loss");
-    const drawChart = () => writeLossChart(chart, trainer!.history, opts.chartTitle);
+    const drawChart = () => (writes ? writeLossChart(chart, trainer!.history, opts.chartTitle) : []);
     // The chart follows the checkpoints, redrawn at most every 30 s: a PNG takes tens of milliseconds.
     let chartDrawn = -Infinity;
     trainer.on("checkpoint", () => {
@@ -369,7 +383,7 @@ async function fineTuneLocked(opts: FineTuneOptions): Promise<FineTuneResult> {
     let adapterDir: string | null = null;
     if (result.status === "completed") {
       adapterDir = opts.adapterDir ?? opts.out;
-      await model.savePretrained(adapterDir);
+      if (writes) await model.savePretrained(adapterDir);
     }
     return { ...result, model, tokenizer, adapterDir, charts };
   } catch (err) {

@@ -239,6 +239,8 @@ export class Trainer extends EventEmitter<TrainerEvents> {
   private sessionStartSteps = 0;
   private lastCheckpoint: { step: number; dir: string } | null = null;
   private stopRequested = false;
+  /** Data parallel: some rank asked to stop, so all stop after the step that carried the request. */
+  private stopAgreed = false;
   /** The resume option, until train() has applied it. */
   private pendingResume: true | string | undefined;
   private progress: ProgressReporter | null = null;
@@ -311,6 +313,15 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     return this._step;
   }
 
+  /**
+   * Whether the loop stops before the next step. Data parallel, every rank must stop after the same
+   * step (a rank that went on would wait for the others in the all-reduce): a rank's stop request
+   * travels in the next step's all-reduce, and all ranks stop after that step (stopAgreed).
+   */
+  private stopping(): boolean {
+    return this.comm ? this.stopAgreed : this.stopRequested || !!this.options.signal?.aborted;
+  }
+
   /** Asks the loop to stop after the current step; it writes a checkpoint (with outDir) and resolves as "stopped". */
   stop(): void {
     this.stopRequested = true;
@@ -322,6 +333,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
    */
   async train(): Promise<TrainResult> {
     this.stopRequested = false;
+    this.stopAgreed = false;
     if (this.pendingResume !== undefined) {
       if (this.pendingResume === true && this.options.outDir === undefined) throw new Error("Trainer: resume: true needs outDir (where the checkpoints are)");
       this.restore(resolveResume(this.pendingResume, this.options.outDir ?? ""));
@@ -337,7 +349,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     const wasTraining = this.model.training;
     this.model.train(true);
     try {
-      while (this._step < this.totalSteps && !this.stopRequested && !this.options.signal?.aborted) {
+      while (this._step < this.totalSteps && !this.stopping()) {
         const record = this.trainStep();
         if (this.evalData && ((this.evalEvery > 0 && record.step % this.evalEvery === 0) || record.step === this.totalSteps)) {
           const evalLoss = this.evaluate();
@@ -425,8 +437,12 @@ export class Trainer extends EventEmitter<TrainerEvents> {
         }
         loss += value * weight;
       }
-      if (this.comm && counted > 0) {
-        [loss] = this.comm.allReduceSum(this.gradients(params), [loss]);
+      if (this.comm) {
+        const wantStop = this.stopRequested || this.options.signal?.aborted ? 1 : 0;
+        // A step without label tokens anywhere has no gradient (counted is the global count, so every rank skips alike).
+        const [sum, stops] = this.comm.allReduceSum(counted > 0 ? this.gradients(params) : [], [loss, wantStop]);
+        loss = sum!;
+        this.stopAgreed = stops! > 0;
         if (!Number.isFinite(loss)) return { ok: false as const, bad: "loss" as const, value: loss };
       }
       const norm = this.maxGradNorm > 0 ? clipGradNorm(params, this.maxGradNorm) : gradNorm(params);

@@ -81,15 +81,17 @@ Napi::Value CommAllReduceSum(const Napi::CallbackInfo& info) {
 #endif
 }
 
-// commDestroy({ comm })
+// commDestroy({ comm, abort })
 Napi::Value CommDestroy(const Napi::CallbackInfo& info) {
   Args args(info, "commDestroy");
   int64_t handle = args.integer("comm");
+  bool abort = args.flag("abort");
 #ifdef LOWRANK_NCCL
-  cuda::comm_destroy(int(handle));
+  cuda::comm_destroy(int(handle), abort);
   return info.Env().Undefined();
 #else
   (void)handle;
+  (void)abort;
   no_nccl(args.op);
 #endif
 }

@@ -136,7 +136,7 @@ void comm_all_reduce_sum_f32(int handle, float* data, int64_t count) {
   LR_CUDA_CHECK(cudaEventDestroy(done));
 }
 
-void comm_destroy(int handle) {
+void comm_destroy(int handle, bool abort) {
   Comm* c = nullptr;
   {
     std::lock_guard<std::mutex> lock(g_mutex);
@@ -147,6 +147,10 @@ void comm_destroy(int handle) {
   std::unique_ptr<Comm> owner(c);
   if (!c->comm) return;  // aborted already
   set_device(c->device);
+  if (abort) {
+    check_nccl(ncclCommAbort(c->comm), "ncclCommAbort");
+    return;
+  }
   // Finalize flushes the communicator's outstanding work and syncs with the peers (bounded by the
   // timeout); then destroy frees it.
   check_nccl(ncclCommFinalize(c->comm), "ncclCommFinalize");

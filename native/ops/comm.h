@@ -23,7 +23,9 @@ int comm_init(int device, const uint8_t* id, int world, int rank, double timeout
 // data[0, count) = the sum over ranks, in place, on lowrank's stream of the communicator's
 // device; returns when it is done on the device (the caller reads the result right after).
 void comm_all_reduce_sum_f32(int handle, float* data, int64_t count);
-void comm_destroy(int handle);
+// Frees the communicator: after flushing it with the peers (finalize, bounded by the timeout), or
+// at once (abort: after an error, when the peers may be gone or stuck).
+void comm_destroy(int handle, bool abort);
 }  // namespace cuda
 #endif
 
