@@ -2,10 +2,11 @@
 // launchRanks with a file-based stand-in for NCCL (file-comm.ts). Two ranks train the same run as
 // one process (dropout off: each rank draws its own masks), rank 0 alone writes the run folder,
 // the ranks see their environment; a rank killed mid-run stops the other, the launcher names it,
-// and --resume with the same N finishes the run as if it had never stopped. The product CLI's
+// --resume with the same N finishes the run as if it had never stopped (with another N, within
+// float32 summation error), a stop asked for on one rank stops all after the same step. The product CLI's
 // --gpus refuses to start without NCCL or with a batch that does not divide.
 import { spawnSync } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { build } from "vite";
@@ -106,10 +107,27 @@ describe("launchRanks with a CPU stand-in communicator", () => {
     expect(JSON.parse(run.stdout.trim().split("\n").at(-1)!)).toMatchObject({ code: 1, failedRank: 1 });
     // the checkpoint of step 2 is complete (step 3's update was never written), nothing else
     expect(readdirSync(join(out, "checkpoints")).filter((f) => f.startsWith("step-"))).toEqual(["step-2"]);
+    const other = join(dir, "killed-resumed-on-one");
+    cpSync(out, other, { recursive: true });
     const resumed = launch(out, { resume: true });
     expect(resumed.code).toBe(0);
     expect(losses(out)).toEqual(losses(twoRankOut));
     expect(adapter(out).equals(adapter(twoRankOut))).toBe(true);
+    // another N that divides the global batch continues the same run (float32 summation order apart)
+    const onOne = launch(other, { resume: true, world: 1 });
+    expect(onOne.code).toBe(0);
+    const want = losses(twoRankOut), got = losses(other);
+    for (let i = 0; i < STEPS; i++) expect(Math.abs(got[i]! - want[i]!), `step ${i + 1}`).toBeLessThan(1e-5 * want[i]!);
+  }, 300_000);
+
+  it("a stop asked for on one rank stops every rank after the same step, checkpointed", () => {
+    const out = join(dir, "stopped");
+    const run = launch(out, { stopRank: 1, stopAfterStep: 3 });
+    expect(run.code).toBe(130);
+    // rank 1's request travels in step 4's all-reduce: both ranks stop after step 4
+    for (const rank of [0, 1]) expect(JSON.parse(readFileSync(join(run.logDir, `result-${rank}.json`), "utf8"))).toEqual({ status: "stopped", step: 4 });
+    expect(readdirSync(join(out, "checkpoints")).filter((f) => f.startsWith("step-")).sort()).toEqual(["step-2", "step-4"]);
+    expect(losses(out)).toEqual(losses(twoRankOut).slice(0, 4));
   }, 300_000);
 });
 
