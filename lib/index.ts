@@ -90,7 +90,7 @@ export {
 export {
   ALPACA_TEMPLATE, MODEL_TEMPLATE_FILE, formatPrompt, readTemplateFile, resolveTemplate, type PromptTemplate, type ResolvedTemplate, type TemplateSpec,
 } from "./train/template.js";
-export { DataLoader, padBatch, toTensors, type Batch, type DataLoaderOptions, type HostBatch, type LoaderState } from "./train/collate.js";
+export { DataLoader, padBatch, shardBatch, toTensors, type Batch, type DataLoaderOptions, type HostBatch, type LoaderState } from "./train/collate.js";
 export {
   Trainer, NonFiniteLossError, TRAINER_DEFAULTS, type TrainerOptions, type TrainableModel, type TrainBatchInput, type TrainResult,
   type TrainerEvents, type EvalEvent, type CheckpointEvent, type ScheduleName,
@@ -103,6 +103,9 @@ export type { ProgressOptions } from "./train/progress.js";
 export {
   fineTune, FineTuneOptionError, FINE_TUNE_DEFAULTS, type FineTuneOptions, type FineTuneResult, type FineTuneStart, type LoadedBaseModel, type TemplateSource,
 } from "./train/fine-tune.js";
+// data parallel on several GPUs: a rank's communicator (NCCL) and the launcher of the ranks
+export { Comm, commFromEnv, ncclAvailable, ncclUniqueId, NcclComm, rankFromEnv, SingleProcessComm } from "./train/distributed.js";
+export { launchRanks, type LaunchOptions, type LaunchResult } from "./train/launch.js";
 export { RunLockedError } from "./train/lock.js";
 export { runDemo, DEMO_TEMPLATE, type DemoOptions, type DemoResult } from "./train/demo.js";
 
