@@ -140,9 +140,10 @@ export function rankFromEnv(env: NodeJS.ProcessEnv = process.env): { rank: numbe
 export function commFromEnv(env: NodeJS.ProcessEnv = process.env): Comm {
   const me = rankFromEnv(env);
   if (me === null || me.worldSize === 1) return new SingleProcessComm();
-  const nccl = ncclAvailable();
-  if (!nccl.ok) throw new Error(`rank ${me.rank}: ${nccl.why}`);
   if (me.ncclId === null) throw new Error(`rank ${me.rank}: ${NCCL_ID_ENV} is not set; start ranks with lowrank train --gpus N`);
   const timeout = env[NCCL_TIMEOUT_ENV] === undefined ? undefined : Number(env[NCCL_TIMEOUT_ENV]);
+  if (timeout !== undefined && !(timeout > 0)) throw new Error(`${NCCL_TIMEOUT_ENV}=${env[NCCL_TIMEOUT_ENV]}: give the seconds a collective may wait, a number > 0 (default 600)`);
+  const nccl = ncclAvailable();
+  if (!nccl.ok) throw new Error(`rank ${me.rank}: ${nccl.why}`);
   return new NcclComm({ rank: me.rank, worldSize: me.worldSize, idHex: me.ncclId, device: me.rank, timeoutSeconds: timeout });
 }

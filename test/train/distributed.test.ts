@@ -6,8 +6,9 @@ import { describe, expect, it } from "vitest";
 import { Generator, GPT2LMHeadModel, getPeftModel, LoraConfig, scale, tidy } from "../../lib/index.js";
 import { DataLoader, shardBatch, toTensors, type HostBatch } from "../../lib/train/collate.js";
 import { IGNORE_INDEX, type TokenizedExample } from "../../lib/train/data.js";
-import { SingleProcessComm } from "../../lib/train/distributed.js";
+import { commFromEnv, rankFromEnv, SingleProcessComm } from "../../lib/train/distributed.js";
 import { Trainer } from "../../lib/train/trainer.js";
+import { native } from "../../lib/native/index.js";
 
 const MODEL = "test/fixtures/gpt2-tiny"; // vocab 101, eos 100
 const EOS = 100;
@@ -126,5 +127,18 @@ describe("data-parallel loss and gradients (ranks simulated in one process)", ()
     };
     expect(await curve(true)).toEqual(await curve(false));
     expect(new SingleProcessComm().allReduceSum([], [1.5, 2])).toEqual([1.5, 2]);
+  });
+});
+
+describe("a rank's place from the launcher's environment", () => {
+  it("reads the rank, refuses a bad one, and makes the communicator (NCCL for more than one rank)", () => {
+    expect(rankFromEnv({})).toBeNull();
+    expect(rankFromEnv({ LOWRANK_RANK: "1", LOWRANK_WORLD_SIZE: "2", LOWRANK_NCCL_ID: "ab" })).toEqual({ rank: 1, worldSize: 2, ncclId: "ab" });
+    expect(() => rankFromEnv({ LOWRANK_RANK: "2", LOWRANK_WORLD_SIZE: "2" })).toThrow("LOWRANK_RANK=2 and LOWRANK_WORLD_SIZE=2 do not name a rank");
+    expect(commFromEnv({})).toBeInstanceOf(SingleProcessComm);
+    expect(commFromEnv({ LOWRANK_RANK: "0", LOWRANK_WORLD_SIZE: "1" })).toBeInstanceOf(SingleProcessComm);
+    const two = { LOWRANK_RANK: "0", LOWRANK_WORLD_SIZE: "2", LOWRANK_NCCL_ID: "00".repeat(128) };
+    expect(() => commFromEnv({ ...two, LOWRANK_NCCL_TIMEOUT: "soon" })).toThrow("LOWRANK_NCCL_TIMEOUT=soon: give the seconds a collective may wait");
+    if (!native().commInfo().built) expect(() => commFromEnv(two)).toThrow("rank 0: this build of lowrank has no NCCL, which training on several GPUs needs");
   });
 });
