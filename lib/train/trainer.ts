@@ -342,6 +342,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     if (this.options.outDir !== undefined && this.writes) mkdirSync(this.options.outDir, { recursive: true });
     if (this.checkpointsDir && this.writes) removeStaleTemporaries(this.checkpointsDir);
     this.metrics?.reset(this.history);
+    if (this.comm) this.checkSameWeights();
     this.sessionStart = performance.now();
     this.sessionStartSteps = this.history.length;
     this.progress = new ProgressReporter({ ...this.options.progress, totalSteps: this.totalSteps, startStep: this._step });
@@ -462,6 +463,32 @@ export class Trainer extends EventEmitter<TrainerEvents> {
       step, epoch: at.epoch + at.index / this.trainData.batchesPerEpoch, loss: outcome.loss, lr, gradNorm: outcome.norm,
       tokens: this.tokens, tokensPerSec: outcome.tokens / Math.max(seconds, 1e-9), elapsed: this.elapsed(),
     };
+  }
+
+  /**
+   * Data parallel: the ranks must start from the same trainable weights (each seeds its adapter
+   * from the run's seed, or restores the same checkpoint), else their identical updates keep them
+   * apart forever. Each rank puts a checksum of its weights in its own slot of a world-sized
+   * vector; after the sum, every rank sees every checksum and all refuse alike.
+   */
+  private checkSameWeights(): void {
+    const comm = this.comm!;
+    let sum = 0;
+    for (const [, p] of this.trainable) {
+      const v = p.dataSync();
+      for (let i = 0; i < v.length; i++) sum += v[i]! * ((i % 7) + 1); // position-weighted: a permutation changes it too
+    }
+    const slots = new Array<number>(comm.worldSize).fill(0);
+    slots[comm.rank] = sum;
+    const all = comm.allReduceSum([], slots);
+    const mine = Math.fround(sum);
+    const other = all.findIndex((c) => c !== mine);
+    if (other >= 0) {
+      throw new Error(
+        `Trainer: rank ${comm.rank}'s trainable weights differ from rank ${other}'s before training (checksums ${mine} and ${all[other]}); ` +
+          "every rank must start from the same adapter: the same seed, the same checkpoint to resume",
+      );
+    }
   }
 
   /** Every param's gradient, zeros where this rank has none (an empty shard), so all ranks reduce the same tensors. */

@@ -131,6 +131,18 @@ describe("launchRanks with a CPU stand-in communicator", () => {
   }, 300_000);
 });
 
+describe("launchRanks: ranks that start apart", () => {
+  it("refuse to train when their adapters differ, on every rank, naming both", () => {
+    const out = join(dir, "apart");
+    const run = launch(out, { perturbRank: 1 });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain("rank 0's trainable weights differ from rank 1's before training");
+    expect(run.stderr).toContain("rank 1's trainable weights differ from rank 0's before training");
+    expect(run.stderr).toContain("lowrank: rank ");
+    expect(existsSync(join(out, "metrics.jsonl")) && readFileSync(join(out, "metrics.jsonl"), "utf8").trim()).toBeFalsy();
+  }, 300_000);
+});
+
 describe("lowrank train --gpus", () => {
   it("fails with the reason on a build without NCCL, and names the flags when the batch does not divide", async () => {
     const out = join(dir, "cli");
