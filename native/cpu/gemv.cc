@@ -183,11 +183,13 @@ LR_TARGET_AVX512_BF16 inline void group_to_natural_order(float* a) {
 // One pass of up to four rows (x01, x23: the broadcast x pairs) over the whole 32-column groups
 // of acc, which holds them in unpack order. ALL4: four rows, else rows 1..3 and zeros.
 template <bool ALL4>
-LR_TARGET_AVX512_BF16 inline void rows_bf16_groups(const uint16_t* const r[4], int rows, int64_t w32, __m512bh x01, __m512bh x23,
-                                                   float* acc) {
+LR_TARGET_AVX512_BF16 inline void rows_bf16_groups(const uint16_t* const r[4], int rows, int64_t ld, int64_t w32, __m512bh x01,
+                                                   __m512bh x23, float* acc) {
   for (int64_t j = 0; j < w32; j += 32) {
     __m512i v[4];
     for (int i = 0; i < 4; ++i) v[i] = ALL4 || i < rows ? _mm512_loadu_si512(r[i] + j) : _mm512_setzero_si512();
+    if (ALL4)
+      for (int i = 0; i < 4; ++i) _mm_prefetch(reinterpret_cast<const char*>(r[i] + 4 * ld + j), _MM_HINT_T1);
     __m512 u0 = _mm512_loadu_ps(acc + j), u1 = _mm512_loadu_ps(acc + j + 16);
     u0 = _mm512_dpbf16_ps(u0, bh(_mm512_unpacklo_epi16(v[0], v[1])), x01);
     u1 = _mm512_dpbf16_ps(u1, bh(_mm512_unpackhi_epi16(v[0], v[1])), x01);
@@ -216,9 +218,9 @@ LR_TARGET_AVX512_BF16 void rows_avx512bf16(const uint16_t* x, const uint16_t* b,
     const uint16_t* r[4];
     for (int i = 0; i < 4; ++i) r[i] = b + (p + std::min(i, rows - 1)) * ld;
     if (rows == 4)
-      rows_bf16_groups<true>(r, rows, w32, x01, x23, acc);
+      rows_bf16_groups<true>(r, rows, ld, w32, x01, x23, acc);
     else  // the last 1..3 rows of the slab
-      rows_bf16_groups<false>(r, rows, w32, x01, x23, acc);
+      rows_bf16_groups<false>(r, rows, ld, w32, x01, x23, acc);
     if (tail) {
       const int64_t j = w32;
       __m512i v[4];
@@ -246,6 +248,7 @@ LR_TARGET_AVX512_BF16 inline void dots_bf16_group(const uint16_t* x, const uint1
   for (int64_t p = 0; p < k32; p += 32) {
     const __m512i xv = _mm512_loadu_si512(x + p);
     for (int c = 0; c < C; ++c) s[c] = _mm512_dpbf16_ps(s[c], bh(_mm512_loadu_si512(b + c * ld + p)), bh(xv));
+    for (int c = 0; c < C; ++c) _mm_prefetch(reinterpret_cast<const char*>(b + (C + c) * ld + p), _MM_HINT_T1);
   }
   if (tail) {
     const __m512i xv = _mm512_maskz_loadu_epi16(tail, x + k32);
