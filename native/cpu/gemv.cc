@@ -95,6 +95,14 @@ template <class T>
 LR_TARGET_AVX2 void dots_avx2(const T* x, const T* b, int64_t ld, int64_t k, int64_t cols, float* out) { dots_body(x, b, ld, k, cols, out); }
 
 // load16 (bf16_load.h) reads 16 floats, or 16 bf16 widened in registers.
+//
+// bf16 weights are consumed twice as fast per byte as float32 ones, and the hardware prefetchers
+// alone fell behind (one core streamed 18-27 GB/s of bf16 where it streamed 23-33 of float32), so
+// the bf16 kernels also prefetch the rows of the next pass (the next 4 columns in the dots form)
+// into L2; float32 streams keep the hardware's prefetching, as measured in bench/RESULTS.md.
+template <class T>
+constexpr bool kPrefetch = std::is_same_v<T, uint16_t>;
+
 template <class T>
 LR_TARGET_AVX512 void rows_avx512(const T* x, const T* b, int64_t ld, int64_t k, int64_t w, float* acc) {
   const __mmask16 tail = __mmask16((1u << (w % 16)) - 1);
@@ -105,6 +113,8 @@ LR_TARGET_AVX512 void rows_avx512(const T* x, const T* b, int64_t ld, int64_t k,
     const T *r0 = b + p * ld, *r1 = r0 + ld, *r2 = r1 + ld, *r3 = r2 + ld;
     int64_t j = 0;
     for (; j + 16 <= w; j += 16) {
+      if constexpr (kPrefetch<T>)
+        for (const T* r : {r0, r1, r2, r3}) _mm_prefetch(reinterpret_cast<const char*>(r + 4 * ld + j), _MM_HINT_T1);
       __m512 a = _mm512_loadu_ps(acc + j);
       a = _mm512_fmadd_ps(x0, load16(r0 + j), a);
       a = _mm512_fmadd_ps(x1, load16(r1 + j), a);
@@ -134,6 +144,8 @@ LR_TARGET_AVX512 void dots_avx512(const T* x, const T* b, int64_t ld, int64_t k,
     const T *c0 = b + j * ld, *c1 = c0 + ld, *c2 = c1 + ld, *c3 = c2 + ld;
     __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
     for (int64_t p = 0; p < k16; p += 16) {
+      if constexpr (kPrefetch<T>)
+        for (const T* c : {c0, c1, c2, c3}) _mm_prefetch(reinterpret_cast<const char*>(c + 4 * ld + p), _MM_HINT_T1);
       const __m512 xv = load16(x + p);
       s0 = _mm512_fmadd_ps(xv, load16(c0 + p), s0);
       s1 = _mm512_fmadd_ps(xv, load16(c1 + p), s1);
