@@ -23,7 +23,7 @@ export { embedding } from "./ops/embedding.js";
 export { layerNorm } from "./ops/layernorm.js";
 export { rmsNorm } from "./ops/rmsnorm.js";
 export { logSoftmax, softmax } from "./ops/softmax.js";
-export { crossEntropy, type CrossEntropyOptions } from "./ops/crossentropy.js";
+export { crossEntropy, linearCrossEntropy, type CrossEntropyOptions, type LinearCrossEntropyOptions } from "./ops/crossentropy.js";
 export { dropout, type DropoutOptions } from "./ops/dropout.js";
 export { scaledDotProductAttention, type AttentionOptions } from "./ops/attention.js";
 export { applyRotary, rotaryCosSin, type RotaryOptions } from "./ops/rope.js";

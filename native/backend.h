@@ -57,6 +57,7 @@ void synchronize(int device);
 int device_count();
 std::string device_name(int device);
 std::string runtime_version();
+size_t pool_reserved_bytes(int device);  // device memory the stream-ordered pool holds, used or not
 std::string blas_version();  // cuBLAS, from matmul.cu
 }  // namespace cuda
 #endif

@@ -55,9 +55,10 @@ const inputIds = tensor(Int32Array.from(ids), { shape: [rows.length, rows[0]!.le
 
 function step(): number {
   const loss = tidy(() => {
-    const out = profilePhase("forward", () => peft.forward({ inputIds, labels: inputIds }));
-    const l = out.loss!.item();
-    profilePhase("backward (engine)", () => out.loss!.backward());
+    // The Trainer's call: the loss without the [B, T, V] logits (the head and the loss fused).
+    const out = profilePhase("forward", () => peft.forwardLoss({ inputIds, labels: inputIds }));
+    const l = out.item();
+    profilePhase("backward (engine)", () => out.backward());
     return l;
   });
   profilePhase("optimizer", () => {

@@ -26,6 +26,8 @@
 //   (4. the float32 SIMT flash kernels were developed here and now live in the addon:
 //       native/cuda/attention.cu's flash path, checked by test/gpu/twins.test.ts and timed by
 //       bench/train-gpu; their first GPU timings are in dev/cuda/attention-notes.md.)
+//   (versions 2 and 3 are also in the addon, with float32 strided views and sliding windows:
+//    native/cuda/attention_mma.cu, precision "bfloat16"; a fix to one belongs in the other too.)
 //
 // Build: nvcc -O3 -std=c++17 -arch=sm_90a [-DWITH_CUBLAS -lcublas] dev/cuda/attention.cu -o attn
 // Run:   ./attn            (tests, then timings; `./attn bench`: timings only; `./attn tests`: tests

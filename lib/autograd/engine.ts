@@ -4,14 +4,17 @@
 // Every intermediate gradient and saved tensor is disposed as soon as it is used.
 // The engine sits above lib/tensor (which holds the tape) and below the ops: it registers itself
 // as Tensor.backward() when loaded, and sums gradients with the element-wise Add kernel directly.
+// Sums are written in place into a gradient the engine owns outright, so summing allocates only
+// when neither side is owned; the pieces of slices (GradPiece) wait until the gradient is needed
+// and are then copied into one buffer.
 import { Binary } from "../native/enums.js";
 import { native } from "../native/index.js";
 import { PROFILING, profilePhase } from "../profile.js";
-import { onesLike } from "../tensor/creation.js";
+import { onesLike, zeros } from "../tensor/creation.js";
 import { keep } from "../tensor/scope.js";
-import { emptyLike, formatShape, noGrad, registerBackward, type GradNode, type Tensor } from "../tensor/tensor.js";
+import { copyInto, emptyLike, formatShape, GradPiece, isSoleView, noGrad, registerBackward, shapeSize, type GradNode, type InputGrad, type Tensor } from "../tensor/tensor.js";
 
-/** out = a + b for two gradients of one shape; out is contiguous and may be a (an in-place sum). */
+/** out = a + b for two gradients of one shape; out is contiguous and may be a or b (an in-place sum). */
 function addGrads(out: Tensor, a: Tensor, b: Tensor): void {
   if (!out.isContiguous() || [a, b].some((t) => t.ndim !== out.ndim || t.shape.some((s, i) => s !== out.shape[i]))) {
     throw new Error(
@@ -28,11 +31,79 @@ function addGrads(out: Tensor, a: Tensor, b: Tensor): void {
   native().binary({ op: Binary.Add, a: a.nativeView, b: b.nativeView, out: out.nativeView, shape: out.shape });
 }
 
-/** a + b in a new contiguous tensor. */
-function sumGrads(a: Tensor, b: Tensor): Tensor {
-  const out = emptyLike(a.shape, a.dtype, a.deviceInfo);
-  addGrads(out, a, b);
+/**
+ * prev + g, taking ownership of both: written in place into whichever the engine owns (a + b and
+ * b + a are the same floats), into a new tensor only when both share their storage with others.
+ */
+function sumGrads(prev: Tensor, g: Tensor): Tensor {
+  const out = isSoleView(prev) ? prev : isSoleView(g) ? g : emptyLike(prev.shape, prev.dtype, prev.deviceInfo);
+  addGrads(out, prev, g);
+  if (out !== prev) prev.dispose();
+  if (out !== g) g.dispose();
   return out;
+}
+
+const boxesOverlap = (a: GradPiece, b: GradPiece): boolean =>
+  a.starts.every((s, i) => s < b.starts[i]! + b.grad.shape[i]! && b.starts[i]! < s + a.grad.shape[i]!);
+
+/**
+ * The full gradient of a tensor of `shape` from its pieces (taking ownership of them): each piece
+ * is copied into its box of one buffer, zero-filled first only where the pieces leave part of it
+ * uncovered. Pieces that overlap an earlier one go into a second buffer, added to the first.
+ */
+function assemble(shape: readonly number[], pieces: readonly GradPiece[]): Tensor {
+  const { dtype, device } = pieces[0]!.grad;
+  const layers: GradPiece[][] = [];
+  for (const p of pieces) {
+    if (p.grad.size === 0) {
+      p.grad.dispose(); // an empty box adds nothing
+      continue;
+    }
+    const layer = layers.find((l) => l.every((q) => !boxesOverlap(p, q)));
+    if (layer) layer.push(p);
+    else layers.push([p]);
+  }
+  if (layers.length === 0) return zeros(shape, { dtype, device });
+  let total: Tensor | null = null;
+  for (const layer of layers) {
+    const covered = layer.reduce((n, p) => n + p.grad.size, 0) === shapeSize(shape);
+    const buf = covered ? emptyLike(shape, dtype, layer[0]!.grad.deviceInfo) : zeros(shape, { dtype, device });
+    for (const p of layer) {
+      let box = buf.alias();
+      p.starts.forEach((s, d) => {
+        if (s === 0 && p.grad.shape[d] === shape[d]) return;
+        const narrower = box.slice(d, s, s + p.grad.shape[d]!);
+        box.dispose();
+        box = narrower;
+      });
+      copyInto(box, p.grad);
+      box.dispose();
+      p.grad.dispose();
+    }
+    total = total ? sumGrads(total, buf) : buf;
+  }
+  return total!;
+}
+
+/** The gradients routed to one node's output so far: a summed full gradient and pieces not yet written out. */
+interface Pending {
+  /** The shape of the node's output. */
+  shape: readonly number[];
+  full: Tensor | null;
+  pieces: GradPiece[];
+}
+
+function addPending(p: Pending, g: Tensor | GradPiece): void {
+  if (g instanceof GradPiece) p.pieces.push(g);
+  else p.full = p.full ? sumGrads(p.full, g) : g;
+}
+
+/** The summed gradient of a Pending (which it consumes), or null when nothing arrived. */
+function resolve(p: Pending | undefined): Tensor | null {
+  if (!p) return null;
+  if (p.pieces.length === 0) return p.full;
+  const assembled = assemble(p.shape, p.pieces);
+  return p.full ? sumGrads(p.full, assembled) : assembled;
 }
 
 function topoOrder(root: GradNode): GradNode[] {
@@ -53,18 +124,24 @@ function topoOrder(root: GradNode): GradNode[] {
   return order.reverse();
 }
 
-function checkGrad(node: string, input: Tensor, g: Tensor): void {
-  if (g.ndim !== input.ndim || g.shape.some((s, i) => s !== input.shape[i])) {
-    throw new Error(`backward of ${node}: gradient shape ${formatShape(g.shape)} does not match its input ${formatShape(input.shape)}`);
+function checkGrad(node: string, input: Tensor, g: Tensor | GradPiece): void {
+  const piece = g instanceof GradPiece ? g : null;
+  const t = piece ? piece.grad : (g as Tensor);
+  const fits = piece
+    ? t.ndim === input.ndim && piece.starts.length === input.ndim && piece.starts.every((s, i) => s >= 0 && s + t.shape[i]! <= input.shape[i]!)
+    : t.ndim === input.ndim && t.shape.every((s, i) => s === input.shape[i]);
+  if (!fits) {
+    const what = piece ? `gradient piece ${formatShape(t.shape)} at [${piece.starts.join(", ")}]` : `gradient shape ${formatShape(t.shape)}`;
+    throw new Error(`backward of ${node}: ${what} does not ${piece ? "fit in" : "match"} its input ${formatShape(input.shape)}`);
   }
 }
 
 /** Adds g into leaf.grad; takes ownership of g. */
-function accumulateLeaf(leaf: Tensor, g: Tensor): void {
-  keep(g);
+function accumulateLeaf(leaf: Tensor, grad: Tensor): void {
+  const g = keep(grad);
   if (!leaf.grad) {
     // The stored gradient must own its memory: a view or alias would be changed by later in-place sums.
-    if (g.isContiguous() && g.storage.refCount === 1) {
+    if (isSoleView(g)) {
       leaf.grad = g;
     } else {
       leaf.grad = keep(g.contiguous());
@@ -96,17 +173,22 @@ export function backward(root: Tensor, grad?: Tensor): void {
       accumulateLeaf(root, seed);
       return;
     }
-    const grads = new Map<GradNode, Tensor>([[root.gradFn, seed]]);
+    const grads = new Map<GradNode, Pending>([[root.gradFn, { shape: root.shape, full: seed, pieces: [] }]]);
+    // A leaf's full gradients go into its .grad as they come; its pieces (a sliced parameter) wait
+    // for the end, to be written into one buffer first.
+    const leafPieces = new Map<Tensor, Pending>();
     for (const node of topoOrder(root.gradFn)) {
       if (node.released) {
         throw new Error(`backward: the graph through ${node.name} was already used by an earlier backward(); run the forward pass again`);
       }
-      const g = grads.get(node);
+      const pending = grads.get(node);
       grads.delete(node);
-      let inputGrads: (Tensor | null)[] = [];
+      let g: Tensor | null = null;
+      let inputGrads: InputGrad[] = [];
       try {
         // With LOWRANK_PROFILE, the rule's native calls are counted under "backward <op>".
-        if (g) inputGrads = PROFILING ? profilePhase(`backward ${node.name}`, () => node.backward(g)) : node.backward(g);
+        g = resolve(pending);
+        if (g) inputGrads = PROFILING ? profilePhase(`backward ${node.name}`, () => node.backward(g!)) : node.backward(g);
       } finally {
         g?.dispose();
         node.saved.forEach((t) => t.dispose());
@@ -116,28 +198,22 @@ export function backward(root: Tensor, grad?: Tensor): void {
       node.inputs.forEach((input, i) => {
         const gi = inputGrads[i];
         if (!input || !gi) {
-          gi?.dispose();
+          (gi instanceof GradPiece ? gi.grad : gi)?.dispose();
           return;
         }
         checkGrad(node.name, input, gi);
-        if (!input.gradFn) {
+        if (!input.gradFn && !(gi instanceof GradPiece)) {
           accumulateLeaf(input, gi);
           return;
         }
-        const prev = grads.get(input.gradFn);
-        if (prev && prev.isContiguous() && prev.storage.refCount === 1) {
-          // The engine owns prev outright (no other view of its storage): sum in place, no new buffer.
-          addGrads(prev, prev, gi);
-          gi.dispose();
-        } else if (prev) {
-          grads.set(input.gradFn, sumGrads(prev, gi));
-          prev.dispose();
-          gi.dispose();
-        } else {
-          grads.set(input.gradFn, gi);
-        }
+        const key = input.gradFn ?? input;
+        const map = (input.gradFn ? grads : leafPieces) as Map<GradNode | Tensor, Pending>;
+        let p = map.get(key);
+        if (!p) map.set(key, (p = { shape: input.shape, full: null, pieces: [] }));
+        addPending(p, gi);
       });
     }
+    leafPieces.forEach((p, leaf) => accumulateLeaf(leaf, resolve(p)!));
   });
 }
 

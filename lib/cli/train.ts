@@ -8,7 +8,7 @@ import { readMetrics, summarizeRun } from "../analysis/sweep.js";
 import { Generator } from "../tensor/random.js";
 import { formatProblem, IGNORE_INDEX, type LoadedData, type TokenizedExample } from "../train/data.js";
 import {
-  FINE_TUNE_DEFAULTS, FineTuneOptionError, fineTune, holdsRun, type FineTuneOptions, type FineTuneResult, type FineTuneStart, type LoadedBaseModel,
+  FINE_TUNE_DEFAULTS, FineTuneOptionError, defaultTrainingDtype, fineTune, holdsRun, type FineTuneOptions, type FineTuneResult, type FineTuneStart, type LoadedBaseModel,
 } from "../train/fine-tune.js";
 import type { ScheduleName } from "../train/trainer.js";
 import {
@@ -97,7 +97,7 @@ export function trainCommand(): Command {
     .option("--schedule <name>", "lr schedule after warmup: constant, linear (to 0) or cosine (to 0)", oneOf(["constant", "linear", "cosine"] as const), d.schedule)
     .option("--seed <n>", "seed for the adapter init, dropout, data shuffle and eval split", intAtLeast(0), d.seed)
     .option("--device <name>", "cpu or cuda (default: cuda when a GPU is usable)", oneOf(["cpu", "cuda"] as const))
-    .option("--dtype <type>", "float32, or bfloat16: the frozen weight matrices kept in bf16 (half the memory; bf16 tensor-core GEMMs on CUDA), adapters and activations float32", oneOf(["float32", "bfloat16"] as const), "float32")
+    .option("--dtype <type>", "float32, or bfloat16: the frozen weight matrices kept in bf16 (half the memory; bf16 tensor-core GEMMs and attention on CUDA), adapters, optimizer and loss float32 (default: bfloat16 on CUDA, float32 on the CPU)", oneOf(["float32", "bfloat16"] as const))
     .option("--gradient-checkpointing", "recompute each block's activations in the backward instead of keeping them: less memory for one more forward per block, the same gradients")
     .optionsGroup("Evaluation and checkpoints:")
     .option("--eval-split <x>", "share of --data held out for the eval loss (0: none)", numberIn(0, 1, { hiOpen: true }), d.evalSplit)
@@ -191,7 +191,7 @@ export function trainOptions(flags: Omit<TrainFlags, "out" | "resume" | "r">, cm
     const dir = resolveModelFlag(flags.model);
     // One stream for everything random in the model (initial adapter, dropout): its state is checkpointed.
     const generator = new Generator(flags.seed);
-    const model = await loadModel(dir, { device, generator, dtype: flags.dtype });
+    const model = await loadModel(dir, { device, generator, dtype: flags.dtype ?? defaultTrainingDtype(device) });
     try {
       return { model, tokenizer: loadTokenizer(dir, model), dir, name: flags.model, generator };
     } catch (err) {

@@ -36,6 +36,7 @@ export interface NativeMemory {
   bytes: number;
   buffers: number;
   peakBytes: number;
+  reservedBytes: number;
 }
 
 /** Each enum's member names in code order, from the addon's X-macro lists. */
@@ -126,6 +127,10 @@ export interface CrossEntropyKernels {
   crossEntropyBackward(a: {
     logits: View; targets: View; lse: View; dout: View; dlogits: View; N: number; V: number; ignoreIndex: number; reduction: number;
   }): void;
+  /** One chunk of linearCrossEntropy: per-row loss and counted flags, the unscaled gradient (float32 or bf16) when grad is given. */
+  crossEntropyRows(a: {
+    logits: View; targets: View; loss: View; counted: View; grad: View | null; gradBf16: boolean; firstBad: View; N: number; V: number; ignoreIndex: number;
+  }): void;
 }
 
 export interface DropoutKernels {
@@ -143,6 +148,8 @@ export interface AttentionDims {
   dropout: number;
   seed: bigint;
   offset: bigint;
+  /** The arithmetic, a DType code: float32, or bfloat16 (q, k, v, dout rounded to bf16; native/ops/attention.h). */
+  precision: number;
 }
 
 export interface AttentionKernels {

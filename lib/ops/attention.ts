@@ -1,6 +1,8 @@
 // Scaled dot-product attention, forward and backward each one native call.
-// Kernels: native/ops/attention.h (attention_forward_f32 / attention_backward_f32), CPU and CUDA twins.
+// Kernels: native/ops/attention.h (attention_forward_f32 / attention_backward_f32), CPU and CUDA twins;
+// precision "bfloat16" runs CUDA's tensor-core kernels (native/cuda/attention_mma.cu).
 import { native } from "../native/index.js";
+import { DTYPE_CODE } from "../tensor/dtype.js";
 import { defaultGenerator, type Generator } from "../tensor/random.js";
 import { emptyLike, formatShape, record, type Tensor } from "../tensor/tensor.js";
 import { checkFloat, checkSameDevice, contiguousInput, newFloat, stridedView, viewOrNull } from "./util.js";
@@ -35,6 +37,26 @@ export interface AttentionOptions {
   dropout?: number;
   /** The random stream of the dropout mask (default: the global generator). */
   generator?: Generator;
+  /**
+   * The arithmetic, default "float32". "bfloat16" computes attention as bf16 autocast does for a
+   * model with bf16 weights (PyTorch's SDPA on bf16 q, k, v): q, k, v, and the upstream gradient
+   * in the backward, are rounded to bf16 and multiplied with float32 sums; tensors stay float32.
+   * On CUDA this runs bf16 tensor-core flash attention (head size 64 or 128; other sizes keep the
+   * float32 kernels), which also rounds the attention weights to bf16 for their products; the
+   * CPU rounds the inputs and runs its float32 kernels. Results agree to bf16 accuracy (~1e-2).
+   */
+  precision?: AttentionPrecision;
+}
+
+export type AttentionPrecision = "float32" | "bfloat16";
+
+/**
+ * The attention precision of a model whose projection weight is `weight`: "bfloat16" for a
+ * `dtype: "bfloat16"` model (its GEMMs already run autocast-style, lib/ops/matmul.ts), else "float32".
+ * A projection that a user's own module replaced has no `weight` (undefined): float32.
+ */
+export function attentionPrecision(weight: Tensor | undefined): AttentionPrecision {
+  return weight?.dtype === "bfloat16" ? "bfloat16" : "float32";
 }
 
 /** The (batch, head, time) strides of a [B, H, T, D] view whose last dimension is contiguous. */
@@ -100,9 +122,13 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   }
   const dropout = opts.dropout ?? 0;
   if (!(dropout >= 0 && dropout < 1)) throw new Error(`${op}: dropout must be in [0, 1), got ${dropout}`);
+  const precision = opts.precision ?? "float32";
+  if (precision !== "float32" && precision !== "bfloat16") {
+    throw new Error(`${op}: precision must be "float32" or "bfloat16", got ${JSON.stringify(precision)}`);
+  }
   const { seed, offset } = dropout > 0 ? (opts.generator ?? defaultGenerator).next(B * H * Tq * Tk) : { seed: 0n, offset: 0n };
   const dims = [B, H, Tq, Tk, D] as const;
-  const stream = { dims, scale, causal, window: window ?? 0, dropout, seed, offset };
+  const stream = { dims, scale, causal, window: window ?? 0, dropout, seed, offset, precision: DTYPE_CODE[precision] };
   // q, k, v and their gradients as [batch, head, time] strided views (D is contiguous).
   const heads = (t: Tensor) => stridedView(t, [t.strides[0]!, t.strides[1]!, t.strides[2]!]);
   const qc = rowContiguous(q), kc = rowContiguous(k), vc = rowContiguous(v), mc = mask && contiguousInput(mask);

@@ -1,8 +1,13 @@
 // Cross-entropy over class logits fused with its log-softmax, one native pass forward and one
 // backward, no probability tensor stored. Kernels: native/ops/crossentropy.h (CPU and CUDA twins).
 import { native } from "../native/index.js";
-import { formatShape, record, shapeSize, type Tensor } from "../tensor/tensor.js";
-import { checkFloat, checkSameDevice, contiguousInput, newFloat, unravel, viewOrNull, withContiguous } from "./util.js";
+import { full } from "../tensor/creation.js";
+import { tidy } from "../tensor/scope.js";
+import { emptyLike, formatShape, needsGrad, noGrad, record, shapeSize, type Tensor } from "../tensor/tensor.js";
+import { div, mul } from "./elementwise.js";
+import { gemm2d } from "./matmul.js";
+import { sum } from "./reduce.js";
+import { checkFloat, checkSameDevice, checkWeight, contiguousInput, newFloat, unravel, viewOrNull, withContiguous } from "./util.js";
 
 // Codes of native/ops/crossentropy.h's Reduction (test/native/enums.test.ts checks them).
 export enum Reduction { None = 0, Sum = 1, Mean = 2 }
@@ -81,4 +86,87 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
   );
   for (const t of temporaries) t.dispose();
   return out;
+}
+
+export interface LinearCrossEntropyOptions {
+  /** Targets equal to this are skipped, as in crossEntropy. Default -100. */
+  ignoreIndex?: number;
+  /**
+   * Rows of logits formed at a time (default: as many as fit 128 MiB of float32 logits). Smaller
+   * chunks hold less memory; the result does not depend on it.
+   */
+  chunkRows?: number;
+}
+
+/** Rows per chunk: about 128 MiB of float32 logits (667 rows of GPT-2's 50,257). */
+function defaultChunkRows(V: number): number {
+  return Math.max(1, Math.floor(2 ** 25 / Math.max(V, 1)));
+}
+
+/**
+ * crossEntropy(linear(x, weight), targets) with the mean reduction — a language model's head and
+ * loss — without ever holding the [N, V] logits or their gradient: rows are taken `chunkRows` at a
+ * time; each chunk's logits are formed by one GEMM, turned in one native pass into its per-row
+ * losses and, in place, its gradient softmax − onehot (bf16 when the weight is bf16, the operand
+ * the next GEMM reads, as autocast rounds it), and a second GEMM gives that chunk's rows of dL/dx
+ * right away. The backward only scales dL/dx by g / count. x [N, C] float32; weight [V, C], frozen
+ * (float32 or bfloat16: a tied embedding or an lm_head; a weight that requires grad needs its own
+ * gradient and so the unfused crossEntropy(linear(...))); targets int32 [N].
+ * Memory: x's gradient (N × C) and one chunk, instead of two N × V float32 tensors.
+ */
+export function linearCrossEntropy(x: Tensor, weight: Tensor, targets: Tensor, opts: LinearCrossEntropyOptions = {}): Tensor {
+  const op = "linearCrossEntropy";
+  checkFloat(op, x);
+  checkSameDevice(op, x, weight, targets);
+  checkWeight(op, weight);
+  if (weight.requiresGrad) {
+    throw new Error(`${op}: weight ${formatShape(weight.shape)} requires grad; the fused path computes no weight gradient: use crossEntropy(linear(x, weight), targets)`);
+  }
+  if (x.ndim !== 2 || weight.ndim !== 2 || weight.shape[1] !== x.shape[1]) {
+    throw new Error(`${op}: x must be [N, C] and weight [V, C] with the same C, got x ${formatShape(x.shape)} and weight ${formatShape(weight.shape)}`);
+  }
+  const [N, C] = x.shape as [number, number], V = weight.shape[0]!;
+  if (targets.dtype !== "int32" || targets.ndim !== 1 || targets.shape[0] !== N) {
+    throw new Error(`${op}: targets must be int32 [${N}] (one class index per row of x ${formatShape(x.shape)}), got ${targets.dtype} ${formatShape(targets.shape)}`);
+  }
+  const ignoreIndex = opts.ignoreIndex ?? -100;
+  const chunkRows = opts.chunkRows ?? defaultChunkRows(V);
+  if (!Number.isInteger(chunkRows) || chunkRows < 1) throw new Error(`${op}: chunkRows must be an integer >= 1, got ${chunkRows}`);
+  const lowp = weight.dtype === "bfloat16";
+  const wantGrad = needsGrad(x);
+
+  return tidy(() => {
+    const xc = contiguousInput(x), tc = contiguousInput(targets), wc = contiguousInput(weight);
+    const xin = lowp ? xc.to(xc.deviceInfo, "bfloat16") : xc;
+    const rows = Math.min(chunkRows, Math.max(N, 1));
+    const logits = newFloat([rows, V], x);
+    const grad16 = wantGrad && lowp ? emptyLike([rows, V], "bfloat16", x.deviceInfo) : null;
+    const losses = newFloat([N], x), counted = newFloat([N], x);
+    const dx = wantGrad ? newFloat([N, C], x) : null;
+    const firstBad = full([1], 2 ** 31 - 1, { dtype: "int32", device: x.device });
+    for (let r0 = 0; r0 < N; r0 += rows) {
+      const n = Math.min(rows, N - r0);
+      const lg = logits.slice(0, 0, n);
+      gemm2d(lg, xin.slice(0, r0, r0 + n), false, wc, true, 1, 0); // [n, V] = x·Wᵀ
+      const grad = grad16 ? grad16.slice(0, 0, n) : dx ? lg : null;
+      native().crossEntropyRows({
+        logits: lg.nativeView, targets: tc.slice(0, r0, r0 + n).nativeView, loss: losses.slice(0, r0, r0 + n).nativeView,
+        counted: counted.slice(0, r0, r0 + n).nativeView, grad: viewOrNull(grad), gradBf16: grad16 !== null, firstBad: firstBad.nativeView,
+        N: n, V, ignoreIndex,
+      });
+      if (grad && dx) gemm2d(dx.slice(0, r0, r0 + n), grad, false, wc, false, 1, 0); // [n, C] = dlogits·W
+    }
+    const bad = firstBad.dataSync()[0]!;
+    if (bad !== 2 ** 31 - 1) {
+      const target = tc.slice(0, bad, bad + 1).dataSync()[0]!;
+      throw new Error(`${op}: target ${target} at position ${bad} is out of range for ${V} classes; targets must be in [0, ${V}) or equal ignoreIndex (${ignoreIndex})`);
+    }
+    // Mean over the counted rows (0/0 = NaN when every target is ignored, as in PyTorch).
+    const count = noGrad(() => sum(counted));
+    const loss = noGrad(() => div(sum(losses), count));
+    if (dx) {
+      record(op, loss, [x], (g, [d, c]) => [mul(d!, div(g, c!))], [dx, count]);
+    }
+    return loss;
+  });
 }

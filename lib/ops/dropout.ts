@@ -2,7 +2,7 @@
 // Kernels: native/ops/dropout.h (CPU and CUDA twins).
 import { native } from "../native/index.js";
 import { defaultGenerator, type Generator } from "../tensor/random.js";
-import { record, type Tensor } from "../tensor/tensor.js";
+import { isSoleView, record, type Tensor } from "../tensor/tensor.js";
 import { checkFloat, newFloat, withContiguous } from "./util.js";
 
 export interface DropoutOptions {
@@ -35,12 +35,12 @@ export function dropout(x: Tensor, p: number, opts: DropoutOptions = {}): Tensor
   const n = x.size;
   const { seed, offset } = (opts.generator ?? defaultGenerator).next(n);
   const scale = p === 1 ? 0 : 1 / (1 - p);
-  const apply = (src: Tensor): Tensor => {
-    const dst = newFloat(src.shape, src);
+  /** src ⊙ mask/(1-p) into dst (which may be src). */
+  const apply = (src: Tensor, dst: Tensor): Tensor => {
     withContiguous([src], (c) => native().dropout({ x: c.nativeView, y: dst.nativeView, n, p, scale, seed, offset }));
     return dst;
   };
-  const out = apply(x);
-  record(op, out, [x], (g) => [apply(g)]);
+  const out = apply(x, newFloat(x.shape, x));
+  record(op, out, [x], (g) => [apply(g, isSoleView(g) ? g.alias() : newFloat(g.shape, g))]); // over g when no one else sees it
   return out;
 }

@@ -2,7 +2,7 @@
 // Kernels: native/ops/elementwise.h (CPU and CUDA twins).
 import { Binary, Unary } from "../native/enums.js";
 import { native } from "../native/index.js";
-import { record, type Tensor } from "../tensor/tensor.js";
+import { isSoleView, record, type Tensor } from "../tensor/tensor.js";
 import { sumToShape } from "./reduce.js";
 import { broadcastShapes, broadcastStrides, checkFloat, newFloat, stridedView, withContiguous } from "./util.js";
 
@@ -21,9 +21,9 @@ function unaryRaw(code: Unary, name: string, x: Tensor, alpha = 0): Tensor {
   return out;
 }
 
-/** g * f'(x) for a unary op, computed by the kernel's backward twin. */
+/** g * f'(x) for a unary op, computed by the kernel's backward twin (over g when no one else sees it: GradNode.backward). */
 function unaryGrad(code: Unary, x: Tensor, g: Tensor, alpha: number): Tensor {
-  const gx = newFloat(x.shape, x);
+  const gx = isSoleView(g) ? g.alias() : newFloat(x.shape, x);
   withContiguous([x, g], (xc, gc) =>
     native().unaryBackward({ op: code, x: xc.nativeView, g: gc.nativeView, gx: gx.nativeView, n: xc.size, alpha }),
   );

@@ -6,7 +6,7 @@ export { embedding } from "./embedding.js";
 export { layerNorm } from "./layernorm.js";
 export { rmsNorm } from "./rmsnorm.js";
 export { softmax, logSoftmax } from "./softmax.js";
-export { crossEntropy, type CrossEntropyOptions } from "./crossentropy.js";
+export { crossEntropy, linearCrossEntropy, type CrossEntropyOptions, type LinearCrossEntropyOptions } from "./crossentropy.js";
 export { dropout, type DropoutOptions } from "./dropout.js";
 export { scaledDotProductAttention, type AttentionOptions } from "./attention.js";
 export { applyRotary, ROPE_SCALING_TYPES, rotaryCosSin, rotaryInvFreq, type RopeScaling, type RotaryOptions } from "./rope.js";

@@ -20,7 +20,14 @@ export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null,
     }
   }
   const xc = contiguousInput(x), wc = weight && contiguousInput(weight), bc = bias && contiguousInput(bias);
-  const out = newFloat(x.shape, x), mean = newFloat([N], x), rstd = newFloat([N], x);
+  // mean and rstd share one allocation: the two rows of a [2, N] buffer.
+  const out = newFloat(x.shape, x), stats = newFloat([2, N], x);
+  const [mean, rstd] = [0, 1].map((i) => {
+    const row = stats.slice(0, i, i + 1), flat = row.reshape(N);
+    row.dispose();
+    return flat;
+  }) as [Tensor, Tensor];
+  stats.dispose();
   native().layerNorm({
     x: xc.nativeView, weight: viewOrNull(wc), bias: viewOrNull(bc), y: out.nativeView, mean: mean.nativeView, rstd: rstd.nativeView, N, C, eps,
   });

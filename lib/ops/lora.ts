@@ -2,15 +2,17 @@
 // layer's output. x [.., k], A [r, k], B [d, r], y [.., d]; N = the rows of x.
 //
 // Forward: u = drop(x)·Aᵀ (N×r, kept for backward), then out = y + s·u·Bᵀ written by one gemm that
-// accumulates onto a copy of y (beta = 1). Backward, with v = g·B (N×r):
+// accumulates onto y (beta = 1): onto a copy of y, or onto y itself when the caller hands y over
+// (consumeY) and nothing else shares its storage. Backward, with v = g·B (N×r):
 //   gy = g                 gB = s·gᵀ·u                gA = s·vᵀ·drop(x)
 //   gx = s·(v·A) ⊙ mask/(1-p)
 // The dropout mask is never stored: drop(x) and the masked gx are recomputed from the Philox
-// (seed, offset) the forward drew (see ./dropout.ts), and with p = 0 there is no copy of x.
-// Frozen operands cost nothing in backward.
+// (seed, offset) the forward drew (see ./dropout.ts), and with p = 0 there is no copy of x. One
+// N×k buffer serves both: it holds drop(x) for gA, then s·v·A is written over it and masked in
+// place to become gx. Frozen operands cost nothing in backward.
 import { native } from "../native/index.js";
 import { defaultGenerator, type Generator } from "../tensor/random.js";
-import { formatShape, record, shapeSize, type Tensor } from "../tensor/tensor.js";
+import { formatShape, isSoleView, record, shapeSize, type Tensor } from "../tensor/tensor.js";
 import { gemm2d } from "./matmul.js";
 import { checkFloat, newFloat, withContiguous } from "./util.js";
 
@@ -22,6 +24,11 @@ export interface LoraDeltaOptions {
   /** Dropout is applied only when training. */
   training?: boolean;
   generator?: Generator;
+  /**
+   * The caller hands y over and will not read it again (a layer's own base output): out is then
+   * written into y's storage when no other view or saved tensor shares it, saving a copy of y.
+   */
+  consumeY?: boolean;
 }
 
 /** y + s·(drop(x)·Aᵀ)·Bᵀ; see the file comment. */
@@ -41,22 +48,32 @@ export function loraDelta(y: Tensor, x: Tensor, A: Tensor, B: Tensor, opts: Lora
   const p = opts.training === false ? 0 : opts.dropout ?? 0;
   const { seed, offset } = p > 0 ? (opts.generator ?? defaultGenerator).next(N * k) : { seed: 0n, offset: 0n };
   const maskScale = p >= 1 ? 0 : 1 / (1 - p);
-  /** src ⊙ mask/(1-p) for an N×k tensor (the same mask on every call). */
-  const masked = (src: Tensor): Tensor => {
-    const dst = newFloat([N, k], src);
+  /** dst = src ⊙ mask/(1-p) over N×k elements (the same mask on every call); dst may be src. */
+  const mask = (src: Tensor, dst: Tensor): void =>
     native().dropout({ x: src.nativeView, y: dst.nativeView, n: N * k, p, scale: maskScale, seed, offset });
+  /** drop(x2) in a new N×k tensor. */
+  const dropped = (x2: Tensor): Tensor => {
+    const dst = newFloat([N, k], x2);
+    mask(x2, dst);
     return dst;
   };
 
   return withContiguous([x, A, B, y], (xc, Ac, Bc, yc) => {
     const x2 = xc.reshape(N, k);
-    const xd = p > 0 ? masked(x2) : x2;
+    const xd = p > 0 ? dropped(x2) : x2;
     const u = newFloat([N, r], x);
     gemm2d(u, xd, false, Ac!, true, 1, 0); // u = drop(x)·Aᵀ
     if (xd !== x2) xd.dispose();
-    const out = newFloat(y.shape, y);
-    native().copyBytes({ dst: out.nativeView, src: yc!.nativeView, bytes: N * d * 4 });
-    gemm2d(out.reshape(N, d), u, false, Bc!, true, s, 1); // out += s·u·Bᵀ
+    let out: Tensor;
+    if (opts.consumeY && isSoleView(y)) {
+      out = y.detach(); // y's storage, no other reader: the gemm below writes over y
+    } else {
+      out = newFloat(y.shape, y);
+      native().copyBytes({ dst: out.nativeView, src: yc!.nativeView, bytes: N * d * 4 });
+    }
+    const out2 = out.reshape(N, d);
+    gemm2d(out2, u, false, Bc!, true, s, 1); // out += s·u·Bᵀ
+    out2.dispose();
     x2.dispose();
 
     const needX = x.requiresGrad, needA = A.requiresGrad, needB = B.requiresGrad;
@@ -68,20 +85,21 @@ export function loraDelta(y: Tensor, x: Tensor, A: Tensor, B: Tensor, opts: Lora
         if (needX || needA) {
           const v = newFloat([N, r], g);
           gemm2d(v, g2, false, Bs!, false, 1, 0); // v = g·B
-          if (needX) {
-            const vA = newFloat([N, k], g);
-            gemm2d(vA, v, false, As!, false, s, 0); // s·v·A
-            gx = (p > 0 ? masked(vA) : vA).reshape([...x.shape]);
-            vA.dispose();
-          }
+          let buf: Tensor | null = null; // N×k: drop(x) for gA, then gx
           if (needA) {
             gA = newFloat([r, k], g);
             const x2s = xs!.reshape(N, k);
-            const xds = p > 0 ? masked(x2s) : x2s;
-            gemm2d(gA, v, true, xds, false, s, 0); // s·vᵀ·drop(x)
-            if (xds !== x2s) xds.dispose();
+            if (p > 0) buf = dropped(x2s);
+            gemm2d(gA, v, true, buf ?? x2s, false, s, 0); // s·vᵀ·drop(x)
             x2s.dispose();
           }
+          if (needX) {
+            buf ??= newFloat([N, k], g);
+            gemm2d(buf, v, false, As!, false, s, 0); // s·v·A (beta = 0: drop(x) is overwritten, not read)
+            if (p > 0) mask(buf, buf);
+            gx = buf.reshape([...x.shape]);
+          }
+          buf?.dispose();
           v.dispose();
         }
         if (needB) {

@@ -288,14 +288,21 @@ function affine(op: string, x: Tensor, weight: Tensor, outIn: boolean, bias: Ten
   return out;
 }
 
-/** c = alpha·op(a)·op(b) + beta·c for contiguous 2-D tensors (a, b as stored; op = transpose when flagged). */
+/**
+ * c = alpha·op(a)·op(b) + beta·c for contiguous 2-D tensors (a, b as stored; op = transpose when
+ * flagged). c is float32; a and b are both float32, or both bfloat16 (float32 sums, as gemm_bf16).
+ */
 export function gemm2d(c: Tensor, a: Tensor, transA: boolean, b: Tensor, transB: boolean, alpha: number, beta: number): void {
-  checkFloat("gemm2d", c, a, b);
+  checkFloat("gemm2d", c);
+  checkSameDevice("gemm2d", c, a, b);
+  if (!(a.dtype === b.dtype && (a.dtype === "float32" || a.dtype === "bfloat16"))) {
+    throw new Error(`gemm2d: a and b must both be float32 or both bfloat16, got ${a.dtype} ${formatShape(a.shape)} and ${b.dtype} ${formatShape(b.shape)}`);
+  }
   for (const t of [a, b, c]) if (!t.isContiguous()) throw new Error(`gemm2d: operands must be contiguous, got ${formatShape(t.shape)} with strides ${formatShape(t.strides)}`);
   const [ar, ac] = a.shape as [number, number], [br, bc] = b.shape as [number, number];
   const m = transA ? ac : ar, k = transA ? ar : ac, n = transB ? br : bc;
   native().gemm({
     transA, transB, m, n, k, alpha, a: a.nativeView, lda: ac, strideA: 0, b: b.nativeView, ldb: bc, strideB: 0,
-    beta, c: c.nativeView, ldc: n, strideC: 0, batch: 1, dtype: DTYPE_CODE.float32,
+    beta, c: c.nativeView, ldc: n, strideC: 0, batch: 1, dtype: DTYPE_CODE[a.dtype],
   });
 }

@@ -318,7 +318,8 @@ export class LoraLinear extends LoraLayerBase<Linear | Conv1D> {
     let y = this.base_layer.forward(x);
     for (const name of adapters) {
       const spec = this.specs.get(name)!;
-      const opts = { scaling: spec.scaling, dropout: spec.dropout, training: this.training, generator: spec.generator };
+      // consumeY: y is this layer's own intermediate (the base output or the previous adapter's), never read again.
+      const opts = { scaling: spec.scaling, dropout: spec.dropout, training: this.training, generator: spec.generator, consumeY: true };
       const m = this.magnitude(name);
       y = m ? doraForward(this.doraOperands(name), y, x, this.loraA(name), this.loraB(name), m, opts) : loraDelta(y, x, this.loraA(name), this.loraB(name), opts);
     }

@@ -9,6 +9,7 @@ import { readSafetensors, readSafetensorsAsync, serializeSafetensors, toTensor, 
 import { Conv1D, Embedding, Linear } from "../nn/layers.js";
 import { Module } from "../nn/module.js";
 import { Generator } from "../tensor/random.js";
+import { tidy } from "../tensor/scope.js";
 import type { ModuleInfo, ModuleKind, ModuleShape } from "../nn/shapes.js";
 import { copyInto, formatShape, noGrad, type Tensor } from "../tensor/tensor.js";
 import { emitLowrankWarning, LoraConfig, type WarningHandler } from "./config.js";
@@ -183,6 +184,20 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
   /** Runs the base model; the LoRA layers add their adapters. */
   forward(...args: Parameters<M["forward"]>): ReturnType<M["forward"]> {
     return (this.model.forward as (...a: unknown[]) => ReturnType<M["forward"]>)(...args);
+  }
+
+  /**
+   * The loss forward({ ..., labels }) gives, without keeping the [B, T, V] logits: the base model's
+   * forwardLoss (GPT-2 and the Llama family fuse their head with the loss), else forward's loss.
+   */
+  forwardLoss(input: Parameters<M["forward"]>[0] & { labels: Tensor }): Tensor {
+    const base = this.model as unknown as { forwardLoss?(input: unknown): Tensor; forward(input: unknown): { loss?: Tensor } };
+    if (base.forwardLoss) return base.forwardLoss(input);
+    return tidy(() => {
+      const { loss } = base.forward(input);
+      if (!loss) throw new Error("PeftModel.forwardLoss: the base model's forward returned no loss for these labels");
+      return loss;
+    });
   }
 
   // ---- adapters -------------------------------------------------------------------------------

@@ -80,16 +80,28 @@ export interface DeviceMemory {
   tensors: number;
   /** High-water mark of `bytes` since the process started. */
   peakBytes: number;
+  /**
+   * Bytes the device holds for lowrank, used or not: on CUDA the stream-ordered pool keeps freed
+   * blocks for the next step (like torch.cuda.memory_reserved) and gives them back when an
+   * allocation would otherwise run out of memory; on the CPU, equal to `bytes`.
+   */
+  reservedBytes: number;
 }
 
 /** Exact live memory per device ("cpu", "cuda:0", ...). */
 export function memory(): Record<string, DeviceMemory> {
   const out: Record<string, DeviceMemory> = {};
   for (const m of native().memory()) {
-    out[m.device] = { bytes: m.bytes, buffers: m.buffers, tensors: liveTensors.get(m.device) ?? 0, peakBytes: m.peakBytes };
+    out[m.device] = {
+      bytes: m.bytes,
+      buffers: m.buffers,
+      tensors: liveTensors.get(m.device) ?? 0,
+      peakBytes: m.peakBytes,
+      reservedBytes: m.reservedBytes,
+    };
   }
   for (const [device, n] of liveTensors) {
-    out[device] ??= { bytes: 0, buffers: 0, tensors: 0, peakBytes: 0 };
+    out[device] ??= { bytes: 0, buffers: 0, tensors: 0, peakBytes: 0, reservedBytes: 0 };
     out[device].tensors = n;
   }
   return out;

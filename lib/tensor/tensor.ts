@@ -72,13 +72,34 @@ export function normDim(dim: number, ndim: number, op: string): number {
 // written beside its forward (see lib/ops). Nodes keep the tensors their rule needs alive through
 // saved aliases; the engine (lib/autograd/engine.ts) frees them once the rule has run.
 
+/**
+ * The gradient of one box of an input: `grad` belongs at `starts` (one start per dimension; the
+ * box's extent is grad's shape), and the rest of the input gets none from this op. A slice's
+ * backward returns one instead of a zero-filled full-size gradient: the engine writes the pieces
+ * an input collects into one buffer when its gradient is needed, so the q, k and v slices of a
+ * fused projection cost one copy each, with no zero fill (the pieces cover the buffer) and no sums.
+ */
+export class GradPiece {
+  constructor(
+    readonly grad: Tensor,
+    readonly starts: readonly number[],
+  ) {}
+}
+
+/** What a backward rule gives an input: its full gradient, one box of it, or null (none). */
+export type InputGrad = Tensor | GradPiece | null;
+
 /** One recorded op: routes the output's gradient to its inputs. */
 export interface GradNode {
   readonly name: string;
   /** The op's inputs (null where no gradient flows); only their graph links are used. */
   readonly inputs: readonly (Tensor | null)[];
-  /** Maps the output gradient to one gradient per input (null = none), each shaped like the input. */
-  backward(grad: Tensor): (Tensor | null)[];
+  /**
+   * Maps the output gradient to one gradient per input (null = none), each shaped like the input
+   * (or a piece of it). The engine hands `grad` over and disposes it afterwards: when
+   * isSoleView(grad), the rule may write its result over it and return grad.alias().
+   */
+  backward(grad: Tensor): InputGrad[];
   /** Aliases kept alive for backward; released by the engine. */
   saved: Tensor[];
   /** Set once backward ran and the saved tensors were freed. */
@@ -130,7 +151,7 @@ export function record(
   name: string,
   output: Tensor,
   inputs: readonly (Tensor | null)[],
-  backward: (grad: Tensor, saved: Tensor[]) => (Tensor | null)[],
+  backward: (grad: Tensor, saved: Tensor[]) => InputGrad[],
   save: readonly Tensor[] = [],
 ): void {
   if (!needsGrad(...inputs)) return;
@@ -469,15 +490,8 @@ export class Tensor {
     const shape = [...this.shape];
     shape[d] = e - s;
     const out = new Tensor(this.storage.retain(), shape, this.dtype, this.strides, this.offset + s * this.strides[d]!);
-    const inShape = this.shape, dtype = this.dtype, device = this.deviceInfo;
-    record("slice", out, [this], (g) => {
-      const full = emptyLike(inShape, dtype, device);
-      native().fill({ dst: full.nativeView, dtype: DTYPE_CODE[dtype], n: full.size, value: 0 });
-      const window = new Tensor(full.storage.retain(), shape, dtype, full.strides, s * full.strides[d]!, false);
-      copyInto(window, g);
-      window.dispose();
-      return [full];
-    });
+    const starts = shape.map((_, i) => (i === d ? s : 0));
+    record("slice", out, [this], (g) => [new GradPiece(g.alias(), starts)]);
     return out;
   }
 
@@ -516,6 +530,14 @@ function decodeHost(dtype: DType, bytes: ArrayBuffer): Float32Array | Int32Array
   const out = new Float32Array(bits.length);
   for (let i = 0; i < bits.length; i++) out[i] = bf16BitsToF32(bits[i]!);
   return out;
+}
+
+/**
+ * True when t is contiguous and the only view of its storage (no other view, alias or saved
+ * tensor shares it): whoever holds t may then write into it without anyone else seeing the change.
+ */
+export function isSoleView(t: Tensor): boolean {
+  return t.isContiguous() && t.storage.refCount === 1;
 }
 
 /** An uninitialized contiguous tensor. */

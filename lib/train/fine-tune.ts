@@ -110,7 +110,11 @@ export interface FineTuneOptions {
   device?: string;
   /** Recompute each block's activations in the backward (less memory, the same gradients; default false). */
   gradientCheckpointing?: boolean;
-  /** dtype of the frozen weight matrices (default float32; see LoadOptions.dtype). Only for a model given as a folder. */
+  /**
+   * dtype of the frozen weight matrices (see LoadOptions.dtype). Default: bfloat16 on CUDA (mixed
+   * precision, as PyTorch users train LoRA on GPUs: bf16 tensor-core GEMMs and attention, float32
+   * adapters, optimizer state and losses), float32 on the CPU. Only for a model given as a folder.
+   */
   dtype?: "float32" | "bfloat16";
   /** Continue the run in `out` (true) or from a checkpoint or run folder. */
   resume?: true | string;
@@ -239,11 +243,17 @@ function modelChatTemplatePath(dir: string): string | undefined {
   return findChatTemplate(dir, config)?.path;
 }
 
+/** The frozen weights' dtype when none is asked for: mixed precision (bfloat16) on CUDA, float32 on the CPU. */
+export function defaultTrainingDtype(device: string): "float32" | "bfloat16" {
+  return device.startsWith("cuda") ? "bfloat16" : "float32";
+}
+
 async function loadBase(model: FineTuneOptions["model"], device: string | undefined, seed: number, dtype: FineTuneOptions["dtype"]): Promise<LoadedBaseModel> {
   if (typeof model !== "string") return model();
   const generator = new Generator(seed);
   const dir = resolveModelDir(model, "fineTune");
-  const base = await AutoModelForCausalLM.fromPretrained(dir, { device: device ?? (cudaAvailable() ? "cuda" : "cpu"), generator, dtype });
+  const where = device ?? (cudaAvailable() ? "cuda" : "cpu");
+  const base = await AutoModelForCausalLM.fromPretrained(dir, { device: where, generator, dtype: dtype ?? defaultTrainingDtype(where) });
   try {
     return { model: base, tokenizer: AutoTokenizer.fromPretrained(dir), dir, name: model, generator };
   } catch (err) {

@@ -41,6 +41,8 @@ export interface TrainBatchInput {
 /** What the Trainer needs from a model: a loss given labels, train/eval modes, named parameters. */
 export interface TrainableModel {
   forward(input: TrainBatchInput): { loss?: Tensor };
+  /** forward(input).loss without the logits where the model can (GPT-2, Llama family, PeftModel): the Trainer prefers it. */
+  forwardLoss?(input: TrainBatchInput & { labels: Tensor }): Tensor;
   train(mode?: boolean): unknown;
   readonly training: boolean;
   /** Parameters with requiresGrad are trained; their names key the checkpoint. */
@@ -371,6 +373,15 @@ export class Trainer extends EventEmitter<TrainerEvents> {
   }
 
   /** One optimizer step over gradAccum micro-batches; everything it allocates is freed. */
+  /** The mean loss of one batch: forwardLoss where the model has it (no [B, T, V] logits kept), else forward's loss. */
+  private batchLoss(b: TrainBatchInput & { labels: Tensor }): Tensor {
+    const input = { inputIds: b.inputIds, attentionMask: b.attentionMask, labels: b.labels };
+    if (this.model.forwardLoss) return this.model.forwardLoss(input);
+    const { loss } = this.model.forward(input);
+    if (!loss) throw new Error("Trainer: the model returned no loss; its forward must compute one when given labels");
+    return loss;
+  }
+
   private trainStep(): StepRecord {
     const started = performance.now();
     const step = this._step + 1;
@@ -385,10 +396,9 @@ export class Trainer extends EventEmitter<TrainerEvents> {
         if (b.lossTokens === 0) continue; // nothing to learn here, and its mean loss would be 0/0
         const weight = b.lossTokens / counted;
         const value = tidy(() => {
-          const out = this.model.forward({ inputIds: b.inputIds, attentionMask: b.attentionMask, labels: b.labels });
-          if (!out.loss) throw new Error("Trainer: the model returned no loss; its forward must compute one when given labels");
-          const v = out.loss.item();
-          if (Number.isFinite(v)) scale(out.loss, weight).backward();
+          const loss = this.batchLoss(b);
+          const v = loss.item();
+          if (Number.isFinite(v)) scale(loss, weight).backward();
           return v;
         });
         if (!Number.isFinite(value)) return { ok: false as const, bad: "loss" as const, value };
@@ -434,8 +444,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
           tidy(() => {
             const b = data.next();
             if (b.lossTokens === 0) return;
-            const { loss } = this.model.forward({ inputIds: b.inputIds, attentionMask: b.attentionMask, labels: b.labels });
-            if (!loss) throw new Error("Trainer: the model returned no loss; its forward must compute one when given labels");
+            const loss = this.batchLoss(b);
             sum += loss.item() * b.lossTokens;
             count += b.lossTokens;
           });

@@ -19,7 +19,7 @@ AttnView attn_view(const Args& a, const char* name, const AttnDims& d, int64_t T
   return AttnView{buf.as<float>(), s[0], s[1], s[2]};
 }
 
-// dims: [B, H, Tq, Tk, D]; scale, causal, window, dropout, seed, offset.
+// dims: [B, H, Tq, Tk, D]; scale, causal, window, dropout, seed, offset, precision (a DType code).
 AttnDims dims_arg(const Args& a) {
   const char* op = a.op;
   std::vector<int64_t> s = a.ints("dims");
@@ -27,14 +27,16 @@ AttnDims dims_arg(const Args& a) {
   for (int64_t v : s)
     if (v < 0) a.fail_field("dims", "has a negative size");
   AttnDims d{s[0], s[1], s[2], s[3], s[4], float(a.num("scale")), a.flag("causal"), a.integer("window"), float(a.num("dropout")),
-             a.u64("seed"), a.u64("offset")};
+             a.u64("seed"), a.u64("offset"), a.dtype("precision")};
   if (d.causal && d.Tq > d.Tk) fail(std::string(op) + ": causal attention needs Tq <= Tk");
   if (d.window < 0 || (d.window > 0 && !d.causal)) fail(std::string(op) + ": window must be 0 (none) or > 0 with causal attention");
   if (!(d.dropout >= 0 && d.dropout < 1)) fail(std::string(op) + ": dropout must be in [0, 1), got " + std::to_string(d.dropout));
+  if (d.precision != DType::F32 && d.precision != DType::BF16)
+    a.fail_field("precision", std::string("must be float32 or bfloat16, got ") + dtype_name(d.precision));
   return d;
 }
 
-// attentionForward({ dims, scale, causal, dropout, seed, offset, q, k, v, keep?, out, lse }):
+// attentionForward({ dims, scale, causal, window, dropout, seed, offset, precision, q, k, v, keep?, out, lse }):
 // q, k, v and out carry [batch, head, time] strides.
 Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
   Args a(info, "attentionForward");
@@ -53,7 +55,7 @@ Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// attentionBackward({ dims, scale, causal, dropout, seed, offset, q, k, v, keep?, lse, out, dout, dq, dk, dv }):
+// attentionBackward({ dims, scale, causal, window, dropout, seed, offset, precision, q, k, v, keep?, lse, out, dout, dq, dk, dv }):
 // q, k, v, out (the forward's), dout, dq, dk and dv carry [batch, head, time] strides.
 Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   Args a(info, "attentionBackward");

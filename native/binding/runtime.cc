@@ -56,6 +56,11 @@ Napi::Value Memory(const Napi::CallbackInfo& info) {
     o.Set("bytes", double(c.bytes));
     o.Set("buffers", double(c.buffers));
     o.Set("peakBytes", double(c.peak_bytes));
+#ifdef LOWRANK_CUDA
+    o.Set("reservedBytes", double(d >= 0 ? cuda::pool_reserved_bytes(d) : c.bytes));
+#else
+    o.Set("reservedBytes", double(c.bytes));
+#endif
     out.Set(out.Length(), o);
   }
   return out;

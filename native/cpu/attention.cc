@@ -17,6 +17,10 @@
 // B=4, H=12, T=256, D=64, causal: forward 6.7 ms, backward 11.7 ms (~60 GFLOP/s of useful work);
 // with dropout 0.1 on the weights 9.9 and 16.2 ms.
 //
+// bf16 precision (AttnDims::precision) rounds q, k, v (and dout) to bf16 into contiguous copies
+// and runs the same float32 kernels on them: what bf16 autocast's attention computes, up to the
+// rounding of its products (the CUDA twin's tensor cores also round P and dS to bf16).
+//
 // Threads take whole work items (query blocks forward, (batch, head) pairs backward, so that
 // dK and dV have one writer), and gemm_f32 runs single-threaded inside them.
 #include <algorithm>
@@ -86,10 +90,34 @@ void drop_row(const AttnDims& d, int64_t b, int64_t h, int64_t i, const float* s
   dropout_run(src, dst, n, d.dropout, 1.0f / (1.0f - d.dropout), d.seed, d.offset, first);
 }
 
+// A contiguous [B, H, T, D] copy of x rounded to bf16, in buf.
+AttnView bf16_rounded(const AttnDims& d, AttnView x, int64_t T, std::vector<float>& buf) {
+  buf.resize(size_t(d.B * d.H * T * d.D));
+  float* dst = buf.data();
+  for (int64_t b = 0; b < d.B; ++b)
+    for (int64_t h = 0; h < d.H; ++h)
+      for (int64_t t = 0; t < T; ++t, dst += d.D) {
+        const float* src = x.row(b, h, t);
+        for (int64_t i = 0; i < d.D; ++i) dst[i] = bf16_to_f32(f32_to_bf16(src[i]));
+      }
+  return AttnView{buf.data(), d.H * T * d.D, T * d.D, d.D};
+}
+
+AttnDims float32_dims(const AttnDims& d) {
+  AttnDims f = d;
+  f.precision = DType::F32;
+  return f;
+}
+
 }  // namespace
 
 void attention_forward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView v, const int32_t* key_keep, AttnView out,
                            float* lse) {
+  if (d.precision == DType::BF16) {
+    std::vector<float> qr, kr, vr;
+    return attention_forward_f32(float32_dims(d), bf16_rounded(d, q, d.Tq, qr), bf16_rounded(d, k, d.Tk, kr),
+                                 bf16_rounded(d, v, d.Tk, vr), key_keep, out, lse);
+  }
   const int64_t nqb = query_blocks(d);
   // Decoding one token (Tq = 1) over a short cache is a few µs of work per head: below ~1M
   // multiply-adds in all (GPT-2 124M up to ~640 positions) one thread does it before a woken
@@ -123,8 +151,14 @@ void attention_forward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView v
 }
 
 void attention_backward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView v, const int32_t* key_keep,
-                            const float* lse, AttnView /*out: delta comes from P and dP below*/, AttnView dout,
-                            AttnView dq, AttnView dk, AttnView dv) {
+                            const float* lse, AttnView out, AttnView dout, AttnView dq, AttnView dk, AttnView dv) {
+  if (d.precision == DType::BF16) {
+    std::vector<float> qr, kr, vr, gr;
+    return attention_backward_f32(float32_dims(d), bf16_rounded(d, q, d.Tq, qr), bf16_rounded(d, k, d.Tk, kr),
+                                  bf16_rounded(d, v, d.Tk, vr), key_keep, lse, out, bf16_rounded(d, dout, d.Tq, gr), dq,
+                                  dk, dv);
+  }
+  // out is unused here: delta comes from P and dP below
   const int64_t nqb = query_blocks(d);
   parallel_for(d.B * d.H, 1, [&](int64_t bh0, int64_t bh1) {
     std::vector<float>& P = scratch(0);

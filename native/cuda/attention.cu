@@ -5,29 +5,22 @@
 //   arithmetic (no bf16/tf32 rounding), so it matches the CPU to float32 accuracy.
 // - rows (any D): one block per query row (forward, dq) or per key row (dk, dv), a row of Tk
 //   scores in shared memory; the fallback for other head sizes and unaligned views.
-// Both recompute the probabilities in the backward from q, k and the saved lse.
+// Both recompute the probabilities in the backward from q, k and the saved lse. With
+// AttnDims::precision BF16, D = 64 and 128 with aligned rows go to the bf16 tensor-core kernels
+// of attention_mma.cu instead; other calls keep these float32 paths (more accurate than asked).
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
 
-#include "../core/philox.h"
-#include "../ops/attention.h"
+#include "attention.cuh"
 #include "common.cuh"
 #include "reduce.cuh"
 
 namespace lowrank {
 namespace cuda {
 namespace {
-
-// The masking rules are those of native/ops/attention.h, as on the CPU.
-__device__ int64_t visible_keys(const AttnDims& d, int64_t i) { return d.causal ? d.Tk - d.Tq + i + 1 : d.Tk; }
-
-// Whether key j < visible_keys(i) is masked for query i: padded, or older than its sliding window.
-__device__ bool hidden_key(const AttnDims& d, const int32_t* keep, int64_t b, int64_t i, int64_t j) {
-  return (keep && keep[b * d.Tk + j] == 0) || (d.window > 0 && j <= d.Tk - d.Tq + i - d.window);
-}
 
 // The score of (query i, key j < visible): -inf for a masked key, else scale · q·k.
 __device__ float masked_score(const AttnDims& d, const float* qi, const float* kj, bool padded) {
@@ -40,13 +33,6 @@ __device__ float masked_score(const AttnDims& d, const float* qi, const float* k
 // The probability from a score and its row's lse; a row with nothing to attend to (lse = -inf)
 // has probability 0 everywhere.
 __device__ float probability(float s, float lse) { return lse == -INFINITY ? 0.0f : expf(s - lse); }
-
-// Attention dropout's factor for weight (b, h, i, j): 1/(1-p) when kept, 0 when dropped (AttnDims).
-__device__ float drop_factor(const AttnDims& d, int64_t b, int64_t h, int64_t i, int64_t j) {
-  if (d.dropout <= 0) return 1.0f;
-  const uint64_t e = static_cast<uint64_t>(((b * d.H + h) * d.Tq + i) * d.Tk + j);
-  return philox_keep(d.seed, d.offset, e, d.dropout) ? 1.0f / (1.0f - d.dropout) : 0.0f;
-}
 
 // Dynamic shared memory: scores [Tk], then the query row [D].
 __global__ void attention_forward_kernel(AttnDims d, AttnView q, AttnView k, AttnView v, const int32_t* keep, AttnView out,
@@ -190,7 +176,6 @@ __global__ void attention_dkdv_kernel(AttnDims d, AttnView q, AttnView k, AttnVi
 // score is not a mask and spreads through the row's normalizer, output, lse and gradients.
 
 constexpr int kFlashThreads = 128, kFlashTile = 32;
-constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
 template <int D> __host__ __device__ constexpr int flash_stride() { return D + 4 * (D / 32); }
 template <int D> __host__ __device__ constexpr int flash_rows() { return kFlashThreads / (D / 32); }
 
@@ -245,17 +230,6 @@ __device__ uint32_t keep_bits32(const AttnDims& d, int64_t b, int64_t h, int64_t
     if (i < d.Tq && j < d.Tk && drop_factor(d, b, h, i, j) != 0.f) bits |= 1u << x;
   }
   return bits;
-}
-
-// Whether query i may see key j (causal, sliding window and padding; j < Tk).
-__device__ __forceinline__ bool key_visible(const AttnDims& d, const int32_t* keep_b, int64_t i, int64_t j) {
-  const int64_t p = d.Tk - d.Tq + i;  // the query's absolute position
-  return !(d.causal && j > p) && !(d.window > 0 && j <= p - d.window) && !(keep_b && keep_b[j] == 0);
-}
-
-// The first key any query of the block starting at q0 sees: 0, or its first query's window start.
-__device__ __forceinline__ int64_t window_start(const AttnDims& d, int64_t q0) {
-  return d.window > 0 ? max(int64_t(0), q0 + d.Tk - d.Tq - d.window + 1) : 0;
 }
 
 // Grid (B·H, ceil(Tq / Rows)), the last query blocks (most keys when causal) first.
@@ -503,6 +477,7 @@ void attention_forward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView v
                            float* lse) {
   const int64_t rows = d.B * d.H * d.Tq;
   if (rows == 0) return;
+  if (d.precision == DType::BF16 && mma_fits(d, {q, k, v, out})) return mma_forward(d, q, k, v, key_keep, out, lse);
   if (flash_fits(d, {q, k, v, out})) {
     if (d.D == 32) return flash_forward<32>(d, q, k, v, key_keep, out, lse);
     if (d.D == 64) return flash_forward<64>(d, q, k, v, key_keep, out, lse);
@@ -519,12 +494,14 @@ void attention_backward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView 
   if (krows == 0) return;
   cudaStream_t stream = current_stream();
   float* delta = scratch<float>(size_t(qrows > 0 ? qrows : 1));
-  if (flash_fits(d, {q, k, v, dout, dq, dk, dv})) {
+  const bool mma = d.precision == DType::BF16 && mma_fits(d, {q, k, v, dout, dq, dk, dv});
+  if (mma || flash_fits(d, {q, k, v, dout, dq, dk, dv})) {
     if (qrows > 0) {
       flash_delta_kernel<<<unsigned((qrows + 7) / 8), 256, 0, stream>>>(d, out, dout, delta);
       LR_CUDA_LAUNCH_CHECK("attention_backward_f32 (flash delta)");
     }
-    if (d.D == 32) flash_backward<32>(d, q, k, v, key_keep, lse, delta, dout, dq, dk, dv);
+    if (mma) mma_backward(d, q, k, v, key_keep, lse, delta, dout, dq, dk, dv);
+    else if (d.D == 32) flash_backward<32>(d, q, k, v, key_keep, lse, delta, dout, dq, dk, dv);
     else if (d.D == 64) flash_backward<64>(d, q, k, v, key_keep, lse, delta, dout, dq, dk, dv);
     else flash_backward<128>(d, q, k, v, key_keep, lse, delta, dout, dq, dk, dv);
     release(delta);

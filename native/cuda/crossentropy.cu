@@ -2,6 +2,7 @@
 #include <cfloat>
 #include <cmath>
 
+#include "../core/dtype.h"
 #include "../ops/creation.h"
 #include "../ops/crossentropy.h"
 #include "common.cuh"
@@ -80,7 +81,47 @@ __global__ void cross_entropy_backward_kernel(const float* logits, const int32_t
   for (int64_t j = threadIdx.x; j < V; j += blockDim.x) dr[j] = g * (expf(xr[j] - l) - (j == t ? 1.0f : 0.0f));
 }
 
+
+// One block per row: max, sum of exponentials, then loss and (optionally) the unscaled gradient.
+__global__ void cross_entropy_rows_kernel(const float* logits, const int32_t* targets, float* loss, float* counted,
+                                          void* grad, bool grad_bf16, int64_t V, int32_t ignore, int32_t* first_bad) {
+  const int64_t n = blockIdx.x;
+  const int32_t t = targets[n];
+  const bool ignored = t == ignore, bad = bad_target(t, V, ignore);
+  const float* xr = logits + n * V;
+  float m = -INFINITY;
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) m = nan_max(m, xr[j]);
+  m = block_reduce(m, MaxOp(), -INFINITY);
+  float lse = 0;
+  if (!ignored && !bad) {
+    float s = 0;
+    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) s += expf(xr[j] - m);
+    lse = m + logf(block_reduce(s, SumOp(), 0.0f));
+  }
+  if (threadIdx.x == 0) {
+    loss[n] = ignored || bad ? 0.0f : lse - xr[t];
+    counted[n] = ignored || bad ? 0.0f : 1.0f;
+    if (bad) atomicMin(first_bad, static_cast<int32_t>(n));
+  }
+  if (!grad) return;
+  // Every thread has read the target logit's row through the reductions' barriers before any writes.
+  __syncthreads();
+  const float fill = ignored && !isfinite(m) ? NAN : 0.0f;
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
+    const float g = ignored || bad ? fill : expf(xr[j] - lse) - (j == t ? 1.0f : 0.0f);
+    if (grad_bf16) static_cast<uint16_t*>(grad)[n * V + j] = f32_to_bf16(g);
+    else static_cast<float*>(grad)[n * V + j] = g;
+  }
+}
 }  // namespace
+
+void cross_entropy_rows_f32(const float* logits, const int32_t* targets, float* loss, float* counted, void* grad,
+                            bool grad_bf16, int64_t N, int64_t V, int32_t ignore_index, int32_t* first_bad) {
+  if (N == 0) return;
+  cross_entropy_rows_kernel<<<unsigned(N), kThreads, 0, current_stream()>>>(logits, targets, loss, counted, grad, grad_bf16, V,
+                                                                            ignore_index, first_bad);
+  LR_CUDA_LAUNCH_CHECK("cross_entropy_rows_f32");
+}
 
 // Reporting an invalid target needs its row on the host: one small copy and a wait per call.
 void cross_entropy_f32(const float* logits, const int32_t* targets, float* lse, float* loss, float* total, int64_t N, int64_t V,

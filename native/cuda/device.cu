@@ -1,4 +1,5 @@
 // Device selection, streams, stream-ordered allocation and copies.
+#include <cstdint>
 #include <cstdio>
 #include <mutex>
 
@@ -22,11 +23,26 @@ void set_device(int device) {
   t_stream = nullptr;
 }
 
+// The device's default stream-ordered pool keeps what is freed into it. Its release threshold is 0
+// by default: at every synchronization (each step's loss.item(), and after every launch under
+// CUDA_LAUNCH_BLOCKING) the driver unmaps all unused pool memory, so the next step maps its
+// activations from the OS again, block by block. Keeping everything makes a step's allocations
+// pool hits; alloc() trims the pool when the device runs out instead.
+static void keep_freed_memory(int device) {
+  cudaMemPool_t pool = nullptr;
+  LR_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+  uint64_t keep_all = UINT64_MAX;
+  LR_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep_all));
+}
+
 cudaStream_t current_stream() {
   if (t_stream) return t_stream;
   if (t_device < 0) LR_CUDA_CHECK(cudaGetDevice(&t_device));
   std::lock_guard<std::mutex> lock(g_stream_mutex);
-  if (!g_streams[t_device]) LR_CUDA_CHECK(cudaStreamCreateWithFlags(&g_streams[t_device], cudaStreamNonBlocking));
+  if (!g_streams[t_device]) {
+    keep_freed_memory(t_device);
+    LR_CUDA_CHECK(cudaStreamCreateWithFlags(&g_streams[t_device], cudaStreamNonBlocking));
+  }
   t_stream = g_streams[t_device];
   return t_stream;
 }
@@ -36,8 +52,10 @@ cudaStream_t current_stream() {
 //
 // Out of memory: the failed call's error is cleared (left pending, it made the next, unrelated
 // launch fail too), the stream is drained so that blocks freed by queued work return to the
-// pool, and the allocation is tried once more; if it still fails, the error says how much was
-// asked and how much is free.
+// pool, the pool's unused memory is handed back to the device (it keeps all of it otherwise, see
+// keep_freed_memory: its free blocks may be the wrong sizes, and cuBLAS allocates outside it), and
+// the allocation is tried once more; if it still fails, the error says how much was asked and
+// how much is free.
 void* alloc(int device, size_t bytes) {
   set_device(device);
   const size_t n = bytes == 0 ? 256 : bytes;
@@ -46,6 +64,9 @@ void* alloc(int device, size_t bytes) {
   if (err == cudaErrorMemoryAllocation) {
     cudaGetLastError();
     LR_CUDA_CHECK(cudaStreamSynchronize(current_stream()));
+    cudaMemPool_t pool = nullptr;
+    LR_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+    LR_CUDA_CHECK(cudaMemPoolTrimTo(pool, 0));
     err = cudaMallocAsync(&p, n, current_stream());
   }
   if (err == cudaErrorMemoryAllocation) {
@@ -107,6 +128,14 @@ std::string device_name(int device) {
   LR_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
   return std::string(prop.name) + " (sm_" + std::to_string(prop.major) + std::to_string(prop.minor) + ", " +
          std::to_string(prop.totalGlobalMem >> 20) + " MiB)";
+}
+
+size_t pool_reserved_bytes(int device) {
+  cudaMemPool_t pool = nullptr;
+  LR_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+  uint64_t reserved = 0;
+  LR_CUDA_CHECK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &reserved));
+  return size_t(reserved);
 }
 
 std::string runtime_version() {

@@ -1,4 +1,4 @@
-// Scaled dot-product attention, forward and backward, float32 (lib/ops/attention.ts).
+// Scaled dot-product attention, forward and backward, float32 tensors (lib/ops/attention.ts).
 #pragma once
 #include "../backend.h"
 
@@ -39,6 +39,14 @@ struct AttnDims {
   int64_t window;
   float dropout;  // probability of dropping a weight, in [0, 1); 0 = none
   uint64_t seed, offset;
+  // The arithmetic: DType::F32 (float32 throughout), or DType::BF16, attention as bf16 autocast
+  // runs it for a model with bf16 weights: q, k, v (and dout in the backward) are rounded to bf16
+  // and multiplied with float32 sums. The CPU rounds them and runs its float32 kernels; CUDA
+  // runs bf16 tensor-core flash attention (attention_mma.cu), which also rounds the weights P
+  // and dS to bf16 for their products, where D is 64 or 128 and the rows are 16-byte aligned,
+  // and its float32 kernels elsewhere. Both agree with float64 on bf16-rounded inputs to bf16
+  // accuracy (~1e-2 relative), not float32's.
+  DType precision;
 };
 
 }  // namespace lowrank

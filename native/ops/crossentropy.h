@@ -27,6 +27,17 @@ constexpr int kReductionCount = 0 LOWRANK_REDUCTIONS(LR_ENUM_PLUS_ONE);
      dout[0] / count for Mean. */                                                                   \
   void cross_entropy_backward_f32(const float* logits, const int32_t* targets, const float* lse,  \
                                   const float* dout, float* dlogits, int64_t N, int64_t V,         \
-                                  int32_t ignore_index, Reduction reduction);
+                                  int32_t ignore_index, Reduction reduction);                      \
+  /* One chunk of the fused lm_head + cross-entropy (linearCrossEntropy in lib/ops/crossentropy.ts), \
+     whose [N, V] logits are never stored whole. For each row n: loss[n] as cross_entropy_f32 gives \
+     it and counted[n] = 1 (0 and 0 for an ignored row); with grad (optional) also                 \
+     grad[n] = softmax(logits[n]) - onehot(t_n), unscaled (an ignored row: 0, or NaN as in          \
+     cross_entropy_backward_f32), float32 (grad may be logits itself: every element is read before  \
+     it is written) or bfloat16 bits when grad_bf16 (the operand of a bf16 weight's GEMM). A row    \
+     whose target is outside [0, V) and not ignore_index lowers *first_bad (int32, same device) to \
+     its index: no synchronization here, the caller reads it once after its chunks. */            \
+  void cross_entropy_rows_f32(const float* logits, const int32_t* targets, float* loss, float* counted, \
+                              void* grad, bool grad_bf16, int64_t N, int64_t V, int32_t ignore_index, \
+                              int32_t* first_bad);
 
 LOWRANK_DECLARE_BACKEND(LOWRANK_CROSSENTROPY_OPS)

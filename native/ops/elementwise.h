@@ -24,7 +24,7 @@ constexpr int kUnaryOpCount = 0 LOWRANK_UNARY_OPS(LR_ENUM_PLUS_ONE);
                   const int64_t* b_strides, float* out, int ndim, const int64_t* shape);          \
   /* out[i] = f(x[i]; alpha), contiguous; out may alias x. */                                     \
   void unary_f32(UnaryOp op, const float* x, float* out, int64_t n, float alpha);                 \
-  /* gx[i] = g[i] * f'(x[i]; alpha), contiguous. */                                               \
+  /* gx[i] = g[i] * f'(x[i]; alpha), contiguous; gx may alias g. */                               \
   void unary_backward_f32(UnaryOp op, const float* x, const float* g, float* gx, int64_t n, float alpha); \
   /* out[r] = sum of the `cols` contiguous values of row r, r < rows (accumulated in double). */   \
   void sum_rows_f32(const float* x, float* out, int64_t rows, int64_t cols);

@@ -28,7 +28,7 @@ const EXPORTS = [
   "getPeftModel", "getScheduler", "GPT2Attention", "GPT2Block", "GPT2Config", "type GPT2ConfigInit", "GPT2LMHeadModel",
   "GPT2MLP", "GPT2Model", "GPT2Tokenizer", "gradNorm", "type HostBatch", "IGNORE_INDEX", "info", "type InitLoraWeights",
   "isGradEnabled", "kaimingUniform", "keep", "KVCache", "LambdaLR", "latestCheckpoint", "type LayerCache", "LayerNorm",
-  "layerNorm", "type LayerOptions", "linalg", "Linear", "linear", "LinearWithLoRA", "linearWithWarmupLambda", "lineChart",
+  "layerNorm", "type LayerOptions", "linalg", "Linear", "linear", "linearCrossEntropy", "type LinearCrossEntropyOptions", "LinearWithLoRA", "linearWithWarmupLambda", "lineChart",
   "type LineChartOptions", "listCheckpoints", "LLAMA_MODEL_TYPES", "LlamaAttention", "LlamaConfig",
   "type LlamaConfigInit", "LlamaDecoderLayer", "LlamaForCausalLM", "type LlamaInput", "LlamaMLP", "LlamaModel",
   "type LlamaModelType", "type LoadAdapterOptions", "type LoadDataOptions", "type LoadedBaseModel", "type LoadedCheckpoint", "type LoadedData",

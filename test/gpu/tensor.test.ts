@@ -95,6 +95,19 @@ gpu("CUDA tensors", () => {
     tidy(() => expect(Array.from(full([4], 1.5, { device: "cuda:0" }).dataSync())).toEqual([1.5, 1.5, 1.5, 1.5]));
   });
 
+  it("freed blocks stay in the pool across a synchronize, and an out-of-memory request hands them back", () => {
+    // The driver's default release threshold (0) unmapped every unused block at each
+    // synchronization, so each training step mapped its activations from the OS again.
+    const big = empty([64 << 20], { device: "cuda:0" }); // 256 MiB
+    big.dispose();
+    synchronize("cuda:0");
+    const kept = memory()["cuda:0"]!;
+    expect(kept.reservedBytes - kept.bytes).toBeGreaterThanOrEqual(256 * 2 ** 20);
+    expect(() => empty([2 ** 36], { device: "cuda:0" })).toThrow(/CUDA out of memory/);
+    const trimmed = memory()["cuda:0"]!;
+    expect(trimmed.reservedBytes - trimmed.bytes).toBeLessThan(256 * 2 ** 20);
+  });
+
   it("memory() is exact and returns to zero after tidy", () => {
     synchronize("cuda:0");
     const before = memory()["cuda:0"]!;

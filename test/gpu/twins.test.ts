@@ -8,7 +8,7 @@
 // relative L2 (test/helpers.ts expectClose): 1e-5 where the two backends only sum in another
 // order and expf differs from the CPU's polynomial exp by an ulp or two, 1e-4 for attention's
 // backward (differences of nearly equal float32 sums, P·(dP - rowsum)) and for long GEMM sums.
-// bfloat16 rows arrive with the bf16 kernels (the GPU fast-path issue).
+// Attention's bf16 tensor-core kernels (precision "bfloat16") have their own table: attention-bf16.test.ts.
 // Runs on a GPU host (`npm run test:gpu`); elsewhere every test is skipped with the reason.
 import { describe, expect, it } from "vitest";
 import { Generator, noGrad, rand, randn, tensor, tidy, type Tensor } from "../../lib/index.js";

@@ -12,6 +12,8 @@ import { basename } from "node:path";
 import { describe, expect, it } from "vitest";
 import { AdamW, AutoModelForCausalLM, generate, Generator, getPeftModel, KVCache, LoraConfig, noGrad, tensor, tidy, type Tensor } from "../../lib/index.js";
 import { randomValues, relError } from "../helpers.js";
+import { native } from "../../lib/native/index.js";
+import { DTYPE_CODE } from "../../lib/tensor/dtype.js";
 
 const VOCAB = 64; // ids below every fixture's vocabulary
 interface AutocastCase { logits_float32: number[][][]; logits_autocast_bf16: number[][][]; rel_autocast_vs_float32: number }
@@ -48,6 +50,31 @@ export function describeBf16Weights(device: string, skipReason?: string): void {
       ids.dispose();
       f32.dispose();
       bf.dispose();
+    });
+
+    it("attention runs at bf16 precision with bf16 weights (float32 with float32 weights), forward and backward", () => {
+      // the precision every attention call of a training step passes to the addon
+      const precisions = (dtype: "float32" | "bfloat16") => {
+        const addon = native(), forward = addon.attentionForward, backward = addon.attentionBackward;
+        const seen: number[] = [];
+        addon.attentionForward = (a) => (seen.push(a.precision), forward.call(addon, a));
+        addon.attentionBackward = (a) => (seen.push(a.precision), backward.call(addon, a));
+        try {
+          const peft = getPeftModel(load(dtype), new LoraConfig({ r: 2, targetModules: targets, fanInFanOut }), "default", { generator: new Generator(7) });
+          const ids = batch(VOCAB);
+          tidy(() => peft.forward({ inputIds: ids, labels: ids }).loss!.backward());
+          ids.dispose();
+          peft.dispose();
+        } finally {
+          addon.attentionForward = forward;
+          addon.attentionBackward = backward;
+        }
+        return seen;
+      };
+      const bf = precisions("bfloat16"), f32 = precisions("float32");
+      expect(bf.length).toBeGreaterThanOrEqual(4); // a forward and a backward per layer
+      expect(new Set(bf)).toEqual(new Set([DTYPE_CODE.bfloat16]));
+      expect(new Set(f32)).toEqual(new Set([DTYPE_CODE.float32]));
     });
 
     // Decoding runs every weight product at m = 1, where the CPU reads the bf16 weights directly
@@ -131,6 +158,28 @@ export function describeBf16Weights(device: string, skipReason?: string): void {
       const a = losses("float32"), b = losses("bfloat16");
       expect(a[4]!).toBeLessThan(a[0]!); // it learns
       for (let s = 0; s < 5; s++) expect(Math.abs(b[s]! - a[s]!) / a[s]!, `step ${s}`).toBeLessThan(2e-2);
+    });
+
+    // forwardLoss (the Trainer's call) fuses the head with the loss (linearCrossEntropy): the same
+    // loss as forward's (1e-5: another summation order) and the same adapter gradients (1e-5 in
+    // float32; in bf16 the head's gradient is rounded to bf16 before its 1/count scale instead of
+    // after, about one bf16 rounding: 1e-2).
+    it.each(["float32", "bfloat16"] as const)("forwardLoss (%s) gives forward's loss and adapter gradients without the logits", (dtype) => {
+      const peft = getPeftModel(load(dtype), new LoraConfig({ r: 4, loraAlpha: 8, targetModules: targets, fanInFanOut, initLoraWeights: "gaussian" }), "default", { generator: new Generator(3) });
+      peft.eval(); // no dropout: both passes see the same model
+      const ids = batch(VOCAB);
+      const run = (fused: boolean) => tidy(() => {
+        const loss = fused ? peft.forwardLoss({ inputIds: ids, labels: ids }) : peft.forward({ inputIds: ids, labels: ids }).loss!;
+        loss.backward();
+        const grads = peft.trainableParameters().map((p) => Array.from(p.grad!.dataSync()));
+        peft.zeroGrad();
+        return { loss: loss.item(), grads: grads.flat() };
+      });
+      const fused = run(true), plain = run(false);
+      expect(Math.abs(fused.loss - plain.loss) / plain.loss).toBeLessThan(1e-5);
+      expect(relError(fused.grads, plain.grads)).toBeLessThan(dtype === "float32" ? 1e-5 : 1e-2);
+      ids.dispose();
+      peft.dispose();
     });
 
     it("DoRA and base-changing inits (PiSSA) are refused on bf16 weights, with the fix", () => {

@@ -4,9 +4,13 @@
 // exp is within ~2 ulp) to float32, so errors sit around 1e-7..1e-6 of the row's scale; 1e-5
 // leaves room for rows of ~1000 terms. Analytic gradients 1e-4 (they subtract nearly equal
 // float32 sums, e.g. P·(dP - rowsum)). gradcheck's float32 central differences agree to ~1e-3.
+// precision "bfloat16" on the CPU is float32 attention of bf16-rounded q, k, v (and dout): the
+// same tolerances against float64 on the rounded values. Its CUDA twin (bf16 tensor cores) is
+// checked against it in test/gpu/attention-bf16.test.ts.
 import { describe, expect, it } from "vitest";
 import { Generator, Tensor, tensor, tidy, zeros } from "../../lib/index.js";
-import { expectClose, gradcheck } from "../helpers.js";
+import { expectClose, gradcheck, relError } from "../helpers.js";
+import { bf16BitsToF32, f32ToBf16Bits } from "../../lib/tensor/dtype.js";
 import { scaledDotProductAttention } from "../../lib/ops/attention.js";
 import { arr, t, attentionRef, type AttnCase } from "./reference.js";
 import { flat, fromJson, torchReference } from "./torch-reference.js";
@@ -130,6 +134,45 @@ describe("scaledDotProductAttention", () => {
         const s = (i: number) => x!.slice(2, i * C, (i + 1) * C).reshape(b1, t3, H, D).permute(0, 2, 1, 3);
         return scaledDotProductAttention(s(0), s(1), s(2)).transpose(1, 2).reshape(b1, t3, C);
       }, [t([b1, t3, 3 * C], 252)]);
+    });
+  });
+
+  it('precision "bfloat16": float32 attention of q, k, v (and dout in the backward) rounded to bf16', () => {
+    const bf16 = (xs: number[]) => xs.map((x) => bf16BitsToF32(f32ToBf16Bits(x)));
+    const cases: AttnCase[] = [
+      { B: 2, H: 2, Tq: 9, Tk: 9, D: 8, causal: true },
+      { B: 1, H: 2, Tq: 3, Tk: 11, D: 16, causal: true }, // KV cache
+      { B: 2, H: 1, Tq: 6, Tk: 6, D: 5, causal: false, keep: [1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1], dropout: { p: 0.25, seed: 9n, offset: 40n } },
+      { B: 2, H: 2, Tq: 70, Tk: 70, D: 4, causal: true, window: 20, keep: [...new Array(70).fill(1), 0, 0, 0, ...new Array(67).fill(1)] },
+    ];
+    cases.forEach((c, n) =>
+      tidy(() => {
+        const seed = 600 + 10 * n;
+        const q = t([c.B, c.H, c.Tq, c.D], seed, 1.5), k = t([c.B, c.H, c.Tk, c.D], seed + 1, 1.5), v = t([c.B, c.H, c.Tk, c.D], seed + 2);
+        const gout = t([c.B, c.H, c.Tq, c.D], seed + 3);
+        const attnMask = c.keep ? tensor(new Int32Array(c.keep), { shape: [c.B, c.Tk] }) : null;
+        const generator = () => new Generator(0).setState({ seed: String(c.dropout?.seed ?? 0), offset: String(c.dropout?.offset ?? 0) });
+        const opts = { causal: c.causal, attnMask, dropout: c.dropout?.p, window: c.window };
+        const ref = attentionRef(c, bf16(arr(q)), bf16(arr(k)), bf16(arr(v)), bf16(arr(gout)));
+        [q, k, v].forEach((x) => (x.requiresGrad = true));
+        const out = scaledDotProductAttention(q, k, v, { ...opts, generator: generator(), precision: "bfloat16" });
+        expectClose(out, ref.out, 1e-5);
+        // the rounding is real: float32 precision differs by far more than float32 noise
+        const f32 = scaledDotProductAttention(q.detach(), k.detach(), v.detach(), { ...opts, generator: generator() });
+        expect(relError(arr(out), arr(f32))).toBeGreaterThan(1e-4);
+        // The backward is the float32 gradient at the rounded point (rounding passes gradients
+        // straight through, as autocast's casts do), so it is checked against float64 there;
+        // finite differences would see the rounding's steps instead.
+        out.backward(gout);
+        expectClose(q.grad!, ref.dq, 1e-4);
+        expectClose(k.grad!, ref.dk, 1e-4);
+        expectClose(v.grad!, ref.dv, 1e-4);
+      }),
+    );
+    tidy(() => {
+      const q = t([1, 1, 4, 8], 690);
+      // @ts-expect-error: a precision outside the type, as JavaScript callers can pass
+      expect(() => scaledDotProductAttention(q, q, q, { precision: "float16" })).toThrow(/precision must be "float32" or "bfloat16", got "float16"/);
     });
   });
 

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { dropout, Generator, memory, ones, tensor, tidy } from "../../lib/index.js";
+import { dropout, Generator, memory, noGrad, ones, scale, tensor, tidy, zeros } from "../../lib/index.js";
 import { loraDelta } from "../../lib/ops/lora.js";
+import { gemm2d } from "../../lib/ops/matmul.js";
 import { expectClose, gradcheck, randomValues } from "../helpers.js";
 
 const t = (shape: number[], seed: number) => tensor(randomValues(shape.reduce((a, b) => a * b, 1), seed), { shape });
@@ -63,6 +64,50 @@ describe("loraDelta (y + s·drop(x)·Aᵀ·Bᵀ)", () => {
       expect(Math.abs(kept - (1 - p))).toBeLessThan(0.06); // 512 draws: a few standard errors (0.019)
       const xd = Array.from(x.dataSync(), (v, i) => (keep[i] ? v / (1 - p) : 0));
       expectClose(out, reference([...y.dataSync()], xd, [...A.dataSync()], [...B.dataSync()], N, k, r, d, s), 1e-6);
+    });
+  });
+
+  it("dropout: output and gradients equal, bit for bit, the same kernels composed by hand", () => {
+    tidy(() => {
+      const [N, k, r, d, p, s] = [12, 20, 3, 7, 0.3, 1.5];
+      const y = t([N, d], 1), x = t([N, k], 2).requireGrad(), A = t([r, k], 3).requireGrad(), B = t([d, r], 4).requireGrad(), g = t([N, d], 5);
+      const out = loraDelta(y, x, A, B, { scaling: s, dropout: p, generator: new Generator(11) });
+      out.backward(g);
+      noGrad(() => {
+        // The op draws its mask as dropout() does from a fresh Generator(11): N·k counters, first draw.
+        const mask = (src: ReturnType<typeof t>) => dropout(src, p, { generator: new Generator(11) });
+        const xd = mask(x.detach());
+        const u = zeros([N, r]), v = zeros([N, r]), vA = zeros([N, k]), gA = zeros([r, k]), gB = zeros([d, r]), want = zeros([N, d]);
+        gemm2d(u, xd, false, A.detach(), true, 1, 0);
+        gemm2d(want, u, false, B.detach(), true, s, 0);
+        gemm2d(v, g, false, B.detach(), false, 1, 0);
+        gemm2d(vA, v, false, A.detach(), false, s, 0);
+        gemm2d(gA, v, true, xd, false, s, 0);
+        gemm2d(gB, g, true, u, false, s, 0);
+        const yPlus = Array.from(want.dataSync(), (w, i) => Math.fround(y.dataSync()[i]! + w));
+        expect(Array.from(out.dataSync())).toEqual(yPlus);
+        expect(Array.from(x.grad!.dataSync())).toEqual(Array.from(mask(vA).dataSync()));
+        expect(Array.from(A.grad!.dataSync())).toEqual(Array.from(gA.dataSync()));
+        expect(Array.from(B.grad!.dataSync())).toEqual(Array.from(gB.dataSync()));
+      });
+    });
+  });
+
+  it("consumeY: out is written into y's storage when nothing else shares it, into a new tensor otherwise", () => {
+    tidy(() => {
+      const x = t([5, 6], 1), A = t([2, 6], 2), B = t([4, 2], 3);
+      const opts = { scaling: 2, consumeY: true };
+      const want = Array.from(loraDelta(t([5, 4], 4), x, A, B, { scaling: 2 }).dataSync());
+      const y = t([5, 4], 4);
+      const out = loraDelta(y, x, A, B, opts);
+      expect(out.storage).toBe(y.storage);
+      expect(Array.from(out.dataSync())).toEqual(want);
+      const shared = t([5, 4], 4), view = shared.reshape(20); // another view: shared is not the op's to overwrite
+      const copied = loraDelta(shared, x, A, B, opts);
+      expect(copied.storage).not.toBe(shared.storage);
+      expect(Array.from(copied.dataSync())).toEqual(want);
+      expect(Array.from(view.dataSync())).toEqual(Array.from(t([5, 4], 4).dataSync()));
+      gradcheck((a, b, c, e) => loraDelta(scale(a!, 2), b!, c!, e!, { scaling: 2, consumeY: true }), [t([5, 4], 4), x, A, B]);
     });
   });
 

@@ -510,5 +510,5 @@ describe(`cpu gemm (${info().simd} kernel)`, () => {
       expect(r.status, `LOWRANK_SIMD=${level}:\n${r.stdout}\n${r.stderr}`).toBe(0);
       expect(r.stdout).toContain(`cpu gemm (${level} kernel)`);
     }
-  });
+  }, 360_000); // one child vitest run per level, each ~40 s on 2 busy cores
 });

@@ -194,6 +194,7 @@ describe("memory", () => {
     });
     expect(memory().cpu!.bytes).toBe(before.bytes + 40);
     expect(memory().cpu!.tensors).toBe(before.tensors + 1);
+    expect(memory().cpu!.reservedBytes).toBe(memory().cpu!.bytes); // the CPU keeps no pool
     kept.dispose();
     kept.dispose(); // idempotent
     expect(memory().cpu).toMatchObject({ bytes: before.bytes, buffers: before.buffers, tensors: before.tensors });

@@ -29,6 +29,14 @@ describe("fineTune", () => {
     bf.losses.forEach((l, i) => expect(Math.abs(l - f32.losses[i]!) / f32.losses[i]!, `step ${i + 1}`).toBeLessThan(2e-2));
   });
 
+  it("without a dtype: float32 weights on the CPU (bfloat16 on CUDA: test/gpu/fine-tune.test.ts)", async () => {
+    const r = await fineTune({ model, data, out: join(dir, "dtype-default"), steps: 1, r: 2, batchSize: 4, evalSplit: 0, device: "cpu", progress: { quiet: true } });
+    const weights = r.model.namedParameters().filter(([n]) => n.endsWith("c_attn.base_layer.weight")).map(([, p]) => p.dtype);
+    r.model.dispose();
+    expect(weights.length).toBeGreaterThan(0);
+    expect(new Set(weights)).toEqual(new Set(["float32"]));
+  });
+
   it("gradientCheckpointing: the same losses and adapter file as without it", async () => {
     const run = async (gradientCheckpointing: boolean) => {
       const out = join(dir, `recompute-${gradientCheckpointing}`);

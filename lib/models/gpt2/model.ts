@@ -2,16 +2,17 @@
 // and PEFT adapters address the same modules: transformer.wte / wpe / h.{i}.{ln_1, attn.c_attn,
 // attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj} / ln_f, and an lm_head tied to wte.
 import { checkpoint } from "../../autograd/checkpoint.js";
-import { scaledDotProductAttention } from "../../ops/attention.js";
+import { attentionPrecision, scaledDotProductAttention } from "../../ops/attention.js";
 import { add, gelu } from "../../ops/elementwise.js";
 import { linear } from "../../ops/matmul.js";
-import { crossEntropy } from "../../ops/crossentropy.js";
+import { crossEntropy, linearCrossEntropy } from "../../ops/crossentropy.js";
 import { concat } from "../../ops/shape.js";
 import { Conv1D, Dropout, Embedding, LayerNorm } from "../../nn/layers.js";
 import { Module, ModuleList } from "../../nn/module.js";
 import { arange, full } from "../../tensor/creation.js";
 import type { DeviceLike } from "../../tensor/device.js";
 import type { Generator } from "../../tensor/random.js";
+import { tidy } from "../../tensor/scope.js";
 import { formatShape, type Tensor } from "../../tensor/tensor.js";
 import { gpt2Checkpoint } from "./checkpoint.js";
 import { loadCheckpoint, loadCheckpointAsync, saveCheckpoint, saveCheckpointAsync, type CheckpointFamily, type LoadOptions } from "../checkpoint.js";
@@ -73,6 +74,7 @@ export class GPT2Attention extends Module {
     if (cache) ({ key: k, value: v } = cache.append(layerIdx, k, v));
     const y = scaledDotProductAttention(q, k, v, {
       causal: true, attnMask: attentionMask, scale: this.scale, dropout: this.training ? this.attnPdrop : 0, generator: this.generator,
+      precision: attentionPrecision(this.c_attn.weight), // bf16 weights: bf16 attention, as autocast
     }); // [B, H, T, D]
     const merged = y.transpose(1, 2).reshape(B, T, C); // free: y is stored [B, T, H, D]
     return this.resid_dropout.forward(this.c_proj.forward(merged));
@@ -265,22 +267,45 @@ export class GPT2LMHeadModel extends Module {
     if (!input.labels) return { logits };
     return { logits, loss: causalLMLoss(logits, input.labels) };
   }
+
+  /** forward(input).loss, computed without the [B, T, V] logits (headLoss); what the Trainer calls. */
+  forwardLoss(input: CausalLMInput & { labels: Tensor }): Tensor {
+    const hidden = this.transformer.forward(input.inputIds, input.attentionMask ?? null, null);
+    const loss = headLoss(hidden, this.transformer.wte.weight, input.labels);
+    hidden.dispose();
+    return loss;
+  }
+}
+
+/**
+ * The targets of a causal LM's positions, flat [B·T]: labels[:, t + 1] for position t, -100 for the
+ * last. The labels move left instead of the logits being sliced: the same loss and gradient, and
+ * the [B·T, V] logits gradient is written once, in place, not into a [B·(T-1), V] buffer that a
+ * slice's backward then copies into a zeroed [B, T, V] one.
+ */
+function shiftedTargets(labels: Tensor, B: number, T: number): Tensor {
+  if (labels.ndim !== 2 || labels.shape[0] !== B || labels.shape[1] !== T || labels.dtype !== "int32") {
+    throw new Error(`causalLMLoss: labels must be int32 [${B}, ${T}] like the inputs, got ${labels.dtype} ${formatShape(labels.shape)}`);
+  }
+  return tidy(() => concat([labels.slice(1, 1), full([B, 1], -100, { dtype: "int32", device: labels.device })], 1).reshape(B * T));
 }
 
 /** transformers' loss: logits[:, t] scored against labels[:, t + 1], -100 ignored, mean over counted targets. */
 export function causalLMLoss(logits: Tensor, labels: Tensor): Tensor {
   const [B, T, V] = logits.shape as [number, number, number];
-  if (labels.ndim !== 2 || labels.shape[0] !== B || labels.shape[1] !== T || labels.dtype !== "int32") {
-    throw new Error(`causalLMLoss: labels must be int32 [${B}, ${T}] like the inputs, got ${labels.dtype} ${formatShape(labels.shape)}`);
-  }
-  // The labels move left by one and the last position gets -100, instead of slicing the logits:
-  // the same loss and gradient, and the [B·T, V] logits gradient is written once, in place, not
-  // into a [B·(T-1), V] buffer that a slice's backward then copies into a zeroed [B, T, V] one.
-  const tail = full([B, 1], -100, { dtype: "int32", device: labels.device });
-  const next = labels.slice(1, 1);
-  const shifted = concat([next, tail], 1);
-  const flatLabels = shifted.reshape(B * T), flatLogits = logits.reshape(B * T, V);
-  const loss = crossEntropy(flatLogits, flatLabels, { ignoreIndex: -100 });
-  for (const t of [tail, next, shifted, flatLabels, flatLogits]) t.dispose();
+  const targets = shiftedTargets(labels, B, T), flatLogits = logits.reshape(B * T, V);
+  const loss = crossEntropy(flatLogits, targets, { ignoreIndex: -100 });
+  for (const t of [targets, flatLogits]) t.dispose();
   return loss;
+}
+
+/**
+ * causalLMLoss(linear(hidden, weight), labels) without the [B, T, V] logits: the head and the loss
+ * run fused, chunk by chunk (linearCrossEntropy), when the head's weight is frozen (LoRA training:
+ * the tied embedding or lm_head); a trained head keeps the unfused path, which gives its gradient.
+ */
+export function headLoss(hidden: Tensor, weight: Tensor, labels: Tensor): Tensor {
+  if (weight.requiresGrad) return tidy(() => causalLMLoss(linear(hidden, weight), labels));
+  const [B, T, C] = hidden.shape as [number, number, number];
+  return tidy(() => linearCrossEntropy(hidden.reshape(B * T, C), weight, shiftedTargets(labels, B, T), { ignoreIndex: -100 }));
 }

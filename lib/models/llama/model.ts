@@ -4,7 +4,7 @@
 // self_attn.{q,k,v,o}_proj (+ q_norm, k_norm for Qwen3), post_attention_layernorm,
 // mlp.{gate,up,down}_proj} / norm, and lm_head (absent when tied).
 import { checkpoint } from "../../autograd/checkpoint.js";
-import { scaledDotProductAttention } from "../../ops/attention.js";
+import { attentionPrecision, scaledDotProductAttention } from "../../ops/attention.js";
 import { add, mul, silu } from "../../ops/elementwise.js";
 import { linear } from "../../ops/matmul.js";
 import { applyRotary, rotaryCosSin } from "../../ops/rope.js";
@@ -13,7 +13,7 @@ import { Embedding, Linear, RMSNorm } from "../../nn/layers.js";
 import { Module, ModuleList } from "../../nn/module.js";
 import { formatShape, type Tensor } from "../../tensor/tensor.js";
 import { loadCheckpoint, loadCheckpointAsync, saveCheckpoint, saveCheckpointAsync, type CheckpointFamily, type LoadOptions } from "../checkpoint.js";
-import { causalLMLoss, lastPositions, type CausalLMOutput, type ModelOptions } from "../gpt2/model.js";
+import { causalLMLoss, headLoss, lastPositions, type CausalLMOutput, type ModelOptions } from "../gpt2/model.js";
 import type { GenerationSpec, KVCache } from "../kvcache.js";
 import { LlamaConfig } from "./config.js";
 import { checkWeightsFit } from "../size.js";
@@ -94,7 +94,7 @@ export class LlamaAttention extends Module {
       v = repeat(v);
     }
     // [B, H, T, D], scale 1/√D; with a cache the T queries are the last T of the Tk positions
-    const y = scaledDotProductAttention(q, k, v, { causal: true, window: this.slidingWindow });
+    const y = scaledDotProductAttention(q, k, v, { causal: true, window: this.slidingWindow, precision: attentionPrecision(this.q_proj.weight) });
     return this.o_proj.forward(y.transpose(1, 2).reshape(B, T, H * D));
   }
 }
@@ -257,6 +257,14 @@ export class LlamaForCausalLM extends Module {
     const logits = linear(hidden, this.lm_head ? this.lm_head.weight : this.model.embed_tokens.weight);
     if (!input.labels) return { logits };
     return { logits, loss: causalLMLoss(logits, input.labels) };
+  }
+
+  /** forward(input).loss, computed without the [B, T, V] logits (headLoss); what the Trainer calls. */
+  forwardLoss(input: LlamaInput & { labels: Tensor }): Tensor {
+    const hidden = this.model.forward(input.inputIds, null);
+    const loss = headLoss(hidden, this.lm_head ? this.lm_head.weight : this.model.embed_tokens.weight, input.labels);
+    hidden.dispose();
+    return loss;
   }
 }
 

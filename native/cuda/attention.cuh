@@ -1,0 +1,54 @@
+// Shared by the CUDA attention files: the masking and dropout rules of native/ops/attention.h as
+// device functions (the float32 kernels of attention.cu and the bf16 tensor-core kernels of
+// attention_mma.cu apply the same rules), and the entry points of the bf16 kernels.
+// Free of the CUDA runtime header so dev/cuda/attention_mma_emu.cpp can compile it on the CPU.
+#pragma once
+#include <cstdint>
+#include <initializer_list>
+
+#include "../core/philox.h"
+#include "../ops/attention.h"
+
+namespace lowrank {
+namespace cuda {
+
+constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
+
+// Keys query i sees before masking: keys j <= Tk - Tq + i when causal (its absolute position).
+__device__ inline int64_t visible_keys(const AttnDims& d, int64_t i) { return d.causal ? d.Tk - d.Tq + i + 1 : d.Tk; }
+
+// Whether key j < visible_keys(i) is masked for query i: padded, or older than its sliding window.
+__device__ inline bool hidden_key(const AttnDims& d, const int32_t* keep, int64_t b, int64_t i, int64_t j) {
+  return (keep && keep[b * d.Tk + j] == 0) || (d.window > 0 && j <= d.Tk - d.Tq + i - d.window);
+}
+
+// Whether query i may see key j (causal, sliding window and padding; j < Tk); keep_b is batch
+// b's row of the padding mask (or null).
+__device__ __forceinline__ bool key_visible(const AttnDims& d, const int32_t* keep_b, int64_t i, int64_t j) {
+  const int64_t p = d.Tk - d.Tq + i;  // the query's absolute position
+  return !(d.causal && j > p) && !(d.window > 0 && j <= p - d.window) && !(keep_b && keep_b[j] == 0);
+}
+
+// The first key any query of a block starting at query q0 sees: 0, or its first query's window start.
+__device__ __forceinline__ int64_t window_start(const AttnDims& d, int64_t q0) {
+  return d.window > 0 ? max(int64_t(0), q0 + d.Tk - d.Tq - d.window + 1) : 0;
+}
+
+// Attention dropout's factor for weight (b, h, i, j): 1/(1-p) when kept, 0 when dropped (AttnDims).
+__device__ inline float drop_factor(const AttnDims& d, int64_t b, int64_t h, int64_t i, int64_t j) {
+  if (d.dropout <= 0) return 1.0f;
+  const uint64_t e = static_cast<uint64_t>(((b * d.H + h) * d.Tq + i) * d.Tk + j);
+  return philox_keep(d.seed, d.offset, e, d.dropout) ? 1.0f / (1.0f - d.dropout) : 0.0f;
+}
+
+// ---- bf16 tensor-core flash attention (attention_mma.cu), AttnDims::precision BF16 ------------
+
+// Whether the bf16 kernels take this call: D = 64 or 128, rows 16-byte aligned (float4 loads).
+bool mma_fits(const AttnDims& d, std::initializer_list<AttnView> views);
+void mma_forward(const AttnDims& d, AttnView q, AttnView k, AttnView v, const int32_t* keep, AttnView out, float* lse);
+// delta [B, H, Tq]: dO_i · O_i per query row (attention.cu's flash_delta_kernel).
+void mma_backward(const AttnDims& d, AttnView q, AttnView k, AttnView v, const int32_t* keep, const float* lse,
+                  const float* delta, AttnView dout, AttnView dq, AttnView dk, AttnView dv);
+
+}  // namespace cuda
+}  // namespace lowrank
