@@ -1,8 +1,8 @@
-// CPU matrix-vector product: gemm_f32's and gemm_bf16's path for m == 1, the shape of every weight product
-// when decoding one token. A GEMV does two flops per weight it reads, so it runs at memory speed
-// or not at all: the GEMM driver's packing, its MR-tall tiles (MR - 1 rows of zero padding) and
-// its strided walk over kc×NR panels of B all cost bandwidth here. Instead each weight is read
-// once, in the order it lies in memory, each thread streaming its own contiguous slab:
+// CPU matrix-vector product: gemm_f32's and gemm_bf16's path for m == 1, the shape of every
+// weight product when decoding one token. A GEMV does two flops per weight it reads, so it runs at
+// memory speed or not at all: the GEMM driver's packing, its MR-tall tiles (MR - 1 rows of zero
+// padding) and its strided walk over kc×NR panels of B all cost bandwidth here. Instead each
+// weight is read once, in the order it lies in memory, each thread streaming its own contiguous slab:
 //
 //   op(B)'s rows contiguous (B as stored, GPT-2's Conv1D x·W):  y += Σ_p x[p] · B[p, :]
 //     four rows at a time into an accumulator block that stays in L1; threads split k;
@@ -99,7 +99,7 @@ LR_TARGET_AVX2 void dots_avx2(const T* x, const T* b, int64_t ld, int64_t k, int
 // bf16 weights are consumed twice as fast per byte as float32 ones, and the hardware prefetchers
 // alone fell behind (one core streamed 18-27 GB/s of bf16 where it streamed 23-33 of float32), so
 // the bf16 kernels also prefetch the rows of the next pass (the next 4 columns in the dots form)
-// into L2; float32 streams keep the hardware's prefetching, as measured in bench/RESULTS.md.
+// into L2. The float32 kernels are left to the hardware prefetchers, which kept up with them.
 template <class T>
 constexpr bool kPrefetch = std::is_same_v<T, uint16_t>;
 
@@ -187,7 +187,8 @@ LR_TARGET_AVX512_BF16 inline void group_to_unpack_order(float* a) {
 }
 LR_TARGET_AVX512_BF16 inline void group_to_natural_order(float* a) {
   const __m512 u0 = _mm512_loadu_ps(a), u1 = _mm512_loadu_ps(a + 16);
-  const __m512 lo = _mm512_shuffle_f32x4(u0, u1, 0x44), hi = _mm512_shuffle_f32x4(u0, u1, 0xEE);  // u0.0 u0.1 u1.0 u1.1 / u0.2 u0.3 u1.2 u1.3
+  const __m512 lo = _mm512_shuffle_f32x4(u0, u1, 0x44);  // u0.0 u0.1 u1.0 u1.1
+  const __m512 hi = _mm512_shuffle_f32x4(u0, u1, 0xEE);  // u0.2 u0.3 u1.2 u1.3
   _mm512_storeu_ps(a, _mm512_shuffle_f32x4(lo, lo, 0xD8));  // u0.0 u1.0 u0.1 u1.1
   _mm512_storeu_ps(a + 16, _mm512_shuffle_f32x4(hi, hi, 0xD8));
 }
@@ -219,7 +220,10 @@ LR_TARGET_AVX512_BF16 void rows_avx512bf16(const uint16_t* x, const uint16_t* b,
   // vpermt2w indices for the tail: word 2i takes column i of the first row, word 2i + 1 column i
   // of the second; columns 0..15 of the 32 (lo) and 16..31 (hi).
   alignas(64) uint16_t lo_idx[32], hi_idx[32];
-  for (int i = 0; i < 16; ++i) lo_idx[2 * i] = uint16_t(i), lo_idx[2 * i + 1] = uint16_t(32 + i), hi_idx[2 * i] = uint16_t(16 + i), hi_idx[2 * i + 1] = uint16_t(48 + i);
+  for (int i = 0; i < 16; ++i) {
+    lo_idx[2 * i] = uint16_t(i), lo_idx[2 * i + 1] = uint16_t(32 + i);
+    hi_idx[2 * i] = uint16_t(16 + i), hi_idx[2 * i + 1] = uint16_t(48 + i);
+  }
   const __m512i lo = _mm512_load_si512(lo_idx), hi = _mm512_load_si512(hi_idx);
   for (int64_t j = 0; j < w32; j += 32) group_to_unpack_order(acc + j);
   for (int64_t p = 0; p < k; p += 4) {
