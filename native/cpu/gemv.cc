@@ -1,8 +1,8 @@
-// CPU matrix-vector product: gemm_f32's and gemm_bf16's path for m == 1, the shape of every weight product
-// when decoding one token. A GEMV does two flops per weight it reads, so it runs at memory speed
-// or not at all: the GEMM driver's packing, its MR-tall tiles (MR - 1 rows of zero padding) and
-// its strided walk over kc×NR panels of B all cost bandwidth here. Instead each weight is read
-// once, in the order it lies in memory, each thread streaming its own contiguous slab:
+// CPU matrix-vector product: gemm_f32's and gemm_bf16's path for m == 1, the shape of every
+// weight product when decoding one token. A GEMV does two flops per weight it reads, so it runs at
+// memory speed or not at all: the GEMM driver's packing, its MR-tall tiles (MR - 1 rows of zero
+// padding) and its strided walk over kc×NR panels of B all cost bandwidth here. Instead each
+// weight is read once, in the order it lies in memory, each thread streaming its own contiguous slab:
 //
 //   op(B)'s rows contiguous (B as stored, GPT-2's Conv1D x·W):  y += Σ_p x[p] · B[p, :]
 //     four rows at a time into an accumulator block that stays in L1; threads split k;
@@ -95,6 +95,14 @@ template <class T>
 LR_TARGET_AVX2 void dots_avx2(const T* x, const T* b, int64_t ld, int64_t k, int64_t cols, float* out) { dots_body(x, b, ld, k, cols, out); }
 
 // load16 (bf16_load.h) reads 16 floats, or 16 bf16 widened in registers.
+//
+// bf16 weights are consumed twice as fast per byte as float32 ones, and the hardware prefetchers
+// alone fell behind (one core streamed 18-27 GB/s of bf16 where it streamed 23-33 of float32), so
+// the bf16 kernels also prefetch the rows of the next pass (the next 4 columns in the dots form)
+// into L2. The float32 kernels are left to the hardware prefetchers, which kept up with them.
+template <class T>
+constexpr bool kPrefetch = std::is_same_v<T, uint16_t>;
+
 template <class T>
 LR_TARGET_AVX512 void rows_avx512(const T* x, const T* b, int64_t ld, int64_t k, int64_t w, float* acc) {
   const __mmask16 tail = __mmask16((1u << (w % 16)) - 1);
@@ -105,6 +113,8 @@ LR_TARGET_AVX512 void rows_avx512(const T* x, const T* b, int64_t ld, int64_t k,
     const T *r0 = b + p * ld, *r1 = r0 + ld, *r2 = r1 + ld, *r3 = r2 + ld;
     int64_t j = 0;
     for (; j + 16 <= w; j += 16) {
+      if constexpr (kPrefetch<T>)
+        for (const T* r : {r0, r1, r2, r3}) _mm_prefetch(reinterpret_cast<const char*>(r + 4 * ld + j), _MM_HINT_T1);
       __m512 a = _mm512_loadu_ps(acc + j);
       a = _mm512_fmadd_ps(x0, load16(r0 + j), a);
       a = _mm512_fmadd_ps(x1, load16(r1 + j), a);
@@ -134,6 +144,8 @@ LR_TARGET_AVX512 void dots_avx512(const T* x, const T* b, int64_t ld, int64_t k,
     const T *c0 = b + j * ld, *c1 = c0 + ld, *c2 = c1 + ld, *c3 = c2 + ld;
     __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
     for (int64_t p = 0; p < k16; p += 16) {
+      if constexpr (kPrefetch<T>)
+        for (const T* c : {c0, c1, c2, c3}) _mm_prefetch(reinterpret_cast<const char*>(c + 4 * ld + p), _MM_HINT_T1);
       const __m512 xv = load16(x + p);
       s0 = _mm512_fmadd_ps(xv, load16(c0 + p), s0);
       s1 = _mm512_fmadd_ps(xv, load16(c1 + p), s1);
@@ -161,49 +173,84 @@ LR_TARGET_AVX512 void dots_avx512(const T* x, const T* b, int64_t ld, int64_t k,
 LR_TARGET_AVX512_BF16 inline __m512bh bh(__m512i v) { return (__m512bh)v; }
 
 // Rows form: the pairs must run along k, but a row of op(B) runs along n, so rows p and p+1 are
-// interleaved in registers (vpermt2w) into (B[p, j], B[p+1, j]) pairs and multiplied by the
-// broadcast pair (x[p], x[p+1]). Four rows per pass over acc, as in the float32 kernel; rows past
-// k are zeros. TAIL: the last w % 32 columns, through masks.
-template <bool TAIL>
-LR_TARGET_AVX512_BF16 inline void rows_bf16_step(const uint16_t* const r[4], int rows, int64_t j, __mmask32 m, __m512i x01,
-                                                 __m512i x23, __m512i lo, __m512i hi, float* acc) {
-  __m512i v[4];
-  for (int i = 0; i < 4; ++i)
-    v[i] = i >= rows ? _mm512_setzero_si512() : TAIL ? _mm512_maskz_loadu_epi16(m, r[i] + j) : _mm512_loadu_si512(r[i] + j);
-  const __mmask16 m0 = __mmask16(m), m1 = __mmask16(m >> 16);
-  __m512 a0 = TAIL ? _mm512_maskz_loadu_ps(m0, acc + j) : _mm512_loadu_ps(acc + j);
-  __m512 a1 = TAIL ? _mm512_maskz_loadu_ps(m1, acc + j + 16) : _mm512_loadu_ps(acc + j + 16);
-  a0 = _mm512_dpbf16_ps(a0, bh(_mm512_permutex2var_epi16(v[0], lo, v[1])), bh(x01));
-  a1 = _mm512_dpbf16_ps(a1, bh(_mm512_permutex2var_epi16(v[0], hi, v[1])), bh(x01));
-  a0 = _mm512_dpbf16_ps(a0, bh(_mm512_permutex2var_epi16(v[2], lo, v[3])), bh(x23));
-  a1 = _mm512_dpbf16_ps(a1, bh(_mm512_permutex2var_epi16(v[2], hi, v[3])), bh(x23));
-  if (TAIL) {
-    _mm512_mask_storeu_ps(acc + j, m0, a0);
-    _mm512_mask_storeu_ps(acc + j + 16, m1, a1);
-  } else {
-    _mm512_storeu_ps(acc + j, a0);
-    _mm512_storeu_ps(acc + j + 16, a1);
+// interleaved in registers into (B[p, j], B[p+1, j]) pairs and multiplied by the broadcast pair
+// (x[p], x[p+1]); four rows per pass over acc, as in the float32 kernel; rows past k are zeros.
+// Whole 32-column groups interleave with vpunpck{l,h}wd, which works within 128-bit lanes: the
+// low half gets columns {0-3, 8-11, 16-19, 24-27} of the group, the high half the others. acc is
+// kept in that order for the whole call (reordered once on entry and once on exit), so the inner
+// loop has no cross-lane shuffle. The last w % 32 columns go through vpermt2w, which interleaves
+// across lanes into natural order, with masks.
+LR_TARGET_AVX512_BF16 inline void group_to_unpack_order(float* a) {
+  const __m512 a0 = _mm512_loadu_ps(a), a1 = _mm512_loadu_ps(a + 16);
+  _mm512_storeu_ps(a, _mm512_shuffle_f32x4(a0, a1, 0x88));       // 128-bit lanes a0.0 a0.2 a1.0 a1.2
+  _mm512_storeu_ps(a + 16, _mm512_shuffle_f32x4(a0, a1, 0xDD));  // a0.1 a0.3 a1.1 a1.3
+}
+LR_TARGET_AVX512_BF16 inline void group_to_natural_order(float* a) {
+  const __m512 u0 = _mm512_loadu_ps(a), u1 = _mm512_loadu_ps(a + 16);
+  const __m512 lo = _mm512_shuffle_f32x4(u0, u1, 0x44);  // u0.0 u0.1 u1.0 u1.1
+  const __m512 hi = _mm512_shuffle_f32x4(u0, u1, 0xEE);  // u0.2 u0.3 u1.2 u1.3
+  _mm512_storeu_ps(a, _mm512_shuffle_f32x4(lo, lo, 0xD8));  // u0.0 u1.0 u0.1 u1.1
+  _mm512_storeu_ps(a + 16, _mm512_shuffle_f32x4(hi, hi, 0xD8));
+}
+
+// One pass of up to four rows (x01, x23: the broadcast x pairs) over the whole 32-column groups
+// of acc, which holds them in unpack order. ALL4: four rows, else rows 1..3 and zeros.
+template <bool ALL4>
+LR_TARGET_AVX512_BF16 inline void rows_bf16_groups(const uint16_t* const r[4], int rows, int64_t ld, int64_t w32, __m512bh x01,
+                                                   __m512bh x23, float* acc) {
+  for (int64_t j = 0; j < w32; j += 32) {
+    __m512i v[4];
+    for (int i = 0; i < 4; ++i) v[i] = ALL4 || i < rows ? _mm512_loadu_si512(r[i] + j) : _mm512_setzero_si512();
+    if (ALL4)
+      for (int i = 0; i < 4; ++i) _mm_prefetch(reinterpret_cast<const char*>(r[i] + 4 * ld + j), _MM_HINT_T1);
+    __m512 u0 = _mm512_loadu_ps(acc + j), u1 = _mm512_loadu_ps(acc + j + 16);
+    u0 = _mm512_dpbf16_ps(u0, bh(_mm512_unpacklo_epi16(v[0], v[1])), x01);
+    u1 = _mm512_dpbf16_ps(u1, bh(_mm512_unpackhi_epi16(v[0], v[1])), x01);
+    u0 = _mm512_dpbf16_ps(u0, bh(_mm512_unpacklo_epi16(v[2], v[3])), x23);
+    u1 = _mm512_dpbf16_ps(u1, bh(_mm512_unpackhi_epi16(v[2], v[3])), x23);
+    _mm512_storeu_ps(acc + j, u0);
+    _mm512_storeu_ps(acc + j + 16, u1);
   }
 }
 
 LR_TARGET_AVX512_BF16 void rows_avx512bf16(const uint16_t* x, const uint16_t* b, int64_t ld, int64_t k, int64_t w, float* acc) {
-  // Word 2i of the result takes column i of the first row, word 2i + 1 column i of the second:
-  // columns 0..15 of the 32 loaded (lo) and 16..31 (hi).
-  alignas(64) uint16_t lo_idx[32], hi_idx[32];
-  for (int i = 0; i < 16; ++i) lo_idx[2 * i] = uint16_t(i), lo_idx[2 * i + 1] = uint16_t(32 + i), hi_idx[2 * i] = uint16_t(16 + i), hi_idx[2 * i + 1] = uint16_t(48 + i);
-  const __m512i lo = _mm512_load_si512(lo_idx), hi = _mm512_load_si512(hi_idx);
+  const int64_t w32 = w / 32 * 32;
   const __mmask32 tail = __mmask32((uint64_t(1) << (w % 32)) - 1);
+  const __mmask16 t0 = __mmask16(tail), t1 = __mmask16(tail >> 16);
+  // vpermt2w indices for the tail: word 2i takes column i of the first row, word 2i + 1 column i
+  // of the second; columns 0..15 of the 32 (lo) and 16..31 (hi).
+  alignas(64) uint16_t lo_idx[32], hi_idx[32];
+  for (int i = 0; i < 16; ++i) {
+    lo_idx[2 * i] = uint16_t(i), lo_idx[2 * i + 1] = uint16_t(32 + i);
+    hi_idx[2 * i] = uint16_t(16 + i), hi_idx[2 * i + 1] = uint16_t(48 + i);
+  }
+  const __m512i lo = _mm512_load_si512(lo_idx), hi = _mm512_load_si512(hi_idx);
+  for (int64_t j = 0; j < w32; j += 32) group_to_unpack_order(acc + j);
   for (int64_t p = 0; p < k; p += 4) {
     const int rows = int(std::min<int64_t>(4, k - p));
     uint32_t xs[4] = {};
     for (int i = 0; i < rows; ++i) xs[i] = x[p + i];
-    const __m512i x01 = _mm512_set1_epi32(int(xs[0] | xs[1] << 16)), x23 = _mm512_set1_epi32(int(xs[2] | xs[3] << 16));
+    const __m512bh x01 = bh(_mm512_set1_epi32(int(xs[0] | xs[1] << 16))), x23 = bh(_mm512_set1_epi32(int(xs[2] | xs[3] << 16)));
     const uint16_t* r[4];
     for (int i = 0; i < 4; ++i) r[i] = b + (p + std::min(i, rows - 1)) * ld;
-    int64_t j = 0;
-    for (; j + 32 <= w; j += 32) rows_bf16_step<false>(r, rows, j, 0, x01, x23, lo, hi, acc);
-    if (tail) rows_bf16_step<true>(r, rows, j, tail, x01, x23, lo, hi, acc);
+    if (rows == 4)
+      rows_bf16_groups<true>(r, rows, ld, w32, x01, x23, acc);
+    else  // the last 1..3 rows of the slab
+      rows_bf16_groups<false>(r, rows, ld, w32, x01, x23, acc);
+    if (tail) {
+      const int64_t j = w32;
+      __m512i v[4];
+      for (int i = 0; i < 4; ++i) v[i] = i < rows ? _mm512_maskz_loadu_epi16(tail, r[i] + j) : _mm512_setzero_si512();
+      __m512 a0 = _mm512_maskz_loadu_ps(t0, acc + j), a1 = _mm512_maskz_loadu_ps(t1, acc + j + 16);
+      a0 = _mm512_dpbf16_ps(a0, bh(_mm512_permutex2var_epi16(v[0], lo, v[1])), x01);
+      a1 = _mm512_dpbf16_ps(a1, bh(_mm512_permutex2var_epi16(v[0], hi, v[1])), x01);
+      a0 = _mm512_dpbf16_ps(a0, bh(_mm512_permutex2var_epi16(v[2], lo, v[3])), x23);
+      a1 = _mm512_dpbf16_ps(a1, bh(_mm512_permutex2var_epi16(v[2], hi, v[3])), x23);
+      _mm512_mask_storeu_ps(acc + j, t0, a0);
+      _mm512_mask_storeu_ps(acc + j + 16, t1, a1);
+    }
   }
+  for (int64_t j = 0; j < w32; j += 32) group_to_natural_order(acc + j);
 }
 
 // Dots form: a column of op(B) is contiguous along k, so 32 bf16 of x and of each column are
@@ -217,6 +264,7 @@ LR_TARGET_AVX512_BF16 inline void dots_bf16_group(const uint16_t* x, const uint1
   for (int64_t p = 0; p < k32; p += 32) {
     const __m512i xv = _mm512_loadu_si512(x + p);
     for (int c = 0; c < C; ++c) s[c] = _mm512_dpbf16_ps(s[c], bh(_mm512_loadu_si512(b + c * ld + p)), bh(xv));
+    for (int c = 0; c < C; ++c) _mm_prefetch(reinterpret_cast<const char*>(b + (C + c) * ld + p), _MM_HINT_T1);
   }
   if (tail) {
     const __m512i xv = _mm512_maskz_loadu_epi16(tail, x + k32);
