@@ -6,7 +6,7 @@
 // the best GFLOP/s of each and the ratios ours/OpenBLAS (on a shared machine the best sample is
 // the closest to an idle one).
 //
-// Usage: gemm_bench [threads=2] [samples=5]
+// Usage: gemm_bench [threads=2] [samples=5] [label filter]
 #include <cblas.h>
 
 #include <algorithm>
@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <random>
 #include <thread>
@@ -76,6 +77,7 @@ double rel_l2(const std::vector<float>& x, const std::vector<float>& ref) {
 int main(int argc, char** argv) {
   const int threads = argc > 1 ? std::atoi(argv[1]) : 2;
   const int samples = argc > 2 ? std::atoi(argv[2]) : 5;
+  const char* only = argc > 3 ? argv[3] : "";  // run only shapes whose label contains this
   lowrank::cpu::set_num_threads(threads);
   openblas_set_num_threads(threads);
   std::printf("threads: %d, samples: %d (median), ours: %s kernel, OpenBLAS: core %s, config %s\n", threads, samples,
@@ -84,7 +86,8 @@ int main(int argc, char** argv) {
   // m, n, k of C = op(A)·op(B). GPT-2 small with 256 tokens per step: c_attn 768→2304, attn
   // c_proj 768→768, mlp c_fc 768→3072 and c_proj 3072→768 (forward, Conv1D weights in×out so
   // op(B) = W), the input gradient of c_attn (gy·Wᵀ), a weight gradient (xᵀ·gy), and the LoRA
-  // factors at r = 16: x·Aᵀ (n = 16) and u·Bᵀ (k = 16).
+  // factors at r = 16 and 64: x·Aᵀ (n = r) and u·Bᵀ (k = r); the tied lm_head (vocabulary 50257)
+  // forward x·Wᵀ and its input gradient gy·W; the input gradients (dX = gy·Wᵀ) of each layer.
   const std::vector<Shape> shapes = {
       {"square", false, false, 256, 256, 256},
       {"square", false, false, 512, 512, 512},
@@ -92,14 +95,21 @@ int main(int argc, char** argv) {
       {"square", false, false, 2048, 2048, 2048},
       {"square", false, false, 3072, 3072, 3072},
       {"square", false, false, 4096, 4096, 4096},
+      {"lm_head fwd", false, true, 256, 50257, 768},
+      {"lm_head dX", false, false, 256, 768, 50257},
       {"c_attn fwd", false, false, 256, 2304, 768},
       {"c_attn dX", false, true, 256, 768, 2304},
       {"c_proj fwd", false, false, 256, 768, 768},
+      {"c_proj dX", false, true, 256, 768, 768},
       {"mlp c_proj fwd", false, false, 256, 768, 3072},
+      {"mlp c_proj dX", false, true, 256, 3072, 768},
       {"mlp c_fc fwd", false, false, 256, 3072, 768},
+      {"mlp c_fc dX", false, true, 256, 768, 3072},
       {"c_attn dW", true, false, 768, 2304, 256},
-      {"lora x·Aᵀ", false, true, 256, 16, 768},
-      {"lora u·Bᵀ", false, true, 256, 768, 16},
+      {"lora x·Aᵀ (r=16)", false, true, 256, 16, 768},
+      {"lora u·Bᵀ (r=16)", false, true, 256, 768, 16},
+      {"lora x·Aᵀ (r=64)", false, true, 256, 64, 768},
+      {"lora u·Bᵀ (r=64)", false, true, 256, 768, 64},
   };
 
   std::printf("\n| shape | op | m | n | k | ours GFLOP/s | OpenBLAS GFLOP/s | ours/OpenBLAS | best: ours | best: OpenBLAS "
@@ -108,6 +118,7 @@ int main(int argc, char** argv) {
   std::mt19937 rng(42);
   std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
   for (const Shape& s : shapes) {
+    if (!std::strstr(s.label, only)) continue;
     const int64_t lda = s.ta ? s.m : s.k, ldb = s.tb ? s.k : s.n, ldc = s.n;
     std::vector<float> a(size_t(s.m * s.k)), b(size_t(s.k * s.n)), ours(size_t(s.m * s.n)), blas(ours.size());
     for (float& x : a) x = uni(rng);

@@ -50,7 +50,7 @@ void micro_scalar(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const 
       c[i * ldc + j] = alpha * acc[i][j] + (beta == 0 ? 0.0f : beta * c[i * ldc + j]);
 }
 
-const GemmKernel kScalarKernel{"scalar 4x16", kScalarMR, kScalarNR, 1024, 256, 256, 1.0f, micro_scalar, gemm_pack_portable,
+const GemmKernel kScalarKernel{"scalar 4x16", kScalarMR, kScalarNR, 1024, 256, 256, 256, 1.0f, micro_scalar, gemm_pack_portable,
                                gemm_pack_portable_bf16};
 const GemmKernelSet kScalarSet{1, {&kScalarKernel}};
 
@@ -94,6 +94,9 @@ void pack_panel(const T* src, int64_t rs, int64_t cs, int rows, int64_t kc, int 
       for (int r = rows; r < w; ++r) dst[p * w + r] = 0;
   }
 }
+
+// m up to this takes the small-m blocking in gemm_block.
+constexpr int64_t kSmallM = 512;
 
 // Per-thread packing buffers, kept across calls (the pool's threads live as long as the addon).
 struct Scratch {
@@ -141,14 +144,20 @@ void gemm_block(const GemmKernel& K, View<T> A, View<T> B, float* c, int64_t ldc
   static thread_local Scratch scratch;
   constexpr bool kFloat = std::is_same_v<T, float>;
   const int MR = K.mr, NR = K.nr;
-  const int64_t kc_max = balanced_block(k, K.kc, 1);
+  // Small m (a step's few hundred tokens): the whole of A is one mc block and C is the largest
+  // operand, rewritten once per k block. Longer k blocks (K.kc_small_m, with B blocks as large as
+  // usual: kc·nc fixed) cut that traffic; A is read in place where its rows are contiguous, since
+  // every thread would pack all of it (threads split n) for few B panels. Measured on 2 Zen 5
+  // cores at m = 256, k = 768: 256x768x768 from ~0.65x to ~1.1x OpenBLAS (bench/RESULTS.md).
+  const bool small_m = m <= kSmallM;
+  const int64_t kc_max = balanced_block(k, small_m ? K.kc_small_m : K.kc, 1);
   const int64_t mc_max = balanced_block(m, K.mc, MR);
-  const int64_t nc_max = balanced_block(n, K.nc, NR);
+  const int64_t nc_max = balanced_block(n, std::max<int64_t>(NR, K.nc * K.kc / kc_max / NR * NR), NR);
   // Packing A pays off when each A panel meets many B panels. When n spans at most two tiles (a
   // LoRA rank, say) the kernel reads full A panels in place and only a ragged last panel is
   // packed; likewise B when m spans at most two tiles and op(B)'s rows are contiguous. bf16
   // operands are always packed: the packing is where they become float32.
-  const bool pack_a = !kFloat || n > 2 * NR;
+  const bool pack_a = !kFloat || (n > 2 * NR && !(small_m && A.cs == 1));
   const bool pack_b = !kFloat || m > 2 * MR || B.cs != 1;
   float* ap = Scratch::grow(scratch.a, scratch.a_cap, size_t((pack_a ? mc_max : MR) * kc_max));
   float* bp = Scratch::grow(scratch.b, scratch.b_cap, size_t((pack_b ? nc_max : NR) * kc_max));

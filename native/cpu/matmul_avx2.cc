@@ -135,7 +135,7 @@ LR_TARGET_AVX2 void pack_avx2(const T* src, int64_t rs, int64_t cs, int64_t rows
 // The kc×MR A micro-panel (6 KiB) stays in L1; the kc×nc B block (256 KiB) fits the 256 KiB..1 MiB
 // L2 of AVX2-era cores; A blocks up to mc×kc = 1 MiB.
 const GemmKernelSet* gemm_kernels_avx2() {
-  static const GemmKernel k{"avx2 6x16", MR, NR, 1020, 256, 256, 1.0f, micro_6x16, pack_avx2<float>, pack_avx2<uint16_t>};
+  static const GemmKernel k{"avx2 6x16", MR, NR, 1020, 256, 256, 256, 1.0f, micro_6x16, pack_avx2<float>, pack_avx2<uint16_t>};
   static const GemmKernelSet set{1, {&k}};
   return &set;
 }

@@ -177,10 +177,11 @@ LR_TARGET_AVX512 void pack_avx512(const T* src, int64_t rs, int64_t cs, int64_t 
 // stays in L1 while B micro-panels stream from the kc×nc block of B (512 KiB, half of L2); A
 // blocks are up to mc×kc = 2 MiB (L3). 8×32 ran as fast as 14×32, 12×32, 8×48 and 6×64 here and
 // fits more shapes exactly; 16×16 runs ~7% slower per flop but halves the work when n ≤ 16.
+// For small m, kc = 768 (8×32) / 384 (16×16): the A micro-panel fills 24 KiB, half of L1.
 const GemmKernelSet* gemm_kernels_avx512() {
-  static const GemmKernel k8x32{"avx512 8x32", 8, 32, 2048, 256, 512, 1.0f, micro<8, 2>, pack_avx512<float>,
+  static const GemmKernel k8x32{"avx512 8x32", 8, 32, 2048, 256, 512, 768, 1.0f, micro<8, 2>, pack_avx512<float>,
                                      pack_avx512<uint16_t>};
-  static const GemmKernel k16x16{"avx512 16x16", 16, 16, 2048, 256, 512, 0.93f, micro<16, 1>, pack_avx512<float>,
+  static const GemmKernel k16x16{"avx512 16x16", 16, 16, 2048, 256, 512, 384, 0.93f, micro<16, 1>, pack_avx512<float>,
                                       pack_avx512<uint16_t>};
   static const GemmKernelSet set{2, {&k8x32, &k16x16}};
   return &set;

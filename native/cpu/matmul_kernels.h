@@ -32,6 +32,7 @@ struct GemmKernel {
   // Cache blocks: an mc×kc block of packed A (L3) is swept by kc×nc blocks of packed B (L2); one
   // kc×MR micro-panel of A stays in L1 while the micro-kernel streams B micro-panels past it.
   int64_t mc, kc, nc;
+  int64_t kc_small_m;  // kc when m is small (see gemm_block): C traffic, not A's, then dominates
   float speed;  // throughput relative to the set's first kernel, for choosing by shape
   GemmMicroKernel micro;
   GemmPack pack;

@@ -380,12 +380,14 @@ describe(`cpu gemm (${info().simd} kernel)`, () => {
   });
 
   // Shapes: single elements, primes, non-multiples of every tile (8×32, 16×16, 6×16, 4×16), k in
-  // two cache blocks (k > 256), m over several A blocks (m > 2048, small enough to stay on one
+  // two cache blocks (k > 256 with m > 512; k > 768 with m ≤ 512, where A is read in place and k
+  // blocks are longer), m over several A blocks (m > 2048, small enough to stay on one
   // thread), n over several B blocks (n > 512), wide-and-short (split along n), n = 16 (a LoRA
   // rank, where the 16-wide kernel is chosen) and k = 16.
   const SHAPES: [number, number, number][] = [
     [1, 1, 1], [1, 5, 3], [5, 1, 3], [7, 13, 17], [65, 129, 31], [43, 69, 300], [15, 33, 2],
     [509, 21, 9], [2100, 3, 4], [3, 4133, 5], [6, 300, 40], [256, 16, 96], [37, 16, 300], [96, 256, 16],
+    [600, 40, 300], [29, 97, 1601],
   ];
   for (const [ta, tb] of TRANSPOSES) {
     it(`op(A)=${ta ? "Aᵀ" : "A"}, op(B)=${tb ? "Bᵀ" : "B"}: odd shapes, beta=0 overwrites NaN C`, () => {
