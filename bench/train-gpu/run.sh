@@ -9,6 +9,7 @@
 #   PEERS="fp32 bf16 bf16-compile"   which PyTorch + PEFT runs (torch.compile takes ~1 min to compile)
 #   ROUNDS=2           lowrank runs per dtype (before and after the peers)
 #   LOWRANK_BUILD_DIR  the addon's cmake-js output folder (default build)
+#   PROFILE="float32 bfloat16"   the dtypes whose step is profiled call by call ("" for none)
 # Prints the ceilings measured in this run (bf16 cuBLAS GEMM, copy bandwidth), one line per run
 # (tokens/s, ms/step, peak memory, losses), the ratios, and lowrank's step by native call.
 set -uo pipefail
@@ -71,7 +72,7 @@ rm -f "$out"
 
 echo
 echo "## lowrank's step by native call (LOWRANK_PROFILE=1, CUDA_LAUNCH_BLOCKING=1: each call timed to its end)"
-for dtype in float32 bfloat16; do
+for dtype in ${PROFILE-float32 bfloat16}; do
   echo "### $dtype weights"
   CUDA_LAUNCH_BLOCKING=1 LOWRANK_PROFILE=1 node dist-train-cpu/bench/train-cpu/bench.js "$dir" --device cuda:0 --dtype $dtype --warmup 1 --steps 1 --profile-steps 1 | sed -n '/^profile of/,$p'
 done
