@@ -24,16 +24,12 @@ thread_local bool t_in_parallel = false;
 // next job start at once. Short, so a worker idle between steps gives its core back quickly.
 constexpr auto kSpin = std::chrono::microseconds(100);
 
-// Polls done() for up to kSpin; true if it became true. Each poll yields the core, so that on
+// Polls done() until it holds or kSpin has passed. Each poll yields the core, so that on
 // a busy machine, where the thread we wait for may be queued behind us, it gets to run.
 template <class F>
-bool spin_until(F done) {
+void spin_until(F done) {
   const auto end = std::chrono::steady_clock::now() + kSpin;
-  do {
-    if (done()) return true;
-    std::this_thread::yield();
-  } while (std::chrono::steady_clock::now() < end);
-  return done();
+  while (!done() && std::chrono::steady_clock::now() < end) std::this_thread::yield();
 }
 
 class Pool {

@@ -1,5 +1,5 @@
 // A small persistent thread pool: the calling thread takes part, so with N threads N-1 workers
-// wait on a condition variable between jobs. Kernels split their outer loops with parallel_for.
+// wait between jobs, polling for ~100 µs and then sleeping on a condition variable. Kernels split their outer loops with parallel_for.
 #pragma once
 #include <cstdint>
 #include <functional>
