@@ -5,7 +5,7 @@ import { full } from "../tensor/creation.js";
 import { tidy } from "../tensor/scope.js";
 import { emptyLike, formatShape, needsGrad, noGrad, record, shapeSize, type Tensor } from "../tensor/tensor.js";
 import { div, mul } from "./elementwise.js";
-import { gemm2d } from "./matmul.js";
+import { bf16Operand, gemm2d } from "./matmul.js";
 import { sum } from "./reduce.js";
 import { checkFloat, checkSameDevice, checkWeight, contiguousInput, newFloat, unravel, viewOrNull, withContiguous } from "./util.js";
 
@@ -137,7 +137,7 @@ export function linearCrossEntropy(x: Tensor, weight: Tensor, targets: Tensor, o
 
   return tidy(() => {
     const xc = contiguousInput(x), tc = contiguousInput(targets), wc = contiguousInput(weight);
-    const xin = lowp ? xc.to(xc.deviceInfo, "bfloat16") : xc;
+    const xin = lowp ? bf16Operand(xc) : xc;
     const rows = Math.min(chunkRows, Math.max(N, 1));
     const logits = newFloat([rows, V], x);
     const grad16 = wantGrad && lowp ? emptyLike([rows, V], "bfloat16", x.deviceInfo) : null;

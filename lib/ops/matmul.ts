@@ -115,7 +115,7 @@ function gemmInto(c: Tensor, l: Mat, r: Mat, batch: number, beta = 0): void {
  * A contiguous bfloat16 copy of a float32 tensor, not recorded: the operand a bf16 weight's GEMM
  * reads, as autocast casts a matmul's inputs (the gradient flows through the op's own rule).
  */
-function bf16Operand(t: Tensor): Tensor {
+export function bf16Operand(t: Tensor): Tensor {
   return noGrad(() => t.to(t.deviceInfo, "bfloat16"));
 }
 
