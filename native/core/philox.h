@@ -35,7 +35,8 @@ LR_HD Philox4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, 
 
 // The stream layout every backend follows: element i of a draw at (seed, offset) uses the block
 // whose counter is (offset + i) as a 64-bit number in words 0..1, and `lane` picks the word.
-// Uniform draws use lane 0, normal draws use lanes 0 and 1 (Box-Muller), dropout uses lane 0.
+// Uniform draws use lane 0, normal draws use lanes 0 and 1 (Box-Muller); dropout has its own
+// layout (philox_keep below).
 LR_HD Philox4 philox_block(uint64_t seed, uint64_t offset, uint64_t i) {
   uint64_t c = offset + i;
   return philox4x32_10(static_cast<uint32_t>(c), static_cast<uint32_t>(c >> 32), 0u, 0u,
@@ -59,9 +60,18 @@ LR_HD float philox_normal(uint64_t seed, uint64_t offset, uint64_t i, float mean
   return static_cast<float>(mean + std * z);
 }
 
-// Dropout keep decision for element i: kept when the uniform draw is >= p.
+// Dropout's keep decision for element i of a draw at (seed, offset). Dropout uses all four words
+// of each block: element j = offset + i takes word (j / 16) % 4 of the block whose counter is
+// 16·(j / 64) + j % 16, so 64 consecutive elements come from 16 consecutive counters (one 16-lane
+// SIMD evaluation gives 64 decisions, words 0..3 giving elements 0-15, 16-31, 32-47, 48-63 of
+// the group). Word 2 of dropout's counters is 1: uniform and normal draws (word 2 = 0) never meet
+// the same block, wherever their offsets fall.
 LR_HD bool philox_keep(uint64_t seed, uint64_t offset, uint64_t i, float p) {
-  return philox_unit(philox_block(seed, offset, i).v[0]) >= p;
+  const uint64_t j = offset + i;
+  const uint64_t c = ((j >> 6) << 4) | (j & 15);
+  const Philox4 b = philox4x32_10(static_cast<uint32_t>(c), static_cast<uint32_t>(c >> 32), 1u, 0u,
+                                  static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+  return philox_unit(b.v[(j >> 4) & 3]) >= p;
 }
 
 }  // namespace lowrank

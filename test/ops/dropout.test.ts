@@ -25,6 +25,18 @@ describe("dropout", () => {
     });
   });
 
+  it("follows the rule when the threads split the run inside a 64-element group", () => {
+    tidy(() => {
+      // 50,001 elements are split between the pool's threads (chunks of >= 16K) at an element that
+      // is not a multiple of 64 away from the group boundaries, which start 23 elements in.
+      const gen = new Generator(0xabcdefn);
+      gen.next(1001);
+      const kept = arr(dropout(t([50_001], 46, 1, 2), 0.5, { generator: gen })).map((v) => v !== 0);
+      const wrong = kept.flatMap((k, i) => (k === philoxKeep(0xabcdefn, 1001n, BigInt(i), 0.5) ? [] : [i]));
+      expect(wrong).toEqual([]);
+    });
+  });
+
   it("is a deterministic function of (seed, offset), keeps about 1 - p, scales by 1/(1-p)", () => {
     tidy(() => {
       const x = t([100_000], 41, 1, 2);

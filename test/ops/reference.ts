@@ -142,11 +142,15 @@ export function attentionRef(c: AttnCase, q: number[], k: number[], v: number[],
   return { out, dq, dk, dv };
 }
 
-/** Philox4x32-10 lane 0 of block (offset + i) under key seed, in BigInt: the keep rule of native/core/philox.h. */
+/**
+ * Dropout's keep rule of native/core/philox.h in BigInt: element j = offset + i takes word (j / 16) % 4
+ * of the Philox4x32-10 block whose counter is 16·(j / 64) + j % 16 (words 0..1) with word 2 = 1.
+ */
 export function philoxKeep(seed: bigint, offset: bigint, i: bigint, p: number): boolean {
   const M = 0xffffffffn;
-  const c = offset + i;
-  let [c0, c1, c2, c3] = [c & M, (c >> 32n) & M, 0n, 0n];
+  const j = offset + i;
+  const c = ((j >> 6n) << 4n) | (j & 15n);
+  let [c0, c1, c2, c3] = [c & M, (c >> 32n) & M, 1n, 0n];
   let [k0, k1] = [seed & M, (seed >> 32n) & M];
   for (let r = 0; r < 10; r++) {
     const p0 = 0xd2511f53n * c0, p1 = 0xcd9e8d57n * c2;
@@ -154,5 +158,6 @@ export function philoxKeep(seed: bigint, offset: bigint, i: bigint, p: number): 
     k0 = (k0 + 0x9e3779b9n) & M;
     k1 = (k1 + 0xbb67ae85n) & M;
   }
-  return Number(c0 >> 8n) / 16777216 >= Math.fround(p);
+  const word = [c0, c1, c2, c3][Number((j >> 4n) & 3n)]!;
+  return Number(word >> 8n) / 16777216 >= Math.fround(p);
 }

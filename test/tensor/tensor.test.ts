@@ -251,17 +251,19 @@ describe("build info", () => {
 
 });
 
-// Random numbers come from Philox; the dropout kernel draws 16 counters at once with AVX-512 (and
+// Random numbers come from Philox; the dropout kernel draws 16 counters (64 elements) at once with AVX-512 (and
 // AVX2 / scalar code otherwise), picked once per process from LOWRANK_SIMD. This process's draws
 // are compared bit for bit with child processes capped at each lower level.
 const DRAWS_TEST = "random draws at this SIMD level";
 function draws(): number[][] {
   return tidy(() => {
     const g = new Generator(3);
-    // dropout masks: lengths around 8/16 lanes and their tails, and a counter whose low word carries
-    const masks = [1, 15, 16, 17, 53, 1000].map((n) => Array.from(dropout(ones([n]), 0.3, { generator: g }).dataSync()));
-    g.setState({ seed: "77", offset: String(2n ** 32n - 5n) });
-    masks.push(Array.from(dropout(ones([40]), 0.5, { generator: g }).dataSync()));
+    // dropout masks: lengths around 16 lanes and 64-element groups and their tails, runs that start
+    // inside a group, and a counter whose low word carries (at element 2^34 for dropout)
+    const masks = [1, 15, 16, 17, 53, 63, 64, 65, 1000].map((n) => Array.from(dropout(ones([n]), 0.3, { generator: g }).dataSync()));
+    g.setState({ seed: "77", offset: String(2n ** 34n - 45n) });
+    masks.push(Array.from(dropout(ones([100]), 0.5, { generator: g }).dataSync()));
+    g.setState({ seed: "77", offset: String(2n ** 32n - 5n) }); // uniform and normal draws' carry
     return [Array.from(randn([1000], { generator: g }).dataSync()), Array.from(rand([1000], { generator: g }).dataSync()), ...masks];
   });
 }
