@@ -5,10 +5,21 @@
 // come from mmap, so without the cache every step pays page faults on hundreds of megabytes
 // (measured: ~1 s to allocate and fill 206 MB on this VM). LOWRANK_CPU_CACHE_MB caps the cache
 // (default 2048; 0 disables it). memory() counts live buffers only, never cached ones.
+//
+// Buffers of 2 MiB and more start on a 2 MiB boundary and ask Linux for transparent huge pages
+// (MADV_HUGEPAGE; most distributions enable THP only where asked, "madvise" mode). A training step
+// streams every weight twice (forward and the input gradient) and its activations several times:
+// with 4 KiB pages each 4 KiB costs a TLB miss, a page walk that the GEMMs' packing loops wait
+// on. Measured on a GPT-2 124M LoRA step (2 Zen 5 cores): the m = 256 GEMMs ran 8-10% faster
+// (293-330 -> 325-359 GFLOP/s) and the step's native calls took 506-531 ms instead of 522-585.
 #include <cstdlib>
 #include <map>
 #include <mutex>
 #include <new>
+
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 #include "../backend.h"
 
@@ -16,6 +27,7 @@ namespace lowrank {
 namespace cpu {
 namespace {
 constexpr size_t kCacheMinBytes = size_t(1) << 16;  // smaller blocks are malloc's business
+constexpr size_t kHugePage = size_t(2) << 20;        // x86-64's transparent huge page
 
 size_t cache_limit() {
   static const size_t limit = [] {
@@ -50,8 +62,12 @@ void* alloc(size_t bytes) {
       return p;
     }
   }
-  void* p = std::aligned_alloc(64, size);
-  if (!p) throw std::bad_alloc();
+  const bool huge = size >= kHugePage;
+  void* p = nullptr;
+  if (posix_memalign(&p, huge ? kHugePage : 64, size) != 0) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+  if (huge) madvise(p, size, MADV_HUGEPAGE);  // a hint: where THP is off, 4 KiB pages as before
+#endif
   return p;
 }
 
