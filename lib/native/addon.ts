@@ -138,6 +138,18 @@ export interface DropoutKernels {
   dropout(a: { x: View; y: View; n: number; p: number; scale: number; seed: bigint; offset: bigint }): void;
 }
 
+/** Sizes, scaling and dropout stream of a fused LoRA call (native/ops/lora.h): x [N, k], A [r, k], B [d, r]. */
+export interface LoraDims {
+  N: number; k: number; r: number; d: number; scaling: number; p: number; maskScale: number; seed: bigint; offset: bigint;
+}
+
+export interface LoraKernels {
+  /** CPU only. out = y + s·u·Bᵀ with u = drop(x)·Aᵀ written too; out may be y. */
+  loraForward(a: LoraDims & { x: View; A: View; B: View; y: View; out: View; u: View }): void;
+  /** CPU only. gB = s·gᵀ·u, gA = s·(g·B)ᵀ·drop(x), gx = s·(g·B·A) ⊙ mask/(1-p); null ones are not computed. */
+  loraBackward(a: LoraDims & { g: View; x: View; A: View; B: View; u: View; gx: View | null; gA: View | null; gB: View | null }): void;
+}
+
 /** [B, H, Tq, Tk, D], the scale, masking and the dropout stream of one attention call. */
 export interface AttentionDims {
   dims: readonly [number, number, number, number, number];
@@ -205,4 +217,4 @@ export interface CommKernels {
 
 /** The addon. */
 export type NativeAddon = RuntimeKernels & CommKernels & CreationKernels & ElementwiseKernels & MatmulKernels & EmbeddingKernels &
-  LayerNormKernels & RmsNormKernels & SoftmaxKernels & CrossEntropyKernels & DropoutKernels & AttentionKernels & RopeKernels & OptimKernels;
+  LayerNormKernels & RmsNormKernels & SoftmaxKernels & CrossEntropyKernels & DropoutKernels & LoraKernels & AttentionKernels & RopeKernels & OptimKernels;

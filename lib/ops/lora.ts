@@ -1,15 +1,19 @@
 // The LoRA update as one differentiable op: out = y + s·(drop(x)·Aᵀ)·Bᵀ, where y is the frozen
 // layer's output. x [.., k], A [r, k], B [d, r], y [.., d]; N = the rows of x.
 //
-// Forward: u = drop(x)·Aᵀ (N×r, kept for backward), then out = y + s·u·Bᵀ written by one gemm that
-// accumulates onto y (beta = 1): onto a copy of y, or onto y itself when the caller hands y over
-// (consumeY) and nothing else shares its storage. Backward, with v = g·B (N×r):
+// Forward: u = drop(x)·Aᵀ (N×r, kept for backward), then out = y + s·u·Bᵀ, accumulated onto a copy
+// of y, or onto y itself when the caller hands y over (consumeY) and nothing else shares its
+// storage. Backward, with v = g·B (N×r):
 //   gy = g                 gB = s·gᵀ·u                gA = s·vᵀ·drop(x)
 //   gx = s·(v·A) ⊙ mask/(1-p)
 // The dropout mask is never stored: drop(x) and the masked gx are recomputed from the Philox
-// (seed, offset) the forward drew (see ./dropout.ts), and with p = 0 there is no copy of x. One
-// N×k buffer serves both: it holds drop(x) for gA, then s·v·A is written over it and masked in
-// place to become gx. Frozen operands cost nothing in backward.
+// (seed, offset) the forward drew (see ./dropout.ts), and with p = 0 there is no copy of x. Frozen
+// operands cost nothing in backward.
+//
+// On the CPU (float32) both directions are one native call each (native/cpu/lora.cc): blocks of
+// rows run all their products while their rows sit in cache, and one Philox evaluation masks both
+// x and gx. On CUDA they are composed here from GEMMs and the dropout kernel, one N×k buffer
+// serving for drop(x) (for gA) and then for gx.
 import { native } from "../native/index.js";
 import { defaultGenerator, type Generator } from "../tensor/random.js";
 import { formatShape, isSoleView, record, shapeSize, type Tensor } from "../tensor/tensor.js";
@@ -58,53 +62,60 @@ export function loraDelta(y: Tensor, x: Tensor, A: Tensor, B: Tensor, opts: Lora
     return dst;
   };
 
+  const fused = x.deviceInfo.type === "cpu" && [x, A, B, y].every((t) => t.dtype === "float32");
   return withContiguous([x, A, B, y], (xc, Ac, Bc, yc) => {
-    const x2 = xc.reshape(N, k);
-    const xd = p > 0 ? dropped(x2) : x2;
+    const dims = { N, k, r, d, scaling: s, p, maskScale, seed, offset };
     const u = newFloat([N, r], x);
-    gemm2d(u, xd, false, Ac!, true, 1, 0); // u = drop(x)·Aᵀ
-    if (xd !== x2) xd.dispose();
-    let out: Tensor;
-    if (opts.consumeY && isSoleView(y)) {
-      out = y.detach(); // y's storage, no other reader: the gemm below writes over y
+    const inPlace = opts.consumeY === true && y.isContiguous() && isSoleView(y); // y's storage, no other reader: written over
+    const out = inPlace ? y.detach() : newFloat(y.shape, y);
+    if (fused) {
+      native().loraForward({ ...dims, x: xc.nativeView, A: Ac!.nativeView, B: Bc!.nativeView, y: yc!.nativeView, out: out.nativeView, u: u.nativeView });
     } else {
-      out = newFloat(y.shape, y);
-      native().copyBytes({ dst: out.nativeView, src: yc!.nativeView, bytes: N * d * 4 });
+      const x2 = xc.reshape(N, k);
+      const xd = p > 0 ? dropped(x2) : x2;
+      gemm2d(u, xd, false, Ac!, true, 1, 0); // u = drop(x)·Aᵀ
+      if (xd !== x2) xd.dispose();
+      x2.dispose();
+      if (!inPlace) native().copyBytes({ dst: out.nativeView, src: yc!.nativeView, bytes: N * d * 4 });
+      const out2 = out.reshape(N, d);
+      gemm2d(out2, u, false, Bc!, true, s, 1); // out += s·u·Bᵀ
+      out2.dispose();
     }
-    const out2 = out.reshape(N, d);
-    gemm2d(out2, u, false, Bc!, true, s, 1); // out += s·u·Bᵀ
-    out2.dispose();
-    x2.dispose();
 
     const needX = x.requiresGrad, needA = A.requiresGrad, needB = B.requiresGrad;
     record(
       op, out, [y, x, A, B],
       (g, [xs, As, Bs, us]) => {
         const g2 = withContiguous([g], (gc) => gc.reshape(N, d));
-        let gx: Tensor | null = null, gA: Tensor | null = null, gB: Tensor | null = null;
-        if (needX || needA) {
-          const v = newFloat([N, r], g);
-          gemm2d(v, g2, false, Bs!, false, 1, 0); // v = g·B
-          let buf: Tensor | null = null; // N×k: drop(x) for gA, then gx
-          if (needA) {
-            gA = newFloat([r, k], g);
-            const x2s = xs!.reshape(N, k);
-            if (p > 0) buf = dropped(x2s);
-            gemm2d(gA, v, true, buf ?? x2s, false, s, 0); // s·vᵀ·drop(x)
-            x2s.dispose();
+        const gx = needX ? newFloat([...x.shape], g) : null;
+        const gA = needA ? newFloat([r, k], g) : null;
+        const gB = needB ? newFloat([d, r], g) : null;
+        if (fused) {
+          native().loraBackward({
+            ...dims, g: g2.nativeView, x: xs!.nativeView, A: As!.nativeView, B: Bs!.nativeView, u: us!.nativeView,
+            gx: gx?.nativeView ?? null, gA: gA?.nativeView ?? null, gB: gB?.nativeView ?? null,
+          });
+        } else {
+          if (gx || gA) {
+            const v = newFloat([N, r], g);
+            gemm2d(v, g2, false, Bs!, false, 1, 0); // v = g·B
+            let buf: Tensor | null = null; // N×k: drop(x) for gA, then gx
+            if (gA) {
+              const x2s = xs!.reshape(N, k);
+              if (p > 0) buf = dropped(x2s);
+              gemm2d(gA, v, true, buf ?? x2s, false, s, 0); // s·vᵀ·drop(x)
+              x2s.dispose();
+            }
+            if (gx) {
+              const gx2 = gx.reshape(N, k);
+              gemm2d(gx2, v, false, As!, false, s, 0); // s·v·A
+              if (p > 0) mask(gx2, gx2);
+              gx2.dispose();
+            }
+            buf?.dispose();
+            v.dispose();
           }
-          if (needX) {
-            buf ??= newFloat([N, k], g);
-            gemm2d(buf, v, false, As!, false, s, 0); // s·v·A (beta = 0: drop(x) is overwritten, not read)
-            if (p > 0) mask(buf, buf);
-            gx = buf.reshape([...x.shape]);
-          }
-          buf?.dispose();
-          v.dispose();
-        }
-        if (needB) {
-          gB = newFloat([d, r], g);
-          gemm2d(gB, g2, true, us!, false, s, 0); // s·gᵀ·u
+          if (gB) gemm2d(gB, g2, true, us!, false, s, 0); // s·gᵀ·u
         }
         g2.dispose();
         return [g.alias(), gx, gA, gB];

@@ -61,6 +61,10 @@ float row_exp_sum(const float* x, int64_t n, float shift, float scale, float* y)
 // y[j] = x[j] * (philox_keep(seed, offset, i0 + j, p) ? scale : 0) (a dropped NaN stays NaN). y may alias x. Defined
 // in dropout.cc; attention.cc drops its probability rows through it.
 void dropout_run(const float* x, float* y, int64_t n, float p, float scale, uint64_t seed, uint64_t offset, uint64_t i0);
+// The same mask applied to two runs at once (one Philox evaluation for both): y = x · factor and,
+// when x2 is not null, y2 = x2 · factor. The LoRA backward (lora.cc) masks x and the input gradient.
+void dropout_run2(const float* x, float* y, const float* x2, float* y2, int64_t n, float p, float scale, uint64_t seed,
+                  uint64_t offset, uint64_t i0);
 
 
 // Rows per thread chunk for rows of `cols` elements (about kComputeGrain elements a chunk).

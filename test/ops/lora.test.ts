@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { dropout, Generator, memory, noGrad, ones, scale, tensor, tidy, zeros } from "../../lib/index.js";
+import { dropout, Generator, info, memory, noGrad, ones, scale, setNumThreads, tensor, tidy, zeros } from "../../lib/index.js";
 import { loraDelta } from "../../lib/ops/lora.js";
 import { gemm2d } from "../../lib/ops/matmul.js";
 import { expectClose, gradcheck, randomValues } from "../helpers.js";
@@ -90,6 +90,76 @@ describe("loraDelta (y + s·drop(x)·Aᵀ·Bᵀ)", () => {
         expect(Array.from(A.grad!.dataSync())).toEqual(Array.from(gA.dataSync()));
         expect(Array.from(B.grad!.dataSync())).toEqual(Array.from(gB.dataSync()));
       });
+    });
+  });
+
+  // On the CPU the op is one native call each way (native/cpu/lora.cc), by blocks of rows of at most
+  // 64K elements of x, the gradients of A and B summed in up to 8 partitions of blocks. N = 700,
+  // k = 300 gives 4 blocks (218 rows at most) and 4 partitions: rows, masks and sums cross them.
+  it("several row blocks: gx equals the composed kernels bit for bit, out, gA and gB within float32 sums, float64 agrees", () => {
+    tidy(() => {
+      const [N, k, r, d, p, s] = [700, 300, 5, 40, 0.2, 1.5];
+      const y = t([N, d], 1), x = t([N, k], 2).requireGrad(), A = t([r, k], 3).requireGrad(), B = t([d, r], 4).requireGrad(), g = t([N, d], 5);
+      const out = loraDelta(y, x, A, B, { scaling: s, dropout: p, generator: new Generator(12) });
+      out.backward(g);
+      noGrad(() => {
+        const mask = (src: ReturnType<typeof t>) => dropout(src, p, { generator: new Generator(12) });
+        const xd = mask(x.detach());
+        const u = zeros([N, r]), v = zeros([N, r]), vA = zeros([N, k]), gA = zeros([r, k]), gB = zeros([d, r]), want = zeros([N, d]);
+        gemm2d(u, xd, false, A.detach(), true, 1, 0);
+        gemm2d(want, u, false, B.detach(), true, s, 0);
+        gemm2d(v, g, false, B.detach(), false, 1, 0);
+        gemm2d(vA, v, false, A.detach(), false, s, 0);
+        gemm2d(gA, v, true, xd, false, s, 0);
+        gemm2d(gB, g, true, u, false, s, 0);
+        // The products over k = 300 (u) and over the 700 rows (gA, gB) add in another order than the
+        // composed GEMMs' (other blocking): float32 rounding, ~1e-7 relative per term.
+        const ys = y.dataSync();
+        expectClose(out, Array.from(want.dataSync(), (w, i) => ys[i]! + w), 1e-6);
+        expect(Array.from(x.grad!.dataSync())).toEqual(Array.from(mask(vA).dataSync()));
+        expectClose(A.grad!, gA.dataSync(), 1e-6);
+        expectClose(B.grad!, gB.dataSync(), 1e-6);
+        // float64: gB = s·gᵀ·u with u from the float64 forward
+        const xs = x.dataSync(), As = A.dataSync(), gs = g.dataSync(), keep = Array.from(mask(ones([N, k])).dataSync(), (m) => m !== 0);
+        const u64 = Array.from({ length: N * r }, (_, i) => {
+          const n = Math.floor(i / r), j = i % r;
+          let acc = 0;
+          for (let c = 0; c < k; c++) if (keep[n * k + c]) acc += (xs[n * k + c]! / (1 - p)) * As[j * k + c]!;
+          return acc;
+        });
+        const gB64 = Array.from({ length: d * r }, (_, i) => {
+          const o = Math.floor(i / r), j = i % r;
+          let acc = 0;
+          for (let n = 0; n < N; n++) acc += gs[n * d + o]! * u64[n * r + j]!;
+          return s * acc;
+        });
+        expectClose(B.grad!, gB64, 1e-5);
+      });
+    });
+  });
+
+  it("gA and gB do not depend on the number of threads; no rows give zero gradients", () => {
+    const threads = info().threads;
+    const grads = (n: number) => tidy(() => {
+      setNumThreads(n);
+      const x = t([700, 300], 2), A = t([5, 300], 3).requireGrad(), B = t([40, 5], 4).requireGrad();
+      loraDelta(t([700, 40], 1), x, A, B, { scaling: 1.5, dropout: 0.2, generator: new Generator(12) }).backward(t([700, 40], 5));
+      const got = [Array.from(A.grad!.dataSync()), Array.from(B.grad!.dataSync())];
+      A.dispose();
+      B.dispose();
+      return got;
+    });
+    try {
+      expect(grads(1)).toEqual(grads(3));
+    } finally {
+      setNumThreads(threads);
+    }
+    tidy(() => {
+      const A = t([2, 6], 3).requireGrad(), B = t([4, 2], 4).requireGrad();
+      const out = loraDelta(zeros([0, 4]), zeros([0, 6]), A, B, { scaling: 2, dropout: 0.1 });
+      out.backward(zeros([0, 4]));
+      expect(Array.from(A.grad!.dataSync())).toEqual(new Array(12).fill(0));
+      expect(Array.from(B.grad!.dataSync())).toEqual(new Array(8).fill(0));
     });
   });
 

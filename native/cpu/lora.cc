@@ -1,0 +1,142 @@
+// The fused LoRA forward and backward on the CPU (native/ops/lora.h), by blocks of rows.
+//
+// Rows are cut into blocks of at most ~64K elements of x (256 KiB: a block of x, its masked copy
+// and its rows of the input gradient stay in a 1 MiB L2), the same blocks whatever the number of
+// threads. Per block, on one thread (gemm_f32 runs inline inside a parallel region):
+//   forward   xd = drop(x_b)            u_b = xd·Aᵀ             out_b = y_b + s·u_b·Bᵀ
+//   backward  v = g_b·B                 gB_q += s·g_bᵀ·u_b      gx_b = s·v·A
+//             xd = drop(x_b) and gx_b ⊙= mask/(1-p), one Philox evaluation for both
+//             gA_q += s·vᵀ·xd
+// gA and gB are sums over all rows: the blocks are grouped into at most kPartitions contiguous
+// partitions q, each summed in block order into its own partial (partition 0's is the output), and
+// the partials are added in partition order. Threads take whole partitions, so the result does not
+// depend on how many there are.
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <vector>
+
+#include "../ops/lora.h"
+#include "../ops/matmul.h"
+#include "../backend.h"
+#include "parallel.h"
+#include "rows.h"
+
+namespace lowrank {
+namespace cpu {
+namespace {
+
+constexpr int64_t kBlockElements = int64_t(1) << 16;  // of x per block of rows
+constexpr int64_t kPartitions = 8;                    // partial sums of gA and gB, at most
+
+// Rows [row(b), row(b + 1)) form block b of `blocks`, near-equal in size.
+struct RowBlocks {
+  int64_t N, blocks;
+  explicit RowBlocks(const LoraDims& d) : N(d.N) {
+    const int64_t max_rows = std::max<int64_t>(1, kBlockElements / std::max<int64_t>(1, d.k));
+    blocks = (N + max_rows - 1) / max_rows;
+  }
+  int64_t row(int64_t b) const { return N * b / blocks; }
+};
+
+// A per-thread scratch buffer of at least n floats, kept across calls.
+float* scratch(std::vector<float>& buf, int64_t n) {
+  if (int64_t(buf.size()) < n) buf.resize(size_t(n));
+  return buf.data();
+}
+
+// xd = drop(x) for rows [i0, i1) into `buf`, or x itself without dropout.
+const float* dropped_rows(const LoraDims& d, const float* x, int64_t i0, int64_t i1, std::vector<float>& buf) {
+  const float* xb = x + i0 * d.k;
+  if (d.p == 0) return xb;
+  float* xd = scratch(buf, (i1 - i0) * d.k);
+  dropout_run(xb, xd, (i1 - i0) * d.k, d.p, d.mask_scale, d.seed, d.offset, uint64_t(i0 * d.k));
+  return xd;
+}
+
+}  // namespace
+
+void lora_forward_f32(const LoraDims& d, const float* x, const float* A, const float* B, const float* y, float* out, float* u) {
+  const RowBlocks rb(d);
+  parallel_for(rb.blocks, 1, [&](int64_t b0, int64_t b1) {
+    static thread_local std::vector<float> xd_buf;
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t i0 = rb.row(b), i1 = rb.row(b + 1), rows = i1 - i0;
+      const float* xd = dropped_rows(d, x, i0, i1, xd_buf);
+      float* ub = u + i0 * d.r;
+      float* ob = out + i0 * d.d;
+      gemm_f32(false, true, rows, d.r, d.k, 1.0f, xd, d.k, 0, A, d.k, 0, 0.0f, ub, d.r, 0, 1);  // u = drop(x)·Aᵀ
+      if (out != y) std::memcpy(ob, y + i0 * d.d, size_t(rows * d.d) * sizeof(float));
+      gemm_f32(false, true, rows, d.d, d.r, d.scaling, ub, d.r, 0, B, d.r, 0, 1.0f, ob, d.d, 0, 1);  // out += s·u·Bᵀ
+    }
+  });
+}
+
+void lora_backward_f32(const LoraDims& d, const float* g, const float* x, const float* A, const float* B, const float* u,
+                       float* gx, float* gA, float* gB) {
+  const int64_t nA = d.r * d.k, nB = d.d * d.r;
+  const RowBlocks rb(d);
+  const int64_t parts = std::min(kPartitions, rb.blocks);
+  if (parts == 0) {  // no rows: the sums are empty
+    if (gA) std::fill(gA, gA + nA, 0.0f);
+    if (gB) std::fill(gB, gB + nB, 0.0f);
+    return;
+  }
+  // Partials of partitions 1..parts-1 (partition 0 sums into gA and gB directly).
+  const size_t partial_bytes = size_t((parts - 1) * (nA + nB)) * sizeof(float);
+  float* partials = partial_bytes ? static_cast<float*>(alloc(partial_bytes)) : nullptr;
+  auto part_gA = [&](int64_t q) { return q == 0 ? gA : partials + (q - 1) * (nA + nB); };
+  auto part_gB = [&](int64_t q) { return q == 0 ? gB : partials + (q - 1) * (nA + nB) + nA; };
+
+  std::atomic<int64_t> next{0};
+  parallel_threads([&](int, int) {
+    static thread_local std::vector<float> xd_buf, v_buf;
+    for (int64_t q; (q = next.fetch_add(1)) < parts;) {
+      float* qA = gA ? part_gA(q) : nullptr;
+      float* qB = gB ? part_gB(q) : nullptr;
+      const int64_t first = rb.blocks * q / parts, last = rb.blocks * (q + 1) / parts;
+      for (int64_t b = first; b < last; ++b) {
+        const int64_t i0 = rb.row(b), i1 = rb.row(b + 1), rows = i1 - i0;
+        const float beta = b == first ? 0.0f : 1.0f;  // a partition's first block starts its sums
+        const float* gb = g + i0 * d.d;
+        if (qB) gemm_f32(true, false, d.d, d.r, rows, d.scaling, gb, d.d, 0, u + i0 * d.r, d.r, 0, beta, qB, d.r, 0, 1);
+        if (!qA && !gx) continue;
+        float* v = scratch(v_buf, rows * d.r);
+        gemm_f32(false, false, rows, d.r, d.d, 1.0f, gb, d.d, 0, B, d.r, 0, 0.0f, v, d.r, 0, 1);  // v = g·B
+        float* gxb = gx ? gx + i0 * d.k : nullptr;
+        if (gxb) gemm_f32(false, false, rows, d.k, d.r, d.scaling, v, d.r, 0, A, d.k, 0, 0.0f, gxb, d.k, 0, 1);  // s·v·A
+        const float* xa = x + i0 * d.k;  // drop(x) for gA
+        if (d.p > 0) {
+          const int64_t n = rows * d.k;
+          const uint64_t at = uint64_t(i0 * d.k);
+          if (qA) {
+            float* xd = scratch(xd_buf, n);
+            dropout_run2(xa, xd, gxb, gxb, n, d.p, d.mask_scale, d.seed, d.offset, at);  // gxb may be null
+            xa = xd;
+          } else {
+            dropout_run(gxb, gxb, n, d.p, d.mask_scale, d.seed, d.offset, at);
+          }
+        }
+        if (qA) gemm_f32(true, false, d.r, d.k, rows, d.scaling, v, d.r, 0, xa, d.k, 0, beta, qA, d.k, 0, 1);
+      }
+    }
+  });
+
+  // Add the partials in partition order.
+  if (partials) {
+    auto add_partials = [&](float* out, int64_t n, int64_t shift) {
+      parallel_for(n, kStreamGrain, [&](int64_t j0, int64_t j1) {
+        for (int64_t q = 1; q < parts; ++q) {
+          const float* src = partials + (q - 1) * (nA + nB) + shift;
+          for (int64_t j = j0; j < j1; ++j) out[j] += src[j];
+        }
+      });
+    };
+    if (gA) add_partials(gA, nA, 0);
+    if (gB) add_partials(gB, nB, nA);
+    free(partials, partial_bytes);
+  }
+}
+
+}  // namespace cpu
+}  // namespace lowrank
