@@ -67,29 +67,37 @@ describe("loraDelta (y + s·drop(x)·Aᵀ·Bᵀ)", () => {
     });
   });
 
+  /**
+   * loraDelta(y, x, A, B) with dropout p from Generator(seed) run forward and backward (gradient g),
+   * next to the same products composed by hand from gemm2d and dropout(): [op, composed], each as
+   * { out, gx, gA, gB } arrays, and the mask function.
+   */
+  function opAndComposed(N: number, k: number, r: number, d: number, p: number, s: number, seed: number) {
+    const y = t([N, d], 1), x = t([N, k], 2).requireGrad(), A = t([r, k], 3).requireGrad(), B = t([d, r], 4).requireGrad(), g = t([N, d], 5);
+    const out = loraDelta(y, x, A, B, { scaling: s, dropout: p, generator: new Generator(seed) });
+    out.backward(g);
+    const op = { out: Array.from(out.dataSync()), gx: Array.from(x.grad!.dataSync()), gA: Array.from(A.grad!.dataSync()), gB: Array.from(B.grad!.dataSync()) };
+    // The op draws its mask as dropout() does from a fresh Generator(seed): N·k counters, first draw.
+    const mask = (src: ReturnType<typeof t>) => noGrad(() => dropout(src, p, { generator: new Generator(seed) }));
+    const composed = noGrad(() => {
+      const xd = mask(x.detach());
+      const u = zeros([N, r]), v = zeros([N, r]), vA = zeros([N, k]), gA = zeros([r, k]), gB = zeros([d, r]), want = zeros([N, d]);
+      gemm2d(u, xd, false, A.detach(), true, 1, 0);
+      gemm2d(want, u, false, B.detach(), true, s, 0);
+      gemm2d(v, g, false, B.detach(), false, 1, 0);
+      gemm2d(vA, v, false, A.detach(), false, s, 0);
+      gemm2d(gA, v, true, xd, false, s, 0);
+      gemm2d(gB, g, true, u, false, s, 0);
+      const ys = y.dataSync();
+      return { out: Array.from(want.dataSync(), (w, i) => Math.fround(ys[i]! + w)), gx: Array.from(mask(vA).dataSync()), gA: Array.from(gA.dataSync()), gB: Array.from(gB.dataSync()) };
+    });
+    return { op, composed, mask, x, A, g };
+  }
+
   it("dropout: output and gradients equal, bit for bit, the same kernels composed by hand", () => {
     tidy(() => {
-      const [N, k, r, d, p, s] = [12, 20, 3, 7, 0.3, 1.5];
-      const y = t([N, d], 1), x = t([N, k], 2).requireGrad(), A = t([r, k], 3).requireGrad(), B = t([d, r], 4).requireGrad(), g = t([N, d], 5);
-      const out = loraDelta(y, x, A, B, { scaling: s, dropout: p, generator: new Generator(11) });
-      out.backward(g);
-      noGrad(() => {
-        // The op draws its mask as dropout() does from a fresh Generator(11): N·k counters, first draw.
-        const mask = (src: ReturnType<typeof t>) => dropout(src, p, { generator: new Generator(11) });
-        const xd = mask(x.detach());
-        const u = zeros([N, r]), v = zeros([N, r]), vA = zeros([N, k]), gA = zeros([r, k]), gB = zeros([d, r]), want = zeros([N, d]);
-        gemm2d(u, xd, false, A.detach(), true, 1, 0);
-        gemm2d(want, u, false, B.detach(), true, s, 0);
-        gemm2d(v, g, false, B.detach(), false, 1, 0);
-        gemm2d(vA, v, false, A.detach(), false, s, 0);
-        gemm2d(gA, v, true, xd, false, s, 0);
-        gemm2d(gB, g, true, u, false, s, 0);
-        const yPlus = Array.from(want.dataSync(), (w, i) => Math.fround(y.dataSync()[i]! + w));
-        expect(Array.from(out.dataSync())).toEqual(yPlus);
-        expect(Array.from(x.grad!.dataSync())).toEqual(Array.from(mask(vA).dataSync()));
-        expect(Array.from(A.grad!.dataSync())).toEqual(Array.from(gA.dataSync()));
-        expect(Array.from(B.grad!.dataSync())).toEqual(Array.from(gB.dataSync()));
-      });
+      const { op, composed } = opAndComposed(12, 20, 3, 7, 0.3, 1.5, 11);
+      expect(op).toEqual(composed);
     });
   });
 
@@ -99,26 +107,14 @@ describe("loraDelta (y + s·drop(x)·Aᵀ·Bᵀ)", () => {
   it("several row blocks: gx equals the composed kernels bit for bit, out, gA and gB within float32 sums, float64 agrees", () => {
     tidy(() => {
       const [N, k, r, d, p, s] = [700, 300, 5, 40, 0.2, 1.5];
-      const y = t([N, d], 1), x = t([N, k], 2).requireGrad(), A = t([r, k], 3).requireGrad(), B = t([d, r], 4).requireGrad(), g = t([N, d], 5);
-      const out = loraDelta(y, x, A, B, { scaling: s, dropout: p, generator: new Generator(12) });
-      out.backward(g);
+      const { op, composed, mask, x, A, g } = opAndComposed(N, k, r, d, p, s, 12);
       noGrad(() => {
-        const mask = (src: ReturnType<typeof t>) => dropout(src, p, { generator: new Generator(12) });
-        const xd = mask(x.detach());
-        const u = zeros([N, r]), v = zeros([N, r]), vA = zeros([N, k]), gA = zeros([r, k]), gB = zeros([d, r]), want = zeros([N, d]);
-        gemm2d(u, xd, false, A.detach(), true, 1, 0);
-        gemm2d(want, u, false, B.detach(), true, s, 0);
-        gemm2d(v, g, false, B.detach(), false, 1, 0);
-        gemm2d(vA, v, false, A.detach(), false, s, 0);
-        gemm2d(gA, v, true, xd, false, s, 0);
-        gemm2d(gB, g, true, u, false, s, 0);
         // The products over k = 300 (u) and over the 700 rows (gA, gB) add in another order than the
         // composed GEMMs' (other blocking): float32 rounding, ~1e-7 relative per term.
-        const ys = y.dataSync();
-        expectClose(out, Array.from(want.dataSync(), (w, i) => ys[i]! + w), 1e-6);
-        expect(Array.from(x.grad!.dataSync())).toEqual(Array.from(mask(vA).dataSync()));
-        expectClose(A.grad!, gA.dataSync(), 1e-6);
-        expectClose(B.grad!, gB.dataSync(), 1e-6);
+        expectClose(op.out, composed.out, 1e-6);
+        expect(op.gx).toEqual(composed.gx);
+        expectClose(op.gA, composed.gA, 1e-6);
+        expectClose(op.gB, composed.gB, 1e-6);
         // float64: gB = s·gᵀ·u with u from the float64 forward
         const xs = x.dataSync(), As = A.dataSync(), gs = g.dataSync(), keep = Array.from(mask(ones([N, k])).dataSync(), (m) => m !== 0);
         const u64 = Array.from({ length: N * r }, (_, i) => {
@@ -133,7 +129,7 @@ describe("loraDelta (y + s·drop(x)·Aᵀ·Bᵀ)", () => {
           for (let n = 0; n < N; n++) acc += gs[n * d + o]! * u64[n * r + j]!;
           return s * acc;
         });
-        expectClose(B.grad!, gB64, 1e-5);
+        expectClose(op.gB, gB64, 1e-5);
       });
     });
   });
