@@ -56,7 +56,24 @@ bool sees(const AttnDims& d, int64_t i, int64_t j, const int32_t* keep) {
 // A row left with no finite score gets probability 0 everywhere (see attention.h).
 void mask_row(const AttnDims& d, int64_t i, float* s, int64_t n, const int32_t* keep) {
   const float ninf = -std::numeric_limits<float>::infinity();
+  if (!keep && d.window == 0) {  // only the causally hidden tail: no test per key
+    std::fill(s + std::clamp<int64_t>(visible_keys(d, i), 0, n), s + n, ninf);
+    return;
+  }
   for (int64_t j = 0; j < n; ++j) s[j] = sees(d, i, j, keep) ? s[j] : ninf;
+}
+
+// dS of one row of query i: ds[j] = p[j]·(ds[j] - delta)·scale where query i sees key j, else
+// exactly 0: a masked score is a constant -inf, so its gradient is 0 even in a row whose P is NaN
+// (0·NaN would otherwise spread that row's NaN into the dK of keys it never saw).
+void score_grad_row(const AttnDims& d, int64_t i, const float* p, float* ds, int64_t n, float delta, const int32_t* keep) {
+  if (!keep && d.window == 0) {  // keys [0, visible) seen, the rest hidden: no test per key
+    const int64_t seen = std::clamp<int64_t>(visible_keys(d, i), 0, n);
+    for (int64_t j = 0; j < seen; ++j) ds[j] = p[j] * (ds[j] - delta) * d.scale;
+    std::fill(ds + seen, ds + n, 0.0f);
+    return;
+  }
+  for (int64_t j = 0; j < n; ++j) ds[j] = sees(d, i, j, keep) ? p[j] * (ds[j] - delta) * d.scale : 0.0f;
 }
 
 struct QueryBlock {
@@ -83,11 +100,12 @@ std::vector<float>& scratch(int which) {
   return buffers[which];
 }
 
-// Applies attention dropout to the probabilities (or their gradient) of query i: row[j] is
-// weight ((b*H + h)*Tq + i)*Tk + j of the stream (see AttnDims).
-void drop_row(const AttnDims& d, int64_t b, int64_t h, int64_t i, const float* src, float* dst, int64_t n) {
+// Applies attention dropout to src (probabilities or their gradient) of query i into dst: element j
+// is weight ((b*H + h)*Tq + i)*Tk + j of the stream (see AttnDims). With `also` (not null) the same
+// mask scales it in place: one Philox evaluation for drop(P) and dP in the backward.
+void drop_rows(const AttnDims& d, int64_t b, int64_t h, int64_t i, const float* src, float* dst, float* also, int64_t n) {
   const uint64_t first = uint64_t(((b * d.H + h) * d.Tq + i) * d.Tk);
-  dropout_run(src, dst, n, d.dropout, 1.0f / (1.0f - d.dropout), d.seed, d.offset, first);
+  dropout_run2(src, dst, also, also, n, d.dropout, 1.0f / (1.0f - d.dropout), d.seed, d.offset, first);
 }
 
 // A contiguous [B, H, T, D] copy of x rounded to bf16, in buf.
@@ -142,7 +160,7 @@ void attention_forward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView v
         const float inv = 1.0f / sum;
         for (int64_t j = 0; j < blk.n; ++j) s[j] *= inv;
         lse_blk[r] = m + std::log(sum);
-        if (d.dropout > 0) drop_row(d, blk.b, blk.h, blk.i0 + r, s, s, blk.n);
+        if (d.dropout > 0) drop_rows(d, blk.b, blk.h, blk.i0 + r, s, s, nullptr, blk.n);
       }
       gemm_f32(false, false, blk.bq, d.D, blk.n, 1.0f, S.data(), blk.n, 0, v.row(blk.b, blk.h, 0), v.st, 0, 0.0f,
                out.row(blk.b, blk.h, blk.i0), out.st, 0, 1);
@@ -184,26 +202,23 @@ void attention_backward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView 
           else
             row_exp_sum(p, n, lse_blk[r], 1.0f, p);
         }
+        const float* dO = dout.row(b, h, blk.i0);
+        // dP = (dO V[0:n]ᵀ) ∘ M; with dropout one mask evaluation gives both drop(P) and dP
+        gemm_f32(false, true, blk.bq, n, d.D, 1.0f, dO, dout.st, 0, v.row(b, h, 0), v.st, 0, 0.0f, dS.data(), n, 0, 1);
         const float* drop_p = P.data();
         if (d.dropout > 0) {
           Pd.resize(P.size());
-          for (int64_t r = 0; r < blk.bq; ++r) drop_row(d, b, h, blk.i0 + r, P.data() + r * n, Pd.data() + r * n, n);
+          for (int64_t r = 0; r < blk.bq; ++r)
+            drop_rows(d, b, h, blk.i0 + r, P.data() + r * n, Pd.data() + r * n, dS.data() + r * n, n);
           drop_p = Pd.data();
         }
-        const float* dO = dout.row(b, h, blk.i0);
         // dV[0:n] += drop(P)ᵀ dO
         gemm_f32(true, false, n, d.D, blk.bq, 1.0f, drop_p, n, 0, dO, dout.st, 0, 1.0f, dv.row(b, h, 0), dv.st, 0, 1);
-        // dP = (dO V[0:n]ᵀ) ∘ M, then dS = P ∘ (dP - rowsum(P ∘ dP)) · scale in place
-        gemm_f32(false, true, blk.bq, n, d.D, 1.0f, dO, dout.st, 0, v.row(b, h, 0), v.st, 0, 0.0f, dS.data(), n, 0, 1);
+        // dS = P ∘ (dP - rowsum(P ∘ dP)) · scale, in place
         for (int64_t r = 0; r < blk.bq; ++r) {
           const float* p = P.data() + r * n;
           float* ds = dS.data() + r * n;
-          if (d.dropout > 0) drop_row(d, b, h, blk.i0 + r, ds, ds, n);
-          const float delta = row_dot(p, ds, n);
-          // A masked score is a constant -inf: its gradient is exactly 0, even in a row whose P is
-          // NaN (0·NaN would otherwise spread that row's NaN into the dK of keys it never saw).
-          const int32_t* keep = key_keep ? key_keep + b * d.Tk : nullptr;
-          for (int64_t j = 0; j < n; ++j) ds[j] = sees(d, blk.i0 + r, j, keep) ? p[j] * (ds[j] - delta) * d.scale : 0.0f;
+          score_grad_row(d, blk.i0 + r, p, ds, n, row_dot(p, ds, n), key_keep ? key_keep + b * d.Tk : nullptr);
         }
         // dQ_blk = dS K[0:n];  dK[0:n] += dSᵀ Q_blk
         gemm_f32(false, false, blk.bq, d.D, n, 1.0f, dS.data(), n, 0, k.row(b, h, 0), k.st, 0, 0.0f,
