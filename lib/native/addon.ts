@@ -162,6 +162,8 @@ export interface AttentionDims {
   offset: bigint;
   /** The arithmetic, a DType code: float32, or bfloat16 (q, k, v, dout rounded to bf16; native/ops/attention.h). */
   precision: number;
+  /** Query heads per key/value head (k, v, dk, dv have H / kvGroup heads); CPU only above 1. */
+  kvGroup: number;
 }
 
 export interface AttentionKernels {

@@ -4,7 +4,9 @@
 import { native } from "../native/index.js";
 import { DTYPE_CODE } from "../tensor/dtype.js";
 import { defaultGenerator, type Generator } from "../tensor/random.js";
+import { tidy } from "../tensor/scope.js";
 import { emptyLike, formatShape, record, type Tensor } from "../tensor/tensor.js";
+import { expand } from "./shape.js";
 import { checkFloat, checkSameDevice, contiguousInput, newFloat, stridedView, viewOrNull } from "./util.js";
 
 export interface AttentionOptions {
@@ -78,8 +80,10 @@ function headsInterleaved(like: Tensor, B: number, H: number, T: number, D: numb
 }
 
 /**
- * softmax(q kᵀ · scale + masks) v for q [B, H, Tq, D], k and v [B, H, Tk, D] (F.scaled_dot_product_attention
- * with is_causal and dropout_p, plus a key-padding mask). The forward saves one logsumexp per query (and
+ * softmax(q kᵀ · scale + masks) v for q [B, H, Tq, D], k and v [B, Hkv, Tk, D] (F.scaled_dot_product_attention
+ * with is_causal, dropout_p and enable_gqa, plus a key-padding mask). Hkv may be any divisor of H
+ * (grouped-query attention): key/value head j serves query heads j·H/Hkv … (j+1)·H/Hkv − 1, as
+ * transformers' repeat_kv; the CPU reads the shared heads in place, CUDA repeats them. The forward saves one logsumexp per query (and
  * keeps its output, for the backward's rowsum(dO ∘ O)), not the Tq × Tk probabilities; the backward
  * recomputes them (flash-attention style) and gives dq, dk, dv in one native call. q, k, v may be strided views (e.g. slices of a fused qkv projection) as long
  * as D is contiguous. The result is [B, H, Tq, D] stored as [B, Tq, H, D] (see headsInterleaved).
@@ -91,13 +95,20 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
     throw new Error(`${op}: q, k, v must be [B, H, T, D], got ${formatShape(q.shape)}, ${formatShape(k.shape)}, ${formatShape(v.shape)}`);
   }
   const [B, H, Tq, D] = q.shape as [number, number, number, number];
-  const Tk = k.shape[2]!;
-  const kvShape = [B, H, Tk, D];
-  if (k.shape.some((s, i) => s !== kvShape[i]) || v.shape.some((s, i) => s !== kvShape[i])) {
+  const [Hkv, Tk] = [k.shape[1]!, k.shape[2]!];
+  const kvShape = [B, Hkv, Tk, D];
+  if (k.shape.some((s, i) => s !== kvShape[i]) || v.shape.some((s, i) => s !== kvShape[i]) || Hkv < 1 || H % Hkv !== 0) {
     throw new Error(
-      `${op}: k ${formatShape(k.shape)} and v ${formatShape(v.shape)} must both be ${formatShape(kvShape)} for q ${formatShape(q.shape)} ` +
-        `(same batch, heads and head size; Tk may differ from Tq)`,
+      `${op}: k ${formatShape(k.shape)} and v ${formatShape(v.shape)} must both be [B, Hkv, Tk, D] = [${B}, Hkv, Tk, ${D}] for q ${formatShape(q.shape)}, ` +
+        `with Hkv dividing the ${H} query heads (same batch and head size; Tk may differ from Tq)`,
     );
+  }
+  if (Hkv !== H && q.deviceInfo.type !== "cpu") {
+    // Grouped-query attention on CUDA: the kernels take one key/value head per query head, so
+    // repeat them (transformers' repeat_kv; the copy's backward sums each group's gradients).
+    const g = H / Hkv;
+    const repeat = (t: Tensor) => tidy(() => expand(t.unsqueeze(2), [B, Hkv, g, Tk, D]).reshape(B, H, Tk, D));
+    return tidy(() => scaledDotProductAttention(q, repeat(k), repeat(v), opts));
   }
   if (Tk === 0 || D === 0) throw new Error(`${op}: needs at least one key and D >= 1, got k ${formatShape(k.shape)}`);
   const causal = opts.causal ?? true;
@@ -128,7 +139,7 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   }
   const { seed, offset } = dropout > 0 ? (opts.generator ?? defaultGenerator).next(B * H * Tq * Tk) : { seed: 0n, offset: 0n };
   const dims = [B, H, Tq, Tk, D] as const;
-  const stream = { dims, scale, causal, window: window ?? 0, dropout, seed, offset, precision: DTYPE_CODE[precision] };
+  const stream = { dims, scale, causal, window: window ?? 0, dropout, seed, offset, precision: DTYPE_CODE[precision], kvGroup: H / Hkv };
   // q, k, v and their gradients as [batch, head, time] strided views (D is contiguous).
   const heads = (t: Tensor) => stridedView(t, [t.strides[0]!, t.strides[1]!, t.strides[2]!]);
   const qc = rowContiguous(q), kc = rowContiguous(k), vc = rowContiguous(v), mc = mask && contiguousInput(mask);
@@ -139,7 +150,7 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
     op, out, [q, k, v],
     (g, [qs, ks, vs, lses, os, ms]) => {
       const gc = rowContiguous(g);
-      const dq = headsInterleaved(qs!, B, H, Tq, D), dk = headsInterleaved(qs!, B, H, Tk, D), dv = headsInterleaved(qs!, B, H, Tk, D);
+      const dq = headsInterleaved(qs!, B, H, Tq, D), dk = headsInterleaved(qs!, B, Hkv, Tk, D), dv = headsInterleaved(qs!, B, Hkv, Tk, D);
       native().attentionBackward({
         ...stream, q: heads(qs!), k: heads(ks!), v: heads(vs!), keep: viewOrNull(ms ?? null), lse: lses!.nativeView,
         out: heads(os!), dout: heads(gc), dq: heads(dq), dk: heads(dk), dv: heads(dv),

@@ -21,8 +21,8 @@
 // and runs the same float32 kernels on them: what bf16 autocast's attention computes, up to the
 // rounding of its products (the CUDA twin's tensor cores also round P and dS to bf16).
 //
-// Threads take whole work items (query blocks forward, (batch, head) pairs backward, so that
-// dK and dV have one writer), and gemm_f32 runs single-threaded inside them.
+// Threads take whole work items (query blocks forward, (batch, key/value head) pairs backward, so
+// that dK and dV have one writer), and gemm_f32 runs single-threaded inside them.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -87,8 +87,8 @@ QueryBlock query_block(const AttnDims& d, int64_t bh, int64_t qb) {
 
 // S (bq × n, row stride n) = scale · Q_blk K[0:n]ᵀ, masked.
 void masked_scores(const AttnDims& d, const QueryBlock& blk, AttnView q, AttnView k, const int32_t* key_keep, float* S) {
-  gemm_f32(false, true, blk.bq, blk.n, d.D, d.scale, q.row(blk.b, blk.h, blk.i0), q.st, 0, k.row(blk.b, blk.h, 0), k.st, 0,
-           0.0f, S, blk.n, 0, 1);
+  gemm_f32(false, true, blk.bq, blk.n, d.D, d.scale, q.row(blk.b, blk.h, blk.i0), q.st, 0, k.row(blk.b, blk.h / d.kv_group, 0),
+           k.st, 0, 0.0f, S, blk.n, 0, 1);
   const int32_t* keep = key_keep ? key_keep + blk.b * d.Tk : nullptr;
   for (int64_t r = 0; r < blk.bq; ++r) mask_row(d, blk.i0 + r, S + r * blk.n, blk.n, keep);
 }
@@ -108,17 +108,17 @@ void drop_rows(const AttnDims& d, int64_t b, int64_t h, int64_t i, const float* 
   dropout_run2(src, dst, also, also, n, d.dropout, 1.0f / (1.0f - d.dropout), d.seed, d.offset, first);
 }
 
-// A contiguous [B, H, T, D] copy of x rounded to bf16, in buf.
-AttnView bf16_rounded(const AttnDims& d, AttnView x, int64_t T, std::vector<float>& buf) {
-  buf.resize(size_t(d.B * d.H * T * d.D));
+// A contiguous [B, heads, T, D] copy of x rounded to bf16, in buf.
+AttnView bf16_rounded(const AttnDims& d, AttnView x, int64_t heads, int64_t T, std::vector<float>& buf) {
+  buf.resize(size_t(d.B * heads * T * d.D));
   float* dst = buf.data();
   for (int64_t b = 0; b < d.B; ++b)
-    for (int64_t h = 0; h < d.H; ++h)
+    for (int64_t h = 0; h < heads; ++h)
       for (int64_t t = 0; t < T; ++t, dst += d.D) {
         const float* src = x.row(b, h, t);
         for (int64_t i = 0; i < d.D; ++i) dst[i] = bf16_to_f32(f32_to_bf16(src[i]));
       }
-  return AttnView{buf.data(), d.H * T * d.D, T * d.D, d.D};
+  return AttnView{buf.data(), heads * T * d.D, T * d.D, d.D};
 }
 
 AttnDims float32_dims(const AttnDims& d) {
@@ -133,8 +133,9 @@ void attention_forward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView v
                            float* lse) {
   if (d.precision == DType::BF16) {
     std::vector<float> qr, kr, vr;
-    return attention_forward_f32(float32_dims(d), bf16_rounded(d, q, d.Tq, qr), bf16_rounded(d, k, d.Tk, kr),
-                                 bf16_rounded(d, v, d.Tk, vr), key_keep, out, lse);
+    const int64_t kv_heads = d.H / d.kv_group;
+    return attention_forward_f32(float32_dims(d), bf16_rounded(d, q, d.H, d.Tq, qr), bf16_rounded(d, k, kv_heads, d.Tk, kr),
+                                 bf16_rounded(d, v, kv_heads, d.Tk, vr), key_keep, out, lse);
   }
   const int64_t nqb = query_blocks(d);
   // Decoding one token (Tq = 1) over a short cache is a few µs of work per head: below ~1M
@@ -162,7 +163,7 @@ void attention_forward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView v
         lse_blk[r] = m + std::log(sum);
         if (d.dropout > 0) drop_rows(d, blk.b, blk.h, blk.i0 + r, s, s, nullptr, blk.n);
       }
-      gemm_f32(false, false, blk.bq, d.D, blk.n, 1.0f, S.data(), blk.n, 0, v.row(blk.b, blk.h, 0), v.st, 0, 0.0f,
+      gemm_f32(false, false, blk.bq, d.D, blk.n, 1.0f, S.data(), blk.n, 0, v.row(blk.b, blk.h / d.kv_group, 0), v.st, 0, 0.0f,
                out.row(blk.b, blk.h, blk.i0), out.st, 0, 1);
     }
   });
@@ -172,24 +173,28 @@ void attention_backward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView 
                             const float* lse, AttnView out, AttnView dout, AttnView dq, AttnView dk, AttnView dv) {
   if (d.precision == DType::BF16) {
     std::vector<float> qr, kr, vr, gr;
-    return attention_backward_f32(float32_dims(d), bf16_rounded(d, q, d.Tq, qr), bf16_rounded(d, k, d.Tk, kr),
-                                  bf16_rounded(d, v, d.Tk, vr), key_keep, lse, out, bf16_rounded(d, dout, d.Tq, gr), dq,
-                                  dk, dv);
+    const int64_t kv_heads = d.H / d.kv_group;
+    return attention_backward_f32(float32_dims(d), bf16_rounded(d, q, d.H, d.Tq, qr), bf16_rounded(d, k, kv_heads, d.Tk, kr),
+                                  bf16_rounded(d, v, kv_heads, d.Tk, vr), key_keep, lse, out,
+                                  bf16_rounded(d, dout, d.H, d.Tq, gr), dq, dk, dv);
   }
   // out is unused here: delta comes from P and dP below
-  const int64_t nqb = query_blocks(d);
-  parallel_for(d.B * d.H, 1, [&](int64_t bh0, int64_t bh1) {
+  // Threads take whole (batch, key/value head) pairs, so that dK and dV have one writer: the
+  // query heads of a group add into them one after the other.
+  const int64_t nqb = query_blocks(d), kv_heads = d.H / d.kv_group;
+  parallel_for(d.B * kv_heads, 1, [&](int64_t bj0, int64_t bj1) {
     std::vector<float>& P = scratch(0);
     std::vector<float>& dS = scratch(1);
     std::vector<float>& Pd = scratch(2);  // drop(P), with dropout only
-    for (int64_t bh = bh0; bh < bh1; ++bh) {
-      const int64_t b = bh / d.H, h = bh % d.H;
+    for (int64_t bj = bj0; bj < bj1; ++bj) {
+      const int64_t b = bj / kv_heads, j = bj % kv_heads;
       for (int64_t t = 0; t < d.Tk; ++t) {
-        std::fill(dk.row(b, h, t), dk.row(b, h, t) + d.D, 0.0f);
-        std::fill(dv.row(b, h, t), dv.row(b, h, t) + d.D, 0.0f);
+        std::fill(dk.row(b, j, t), dk.row(b, j, t) + d.D, 0.0f);
+        std::fill(dv.row(b, j, t), dv.row(b, j, t) + d.D, 0.0f);
       }
-      for (int64_t qb = 0; qb < nqb; ++qb) {
-        const QueryBlock blk = query_block(d, bh, qb);
+      for (int64_t w = 0; w < d.kv_group * nqb; ++w) {  // the group's query heads, each block by block
+        const int64_t h = j * d.kv_group + w / nqb, bh = b * d.H + h;
+        const QueryBlock blk = query_block(d, bh, w % nqb);
         const int64_t n = blk.n;
         P.resize(size_t(blk.bq * n));
         dS.resize(size_t(blk.bq * n));
@@ -204,7 +209,7 @@ void attention_backward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView 
         }
         const float* dO = dout.row(b, h, blk.i0);
         // dP = (dO V[0:n]ᵀ) ∘ M; with dropout one mask evaluation gives both drop(P) and dP
-        gemm_f32(false, true, blk.bq, n, d.D, 1.0f, dO, dout.st, 0, v.row(b, h, 0), v.st, 0, 0.0f, dS.data(), n, 0, 1);
+        gemm_f32(false, true, blk.bq, n, d.D, 1.0f, dO, dout.st, 0, v.row(b, j, 0), v.st, 0, 0.0f, dS.data(), n, 0, 1);
         const float* drop_p = P.data();
         if (d.dropout > 0) {
           Pd.resize(P.size());
@@ -213,7 +218,7 @@ void attention_backward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView 
           drop_p = Pd.data();
         }
         // dV[0:n] += drop(P)ᵀ dO
-        gemm_f32(true, false, n, d.D, blk.bq, 1.0f, drop_p, n, 0, dO, dout.st, 0, 1.0f, dv.row(b, h, 0), dv.st, 0, 1);
+        gemm_f32(true, false, n, d.D, blk.bq, 1.0f, drop_p, n, 0, dO, dout.st, 0, 1.0f, dv.row(b, j, 0), dv.st, 0, 1);
         // dS = P ∘ (dP - rowsum(P ∘ dP)) · scale, in place
         for (int64_t r = 0; r < blk.bq; ++r) {
           const float* p = P.data() + r * n;
@@ -221,9 +226,9 @@ void attention_backward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView 
           score_grad_row(d, blk.i0 + r, p, ds, n, row_dot(p, ds, n), key_keep ? key_keep + b * d.Tk : nullptr);
         }
         // dQ_blk = dS K[0:n];  dK[0:n] += dSᵀ Q_blk
-        gemm_f32(false, false, blk.bq, d.D, n, 1.0f, dS.data(), n, 0, k.row(b, h, 0), k.st, 0, 0.0f,
+        gemm_f32(false, false, blk.bq, d.D, n, 1.0f, dS.data(), n, 0, k.row(b, j, 0), k.st, 0, 0.0f,
                  dq.row(b, h, blk.i0), dq.st, 0, 1);
-        gemm_f32(true, false, n, d.D, blk.bq, 1.0f, dS.data(), n, 0, q.row(b, h, blk.i0), q.st, 0, 1.0f, dk.row(b, h, 0),
+        gemm_f32(true, false, n, d.D, blk.bq, 1.0f, dS.data(), n, 0, q.row(b, h, blk.i0), q.st, 0, 1.0f, dk.row(b, j, 0),
                  dk.st, 0, 1);
       }
     }

@@ -47,6 +47,11 @@ struct AttnDims {
   // and its float32 kernels elsewhere. Both agree with float64 on bf16-rounded inputs to bf16
   // accuracy (~1e-2 relative), not float32's.
   DType precision;
+  // Grouped-query attention (CPU only; the CUDA kernels take kv_group = 1 and lib/ops/attention.ts
+  // repeats the key/value heads for them): k, v, dk and dv have H / kv_group heads, and key/value
+  // head j serves query heads j·kv_group … j·kv_group + kv_group - 1 (transformers' repeat_kv),
+  // read in place instead of repeated. dk and dv sum over their group's query heads.
+  int64_t kv_group = 1;
 };
 
 }  // namespace lowrank

@@ -8,7 +8,7 @@
 // same tolerances against float64 on the rounded values. Its CUDA twin (bf16 tensor cores) is
 // checked against it in test/gpu/attention-bf16.test.ts.
 import { describe, expect, it } from "vitest";
-import { Generator, Tensor, tensor, tidy, zeros } from "../../lib/index.js";
+import { expand, Generator, Tensor, tensor, tidy, zeros } from "../../lib/index.js";
 import { expectClose, gradcheck, relError } from "../helpers.js";
 import { bf16BitsToF32, f32ToBf16Bits } from "../../lib/tensor/dtype.js";
 import { scaledDotProductAttention } from "../../lib/ops/attention.js";
@@ -176,10 +176,43 @@ describe("scaledDotProductAttention", () => {
     });
   });
 
+  // Grouped-query attention: the CPU reads each key/value head for its group of query heads in
+  // place (kvGroup in native/ops/attention.h). The same as repeating the heads first
+  // (transformers' repeat_kv): outputs bit for bit (each query head reads the same rows); dk and
+  // dv sum the group's heads in another order, so within float32 rounding.
+  for (const precision of ["float32", "bfloat16"] as const) {
+    it(`grouped key/value heads equal the repeated heads (causal, Tq < Tk, padding, dropout, ${precision})`, () => {
+      tidy(() => {
+        const [B, H, Hkv, Tq, Tk, D] = [2, 6, 2, 9, 11, 8];
+        const q = t([B, H, Tq, D], 31).requireGrad(), k = t([B, Hkv, Tk, D], 32).requireGrad(), v = t([B, Hkv, Tk, D], 33).requireGrad();
+        const g = t([B, H, Tq, D], 34);
+        const attnMask = tensor(Int32Array.from({ length: B * Tk }, (_, i) => (i === 0 || i === Tk + 3 ? 0 : 1)), { shape: [B, Tk] });
+        const opts = () => ({ causal: true, attnMask, dropout: 0.2, generator: new Generator(5), precision });
+        const run = (kk: Tensor, vv: Tensor) => {
+          const out = scaledDotProductAttention(q, kk, vv, opts());
+          out.backward(g);
+          const got = { out: arr(out), dq: arr(q.grad!) };
+          q.grad = null;
+          return got;
+        };
+        const grouped = run(k, v);
+        const [dk, dv] = [arr(k.grad!), arr(v.grad!)];
+        k.grad = null;
+        v.grad = null;
+        const repeat = (x: Tensor) => expand(x.unsqueeze(2), [B, Hkv, H / Hkv, Tk, D]).reshape(B, H, Tk, D);
+        const repeated = run(repeat(k), repeat(v));
+        expect(grouped).toEqual(repeated);
+        expectClose(dk, arr(k.grad!), 1e-6);
+        expectClose(dv, arr(v.grad!), 1e-6);
+      });
+    });
+  }
+
   it("names the shapes on bad input", () => {
     tidy(() => {
       const q = zeros([1, 2, 4, 8]);
-      expect(() => scaledDotProductAttention(q, zeros([1, 2, 4, 7]), zeros([1, 2, 4, 7]))).toThrow(/must both be \[1, 2, 4, 8\]/);
+      expect(() => scaledDotProductAttention(q, zeros([1, 2, 4, 7]), zeros([1, 2, 4, 7]))).toThrow(/must both be \[B, Hkv, Tk, D\] = \[1, Hkv, Tk, 8\]/);
+      expect(() => scaledDotProductAttention(q, zeros([1, 3, 4, 8]), zeros([1, 3, 4, 8]))).toThrow(/with Hkv dividing the 2 query heads/);
       expect(() => scaledDotProductAttention(q, zeros([1, 2, 3, 8]), zeros([1, 2, 3, 8]))).toThrow(/Tq must be <= Tk/);
       expect(() => scaledDotProductAttention(q, q, q, { attnMask: zeros([1, 4]) })).toThrow(/attnMask must be an int32 key-padding mask \[B, Tk\] = \[1, 4\]/);
     });

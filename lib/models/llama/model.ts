@@ -8,7 +8,6 @@ import { attentionPrecision, scaledDotProductAttention } from "../../ops/attenti
 import { add, mul, silu } from "../../ops/elementwise.js";
 import { linear } from "../../ops/matmul.js";
 import { applyRotary, rotaryCosSin } from "../../ops/rope.js";
-import { expand } from "../../ops/shape.js";
 import { Embedding, Linear, RMSNorm } from "../../nn/layers.js";
 import { Module, ModuleList } from "../../nn/module.js";
 import { formatShape, type Tensor } from "../../tensor/tensor.js";
@@ -82,18 +81,11 @@ export class LlamaAttention extends Module {
     const q = applyRotary(heads(this.q_proj.forward(x), H, this.q_norm), cos, sin);
     let k = applyRotary(heads(this.k_proj.forward(x), Hkv, this.k_norm), cos, sin);
     let v = heads(this.v_proj.forward(x), Hkv);
-    // The cache holds the Hkv heads, before the repeat: H / Hkv times less memory, as transformers' cache.
+    // The cache holds the Hkv heads: H / Hkv times less memory, as transformers' cache.
     if (cache) ({ key: k, value: v } = cache.append(layerIdx, k, v));
-    const Tk = k.shape[2]!;
-    if (Hkv !== H) {
-      // transformers' repeat_kv: kv head j serves query heads j·g … j·g+g-1. expand is a free
-      // view; the reshape copies, and its backward sums each group's gradients back.
-      const g = H / Hkv;
-      const repeat = (t: Tensor) => expand(t.unsqueeze(2), [B, Hkv, g, Tk, D]).reshape(B, H, Tk, D);
-      k = repeat(k);
-      v = repeat(v);
-    }
-    // [B, H, T, D], scale 1/√D; with a cache the T queries are the last T of the Tk positions
+    // [B, H, T, D], scale 1/√D; with a cache the T queries are the last T of the Tk positions. The
+    // Hkv key/value heads go in as they are: kv head j serves query heads j·g … j·g+g-1 (g = H / Hkv,
+    // transformers' repeat_kv), which the attention op reads in place (repeats on CUDA).
     const y = scaledDotProductAttention(q, k, v, { causal: true, window: this.slidingWindow, precision: attentionPrecision(this.q_proj.weight) });
     return this.o_proj.forward(y.transpose(1, 2).reshape(B, T, H * D));
   }
