@@ -82,8 +82,14 @@ gpu('scaledDotProductAttention precision "bfloat16": CUDA tensor cores against t
   for (const c of CASES) {
     it(name(c), () => {
       const [cpu, cuda] = [run(c, "cpu"), run(c, "cuda:0")];
+      // With window 1 a query sees only itself: P = 1 and dS = P·(dP - rowsum(P·dP)) = 0 exactly, so
+      // dq and dk are rounding residue on both devices (relative to each other, noise). Each error
+      // is taken relative to the larger of its reference and dv, the gradient that carries the signal.
+      const norm = (a: number[]) => Math.sqrt(a.reduce((acc, x) => acc + x * x, 0));
+      const floor = c.window === 1 && !c.fused ? norm(cpu[3]!) : 0;
       cpu.forEach((ref, i) => {
-        const err = relError(cuda[i]!, ref);
+        const scale = Math.max(norm(ref), i === 0 ? 0 : floor);
+        const err = norm(cuda[i]!.map((x, j) => x - ref[j]!)) / scale;
         expect(err, `${i === 0 ? "output" : `gradient ${i - 1}`}: relative error ${err}`).toBeLessThanOrEqual(TOL);
       });
       if (c.keep && c.Tq === c.Tk) {
