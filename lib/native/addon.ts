@@ -127,9 +127,9 @@ export interface CrossEntropyKernels {
   crossEntropyBackward(a: {
     logits: View; targets: View; lse: View; dout: View; dlogits: View; N: number; V: number; ignoreIndex: number; reduction: number;
   }): void;
-  /** One chunk of linearCrossEntropy: per-row loss and counted flags, the unscaled gradient (float32 or bf16) when grad is given. */
+  /** One chunk of linearCrossEntropy: per-row loss and counted flags, the unscaled gradient (float32 or bf16) when grad is given; rows ld >= V apart. */
   crossEntropyRows(a: {
-    logits: View; targets: View; loss: View; counted: View; grad: View | null; gradBf16: boolean; firstBad: View; N: number; V: number; ignoreIndex: number;
+    logits: View; targets: View; loss: View; counted: View; grad: View | null; gradBf16: boolean; firstBad: View; N: number; V: number; ld: number; ignoreIndex: number;
   }): void;
 }
 

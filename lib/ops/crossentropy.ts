@@ -135,26 +135,36 @@ export function linearCrossEntropy(x: Tensor, weight: Tensor, targets: Tensor, o
   const lowp = weight.dtype === "bfloat16";
   const wantGrad = needsGrad(x);
 
+  // cuBLAS runs GPT-2's head 7x slower with its odd vocabulary (50,257) than with a multiple of 8
+  // (bench/RESULTS.md). So the logits' rows are ld = V rounded up to 8 apart, and the classes past
+  // the last multiple of 8 (V mod 8 of them) take a second, thin GEMM: no GEMM has an odd n
+  // (logits) or k (input gradient). The CPU's GEMMs do not care and run the same split.
+  const V8 = V - (V % 8), ld = V8 === V ? V : V8 + 8;
+  const parts = V8 === V || V8 === 0 ? [[0, V]] : [[0, V8], [V8, V]];
+
   return tidy(() => {
     const xc = contiguousInput(x), tc = contiguousInput(targets), wc = contiguousInput(weight);
     const xin = lowp ? bf16Operand(xc) : xc;
     const rows = Math.min(chunkRows, Math.max(N, 1));
-    const logits = newFloat([rows, V], x);
-    const grad16 = wantGrad && lowp ? emptyLike([rows, V], "bfloat16", x.deviceInfo) : null;
+    const logits = newFloat([rows, ld], x);
+    const grad16 = wantGrad && lowp ? emptyLike([rows, ld], "bfloat16", x.deviceInfo) : null;
     const losses = newFloat([N], x), counted = newFloat([N], x);
     const dx = wantGrad ? newFloat([N, C], x) : null;
     const firstBad = full([1], 2 ** 31 - 1, { dtype: "int32", device: x.device });
     for (let r0 = 0; r0 < N; r0 += rows) {
       const n = Math.min(rows, N - r0);
-      const lg = logits.slice(0, 0, n);
-      gemm2d(lg, xin.slice(0, r0, r0 + n), false, wc, true, 1, 0); // [n, V] = x·Wᵀ
+      const lg = logits.slice(0, 0, n), xs = xin.slice(0, r0, r0 + n);
+      for (const [j0, j1] of parts) gemm2d(lg.slice(1, j0!, j1!), xs, false, wc.slice(0, j0!, j1!), true, 1, 0); // [n, V] = x·Wᵀ
       const grad = grad16 ? grad16.slice(0, 0, n) : dx ? lg : null;
       native().crossEntropyRows({
         logits: lg.nativeView, targets: tc.slice(0, r0, r0 + n).nativeView, loss: losses.slice(0, r0, r0 + n).nativeView,
         counted: counted.slice(0, r0, r0 + n).nativeView, grad: viewOrNull(grad), gradBf16: grad16 !== null, firstBad: firstBad.nativeView,
-        N: n, V, ignoreIndex,
+        N: n, V, ld, ignoreIndex,
       });
-      if (grad && dx) gemm2d(dx.slice(0, r0, r0 + n), grad, false, wc, false, 1, 0); // [n, C] = dlogits·W
+      if (grad && dx) {
+        const dxs = dx.slice(0, r0, r0 + n);
+        parts.forEach(([j0, j1], i) => gemm2d(dxs, grad.slice(1, j0!, j1!), false, wc.slice(0, j0!, j1!), false, 1, i === 0 ? 0 : 1)); // [n, C] = dlogits·W
+      }
     }
     const bad = firstBad.dataSync()[0]!;
     if (bad !== 2 ** 31 - 1) {

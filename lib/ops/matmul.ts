@@ -289,8 +289,10 @@ function affine(op: string, x: Tensor, weight: Tensor, outIn: boolean, bias: Ten
 }
 
 /**
- * c = alpha·op(a)·op(b) + beta·c for contiguous 2-D tensors (a, b as stored; op = transpose when
- * flagged). c is float32; a and b are both float32, or both bfloat16 (float32 sums, as gemm_bf16).
+ * c = alpha·op(a)·op(b) + beta·c for 2-D tensors whose rows are contiguous (a, b as stored; op =
+ * transpose when flagged). Rows may be further apart than their length (a column slice of a wider
+ * matrix): BLAS's leading dimension. c is float32; a and b are both float32, or both bfloat16
+ * (float32 sums, as gemm_bf16).
  */
 export function gemm2d(c: Tensor, a: Tensor, transA: boolean, b: Tensor, transB: boolean, alpha: number, beta: number): void {
   checkFloat("gemm2d", c);
@@ -298,11 +300,18 @@ export function gemm2d(c: Tensor, a: Tensor, transA: boolean, b: Tensor, transB:
   if (!(a.dtype === b.dtype && (a.dtype === "float32" || a.dtype === "bfloat16"))) {
     throw new Error(`gemm2d: a and b must both be float32 or both bfloat16, got ${a.dtype} ${formatShape(a.shape)} and ${b.dtype} ${formatShape(b.shape)}`);
   }
-  for (const t of [a, b, c]) if (!t.isContiguous()) throw new Error(`gemm2d: operands must be contiguous, got ${formatShape(t.shape)} with strides ${formatShape(t.strides)}`);
+  /** The row stride of a 2-D operand with contiguous rows (its leading dimension). */
+  const ld = (t: Tensor): number => {
+    const [rows, cols] = t.shape as [number, number];
+    if (t.ndim !== 2 || (cols > 1 && t.strides[1] !== 1) || (rows > 1 && t.strides[0]! < cols)) {
+      throw new Error(`gemm2d: operands must be 2-D with contiguous rows, got ${formatShape(t.shape)} with strides ${formatShape(t.strides)}`);
+    }
+    return rows > 1 ? t.strides[0]! : cols;
+  };
   const [ar, ac] = a.shape as [number, number], [br, bc] = b.shape as [number, number];
   const m = transA ? ac : ar, k = transA ? ar : ac, n = transB ? br : bc;
   native().gemm({
-    transA, transB, m, n, k, alpha, a: a.nativeView, lda: ac, strideA: 0, b: b.nativeView, ldb: bc, strideB: 0,
-    beta, c: c.nativeView, ldc: n, strideC: 0, batch: 1, dtype: DTYPE_CODE[a.dtype],
+    transA, transB, m, n, k, alpha, a: a.nativeView, lda: ld(a), strideA: 0, b: b.nativeView, ldb: ld(b), strideB: 0,
+    beta, c: c.nativeView, ldc: ld(c), strideC: 0, batch: 1, dtype: DTYPE_CODE[a.dtype],
   });
 }

@@ -55,22 +55,24 @@ Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// crossEntropyRows({ logits, targets, loss, counted, grad?, gradBf16, firstBad, N, V, ignoreIndex })
+// crossEntropyRows({ logits, targets, loss, counted, grad?, gradBf16, firstBad, N, V, ld, ignoreIndex })
 Napi::Value CrossEntropyRows(const Napi::CallbackInfo& info) {
   Args a(info, "crossEntropyRows");
   const char* op = a.op;
   Buf logits = a.view("logits"), targets = a.view("targets"), loss = a.view("loss"), counted = a.view("counted");
   Buf grad = a.opt_view("grad"), first_bad = a.view("firstBad");
   const bool grad_bf16 = a.flag("gradBf16");
-  int64_t N = a.size("N"), V = a.size("V");
+  int64_t N = a.size("N"), V = a.size("V"), ld = a.size("ld");
+  if (ld < V) a.fail_field("ld", "(the row stride) must be >= V = " + std::to_string(V) + ", got " + std::to_string(ld));
   int32_t ignore = static_cast<int32_t>(a.integer("ignoreIndex"));
-  logits.need(N * V * 4, op);
+  const int64_t span = N == 0 ? 0 : (N - 1) * ld + V;  // elements from the first row's start to the last's end
+  logits.need(span * 4, op);
   for (const Buf* t : {&targets, &loss, &counted}) t->need(N * 4, op);
   first_bad.need(4, op);
-  if (grad.storage) grad.need(N * V * (grad_bf16 ? 2 : 4), op);
+  if (grad.storage) grad.need(span * (grad_bf16 ? 2 : 4), op);
   LR_DISPATCH(devices(op, {&logits, &targets, &loss, &counted, &first_bad}, {&grad}),
               cross_entropy_rows_f32(logits.as<float>(), targets.as<int32_t>(), loss.as<float>(), counted.as<float>(),
-                                     ptr<void>(grad), grad_bf16, N, V, ignore, first_bad.as<int32_t>()));
+                                     ptr<void>(grad), grad_bf16, N, V, ld, ignore, first_bad.as<int32_t>()));
   return info.Env().Undefined();
 }
 

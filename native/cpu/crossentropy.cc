@@ -73,7 +73,7 @@ void cross_entropy_backward_f32(const float* logits, const int32_t* targets, con
 }
 
 void cross_entropy_rows_f32(const float* logits, const int32_t* targets, float* loss, float* counted, void* grad,
-                            bool grad_bf16, int64_t N, int64_t V, int32_t ignore_index, int32_t* first_bad) {
+                            bool grad_bf16, int64_t N, int64_t V, int64_t ld, int32_t ignore_index, int32_t* first_bad) {
   for (int64_t n = 0; n < N; ++n) {
     if (targets[n] != ignore_index && (targets[n] < 0 || targets[n] >= V)) {
       *first_bad = std::min(*first_bad, static_cast<int32_t>(n));
@@ -83,11 +83,11 @@ void cross_entropy_rows_f32(const float* logits, const int32_t* targets, float* 
   parallel_for(N, row_grain(V), [&](int64_t r0, int64_t r1) {
     std::vector<float> row(grad && grad_bf16 ? V : 0);  // a bf16 row is formed in float32 first
     for (int64_t n = r0; n < r1; ++n) {
-      const float* xr = logits + n * V;
+      const float* xr = logits + n * ld;
       const int32_t t = targets[n];
       const bool ignored = t == ignore_index, bad = !ignored && (t < 0 || t >= V);
       const float m = row_max(xr, V);
-      float* gr = !grad ? nullptr : grad_bf16 ? row.data() : static_cast<float*>(grad) + n * V;
+      float* gr = !grad ? nullptr : grad_bf16 ? row.data() : static_cast<float*>(grad) + n * ld;
       loss[n] = counted[n] = 0.0f;
       if (ignored || bad) {
         if (gr) std::fill(gr, gr + V, std::isfinite(m) || bad ? 0.0f : std::numeric_limits<float>::quiet_NaN());
@@ -101,7 +101,7 @@ void cross_entropy_rows_f32(const float* logits, const int32_t* targets, float* 
         }
       }
       if (gr && grad_bf16) {
-        uint16_t* out = static_cast<uint16_t*>(grad) + n * V;
+        uint16_t* out = static_cast<uint16_t*>(grad) + n * ld;
         for (int64_t j = 0; j < V; ++j) out[j] = f32_to_bf16(gr[j]);
       }
     }

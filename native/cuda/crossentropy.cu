@@ -84,11 +84,11 @@ __global__ void cross_entropy_backward_kernel(const float* logits, const int32_t
 
 // One block per row: max, sum of exponentials, then loss and (optionally) the unscaled gradient.
 __global__ void cross_entropy_rows_kernel(const float* logits, const int32_t* targets, float* loss, float* counted,
-                                          void* grad, bool grad_bf16, int64_t V, int32_t ignore, int32_t* first_bad) {
+                                          void* grad, bool grad_bf16, int64_t V, int64_t ld, int32_t ignore, int32_t* first_bad) {
   const int64_t n = blockIdx.x;
   const int32_t t = targets[n];
   const bool ignored = t == ignore, bad = bad_target(t, V, ignore);
-  const float* xr = logits + n * V;
+  const float* xr = logits + n * ld;
   float m = -INFINITY;
   for (int64_t j = threadIdx.x; j < V; j += blockDim.x) m = nan_max(m, xr[j]);
   m = block_reduce(m, MaxOp(), -INFINITY);
@@ -109,17 +109,17 @@ __global__ void cross_entropy_rows_kernel(const float* logits, const int32_t* ta
   const float fill = ignored && !isfinite(m) ? NAN : 0.0f;
   for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
     const float g = ignored || bad ? fill : expf(xr[j] - lse) - (j == t ? 1.0f : 0.0f);
-    if (grad_bf16) static_cast<uint16_t*>(grad)[n * V + j] = f32_to_bf16(g);
-    else static_cast<float*>(grad)[n * V + j] = g;
+    if (grad_bf16) static_cast<uint16_t*>(grad)[n * ld + j] = f32_to_bf16(g);
+    else static_cast<float*>(grad)[n * ld + j] = g;
   }
 }
 }  // namespace
 
 void cross_entropy_rows_f32(const float* logits, const int32_t* targets, float* loss, float* counted, void* grad,
-                            bool grad_bf16, int64_t N, int64_t V, int32_t ignore_index, int32_t* first_bad) {
+                            bool grad_bf16, int64_t N, int64_t V, int64_t ld, int32_t ignore_index, int32_t* first_bad) {
   if (N == 0) return;
   cross_entropy_rows_kernel<<<unsigned(N), kThreads, 0, current_stream()>>>(logits, targets, loss, counted, grad, grad_bf16, V,
-                                                                            ignore_index, first_bad);
+                                                                            ld, ignore_index, first_bad);
   LR_CUDA_LAUNCH_CHECK("cross_entropy_rows_f32");
 }
 

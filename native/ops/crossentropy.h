@@ -35,9 +35,11 @@ constexpr int kReductionCount = 0 LOWRANK_REDUCTIONS(LR_ENUM_PLUS_ONE);
      cross_entropy_backward_f32), float32 (grad may be logits itself: every element is read before  \
      it is written) or bfloat16 bits when grad_bf16 (the operand of a bf16 weight's GEMM). A row    \
      whose target is outside [0, V) and not ignore_index lowers *first_bad (int32, same device) to \
-     its index: no synchronization here, the caller reads it once after its chunks. */            \
+     its index: no synchronization here, the caller reads it once after its chunks. Rows of logits  \
+     and grad are ld >= V elements apart (a row stride padded for the GEMMs that write and read   \
+     them; the V - ld tail of each row is neither read nor written). */                          \
   void cross_entropy_rows_f32(const float* logits, const int32_t* targets, float* loss, float* counted, \
-                              void* grad, bool grad_bf16, int64_t N, int64_t V, int32_t ignore_index, \
-                              int32_t* first_bad);
+                              void* grad, bool grad_bf16, int64_t N, int64_t V, int64_t ld,        \
+                              int32_t ignore_index, int32_t* first_bad);
 
 LOWRANK_DECLARE_BACKEND(LOWRANK_CROSSENTROPY_OPS)
