@@ -107,7 +107,7 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
     // Grouped-query attention on CUDA: the kernels take one key/value head per query head, so
     // repeat them (transformers' repeat_kv; the copy's backward sums each group's gradients).
     const g = H / Hkv;
-    const repeat = (t: Tensor) => tidy(() => expand(t.unsqueeze(2), [B, Hkv, g, Tk, D]).reshape(B, H, Tk, D));
+    const repeat = (t: Tensor) => expand(t.unsqueeze(2), [B, Hkv, g, Tk, D]).reshape(B, H, Tk, D);
     return tidy(() => scaledDotProductAttention(q, repeat(k), repeat(v), opts));
   }
   if (Tk === 0 || D === 0) throw new Error(`${op}: needs at least one key and D >= 1, got k ${formatShape(k.shape)}`);

@@ -10,8 +10,8 @@
 // (MADV_HUGEPAGE; most distributions enable THP only where asked, "madvise" mode). A training step
 // streams every weight twice (forward and the input gradient) and its activations several times:
 // with 4 KiB pages each 4 KiB costs a TLB miss, a page walk that the GEMMs' packing loops wait
-// on. Measured on a GPT-2 124M LoRA step (2 Zen 5 cores): the m = 256 GEMMs ran 8-10% faster
-// (293-330 -> 325-359 GFLOP/s) and the step's native calls took 506-531 ms instead of 522-585.
+// on. Measured on a GPT-2 124M LoRA step (2 Zen 5 cores, interleaved profiles): the m = 256 GEMMs
+// 297-345 -> 310-360 GFLOP/s, the step's native calls 544-571 -> 513-544 ms.
 #include <cstdlib>
 #include <map>
 #include <mutex>
