@@ -144,9 +144,9 @@ export interface LoraDims {
 }
 
 export interface LoraKernels {
-  /** CPU only. out = y + s·u·Bᵀ with u = drop(x)·Aᵀ written too; out may be y. */
+  /** out = y + s·u·Bᵀ with u = drop(x)·Aᵀ written too; out may be y. */
   loraForward(a: LoraDims & { x: View; A: View; B: View; y: View; out: View; u: View }): void;
-  /** CPU only. gB = s·gᵀ·u, gA = s·(g·B)ᵀ·drop(x), gx = s·(g·B·A) ⊙ mask/(1-p); null ones are not computed. */
+  /** gB = s·gᵀ·u, gA = s·(g·B)ᵀ·drop(x), gx = s·(g·B·A) ⊙ mask/(1-p); null ones are not computed. */
   loraBackward(a: LoraDims & { g: View; x: View; A: View; B: View; u: View; gx: View | null; gA: View | null; gB: View | null }): void;
 }
 

@@ -1,4 +1,4 @@
-// Bindings for native/ops/lora.h: the fused LoRA forward and backward (CPU).
+// Bindings for native/ops/lora.h: the fused LoRA forward and backward (CPU and CUDA).
 #include "../ops/lora.h"
 #include "common.h"
 
@@ -14,23 +14,19 @@ LoraDims lora_dims(const Args& a) {
   return d;
 }
 
-void need_cpu(const char* op, const Device& dev) {
-  if (dev.is_cuda()) fail(std::string(op) + ": the fused LoRA kernels run on the CPU (CUDA tensors take lib/ops/lora.ts's composed path)");
-}
-
 // loraForward({ x, A, B, y, out, u, N, k, r, d, scaling, p, maskScale, seed, offset }): out = y + s·(drop(x)·Aᵀ)·Bᵀ, u = drop(x)·Aᵀ
 Napi::Value LoraForward(const Napi::CallbackInfo& info) {
   Args a(info, "loraForward");
   const LoraDims d = lora_dims(a);
   Buf x = a.view("x"), A = a.view("A"), B = a.view("B"), y = a.view("y"), out = a.view("out"), u = a.view("u");
-  need_cpu(a.op, same_device(a.op, {&x, &A, &B, &y, &out, &u}));
+  const Device dev = same_device(a.op, {&x, &A, &B, &y, &out, &u});
   x.need(d.N * d.k * 4, a.op);
   A.need(d.r * d.k * 4, a.op);
   B.need(d.d * d.r * 4, a.op);
   y.need(d.N * d.d * 4, a.op);
   out.need(d.N * d.d * 4, a.op);
   u.need(d.N * d.r * 4, a.op);
-  cpu::lora_forward_f32(d, x.as<float>(), A.as<float>(), B.as<float>(), y.as<float>(), out.as<float>(), u.as<float>());
+  LR_DISPATCH(dev, lora_forward_f32(d, x.as<float>(), A.as<float>(), B.as<float>(), y.as<float>(), out.as<float>(), u.as<float>()));
   return info.Env().Undefined();
 }
 
@@ -40,7 +36,7 @@ Napi::Value LoraBackward(const Napi::CallbackInfo& info) {
   const LoraDims d = lora_dims(a);
   Buf g = a.view("g"), x = a.view("x"), A = a.view("A"), B = a.view("B"), u = a.view("u");
   Buf gx = a.opt_view("gx"), gA = a.opt_view("gA"), gB = a.opt_view("gB");
-  need_cpu(a.op, devices(a.op, {&g, &x, &A, &B, &u}, {&gx, &gA, &gB}));
+  const Device dev = devices(a.op, {&g, &x, &A, &B, &u}, {&gx, &gA, &gB});
   g.need(d.N * d.d * 4, a.op);
   x.need(d.N * d.k * 4, a.op);
   A.need(d.r * d.k * 4, a.op);
@@ -49,8 +45,8 @@ Napi::Value LoraBackward(const Napi::CallbackInfo& info) {
   if (gx.storage) gx.need(d.N * d.k * 4, a.op);
   if (gA.storage) gA.need(d.r * d.k * 4, a.op);
   if (gB.storage) gB.need(d.d * d.r * 4, a.op);
-  cpu::lora_backward_f32(d, g.as<float>(), x.as<float>(), A.as<float>(), B.as<float>(), u.as<float>(), ptr<float>(gx),
-                         ptr<float>(gA), ptr<float>(gB));
+  LR_DISPATCH(dev, lora_backward_f32(d, g.as<float>(), x.as<float>(), A.as<float>(), B.as<float>(), u.as<float>(),
+                                     ptr<float>(gx), ptr<float>(gA), ptr<float>(gB)));
   return info.Env().Undefined();
 }
 

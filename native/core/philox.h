@@ -66,12 +66,17 @@ LR_HD float philox_normal(uint64_t seed, uint64_t offset, uint64_t i, float mean
 // SIMD evaluation gives 64 decisions, words 0..3 giving elements 0-15, 16-31, 32-47, 48-63 of
 // the group). Word 2 of dropout's counters is 1: uniform and normal draws (word 2 = 0) never meet
 // the same block, wherever their offsets fall.
+// The block holding stream element j's keep decision (word (j / 16) % 4 of it): elements j, j + 16,
+// j + 32 and j + 48 share it when j % 64 < 16.
+LR_HD Philox4 philox_keep_block(uint64_t seed, uint64_t j) {
+  const uint64_t c = ((j >> 6) << 4) | (j & 15);
+  return philox4x32_10(static_cast<uint32_t>(c), static_cast<uint32_t>(c >> 32), 1u, 0u, static_cast<uint32_t>(seed),
+                       static_cast<uint32_t>(seed >> 32));
+}
+
 LR_HD bool philox_keep(uint64_t seed, uint64_t offset, uint64_t i, float p) {
   const uint64_t j = offset + i;
-  const uint64_t c = ((j >> 6) << 4) | (j & 15);
-  const Philox4 b = philox4x32_10(static_cast<uint32_t>(c), static_cast<uint32_t>(c >> 32), 1u, 0u,
-                                  static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
-  return philox_unit(b.v[(j >> 4) & 3]) >= p;
+  return philox_unit(philox_keep_block(seed, j).v[(j >> 4) & 3]) >= p;
 }
 
 }  // namespace lowrank

@@ -4,14 +4,14 @@
 //   gB = s·gᵀ·u,  gA = s·vᵀ·drop(x),  gx = s·(v·A) ⊙ mask/(1-p)
 // The dropout mask is Philox's (core/philox.h; element (i, c) of x is element i·k + c of the
 // stream at (seed, offset)), recomputed in the backward, where one evaluation masks both x and gx.
-// Each block of rows runs all its products while its rows of x, g, gx and drop(x) sit in L2, so no
-// N×k intermediate (drop(x), the masked gradient) goes through memory and the skinny factor
-// products never make cache-cold passes of their own.
-//
-// CPU only for now: CUDA tensors take the composed path in lib/ops/lora.ts (cuBLAS products and
-// the dropout kernel); the hand-written CUDA kernels are the fused-LoRA issue's (dev/cuda/lora.cu).
+// No N×k intermediate (drop(x), the masked gradient) goes through memory on either backend. The CPU
+// (native/cpu/lora.cc) runs all the products of a block of rows while its rows of x, g, gx and
+// drop(x) sit in L2; CUDA (native/cuda/lora.cu) runs thin hand-written passes over the rows of x and
+// g with the mask applied in registers. Same mask, same results up to float32 summation order.
 #pragma once
 #include <cstdint>
+
+#include "../backend.h"
 
 namespace lowrank {
 
@@ -23,12 +23,15 @@ struct LoraDims {
   uint64_t seed, offset;
 };
 
-namespace cpu {
-// out may be y (updated in place). All operands contiguous row-major float32.
-void lora_forward_f32(const LoraDims& d, const float* x, const float* A, const float* B, const float* y, float* out, float* u);
-// gx, gA, gB may each be null (not wanted). The gradients are overwritten, not accumulated. gA and
-// gB sum over the rows in a fixed order, whatever the number of threads.
-void lora_backward_f32(const LoraDims& d, const float* g, const float* x, const float* A, const float* B, const float* u,
-                       float* gx, float* gA, float* gB);
-}  // namespace cpu
 }  // namespace lowrank
+
+#define LOWRANK_LORA_OPS                                                                                   \
+  /* out may be y (updated in place). All operands contiguous row-major float32. */                      \
+  void lora_forward_f32(const LoraDims& d, const float* x, const float* A, const float* B, const float* y, \
+                        float* out, float* u);                                                             \
+  /* gx, gA, gB may each be null (not wanted). The gradients are overwritten, not accumulated. gA and  \
+     gB sum over the rows in an order fixed by the shapes alone (not by the number of threads). */      \
+  void lora_backward_f32(const LoraDims& d, const float* g, const float* x, const float* A, const float* B, \
+                         const float* u, float* gx, float* gA, float* gB);
+
+LOWRANK_DECLARE_BACKEND(LOWRANK_LORA_OPS)

@@ -164,11 +164,18 @@ const ROWS: Row[] = [
       return ops.scaledDotProductAttention(head(0), head(1), head(2)).transpose(1, 2).reshape(2, T, H * D);
     },
   })),
-  // ---- lora: y + s·drop(x)·Aᵀ·Bᵀ, with and without dropout
-  ...([0, 0.1] as const).map((p): Row => ({
-    family: "lora", name: `N=77 k=65 d=33 r=3 dropout ${p}`, inputs: [f([77, 33], 44), f([77, 65], 45), f([3, 65], 46), f([33, 3], 47)],
+  // ---- lora: y + s·drop(x)·Aᵀ·Bᵀ (native/cpu/lora.cc vs native/cuda/lora.cu), with and without
+  // dropout: odd shapes (the stream's 64-element groups cross rows), k a multiple of 64 (every row's
+  // groups aligned), ranks across the CUDA kernels' 16-column tiles, rows enough for several slabs of
+  // the gradient sums, x a view of a wider tensor
+  ...([
+    { N: 77, k: 65, d: 33, r: 3 }, { N: 300, k: 128, d: 200, r: 16 }, { N: 129, k: 96, d: 47, r: 17 }, { N: 40, k: 33, d: 300, r: 64 },
+  ]).flatMap(({ N, k, d, r }) => ([0, 0.1] as const).map((p): Row => ({
+    family: "lora", name: `N=${N} k=${k} d=${d} r=${r} dropout ${p}`, inputs: [f([N, d], 44), f([N, k], 45), f([r, k], 46), f([d, r], 47)],
     run: ([y, x, A, B]) => ops.loraDelta(y!, x!, A!, B!, { scaling: 2.5, dropout: p, training: true, generator: gen(3n, 5n) }),
-  })),
+  }))),
+  { family: "lora", name: "x a column slice of [50,130], dropout 0.2", inputs: [f([50, 20], 53), f([50, 130], 54), f([5, 64], 55), f([20, 5], 56)],
+    run: ([y, x, A, B]) => ops.loraDelta(y!, x!.slice(1, 3, 67), A!, B!, { scaling: 0.5, dropout: 0.2, training: true, generator: gen(9n, 70n) }) },
   // ---- creation: fills, ranges, Philox uniforms (exact integer arithmetic), casts, strided copies
   { family: "creation", name: "rand [17,31] from one generator state", inputs: [], exact: true, noBackward: true,
     run: (_, device) => rand([17, 31], { generator: gen(123456789n, 0n), device }) },

@@ -1,17 +1,34 @@
 #!/usr/bin/env bash
-# Runs dev/cuda/lora.cu's correctness sweep on the CPU (no GPU needed), under AddressSanitizer:
-# once with the naive frozen GEMM and once with the reference cublasGemmEx of emu_cublas.h.
-# Takes a few minutes on 2 cores. Usage: dev/cuda/emu/run-emu.sh [check|bench]
-# (bench runs the timing code at full size: use it only to smoke-test changes to that code.)
+# Runs CUDA kernels on the CPU (no GPU needed), under AddressSanitizer, against their references:
+#   run-emu.sh addon   the addon's kernels that have a <op>_check.cc here: the LoRA kernels
+#                      (native/cuda/lora.cu) against float64, the strided copies and casts
+#                      (creation.cu) against plain loops (seconds; .ci/run runs it)
+#   run-emu.sh check   dev/cuda/lora.cu's correctness sweep, once with the naive frozen GEMM and
+#                      once with the reference cublasGemmEx of emu_cublas.h (a few minutes on 2 cores)
+#   run-emu.sh bench   dev/cuda/lora.cu's timing code at full size: only to smoke-test changes to it
+# With no argument: addon, then check.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-mode=${1:-check}
-python3 "$here/transform.py" "$here/../lora.cu" "$here/lora_emu.cc"
+mode=${1:-all}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cxx=(g++ -std=c++20 -O1 -g -fsanitize=address -fno-strict-aliasing -w -I"$here" -I"$work")
 rc=0
-for flags in "" "-DWITH_CUBLAS"; do
-  g++ -std=c++20 -O1 -g -fsanitize=address -fno-strict-aliasing -w $flags -I"$here" "$here/lora_emu.cc" -o "$here/lora_emu"
-  echo "== emulated build ${flags:-without cuBLAS}"
-  "$here/lora_emu" "$mode" | grep -v '^PASS' || rc=1
-done
-rm -f "$here/lora_emu.cc" "$here/lora_emu"
+if [ "$mode" = addon ] || [ "$mode" = all ]; then
+  for op in lora creation; do  # <op>_check.cc tests native/cuda/<op>.cu
+    node "$here/transform.mjs" "$here/../../../native/cuda/$op.cu" "$work/${op}_emu.cc"
+    "${cxx[@]}" "$here/${op}_check.cc" -o "$work/${op}_check"
+    echo "== emulated native/cuda/$op.cu"
+    "$work/${op}_check" | grep -v '^PASS ' || rc=1
+  done
+fi
+if [ "$mode" != addon ]; then
+  [ "$mode" = all ] && mode=check
+  node "$here/transform.mjs" "$here/../lora.cu" "$work/dev_lora_emu.cc"
+  for flags in "" "-DWITH_CUBLAS"; do
+    "${cxx[@]}" $flags "$work/dev_lora_emu.cc" -o "$work/dev_lora_emu"
+    echo "== emulated dev/cuda/lora.cu, built ${flags:-without cuBLAS}"
+    "$work/dev_lora_emu" "$mode" | grep -v '^PASS' || rc=1
+  done
+fi
 exit $rc

@@ -1,0 +1,120 @@
+// The addon's CUDA LoRA kernels (native/cuda/lora.cu, rewritten by transform.mjs) on the CPU
+// emulator against a float64 reference, before any GPU sees them: odd and aligned shapes, ranks
+// below, at and above one tile (16), dropout on and off (aligned and unaligned stream groups),
+// each gradient alone, and out written over y. The GPU run compares the same kernels with the CPU
+// twin (test/gpu/twins.test.ts). Built and run by run-emu.sh.
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "lora_emu.cc"
+
+using namespace lowrank;
+
+namespace {
+
+struct Case {
+  int64_t N, k, r, d;
+  float p;
+  uint64_t offset;
+  bool gx = true, gA = true, gB = true, in_place = false;
+};
+
+double rel_l2(const std::vector<float>& got, const std::vector<double>& want) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    num += (got[i] - want[i]) * (got[i] - want[i]);
+    den += want[i] * want[i];
+  }
+  return std::sqrt(num / (den > 0 ? den : 1));
+}
+
+bool run(const Case& c) {
+  std::mt19937 rng(unsigned(c.N * 131 + c.k * 17 + c.r * 7 + c.d));
+  std::normal_distribution<float> nd;
+  auto fill = [&](int64_t n) { std::vector<float> v(static_cast<size_t>(n)); for (auto& e : v) e = nd(rng); return v; };
+  const auto x = fill(c.N * c.k), A = fill(c.r * c.k), B = fill(c.d * c.r), y = fill(c.N * c.d), g = fill(c.N * c.d);
+  const float s = 1.7f, mask_scale = c.p >= 1 ? 0.0f : 1.0f / (1.0f - c.p);
+  const LoraDims d{c.N, c.k, c.r, c.d, s, c.p, mask_scale, 0x1234abcdULL, c.offset};
+
+  // float64 reference, mask from philox_keep
+  auto mult = [&](int64_t i, int64_t col) { return c.p > 0 ? (philox_keep(d.seed, d.offset, uint64_t(i * c.k + col), c.p) ? double(mask_scale) : 0.0) : 1.0; };
+  std::vector<double> u(size_t(c.N * c.r)), out(size_t(c.N * c.d)), v(size_t(c.N * c.r)), gx(size_t(c.N * c.k)), gA(size_t(c.r * c.k)), gB(size_t(c.d * c.r));
+  for (int64_t i = 0; i < c.N; ++i)
+    for (int64_t j = 0; j < c.r; ++j) {
+      double a = 0, b = 0;
+      for (int64_t q = 0; q < c.k; ++q) a += x[i * c.k + q] * mult(i, q) * A[j * c.k + q];
+      for (int64_t q = 0; q < c.d; ++q) b += double(g[i * c.d + q]) * B[q * c.r + j];
+      u[i * c.r + j] = a;
+      v[i * c.r + j] = b;
+    }
+  for (int64_t i = 0; i < c.N; ++i)
+    for (int64_t q = 0; q < c.d; ++q) {
+      double a = 0;
+      for (int64_t j = 0; j < c.r; ++j) a += u[i * c.r + j] * B[q * c.r + j];
+      out[i * c.d + q] = y[i * c.d + q] + s * a;
+    }
+  for (int64_t i = 0; i < c.N; ++i)
+    for (int64_t q = 0; q < c.k; ++q) {
+      double a = 0;
+      for (int64_t j = 0; j < c.r; ++j) a += v[i * c.r + j] * A[j * c.k + q];
+      gx[i * c.k + q] = s * a * mult(i, q);
+    }
+  for (int64_t j = 0; j < c.r; ++j) {
+    for (int64_t q = 0; q < c.k; ++q) {
+      double a = 0;
+      for (int64_t i = 0; i < c.N; ++i) a += v[i * c.r + j] * x[i * c.k + q] * mult(i, q);
+      gA[j * c.k + q] = s * a;
+    }
+    for (int64_t q = 0; q < c.d; ++q) {
+      double a = 0;
+      for (int64_t i = 0; i < c.N; ++i) a += double(g[i * c.d + q]) * u[i * c.r + j];
+      gB[q * c.r + j] = s * a;
+    }
+  }
+
+  // the kernels; outputs start as NaN so that an element never written shows
+  const float nan = std::nanf("");
+  std::vector<float> ku(u.size(), nan), kout = c.in_place ? y : std::vector<float>(out.size(), nan);
+  cuda::lora_forward_f32(d, x.data(), A.data(), B.data(), c.in_place ? kout.data() : y.data(), kout.data(), ku.data());
+  std::vector<float> kgx(gx.size(), nan), kgA(gA.size(), nan), kgB(gB.size(), nan);
+  cuda::lora_backward_f32(d, g.data(), x.data(), A.data(), B.data(), ku.data(), c.gx ? kgx.data() : nullptr,
+                          c.gA ? kgA.data() : nullptr, c.gB ? kgB.data() : nullptr);
+
+  // float32 against float64: sums of up to max(k, d, N) products, ~1e-7 relative each
+  const double tol = 1e-5;
+  const double e[5] = {rel_l2(ku, u), rel_l2(kout, out), c.gx ? rel_l2(kgx, gx) : 0, c.gA ? rel_l2(kgA, gA) : 0, c.gB ? rel_l2(kgB, gB) : 0};
+  bool ok = true;
+  for (double err : e) ok = ok && err <= tol;  // a NaN fails too
+  printf("%s N=%lld k=%lld r=%lld d=%lld p=%.2f offset=%llu%s%s%s%s: u %.1e out %.1e gx %.1e gA %.1e gB %.1e\n", ok ? "PASS" : "FAIL",
+         (long long)c.N, (long long)c.k, (long long)c.r, (long long)c.d, c.p, (unsigned long long)c.offset, c.gx ? "" : " no-gx",
+         c.gA ? "" : " no-gA", c.gB ? "" : " no-gB", c.in_place ? " in-place" : "", e[0], e[1], e[2], e[3], e[4]);
+  return ok;
+}
+
+}  // namespace
+
+int main() {
+  const Case cases[] = {
+      {37, 65, 3, 33, 0.3f, 5},            // odd everything, dropout, rows' stream groups unaligned
+      {37, 65, 3, 33, 0.0f, 0},            // no dropout
+      {50, 128, 16, 70, 0.25f, 77},        // k a multiple of 64: every row aligned, one full tile
+      {50, 128, 16, 70, 0.25f, 64},        // ... and the stream's groups start on row 0's first column
+      {41, 200, 17, 19, 0.1f, 3},          // two rank tiles (16 + 1)
+      {23, 70, 40, 150, 0.5f, (1ull << 32) - 33},  // three tiles; offset near 2^32
+      {300, 20, 1, 9, 0.2f, 11},           // r = 1; several slabs of rows for gA and gB
+      {300, 130, 5, 260, 0.0f, 0},         // several slabs and column steps, no dropout
+      {9, 33, 4, 12, 1.0f, 2},             // p = 1: everything dropped
+      {37, 65, 3, 33, 0.3f, 5, true, false, false},   // gx only (the up kernel masks)
+      {37, 65, 3, 33, 0.3f, 5, false, true, false},   // gA only
+      {37, 65, 3, 33, 0.3f, 5, false, false, true},   // gB only
+      {29, 64, 8, 31, 0.1f, 40, true, true, true, true},  // out written over y
+      {1, 1, 1, 1, 0.0f, 0},
+      {0, 10, 3, 5, 0.2f, 1},              // no rows: empty sums
+  };
+  int failed = 0;
+  for (const Case& c : cases) failed += !run(c);
+  printf("%s: %d of %zu cases failed\n", failed ? "FAIL" : "PASS", failed, sizeof(cases) / sizeof(cases[0]));
+  return failed ? 1 : 0;
+}
