@@ -41,12 +41,30 @@ __global__ void cast_kernel(const void* src, DType st, void* dst, DType dt, int6
   LR_GRID_STRIDE_LOOP(i, n) store(dst, dt, i, load_f32(src, st, i));
 }
 
+// The casts of mixed precision (activations to bf16 for a GEMM and back), without cast_kernel's
+// per-element dtype switches and double.
+__global__ void cast_f32_to_bf16_kernel(const float* src, uint16_t* dst, int64_t n) {
+  LR_GRID_STRIDE_LOOP(i, n) dst[i] = f32_to_bf16(src[i]);
+}
+__global__ void cast_bf16_to_f32_kernel(const uint16_t* src, float* dst, int64_t n) {
+  LR_GRID_STRIDE_LOOP(i, n) dst[i] = bf16_to_f32(src[i]);
+}
+
 struct StridedArgs {
   int64_t shape[kMaxDims];
   int64_t src_strides[kMaxDims];
   int64_t dst_strides[kMaxDims];
   int ndim;
 };
+
+// A copy of rows × cols elements (the shape of most strided copies once their dims are merged:
+// a bias broadcast over rows, a transpose), without the general kernel's divisions per element.
+template <typename T>
+__global__ void copy_2d_kernel(const T* src, T* dst, int64_t rows, int64_t cols, int64_t s0, int64_t s1, int64_t d0, int64_t d1) {
+  for (int64_t i = blockIdx.y; i < rows; i += gridDim.y)
+    for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < cols; j += (int64_t)blockDim.x * gridDim.x)
+      dst[i * d0 + j * d1] = src[i * s0 + j * s1];
+}
 
 template <typename T>
 __global__ void copy_strided_kernel(const T* src, T* dst, int64_t n, StridedArgs a) {
@@ -89,27 +107,68 @@ void cast(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t 
     LR_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * dtype_size(src_dtype), cudaMemcpyDeviceToDevice, current_stream()));
     return;
   }
-  cast_kernel<<<grid_for(n, kThreads), kThreads, 0, current_stream()>>>(src, src_dtype, dst, dst_dtype, n);
+  const unsigned grid = grid_for(n, kThreads);
+  if (src_dtype == DType::F32 && dst_dtype == DType::BF16)
+    cast_f32_to_bf16_kernel<<<grid, kThreads, 0, current_stream()>>>(static_cast<const float*>(src), static_cast<uint16_t*>(dst), n);
+  else if (src_dtype == DType::BF16 && dst_dtype == DType::F32)
+    cast_bf16_to_f32_kernel<<<grid, kThreads, 0, current_stream()>>>(static_cast<const uint16_t*>(src), static_cast<float*>(dst), n);
+  else
+    cast_kernel<<<grid, kThreads, 0, current_stream()>>>(src, src_dtype, dst, dst_dtype, n);
   LR_CUDA_LAUNCH_CHECK("cast");
+}
+
+template <typename T>
+void launch_copy_strided(const T* src, T* dst, int64_t n, const StridedArgs& a) {
+  if (a.ndim == 2) {
+    const int64_t rows = a.shape[0], cols = a.shape[1];
+    const int64_t col_blocks = (cols + kThreads - 1) / kThreads;
+    const dim3 grid(unsigned(col_blocks < 1024 ? col_blocks : 1024), unsigned(rows < 65535 ? rows : 65535));
+    copy_2d_kernel<<<grid, kThreads, 0, current_stream()>>>(src, dst, rows, cols, a.src_strides[0], a.src_strides[1],
+                                                          a.dst_strides[0], a.dst_strides[1]);
+  } else {
+    copy_strided_kernel<<<grid_for(n, kThreads), kThreads, 0, current_stream()>>>(src, dst, n, a);
+  }
 }
 
 void copy_strided(const void* src, const int64_t* src_strides, void* dst, const int64_t* dst_strides,
                   size_t elem_size, int ndim, const int64_t* shape) {
+  // The dims, with those of size 1 dropped and each merged into the one before it where both
+  // operands step over the pair as over one dim (row-major order is kept, so the copy is the same).
   StridedArgs a{};
   int64_t n = 1;
-  a.ndim = ndim;
   for (int d = 0; d < ndim; ++d) {
-    a.shape[d] = shape[d];
-    a.src_strides[d] = src_strides[d];
-    a.dst_strides[d] = dst_strides[d];
     n *= shape[d];
+    if (shape[d] == 1) continue;
+    const int m = a.ndim - 1;
+    if (m >= 0 && a.src_strides[m] == shape[d] * src_strides[d] && a.dst_strides[m] == shape[d] * dst_strides[d]) {
+      a.shape[m] *= shape[d];
+      a.src_strides[m] = src_strides[d];
+      a.dst_strides[m] = dst_strides[d];
+      continue;
+    }
+    a.shape[a.ndim] = shape[d];
+    a.src_strides[a.ndim] = src_strides[d];
+    a.dst_strides[a.ndim] = dst_strides[d];
+    ++a.ndim;
   }
   if (n <= 0) return;
-  unsigned grid = grid_for(n, kThreads);
+  if (a.ndim == 0) {  // one element
+    a.ndim = 1;
+    a.shape[0] = 1;
+    a.src_strides[0] = a.dst_strides[0] = 0;
+  }
+  if (a.ndim == 1) {  // as rows = 1: the 2-D kernel
+    a.ndim = 2;
+    a.shape[1] = a.shape[0];
+    a.src_strides[1] = a.src_strides[0];
+    a.dst_strides[1] = a.dst_strides[0];
+    a.shape[0] = 1;
+    a.src_strides[0] = a.dst_strides[0] = 0;
+  }
   if (elem_size == 2)
-    copy_strided_kernel<<<grid, kThreads, 0, current_stream()>>>(static_cast<const uint16_t*>(src), static_cast<uint16_t*>(dst), n, a);
+    launch_copy_strided(static_cast<const uint16_t*>(src), static_cast<uint16_t*>(dst), n, a);
   else
-    copy_strided_kernel<<<grid, kThreads, 0, current_stream()>>>(static_cast<const uint32_t*>(src), static_cast<uint32_t*>(dst), n, a);
+    launch_copy_strided(static_cast<const uint32_t*>(src), static_cast<uint32_t*>(dst), n, a);
   LR_CUDA_LAUNCH_CHECK("copy_strided");
 }
 
