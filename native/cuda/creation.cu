@@ -3,6 +3,7 @@
 #include "../core/philox.h"
 #include "../ops/creation.h"
 #include "common.cuh"
+#include "strided.cuh"
 
 namespace lowrank {
 namespace cuda {
@@ -117,58 +118,34 @@ void cast(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t 
   LR_CUDA_LAUNCH_CHECK("cast");
 }
 
-template <typename T>
-void launch_copy_strided(const T* src, T* dst, int64_t n, const StridedArgs& a) {
-  if (a.ndim == 2) {
-    const int64_t rows = a.shape[0], cols = a.shape[1];
-    const int64_t col_blocks = (cols + kThreads - 1) / kThreads;
-    const dim3 grid(unsigned(col_blocks < 1024 ? col_blocks : 1024), unsigned(rows < 65535 ? rows : 65535));
-    copy_2d_kernel<<<grid, kThreads, 0, current_stream()>>>(src, dst, rows, cols, a.src_strides[0], a.src_strides[1],
-                                                          a.dst_strides[0], a.dst_strides[1]);
-  } else {
-    copy_strided_kernel<<<grid_for(n, kThreads), kThreads, 0, current_stream()>>>(src, dst, n, a);
-  }
-}
-
 void copy_strided(const void* src, const int64_t* src_strides, void* dst, const int64_t* dst_strides,
                   size_t elem_size, int ndim, const int64_t* shape) {
-  // The dims, with those of size 1 dropped and each merged into the one before it where both
-  // operands step over the pair as over one dim (row-major order is kept, so the copy is the same).
-  StridedArgs a{};
   int64_t n = 1;
-  for (int d = 0; d < ndim; ++d) {
-    n *= shape[d];
-    if (shape[d] == 1) continue;
-    const int m = a.ndim - 1;
-    if (m >= 0 && a.src_strides[m] == shape[d] * src_strides[d] && a.dst_strides[m] == shape[d] * dst_strides[d]) {
-      a.shape[m] *= shape[d];
-      a.src_strides[m] = src_strides[d];
-      a.dst_strides[m] = dst_strides[d];
-      continue;
-    }
-    a.shape[a.ndim] = shape[d];
-    a.src_strides[a.ndim] = src_strides[d];
-    a.dst_strides[a.ndim] = dst_strides[d];
-    ++a.ndim;
-  }
+  for (int d = 0; d < ndim; ++d) n *= shape[d];
   if (n <= 0) return;
-  if (a.ndim == 0) {  // one element
-    a.ndim = 1;
-    a.shape[0] = 1;
-    a.src_strides[0] = a.dst_strides[0] = 0;
+  const StridedShape<2> s = merge_dims<2>(ndim, shape, {src_strides, dst_strides});
+  const cudaStream_t stream = current_stream();
+  if (s.ndim == 2) {
+    const dim3 grid = grid_2d(s.shape[0], s.shape[1], kThreads);
+    if (elem_size == 2)
+      copy_2d_kernel<<<grid, kThreads, 0, stream>>>(static_cast<const uint16_t*>(src), static_cast<uint16_t*>(dst), s.shape[0], s.shape[1],
+                                                    s.strides[0][0], s.strides[0][1], s.strides[1][0], s.strides[1][1]);
+    else
+      copy_2d_kernel<<<grid, kThreads, 0, stream>>>(static_cast<const uint32_t*>(src), static_cast<uint32_t*>(dst), s.shape[0], s.shape[1],
+                                                    s.strides[0][0], s.strides[0][1], s.strides[1][0], s.strides[1][1]);
+  } else {
+    StridedArgs a{};
+    a.ndim = s.ndim;
+    for (int d = 0; d < s.ndim; ++d) {
+      a.shape[d] = s.shape[d];
+      a.src_strides[d] = s.strides[0][d];
+      a.dst_strides[d] = s.strides[1][d];
+    }
+    if (elem_size == 2)
+      copy_strided_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(static_cast<const uint16_t*>(src), static_cast<uint16_t*>(dst), n, a);
+    else
+      copy_strided_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(static_cast<const uint32_t*>(src), static_cast<uint32_t*>(dst), n, a);
   }
-  if (a.ndim == 1) {  // as rows = 1: the 2-D kernel
-    a.ndim = 2;
-    a.shape[1] = a.shape[0];
-    a.src_strides[1] = a.src_strides[0];
-    a.dst_strides[1] = a.dst_strides[0];
-    a.shape[0] = 1;
-    a.src_strides[0] = a.dst_strides[0] = 0;
-  }
-  if (elem_size == 2)
-    launch_copy_strided(static_cast<const uint16_t*>(src), static_cast<uint16_t*>(dst), n, a);
-  else
-    launch_copy_strided(static_cast<const uint32_t*>(src), static_cast<uint32_t*>(dst), n, a);
   LR_CUDA_LAUNCH_CHECK("copy_strided");
 }
 

@@ -1,6 +1,7 @@
 // Element-wise kernels on the GPU; each is checked against its CPU twin (native/cpu/elementwise.cc).
 #include "../ops/elementwise.h"
 #include "common.cuh"
+#include "strided.cuh"
 
 namespace lowrank {
 namespace cuda {
@@ -24,6 +25,14 @@ __device__ __forceinline__ float apply(BinaryOp op, float x, float y) {
     case BinaryOp::Div: return x / y;
   }
   return 0;
+}
+
+// out [rows, cols] (contiguous) = a op b, a and b walked by their 2-D strides (strided.cuh).
+__global__ void binary_2d_kernel(BinaryOp op, const float* a, const float* b, float* out, int64_t rows, int64_t cols, int64_t a0,
+                                 int64_t a1, int64_t b0, int64_t b1) {
+  for (int64_t i = blockIdx.y; i < rows; i += gridDim.y)
+    for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < cols; j += (int64_t)blockDim.x * gridDim.x)
+      out[i * cols + j] = apply(op, a[i * a0 + j * a1], b[i * b0 + j * b1]);
 }
 
 __global__ void binary_kernel(BinaryOp op, const float* a, const float* b, float* out, int64_t n, BinaryArgs s) {
@@ -137,17 +146,26 @@ __global__ void sum_rows_kernel(const float* x, const double* partial, float* ou
 
 void binary_f32(BinaryOp op, const float* a, const int64_t* as, const float* b, const int64_t* bs, float* out, int ndim,
                 const int64_t* shape) {
-  BinaryArgs s{};
-  s.ndim = ndim;
-  int64_t n = 1;
-  for (int d = 0; d < ndim; ++d) {
-    s.shape[d] = shape[d];
-    s.a_strides[d] = as[d];
-    s.b_strides[d] = bs[d];
+  int64_t n = 1, out_strides[kMaxDims];
+  for (int d = ndim - 1; d >= 0; --d) {
+    out_strides[d] = n;
     n *= shape[d];
   }
   if (n == 0) return;
-  binary_kernel<<<grid_for(n, kThreads), kThreads, 0, current_stream()>>>(op, a, b, out, n, s);
+  const StridedShape<3> m = merge_dims<3>(ndim, shape, {as, bs, out_strides});
+  if (m.ndim == 2) {
+    binary_2d_kernel<<<grid_2d(m.shape[0], m.shape[1], kThreads), kThreads, 0, current_stream()>>>(
+        op, a, b, out, m.shape[0], m.shape[1], m.strides[0][0], m.strides[0][1], m.strides[1][0], m.strides[1][1]);
+  } else {
+    BinaryArgs s{};
+    s.ndim = m.ndim;
+    for (int d = 0; d < m.ndim; ++d) {
+      s.shape[d] = m.shape[d];
+      s.a_strides[d] = m.strides[0][d];
+      s.b_strides[d] = m.strides[1][d];
+    }
+    binary_kernel<<<grid_for(n, kThreads), kThreads, 0, current_stream()>>>(op, a, b, out, n, s);
+  }
   LR_CUDA_LAUNCH_CHECK("binary_f32");
 }
 

@@ -2,7 +2,8 @@
 # Runs CUDA kernels on the CPU (no GPU needed), under AddressSanitizer, against their references:
 #   run-emu.sh addon   the addon's kernels that have a <op>_check.cc here: the LoRA kernels
 #                      (native/cuda/lora.cu) against float64, the strided copies and casts
-#                      (creation.cu) against plain loops (seconds; .ci/run runs it)
+#                      (creation.cu), binary element-wise ops (elementwise.cu) and dropout against plain
+#                      loops (seconds; .ci/run runs it)
 #   run-emu.sh check   dev/cuda/lora.cu's correctness sweep, once with the naive frozen GEMM and
 #                      once with the reference cublasGemmEx of emu_cublas.h (a few minutes on 2 cores)
 #   run-emu.sh bench   dev/cuda/lora.cu's timing code at full size: only to smoke-test changes to it
@@ -15,7 +16,7 @@ trap 'rm -rf "$work"' EXIT
 cxx=(g++ -std=c++20 -O1 -g -fsanitize=address -fno-strict-aliasing -w -I"$here" -I"$work")
 rc=0
 if [ "$mode" = addon ] || [ "$mode" = all ]; then
-  for op in lora creation; do  # <op>_check.cc tests native/cuda/<op>.cu
+  for op in lora creation elementwise dropout; do  # <op>_check.cc tests native/cuda/<op>.cu
     node "$here/transform.mjs" "$here/../../../native/cuda/$op.cu" "$work/${op}_emu.cc"
     "${cxx[@]}" "$here/${op}_check.cc" -o "$work/${op}_check"
     echo "== emulated native/cuda/$op.cu"

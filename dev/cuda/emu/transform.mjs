@@ -1,6 +1,6 @@
 // Rewrites a CUDA source (dev/cuda/lora.cu, or one of the addon's native/cuda files) into plain C++
 // for the CPU emulator: the CUDA headers become emu.h (and emu_cublas.h), native/cuda/common.cuh
-// becomes emu_common.h, relative includes point at their files wherever the output goes, and each
+// becomes emu_common.h, the other quoted includes point at their files wherever the output goes, and each
 // launch `kernel<...><<<grid, block...>>>(args);` becomes
 // `emu_launch(emu_dims(grid, block...), [=]() { kernel<...>(args); });`.
 // Usage: node transform.mjs in.cu out.cc
@@ -15,7 +15,7 @@ let s = readFileSync(src, "utf8")
   .replace("#include <cuda_runtime.h>\n", "")
   .replace("#include <cublas_v2.h>\n", '#include "emu_cublas.h"\n')
   .replace('#include "common.cuh"\n', '#include "emu_common.h"\n')
-  .replace(/#include "(\.\.\/[^"]+)"/g, (_, rel) => `#include "${join(here, rel)}"`);
+  .replace(/#include "(?!emu)([^"]+)"/g, (_, rel) => `#include "${join(here, rel)}"`);
 let launches = 0;
 s = s.replace(/(\w+(?:<[^;<>]*>)?)<<<([\s\S]*?)>>>\(([\s\S]*?)\);/g, (_, kernel, config, args) => {
   launches++;
