@@ -27,7 +27,7 @@ export { crossEntropy, linearCrossEntropy, type CrossEntropyOptions, type Linear
 export { dropout, type DropoutOptions } from "./ops/dropout.js";
 export { scaledDotProductAttention, type AttentionOptions } from "./ops/attention.js";
 export { applyRotary, rotaryCosSin, type RotaryOptions } from "./ops/rope.js";
-export { loraDelta, type LoraDeltaOptions } from "./ops/lora.js";
+export { loraDelta, loraMerge, type LoraDeltaOptions } from "./ops/lora.js";
 
 // ---- nn: modules and layers ----
 export { Module, ModuleList, type LoadStateDictResult, type StateDict } from "./nn/module.js";

@@ -3,9 +3,9 @@
 // and forward + backward, and the merge W += s·B·A against its memory floor (one read and one write
 // of W, timed as a copy of W). Each time is the median of `iters` runs after `warmup`, each run
 // waited for to its end (synchronize() on CUDA), in its own tidy scope.
-import { loraDelta } from "../ops/lora.js";
+import { loraDelta, loraMerge } from "../ops/lora.js";
 import { median } from "./stats.js";
-import { gemm2d, linear } from "../ops/matmul.js";
+import { linear } from "../ops/matmul.js";
 import { synchronize } from "../runtime.js";
 import { randn, zeros } from "../tensor/creation.js";
 import { Generator } from "../tensor/random.js";
@@ -51,7 +51,7 @@ export interface MergeBenchRow {
 
 export interface LoraBenchOptions {
   device: string;
-  /** dtype of the frozen W in the linear rows (the merge rows run in float32). */
+  /** dtype of the frozen W, in the linear rows and the merge rows. */
   dtype?: "float32" | "bfloat16";
   shapes?: readonly LoraBenchShape[];
   iters?: number;
@@ -105,10 +105,10 @@ export function benchLora(opts: LoraBenchOptions): { linear: LoraBenchRow[]; mer
     };
     row("forward+backward", backward((input) => linear(input, W)), backward(lora));
 
-    // Merge (float32): W += s·B·A in place, against copying W.
-    const target = w32.contiguous(), copy = zeros([s.d, s.k], { device });
+    // Merge: W += s·B·A in place (W in the rows' dtype), against copying W.
+    const target = W.contiguous(), copy = zeros([s.d, s.k], { device, dtype });
     const copyMs = timeMs(device, iters, warmup, () => copyInto(copy, target));
-    const mergeMs = timeMs(device, iters, warmup, () => noGrad(() => gemm2d(target, B, false, A, false, 2, 1)));
+    const mergeMs = timeMs(device, iters, warmup, () => loraMerge(target, A, B, 2));
     const m: MergeBenchRow = { name: `${s.d}x${s.k} r=${s.r}`, copyMs, mergeMs, ratio: mergeMs / copyMs };
     if (!mergeRows.some((r) => r.name === m.name)) {
       mergeRows.push(m);

@@ -42,7 +42,7 @@ export function benchCommand(): Command {
   return newCommand("bench")
     .description("time what a LoRA adapter adds to its frozen linear layer, and the merge against its memory floor, as ratios")
     .option("--device <name>", "cpu or cuda (default: cuda when a GPU is usable)", oneOf(["cpu", "cuda"] as const))
-    .option("--dtype <type>", "the frozen weight's dtype in the linear rows: float32 or bfloat16", oneOf(["float32", "bfloat16"] as const), "float32")
+    .option("--dtype <type>", "the frozen weight's dtype in the linear and merge rows: float32 or bfloat16", oneOf(["float32", "bfloat16"] as const), "float32")
     .option("--iters <n>", "timed runs per measurement (the median is reported)", intAtLeast(1), 10)
     .option("--warmup <n>", "untimed runs first", intAtLeast(0), 3)
     .option("--json", "print JSON (every row with its times and ratio) instead of the tables")

@@ -148,6 +148,11 @@ export interface LoraKernels {
   loraForward(a: LoraDims & { x: View; A: View; B: View; y: View; out: View; u: View }): void;
   /** gB = s·gᵀ·u, gA = s·(g·B)ᵀ·drop(x), gx = s·(g·B·A) ⊙ mask/(1-p); null ones are not computed. */
   loraBackward(a: LoraDims & { g: View; x: View; A: View; B: View; u: View; gx: View | null; gA: View | null; gB: View | null }): void;
+  /**
+   * W += s·B·A (W [d, k], nn.Linear) or, transposed, W += s·(B·A)ᵀ (W [k, d]: Conv1D, Embedding), in
+   * place, each element of W read and written once; W float32 or bfloat16 (`dtype`, a DType code), A [r, k] and B [d, r] float32.
+   */
+  loraMerge(a: { W: View; dtype: number; A: View; B: View; rows: number; cols: number; r: number; scaling: number; transposed: boolean }): void;
 }
 
 /** [B, H, Tq, Tk, D], the scale, masking and the dropout stream of one attention call. */

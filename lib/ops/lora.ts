@@ -14,9 +14,10 @@
 // blocks of rows run all their products while their rows sit in cache; on CUDA, thin hand-written
 // passes over x and g apply the mask in registers. One Philox evaluation masks both x and gx.
 import { native } from "../native/index.js";
+import { DTYPE_CODE } from "../tensor/dtype.js";
 import { defaultGenerator, type Generator } from "../tensor/random.js";
 import { formatShape, isSoleView, record, shapeSize, type Tensor } from "../tensor/tensor.js";
-import { checkFloat, newFloat, withContiguous } from "./util.js";
+import { checkFloat, checkSameDevice, newFloat, withContiguous } from "./util.js";
 
 export interface LoraDeltaOptions {
   /** s: alpha / r, or alpha / sqrt(r) with rsLoRA. */
@@ -78,4 +79,30 @@ export function loraDelta(y: Tensor, x: Tensor, A: Tensor, B: Tensor, opts: Lora
     u.dispose();
     return out;
   });
+}
+
+/**
+ * W += s·B·A in place: an adapter merged into its frozen weight (s < 0 takes it out again). W [d, k]
+ * (nn.Linear), or with `transposed` W [k, d] += s·(B·A)ᵀ (GPT-2's Conv1D, nn.Embedding); A [r, k]
+ * and B [d, r] float32. W is float32 or bfloat16, contiguous; each of its elements is read once and
+ * written once (a bfloat16 one widened, changed in float32 and rounded back, as PyTorch adds PEFT's
+ * float32 delta into a bf16 weight). Not recorded by autograd.
+ */
+export function loraMerge(W: Tensor, A: Tensor, B: Tensor, scaling: number, transposed = false): void {
+  const op = "loraMerge";
+  checkFloat(op, A, B);
+  checkSameDevice(op, W, A, B);
+  if (W.dtype !== "float32" && W.dtype !== "bfloat16") throw new Error(`${op}: W must be float32 or bfloat16, got ${W.dtype}`);
+  if (!W.isContiguous()) throw new Error(`${op}: W ${formatShape(W.shape)} must be contiguous (it is updated in place); merge into W.contiguous() and copy back`);
+  const r = A.shape[0]!, k = A.shape[1]!, d = B.shape[0]!;
+  const want = transposed ? [k, d] : [d, k];
+  if (A.ndim !== 2 || B.ndim !== 2 || B.shape[1] !== r || W.ndim !== 2 || W.shape[0] !== want[0] || W.shape[1] !== want[1]) {
+    throw new Error(
+      `${op}: with lora_A [r, k] and lora_B [d, r], W must be ${transposed ? "[k, d] (transposed)" : "[d, k]"}; ` +
+        `got W ${formatShape(W.shape)}, A ${formatShape(A.shape)}, B ${formatShape(B.shape)}`,
+    );
+  }
+  withContiguous([A, B], (Ac, Bc) =>
+    native().loraMerge({ W: W.nativeView, dtype: DTYPE_CODE[W.dtype], A: Ac!.nativeView, B: Bc!.nativeView, rows: want[0]!, cols: want[1]!, r, scaling, transposed }),
+  );
 }

@@ -15,8 +15,8 @@ import { Conv1D, Embedding, Linear } from "../nn/layers.js";
 import { Module } from "../nn/module.js";
 import { add, scale } from "../ops/elementwise.js";
 import { embedding } from "../ops/embedding.js";
-import { loraDelta } from "../ops/lora.js";
-import { gemm2d, linear } from "../ops/matmul.js";
+import { loraDelta, loraMerge } from "../ops/lora.js";
+import { linear } from "../ops/matmul.js";
 import { randn, zeros } from "../tensor/creation.js";
 import type { Generator } from "../tensor/random.js";
 import { keep } from "../tensor/scope.js";
@@ -97,7 +97,7 @@ abstract class LoraLayerBase<B extends LoraBase> extends Module {
    * (the layer's path, for the message).
    */
   merge(names: readonly string[] = this.activeAdapters, opts: { safe?: boolean; where?: string } = {}): void {
-    this.withFloat32Weight((w) => {
+    this.withMergeableWeight(names, (w) => {
       for (const name of names) {
         if (!this.specs.has(name) || this.merged.includes(name)) continue;
         if (opts.safe) {
@@ -133,20 +133,22 @@ abstract class LoraLayerBase<B extends LoraBase> extends Module {
 
   /** Subtracts the merged adapters from the base weight, most recent first. */
   unmerge(): void {
-    this.withFloat32Weight((w) => {
+    this.withMergeableWeight(this.merged, (w) => {
       while (this.merged.length > 0) this.unmergeFrom(w, this.merged.pop()!);
     });
   }
 
   /**
-   * Runs `change` on the base weight in float32, without recording: a bfloat16 weight (a model
-   * loaded with dtype "bfloat16") is widened, changed and rounded back once, as PEFT merges into a
-   * bf16 weight (so unmerging gives the original back only to bf16 rounding, there as here).
+   * Runs `change`, merging or unmerging `names`, on the base weight without recording. A bfloat16
+   * weight (a model loaded with dtype "bfloat16") is changed in place by the merge kernel (each
+   * element widened, changed and rounded back, as PEFT merges into a bf16 weight; so unmerging gives
+   * the original back only to bf16 rounding, there as here), except for adapters whose merge needs
+   * the whole weight in float32 (DoRA's norms): then it is widened, changed and rounded back once.
    */
-  private withFloat32Weight(change: (w: Tensor) => void): void {
+  private withMergeableWeight(names: readonly string[], change: (w: Tensor) => void): void {
     noGrad(() => {
       const w = this.base_layer.weight;
-      if (w.dtype === "float32") return change(w);
+      if (w.dtype === "float32" || !names.some((n) => this.mergesInFloat32(n))) return change(w);
       const wide = w.to(w.deviceInfo, "float32");
       try {
         change(wide);
@@ -157,6 +159,11 @@ abstract class LoraLayerBase<B extends LoraBase> extends Module {
         wide.dispose();
       }
     });
+  }
+
+  /** Whether merging adapter `name` needs the base weight in float32 (DoRA's norms do). */
+  protected mergesInFloat32(_name: string): boolean {
+    return false;
   }
 
   /** Folds one adapter into `target` (the base weight or a trial copy of it). */
@@ -276,12 +283,16 @@ export class LoraLinear extends LoraLayerBase<Linear | Conv1D> {
   }
 
   protected accumulateDelta(target: Tensor, name: string, sign: number): void {
-    gemmDelta(target, this.loraA(name), this.loraB(name), this.fanInFanOut, sign * this.specs.get(name)!.scaling);
+    loraMerge(target, this.loraA(name), this.loraB(name), sign * this.specs.get(name)!.scaling, this.fanInFanOut);
   }
 
   private doraOperands(name: string): DoraOperands {
     const { weight, bias } = this.base_layer;
     return { weight, bias, fanInFanOut: this.fanInFanOut, addDelta: (t, sign) => this.accumulateDelta(t, name, sign) };
+  }
+
+  protected override mergesInFloat32(name: string): boolean {
+    return this.magnitude(name) !== undefined;
   }
 
   protected override mergeInto(target: Tensor, name: string): void {
@@ -325,12 +336,6 @@ export class LoraLinear extends LoraLayerBase<Linear | Conv1D> {
     }
     return y;
   }
-}
-
-/** One gemm that reads and writes the weight once: Linear W [out, in] += s·B·A, Conv1D W [in, out] += s·Aᵀ·Bᵀ. */
-function gemmDelta(target: Tensor, A: Tensor, B: Tensor, fanInFanOut: boolean, s: number): void {
-  if (fanInFanOut) gemm2d(target, A, true, B, true, s, 1);
-  else gemm2d(target, B, false, A, false, s, 1);
 }
 
 /** LoRA around nn.Embedding: A [r, num] (zeros at init) and B [dim, r] (N(0, 1)), no dropout. */
@@ -391,7 +396,7 @@ export class LoraEmbedding extends LoraLayerBase<Embedding> {
 
   // W [num, dim] += s·(B·A)ᵀ = s·Aᵀ·Bᵀ.
   protected accumulateDelta(target: Tensor, name: string, sign: number): void {
-    gemm2d(target, this.loraA(name), true, this.loraB(name), true, sign * this.specs.get(name)!.scaling, 1);
+    loraMerge(target, this.loraA(name), this.loraB(name), sign * this.specs.get(name)!.scaling, true); // W [num, dim] += s·(B·A)ᵀ
   }
 
   /** ids int32 [...] -> [..., dim]. */

@@ -1,4 +1,4 @@
-// Bindings for native/ops/lora.h: the fused LoRA forward and backward (CPU and CUDA).
+// Bindings for native/ops/lora.h: the fused LoRA forward and backward, and the merge (CPU and CUDA).
 #include "../ops/lora.h"
 #include "common.h"
 
@@ -50,11 +50,29 @@ Napi::Value LoraBackward(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// loraMerge({ W, dtype, A, B, rows, cols, r, scaling, transposed }): W += s·B·A, or s·(B·A)ᵀ when
+// transposed; W float32 or bfloat16 (dtype), updated in place.
+Napi::Value LoraMerge(const Napi::CallbackInfo& info) {
+  Args a(info, "loraMerge");
+  const LoraMergeDims m{a.size("rows"), a.size("cols"), a.size("r"), float(a.num("scaling")), a.flag("transposed")};
+  const DType t = a.dtype("dtype");
+  if (t == DType::I32) a.fail_field("dtype", "must be float32 or bfloat16");
+  Buf W = a.view("W"), A = a.view("A"), B = a.view("B");
+  const Device dev = same_device(a.op, {&W, &A, &B});
+  const int64_t k = m.transposed ? m.rows : m.cols, d = m.transposed ? m.cols : m.rows;
+  W.need(m.rows * m.cols * dtype_size(t), a.op);
+  A.need(m.r * k * 4, a.op);
+  B.need(d * m.r * 4, a.op);
+  LR_DISPATCH(dev, lora_merge(m, W.ptr, t, A.as<float>(), B.as<float>()));
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 LR_EXPORTS(lora) {
   exports.Set("loraForward", Napi::Function::New(env, LoraForward, "loraForward"));
   exports.Set("loraBackward", Napi::Function::New(env, LoraBackward, "loraBackward"));
+  exports.Set("loraMerge", Napi::Function::New(env, LoraMerge, "loraMerge"));
 }
 
 }  // namespace binding

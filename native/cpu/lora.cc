@@ -1,4 +1,4 @@
-// The fused LoRA forward and backward on the CPU (native/ops/lora.h), by blocks of rows.
+// The fused LoRA forward and backward and the merge on the CPU (native/ops/lora.h), by blocks of rows.
 //
 // Rows are cut into blocks of at most ~64K elements of x (256 KiB: a block of x, its masked copy
 // and its rows of the input gradient stay in a 1 MiB L2), the same blocks whatever the number of
@@ -136,6 +136,31 @@ void lora_backward_f32(const LoraDims& d, const float* g, const float* x, const 
     if (gB) add_partials(gB, nB, nA);
     free(partials, partial_bytes);
   }
+}
+
+void lora_merge(const LoraMergeDims& m, void* W, DType w_dtype, const float* A, const float* B) {
+  // Rows [i0, i1) of W, as float32 in w (row stride cols), += s·ΔW: one GEMM with beta = 1.
+  auto merge_rows = [&](float* w, int64_t i0, int64_t i1) {
+    if (m.transposed)  // W [k, d] += s·Aᵀ·Bᵀ: columns i0.. of A
+      gemm_f32(true, true, i1 - i0, m.cols, m.r, m.scaling, A + i0, m.rows, 0, B, m.r, 0, 1.0f, w, m.cols, 0, 1);
+    else  // W [d, k] += s·B·A: rows i0.. of B
+      gemm_f32(false, false, i1 - i0, m.cols, m.r, m.scaling, B + i0 * m.r, m.r, 0, A, m.cols, 0, 1.0f, w, m.cols, 0, 1);
+  };
+  if (w_dtype == DType::F32) return merge_rows(static_cast<float*>(W), 0, m.rows);
+  // bfloat16: blocks of rows widened into a float32 buffer, merged, rounded back (each thread its blocks).
+  uint16_t* wb = static_cast<uint16_t*>(W);
+  const int64_t block_rows = std::max<int64_t>(1, kBlockElements / std::max<int64_t>(1, m.cols));
+  parallel_for((m.rows + block_rows - 1) / block_rows, 1, [&](int64_t b0, int64_t b1) {
+    static thread_local std::vector<float> buf;
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t i0 = b * block_rows, i1 = std::min(m.rows, i0 + block_rows), n = (i1 - i0) * m.cols;
+      float* w = scratch(buf, n);
+      uint16_t* rows = wb + i0 * m.cols;
+      for (int64_t e = 0; e < n; ++e) w[e] = bf16_to_f32(rows[e]);
+      merge_rows(w, i0, i1);
+      for (int64_t e = 0; e < n; ++e) rows[e] = f32_to_bf16(w[e]);
+    }
+  });
 }
 
 }  // namespace cpu

@@ -1,4 +1,5 @@
-// The fused LoRA forward and backward on the GPU (native/ops/lora.h), twin of native/cpu/lora.cc.
+// The fused LoRA forward and backward and the merge on the GPU (native/ops/lora.h), twin of
+// native/cpu/lora.cc.
 //
 // The factor products are thin (r of a few dozen at most): passes over x, g and the outputs with r
 // multiply-adds per element, bound by memory and, with dropout, by the Philox evaluations, never by
@@ -14,6 +15,7 @@
 //             x (lora_rows_grad_kernel: one Philox evaluation masks both)
 //             the slabs' partial sums of uᵀ·g  lora_rows_grad_kernel over g, without gx
 //             gA, gB = s·(partials added in slab order)   (lora_sum_partials_kernel; gB transposed)
+//   merge     W += s·B·A (or its transpose), in place       lora_merge_kernel: W read and written once
 // The slabs are fixed by the shapes alone, so gA and gB do not depend on the GPU.
 //
 // Dropout (core/philox.h): each lane takes its columns the way the stream groups its elements —
@@ -264,6 +266,48 @@ __global__ void lora_transpose_kernel(const float* __restrict__ src, int64_t row
   dst[c * rows + i] = src[idx];
 }
 
+// W [rows, cols] += s·Σ_t P(i, t)·Q(t, c), with P(i, t) = P[i·p_i + t·p_t] and Q(t, c) = Q[t·q_t + c·q_c]
+// (lora_merge's two layouts). W's elements are float or bfloat16 bits (uint16_t), each read and
+// written once. A warp takes 4 rows and 128 columns (lane + 32·b: every access coalesced), a
+// block 8 warps; blocks step down the rows by the grid's height.
+__device__ __forceinline__ float widen(float v) { return v; }
+__device__ __forceinline__ float widen(uint16_t v) { return bf16_to_f32(v); }
+__device__ __forceinline__ void narrow(float v, float& out) { out = v; }
+__device__ __forceinline__ void narrow(float v, uint16_t& out) { out = f32_to_bf16(v); }
+
+constexpr int kMergeWarps = 8, kMergeRows = 4 * kMergeWarps, kMergeCols = 128;
+
+template <typename T>
+__global__ void __launch_bounds__(32 * kMergeWarps) lora_merge_kernel(T* W, int64_t rows, int64_t cols, int64_t r,
+                                                                      const float* __restrict__ P, int64_t p_i, int64_t p_t,
+                                                                      const float* __restrict__ Q, int64_t q_t, int64_t q_c, float s) {
+  const int lane = threadIdx.x & 31;
+  const int64_t c0 = int64_t(blockIdx.x) * kMergeCols + lane;
+  for (int64_t i0 = int64_t(blockIdx.y) * kMergeRows + 4 * (threadIdx.x / 32); i0 < rows; i0 += int64_t(gridDim.y) * kMergeRows) {
+    float acc[4][4] = {};  // [row][b]
+    for (int64_t t = 0; t < r; ++t) {
+      float p[4], q[4];
+#pragma unroll
+      for (int a = 0; a < 4; ++a) p[a] = i0 + a < rows ? __ldg(P + (i0 + a) * p_i + t * p_t) : 0.0f;
+#pragma unroll
+      for (int b = 0; b < 4; ++b) q[b] = c0 + 32 * b < cols ? __ldg(Q + t * q_t + (c0 + 32 * b) * q_c) : 0.0f;
+#pragma unroll
+      for (int a = 0; a < 4; ++a)
+#pragma unroll
+        for (int b = 0; b < 4; ++b) acc[a][b] = fmaf(p[a], q[b], acc[a][b]);
+    }
+#pragma unroll
+    for (int a = 0; a < 4; ++a) {
+      if (i0 + a >= rows) break;
+#pragma unroll
+      for (int b = 0; b < 4; ++b) {
+        const int64_t c = c0 + 32 * b;
+        if (c < cols) narrow(s * acc[a][b] + widen(W[(i0 + a) * cols + c]), W[(i0 + a) * cols + c]);
+      }
+    }
+  }
+}
+
 // ---- launches
 
 Dropout dropout_of(const LoraDims& d) { return Dropout{d.p, d.mask_scale, d.seed, d.offset}; }
@@ -378,6 +422,22 @@ void lora_backward_f32(const LoraDims& d, const float* g, const float* x, const 
       rows_grad(u + j0, d.r, tile_rank(d, j0), g, d.N, d.d, nullptr, nullptr, false, d.scaling, kNoDropout, partial, gB + j0, d.r, true);
   }
   if (partial) release(partial);
+}
+
+void lora_merge(const LoraMergeDims& m, void* W, DType w_dtype, const float* A, const float* B) {
+  if (m.rows == 0 || m.cols == 0) return;
+  // Linear: P = B [d, r], Q = A [r, k]. Transposed: P(i, t) = A[t, i], Q(t, c) = B[c, t].
+  const float* P = m.transposed ? A : B;
+  const float* Q = m.transposed ? B : A;
+  const int64_t p_i = m.transposed ? 1 : m.r, p_t = m.transposed ? m.rows : 1;
+  const int64_t q_t = m.transposed ? 1 : m.cols, q_c = m.transposed ? m.r : 1;
+  const int64_t row_blocks = (m.rows + kMergeRows - 1) / kMergeRows;
+  const dim3 grid(unsigned((m.cols + kMergeCols - 1) / kMergeCols), unsigned(row_blocks < 65535 ? row_blocks : 65535));
+  if (w_dtype == DType::BF16)
+    lora_merge_kernel<<<grid, 32 * kMergeWarps, 0, current_stream()>>>(static_cast<uint16_t*>(W), m.rows, m.cols, m.r, P, p_i, p_t, Q, q_t, q_c, m.scaling);
+  else
+    lora_merge_kernel<<<grid, 32 * kMergeWarps, 0, current_stream()>>>(static_cast<float*>(W), m.rows, m.cols, m.r, P, p_i, p_t, Q, q_t, q_c, m.scaling);
+  LR_CUDA_LAUNCH_CHECK("lora_merge_kernel");
 }
 
 }  // namespace cuda

@@ -23,6 +23,18 @@ struct LoraDims {
   uint64_t seed, offset;
 };
 
+// The merge W += s·ΔW of an adapter into its frozen weight, in place (unmerge: s < 0). A [r, k] and
+// B [d, r] float32; W float32 or bfloat16 (raw bits), contiguous:
+//   transposed = false: W [rows = d, cols = k] += s·B·A          (nn.Linear)
+//   transposed = true:  W [rows = k, cols = d] += s·(B·A)ᵀ = s·Aᵀ·Bᵀ  (GPT-2's Conv1D, nn.Embedding)
+// Each element of W is read once and written once: a bfloat16 one is widened, changed in float32
+// and rounded back, as PyTorch's in-place add of PEFT's float32 delta does.
+struct LoraMergeDims {
+  int64_t rows, cols, r;
+  float scaling;
+  bool transposed;
+};
+
 }  // namespace lowrank
 
 #define LOWRANK_LORA_OPS                                                                                   \
@@ -32,6 +44,7 @@ struct LoraDims {
   /* gx, gA, gB may each be null (not wanted). The gradients are overwritten, not accumulated. gA and  \
      gB sum over the rows in an order fixed by the shapes alone (not by the number of threads). */      \
   void lora_backward_f32(const LoraDims& d, const float* g, const float* x, const float* A, const float* B, \
-                         const float* u, float* gx, float* gA, float* gB);
+                         const float* u, float* gx, float* gA, float* gB);                                 \
+  void lora_merge(const LoraMergeDims& m, void* W, DType w_dtype, const float* A, const float* B);
 
 LOWRANK_DECLARE_BACKEND(LOWRANK_LORA_OPS)

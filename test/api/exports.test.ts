@@ -34,7 +34,7 @@ const EXPORTS = [
   "type LlamaModelType", "type LoadAdapterOptions", "type LoadDataOptions", "type LoadedBaseModel", "type LoadedCheckpoint", "type LoadedData",
   "type LoaderState", "loadInstructionData", "type LoadOptions", "type LoadStateDictResult", "log", "logSoftmax",
   "type LoraBias", "LoraConfig", "type LoraConfigInit", "loraDelta", "type LoraDeltaOptions", "LoraEmbedding",
-  "type LoraEstimate", "LoRALayer", "type LoraLayer", "type LoRALayerOptions", "LoraLinear", "LoraModel",
+  "type LoraEstimate", "LoRALayer", "type LoraLayer", "type LoRALayerOptions", "LoraLinear", "loraMerge", "LoraModel",
   "type LoraParameterCount", "type LoraTensorName", "LOWRANK_PEFT_VERSION", "type LrLambda", "type LRSchedulerState",
   "manualSeed", "matmul", "mean", "memory", "mergeLoraWeights", "MetricsLog", "MODEL_TEMPLATE_FILE", "Module",
   "type ModuleInfo", "type ModuleKind", "ModuleList", "type ModuleShape", "ModulesToSaveWrapper", "mul",

@@ -176,6 +176,17 @@ const ROWS: Row[] = [
   }))),
   { family: "lora", name: "x a column slice of [50,130], dropout 0.2", inputs: [f([50, 20], 53), f([50, 130], 54), f([5, 64], 55), f([20, 5], 56)],
     run: ([y, x, A, B]) => ops.loraDelta(y!, x!.slice(1, 3, 67), A!, B!, { scaling: 0.5, dropout: 0.2, training: true, generator: gen(9n, 70n) }) },
+  // ---- lora merge: W += s·B·A in place (and transposed, Conv1D's and Embedding's layout), float32
+  // and bfloat16 W (a bf16 element may round the other way where the two float32 sums differ)
+  ...([false, true] as const).flatMap((transposed) => (["float32", "bfloat16"] as const).map((dtype): Row => ({
+    family: "lora", name: `merge ${dtype} W${transposed ? " transposed" : ""}, k=70 r=17 d=130`, noBackward: true,
+    inputs: [f(transposed ? [70, 130] : [130, 70], 57), f([17, 70], 58), f([130, 17], 59)], tol: dtype === "float32" ? 1e-6 : 1e-3,
+    run: ([W, A, B]) => {
+      const w = dtype === "float32" ? W!.detach().contiguous() : W!.detach().to(W!.device, dtype); // a copy either way
+      ops.loraMerge(w, A!.detach(), B!.detach(), -1.3, transposed);
+      return w.to(w.device, "float32");
+    },
+  }))),
   // ---- creation: fills, ranges, Philox uniforms (exact integer arithmetic), casts, strided copies
   { family: "creation", name: "rand [17,31] from one generator state", inputs: [], exact: true, noBackward: true,
     run: (_, device) => rand([17, 31], { generator: gen(123456789n, 0n), device }) },

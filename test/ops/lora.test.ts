@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { dropout, Generator, info, memory, noGrad, ones, scale, setNumThreads, tensor, tidy, zeros } from "../../lib/index.js";
-import { loraDelta } from "../../lib/ops/lora.js";
+import { loraDelta, loraMerge } from "../../lib/ops/lora.js";
 import { gemm2d } from "../../lib/ops/matmul.js";
 import { expectClose, gradcheck, randomValues } from "../helpers.js";
 
@@ -197,5 +197,57 @@ describe("loraDelta (y + s·drop(x)·Aᵀ·Bᵀ)", () => {
 
   it("names the shapes when A or B do not fit", () => {
     tidy(() => expect(() => loraDelta(t([2, 4], 1), t([2, 3], 2), t([2, 5], 3), t([4, 2], 4), { scaling: 1 })).toThrow(/lora_A must be \[r, 3\] and lora_B \[4, r\]/));
+  });
+});
+
+describe("loraMerge (W += s·B·A in place)", () => {
+  /** float64 W + s·B·A, or W + s·(B·A)ᵀ when transposed (W [k, d]); `size`: |W| + |s|·Σ|B·A| per element. */
+  function merged(W: number[], A: number[], B: number[], k: number, r: number, d: number, s: number, transposed: boolean, size: number[] = []): number[] {
+    return W.map((w, e) => {
+      const [o, c] = transposed ? [e % d, Math.floor(e / d)] : [Math.floor(e / k), e % k];
+      let acc = 0, abs = 0;
+      for (let j = 0; j < r; j++) {
+        acc += B[o * r + j]! * A[j * k + c]!;
+        abs += Math.abs(B[o * r + j]! * A[j * k + c]!);
+      }
+      size[e] = Math.abs(w) + Math.abs(s) * abs;
+      return w + s * acc;
+    });
+  }
+
+  for (const [k, r, d] of [[1, 1, 1], [13, 3, 11], [70, 17, 33], [300, 5, 400]] as const) { // the last: several row blocks on the CPU
+    for (const transposed of [false, true]) {
+      it(`float32 and bfloat16 W, k=${k} r=${r} d=${d}${transposed ? ", transposed (Conv1D, Embedding)" : ""}: float64 agrees, unmerge restores`, () => {
+        tidy(() => {
+          const A = t([r, k], 11), B = t([d, r], 12), W = t(transposed ? [k, d] : [d, k], 13);
+          const W0 = [...W.dataSync()];
+          const want = merged(W0, [...A.dataSync()], [...B.dataSync()], k, r, d, -1.7, transposed);
+          // float32: sums of r products in float32 (~1e-7 relative each), then one add
+          loraMerge(W, A, B, -1.7, transposed);
+          expectClose(W, want, 1e-6);
+          loraMerge(W, A, B, 1.7, transposed);
+          expectClose(W, W0, 1e-6);
+          // bfloat16: each element widened, changed in float32, rounded once: within a bf16 ulp (2^-8
+          // relative) of the float64 result, plus the float32 sum's error relative to its terms' size
+          // (where W and s·ΔW nearly cancel)
+          const Wb = W.to("cpu", "bfloat16");
+          const wb0 = [...Wb.to("cpu", "float32").dataSync()];
+          loraMerge(Wb, A, B, -1.7, transposed);
+          const got = [...Wb.to("cpu", "float32").dataSync()];
+          const size: number[] = [];
+          const wantB = merged(wb0, [...A.dataSync()], [...B.dataSync()], k, r, d, -1.7, transposed, size);
+          got.forEach((g, e) => expect(Math.abs(g - wantB[e]!)).toBeLessThanOrEqual(Math.abs(wantB[e]!) * 2 ** -8 + size[e]! * 2 ** -22));
+        });
+      });
+    }
+  }
+
+  it("names the shapes and refuses what it cannot update in place", () => {
+    tidy(() => {
+      expect(() => loraMerge(t([4, 3], 1), t([2, 3], 2), t([5, 2], 3), 1)).toThrow(/W must be \[d, k\].*got W \[4, 3\], A \[2, 3\], B \[5, 2\]/);
+      expect(() => loraMerge(t([4, 3], 1), t([2, 3], 2), t([4, 2], 3), 1, true)).toThrow(/W must be \[k, d\] \(transposed\)/);
+      expect(() => loraMerge(t([3, 4], 1).transpose(0, 1), t([2, 3], 2), t([4, 2], 3), 1)).toThrow(/must be contiguous/);
+      expect(() => loraMerge(t([4, 3], 1).to("cpu", "int32"), t([2, 3], 2), t([4, 2], 3), 1)).toThrow(/W must be float32 or bfloat16, got int32/);
+    });
   });
 });

@@ -1,8 +1,10 @@
 // The addon's CUDA LoRA kernels (native/cuda/lora.cu, rewritten by transform.mjs) on the CPU
 // emulator against a float64 reference, before any GPU sees them: odd and aligned shapes, ranks
 // below, at and above one tile (16), dropout on and off (aligned and unaligned stream groups),
-// each gradient alone, and out written over y. The GPU run compares the same kernels with the CPU
-// twin (test/gpu/twins.test.ts). Built and run by run-emu.sh.
+// each gradient alone, and out written over y; and the merge into float32 and bfloat16 weights in
+// both layouts. The GPU run compares the same kernels with the CPU twin (test/gpu/twins.test.ts).
+// Built and run by run-emu.sh.
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -93,6 +95,44 @@ bool run(const Case& c) {
   return ok;
 }
 
+// lora_merge into a float32 and a bfloat16 W against float64: float32 within float32 sums; bf16
+// within a bf16 ulp of the float64 result plus the float32 sum's error relative to its terms.
+bool run_merge(int64_t k, int64_t r, int64_t d, bool transposed) {
+  std::mt19937 rng(unsigned(k * 7 + r * 3 + d + transposed));
+  std::normal_distribution<float> nd;
+  std::vector<float> A(static_cast<size_t>(r * k)), B(static_cast<size_t>(d * r)), W(static_cast<size_t>(d * k));
+  for (auto* v : {&A, &B, &W})
+    for (auto& e : *v) e = nd(rng);
+  std::vector<uint16_t> Wb(W.size());
+  for (size_t e = 0; e < W.size(); ++e) Wb[e] = f32_to_bf16(W[e]);
+  const int64_t rows = transposed ? k : d, cols = transposed ? d : k;
+  const float s = -1.3f;
+  std::vector<double> want(W.size()), want_b(W.size()), size(W.size());
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t c = 0; c < cols; ++c) {
+      const int64_t o = transposed ? c : i, q = transposed ? i : c;  // ΔW[o][q] = Σ_j B[o][j]·A[j][q]
+      double acc = 0, abs = 0;
+      for (int64_t j = 0; j < r; ++j) {
+        acc += double(B[o * r + j]) * A[j * k + q];
+        abs += std::fabs(double(B[o * r + j]) * A[j * k + q]);
+      }
+      const size_t e = size_t(i * cols + c);
+      want[e] = W[e] + s * acc;
+      want_b[e] = bf16_to_f32(Wb[e]) + s * acc;
+      size[e] = std::fabs(W[e]) + std::fabs(s) * abs;
+    }
+  const LoraMergeDims m{rows, cols, r, s, transposed};
+  cuda::lora_merge(m, W.data(), DType::F32, A.data(), B.data());
+  cuda::lora_merge(m, Wb.data(), DType::BF16, A.data(), B.data());
+  const double err = rel_l2(W, want);
+  bool ok = err <= 1e-6;
+  for (size_t e = 0; e < W.size(); ++e)
+    ok = ok && std::fabs(bf16_to_f32(Wb[e]) - want_b[e]) <= std::fabs(want_b[e]) * std::ldexp(1.0, -8) + size[e] * std::ldexp(1.0, -22);
+  printf("%s merge k=%lld r=%lld d=%lld%s: float32 %.1e, bfloat16 within a bf16 ulp\n", ok ? "PASS" : "FAIL", (long long)k, (long long)r,
+         (long long)d, transposed ? " transposed" : "", err);
+  return ok;
+}
+
 }  // namespace
 
 int main() {
@@ -113,8 +153,11 @@ int main() {
       {1, 1, 1, 1, 0.0f, 0},
       {0, 10, 3, 5, 0.2f, 1},              // no rows: empty sums
   };
-  int failed = 0;
-  for (const Case& c : cases) failed += !run(c);
-  printf("%s: %d of %zu cases failed\n", failed ? "FAIL" : "PASS", failed, sizeof(cases) / sizeof(cases[0]));
+  int failed = 0, total = 0;
+  for (const Case& c : cases) failed += !run(c), ++total;
+  for (bool transposed : {false, true})  // odd sizes, a rank past one loop, rows past a block's 32
+    for (const auto& [k, r, d] : {std::array<int64_t, 3>{1, 1, 1}, {65, 17, 33}, {130, 3, 70}})
+      failed += !run_merge(k, r, d, transposed), ++total;
+  printf("%s: %d of %d cases failed\n", failed ? "FAIL" : "PASS", failed, total);
   return failed ? 1 : 0;
 }

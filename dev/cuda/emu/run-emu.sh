@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs CUDA kernels on the CPU (no GPU needed), under AddressSanitizer, against their references:
 #   run-emu.sh addon   the addon's kernels that have a <op>_check.cc here: the LoRA kernels
-#                      (native/cuda/lora.cu) against float64, the strided copies and casts
+#                      (native/cuda/lora.cu: forward, backward, merge) against float64, the strided copies and casts
 #                      (creation.cu), binary element-wise ops (elementwise.cu) and dropout against plain
 #                      loops (seconds; .ci/run runs it)
 #   run-emu.sh check   dev/cuda/lora.cu's correctness sweep, once with the naive frozen GEMM and
