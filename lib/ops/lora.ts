@@ -11,8 +11,8 @@
 // operands cost nothing in backward.
 //
 // Both directions are one native call each (native/cpu/lora.cc, native/cuda/lora.cu): on the CPU,
-// blocks of rows run all their products while their rows sit in cache; on CUDA, thin hand-written
-// passes over x and g apply the mask in registers. One Philox evaluation masks both x and gx.
+// blocks of rows run all their products while their rows sit in cache (one Philox evaluation masks
+// both x and gx); on CUDA, thin hand-written passes over x and g apply the mask in registers.
 import { native } from "../native/index.js";
 import { DTYPE_CODE } from "../tensor/dtype.js";
 import { defaultGenerator, type Generator } from "../tensor/random.js";

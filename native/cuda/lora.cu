@@ -11,9 +11,9 @@
 //             u = drop(x)·Aᵀ                  lora_down_kernel: a warp per 4 rows of x, lanes across k
 //             out = y + s·u·Bᵀ                lora_up_kernel:   a warp per 4 rows of out, lanes across d
 //   backward  v = g·B = g·Btᵀ                 lora_down_kernel over g
-//             gx = s·(v·A) ⊙ mask/(1-p) and the slabs' partial sums of vᵀ·drop(x), in one pass over
-//             x (lora_rows_grad_kernel: one Philox evaluation masks both)
-//             the slabs' partial sums of uᵀ·g  lora_rows_grad_kernel over g, without gx
+//             gx = s·(v·A) ⊙ mask/(1-p)        lora_up_kernel, masked
+//             the slabs' partial sums of vᵀ·drop(x)   lora_rows_grad_kernel over x (the mask again)
+//             the slabs' partial sums of uᵀ·g  lora_rows_grad_kernel over g
 //             gA, gB = s·(partials added in slab order)   (lora_sum_partials_kernel; gB transposed)
 //   merge     W += s·B·A (or its transpose), in place       lora_merge_kernel: W read and written once
 // The slabs are fixed by the shapes alone, so gA and gB do not depend on the GPU.
@@ -37,7 +37,7 @@ constexpr int kRowsPerWarp = 4;  // rows a warp of lora_down/lora_up takes
 constexpr int kWarps = 4;
 constexpr int kBlock = 32 * kWarps;
 constexpr int kStep = 128;      // columns a warp covers per step: 2 half-warps × 64
-constexpr int kSlabBlocks = 256;  // lora_rows_grad_kernel's blocks to aim for (with the column steps)
+constexpr int kSlabBlocks = 512;  // lora_rows_grad_kernel's blocks to aim for (with the column steps): ~4 per SM
 constexpr int kMinSlabRows = 32;
 
 struct Dropout {
@@ -151,6 +151,12 @@ __global__ void __launch_bounds__(kBlock) lora_up_kernel(const float* __restrict
     for (int j = 0; j < kRank; ++j) ur[rr][j] = row0 + rr < N && j < rt ? u[(row0 + rr) * ldu + j] : 0.0f;
   for (int64_t step = first_step(kMasked, m.offset); step < K; step += kStep) {
     const int64_t c = step + lane_column();
+    // y first: its loads are in flight while the products run
+    float yv[kRowsPerWarp][4];
+#pragma unroll
+    for (int rr = 0; rr < kRowsPerWarp; ++rr)
+#pragma unroll
+      for (int w = 0; w < 4; ++w) yv[rr][w] = y && row0 + rr < N && in_row(c + 16 * w, K) ? y[(row0 + rr) * K + c + 16 * w] : 0.0f;
     float o[kRowsPerWarp][4] = {};
 #pragma unroll
     for (int j = 0; j < kRank; ++j) {
@@ -170,65 +176,48 @@ __global__ void __launch_bounds__(kBlock) lora_up_kernel(const float* __restrict
       float mult[4] = {1.0f, 1.0f, 1.0f, 1.0f};
       if constexpr (kMasked) keep4(m, i, K, c, mult);
 #pragma unroll
-      for (int w = 0; w < 4; ++w) {
-        const int64_t cw = c + 16 * w;
-        if (!in_row(cw, K)) continue;
-        const float delta = s * o[rr][w] * mult[w];
-        out[i * K + cw] = y ? y[i * K + cw] + delta : delta;
-      }
+      for (int w = 0; w < 4; ++w)
+        if (in_row(c + 16 * w, K)) out[i * K + c + 16 * w] = yv[rr][w] + s * o[rr][w] * mult[w];
     }
   }
 }
 
-// For slab blockIdx.y of slab_rows rows and the kStep columns of step blockIdx.x:
-//   partial[slab, j, c] = Σ_{i in slab} v[i, j]·drop(x)[i, c]                  (j < rt)
-// and, with kGx, gx[i, c] (+)= mask(s·Σ_j v[i, j]·f[j, c]) for the slab's rows, the same Philox
-// evaluation masking x and gx. v [N, rt] (rows ld apart), x and gx [N, K], f [rt, K], partial
-// [slabs, kRank, K]. The block's 4 warps take every 4th row of the slab; warp 0 adds their sums.
-template <bool kMasked, bool kGx>
+// partial[slab, j, c] = Σ_{i in slab} v[i, j]·drop(x)[i, c] (j < rt) for slab blockIdx.y of slab_rows
+// rows and the kStep columns of step blockIdx.x. v [N, rt] (rows ld apart), x [N, K], partial
+// [slabs, kRank, K]. The block's 4 warps take every 4th row of the slab, each 4 rows at a time (their
+// loads in flight together); warp 0 adds the warps' sums.
+template <bool kMasked>
 __global__ void __launch_bounds__(kBlock) lora_rows_grad_kernel(const float* __restrict__ v, int64_t ldv, int rt,
-                                                                const float* __restrict__ x, int64_t N, int64_t K,
-                                                                const float* __restrict__ f, float* gx, bool gx_accumulate,
-                                                                float s, Dropout m, int64_t slab_rows,
-                                                                float* __restrict__ partial) {
+                                                                const float* __restrict__ x, int64_t N, int64_t K, Dropout m,
+                                                                int64_t slab_rows, float* __restrict__ partial) {
   __shared__ float others[kWarps - 1][4 * kRank][32];  // warps 1..3's sums, lane-minor (no bank conflicts)
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   const int64_t c = first_step(kMasked, m.offset) + int64_t(blockIdx.x) * kStep + lane_column();
   const int64_t i0 = int64_t(blockIdx.y) * slab_rows, i1 = i0 + slab_rows < N ? i0 + slab_rows : N;
   float acc[4 * kRank] = {};  // [j * 4 + w]
-  float fr[kGx ? 4 * kRank : 1];
-  if constexpr (kGx) {
+  for (int64_t i = i0 + warp; i < i1; i += kWarps * kRowsPerWarp) {
+    float xv[kRowsPerWarp][4];
 #pragma unroll
-    for (int j = 0; j < kRank; ++j)
+    for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+      const int64_t ii = i + kWarps * rr;
 #pragma unroll
-      for (int w = 0; w < 4; ++w) fr[j * 4 + w] = j < rt && in_row(c + 16 * w, K) ? __ldg(f + j * K + c + 16 * w) : 0.0f;
-  }
-  for (int64_t i = i0 + warp; i < i1; i += kWarps) {
-    float xv[4], mult[4] = {1.0f, 1.0f, 1.0f, 1.0f};
-#pragma unroll
-    for (int w = 0; w < 4; ++w) xv[w] = in_row(c + 16 * w, K) ? x[i * K + c + 16 * w] : 0.0f;
-    if constexpr (kMasked) {
-      keep4(m, i, K, c, mult);
-#pragma unroll
-      for (int w = 0; w < 4; ++w) xv[w] *= mult[w];
+      for (int w = 0; w < 4; ++w) xv[rr][w] = ii < i1 && in_row(c + 16 * w, K) ? x[ii * K + c + 16 * w] : 0.0f;
     }
-    float vr[kRank];
 #pragma unroll
-    for (int j = 0; j < kRank; ++j) vr[j] = j < rt ? __ldg(v + i * ldv + j) : 0.0f;
+    for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+      const int64_t ii = i + kWarps * rr;
+      if (ii >= i1) break;
+      if constexpr (kMasked) {
+        float mult[4];
+        keep4(m, ii, K, c, mult);
 #pragma unroll
-    for (int j = 0; j < kRank; ++j)
+        for (int w = 0; w < 4; ++w) xv[rr][w] *= mult[w];
+      }
 #pragma unroll
-      for (int w = 0; w < 4; ++w) acc[j * 4 + w] = fmaf(vr[j], xv[w], acc[j * 4 + w]);
-    if constexpr (kGx) {
+      for (int j = 0; j < kRank; ++j) {
+        const float vj = j < rt ? __ldg(v + ii * ldv + j) : 0.0f;
 #pragma unroll
-      for (int w = 0; w < 4; ++w) {
-        const int64_t cw = c + 16 * w;
-        float gsum = 0.0f;
-#pragma unroll
-        for (int j = 0; j < kRank; ++j) gsum = fmaf(vr[j], fr[j * 4 + w], gsum);
-        if (!in_row(cw, K)) continue;
-        const float delta = s * gsum * mult[w];
-        gx[i * K + cw] = gx_accumulate ? gx[i * K + cw] + delta : delta;
+        for (int w = 0; w < 4; ++w) acc[j * 4 + w] = fmaf(vj, xv[rr][w], acc[j * 4 + w]);
       }
     }
   }
@@ -345,21 +334,17 @@ struct Slabs {
   }
 };
 
-// partial (rt ≤ kRank rows per slab) and, when gx is not null, gx; then out = s·Σ partial.
-void rows_grad(const float* v, int64_t ldv, int rt, const float* x, int64_t N, int64_t K, const float* f, float* gx,
-               bool gx_accumulate, float s, const Dropout& m, float* partial, float* out, int64_t ld, bool transposed) {
+// out = s·vᵀ·drop(x) for one rank tile (rt ≤ kRank rows of vᵀ): the slabs' partial sums, then their sum.
+void rows_grad(const float* v, int64_t ldv, int rt, const float* x, int64_t N, int64_t K, float s, const Dropout& m,
+               float* partial, float* out, int64_t ld, bool transposed) {
   const Slabs slabs(N, K);
   const bool masked = m.p > 0;
   const dim3 grid(unsigned((K + (masked ? int64_t(m.offset & 63) : 0) + kStep - 1) / kStep), unsigned(slabs.count));
   const cudaStream_t stream = current_stream();
-  if (masked && gx)
-    lora_rows_grad_kernel<true, true><<<grid, kBlock, 0, stream>>>(v, ldv, rt, x, N, K, f, gx, gx_accumulate, s, m, slabs.rows, partial);
-  else if (masked)
-    lora_rows_grad_kernel<true, false><<<grid, kBlock, 0, stream>>>(v, ldv, rt, x, N, K, f, gx, gx_accumulate, s, m, slabs.rows, partial);
-  else if (gx)
-    lora_rows_grad_kernel<false, true><<<grid, kBlock, 0, stream>>>(v, ldv, rt, x, N, K, f, gx, gx_accumulate, s, m, slabs.rows, partial);
+  if (masked)
+    lora_rows_grad_kernel<true><<<grid, kBlock, 0, stream>>>(v, ldv, rt, x, N, K, m, slabs.rows, partial);
   else
-    lora_rows_grad_kernel<false, false><<<grid, kBlock, 0, stream>>>(v, ldv, rt, x, N, K, f, gx, gx_accumulate, s, m, slabs.rows, partial);
+    lora_rows_grad_kernel<false><<<grid, kBlock, 0, stream>>>(v, ldv, rt, x, N, K, m, slabs.rows, partial);
   LR_CUDA_LAUNCH_CHECK("lora_rows_grad_kernel");
   lora_sum_partials_kernel<<<grid_for(rt * K, 256), 256, 0, stream>>>(partial, slabs.count, rt, K, s, out, ld, transposed);
   LR_CUDA_LAUNCH_CHECK("lora_sum_partials_kernel");
@@ -409,17 +394,15 @@ void lora_backward_f32(const LoraDims& d, const float* g, const float* x, const 
     for (int64_t j0 = 0; j0 < d.r; j0 += kRank) down(g, d.N, d.d, Bt + j0 * d.d, tile_rank(d, j0), v + j0, d.r, kNoDropout);
     for (int64_t j0 = 0; j0 < d.r; j0 += kRank) {
       const int rt = tile_rank(d, j0);
-      if (gA)
-        rows_grad(v + j0, d.r, rt, x, d.N, d.k, A + j0 * d.k, gx, j0 > 0, d.scaling, m, partial, gA + j0 * d.k, d.k, false);
-      else
-        up(v + j0, d.r, rt, A + j0 * d.k, j0 > 0 ? gx : nullptr, gx, d.N, d.k, d.scaling, m);
+      if (gx) up(v + j0, d.r, rt, A + j0 * d.k, j0 > 0 ? gx : nullptr, gx, d.N, d.k, d.scaling, m);
+      if (gA) rows_grad(v + j0, d.r, rt, x, d.N, d.k, d.scaling, m, partial, gA + j0 * d.k, d.k, false);
     }
     release(v);
     release(Bt);
   }
   if (gB) {
     for (int64_t j0 = 0; j0 < d.r; j0 += kRank)
-      rows_grad(u + j0, d.r, tile_rank(d, j0), g, d.N, d.d, nullptr, nullptr, false, d.scaling, kNoDropout, partial, gB + j0, d.r, true);
+      rows_grad(u + j0, d.r, tile_rank(d, j0), g, d.N, d.d, d.scaling, kNoDropout, partial, gB + j0, d.r, true);
   }
   if (partial) release(partial);
 }

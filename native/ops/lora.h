@@ -3,7 +3,7 @@
 // and its backward, with v = g·B:
 //   gB = s·gᵀ·u,  gA = s·vᵀ·drop(x),  gx = s·(v·A) ⊙ mask/(1-p)
 // The dropout mask is Philox's (core/philox.h; element (i, c) of x is element i·k + c of the
-// stream at (seed, offset)), recomputed in the backward, where one evaluation masks both x and gx.
+// stream at (seed, offset)), recomputed in the backward (on the CPU one evaluation masks both x and gx).
 // No N×k intermediate (drop(x), the masked gradient) goes through memory on either backend. The CPU
 // (native/cpu/lora.cc) runs all the products of a block of rows while its rows of x, g, gx and
 // drop(x) sit in L2; CUDA (native/cuda/lora.cu) runs thin hand-written passes over the rows of x and

@@ -169,7 +169,7 @@ const ROWS: Row[] = [
   // groups aligned), ranks across the CUDA kernels' 16-column tiles, rows enough for several slabs of
   // the gradient sums, x a view of a wider tensor
   ...([
-    { N: 77, k: 65, d: 33, r: 3 }, { N: 300, k: 128, d: 200, r: 16 }, { N: 129, k: 96, d: 47, r: 17 }, { N: 40, k: 33, d: 300, r: 64 },
+    { N: 77, k: 65, d: 33, r: 3 }, { N: 300, k: 128, d: 200, r: 16 }, { N: 129, k: 96, d: 47, r: 17 }, { N: 40, k: 33, d: 300, r: 64 }, { N: 31, k: 130, d: 70, r: 128 },
   ]).flatMap(({ N, k, d, r }) => ([0, 0.1] as const).map((p): Row => ({
     family: "lora", name: `N=${N} k=${k} d=${d} r=${r} dropout ${p}`, inputs: [f([N, d], 44), f([N, k], 45), f([r, k], 46), f([d, r], 47)],
     run: ([y, x, A, B]) => ops.loraDelta(y!, x!, A!, B!, { scaling: 2.5, dropout: p, training: true, generator: gen(3n, 5n) }),
