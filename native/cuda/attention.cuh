@@ -41,6 +41,47 @@ __device__ inline float drop_factor(const AttnDims& d, int64_t b, int64_t h, int
   return philox_keep(d.seed, d.offset, e, d.dropout) ? 1.0f / (1.0f - d.dropout) : 0.0f;
 }
 
+// Dropout keep bits of one thread's accumulator tile of NB 16x8 blocks in the bf16 kernels: bit
+// 4*nb + e is set when element (nb, e) is kept. Its query i and key j: rows of the accumulator are
+// queries (kQueryRows: i = ib + 8*(e/2), j = jb + 8*nb + e%2) or keys (i = ib + 8*nb + e%2,
+// j = jb + 8*(e/2)). With query rows, the keys of blocks nb, nb+2, nb+4, nb+6 are 16 apart, as the
+// stream's dropout layout puts four decisions in one Philox block (core/philox.h): one evaluation
+// serves the four whenever the first sits at a stream position that is 0..15 mod 64 (every row when
+// Tk and the stream offset are multiples of 64), four evaluations otherwise. The loops stay rolled
+// so the Philox rounds cost registers once, not once per element.
+template <int NB, bool kQueryRows>
+__device__ __forceinline__ uint32_t dropout_keep_bits(const AttnDims& d, int64_t b, int64_t h, int ib, int jb) {
+  static_assert(NB * 4 <= 32, "one bit per element");
+  uint32_t bits = 0;
+  if constexpr (kQueryRows && NB % 8 == 0) {
+#pragma unroll 1
+    for (int x = 0; x < NB; ++x) {  // (group of 4 blocks, e): blocks n0 + 2w, n0 = 8*(g/2) + g%2
+      const int g = x / 4, e = x % 4, n0 = 8 * (g / 2) + g % 2;
+      const int64_t i = ib + 8 * (e / 2), j0 = jb + 8 * n0 + e % 2;
+      if (i >= d.Tq) continue;
+      const uint64_t s = d.offset + static_cast<uint64_t>(((b * d.H + h) * d.Tq + i) * d.Tk + j0);
+      if ((s & 63) < 16) {
+        const Philox4 blk = philox_keep_block(d.seed, s);
+#pragma unroll
+        for (int w = 0; w < 4; ++w)
+          if (j0 + 16 * w < d.Tk && philox_unit(blk.v[w]) >= d.dropout) bits |= 1u << (4 * (n0 + 2 * w) + e);
+      } else {
+        for (int w = 0; w < 4; ++w)
+          if (j0 + 16 * w < d.Tk && drop_factor(d, b, h, i, j0 + 16 * w) != 0.f) bits |= 1u << (4 * (n0 + 2 * w) + e);
+      }
+    }
+    return bits;
+  }
+#pragma unroll 1
+  for (int x = 0; x < NB * 4; ++x) {
+    const int nb = x / 4, e = x % 4;
+    const int i = kQueryRows ? ib + 8 * (e / 2) : ib + 8 * nb + e % 2;
+    const int j = kQueryRows ? jb + 8 * nb + e % 2 : jb + 8 * (e / 2);
+    if (i < d.Tq && j < d.Tk && drop_factor(d, b, h, i, j) != 0.f) bits |= 1u << x;
+  }
+  return bits;
+}
+
 // ---- bf16 tensor-core flash attention (attention_mma.cu), AttnDims::precision BF16 ------------
 
 // Whether the bf16 kernels take this call: D = 64 or 128, rows 16-byte aligned (float4 loads).

@@ -105,24 +105,6 @@ __device__ __forceinline__ void load_tile(bf16* dst, const AttnView& src, int64_
 
 __device__ __forceinline__ void store2(float* p, float a, float b) { *reinterpret_cast<float2*>(p) = make_float2(a, b); }
 
-// Dropout keep bits of one thread's accumulator tile of NB 16x8 blocks: bit 4*nb + e is set when
-// element (nb, e) is kept. Its query i and key j: rows of the accumulator are queries
-// (kQueryRows: i = ib + 8*(e/2), j = jb + 8*nb + e%2) or keys (i = ib + 8*nb + e%2, j = jb + 8*(e/2)).
-// The loop stays rolled so the Philox rounds cost registers once, not once per element.
-template <int NB, bool kQueryRows>
-__device__ __forceinline__ uint32_t dropout_keep_bits(const AttnDims& d, int64_t b, int64_t h, int ib, int jb) {
-  static_assert(NB * 4 <= 32, "one bit per element");
-  uint32_t bits = 0;
-#pragma unroll 1
-  for (int x = 0; x < NB * 4; ++x) {
-    const int nb = x / 4, e = x % 4;
-    const int i = kQueryRows ? ib + 8 * (e / 2) : ib + 8 * nb + e % 2;
-    const int j = kQueryRows ? jb + 8 * nb + e % 2 : jb + 8 * (e / 2);
-    if (i < d.Tq && j < d.Tk && drop_factor(d, b, h, i, j) != 0.f) bits |= 1u << x;
-  }
-  return bits;
-}
-
 // Whether query `row` may not see key `col` (col past Tk, causal, sliding window, padding).
 __device__ __forceinline__ bool masked(const AttnDims& d, const int32_t* keep_b, int row, int col) {
   return col >= d.Tk || !key_visible(d, keep_b, row, col);

@@ -2,8 +2,9 @@
 # Runs CUDA kernels on the CPU (no GPU needed), under AddressSanitizer, against their references:
 #   run-emu.sh addon   the addon's kernels that have a <op>_check.cc here: the LoRA kernels
 #                      (native/cuda/lora.cu: forward, backward, merge) against float64, the strided copies and casts
-#                      (creation.cu), binary element-wise ops (elementwise.cu) and dropout against plain
-#                      loops (seconds; .ci/run runs it)
+#                      (creation.cu), binary element-wise ops (elementwise.cu), dropout and the bf16
+#                      attention kernels' dropout bits (attention.cuh) against plain loops (seconds;
+#                      .ci/run runs it)
 #   run-emu.sh check   dev/cuda/lora.cu's correctness sweep, once with the naive frozen GEMM and
 #                      once with the reference cublasGemmEx of emu_cublas.h (a few minutes on 2 cores)
 #   run-emu.sh bench   dev/cuda/lora.cu's timing code at full size: only to smoke-test changes to it
@@ -22,6 +23,9 @@ if [ "$mode" = addon ] || [ "$mode" = all ]; then
     echo "== emulated native/cuda/$op.cu"
     "$work/${op}_check" | grep -v '^PASS ' || rc=1
   done
+  "${cxx[@]}" "$here/attention_check.cc" -o "$work/attention_check"  # a header's device functions: no rewrite
+  echo "== native/cuda/attention.cuh (dropout keep bits)"
+  "$work/attention_check" | grep -v '^PASS ' || rc=1
 fi
 if [ "$mode" != addon ]; then
   [ "$mode" = all ] && mode=check
