@@ -32,6 +32,6 @@ done
 timeout 60 node bench/train-gpu/lm_head_ld.mjs >> "$final/summary.txt" 2>&1; say "lm_head probe rc $?"
 python3 test/gpu/make_gpt2_124m.py /tmp/gpt2-124m > /dev/null 2>&1 && export LOWRANK_GPT2_124M=/tmp/gpt2-124m
 rest=$(ls test/gpu/*.test.ts | grep -v -F -f <(echo "$new" | tr ' ' '\n'))
-left=$(( 575 - ($(date +%s) - t0) ))
+left=$(( 480 - ($(date +%s) - t0) ))
 [ $left -gt 30 ] && { timeout $left npx vitest run $rest > "$logs/test-rest.log" 2>&1; say "rest of GPU tests rc $?"; grep -E "×|Tests |Test Files" "$logs/test-rest.log" | head -30 >> "$final/summary.txt"; }
 tar czf "$final/logs.tgz" -C "$logs" .
