@@ -51,13 +51,6 @@ __global__ void cast_bf16_to_f32_kernel(const uint16_t* src, float* dst, int64_t
   LR_GRID_STRIDE_LOOP(i, n) dst[i] = bf16_to_f32(src[i]);
 }
 
-struct StridedArgs {
-  int64_t shape[kMaxDims];
-  int64_t src_strides[kMaxDims];
-  int64_t dst_strides[kMaxDims];
-  int ndim;
-};
-
 // A copy of rows × cols elements (the shape of most strided copies once their dims are merged:
 // a bias broadcast over rows, a transpose), without the general kernel's divisions per element.
 template <typename T>
@@ -67,14 +60,15 @@ __global__ void copy_2d_kernel(const T* src, T* dst, int64_t rows, int64_t cols,
       dst[i * d0 + j * d1] = src[i * s0 + j * s1];
 }
 
+// Any other walk (strides[0]: the source's, strides[1]: the destination's).
 template <typename T>
-__global__ void copy_strided_kernel(const T* src, T* dst, int64_t n, StridedArgs a) {
+__global__ void copy_strided_kernel(const T* src, T* dst, int64_t n, StridedShape<2> a) {
   LR_GRID_STRIDE_LOOP(i, n) {
     int64_t rem = i, so = 0, doff = 0;
     for (int d = a.ndim - 1; d >= 0; --d) {
       int64_t idx = rem % a.shape[d];
-      so += idx * a.src_strides[d];
-      doff += idx * a.dst_strides[d];
+      so += idx * a.strides[0][d];
+      doff += idx * a.strides[1][d];
       rem /= a.shape[d];
     }
     dst[doff] = src[so];
@@ -133,18 +127,10 @@ void copy_strided(const void* src, const int64_t* src_strides, void* dst, const 
     else
       copy_2d_kernel<<<grid, kThreads, 0, stream>>>(static_cast<const uint32_t*>(src), static_cast<uint32_t*>(dst), s.shape[0], s.shape[1],
                                                     s.strides[0][0], s.strides[0][1], s.strides[1][0], s.strides[1][1]);
+  } else if (elem_size == 2) {
+    copy_strided_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(static_cast<const uint16_t*>(src), static_cast<uint16_t*>(dst), n, s);
   } else {
-    StridedArgs a{};
-    a.ndim = s.ndim;
-    for (int d = 0; d < s.ndim; ++d) {
-      a.shape[d] = s.shape[d];
-      a.src_strides[d] = s.strides[0][d];
-      a.dst_strides[d] = s.strides[1][d];
-    }
-    if (elem_size == 2)
-      copy_strided_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(static_cast<const uint16_t*>(src), static_cast<uint16_t*>(dst), n, a);
-    else
-      copy_strided_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(static_cast<const uint32_t*>(src), static_cast<uint32_t*>(dst), n, a);
+    copy_strided_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(static_cast<const uint32_t*>(src), static_cast<uint32_t*>(dst), n, s);
   }
   LR_CUDA_LAUNCH_CHECK("copy_strided");
 }

@@ -10,13 +10,6 @@ constexpr int kThreads = 256;
 constexpr float kSqrt2OverPi = 0.7978845608028654f;
 constexpr float kGeluC = 0.044715f;
 
-struct BinaryArgs {
-  int64_t shape[kMaxDims];
-  int64_t a_strides[kMaxDims];
-  int64_t b_strides[kMaxDims];
-  int ndim;
-};
-
 __device__ __forceinline__ float apply(BinaryOp op, float x, float y) {
   switch (op) {
     case BinaryOp::Add: return x + y;
@@ -35,13 +28,14 @@ __global__ void binary_2d_kernel(BinaryOp op, const float* a, const float* b, fl
       out[i * cols + j] = apply(op, a[i * a0 + j * a1], b[i * b0 + j * b1]);
 }
 
-__global__ void binary_kernel(BinaryOp op, const float* a, const float* b, float* out, int64_t n, BinaryArgs s) {
+// Any other walk (strides[0] and [1]: a's and b's; out is contiguous).
+__global__ void binary_kernel(BinaryOp op, const float* a, const float* b, float* out, int64_t n, StridedShape<3> s) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)blockDim.x * gridDim.x) {
     int64_t rem = i, ao = 0, bo = 0;
     for (int d = s.ndim - 1; d >= 0; --d) {
       int64_t idx = rem % s.shape[d];
-      ao += idx * s.a_strides[d];
-      bo += idx * s.b_strides[d];
+      ao += idx * s.strides[0][d];
+      bo += idx * s.strides[1][d];
       rem /= s.shape[d];
     }
     out[i] = apply(op, a[ao], b[bo]);
@@ -157,14 +151,7 @@ void binary_f32(BinaryOp op, const float* a, const int64_t* as, const float* b, 
     binary_2d_kernel<<<grid_2d(m.shape[0], m.shape[1], kThreads), kThreads, 0, current_stream()>>>(
         op, a, b, out, m.shape[0], m.shape[1], m.strides[0][0], m.strides[0][1], m.strides[1][0], m.strides[1][1]);
   } else {
-    BinaryArgs s{};
-    s.ndim = m.ndim;
-    for (int d = 0; d < m.ndim; ++d) {
-      s.shape[d] = m.shape[d];
-      s.a_strides[d] = m.strides[0][d];
-      s.b_strides[d] = m.strides[1][d];
-    }
-    binary_kernel<<<grid_for(n, kThreads), kThreads, 0, current_stream()>>>(op, a, b, out, n, s);
+    binary_kernel<<<grid_for(n, kThreads), kThreads, 0, current_stream()>>>(op, a, b, out, n, m);
   }
   LR_CUDA_LAUNCH_CHECK("binary_f32");
 }

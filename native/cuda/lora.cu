@@ -72,6 +72,22 @@ __device__ __forceinline__ void keep4(const Dropout& m, int64_t i, int64_t cols,
 
 __device__ __forceinline__ bool in_row(int64_t c, int64_t cols) { return c >= 0 && c < cols; }
 
+// Row i of x [.., K] at the lane's columns c + 16·w (0 outside the row, or everywhere when !valid),
+// times dropout's multipliers when kMasked.
+template <bool kMasked>
+__device__ __forceinline__ void load_lane_row(const float* __restrict__ x, int64_t i, bool valid, int64_t K, int64_t c,
+                                              const Dropout& m, float (&v)[4]) {
+#pragma unroll
+  for (int w = 0; w < 4; ++w) v[w] = valid && in_row(c + 16 * w, K) ? x[i * K + c + 16 * w] : 0.0f;
+  if constexpr (kMasked) {
+    if (!valid) return;
+    float mult[4];
+    keep4(m, i, K, c, mult);
+#pragma unroll
+    for (int w = 0; w < 4; ++w) v[w] *= mult[w];
+  }
+}
+
 // Sums a[0..64) over the warp's lanes, halving what each lane holds at each of five shuffle steps
 // (62 shuffles instead of 320): lane L ends with the sums of values 2L and 2L + 1 in a[0] and a[1].
 // Step kHalf keeps a[0..kHalf): the lanes whose bit kHalf/2 is set take the upper half.
@@ -101,19 +117,7 @@ __global__ void __launch_bounds__(kBlock) lora_down_kernel(const float* __restri
     const int64_t c = step + lane_column();
     float xv[kRowsPerWarp][4];
 #pragma unroll
-    for (int rr = 0; rr < kRowsPerWarp; ++rr) {
-      const int64_t i = row0 + rr;
-#pragma unroll
-      for (int w = 0; w < 4; ++w) xv[rr][w] = i < N && in_row(c + 16 * w, K) ? x[i * K + c + 16 * w] : 0.0f;
-      if constexpr (kMasked) {
-        if (i < N) {
-          float mult[4];
-          keep4(m, i, K, c, mult);
-#pragma unroll
-          for (int w = 0; w < 4; ++w) xv[rr][w] *= mult[w];
-        }
-      }
-    }
+    for (int rr = 0; rr < kRowsPerWarp; ++rr) load_lane_row<kMasked>(x, row0 + rr, row0 + rr < N, K, c, m, xv[rr]);
 #pragma unroll
     for (int j = 0; j < kRank; ++j) {
       if (j >= rt) break;
@@ -185,7 +189,7 @@ __global__ void __launch_bounds__(kBlock) lora_up_kernel(const float* __restrict
 // partial[slab, j, c] = Σ_{i in slab} v[i, j]·drop(x)[i, c] (j < rt) for slab blockIdx.y of slab_rows
 // rows and the kStep columns of step blockIdx.x. v [N, rt] (rows ld apart), x [N, K], partial
 // [slabs, kRank, K]. The block's 4 warps take every 4th row of the slab, each 4 rows at a time (their
-// loads in flight together); warp 0 adds the warps' sums.
+// loads issued together); warp 0 adds the warps' sums.
 template <bool kMasked>
 __global__ void __launch_bounds__(kBlock) lora_rows_grad_kernel(const float* __restrict__ v, int64_t ldv, int rt,
                                                                 const float* __restrict__ x, int64_t N, int64_t K, Dropout m,
@@ -198,21 +202,11 @@ __global__ void __launch_bounds__(kBlock) lora_rows_grad_kernel(const float* __r
   for (int64_t i = i0 + warp; i < i1; i += kWarps * kRowsPerWarp) {
     float xv[kRowsPerWarp][4];
 #pragma unroll
-    for (int rr = 0; rr < kRowsPerWarp; ++rr) {
-      const int64_t ii = i + kWarps * rr;
-#pragma unroll
-      for (int w = 0; w < 4; ++w) xv[rr][w] = ii < i1 && in_row(c + 16 * w, K) ? x[ii * K + c + 16 * w] : 0.0f;
-    }
+    for (int rr = 0; rr < kRowsPerWarp; ++rr) load_lane_row<kMasked>(x, i + kWarps * rr, i + kWarps * rr < i1, K, c, m, xv[rr]);
 #pragma unroll
     for (int rr = 0; rr < kRowsPerWarp; ++rr) {
       const int64_t ii = i + kWarps * rr;
       if (ii >= i1) break;
-      if constexpr (kMasked) {
-        float mult[4];
-        keep4(m, ii, K, c, mult);
-#pragma unroll
-        for (int w = 0; w < 4; ++w) xv[rr][w] *= mult[w];
-      }
 #pragma unroll
       for (int j = 0; j < kRank; ++j) {
         const float vj = j < rt ? __ldg(v + ii * ldv + j) : 0.0f;
