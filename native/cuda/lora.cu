@@ -7,10 +7,11 @@
 // registers (no mask tensor, no masked copy of x), instead of GEMMs tuned for large tiles.
 // Ranks are taken kRank = 16 at a time (a tile of u, v, rows of A and of Bᵀ); larger ranks loop
 // over tiles, each re-reading its input (from L2 when it fits).
-//   forward   Bt = Bᵀ                          (r×d: every factor read runs along a row)
-//             u = drop(x)·Aᵀ                  lora_down_kernel: a warp per 4 rows of x, lanes across k
-//             out = y + s·u·Bᵀ                lora_up_kernel:   a warp per 4 rows of out, lanes across d
-//   backward  v = g·B = g·Btᵀ                 lora_down_kernel over g
+//   forward   u = drop(x)·Aᵀ                  lora_down_kernel: a warp per 4 rows of x, lanes across k
+//             out = y + s·u·Bᵀ                lora_up_kernel:   a warp per 128 columns × 16 rows of out,
+//                                                                B's tile held in registers
+//   backward  Bt = Bᵀ                          (r×d: the down kernel's factor rows contiguous)
+//             v = g·B = g·Btᵀ                 lora_down_kernel over g
 //             gx = s·(v·A) ⊙ mask/(1-p)        lora_up_kernel, masked
 //             the slabs' partial sums of vᵀ·drop(x)   lora_rows_grad_kernel over x (the mask again)
 //             the slabs' partial sums of uᵀ·g  lora_rows_grad_kernel over g
@@ -18,11 +19,15 @@
 //   merge     W += s·B·A (or its transpose), in place       lora_merge_kernel: W read and written once
 // The slabs are fixed by the shapes alone, so gA and gB do not depend on the GPU.
 //
-// Dropout (core/philox.h): each lane takes its columns the way the stream groups its elements —
-// lane l of a half-warp takes columns l, l+16, l+32 and l+48 of a 64-column group — so that one
-// Philox block gives all four decisions whenever the row's groups line up with the stream's
-// (every row when k is a multiple of 64; otherwise the lane evaluates four blocks).
+// Memory: each lane takes 4 consecutive columns (one 16-byte load or store where the row's
+// groups of 4 are aligned, 4 scalar accesses elsewhere); a warp covers 128 columns, half a warp
+// each 64-column group. The first H100 run of scalar lanes (4-byte accesses, ~10 warps per SM)
+// moved ~450 GB/s, stalled on load latency; 16-byte accesses put 4x the bytes in flight per warp.
+// Dropout (core/philox.h): the stream's 64-element groups take one Philox block per 4 elements
+// (q, q+16, q+32, q+48); where a row's groups line up with the stream's, lane q of the half-warp
+// evaluates block q and the lanes trade their keep bits by shuffles (keep4).
 #include <cstdint>
+#include <initializer_list>
 
 #include "../core/philox.h"
 #include "../ops/lora.h"
@@ -33,10 +38,12 @@ namespace cuda {
 namespace {
 
 constexpr int kRank = 16;        // rank columns per launch
-constexpr int kRowsPerWarp = 4;  // rows a warp of lora_down/lora_up takes
+constexpr int kRowsPerWarp = 4;  // rows a warp of lora_down and lora_rows_grad takes at a time
+constexpr int kUpRows = 16;      // rows a warp of lora_up takes (its factor tile loaded once for them)
 constexpr int kWarps = 4;
 constexpr int kBlock = 32 * kWarps;
-constexpr int kStep = 128;      // columns a warp covers per step: 2 half-warps × 64
+constexpr int kMinBlocks = 4;  // blocks per SM the unmasked kernels are compiled for (<= 128 registers), for loads in flight; the masked ones 3 (Philox needs registers)
+constexpr int kStep = 128;        // columns a warp covers: 32 lanes × 4
 constexpr int kSlabBlocks = 512;  // lora_rows_grad_kernel's blocks to aim for (with the column steps): ~4 per SM
 constexpr int kMinSlabRows = 32;
 
@@ -45,10 +52,10 @@ struct Dropout {
   uint64_t seed, offset;
 };
 
-// A lane's first column in each step: columns are step + lane_column() + 16·w, w = 0..3.
+// A lane's first column in each step: columns are step + lane_column() + t, t = 0..3.
 __device__ __forceinline__ int64_t lane_column() {
   const int lane = threadIdx.x & 31;
-  return 64 * (lane >> 4) + (lane & 15);
+  return 64 * (lane >> 4) + 4 * (lane & 15);
 }
 
 // The first step's column: with dropout, row 0's 64-column groups start on the stream's groups.
@@ -56,35 +63,76 @@ __host__ __device__ __forceinline__ int64_t first_step(bool masked, uint64_t off
   return masked ? -int64_t(offset & 63) : 0;
 }
 
-// Dropout's multipliers (scale or 0) for row i's columns c, c+16, c+32, c+48 of a [rows, cols]
-// operand (stream element i·cols + c). Columns outside the row get a decision that is not used.
-__device__ __forceinline__ void keep4(const Dropout& m, int64_t i, int64_t cols, int64_t c, float mult[4]) {
-  const uint64_t j = m.offset + uint64_t(i * cols + c);
-  if ((j & 63) < 16) {
-    const Philox4 b = philox_keep_block(m.seed, j);
-#pragma unroll
-    for (int w = 0; w < 4; ++w) mult[w] = philox_unit(b.v[w]) >= m.p ? m.scale : 0.0f;
-  } else {
-#pragma unroll
-    for (int w = 0; w < 4; ++w) mult[w] = philox_keep(m.seed, 0, j + 16 * w, m.p) ? m.scale : 0.0f;
-  }
+// Whether every lane's 4 columns of every row start 16-byte aligned: K a multiple of 4, the steps
+// on multiples of 4, the pointers 16-byte aligned.
+bool vec4(int64_t K, int64_t step0, std::initializer_list<const void*> ptrs) {
+  bool ok = K % 4 == 0 && step0 % 4 == 0;
+  for (const void* p : ptrs) ok = ok && (p == nullptr || reinterpret_cast<uintptr_t>(p) % 16 == 0);
+  return ok;
 }
 
 __device__ __forceinline__ bool in_row(int64_t c, int64_t cols) { return c >= 0 && c < cols; }
 
-// Row i of x [.., K] at the lane's columns c + 16·w (0 outside the row, or everywhere when !valid),
-// times dropout's multipliers when kMasked.
-template <bool kMasked>
-__device__ __forceinline__ void load_lane_row(const float* __restrict__ x, int64_t i, bool valid, int64_t K, int64_t c,
-                                              const Dropout& m, float (&v)[4]) {
+// row[c..c+3] (0 outside [0, K)): one 16-byte load when vec and all four are in the row. y may be
+// the kernel's output (no read-only path for it: kReadOnly false).
+template <bool kReadOnly = true>
+__device__ __forceinline__ void load4(const float* row, int64_t K, int64_t c, bool vec, float (&v)[4]) {
+  if (vec && c >= 0 && c + 4 <= K) {
+    const float4 t = kReadOnly ? __ldg(reinterpret_cast<const float4*>(row + c)) : *reinterpret_cast<const float4*>(row + c);
+    v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
+  } else {
 #pragma unroll
-  for (int w = 0; w < 4; ++w) v[w] = valid && in_row(c + 16 * w, K) ? x[i * K + c + 16 * w] : 0.0f;
-  if constexpr (kMasked) {
-    if (!valid) return;
-    float mult[4];
-    keep4(m, i, K, c, mult);
+    for (int t = 0; t < 4; ++t) v[t] = in_row(c + t, K) ? row[c + t] : 0.0f;
+  }
+}
+
+__device__ __forceinline__ void store4(float* row, int64_t K, int64_t c, bool vec, const float (&v)[4]) {
+  if (vec && c >= 0 && c + 4 <= K) {
+    *reinterpret_cast<float4*>(row + c) = make_float4(v[0], v[1], v[2], v[3]);
+  } else {
 #pragma unroll
-    for (int w = 0; w < 4; ++w) v[w] *= mult[w];
+    for (int t = 0; t < 4; ++t)
+      if (in_row(c + t, K)) row[c + t] = v[t];
+  }
+}
+
+// Dropout's multipliers (scale or 0) for row i's columns c..c+3 of a [rows, K] operand (stream
+// elements i·K + c + t; columns outside the row get a decision that is not used). Where the row's
+// 64-column groups line up with the stream's (the same for every lane: the warp's columns are
+// 64-aligned apart), lane q of each half-warp evaluates the block of its group's elements q + 16w
+// and takes the keep bit of element 4q + t from lane (4q + t) mod 16: word q / 4 of that lane's
+// block. Elsewhere each lane evaluates its elements' four blocks. All 32 lanes call it together.
+__device__ __forceinline__ void keep4(const Dropout& m, int64_t i, int64_t K, int64_t c, float (&mult)[4]) {
+  const int lane = threadIdx.x & 31, q = lane & 15;
+  const uint64_t j = m.offset + uint64_t(i * K + c);
+  if (((j - 4 * q) & 63) == 0) {
+    const Philox4 b = philox_keep_block(m.seed, j - 3 * q);  // the group's element q
+    unsigned bits = 0;
+#pragma unroll
+    for (int w = 0; w < 4; ++w) bits |= unsigned(philox_unit(b.v[w]) >= m.p) << w;
+#pragma unroll
+    for (int t = 0; t < 4; ++t) {
+      const unsigned held = __shfl_sync(0xffffffffu, bits, (lane & 16) | ((4 * q + t) & 15));
+      mult[t] = (held >> (q >> 2)) & 1u ? m.scale : 0.0f;
+    }
+  } else {
+#pragma unroll
+    for (int t = 0; t < 4; ++t) mult[t] = philox_keep(m.seed, 0, j + t, m.p) ? m.scale : 0.0f;
+  }
+}
+
+// The rt ≤ kRank values at p (one row of u or v): 16-byte loads when vec (every lane reads the
+// same address: one broadcast per load).
+__device__ __forceinline__ void load_rank_row(const float* __restrict__ p, int rt, bool vec, float (&v)[kRank]) {
+  if (vec) {
+#pragma unroll
+    for (int q = 0; q < kRank / 4; ++q) {
+      const float4 t = 4 * q < rt ? __ldg(reinterpret_cast<const float4*>(p) + q) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      v[4 * q] = t.x, v[4 * q + 1] = t.y, v[4 * q + 2] = t.z, v[4 * q + 3] = t.w;
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < kRank; ++j) v[j] = j < rt ? __ldg(p + j) : 0.0f;
   }
 }
 
@@ -105,29 +153,48 @@ __device__ __forceinline__ void reduce_across_lanes(float (&a)[kRowsPerWarp * kR
 }
 
 // u[i, j] = Σ_c drop(x)[i, c]·f[j, c]   x [N, K], f [rt, K] (rt ≤ kRank), u's rows ld apart.
-// A warp takes 4 rows; its lanes sum their own columns, then the warp adds the lanes' sums.
+// A warp takes 4 rows; its lanes sum their own columns, then the warp adds the lanes' sums. The
+// next step's loads of x are issued before this step's products.
 template <bool kMasked>
-__global__ void __launch_bounds__(kBlock) lora_down_kernel(const float* __restrict__ x, int64_t N, int64_t K,
+__global__ void __launch_bounds__(kBlock, kMasked ? kMinBlocks - 1 : kMinBlocks) lora_down_kernel(const float* __restrict__ x, int64_t N, int64_t K,
                                                            const float* __restrict__ f, int rt, float* __restrict__ u,
-                                                           int64_t ldu, Dropout m) {
+                                                           int64_t ldu, bool vec, Dropout m) {
   const int64_t row0 = (int64_t(blockIdx.x) * kWarps + threadIdx.x / 32) * kRowsPerWarp;
   if (row0 >= N) return;  // the whole warp
+  const int rows = N - row0 < kRowsPerWarp ? int(N - row0) : kRowsPerWarp;
   float acc[kRowsPerWarp * kRank] = {};  // [row * kRank + j]
-  for (int64_t step = first_step(kMasked, m.offset); step < K; step += kStep) {
+  int64_t step = first_step(kMasked, m.offset);
+  float next[kRowsPerWarp][4];
+#pragma unroll
+  for (int rr = 0; rr < kRowsPerWarp; ++rr) load4(x + (row0 + (rr < rows ? rr : 0)) * K, K, step + lane_column(), vec, next[rr]);
+  for (; step < K; step += kStep) {
     const int64_t c = step + lane_column();
     float xv[kRowsPerWarp][4];
 #pragma unroll
-    for (int rr = 0; rr < kRowsPerWarp; ++rr) load_lane_row<kMasked>(x, row0 + rr, row0 + rr < N, K, c, m, xv[rr]);
+    for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+#pragma unroll
+      for (int t = 0; t < 4; ++t) xv[rr][t] = rr < rows ? next[rr][t] : 0.0f;
+      if (step + kStep < K) load4(x + (row0 + (rr < rows ? rr : 0)) * K, K, c + kStep, vec, next[rr]);
+    }
+    if constexpr (kMasked) {
+#pragma unroll
+      for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+        if (rr >= rows) break;
+        float mult[4];
+        keep4(m, row0 + rr, K, c, mult);
+#pragma unroll
+        for (int t = 0; t < 4; ++t) xv[rr][t] *= mult[t];
+      }
+    }
 #pragma unroll
     for (int j = 0; j < kRank; ++j) {
       if (j >= rt) break;
       float fv[4];
-#pragma unroll
-      for (int w = 0; w < 4; ++w) fv[w] = in_row(c + 16 * w, K) ? __ldg(f + j * K + c + 16 * w) : 0.0f;
+      load4(f + j * K, K, c, vec, fv);
 #pragma unroll
       for (int rr = 0; rr < kRowsPerWarp; ++rr)
 #pragma unroll
-        for (int w = 0; w < 4; ++w) acc[rr * kRank + j] = fmaf(xv[rr][w], fv[w], acc[rr * kRank + j]);
+        for (int t = 0; t < 4; ++t) acc[rr * kRank + j] = fmaf(xv[rr][t], fv[t], acc[rr * kRank + j]);
     }
   }
   reduce_across_lanes(acc);
@@ -135,53 +202,50 @@ __global__ void __launch_bounds__(kBlock) lora_down_kernel(const float* __restri
 #pragma unroll
   for (int t = 0; t < 2; ++t) {
     const int idx = 2 * lane + t, rr = idx / kRank, j = idx % kRank;
-    if (row0 + rr < N && j < rt) u[(row0 + rr) * ldu + j] = acc[t];
+    if (rr < rows && j < rt) u[(row0 + rr) * ldu + j] = acc[t];
   }
 }
 
-// out[i, c] = y[i, c] + mask(s·Σ_j u[i, j]·f[j, c])   u [N, rt] (rows ld apart), f [rt, K], out [N, K];
-// y may be out or null (0); the mask is dropout's multipliers of element i·K + c when kMasked (the
-// input gradient), else 1. A warp takes 4 rows, its lanes across the columns.
+// out[i, c] = y[i, c] + mask(s·Σ_j u[i, j]·F(j, c)), F(j, c) = f[j·fj + c·fc] (A's rows: fj = K,
+// fc = 1; Bᵀ read from B: fj = 1, fc = r), u [N, rt] (rows ldu apart), out [N, K]; y may be out
+// or null (0); the mask is dropout's multipliers of element i·K + c when kMasked (the input
+// gradient), else 1. A warp takes the 128 columns of step blockIdx.x, holds F there in registers
+// and walks kUpRows rows, 4 rows' loads of y in flight at a time.
 template <bool kMasked>
-__global__ void __launch_bounds__(kBlock) lora_up_kernel(const float* __restrict__ u, int64_t ldu, int rt,
-                                                         const float* __restrict__ f, const float* y, float* out, int64_t N,
-                                                         int64_t K, float s, Dropout m) {
-  const int64_t row0 = (int64_t(blockIdx.x) * kWarps + threadIdx.x / 32) * kRowsPerWarp;
-  if (row0 >= N) return;
-  float ur[kRowsPerWarp][kRank];
+__global__ void __launch_bounds__(kBlock, kMasked ? kMinBlocks - 1 : kMinBlocks) lora_up_kernel(const float* __restrict__ u, int64_t ldu, int rt, bool uvec,
+                                                         const float* __restrict__ f, int64_t fj, int64_t fc, const float* y,
+                                                         float* out, int64_t N, int64_t K, float s, bool vec, Dropout m) {
+  const int64_t c = first_step(kMasked, m.offset) + int64_t(blockIdx.x) * kStep + lane_column();
+  float fv[kRank][4];
 #pragma unroll
-  for (int rr = 0; rr < kRowsPerWarp; ++rr)
+  for (int j = 0; j < kRank; ++j)
 #pragma unroll
-    for (int j = 0; j < kRank; ++j) ur[rr][j] = row0 + rr < N && j < rt ? u[(row0 + rr) * ldu + j] : 0.0f;
-  for (int64_t step = first_step(kMasked, m.offset); step < K; step += kStep) {
-    const int64_t c = step + lane_column();
-    // y first: its loads are in flight while the products run
-    float yv[kRowsPerWarp][4];
-#pragma unroll
-    for (int rr = 0; rr < kRowsPerWarp; ++rr)
-#pragma unroll
-      for (int w = 0; w < 4; ++w) yv[rr][w] = y && row0 + rr < N && in_row(c + 16 * w, K) ? y[(row0 + rr) * K + c + 16 * w] : 0.0f;
-    float o[kRowsPerWarp][4] = {};
-#pragma unroll
-    for (int j = 0; j < kRank; ++j) {
-      if (j >= rt) break;
-      float fv[4];
-#pragma unroll
-      for (int w = 0; w < 4; ++w) fv[w] = in_row(c + 16 * w, K) ? __ldg(f + j * K + c + 16 * w) : 0.0f;
+    for (int t = 0; t < 4; ++t) fv[j][t] = j < rt && in_row(c + t, K) ? __ldg(f + j * fj + (c + t) * fc) : 0.0f;
+  for (int64_t row0 = (int64_t(blockIdx.y) * kWarps + threadIdx.x / 32) * kUpRows; row0 < N;
+       row0 += int64_t(gridDim.y) * kWarps * kUpRows) {
+    const int64_t row1 = row0 + kUpRows < N ? row0 + kUpRows : N;
+    for (int64_t i0 = row0; i0 < row1; i0 += kRowsPerWarp) {
+      float yv[kRowsPerWarp][4] = {};
 #pragma unroll
       for (int rr = 0; rr < kRowsPerWarp; ++rr)
+        if (y && i0 + rr < row1) load4<false>(y + (i0 + rr) * K, K, c, vec, yv[rr]);
 #pragma unroll
-        for (int w = 0; w < 4; ++w) o[rr][w] = fmaf(ur[rr][j], fv[w], o[rr][w]);
-    }
+      for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+        const int64_t i = i0 + rr;
+        if (i >= row1) break;
+        float uv[kRank];
+        load_rank_row(u + i * ldu, rt, uvec, uv);
+        float o[4] = {};
 #pragma unroll
-    for (int rr = 0; rr < kRowsPerWarp; ++rr) {
-      const int64_t i = row0 + rr;
-      if (i >= N) break;
-      float mult[4] = {1.0f, 1.0f, 1.0f, 1.0f};
-      if constexpr (kMasked) keep4(m, i, K, c, mult);
+        for (int j = 0; j < kRank; ++j)
 #pragma unroll
-      for (int w = 0; w < 4; ++w)
-        if (in_row(c + 16 * w, K)) out[i * K + c + 16 * w] = yv[rr][w] + s * o[rr][w] * mult[w];
+          for (int t = 0; t < 4; ++t) o[t] = fmaf(uv[j], fv[j][t], o[t]);
+        float mult[4] = {1.0f, 1.0f, 1.0f, 1.0f};
+        if constexpr (kMasked) keep4(m, i, K, c, mult);
+#pragma unroll
+        for (int t = 0; t < 4; ++t) o[t] = yv[rr][t] + s * o[t] * mult[t];
+        store4(out + i * K, K, c, vec, o);
+      }
     }
   }
 }
@@ -191,28 +255,35 @@ __global__ void __launch_bounds__(kBlock) lora_up_kernel(const float* __restrict
 // [slabs, kRank, K]. The block's 4 warps take every 4th row of the slab, each 4 rows at a time (their
 // loads issued together); warp 0 adds the warps' sums.
 template <bool kMasked>
-__global__ void __launch_bounds__(kBlock) lora_rows_grad_kernel(const float* __restrict__ v, int64_t ldv, int rt,
-                                                                const float* __restrict__ x, int64_t N, int64_t K, Dropout m,
-                                                                int64_t slab_rows, float* __restrict__ partial) {
+__global__ void __launch_bounds__(kBlock, kMasked ? kMinBlocks - 1 : kMinBlocks) lora_rows_grad_kernel(const float* __restrict__ v, int64_t ldv, int rt, bool vvec,
+                                                                const float* __restrict__ x, int64_t N, int64_t K, bool vec,
+                                                                Dropout m, int64_t slab_rows, float* __restrict__ partial) {
   __shared__ float others[kWarps - 1][4 * kRank][32];  // warps 1..3's sums, lane-minor (no bank conflicts)
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   const int64_t c = first_step(kMasked, m.offset) + int64_t(blockIdx.x) * kStep + lane_column();
   const int64_t i0 = int64_t(blockIdx.y) * slab_rows, i1 = i0 + slab_rows < N ? i0 + slab_rows : N;
-  float acc[4 * kRank] = {};  // [j * 4 + w]
+  float acc[4 * kRank] = {};  // [j * 4 + t]
   for (int64_t i = i0 + warp; i < i1; i += kWarps * kRowsPerWarp) {
-    float xv[kRowsPerWarp][4];
+    float xv[kRowsPerWarp][4] = {};
 #pragma unroll
-    for (int rr = 0; rr < kRowsPerWarp; ++rr) load_lane_row<kMasked>(x, i + kWarps * rr, i + kWarps * rr < i1, K, c, m, xv[rr]);
+    for (int rr = 0; rr < kRowsPerWarp; ++rr)
+      if (i + kWarps * rr < i1) load4(x + (i + kWarps * rr) * K, K, c, vec, xv[rr]);
 #pragma unroll
     for (int rr = 0; rr < kRowsPerWarp; ++rr) {
       const int64_t ii = i + kWarps * rr;
       if (ii >= i1) break;
+      if constexpr (kMasked) {
+        float mult[4];
+        keep4(m, ii, K, c, mult);
 #pragma unroll
-      for (int j = 0; j < kRank; ++j) {
-        const float vj = j < rt ? __ldg(v + ii * ldv + j) : 0.0f;
-#pragma unroll
-        for (int w = 0; w < 4; ++w) acc[j * 4 + w] = fmaf(vj, xv[rr][w], acc[j * 4 + w]);
+        for (int t = 0; t < 4; ++t) xv[rr][t] *= mult[t];
       }
+      float vv[kRank];
+      load_rank_row(v + ii * ldv, rt, vvec, vv);
+#pragma unroll
+      for (int j = 0; j < kRank; ++j)
+#pragma unroll
+        for (int t = 0; t < 4; ++t) acc[j * 4 + t] = fmaf(vv[j], xv[rr][t], acc[j * 4 + t]);
     }
   }
   if (warp > 0) {
@@ -222,11 +293,12 @@ __global__ void __launch_bounds__(kBlock) lora_rows_grad_kernel(const float* __r
   __syncthreads();
   if (warp != 0) return;
 #pragma unroll
-  for (int t = 0; t < 4 * kRank; ++t) {
-    const int j = t / 4, w = t % 4;
-    const float sum = acc[t] + others[0][t][lane] + others[1][t][lane] + others[2][t][lane];
-    const int64_t cw = c + 16 * w;
-    if (j < rt && in_row(cw, K)) partial[(int64_t(blockIdx.y) * kRank + j) * K + cw] = sum;
+  for (int q = 0; q < kRank; ++q) {
+    if (q >= rt) break;
+    float sum[4];
+#pragma unroll
+    for (int t = 0; t < 4; ++t) sum[t] = acc[q * 4 + t] + others[0][q * 4 + t][lane] + others[1][q * 4 + t][lane] + others[2][q * 4 + t][lane];
+    store4(partial + (int64_t(blockIdx.y) * kRank + q) * K, K, c, vec, sum);
   }
 }
 
@@ -251,42 +323,98 @@ __global__ void lora_transpose_kernel(const float* __restrict__ src, int64_t row
 
 // W [rows, cols] += s·Σ_t P(i, t)·Q(t, c), with P(i, t) = P[i·p_i + t·p_t] and Q(t, c) = Q[t·q_t + c·q_c]
 // (lora_merge's two layouts). W's elements are float or bfloat16 bits (uint16_t), each read and
-// written once. A warp takes 4 rows and 128 columns (lane + 32·b: every access coalesced), a
-// block 8 warps; blocks step down the rows by the grid's height.
-__device__ __forceinline__ float widen(float v) { return v; }
-__device__ __forceinline__ float widen(uint16_t v) { return bf16_to_f32(v); }
-__device__ __forceinline__ void narrow(float v, float& out) { out = v; }
-__device__ __forceinline__ void narrow(float v, uint16_t& out) { out = f32_to_bf16(v); }
-
+// written once. A warp takes 128 columns, each lane 4 consecutive (one 16-byte float or 8-byte
+// bfloat16 access where aligned), and steps down the rows 4 at a time, a block 8 warps, blocks by
+// the grid's height; W's loads are issued before the rank sum runs. Q's 16 × 4 values of the lane
+// stay in registers across the rows when r ≤ 16 (the adapters' usual ranks).
 constexpr int kMergeWarps = 8, kMergeRows = 4 * kMergeWarps, kMergeCols = 128;
+constexpr int kMergeBlocks = 512;  // ~2 waves of 2 blocks per SM on an H100
+
+// p[0..n) widened to float (n ≤ 4; all 4 at once when vec and n == 4), and back.
+__device__ __forceinline__ void load_w4(const float* p, bool vec, int n, float (&v)[4]) {
+  if (vec && n == 4) {
+    const float4 t = *reinterpret_cast<const float4*>(p);
+    v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
+  } else {
+#pragma unroll
+    for (int t = 0; t < 4; ++t)
+      if (t < n) v[t] = p[t];
+  }
+}
+__device__ __forceinline__ void load_w4(const uint16_t* p, bool vec, int n, float (&v)[4]) {
+  if (vec && n == 4) {
+    const uint2 t = *reinterpret_cast<const uint2*>(p);
+    v[0] = bf16_to_f32(uint16_t(t.x)), v[1] = bf16_to_f32(uint16_t(t.x >> 16));
+    v[2] = bf16_to_f32(uint16_t(t.y)), v[3] = bf16_to_f32(uint16_t(t.y >> 16));
+  } else {
+#pragma unroll
+    for (int t = 0; t < 4; ++t)
+      if (t < n) v[t] = bf16_to_f32(p[t]);
+  }
+}
+__device__ __forceinline__ void store_w4(float* p, bool vec, int n, const float (&v)[4]) {
+  if (vec && n == 4) {
+    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+  } else {
+#pragma unroll
+    for (int t = 0; t < 4; ++t)
+      if (t < n) p[t] = v[t];
+  }
+}
+__device__ __forceinline__ void store_w4(uint16_t* p, bool vec, int n, const float (&v)[4]) {
+  if (vec && n == 4) {
+    const uint2 t{uint32_t(f32_to_bf16(v[0])) | uint32_t(f32_to_bf16(v[1])) << 16,
+                  uint32_t(f32_to_bf16(v[2])) | uint32_t(f32_to_bf16(v[3])) << 16};
+    *reinterpret_cast<uint2*>(p) = t;
+  } else {
+#pragma unroll
+    for (int t = 0; t < 4; ++t)
+      if (t < n) p[t] = f32_to_bf16(v[t]);
+  }
+}
 
 template <typename T>
-__global__ void __launch_bounds__(32 * kMergeWarps) lora_merge_kernel(T* W, int64_t rows, int64_t cols, int64_t r,
+__global__ void __launch_bounds__(32 * kMergeWarps, 2) lora_merge_kernel(T* W, int64_t rows, int64_t cols, int64_t r,
                                                                       const float* __restrict__ P, int64_t p_i, int64_t p_t,
-                                                                      const float* __restrict__ Q, int64_t q_t, int64_t q_c, float s) {
-  const int lane = threadIdx.x & 31;
-  const int64_t c0 = int64_t(blockIdx.x) * kMergeCols + lane;
+                                                                      const float* __restrict__ Q, int64_t q_t, int64_t q_c,
+                                                                      float s, bool vec) {
+  const int64_t c0 = int64_t(blockIdx.x) * kMergeCols + 4 * (threadIdx.x & 31);
+  if (c0 >= cols) return;  // no shuffles or barriers below
+  const int n = cols - c0 < 4 ? int(cols - c0) : 4;
+  float q[kRank][4];  // Q(t0 + t, c0 + b)
+  auto load_q = [&](int64_t t0) {
+#pragma unroll
+    for (int t = 0; t < kRank; ++t)
+#pragma unroll
+      for (int b = 0; b < 4; ++b) q[t][b] = t0 + t < r && b < n ? __ldg(Q + (t0 + t) * q_t + (c0 + b) * q_c) : 0.0f;
+  };
+  if (r <= kRank) load_q(0);
   for (int64_t i0 = int64_t(blockIdx.y) * kMergeRows + 4 * (threadIdx.x / 32); i0 < rows; i0 += int64_t(gridDim.y) * kMergeRows) {
-    float acc[4][4] = {};  // [row][b]
-    for (int64_t t = 0; t < r; ++t) {
-      float p[4], q[4];
+    float w[4][4] = {};  // [row][b]
 #pragma unroll
-      for (int a = 0; a < 4; ++a) p[a] = i0 + a < rows ? __ldg(P + (i0 + a) * p_i + t * p_t) : 0.0f;
+    for (int a = 0; a < 4; ++a)
+      if (i0 + a < rows) load_w4(W + (i0 + a) * cols + c0, vec, n, w[a]);
+    float acc[4][4] = {};
+    for (int64_t t0 = 0; t0 < r; t0 += kRank) {
+      if (r > kRank) load_q(t0);
 #pragma unroll
-      for (int b = 0; b < 4; ++b) q[b] = c0 + 32 * b < cols ? __ldg(Q + t * q_t + (c0 + 32 * b) * q_c) : 0.0f;
+      for (int t = 0; t < kRank; ++t) {
+        if (t0 + t >= r) break;
+        float p[4];
 #pragma unroll
-      for (int a = 0; a < 4; ++a)
+        for (int a = 0; a < 4; ++a) p[a] = i0 + a < rows ? __ldg(P + (i0 + a) * p_i + (t0 + t) * p_t) : 0.0f;
 #pragma unroll
-        for (int b = 0; b < 4; ++b) acc[a][b] = fmaf(p[a], q[b], acc[a][b]);
+        for (int a = 0; a < 4; ++a)
+#pragma unroll
+          for (int b = 0; b < 4; ++b) acc[a][b] = fmaf(p[a], q[t][b], acc[a][b]);
+      }
     }
 #pragma unroll
     for (int a = 0; a < 4; ++a) {
       if (i0 + a >= rows) break;
 #pragma unroll
-      for (int b = 0; b < 4; ++b) {
-        const int64_t c = c0 + 32 * b;
-        if (c < cols) narrow(s * acc[a][b] + widen(W[(i0 + a) * cols + c]), W[(i0 + a) * cols + c]);
-      }
+      for (int b = 0; b < 4; ++b) w[a][b] = s * acc[a][b] + w[a][b];
+      store_w4(W + (i0 + a) * cols + c0, vec, n, w[a]);
     }
   }
 }
@@ -296,23 +424,30 @@ __global__ void __launch_bounds__(32 * kMergeWarps) lora_merge_kernel(T* W, int6
 Dropout dropout_of(const LoraDims& d) { return Dropout{d.p, d.mask_scale, d.seed, d.offset}; }
 const Dropout kNoDropout{0.0f, 1.0f, 0, 0};
 
-unsigned row_blocks(int64_t N) { return unsigned((N + kWarps * kRowsPerWarp - 1) / (kWarps * kRowsPerWarp)); }
 int tile_rank(const LoraDims& d, int64_t j0) { return int(d.r - j0 < kRank ? d.r - j0 : kRank); }
+// Column steps of a K-column operand: with dropout the first starts up to 63 columns before 0.
+unsigned column_steps(int64_t K, const Dropout& m) { return unsigned((K - first_step(m.p > 0, m.offset) + kStep - 1) / kStep); }
 
 void down(const float* x, int64_t N, int64_t K, const float* f, int rt, float* u, int64_t ldu, const Dropout& m) {
+  const unsigned blocks = unsigned((N + kWarps * kRowsPerWarp - 1) / (kWarps * kRowsPerWarp));
+  const bool vec = vec4(K, first_step(m.p > 0, m.offset), {x, f});
   if (m.p > 0)
-    lora_down_kernel<true><<<row_blocks(N), kBlock, 0, current_stream()>>>(x, N, K, f, rt, u, ldu, m);
+    lora_down_kernel<true><<<blocks, kBlock, 0, current_stream()>>>(x, N, K, f, rt, u, ldu, vec, m);
   else
-    lora_down_kernel<false><<<row_blocks(N), kBlock, 0, current_stream()>>>(x, N, K, f, rt, u, ldu, m);
+    lora_down_kernel<false><<<blocks, kBlock, 0, current_stream()>>>(x, N, K, f, rt, u, ldu, vec, m);
   LR_CUDA_LAUNCH_CHECK("lora_down_kernel");
 }
 
-void up(const float* u, int64_t ldu, int rt, const float* f, const float* y, float* out, int64_t N, int64_t K, float s,
-        const Dropout& m) {
+// F(j, c) = f[j·fj + c·fc]: see lora_up_kernel.
+void up(const float* u, int64_t ldu, int rt, const float* f, int64_t fj, int64_t fc, const float* y, float* out, int64_t N,
+        int64_t K, float s, const Dropout& m) {
+  const int64_t row_blocks = (N + kWarps * kUpRows - 1) / (kWarps * kUpRows);
+  const dim3 grid(column_steps(K, m), unsigned(row_blocks < 65535 ? row_blocks : 65535));
+  const bool vec = vec4(K, first_step(m.p > 0, m.offset), {y, out}), uvec = vec4(ldu, 0, {u});
   if (m.p > 0)
-    lora_up_kernel<true><<<row_blocks(N), kBlock, 0, current_stream()>>>(u, ldu, rt, f, y, out, N, K, s, m);
+    lora_up_kernel<true><<<grid, kBlock, 0, current_stream()>>>(u, ldu, rt, uvec, f, fj, fc, y, out, N, K, s, vec, m);
   else
-    lora_up_kernel<false><<<row_blocks(N), kBlock, 0, current_stream()>>>(u, ldu, rt, f, y, out, N, K, s, m);
+    lora_up_kernel<false><<<grid, kBlock, 0, current_stream()>>>(u, ldu, rt, uvec, f, fj, fc, y, out, N, K, s, vec, m);
   LR_CUDA_LAUNCH_CHECK("lora_up_kernel");
 }
 
@@ -332,19 +467,19 @@ struct Slabs {
 void rows_grad(const float* v, int64_t ldv, int rt, const float* x, int64_t N, int64_t K, float s, const Dropout& m,
                float* partial, float* out, int64_t ld, bool transposed) {
   const Slabs slabs(N, K);
-  const bool masked = m.p > 0;
-  const dim3 grid(unsigned((K + (masked ? int64_t(m.offset & 63) : 0) + kStep - 1) / kStep), unsigned(slabs.count));
+  const dim3 grid(column_steps(K, m), unsigned(slabs.count));
+  const bool vec = vec4(K, first_step(m.p > 0, m.offset), {x, partial}), vvec = vec4(ldv, 0, {v});
   const cudaStream_t stream = current_stream();
-  if (masked)
-    lora_rows_grad_kernel<true><<<grid, kBlock, 0, stream>>>(v, ldv, rt, x, N, K, m, slabs.rows, partial);
+  if (m.p > 0)
+    lora_rows_grad_kernel<true><<<grid, kBlock, 0, stream>>>(v, ldv, rt, vvec, x, N, K, vec, m, slabs.rows, partial);
   else
-    lora_rows_grad_kernel<false><<<grid, kBlock, 0, stream>>>(v, ldv, rt, x, N, K, m, slabs.rows, partial);
+    lora_rows_grad_kernel<false><<<grid, kBlock, 0, stream>>>(v, ldv, rt, vvec, x, N, K, vec, m, slabs.rows, partial);
   LR_CUDA_LAUNCH_CHECK("lora_rows_grad_kernel");
   lora_sum_partials_kernel<<<grid_for(rt * K, 256), 256, 0, stream>>>(partial, slabs.count, rt, K, s, out, ld, transposed);
   LR_CUDA_LAUNCH_CHECK("lora_sum_partials_kernel");
 }
 
-// Bᵀ [r, d] of B [d, r], in a scratch buffer the caller releases.
+// Bᵀ [r, d] of B [d, r] (the backward's factor rows of g·B), in a scratch buffer the caller releases.
 float* transposed_B(const LoraDims& d, const float* B) {
   float* Bt = scratch<float>(size_t(d.r * d.d));
   if (d.r * d.d > 0) {
@@ -362,11 +497,9 @@ void lora_forward_f32(const LoraDims& d, const float* x, const float* A, const f
     if (out != y) LR_CUDA_CHECK(cudaMemcpyAsync(out, y, size_t(d.N * d.d) * sizeof(float), cudaMemcpyDeviceToDevice, current_stream()));
     return;
   }
-  float* Bt = transposed_B(d, B);
   for (int64_t j0 = 0; j0 < d.r; j0 += kRank) down(x, d.N, d.k, A + j0 * d.k, tile_rank(d, j0), u + j0, d.r, dropout_of(d));
-  for (int64_t j0 = 0; j0 < d.r; j0 += kRank)
-    up(u + j0, d.r, tile_rank(d, j0), Bt + j0 * d.d, j0 == 0 ? y : out, out, d.N, d.d, d.scaling, kNoDropout);
-  release(Bt);
+  for (int64_t j0 = 0; j0 < d.r; j0 += kRank)  // F(j, c) = B[c, j0 + j]
+    up(u + j0, d.r, tile_rank(d, j0), B + j0, 1, d.r, j0 == 0 ? y : out, out, d.N, d.d, d.scaling, kNoDropout);
 }
 
 void lora_backward_f32(const LoraDims& d, const float* g, const float* x, const float* A, const float* B, const float* u,
@@ -388,7 +521,7 @@ void lora_backward_f32(const LoraDims& d, const float* g, const float* x, const 
     for (int64_t j0 = 0; j0 < d.r; j0 += kRank) down(g, d.N, d.d, Bt + j0 * d.d, tile_rank(d, j0), v + j0, d.r, kNoDropout);
     for (int64_t j0 = 0; j0 < d.r; j0 += kRank) {
       const int rt = tile_rank(d, j0);
-      if (gx) up(v + j0, d.r, rt, A + j0 * d.k, j0 > 0 ? gx : nullptr, gx, d.N, d.k, d.scaling, m);
+      if (gx) up(v + j0, d.r, rt, A + j0 * d.k, d.k, 1, j0 > 0 ? gx : nullptr, gx, d.N, d.k, d.scaling, m);
       if (gA) rows_grad(v + j0, d.r, rt, x, d.N, d.k, d.scaling, m, partial, gA + j0 * d.k, d.k, false);
     }
     release(v);
@@ -408,12 +541,16 @@ void lora_merge(const LoraMergeDims& m, void* W, DType w_dtype, const float* A, 
   const float* Q = m.transposed ? B : A;
   const int64_t p_i = m.transposed ? 1 : m.r, p_t = m.transposed ? m.rows : 1;
   const int64_t q_t = m.transposed ? 1 : m.cols, q_c = m.transposed ? m.r : 1;
-  const int64_t row_blocks = (m.rows + kMergeRows - 1) / kMergeRows;
-  const dim3 grid(unsigned((m.cols + kMergeCols - 1) / kMergeCols), unsigned(row_blocks < 65535 ? row_blocks : 65535));
+  // about kMergeBlocks blocks: each warp walks several row groups with its Q in registers
+  const int64_t col_blocks = (m.cols + kMergeCols - 1) / kMergeCols, row_blocks = (m.rows + kMergeRows - 1) / kMergeRows;
+  int64_t grid_rows = (kMergeBlocks + col_blocks - 1) / col_blocks;
+  grid_rows = grid_rows < row_blocks ? grid_rows : row_blocks;
+  const dim3 grid(unsigned(col_blocks), unsigned(grid_rows < 65535 ? grid_rows : 65535));
+  const bool vec = m.cols % 4 == 0 && reinterpret_cast<uintptr_t>(W) % 16 == 0;
   if (w_dtype == DType::BF16)
-    lora_merge_kernel<<<grid, 32 * kMergeWarps, 0, current_stream()>>>(static_cast<uint16_t*>(W), m.rows, m.cols, m.r, P, p_i, p_t, Q, q_t, q_c, m.scaling);
+    lora_merge_kernel<<<grid, 32 * kMergeWarps, 0, current_stream()>>>(static_cast<uint16_t*>(W), m.rows, m.cols, m.r, P, p_i, p_t, Q, q_t, q_c, m.scaling, vec);
   else
-    lora_merge_kernel<<<grid, 32 * kMergeWarps, 0, current_stream()>>>(static_cast<float*>(W), m.rows, m.cols, m.r, P, p_i, p_t, Q, q_t, q_c, m.scaling);
+    lora_merge_kernel<<<grid, 32 * kMergeWarps, 0, current_stream()>>>(static_cast<float*>(W), m.rows, m.cols, m.r, P, p_i, p_t, Q, q_t, q_c, m.scaling, vec);
   LR_CUDA_LAUNCH_CHECK("lora_merge_kernel");
 }
 

@@ -99,14 +99,22 @@ inline void emu_warp_barrier(unsigned w) {
   if (++g_wcount[w] == 32) { g_wcount[w] = 0; ++g_wgen[w]; return; }
   while (g_wgen[w] == g) emu_yield();
 }
-inline float __shfl_xor_sync(unsigned, float v, int off) {
+// Lane `from(lane)`'s v for every lane of the warp (all 32 lanes must call it together).
+template <typename T, typename From>
+T emu_shuffle(T v, From from) {
+  static_assert(sizeof(T) == sizeof(float), "32-bit shuffles");
   const unsigned t = threadIdx.x, lane = t % 32, w = t / 32;
-  g_slots[t] = v;
+  memcpy(&g_slots[t], &v, sizeof v);
   emu_warp_barrier(w);
-  const float r = g_slots[w * 32 + (lane ^ off)];
+  T r;
+  memcpy(&r, &g_slots[w * 32 + (from(lane) & 31)], sizeof r);
   emu_warp_barrier(w);
   return r;
 }
+template <typename T>
+T __shfl_xor_sync(unsigned, T v, int off) { return emu_shuffle(v, [off](unsigned lane) { return lane ^ unsigned(off); }); }
+template <typename T>
+T __shfl_sync(unsigned, T v, int src) { return emu_shuffle(v, [src](unsigned) { return unsigned(src); }); }
 
 inline std::pair<dim3, dim3> emu_dims(dim3 g, dim3 b) { return {g, b}; }
 inline void emu_launch(std::pair<dim3, dim3> cfg, const std::function<void()>& body) {

@@ -150,13 +150,19 @@ int main() {
       {37, 65, 3, 33, 0.3f, 5, false, true, false},   // gA only
       {37, 65, 3, 33, 0.3f, 5, false, false, true},   // gB only
       {29, 64, 8, 31, 0.1f, 40, true, true, true, true},  // out written over y
+      {70, 192, 16, 136, 0.1f, 128},      // 16-byte accesses everywhere (k, d multiples of 4), rows' groups aligned
+      {67, 96, 32, 64, 0.05f, 4},         // 16-byte accesses; rows alternately aligned and not with the stream's groups
+      {130, 256, 12, 512, 0.0f, 0},       // 16-byte rank rows of 12 (three loads of four)
+      {40, 128, 16, 96, 0.2f, 6},         // k a multiple of 4 but the stream's offset not: scalar accesses for x
       {1, 1, 1, 1, 0.0f, 0},
       {0, 10, 3, 5, 0.2f, 1},              // no rows: empty sums
   };
   int failed = 0, total = 0;
   for (const Case& c : cases) failed += !run(c), ++total;
-  for (bool transposed : {false, true})  // odd sizes, a rank past one loop, rows past a block's 32
-    for (const auto& [k, r, d] : {std::array<int64_t, 3>{1, 1, 1}, {65, 17, 33}, {130, 3, 70}})
+  // odd sizes, a rank past one tile, rows past a block's 32; 16-byte rows (sizes multiples of 4)
+  // with ranks within and past one tile; 20,000 rows of 4 (warps walking several row groups)
+  for (bool transposed : {false, true})
+    for (const auto& [k, r, d] : {std::array<int64_t, 3>{1, 1, 1}, {65, 17, 33}, {130, 3, 70}, {64, 16, 128}, {68, 20, 36}, {4, 8, 20000}})
       failed += !run_merge(k, r, d, transposed), ++total;
   printf("%s: %d of %d cases failed\n", failed ? "FAIL" : "PASS", failed, total);
   return failed ? 1 : 0;
