@@ -43,12 +43,31 @@ __global__ void cast_kernel(const void* src, DType st, void* dst, DType dt, int6
 }
 
 // The casts of mixed precision (activations to bf16 for a GEMM and back), without cast_kernel's
-// per-element dtype switches and double.
-__global__ void cast_f32_to_bf16_kernel(const float* src, uint16_t* dst, int64_t n) {
-  LR_GRID_STRIDE_LOOP(i, n) dst[i] = f32_to_bf16(src[i]);
+// per-element dtype switches and double; 4 elements per thread, one 16-byte float and one 8-byte
+// bf16 access when vec (n's groups of 4 aligned: both pointers 16- and 8-byte aligned).
+__global__ void cast_f32_to_bf16_kernel(const float* src, uint16_t* dst, int64_t n, bool vec) {
+  LR_GRID_STRIDE_LOOP(q, (n + 3) / 4) {
+    const int64_t i = 4 * q;
+    if (vec && i + 4 <= n) {
+      const float4 v = *reinterpret_cast<const float4*>(src + i);
+      *reinterpret_cast<uint2*>(dst + i) = uint2{uint32_t(f32_to_bf16(v.x)) | uint32_t(f32_to_bf16(v.y)) << 16,
+                                                 uint32_t(f32_to_bf16(v.z)) | uint32_t(f32_to_bf16(v.w)) << 16};
+    } else {
+      for (int64_t e = i; e < n && e < i + 4; ++e) dst[e] = f32_to_bf16(src[e]);
+    }
+  }
 }
-__global__ void cast_bf16_to_f32_kernel(const uint16_t* src, float* dst, int64_t n) {
-  LR_GRID_STRIDE_LOOP(i, n) dst[i] = bf16_to_f32(src[i]);
+__global__ void cast_bf16_to_f32_kernel(const uint16_t* src, float* dst, int64_t n, bool vec) {
+  LR_GRID_STRIDE_LOOP(q, (n + 3) / 4) {
+    const int64_t i = 4 * q;
+    if (vec && i + 4 <= n) {
+      const uint2 v = *reinterpret_cast<const uint2*>(src + i);
+      *reinterpret_cast<float4*>(dst + i) = make_float4(bf16_to_f32(uint16_t(v.x)), bf16_to_f32(uint16_t(v.x >> 16)),
+                                                        bf16_to_f32(uint16_t(v.y)), bf16_to_f32(uint16_t(v.y >> 16)));
+    } else {
+      for (int64_t e = i; e < n && e < i + 4; ++e) dst[e] = bf16_to_f32(src[e]);
+    }
+  }
 }
 
 // A copy of rows × cols elements (the shape of most strided copies once their dims are merged:
@@ -58,6 +77,14 @@ __global__ void copy_2d_kernel(const T* src, T* dst, int64_t rows, int64_t cols,
   for (int64_t i = blockIdx.y; i < rows; i += gridDim.y)
     for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < cols; j += (int64_t)blockDim.x * gridDim.x)
       dst[i * d0 + j * d1] = src[i * s0 + j * s1];
+}
+
+// copy_2d_kernel where both sides' rows are unit-stride runs of 16-byte units (uint4): a bias
+// broadcast, a contiguous copy, rows of a slice; s0, d0 and cols in units.
+__global__ void copy_2d_vec_kernel(const uint4* src, uint4* dst, int64_t rows, int64_t cols, int64_t s0, int64_t d0) {
+  for (int64_t i = blockIdx.y; i < rows; i += gridDim.y)
+    for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < cols; j += (int64_t)blockDim.x * gridDim.x)
+      dst[i * d0 + j] = src[i * s0 + j];
 }
 
 // Any other walk (strides[0]: the source's, strides[1]: the destination's).
@@ -102,11 +129,12 @@ void cast(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t 
     LR_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * dtype_size(src_dtype), cudaMemcpyDeviceToDevice, current_stream()));
     return;
   }
-  const unsigned grid = grid_for(n, kThreads);
+  const unsigned grid = grid_for(n, kThreads), grid4 = grid_for((n + 3) / 4, kThreads);
+  const bool vec = reinterpret_cast<uintptr_t>(src) % 16 == 0 && reinterpret_cast<uintptr_t>(dst) % 16 == 0;
   if (src_dtype == DType::F32 && dst_dtype == DType::BF16)
-    cast_f32_to_bf16_kernel<<<grid, kThreads, 0, current_stream()>>>(static_cast<const float*>(src), static_cast<uint16_t*>(dst), n);
+    cast_f32_to_bf16_kernel<<<grid4, kThreads, 0, current_stream()>>>(static_cast<const float*>(src), static_cast<uint16_t*>(dst), n, vec);
   else if (src_dtype == DType::BF16 && dst_dtype == DType::F32)
-    cast_bf16_to_f32_kernel<<<grid, kThreads, 0, current_stream()>>>(static_cast<const uint16_t*>(src), static_cast<float*>(dst), n);
+    cast_bf16_to_f32_kernel<<<grid4, kThreads, 0, current_stream()>>>(static_cast<const uint16_t*>(src), static_cast<float*>(dst), n, vec);
   else
     cast_kernel<<<grid, kThreads, 0, current_stream()>>>(src, src_dtype, dst, dst_dtype, n);
   LR_CUDA_LAUNCH_CHECK("cast");
@@ -119,7 +147,15 @@ void copy_strided(const void* src, const int64_t* src_strides, void* dst, const 
   if (n <= 0) return;
   const StridedShape<2> s = merge_dims<2>(ndim, shape, {src_strides, dst_strides});
   const cudaStream_t stream = current_stream();
-  if (s.ndim == 2) {
+  // 16-byte units along the rows: unit column strides, every row start and length a multiple of 16 bytes
+  const int64_t unit = 16 / int64_t(elem_size);
+  const bool vec = s.ndim == 2 && s.strides[0][1] == 1 && s.strides[1][1] == 1 && s.shape[1] % unit == 0 &&
+                   s.strides[0][0] % unit == 0 && s.strides[1][0] % unit == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(dst) % 16 == 0;
+  if (vec) {
+    copy_2d_vec_kernel<<<grid_2d(s.shape[0], s.shape[1] / unit, kThreads), kThreads, 0, stream>>>(
+        static_cast<const uint4*>(src), static_cast<uint4*>(dst), s.shape[0], s.shape[1] / unit, s.strides[0][0] / unit, s.strides[1][0] / unit);
+  } else if (s.ndim == 2) {
     const dim3 grid = grid_2d(s.shape[0], s.shape[1], kThreads);
     if (elem_size == 2)
       copy_2d_kernel<<<grid, kThreads, 0, stream>>>(static_cast<const uint16_t*>(src), static_cast<uint16_t*>(dst), s.shape[0], s.shape[1],

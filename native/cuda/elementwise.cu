@@ -28,6 +28,24 @@ __global__ void binary_2d_kernel(BinaryOp op, const float* a, const float* b, fl
       out[i * cols + j] = apply(op, a[i * a0 + j * a1], b[i * b0 + j * b1]);
 }
 
+// An operand's 4 values at row offset `row`, columns c..c+3: a 16-byte load when its column stride
+// is 1, else (stride 0) its one value repeated.
+__device__ __forceinline__ float4 load_cols4(const float* p, int64_t row, int64_t col_stride, int64_t c) {
+  return col_stride ? *reinterpret_cast<const float4*>(p + row + c) : make_float4(p[row], p[row], p[row], p[row]);
+}
+
+// binary_2d_kernel 4 columns at a time (cols, out's rows and the unit-stride operands' rows
+// multiples of 4 floats and 16-byte aligned; each operand's column stride 1 or 0); cols4 = cols / 4.
+__global__ void binary_2d_vec_kernel(BinaryOp op, const float* a, const float* b, float* out, int64_t rows, int64_t cols4,
+                                     int64_t a0, int64_t a1, int64_t b0, int64_t b1) {
+  for (int64_t i = blockIdx.y; i < rows; i += gridDim.y)
+    for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < cols4; j += (int64_t)blockDim.x * gridDim.x) {
+      const float4 x = load_cols4(a, i * a0, a1, 4 * j), y = load_cols4(b, i * b0, b1, 4 * j);
+      *reinterpret_cast<float4*>(out + i * 4 * cols4 + 4 * j) =
+          make_float4(apply(op, x.x, y.x), apply(op, x.y, y.y), apply(op, x.z, y.z), apply(op, x.w, y.w));
+    }
+}
+
 // Any other walk (strides[0] and [1]: a's and b's; out is contiguous).
 __global__ void binary_kernel(BinaryOp op, const float* a, const float* b, float* out, int64_t n, StridedShape<3> s) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)blockDim.x * gridDim.x) {
@@ -147,7 +165,13 @@ void binary_f32(BinaryOp op, const float* a, const int64_t* as, const float* b, 
   }
   if (n == 0) return;
   const StridedShape<3> m = merge_dims<3>(ndim, shape, {as, bs, out_strides});
-  if (m.ndim == 2) {
+  auto rows_vec = [&](const float* p, int o) {  // operand o's rows suit binary_2d_vec_kernel
+    return m.strides[o][1] == 0 || (m.strides[o][1] == 1 && m.strides[o][0] % 4 == 0 && reinterpret_cast<uintptr_t>(p) % 16 == 0);
+  };
+  if (m.ndim == 2 && m.shape[1] % 4 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0 && rows_vec(a, 0) && rows_vec(b, 1)) {
+    binary_2d_vec_kernel<<<grid_2d(m.shape[0], m.shape[1] / 4, kThreads), kThreads, 0, current_stream()>>>(
+        op, a, b, out, m.shape[0], m.shape[1] / 4, m.strides[0][0], m.strides[0][1], m.strides[1][0], m.strides[1][1]);
+  } else if (m.ndim == 2) {
     binary_2d_kernel<<<grid_2d(m.shape[0], m.shape[1], kThreads), kThreads, 0, current_stream()>>>(
         op, a, b, out, m.shape[0], m.shape[1], m.strides[0][0], m.strides[0][1], m.strides[1][0], m.strides[1][1]);
   } else {

@@ -39,8 +39,8 @@ bool run(const Copy& c) {
   return ok;
 }
 
-bool casts() {
-  std::vector<float> f(1000);
+bool casts(size_t n) {  // n a multiple of 4 or not (the scalar tail)
+  std::vector<float> f(n);
   for (size_t i = 0; i < f.size(); ++i) f[i] = (float(i) - 500.0f) * 1.37e-3f * float(i % 7 + 1) * (i % 3 ? 1e3f : 1e-30f);
   std::vector<uint16_t> b(f.size());
   std::vector<float> back(f.size());
@@ -48,7 +48,7 @@ bool casts() {
   cuda::cast(b.data(), DType::BF16, back.data(), DType::F32, int64_t(f.size()));
   bool ok = true;
   for (size_t i = 0; i < f.size(); ++i) ok = ok && b[i] == f32_to_bf16(f[i]) && back[i] == bf16_to_f32(b[i]);
-  printf("%s casts float32 -> bfloat16 -> float32\n", ok ? "PASS" : "FAIL");
+  printf("%s casts float32 -> bfloat16 -> float32 of %zu elements\n", ok ? "PASS" : "FAIL", n);
   return ok;
 }
 
@@ -64,10 +64,14 @@ int main() {
       {{2, 9, 1, 11}, {0, 11, 11, 1}, {99, 11, 11, 1}},  // a broadcast whose inner dims merge
       {{1, 1}, {0, 0}, {0, 0}},                         // one element
       {{70000, 2}, {2, 1}, {1, 70000}},                 // rows beyond one grid's y
+      {{37, 20}, {0, 1}, {20, 1}},                      // a bias broadcast in 16-byte units
+      {{6, 8, 12}, {96, 12, 1}, {96, 12, 1}},           // contiguous, 16-byte units
+      {{9, 8}, {12, 1}, {8, 1}},                        // rows of a slice (16-byte units on both sides)
+      {{70000, 4}, {0, 1}, {4, 1}},                     // a broadcast past one grid's y, 16-byte units
   };
   int failed = 0;
   for (const Copy& c : copies) failed += !run(c);
-  failed += !casts();
+  failed += !casts(1000) + !casts(1003);
   printf("%s: %d failed\n", failed ? "FAIL" : "PASS", failed);
   return failed ? 1 : 0;
 }

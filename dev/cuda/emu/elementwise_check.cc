@@ -53,6 +53,11 @@ int main() {
       {{2, 3, 4, 5}, {60, 5, 15, 1}, {0, 5, 0, 1}},  // dims that do not merge: the general kernel
       {{1}, {0}, {0}},                               // one element
       {{70000, 2}, {2, 1}, {0, 1}},                  // rows beyond one grid's y
+      {{70000, 4}, {4, 1}, {0, 1}},                  // ... 4 columns at a time (16-byte accesses)
+      {{6, 8}, {8, 1}, {8, 1}},                      // 16-byte accesses: contiguous
+      {{6, 8}, {8, 1}, {1, 0}},                      // ... b a column broadcast (stride 0 along the row)
+      {{6, 8}, {0, 1}, {12, 1}},                     // ... a a bias over rows, b rows of a slice
+      {{6, 8}, {8, 1}, {2, 1}},                      // b's rows 2 apart (not 16-byte aligned): 4-byte kernel
   };
   int failed = 0;
   for (const Binary& c : cases)
