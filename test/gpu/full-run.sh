@@ -3,7 +3,7 @@
 # as they come (so a call cut at its limit still brings back what ran): the CUDA build (without
 # NCCL if the NCCL build fails), the GPU tests of the newest work, the training bench against
 # PyTorch + PEFT bf16 (bench/train-gpu), `lowrank bench` (the LoRA linear against the bare frozen
-# linear, float32 and bf16 weights), the LoRA op alone against copies of its bytes, then the rest of test/gpu. Run from the
+# linear, float32 and bf16 weights) and its PyTorch + PEFT peer (bench/peer_lora.py), the LoRA op alone against copies of its bytes, then the rest of test/gpu. Run from the
 # project root on the GPU machine, carrying .devkit and dist-train-cpu (npx tsc -p
 # bench/train-cpu/tsconfig.json):  bash test/gpu/full-run.sh
 set -uo pipefail
@@ -29,6 +29,7 @@ for dt in float32 bfloat16; do
   timeout 90 node dist-train-cpu/lib/cli/main.js bench --device cuda --dtype $dt --json > "$final/lora-bench-$dt.json" 2> "$logs/lora-bench-$dt.log"
   say "lowrank bench $dt rc $?"
 done
+timeout 90 python3 bench/peer_lora.py > "$final/peer_lora.txt" 2>&1; say "PyTorch + PEFT LoRA peer rc $?"
 timeout 90 node bench/train-gpu/lora_kernels.mjs >> "$final/summary.txt" 2>&1; say "LoRA kernels probe rc $?"
 python3 test/gpu/make_gpt2_124m.py /tmp/gpt2-124m > /dev/null 2>&1 && export LOWRANK_GPT2_124M=/tmp/gpt2-124m
 rest=$(ls test/gpu/*.test.ts | grep -v -F -f <(echo "$new" | tr ' ' '\n'))
