@@ -3,9 +3,10 @@
 # as they come (so a call cut at its limit still brings back what ran): the CUDA build (without
 # NCCL if the NCCL build fails), the GPU tests of the newest work, the training bench against
 # PyTorch + PEFT bf16 (bench/train-gpu), `lowrank bench` (the LoRA linear against the bare frozen
-# linear, float32 and bf16 weights) and its PyTorch + PEFT peer (bench/peer_lora.py), the LoRA op alone against copies of its bytes, then the rest of test/gpu. Run from the
-# project root on the GPU machine, carrying .devkit and dist-train-cpu (npx tsc -p
-# bench/train-cpu/tsconfig.json):  bash test/gpu/full-run.sh
+# linear, float32 and bf16 weights) and its PyTorch + PEFT peer (bench/peer_lora.py), the LoRA op
+# alone against copies of its bytes, then the rest of test/gpu. Run from the project root on the
+# GPU machine, carrying .devkit and dist-train-cpu (npx tsc -p bench/train-cpu/tsconfig.json):
+#   bash test/gpu/full-run.sh
 set -uo pipefail
 source .devkit/setup.sh
 final=${OUT:-/tmp/out}
