@@ -7,9 +7,11 @@
 // registers (no mask tensor, no masked copy of x), instead of GEMMs tuned for large tiles.
 // Ranks are taken kRank = 16 at a time (a tile of u, v, rows of A and of Bᵀ); larger ranks loop
 // over tiles, each re-reading its input (from L2 when it fits).
-//   forward   u = drop(x)·Aᵀ                  lora_down_kernel: a warp per 4 rows of x, lanes across k
+//   forward   u = drop(x)·Aᵀ                  lora_down_kernel: a block per 256 columns × 64 rows of x
+//                                                                (A's chunk in shared memory), then the
+//                                                                chunks' sums added in order
 //             out = y + s·u·Bᵀ                lora_up_kernel:   a warp per 128 columns × 16 rows of out,
-//                                                                B's tile held in registers
+//                                                                B's tile in registers, u's rows staged
 //   backward  Bt = Bᵀ                          (r×d: the down kernel's factor rows contiguous)
 //             v = g·B = g·Btᵀ                 lora_down_kernel over g
 //             gx = s·(v·A) ⊙ mask/(1-p)        lora_up_kernel, masked
@@ -17,12 +19,15 @@
 //             the slabs' partial sums of uᵀ·g  lora_rows_grad_kernel over g
 //             gA, gB = s·(partials added in slab order)   (lora_sum_partials_kernel; gB transposed)
 //   merge     W += s·B·A (or its transpose), in place       lora_merge_kernel: W read and written once
-// The slabs are fixed by the shapes alone, so gA and gB do not depend on the GPU.
+// The chunks and slabs are fixed by the shapes alone, so u, v, gA and gB do not depend on the GPU.
 //
 // Memory: each lane takes 4 consecutive columns (one 16-byte load or store where the row's
 // groups of 4 are aligned, 4 scalar accesses elsewhere); a warp covers 128 columns, half a warp
 // each 64-column group. The first H100 run of scalar lanes (4-byte accesses, ~10 warps per SM)
 // moved ~450 GB/s, stalled on load latency; 16-byte accesses put 4x the bytes in flight per warp.
+// The second (16-byte lanes, factor rows re-read from L1/L2 in the inner loops) reached 500-900
+// GB/s; ncu showed the down kernel waiting on its re-reads of Bᵀ (L2 hit rate 7%) and the up
+// kernel on each row's u: the factors now come from shared memory.
 // Dropout (core/philox.h): the stream's 64-element groups take one Philox block per 4 elements
 // (q, q+16, q+32, q+48); where a row's groups line up with the stream's, lane q of the half-warp
 // evaluates block q and the lanes trade their keep bits by shuffles (keep4).
@@ -40,6 +45,10 @@ namespace {
 constexpr int kRank = 16;        // rank columns per launch
 constexpr int kRowsPerWarp = 4;  // rows a warp of lora_down and lora_rows_grad takes at a time
 constexpr int kUpRows = 16;      // rows a warp of lora_up takes (its factor tile loaded once for them)
+constexpr int kUpBatch = 8;      // rows of y lora_up has in flight
+constexpr int kRowsTile = 64;    // rows of v (or u) lora_rows_grad stages in shared memory at a time
+constexpr int kDownCols = 256;   // columns a block of lora_down takes (its factor chunk in shared memory)
+constexpr int kDownRows = 64;    // rows a block of lora_down takes: 16 per warp
 constexpr int kWarps = 4;
 constexpr int kBlock = 32 * kWarps;
 constexpr int kMinBlocks = 4;  // blocks per SM the unmasked kernels are compiled for (<= 128 registers), for loads in flight; the masked ones 3 (Philox needs registers)
@@ -121,21 +130,6 @@ __device__ __forceinline__ void keep4(const Dropout& m, int64_t i, int64_t K, in
   }
 }
 
-// The rt ≤ kRank values at p (one row of u or v): 16-byte loads when vec (every lane reads the
-// same address: one broadcast per load).
-__device__ __forceinline__ void load_rank_row(const float* __restrict__ p, int rt, bool vec, float (&v)[kRank]) {
-  if (vec) {
-#pragma unroll
-    for (int q = 0; q < kRank / 4; ++q) {
-      const float4 t = 4 * q < rt ? __ldg(reinterpret_cast<const float4*>(p) + q) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      v[4 * q] = t.x, v[4 * q + 1] = t.y, v[4 * q + 2] = t.z, v[4 * q + 3] = t.w;
-    }
-  } else {
-#pragma unroll
-    for (int j = 0; j < kRank; ++j) v[j] = j < rt ? __ldg(p + j) : 0.0f;
-  }
-}
-
 // Sums a[0..64) over the warp's lanes, halving what each lane holds at each of five shuffle steps
 // (62 shuffles instead of 320): lane L ends with the sums of values 2L and 2L + 1 in a[0] and a[1].
 // Step kHalf keeps a[0..kHalf): the lanes whose bit kHalf/2 is set take the upper half.
@@ -152,139 +146,180 @@ __device__ __forceinline__ void reduce_across_lanes(float (&a)[kRowsPerWarp * kR
   if constexpr (kHalf > 2) reduce_across_lanes<kHalf / 2>(a);
 }
 
-// u[i, j] = Σ_c drop(x)[i, c]·f[j, c]   x [N, K], f [rt, K] (rt ≤ kRank), u's rows ld apart.
-// A warp takes 4 rows; its lanes sum their own columns, then the warp adds the lanes' sums. The
-// next step's loads of x are issued before this step's products.
+// partial[chunk, i, j] = Σ_{c in chunk} drop(x)[i, c]·f[j, c] for column chunk blockIdx.x (kDownCols
+// columns) and the kDownRows rows of blockIdx.y (then every gridDim.y-th), j < rt; x [N, K], f [rt, K]
+// (rt ≤ kRank), partial's rows ld apart ([chunks, N, ld]; u itself when there is one chunk). The
+// block stages f's chunk in shared memory once; each warp takes 16 rows, 4 at a time, its lanes
+// summing their own columns, then the warp adds the lanes' sums.
 template <bool kMasked>
-__global__ void __launch_bounds__(kBlock, kMasked ? kMinBlocks - 1 : kMinBlocks) lora_down_kernel(const float* __restrict__ x, int64_t N, int64_t K,
-                                                           const float* __restrict__ f, int rt, float* __restrict__ u,
-                                                           int64_t ldu, bool vec, Dropout m) {
-  const int64_t row0 = (int64_t(blockIdx.x) * kWarps + threadIdx.x / 32) * kRowsPerWarp;
-  if (row0 >= N) return;  // the whole warp
-  const int rows = N - row0 < kRowsPerWarp ? int(N - row0) : kRowsPerWarp;
-  float acc[kRowsPerWarp * kRank] = {};  // [row * kRank + j]
-  int64_t step = first_step(kMasked, m.offset);
-  float next[kRowsPerWarp][4];
+__global__ void __launch_bounds__(kBlock, kMasked ? kMinBlocks - 1 : kMinBlocks)
+    lora_down_kernel(const float* __restrict__ x, int64_t N, int64_t K, const float* __restrict__ f, int rt,
+                     float* __restrict__ partial, int64_t ld, bool vec, Dropout m) {
+  __shared__ __align__(16) float f_chunk[kRank][kDownCols];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  const int64_t col0 = first_step(kMasked, m.offset) + int64_t(blockIdx.x) * kDownCols;
+  for (int e = threadIdx.x; e < kRank * kDownCols / 4; e += kBlock) {
+    const int j = e / (kDownCols / 4), c4 = 4 * (e % (kDownCols / 4));
+    float v[4] = {};
+    if (j < rt) load4(f + j * K, K, col0 + c4, vec, v);
 #pragma unroll
-  for (int rr = 0; rr < kRowsPerWarp; ++rr) load4(x + (row0 + (rr < rows ? rr : 0)) * K, K, step + lane_column(), vec, next[rr]);
-  for (; step < K; step += kStep) {
-    const int64_t c = step + lane_column();
-    float xv[kRowsPerWarp][4];
+    for (int t = 0; t < 4; ++t) f_chunk[j][c4 + t] = v[t];
+  }
+  __syncthreads();
+  float* out = partial + int64_t(blockIdx.x) * N * ld;
+  for (int64_t block_row = int64_t(blockIdx.y) * kDownRows; block_row < N; block_row += int64_t(gridDim.y) * kDownRows) {
+    for (int64_t row0 = block_row + warp * (kDownRows / kWarps); row0 < block_row + (warp + 1) * (kDownRows / kWarps) && row0 < N;
+         row0 += kRowsPerWarp) {
+      const int rows = N - row0 < kRowsPerWarp ? int(N - row0) : kRowsPerWarp;
+      float xv[kDownCols / kStep][kRowsPerWarp][4] = {};  // both steps' loads issued before any product
 #pragma unroll
-    for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+      for (int st = 0; st < kDownCols / kStep; ++st)
 #pragma unroll
-      for (int t = 0; t < 4; ++t) xv[rr][t] = rr < rows ? next[rr][t] : 0.0f;
-      if (step + kStep < K) load4(x + (row0 + (rr < rows ? rr : 0)) * K, K, c + kStep, vec, next[rr]);
-    }
-    if constexpr (kMasked) {
+        for (int rr = 0; rr < kRowsPerWarp; ++rr)
+          if (rr < rows) load4(x + (row0 + rr) * K, K, col0 + st * kStep + lane_column(), vec, xv[st][rr]);
+      float acc[kRowsPerWarp * kRank] = {};  // [row * kRank + j]
 #pragma unroll
-      for (int rr = 0; rr < kRowsPerWarp; ++rr) {
-        if (rr >= rows) break;
-        float mult[4];
-        keep4(m, row0 + rr, K, c, mult);
+      for (int st = 0; st < kDownCols / kStep; ++st) {
+        const int cl = st * kStep + int(lane_column());
+        if constexpr (kMasked) {
 #pragma unroll
-        for (int t = 0; t < 4; ++t) xv[rr][t] *= mult[t];
+          for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+            if (rr >= rows) break;
+            float mult[4];
+            keep4(m, row0 + rr, K, col0 + cl, mult);
+#pragma unroll
+            for (int t = 0; t < 4; ++t) xv[st][rr][t] *= mult[t];
+          }
+        }
+#pragma unroll
+        for (int j = 0; j < kRank; ++j) {
+          const float4 fv = *reinterpret_cast<const float4*>(&f_chunk[j][cl]);
+#pragma unroll
+          for (int rr = 0; rr < kRowsPerWarp; ++rr)
+            acc[rr * kRank + j] = fmaf(xv[st][rr][3], fv.w, fmaf(xv[st][rr][2], fv.z, fmaf(xv[st][rr][1], fv.y, fmaf(xv[st][rr][0], fv.x, acc[rr * kRank + j]))));
+        }
+      }
+      reduce_across_lanes(acc);
+#pragma unroll
+      for (int t = 0; t < 2; ++t) {
+        const int idx = 2 * lane + t, rr = idx / kRank, j = idx % kRank;
+        if (rr < rows && j < rt) out[(row0 + rr) * ld + j] = acc[t];
       }
     }
-#pragma unroll
-    for (int j = 0; j < kRank; ++j) {
-      if (j >= rt) break;
-      float fv[4];
-      load4(f + j * K, K, c, vec, fv);
-#pragma unroll
-      for (int rr = 0; rr < kRowsPerWarp; ++rr)
-#pragma unroll
-        for (int t = 0; t < 4; ++t) acc[rr * kRank + j] = fmaf(xv[rr][t], fv[t], acc[rr * kRank + j]);
-    }
   }
-  reduce_across_lanes(acc);
-  const int lane = threadIdx.x & 31;
-#pragma unroll
-  for (int t = 0; t < 2; ++t) {
-    const int idx = 2 * lane + t, rr = idx / kRank, j = idx % kRank;
-    if (rr < rows && j < rt) u[(row0 + rr) * ldu + j] = acc[t];
+}
+
+// u[i, j] = Σ_chunk partial[chunk, i, j] in chunk order (j < rt), u's rows ldu apart.
+__global__ void lora_sum_chunks_kernel(const float* __restrict__ partial, int64_t chunks, int64_t N, int rt, float* __restrict__ u,
+                                       int64_t ldu) {
+  for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < N * rt; idx += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = idx / rt, j = idx % rt;
+    float sum = 0.0f;
+    for (int64_t q = 0; q < chunks; ++q) sum += partial[(q * N + i) * kRank + j];
+    u[i * ldu + j] = sum;
   }
 }
 
 // out[i, c] = y[i, c] + mask(s·Σ_j u[i, j]·F(j, c)), F(j, c) = f[j·fj + c·fc] (A's rows: fj = K,
 // fc = 1; Bᵀ read from B: fj = 1, fc = r), u [N, rt] (rows ldu apart), out [N, K]; y may be out
 // or null (0); the mask is dropout's multipliers of element i·K + c when kMasked (the input
-// gradient), else 1. A warp takes the 128 columns of step blockIdx.x, holds F there in registers
-// and walks kUpRows rows, 4 rows' loads of y in flight at a time.
+// gradient), else 1. A warp takes the 128 columns of step blockIdx.x, holds F there in registers,
+// stages its kUpRows rows of u in shared memory (one coalesced pass) and walks them with
+// kUpBatch rows' loads of y in flight.
 template <bool kMasked>
-__global__ void __launch_bounds__(kBlock, kMasked ? kMinBlocks - 1 : kMinBlocks) lora_up_kernel(const float* __restrict__ u, int64_t ldu, int rt, bool uvec,
-                                                         const float* __restrict__ f, int64_t fj, int64_t fc, const float* y,
-                                                         float* out, int64_t N, int64_t K, float s, bool vec, Dropout m) {
+__global__ void __launch_bounds__(kBlock, kMasked ? kMinBlocks - 1 : kMinBlocks)
+    lora_up_kernel(const float* __restrict__ u, int64_t ldu, int rt, const float* __restrict__ f, int64_t fj, int64_t fc,
+                   const float* y, float* out, int64_t N, int64_t K, float s, bool vec, Dropout m) {
+  __shared__ __align__(16) float u_rows[kWarps][kUpRows][kRank];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   const int64_t c = first_step(kMasked, m.offset) + int64_t(blockIdx.x) * kStep + lane_column();
   float fv[kRank][4];
 #pragma unroll
   for (int j = 0; j < kRank; ++j)
 #pragma unroll
     for (int t = 0; t < 4; ++t) fv[j][t] = j < rt && in_row(c + t, K) ? __ldg(f + j * fj + (c + t) * fc) : 0.0f;
-  for (int64_t row0 = (int64_t(blockIdx.y) * kWarps + threadIdx.x / 32) * kUpRows; row0 < N;
-       row0 += int64_t(gridDim.y) * kWarps * kUpRows) {
-    const int64_t row1 = row0 + kUpRows < N ? row0 + kUpRows : N;
-    for (int64_t i0 = row0; i0 < row1; i0 += kRowsPerWarp) {
-      float yv[kRowsPerWarp][4] = {};
+  for (int64_t row0 = (int64_t(blockIdx.y) * kWarps + warp) * kUpRows; row0 < N; row0 += int64_t(gridDim.y) * kWarps * kUpRows) {
+    const int rows = N - row0 < kUpRows ? int(N - row0) : kUpRows;
+    for (int e = lane; e < kUpRows * kRank; e += 32) {
+      const int rr = e / kRank, j = e % kRank;
+      u_rows[warp][rr][j] = rr < rows && j < rt ? __ldg(u + (row0 + rr) * ldu + j) : 0.0f;
+    }
+    __syncwarp();
+    for (int b0 = 0; b0 < rows; b0 += kUpBatch) {
+      float yv[kUpBatch][4] = {};
 #pragma unroll
-      for (int rr = 0; rr < kRowsPerWarp; ++rr)
-        if (y && i0 + rr < row1) load4<false>(y + (i0 + rr) * K, K, c, vec, yv[rr]);
+      for (int b = 0; b < kUpBatch; ++b)
+        if (y && b0 + b < rows) load4<false>(y + (row0 + b0 + b) * K, K, c, vec, yv[b]);
 #pragma unroll
-      for (int rr = 0; rr < kRowsPerWarp; ++rr) {
-        const int64_t i = i0 + rr;
-        if (i >= row1) break;
-        float uv[kRank];
-        load_rank_row(u + i * ldu, rt, uvec, uv);
+      for (int b = 0; b < kUpBatch; ++b) {
+        if (b0 + b >= rows) break;
         float o[4] = {};
 #pragma unroll
-        for (int j = 0; j < kRank; ++j)
+        for (int q = 0; q < kRank / 4; ++q) {
+          const float4 uq = *reinterpret_cast<const float4*>(&u_rows[warp][b0 + b][4 * q]);
 #pragma unroll
-          for (int t = 0; t < 4; ++t) o[t] = fmaf(uv[j], fv[j][t], o[t]);
+          for (int t = 0; t < 4; ++t)
+            o[t] = fmaf(uq.w, fv[4 * q + 3][t], fmaf(uq.z, fv[4 * q + 2][t], fmaf(uq.y, fv[4 * q + 1][t], fmaf(uq.x, fv[4 * q][t], o[t]))));
+        }
         float mult[4] = {1.0f, 1.0f, 1.0f, 1.0f};
-        if constexpr (kMasked) keep4(m, i, K, c, mult);
+        if constexpr (kMasked) keep4(m, row0 + b0 + b, K, c, mult);
 #pragma unroll
-        for (int t = 0; t < 4; ++t) o[t] = yv[rr][t] + s * o[t] * mult[t];
-        store4(out + i * K, K, c, vec, o);
+        for (int t = 0; t < 4; ++t) o[t] = yv[b][t] + s * o[t] * mult[t];
+        store4(out + (row0 + b0 + b) * K, K, c, vec, o);
       }
     }
+    __syncwarp();  // u_rows is rewritten for the next rows
   }
 }
 
 // partial[slab, j, c] = Σ_{i in slab} v[i, j]·drop(x)[i, c] (j < rt) for slab blockIdx.y of slab_rows
 // rows and the kStep columns of step blockIdx.x. v [N, rt] (rows ld apart), x [N, K], partial
-// [slabs, kRank, K]. The block's 4 warps take every 4th row of the slab, each 4 rows at a time (their
-// loads issued together); warp 0 adds the warps' sums.
+// [slabs, kRank, K]. The block stages v's rows kRowsTile at a time in shared memory; its 4 warps take
+// every 4th row, each 4 rows at a time (their loads issued together); warp 0 adds the warps' sums.
 template <bool kMasked>
-__global__ void __launch_bounds__(kBlock, kMasked ? kMinBlocks - 1 : kMinBlocks) lora_rows_grad_kernel(const float* __restrict__ v, int64_t ldv, int rt, bool vvec,
-                                                                const float* __restrict__ x, int64_t N, int64_t K, bool vec,
-                                                                Dropout m, int64_t slab_rows, float* __restrict__ partial) {
+__global__ void __launch_bounds__(kBlock, kMasked ? kMinBlocks - 1 : kMinBlocks)
+    lora_rows_grad_kernel(const float* __restrict__ v, int64_t ldv, int rt, const float* __restrict__ x, int64_t N, int64_t K,
+                          bool vec, Dropout m, int64_t slab_rows, float* __restrict__ partial) {
+  __shared__ __align__(16) float v_rows[kRowsTile][kRank];
   __shared__ float others[kWarps - 1][4 * kRank][32];  // warps 1..3's sums, lane-minor (no bank conflicts)
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   const int64_t c = first_step(kMasked, m.offset) + int64_t(blockIdx.x) * kStep + lane_column();
   const int64_t i0 = int64_t(blockIdx.y) * slab_rows, i1 = i0 + slab_rows < N ? i0 + slab_rows : N;
   float acc[4 * kRank] = {};  // [j * 4 + t]
-  for (int64_t i = i0 + warp; i < i1; i += kWarps * kRowsPerWarp) {
-    float xv[kRowsPerWarp][4] = {};
-#pragma unroll
-    for (int rr = 0; rr < kRowsPerWarp; ++rr)
-      if (i + kWarps * rr < i1) load4(x + (i + kWarps * rr) * K, K, c, vec, xv[rr]);
-#pragma unroll
-    for (int rr = 0; rr < kRowsPerWarp; ++rr) {
-      const int64_t ii = i + kWarps * rr;
-      if (ii >= i1) break;
-      if constexpr (kMasked) {
-        float mult[4];
-        keep4(m, ii, K, c, mult);
-#pragma unroll
-        for (int t = 0; t < 4; ++t) xv[rr][t] *= mult[t];
-      }
-      float vv[kRank];
-      load_rank_row(v + ii * ldv, rt, vvec, vv);
-#pragma unroll
-      for (int j = 0; j < kRank; ++j)
-#pragma unroll
-        for (int t = 0; t < 4; ++t) acc[j * 4 + t] = fmaf(vv[j], xv[rr][t], acc[j * 4 + t]);
+  for (int64_t tile = i0; tile < i1; tile += kRowsTile) {
+    const int64_t tile_end = tile + kRowsTile < i1 ? tile + kRowsTile : i1;
+    for (int e = threadIdx.x; e < kRowsTile * kRank; e += kBlock) {
+      const int rr = e / kRank, j = e % kRank;
+      v_rows[rr][j] = tile + rr < tile_end && j < rt ? __ldg(v + (tile + rr) * ldv + j) : 0.0f;
     }
+    __syncthreads();
+    for (int64_t i = tile + warp; i < tile_end; i += kWarps * kRowsPerWarp) {
+      float xv[kRowsPerWarp][4] = {};
+#pragma unroll
+      for (int rr = 0; rr < kRowsPerWarp; ++rr)
+        if (i + kWarps * rr < tile_end) load4(x + (i + kWarps * rr) * K, K, c, vec, xv[rr]);
+#pragma unroll
+      for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+        const int64_t ii = i + kWarps * rr;
+        if (ii >= tile_end) break;
+        if constexpr (kMasked) {
+          float mult[4];
+          keep4(m, ii, K, c, mult);
+#pragma unroll
+          for (int t = 0; t < 4; ++t) xv[rr][t] *= mult[t];
+        }
+#pragma unroll
+        for (int q = 0; q < kRank / 4; ++q) {
+          const float4 vq = *reinterpret_cast<const float4*>(&v_rows[ii - tile][4 * q]);
+          const float vj[4] = {vq.x, vq.y, vq.z, vq.w};
+#pragma unroll
+          for (int jj = 0; jj < 4; ++jj)
+#pragma unroll
+            for (int t = 0; t < 4; ++t) acc[(4 * q + jj) * 4 + t] = fmaf(vj[jj], xv[rr][t], acc[(4 * q + jj) * 4 + t]);
+        }
+      }
+    }
+    __syncthreads();  // v_rows is rewritten for the next tile
   }
   if (warp > 0) {
 #pragma unroll
@@ -325,10 +360,10 @@ __global__ void lora_transpose_kernel(const float* __restrict__ src, int64_t row
 // (lora_merge's two layouts). W's elements are float or bfloat16 bits (uint16_t), each read and
 // written once. A warp takes 128 columns, each lane 4 consecutive (one 16-byte float or 8-byte
 // bfloat16 access where aligned), and steps down the rows 4 at a time, a block 8 warps, blocks by
-// the grid's height; W's loads are issued before the rank sum runs. Q's 16 × 4 values of the lane
-// stay in registers across the rows when r ≤ 16 (the adapters' usual ranks).
+// the grid's height; W's loads are issued before the rank sum runs. When r ≤ 16 (the adapters'
+// usual ranks) the block stages Q's columns in shared memory once for all its rows.
 constexpr int kMergeWarps = 8, kMergeRows = 4 * kMergeWarps, kMergeCols = 128;
-constexpr int kMergeBlocks = 512;  // ~2 waves of 2 blocks per SM on an H100
+constexpr int kMergeBlocks = 1024;  // ~2 waves of 4 blocks per SM on an H100
 
 // p[0..n) widened to float (n ≤ 4; all 4 at once when vec and n == 4), and back.
 __device__ __forceinline__ void load_w4(const float* p, bool vec, int n, float (&v)[4]) {
@@ -374,40 +409,46 @@ __device__ __forceinline__ void store_w4(uint16_t* p, bool vec, int n, const flo
 }
 
 template <typename T>
-__global__ void __launch_bounds__(32 * kMergeWarps, 2) lora_merge_kernel(T* W, int64_t rows, int64_t cols, int64_t r,
+__global__ void __launch_bounds__(32 * kMergeWarps) lora_merge_kernel(T* W, int64_t rows, int64_t cols, int64_t r,
                                                                       const float* __restrict__ P, int64_t p_i, int64_t p_t,
                                                                       const float* __restrict__ Q, int64_t q_t, int64_t q_c,
                                                                       float s, bool vec) {
-  const int64_t c0 = int64_t(blockIdx.x) * kMergeCols + 4 * (threadIdx.x & 31);
-  if (c0 >= cols) return;  // no shuffles or barriers below
+  __shared__ __align__(16) float q_tile[kRank][kMergeCols];  // Q(t, the block's columns) when r ≤ kRank
+  const int64_t col_block = int64_t(blockIdx.x) * kMergeCols;
+  const bool q_shared = r <= kRank;
+  if (q_shared) {
+    for (int e = threadIdx.x; e < kRank * kMergeCols; e += blockDim.x) {
+      const int t = e / kMergeCols, cc = e % kMergeCols;
+      q_tile[t][cc] = t < r && col_block + cc < cols ? __ldg(Q + t * q_t + (col_block + cc) * q_c) : 0.0f;
+    }
+  }
+  __syncthreads();
+  const int cl = 4 * (threadIdx.x & 31);
+  const int64_t c0 = col_block + cl;
+  if (c0 >= cols) return;  // no barriers below
   const int n = cols - c0 < 4 ? int(cols - c0) : 4;
-  float q[kRank][4];  // Q(t0 + t, c0 + b)
-  auto load_q = [&](int64_t t0) {
-#pragma unroll
-    for (int t = 0; t < kRank; ++t)
-#pragma unroll
-      for (int b = 0; b < 4; ++b) q[t][b] = t0 + t < r && b < n ? __ldg(Q + (t0 + t) * q_t + (c0 + b) * q_c) : 0.0f;
-  };
-  if (r <= kRank) load_q(0);
   for (int64_t i0 = int64_t(blockIdx.y) * kMergeRows + 4 * (threadIdx.x / 32); i0 < rows; i0 += int64_t(gridDim.y) * kMergeRows) {
     float w[4][4] = {};  // [row][b]
 #pragma unroll
     for (int a = 0; a < 4; ++a)
       if (i0 + a < rows) load_w4(W + (i0 + a) * cols + c0, vec, n, w[a]);
     float acc[4][4] = {};
-    for (int64_t t0 = 0; t0 < r; t0 += kRank) {
-      if (r > kRank) load_q(t0);
+    for (int64_t t = 0; t < r; ++t) {
+      float q[4];
+      if (q_shared) {
+        const float4 qv = *reinterpret_cast<const float4*>(&q_tile[t][cl]);
+        q[0] = qv.x, q[1] = qv.y, q[2] = qv.z, q[3] = qv.w;
+      } else {
 #pragma unroll
-      for (int t = 0; t < kRank; ++t) {
-        if (t0 + t >= r) break;
-        float p[4];
-#pragma unroll
-        for (int a = 0; a < 4; ++a) p[a] = i0 + a < rows ? __ldg(P + (i0 + a) * p_i + (t0 + t) * p_t) : 0.0f;
-#pragma unroll
-        for (int a = 0; a < 4; ++a)
-#pragma unroll
-          for (int b = 0; b < 4; ++b) acc[a][b] = fmaf(p[a], q[t][b], acc[a][b]);
+        for (int b = 0; b < 4; ++b) q[b] = b < n ? __ldg(Q + t * q_t + (c0 + b) * q_c) : 0.0f;
       }
+      float p[4];
+#pragma unroll
+      for (int a = 0; a < 4; ++a) p[a] = i0 + a < rows ? __ldg(P + (i0 + a) * p_i + t * p_t) : 0.0f;
+#pragma unroll
+      for (int a = 0; a < 4; ++a)
+#pragma unroll
+        for (int b = 0; b < 4; ++b) acc[a][b] = fmaf(p[a], q[b], acc[a][b]);
     }
 #pragma unroll
     for (int a = 0; a < 4; ++a) {
@@ -429,13 +470,23 @@ int tile_rank(const LoraDims& d, int64_t j0) { return int(d.r - j0 < kRank ? d.r
 unsigned column_steps(int64_t K, const Dropout& m) { return unsigned((K - first_step(m.p > 0, m.offset) + kStep - 1) / kStep); }
 
 void down(const float* x, int64_t N, int64_t K, const float* f, int rt, float* u, int64_t ldu, const Dropout& m) {
-  const unsigned blocks = unsigned((N + kWarps * kRowsPerWarp - 1) / (kWarps * kRowsPerWarp));
+  const int64_t chunks = (K - first_step(m.p > 0, m.offset) + kDownCols - 1) / kDownCols;
+  const int64_t row_blocks = (N + kDownRows - 1) / kDownRows;
+  const dim3 grid(unsigned(chunks), unsigned(row_blocks < 65535 ? row_blocks : 65535));
   const bool vec = vec4(K, first_step(m.p > 0, m.offset), {x, f});
+  float* partial = chunks > 1 ? scratch<float>(size_t(chunks * N * kRank)) : u;
+  const int64_t ld = chunks > 1 ? kRank : ldu;
+  const cudaStream_t stream = current_stream();
   if (m.p > 0)
-    lora_down_kernel<true><<<blocks, kBlock, 0, current_stream()>>>(x, N, K, f, rt, u, ldu, vec, m);
+    lora_down_kernel<true><<<grid, kBlock, 0, stream>>>(x, N, K, f, rt, partial, ld, vec, m);
   else
-    lora_down_kernel<false><<<blocks, kBlock, 0, current_stream()>>>(x, N, K, f, rt, u, ldu, vec, m);
+    lora_down_kernel<false><<<grid, kBlock, 0, stream>>>(x, N, K, f, rt, partial, ld, vec, m);
   LR_CUDA_LAUNCH_CHECK("lora_down_kernel");
+  if (chunks > 1) {
+    lora_sum_chunks_kernel<<<grid_for(N * rt, 256), 256, 0, stream>>>(partial, chunks, N, rt, u, ldu);
+    LR_CUDA_LAUNCH_CHECK("lora_sum_chunks_kernel");
+    release(partial);
+  }
 }
 
 // F(j, c) = f[j·fj + c·fc]: see lora_up_kernel.
@@ -443,11 +494,11 @@ void up(const float* u, int64_t ldu, int rt, const float* f, int64_t fj, int64_t
         int64_t K, float s, const Dropout& m) {
   const int64_t row_blocks = (N + kWarps * kUpRows - 1) / (kWarps * kUpRows);
   const dim3 grid(column_steps(K, m), unsigned(row_blocks < 65535 ? row_blocks : 65535));
-  const bool vec = vec4(K, first_step(m.p > 0, m.offset), {y, out}), uvec = vec4(ldu, 0, {u});
+  const bool vec = vec4(K, first_step(m.p > 0, m.offset), {y, out});
   if (m.p > 0)
-    lora_up_kernel<true><<<grid, kBlock, 0, current_stream()>>>(u, ldu, rt, uvec, f, fj, fc, y, out, N, K, s, vec, m);
+    lora_up_kernel<true><<<grid, kBlock, 0, current_stream()>>>(u, ldu, rt, f, fj, fc, y, out, N, K, s, vec, m);
   else
-    lora_up_kernel<false><<<grid, kBlock, 0, current_stream()>>>(u, ldu, rt, uvec, f, fj, fc, y, out, N, K, s, vec, m);
+    lora_up_kernel<false><<<grid, kBlock, 0, current_stream()>>>(u, ldu, rt, f, fj, fc, y, out, N, K, s, vec, m);
   LR_CUDA_LAUNCH_CHECK("lora_up_kernel");
 }
 
@@ -468,12 +519,12 @@ void rows_grad(const float* v, int64_t ldv, int rt, const float* x, int64_t N, i
                float* partial, float* out, int64_t ld, bool transposed) {
   const Slabs slabs(N, K);
   const dim3 grid(column_steps(K, m), unsigned(slabs.count));
-  const bool vec = vec4(K, first_step(m.p > 0, m.offset), {x, partial}), vvec = vec4(ldv, 0, {v});
+  const bool vec = vec4(K, first_step(m.p > 0, m.offset), {x, partial});
   const cudaStream_t stream = current_stream();
   if (m.p > 0)
-    lora_rows_grad_kernel<true><<<grid, kBlock, 0, stream>>>(v, ldv, rt, vvec, x, N, K, vec, m, slabs.rows, partial);
+    lora_rows_grad_kernel<true><<<grid, kBlock, 0, stream>>>(v, ldv, rt, x, N, K, vec, m, slabs.rows, partial);
   else
-    lora_rows_grad_kernel<false><<<grid, kBlock, 0, stream>>>(v, ldv, rt, vvec, x, N, K, vec, m, slabs.rows, partial);
+    lora_rows_grad_kernel<false><<<grid, kBlock, 0, stream>>>(v, ldv, rt, x, N, K, vec, m, slabs.rows, partial);
   LR_CUDA_LAUNCH_CHECK("lora_rows_grad_kernel");
   lora_sum_partials_kernel<<<grid_for(rt * K, 256), 256, 0, stream>>>(partial, slabs.count, rt, K, s, out, ld, transposed);
   LR_CUDA_LAUNCH_CHECK("lora_sum_partials_kernel");

@@ -99,6 +99,7 @@ inline void emu_warp_barrier(unsigned w) {
   if (++g_wcount[w] == 32) { g_wcount[w] = 0; ++g_wgen[w]; return; }
   while (g_wgen[w] == g) emu_yield();
 }
+inline void __syncwarp(unsigned = 0xffffffffu) { emu_warp_barrier(threadIdx.x / 32); }
 // Lane `from(lane)`'s v for every lane of the warp (all 32 lanes must call it together).
 template <typename T, typename From>
 T emu_shuffle(T v, From from) {

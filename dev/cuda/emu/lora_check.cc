@@ -154,6 +154,9 @@ int main() {
       {67, 96, 32, 64, 0.05f, 4},         // 16-byte accesses; rows alternately aligned and not with the stream's groups
       {130, 256, 12, 512, 0.0f, 0},       // 16-byte rank rows of 12 (three loads of four)
       {40, 128, 16, 96, 0.2f, 6},         // k a multiple of 4 but the stream's offset not: scalar accesses for x
+      {37, 600, 20, 45, 0.15f, 9},        // k past two of the down kernel's 256-column chunks
+      {70, 520, 16, 300, 0.0f, 0},        // ... 16-byte accesses
+      {2000, 2304, 16, 24, 0.1f, 0},      // gA's slabs past the 64 rows the block stages at a time
       {1, 1, 1, 1, 0.0f, 0},
       {0, 10, 3, 5, 0.2f, 1},              // no rows: empty sums
   };
