@@ -82,6 +82,41 @@ __device__ __forceinline__ uint32_t dropout_keep_bits(const AttnDims& d, int64_t
   return bits;
 }
 
+// The backward's dropout keep bits of a whole tile of Br queries × 64 keys (k0 a multiple of 64),
+// computed by the block's kThreads threads together where every row of the tile starts one of the
+// stream's 64-element groups (tile_keep_fits): the tile's Br·16 Philox blocks, kBlocksPerWord per
+// thread, instead of one evaluation per element. Thread (r, w) writes word r·kWords + w: bit
+// 4q + v is word v of block w·kBlocksPerWord + q of query i0 + r, that is key k0 + 16v + block.
+// Rows past the last query get no kept bits. Read back with tile_keep_bit after a barrier.
+__device__ __forceinline__ bool tile_keep_fits(const AttnDims& d) { return d.Tk % 64 == 0 && d.offset % 64 == 0; }
+
+template <int Br, int kThreads>
+__device__ inline void fill_tile_keep_words(const AttnDims& d, int64_t b, int64_t h, int i0, int k0, uint32_t* words, int tid) {
+  constexpr int kWords = kThreads / Br, kBlocksPerWord = 16 / kWords;
+  static_assert(kWords * Br == kThreads && kBlocksPerWord * kWords == 16, "whole rows of blocks per thread");
+  const int r = tid / kWords, w = tid % kWords;
+  uint32_t bits = 0;
+  if (i0 + r < d.Tq) {
+    const uint64_t s0 = d.offset + static_cast<uint64_t>(((b * d.H + h) * d.Tq + i0 + r) * d.Tk + k0);
+#pragma unroll 1
+    for (int q = 0; q < kBlocksPerWord; ++q) {
+      const Philox4 blk = philox_keep_block(d.seed, s0 + w * kBlocksPerWord + q);
+#pragma unroll
+      for (int v = 0; v < 4; ++v)
+        if (philox_unit(blk.v[v]) >= d.dropout) bits |= 1u << (4 * q + v);
+    }
+  }
+  words[r * kWords + w] = bits;
+}
+
+// Whether key k0 + x (x < 64) of the tile's query row r is kept (see fill_tile_keep_words).
+template <int Br, int kThreads>
+__device__ __forceinline__ bool tile_keep_bit(const uint32_t* words, int r, int x) {
+  constexpr int kWords = kThreads / Br, kBlocksPerWord = 16 / kWords;
+  const int blk = x % 16, v = x / 16;
+  return (words[r * kWords + blk / kBlocksPerWord] >> (4 * (blk % kBlocksPerWord) + v)) & 1u;
+}
+
 // ---- bf16 tensor-core flash attention (attention_mma.cu), AttnDims::precision BF16 ------------
 
 // Whether the bf16 kernels take this call: D = 64 or 128, rows 16-byte aligned (float4 loads).

@@ -291,7 +291,7 @@ template <int D>
 constexpr size_t backward_smem() {
   constexpr int Br = bwd_br<D>();
   return size_t(2 * kBc + 4 * Br) * tile_stride<D>() * sizeof(bf16) + size_t(kBc) * (Br + 8) * sizeof(bf16) +
-         4 * Br * sizeof(float);
+         4 * Br * sizeof(float) + 2 * 128 * sizeof(uint32_t);
 }
 
 // Zeroes rows [0, T) of every head of a view (the dq the backward adds into), one warp per row.
@@ -316,6 +316,7 @@ __global__ void __launch_bounds__(128)
   bf16* sdS = sdO + 2 * Br * kS;                 // [Bc][kSS], dS^T: row = key, column = query
   float* sL = reinterpret_cast<float*>(sdS + kBc * kSS);  // [2][Br] lse * log2e (+inf: row passes nothing)
   float* sDelta = sL + 2 * Br;                            // [2][Br]
+  uint32_t* sKeep = reinterpret_cast<uint32_t*>(sDelta + 2 * Br);  // [2][kThreads] dropout keep words
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, tq = lane % 4;
   const int k0 = blockIdx.y * kBc;  // the first key tiles (for causal, the costliest) start first
@@ -333,8 +334,10 @@ __global__ void __launch_bounds__(128)
       d.window > 0 ? int(max(int64_t(0), min(int64_t(Tq), int64_t(min(k0 + kBc, Tk) - 1 - offset) + d.window))) : Tq;
   const int ntiles = (qend + Br - 1) / Br;
 
-  // Queries [i0, i0 + Br) into stage st: Q and dO tiles, lse and delta (plain stores, published
-  // by the barrier that precedes their use).
+  // Queries [i0, i0 + Br) into stage st: Q and dO tiles, lse and delta, with dropout the tile's
+  // keep bits where the block can compute them together (plain stores, published by the barrier
+  // that precedes their use).
+  const bool tile_keep = d.dropout > 0.f && tile_keep_fits(d);
   auto load_queries = [&](int st, int i0) {
     load_tile<Br, D>(sQ + st * Br * kS, q, b, h, i0, Tq, tid, kThreads);
     load_tile<Br, D>(sdO + st * Br * kS, dout, b, h, i0, Tq, tid, kThreads);
@@ -344,6 +347,7 @@ __global__ void __launch_bounds__(128)
       sL[st * Br + r] = L == -INFINITY ? INFINITY : L * kLog2e;
       sDelta[st * Br + r] = valid ? dg[i0 + r] : 0.f;
     }
+    if (tile_keep) fill_tile_keep_words<Br, kThreads>(d, b, h, i0, k0, sKeep + st * kThreads, tid);
   };
 
   load_tile<kBc, D>(sK, k, b, h, k0, Tk, tid, kThreads);
@@ -393,7 +397,17 @@ __global__ void __launch_bounds__(128)
     const bool need_mask = keep != nullptr || k0 + kBc > Tk || (d.causal && k0 + kBc - 1 > i0 + offset) ||
                            (d.window > 0 && k0 <= i0 + Br - 1 + offset - d.window);
     uint32_t bits = 0xffffffffu;  // dropout keep bits (all kept without dropout)
-    if (d.dropout > 0.f) bits = dropout_keep_bits<Br / 8, false>(d, b, h, i0 + 2 * tq, key_base);
+    if (tile_keep) {
+      bits = 0;
+      const uint32_t* words = sKeep + st * kThreads;
+#pragma unroll
+      for (int nb = 0; nb < Br / 8; ++nb)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          if (tile_keep_bit<Br, kThreads>(words, nb * 8 + 2 * tq + e % 2, kw + g + (e / 2) * 8)) bits |= 1u << (4 * nb + e);
+    } else if (d.dropout > 0.f) {
+      bits = dropout_keep_bits<Br / 8, false>(d, b, h, i0 + 2 * tq, key_base);
+    }
     const float kept = d.dropout > 0.f ? 1.f / (1.f - d.dropout) : 1.f;
 #pragma unroll
     for (int nb = 0; nb < Br / 8; ++nb)

@@ -49,6 +49,8 @@ const CASES: Case[] = [
   { B: 1, H: 12, Tq: 256, Tk: 256, D: 64 },
   { B: 2, H: 2, Tq: 45, Tk: 45, D: 64, fused: true },
   { B: 2, H: 2, Tq: 33, Tk: 33, D: 128, fused: true, dropout: 0.1 },
+  { B: 2, H: 2, Tq: 128, Tk: 128, D: 64, dropout: 0.1, keep: leftPadded(2, 128, 9) }, // Tk a multiple of 64: the backward's tile-wide keep bits
+  { B: 1, H: 2, Tq: 70, Tk: 192, D: 128, dropout: 0.2 }, // ... 32-query tiles, fewer queries than keys
   { B: 2, H: 3, Tq: 97, Tk: 97, D: 32 }, // no bf16 kernel for D = 32: the float32 kernels, within the same bound
 ];
 
