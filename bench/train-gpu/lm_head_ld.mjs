@@ -3,24 +3,14 @@
 // logits' row stride padded to a multiple of 8, and with a weight padded to 50,264 rows; and the
 // input-gradient GEMM (dlogits bf16 · W) the same three ways. Which of n and ld makes cuBLAS slow?
 // Run after building and compiling dist-train-cpu:  node bench/train-gpu/lm_head_ld.mjs
-import { empty, randn, synchronize } from "../../dist-train-cpu/lib/index.js";
+import { empty, randn } from "../../dist-train-cpu/lib/index.js";
 import { native } from "../../dist-train-cpu/lib/native/index.js";
+import { medianMs } from "./median-ms.mjs";
 
 const N = Number(process.env.ROWS ?? 667), C = 768; // one linearCrossEntropy chunk of GPT-2 (128 MiB of float32 logits)
 const device = process.env.DEVICE ?? "cuda:0";
 const x = randn([N, C], { device }).to(device, "bfloat16");
-function ms(fn, n = 30) {
-  for (let i = 0; i < 5; i++) fn();
-  synchronize(device);
-  const t = [];
-  for (let i = 0; i < n; i++) {
-    const t0 = performance.now();
-    fn();
-    synchronize(device);
-    t.push(performance.now() - t0);
-  }
-  return t.sort((a, b) => a - b)[n >> 1];
-}
+const ms = (fn) => medianMs(fn, device);
 for (const [label, n, ld] of [["V=50257 ld=50257", 50257, 50257], ["V=50257 ld=50264", 50257, 50264], ["V=50264 ld=50264", 50264, 50264], ["V=50256 ld=50264", 50256, 50264]]) {
   const w = randn([n, C], { device }).to(device, "bfloat16");
   const logits = empty([N, ld], { device });

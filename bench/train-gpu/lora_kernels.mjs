@@ -5,25 +5,14 @@
 //   backward reads g [N, d] (for v and for gB) and x (for gA), writes gx [N, k]
 // Run after building and compiling dist-train-cpu:  node bench/train-gpu/lora_kernels.mjs
 // ONCE=1 runs each call once, untimed, at the c_attn shape with dropout (for a profiler such as ncu).
-import { empty, randn, synchronize } from "../../dist-train-cpu/lib/index.js";
+import { empty, randn } from "../../dist-train-cpu/lib/index.js";
 import { native } from "../../dist-train-cpu/lib/native/index.js";
+import { medianMs } from "./median-ms.mjs";
 
 const device = process.env.DEVICE ?? "cuda:0";
 const N = Number(process.env.ROWS ?? 8192), r = 16;
 const once = process.env.ONCE === "1";
-function ms(fn, n = 30) {
-  if (once) return fn(), 1;
-  for (let i = 0; i < 5; i++) fn();
-  synchronize(device);
-  const t = [];
-  for (let i = 0; i < n; i++) {
-    const t0 = performance.now();
-    fn();
-    synchronize(device);
-    t.push(performance.now() - t0);
-  }
-  return t.sort((a, b) => a - b)[n >> 1];
-}
+const ms = (fn) => (once ? (fn(), 1) : medianMs(fn, device));
 const copyOf = (floats) => {
   if (once) return 0;
   const a = empty([floats], { device }), b = empty([floats], { device });
