@@ -2,9 +2,11 @@
 // it forks N copies of a script (the CLI itself, by default) with LOWRANK_RANK and
 // LOWRANK_WORLD_SIZE set (plus what the caller adds: the NCCL id), one process per GPU, as torchrun
 // does. Rank 0's output is the run's output; the other ranks' stderr is shown too (their errors).
-// When a rank fails (a non-zero exit other than a clean stop, or a signal), the launcher stops the
-// others (SIGTERM, then SIGKILL after a grace period: a rank blocked in a collective whose peer died
-// only notices when NCCL reports the error or its timeout fires) and reports the rank that failed.
+// When a rank fails (a non-zero exit other than a clean stop, or a signal), the launcher gives the
+// others a moment to finish on their own (ranks often fail together, each with its own message:
+// weights that differ, a bad batch), then stops them (SIGTERM, then SIGKILL after a grace period: a
+// rank blocked in a collective whose peer died only notices when NCCL reports the error or its
+// timeout fires) and reports the rank that failed.
 import { fork, type ChildProcess } from "node:child_process";
 import { RANK_ENV, WORLD_SIZE_ENV } from "./distributed.js";
 
@@ -18,6 +20,8 @@ export interface LaunchOptions {
   args: readonly string[];
   /** Added to every rank's environment (this process's environment is passed on). */
   env?: NodeJS.ProcessEnv;
+  /** After one rank fails, how long the others may run on before SIGTERM (default 2 s). */
+  termAfterMs?: number;
   /** After SIGTERM, how long a rank has to exit before SIGKILL (default 30 s). */
   killAfterMs?: number;
   /** The launcher's own messages (default: stderr). */
@@ -38,20 +42,23 @@ export function launchRanks(opts: LaunchOptions): Promise<LaunchResult> {
   const { worldSize, entry, args } = opts;
   if (!(Number.isInteger(worldSize) && worldSize >= 1)) throw new Error(`launchRanks: worldSize must be an integer >= 1, got ${worldSize}`);
   const log = opts.log ?? ((line: string) => console.error(line));
-  const killAfterMs = opts.killAfterMs ?? 30_000;
+  const termAfterMs = opts.termAfterMs ?? 2_000, killAfterMs = opts.killAfterMs ?? 30_000;
   return new Promise((resolve) => {
     const children: (ChildProcess | null)[] = [];
     const codes: (number | null)[] = new Array(worldSize).fill(null);
     let failed: { rank: number; code: number; message: string } | null = null;
-    let killTimer: NodeJS.Timeout | null = null;
+    let termTimer: NodeJS.Timeout | null = null, killTimer: NodeJS.Timeout | null = null;
     const live = () => children.filter((c): c is ChildProcess => c !== null && c.exitCode === null && c.signalCode === null);
 
     const stopOthers = () => {
-      for (const c of live()) c.kill("SIGTERM");
-      killTimer ??= setTimeout(() => {
-        for (const c of live()) c.kill("SIGKILL");
-      }, killAfterMs);
-      killTimer.unref();
+      termTimer ??= setTimeout(() => {
+        for (const c of live()) c.kill("SIGTERM");
+        killTimer ??= setTimeout(() => {
+          for (const c of live()) c.kill("SIGKILL");
+        }, killAfterMs);
+        killTimer.unref();
+      }, termAfterMs);
+      termTimer.unref();
     };
     // Ctrl-C reaches the ranks directly (one process group): they agree on a step to stop after.
     // A SIGTERM sent to the launcher alone is passed on.
@@ -83,6 +90,7 @@ export function launchRanks(opts: LaunchOptions): Promise<LaunchResult> {
           stopOthers();
         }
         if (++exited < worldSize) return;
+        if (termTimer) clearTimeout(termTimer);
         if (killTimer) clearTimeout(killTimer);
         process.off("SIGINT", onInterrupt);
         process.off("SIGTERM", onTerminate);
