@@ -5,7 +5,7 @@
 import { Command } from "commander";
 import { benchLora, LORA_BENCH_SHAPES, type LoraBenchRow, type MergeBenchRow } from "../analysis/lora-bench.js";
 import { formatTable } from "../analysis/table.js";
-import { intAtLeast, newCommand, oneOf, resolveDevice, runAction } from "./common.js";
+import { DEVICE_HELP, deviceName, intAtLeast, newCommand, oneOf, resolveDevice, runAction } from "./common.js";
 
 interface BenchFlags {
   device?: string;
@@ -41,7 +41,7 @@ async function bench(flags: BenchFlags): Promise<void> {
 export function benchCommand(): Command {
   return newCommand("bench")
     .description("time what a LoRA adapter adds to its frozen linear layer, and the merge against its memory floor, as ratios")
-    .option("--device <name>", "cpu or cuda (default: cuda when a GPU is usable)", oneOf(["cpu", "cuda"] as const))
+    .option("--device <name>", DEVICE_HELP, deviceName)
     .option("--dtype <type>", "the frozen weight's dtype in the linear and merge rows: float32 or bfloat16", oneOf(["float32", "bfloat16"] as const), "float32")
     .option("--iters <n>", "timed runs per measurement (the median is reported)", intAtLeast(1), 10)
     .option("--warmup <n>", "untimed runs first", intAtLeast(0), 3)

@@ -9,7 +9,7 @@ import { AutoTokenizer, type AnyTokenizer } from "../models/auto-tokenizer.js";
 import { readChatTemplateFile } from "../models/chat-template.js";
 import { isRepoId, resolveModelDir } from "../models/hub.js";
 import { PROFILING, profileEntries, profileReport } from "../profile.js";
-import { cudaAvailable } from "../tensor/device.js";
+import { cudaAvailable, parseDevice } from "../tensor/device.js";
 import type { Generator } from "../tensor/random.js";
 import { ALPACA_TEMPLATE, readTemplateFile, resolveTemplate, type TemplateSpec } from "../train/template.js";
 
@@ -122,13 +122,31 @@ export function oneOf<T extends string>(choices: readonly T[]): (value: string) 
   };
 }
 
+/** The help line of every command's --device option. */
+export const DEVICE_HELP = "cpu, cuda or cuda:N, the GPU of index N (default: cuda when a GPU is usable)";
+
+/** --device's parser: "cpu", "cuda" or "cuda:N" (whether that device exists is resolveDevice's check). */
+export function deviceName(value: string): string {
+  if (!/^(cpu|cuda(:\d+)?)$/.test(value)) throw new InvalidArgumentError("expected cpu, cuda or cuda:N (N a GPU index, from 0).");
+  return value;
+}
+
 // ---- resolving what the user named ------------------------------------------------------------
 
-/** "cpu" or "cuda" (default: cuda when a GPU is usable, else cpu); refuses cuda without one. */
+/**
+ * "cpu", "cuda" or "cuda:N" (default: cuda when a GPU is usable, else cpu); refuses a GPU this
+ * build or host does not have, naming how many there are.
+ */
 export function resolveDevice(spec: string | undefined): string {
   if (spec === undefined) return cudaAvailable() ? "cuda" : "cpu";
-  if (spec === "cuda" && !cudaAvailable()) {
-    throw new UsageError("--device cuda: no usable GPU (this build is CPU-only, or no NVIDIA GPU/driver is present); use --device cpu");
+  if (spec === "cpu") return spec;
+  if (!cudaAvailable()) {
+    throw new UsageError(`--device ${spec}: no usable GPU (this build is CPU-only, or no NVIDIA GPU/driver is present); use --device cpu`);
+  }
+  try {
+    parseDevice(spec, "--device");
+  } catch (err) {
+    throw new UsageError((err as Error).message);
   }
   return spec;
 }

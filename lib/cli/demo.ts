@@ -2,7 +2,7 @@
 // the bundled small GPT-2 a new task with LoRA and shows that it worked.
 import type { Command } from "commander";
 import { DEMO_DEFAULTS, runDemo } from "../train/demo.js";
-import { EXIT, intAtLeast, newCommand, oneOf, resolveDevice, runAction } from "./common.js";
+import { DEVICE_HELP, deviceName, EXIT, intAtLeast, newCommand, resolveDevice, runAction } from "./common.js";
 import { capSteps } from "./train.js";
 
 interface DemoFlags {
@@ -17,7 +17,7 @@ interface DemoFlags {
 export function demoCommand(): Command {
   return newCommand("demo")
     .description("teach the bundled small GPT-2 a new task with LoRA on the CPU in a few minutes: before/after answers, merge check, adapter saved")
-    .option("--device <name>", "cpu or cuda (default: cuda when a GPU is usable)", oneOf(["cpu", "cuda"] as const))
+    .option("--device <name>", DEVICE_HELP, deviceName)
     .option("--steps <n>", "LoRA training steps", intAtLeast(1), DEMO_DEFAULTS.steps)
     .option("--out <dir>", "output folder: adapter/ (PEFT format), loss.svg, loss.png, metrics.jsonl (a rerun replaces them)", DEMO_DEFAULTS.out)
     .option("--seed <n>", "seed for the adapter init and the data order (the same seed prints the same numbers)", intAtLeast(0), DEMO_DEFAULTS.seed)

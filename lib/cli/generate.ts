@@ -11,9 +11,7 @@ import { generateText, streamText } from "../models/generate.js";
 import { PeftModel } from "../peft/model.js";
 import { Generator } from "../tensor/random.js";
 import { formatPrompt, MODEL_TEMPLATE_FILE, resolveTemplate } from "../train/template.js";
-import {
-  intAtLeast, loadChatTemplate, loadModel, loadTemplate, loadTokenizer, newCommand, numberIn, oneOf, resolveDevice, resolveModelFlag, runAction, UsageError,
-} from "./common.js";
+import { DEVICE_HELP, deviceName, intAtLeast, loadChatTemplate, loadModel, loadTemplate, loadTokenizer, newCommand, numberIn, oneOf, resolveDevice, resolveModelFlag, runAction, UsageError } from "./common.js";
 import { withConfigFile } from "./config.js";
 
 interface GenerateFlags {
@@ -49,7 +47,7 @@ export function generateCommand(): Command {
     .option("--top-k <n>", "sample among the k most likely tokens only (0: no limit)", intAtLeast(0), 0)
     .option("--top-p <x>", "sample among the most likely tokens that cover probability p (1: no limit)", numberIn(0, 1, { loOpen: true }), 1)
     .option("--seed <n>", "seed for sampling", intAtLeast(0), 0)
-    .option("--device <name>", "cpu or cuda (default: cuda when a GPU is usable)", oneOf(["cpu", "cuda"] as const))
+    .option("--device <name>", DEVICE_HELP, deviceName)
     .option("--dtype <type>", "float32, or bfloat16: the base model's weight matrices kept in bf16 (half the memory)", oneOf(["float32", "bfloat16"] as const), "float32")
     .option("--json", "print one JSON object at the end (the prompt, the text, the token ids and why generation stopped) instead of streaming the text")
     .addHelpText(

@@ -12,7 +12,7 @@ import { PeftModel } from "../peft/model.js";
 import { tensor } from "../tensor/creation.js";
 import { tidy } from "../tensor/scope.js";
 import { SeededRandom } from "../train/data.js";
-import { checkOutputDir, loadModel, newCommand, oneOf, resolveDevice, resolveModelFlag, runAction, UsageError } from "./common.js";
+import { checkOutputDir, DEVICE_HELP, deviceName, loadModel, newCommand, resolveDevice, resolveModelFlag, runAction, UsageError } from "./common.js";
 import { withConfigFile } from "./config.js";
 
 interface MergeFlags {
@@ -52,7 +52,7 @@ export function mergeCommand(): Command {
     .requiredOption("--adapter <dir>", "adapter folder in PEFT's format (adapter_config.json, adapter_model.safetensors)")
     .requiredOption("--out <dir>", "where to write the merged model (the tokenizer files are copied along)")
     .option("--safe", "check the merged weights for NaN/Inf before committing them (refuses a broken adapter)")
-    .option("--device <name>", "cpu or cuda (default: cuda when a GPU is usable)", oneOf(["cpu", "cuda"] as const))
+    .option("--device <name>", DEVICE_HELP, deviceName)
     .option("--json", "print JSON (the written files and the check's numbers) instead of the report lines")
     .addHelpText(
       "after",

@@ -11,9 +11,7 @@ import {
   FINE_TUNE_DEFAULTS, FineTuneOptionError, defaultTrainingDtype, fineTune, holdsRun, type FineTuneOptions, type FineTuneResult, type FineTuneStart, type LoadedBaseModel,
 } from "../train/fine-tune.js";
 import type { ScheduleName } from "../train/trainer.js";
-import {
-  EXIT, intAtLeast, loadChatTemplate, loadModel, loadTemplate, loadTokenizer, newCommand, numberIn, oneOf, resolveDevice, resolveModelFlag, runAction, UsageError,
-} from "./common.js";
+import { DEVICE_HELP, deviceName, EXIT, intAtLeast, loadChatTemplate, loadModel, loadTemplate, loadTokenizer, newCommand, numberIn, oneOf, resolveDevice, resolveModelFlag, runAction, UsageError } from "./common.js";
 import { CONFIG_SOURCE, withConfigFile } from "./config.js";
 import { stopOnSignals } from "./interrupt.js";
 import { commandLine } from "./invocation.js";
@@ -101,7 +99,7 @@ export function trainCommand(): Command {
     .option("--warmup <x>", "linear warmup: a step count (>= 1) or a share of the steps (< 1, e.g. 0.03)", numberIn(0, Infinity), d.warmupSteps)
     .option("--schedule <name>", "lr schedule after warmup: constant, linear (to 0) or cosine (to 0)", oneOf(["constant", "linear", "cosine"] as const), d.schedule)
     .option("--seed <n>", "seed for the adapter init, dropout, data shuffle and eval split", intAtLeast(0), d.seed)
-    .option("--device <name>", "cpu or cuda (default: cuda when a GPU is usable)", oneOf(["cpu", "cuda"] as const))
+    .option("--device <name>", DEVICE_HELP, deviceName)
     .option("--gpus <n>", "data parallel on N GPUs of this machine through NCCL: one process per GPU, each on its rows of every --batch-size batch (which must divide by N); the same run as on one GPU, up to float32 summation order", intAtLeast(1), 1)
     .option("--dtype <type>", "float32, or bfloat16: the frozen weight matrices kept in bf16 (half the memory; bf16 tensor-core GEMMs and attention on CUDA), adapters, optimizer and loss float32 (default: bfloat16 on CUDA, float32 on the CPU)", oneOf(["float32", "bfloat16"] as const))
     .option("--gradient-checkpointing", "recompute each block's activations in the backward instead of keeping them: less memory for one more forward per block, the same gradients")
@@ -320,7 +318,12 @@ export function resumeArgs(argv: readonly string[], resume: true | string | unde
  * NCCL id and runs N ranks of this same command (lib/train/launch.ts); each rank runs train() below.
  */
 async function launchTraining(flags: TrainFlags, gpus: number): Promise<number> {
-  if (flags.device === "cpu") throw new UsageError(`--gpus ${gpus} trains on ${gpus} GPUs; it cannot go with --device cpu`);
+  if (flags.device !== undefined && flags.device !== "cuda") {
+    throw new UsageError(
+      `--gpus ${gpus} trains on ${gpus} GPUs, rank r on cuda:r; it cannot go with --device ${flags.device}` +
+        (flags.device === "cpu" ? "" : " (CUDA_VISIBLE_DEVICES picks which GPUs those are)"),
+    );
+  }
   if (flags.batchSize % gpus !== 0) {
     throw new UsageError(`--batch-size ${flags.batchSize} (the global batch) must divide by --gpus ${gpus}, so every GPU gets the same number of rows; use a multiple of ${gpus}`);
   }

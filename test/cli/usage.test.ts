@@ -5,7 +5,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { GPT2Config, GPT2LMHeadModel, getPeftModel, LoraConfig } from "../../lib/index.js";
+import { cudaAvailable, GPT2Config, GPT2LMHeadModel, getPeftModel, LoraConfig } from "../../lib/index.js";
 import { buildCli, demoLines, makeTinyModel, SHORT_TEMPLATE } from "./helpers.js";
 
 const ROOT = resolve(import.meta.dirname, "../..");
@@ -78,13 +78,32 @@ describe("a bad command line exits 2 and points at --help", () => {
     [["params", "--ranks", "0"], /^error: option '--ranks <list>' argument '0' is invalid/],
     [["info", "--bogus"], /^error: unknown option '--bogus'/],
     [["help", "foo"], /^Usage: lowrank/],
+    [["bench", "--device", "gpu"], /^error: option '--device <name>' argument 'gpu' is invalid\. expected cpu, cuda or cuda:N/],
+    [["train", "--device", "cuda:x"], /^error: option '--device <name>' argument 'cuda:x' is invalid/],
   ])("%j", (args, message) => {
     const r = run(args);
     expect(r.code).toBe(2);
     expect(r.stdout).toBe("");
     expect(r.stderr).toMatch(message);
-    if (args.length > 0 && args[0] !== "help") expect(r.stderr.trimEnd().split("\n").pop()).toMatch(/^\(run "lowrank (params )?--help" for usage\)$/);
+    if (args.length > 0 && args[0] !== "help") expect(r.stderr.trimEnd().split("\n").pop()).toMatch(/^\(run "lowrank (\w+ )?--help" for usage\)$/);
   });
+});
+
+it("--device cuda:N names a GPU this host does not have, exit 2", () => {
+  // A CPU-only build (CI) has no GPU at all; a GPU host has fewer than 99.
+  const r = run(["bench", "--device", "cuda:99", "--iters", "1"]);
+  expect(r.code).toBe(2);
+  expect(r.stderr).toMatch(cudaAvailable() ? /--device: device "cuda:99" does not exist; this host has \d+ CUDA device/ : /^lowrank bench: --device cuda:99: no usable GPU .*use --device cpu/);
+});
+
+it("--gpus N picks the GPUs itself: --device cpu or cuda:N beside it exits 2", () => {
+  const base = ["train", "--model", "m", "--data", "d.jsonl", "--out", join(tmp, "gpus-out"), "--gpus", "2"];
+  const onGpu1 = run([...base, "--device", "cuda:1"]);
+  expect(onGpu1.code).toBe(2);
+  expect(onGpu1.stderr).toContain("--gpus 2 trains on 2 GPUs, rank r on cuda:r; it cannot go with --device cuda:1 (CUDA_VISIBLE_DEVICES picks which GPUs those are)");
+  const onCpu = run([...base, "--device", "cpu"]);
+  expect(onCpu.code).toBe(2);
+  expect(onCpu.stderr).toContain("it cannot go with --device cpu");
 });
 
 describe("train checks sizes before allocating", () => {
