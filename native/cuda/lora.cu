@@ -51,7 +51,9 @@ constexpr int kDownCols = 256;   // columns a block of lora_down takes (its fact
 constexpr int kDownRows = 64;    // rows a block of lora_down takes: 16 per warp
 constexpr int kWarps = 4;
 constexpr int kBlock = 32 * kWarps;
-constexpr int kMinBlocks = 4;  // blocks per SM the unmasked kernels are compiled for (<= 128 registers), for loads in flight; the masked ones 3 (Philox needs registers)
+// Blocks per SM the unmasked kernels are compiled for (<= 128 registers: loads in flight); the
+// masked ones kMinBlocks - 1 (the Philox rounds need registers).
+constexpr int kMinBlocks = 4;
 constexpr int kStep = 128;        // columns a warp covers: 32 lanes × 4
 constexpr int kSlabBlocks = 512;  // lora_rows_grad_kernel's blocks to aim for (with the column steps): ~4 per SM
 constexpr int kMinSlabRows = 32;
