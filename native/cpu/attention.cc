@@ -25,6 +25,7 @@
 // that dK and dV have one writer), and gemm_f32 runs single-threaded inside them.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -108,15 +109,29 @@ void drop_rows(const AttnDims& d, int64_t b, int64_t h, int64_t i, const float* 
   dropout_run2(src, dst, also, also, n, d.dropout, 1.0f / (1.0f - d.dropout), d.seed, d.offset, first);
 }
 
-// A contiguous [B, heads, T, D] copy of x rounded to bf16, in buf.
+// bf16_to_f32(f32_to_bf16(x)) written as selects, which the compiler vectorizes: round to nearest
+// even; a NaN keeps its sign and top mantissa bits and becomes quiet.
+inline float round_to_bf16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
+  u = nan ? (u | 0x00400000u) & 0xffff0000u : (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+  float r;
+  std::memcpy(&r, &u, 4);
+  return r;
+}
+
+// A contiguous [B, heads, T, D] copy of x rounded to bf16, in buf (kept by the caller across calls:
+// decoding rounds the whole KV cache for every token, and a fresh buffer of that size would be
+// mapped, faulted in and unmapped each time).
 AttnView bf16_rounded(const AttnDims& d, AttnView x, int64_t heads, int64_t T, std::vector<float>& buf) {
-  buf.resize(size_t(d.B * heads * T * d.D));
+  if (buf.size() < size_t(d.B * heads * T * d.D)) buf.resize(size_t(d.B * heads * T * d.D));
   float* dst = buf.data();
   for (int64_t b = 0; b < d.B; ++b)
     for (int64_t h = 0; h < heads; ++h)
       for (int64_t t = 0; t < T; ++t, dst += d.D) {
         const float* src = x.row(b, h, t);
-        for (int64_t i = 0; i < d.D; ++i) dst[i] = bf16_to_f32(f32_to_bf16(src[i]));
+        for (int64_t i = 0; i < d.D; ++i) dst[i] = round_to_bf16(src[i]);
       }
   return AttnView{buf.data(), heads * T * d.D, T * d.D, d.D};
 }
@@ -132,7 +147,7 @@ AttnDims float32_dims(const AttnDims& d) {
 void attention_forward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView v, const int32_t* key_keep, AttnView out,
                            float* lse) {
   if (d.precision == DType::BF16) {
-    std::vector<float> qr, kr, vr;
+    static thread_local std::vector<float> qr, kr, vr;
     const int64_t kv_heads = d.H / d.kv_group;
     return attention_forward_f32(float32_dims(d), bf16_rounded(d, q, d.H, d.Tq, qr), bf16_rounded(d, k, kv_heads, d.Tk, kr),
                                  bf16_rounded(d, v, kv_heads, d.Tk, vr), key_keep, out, lse);
@@ -172,7 +187,7 @@ void attention_forward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView v
 void attention_backward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView v, const int32_t* key_keep,
                             const float* lse, AttnView out, AttnView dout, AttnView dq, AttnView dk, AttnView dv) {
   if (d.precision == DType::BF16) {
-    std::vector<float> qr, kr, vr, gr;
+    static thread_local std::vector<float> qr, kr, vr, gr;
     const int64_t kv_heads = d.H / d.kv_group;
     return attention_backward_f32(float32_dims(d), bf16_rounded(d, q, d.H, d.Tq, qr), bf16_rounded(d, k, kv_heads, d.Tk, kr),
                                   bf16_rounded(d, v, kv_heads, d.Tk, vr), key_keep, lse, out,

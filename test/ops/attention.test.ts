@@ -170,6 +170,16 @@ describe("scaledDotProductAttention", () => {
       }),
     );
     tidy(() => {
+      // Exact ties (the bits below bf16's mantissa are 0x8000) round to even, both ways: 1 + 2^-8
+      // down to 1, 1 + 3·2^-8 up to 1 + 2^-6; and their negatives. Both attentions read the same
+      // rounded values, so the outputs match exactly.
+      const ties = [1 + 2 ** -8, 1 + 3 * 2 ** -8, -(1 + 2 ** -8), -(1 + 3 * 2 ** -8)];
+      const x = tensor(new Float32Array(Array.from({ length: 16 }, (_, i) => ties[i % 4]! * (1 + (i >> 2)))), { shape: [1, 1, 4, 4] });
+      const rounded = tensor(new Float32Array(bf16(arr(x))), { shape: [1, 1, 4, 4] });
+      expect(arr(rounded).slice(0, 4)).toEqual([1, 1 + 2 ** -6, -1, -(1 + 2 ** -6)]);
+      expect(arr(scaledDotProductAttention(x, x, x, { precision: "bfloat16" }))).toEqual(arr(scaledDotProductAttention(rounded, rounded, rounded)));
+    });
+    tidy(() => {
       const q = t([1, 1, 4, 8], 690);
       // @ts-expect-error: a precision outside the type, as JavaScript callers can pass
       expect(() => scaledDotProductAttention(q, q, q, { precision: "float16" })).toThrow(/precision must be "float32" or "bfloat16", got "float16"/);
