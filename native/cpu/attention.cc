@@ -25,7 +25,6 @@
 // that dK and dV have one writer), and gemm_f32 runs single-threaded inside them.
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -109,18 +108,6 @@ void drop_rows(const AttnDims& d, int64_t b, int64_t h, int64_t i, const float* 
   dropout_run2(src, dst, also, also, n, d.dropout, 1.0f / (1.0f - d.dropout), d.seed, d.offset, first);
 }
 
-// bf16_to_f32(f32_to_bf16(x)) written as selects, which the compiler vectorizes: round to nearest
-// even; a NaN keeps its sign and top mantissa bits and becomes quiet.
-inline float round_to_bf16(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
-  u = nan ? (u | 0x00400000u) & 0xffff0000u : (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-  float r;
-  std::memcpy(&r, &u, 4);
-  return r;
-}
-
 // A contiguous [B, heads, T, D] copy of x rounded to bf16, in buf (kept by the caller across calls:
 // decoding rounds the whole KV cache for every token, and a fresh buffer of that size would be
 // mapped, faulted in and unmapped each time).
@@ -131,7 +118,7 @@ AttnView bf16_rounded(const AttnDims& d, AttnView x, int64_t heads, int64_t T, s
     for (int64_t h = 0; h < heads; ++h)
       for (int64_t t = 0; t < T; ++t, dst += d.D) {
         const float* src = x.row(b, h, t);
-        for (int64_t i = 0; i < d.D; ++i) dst[i] = round_to_bf16(src[i]);
+        for (int64_t i = 0; i < d.D; ++i) dst[i] = bf16_to_f32(f32_to_bf16(src[i]));
       }
   return AttnView{buf.data(), heads * T * d.D, T * d.D, d.D};
 }
