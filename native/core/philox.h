@@ -74,6 +74,15 @@ LR_HD Philox4 philox_keep_block(uint64_t seed, uint64_t j) {
                        static_cast<uint32_t>(seed >> 32));
 }
 
+// The keep decisions of the four stream elements j + 16w (w = 0..3, j % 64 < 16) that one block
+// serves, as bit w: the kernels that trade or store decisions as bits start from them.
+LR_HD unsigned philox_keep_bits4(uint64_t seed, uint64_t j, float p) {
+  const Philox4 b = philox_keep_block(seed, j);
+  unsigned bits = 0;
+  for (int w = 0; w < 4; ++w) bits |= unsigned(philox_unit(b.v[w]) >= p) << w;
+  return bits;
+}
+
 LR_HD bool philox_keep(uint64_t seed, uint64_t offset, uint64_t i, float p) {
   const uint64_t j = offset + i;
   return philox_unit(philox_keep_block(seed, j).v[(j >> 4) & 3]) >= p;

@@ -99,12 +99,7 @@ __device__ inline void fill_tile_keep_words(const AttnDims& d, int64_t b, int64_
   if (i0 + r < d.Tq) {
     const uint64_t s0 = d.offset + static_cast<uint64_t>(((b * d.H + h) * d.Tq + i0 + r) * d.Tk + k0);
 #pragma unroll 1
-    for (int q = 0; q < kBlocksPerWord; ++q) {
-      const Philox4 blk = philox_keep_block(d.seed, s0 + w * kBlocksPerWord + q);
-#pragma unroll
-      for (int v = 0; v < 4; ++v)
-        if (philox_unit(blk.v[v]) >= d.dropout) bits |= 1u << (4 * q + v);
-    }
+    for (int q = 0; q < kBlocksPerWord; ++q) bits |= philox_keep_bits4(d.seed, s0 + w * kBlocksPerWord + q, d.dropout) << (4 * q);
   }
   words[r * kWords + w] = bits;
 }

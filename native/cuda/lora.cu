@@ -117,10 +117,7 @@ __device__ __forceinline__ void keep4(const Dropout& m, int64_t i, int64_t K, in
   const int lane = threadIdx.x & 31, q = lane & 15;
   const uint64_t j = m.offset + uint64_t(i * K + c);
   if (((j - 4 * q) & 63) == 0) {
-    const Philox4 b = philox_keep_block(m.seed, j - 3 * q);  // the group's element q
-    unsigned bits = 0;
-#pragma unroll
-    for (int w = 0; w < 4; ++w) bits |= unsigned(philox_unit(b.v[w]) >= m.p) << w;
+    const unsigned bits = philox_keep_bits4(m.seed, j - 3 * q, m.p);  // the group's elements q + 16w
 #pragma unroll
     for (int t = 0; t < 4; ++t) {
       const unsigned held = __shfl_sync(0xffffffffu, bits, (lane & 16) | ((4 * q + t) & 15));
