@@ -9,7 +9,7 @@
 // over tiles, each re-reading its input (from L2 when it fits).
 //   forward   u = drop(x)·Aᵀ                  lora_down_kernel: a block per 256 columns × 64 rows of x
 //                                                                (A's chunk in shared memory), then the
-//                                                                chunks' sums added in order
+//                                                                chunks' sums added in order (lora_sum_in_order_kernel)
 //             out = y + s·u·Bᵀ                lora_up_kernel:   a warp per 128 columns × 16 rows of out,
 //                                                                B's tile in registers, u's rows staged
 //   backward  Bt = Bᵀ                          (r×d: the down kernel's factor rows contiguous)
@@ -17,7 +17,7 @@
 //             gx = s·(v·A) ⊙ mask/(1-p)        lora_up_kernel, masked
 //             the slabs' partial sums of vᵀ·drop(x)   lora_rows_grad_kernel over x (the mask again)
 //             the slabs' partial sums of uᵀ·g  lora_rows_grad_kernel over g
-//             gA, gB = s·(partials added in slab order)   (lora_sum_partials_kernel; gB transposed)
+//             gA, gB = s·(partials added in slab order)   (lora_sum_in_order_kernel; gB transposed)
 //   merge     W += s·B·A (or its transpose), in place       lora_merge_kernel: W read and written once
 // The chunks and slabs are fixed by the shapes alone, so u, v, gA and gB do not depend on the GPU.
 //
@@ -208,17 +208,6 @@ __global__ void __launch_bounds__(kBlock, kMasked ? kMinBlocks - 1 : kMinBlocks)
   }
 }
 
-// u[i, j] = Σ_chunk partial[chunk, i, j] in chunk order (j < rt), u's rows ldu apart.
-__global__ void lora_sum_chunks_kernel(const float* __restrict__ partial, int64_t chunks, int64_t N, int rt, float* __restrict__ u,
-                                       int64_t ldu) {
-  for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < N * rt; idx += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t i = idx / rt, j = idx % rt;
-    float sum = 0.0f;
-    for (int64_t q = 0; q < chunks; ++q) sum += partial[(q * N + i) * kRank + j];
-    u[i * ldu + j] = sum;
-  }
-}
-
 // out[i, c] = y[i, c] + mask(s·Σ_j u[i, j]·F(j, c)), F(j, c) = f[j·fj + c·fc] (A's rows: fj = K,
 // fc = 1; Bᵀ read from B: fj = 1, fc = r), u [N, rt] (rows ldu apart), out [N, K]; y may be out
 // or null (0); the mask is dropout's multipliers of element i·K + c when kMasked (the input
@@ -336,15 +325,17 @@ __global__ void __launch_bounds__(kBlock, kMasked ? kMinBlocks - 1 : kMinBlocks)
   }
 }
 
-// out[j, c] (transposed: out[c, j]) = s·Σ_slab partial[slab, j, c] over the slabs in order; rows ld apart.
-__global__ void lora_sum_partials_kernel(const float* __restrict__ partial, int64_t slabs, int rt, int64_t K, float s,
-                                         float* __restrict__ out, int64_t ld, bool transposed) {
-  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (idx >= rt * K) return;
-  const int64_t j = idx / K, c = idx % K;
-  float sum = 0.0f;
-  for (int64_t q = 0; q < slabs; ++q) sum += partial[(q * kRank + j) * K + c];
-  out[transposed ? c * ld + j : j * ld + c] = s * sum;
+// out[a, b] (transposed: out[b, a]) = s·Σ_q partial[q·q_stride + a·src_ld + b] over q = 0..count-1 in
+// order, a < rows, b < cols; out's rows ld apart. Adds the down kernel's column chunks into u and the
+// rows-grad kernel's slabs into gA and gB, in an order fixed by the shapes.
+__global__ void lora_sum_in_order_kernel(const float* __restrict__ partial, int64_t count, int64_t q_stride, int64_t src_ld,
+                                         int64_t rows, int64_t cols, float s, float* __restrict__ out, int64_t ld, bool transposed) {
+  for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < rows * cols; idx += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t a = idx / cols, b = idx % cols;
+    float sum = 0.0f;
+    for (int64_t q = 0; q < count; ++q) sum += partial[q * q_stride + a * src_ld + b];
+    out[transposed ? b * ld + a : a * ld + b] = s * sum;
+  }
 }
 
 // dst [cols, rows] = src [rows, cols]ᵀ
@@ -482,8 +473,8 @@ void down(const float* x, int64_t N, int64_t K, const float* f, int rt, float* u
     lora_down_kernel<false><<<grid, kBlock, 0, stream>>>(x, N, K, f, rt, partial, ld, vec, m);
   LR_CUDA_LAUNCH_CHECK("lora_down_kernel");
   if (chunks > 1) {
-    lora_sum_chunks_kernel<<<grid_for(N * rt, 256), 256, 0, stream>>>(partial, chunks, N, rt, u, ldu);
-    LR_CUDA_LAUNCH_CHECK("lora_sum_chunks_kernel");
+    lora_sum_in_order_kernel<<<grid_for(N * rt, 256), 256, 0, stream>>>(partial, chunks, N * kRank, kRank, N, rt, 1.0f, u, ldu, false);
+    LR_CUDA_LAUNCH_CHECK("lora_sum_in_order_kernel");
     release(partial);
   }
 }
@@ -525,8 +516,8 @@ void rows_grad(const float* v, int64_t ldv, int rt, const float* x, int64_t N, i
   else
     lora_rows_grad_kernel<false><<<grid, kBlock, 0, stream>>>(v, ldv, rt, x, N, K, vec, m, slabs.rows, partial);
   LR_CUDA_LAUNCH_CHECK("lora_rows_grad_kernel");
-  lora_sum_partials_kernel<<<grid_for(rt * K, 256), 256, 0, stream>>>(partial, slabs.count, rt, K, s, out, ld, transposed);
-  LR_CUDA_LAUNCH_CHECK("lora_sum_partials_kernel");
+  lora_sum_in_order_kernel<<<grid_for(rt * K, 256), 256, 0, stream>>>(partial, slabs.count, kRank * K, K, rt, K, s, out, ld, transposed);
+  LR_CUDA_LAUNCH_CHECK("lora_sum_in_order_kernel");
 }
 
 // Bᵀ [r, d] of B [d, r] (the backward's factor rows of g·B), in a scratch buffer the caller releases.
