@@ -286,12 +286,13 @@ __global__ void __launch_bounds__(kWarps * 32, D == 64 ? 3 : 1)
 // Br = 64 for D = 64; 32 for D = 128 (keeps dK, dV, S^T, dP^T within the register file).
 
 template <int D> __host__ __device__ constexpr int bwd_br() { return D == 64 ? 64 : 32; }
+constexpr int kBwdThreads = 128;  // 4 warps
 
 template <int D>
 constexpr size_t backward_smem() {
   constexpr int Br = bwd_br<D>();
   return size_t(2 * kBc + 4 * Br) * tile_stride<D>() * sizeof(bf16) + size_t(kBc) * (Br + 8) * sizeof(bf16) +
-         4 * Br * sizeof(float) + 2 * 128 * sizeof(uint32_t);
+         4 * Br * sizeof(float) + 2 * kBwdThreads * sizeof(uint32_t);
 }
 
 // Zeroes rows [0, T) of every head of a view (the dq the backward adds into), one warp per row.
@@ -304,11 +305,11 @@ __global__ void zero_rows_kernel(AttnDims d, AttnView x, int64_t T) {
 }
 
 template <int D>
-__global__ void __launch_bounds__(128)
+__global__ void __launch_bounds__(kBwdThreads)
     mma_backward_kernel(AttnDims d, AttnView q, AttnView k, AttnView v, const int32_t* __restrict__ keep,
                         const float* __restrict__ lse, const float* __restrict__ delta, AttnView dout, AttnView dq,
                         AttnView dk, AttnView dv) {
-  constexpr int Br = bwd_br<D>(), kThreads = 128, kS = tile_stride<D>(), kSS = Br + 8;
+  constexpr int Br = bwd_br<D>(), kThreads = kBwdThreads, kS = tile_stride<D>(), kSS = Br + 8;
   bf16* sK = reinterpret_cast<bf16*>(dynamic_smem());  // [Bc][kS]
   bf16* sV = sK + kBc * kS;                      // [Bc][kS]
   bf16* sQ = sV + kBc * kS;                      // [2][Br][kS]
@@ -522,7 +523,7 @@ void backward_d(const AttnDims& d, AttnView q, AttnView k, AttnView v, const int
   constexpr size_t smem = backward_smem<D>();
   auto kernel = mma_backward_kernel<D>;
   allow_smem(kernel, smem);
-  kernel<<<dim3(unsigned(d.B * d.H), unsigned((d.Tk + kBc - 1) / kBc)), 128, smem, current_stream()>>>(
+  kernel<<<dim3(unsigned(d.B * d.H), unsigned((d.Tk + kBc - 1) / kBc)), kBwdThreads, smem, current_stream()>>>(
       d, q, k, v, keep, lse, delta, dout, dq, dk, dv);
   LR_CUDA_LAUNCH_CHECK("attention_backward_f32 (bf16 mma)");
 }
