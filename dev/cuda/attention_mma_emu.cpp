@@ -31,6 +31,8 @@ struct Case {
   float dropout;
   bool fused;  // q, k, v as the heads of one [B, T, 3, H, D] buffer (GPT-2's c_attn); else each
                // [B, T, H, D] with 4 floats of padding after each row of H heads
+  bool stream_aligned = false;  // dropout offset a multiple of 64: with Tk a multiple of 64 the
+                                // backward computes each tile's keep bits together
 };
 
 const float kNaN = std::numeric_limits<float>::quiet_NaN();
@@ -71,7 +73,7 @@ void check(const Case& c, const char* what, const std::vector<double>& got, cons
 
 void run_case(const Case& c, std::mt19937& rng) {
   const int B = c.B, H = c.H, Tq = c.Tq, Tk = c.Tk, D = c.D;
-  AttnDims d{B, H, Tq, Tk, D, 1.0f / std::sqrt(float(D)), c.causal, c.window, c.dropout, rng(), uint64_t(rng()) * 3,
+  AttnDims d{B, H, Tq, Tk, D, 1.0f / std::sqrt(float(D)), c.causal, c.window, c.dropout, rng(), uint64_t(rng()) * 3 & (c.stream_aligned ? ~uint64_t(63) : ~uint64_t(0)),
              lowrank::DType::BF16};
   // Inputs and outputs in NaN-filled buffers, so a read outside a view shows as NaN and a write
   // outside one is caught by the untouched-padding check below.
@@ -208,7 +210,7 @@ int main() {
   printf("addon bf16 mma attention kernels (native/cuda/attention_mma.cu) on the CPU emulator\n");
   std::mt19937 rng(11);
   const Case cases[] = {
-      // name, B, H, Tq, Tk, D, causal, window, padding, dropout, fused
+      // name, B, H, Tq, Tk, D, causal, window, padding, dropout, fused[, stream_aligned]
       {"D64 B1 H2 T77 causal, fused qkv", 1, 2, 77, 77, 64, true, 0, false, 0.f, true},
       {"D64 B2 H1 Tq1 Tk100 decode", 2, 1, 1, 100, 64, true, 0, false, 0.f, false},
       {"D64 B1 H1 Tq50 Tk130 causal", 1, 1, 50, 130, 64, true, 0, false, 0.f, false},
@@ -221,6 +223,8 @@ int main() {
       {"D128 B2 H1 T70 causal padding dropout window 25", 2, 1, 70, 70, 128, true, 25, true, 0.1f, false},
       {"D128 B1 H1 Tq1 Tk100 decode", 1, 1, 1, 100, 128, true, 0, false, 0.f, false},
       {"D128 B1 H2 T45 non-causal, fused qkv", 1, 2, 45, 45, 128, false, 0, false, 0.f, true},
+      {"D64 B2 H2 T128 causal padding dropout, aligned", 2, 2, 128, 128, 64, true, 0, true, 0.1f, false, true},
+      {"D128 B1 H2 Tq70 Tk192 dropout, aligned", 1, 2, 70, 192, 128, true, 0, false, 0.2f, false, true},
   };
   for (const Case& c : cases) run_case(c, rng);
   printf("%s: %d failed checks\n", g_fail ? "FAIL" : "ALL PASS", g_fail);
