@@ -129,6 +129,17 @@ __device__ __forceinline__ void keep4(const Dropout& m, int64_t i, int64_t K, in
   }
 }
 
+// dst[rr][j] = p[(row0 + rr)·ld + j] for rr < rows, j < rt, else 0 (rows of u or v into shared
+// memory): threads t, t + stride, ... of a warp or a block share the copy, coalesced along the rows.
+template <int kTileRows>
+__device__ __forceinline__ void stage_rank_rows(const float* __restrict__ p, int64_t ld, int rt, int64_t row0, int64_t rows,
+                                                float (&dst)[kTileRows][kRank], int t, int stride) {
+  for (int e = t; e < kTileRows * kRank; e += stride) {
+    const int rr = e / kRank, j = e % kRank;
+    dst[rr][j] = rr < rows && j < rt ? __ldg(p + (row0 + rr) * ld + j) : 0.0f;
+  }
+}
+
 // Sums a[0..64) over the warp's lanes, halving what each lane holds at each of five shuffle steps
 // (62 shuffles instead of 320): lane L ends with the sums of values 2L and 2L + 1 in a[0] and a[1].
 // Step kHalf keeps a[0..kHalf): the lanes whose bit kHalf/2 is set take the upper half.
@@ -228,10 +239,7 @@ __global__ void __launch_bounds__(kBlock, kMasked ? kMinBlocks - 1 : kMinBlocks)
     for (int t = 0; t < 4; ++t) fv[j][t] = j < rt && in_row(c + t, K) ? __ldg(f + j * fj + (c + t) * fc) : 0.0f;
   for (int64_t row0 = (int64_t(blockIdx.y) * kWarps + warp) * kUpRows; row0 < N; row0 += int64_t(gridDim.y) * kWarps * kUpRows) {
     const int rows = N - row0 < kUpRows ? int(N - row0) : kUpRows;
-    for (int e = lane; e < kUpRows * kRank; e += 32) {
-      const int rr = e / kRank, j = e % kRank;
-      u_rows[warp][rr][j] = rr < rows && j < rt ? __ldg(u + (row0 + rr) * ldu + j) : 0.0f;
-    }
+    stage_rank_rows(u, ldu, rt, row0, rows, u_rows[warp], lane, 32);
     __syncwarp();
     for (int b0 = 0; b0 < rows; b0 += kUpBatch) {
       float yv[kUpBatch][4] = {};
@@ -276,10 +284,7 @@ __global__ void __launch_bounds__(kBlock, kMasked ? kMinBlocks - 1 : kMinBlocks)
   float acc[4 * kRank] = {};  // [j * 4 + t]
   for (int64_t tile = i0; tile < i1; tile += kRowsTile) {
     const int64_t tile_end = tile + kRowsTile < i1 ? tile + kRowsTile : i1;
-    for (int e = threadIdx.x; e < kRowsTile * kRank; e += kBlock) {
-      const int rr = e / kRank, j = e % kRank;
-      v_rows[rr][j] = tile + rr < tile_end && j < rt ? __ldg(v + (tile + rr) * ldv + j) : 0.0f;
-    }
+    stage_rank_rows(v, ldv, rt, tile, tile_end - tile, v_rows, threadIdx.x, kBlock);
     __syncthreads();
     for (int64_t i = tile + warp; i < tile_end; i += kWarps * kRowsPerWarp) {
       float xv[kRowsPerWarp][4] = {};
