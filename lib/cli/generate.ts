@@ -11,7 +11,9 @@ import { generateText, streamText } from "../models/generate.js";
 import { PeftModel } from "../peft/model.js";
 import { Generator } from "../tensor/random.js";
 import { formatPrompt, MODEL_TEMPLATE_FILE, resolveTemplate } from "../train/template.js";
-import { DEVICE_HELP, deviceName, intAtLeast, loadChatTemplate, loadModel, loadTemplate, loadTokenizer, newCommand, numberIn, oneOf, resolveDevice, resolveModelFlag, runAction, UsageError } from "./common.js";
+import {
+  DEVICE_HELP, deviceName, intAtLeast, loadChatTemplate, loadModel, loadTemplate, loadTokenizer, newCommand, numberIn, oneOf, resolveDevice, resolveModelFlag, runAction, UsageError,
+} from "./common.js";
 import { withConfigFile } from "./config.js";
 
 interface GenerateFlags {

@@ -11,7 +11,9 @@ import {
   FINE_TUNE_DEFAULTS, FineTuneOptionError, defaultTrainingDtype, fineTune, holdsRun, type FineTuneOptions, type FineTuneResult, type FineTuneStart, type LoadedBaseModel,
 } from "../train/fine-tune.js";
 import type { ScheduleName } from "../train/trainer.js";
-import { DEVICE_HELP, deviceName, EXIT, intAtLeast, loadChatTemplate, loadModel, loadTemplate, loadTokenizer, newCommand, numberIn, oneOf, resolveDevice, resolveModelFlag, runAction, UsageError } from "./common.js";
+import {
+  DEVICE_HELP, deviceName, EXIT, intAtLeast, loadChatTemplate, loadModel, loadTemplate, loadTokenizer, newCommand, numberIn, oneOf, resolveDevice, resolveModelFlag, runAction, UsageError,
+} from "./common.js";
 import { CONFIG_SOURCE, withConfigFile } from "./config.js";
 import { stopOnSignals } from "./interrupt.js";
 import { commandLine } from "./invocation.js";
