@@ -7,6 +7,8 @@
 //   node <compiled bench.js> DIR [--warmup 3] [--steps 10] [--lora-dropout 0.05] [--profile-steps 3] [--device cpu]
 //                               [--dtype float32|bfloat16]   (bfloat16: frozen weights kept in bf16)
 //                               [--gradient-checkpointing]   (recompute each block in the backward)
+//                               [--lora-path auto|lora-op]   (lora-op: the frozen GEMM, then the fused LoRA
+//                                                             op, also where the one-GEMM path would serve)
 //
 // Prints one JSON line prefixed "RESULT ". With LOWRANK_PROFILE=1 it then runs --profile-steps
 // more steps under the profiler (lib/profile.ts) and prints where their time went (the timed
@@ -16,11 +18,12 @@ import { join } from "node:path";
 import { AdamW, AutoModelForCausalLM, getPeftModel, info, LoraConfig, memory, tensor, tidy } from "../../lib/index.js";
 import { median } from "../../lib/analysis/stats.js";
 import { modelTypeOf } from "../../lib/models/auto.js";
+import { LoraLinear } from "../../lib/peft/layer.js";
 import type { DType } from "../../lib/tensor/dtype.js";
 import { PROFILING, profileEntries, profilePhase, profileReport, profileReset } from "../../lib/profile.js";
 
-function parseArgs(argv: string[]): { dir: string; warmup: number; steps: number; loraDropout: number; profileSteps: number; device: string; dtype: DType; gradientCheckpointing: boolean } {
-  const opts = { dir: "", warmup: 3, steps: 10, loraDropout: 0.05, profileSteps: 3, device: "cpu", dtype: "float32" as DType, gradientCheckpointing: false };
+function parseArgs(argv: string[]): { dir: string; warmup: number; steps: number; loraDropout: number; profileSteps: number; device: string; dtype: DType; gradientCheckpointing: boolean; loraPath: "auto" | "lora-op" } {
+  const opts = { dir: "", warmup: 3, steps: 10, loraDropout: 0.05, profileSteps: 3, device: "cpu", dtype: "float32" as DType, gradientCheckpointing: false, loraPath: "auto" as "auto" | "lora-op" };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const num = () => Number(argv[++i]);
@@ -31,14 +34,16 @@ function parseArgs(argv: string[]): { dir: string; warmup: number; steps: number
     else if (a === "--device") opts.device = argv[++i]!;
     else if (a === "--dtype") opts.dtype = argv[++i] as DType;
     else if (a === "--gradient-checkpointing") opts.gradientCheckpointing = true;
+    else if (a === "--lora-path") opts.loraPath = argv[++i] === "lora-op" ? "lora-op" : "auto";
     else if (!a.startsWith("--") && !opts.dir) opts.dir = a;
     else throw new Error(`bench: unknown argument ${a}`);
   }
-  if (!opts.dir) throw new Error("usage: bench.js DIR [--warmup N] [--steps N] [--lora-dropout P] [--profile-steps N] [--device cpu|cuda:0] [--dtype float32|bfloat16] [--gradient-checkpointing]");
+  if (!opts.dir) throw new Error("usage: bench.js DIR [--warmup N] [--steps N] [--lora-dropout P] [--profile-steps N] [--device cpu|cuda:0] [--dtype float32|bfloat16] [--gradient-checkpointing] [--lora-path auto|lora-op]");
   return opts;
 }
 
 const opts = parseArgs(process.argv.slice(2));
+LoraLinear.oneGemm = opts.loraPath === "lora-op" ? "never" : "auto";
 const model = AutoModelForCausalLM.fromPretrainedSync(opts.dir, { device: opts.device, dtype: opts.dtype });
 const modelType = modelTypeOf(model), gpt2 = modelType === "gpt2";
 model.gradientCheckpointing = opts.gradientCheckpointing;
@@ -96,6 +101,7 @@ console.log(
       device: opts.device,
       dtype: opts.dtype,
       gradient_checkpointing: opts.gradientCheckpointing,
+      lora_path: opts.loraPath,
       peak_mb: memory()[opts.device]!.peakBytes / 2 ** 20,
       profiled: PROFILING,
     }),

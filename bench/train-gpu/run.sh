@@ -10,6 +10,8 @@
 #   ROUNDS=2           lowrank runs per dtype (before and after the peers)
 #   LOWRANK_BUILD_DIR  the addon's cmake-js output folder (default build)
 #   PROFILE="float32 bfloat16"   the dtypes whose step is profiled call by call ("" for none)
+#   LORA_OP=1          also run bf16 weights with the LoRA layers' two-GEMM path (the frozen GEMM,
+#                      then the fused LoRA op) instead of the one-GEMM path, the default on CUDA
 # Prints the ceilings measured in this run (bf16 cuBLAS GEMM, copy bandwidth), one line per run
 # (tokens/s, ms/step, peak memory, losses), the ratios, and lowrank's step by native call.
 set -uo pipefail
@@ -47,26 +49,27 @@ print(f"ceilings: bf16 GEMM 8192^3 {2 * 8192**3 / t / 1e9:.0f} TFLOP/s; copy {2 
 PY
 echo "batch $batch x $seq tokens; GPT-2 124M, LoRA r=16 alpha 32 dropout 0.05 on c_attn + c_proj, AdamW; $steps timed steps after $warmup warm-up, median"
 
-run_ours() { node dist-train-cpu/bench/train-cpu/bench.js "$dir" --device cuda:0 --dtype "$1" --warmup "$warmup" --steps "$steps" 2>&1 | sed -n 's/^RESULT //p' >> "$out"; }
+run_ours() { node dist-train-cpu/bench/train-cpu/bench.js "$dir" --device cuda:0 --dtype "$@" --warmup "$warmup" --steps "$steps" 2>&1 | sed -n 's/^RESULT //p' >> "$out"; }
 run_peer() { "$py" bench/train-cpu/torch_train.py bench "$dir" --device cuda --precision "$1" --warmup $((warmup + 2)) --steps "$steps" 2>/dev/null | sed -n 's/^RESULT //p' >> "$out"; }
 run_ours float32; run_ours bfloat16
+[ -z "${LORA_OP:-}" ] || run_ours bfloat16 --lora-path lora-op
 for p in ${PEERS:-fp32 bf16 bf16-compile}; do run_peer "$p"; done
 [ "${ROUNDS:-2}" -lt 2 ] || { run_ours float32; run_ours bfloat16; }
 
 "$py" - "$out" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-def name(r): return f"lowrank {r['dtype']} weights" if r["impl"] == "lowrank" else f"PyTorch + PEFT {r['precision']}"
-print(f"\n{'':28}{'tokens/s':>10}{'ms/step':>9}{'peak MB':>9}   loss first -> last")
+def name(r):
+    if r["impl"] != "lowrank": return f"PyTorch + PEFT {r['precision']}"
+    return f"lowrank {r['dtype']} weights" + (" (GEMM + LoRA op)" if r.get("lora_path") == "lora-op" else "")
+print(f"\n{'':46}{'tokens/s':>10}{'ms/step':>9}{'peak MB':>9}   loss first -> last")
 for r in rows:
-    print(f"{name(r):28}{r['tokens_per_s']:10.0f}{r['ms_per_step']:9.1f}{(r.get('peak_mb') or 0):9.0f}   {r['loss_first']:.4f} -> {r['loss_last']:.4f}")
-for dtype in ("float32", "bfloat16"):
-    mine = [r["tokens_per_s"] for r in rows if r["impl"] == "lowrank" and r["dtype"] == dtype]
-    if not mine: continue
-    ours = statistics.median(mine)
+    print(f"{name(r):46}{r['tokens_per_s']:10.0f}{r['ms_per_step']:9.1f}{(r.get('peak_mb') or 0):9.0f}   {r['loss_first']:.4f} -> {r['loss_last']:.4f}")
+for mine_name in dict.fromkeys(name(r) for r in rows if r["impl"] == "lowrank"):
+    ours = statistics.median([r["tokens_per_s"] for r in rows if name(r) == mine_name])
     for r in rows:
         if r["impl"] != "lowrank":
-            print(f"ratio lowrank {dtype} weights / {name(r)}: {ours / r['tokens_per_s']:.2f}x")
+            print(f"ratio {mine_name} / {name(r)}: {ours / r['tokens_per_s']:.2f}x")
 PY
 rm -f "$out"
 

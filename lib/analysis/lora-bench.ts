@@ -1,9 +1,13 @@
 // What the LoRA adapter costs on top of its frozen layer (issue 12's table): the LoRA linear
-// (y = x·Wᵀ + s·drop(x)·Aᵀ·Bᵀ, the op PEFT's LoraLayer runs) against the bare frozen linear, forward
-// and forward + backward, and the merge W += s·B·A against its memory floor (one read and one write
-// of W, timed as a copy of W). Each time is the median of `iters` runs after `warmup`, each run
-// waited for to its end (synchronize() on CUDA), in its own tidy scope.
-import { loraDelta, loraMerge } from "../ops/lora.js";
+// (y = x·Wᵀ + s·drop(x)·Aᵀ·Bᵀ, a LoraLinear layer as getPeftModel makes one) against the bare frozen
+// linear, forward and forward + backward, and the merge W += s·B·A against its memory floor (one
+// read and one write of W, timed as a copy of W). With bf16 weights on CUDA the layer runs both
+// of its paths, one row each: the one-GEMM path (its default there) and the base GEMM followed by
+// the fused LoRA op. Each time is the median of `iters` runs after `warmup`, each run waited for
+// to its end (synchronize() on CUDA), in its own tidy scope.
+import { Linear } from "../nn/layers.js";
+import { loraMerge } from "../ops/lora.js";
+import { LoraLinear } from "../peft/layer.js";
 import { median } from "./stats.js";
 import { linear } from "../ops/matmul.js";
 import { synchronize } from "../runtime.js";
@@ -32,9 +36,13 @@ export const LORA_BENCH_SHAPES: readonly LoraBenchShape[] = [
 /** The same shapes with N cut to 512 tokens, which a laptop CPU times in seconds. */
 export const LORA_BENCH_SHAPES_CPU: readonly LoraBenchShape[] = LORA_BENCH_SHAPES.map((s) => ({ ...s, name: s.name.replace("N=8192", "N=512"), N: 512 }));
 
+/** How the LoRA layer ran: its one-GEMM path (bf16 weights on CUDA) or the base GEMM and the fused LoRA op. */
+export type LoraPath = "one GEMM" | "GEMM + LoRA op";
+
 export interface LoraBenchRow {
   name: string;
   pass: "forward" | "forward+backward";
+  path: LoraPath;
   baseMs: number;
   loraMs: number;
   /** loraMs / baseMs. */
@@ -84,17 +92,27 @@ export function benchLora(opts: LoraBenchOptions): { linear: LoraBenchRow[]; mer
     const x = randn([s.N, s.k], { device, generator: g });
     const w32 = randn([s.d, s.k], { std: 0.02, device, generator: g });
     const W = dtype === "bfloat16" ? w32.to(device, "bfloat16") : w32;
-    const A = randn([s.r, s.k], { std: 0.02, device, generator: g }).requireGrad();
-    const B = randn([s.d, s.r], { std: 0.02, device, generator: g }).requireGrad();
     const gy = randn([s.N, s.d], { device, generator: g });
-    const lora = (input: Tensor) => loraDelta(linear(input, W), input, A, B, { scaling: 2, dropout: s.dropout, training: true, generator: g });
-    const row = (pass: LoraBenchRow["pass"], base: () => void, withLora: () => void) => {
-      const baseMs = timeMs(device, iters, warmup, base), loraMs = timeMs(device, iters, warmup, withLora);
-      const r: LoraBenchRow = { name: s.name, pass, baseMs, loraMs, ratio: loraMs / baseMs };
+    // The LoRA layer: nn.Linear(k, d) without bias holding its own copy of W, one adapter.
+    const base = new Linear(s.k, s.d, { bias: false, device });
+    base.weight.dispose();
+    base.weight = W.clone();
+    base.weight.requiresGrad = false; // frozen, as getPeftModel leaves it
+    const layer = new LoraLinear(base);
+    layer.addAdapter("default", { r: s.r, alpha: 2 * s.r, scaling: 2, dropout: s.dropout, init: false, generator: g });
+    layer.activeAdapters = ["default"];
+    const [A, B] = [layer.loraA("default"), layer.loraB("default")];
+    const paths: LoraPath[] = dtype === "bfloat16" && device.startsWith("cuda") ? ["one GEMM", "GEMM + LoRA op"] : ["GEMM + LoRA op"];
+    const lora = (path: LoraPath) => (input: Tensor) => {
+      LoraLinear.oneGemm = path === "one GEMM" ? "auto" : "never";
+      return layer.forward(input);
+    };
+    const row = (pass: LoraBenchRow["pass"], path: LoraPath, baseMs: number, withLora: () => void) => {
+      const loraMs = timeMs(device, iters, warmup, withLora);
+      const r: LoraBenchRow = { name: s.name, pass, path, baseMs, loraMs, ratio: loraMs / baseMs };
       linearRows.push(r);
       opts.onRow?.(r);
     };
-    row("forward", () => noGrad(() => linear(x, W)), () => noGrad(() => lora(x)));
     const backward = (f: (input: Tensor) => Tensor) => () => {
       const input = x.detach().requireGrad();
       f(input).backward(gy);
@@ -103,18 +121,27 @@ export function benchLora(opts: LoraBenchOptions): { linear: LoraBenchRow[]; mer
         t.grad = null;
       }
     };
-    row("forward+backward", backward((input) => linear(input, W)), backward(lora));
+    const policy = LoraLinear.oneGemm;
+    try {
+      const forwardMs = timeMs(device, iters, warmup, () => noGrad(() => linear(x, W)));
+      for (const path of paths) row("forward", path, forwardMs, () => noGrad(() => lora(path)(x)));
+      const bothMs = timeMs(device, iters, warmup, backward((input) => linear(input, W)));
+      for (const path of paths) row("forward+backward", path, bothMs, backward(lora(path)));
+    } finally {
+      LoraLinear.oneGemm = policy;
+    }
 
     // Merge: W += s·B·A in place (W in the rows' dtype), against copying W.
     const target = W.contiguous(), copy = zeros([s.d, s.k], { device, dtype });
     const copyMs = timeMs(device, iters, warmup, () => copyInto(copy, target));
-    const mergeMs = timeMs(device, iters, warmup, () => loraMerge(target, A, B, 2));
+    const mergeMs = timeMs(device, iters, warmup, () => noGrad(() => loraMerge(target, A, B, 2)));
     const m: MergeBenchRow = { name: `${s.d}x${s.k} r=${s.r}`, copyMs, mergeMs, ratio: mergeMs / copyMs };
     if (!mergeRows.some((r) => r.name === m.name)) {
       mergeRows.push(m);
       opts.onRow?.(m);
     }
-    for (const t of new Set([x, w32, W, A, B, gy, target, copy])) t.dispose();
+    for (const t of new Set([x, w32, W, gy, target, copy])) t.dispose();
+    layer.dispose();
   }
   return { linear: linearRows, merge: mergeRows };
 }

@@ -18,7 +18,7 @@ interface BenchFlags {
 async function bench(flags: BenchFlags): Promise<void> {
   const device = resolveDevice(flags.device);
   const progress = (row: LoraBenchRow | MergeBenchRow) => {
-    if (!flags.json) process.stderr.write(`  ${row.name} ${"pass" in row ? row.pass : "merge"}: ${row.ratio.toFixed(2)}x\n`);
+    if (!flags.json) process.stderr.write(`  ${row.name} ${"pass" in row ? `${row.pass} (${row.path})` : "merge"}: ${row.ratio.toFixed(2)}x\n`);
   };
   if (!flags.json) process.stderr.write(`lowrank bench on ${device} (frozen W ${flags.dtype}), median of ${flags.iters} after ${flags.warmup} warm-up:\n`);
   const result = benchLora({ device, dtype: flags.dtype, iters: flags.iters, warmup: flags.warmup, onRow: progress });
@@ -28,12 +28,12 @@ async function bench(flags: BenchFlags): Promise<void> {
   }
   const ms = (x: number) => x.toFixed(3);
   console.log(formatTable(
-    [{ header: "LoRA linear" }, { header: "pass" }, ...["frozen linear ms", "LoRA linear ms", "ratio"].map((header) => ({ header, align: "right" as const }))],
-    result.linear.map((r) => [r.name, r.pass, ms(r.baseMs), ms(r.loraMs), `${r.ratio.toFixed(2)}x`]),
+    [{ header: "LoRA linear" }, { header: "pass" }, { header: "path" }, ...["frozen linear ms", "LoRA linear ms", "ratio"].map((header) => ({ header, align: "right" as const }))],
+    result.linear.map((r) => [r.name, r.pass, r.path, ms(r.baseMs), ms(r.loraMs), `${r.ratio.toFixed(2)}x`]),
   ));
   console.log();
   console.log(formatTable(
-    [{ header: "merge W += s·B·A (float32)" }, ...["copy of W ms (floor)", "merge ms", "ratio"].map((header) => ({ header, align: "right" as const }))],
+    [{ header: `merge W += s·B·A (${flags.dtype})` }, ...["copy of W ms (floor)", "merge ms", "ratio"].map((header) => ({ header, align: "right" as const }))],
     result.merge.map((r) => [r.name, ms(r.copyMs), ms(r.mergeMs), `${r.ratio.toFixed(2)}x`]),
   ));
 }
@@ -51,7 +51,10 @@ export function benchCommand(): Command {
       `
 Shapes (issue 12's; on the CPU N is cut to 512 tokens): ${LORA_BENCH_SHAPES.map((s) => s.name).join("; ")}.
 LoRA linear = x·Wᵀ + s·drop(x)·Aᵀ·Bᵀ with W frozen and A, B trained (forward + backward: dX, dA,
-dB for an upstream gradient); frozen linear = x·Wᵀ (forward + backward: dX). The merge's floor is
+dB for an upstream gradient), a LoRA layer as getPeftModel builds it; frozen linear = x·Wᵀ
+(forward + backward: dX). With bfloat16 weights on CUDA each row is timed on both of the layer's
+paths: "one GEMM" (the adapter and bias inside the frozen GEMM, the default there) and
+"GEMM + LoRA op" (the frozen GEMM, then the fused LoRA kernels). The merge's floor is
 a copy of W (one read, one write). Each time is the median of --iters runs, each waited for.
 
 Examples:

@@ -152,7 +152,16 @@ export interface LoraKernels {
    * W += s·B·A (W [d, k], nn.Linear) or, transposed, W += s·(B·A)ᵀ (W [k, d]: Conv1D, Embedding), in
    * place, each element of W read and written once; W float32 or bfloat16 (`dtype`, a DType code), A [r, k] and B [d, r] float32.
    */
-  loraMerge(a: { W: View; dtype: number; A: View; B: View; rows: number; cols: number; r: number; scaling: number; transposed: boolean }): void;
+  loraMerge(a: { W: View; dtype: number; A: View; B: View; rows: number; cols: number; ld: number; r: number; scaling: number; transposed: boolean }): void;
+  /** bf16 A, B and the bias into the padding of a frozen weight's augmented buffer (native/ops/lora.h). */
+  loraAugPack(a: { W: View; A: View; B: View; bias: View | null; k: number; d: number; r: number; ld: number; transposed: boolean }): void;
+  /** u = drop(x)·Fᵀ (F = A [r, K], or B [K, r] given with fTransposed) and xa = [bf16(x) | bf16(tailScale·u) | 1? | 0] [N, ld]. */
+  loraDownAug(a: {
+    x: View; f: View; u: View; xa: View; N: number; K: number; r: number; ld: number; tailScale: number; ones: boolean; fTransposed: boolean;
+    p: number; maskScale: number; seed: bigint; offset: bigint;
+  }): void;
+  /** gA = s·vᵀ·drop(xa[:, :k]), gB = s·ga[:, :d]ᵀ·u, gx += s·(v·A) ⊙ mask/(1-p); null ones are not computed. */
+  loraBackwardAug(a: LoraDims & { v: View; u: View; xa: View; ldx: number; ga: View; ldg: number; A: View; gx: View | null; gA: View | null; gB: View | null }): void;
 }
 
 /** [B, H, Tq, Tk, D], the scale, masking and the dropout stream of one attention call. */

@@ -334,8 +334,12 @@ export class Module {
 
   /** Frees every parameter and buffer (and their gradients). The module is unusable afterwards. */
   dispose(): void {
+    for (const m of this.modules()) m.disposeOwned();
     for (const t of [...this.parameters(), ...this.namedBuffers().map(([, b]) => b)]) t.dispose();
   }
+
+  /** Frees what this module holds besides its parameters and buffers (a cache); dispose() calls it on every submodule. */
+  protected disposeOwned(): void {}
 
   [Symbol.dispose](): void {
     this.dispose();

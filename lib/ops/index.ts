@@ -10,4 +10,4 @@ export { crossEntropy, linearCrossEntropy, type CrossEntropyOptions, type Linear
 export { dropout, type DropoutOptions } from "./dropout.js";
 export { scaledDotProductAttention, type AttentionOptions } from "./attention.js";
 export { applyRotary, ROPE_SCALING_TYPES, rotaryCosSin, rotaryInvFreq, type RopeScaling, type RotaryOptions } from "./rope.js";
-export { loraDelta, loraMerge, type LoraDeltaOptions } from "./lora.js";
+export { AugmentedWeight, loraDelta, loraLinear, loraMerge, type LoraDeltaOptions } from "./lora.js";

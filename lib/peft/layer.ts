@@ -15,12 +15,12 @@ import { Conv1D, Embedding, Linear } from "../nn/layers.js";
 import { Module } from "../nn/module.js";
 import { add, scale } from "../ops/elementwise.js";
 import { embedding } from "../ops/embedding.js";
-import { loraDelta, loraMerge } from "../ops/lora.js";
+import { AugmentedWeight, loraDelta, loraLinear, loraMerge } from "../ops/lora.js";
 import { linear } from "../ops/matmul.js";
 import { randn, zeros } from "../tensor/creation.js";
 import type { Generator } from "../tensor/random.js";
 import { keep } from "../tensor/scope.js";
-import { copyInto, noGrad, type Tensor } from "../tensor/tensor.js";
+import { copyInto, isSoleView, noGrad, type Tensor } from "../tensor/tensor.js";
 import type { InitLoraWeights } from "./config.js";
 import { DoraMagnitude, doraForward, doraMerge, doraUnmerge, doraWeightNorm, type DoraOperands } from "./dora.js";
 import { applyBaseMutatingInit, isBaseMutatingInit } from "./init.js";
@@ -208,6 +208,15 @@ export class LoraLinear extends LoraLayerBase<Linear | Conv1D> {
   readonly fanInFanOut: boolean;
   /** Merged DoRA adapters: the factor m/‖W₀ + ΔW‖ of the merge, which unmerging divides out. */
   private readonly doraFactors = new Map<string, Float32Array>();
+  /**
+   * When the one-GEMM LoRA (loraLinear) serves a layer: "auto" for frozen bfloat16 weights on CUDA,
+   * "always" for frozen bfloat16 weights on any device (the CPU runs it too, as its twin),
+   * "never" (the base layer's GEMM, then loraDelta). Other cases always take the second way: float32
+   * weights, DoRA, several active adapters, a trainable bias or weight.
+   */
+  static oneGemm: "auto" | "always" | "never" = "auto";
+  /** The base weight's padded buffer while the one-GEMM path serves this layer. */
+  private augmented: AugmentedWeight | null = null;
 
   constructor(base: Linear | Conv1D) {
     super(base);
@@ -323,9 +332,44 @@ export class LoraLinear extends LoraLayerBase<Linear | Conv1D> {
     return w;
   }
 
+  /**
+   * The augmented weight for the one-GEMM path of adapter `name`, created (the base weight moved
+   * into it) when first needed, or null when the path does not apply (see oneGemm).
+   */
+  private oneGemmWeight(name: string): AugmentedWeight | null {
+    const w = this.base_layer.weight, bias = this.base_layer.bias, spec = this.specs.get(name)!;
+    if (this.augmented && !this.augmented.holds(w)) {  // the weight was replaced (Module.to, assignment)
+      this.augmented.dispose();
+      this.augmented = null;
+    }
+    const policy = LoraLinear.oneGemm;
+    if (policy === "never" || (policy === "auto" && w.deviceInfo.type !== "cuda")) return null;
+    if (w.dtype !== "bfloat16" || w.requiresGrad || bias?.requiresGrad || spec.useDora) return null;
+    const pad = AugmentedWeight.padFor(spec.r);
+    if (this.augmented && this.augmented.pad >= pad) return this.augmented;
+    // Move the weight only where this layer holds its one view (a view elsewhere would not follow).
+    if (!this.augmented && !isSoleView(w)) return null;
+    const old = this.augmented;
+    this.augmented = new AugmentedWeight(w, pad, this.fanInFanOut);
+    old?.dispose();
+    return this.augmented;
+  }
+
+  protected override disposeOwned(): void {
+    this.augmented?.dispose();
+    this.augmented = null;
+  }
+
   /** x [.., in] -> [.., out]. */
   forward(x: Tensor): Tensor {
     const adapters = this.unmergedActive();
+    const only = adapters.length === 1 ? adapters[0]! : null;
+    const aug = only !== null ? this.oneGemmWeight(only) : null;
+    if (aug) {
+      const spec = this.specs.get(only!)!;
+      const opts = { scaling: spec.scaling, dropout: spec.dropout, training: this.training, generator: spec.generator };
+      return loraLinear(x, aug, this.loraA(only!), this.loraB(only!), this.base_layer.bias, opts);
+    }
     let y = this.base_layer.forward(x);
     for (const name of adapters) {
       const spec = this.specs.get(name)!;

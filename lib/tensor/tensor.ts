@@ -304,6 +304,26 @@ export class Tensor {
     return new Tensor(this.storage.retain(), this.shape, this.dtype, this.strides, this.offset, false);
   }
 
+  /**
+   * Internal: this tensor becomes the view `src` is (src's storage, strides and offset; the same
+   * shape and dtype), letting go of its own storage. Every holder of this tensor then reads and
+   * writes through the new storage: a frozen weight moved into a buffer that holds it with padding
+   * (lib/ops/lora.ts, AugmentedWeight). The caller copies the values first.
+   */
+  adoptView(src: Tensor): void {
+    if (src.dtype !== this.dtype || src.shape.length !== this.shape.length || src.shape.some((d, i) => d !== this.shape[i])) {
+      throw new Error(`adoptView: ${this.toString()} cannot become a view ${src.toString()} (shape and dtype must match)`);
+    }
+    const old = this.storage;
+    const self = this as unknown as { strides: readonly number[]; offset: number };
+    self.strides = src.strides;
+    self.offset = src.offset;
+    this.storageRef = src.storage.retain();
+    hostSafetyNet.unregister(this);
+    hostSafetyNet.register(this, this.storageRef, this);
+    old.release();
+  }
+
   // ---- lifetime -------------------------------------------------------------------------------
 
   /** Frees this view (and the storage once no other view uses it). Safe to call twice. */

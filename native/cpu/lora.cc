@@ -139,28 +139,95 @@ void lora_backward_f32(const LoraDims& d, const float* g, const float* x, const 
 }
 
 void lora_merge(const LoraMergeDims& m, void* W, DType w_dtype, const float* A, const float* B) {
-  // Rows [i0, i1) of W, as float32 in w (row stride cols), += s·ΔW: one GEMM with beta = 1.
-  auto merge_rows = [&](float* w, int64_t i0, int64_t i1) {
+  // Rows [i0, i1) of W, as float32 in w (row stride ldw), += s·ΔW: one GEMM with beta = 1.
+  auto merge_rows = [&](float* w, int64_t ldw, int64_t i0, int64_t i1) {
     if (m.transposed)  // W [k, d] += s·Aᵀ·Bᵀ: columns i0.. of A
-      gemm_f32(true, true, i1 - i0, m.cols, m.r, m.scaling, A + i0, m.rows, 0, B, m.r, 0, 1.0f, w, m.cols, 0, 1);
+      gemm_f32(true, true, i1 - i0, m.cols, m.r, m.scaling, A + i0, m.rows, 0, B, m.r, 0, 1.0f, w, ldw, 0, 1);
     else  // W [d, k] += s·B·A: rows i0.. of B
-      gemm_f32(false, false, i1 - i0, m.cols, m.r, m.scaling, B + i0 * m.r, m.r, 0, A, m.cols, 0, 1.0f, w, m.cols, 0, 1);
+      gemm_f32(false, false, i1 - i0, m.cols, m.r, m.scaling, B + i0 * m.r, m.r, 0, A, m.cols, 0, 1.0f, w, ldw, 0, 1);
   };
-  if (w_dtype == DType::F32) return merge_rows(static_cast<float*>(W), 0, m.rows);
+  if (w_dtype == DType::F32) return merge_rows(static_cast<float*>(W), m.ld, 0, m.rows);
   // bfloat16: blocks of rows widened into a float32 buffer, merged, rounded back (each thread its blocks).
   uint16_t* wb = static_cast<uint16_t*>(W);
   const int64_t block_rows = std::max<int64_t>(1, kBlockElements / std::max<int64_t>(1, m.cols));
   parallel_for((m.rows + block_rows - 1) / block_rows, 1, [&](int64_t b0, int64_t b1) {
     static thread_local std::vector<float> buf;
     for (int64_t b = b0; b < b1; ++b) {
-      const int64_t i0 = b * block_rows, i1 = std::min(m.rows, i0 + block_rows), n = (i1 - i0) * m.cols;
-      float* w = scratch(buf, n);
-      uint16_t* rows = wb + i0 * m.cols;
-      for (int64_t e = 0; e < n; ++e) w[e] = bf16_to_f32(rows[e]);
-      merge_rows(w, i0, i1);
-      for (int64_t e = 0; e < n; ++e) rows[e] = f32_to_bf16(w[e]);
+      const int64_t i0 = b * block_rows, i1 = std::min(m.rows, i0 + block_rows);
+      float* w = scratch(buf, (i1 - i0) * m.cols);
+      for (int64_t i = i0; i < i1; ++i)
+        for (int64_t c = 0; c < m.cols; ++c) w[(i - i0) * m.cols + c] = bf16_to_f32(wb[i * m.ld + c]);
+      merge_rows(w, m.cols, i0, i1);
+      for (int64_t i = i0; i < i1; ++i)
+        for (int64_t c = 0; c < m.cols; ++c) wb[i * m.ld + c] = f32_to_bf16(w[(i - i0) * m.cols + c]);
     }
   });
+}
+
+void lora_aug_pack(const LoraAugPack& pk, uint16_t* W, const float* A, const float* B, const float* bias) {
+  auto at = [&](int64_t a, int64_t b) -> uint16_t& { return W[pk.transposed ? a * pk.ld + b : b * pk.ld + a]; };
+  for (int64_t c = 0; c < pk.d; ++c) {
+    for (int64_t j = 0; j < pk.r; ++j) at(pk.k + j, c) = f32_to_bf16(B[c * pk.r + j]);
+    at(pk.k + pk.r, c) = f32_to_bf16(bias ? bias[c] : 0.0f);
+  }
+  for (int64_t j = 0; j < pk.r; ++j)
+    for (int64_t i = 0; i < pk.k; ++i) at(i, pk.d + j) = f32_to_bf16(A[j * pk.k + i]);
+}
+
+void lora_down_aug(const LoraAugDims& a, const float* x, const float* f, float* u, uint16_t* xa) {
+  // Blocks of rows as the forward's (the same mask: element (i, c) is i·K + c of the stream).
+  const LoraDims d{a.N, a.K, a.r, 0, 1.0f, a.p, a.mask_scale, a.seed, a.offset};
+  const RowBlocks rb(d);
+  parallel_for(rb.blocks, 1, [&](int64_t b0, int64_t b1) {
+    static thread_local std::vector<float> xd_buf;
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t i0 = rb.row(b), i1 = rb.row(b + 1), rows = i1 - i0;
+      const float* xd = dropped_rows(d, x, i0, i1, xd_buf);
+      float* ub = u + i0 * a.r;
+      if (a.f_transposed)  // u = drop(x)·F with F = B [K, r]
+        gemm_f32(false, false, rows, a.r, a.K, 1.0f, xd, a.K, 0, f, a.r, 0, 0.0f, ub, a.r, 0, 1);
+      else  // u = drop(x)·Fᵀ with F = A [r, K]
+        gemm_f32(false, true, rows, a.r, a.K, 1.0f, xd, a.K, 0, f, a.K, 0, 0.0f, ub, a.r, 0, 1);
+      for (int64_t i = i0; i < i1; ++i) {
+        uint16_t* row = xa + i * a.ld;
+        for (int64_t c = 0; c < a.K; ++c) row[c] = f32_to_bf16(x[i * a.K + c]);
+        for (int64_t j = 0; j < a.ld - a.K; ++j) {
+          const float value = j < a.r ? a.tail_scale * u[i * a.r + j] : (a.ones && j == a.r ? 1.0f : 0.0f);
+          row[a.K + j] = f32_to_bf16(value);
+        }
+      }
+    }
+  });
+}
+
+void lora_backward_aug(const LoraDims& d, const float* v, const float* u, const uint16_t* xa, int64_t ldx, const uint16_t* ga,
+                       int64_t ldg, const float* A, float* gx, float* gA, float* gB) {
+  // The twin of the CUDA passes, plainly: the bf16 operands widened whole, then one GEMM each.
+  auto widen = [&](const uint16_t* src, int64_t ld, int64_t cols) {
+    std::vector<float> out(size_t(d.N * cols));
+    parallel_for(d.N, 1, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i)
+        for (int64_t c = 0; c < cols; ++c) out[size_t(i * cols + c)] = bf16_to_f32(src[i * ld + c]);
+    });
+    return out;
+  };
+  if (gA) {
+    std::vector<float> xd = widen(xa, ldx, d.k);
+    if (d.p > 0) dropout_run(xd.data(), xd.data(), d.N * d.k, d.p, d.mask_scale, d.seed, d.offset, 0);
+    gemm_f32(true, false, d.r, d.k, d.N, d.scaling, v, d.r, 0, xd.data(), d.k, 0, 0.0f, gA, d.k, 0, 1);
+  }
+  if (gB) {
+    std::vector<float> gw = widen(ga, ldg, d.d);
+    gemm_f32(true, false, d.d, d.r, d.N, d.scaling, gw.data(), d.d, 0, u, d.r, 0, 0.0f, gB, d.r, 0, 1);
+  }
+  if (gx) {  // gx += s·(v·A) ⊙ mask/(1-p)
+    std::vector<float> t(size_t(d.N * d.k));
+    gemm_f32(false, false, d.N, d.k, d.r, d.scaling, v, d.r, 0, A, d.k, 0, 0.0f, t.data(), d.k, 0, 1);
+    if (d.p > 0) dropout_run(t.data(), t.data(), d.N * d.k, d.p, d.mask_scale, d.seed, d.offset, 0);
+    parallel_for(d.N * d.k, kStreamGrain, [&](int64_t e0, int64_t e1) {
+      for (int64_t e = e0; e < e1; ++e) gx[e] += t[size_t(e)];
+    });
+  }
 }
 
 }  // namespace cpu

@@ -97,6 +97,30 @@ __device__ __forceinline__ void load4(const float* row, int64_t K, int64_t c, bo
   }
 }
 
+// The same for bfloat16 rows (an augmented input or gradient): one 8-byte access where aligned.
+template <bool kReadOnly = true>
+__device__ __forceinline__ void load4(const uint16_t* row, int64_t K, int64_t c, bool vec, float (&v)[4]) {
+  if (vec && c >= 0 && c + 4 <= K) {
+    const uint2 t = __ldg(reinterpret_cast<const uint2*>(row + c));
+    v[0] = bf16_to_f32(uint16_t(t.x)), v[1] = bf16_to_f32(uint16_t(t.x >> 16));
+    v[2] = bf16_to_f32(uint16_t(t.y)), v[3] = bf16_to_f32(uint16_t(t.y >> 16));
+  } else {
+#pragma unroll
+    for (int t = 0; t < 4; ++t) v[t] = in_row(c + t, K) ? bf16_to_f32(row[c + t]) : 0.0f;
+  }
+}
+
+__device__ __forceinline__ void store4(uint16_t* row, int64_t K, int64_t c, bool vec, const float (&v)[4]) {
+  if (vec && c >= 0 && c + 4 <= K) {
+    *reinterpret_cast<uint2*>(row + c) = uint2{uint32_t(f32_to_bf16(v[0])) | uint32_t(f32_to_bf16(v[1])) << 16,
+                                               uint32_t(f32_to_bf16(v[2])) | uint32_t(f32_to_bf16(v[3])) << 16};
+  } else {
+#pragma unroll
+    for (int t = 0; t < 4; ++t)
+      if (in_row(c + t, K)) row[c + t] = f32_to_bf16(v[t]);
+  }
+}
+
 __device__ __forceinline__ void store4(float* row, int64_t K, int64_t c, bool vec, const float (&v)[4]) {
   if (vec && c >= 0 && c + 4 <= K) {
     *reinterpret_cast<float4*>(row + c) = make_float4(v[0], v[1], v[2], v[3]);
@@ -160,11 +184,13 @@ __device__ __forceinline__ void reduce_across_lanes(float (&a)[kRowsPerWarp * kR
 // columns) and the kDownRows rows of blockIdx.y (then every gridDim.y-th), j < rt; x [N, K], f [rt, K]
 // (rt ≤ kRank), partial's rows ld apart ([chunks, N, ld]; u itself when there is one chunk). The
 // block stages f's chunk in shared memory once; each warp takes 16 rows, 4 at a time, its lanes
-// summing their own columns, then the warp adds the lanes' sums.
+// summing their own columns, then the warp adds the lanes' sums. With xcopy, the pass also writes
+// bf16(x) (unmasked) into xcopy's rows (ldc apart): the augmented input of the one-GEMM LoRA.
 template <bool kMasked>
 __global__ void __launch_bounds__(kBlock, kMasked ? kMinBlocks - 1 : kMinBlocks)
     lora_down_kernel(const float* __restrict__ x, int64_t N, int64_t K, const float* __restrict__ f, int rt,
-                     float* __restrict__ partial, int64_t ld, bool vec, Dropout m) {
+                     float* __restrict__ partial, int64_t ld, bool vec, Dropout m, uint16_t* __restrict__ xcopy, int64_t ldc,
+                     bool vec_copy) {
   __shared__ __align__(16) float f_chunk[kRank][kDownCols];
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   const int64_t col0 = first_step(kMasked, m.offset) + int64_t(blockIdx.x) * kDownCols;
@@ -187,6 +213,13 @@ __global__ void __launch_bounds__(kBlock, kMasked ? kMinBlocks - 1 : kMinBlocks)
 #pragma unroll
         for (int rr = 0; rr < kRowsPerWarp; ++rr)
           if (rr < rows) load4(x + (row0 + rr) * K, K, col0 + st * kStep + lane_column(), vec, xv[st][rr]);
+      if (xcopy) {
+#pragma unroll
+        for (int st = 0; st < kDownCols / kStep; ++st)
+#pragma unroll
+          for (int rr = 0; rr < kRowsPerWarp; ++rr)
+            if (rr < rows) store4(xcopy + (row0 + rr) * ldc, K, col0 + st * kStep + lane_column(), vec_copy, xv[st][rr]);
+      }
       float acc[kRowsPerWarp * kRank] = {};  // [row * kRank + j]
 #pragma unroll
       for (int st = 0; st < kDownCols / kStep; ++st) {
@@ -269,13 +302,14 @@ __global__ void __launch_bounds__(kBlock, kMasked ? kMinBlocks - 1 : kMinBlocks)
 }
 
 // partial[slab, j, c] = Σ_{i in slab} v[i, j]·drop(x)[i, c] (j < rt) for slab blockIdx.y of slab_rows
-// rows and the kStep columns of step blockIdx.x. v [N, rt] (rows ld apart), x [N, K], partial
+// rows and the kStep columns of step blockIdx.x. v [N, rt] (rows ld apart), x [N, K] float32 or
+// bfloat16 (rows ldx apart), partial
 // [slabs, kRank, K]. The block stages v's rows kRowsTile at a time in shared memory; its 4 warps take
 // every 4th row, each 4 rows at a time (their loads issued together); warp 0 adds the warps' sums.
-template <bool kMasked>
+template <bool kMasked, typename T>
 __global__ void __launch_bounds__(kBlock, kMasked ? kMinBlocks - 1 : kMinBlocks)
-    lora_rows_grad_kernel(const float* __restrict__ v, int64_t ldv, int rt, const float* __restrict__ x, int64_t N, int64_t K,
-                          bool vec, Dropout m, int64_t slab_rows, float* __restrict__ partial) {
+    lora_rows_grad_kernel(const float* __restrict__ v, int64_t ldv, int rt, const T* __restrict__ x, int64_t ldx, int64_t N,
+                          int64_t K, bool vec, Dropout m, int64_t slab_rows, float* __restrict__ partial) {
   __shared__ __align__(16) float v_rows[kRowsTile][kRank];
   __shared__ float others[kWarps - 1][4 * kRank][32];  // warps 1..3's sums, lane-minor (no bank conflicts)
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
@@ -290,7 +324,7 @@ __global__ void __launch_bounds__(kBlock, kMasked ? kMinBlocks - 1 : kMinBlocks)
       float xv[kRowsPerWarp][4] = {};
 #pragma unroll
       for (int rr = 0; rr < kRowsPerWarp; ++rr)
-        if (i + kWarps * rr < tile_end) load4(x + (i + kWarps * rr) * K, K, c, vec, xv[rr]);
+        if (i + kWarps * rr < tile_end) load4(x + (i + kWarps * rr) * ldx, K, c, vec, xv[rr]);
 #pragma unroll
       for (int rr = 0; rr < kRowsPerWarp; ++rr) {
         const int64_t ii = i + kWarps * rr;
@@ -343,6 +377,39 @@ __global__ void lora_sum_in_order_kernel(const float* __restrict__ partial, int6
   }
 }
 
+// The augmented input's columns col0 .. ld of its N rows: bf16(s·u[i, j]) for j < r, then 1 (with
+// ones) and zeros (native/ops/lora.h, LoraAugDims).
+__global__ void lora_aug_tail_kernel(const float* __restrict__ u, int64_t N, int64_t r, float s, bool ones,
+                                     uint16_t* __restrict__ xa, int64_t ld, int64_t col0) {
+  const int64_t width = ld - col0;
+  for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < N * width; idx += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = idx / width, j = idx % width;
+    const float value = j < r ? s * u[i * r + j] : (ones && j == r ? 1.0f : 0.0f);
+    xa[i * ld + col0 + j] = f32_to_bf16(value);
+  }
+}
+
+// The augmented weight's adapter rows and columns (LoraAugPack): element e < (r + 1)·d is X(k + j,
+// c) (j = e / d: B's column j, then the bias), the rest X(a, d + j) (A's row j at column a).
+__global__ void lora_aug_pack_kernel(LoraAugPack pk, uint16_t* __restrict__ W, const float* __restrict__ A,
+                                     const float* __restrict__ B, const float* __restrict__ bias) {
+  const int64_t rows_part = (pk.r + 1) * pk.d, total = rows_part + pk.k * pk.r;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+    int64_t a, b;
+    float value;
+    if (e < rows_part) {
+      const int64_t j = e / pk.d, c = e % pk.d;
+      a = pk.k + j, b = c;
+      value = j < pk.r ? B[c * pk.r + j] : (bias ? bias[c] : 0.0f);
+    } else {
+      const int64_t j = (e - rows_part) / pk.k, i = (e - rows_part) % pk.k;
+      a = i, b = pk.d + j;
+      value = A[j * pk.k + i];
+    }
+    W[pk.transposed ? a * pk.ld + b : b * pk.ld + a] = f32_to_bf16(value);
+  }
+}
+
 // dst [cols, rows] = src [rows, cols]ᵀ
 __global__ void lora_transpose_kernel(const float* __restrict__ src, int64_t rows, int64_t cols, float* __restrict__ dst) {
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -351,7 +418,7 @@ __global__ void lora_transpose_kernel(const float* __restrict__ src, int64_t row
   dst[c * rows + i] = src[idx];
 }
 
-// W [rows, cols] += s·Σ_t P(i, t)·Q(t, c), with P(i, t) = P[i·p_i + t·p_t] and Q(t, c) = Q[t·q_t + c·q_c]
+// W [rows, cols] (rows ldw apart) += s·Σ_t P(i, t)·Q(t, c), with P(i, t) = P[i·p_i + t·p_t] and Q(t, c) = Q[t·q_t + c·q_c]
 // (lora_merge's two layouts). W's elements are float or bfloat16 bits (uint16_t), each read and
 // written once. A warp takes 128 columns, each lane 4 consecutive (one 16-byte float or 8-byte
 // bfloat16 access where aligned), and steps down the rows 4 at a time, a block 8 warps, blocks by
@@ -404,7 +471,7 @@ __device__ __forceinline__ void store_w4(uint16_t* p, bool vec, int n, const flo
 }
 
 template <typename T>
-__global__ void __launch_bounds__(32 * kMergeWarps) lora_merge_kernel(T* W, int64_t rows, int64_t cols, int64_t r,
+__global__ void __launch_bounds__(32 * kMergeWarps) lora_merge_kernel(T* W, int64_t rows, int64_t cols, int64_t ldw, int64_t r,
                                                                       const float* __restrict__ P, int64_t p_i, int64_t p_t,
                                                                       const float* __restrict__ Q, int64_t q_t, int64_t q_c,
                                                                       float s, bool vec) {
@@ -426,7 +493,7 @@ __global__ void __launch_bounds__(32 * kMergeWarps) lora_merge_kernel(T* W, int6
     float w[4][4] = {};  // [row][b]
 #pragma unroll
     for (int a = 0; a < 4; ++a)
-      if (i0 + a < rows) load_w4(W + (i0 + a) * cols + c0, vec, n, w[a]);
+      if (i0 + a < rows) load_w4(W + (i0 + a) * ldw + c0, vec, n, w[a]);
     float acc[4][4] = {};
     for (int64_t t = 0; t < r; ++t) {
       float q[4];
@@ -450,7 +517,7 @@ __global__ void __launch_bounds__(32 * kMergeWarps) lora_merge_kernel(T* W, int6
       if (i0 + a >= rows) break;
 #pragma unroll
       for (int b = 0; b < 4; ++b) w[a][b] = s * acc[a][b] + w[a][b];
-      store_w4(W + (i0 + a) * cols + c0, vec, n, w[a]);
+      store_w4(W + (i0 + a) * ldw + c0, vec, n, w[a]);
     }
   }
 }
@@ -464,18 +531,21 @@ int tile_rank(const LoraDims& d, int64_t j0) { return int(d.r - j0 < kRank ? d.r
 // Column steps of a K-column operand: with dropout the first starts up to 63 columns before 0.
 unsigned column_steps(int64_t K, const Dropout& m) { return unsigned((K - first_step(m.p > 0, m.offset) + kStep - 1) / kStep); }
 
-void down(const float* x, int64_t N, int64_t K, const float* f, int rt, float* u, int64_t ldu, const Dropout& m) {
+// u = drop(x)·fᵀ for one rank tile; with xcopy, also xcopy[:, :K] = bf16(x) (rows ldc apart).
+void down(const float* x, int64_t N, int64_t K, const float* f, int rt, float* u, int64_t ldu, const Dropout& m,
+          uint16_t* xcopy = nullptr, int64_t ldc = 0) {
   const int64_t chunks = (K - first_step(m.p > 0, m.offset) + kDownCols - 1) / kDownCols;
   const int64_t row_blocks = (N + kDownRows - 1) / kDownRows;
   const dim3 grid(unsigned(chunks), unsigned(row_blocks < 65535 ? row_blocks : 65535));
   const bool vec = vec4(K, first_step(m.p > 0, m.offset), {x, f});
+  const bool vec_copy = first_step(m.p > 0, m.offset) % 4 == 0 && ldc % 4 == 0 && reinterpret_cast<uintptr_t>(xcopy) % 8 == 0;
   float* partial = chunks > 1 ? scratch<float>(size_t(chunks * N * kRank)) : u;
   const int64_t ld = chunks > 1 ? kRank : ldu;
   const cudaStream_t stream = current_stream();
   if (m.p > 0)
-    lora_down_kernel<true><<<grid, kBlock, 0, stream>>>(x, N, K, f, rt, partial, ld, vec, m);
+    lora_down_kernel<true><<<grid, kBlock, 0, stream>>>(x, N, K, f, rt, partial, ld, vec, m, xcopy, ldc, vec_copy);
   else
-    lora_down_kernel<false><<<grid, kBlock, 0, stream>>>(x, N, K, f, rt, partial, ld, vec, m);
+    lora_down_kernel<false><<<grid, kBlock, 0, stream>>>(x, N, K, f, rt, partial, ld, vec, m, xcopy, ldc, vec_copy);
   LR_CUDA_LAUNCH_CHECK("lora_down_kernel");
   if (chunks > 1) {
     lora_sum_in_order_kernel<<<grid_for(N * rt, 256), 256, 0, stream>>>(partial, chunks, N * kRank, kRank, N, rt, 1.0f, u, ldu, false);
@@ -509,27 +579,29 @@ struct Slabs {
   }
 };
 
-// out = s·vᵀ·drop(x) for one rank tile (rt ≤ kRank rows of vᵀ): the slabs' partial sums, then their sum.
-void rows_grad(const float* v, int64_t ldv, int rt, const float* x, int64_t N, int64_t K, float s, const Dropout& m,
+// out = s·vᵀ·drop(x) for one rank tile (rt ≤ kRank rows of vᵀ): the slabs' partial sums, then their
+// sum. x [N, K] float32 or bfloat16, rows ldx apart.
+template <typename T>
+void rows_grad(const float* v, int64_t ldv, int rt, const T* x, int64_t ldx, int64_t N, int64_t K, float s, const Dropout& m,
                float* partial, float* out, int64_t ld, bool transposed) {
   const Slabs slabs(N, K);
   const dim3 grid(column_steps(K, m), unsigned(slabs.count));
-  const bool vec = vec4(K, first_step(m.p > 0, m.offset), {x, partial});
+  const bool vec = vec4(K, first_step(m.p > 0, m.offset), {x, partial}) && ldx % 4 == 0;
   const cudaStream_t stream = current_stream();
   if (m.p > 0)
-    lora_rows_grad_kernel<true><<<grid, kBlock, 0, stream>>>(v, ldv, rt, x, N, K, vec, m, slabs.rows, partial);
+    lora_rows_grad_kernel<true><<<grid, kBlock, 0, stream>>>(v, ldv, rt, x, ldx, N, K, vec, m, slabs.rows, partial);
   else
-    lora_rows_grad_kernel<false><<<grid, kBlock, 0, stream>>>(v, ldv, rt, x, N, K, vec, m, slabs.rows, partial);
+    lora_rows_grad_kernel<false><<<grid, kBlock, 0, stream>>>(v, ldv, rt, x, ldx, N, K, vec, m, slabs.rows, partial);
   LR_CUDA_LAUNCH_CHECK("lora_rows_grad_kernel");
   lora_sum_in_order_kernel<<<grid_for(rt * K, 256), 256, 0, stream>>>(partial, slabs.count, kRank * K, K, rt, K, s, out, ld, transposed);
   LR_CUDA_LAUNCH_CHECK("lora_sum_in_order_kernel");
 }
 
-// Bᵀ [r, d] of B [d, r] (the backward's factor rows of g·B), in a scratch buffer the caller releases.
-float* transposed_B(const LoraDims& d, const float* B) {
-  float* Bt = scratch<float>(size_t(d.r * d.d));
-  if (d.r * d.d > 0) {
-    lora_transpose_kernel<<<grid_for(d.r * d.d, 256), 256, 0, current_stream()>>>(B, d.d, d.r, Bt);
+// Bᵀ [r, K] of B [K, r] (the factor rows of g·B), in a scratch buffer the caller releases.
+float* transposed_factor(const float* B, int64_t K, int64_t r) {
+  float* Bt = scratch<float>(size_t(r * K));
+  if (r * K > 0) {
+    lora_transpose_kernel<<<grid_for(r * K, 256), 256, 0, current_stream()>>>(B, K, r, Bt);
     LR_CUDA_LAUNCH_CHECK("lora_transpose_kernel");
   }
   return Bt;
@@ -562,20 +634,65 @@ void lora_backward_f32(const LoraDims& d, const float* g, const float* x, const 
   const int64_t partial_size = kRank * (slabs_x.count * d.k > slabs_g.count * d.d ? slabs_x.count * d.k : slabs_g.count * d.d);
   float* partial = gA || gB ? scratch<float>(size_t(partial_size)) : nullptr;
   if (gx || gA) {
-    float* Bt = transposed_B(d, B);
+    float* Bt = transposed_factor(B, d.d, d.r);
     float* v = scratch<float>(size_t(d.N * d.r));
     for (int64_t j0 = 0; j0 < d.r; j0 += kRank) down(g, d.N, d.d, Bt + j0 * d.d, tile_rank(d, j0), v + j0, d.r, kNoDropout);
     for (int64_t j0 = 0; j0 < d.r; j0 += kRank) {
       const int rt = tile_rank(d, j0);
       if (gx) up(v + j0, d.r, rt, A + j0 * d.k, d.k, 1, j0 > 0 ? gx : nullptr, gx, d.N, d.k, d.scaling, m);
-      if (gA) rows_grad(v + j0, d.r, rt, x, d.N, d.k, d.scaling, m, partial, gA + j0 * d.k, d.k, false);
+      if (gA) rows_grad(v + j0, d.r, rt, x, d.k, d.N, d.k, d.scaling, m, partial, gA + j0 * d.k, d.k, false);
     }
     release(v);
     release(Bt);
   }
   if (gB) {
     for (int64_t j0 = 0; j0 < d.r; j0 += kRank)
-      rows_grad(u + j0, d.r, tile_rank(d, j0), g, d.N, d.d, d.scaling, kNoDropout, partial, gB + j0, d.r, true);
+      rows_grad(u + j0, d.r, tile_rank(d, j0), g, d.d, d.N, d.d, d.scaling, kNoDropout, partial, gB + j0, d.r, true);
+  }
+  if (partial) release(partial);
+}
+
+void lora_aug_pack(const LoraAugPack& pk, uint16_t* W, const float* A, const float* B, const float* bias) {
+  const int64_t total = (pk.r + 1) * pk.d + pk.k * pk.r;
+  if (total == 0) return;
+  lora_aug_pack_kernel<<<grid_for(total, 256), 256, 0, current_stream()>>>(pk, W, A, B, bias);
+  LR_CUDA_LAUNCH_CHECK("lora_aug_pack_kernel");
+}
+
+void lora_down_aug(const LoraAugDims& a, const float* x, const float* f, float* u, uint16_t* xa) {
+  if (a.N == 0) return;
+  const Dropout m{a.p, a.mask_scale, a.seed, a.offset};
+  float* Ft = a.f_transposed ? transposed_factor(f, a.K, a.r) : nullptr;
+  const float* F = Ft ? Ft : f;
+  for (int64_t j0 = 0; j0 < a.r; j0 += kRank) {  // r >= 1 (the binding checks): the copy of x rides on the first tile
+    const int rt = int(a.r - j0 < kRank ? a.r - j0 : kRank);
+    down(x, a.N, a.K, F + j0 * a.K, rt, u + j0, a.r, m, j0 == 0 ? xa : nullptr, a.ld);
+  }
+  if (Ft) release(Ft);
+  const int64_t tail = a.N * (a.ld - a.K);
+  if (tail > 0) {
+    lora_aug_tail_kernel<<<grid_for(tail, 256), 256, 0, current_stream()>>>(u, a.N, a.r, a.tail_scale, a.ones, xa, a.ld, a.K);
+    LR_CUDA_LAUNCH_CHECK("lora_aug_tail_kernel");
+  }
+}
+
+void lora_backward_aug(const LoraDims& d, const float* v, const float* u, const uint16_t* xa, int64_t ldx, const uint16_t* ga,
+                       int64_t ldg, const float* A, float* gx, float* gA, float* gB) {
+  const cudaStream_t stream = current_stream();
+  if (d.N == 0 || d.r == 0) {  // empty sums; gx keeps the GEMM's product
+    if (gA) LR_CUDA_CHECK(cudaMemsetAsync(gA, 0, size_t(d.r * d.k) * sizeof(float), stream));
+    if (gB) LR_CUDA_CHECK(cudaMemsetAsync(gB, 0, size_t(d.d * d.r) * sizeof(float), stream));
+    return;
+  }
+  const Dropout m = dropout_of(d);
+  const Slabs slabs_x(d.N, d.k), slabs_g(d.N, d.d);
+  const int64_t partial_size = kRank * (slabs_x.count * d.k > slabs_g.count * d.d ? slabs_x.count * d.k : slabs_g.count * d.d);
+  float* partial = gA || gB ? scratch<float>(size_t(partial_size)) : nullptr;
+  for (int64_t j0 = 0; j0 < d.r; j0 += kRank) {
+    const int rt = tile_rank(d, j0);
+    if (gx) up(v + j0, d.r, rt, A + j0 * d.k, d.k, 1, gx, gx, d.N, d.k, d.scaling, m);
+    if (gA) rows_grad(v + j0, d.r, rt, xa, ldx, d.N, d.k, d.scaling, m, partial, gA + j0 * d.k, d.k, false);
+    if (gB) rows_grad(u + j0, d.r, rt, ga, ldg, d.N, d.d, d.scaling, kNoDropout, partial, gB + j0, d.r, true);
   }
   if (partial) release(partial);
 }
@@ -592,11 +709,11 @@ void lora_merge(const LoraMergeDims& m, void* W, DType w_dtype, const float* A, 
   int64_t grid_rows = (kMergeBlocks + col_blocks - 1) / col_blocks;
   grid_rows = grid_rows < row_blocks ? grid_rows : row_blocks;
   const dim3 grid(unsigned(col_blocks), unsigned(grid_rows < 65535 ? grid_rows : 65535));
-  const bool vec = m.cols % 4 == 0 && reinterpret_cast<uintptr_t>(W) % 16 == 0;
+  const bool vec = m.cols % 4 == 0 && m.ld % 4 == 0 && reinterpret_cast<uintptr_t>(W) % 16 == 0;
   if (w_dtype == DType::BF16)
-    lora_merge_kernel<<<grid, 32 * kMergeWarps, 0, current_stream()>>>(static_cast<uint16_t*>(W), m.rows, m.cols, m.r, P, p_i, p_t, Q, q_t, q_c, m.scaling, vec);
+    lora_merge_kernel<<<grid, 32 * kMergeWarps, 0, current_stream()>>>(static_cast<uint16_t*>(W), m.rows, m.cols, m.ld, m.r, P, p_i, p_t, Q, q_t, q_c, m.scaling, vec);
   else
-    lora_merge_kernel<<<grid, 32 * kMergeWarps, 0, current_stream()>>>(static_cast<float*>(W), m.rows, m.cols, m.r, P, p_i, p_t, Q, q_t, q_c, m.scaling, vec);
+    lora_merge_kernel<<<grid, 32 * kMergeWarps, 0, current_stream()>>>(static_cast<float*>(W), m.rows, m.cols, m.ld, m.r, P, p_i, p_t, Q, q_t, q_c, m.scaling, vec);
   LR_CUDA_LAUNCH_CHECK("lora_merge_kernel");
 }
 

@@ -33,6 +33,36 @@ struct LoraMergeDims {
   int64_t rows, cols, r;
   float scaling;
   bool transposed;
+  int64_t ld;  // W's row stride (>= cols): a frozen weight may live in an augmented buffer (below)
+};
+
+// The one-GEMM LoRA of a frozen bfloat16 weight (lib/ops/lora.ts, loraLinear). The weight W lives in
+// the top-left corner of a padded bf16 buffer, its "augmented" form, whose r + 1 extra rows and r
+// extra columns (rounded up: rp) hold the adapter and the bias, so that one tensor-core GEMM of an
+// augmented input computes the base layer, its bias and the LoRA update together:
+//   forward   y  = [x | s·u | 1]·[W; Bᵀ; b]          u = drop(x)·Aᵀ                (K = k + rp)
+//   backward  gx = [g | s·v]·[W | Aᵀ]ᵀ (dropout: [g]·Wᵀ, then the masked s·v·A added)  v = g·B
+// In "input × output" coordinates X(a, b), a < k + rp the input index and b < d + rp the output
+// index, with X(a, b) = W[a·ld + b] for Conv1D's [in, out] weight (transposed) and W[b·ld + a]
+// for nn.Linear's [out, in]:
+//   X(a, c) = W's element for a < k, c < d;  X(k + j, c) = B[c, j];  X(k + r, c) = bias[c];
+//   X(a, d + j) = A[j, a];  every other padding element 0.
+struct LoraAugPack {
+  int64_t k, d, r;
+  int64_t ld;       // the buffer's row stride: d + rp (transposed) or k + rp
+  bool transposed;  // Conv1D's layout
+};
+
+// The augmented input of that GEMM from a float32 input (x [N, K] in the forward, g in the backward):
+//   u = drop(x)·Fᵀ [N, r]          F = A [r, K], or given as B [K, r] when f_transposed
+//   xa[:, :K] = bf16(x) (unmasked)  xa[:, K:K+r] = bf16(tail_scale·u)  xa[:, K+r] = 1 when ones,
+//   every other column < ld 0.      (xa [N, ld] bfloat16)
+struct LoraAugDims {
+  int64_t N, K, r, ld;
+  float tail_scale;
+  bool ones, f_transposed;
+  float p, mask_scale;  // dropout of x in u (the forward); p = 0 in the backward
+  uint64_t seed, offset;
 };
 
 }  // namespace lowrank
@@ -45,6 +75,15 @@ struct LoraMergeDims {
      gB sum over the rows in an order fixed by the shapes alone (not by the number of threads). */      \
   void lora_backward_f32(const LoraDims& d, const float* g, const float* x, const float* A, const float* B, \
                          const float* u, float* gx, float* gA, float* gB);                                 \
-  void lora_merge(const LoraMergeDims& m, void* W, DType w_dtype, const float* A, const float* B);
+  void lora_merge(const LoraMergeDims& m, void* W, DType w_dtype, const float* A, const float* B);       \
+  /* Writes bf16 A, B and the bias (may be null: zeros) into W's padding (LoraAugPack). */              \
+  void lora_aug_pack(const LoraAugPack& pk, uint16_t* W, const float* A, const float* B, const float* bias); \
+  void lora_down_aug(const LoraAugDims& a, const float* x, const float* f, float* u, uint16_t* xa);    \
+  /* The rest of the one-GEMM backward (d as lora_backward_f32's), v = g·B and u [N, r] float32,     \
+     xa [N, ldx] and ga [N, ldg] the augmented input and gradient (bf16, their first k / d columns \
+     read): gA = s·vᵀ·drop(xa), gB = s·gaᵀ·u (each may be null), and gx += s·(v·A) ⊙ mask/(1-p)    \
+     when gx is not null (dropout: the GEMM left that term out). */                                 \
+  void lora_backward_aug(const LoraDims& d, const float* v, const float* u, const uint16_t* xa, int64_t ldx, \
+                         const uint16_t* ga, int64_t ldg, const float* A, float* gx, float* gA, float* gB);
 
 LOWRANK_DECLARE_BACKEND(LOWRANK_LORA_OPS)

@@ -187,6 +187,24 @@ const ROWS: Row[] = [
       return w.to(w.device, "float32");
     },
   }))),
+  // ---- lora, one GEMM (loraLinear): a frozen bf16 weight in its padded buffer, the adapter and the
+  // bias inside the GEMM; Conv1D and Linear layouts, ranks across the 16-column tiles (17: two),
+  // dropout on (the masked s·v·A after the GEMM) and off (inside it); x of 8·k bytes per row and
+  // odd. Tolerance 1e-3: the backends' float32 u and v may round s·u and s·v to different bf16
+  // neighbours in rare elements (2^-8 of that term), and the tensor-core GEMM sums in another order.
+  ...([
+    { N: 300, k: 128, d: 200, r: 16, transposed: true, bias: true }, { N: 77, k: 65, d: 33, r: 3, transposed: false, bias: true },
+    { N: 129, k: 96, d: 47, r: 17, transposed: true, bias: false }, { N: 40, k: 768, d: 300, r: 8, transposed: false, bias: false },
+  ]).flatMap(({ N, k, d, r, transposed, bias }) => ([0, 0.1] as const).map((p): Row => ({
+    family: "lora", name: `one GEMM ${transposed ? "Conv1D" : "Linear"} N=${N} k=${k} d=${d} r=${r}${bias ? " +bias" : ""} dropout ${p}`, tol: 1e-3,
+    inputs: [{ shape: transposed ? [k, d] : [d, k], seed: 60, scale: 0.5, grad: false }, { shape: [d], seed: 61, grad: false }, f([N, k], 62), f([r, k], 63, 0.5), f([d, r], 64, 0.5)],
+    run: ([W, b, x, A, B]) => {
+      const aug = new ops.AugmentedWeight(W!.to(W!.device, "bfloat16"), ops.AugmentedWeight.padFor(r), transposed);
+      const y = ops.loraLinear(x!, aug, A!, B!, bias ? b! : null, { scaling: 2.5, dropout: p, training: true, generator: gen(3n, 5n) });
+      aug.dispose(); // the recorded backward keeps the buffer's storage
+      return y;
+    },
+  }))),
   // ---- creation: fills, ranges, Philox uniforms (exact integer arithmetic), casts, strided copies
   { family: "creation", name: "rand [17,31] from one generator state", inputs: [], exact: true, noBackward: true,
     run: (_, device) => rand([17, 31], { generator: gen(123456789n, 0n), device }) },
