@@ -121,7 +121,7 @@ bool run_merge(int64_t k, int64_t r, int64_t d, bool transposed) {
       want_b[e] = bf16_to_f32(Wb[e]) + s * acc;
       size[e] = std::fabs(W[e]) + std::fabs(s) * abs;
     }
-  const LoraMergeDims m{rows, cols, r, s, transposed};
+  const LoraMergeDims m{rows, cols, r, s, transposed, cols};
   cuda::lora_merge(m, W.data(), DType::F32, A.data(), B.data());
   cuda::lora_merge(m, Wb.data(), DType::BF16, A.data(), B.data());
   const double err = rel_l2(W, want);
@@ -130,6 +130,89 @@ bool run_merge(int64_t k, int64_t r, int64_t d, bool transposed) {
     ok = ok && std::fabs(bf16_to_f32(Wb[e]) - want_b[e]) <= std::fabs(want_b[e]) * std::ldexp(1.0, -8) + size[e] * std::ldexp(1.0, -22);
   printf("%s merge k=%lld r=%lld d=%lld%s: float32 %.1e, bfloat16 within a bf16 ulp\n", ok ? "PASS" : "FAIL", (long long)k, (long long)r,
          (long long)d, transposed ? " transposed" : "", err);
+  return ok;
+}
+
+// The one-GEMM path's passes (lora_down_aug forward and backward, lora_backward_aug, lora_aug_pack)
+// against float64 of the same bf16 roundings: xa's copy of x and its tail exactly (the tail from
+// the kernel's own u), u, v, gA, gB and the masked gx update within float32 sums (1e-5).
+bool run_aug(const Case& c, bool ones) {
+  std::mt19937 rng(unsigned(c.N * 31 + c.k * 5 + c.r * 3 + c.d + ones));
+  std::normal_distribution<float> nd;
+  auto fill = [&](int64_t n) { std::vector<float> v(static_cast<size_t>(n)); for (auto& e : v) e = nd(rng); return v; };
+  const auto x = fill(c.N * c.k), A = fill(c.r * c.k), B = fill(c.d * c.r), g = fill(c.N * c.d), gx0 = fill(c.N * c.k), bias = fill(c.d);
+  const float s = 1.7f, mask_scale = 1.0f / (1.0f - c.p);
+  const int64_t pad = (c.r + 1 + 7) / 8 * 8, ldx = c.k + pad, ldg = c.d + pad;
+  const LoraDims d{c.N, c.k, c.r, c.d, s, c.p, mask_scale, 0x1234abcdULL, c.offset};
+  auto mult = [&](int64_t i, int64_t col) { return c.p > 0 ? (philox_keep(d.seed, d.offset, uint64_t(i * c.k + col), c.p) ? double(mask_scale) : 0.0) : 1.0; };
+  const uint16_t nan_bits = 0x7fc1;
+  std::vector<float> ku(size_t(c.N * c.r), std::nanf("")), kv(ku);
+  std::vector<uint16_t> xa(size_t(c.N * ldx), nan_bits), ga(size_t(c.N * ldg), nan_bits);
+  const LoraAugDims fwd{c.N, c.k, c.r, ldx, s, ones, false, c.p, mask_scale, d.seed, d.offset};
+  const LoraAugDims bwd{c.N, c.d, c.r, ldg, c.p > 0 ? 0.0f : s, false, true, 0.0f, 1.0f, 0, 0};
+  cuda::lora_down_aug(fwd, x.data(), A.data(), ku.data(), xa.data());
+  cuda::lora_down_aug(bwd, g.data(), B.data(), kv.data(), ga.data());
+  std::vector<float> kgx = gx0, kgA(size_t(c.r * c.k), std::nanf("")), kgB(size_t(c.d * c.r), std::nanf(""));
+  cuda::lora_backward_aug(d, kv.data(), ku.data(), xa.data(), ldx, ga.data(), ldg, A.data(), c.p > 0 ? kgx.data() : nullptr, kgA.data(), kgB.data());
+
+  std::vector<double> u(ku.size()), v(kv.size()), gx(kgx.size()), gA(kgA.size()), gB(kgB.size());
+  bool exact = true;
+  for (int64_t i = 0; i < c.N; ++i) {
+    for (int64_t j = 0; j < c.r; ++j) {
+      double a = 0, b = 0;
+      for (int64_t q = 0; q < c.k; ++q) a += x[i * c.k + q] * mult(i, q) * A[j * c.k + q];
+      for (int64_t q = 0; q < c.d; ++q) b += double(g[i * c.d + q]) * B[q * c.r + j];
+      u[i * c.r + j] = a, v[i * c.r + j] = b;
+    }
+    for (int64_t q = 0; q < ldx; ++q) {
+      const float want = q < c.k ? x[i * c.k + q] : q < c.k + c.r ? s * ku[i * c.r + q - c.k] : (ones && q == c.k + c.r ? 1.0f : 0.0f);
+      exact = exact && xa[i * ldx + q] == f32_to_bf16(want);
+    }
+    for (int64_t q = 0; q < ldg; ++q) {
+      const float want = q < c.d ? g[i * c.d + q] : q < c.d + c.r ? bwd.tail_scale * kv[i * c.r + q - c.d] : 0.0f;  // tail_scale 0 with dropout
+      exact = exact && ga[i * ldg + q] == f32_to_bf16(want);
+    }
+  }
+  for (int64_t i = 0; i < c.N; ++i)
+    for (int64_t q = 0; q < c.k; ++q) {
+      double a = 0;
+      for (int64_t j = 0; j < c.r; ++j) a += v[i * c.r + j] * A[j * c.k + q];
+      gx[i * c.k + q] = gx0[i * c.k + q] + (c.p > 0 ? s * a * mult(i, q) : 0.0);
+    }
+  for (int64_t j = 0; j < c.r; ++j) {
+    for (int64_t q = 0; q < c.k; ++q) {
+      double a = 0;
+      for (int64_t i = 0; i < c.N; ++i) a += v[i * c.r + j] * double(float(bf16_to_f32(f32_to_bf16(x[i * c.k + q])) * float(mult(i, q))));
+      gA[j * c.k + q] = s * a;
+    }
+    for (int64_t q = 0; q < c.d; ++q) {
+      double a = 0;
+      for (int64_t i = 0; i < c.N; ++i) a += double(bf16_to_f32(f32_to_bf16(g[i * c.d + q]))) * u[i * c.r + j];
+      gB[q * c.r + j] = s * a;
+    }
+  }
+  // lora_aug_pack: A, B and the bias into a buffer of NaN bits, both layouts
+  bool packed = true;
+  for (bool transposed : {false, true}) {
+    const int64_t rows = transposed ? c.k + pad : c.d + pad, ld = transposed ? c.d + pad : c.k + pad;
+    std::vector<uint16_t> W(size_t(rows * ld), nan_bits);
+    cuda::lora_aug_pack(LoraAugPack{c.k, c.d, c.r, ld, transposed}, W.data(), A.data(), B.data(), ones ? bias.data() : nullptr);
+    auto at = [&](int64_t a, int64_t b) { return W[size_t(transposed ? a * ld + b : b * ld + a)]; };
+    for (int64_t q = 0; q < c.d; ++q) {
+      for (int64_t j = 0; j < c.r; ++j) packed = packed && at(c.k + j, q) == f32_to_bf16(B[q * c.r + j]);
+      packed = packed && at(c.k + c.r, q) == f32_to_bf16(ones ? bias[q] : 0.0f);
+    }
+    for (int64_t j = 0; j < c.r; ++j)
+      for (int64_t q = 0; q < c.k; ++q) packed = packed && at(q, c.d + j) == f32_to_bf16(A[j * c.k + q]);
+    packed = packed && at(0, 0) == nan_bits;  // the weight's corner untouched
+  }
+  const double tol = 1e-5;
+  const double e[5] = {rel_l2(ku, u), rel_l2(kv, v), rel_l2(kgx, gx), rel_l2(kgA, gA), rel_l2(kgB, gB)};
+  bool ok = exact && packed;
+  for (double err : e) ok = ok && err <= tol;
+  printf("%s one-GEMM N=%lld k=%lld r=%lld d=%lld p=%.2f offset=%llu%s: copies %s, pack %s, u %.1e v %.1e gx %.1e gA %.1e gB %.1e\n",
+         ok ? "PASS" : "FAIL", (long long)c.N, (long long)c.k, (long long)c.r, (long long)c.d, c.p, (unsigned long long)c.offset,
+         ones ? " +ones" : "", exact ? "exact" : "WRONG", packed ? "exact" : "WRONG", e[0], e[1], e[2], e[3], e[4]);
   return ok;
 }
 
@@ -162,6 +245,8 @@ int main() {
   };
   int failed = 0, total = 0;
   for (const Case& c : cases) failed += !run(c), ++total;
+  for (const Case& c : cases)
+    if (c.N > 0 && c.p < 1) failed += !run_aug(c, c.N % 2 == 1), ++total;
   // odd sizes, a rank past one tile, rows past a block's 32; 16-byte rows (sizes multiples of 4)
   // with ranks within and past one tile; 20,000 rows of 4 (warps walking several row groups)
   for (bool transposed : {false, true})
