@@ -82,21 +82,44 @@ __global__ void cross_entropy_backward_kernel(const float* logits, const int32_t
 }
 
 
-// One block per row: max, sum of exponentials, then loss and (optionally) the unscaled gradient.
+// Adds x to a running (max m, Σ exp(x - m)): the sum is rescaled when the max grows. A NaN makes the
+// sum NaN (as the two-pass max-then-sum would); -inf adds nothing.
+__device__ __forceinline__ void online_add(float x, float& m, float& s) {
+  if (x > m) {
+    s = s * expf(m - x) + 1.0f;
+    m = x;
+  } else if (x != -INFINITY) {
+    s += expf(x - m);
+  }
+}
+
+// One block per row: the max and the sum of exponentials in one pass over the logits (each thread
+// a running pair, then combined over the block), then the loss and (optionally) the unscaled
+// gradient in a second pass. The logits' rows (ld apart) are read 4 at a time where ld and the
+// pointers allow (the rows are ~200 KB: a third pass would come from DRAM again, not from L2).
 __global__ void cross_entropy_rows_kernel(const float* logits, const int32_t* targets, float* loss, float* counted,
-                                          void* grad, bool grad_bf16, int64_t V, int64_t ld, int32_t ignore, int32_t* first_bad) {
+                                          void* grad, bool grad_bf16, int64_t V, int64_t ld, bool vec, int32_t ignore,
+                                          int32_t* first_bad) {
   const int64_t n = blockIdx.x;
   const int32_t t = targets[n];
   const bool ignored = t == ignore, bad = bad_target(t, V, ignore);
   const float* xr = logits + n * ld;
-  float m = -INFINITY;
-  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) m = nan_max(m, xr[j]);
-  m = block_reduce(m, MaxOp(), -INFINITY);
-  float lse = 0;
+  const int64_t V4 = vec ? V / 4 * 4 : 0;  // [0, V4) by float4, the rest one by one
+  float lse = 0, m = -INFINITY;
   if (!ignored && !bad) {
     float s = 0;
-    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) s += expf(xr[j] - m);
-    lse = m + logf(block_reduce(s, SumOp(), 0.0f));
+    for (int64_t j = 4 * int64_t(threadIdx.x); j < V4; j += 4 * int64_t(blockDim.x)) {
+      const float4 x = __ldg(reinterpret_cast<const float4*>(xr + j));
+      online_add(x.x, m, s), online_add(x.y, m, s), online_add(x.z, m, s), online_add(x.w, m, s);
+    }
+    for (int64_t j = V4 + threadIdx.x; j < V; j += blockDim.x) online_add(xr[j], m, s);
+    const float M = block_reduce(m, MaxOp(), -INFINITY);
+    s = s == 0.0f ? 0.0f : s * expf(m - M);  // s is 0 or NaN (a NaN seen) while m is still -inf
+    lse = M + logf(block_reduce(s, SumOp(), 0.0f));
+    m = M;
+  } else if (ignored && grad) {  // the fill below needs to know whether the row has a NaN or +inf
+    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) m = nan_max(m, xr[j]);
+    m = block_reduce(m, MaxOp(), -INFINITY);
   }
   if (threadIdx.x == 0) {
     loss[n] = ignored || bad ? 0.0f : lse - xr[t];
@@ -107,8 +130,19 @@ __global__ void cross_entropy_rows_kernel(const float* logits, const int32_t* ta
   // Every thread has read the target logit's row through the reductions' barriers before any writes.
   __syncthreads();
   const float fill = ignored && !isfinite(m) ? NAN : 0.0f;
-  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
-    const float g = ignored || bad ? fill : expf(xr[j] - lse) - (j == t ? 1.0f : 0.0f);
+  const bool plain = ignored || bad;
+  auto g_of = [&](float x, int64_t j) { return plain ? fill : expf(x - lse) - (j == t ? 1.0f : 0.0f); };
+  for (int64_t j = 4 * int64_t(threadIdx.x); j < V4; j += 4 * int64_t(blockDim.x)) {
+    const float4 x = __ldg(reinterpret_cast<const float4*>(xr + j));
+    const float g0 = g_of(x.x, j), g1 = g_of(x.y, j + 1), g2 = g_of(x.z, j + 2), g3 = g_of(x.w, j + 3);
+    if (grad_bf16)
+      *reinterpret_cast<uint2*>(static_cast<uint16_t*>(grad) + n * ld + j) =
+          uint2{uint32_t(f32_to_bf16(g0)) | uint32_t(f32_to_bf16(g1)) << 16, uint32_t(f32_to_bf16(g2)) | uint32_t(f32_to_bf16(g3)) << 16};
+    else
+      *reinterpret_cast<float4*>(static_cast<float*>(grad) + n * ld + j) = make_float4(g0, g1, g2, g3);
+  }
+  for (int64_t j = V4 + threadIdx.x; j < V; j += blockDim.x) {
+    const float g = g_of(xr[j], j);
     if (grad_bf16) static_cast<uint16_t*>(grad)[n * ld + j] = f32_to_bf16(g);
     else static_cast<float*>(grad)[n * ld + j] = g;
   }
@@ -118,8 +152,10 @@ __global__ void cross_entropy_rows_kernel(const float* logits, const int32_t* ta
 void cross_entropy_rows_f32(const float* logits, const int32_t* targets, float* loss, float* counted, void* grad,
                             bool grad_bf16, int64_t N, int64_t V, int64_t ld, int32_t ignore_index, int32_t* first_bad) {
   if (N == 0) return;
+  // float4 loads (and 8- or 16-byte stores of the gradient) where every row starts 16-byte aligned
+  const bool vec = ld % 4 == 0 && reinterpret_cast<uintptr_t>(logits) % 16 == 0 && reinterpret_cast<uintptr_t>(grad) % 16 == 0;
   cross_entropy_rows_kernel<<<unsigned(N), kThreads, 0, current_stream()>>>(logits, targets, loss, counted, grad, grad_bf16, V,
-                                                                            ld, ignore_index, first_bad);
+                                                                            ld, vec, ignore_index, first_bad);
   LR_CUDA_LAUNCH_CHECK("cross_entropy_rows_f32");
 }
 

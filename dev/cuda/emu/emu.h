@@ -80,7 +80,7 @@ inline void* g_sched_sp = nullptr;
 inline const std::function<void()>* g_body = nullptr;
 inline unsigned g_bcount = 0, g_bgen = 0;
 inline unsigned g_wcount[32], g_wgen[32];
-inline float g_slots[1024];
+inline uint64_t g_slots[1024];  // one per thread, wide enough for a double
 
 inline void emu_yield() { emu_switch(&g_fibers[g_cur].sp, g_sched_sp); }
 [[noreturn]] inline void emu_trampoline() {
@@ -103,7 +103,7 @@ inline void __syncwarp(unsigned = 0xffffffffu) { emu_warp_barrier(threadIdx.x / 
 // Lane `from(lane)`'s v for every lane of the warp (all 32 lanes must call it together).
 template <typename T, typename From>
 T emu_shuffle(T v, From from) {
-  static_assert(sizeof(T) == sizeof(float), "32-bit shuffles");
+  static_assert(sizeof(T) <= sizeof(uint64_t), "32- and 64-bit shuffles");
   const unsigned t = threadIdx.x, lane = t % 32, w = t / 32;
   memcpy(&g_slots[t], &v, sizeof v);
   emu_warp_barrier(w);

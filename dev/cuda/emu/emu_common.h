@@ -12,6 +12,15 @@ typedef int cudaStream_t;
 inline std::pair<dim3, dim3> emu_dims(dim3 g, dim3 b, size_t, cudaStream_t) { return {g, b}; }
 inline cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t) { memset(p, v, n); return cudaSuccess; }
 inline cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind, cudaStream_t) { memcpy(d, s, n); return cudaSuccess; }
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+// One emulated thread runs at a time (emu.h), so an atomic is a plain read-modify-write.
+template <typename T>
+T atomicMin(T* p, T v) {
+  const T old = *p;
+  if (v < old) *p = v;
+  return old;
+}
+using std::isfinite;
 
 namespace lowrank {
 namespace cuda {
@@ -20,11 +29,11 @@ namespace cuda {
 inline cudaStream_t current_stream() { return 0; }
 template <typename T>
 T* scratch(size_t n) {
-  void* p = malloc(n * sizeof(T) + 1);
+  void* p = ::malloc(n * sizeof(T) + 1);
   memset(p, 0xff, n * sizeof(T));
   return static_cast<T*>(p);
 }
-inline void release(void* p) { free(p); }
+inline void release(void* p) { ::free(p); }
 inline unsigned grid_for(int64_t n, int threads) { return unsigned((n + threads - 1) / threads); }
 }  // namespace cuda
 }  // namespace lowrank

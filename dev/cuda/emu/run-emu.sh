@@ -2,7 +2,8 @@
 # Runs CUDA kernels on the CPU (no GPU needed), under AddressSanitizer, against their references:
 #   run-emu.sh addon   the addon's kernels that have a <op>_check.cc here: the LoRA kernels
 #                      (native/cuda/lora.cu: forward, backward, merge) against float64, the strided copies and casts
-#                      (creation.cu), binary element-wise ops (elementwise.cu), dropout and the bf16
+#                      (creation.cu), binary element-wise ops (elementwise.cu), the cross-entropy rows
+#                      (crossentropy.cu), dropout and the bf16
 #                      attention kernels' dropout bits (attention.cuh) against plain loops (seconds;
 #                      .ci/run runs it)
 #   run-emu.sh check   dev/cuda/lora.cu's correctness sweep, once with the naive frozen GEMM and
@@ -14,10 +15,10 @@ here="$(cd "$(dirname "$0")" && pwd)"
 mode=${1:-all}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-cxx=(g++ -std=c++20 -O1 -g -fsanitize=address -fno-strict-aliasing -w -I"$here" -I"$work")
+cxx=(g++ -std=c++20 -O1 -g -fsanitize=address -fno-strict-aliasing -w -DLOWRANK_CUDA=1 -I"$here" -I"$work")
 rc=0
 if [ "$mode" = addon ] || [ "$mode" = all ]; then
-  for op in lora creation elementwise dropout; do  # <op>_check.cc tests native/cuda/<op>.cu
+  for op in lora creation elementwise dropout crossentropy; do  # <op>_check.cc tests native/cuda/<op>.cu
     node "$here/transform.mjs" "$here/../../../native/cuda/$op.cu" "$work/${op}_emu.cc"
     "${cxx[@]}" "$here/${op}_check.cc" -o "$work/${op}_check"
     echo "== emulated native/cuda/$op.cu"
