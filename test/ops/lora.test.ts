@@ -246,7 +246,7 @@ describe("loraMerge (W += s·B·A in place)", () => {
     tidy(() => {
       expect(() => loraMerge(t([4, 3], 1), t([2, 3], 2), t([5, 2], 3), 1)).toThrow(/W must be \[d, k\].*got W \[4, 3\], A \[2, 3\], B \[5, 2\]/);
       expect(() => loraMerge(t([4, 3], 1), t([2, 3], 2), t([4, 2], 3), 1, true)).toThrow(/W must be \[k, d\] \(transposed\)/);
-      expect(() => loraMerge(t([3, 4], 1).transpose(0, 1), t([2, 3], 2), t([4, 2], 3), 1)).toThrow(/must be contiguous/);
+      expect(() => loraMerge(t([3, 4], 1).transpose(0, 1), t([2, 3], 2), t([4, 2], 3), 1)).toThrow(/must have contiguous rows/);
       expect(() => loraMerge(t([4, 3], 1).to("cpu", "int32"), t([2, 3], 2), t([4, 2], 3), 1)).toThrow(/W must be float32 or bfloat16, got int32/);
     });
   });
