@@ -70,6 +70,12 @@ abstract class LoraLayerBase<B extends LoraBase> extends Module {
     return [...this.specs.keys()];
   }
 
+  /**
+   * Hands the base layer back as it was made (mergeAndUnload): a base weight this layer moved into
+   * a buffer of its own gets contiguous storage again. Nothing to do unless a subclass moves it.
+   */
+  releaseBaseLayer(): void {}
+
   /** target += sign·ΔW of the adapter, in the base weight's layout (target contiguous, no grad). */
   protected abstract accumulateDelta(target: Tensor, name: string, sign: number): void;
 
@@ -358,6 +364,16 @@ export class LoraLinear extends LoraLayerBase<Linear | Conv1D> {
   protected override disposeOwned(): void {
     this.augmented?.dispose();
     this.augmented = null;
+  }
+
+  override releaseBaseLayer(): void {
+    const w = this.base_layer.weight;
+    if (this.augmented?.holds(w)) {
+      const own = w.contiguous();
+      w.adoptView(own);
+      own.dispose();
+    }
+    this.disposeOwned();
   }
 
   /** x [.., in] -> [.., out]. */

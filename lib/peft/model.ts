@@ -398,6 +398,7 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
     if (opts.merge !== false) this.mergeAdapter({ safeMerge: opts.safeMerge });
     const model = this.model;
     for (const [path, layer] of this.loraLayers) {
+      layer.releaseBaseLayer();
       const base = layer.base_layer;
       for (const name of layer.adapterNames) for (const p of layer.parametersOf(name)) p.dispose();
       layer.registerModule("base_layer", null);

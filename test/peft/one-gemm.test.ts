@@ -73,6 +73,19 @@ describe("LoraLinear's one-GEMM path (oneGemm 'always', CPU)", () => {
     }
   });
 
+  it("mergeAndUnload hands back plain base layers: contiguous weights, the merged function, nothing left behind", () => {
+    LoraLinear.oneGemm = "always";
+    const start = memory().cpu!;
+    const peft = getPeftModel(loadBf16(), config(), "default", { generator: new Generator(7) });
+    const before = logitsOf(peft); // moves the weights into their buffers
+    const model = peft.mergeAndUnload();
+    const attn = model.getSubmodule("transformer.h.0.attn.c_attn") as unknown as { weight: { isContiguous(): boolean } };
+    expect(attn.weight.isContiguous()).toBe(true);
+    expect(relError(logitsOf(model), before)).toBeLessThan(1e-2); // W + s·B·A rounded to bf16
+    model.dispose();
+    expect(memory().cpu).toMatchObject({ bytes: start.bytes, buffers: start.buffers, tensors: start.tensors });
+  });
+
   it("a training step leaks nothing, and dispose frees the padded buffers", () => {
     LoraLinear.oneGemm = "always";
     const start = memory().cpu!;
