@@ -195,6 +195,7 @@ const ROWS: Row[] = [
   ...([
     { N: 300, k: 128, d: 200, r: 16, transposed: true, bias: true }, { N: 77, k: 65, d: 33, r: 3, transposed: false, bias: true },
     { N: 129, k: 96, d: 47, r: 17, transposed: true, bias: false }, { N: 40, k: 768, d: 300, r: 8, transposed: false, bias: false },
+    { N: 31, k: 130, d: 70, r: 128, transposed: false, bias: true }, { N: 50, k: 64, d: 33, r: 64, transposed: true, bias: true },
   ]).flatMap(({ N, k, d, r, transposed, bias }) => ([0, 0.1] as const).map((p): Row => ({
     family: "lora", name: `one GEMM ${transposed ? "Conv1D" : "Linear"} N=${N} k=${k} d=${d} r=${r}${bias ? " +bias" : ""} dropout ${p}`, tol: 1e-3,
     inputs: [{ shape: transposed ? [k, d] : [d, k], seed: 60, scale: 0.5, grad: false }, { shape: [d], seed: 61, grad: false }, f([N, k], 62), f([r, k], 63, 0.5), f([d, r], 64, 0.5)],

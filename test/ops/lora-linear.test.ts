@@ -68,6 +68,8 @@ describe("loraLinear: one GEMM for the frozen bf16 layer, its bias and the adapt
     { N: 9, k: 40, d: 24, r: 17, transposed: true, bias: false, p: 0.2 },
     { N: 7, k: 33, d: 19, r: 8, transposed: false, bias: true, p: 0.3 },
     { N: 1, k: 1, d: 1, r: 1, transposed: true, bias: true, p: 0 },
+    { N: 6, k: 70, d: 30, r: 64, transposed: false, bias: true, p: 0.1 },
+    { N: 4, k: 33, d: 130, r: 128, transposed: true, bias: true, p: 0 },
   ];
   for (const c of cases) {
     it(`matches float64 of the same roundings: N=${c.N} k=${c.k} d=${c.d} r=${c.r} ${c.transposed ? "Conv1D" : "Linear"}${c.bias ? " +bias" : ""} dropout ${c.p}`, () => {
