@@ -54,21 +54,27 @@ const float* dropped_rows(const LoraDims& d, const float* x, int64_t i0, int64_t
   return xd;
 }
 
-}  // namespace
-
-void lora_forward_f32(const LoraDims& d, const float* x, const float* A, const float* B, const float* y, float* out, float* u) {
+// fn(i0, i1, xd) for each block of rows [i0, i1), on the pool's threads, with xd = drop(x) of the
+// block (x's rows [N, d.k], the mask of d; x itself without dropout).
+template <typename Fn>
+void for_row_blocks(const LoraDims& d, const float* x, Fn fn) {
   const RowBlocks rb(d);
   parallel_for(rb.blocks, 1, [&](int64_t b0, int64_t b1) {
     static thread_local std::vector<float> xd_buf;
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t i0 = rb.row(b), i1 = rb.row(b + 1), rows = i1 - i0;
-      const float* xd = dropped_rows(d, x, i0, i1, xd_buf);
-      float* ub = u + i0 * d.r;
-      float* ob = out + i0 * d.d;
-      gemm_f32(false, true, rows, d.r, d.k, 1.0f, xd, d.k, 0, A, d.k, 0, 0.0f, ub, d.r, 0, 1);  // u = drop(x)·Aᵀ
-      if (out != y) std::memcpy(ob, y + i0 * d.d, size_t(rows * d.d) * sizeof(float));
-      gemm_f32(false, true, rows, d.d, d.r, d.scaling, ub, d.r, 0, B, d.r, 0, 1.0f, ob, d.d, 0, 1);  // out += s·u·Bᵀ
-    }
+    for (int64_t b = b0; b < b1; ++b) fn(rb.row(b), rb.row(b + 1), dropped_rows(d, x, rb.row(b), rb.row(b + 1), xd_buf));
+  });
+}
+
+}  // namespace
+
+void lora_forward_f32(const LoraDims& d, const float* x, const float* A, const float* B, const float* y, float* out, float* u) {
+  for_row_blocks(d, x, [&](int64_t i0, int64_t i1, const float* xd) {
+    const int64_t rows = i1 - i0;
+    float* ub = u + i0 * d.r;
+    float* ob = out + i0 * d.d;
+    gemm_f32(false, true, rows, d.r, d.k, 1.0f, xd, d.k, 0, A, d.k, 0, 0.0f, ub, d.r, 0, 1);  // u = drop(x)·Aᵀ
+    if (out != y) std::memcpy(ob, y + i0 * d.d, size_t(rows * d.d) * sizeof(float));
+    gemm_f32(false, true, rows, d.d, d.r, d.scaling, ub, d.r, 0, B, d.r, 0, 1.0f, ob, d.d, 0, 1);  // out += s·u·Bᵀ
   });
 }
 
@@ -177,24 +183,18 @@ void lora_aug_pack(const LoraAugPack& pk, uint16_t* W, const float* A, const flo
 void lora_down_aug(const LoraAugDims& a, const float* x, const float* f, float* u, uint16_t* xa) {
   // Blocks of rows as the forward's (the same mask: element (i, c) is i·K + c of the stream).
   const LoraDims d{a.N, a.K, a.r, 0, 1.0f, a.p, a.mask_scale, a.seed, a.offset};
-  const RowBlocks rb(d);
-  parallel_for(rb.blocks, 1, [&](int64_t b0, int64_t b1) {
-    static thread_local std::vector<float> xd_buf;
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t i0 = rb.row(b), i1 = rb.row(b + 1), rows = i1 - i0;
-      const float* xd = dropped_rows(d, x, i0, i1, xd_buf);
-      float* ub = u + i0 * a.r;
-      if (a.f_transposed)  // u = drop(x)·F with F = B [K, r]
-        gemm_f32(false, false, rows, a.r, a.K, 1.0f, xd, a.K, 0, f, a.r, 0, 0.0f, ub, a.r, 0, 1);
-      else  // u = drop(x)·Fᵀ with F = A [r, K]
-        gemm_f32(false, true, rows, a.r, a.K, 1.0f, xd, a.K, 0, f, a.K, 0, 0.0f, ub, a.r, 0, 1);
-      for (int64_t i = i0; i < i1; ++i) {
-        uint16_t* row = xa + i * a.ld;
-        for (int64_t c = 0; c < a.K; ++c) row[c] = f32_to_bf16(x[i * a.K + c]);
-        for (int64_t j = 0; j < a.ld - a.K; ++j) {
-          const float value = j < a.r ? a.tail_scale * u[i * a.r + j] : (a.ones && j == a.r ? 1.0f : 0.0f);
-          row[a.K + j] = f32_to_bf16(value);
-        }
+  for_row_blocks(d, x, [&](int64_t i0, int64_t i1, const float* xd) {
+    float* ub = u + i0 * a.r;
+    if (a.f_transposed)  // u = drop(x)·F with F = B [K, r]
+      gemm_f32(false, false, i1 - i0, a.r, a.K, 1.0f, xd, a.K, 0, f, a.r, 0, 0.0f, ub, a.r, 0, 1);
+    else  // u = drop(x)·Fᵀ with F = A [r, K]
+      gemm_f32(false, true, i1 - i0, a.r, a.K, 1.0f, xd, a.K, 0, f, a.K, 0, 0.0f, ub, a.r, 0, 1);
+    for (int64_t i = i0; i < i1; ++i) {
+      uint16_t* row = xa + i * a.ld;
+      for (int64_t c = 0; c < a.K; ++c) row[c] = f32_to_bf16(x[i * a.K + c]);
+      for (int64_t j = 0; j < a.ld - a.K; ++j) {
+        const float value = j < a.r ? a.tail_scale * u[i * a.r + j] : (a.ones && j == a.r ? 1.0f : 0.0f);
+        row[a.K + j] = f32_to_bf16(value);
       }
     }
   });

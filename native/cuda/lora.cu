@@ -620,6 +620,20 @@ float* transposed_factor(const float* B, int64_t K, int64_t r) {
   return Bt;
 }
 
+// The empty sums of gA and gB (no rows, or rank 0).
+void zero_factor_grads(const LoraDims& d, float* gA, float* gB) {
+  if (gA) LR_CUDA_CHECK(cudaMemsetAsync(gA, 0, size_t(d.r * d.k) * sizeof(float), current_stream()));
+  if (gB) LR_CUDA_CHECK(cudaMemsetAsync(gB, 0, size_t(d.d * d.r) * sizeof(float), current_stream()));
+}
+
+// Scratch for the slabs' partial sums of gA (over x's slabs) and of gB (over g's), one at a time;
+// null when neither gradient is wanted. The caller releases it.
+float* factor_grad_partials(const LoraDims& d, bool wanted) {
+  if (!wanted) return nullptr;
+  const Slabs slabs_x(d.N, d.k), slabs_g(d.N, d.d);
+  return scratch<float>(size_t(kRank * (slabs_x.count * d.k > slabs_g.count * d.d ? slabs_x.count * d.k : slabs_g.count * d.d)));
+}
+
 }  // namespace
 
 void lora_forward_f32(const LoraDims& d, const float* x, const float* A, const float* B, const float* y, float* out, float* u) {
@@ -635,17 +649,13 @@ void lora_forward_f32(const LoraDims& d, const float* x, const float* A, const f
 
 void lora_backward_f32(const LoraDims& d, const float* g, const float* x, const float* A, const float* B, const float* u,
                        float* gx, float* gA, float* gB) {
-  const cudaStream_t stream = current_stream();
   if (d.N == 0 || d.r == 0) {  // empty sums
-    if (gA) LR_CUDA_CHECK(cudaMemsetAsync(gA, 0, size_t(d.r * d.k) * sizeof(float), stream));
-    if (gB) LR_CUDA_CHECK(cudaMemsetAsync(gB, 0, size_t(d.d * d.r) * sizeof(float), stream));
-    if (gx) LR_CUDA_CHECK(cudaMemsetAsync(gx, 0, size_t(d.N * d.k) * sizeof(float), stream));
+    zero_factor_grads(d, gA, gB);
+    if (gx) LR_CUDA_CHECK(cudaMemsetAsync(gx, 0, size_t(d.N * d.k) * sizeof(float), current_stream()));
     return;
   }
   const Dropout m = dropout_of(d);
-  const Slabs slabs_x(d.N, d.k), slabs_g(d.N, d.d);
-  const int64_t partial_size = kRank * (slabs_x.count * d.k > slabs_g.count * d.d ? slabs_x.count * d.k : slabs_g.count * d.d);
-  float* partial = gA || gB ? scratch<float>(size_t(partial_size)) : nullptr;
+  float* partial = factor_grad_partials(d, gA || gB);
   if (gx || gA) {
     float* Bt = transposed_factor(B, d.d, d.r);
     float* v = scratch<float>(size_t(d.N * d.r));
@@ -691,16 +701,12 @@ void lora_down_aug(const LoraAugDims& a, const float* x, const float* f, float* 
 
 void lora_backward_aug(const LoraDims& d, const float* v, const float* u, const uint16_t* xa, int64_t ldx, const uint16_t* ga,
                        int64_t ldg, const float* A, float* gx, float* gA, float* gB) {
-  const cudaStream_t stream = current_stream();
   if (d.N == 0 || d.r == 0) {  // empty sums; gx keeps the GEMM's product
-    if (gA) LR_CUDA_CHECK(cudaMemsetAsync(gA, 0, size_t(d.r * d.k) * sizeof(float), stream));
-    if (gB) LR_CUDA_CHECK(cudaMemsetAsync(gB, 0, size_t(d.d * d.r) * sizeof(float), stream));
+    zero_factor_grads(d, gA, gB);
     return;
   }
   const Dropout m = dropout_of(d);
-  const Slabs slabs_x(d.N, d.k), slabs_g(d.N, d.d);
-  const int64_t partial_size = kRank * (slabs_x.count * d.k > slabs_g.count * d.d ? slabs_x.count * d.k : slabs_g.count * d.d);
-  float* partial = gA || gB ? scratch<float>(size_t(partial_size)) : nullptr;
+  float* partial = factor_grad_partials(d, gA || gB);
   for (int64_t j0 = 0; j0 < d.r; j0 += kRank) {
     const int rt = tile_rank(d, j0);
     if (gx) up(v + j0, d.r, rt, A + j0 * d.k, d.k, 1, gx, gx, d.N, d.k, d.scaling, m);
