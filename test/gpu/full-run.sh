@@ -6,7 +6,8 @@
 # linear, float32 and bf16 weights) and its PyTorch + PEFT peer (bench/peer_lora.py), the LoRA op
 # alone against copies of its bytes, then the rest of test/gpu. Run from the project root on the
 # GPU machine, carrying .devkit and dist-train-cpu (npx tsc -p bench/train-cpu/tsconfig.json):
-#   bash test/gpu/full-run.sh     (UNTIL=0: skip the rest of test/gpu; default: run it until 480 s)
+#   bash test/gpu/full-run.sh     (UNTIL=0: skip the rest of test/gpu; default: run it until 480 s;
+#                                  BENCH_DTYPES=bfloat16: `lowrank bench` in bf16 only; PROBE=0: no LoRA op probe)
 set -uo pipefail
 source .devkit/setup.sh
 final=${OUT:-/tmp/out}
@@ -26,12 +27,12 @@ new="test/gpu/twins.test.ts test/gpu/linear-crossentropy.test.ts test/gpu/attent
 timeout 150 npx vitest run $new > "$logs/test-new.log" 2>&1; say "new GPU tests rc $?"
 grep -E "×|Tests |Test Files|attention fwd" "$logs/test-new.log" | head -40 >> "$final/summary.txt"
 PROFILE=bfloat16 PEERS="bf16" ROUNDS=1 LORA_OP=1 timeout 200 bash bench/train-gpu/run.sh 10 3 > "$final/train-gpu.txt" 2>&1; say "train-gpu rc $?"
-for dt in float32 bfloat16; do
+for dt in ${BENCH_DTYPES:-float32 bfloat16}; do
   timeout 90 node dist-train-cpu/lib/cli/main.js bench --device cuda --dtype $dt --json > "$final/lora-bench-$dt.json" 2> "$logs/lora-bench-$dt.log"
   say "lowrank bench $dt rc $?"
 done
 timeout 90 python3 bench/peer_lora.py > "$final/peer_lora.txt" 2>&1; say "PyTorch + PEFT LoRA peer rc $?"
-timeout 90 node bench/train-gpu/lora_kernels.mjs >> "$final/summary.txt" 2>&1; say "LoRA kernels probe rc $?"
+[ "${PROBE:-1}" = 0 ] || { timeout 90 node bench/train-gpu/lora_kernels.mjs >> "$final/summary.txt" 2>&1; say "LoRA kernels probe rc $?"; }
 python3 test/gpu/make_gpt2_124m.py /tmp/gpt2-124m > /dev/null 2>&1 && export LOWRANK_GPT2_124M=/tmp/gpt2-124m
 rest=$(ls test/gpu/*.test.ts | grep -v -F -f <(echo "$new" | tr ' ' '\n'))
 left=$(( ${UNTIL:-480} - ($(date +%s) - t0) ))
