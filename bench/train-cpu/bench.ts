@@ -7,8 +7,9 @@
 //   node <compiled bench.js> DIR [--warmup 3] [--steps 10] [--lora-dropout 0.05] [--profile-steps 3] [--device cpu]
 //                               [--dtype float32|bfloat16]   (bfloat16: frozen weights kept in bf16)
 //                               [--gradient-checkpointing]   (recompute each block in the backward)
-//                               [--lora-path auto|lora-op]   (lora-op: the frozen GEMM, then the fused LoRA
-//                                                             op, also where the one-GEMM path would serve)
+//                               [--lora-path auto|lora-op]   (auto: LoraLinear.oneGemm "auto", the one-GEMM
+//                                                             path for bf16 weights on CUDA; lora-op: the frozen
+//                                                             GEMM, then the fused LoRA op)
 //
 // Prints one JSON line prefixed "RESULT ". With LOWRANK_PROFILE=1 it then runs --profile-steps
 // more steps under the profiler (lib/profile.ts) and prints where their time went (the timed

@@ -11,7 +11,7 @@
 #   LOWRANK_BUILD_DIR  the addon's cmake-js output folder (default build)
 #   PROFILE="float32 bfloat16"   the dtypes whose step is profiled call by call ("" for none)
 #   LORA_OP=1          also run bf16 weights with the LoRA layers' two-GEMM path (the frozen GEMM,
-#                      then the fused LoRA op) instead of the one-GEMM path, the default on CUDA
+#                      then the fused LoRA op) beside the one-GEMM path (bench.js's --lora-path auto)
 # Prints the ceilings measured in this run (bf16 cuBLAS GEMM, copy bandwidth), one line per run
 # (tokens/s, ms/step, peak memory, losses), the ratios, and lowrank's step by native call.
 set -uo pipefail

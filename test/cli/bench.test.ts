@@ -17,7 +17,7 @@ describe("benchLora", () => {
       const seen: string[] = [];
       const r = benchLora({ device: "cpu", dtype, shapes, iters: 2, warmup: 1, onRow: (row) => seen.push(row.name) });
       expect(r.linear.map((x) => `${x.name} ${x.pass}`)).toEqual(["tiny forward", "tiny forward+backward", "tiny dropout forward", "tiny dropout forward+backward"]);
-      expect(r.linear.every((x) => x.path === "GEMM + LoRA op")).toBe(true); // the one-GEMM path serves bf16 weights on CUDA
+      expect(r.linear.every((x) => x.path === "GEMM + LoRA op")).toBe(true); // bench times the one-GEMM path on CUDA only
       expect(r.merge.map((x) => x.name)).toEqual(["12x16 r=2"]); // one merge per weight shape
       for (const x of r.linear) expect(x.ratio).toBeCloseTo(x.loraMs / x.baseMs, 12);
       for (const x of r.merge) expect(x.ratio).toBeCloseTo(x.mergeMs / x.copyMs, 12);

@@ -1,5 +1,5 @@
 // The one-GEMM LoRA path of LoraLinear (lib/ops/lora.ts, loraLinear) at the model level, on the CPU
-// with LoraLinear.oneGemm = "always" (on CUDA it is the default for bfloat16 weights): a GPT-2
+// with LoraLinear.oneGemm = "always" (on CUDA "auto" takes it for bfloat16 weights): a GPT-2
 // with bf16 weights trains, merges, unmerges, saves and frees memory as on the two-GEMM path.
 // Tolerances: the two paths differ only in the bf16 rounding of s·u, B and the bias inside the
 // GEMM (2^-8 relative of those terms), far below 1e-2 of the logits and gradients.
@@ -30,8 +30,9 @@ function forwardBackward(policy: "always" | "never") {
 }
 
 describe("LoraLinear's one-GEMM path (oneGemm 'always', CPU)", () => {
+  const policy = LoraLinear.oneGemm;
   afterEach(() => {
-    LoraLinear.oneGemm = "auto";
+    LoraLinear.oneGemm = policy;
   });
 
   it("gives the two-GEMM path's logits and gradients, with the weight inside its padded buffer", () => {
