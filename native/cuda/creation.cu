@@ -3,6 +3,7 @@
 #include "../core/philox.h"
 #include "../ops/creation.h"
 #include "common.cuh"
+#include "bf16x4.cuh"  // after common.cuh: the CPU emulator swaps that for its own uint2 and float4
 #include "strided.cuh"
 
 namespace lowrank {
@@ -50,8 +51,7 @@ __global__ void cast_f32_to_bf16_kernel(const float* src, uint16_t* dst, int64_t
     const int64_t i = 4 * q;
     if (vec && i + 4 <= n) {
       const float4 v = *reinterpret_cast<const float4*>(src + i);
-      *reinterpret_cast<uint2*>(dst + i) = uint2{uint32_t(f32_to_bf16(v.x)) | uint32_t(f32_to_bf16(v.y)) << 16,
-                                                 uint32_t(f32_to_bf16(v.z)) | uint32_t(f32_to_bf16(v.w)) << 16};
+      *reinterpret_cast<uint2*>(dst + i) = bf16x4_pack(v.x, v.y, v.z, v.w);
     } else {
       for (int64_t e = i; e < n && e < i + 4; ++e) dst[e] = f32_to_bf16(src[e]);
     }
@@ -61,9 +61,7 @@ __global__ void cast_bf16_to_f32_kernel(const uint16_t* src, float* dst, int64_t
   LR_GRID_STRIDE_LOOP(q, (n + 3) / 4) {
     const int64_t i = 4 * q;
     if (vec && i + 4 <= n) {
-      const uint2 v = *reinterpret_cast<const uint2*>(src + i);
-      *reinterpret_cast<float4*>(dst + i) = make_float4(bf16_to_f32(uint16_t(v.x)), bf16_to_f32(uint16_t(v.x >> 16)),
-                                                        bf16_to_f32(uint16_t(v.y)), bf16_to_f32(uint16_t(v.y >> 16)));
+      *reinterpret_cast<float4*>(dst + i) = bf16x4_unpack(*reinterpret_cast<const uint2*>(src + i));
     } else {
       for (int64_t e = i; e < n && e < i + 4; ++e) dst[e] = bf16_to_f32(src[e]);
     }

@@ -6,6 +6,7 @@
 #include "../ops/creation.h"
 #include "../ops/crossentropy.h"
 #include "common.cuh"
+#include "bf16x4.cuh"  // after common.cuh: the CPU emulator swaps that for its own uint2 and float4
 #include "reduce.cuh"
 
 namespace lowrank {
@@ -136,8 +137,7 @@ __global__ void cross_entropy_rows_kernel(const float* logits, const int32_t* ta
     const float4 x = __ldg(reinterpret_cast<const float4*>(xr + j));
     const float g0 = g_of(x.x, j), g1 = g_of(x.y, j + 1), g2 = g_of(x.z, j + 2), g3 = g_of(x.w, j + 3);
     if (grad_bf16)
-      *reinterpret_cast<uint2*>(static_cast<uint16_t*>(grad) + n * ld + j) =
-          uint2{uint32_t(f32_to_bf16(g0)) | uint32_t(f32_to_bf16(g1)) << 16, uint32_t(f32_to_bf16(g2)) | uint32_t(f32_to_bf16(g3)) << 16};
+      *reinterpret_cast<uint2*>(static_cast<uint16_t*>(grad) + n * ld + j) = bf16x4_pack(g0, g1, g2, g3);
     else
       *reinterpret_cast<float4*>(static_cast<float*>(grad) + n * ld + j) = make_float4(g0, g1, g2, g3);
   }

@@ -37,6 +37,7 @@
 #include "../core/philox.h"
 #include "../ops/lora.h"
 #include "common.cuh"
+#include "bf16x4.cuh"  // after common.cuh: the CPU emulator swaps that for its own uint2 and float4
 
 namespace lowrank {
 namespace cuda {
@@ -97,13 +98,14 @@ __device__ __forceinline__ void load4(const float* row, int64_t K, int64_t c, bo
   }
 }
 
-// The same for bfloat16 rows (an augmented input or gradient): one 8-byte access where aligned.
+// The same for bfloat16 rows (an augmented input or gradient, a bf16 weight): one 8-byte access
+// where aligned.
 template <bool kReadOnly = true>
 __device__ __forceinline__ void load4(const uint16_t* row, int64_t K, int64_t c, bool vec, float (&v)[4]) {
   if (vec && c >= 0 && c + 4 <= K) {
-    const uint2 t = __ldg(reinterpret_cast<const uint2*>(row + c));
-    v[0] = bf16_to_f32(uint16_t(t.x)), v[1] = bf16_to_f32(uint16_t(t.x >> 16));
-    v[2] = bf16_to_f32(uint16_t(t.y)), v[3] = bf16_to_f32(uint16_t(t.y >> 16));
+    const uint2* p = reinterpret_cast<const uint2*>(row + c);
+    const float4 t = bf16x4_unpack(kReadOnly ? __ldg(p) : *p);
+    v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
   } else {
 #pragma unroll
     for (int t = 0; t < 4; ++t) v[t] = in_row(c + t, K) ? bf16_to_f32(row[c + t]) : 0.0f;
@@ -112,8 +114,7 @@ __device__ __forceinline__ void load4(const uint16_t* row, int64_t K, int64_t c,
 
 __device__ __forceinline__ void store4(uint16_t* row, int64_t K, int64_t c, bool vec, const float (&v)[4]) {
   if (vec && c >= 0 && c + 4 <= K) {
-    *reinterpret_cast<uint2*>(row + c) = uint2{uint32_t(f32_to_bf16(v[0])) | uint32_t(f32_to_bf16(v[1])) << 16,
-                                               uint32_t(f32_to_bf16(v[2])) | uint32_t(f32_to_bf16(v[3])) << 16};
+    *reinterpret_cast<uint2*>(row + c) = bf16x4_pack(v[0], v[1], v[2], v[3]);
   } else {
 #pragma unroll
     for (int t = 0; t < 4; ++t)
@@ -427,49 +428,6 @@ __global__ void lora_transpose_kernel(const float* __restrict__ src, int64_t row
 constexpr int kMergeWarps = 8, kMergeRows = 4 * kMergeWarps, kMergeCols = 128;
 constexpr int kMergeBlocks = 1024;  // ~2.6 waves of 3 blocks per SM (80 registers: launch bounds) on an H100
 
-// p[0..n) widened to float (n ≤ 4; all 4 at once when vec and n == 4), and back.
-__device__ __forceinline__ void load_w4(const float* p, bool vec, int n, float (&v)[4]) {
-  if (vec && n == 4) {
-    const float4 t = *reinterpret_cast<const float4*>(p);
-    v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
-  } else {
-#pragma unroll
-    for (int t = 0; t < 4; ++t)
-      if (t < n) v[t] = p[t];
-  }
-}
-__device__ __forceinline__ void load_w4(const uint16_t* p, bool vec, int n, float (&v)[4]) {
-  if (vec && n == 4) {
-    const uint2 t = *reinterpret_cast<const uint2*>(p);
-    v[0] = bf16_to_f32(uint16_t(t.x)), v[1] = bf16_to_f32(uint16_t(t.x >> 16));
-    v[2] = bf16_to_f32(uint16_t(t.y)), v[3] = bf16_to_f32(uint16_t(t.y >> 16));
-  } else {
-#pragma unroll
-    for (int t = 0; t < 4; ++t)
-      if (t < n) v[t] = bf16_to_f32(p[t]);
-  }
-}
-__device__ __forceinline__ void store_w4(float* p, bool vec, int n, const float (&v)[4]) {
-  if (vec && n == 4) {
-    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
-  } else {
-#pragma unroll
-    for (int t = 0; t < 4; ++t)
-      if (t < n) p[t] = v[t];
-  }
-}
-__device__ __forceinline__ void store_w4(uint16_t* p, bool vec, int n, const float (&v)[4]) {
-  if (vec && n == 4) {
-    const uint2 t{uint32_t(f32_to_bf16(v[0])) | uint32_t(f32_to_bf16(v[1])) << 16,
-                  uint32_t(f32_to_bf16(v[2])) | uint32_t(f32_to_bf16(v[3])) << 16};
-    *reinterpret_cast<uint2*>(p) = t;
-  } else {
-#pragma unroll
-    for (int t = 0; t < 4; ++t)
-      if (t < n) p[t] = f32_to_bf16(v[t]);
-  }
-}
-
 template <typename T>
 __global__ void __launch_bounds__(32 * kMergeWarps, 3) lora_merge_kernel(T* W, int64_t rows, int64_t cols, int64_t ldw, int64_t r,
                                                                       const float* __restrict__ P, int64_t p_i, int64_t p_t,
@@ -493,7 +451,7 @@ __global__ void __launch_bounds__(32 * kMergeWarps, 3) lora_merge_kernel(T* W, i
   auto load_rows = [&](int64_t i, float (&dst)[4][4]) {
 #pragma unroll
     for (int a = 0; a < 4; ++a)
-      if (i + a < rows) load_w4(W + (i + a) * ldw + c0, vec, n, dst[a]);
+      if (i + a < rows) load4<false>(W + (i + a) * ldw, cols, c0, vec, dst[a]);  // W is written too: no read-only path
   };
   int64_t i0 = int64_t(blockIdx.y) * kMergeRows + 4 * (threadIdx.x / 32);
   float w[4][4] = {};  // [row][b]: this row group's W
@@ -526,7 +484,7 @@ __global__ void __launch_bounds__(32 * kMergeWarps, 3) lora_merge_kernel(T* W, i
       if (i0 + a >= rows) break;
 #pragma unroll
       for (int b = 0; b < 4; ++b) w[a][b] = s * acc[a][b] + w[a][b];
-      store_w4(W + (i0 + a) * ldw + c0, vec, n, w[a]);
+      store4(W + (i0 + a) * ldw, cols, c0, vec, w[a]);
     }
 #pragma unroll
     for (int a = 0; a < 4; ++a)
