@@ -15,7 +15,7 @@ import { Conv1D, Embedding, Linear } from "../nn/layers.js";
 import { Module } from "../nn/module.js";
 import { add, scale } from "../ops/elementwise.js";
 import { embedding } from "../ops/embedding.js";
-import { AugmentedWeight, loraDelta, loraLinear, loraMerge } from "../ops/lora.js";
+import { AugmentedWeight, loraDelta, loraLinear, loraMerge, type LoraDeltaOptions } from "../ops/lora.js";
 import { linear } from "../ops/matmul.js";
 import { randn, zeros } from "../tensor/creation.js";
 import type { Generator } from "../tensor/random.js";
@@ -379,21 +379,22 @@ export class LoraLinear extends LoraLayerBase<Linear | Conv1D> {
     this.disposeOwned();
   }
 
+  /** The LoRA op's options for adapter `name`: its scaling and dropout, this layer's mode. */
+  private adapterOptions(name: string): LoraDeltaOptions {
+    const spec = this.specs.get(name)!;
+    return { scaling: spec.scaling, dropout: spec.dropout, training: this.training, generator: spec.generator };
+  }
+
   /** x [.., in] -> [.., out]. */
   forward(x: Tensor): Tensor {
     const adapters = this.unmergedActive();
     const only = adapters.length === 1 ? adapters[0]! : null;
     const aug = only !== null ? this.oneGemmWeight(only) : null;
-    if (aug) {
-      const spec = this.specs.get(only!)!;
-      const opts = { scaling: spec.scaling, dropout: spec.dropout, training: this.training, generator: spec.generator };
-      return loraLinear(x, aug, this.loraA(only!), this.loraB(only!), this.base_layer.bias, opts);
-    }
+    if (aug) return loraLinear(x, aug, this.loraA(only!), this.loraB(only!), this.base_layer.bias, this.adapterOptions(only!));
     let y = this.base_layer.forward(x);
     for (const name of adapters) {
-      const spec = this.specs.get(name)!;
       // consumeY: y is this layer's own intermediate (the base output or the previous adapter's), never read again.
-      const opts = { scaling: spec.scaling, dropout: spec.dropout, training: this.training, generator: spec.generator, consumeY: true };
+      const opts = { ...this.adapterOptions(name), consumeY: true };
       const m = this.magnitude(name);
       y = m ? doraForward(this.doraOperands(name), y, x, this.loraA(name), this.loraB(name), m, opts) : loraDelta(y, x, this.loraA(name), this.loraB(name), opts);
     }
