@@ -6,13 +6,15 @@
 // as Tensor.backward() when loaded, and sums gradients with the element-wise Add kernel directly.
 // Sums are written in place into a gradient the engine owns outright, so summing allocates only
 // when neither side is owned; the pieces of slices (GradPiece) wait until the gradient is needed
-// and are then copied into one buffer.
+// and are then copied into one buffer, unless they already lie in place in one (see piecesInPlace).
 import { Binary } from "../native/enums.js";
 import { native } from "../native/index.js";
 import { PROFILING, profilePhase } from "../profile.js";
 import { onesLike, zeros } from "../tensor/creation.js";
 import { keep } from "../tensor/scope.js";
-import { copyInto, emptyLike, formatShape, GradPiece, isSoleView, noGrad, registerBackward, shapeSize, type GradNode, type InputGrad, type Tensor } from "../tensor/tensor.js";
+import {
+  contiguousStrides, copyInto, emptyLike, formatShape, GradPiece, isSoleView, noGrad, registerBackward, shapeSize, Tensor, type GradNode, type InputGrad,
+} from "../tensor/tensor.js";
 
 /** out = a + b for two gradients of one shape; out is contiguous and may be a or b (an in-place sum). */
 function addGrads(out: Tensor, a: Tensor, b: Tensor): void {
@@ -45,6 +47,30 @@ function sumGrads(prev: Tensor, g: Tensor): Tensor {
 
 const boxesOverlap = (a: GradPiece, b: GradPiece): boolean =>
   a.starts.every((s, i) => s < b.starts[i]! + b.grad.shape[i]! && b.starts[i]! < s + a.grad.shape[i]!);
+
+/**
+ * The pieces' own buffer as the full gradient of `shape` (taking ownership of the pieces) when they
+ * already tile one contiguous tensor of that shape and nothing else shares their storage, else null.
+ * A backward rule that writes the gradients of several slices of one tensor into views of a single
+ * buffer laid out as that tensor (attention's dq, dk, dv of a packed qkv projection) so saves the copies.
+ */
+function piecesInPlace(shape: readonly number[], pieces: readonly GradPiece[]): Tensor | null {
+  const first = pieces[0]!.grad;
+  const storage = first.storage;
+  if (storage.refCount !== pieces.length || pieces.some((p) => p.grad.storage !== storage || p.grad.dtype !== first.dtype)) return null;
+  if (pieces.reduce((n, p) => n + p.grad.size, 0) !== shapeSize(shape)) return null;
+  const strides = contiguousStrides(shape);
+  const at = (p: GradPiece) => p.starts.reduce((o, s, d) => o + s * strides[d]!, 0);
+  const base = first.offset - at(pieces[0]!);
+  const placed = (p: GradPiece) =>
+    p.grad.offset - at(p) === base && p.grad.shape.every((n, d) => n === 1 || p.grad.strides[d] === strides[d]);
+  if (base < 0 || !pieces.every(placed)) return null;
+  // In place and as many elements as the tensor: they tile it exactly unless two boxes overlap.
+  if (pieces.some((p, i) => pieces.slice(i + 1).some((q) => boxesOverlap(p, q)))) return null;
+  const full = new Tensor(storage.retain(), shape, first.dtype, strides, base);
+  for (const p of pieces) p.grad.dispose();
+  return full;
+}
 
 /**
  * The full gradient of a tensor of `shape` from its pieces (taking ownership of them): each piece
@@ -102,7 +128,7 @@ function addPending(p: Pending, g: Tensor | GradPiece): void {
 function resolve(p: Pending | undefined): Tensor | null {
   if (!p) return null;
   if (p.pieces.length === 0) return p.full;
-  const assembled = assemble(p.shape, p.pieces);
+  const assembled = piecesInPlace(p.shape, p.pieces) ?? assemble(p.shape, p.pieces);
   return p.full ? sumGrads(p.full, assembled) : assembled;
 }
 

@@ -5,7 +5,7 @@ import { native } from "../native/index.js";
 import { DTYPE_CODE } from "../tensor/dtype.js";
 import { defaultGenerator, type Generator } from "../tensor/random.js";
 import { tidy } from "../tensor/scope.js";
-import { emptyLike, formatShape, record, type Tensor } from "../tensor/tensor.js";
+import { emptyLike, formatShape, record, Tensor } from "../tensor/tensor.js";
 import { expand } from "./shape.js";
 import { checkFloat, checkSameDevice, contiguousInput, newFloat, stridedView, viewOrNull } from "./util.js";
 
@@ -61,8 +61,6 @@ export function attentionPrecision(weight: Tensor | undefined): AttentionPrecisi
   return weight?.dtype === "bfloat16" ? "bfloat16" : "float32";
 }
 
-/** The (batch, head, time) strides of a [B, H, T, D] view whose last dimension is contiguous. */
-
 /** A view with last stride 1 (t itself when it has one; else a contiguous copy, which the caller disposes). */
 function rowContiguous(t: Tensor): Tensor {
   return t.strides[3] === 1 || t.shape[3] === 1 ? t : t.contiguous();
@@ -77,6 +75,38 @@ function headsInterleaved(like: Tensor, B: number, H: number, T: number, D: numb
   const view = base.permute(0, 2, 1, 3);
   base.dispose();
   return view;
+}
+
+/** True when the dimensions of sizes `shape` at `strides` address each element of one dense block exactly once. */
+function isDense(shape: readonly number[], strides: readonly number[]): boolean {
+  const dims = shape.map((n, d) => [n, strides[d]!] as const).filter(([n]) => n > 1).sort((a, b) => a[1] - b[1]);
+  let next = 1;
+  for (const [n, stride] of dims) {
+    if (stride !== next) return false;
+    next *= n;
+  }
+  return true;
+}
+
+/**
+ * Float32 buffers for dq, dk, dv. When q, k, v are the three equal parts of one packed tensor (GPT-2's
+ * fused qkv projection viewed as heads), they are views laid out the same way in one buffer, so the
+ * gradient of the packed tensor is that buffer, with no copies (lib/autograd/engine.ts piecesInPlace);
+ * otherwise three [B, T, H, D] buffers (headsInterleaved).
+ */
+function gradBuffers(q: Tensor, k: Tensor, v: Tensor, kvShape: readonly number[]): [Tensor, Tensor, Tensor] {
+  const [B, H, Tq, D] = q.shape as [number, number, number, number];
+  const step = k.offset - q.offset;
+  const packed =
+    k.storage === q.storage && v.storage === q.storage && step > 0 && v.offset - k.offset === step &&
+    [k, v].every((t) => t.shape.every((n, d) => n === q.shape[d]) && t.strides.every((s, d) => s === q.strides[d])) &&
+    isDense([...q.shape, 3], [...q.strides, step]);
+  if (!packed) return [headsInterleaved(q, B, H, Tq, D), headsInterleaved(q, B, kvShape[1]!, kvShape[2]!, D), headsInterleaved(q, B, kvShape[1]!, kvShape[2]!, D)];
+  const buffer = emptyLike([3 * q.size], "float32", q.deviceInfo);
+  const part = (i: number) => new Tensor(buffer.storage.retain(), q.shape, "float32", q.strides, i * step);
+  const grads: [Tensor, Tensor, Tensor] = [part(0), part(1), part(2)];
+  buffer.dispose();
+  return grads;
 }
 
 /**
@@ -150,7 +180,7 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
     op, out, [q, k, v],
     (g, [qs, ks, vs, lses, os, ms]) => {
       const gc = rowContiguous(g);
-      const dq = headsInterleaved(qs!, B, H, Tq, D), dk = headsInterleaved(qs!, B, Hkv, Tk, D), dv = headsInterleaved(qs!, B, Hkv, Tk, D);
+      const [dq, dk, dv] = gradBuffers(qs!, ks!, vs!, kvShape);
       native().attentionBackward({
         ...stream, q: heads(qs!), k: heads(ks!), v: heads(vs!), keep: viewOrNull(ms ?? null), lse: lses!.nativeView,
         out: heads(os!), dout: heads(gc), dq: heads(dq), dk: heads(dk), dv: heads(dv),

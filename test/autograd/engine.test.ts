@@ -70,6 +70,40 @@ describe("slice gradients (GradPiece)", () => {
     });
   });
 
+  it("pieces already in place in one buffer become the gradient as they are; shared or overlapping ones are copied", () => {
+    // An op whose backward writes the gradients of x's column blocks [0, 2) and [2, 5) into views of
+    // one buffer laid out as x (as attention does for a fused qkv), optionally keeping a view of it.
+    const blocks = (g: Tensor, keepView: (buf: Tensor) => void, second = 2): GradPiece[] => {
+      const buf = scale(g, 2); // a fresh buffer shaped like x: [2, 5]
+      const pieces = [new GradPiece(buf.slice(1, 0, 2), [0, 0]), new GradPiece(buf.slice(1, second, second + 3), [0, second])];
+      keepView(buf);
+      return pieces;
+    };
+    tidy(() => {
+      const x = t([2, 5], 11).requireGrad(), g = t([2, 5], 12);
+      let kept: Tensor | null = null;
+      const run = (keepView: (buf: Tensor) => void, second = 2) => {
+        const out = x.detach();
+        record("blocks", out, [x, x], (gy) => blocks(gy, keepView, second)); // one piece for each use of x
+        out.backward(g);
+        const grad = Array.from(x.grad!.dataSync());
+        inPlace = x.grad!.storage === bufStorage;
+        x.grad!.dispose();
+        x.grad = null;
+        return grad;
+      };
+      let bufStorage: unknown = null, inPlace = false;
+      const twice = Array.from(g.dataSync(), (v) => 2 * v);
+      expect(run((buf) => ((bufStorage = buf.storage), buf.dispose()))).toEqual(twice);
+      expect(inPlace).toBe(true); // the buffer itself, no copy
+      expect(run((buf) => ((bufStorage = buf.storage), (kept = buf)))).toEqual(twice);
+      expect(inPlace).toBe(false); // someone else holds the buffer: copied out, the holder's view unchanged
+      expect(Array.from(kept!.dataSync())).toEqual(twice);
+      const overlapping = run((buf) => buf.dispose(), 1); // columns [0, 2) and [1, 4): summed where they meet, column 4 zero
+      expect(overlapping).toEqual(twice.map((v, i) => (i % 5 === 4 ? 0 : i % 5 === 1 ? v + twice[i]! : v)));
+    });
+  });
+
   it("tiling pieces give exactly the gradient they carry (copies, no arithmetic); empty slices add nothing", () => {
     tidy(() => {
       const x = t([2, 9], 3).requireGrad(), w = t([2, 9], 4);

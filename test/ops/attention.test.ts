@@ -129,6 +129,18 @@ describe("scaledDotProductAttention", () => {
       expectClose(q.grad!, ref.dq, 1e-4);
       expectClose(k.grad!, ref.dk, 1e-4);
       expectClose(v.grad!, ref.dv, 1e-4);
+      // The same heads as slices of a leaf qkv (GPT-2's path): dq, dk, dv are written in place into
+      // one buffer laid out as qkv, which becomes qkv's gradient (lib/autograd/engine.ts piecesInPlace).
+      const x = qkv.detach().requireGrad();
+      const s = (i: number) => x.slice(2, i * C, (i + 1) * C).reshape(B, T, H, D).permute(0, 2, 1, 3);
+      scaledDotProductAttention(s(0), s(1), s(2)).backward(g);
+      const want = new Float64Array(B * T * 3 * C);
+      [ref.dq, ref.dk, ref.dv].forEach((d, i) => {
+        for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let r = 0; r < T; r++) for (let e = 0; e < D; e++) {
+          want[((b * T + r) * 3 + i) * C + h * D + e] = d[((b * H + h) * T + r) * D + e]!;
+        }
+      });
+      expectClose(x.grad!, Array.from(want), 1e-4);
       const [b1, t3] = [1, 3]; // through slice/reshape/permute, with a smaller batch for finite differences
       gradcheck((x) => {
         const s = (i: number) => x!.slice(2, i * C, (i + 1) * C).reshape(b1, t3, H, D).permute(0, 2, 1, 3);
