@@ -87,6 +87,14 @@ export interface MatmulKernels {
     a: View; lda: number; strideA: number; b: View; ldb: number; strideB: number;
     beta: number; c: View; ldc: number; strideC: number; batch: number; dtype: number;
   }): void;
+  /**
+   * A linear layer's c = op(a)·op(b) + bias ([n], broadcast over rows), then with `pre`: pre = that
+   * sum and c = gelu_tanh(pre). One cuBLASLt GEMM with its epilogue on CUDA. a, b as `dtype`; c, bias, pre float32.
+   */
+  gemmEpilogue(a: {
+    transA: boolean; transB: boolean; m: number; n: number; k: number; a: View; lda: number; b: View; ldb: number;
+    c: View; ldc: number; bias: View | null; pre: View | null; dtype: number;
+  }): void;
 }
 
 // ---- embedding (binding/embedding.cc) --------------------------------------------------------------

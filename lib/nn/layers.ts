@@ -1,6 +1,6 @@
 // The layers GPT-2 is built from, initialized like PyTorch / transformers.
 import { embedding } from "../ops/embedding.js";
-import { conv1dLinear, linear } from "../ops/matmul.js";
+import { conv1dLinear, linear, type AffineOptions } from "../ops/matmul.js";
 import { dropout } from "../ops/dropout.js";
 import { layerNorm } from "../ops/layernorm.js";
 import { rmsNorm } from "../ops/rmsnorm.js";
@@ -82,8 +82,9 @@ export class Conv1D extends Module {
     this.registerParameter("bias", zeros([nf], { device: opts.device }));
   }
 
-  forward(x: Tensor): Tensor {
-    return conv1dLinear(x, this.weight, this.bias);
+  /** opts.activation "gelu": gelu of the output in the same call (the GEMM's epilogue on CUDA). */
+  forward(x: Tensor, opts: AffineOptions = {}): Tensor {
+    return conv1dLinear(x, this.weight, this.bias, opts);
   }
 }
 

@@ -22,7 +22,7 @@ function unaryRaw(code: Unary, name: string, x: Tensor, alpha = 0): Tensor {
 }
 
 /** g * f'(x) for a unary op, computed by the kernel's backward twin (over g when no one else sees it: GradNode.backward). */
-function unaryGrad(code: Unary, x: Tensor, g: Tensor, alpha: number): Tensor {
+export function unaryGrad(code: Unary, x: Tensor, g: Tensor, alpha: number): Tensor {
   const gx = isSoleView(g) ? g.alias() : newFloat(x.shape, x);
   withContiguous([x, g], (xc, gc) =>
     native().unaryBackward({ op: code, x: xc.nativeView, g: gc.nativeView, gx: gx.nativeView, n: xc.size, alpha }),

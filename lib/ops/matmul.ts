@@ -10,6 +10,8 @@ import { native } from "../native/index.js";
 import { full } from "../tensor/creation.js";
 import { DTYPE_CODE, DTYPE_SIZE } from "../tensor/dtype.js";
 import { copyInto, emptyLike, formatShape, noGrad, record, shapeSize, type Tensor } from "../tensor/tensor.js";
+import { Unary } from "../native/enums.js";
+import { unaryGrad } from "./elementwise.js";
 import { sumToShape } from "./reduce.js";
 import { broadcastShapes, checkFloat, checkSameDevice, checkWeight, newFloat, stridedView } from "./util.js";
 
@@ -207,24 +209,32 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   return out;
 }
 
+export interface AffineOptions {
+  /**
+   * "gelu": gelu(x·W + b) in the same call (GPT-2's tanh form, as ops' gelu), the activation in the
+   * GEMM's epilogue on CUDA (cuBLASLt); the sum before it is kept for the backward, as gelu keeps its input.
+   */
+  activation?: "gelu" | null;
+}
+
 /** linear(x [.., in], weight [out, in], bias? [out]) = x·Wᵀ + b (torch.nn.functional.linear). */
-export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): Tensor {
-  return affine("linear", x, weight, true, bias);
+export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null, opts: AffineOptions = {}): Tensor {
+  return affine("linear", x, weight, true, bias, opts.activation ?? null);
 }
 
 /** conv1dLinear(x [.., in], weight [in, out], bias? [out]) = x·W + b (GPT-2's Conv1D stores W as in × out). */
-export function conv1dLinear(x: Tensor, weight: Tensor, bias: Tensor | null = null): Tensor {
-  return affine("conv1dLinear", x, weight, false, bias);
+export function conv1dLinear(x: Tensor, weight: Tensor, bias: Tensor | null = null, opts: AffineOptions = {}): Tensor {
+  return affine("conv1dLinear", x, weight, false, bias, opts.activation ?? null);
 }
 
 /**
- * y = x·op(W) + b with every leading dim of x folded into the rows of one gemm. The bias is first
- * broadcast into y and the gemm accumulates onto it (beta = 1): one pass over y, no extra buffer.
- * `outIn`: W is stored [out, in] (nn.Linear), else [in, out] (Conv1D).
+ * y = act(x·op(W) + b) with every leading dim of x folded into the rows of one gemm; the bias and the
+ * activation are the gemm's epilogue (native gemmEpilogue: cuBLASLt's on CUDA, one pass after the
+ * gemm on the CPU). `outIn`: W is stored [out, in] (nn.Linear), else [in, out] (Conv1D).
  * A bfloat16 W (a frozen weight, as `dtype: "bfloat16"` models keep them) is multiplied as autocast
  * does: x, and dY in the backward, are rounded to bf16 for the GEMM; y, dX and the sums are float32.
  */
-function affine(op: string, x: Tensor, weight: Tensor, outIn: boolean, bias: Tensor | null): Tensor {
+function affine(op: string, x: Tensor, weight: Tensor, outIn: boolean, bias: Tensor | null, activation: "gelu" | null): Tensor {
   checkFloat(op, x, ...(bias ? [bias] : []));
   checkSameDevice(op, x, weight);
   checkWeight(op, weight);
@@ -246,15 +256,28 @@ function affine(op: string, x: Tensor, weight: Tensor, outIn: boolean, bias: Ten
   const X = rowsOperand(xin);
   // op(W) is [in, out]: nn.Linear's [out, in] weight is read transposed, in place.
   const W = operand(weight, [inF, outF], outIn ? [weight.strides[1]!, weight.strides[0]!] : [...weight.strides], []);
-  const out = newFloat([...x.shape.slice(0, -1), outF], x);
-  if (bias) native().copyStrided({ src: stridedView(bias, [0, bias.strides[0]!]), dst: stridedView(out, [outF, 1]), shape: [rows, outF], elemSize: 4 });
-  gemmInto(out, X.mat, W.mat, 1, bias ? 1 : 0);
+  if (activation !== null && activation !== "gelu") throw new Error(`${op}: activation must be "gelu" or null, got ${JSON.stringify(activation)}`);
+  const outShape = [...x.shape.slice(0, -1), outF];
+  const out = newFloat(outShape, x);
+  const pre = activation ? newFloat(outShape, x) : null; // the sum before the activation, for its backward
+  if (bias || pre) {
+    const b = bias && (bias.isContiguous() ? bias : bias.contiguous());
+    native().gemmEpilogue({
+      transA: X.mat.trans, transB: W.mat.trans, m: rows, n: outF, k: inF, a: X.mat.t.nativeView, lda: X.mat.ld, b: W.mat.t.nativeView, ldb: W.mat.ld,
+      c: out.nativeView, ldc: outF, bias: b?.nativeView ?? null, pre: pre?.nativeView ?? null, dtype: DTYPE_CODE[weight.dtype],
+    });
+    if (b && b !== bias) b.dispose();
+  } else {
+    gemmInto(out, X.mat, W.mat, 1);
+  }
 
   const needX = x.requiresGrad, needW = weight.requiresGrad, needB = bias?.requiresGrad === true;
+  const nSaved = (needX ? 1 : 0) + (needW ? 1 : 0);
   record(
     op, out, [x, weight, bias],
-    (g, saved) => {
-      const wSaved = needX ? saved[0]! : null, xSaved = needW ? saved[saved.length - 1]! : null;
+    (gy, saved) => {
+      const wSaved = needX ? saved[0]! : null, xSaved = needW ? saved[nSaved - 1]! : null;
+      const g = pre ? unaryGrad(Unary.Gelu, saved[nSaved]!, gy, 0) : gy; // through the activation first
       const G = rowsOperand(g);
       let gx: Tensor | null = null, gw: Tensor | null = null, gb: Tensor | null = null;
       if (wSaved) {
@@ -278,12 +301,14 @@ function affine(op: string, x: Tensor, weight: Tensor, outIn: boolean, bias: Ten
         ones.dispose();
       }
       G.copy?.dispose();
+      if (g !== gy) g.dispose();
       return [gx, gw, gb];
     },
-    [...(needX ? [W.mat.t] : []), ...(needW ? [X.mat.t] : [])],
+    [...(needX ? [W.mat.t] : []), ...(needW ? [X.mat.t] : []), ...(pre ? [pre] : [])],
   );
   X.copy?.dispose();
   W.copy?.dispose();
+  pre?.dispose();
   if (xin !== x) xin.dispose();
   return out;
 }

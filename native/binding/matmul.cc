@@ -1,4 +1,4 @@
-// Binding for native/ops/matmul.h: the batched GEMM behind matmul, linear and Conv1D.
+// Binding for native/ops/matmul.h: the batched GEMM behind matmul, and linear layers' GEMM with its epilogue.
 #include "../ops/matmul.h"
 #include "common.h"
 
@@ -43,9 +43,34 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// gemmEpilogue({ transA, transB, m, n, k, a, lda, b, ldb, c, ldc, bias?, pre?, dtype }): a linear layer's
+// c = op(a)·op(b) + bias, then with pre: pre = that sum and c = gelu_tanh(pre). bias [n], pre like c.
+Napi::Value GemmEpilogue(const Napi::CallbackInfo& info) {
+  Args args(info, "gemmEpilogue");
+  const char* op = args.op;
+  bool ta = args.flag("transA"), tb = args.flag("transB");
+  int64_t m = args.size("m"), n = args.size("n"), k = args.size("k");
+  Buf a = args.view("a"), b = args.view("b"), c = args.view("c"), bias = args.opt_view("bias"), pre = args.opt_view("pre");
+  int64_t lda = args.integer("lda"), ldb = args.integer("ldb"), ldc = args.integer("ldc");
+  const DType t = args.dtype("dtype");
+  if (t == DType::I32) args.fail_field("dtype", "must be float32 or bfloat16");
+  const size_t elem = dtype_size(t);
+  a.need(ta ? span(k, m, lda, 0, 1, elem) : span(m, k, lda, 0, 1, elem), op);
+  b.need(tb ? span(n, k, ldb, 0, 1, elem) : span(k, n, ldb, 0, 1, elem), op);
+  c.need(span(m, n, ldc, 0, 1), op);
+  if (bias.storage) bias.need(size_t(n) * sizeof(float), op);
+  if (pre.storage) pre.need(span(m, n, ldc, 0, 1), op);
+  LR_DISPATCH(devices(op, {&a, &b, &c}, {&bias, &pre}),
+              gemm_epilogue(t, ta, tb, m, n, k, a.ptr, lda, b.ptr, ldb, ptr<float>(bias), ptr<float>(pre), c.as<float>(), ldc));
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
-LR_EXPORTS(matmul) { exports.Set("gemm", Napi::Function::New(env, Gemm, "gemm")); }
+LR_EXPORTS(matmul) {
+  exports.Set("gemm", Napi::Function::New(env, Gemm, "gemm"));
+  exports.Set("gemmEpilogue", Napi::Function::New(env, GemmEpilogue, "gemmEpilogue"));
+}
 
 }  // namespace binding
 }  // namespace lowrank

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "parallel.h"
 #include "vexp.h"
@@ -243,6 +244,22 @@ void sum_rows_f32(const float* x, float* out, int64_t rows, int64_t cols) {
       double acc = 0;
       for (int64_t j = 0; j < cols; ++j) acc += row[j];
       out[r] = static_cast<float>(acc);
+    }
+  });
+}
+
+void bias_gelu_rows_f32(float* c, const float* bias, float* pre, int64_t rows, int64_t cols, int64_t ld) {
+  const int64_t grain = std::max<int64_t>(1, (pre ? kComputeGrain : kStreamGrain) / std::max<int64_t>(1, cols));
+  parallel_for(rows, grain, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      float* row = c + r * ld;
+      float* sum = pre ? pre + r * ld : row;
+      if (bias) {
+        for (int64_t j = 0; j < cols; ++j) sum[j] = row[j] + bias[j];
+      } else if (pre) {
+        std::memcpy(sum, row, size_t(cols) * sizeof(float));
+      }
+      if (pre) gelu_run(sum, row, cols);
     }
   });
 }

@@ -25,6 +25,7 @@
 #include <new>
 #include <type_traits>
 
+#include "../ops/elementwise.h"
 #include "../ops/matmul.h"
 #include "bf16_load.h"
 #include "matmul_kernels.h"
@@ -293,6 +294,15 @@ void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, floa
                int64_t batch_stride_a, const uint16_t* b, int64_t ldb, int64_t batch_stride_b, float beta, float* c,
                int64_t ldc, int64_t batch_stride_c, int64_t batch) {
   gemm(trans_a, trans_b, m, n, k, alpha, a, lda, batch_stride_a, b, ldb, batch_stride_b, beta, c, ldc, batch_stride_c, batch);
+}
+
+void gemm_epilogue(DType dtype, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const void* a, int64_t lda,
+                   const void* b, int64_t ldb, const float* bias, float* pre, float* c, int64_t ldc) {
+  if (dtype == DType::BF16)
+    gemm(trans_a, trans_b, m, n, k, 1.0f, static_cast<const uint16_t*>(a), lda, 0, static_cast<const uint16_t*>(b), ldb, 0, 0.0f, c, ldc, 0, 1);
+  else
+    gemm(trans_a, trans_b, m, n, k, 1.0f, static_cast<const float*>(a), lda, 0, static_cast<const float*>(b), ldb, 0, 0.0f, c, ldc, 0, 1);
+  if (bias || pre) bias_gelu_rows_f32(c, bias, pre, m, n, ldc);
 }
 
 }  // namespace cpu

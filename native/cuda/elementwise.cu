@@ -208,5 +208,21 @@ void sum_rows_f32(const float* x, float* out, int64_t rows, int64_t cols) {
   release(partial);
 }
 
+// A GEMM's epilogue when cuBLASLt cannot fuse it (matmul.cu's fallback): one thread per element.
+__global__ void bias_gelu_rows_kernel(float* c, const float* bias, float* pre, int64_t rows, int64_t cols, int64_t ld) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < rows * cols; i += (int64_t)blockDim.x * gridDim.x) {
+    const int64_t r = i / cols, j = i % cols;
+    const float v = bias ? c[r * ld + j] + bias[j] : c[r * ld + j];
+    if (pre) pre[r * ld + j] = v;
+    c[r * ld + j] = pre ? unary(UnaryOp::Gelu, v, 0.0f) : v;
+  }
+}
+
+void bias_gelu_rows_f32(float* c, const float* bias, float* pre, int64_t rows, int64_t cols, int64_t ld) {
+  if (rows == 0 || cols == 0) return;
+  bias_gelu_rows_kernel<<<grid_for(rows * cols, kThreads), kThreads, 0, current_stream()>>>(c, bias, pre, rows, cols, ld);
+  LR_CUDA_LAUNCH_CHECK("bias_gelu_rows_f32");
+}
+
 }  // namespace cuda
 }  // namespace lowrank

@@ -27,6 +27,9 @@ constexpr int kUnaryOpCount = 0 LOWRANK_UNARY_OPS(LR_ENUM_PLUS_ONE);
   /* gx[i] = g[i] * f'(x[i]; alpha), contiguous; gx may alias g. */                               \
   void unary_backward_f32(UnaryOp op, const float* x, const float* g, float* gx, int64_t n, float alpha); \
   /* out[r] = sum of the `cols` contiguous values of row r, r < rows (accumulated in double). */   \
-  void sum_rows_f32(const float* x, float* out, int64_t rows, int64_t cols);
+  void sum_rows_f32(const float* x, float* out, int64_t rows, int64_t cols);                      \
+  /* The epilogue of a linear layer's GEMM, rows × cols at row stride ld: v = c + bias[col]       \
+     (bias may be null), then pre = v and c = gelu(v) when pre is given, else c = v. */            \
+  void bias_gelu_rows_f32(float* c, const float* bias, float* pre, int64_t rows, int64_t cols, int64_t ld);
 
 LOWRANK_DECLARE_BACKEND(LOWRANK_ELEMENTWISE_OPS)

@@ -17,6 +17,14 @@
   void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,           \
                  const uint16_t* a, int64_t lda, int64_t batch_stride_a, const uint16_t* b,         \
                  int64_t ldb, int64_t batch_stride_b, float beta, float* c, int64_t ldc,            \
-                 int64_t batch_stride_c, int64_t batch);
+                 int64_t batch_stride_c, int64_t batch);                                            \
+  /* A linear layer's product and what follows it: C = op(A)·op(B) + bias (bias[j] added to   \
+     column j of every row; null: none), then, when pre is given, pre = that sum (kept for the  \
+     backward) and C = gelu_tanh(pre) (GPT-2's gelu_new). a and b are `dtype` (float32 or       \
+     bfloat16 bits); C, bias and pre float32, C and pre with row stride ldc. One GEMM with       \
+     cuBLASLt's epilogue on CUDA; the CPU runs its gemm, then bias_gelu_rows_f32. */            \
+  void gemm_epilogue(DType dtype, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,     \
+                     const void* a, int64_t lda, const void* b, int64_t ldb, const float* bias,    \
+                     float* pre, float* c, int64_t ldc);
 
 LOWRANK_DECLARE_BACKEND(LOWRANK_GEMM_OPS)

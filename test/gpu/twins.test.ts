@@ -90,6 +90,16 @@ const ROWS: Row[] = [
   // bf16 tensor-core GEMM with float32 sums on CUDA, float32 GEMM of the same bf16 values on the CPU
   { family: "matmul", name: "linear [2,37,65] by bf16 [129,65] + bias", inputs: [f([2, 37, 65], 15), { shape: [129, 65], seed: 16, grad: false }, f([129], 17)],
     run: ([x, w, b], device) => ops.linear(x!, w!.to(device, "bfloat16"), b!), tol: 1e-5 },
+  // bias and gelu in the GEMM's epilogue (cuBLASLt on CUDA; its fallback, the GEMM then one pass,
+  // where cuBLASLt has no algorithm, e.g. the odd row stride 129 of the pre-activation it keeps)
+  { family: "matmul", name: "conv1dLinear [2,37,65] by [65,128] + bias, gelu", inputs: [f([2, 37, 65], 140), f([65, 128], 141, 0.3), f([128], 142)],
+    run: ([x, w, b]) => ops.conv1dLinear(x!, w!, b!, { activation: "gelu" }) },
+  { family: "matmul", name: "linear [2,37,65] by [129,65] + bias, gelu (fallback)", inputs: [f([2, 37, 65], 143), f([129, 65], 144, 0.3), f([129], 145)],
+    run: ([x, w, b]) => ops.linear(x!, w!, b!, { activation: "gelu" }) },
+  { family: "matmul", name: "linear [5,40] by [24,40], gelu, no bias", inputs: [f([5, 40], 146), f([24, 40], 147, 0.3)],
+    run: ([x, w]) => ops.linear(x!, w!, null, { activation: "gelu" }) },
+  { family: "matmul", name: "conv1dLinear [9,768] by bf16 [768,3072] + bias, gelu (GPT-2 c_fc)", inputs: [f([9, 768], 148), { shape: [768, 3072], seed: 149, scale: 0.02, grad: false }, f([3072], 150)],
+    run: ([x, w, b], device) => ops.conv1dLinear(x!, w!.to(device, "bfloat16"), b!, { activation: "gelu" }), tol: 1e-5 },
   { family: "matmul", name: "conv1dLinear [5,768] by bf16 [768,2304] (GPT-2 c_attn)", inputs: [f([5, 768], 18), { shape: [768, 2304], seed: 19, scale: 0.02, grad: false }],
     run: ([x, w], device) => ops.conv1dLinear(x!, w!.to(device, "bfloat16")), tol: 1e-5 },
   // ---- embedding: gather, and the scatter-add backward in order of position (bit for bit)

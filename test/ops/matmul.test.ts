@@ -21,6 +21,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { full, Generator, info, rand, tensor, tidy, zeros, type Tensor } from "../../lib/index.js";
 import { native } from "../../lib/native/index.js";
 import { bf16BitsToF32, DTYPE_CODE, f32ToBf16Bits } from "../../lib/tensor/dtype.js";
+import { gelu } from "../../lib/ops/elementwise.js";
 import { conv1dLinear, linear, matmul } from "../../lib/ops/matmul.js";
 import { expand } from "../../lib/ops/shape.js";
 import { expectClose, gradcheck, randomValues, relError } from "../helpers.js";
@@ -210,6 +211,38 @@ describe("linear and conv1dLinear", () => {
       });
     });
   }
+
+  // activation "gelu": the GEMM's epilogue (gemmEpilogue) against gelu(x·W + b) in float64, and the
+  // same ops unfused (linear, then gelu) to float32 rounding; gradients by finite differences.
+  it('activation "gelu": gelu(x·W + b) in one call, float32 and bf16 weights, with and without bias; gradients', () => {
+    const geluRef = (v: number) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
+    const bf = (v: number[]) => v.map((x) => bf16BitsToF32(f32ToBf16Bits(x)));
+    tidy(() => {
+      for (const outIn of [true, false]) for (const withBias of [true, false]) for (const dtype of ["float32", "bfloat16"] as const) {
+        const x = t([2, 5, 9], 71), w32 = outIn ? t([11, 9], 72) : t([9, 11], 72), b = withBias ? t([11], 73) : null;
+        const w = w32.to("cpu", dtype);
+        const f = outIn ? linear : conv1dLinear;
+        const y = f(x, w, b, { activation: "gelu" });
+        const wIO = outIn ? values(w.to("cpu", "float32").transpose(0, 1).contiguous()) : values(w.to("cpu", "float32"));
+        const xs = dtype === "bfloat16" ? bf(values(x)) : values(x);
+        expectClose(y, refAffine(xs, 10, wIO, 9, 11, b && values(b)).map(geluRef), TOL);
+        expectClose(y, values(gelu(f(x, w, b))), 1e-6);
+      }
+      const x = t([3, 4], 74), w = t([4, 5], 75), b = t([5], 76);
+      gradcheck((u, v, c) => conv1dLinear(u!, v!, c!, { activation: "gelu" }), [x, w, b]);
+      gradcheck((u, v) => linear(u!, v!, null, { activation: "gelu" }), [x, t([6, 4], 77)]);
+      // bf16 weights are frozen (and x is rounded to bf16, which finite differences cannot see
+      // through): the gradient of x as the unfused ops give it
+      const wb = t([4, 5], 78).to("cpu", "bfloat16"), g = t([3, 5], 80);
+      const gradX = (fused: boolean) => {
+        const u = x.detach().requireGrad();
+        (fused ? conv1dLinear(u, wb, b, { activation: "gelu" }) : gelu(conv1dLinear(u, wb, b))).backward(g);
+        return values(u.grad!);
+      };
+      expectClose(tensor(gradX(true)), gradX(false), 1e-6);
+      expect(() => linear(x, t([2, 4], 79), null, { activation: "relu" as "gelu" })).toThrow(/linear: activation must be "gelu" or null, got "relu"/);
+    });
+  });
 
   it("takes a 1-D input and transposed inputs", () => {
     tidy(() => {

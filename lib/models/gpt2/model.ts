@@ -96,7 +96,10 @@ export class GPT2MLP extends Module {
 
   /** x [B, T, C] -> [B, T, C]. */
   forward(x: Tensor): Tensor {
-    return this.dropout.forward(this.c_proj.forward(gelu(this.c_fc.forward(x))));
+    // A plain c_fc applies gelu in its GEMM's epilogue; a wrapped one (LoRA on c_fc) is followed by gelu.
+    const fc: { forward(x: Tensor): Tensor } = this.c_fc;
+    const h = fc instanceof Conv1D ? fc.forward(x, { activation: "gelu" }) : gelu(fc.forward(x));
+    return this.dropout.forward(this.c_proj.forward(h));
   }
 }
 
