@@ -2,8 +2,8 @@
 // (y = x·Wᵀ + s·drop(x)·Aᵀ·Bᵀ, a LoraLinear layer as getPeftModel makes one) against the bare frozen
 // linear, forward and forward + backward, and the merge W += s·B·A against its memory floor (one
 // read and one write of W, timed as a copy of W). With bf16 weights on CUDA the layer runs both
-// of its paths, one row each: the one-GEMM path (LoraLinear.oneGemm "auto") and the base GEMM
-// followed by the fused LoRA op (the default). Each time is the median of `iters` runs after `warmup`, each run waited for
+// of its paths, one row each: the one-GEMM path (LoraLinear.oneGemm "auto", the default) and the
+// base GEMM followed by the fused LoRA op. Each time is the median of `iters` runs after `warmup`, each run waited for
 // to its end (synchronize() on CUDA), in its own tidy scope.
 import { Linear } from "../nn/layers.js";
 import { loraMerge } from "../ops/lora.js";

@@ -53,8 +53,8 @@ Shapes (issue 12's; on the CPU N is cut to 512 tokens): ${LORA_BENCH_SHAPES.map(
 LoRA linear = x·Wᵀ + s·drop(x)·Aᵀ·Bᵀ with W frozen and A, B trained (forward + backward: dX, dA,
 dB for an upstream gradient), a LoRA layer as getPeftModel builds it; frozen linear = x·Wᵀ
 (forward + backward: dX). With bfloat16 weights on CUDA each row is timed on both of the layer's
-paths: "one GEMM" (the adapter and bias inside the frozen GEMM, LoraLinear.oneGemm "auto") and
-"GEMM + LoRA op" (the frozen GEMM, then the fused LoRA kernels, the default). The merge's floor is
+paths: "one GEMM" (the adapter and bias inside the frozen GEMM, LoraLinear.oneGemm "auto", the
+default) and "GEMM + LoRA op" (the frozen GEMM, then the fused LoRA kernels). The merge's floor is
 a copy of W (one read, one write). Each time is the median of --iters runs, each waited for.
 
 Examples:

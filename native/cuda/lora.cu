@@ -426,10 +426,10 @@ __global__ void lora_transpose_kernel(const float* __restrict__ src, int64_t row
 // the grid's height; W's loads are issued before the rank sum runs. When r ≤ 16 (the adapters'
 // usual ranks) the block stages Q's columns in shared memory once for all its rows.
 constexpr int kMergeWarps = 8, kMergeRows = 4 * kMergeWarps, kMergeCols = 128;
-constexpr int kMergeBlocks = 1024;  // ~2.6 waves of 3 blocks per SM (80 registers: launch bounds) on an H100
+constexpr int kMergeBlocks = 1024;  // ~2 waves of 4 blocks per SM on an H100
 
 template <typename T>
-__global__ void __launch_bounds__(32 * kMergeWarps, 3) lora_merge_kernel(T* W, int64_t rows, int64_t cols, int64_t ldw, int64_t r,
+__global__ void __launch_bounds__(32 * kMergeWarps) lora_merge_kernel(T* W, int64_t rows, int64_t cols, int64_t ldw, int64_t r,
                                                                       const float* __restrict__ P, int64_t p_i, int64_t p_t,
                                                                       const float* __restrict__ Q, int64_t q_t, int64_t q_c,
                                                                       float s, bool vec) {
@@ -447,20 +447,11 @@ __global__ void __launch_bounds__(32 * kMergeWarps, 3) lora_merge_kernel(T* W, i
   const int64_t c0 = col_block + cl;
   if (c0 >= cols) return;  // no barriers below
   const int n = cols - c0 < 4 ? int(cols - c0) : 4;
-  const int64_t stride = int64_t(gridDim.y) * kMergeRows;
-  auto load_rows = [&](int64_t i, float (&dst)[4][4]) {
+  for (int64_t i0 = int64_t(blockIdx.y) * kMergeRows + 4 * (threadIdx.x / 32); i0 < rows; i0 += int64_t(gridDim.y) * kMergeRows) {
+    float w[4][4] = {};  // [row][b]
 #pragma unroll
     for (int a = 0; a < 4; ++a)
-      if (i + a < rows) load4<false>(W + (i + a) * ldw, cols, c0, vec, dst[a]);  // W is written too: no read-only path
-  };
-  int64_t i0 = int64_t(blockIdx.y) * kMergeRows + 4 * (threadIdx.x / 32);
-  float w[4][4] = {};  // [row][b]: this row group's W
-  if (i0 < rows) load_rows(i0, w);
-  for (; i0 < rows; i0 += stride) {
-    // The next row group's loads go out before this group's sums: two groups of W in flight per
-    // warp (one alone left a bf16 merge latency-bound at ~0.8 TB/s, the float32 one at 1.6).
-    float next[4][4] = {};
-    if (i0 + stride < rows) load_rows(i0 + stride, next);
+      if (i0 + a < rows) load4<false>(W + (i0 + a) * ldw, cols, c0, vec, w[a]);  // W is written too: no read-only path
     float acc[4][4] = {};
     for (int64_t t = 0; t < r; ++t) {
       float q[4];
@@ -486,10 +477,6 @@ __global__ void __launch_bounds__(32 * kMergeWarps, 3) lora_merge_kernel(T* W, i
       for (int b = 0; b < 4; ++b) w[a][b] = s * acc[a][b] + w[a][b];
       store4(W + (i0 + a) * ldw, cols, c0, vec, w[a]);
     }
-#pragma unroll
-    for (int a = 0; a < 4; ++a)
-#pragma unroll
-      for (int b = 0; b < 4; ++b) w[a][b] = next[a][b];
   }
 }
 
