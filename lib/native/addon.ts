@@ -70,7 +70,8 @@ export interface ElementwiseKernels {
   /** out = a (op) b over `shape`; a and b carry strides (0 broadcasts), out is contiguous. */
   binary(a: { op: number; a: View; b: View; out: View; shape: readonly number[] }): void;
   unary(a: { op: number; x: View; out: View; n: number; alpha: number }): void;
-  unaryBackward(a: { op: number; x: View; g: View; gx: View; n: number; alpha: number }): void;
+  /** gx = g·f'(x): float32, or rounded to bfloat16 with gxBf16 (the operand of a bf16 GEMM next). */
+  unaryBackward(a: { op: number; x: View; g: View; gx: View; n: number; alpha: number; gxBf16: boolean }): void;
   /** out[r] = sum of row r (rows × cols, contiguous), accumulated in double. */
   sumRows(a: { x: View; out: View; rows: number; cols: number }): void;
 }

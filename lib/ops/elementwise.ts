@@ -2,7 +2,7 @@
 // Kernels: native/ops/elementwise.h (CPU and CUDA twins).
 import { Binary, Unary } from "../native/enums.js";
 import { native } from "../native/index.js";
-import { isSoleView, record, type Tensor } from "../tensor/tensor.js";
+import { emptyLike, isSoleView, record, type Tensor } from "../tensor/tensor.js";
 import { sumToShape } from "./reduce.js";
 import { broadcastShapes, broadcastStrides, checkFloat, newFloat, stridedView, withContiguous } from "./util.js";
 
@@ -25,7 +25,16 @@ function unaryRaw(code: Unary, name: string, x: Tensor, alpha = 0): Tensor {
 export function unaryGrad(code: Unary, x: Tensor, g: Tensor, alpha: number): Tensor {
   const gx = isSoleView(g) ? g.alias() : newFloat(x.shape, x);
   withContiguous([x, g], (xc, gc) =>
-    native().unaryBackward({ op: code, x: xc.nativeView, g: gc.nativeView, gx: gx.nativeView, n: xc.size, alpha }),
+    native().unaryBackward({ op: code, x: xc.nativeView, g: gc.nativeView, gx: gx.nativeView, n: xc.size, alpha, gxBf16: false }),
+  );
+  return gx;
+}
+
+/** The same gradient rounded to bfloat16, for a bf16 GEMM that reads it next (not recorded). */
+export function unaryGradBf16(code: Unary, x: Tensor, g: Tensor, alpha: number): Tensor {
+  const gx = emptyLike(x.shape, "bfloat16", x.deviceInfo);
+  withContiguous([x, g], (xc, gc) =>
+    native().unaryBackward({ op: code, x: xc.nativeView, g: gc.nativeView, gx: gx.nativeView, n: xc.size, alpha, gxBf16: true }),
   );
   return gx;
 }

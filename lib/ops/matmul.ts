@@ -11,7 +11,7 @@ import { full } from "../tensor/creation.js";
 import { DTYPE_CODE, DTYPE_SIZE } from "../tensor/dtype.js";
 import { copyInto, emptyLike, formatShape, noGrad, record, shapeSize, type Tensor } from "../tensor/tensor.js";
 import { Unary } from "../native/enums.js";
-import { unaryGrad } from "./elementwise.js";
+import { unaryGrad, unaryGradBf16 } from "./elementwise.js";
 import { sumToShape } from "./reduce.js";
 import { broadcastShapes, checkFloat, checkSameDevice, checkWeight, newFloat, stridedView } from "./util.js";
 
@@ -277,30 +277,33 @@ function affine(op: string, x: Tensor, weight: Tensor, outIn: boolean, bias: Ten
     op, out, [x, weight, bias],
     (gy, saved) => {
       const wSaved = needX ? saved[0]! : null, xSaved = needW ? saved[nSaved - 1]! : null;
-      const g = pre ? unaryGrad(Unary.Gelu, saved[nSaved]!, gy, 0) : gy; // through the activation first
-      const G = rowsOperand(g);
+      // Through the activation first. When only a bf16 weight's dX reads that gradient, it is written
+      // in bf16 directly (the GEMM's operand), not in float32 and then cast.
+      const bf16Only = pre !== null && lowp && !xSaved && !needB;
+      const g = pre && !bf16Only ? unaryGrad(Unary.Gelu, saved[nSaved]!, gy, 0) : gy;
+      const G = bf16Only ? null : rowsOperand(g);
       let gx: Tensor | null = null, gw: Tensor | null = null, gb: Tensor | null = null;
       if (wSaved) {
         gx = newFloat(x.shape, g); // dX = dY·op(W)ᵀ
-        const g16 = lowp ? bf16Operand(g) : null, G16 = g16 && rowsOperand(g16);
-        gemmInto(gx, G16 ? G16.mat : G.mat, tr({ ...W.mat, t: wSaved }), 1);
+        const g16 = bf16Only ? unaryGradBf16(Unary.Gelu, saved[nSaved]!, gy, 0) : lowp ? bf16Operand(g) : null, G16 = g16 && rowsOperand(g16);
+        gemmInto(gx, G16 ? G16.mat : G!.mat, tr({ ...W.mat, t: wSaved }), 1);
         g16?.dispose();
         G16?.copy?.dispose();
       }
       if (xSaved) {
         gw = newFloat(weight.shape, g); // d op(W) = Xᵀ·dY; nn.Linear stores its transpose, dYᵀ·X
         const Xs = { ...X.mat, t: xSaved };
-        if (outIn) gemmInto(gw, tr(G.mat), Xs, 1);
-        else gemmInto(gw, tr(Xs), G.mat, 1);
+        if (outIn) gemmInto(gw, tr(G!.mat), Xs, 1);
+        else gemmInto(gw, tr(Xs), G!.mat, 1);
       }
       if (needB) {
         // Column sums of dY as 1ᵀ·dY: a gemv over dY in place, instead of a transposed copy to sum rows.
         const ones = full([rows], 1, { device: g.device });
         gb = newFloat([outF], g);
-        gemmInto(gb, { t: ones, rows: 1, cols: rows, trans: false, ld: Math.max(rows, 1), batchStride: 0 }, G.mat, 1);
+        gemmInto(gb, { t: ones, rows: 1, cols: rows, trans: false, ld: Math.max(rows, 1), batchStride: 0 }, G!.mat, 1);
         ones.dispose();
       }
-      G.copy?.dispose();
+      G?.copy?.dispose();
       if (g !== gy) g.dispose();
       return [gx, gw, gb];
     },

@@ -48,18 +48,22 @@ Napi::Value Unary(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// unaryBackward({ op, x, g, gx, n, alpha }): contiguous.
+// unaryBackward({ op, x, g, gx, n, alpha, gxBf16 }): contiguous; gx float32, or bfloat16 with gxBf16.
 Napi::Value UnaryBackward(const Napi::CallbackInfo& info) {
   Args a(info, "unaryBackward");
   const char* op = a.op;
   UnaryOp code = a.code<UnaryOp>("op", kUnaryOpCount);
   Buf x = a.view("x"), g = a.view("g"), gx = a.view("gx");
   int64_t n = a.size("n");
+  const bool bf16 = a.flag("gxBf16");
+  const float alpha = float(a.num("alpha"));
   x.need(n * 4, op);
   g.need(n * 4, op);
-  gx.need(n * 4, op);
-  LR_DISPATCH(same_device(op, {&x, &g, &gx}), unary_backward_f32(code, x.as<float>(), g.as<float>(), gx.as<float>(), n,
-                                                                 float(a.num("alpha"))));
+  gx.need(n * (bf16 ? 2 : 4), op);
+  if (bf16)
+    LR_DISPATCH(same_device(op, {&x, &g, &gx}), unary_backward_bf16(code, x.as<float>(), g.as<float>(), gx.as<uint16_t>(), n, alpha));
+  else
+    LR_DISPATCH(same_device(op, {&x, &g, &gx}), unary_backward_f32(code, x.as<float>(), g.as<float>(), gx.as<float>(), n, alpha));
   return info.Env().Undefined();
 }
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "parallel.h"
 #include "vexp.h"
@@ -235,6 +236,14 @@ void unary_backward_f32(UnaryOp op, const float* x, const float* g, float* gx, i
         gx[i] = g[i] * s * (1.0f + x[i] * (1.0f - s));
       });
   }
+}
+
+void unary_backward_bf16(UnaryOp op, const float* x, const float* g, uint16_t* gx, int64_t n, float alpha) {
+  std::vector<float> exact(size_t(std::max<int64_t>(n, 0)));
+  unary_backward_f32(op, x, g, exact.data(), n, alpha);
+  parallel_for(n, kStreamGrain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) gx[i] = f32_to_bf16(exact[size_t(i)]);
+  });
 }
 
 void sum_rows_f32(const float* x, float* out, int64_t rows, int64_t cols) {

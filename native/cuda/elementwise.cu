@@ -114,6 +114,11 @@ __global__ void unary_backward_kernel(UnaryOp op, const float* x, const float* g
     gx[i] = unary_grad(op, x[i], g[i], alpha);
 }
 
+__global__ void unary_backward_bf16_kernel(UnaryOp op, const float* x, const float* g, uint16_t* gx, int64_t n, float alpha) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)blockDim.x * gridDim.x)
+    gx[i] = f32_to_bf16(unary_grad(op, x[i], g[i], alpha));
+}
+
 // Sum of the kThreads doubles each thread of the block holds, in a fixed tree; thread 0 gets it.
 __device__ double block_sum(double v) {
   __shared__ double partial[kThreads];
@@ -190,6 +195,12 @@ void unary_backward_f32(UnaryOp op, const float* x, const float* g, float* gx, i
   if (n == 0) return;
   unary_backward_kernel<<<grid_for(n, kThreads), kThreads, 0, current_stream()>>>(op, x, g, gx, n, alpha);
   LR_CUDA_LAUNCH_CHECK("unary_backward_f32");
+}
+
+void unary_backward_bf16(UnaryOp op, const float* x, const float* g, uint16_t* gx, int64_t n, float alpha) {
+  if (n == 0) return;
+  unary_backward_bf16_kernel<<<grid_for(n, kThreads), kThreads, 0, current_stream()>>>(op, x, g, gx, n, alpha);
+  LR_CUDA_LAUNCH_CHECK("unary_backward_bf16");
 }
 
 void sum_rows_f32(const float* x, float* out, int64_t rows, int64_t cols) {

@@ -26,6 +26,8 @@ constexpr int kUnaryOpCount = 0 LOWRANK_UNARY_OPS(LR_ENUM_PLUS_ONE);
   void unary_f32(UnaryOp op, const float* x, float* out, int64_t n, float alpha);                 \
   /* gx[i] = g[i] * f'(x[i]; alpha), contiguous; gx may alias g. */                               \
   void unary_backward_f32(UnaryOp op, const float* x, const float* g, float* gx, int64_t n, float alpha); \
+  /* The same gradient rounded to bfloat16 bits (the operand of a bf16 GEMM that reads it next). */ \
+  void unary_backward_bf16(UnaryOp op, const float* x, const float* g, uint16_t* gx, int64_t n, float alpha); \
   /* out[r] = sum of the `cols` contiguous values of row r, r < rows (accumulated in double). */   \
   void sum_rows_f32(const float* x, float* out, int64_t rows, int64_t cols);                      \
   /* The epilogue of a linear layer's GEMM, rows × cols at row stride ld: v = c + bias[col]       \

@@ -100,6 +100,9 @@ const ROWS: Row[] = [
     run: ([x, w]) => ops.linear(x!, w!, null, { activation: "gelu" }) },
   { family: "matmul", name: "conv1dLinear [9,768] by bf16 [768,3072] + bias, gelu (GPT-2 c_fc)", inputs: [f([9, 768], 148), { shape: [768, 3072], seed: 149, scale: 0.02, grad: false }, f([3072], 150)],
     run: ([x, w, b], device) => ops.conv1dLinear(x!, w!.to(device, "bfloat16"), b!, { activation: "gelu" }), tol: 1e-5 },
+  { family: "matmul", name: "conv1dLinear [9,768] by bf16 [768,3072] + frozen bias, gelu (dX reads the bf16 gelu gradient)",
+    inputs: [f([9, 768], 151), { shape: [768, 3072], seed: 152, scale: 0.02, grad: false }, { shape: [3072], seed: 153, grad: false }],
+    run: ([x, w, b], device) => ops.conv1dLinear(x!, w!.to(device, "bfloat16"), b!, { activation: "gelu" }), tol: 1e-5 },
   { family: "matmul", name: "conv1dLinear [5,768] by bf16 [768,2304] (GPT-2 c_attn)", inputs: [f([5, 768], 18), { shape: [768, 2304], seed: 19, scale: 0.02, grad: false }],
     run: ([x, w], device) => ops.conv1dLinear(x!, w!.to(device, "bfloat16")), tol: 1e-5 },
   // ---- embedding: gather, and the scatter-add backward in order of position (bit for bit)
