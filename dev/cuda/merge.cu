@@ -11,6 +11,8 @@
 //   2  a lane takes 8 columns (one 16-byte load of bf16), 4 rows at a time: twice the bytes in flight.
 //   3  8 columns and 8 rows at a time: four times the bytes in flight per lane of version 1.
 //   4  version 3 with P's rows for the block staged in shared memory (no per-t global loads of P).
+//   5  4 columns and 8 rows at a time, P staged (the addon's design since Dec 7 16:00).
+//   6  version 5 reading and writing W through the addon's load4/store4 (bounds and alignment checks).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -20,6 +22,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "../../native/cuda/lora.cu"
@@ -77,7 +80,19 @@ __device__ __forceinline__ void store_n(__nv_bfloat16* p, const float* v, int n)
 // ---- the kernels (shapes: cols a multiple of the warp's columns, r <= kRankTile; the bench's)
 
 // kCols columns per lane, kRows rows per warp step; P from global (kStageP false) or staged.
-template <typename T, int kCols, int kRows, bool kStageP>
+template <typename T>
+__device__ __forceinline__ void addon_load(const T* row, int cols, int c0, float* v) {
+  float w[4];
+  lowrank::cuda::load4<false>(reinterpret_cast<const std::conditional_t<sizeof(T) == 2, uint16_t, float>*>(row), cols, c0, true, w);
+  for (int i = 0; i < 4; ++i) v[i] = w[i];
+}
+template <typename T>
+__device__ __forceinline__ void addon_store(T* row, int cols, int c0, const float* v) {
+  const float w[4] = {v[0], v[1], v[2], v[3]};
+  lowrank::cuda::store4(reinterpret_cast<std::conditional_t<sizeof(T) == 2, uint16_t, float>*>(row), cols, c0, true, w);
+}
+
+template <typename T, int kCols, int kRows, bool kStageP, bool kAddonAccess = false>
 __global__ void __launch_bounds__(32 * kWarps) merge_kernel(T* W, int rows, int cols, int r, const float* __restrict__ P,
                                                            const float* __restrict__ Q, float s) {
   constexpr int kBlockCols = 32 * kCols, kBlockRows = kRows * kWarps;
@@ -102,7 +117,10 @@ __global__ void __launch_bounds__(32 * kWarps) merge_kernel(T* W, int rows, int 
     float w[kRows][kCols];
 #pragma unroll
     for (int a = 0; a < kRows; ++a)
-      if (i0 + a < rows) load_n(W + int64_t(i0 + a) * cols + c0, w[a], kCols);
+      if (i0 + a < rows) {
+        if constexpr (kAddonAccess) addon_load(W + int64_t(i0 + a) * cols, cols, c0, w[a]);
+        else load_n(W + int64_t(i0 + a) * cols + c0, w[a], kCols);
+      }
     float acc[kRows][kCols] = {};
     for (int t = 0; t < r; ++t) {
       float q[kCols];
@@ -123,7 +141,8 @@ __global__ void __launch_bounds__(32 * kWarps) merge_kernel(T* W, int rows, int 
       if (i0 + a >= rows) break;
 #pragma unroll
       for (int b = 0; b < kCols; ++b) w[a][b] = s * acc[a][b] + w[a][b];
-      store_n(W + int64_t(i0 + a) * cols + c0, w[a], kCols);
+      if constexpr (kAddonAccess) addon_store(W + int64_t(i0 + a) * cols, cols, c0, w[a]);
+      else store_n(W + int64_t(i0 + a) * cols + c0, w[a], kCols);
     }
   }
 }
@@ -133,12 +152,12 @@ __global__ void copy_kernel(const uint4* __restrict__ src, uint4* __restrict__ d
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) dst[i] = src[i];
 }
 
-template <typename T, int kCols, int kRows, bool kStageP>
+template <typename T, int kCols, int kRows, bool kStageP, bool kAddonAccess = false>
 void launch(T* W, int rows, int cols, int r, const float* P, const float* Q, float s, int blocks_per_sm, int sms) {
   const int col_blocks = cols / (32 * kCols), row_blocks = (rows + kRows * kWarps - 1) / (kRows * kWarps);
   int grid_rows = (blocks_per_sm * sms * 2 + col_blocks - 1) / col_blocks;  // ~2 waves
   grid_rows = std::min(grid_rows, row_blocks);
-  merge_kernel<T, kCols, kRows, kStageP><<<dim3(col_blocks, grid_rows), 32 * kWarps>>>(W, rows, cols, r, P, Q, s);
+  merge_kernel<T, kCols, kRows, kStageP, kAddonAccess><<<dim3(col_blocks, grid_rows), 32 * kWarps>>>(W, rows, cols, r, P, Q, s);
 }
 
 // The addon's merge: W [rows, cols] += s·B·A with B = P [rows, r], A = Q [r, cols] (a Linear layout).
@@ -251,6 +270,7 @@ void run_all(int rows, int cols, int r) {
       {"3: 8 cols x 8 rows", launch<T, 8, 8, false>},
       {"4: 8 cols x 8 rows, P staged", launch<T, 8, 8, true>},
       {"5: 4 cols x 8 rows, P staged", launch<T, 4, 8, true>},
+      {"6: 5 with the addon's load4/store4", launch<T, 4, 8, true, true>},
   };
   for (const Version& v : versions) {
     for (int bps : {2, 4}) {

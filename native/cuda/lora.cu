@@ -33,6 +33,7 @@
 // evaluates block q and the lanes trade their keep bits by shuffles (keep4).
 #include <cstdint>
 #include <initializer_list>
+#include <type_traits>
 
 #include "../core/philox.h"
 #include "../ops/lora.h"
@@ -87,11 +88,25 @@ __device__ __forceinline__ bool in_row(int64_t c, int64_t cols) { return c >= 0 
 
 // row[c..c+3] (0 outside [0, K)): one 16-byte load when vec and all four are in the row. y may be
 // the kernel's output (no read-only path for it: kReadOnly false).
+// p[0..4) in one aligned access, widened to float; the fast path of load4.
+template <bool kReadOnly = true>
+__device__ __forceinline__ void load4_aligned(const float* p, float (&v)[4]) {
+  const float4 t = kReadOnly ? __ldg(reinterpret_cast<const float4*>(p)) : *reinterpret_cast<const float4*>(p);
+  v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
+}
+template <bool kReadOnly = true>
+__device__ __forceinline__ void load4_aligned(const uint16_t* p, float (&v)[4]) {
+  const uint2* q = reinterpret_cast<const uint2*>(p);
+  const float4 t = bf16x4_unpack(kReadOnly ? __ldg(q) : *q);
+  v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
+}
+__device__ __forceinline__ void store4_aligned(float* p, const float (&v)[4]) { *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]); }
+__device__ __forceinline__ void store4_aligned(uint16_t* p, const float (&v)[4]) { *reinterpret_cast<uint2*>(p) = bf16x4_pack(v[0], v[1], v[2], v[3]); }
+
 template <bool kReadOnly = true>
 __device__ __forceinline__ void load4(const float* row, int64_t K, int64_t c, bool vec, float (&v)[4]) {
   if (vec && c >= 0 && c + 4 <= K) {
-    const float4 t = kReadOnly ? __ldg(reinterpret_cast<const float4*>(row + c)) : *reinterpret_cast<const float4*>(row + c);
-    v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
+    load4_aligned<kReadOnly>(row + c, v);
   } else {
 #pragma unroll
     for (int t = 0; t < 4; ++t) v[t] = in_row(c + t, K) ? row[c + t] : 0.0f;
@@ -103,9 +118,7 @@ __device__ __forceinline__ void load4(const float* row, int64_t K, int64_t c, bo
 template <bool kReadOnly = true>
 __device__ __forceinline__ void load4(const uint16_t* row, int64_t K, int64_t c, bool vec, float (&v)[4]) {
   if (vec && c >= 0 && c + 4 <= K) {
-    const uint2* p = reinterpret_cast<const uint2*>(row + c);
-    const float4 t = bf16x4_unpack(kReadOnly ? __ldg(p) : *p);
-    v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
+    load4_aligned<kReadOnly>(row + c, v);
   } else {
 #pragma unroll
     for (int t = 0; t < 4; ++t) v[t] = in_row(c + t, K) ? bf16_to_f32(row[c + t]) : 0.0f;
@@ -114,7 +127,7 @@ __device__ __forceinline__ void load4(const uint16_t* row, int64_t K, int64_t c,
 
 __device__ __forceinline__ void store4(uint16_t* row, int64_t K, int64_t c, bool vec, const float (&v)[4]) {
   if (vec && c >= 0 && c + 4 <= K) {
-    *reinterpret_cast<uint2*>(row + c) = bf16x4_pack(v[0], v[1], v[2], v[3]);
+    store4_aligned(row + c, v);
   } else {
 #pragma unroll
     for (int t = 0; t < 4; ++t)
@@ -124,7 +137,7 @@ __device__ __forceinline__ void store4(uint16_t* row, int64_t K, int64_t c, bool
 
 __device__ __forceinline__ void store4(float* row, int64_t K, int64_t c, bool vec, const float (&v)[4]) {
   if (vec && c >= 0 && c + 4 <= K) {
-    *reinterpret_cast<float4*>(row + c) = make_float4(v[0], v[1], v[2], v[3]);
+    store4_aligned(row + c, v);
   } else {
 #pragma unroll
     for (int t = 0; t < 4; ++t)
@@ -430,16 +443,20 @@ __global__ void lora_transpose_kernel(const float* __restrict__ src, int64_t row
 constexpr int kMergeWarps = 8, kMergeWarpRows = 8, kMergeRows = kMergeWarpRows * kMergeWarps, kMergeCols = 128;
 constexpr int kMergeBlocks = 1024;  // ~2 waves of 4 blocks per SM on an H100
 
-template <typename T>
+// kSharedFactors: r ≤ kRank. kWhole: every lane's 4 columns exist and are aligned (cols a multiple
+// of 128, vec): W's accesses are then plain vector ones, which the compiler issues together for the
+// 8 rows (behind load4's per-access checks they went out one row at a time: 62 vs 46 us on a 4096²
+// bf16 W in dev/cuda/merge.cu).
+template <typename T, bool kSharedFactors, bool kWhole>
 __global__ void __launch_bounds__(32 * kMergeWarps) lora_merge_kernel(T* W, int64_t rows, int64_t cols, int64_t ldw, int64_t r,
                                                                       const float* __restrict__ P, int64_t p_i, int64_t p_t,
                                                                       const float* __restrict__ Q, int64_t q_t, int64_t q_c,
                                                                       float s, bool vec) {
-  __shared__ __align__(16) float q_tile[kRank][kMergeCols];  // Q(t, the block's columns) when r ≤ kRank
-  __shared__ float p_tile[kMergeRows][kRank];                // P(the block's rows, t) when r ≤ kRank
+  __shared__ __align__(16) float q_tile[kSharedFactors ? kRank : 1][kMergeCols];  // Q(t, the block's columns)
+  __shared__ float p_tile[kSharedFactors ? kMergeRows : 1][kRank];                // P(the block's rows, t)
   const int64_t col_block = int64_t(blockIdx.x) * kMergeCols;
-  const bool shared_factors = r <= kRank;
-  if (shared_factors) {
+  constexpr bool shared_factors = kSharedFactors;
+  if constexpr (shared_factors) {
     for (int e = threadIdx.x; e < kRank * kMergeCols; e += blockDim.x) {
       const int t = e / kMergeCols, cc = e % kMergeCols;
       q_tile[t][cc] = t < r && col_block + cc < cols ? __ldg(Q + t * q_t + (col_block + cc) * q_c) : 0.0f;
@@ -449,7 +466,7 @@ __global__ void __launch_bounds__(32 * kMergeWarps) lora_merge_kernel(T* W, int6
   const int64_t c0 = col_block + cl;
   const int n = cols - c0 < 4 ? int(cols - c0) : 4;  // <= 0: a lane past the last column (it still meets the barriers)
   for (int64_t block_row = int64_t(blockIdx.y) * kMergeRows; block_row < rows; block_row += int64_t(gridDim.y) * kMergeRows) {
-    if (shared_factors) {
+    if constexpr (shared_factors) {
       __syncthreads();  // the previous rows' P has been read
       for (int e = threadIdx.x; e < kMergeRows * kRank; e += blockDim.x) {
         const int rr = e / kRank, t = e % kRank;
@@ -462,11 +479,14 @@ __global__ void __launch_bounds__(32 * kMergeWarps) lora_merge_kernel(T* W, int6
     float w[kMergeWarpRows][4] = {};  // [row][b]
 #pragma unroll
     for (int a = 0; a < kMergeWarpRows; ++a)
-      if (i0 + a < rows) load4<false>(W + (i0 + a) * ldw, cols, c0, vec, w[a]);  // W is written too: no read-only path
+      if (i0 + a < rows) {  // W is written too: no read-only path
+        if constexpr (kWhole) load4_aligned<false>(W + (i0 + a) * ldw + c0, w[a]);
+        else load4<false>(W + (i0 + a) * ldw, cols, c0, vec, w[a]);
+      }
     float acc[kMergeWarpRows][4] = {};
     for (int64_t t = 0; t < r; ++t) {
       float q[4];
-      if (shared_factors) {
+      if constexpr (shared_factors) {
         const float4 qv = *reinterpret_cast<const float4*>(&q_tile[t][cl]);
         q[0] = qv.x, q[1] = qv.y, q[2] = qv.z, q[3] = qv.w;
       } else {
@@ -485,7 +505,8 @@ __global__ void __launch_bounds__(32 * kMergeWarps) lora_merge_kernel(T* W, int6
       if (i0 + a >= rows) break;
 #pragma unroll
       for (int b = 0; b < 4; ++b) w[a][b] = s * acc[a][b] + w[a][b];
-      store4(W + (i0 + a) * ldw, cols, c0, vec, w[a]);
+      if constexpr (kWhole) store4_aligned(W + (i0 + a) * ldw + c0, w[a]);
+      else store4(W + (i0 + a) * ldw, cols, c0, vec, w[a]);
     }
   }
 }
@@ -684,10 +705,17 @@ void lora_merge(const LoraMergeDims& m, void* W, DType w_dtype, const float* A, 
   grid_rows = grid_rows < row_blocks ? grid_rows : row_blocks;
   const dim3 grid(unsigned(col_blocks), unsigned(grid_rows < 65535 ? grid_rows : 65535));
   const bool vec = m.cols % 4 == 0 && m.ld % 4 == 0 && reinterpret_cast<uintptr_t>(W) % 16 == 0;
+  const bool whole = vec && m.cols % kMergeCols == 0;
+  auto launch = [&](auto* w) {
+    using T = std::remove_pointer_t<decltype(w)>;
+    auto kernel = m.r <= kRank ? (whole ? lora_merge_kernel<T, true, true> : lora_merge_kernel<T, true, false>)
+                               : (whole ? lora_merge_kernel<T, false, true> : lora_merge_kernel<T, false, false>);
+    kernel<<<grid, 32 * kMergeWarps, 0, current_stream()>>>(w, m.rows, m.cols, m.ld, m.r, P, p_i, p_t, Q, q_t, q_c, m.scaling, vec);
+  };
   if (w_dtype == DType::BF16)
-    lora_merge_kernel<<<grid, 32 * kMergeWarps, 0, current_stream()>>>(static_cast<uint16_t*>(W), m.rows, m.cols, m.ld, m.r, P, p_i, p_t, Q, q_t, q_c, m.scaling, vec);
+    launch(static_cast<uint16_t*>(W));
   else
-    lora_merge_kernel<<<grid, 32 * kMergeWarps, 0, current_stream()>>>(static_cast<float*>(W), m.rows, m.cols, m.ld, m.r, P, p_i, p_t, Q, q_t, q_c, m.scaling, vec);
+    launch(static_cast<float*>(W));
   LR_CUDA_LAUNCH_CHECK("lora_merge_kernel");
 }
 

@@ -21,6 +21,7 @@ T atomicMin(T* p, T v) {
   return old;
 }
 using std::isfinite;
+using std::isnan;
 
 namespace lowrank {
 namespace cuda {

@@ -248,9 +248,11 @@ int main() {
   for (const Case& c : cases)
     if (c.N > 0 && c.p < 1) failed += !run_aug(c, c.N % 2 == 1), ++total;
   // odd sizes, a rank past one tile, rows past a block's 32; 16-byte rows (sizes multiples of 4)
-  // with ranks within and past one tile; 20,000 rows of 4 (warps walking several row groups)
+  // with ranks within and past one tile; 20,000 rows of 4 (warps walking several row groups); rows
+  // of whole 128-column groups (the kernel's aligned path), ranks within and past one tile
   for (bool transposed : {false, true})
-    for (const auto& [k, r, d] : {std::array<int64_t, 3>{1, 1, 1}, {65, 17, 33}, {130, 3, 70}, {64, 16, 128}, {68, 20, 36}, {4, 8, 20000}})
+    for (const auto& [k, r, d] : {std::array<int64_t, 3>{1, 1, 1}, {65, 17, 33}, {130, 3, 70}, {64, 16, 128}, {68, 20, 36}, {4, 8, 20000},
+                                  {256, 16, 70}, {384, 20, 130}})
       failed += !run_merge(k, r, d, transposed), ++total;
   printf("%s: %d of %d cases failed\n", failed ? "FAIL" : "PASS", failed, total);
   return failed ? 1 : 0;
