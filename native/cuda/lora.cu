@@ -329,6 +329,7 @@ __global__ void __launch_bounds__(kBlock, kMasked ? kMinBlocks - 1 : kMinBlocks)
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   const int64_t c = first_step(kMasked, m.offset) + int64_t(blockIdx.x) * kStep + lane_column();
   const int64_t i0 = int64_t(blockIdx.y) * slab_rows, i1 = i0 + slab_rows < N ? i0 + slab_rows : N;
+  const bool aligned = vec && c >= 0 && c + 4 <= K;  // the lane's 4 columns, in every row
   float acc[4 * kRank] = {};  // [j * 4 + t]
   for (int64_t tile = i0; tile < i1; tile += kRowsTile) {
     const int64_t tile_end = tile + kRowsTile < i1 ? tile + kRowsTile : i1;
@@ -336,9 +337,15 @@ __global__ void __launch_bounds__(kBlock, kMasked ? kMinBlocks - 1 : kMinBlocks)
     __syncthreads();
     for (int64_t i = tile + warp; i < tile_end; i += kWarps * kRowsPerWarp) {
       float xv[kRowsPerWarp][4] = {};
+      if (aligned) {  // plain vector loads the compiler issues together (see lora_merge_kernel's kWhole)
 #pragma unroll
-      for (int rr = 0; rr < kRowsPerWarp; ++rr)
-        if (i + kWarps * rr < tile_end) load4(x + (i + kWarps * rr) * ldx, K, c, vec, xv[rr]);
+        for (int rr = 0; rr < kRowsPerWarp; ++rr)
+          if (i + kWarps * rr < tile_end) load4_aligned(x + (i + kWarps * rr) * ldx + c, xv[rr]);
+      } else {
+#pragma unroll
+        for (int rr = 0; rr < kRowsPerWarp; ++rr)
+          if (i + kWarps * rr < tile_end) load4(x + (i + kWarps * rr) * ldx, K, c, vec, xv[rr]);
+      }
 #pragma unroll
       for (int rr = 0; rr < kRowsPerWarp; ++rr) {
         const int64_t ii = i + kWarps * rr;
