@@ -48,11 +48,18 @@ function add(kernel: string, ms: number, flops = 0): void {
   }
 }
 
-/** gemm's arguments (see NativeAddon.gemm) as "gemm MxNxK[ tA][ tB][ bBATCH]" and its FLOPs. */
+/**
+ * The arguments of gemm or gemmEpilogue (see NativeAddon) as "gemm MxNxK[ tA][ tB][ bBATCH][ +bias][ +gelu]"
+ * and its FLOPs: a linear layer's GEMM with its epilogue counts as a GEMM of its shape.
+ */
 function gemmKey(args: unknown[]): [string, number] {
-  const { transA: tA, transB: tB, m, n, k, batch } = args[0] as MatmulKernels["gemm"] extends (a: infer A) => void ? A : never;
-  const key = `gemm ${m}x${n}x${k}${tA ? " tA" : ""}${tB ? " tB" : ""}${batch > 1 ? ` b${batch}` : ""}`;
-  return [key, 2 * m * n * k * batch];
+  type Gemm = MatmulKernels["gemm"] extends (a: infer A) => void ? A : never;
+  type Epilogue = MatmulKernels["gemmEpilogue"] extends (a: infer A) => void ? A : never;
+  const a = args[0] as Partial<Gemm & Epilogue> & Pick<Gemm, "transA" | "transB" | "m" | "n" | "k">;
+  const batch = a.batch ?? 1;
+  const epilogue = `${a.bias ? " +bias" : ""}${a.pre ? " +gelu" : ""}`;
+  const key = `gemm ${a.m}x${a.n}x${a.k}${a.transA ? " tA" : ""}${a.transB ? " tB" : ""}${batch > 1 ? ` b${batch}` : ""}${epilogue}`;
+  return [key, 2 * a.m * a.n * a.k * batch];
 }
 
 /** The addon with every function timed (called by native/index.ts when PROFILING). */
@@ -73,7 +80,7 @@ export function profileAddon<A extends object>(addon: A): A {
               return Reflect.apply(f, target, args);
             } finally {
               const ms = performance.now() - t0;
-              if (name === "gemm") {
+              if (name === "gemm" || name === "gemmEpilogue") {
                 const [key, flops] = gemmKey(args);
                 add(key, ms, flops);
               } else {

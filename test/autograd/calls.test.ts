@@ -78,6 +78,12 @@ describe("native calls per training step", () => {
     // Per LoRA layer (6 here): its gradients gx, gA and gB, where there were 6 (v, drop(x), ...) and
     // then 4; the first c_attn's input (layer norm of the frozen embeddings) needs no gradient.
     expect(byKey.get("backward loraDelta | new Storage (alloc)")).toBe(6 * 3 - 1);
+    // A linear layer's GEMM with its epilogue is keyed and counted as a GEMM of its shape: GPT-2's
+    // c_fc (bias + gelu) and mlp.c_proj (bias), 32 rows, once per layer.
+    expect(byKey.get("forward | gemm 32x256x64 +bias +gelu")).toBe(2);
+    expect(byKey.get("forward | gemm 32x64x256 +bias")).toBe(2);
+    const gemmFlops = profileEntries().find((e) => e.key === "forward | gemm 32x256x64 +bias +gelu")?.flops;
+    expect(gemmFlops).toBe(2 * 2 * 32 * 256 * 64);
   });
 
   it("a 2-layer Llama-family LoRA step (all-linear, dropout on) stays within its budget", () => {
