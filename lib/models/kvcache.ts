@@ -1,6 +1,7 @@
 // The KV cache of incremental decoding and what a causal decoder offers generate() (lib/models/
 // generate.ts): the one decoding loop serves GPT-2 and the Llama family through this interface.
 import type { Module } from "../nn/module.js";
+import type { AttentionPrecision } from "../ops/attention.js";
 import { copyInto } from "../tensor/tensor.js";
 import { empty } from "../tensor/creation.js";
 import { keep, tidy } from "../tensor/scope.js";
@@ -32,8 +33,13 @@ export class KVCache {
   get length(): number {
     return this.layers[0]?.key.shape[2] ?? 0;
   }
-  /** Appends this step's k, v [B, H, T, D] to layer i and returns the full keys and values. */
-  append(i: number, key: Tensor, value: Tensor): LayerCache {
+  /**
+   * Appends this step's k, v [B, H, T, D] to layer i and returns the full keys and values. With
+   * roundToBf16 the stored values are rounded to bf16 (still float32 tensors): what a bf16 model's
+   * attention rounds them to anyway, done once per position instead of over the whole cache at
+   * every token (scaledDotProductAttention's kvRounded).
+   */
+  append(i: number, key: Tensor, value: Tensor, opts: { roundToBf16?: boolean } = {}): LayerCache {
     const past = this.layers[i]?.key.shape[2] ?? 0, total = past + key.shape[2]!;
     let buf = this.#buffers[i];
     const capacity = buf?.key.shape[2] ?? 0;
@@ -52,8 +58,9 @@ export class KVCache {
     }
     const full = buf!;
     tidy(() => {
-      copyInto(full.key.slice(2, past, total), key);
-      copyInto(full.value.slice(2, past, total), value);
+      const stored = (t: Tensor) => (opts.roundToBf16 ? t.to(t.deviceInfo, "bfloat16").to(t.deviceInfo, "float32") : t);
+      copyInto(full.key.slice(2, past, total), stored(key));
+      copyInto(full.value.slice(2, past, total), stored(value));
     });
     this.layers[i]?.key.dispose();
     this.layers[i]?.value.dispose();
@@ -61,6 +68,15 @@ export class KVCache {
     const views = { key: keep(full.key.slice(2, 0, total)), value: keep(full.value.slice(2, 0, total)) };
     this.layers[i] = views;
     return views;
+  }
+  /**
+   * append() for an attention of `precision`: a bf16 model's cache on the CPU stores its keys and
+   * values rounded, and kvRounded tells the attention so (it then reads the cache in place instead
+   * of rounding a copy of all of it every token; CUDA's kernels round as they load).
+   */
+  appendFor(i: number, key: Tensor, value: Tensor, precision: AttentionPrecision): LayerCache & { kvRounded: boolean } {
+    const kvRounded = precision === "bfloat16" && key.device === "cpu";
+    return { ...this.append(i, key, value, { roundToBf16: kvRounded }), kvRounded };
   }
   dispose(): void {
     for (const l of [...this.layers, ...this.#buffers]) {

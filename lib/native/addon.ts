@@ -187,6 +187,8 @@ export interface AttentionDims {
   precision: number;
   /** Query heads per key/value head (k, v, dk, dv have H / kvGroup heads); CPU only above 1. */
   kvGroup: number;
+  /** With bf16 precision: k and v already hold bf16 values, only q (and dout) are rounded. */
+  kvRounded: boolean;
 }
 
 export interface AttentionKernels {

@@ -48,6 +48,13 @@ export interface AttentionOptions {
    * CPU rounds the inputs and runs its float32 kernels. Results agree to bf16 accuracy (~1e-2).
    */
   precision?: AttentionPrecision;
+  /**
+   * With precision "bfloat16": k and v already hold bf16 values (a KVCache that rounds what it
+   * stores, `append(..., { roundToBf16: true })`), so only q is rounded; the CPU then reads the cache
+   * in place instead of rounding a copy of it for every decoded token. Default false. The caller
+   * vouches for the values: a k or v that is not bf16-exact gives another result than without the flag.
+   */
+  kvRounded?: boolean;
 }
 
 export type AttentionPrecision = "float32" | "bfloat16";
@@ -169,7 +176,8 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   }
   const { seed, offset } = dropout > 0 ? (opts.generator ?? defaultGenerator).next(B * H * Tq * Tk) : { seed: 0n, offset: 0n };
   const dims = [B, H, Tq, Tk, D] as const;
-  const stream = { dims, scale, causal, window: window ?? 0, dropout, seed, offset, precision: DTYPE_CODE[precision], kvGroup: H / Hkv };
+  const kvRounded = precision === "bfloat16" && opts.kvRounded === true;
+  const stream = { dims, scale, causal, window: window ?? 0, dropout, seed, offset, precision: DTYPE_CODE[precision], kvGroup: H / Hkv, kvRounded };
   // q, k, v and their gradients as [batch, head, time] strided views (D is contiguous).
   const heads = (t: Tensor) => stridedView(t, [t.strides[0]!, t.strides[1]!, t.strides[2]!]);
   const qc = rowContiguous(q), kc = rowContiguous(k), vc = rowContiguous(v), mc = mask && contiguousInput(mask);

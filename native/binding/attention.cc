@@ -27,7 +27,7 @@ Device attn_device(const char* op, const AttnDims& d, Device dev) {
   return dev;
 }
 
-// dims: [B, H, Tq, Tk, D]; scale, causal, window, dropout, seed, offset, precision (a DType code), kvGroup.
+// dims: [B, H, Tq, Tk, D]; scale, causal, window, dropout, seed, offset, precision (a DType code), kvGroup, kvRounded.
 AttnDims dims_arg(const Args& a) {
   const char* op = a.op;
   std::vector<int64_t> s = a.ints("dims");
@@ -35,7 +35,7 @@ AttnDims dims_arg(const Args& a) {
   for (int64_t v : s)
     if (v < 0) a.fail_field("dims", "has a negative size");
   AttnDims d{s[0], s[1], s[2], s[3], s[4], float(a.num("scale")), a.flag("causal"), a.integer("window"), float(a.num("dropout")),
-             a.u64("seed"), a.u64("offset"), a.dtype("precision"), a.integer("kvGroup")};
+             a.u64("seed"), a.u64("offset"), a.dtype("precision"), a.integer("kvGroup"), a.flag("kvRounded")};
   if (d.kv_group < 1 || d.H % d.kv_group != 0)
     a.fail_field("kvGroup", "must be >= 1 and divide the " + std::to_string(d.H) + " query heads, got " + std::to_string(d.kv_group));
   if (d.causal && d.Tq > d.Tk) fail(std::string(op) + ": causal attention needs Tq <= Tk");
@@ -46,7 +46,7 @@ AttnDims dims_arg(const Args& a) {
   return d;
 }
 
-// attentionForward({ dims, scale, causal, window, dropout, seed, offset, precision, kvGroup, q, k, v, keep?, out, lse }):
+// attentionForward({ dims, scale, causal, window, dropout, seed, offset, precision, kvGroup, kvRounded, q, k, v, keep?, out, lse }):
 // q, k, v and out carry [batch, head, time] strides.
 Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
   Args a(info, "attentionForward");
@@ -65,7 +65,7 @@ Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// attentionBackward({ dims, scale, causal, window, dropout, seed, offset, precision, kvGroup, q, k, v, keep?, lse, out, dout, dq, dk, dv }):
+// attentionBackward({ dims, scale, causal, window, dropout, seed, offset, precision, kvGroup, kvRounded, q, k, v, keep?, lse, out, dout, dq, dk, dv }):
 // q, k, v, out (the forward's), dout, dq, dk and dv carry [batch, head, time] strides.
 Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   Args a(info, "attentionBackward");

@@ -136,8 +136,8 @@ void attention_forward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView v
   if (d.precision == DType::BF16) {
     static thread_local std::vector<float> qr, kr, vr;
     const int64_t kv_heads = d.H / d.kv_group;
-    return attention_forward_f32(float32_dims(d), bf16_rounded(d, q, d.H, d.Tq, qr), bf16_rounded(d, k, kv_heads, d.Tk, kr),
-                                 bf16_rounded(d, v, kv_heads, d.Tk, vr), key_keep, out, lse);
+    return attention_forward_f32(float32_dims(d), bf16_rounded(d, q, d.H, d.Tq, qr), d.kv_rounded ? k : bf16_rounded(d, k, kv_heads, d.Tk, kr),
+                                 d.kv_rounded ? v : bf16_rounded(d, v, kv_heads, d.Tk, vr), key_keep, out, lse);
   }
   const int64_t nqb = query_blocks(d);
   // Decoding one token (Tq = 1) over a short cache is a few µs of work per head: below ~1M
@@ -176,8 +176,8 @@ void attention_backward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView 
   if (d.precision == DType::BF16) {
     static thread_local std::vector<float> qr, kr, vr, gr;
     const int64_t kv_heads = d.H / d.kv_group;
-    return attention_backward_f32(float32_dims(d), bf16_rounded(d, q, d.H, d.Tq, qr), bf16_rounded(d, k, kv_heads, d.Tk, kr),
-                                  bf16_rounded(d, v, kv_heads, d.Tk, vr), key_keep, lse, out,
+    return attention_backward_f32(float32_dims(d), bf16_rounded(d, q, d.H, d.Tq, qr), d.kv_rounded ? k : bf16_rounded(d, k, kv_heads, d.Tk, kr),
+                                  d.kv_rounded ? v : bf16_rounded(d, v, kv_heads, d.Tk, vr), key_keep, lse, out,
                                   bf16_rounded(d, dout, d.H, d.Tq, gr), dq, dk, dv);
   }
   // out is unused here: delta comes from P and dP below

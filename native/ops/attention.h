@@ -52,6 +52,10 @@ struct AttnDims {
   // head j serves query heads j·kv_group … j·kv_group + kv_group - 1 (transformers' repeat_kv),
   // read in place instead of repeated. dk and dv sum over their group's query heads.
   int64_t kv_group = 1;
+  // With bf16 precision: k and v already hold bf16 values (a KV cache that stores keys and values
+  // rounded, lib/models/kvcache.ts), so only q (and dout) are rounded. The CPU then reads the cache
+  // in place instead of rounding a copy of all of it for every decoded token.
+  bool kv_rounded = false;
 };
 
 }  // namespace lowrank

@@ -1,7 +1,7 @@
 // KVCache keeps each layer's keys and values in a buffer with spare room along time and hands out
 // views of the filled part: appending across the capacity (64, then doubling) must give exactly
 // the concatenation of everything appended, leave earlier views' contents alone, and free all of
-// it on dispose().
+// it on dispose(). appendFor stores a bf16 model's CPU keys and values rounded.
 import { describe, expect, it } from "vitest";
 import { concat, KVCache, memory, randn, tidy, type Tensor } from "../../lib/index.js";
 
@@ -29,6 +29,23 @@ describe("KVCache", () => {
     for (const x of [...keys, ...vals]) x.dispose();
     cache.dispose();
     expect(cache.length).toBe(0);
+    expect(memory().cpu?.tensors ?? 0).toBe(before);
+  });
+
+  it("appendFor: a bf16 model's CPU cache stores its keys and values rounded to bf16 and says so; float32 stores them as they are", () => {
+    const before = memory().cpu?.tensors ?? 0;
+    const k = randn([1, 2, 3, 4]), v = randn([1, 2, 3, 4]);
+    const bf16Values = (t: Tensor) => tidy(() => values(t.to("cpu", "bfloat16").to("cpu", "float32")));
+    const rounded = new KVCache(1), exact = new KVCache(1);
+    const r = rounded.appendFor(0, k, v, "bfloat16"), e = exact.appendFor(0, k, v, "float32");
+    expect([r.kvRounded, e.kvRounded]).toEqual([true, false]);
+    tidy(() => {
+      expect(values(r.key)).toEqual(bf16Values(k));
+      expect(values(r.value)).toEqual(bf16Values(v));
+      expect(values(r.key)).not.toEqual(values(k));
+      expect(values(e.key)).toEqual(values(k));
+    });
+    for (const x of [k, v, rounded, exact]) x.dispose();
     expect(memory().cpu?.tensors ?? 0).toBe(before);
   });
 });

@@ -192,6 +192,19 @@ describe("scaledDotProductAttention", () => {
       expect(arr(scaledDotProductAttention(x, x, x, { precision: "bfloat16" }))).toEqual(arr(scaledDotProductAttention(rounded, rounded, rounded)));
     });
     tidy(() => {
+      // kvRounded: k and v that already hold bf16 values are read as they are (a KV cache that
+      // stores them rounded); the result is the same bits as rounding them, with a cache-like Tq < Tk.
+      const q = t([1, 2, 3, 8], 691), k = t([1, 2, 11, 8], 692), v = t([1, 2, 11, 8], 693);
+      const round = (x: Tensor) => tensor(new Float32Array(bf16(arr(x))), { shape: [...x.shape] });
+      const [kr, vr] = [round(k), round(v)];
+      const want = arr(scaledDotProductAttention(q, k, v, { precision: "bfloat16" }));
+      expect(arr(scaledDotProductAttention(q, kr, vr, { precision: "bfloat16", kvRounded: true }))).toEqual(want);
+      // the flag is the caller's promise: with k, v that are not bf16 values it changes the result
+      expect(arr(scaledDotProductAttention(q, k, v, { precision: "bfloat16", kvRounded: true }))).not.toEqual(want);
+      // and float32 precision ignores it
+      expect(arr(scaledDotProductAttention(q, k, v, { kvRounded: true }))).toEqual(arr(scaledDotProductAttention(q, k, v)));
+    });
+    tidy(() => {
       const q = t([1, 1, 4, 8], 690);
       // @ts-expect-error: a precision outside the type, as JavaScript callers can pass
       expect(() => scaledDotProductAttention(q, q, q, { precision: "float16" })).toThrow(/precision must be "float32" or "bfloat16", got "float16"/);

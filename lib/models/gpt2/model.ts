@@ -71,10 +71,12 @@ export class GPT2Attention extends Module {
     // [B, T, 3C] -> three [B, H, T, D] views into the same buffer (reshape splits C into H×D in place).
     const heads = (i: number) => qkv.slice(2, i * C, (i + 1) * C).reshape(B, T, H, D).permute(0, 2, 1, 3);
     let q = heads(0), k = heads(1), v = heads(2);
-    if (cache) ({ key: k, value: v } = cache.append(layerIdx, k, v));
+    const precision = attentionPrecision(this.c_attn.weight); // bf16 weights: bf16 attention, as autocast
+    let kvRounded = false;
+    if (cache) ({ key: k, value: v, kvRounded } = cache.appendFor(layerIdx, k, v, precision));
     const y = scaledDotProductAttention(q, k, v, {
       causal: true, attnMask: attentionMask, scale: this.scale, dropout: this.training ? this.attnPdrop : 0, generator: this.generator,
-      precision: attentionPrecision(this.c_attn.weight), // bf16 weights: bf16 attention, as autocast
+      precision, kvRounded,
     }); // [B, H, T, D]
     const merged = y.transpose(1, 2).reshape(B, T, C); // free: y is stored [B, T, H, D]
     return this.resid_dropout.forward(this.c_proj.forward(merged));

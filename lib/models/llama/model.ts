@@ -82,11 +82,13 @@ export class LlamaAttention extends Module {
     let k = applyRotary(heads(this.k_proj.forward(x), Hkv, this.k_norm), cos, sin);
     let v = heads(this.v_proj.forward(x), Hkv);
     // The cache holds the Hkv heads: H / Hkv times less memory, as transformers' cache.
-    if (cache) ({ key: k, value: v } = cache.append(layerIdx, k, v));
+    const precision = attentionPrecision(this.q_proj.weight);
+    let kvRounded = false;
+    if (cache) ({ key: k, value: v, kvRounded } = cache.appendFor(layerIdx, k, v, precision));
     // [B, H, T, D], scale 1/√D; with a cache the T queries are the last T of the Tk positions. The
     // Hkv key/value heads go in as they are: kv head j serves query heads j·g … j·g+g-1 (g = H / Hkv,
     // transformers' repeat_kv), which the attention op reads in place (repeats on CUDA).
-    const y = scaledDotProductAttention(q, k, v, { causal: true, window: this.slidingWindow, precision: attentionPrecision(this.q_proj.weight) });
+    const y = scaledDotProductAttention(q, k, v, { causal: true, window: this.slidingWindow, precision, kvRounded });
     return this.o_proj.forward(y.transpose(1, 2).reshape(B, T, H * D));
   }
 }
