@@ -64,27 +64,40 @@ export interface LoraBenchOptions {
   shapes?: readonly LoraBenchShape[];
   iters?: number;
   warmup?: number;
+  /**
+   * Runs per timed sample, issued back to back between two waits and the time divided by them:
+   * on CUDA the launch and the wait (~10-20 µs a sample) would otherwise weigh on the small ops,
+   * the merge and its copy most. Default 10 on CUDA, 1 on the CPU.
+   */
+  repeat?: number;
   /** Called after each row (progress). */
   onRow?: (row: LoraBenchRow | MergeBenchRow) => void;
 }
 
-/** The median time in ms of `run`, each call waited for and scoped (what it returns is freed too). */
-function timeMs(device: string, iters: number, warmup: number, run: () => unknown): number {
+/**
+ * The median time in ms of `run` over `iters` samples (after `warmup`), each sample `repeat` calls
+ * between two waits, divided by `repeat`; each call scoped (what it returns is freed too).
+ */
+function timeMs(device: string, iters: number, warmup: number, repeat: number, run: () => unknown): number {
   const times: number[] = [];
   for (let i = 0; i < warmup + iters; i++) {
     synchronize(device);
     const t0 = performance.now();
-    tidy(() => {
-      run();
-    });
+    for (let r = 0; r < repeat; r++) {
+      tidy(() => {
+        run();
+      });
+    }
     synchronize(device);
-    if (i >= warmup) times.push(performance.now() - t0);
+    if (i >= warmup) times.push((performance.now() - t0) / repeat);
   }
   return median(times);
 }
 
 export function benchLora(opts: LoraBenchOptions): { linear: LoraBenchRow[]; merge: MergeBenchRow[] } {
   const { device, dtype = "float32", iters = 10, warmup = 3 } = opts;
+  const repeat = opts.repeat ?? (device.startsWith("cuda") ? 10 : 1);
+  const time = (run: () => unknown) => timeMs(device, iters, warmup, repeat, run);
   const shapes = opts.shapes ?? (device.startsWith("cuda") ? LORA_BENCH_SHAPES : LORA_BENCH_SHAPES_CPU);
   const linearRows: LoraBenchRow[] = [], mergeRows: MergeBenchRow[] = [];
   const g = new Generator(0);
@@ -108,7 +121,7 @@ export function benchLora(opts: LoraBenchOptions): { linear: LoraBenchRow[]; mer
       return layer.forward(input);
     };
     const row = (pass: LoraBenchRow["pass"], path: LoraPath, baseMs: number, withLora: () => void) => {
-      const loraMs = timeMs(device, iters, warmup, withLora);
+      const loraMs = time(withLora);
       const r: LoraBenchRow = { name: s.name, pass, path, baseMs, loraMs, ratio: loraMs / baseMs };
       linearRows.push(r);
       opts.onRow?.(r);
@@ -123,9 +136,9 @@ export function benchLora(opts: LoraBenchOptions): { linear: LoraBenchRow[]; mer
     };
     const policy = LoraLinear.oneGemm;
     try {
-      const forwardMs = timeMs(device, iters, warmup, () => noGrad(() => linear(x, W)));
+      const forwardMs = time(() => noGrad(() => linear(x, W)));
       for (const path of paths) row("forward", path, forwardMs, () => noGrad(() => lora(path)(x)));
-      const bothMs = timeMs(device, iters, warmup, backward((input) => linear(input, W)));
+      const bothMs = time(backward((input) => linear(input, W)));
       for (const path of paths) row("forward+backward", path, bothMs, backward(lora(path)));
     } finally {
       LoraLinear.oneGemm = policy;
@@ -133,8 +146,8 @@ export function benchLora(opts: LoraBenchOptions): { linear: LoraBenchRow[]; mer
 
     // Merge: W += s·B·A in place (W in the rows' dtype), against copying W.
     const target = W.contiguous(), copy = zeros([s.d, s.k], { device, dtype });
-    const copyMs = timeMs(device, iters, warmup, () => copyInto(copy, target));
-    const mergeMs = timeMs(device, iters, warmup, () => noGrad(() => loraMerge(target, A, B, 2)));
+    const copyMs = time(() => copyInto(copy, target));
+    const mergeMs = time(() => noGrad(() => loraMerge(target, A, B, 2)));
     const m: MergeBenchRow = { name: `${s.d}x${s.k} r=${s.r}`, copyMs, mergeMs, ratio: mergeMs / copyMs };
     if (!mergeRows.some((r) => r.name === m.name)) {
       mergeRows.push(m);

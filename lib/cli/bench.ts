@@ -12,6 +12,7 @@ interface BenchFlags {
   dtype: "float32" | "bfloat16";
   iters: number;
   warmup: number;
+  repeat?: number;
   json?: boolean;
 }
 
@@ -20,10 +21,13 @@ async function bench(flags: BenchFlags): Promise<void> {
   const progress = (row: LoraBenchRow | MergeBenchRow) => {
     if (!flags.json) process.stderr.write(`  ${row.name} ${"pass" in row ? `${row.pass} (${row.path})` : "merge"}: ${row.ratio.toFixed(2)}x\n`);
   };
-  if (!flags.json) process.stderr.write(`lowrank bench on ${device} (frozen W ${flags.dtype}), median of ${flags.iters} after ${flags.warmup} warm-up:\n`);
-  const result = benchLora({ device, dtype: flags.dtype, iters: flags.iters, warmup: flags.warmup, onRow: progress });
+  const repeat = flags.repeat ?? (device.startsWith("cuda") ? 10 : 1);
+  if (!flags.json) {
+    process.stderr.write(`lowrank bench on ${device} (frozen W ${flags.dtype}), median of ${flags.iters} samples of ${repeat} run${repeat > 1 ? "s" : ""} after ${flags.warmup} warm-up:\n`);
+  }
+  const result = benchLora({ device, dtype: flags.dtype, iters: flags.iters, warmup: flags.warmup, repeat, onRow: progress });
   if (flags.json) {
-    console.log(JSON.stringify({ device, dtype: flags.dtype, iters: flags.iters, warmup: flags.warmup, ...result }, null, 2));
+    console.log(JSON.stringify({ device, dtype: flags.dtype, iters: flags.iters, warmup: flags.warmup, repeat, ...result }, null, 2));
     return;
   }
   const ms = (x: number) => x.toFixed(3);
@@ -43,8 +47,9 @@ export function benchCommand(): Command {
     .description("time what a LoRA adapter adds to its frozen linear layer, and the merge against its memory floor, as ratios")
     .option("--device <name>", DEVICE_HELP, deviceName)
     .option("--dtype <type>", "the frozen weight's dtype in the linear and merge rows: float32 or bfloat16", oneOf(["float32", "bfloat16"] as const), "float32")
-    .option("--iters <n>", "timed runs per measurement (the median is reported)", intAtLeast(1), 10)
-    .option("--warmup <n>", "untimed runs first", intAtLeast(0), 3)
+    .option("--iters <n>", "timed samples per measurement (the median is reported)", intAtLeast(1), 10)
+    .option("--warmup <n>", "untimed samples first", intAtLeast(0), 3)
+    .option("--repeat <n>", "runs per sample, back to back between two waits (default 10 on CUDA, where a launch and a wait would weigh on small ops; 1 on the CPU)", intAtLeast(1))
     .option("--json", "print JSON (every row with its times and ratio) instead of the tables")
     .addHelpText(
       "after",
@@ -55,7 +60,8 @@ dB for an upstream gradient), a LoRA layer as getPeftModel builds it; frozen lin
 (forward + backward: dX). With bfloat16 weights on CUDA each row is timed on both of the layer's
 paths: "one GEMM" (the adapter and bias inside the frozen GEMM, LoraLinear.oneGemm "auto", the
 default) and "GEMM + LoRA op" (the frozen GEMM, then the fused LoRA kernels). The merge's floor is
-a copy of W (one read, one write). Each time is the median of --iters runs, each waited for.
+a copy of W (one read, one write). Each time is the median of --iters samples, each --repeat runs
+issued back to back and waited for, divided by --repeat.
 
 Examples:
   lowrank bench --device cpu --iters 5

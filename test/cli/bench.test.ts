@@ -27,6 +27,16 @@ describe("benchLora", () => {
     expect(memory().cpu).toMatchObject({ tensors: before.tensors, bytes: before.bytes });
   });
 
+  it("times samples of several runs each (repeat), still freeing what it allocates", () => {
+    const before = memory().cpu!;
+    const shapes = [{ name: "tiny", N: 5, k: 8, d: 6, r: 2, dropout: 0 }];
+    let runs = 0;
+    const r = benchLora({ device: "cpu", shapes, iters: 2, warmup: 1, repeat: 3, onRow: () => runs++ });
+    expect(runs).toBe(3);
+    expect([...r.linear.map((x) => x.loraMs), ...r.merge.map((x) => x.mergeMs)].every((t) => t > 0)).toBe(true);
+    expect(memory().cpu).toMatchObject({ tensors: before.tensors, bytes: before.bytes });
+  });
+
   it("takes issue 12's shapes on CUDA and the same with 512 tokens on the CPU", () => {
     expect(LORA_BENCH_SHAPES.map((s) => [s.N, s.k, s.d, s.r, s.dropout])).toEqual([[8192, 4096, 4096, 16, 0], [8192, 4096, 4096, 16, 0.05], [8192, 768, 2304, 8, 0]]);
     expect(LORA_BENCH_SHAPES_CPU.every((s) => s.N === 512 && s.name.includes("N=512"))).toBe(true);
@@ -43,9 +53,12 @@ describe("lowrank bench", () => {
   it("--help names the shapes and options; a bad value exits 2", async () => {
     const help = await runCli(ws.main, ["bench", "--help"]);
     expect(help.code).toBe(0);
-    for (const s of ["--device", "--dtype", "--iters", "--warmup", "--json", "N=8192 k=d=4096 r=16"]) expect(help.stdout).toContain(s);
+    for (const s of ["--device", "--dtype", "--iters", "--warmup", "--repeat", "--json", "N=8192 k=d=4096 r=16"]) expect(help.stdout).toContain(s);
     const bad = await runCli(ws.main, ["bench", "--iters", "0"]);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/--iters <n>/);
+    const badRepeat = await runCli(ws.main, ["bench", "--repeat", "0"]);
+    expect(badRepeat.code).toBe(2);
+    expect(badRepeat.stderr).toMatch(/--repeat <n>/);
   });
 });
