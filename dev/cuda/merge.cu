@@ -13,6 +13,8 @@
 //   4  version 3 with P's rows for the block staged in shared memory (no per-t global loads of P).
 //   5  4 columns and 8 rows at a time, P staged (the addon's design since Dec 7 16:00).
 //   6  version 5 reading and writing W through the addon's load4/store4 (bounds and alignment checks).
+//   7  4 columns and 16 rows at a time; 8 and 9: version 5 with blocks of 4 and of 16 warps (not yet
+//      run on a GPU: candidates for the last 3 us to the 1.5x target).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -92,10 +94,10 @@ __device__ __forceinline__ void addon_store(T* row, int cols, int c0, const floa
   lowrank::cuda::store4(reinterpret_cast<std::conditional_t<sizeof(T) == 2, uint16_t, float>*>(row), cols, c0, true, w);
 }
 
-template <typename T, int kCols, int kRows, bool kStageP, bool kAddonAccess = false>
-__global__ void __launch_bounds__(32 * kWarps) merge_kernel(T* W, int rows, int cols, int r, const float* __restrict__ P,
+template <typename T, int kCols, int kRows, bool kStageP, bool kAddonAccess = false, int kBlockWarps = kWarps>
+__global__ void __launch_bounds__(32 * kBlockWarps) merge_kernel(T* W, int rows, int cols, int r, const float* __restrict__ P,
                                                            const float* __restrict__ Q, float s) {
-  constexpr int kBlockCols = 32 * kCols, kBlockRows = kRows * kWarps;
+  constexpr int kBlockCols = 32 * kCols, kBlockRows = kRows * kBlockWarps;
   __shared__ __align__(16) float q_tile[kRankTile][kBlockCols];
   __shared__ float p_tile[kStageP ? kBlockRows : 1][kRankTile];
   const int col_block = blockIdx.x * kBlockCols, lane = threadIdx.x & 31, warp = threadIdx.x / 32;
@@ -152,12 +154,12 @@ __global__ void copy_kernel(const uint4* __restrict__ src, uint4* __restrict__ d
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) dst[i] = src[i];
 }
 
-template <typename T, int kCols, int kRows, bool kStageP, bool kAddonAccess = false>
+template <typename T, int kCols, int kRows, bool kStageP, bool kAddonAccess = false, int kBlockWarps = kWarps>
 void launch(T* W, int rows, int cols, int r, const float* P, const float* Q, float s, int blocks_per_sm, int sms) {
-  const int col_blocks = cols / (32 * kCols), row_blocks = (rows + kRows * kWarps - 1) / (kRows * kWarps);
+  const int col_blocks = cols / (32 * kCols), row_blocks = (rows + kRows * kBlockWarps - 1) / (kRows * kBlockWarps);
   int grid_rows = (blocks_per_sm * sms * 2 + col_blocks - 1) / col_blocks;  // ~2 waves
   grid_rows = std::min(grid_rows, row_blocks);
-  merge_kernel<T, kCols, kRows, kStageP, kAddonAccess><<<dim3(col_blocks, grid_rows), 32 * kWarps>>>(W, rows, cols, r, P, Q, s);
+  merge_kernel<T, kCols, kRows, kStageP, kAddonAccess, kBlockWarps><<<dim3(col_blocks, grid_rows), 32 * kBlockWarps>>>(W, rows, cols, r, P, Q, s);
 }
 
 // The addon's merge: W [rows, cols] += s·B·A with B = P [rows, r], A = Q [r, cols] (a Linear layout).
@@ -271,6 +273,9 @@ void run_all(int rows, int cols, int r) {
       {"4: 8 cols x 8 rows, P staged", launch<T, 8, 8, true>},
       {"5: 4 cols x 8 rows, P staged", launch<T, 4, 8, true>},
       {"6: 5 with the addon's load4/store4", launch<T, 4, 8, true, true>},
+      {"7: 4 cols x 16 rows, P staged", launch<T, 4, 16, true>},
+      {"8: 5 with 4 warps a block", launch<T, 4, 8, true, false, 4>},
+      {"9: 5 with 16 warps a block", launch<T, 4, 8, true, false, 16>},
   };
   for (const Version& v : versions) {
     for (int bps : {2, 4}) {
