@@ -23,47 +23,15 @@
 #include <vector>
 
 #include "../../native/cuda/lora.cu"
+#include "harness.cuh"
 
 // The addon's stream (native/cuda/device.cu): the default stream here.
 cudaStream_t lowrank::cuda::current_stream() { return nullptr; }
 
-#define CHECK(call)                                                                                  \
-  do {                                                                                               \
-    cudaError_t e = (call);                                                                          \
-    if (e != cudaSuccess) {                                                                          \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e));    \
-      std::exit(2);                                                                                  \
-    }                                                                                                \
-  } while (0)
 
 namespace {
 
-// A plain copy at 16 bytes a thread: what moving `bytes` (half read, half written) costs.
-__global__ void copy_kernel(const uint4* __restrict__ src, uint4* __restrict__ dst, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) dst[i] = src[i];
-}
 
-template <typename F>
-float median_us(F run, int reps = 31) {
-  cudaEvent_t a, b;
-  CHECK(cudaEventCreate(&a));
-  CHECK(cudaEventCreate(&b));
-  for (int i = 0; i < 3; ++i) run();
-  std::vector<float> t;
-  for (int i = 0; i < reps; ++i) {
-    CHECK(cudaEventRecord(a));
-    run();
-    CHECK(cudaEventRecord(b));
-    CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    CHECK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms * 1e3f);
-  }
-  CHECK(cudaEventDestroy(a));
-  CHECK(cudaEventDestroy(b));
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
 
 template <typename T>
 T* device_random(size_t n, uint32_t seed, float scale) {
@@ -98,7 +66,7 @@ struct Copier {
   // The time of reading bytes/2 and writing bytes/2.
   float time_us(double bytes) {
     const int64_t words = std::min<int64_t>(capacity, int64_t(bytes / 32));
-    return median_us([&] { copy_kernel<<<sms * 8, 256>>>(src, dst, words); });
+    return median_us([&](int) { copy_kernel<<<sms * 8, 256>>>(src, dst, words); }, 31);
   }
 };
 
@@ -128,13 +96,13 @@ void run_shape(const char* name, int64_t N, int64_t k, int64_t d, int64_t r, flo
   const LoraAugDims fwd{N, k, r, ldx, s, true, false, p, mask_scale, 7, 64};
   const LoraAugDims bwd{N, d, r, ldg, s, false, true, 0.0f, 1.0f, 0, 0};
   const LoraDims dims{N, k, r, d, s, p, mask_scale, 7, 64};
-  row("down_aug x", double(N) * (k * 4 + ldx * 2), median_us([&] { cuda::lora_down_aug(fwd, x, A, u, xa); }), copier);
-  row("down_aug g", double(N) * (d * 4 + ldg * 2), median_us([&] { cuda::lora_down_aug(bwd, g, B, v, ga); }), copier);
+  row("down_aug x", double(N) * (k * 4 + ldx * 2), median_us([&](int) { cuda::lora_down_aug(fwd, x, A, u, xa); }, 31), copier);
+  row("down_aug g", double(N) * (d * 4 + ldg * 2), median_us([&](int) { cuda::lora_down_aug(bwd, g, B, v, ga); }, 31), copier);
   if (p > 0)
     row("gx update", double(N) * k * 8,
-        median_us([&] { cuda::lora_backward_aug(dims, v, u, xa, ldx, ga, ldg, A, gx, nullptr, nullptr); }), copier);
-  row("gA", double(N) * k * 2, median_us([&] { cuda::lora_backward_aug(dims, v, u, xa, ldx, ga, ldg, A, nullptr, gA, nullptr); }), copier);
-  row("gB", double(N) * d * 2, median_us([&] { cuda::lora_backward_aug(dims, v, u, xa, ldx, ga, ldg, A, nullptr, nullptr, gB); }), copier);
+        median_us([&](int) { cuda::lora_backward_aug(dims, v, u, xa, ldx, ga, ldg, A, gx, nullptr, nullptr); }, 31), copier);
+  row("gA", double(N) * k * 2, median_us([&](int) { cuda::lora_backward_aug(dims, v, u, xa, ldx, ga, ldg, A, nullptr, gA, nullptr); }, 31), copier);
+  row("gB", double(N) * d * 2, median_us([&](int) { cuda::lora_backward_aug(dims, v, u, xa, ldx, ga, ldg, A, nullptr, nullptr, gB); }, 31), copier);
   CHECK(cudaGetLastError());
   for (void* ptr : {static_cast<void*>(x), static_cast<void*>(g), static_cast<void*>(A), static_cast<void*>(B), static_cast<void*>(u),
                     static_cast<void*>(v), static_cast<void*>(gx), static_cast<void*>(gA), static_cast<void*>(gB), static_cast<void*>(xa),

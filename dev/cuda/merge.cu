@@ -28,18 +28,11 @@
 #include <vector>
 
 #include "../../native/cuda/lora.cu"
+#include "harness.cuh"
 
 // The addon's stream (native/cuda/device.cu): the default stream here.
 cudaStream_t lowrank::cuda::current_stream() { return nullptr; }
 
-#define CHECK(call)                                                                       \
-  do {                                                                                    \
-    cudaError_t e = (call);                                                               \
-    if (e != cudaSuccess) {                                                               \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e)); \
-      std::exit(2);                                                                       \
-    }                                                                                     \
-  } while (0)
 
 constexpr int kRankTile = 16;  // ranks staged in shared memory (the usual adapters' r <= 16)
 constexpr int kWarps = 8;
@@ -149,10 +142,6 @@ __global__ void __launch_bounds__(32 * kBlockWarps) merge_kernel(T* W, int rows,
   }
 }
 
-// A plain copy at 16 bytes a thread: the bandwidth a kernel of this shape reaches.
-__global__ void copy_kernel(const uint4* __restrict__ src, uint4* __restrict__ dst, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) dst[i] = src[i];
-}
 
 template <typename T, int kCols, int kRows, bool kStageP, bool kAddonAccess = false, int kBlockWarps = kWarps>
 void launch(T* W, int rows, int cols, int r, const float* P, const float* Q, float s, int blocks_per_sm, int sms) {
@@ -188,25 +177,6 @@ struct Host<__nv_bfloat16> {
   static const char* name() { return "bf16"; }
 };
 
-template <typename F>
-float median_us(F run, int reps = 51) {
-  cudaEvent_t a, b;
-  CHECK(cudaEventCreate(&a));
-  CHECK(cudaEventCreate(&b));
-  for (int i = 0; i < 5; ++i) run(i);
-  std::vector<float> t;
-  for (int i = 0; i < reps; ++i) {
-    CHECK(cudaEventRecord(a));
-    run(i);
-    CHECK(cudaEventRecord(b));
-    CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    CHECK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms * 1e3f);
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
 
 template <typename T>
 void run_all(int rows, int cols, int r) {
