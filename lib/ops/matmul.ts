@@ -238,6 +238,7 @@ function affine(op: string, x: Tensor, weight: Tensor, outIn: boolean, bias: Ten
   checkFloat(op, x, ...(bias ? [bias] : []));
   checkSameDevice(op, x, weight);
   checkWeight(op, weight);
+  if (activation !== null && activation !== "gelu") throw new Error(`${op}: activation must be "gelu" or null, got ${JSON.stringify(activation)}`);
   const lowp = weight.dtype === "bfloat16";
   const layout = outIn ? "[out, in]" : "[in, out]";
   if (weight.ndim !== 2) throw new Error(`${op}: weight must be 2-D ${layout}, got ${formatShape(weight.shape)}`);
@@ -256,7 +257,6 @@ function affine(op: string, x: Tensor, weight: Tensor, outIn: boolean, bias: Ten
   const X = rowsOperand(xin);
   // op(W) is [in, out]: nn.Linear's [out, in] weight is read transposed, in place.
   const W = operand(weight, [inF, outF], outIn ? [weight.strides[1]!, weight.strides[0]!] : [...weight.strides], []);
-  if (activation !== null && activation !== "gelu") throw new Error(`${op}: activation must be "gelu" or null, got ${JSON.stringify(activation)}`);
   const outShape = [...x.shape.slice(0, -1), outF];
   const out = newFloat(outShape, x);
   const pre = activation ? newFloat(outShape, x) : null; // the sum before the activation, for its backward
