@@ -3,8 +3,9 @@
 // linear, forward and forward + backward, and the merge W += s·B·A against its memory floor (one
 // read and one write of W, timed as a copy of W). With bf16 weights on CUDA the layer runs both
 // of its paths, one row each: the one-GEMM path (LoraLinear.oneGemm "auto", the default) and the
-// base GEMM followed by the fused LoRA op. Each time is the median of `iters` runs after `warmup`, each run waited for
-// to its end (synchronize() on CUDA), in its own tidy scope.
+// base GEMM followed by the fused LoRA op. Each time is the median of `iters` samples after `warmup`,
+// each sample `repeat` runs (each in its own tidy scope) waited for to their end (synchronize() on
+// CUDA) and divided by `repeat`.
 import { Linear } from "../nn/layers.js";
 import { loraMerge } from "../ops/lora.js";
 import { LoraLinear } from "../peft/layer.js";
@@ -67,11 +68,16 @@ export interface LoraBenchOptions {
   /**
    * Runs per timed sample, issued back to back between two waits and the time divided by them:
    * on CUDA the launch and the wait (~10-20 µs a sample) would otherwise weigh on the small ops,
-   * the merge and its copy most. Default 10 on CUDA, 1 on the CPU.
+   * the merge and its copy most. Default: defaultRepeat(device).
    */
   repeat?: number;
   /** Called after each row (progress). */
   onRow?: (row: LoraBenchRow | MergeBenchRow) => void;
+}
+
+/** Runs per timed sample unless asked: 10 on CUDA, 1 on the CPU (see LoraBenchOptions.repeat). */
+export function defaultRepeat(device: string): number {
+  return device.startsWith("cuda") ? 10 : 1;
 }
 
 /**
@@ -96,7 +102,7 @@ function timeMs(device: string, iters: number, warmup: number, repeat: number, r
 
 export function benchLora(opts: LoraBenchOptions): { linear: LoraBenchRow[]; merge: MergeBenchRow[] } {
   const { device, dtype = "float32", iters = 10, warmup = 3 } = opts;
-  const repeat = opts.repeat ?? (device.startsWith("cuda") ? 10 : 1);
+  const repeat = opts.repeat ?? defaultRepeat(device);
   const time = (run: () => unknown) => timeMs(device, iters, warmup, repeat, run);
   const shapes = opts.shapes ?? (device.startsWith("cuda") ? LORA_BENCH_SHAPES : LORA_BENCH_SHAPES_CPU);
   const linearRows: LoraBenchRow[] = [], mergeRows: MergeBenchRow[] = [];

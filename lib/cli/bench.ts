@@ -3,7 +3,7 @@
 // memory floor — as ratios (lib/analysis/lora-bench.ts). bench/peer_lora.py runs the same with
 // PyTorch + PEFT on a GPU; bench/RESULTS.md holds measured tables.
 import { Command } from "commander";
-import { benchLora, LORA_BENCH_SHAPES, type LoraBenchRow, type MergeBenchRow } from "../analysis/lora-bench.js";
+import { benchLora, defaultRepeat, LORA_BENCH_SHAPES, type LoraBenchRow, type MergeBenchRow } from "../analysis/lora-bench.js";
 import { formatTable } from "../analysis/table.js";
 import { DEVICE_HELP, deviceName, intAtLeast, newCommand, oneOf, resolveDevice, runAction } from "./common.js";
 
@@ -21,7 +21,7 @@ async function bench(flags: BenchFlags): Promise<void> {
   const progress = (row: LoraBenchRow | MergeBenchRow) => {
     if (!flags.json) process.stderr.write(`  ${row.name} ${"pass" in row ? `${row.pass} (${row.path})` : "merge"}: ${row.ratio.toFixed(2)}x\n`);
   };
-  const repeat = flags.repeat ?? (device.startsWith("cuda") ? 10 : 1);
+  const repeat = flags.repeat ?? defaultRepeat(device);
   if (!flags.json) {
     process.stderr.write(`lowrank bench on ${device} (frozen W ${flags.dtype}), median of ${flags.iters} samples of ${repeat} run${repeat > 1 ? "s" : ""} after ${flags.warmup} warm-up:\n`);
   }

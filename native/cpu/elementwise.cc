@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <vector>
 
 #include "parallel.h"
 #include "vexp.h"
@@ -239,10 +238,16 @@ void unary_backward_f32(UnaryOp op, const float* x, const float* g, float* gx, i
 }
 
 void unary_backward_bf16(UnaryOp op, const float* x, const float* g, uint16_t* gx, int64_t n, float alpha) {
-  std::vector<float> exact(size_t(std::max<int64_t>(n, 0)));
-  unary_backward_f32(op, x, g, exact.data(), n, alpha);
-  parallel_for(n, kStreamGrain, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) gx[i] = f32_to_bf16(exact[size_t(i)]);
+  // The float32 gradient of a few thousand elements at a time on the stack, then rounded: no
+  // n-sized buffer. unary_backward_f32 runs inline inside the parallel region.
+  constexpr int64_t kChunk = 4096;
+  parallel_for(n, kComputeGrain, [&](int64_t b, int64_t e) {
+    float exact[kChunk];
+    for (int64_t c0 = b; c0 < e; c0 += kChunk) {
+      const int64_t len = std::min(kChunk, e - c0);
+      unary_backward_f32(op, x + c0, g + c0, exact, len, alpha);
+      for (int64_t i = 0; i < len; ++i) gx[c0 + i] = f32_to_bf16(exact[i]);
+    }
   });
 }
 

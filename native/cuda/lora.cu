@@ -462,8 +462,7 @@ __global__ void __launch_bounds__(32 * kMergeWarps) lora_merge_kernel(T* W, int6
   __shared__ __align__(16) float q_tile[kSharedFactors ? kRank : 1][kMergeCols];  // Q(t, the block's columns)
   __shared__ float p_tile[kSharedFactors ? kMergeRows : 1][kRank];                // P(the block's rows, t)
   const int64_t col_block = int64_t(blockIdx.x) * kMergeCols;
-  constexpr bool shared_factors = kSharedFactors;
-  if constexpr (shared_factors) {
+  if constexpr (kSharedFactors) {
     for (int e = threadIdx.x; e < kRank * kMergeCols; e += blockDim.x) {
       const int t = e / kMergeCols, cc = e % kMergeCols;
       q_tile[t][cc] = t < r && col_block + cc < cols ? __ldg(Q + t * q_t + (col_block + cc) * q_c) : 0.0f;
@@ -473,7 +472,7 @@ __global__ void __launch_bounds__(32 * kMergeWarps) lora_merge_kernel(T* W, int6
   const int64_t c0 = col_block + cl;
   const int n = cols - c0 < 4 ? int(cols - c0) : 4;  // <= 0: a lane past the last column (it still meets the barriers)
   for (int64_t block_row = int64_t(blockIdx.y) * kMergeRows; block_row < rows; block_row += int64_t(gridDim.y) * kMergeRows) {
-    if constexpr (shared_factors) {
+    if constexpr (kSharedFactors) {
       __syncthreads();  // the previous rows' P has been read
       for (int e = threadIdx.x; e < kMergeRows * kRank; e += blockDim.x) {
         const int rr = e / kRank, t = e % kRank;
@@ -493,7 +492,7 @@ __global__ void __launch_bounds__(32 * kMergeWarps) lora_merge_kernel(T* W, int6
     float acc[kMergeWarpRows][4] = {};
     for (int64_t t = 0; t < r; ++t) {
       float q[4];
-      if constexpr (shared_factors) {
+      if constexpr (kSharedFactors) {
         const float4 qv = *reinterpret_cast<const float4*>(&q_tile[t][cl]);
         q[0] = qv.x, q[1] = qv.y, q[2] = qv.z, q[3] = qv.w;
       } else {
@@ -502,7 +501,7 @@ __global__ void __launch_bounds__(32 * kMergeWarps) lora_merge_kernel(T* W, int6
       }
 #pragma unroll
       for (int a = 0; a < kMergeWarpRows; ++a) {
-        const float p = shared_factors ? p_tile[warp_row + a][t] : (i0 + a < rows ? __ldg(P + (i0 + a) * p_i + t * p_t) : 0.0f);
+        const float p = kSharedFactors ? p_tile[warp_row + a][t] : (i0 + a < rows ? __ldg(P + (i0 + a) * p_i + t * p_t) : 0.0f);
 #pragma unroll
         for (int b = 0; b < 4; ++b) acc[a][b] = fmaf(p, q[b], acc[a][b]);
       }

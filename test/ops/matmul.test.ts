@@ -232,14 +232,18 @@ describe("linear and conv1dLinear", () => {
       gradcheck((u, v, c) => conv1dLinear(u!, v!, c!, { activation: "gelu" }), [x, w, b]);
       gradcheck((u, v) => linear(u!, v!, null, { activation: "gelu" }), [x, t([6, 4], 77)]);
       // bf16 weights are frozen (and x is rounded to bf16, which finite differences cannot see
-      // through): the gradient of x as the unfused ops give it
-      const wb = t([4, 5], 78).to("cpu", "bfloat16"), g = t([3, 5], 80);
-      const gradX = (fused: boolean) => {
-        const u = x.detach().requireGrad();
-        (fused ? conv1dLinear(u, wb, b, { activation: "gelu" }) : gelu(conv1dLinear(u, wb, b))).backward(g);
-        return values(u.grad!);
-      };
-      expectClose(tensor(gradX(true)), gradX(false), 1e-6);
+      // through): the gradient of x as the unfused ops give it, also at a size whose gelu gradient
+      // spans several of the CPU kernel's chunks and both threads
+      for (const [rows, k, n, seed] of [[3, 4, 5, 78], [40, 16, 1100, 81]]) {
+        const xs = rows === 3 ? x : t([rows, k], seed + 1), wb = t([k, n], seed).to("cpu", "bfloat16");
+        const bias = rows === 3 ? b : t([n], seed + 2), g = t([rows, n], seed + 3);
+        const gradX = (fused: boolean) => {
+          const u = xs.detach().requireGrad();
+          (fused ? conv1dLinear(u, wb, bias, { activation: "gelu" }) : gelu(conv1dLinear(u, wb, bias))).backward(g);
+          return values(u.grad!);
+        };
+        expectClose(tensor(gradX(true)), gradX(false), 1e-6);
+      }
       expect(() => linear(x, t([2, 4], 79), null, { activation: "relu" as "gelu" })).toThrow(/linear: activation must be "gelu" or null, got "relu"/);
     });
   });
