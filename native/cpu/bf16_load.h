@@ -39,6 +39,9 @@ LR_TARGET_AVX2 inline __m256 load8(__m256i m, const uint16_t* p) {
   for (int i = 0; i < n; ++i) buf[i] = p[i];
   return widen8(_mm_load_si128(reinterpret_cast<const __m128i*>(buf)));
 }
+
+// 32 bf16 (16 pairs) as the operand type of the AVX-512 BF16 instructions.
+LR_TARGET_AVX512_BF16 inline __m512bh bh(__m512i v) { return (__m512bh)v; }
 #endif
 
 }  // namespace cpu

@@ -169,8 +169,8 @@ LR_TARGET_AVX512 void dots_avx512(const T* x, const T* b, int64_t ld, int64_t k,
 
 // AVX-512 BF16: vdpbf16ps multiplies 16 pairs of bf16 by 16 pairs and adds each pair's two
 // products into one float32 lane (products of bf16 are exact in float32; inputs and results
-// below 2^-126 are flushed to zero, which no weight or activation of a model comes near).
-LR_TARGET_AVX512_BF16 inline __m512bh bh(__m512i v) { return (__m512bh)v; }
+// below 2^-126 are flushed to zero, which no weight or activation of a model comes near). bh()
+// (bf16_load.h) gives 32 bf16 loaded as integers the instruction's operand type.
 
 // Rows form: the pairs must run along k, but a row of op(B) runs along n, so rows p and p+1 are
 // interleaved in registers into (B[p, j], B[p+1, j]) pairs and multiplied by the broadcast pair

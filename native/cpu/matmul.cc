@@ -16,10 +16,12 @@
 // packs its own operands, so they never wait on each other. Micro-kernels and vectorized packing
 // live in matmul_avx512.cc / matmul_avx2.cc; the portable ones are below.
 //
-// gemm_bf16 (bf16 operands: a frozen bf16 weight and x rounded to bf16) runs the same driver and
-// micro-kernels: its packing widens each panel to float32 as it copies it, so a bf16 weight is
-// converted one kc×nc block at a time into the packing buffer that float32 operands use anyway,
-// and no float32 copy of the whole weight is made. m == 1 goes to gemv.cc, which reads bf16 directly.
+// gemm_bf16 (bf16 operands: a frozen bf16 weight and x rounded to bf16) runs the same driver. Where
+// the CPU has AVX-512 BF16 its packing pairs bf16 along k (two k values per 32-bit word) for
+// micro-kernels that multiply them with vdpbf16ps, 2x the float32 FMA's flops; elsewhere it
+// widens each panel to float32 for the float32 micro-kernels. Either way a bf16 weight is
+// packed one kc×nc block at a time and no float32 copy of it is made. m == 1 goes to gemv.cc,
+// which reads bf16 directly.
 #include <algorithm>
 #include <cstdlib>
 #include <new>
@@ -55,9 +57,14 @@ const GemmKernel kScalarKernel{"scalar 4x16", kScalarMR, kScalarNR, 1024, 256, 2
                                gemm_pack_portable_bf16};
 const GemmKernelSet kScalarSet{1, {&kScalarKernel}};
 
-// The kernel with the least estimated time for an m×n C: padded tile area over relative speed.
+// The kernel with the least estimated time for an m×n C: padded tile area over relative speed,
+// among those of the best instruction set LOWRANK_SIMD allows for element type T.
+template <class T>
 const GemmKernel& pick_kernel(int64_t m, int64_t n) {
-  static const GemmKernelSet* set = has_avx512() ? gemm_kernels_avx512() : has_avx2_fma() ? gemm_kernels_avx2() : nullptr;
+  static const GemmKernelSet* set = [] {
+    if (std::is_same_v<T, uint16_t> && has_avx512_bf16()) return gemm_kernels_avx512bf16();
+    return has_avx512() ? gemm_kernels_avx512() : has_avx2_fma() ? gemm_kernels_avx2() : nullptr;
+  }();
   const GemmKernelSet& s = set ? *set : kScalarSet;
   const GemmKernel* best = s.kernels[0];
   double best_cost = 0;
@@ -127,8 +134,8 @@ int64_t balanced_block(int64_t total, int64_t cap, int64_t unit) {
   return (size + unit - 1) / unit * unit;
 }
 
-// One operand of the micro-kernel: element (i, p) of an A panel at p[i*rs + p*cs]; row p of a
-// B panel at p[p*rs + 0..NR-1] (cs unused).
+// One operand of the micro-kernel: word (i, q) of an A panel at p[i*rs + q*cs]; word row q of a
+// B panel at p[q*rs + 0..NR-1] (cs unused).
 struct Panel {
   const float* p;
   int64_t rs, cs;
@@ -150,21 +157,23 @@ void gemm_block(const GemmKernel& K, View<T> A, View<T> B, float* c, int64_t ldc
   // usual: kc·nc fixed) cut that traffic; A is read in place where its rows are contiguous, since
   // every thread would pack all of it (threads split n) for few B panels. Measured on 2 Zen 5
   // cores at m = 256, k = 768: 256x768x768 from ~0.65x to ~1.1x OpenBLAS (bench/RESULTS.md).
+  // k blocks are whole words (bf16 pairs), so only the last one can end in half a pair.
   const bool small_m = m <= kSmallM;
-  const int64_t kc_max = balanced_block(k, small_m ? K.kc_small_m : K.kc, 1);
+  const int KW = K.k_per_word;
+  const int64_t kc_max = balanced_block(k, small_m ? K.kc_small_m : K.kc, KW);
   const int64_t mc_max = balanced_block(m, K.mc, MR);
   const int64_t nc_max = balanced_block(n, std::max<int64_t>(NR, K.nc * K.kc / kc_max / NR * NR), NR);
   // Packing A pays off when each A panel meets many B panels. When n spans at most two tiles (a
   // LoRA rank, say) the kernel reads full A panels in place and only a ragged last panel is
   // packed; likewise B when m spans at most two tiles and op(B)'s rows are contiguous. bf16
-  // operands are always packed: the packing is where they become float32.
+  // operands are always packed: the packing is where they become float32 words or pairs.
   const bool pack_a = !kFloat || (n > 2 * NR && !(small_m && A.cs == 1));
   const bool pack_b = !kFloat || m > 2 * MR || B.cs != 1;
   float* ap = Scratch::grow(scratch.a, scratch.a_cap, size_t((pack_a ? mc_max : MR) * kc_max));
   float* bp = Scratch::grow(scratch.b, scratch.b_cap, size_t((pack_b ? nc_max : NR) * kc_max));
   alignas(64) float tile[32 * 64];  // edge tiles: MR×NR ≤ 32×64 for every kernel
   for (int64_t pc = 0; pc < k; pc += kc_max) {
-    const int64_t kc = std::min(kc_max, k - pc);
+    const int64_t kc = std::min(kc_max, k - pc), kw = (kc + KW - 1) / KW;  // k values, packed words
     const float beta_pc = pc == 0 ? beta : 1.0f;  // later k blocks accumulate onto the first
     for (int64_t ic = 0; ic < m; ic += mc_max) {
       const int64_t mc = std::min(mc_max, m - ic);
@@ -177,24 +186,24 @@ void gemm_block(const GemmKernel& K, View<T> A, View<T> B, float* c, int64_t ldc
         if (b_packed_from < nc) packer(K, B.p)(B.at(pc, jc + b_packed_from), B.cs, B.rs, nc - b_packed_from, kc, NR, bp);
         for (int64_t ir = 0; ir < mc; ir += MR) {
           const int mr = int(std::min<int64_t>(MR, mc - ir));
-          Panel a_panel{ap + (ir - a_packed_from) * kc, 1, MR};
+          Panel a_panel{ap + (ir - a_packed_from) * kw, 1, MR};
           if constexpr (kFloat)
             if (ir < a_packed_from) a_panel = Panel{A.at(ic + ir, pc), A.rs, A.cs};
           // The packed A block lives in L3; pull the next A micro-panel into L2 while this one
           // sweeps the B block (measured 2-5% on 1024..4096 squares).
           if (pack_a && ir + MR < mc)
-            for (int64_t x = 0; x < kc * MR; x += 16) __builtin_prefetch(a_panel.p + kc * MR + x, 0, 2);
+            for (int64_t x = 0; x < kw * MR; x += 16) __builtin_prefetch(a_panel.p + kw * MR + x, 0, 2);
           for (int64_t jr = 0; jr < nc; jr += NR) {
             const int nr = int(std::min<int64_t>(NR, nc - jr));
-            Panel b_panel{bp + (jr - b_packed_from) * kc, NR, 1};
+            Panel b_panel{bp + (jr - b_packed_from) * kw, NR, 1};
             if constexpr (kFloat)
               if (jr < b_packed_from) b_panel = Panel{B.at(pc, jc + jr), B.rs, 1};
             float* cij = c + (ic + ir) * ldc + jc + jr;
             if (mr == MR && nr == NR) {
-              K.micro(kc, a_panel.p, a_panel.rs, a_panel.cs, b_panel.p, b_panel.rs, cij, ldc, alpha, beta_pc);
+              K.micro(kw, a_panel.p, a_panel.rs, a_panel.cs, b_panel.p, b_panel.rs, cij, ldc, alpha, beta_pc);
               continue;
             }
-            K.micro(kc, a_panel.p, a_panel.rs, a_panel.cs, b_panel.p, b_panel.rs, tile, NR, alpha, 0.0f);
+            K.micro(kw, a_panel.p, a_panel.rs, a_panel.cs, b_panel.p, b_panel.rs, tile, NR, alpha, 0.0f);
             for (int i = 0; i < mr; ++i)
               for (int j = 0; j < nr; ++j)
                 cij[i * ldc + j] = tile[i * NR + j] + (beta_pc == 0 ? 0.0f : beta_pc * cij[i * ldc + j]);
@@ -228,13 +237,14 @@ void gemm_pack_portable_bf16(const uint16_t* src, int64_t rs, int64_t cs, int64_
 }
 
 namespace {
-// gemm_f32 and gemm_bf16: one driver over float32 or bf16 operands (bf16 converted as it is packed).
+// gemm_f32 and gemm_bf16: one driver over float32 or bf16 operands (bf16 packed into float32 words
+// or bf16 pairs, as the kernel takes them).
 template <class T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const T* a, int64_t lda,
           int64_t batch_stride_a, const T* b, int64_t ldb, int64_t batch_stride_b, float beta, float* c, int64_t ldc,
           int64_t batch_stride_c, int64_t batch) {
   if (m == 0 || n == 0 || batch == 0) return;
-  const GemmKernel& K = pick_kernel(m, n);
+  const GemmKernel& K = pick_kernel<T>(m, n);
   // op(A)(i, p) and op(B)(p, j) as strided views: packing absorbs the transposes.
   const int64_t a_rs = trans_a ? 1 : lda, a_cs = trans_a ? lda : 1;
   const int64_t b_rs = trans_b ? 1 : ldb, b_cs = trans_b ? ldb : 1;
@@ -289,7 +299,9 @@ void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float
 }
 
 // Products of bf16 values are exact in float32 and the sums are float32, as PyTorch's autocast
-// matmuls on CUDA compute them (without rounding C to bf16).
+// matmuls on CUDA compute them (without rounding C to bf16). With AVX-512 BF16, vdpbf16ps also
+// flushes denormals (below 2^-126) to zero and rounds after each of its two products
+// (matmul_avx512.cc), as gemv.cc's bf16 kernels do.
 void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t* a, int64_t lda,
                int64_t batch_stride_a, const uint16_t* b, int64_t ldb, int64_t batch_stride_b, float beta, float* c,
                int64_t ldc, int64_t batch_stride_c, int64_t batch) {

@@ -1,29 +1,33 @@
-// The register-tiled micro-kernels behind cpu::gemm_f32 (native/cpu/matmul.cc), one per instruction
-// set, and the cache blocking each is tuned with. The driver packs A and B into the layouts below,
-// so every transpose case reaches the same micro-kernel.
+// The register-tiled micro-kernels behind cpu::gemm_f32 and cpu::gemm_bf16 (native/cpu/matmul.cc),
+// one per instruction set, and the cache blocking each is tuned with. The driver packs A and B
+// into the layouts below, so every transpose case reaches the same micro-kernel.
 //
-// Packed A micro-panel: kc × MR floats, column p holds rows i..i+MR-1 of op(A)      (a[p*MR + r])
-// Packed B micro-panel: kc × NR floats, row p holds columns j..j+NR-1 of op(B)      (b[p*NR + c])
-// Both zero-padded to full MR / NR, 64-byte aligned.
+// Packed A micro-panel: kw × MR words, word column q holds rows i..i+MR-1 of op(A)   (a[q*MR + r])
+// Packed B micro-panel: kw × NR words, word row q holds columns j..j+NR-1 of op(B)   (b[q*NR + c])
+// Both zero-padded to full MR / NR, 64-byte aligned. A word is 32 bits: one float32 (k_per_word
+// 1, kw = kc), or for the bf16 kernels (k_per_word 2, kw = ceil(kc / 2)) the pair of bf16 at k =
+// 2q (low half) and 2q + 1 (high half; zero past kc), which vdpbf16ps multiplies and sums.
 #pragma once
 #include <cstdint>
 
 namespace lowrank {
 namespace cpu {
 
-// C[0:MR, 0:NR] (row stride ldc) = alpha · A·B + beta · C over kc steps; beta == 0 must not read C.
-// A(i, p) is a[i*a_rs + p*a_cs] (a packed micro-panel: 1, MR); row p of B is b[p*b_rs + 0..NR-1]
-// (packed: NR), so the driver can also hand over A and B in place where packing would not pay.
-// Always a full MR × NR tile: the driver routes edge tiles through a scratch tile.
-using GemmMicroKernel = void (*)(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float* b, int64_t b_rs,
+// C[0:MR, 0:NR] (row stride ldc) = alpha · A·B + beta · C over kw word steps; beta == 0 must not
+// read C. A(i, q) is a[i*a_rs + q*a_cs] (a packed micro-panel: 1, MR); word row q of B is
+// b[q*b_rs + 0..NR-1] (packed: NR), so the driver can also hand over float32 A and B in place
+// where packing would not pay (bf16 operands are always packed). Always a full MR × NR tile: the
+// driver routes edge tiles through a scratch tile.
+using GemmMicroKernel = void (*)(int64_t kw, const float* a, int64_t a_rs, int64_t a_cs, const float* b, int64_t b_rs,
                                  float* c, int64_t ldc, float alpha, float beta);
 
 // Packs rows × kc of a strided matrix (element (r, p) at src[r*rs + p*cs]) into consecutive
 // micro-panels of w rows in the layout above, zero-padding the last panel to w rows. Packs A
 // (w = MR, rows of op(A)) and B (w = NR, columns of op(B)).
 using GemmPack = void (*)(const float* src, int64_t rs, int64_t cs, int64_t rows, int64_t kc, int w, float* dst);
-// The same packing from bfloat16 (raw bits), widened to float32 on the way: gemm_bf16 converts
-// its operands panel by panel into the packed float32 buffers, never a whole operand at once.
+// The same packing from bfloat16 (raw bits), into the kernel's words: widened to float32 on the way
+// (k_per_word 1), or paired along k (k_per_word 2). Either way gemm_bf16 packs its operands panel
+// by panel, never a whole operand at once.
 using GemmPackBf16 = void (*)(const uint16_t* src, int64_t rs, int64_t cs, int64_t rows, int64_t kc, int w, float* dst);
 
 struct GemmKernel {
@@ -35,8 +39,9 @@ struct GemmKernel {
   int64_t kc_small_m;  // kc when m is small (see gemm_block): C traffic, not A's, then dominates
   float speed;  // throughput relative to the set's first kernel, for choosing by shape
   GemmMicroKernel micro;
-  GemmPack pack;
+  GemmPack pack;  // nullptr for the bf16-pair kernels, which take only bf16 operands
   GemmPackBf16 pack_bf16;
+  int k_per_word = 1;  // k values per packed word: 2 for the bf16-pair kernels
 };
 
 // The kernels one instruction set offers; the driver picks, per call, the one that spends the
@@ -62,6 +67,7 @@ void gemv_bf16(int64_t n, int64_t k, float alpha, const uint16_t* a, int64_t a_c
 
 // nullptr where the instruction set is not compiled in (non-x86 builds).
 const GemmKernelSet* gemm_kernels_avx512();
+const GemmKernelSet* gemm_kernels_avx512bf16();  // bf16 operands only
 const GemmKernelSet* gemm_kernels_avx2();
 
 }  // namespace cpu
