@@ -21,7 +21,7 @@ out=build-bench
 mkdir -p "$out"
 # -O3 only: the kernels pick their instruction set at run time (target attributes), as in the addon.
 g++ -O3 -std=c++17 -pthread -o "$out/gemm_bench" bench/gemm/gemm_bench.cc \
-  native/cpu/matmul*.cc native/cpu/gemv.cc \
+  native/cpu/matmul*.cc native/cpu/gemv.cc native/cpu/elementwise.cc \
   native/cpu/parallel.cc native/cpu/simd.cc native/cpu/memory.cc -lopenblas
 
 echo "date: $(date)"

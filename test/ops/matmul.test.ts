@@ -489,11 +489,13 @@ describe(`cpu gemm (${info().simd} kernel)`, () => {
     }
   });
 
-  // gemm_bf16: bf16 A and B (a frozen bf16 weight and x rounded to bf16), float32 C. The GEMM's
-  // packing widens each panel to float32 (matmul*.cc); m = 1 reads bf16 in gemv.cc (at avx512bf16
-  // with vdpbf16ps: pairs along k, B's rows interleaved in registers when B is as stored). The
-  // reference multiplies the same bf16 values in float64: products of bf16 values are exact in
-  // float32, so only float32 summation separates them, and the tolerance is float32's (1e-5).
+  // gemm_bf16: bf16 A and B (a frozen bf16 weight and x rounded to bf16), float32 C. At avx512bf16
+  // the GEMM packs both into bf16 pairs along k for vdpbf16ps micro-kernels (matmul_avx512.cc);
+  // below it, its packing widens each panel to float32 (matmul*.cc); m = 1 reads bf16 in gemv.cc
+  // (at avx512bf16 with vdpbf16ps: pairs along k, B's rows interleaved in registers when B is as
+  // stored). The reference multiplies the same bf16 values in float64: products of bf16 values are
+  // exact in float32 and vdpbf16ps rounds once per product added, as an FMA chain does, so only
+  // float32 summation (in another order) separates them, and the tolerance is float32's (1e-5).
   it("bfloat16 operands: odd shapes, all transposes, alpha and beta, views, batches, both threads", () => {
     for (const [ta, tb] of TRANSPOSES) {
       for (const [m, n, k] of SHAPES) check({ ta, tb, m, n, k, nanC: true, bf16: true });
@@ -503,6 +505,46 @@ describe(`cpu gemm (${info().simd} kernel)`, () => {
       check({ ta, tb, m: 301, n: 130, k: 120, alpha: 0.5, beta: 0.5, bf16: true });
       check({ ta, tb, m: 20, n: 701, k: 320, nanC: true, bf16: true });
     }
+  });
+
+  // Edges of the bf16-pair packing and tiles: every m and k of {1, 2, 3, 17, 31, 33, 65, 257} (k
+  // odd: the last pair half zero; k = 1: one half pair; m and n off the 8×32 and 16×16 tiles),
+  // each with n cycling through the same sizes; alpha/beta and batches on every fourth shape; k
+  // blocks ending in half a pair (k = 1025 with m > 512, k = 1601 and 3073 with small m).
+  it("bfloat16 operands: odd m, n and k mixed, all transposes, alpha and beta, batches, odd k blocks", () => {
+    const E = [1, 2, 3, 17, 31, 33, 65, 257];
+    for (const [ta, tb] of TRANSPOSES) {
+      E.forEach((k, ik) =>
+        E.forEach((m, im) => {
+          const n = E[(im + 3 * ik + 1) % E.length]!;
+          check({ ta, tb, m, n, k, nanC: true, bf16: true });
+          if ((im + ik) % 4 === 0) {
+            check({ ta, tb, m, n, k, alpha: -0.75, beta: 1.5, bf16: true });
+            check({ ta, tb, m, n, k, batch: 2, sb: (im + ik) % 8 === 0 ? 0 : undefined, beta: 0.5, bf16: true });
+          }
+        }),
+      );
+      for (const [m, n, k] of [[520, 40, 1025], [29, 97, 1601], [3, 70, 3073]] as const) check({ ta, tb, m, n, k, alpha: 0.5, beta: -1, bf16: true });
+    }
+  });
+
+  // vdpbf16ps flushes denormal inputs to zero (matmul_avx512.cc), the widening kernels multiply
+  // them exactly: this tells which kernel ran for m > 1, and documents the difference. 2^-130 is a
+  // bf16 denormal; times 1 it stays one in float32.
+  it(`bfloat16 operands: denormals ${info().simd === "avx512bf16" ? "flushed to zero (vdpbf16ps)" : "multiplied exactly"} at m > 1`, () => {
+    tidy(() => {
+      const tiny = 2 ** -130;
+      const A = tensor([tiny, tiny, tiny, tiny], { shape: [4] }).to("cpu", "bfloat16");
+      const B = tensor([1, 1, 1, 1], { shape: [4] }).to("cpu", "bfloat16");
+      const C = zeros([4]);
+      const at = (x: Tensor) => ({ storage: x.storage.native, offset: x.byteOffset });
+      native().gemm({
+        transA: false, transB: false, m: 2, n: 2, k: 2, alpha: 1, a: at(A), lda: 2, strideA: 4, b: at(B), ldb: 2, strideB: 4,
+        beta: 0, c: at(C), ldc: 2, strideC: 4, batch: 1, dtype: DTYPE_CODE.bfloat16,
+      });
+      const want = info().simd === "avx512bf16" ? 0 : 2 * tiny;
+      expect(Array.from(C.dataSync())).toEqual([want, want, want, want]);
+    });
   });
 
   // Edges of the bf16 GEMV kernels: k odd (a row pair or a k pair half zero), k off the 32-wide
