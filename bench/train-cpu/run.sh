@@ -9,12 +9,15 @@
 #   ARCH=smollm2-135m      SmolLM2-135M's shapes (Llama family, LoRA on all linear layers) instead of GPT-2
 #   THREADS=2              threads for both sides
 #   DROPOUT0=1             also run one round with LoRA dropout 0 on both sides
+#   PRECISIONS="fp32 bf16" precisions to run each round (default fp32): bf16 is lowrank --dtype bfloat16
+#                          (frozen weights in bf16) and PyTorch --precision bf16 (autocast)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-2}
 steps=${2:-10}
 warmup=${3:-3}
 threads=${THREADS:-2}
+precisions=${PRECISIONS:-fp32}
 py=${PYTHON:-/opt/pyref/bin/python}
 build=$(realpath "${LOWRANK_BUILD_DIR:-build}")
 arch=${ARCH:-gpt2}
@@ -37,27 +40,32 @@ echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE-<unset>} OPENBLAS_L2_SIZE=${OPENBLAS
 echo "threads: $threads each; $steps timed steps after $warmup warm-up, median; $rounds rounds, alternating which side goes first"
 
 : > "$out"
+# run_torch / run_ours LORA_DROPOUT PRECISION (fp32 | bf16)
 run_torch() {
   OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads "$py" bench/train-cpu/torch_train.py bench "$dir" \
-    --threads "$threads" --warmup "$warmup" --steps "$steps" --lora-dropout "$1" 2>/dev/null | sed -n 's/^RESULT //p' >> "$out"
+    --threads "$threads" --warmup "$warmup" --steps "$steps" --lora-dropout "$1" --precision "$2" 2>/dev/null | sed -n 's/^RESULT //p' >> "$out"
 }
 run_ours() {
   LOWRANK_DEVICE=cpu LOWRANK_BUILD_DIR="$build" LOWRANK_NUM_THREADS=$threads node dist-train-cpu/bench/train-cpu/bench.js "$dir" \
-    --warmup "$warmup" --steps "$steps" --lora-dropout "$1" 2>/dev/null | sed -n 's/^RESULT //p' >> "$out"
+    --warmup "$warmup" --steps "$steps" --lora-dropout "$1" --dtype "$([ "$2" = bf16 ] && echo bfloat16 || echo float32)" 2>/dev/null | sed -n 's/^RESULT //p' >> "$out"
 }
 for r in $(seq 1 "$rounds"); do
-  if [ $((r % 2)) = 1 ]; then run_torch 0.05; run_ours 0.05; else run_ours 0.05; run_torch 0.05; fi
+  for p in $precisions; do
+    if [ $((r % 2)) = 1 ]; then run_torch 0.05 "$p"; run_ours 0.05 "$p"; else run_ours 0.05 "$p"; run_torch 0.05 "$p"; fi
+  done
 done
-if [ "${DROPOUT0:-0}" = 1 ]; then run_torch 0; run_ours 0; fi
+if [ "${DROPOUT0:-0}" = 1 ]; then for p in $precisions; do run_torch 0 "$p"; run_ours 0 "$p"; done; fi
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 python3 - "$out" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-def table(drop):
-    rs = [r for r in rows if r["lora_dropout"] == drop]
+for r in rows:  # PyTorch reports its precision, lowrank its dtype
+    r.setdefault("precision", "bf16" if r.get("dtype") == "bfloat16" else "fp32")
+def table(drop, prec):
+    rs = [r for r in rows if r["lora_dropout"] == drop and r["precision"] == prec]
     if not rs: return
-    print(f"\nLoRA dropout {drop}:")
+    print(f"\nLoRA dropout {drop}, {prec}{' (PyTorch: autocast; lowrank: bf16 frozen weights)' if prec == 'bf16' else ''}:")
     print(f"{'':14}{'ms/step':>10}{'tokens/s':>10}   per round ms/step (median of the timed steps)   loss first -> last")
     med = {}
     for impl in ("pytorch+peft", "lowrank"):
@@ -73,8 +81,9 @@ def table(drop):
         per = [a / b for a, b in zip(pt, ours)]  # round by round: the two runs were back to back
         print(f"ratio ours/PyTorch (tokens/s): {med['pytorch+peft'] / med['lowrank']:.2f}x"
               f"   (per round: {', '.join(f'{x:.2f}' for x in per)})")
-table(0.05)
-table(0)
+for prec in ("fp32", "bf16"):
+    table(0.05, prec)
+    table(0, prec)
 PY
 
 echo
