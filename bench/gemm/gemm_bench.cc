@@ -111,8 +111,8 @@ int main(int argc, char** argv) {
   const std::vector<Shape> shapes = {
       {"square", false, false, 256, 256, 256},
       {"square", false, false, 512, 512, 512},
-      {"square", false, false, 1024, 1024, 1024},
-      {"square", false, false, 2048, 2048, 2048},
+      {"square", false, false, 1024, 1024, 1024, true},
+      {"square", false, false, 2048, 2048, 2048, true},
       {"square", false, false, 3072, 3072, 3072},
       {"square", false, false, 4096, 4096, 4096},
       {"lm_head fwd", false, true, 256, 50257, 768, true},
