@@ -160,7 +160,7 @@ void gemm_block(const GemmKernel& K, View<T> A, View<T> B, float* c, int64_t ldc
   // k blocks are whole words (bf16 pairs), so only the last one can end in half a pair.
   const bool small_m = m <= kSmallM;
   const int KW = K.k_per_word;
-  const int64_t kc_max = balanced_block(k, small_m ? K.kc_small_m : K.kc, KW);
+  const int64_t kc_max = balanced_block(k, small_m ? K.kc_small_m : K.kc, KW), kw_max = kc_max / KW;
   const int64_t mc_max = balanced_block(m, K.mc, MR);
   const int64_t nc_max = balanced_block(n, std::max<int64_t>(NR, K.nc * K.kc / kc_max / NR * NR), NR);
   // Packing A pays off when each A panel meets many B panels. When n spans at most two tiles (a
@@ -169,8 +169,8 @@ void gemm_block(const GemmKernel& K, View<T> A, View<T> B, float* c, int64_t ldc
   // operands are always packed: the packing is where they become float32 words or pairs.
   const bool pack_a = !kFloat || (n > 2 * NR && !(small_m && A.cs == 1));
   const bool pack_b = !kFloat || m > 2 * MR || B.cs != 1;
-  float* ap = Scratch::grow(scratch.a, scratch.a_cap, size_t((pack_a ? mc_max : MR) * kc_max));
-  float* bp = Scratch::grow(scratch.b, scratch.b_cap, size_t((pack_b ? nc_max : NR) * kc_max));
+  float* ap = Scratch::grow(scratch.a, scratch.a_cap, size_t((pack_a ? mc_max : MR) * kw_max));
+  float* bp = Scratch::grow(scratch.b, scratch.b_cap, size_t((pack_b ? nc_max : NR) * kw_max));
   alignas(64) float tile[32 * 64];  // edge tiles: MR×NR ≤ 32×64 for every kernel
   for (int64_t pc = 0; pc < k; pc += kc_max) {
     const int64_t kc = std::min(kc_max, k - pc), kw = (kc + KW - 1) / KW;  // k values, packed words
