@@ -16,8 +16,8 @@ for (const [label, n, ld] of [["V=50257 ld=50257", 50257, 50257], ["V=50257 ld=5
   const logits = empty([N, ld], { device });
   const g16 = randn([N, ld], { device }).to(device, "bfloat16");
   const dx = empty([N, C], { device });
-  const fwd = ms(() => native().gemm({ transA: false, transB: true, m: N, n, k: C, alpha: 1, a: x.nativeView, lda: C, strideA: 0, b: w.nativeView, ldb: C, strideB: 0, beta: 0, c: logits.nativeView, ldc: ld, strideC: 0, batch: 1, dtype: 1 }));
-  const bwd = ms(() => native().gemm({ transA: false, transB: false, m: N, n: C, k: n, alpha: 1, a: g16.nativeView, lda: ld, strideA: 0, b: w.nativeView, ldb: C, strideB: 0, beta: 0, c: dx.nativeView, ldc: C, strideC: 0, batch: 1, dtype: 1 }));
+  const fwd = ms(() => native().gemm({ transA: false, transB: true, m: N, n, k: C, alpha: 1, a: x.nativeView, lda: C, strideA: 0, b: w.nativeView, ldb: C, strideB: 0, beta: 0, c: logits.nativeView, ldc: ld, strideC: 0, batch: 1, dtypeA: 1, dtypeB: 1 }));
+  const bwd = ms(() => native().gemm({ transA: false, transB: false, m: N, n: C, k: n, alpha: 1, a: g16.nativeView, lda: ld, strideA: 0, b: w.nativeView, ldb: C, strideB: 0, beta: 0, c: dx.nativeView, ldc: C, strideC: 0, batch: 1, dtypeA: 1, dtypeB: 1 }));
   const f = (2 * N * n * C) / 1e9;
   console.log(`lm_head ${label}: logits ${fwd.toFixed(3)} ms (${(f / fwd).toFixed(0)} TFLOP/s), dX ${bwd.toFixed(3)} ms (${(f / bwd).toFixed(0)} TFLOP/s)`);
   for (const t of [w, logits, g16, dx]) t.dispose();

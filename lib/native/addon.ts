@@ -81,20 +81,21 @@ export interface ElementwiseKernels {
 export interface MatmulKernels {
   /**
    * c = alpha·op(a)·op(b) + beta·c for each of `batch` row-major matrices (leading dimensions ld*);
-   * a and b are float32 or bfloat16 (`dtype`, a DType code), c float32.
+   * c float32, a and b (`dtypeA`, `dtypeB`, DType codes) both float32, both bfloat16, or float32 a
+   * with bfloat16 b: a rounded to bf16 as it is read (the same result as on a bf16 copy of a).
    */
   gemm(a: {
     transA: boolean; transB: boolean; m: number; n: number; k: number; alpha: number;
     a: View; lda: number; strideA: number; b: View; ldb: number; strideB: number;
-    beta: number; c: View; ldc: number; strideC: number; batch: number; dtype: number;
+    beta: number; c: View; ldc: number; strideC: number; batch: number; dtypeA: number; dtypeB: number;
   }): void;
   /**
    * A linear layer's c = op(a)·op(b) + bias ([n], broadcast over rows), then with `pre`: pre = that
-   * sum and c = gelu_tanh(pre). One cuBLASLt GEMM with its epilogue on CUDA. a, b as `dtype`; c, bias, pre float32.
+   * sum and c = gelu_tanh(pre). One cuBLASLt GEMM with its epilogue on CUDA. a, b as in gemm; c, bias, pre float32.
    */
   gemmEpilogue(a: {
     transA: boolean; transB: boolean; m: number; n: number; k: number; a: View; lda: number; b: View; ldb: number;
-    c: View; ldc: number; bias: View | null; pre: View | null; dtype: number;
+    c: View; ldc: number; bias: View | null; pre: View | null; dtypeA: number; dtypeB: number;
   }): void;
 }
 

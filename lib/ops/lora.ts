@@ -209,7 +209,7 @@ export function loraLinear(x: Tensor, aug: AugmentedWeight, A: Tensor, B: Tensor
     // y = xa·X[0:k+pad, 0:d]: Conv1D's buffer holds X (rows ld apart), nn.Linear's its transpose.
     native().gemm({
       transA: false, transB: !transposed, m: N, n: d, k: k + pad, alpha: 1, a: xa.nativeView, lda: ldx, strideA: 0,
-      b: aug.buffer.nativeView, ldb: ldw, strideB: 0, beta: 0, c: y.nativeView, ldc: d, strideC: 0, batch: 1, dtype: bf16,
+      b: aug.buffer.nativeView, ldb: ldw, strideB: 0, beta: 0, c: y.nativeView, ldc: d, strideC: 0, batch: 1, dtypeA: bf16, dtypeB: bf16,
     });
 
     const needX = x.requiresGrad, needA = A.requiresGrad, needB = B.requiresGrad;
@@ -230,7 +230,7 @@ export function loraLinear(x: Tensor, aug: AugmentedWeight, A: Tensor, B: Tensor
           // gx = ga·X[0:k, 0:K]ᵀ, K = d + pad (s·v·A inside) or d (dropout)
           native().gemm({
             transA: false, transB: transposed, m: N, n: k, k: p > 0 ? d : ldg, alpha: 1, a: ga.nativeView, lda: ldg, strideA: 0,
-            b: buffer!.nativeView, ldb: ldw, strideB: 0, beta: 0, c: gx.nativeView, ldc: k, strideC: 0, batch: 1, dtype: bf16,
+            b: buffer!.nativeView, ldb: ldw, strideB: 0, beta: 0, c: gx.nativeView, ldc: k, strideC: 0, batch: 1, dtypeA: bf16, dtypeB: bf16,
           });
         }
         const gA = needA ? newFloat([r, k], g) : null, gB = needB ? newFloat([d, r], g) : null;

@@ -109,7 +109,7 @@ function gemmInto(c: Tensor, l: Mat, r: Mat, batch: number, beta = 0): void {
     transA: left.trans, transB: r.trans, m: left.rows, n: r.cols, k: l.cols, alpha: 1,
     a: left.t.nativeView, lda: left.ld, strideA: left.batchStride,
     b: r.t.nativeView, ldb: r.ld, strideB: r.batchStride,
-    beta, c: c.nativeView, ldc: r.cols, strideC: l.rows * r.cols, batch: nb, dtype: DTYPE_CODE[l.t.dtype],
+    beta, c: c.nativeView, ldc: r.cols, strideC: l.rows * r.cols, batch: nb, dtypeA: DTYPE_CODE[l.t.dtype], dtypeB: DTYPE_CODE[r.t.dtype],
   });
 }
 
@@ -264,7 +264,7 @@ function affine(op: string, x: Tensor, weight: Tensor, outIn: boolean, bias: Ten
     const b = bias && (bias.isContiguous() ? bias : bias.contiguous());
     native().gemmEpilogue({
       transA: X.mat.trans, transB: W.mat.trans, m: rows, n: outF, k: inF, a: X.mat.t.nativeView, lda: X.mat.ld, b: W.mat.t.nativeView, ldb: W.mat.ld,
-      c: out.nativeView, ldc: outF, bias: b?.nativeView ?? null, pre: pre?.nativeView ?? null, dtype: DTYPE_CODE[weight.dtype],
+      c: out.nativeView, ldc: outF, bias: b?.nativeView ?? null, pre: pre?.nativeView ?? null, dtypeA: DTYPE_CODE[X.mat.t.dtype], dtypeB: DTYPE_CODE[weight.dtype],
     });
     if (b && b !== bias) b.dispose();
   } else {
@@ -340,6 +340,6 @@ export function gemm2d(c: Tensor, a: Tensor, transA: boolean, b: Tensor, transB:
   const m = transA ? ac : ar, k = transA ? ar : ac, n = transB ? br : bc;
   native().gemm({
     transA, transB, m, n, k, alpha, a: a.nativeView, lda: ld(a), strideA: 0, b: b.nativeView, ldb: ld(b), strideB: 0,
-    beta, c: c.nativeView, ldc: ld(c), strideC: 0, batch: 1, dtype: DTYPE_CODE[a.dtype],
+    beta, c: c.nativeView, ldc: ld(c), strideC: 0, batch: 1, dtypeA: DTYPE_CODE[a.dtype], dtypeB: DTYPE_CODE[b.dtype],
   });
 }

@@ -1,8 +1,9 @@
-// CPU matrix-vector product: gemm_f32's and gemm_bf16's path for m == 1, the shape of every
-// weight product when decoding one token. A GEMV does two flops per weight it reads, so it runs at
-// memory speed or not at all: the GEMM driver's packing, its MR-tall tiles (MR - 1 rows of zero
-// padding) and its strided walk over kc×NR panels of B all cost bandwidth here. Instead each
-// weight is read once, in the order it lies in memory, each thread streaming its own contiguous slab:
+// CPU matrix-vector product: the GEMM's path for m == 1 (gemm_f32, gemm_bf16, gemm_f32_bf16), the
+// shape of every weight product when decoding one token. A GEMV does two flops per weight it
+// reads, so it runs at memory speed or not at all: the GEMM driver's packing, its MR-tall tiles
+// (MR - 1 rows of zero padding) and its strided walk over kc×NR panels of B all cost bandwidth
+// here. Instead each weight is read once, in the order it lies in memory, each thread streaming
+// its own contiguous slab:
 //
 //   op(B)'s rows contiguous (B as stored, GPT-2's Conv1D x·W):  y += Σ_p x[p] · B[p, :]
 //     four rows at a time into an accumulator block that stays in L1; threads split k;
@@ -13,6 +14,8 @@
 // the bytes, and converted in registers: vdpbf16ps where the CPU has AVX-512 BF16, else widened
 // (shift left by 16) and multiplied in float32. Products of bf16 values are exact in float32 and
 // the sums are float32, as in gemm_f32 on widened copies; only the order of the sums differs.
+// A float32 x of a bf16 product (gemm_f32_bf16) is rounded to bf16 where it is gathered into a
+// contiguous copy (k values, against the n·k of the weight), then read as a bf16 x would be.
 #include <algorithm>
 #include <type_traits>
 #include <vector>
@@ -313,12 +316,20 @@ DotsFn<T> dots_kernel() {
 #endif
 }
 
-// x when op(A)'s row is strided (A transposed): gathered into a contiguous copy.
-template <class T>
-const T* contiguous_x(const T* a, int64_t a_cs, int64_t p0, int64_t p1, std::vector<T>& buf) {
-  if (a_cs == 1) return a;
+// x[p0:p1] as the kernels read it (T, B's element type): in place when op(A)'s row is contiguous
+// and already T; else gathered into a contiguous copy (A transposed), rounded to bf16 on the way
+// when x is float32 of a bf16 product.
+template <class TA, class T>
+const T* contiguous_x(const TA* a, int64_t a_cs, int64_t p0, int64_t p1, std::vector<T>& buf) {
+  if constexpr (std::is_same_v<TA, T>)
+    if (a_cs == 1) return a;
   buf.resize(size_t(p1));
-  for (int64_t p = p0; p < p1; ++p) buf[size_t(p)] = a[p * a_cs];
+  for (int64_t p = p0; p < p1; ++p) {
+    if constexpr (std::is_same_v<TA, T>)
+      buf[size_t(p)] = a[p * a_cs];
+    else
+      buf[size_t(p)] = f32_to_bf16(a[p * a_cs].f);
+  }
   return buf.data();
 }
 
@@ -329,9 +340,11 @@ void rows_slab(const T* x, const T* b, int64_t ld, int64_t p0, int64_t p1, int64
     rows_kernel<T>()(x + p0, b + p0 * ld + j0, ld, p1 - p0, std::min(kBlock, n - j0), acc + j0);
 }
 
-// gemv_f32 / gemv_bf16: the same walk over float32 or bf16 operands.
-template <class T>
-void gemv(int64_t n, int64_t k, float alpha, const T* a, int64_t a_cs, int64_t batch_stride_a, const T* b, int64_t b_rs,
+}  // namespace
+
+// One walk for every operand type: T, B's element type, is what the kernels read (x included).
+template <class TA, class T>
+void gemv(int64_t n, int64_t k, float alpha, const TA* a, int64_t a_cs, int64_t batch_stride_a, const T* b, int64_t b_rs,
           int64_t b_cs, int64_t batch_stride_b, float beta, float* c, int64_t batch_stride_c, int64_t batch) {
   const bool parallel = n * k * batch >= kGemvParallelMin;
   if (b_cs == 1) {
@@ -383,17 +396,12 @@ void gemv(int64_t n, int64_t k, float alpha, const T* a, int64_t a_cs, int64_t b
     run(0, 1);
 }
 
-}  // namespace
-
-void gemv_f32(int64_t n, int64_t k, float alpha, const float* a, int64_t a_cs, int64_t batch_stride_a, const float* b,
-              int64_t b_rs, int64_t b_cs, int64_t batch_stride_b, float beta, float* c, int64_t batch_stride_c, int64_t batch) {
-  gemv(n, k, alpha, a, a_cs, batch_stride_a, b, b_rs, b_cs, batch_stride_b, beta, c, batch_stride_c, batch);
-}
-
-void gemv_bf16(int64_t n, int64_t k, float alpha, const uint16_t* a, int64_t a_cs, int64_t batch_stride_a, const uint16_t* b,
-               int64_t b_rs, int64_t b_cs, int64_t batch_stride_b, float beta, float* c, int64_t batch_stride_c, int64_t batch) {
-  gemv(n, k, alpha, a, a_cs, batch_stride_a, b, b_rs, b_cs, batch_stride_b, beta, c, batch_stride_c, batch);
-}
+template void gemv(int64_t, int64_t, float, const float*, int64_t, int64_t, const float*, int64_t, int64_t, int64_t, float, float*,
+                   int64_t, int64_t);
+template void gemv(int64_t, int64_t, float, const uint16_t*, int64_t, int64_t, const uint16_t*, int64_t, int64_t, int64_t, float,
+                   float*, int64_t, int64_t);
+template void gemv(int64_t, int64_t, float, const F32AsBf16*, int64_t, int64_t, const uint16_t*, int64_t, int64_t, int64_t, float,
+                   float*, int64_t, int64_t);
 
 }  // namespace cpu
 }  // namespace lowrank

@@ -21,7 +21,9 @@
 // micro-kernels that multiply them with vdpbf16ps, 2x the float32 FMA's flops; elsewhere it
 // widens each panel to float32 for the float32 micro-kernels. Either way a bf16 weight is
 // packed one kc×nc block at a time and no float32 copy of it is made. m == 1 goes to gemv.cc,
-// which reads bf16 directly.
+// which reads bf16 directly. gemm_f32_bf16 is the same product with A still float32: its packing
+// rounds A to bf16 (as a cast would) on the way into the same words, which saves a pass that
+// writes a bf16 copy of x (or dY) and reads it back.
 #include <algorithm>
 #include <cstdlib>
 #include <new>
@@ -53,37 +55,6 @@ void micro_scalar(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const 
       c[i * ldc + j] = alpha * acc[i][j] + (beta == 0 ? 0.0f : beta * c[i * ldc + j]);
 }
 
-const GemmKernel kScalarKernel{"scalar 4x16", kScalarMR, kScalarNR, 1024, 256, 256, 256, 1.0f, micro_scalar, gemm_pack_portable,
-                               gemm_pack_portable_bf16};
-const GemmKernelSet kScalarSet{1, {&kScalarKernel}};
-
-// The kernel with the least estimated time for an m×n C: padded tile area over relative speed,
-// among those of the best instruction set LOWRANK_SIMD allows for element type T.
-template <class T>
-const GemmKernel& pick_kernel(int64_t m, int64_t n) {
-  static const GemmKernelSet* set = [] {
-    if (std::is_same_v<T, uint16_t> && has_avx512_bf16()) return gemm_kernels_avx512bf16();
-    return has_avx512() ? gemm_kernels_avx512() : has_avx2_fma() ? gemm_kernels_avx2() : nullptr;
-  }();
-  const GemmKernelSet& s = set ? *set : kScalarSet;
-  const GemmKernel* best = s.kernels[0];
-  double best_cost = 0;
-  for (int i = 0; i < s.count; ++i) {
-    const GemmKernel* K = s.kernels[i];
-    double cost = double((m + K->mr - 1) / K->mr * K->mr) * double((n + K->nr - 1) / K->nr * K->nr) / K->speed;
-    if (i == 0 || cost < best_cost) best = K, best_cost = cost;
-  }
-  return *best;
-}
-
-// A strided read-only view of op(X) of float32 or bf16 elements: (i, j) is at p[i * rs + j * cs].
-template <class T>
-struct View {
-  const T* p;
-  int64_t rs, cs;
-  const T* at(int64_t i, int64_t j) const { return p + i * rs + j * cs; }
-};
-
 // Packs one micro-panel: `rows` ≤ w rows × kc columns, dst[p*w + r], zero rows up to w.
 template <class T>
 void pack_panel(const T* src, int64_t rs, int64_t cs, int rows, int64_t kc, int w, float* dst) {
@@ -102,6 +73,44 @@ void pack_panel(const T* src, int64_t rs, int64_t cs, int rows, int64_t kc, int 
       for (int r = rows; r < w; ++r) dst[p * w + r] = 0;
   }
 }
+
+// The portable kernel's packing (matmul_kernels.h): micro-panel by micro-panel.
+template <class T>
+void pack_portable(const T* src, int64_t rs, int64_t cs, int64_t rows, int64_t kc, int w, float* dst) {
+  for (int64_t r = 0; r < rows; r += w, dst += w * kc)
+    pack_panel(src + r * rs, rs, cs, int(std::min<int64_t>(w, rows - r)), kc, w, dst);
+}
+
+const GemmKernel kScalarKernel{"scalar 4x16", kScalarMR, kScalarNR, 1024, 256, 256, 256, 1.0f, micro_scalar, pack_portable<float>,
+                               pack_portable<uint16_t>, pack_portable<F32AsBf16>};
+const GemmKernelSet kScalarSet{1, {&kScalarKernel}};
+
+// The kernel with the least estimated time for an m×n C: padded tile area over relative speed,
+// among those of the best instruction set LOWRANK_SIMD allows for products of `Bf16` precision.
+template <bool Bf16>
+const GemmKernel& pick_kernel(int64_t m, int64_t n) {
+  static const GemmKernelSet* set = [] {
+    if (Bf16 && has_avx512_bf16()) return gemm_kernels_avx512bf16();
+    return has_avx512() ? gemm_kernels_avx512() : has_avx2_fma() ? gemm_kernels_avx2() : nullptr;
+  }();
+  const GemmKernelSet& s = set ? *set : kScalarSet;
+  const GemmKernel* best = s.kernels[0];
+  double best_cost = 0;
+  for (int i = 0; i < s.count; ++i) {
+    const GemmKernel* K = s.kernels[i];
+    double cost = double((m + K->mr - 1) / K->mr * K->mr) * double((n + K->nr - 1) / K->nr * K->nr) / K->speed;
+    if (i == 0 || cost < best_cost) best = K, best_cost = cost;
+  }
+  return *best;
+}
+
+// A strided read-only view of op(X) of float32, bf16 or rounded elements: (i, j) is at p[i * rs + j * cs].
+template <class T>
+struct View {
+  const T* p;
+  int64_t rs, cs;
+  const T* at(int64_t i, int64_t j) const { return p + i * rs + j * cs; }
+};
 
 // m up to this takes the small-m blocking in gemm_block.
 constexpr int64_t kSmallM = 512;
@@ -141,16 +150,19 @@ struct Panel {
   int64_t rs, cs;
 };
 
-// The kernel's packing for float32 or bf16 sources.
-inline GemmPack packer(const GemmKernel& K, const float*) { return K.pack; }
-inline GemmPackBf16 packer(const GemmKernel& K, const uint16_t*) { return K.pack_bf16; }
+// The kernel's packing for each source type.
+inline GemmPack<float> packer(const GemmKernel& K, const float*) { return K.pack; }
+inline GemmPack<uint16_t> packer(const GemmKernel& K, const uint16_t*) { return K.pack_bf16; }
+inline GemmPack<F32AsBf16> packer(const GemmKernel& K, const F32AsBf16*) { return K.pack_rounded; }
 
 // C (m×n, row stride ldc) = alpha · op(A) (m×k) · op(B) (k×n) + beta · C, on the calling thread.
-template <class T>
-void gemm_block(const GemmKernel& K, View<T> A, View<T> B, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
+template <class TA, class TB>
+void gemm_block(const GemmKernel& K, View<TA> A, View<TB> B, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
                 float alpha, float beta) {
   static thread_local Scratch scratch;
-  constexpr bool kFloat = std::is_same_v<T, float>;
+  // Only float32 operands of a float32 product can be read in place; bf16 ones and rounded ones
+  // are always packed: the packing is where they become float32 words or bf16 pairs.
+  constexpr bool kFloatA = std::is_same_v<TA, float>, kFloatB = std::is_same_v<TB, float>;
   const int MR = K.mr, NR = K.nr;
   // Small m (a step's few hundred tokens): the whole of A is one mc block and C is the largest
   // operand, rewritten once per k block. Longer k blocks (K.kc_small_m, with B blocks as large as
@@ -165,10 +177,9 @@ void gemm_block(const GemmKernel& K, View<T> A, View<T> B, float* c, int64_t ldc
   const int64_t nc_max = balanced_block(n, std::max<int64_t>(NR, K.nc * K.kc / kc_max / NR * NR), NR);
   // Packing A pays off when each A panel meets many B panels. When n spans at most two tiles (a
   // LoRA rank, say) the kernel reads full A panels in place and only a ragged last panel is
-  // packed; likewise B when m spans at most two tiles and op(B)'s rows are contiguous. bf16
-  // operands are always packed: the packing is where they become float32 words or pairs.
-  const bool pack_a = !kFloat || (n > 2 * NR && !(small_m && A.cs == 1));
-  const bool pack_b = !kFloat || m > 2 * MR || B.cs != 1;
+  // packed; likewise B when m spans at most two tiles and op(B)'s rows are contiguous.
+  const bool pack_a = !kFloatA || (n > 2 * NR && !(small_m && A.cs == 1));
+  const bool pack_b = !kFloatB || m > 2 * MR || B.cs != 1;
   float* ap = Scratch::grow(scratch.a, scratch.a_cap, size_t((pack_a ? mc_max : MR) * kw_max));
   float* bp = Scratch::grow(scratch.b, scratch.b_cap, size_t((pack_b ? nc_max : NR) * kw_max));
   alignas(64) float tile[32 * 64];  // edge tiles: MR×NR ≤ 32×64 for every kernel
@@ -187,7 +198,7 @@ void gemm_block(const GemmKernel& K, View<T> A, View<T> B, float* c, int64_t ldc
         for (int64_t ir = 0; ir < mc; ir += MR) {
           const int mr = int(std::min<int64_t>(MR, mc - ir));
           Panel a_panel{ap + (ir - a_packed_from) * kw, 1, MR};
-          if constexpr (kFloat)
+          if constexpr (kFloatA)
             if (ir < a_packed_from) a_panel = Panel{A.at(ic + ir, pc), A.rs, A.cs};
           // The packed A block lives in L3; pull the next A micro-panel into L2 while this one
           // sweeps the B block (measured 2-5% on 1024..4096 squares).
@@ -196,7 +207,7 @@ void gemm_block(const GemmKernel& K, View<T> A, View<T> B, float* c, int64_t ldc
           for (int64_t jr = 0; jr < nc; jr += NR) {
             const int nr = int(std::min<int64_t>(NR, nc - jr));
             Panel b_panel{bp + (jr - b_packed_from) * kw, NR, 1};
-            if constexpr (kFloat)
+            if constexpr (kFloatB)
               if (jr < b_packed_from) b_panel = Panel{B.at(pc, jc + jr), B.rs, 1};
             float* cij = c + (ic + ir) * ldc + jc + jr;
             if (mr == MR && nr == NR) {
@@ -224,38 +235,23 @@ void scale_c(float* c, int64_t ldc, int64_t m, int64_t n, float beta) {
 // the pool's worker costs about as much as it saves, and far more when the machine is busy.
 constexpr int64_t kParallelMinWork = int64_t(1) << 22;
 
-}  // namespace
-
-void gemm_pack_portable(const float* src, int64_t rs, int64_t cs, int64_t rows, int64_t kc, int w, float* dst) {
-  for (int64_t r = 0; r < rows; r += w, dst += w * kc)
-    pack_panel(src + r * rs, rs, cs, int(std::min<int64_t>(w, rows - r)), kc, w, dst);
-}
-
-void gemm_pack_portable_bf16(const uint16_t* src, int64_t rs, int64_t cs, int64_t rows, int64_t kc, int w, float* dst) {
-  for (int64_t r = 0; r < rows; r += w, dst += w * kc)
-    pack_panel(src + r * rs, rs, cs, int(std::min<int64_t>(w, rows - r)), kc, w, dst);
-}
-
-namespace {
-// gemm_f32 and gemm_bf16: one driver over float32 or bf16 operands (bf16 packed into float32 words
-// or bf16 pairs, as the kernel takes them).
-template <class T>
-void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const T* a, int64_t lda,
-          int64_t batch_stride_a, const T* b, int64_t ldb, int64_t batch_stride_b, float beta, float* c, int64_t ldc,
+// gemm_f32, gemm_bf16 and gemm_f32_bf16: one driver over float32 or bf16 operands, or a float32 A
+// rounded to bf16 times a bf16 B (packed into float32 words or bf16 pairs, as the kernel takes
+// them). B's element type is the product's: float32, or bf16 with A bf16 or rounded to it.
+template <class TA, class TB>
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const TA* a, int64_t lda,
+          int64_t batch_stride_a, const TB* b, int64_t ldb, int64_t batch_stride_b, float beta, float* c, int64_t ldc,
           int64_t batch_stride_c, int64_t batch) {
+  static_assert(std::is_same_v<TA, TB> || (std::is_same_v<TA, F32AsBf16> && std::is_same_v<TB, uint16_t>));
   if (m == 0 || n == 0 || batch == 0) return;
-  const GemmKernel& K = pick_kernel<T>(m, n);
+  const GemmKernel& K = pick_kernel<std::is_same_v<TB, uint16_t>>(m, n);
   // op(A)(i, p) and op(B)(p, j) as strided views: packing absorbs the transposes.
   const int64_t a_rs = trans_a ? 1 : lda, a_cs = trans_a ? lda : 1;
   const int64_t b_rs = trans_b ? 1 : ldb, b_cs = trans_b ? ldb : 1;
   const bool trivial = k == 0 || alpha == 0;
   // One row of C (decoding a token): stream each weight once (gemv.cc), no tiles, no packing.
-  if (m == 1 && !trivial && (b_rs == 1 || b_cs == 1)) {
-    if constexpr (std::is_same_v<T, float>)
-      return gemv_f32(n, k, alpha, a, a_cs, batch_stride_a, b, b_rs, b_cs, batch_stride_b, beta, c, batch_stride_c, batch);
-    else
-      return gemv_bf16(n, k, alpha, a, a_cs, batch_stride_a, b, b_rs, b_cs, batch_stride_b, beta, c, batch_stride_c, batch);
-  }
+  if (m == 1 && !trivial && (b_rs == 1 || b_cs == 1))
+    return gemv(n, k, alpha, a, a_cs, batch_stride_a, b, b_rs, b_cs, batch_stride_b, beta, c, batch_stride_c, batch);
 
   // Work items: each matrix of the batch is cut into `parts` blocks of whole tiles along m or n;
   // item w is block w / batch of matrix w % batch, and thread t takes a contiguous run of items.
@@ -280,8 +276,8 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
         scale_c(cb, ldc, mb, nb, beta);
         continue;
       }
-      View<T> A{a + bi * batch_stride_a + i0 * a_rs, a_rs, a_cs};
-      View<T> B{b + bi * batch_stride_b + j0 * b_cs, b_rs, b_cs};
+      View<TA> A{a + bi * batch_stride_a + i0 * a_rs, a_rs, a_cs};
+      View<TB> B{b + bi * batch_stride_b + j0 * b_cs, b_rs, b_cs};
       gemm_block(K, A, B, cb, ldc, mb, nb, k, alpha, beta);
     }
   };
@@ -308,12 +304,25 @@ void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, floa
   gemm(trans_a, trans_b, m, n, k, alpha, a, lda, batch_stride_a, b, ldb, batch_stride_b, beta, c, ldc, batch_stride_c, batch);
 }
 
-void gemm_epilogue(DType dtype, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const void* a, int64_t lda,
-                   const void* b, int64_t ldb, const float* bias, float* pre, float* c, int64_t ldc) {
-  if (dtype == DType::BF16)
-    gemm(trans_a, trans_b, m, n, k, 1.0f, static_cast<const uint16_t*>(a), lda, 0, static_cast<const uint16_t*>(b), ldb, 0, 0.0f, c, ldc, 0, 1);
-  else
-    gemm(trans_a, trans_b, m, n, k, 1.0f, static_cast<const float*>(a), lda, 0, static_cast<const float*>(b), ldb, 0, 0.0f, c, ldc, 0, 1);
+// A is read through F32AsBf16 (bf16_load.h): every packer and gemv.cc round it as they load it.
+void gemm_f32_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                   int64_t batch_stride_a, const uint16_t* b, int64_t ldb, int64_t batch_stride_b, float beta, float* c,
+                   int64_t ldc, int64_t batch_stride_c, int64_t batch) {
+  gemm(trans_a, trans_b, m, n, k, alpha, reinterpret_cast<const F32AsBf16*>(a), lda, batch_stride_a, b, ldb, batch_stride_b,
+       beta, c, ldc, batch_stride_c, batch);
+}
+
+void gemm_epilogue(DType a_dtype, DType b_dtype, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const void* a,
+                   int64_t lda, const void* b, int64_t ldb, const float* bias, float* pre, float* c, int64_t ldc) {
+  auto run = [&](auto* a_typed, auto* b_typed) {
+    gemm(trans_a, trans_b, m, n, k, 1.0f, a_typed, lda, 0, b_typed, ldb, 0, 0.0f, c, ldc, 0, 1);
+  };
+  if (b_dtype == DType::F32)
+    run(static_cast<const float*>(a), static_cast<const float*>(b));
+  else if (a_dtype == DType::BF16)
+    run(static_cast<const uint16_t*>(a), static_cast<const uint16_t*>(b));
+  else  // float32 a of a bf16 product
+    run(static_cast<const F32AsBf16*>(a), static_cast<const uint16_t*>(b));
   if (bias || pre) bias_gelu_rows_f32(c, bias, pre, m, n, ldc);
 }
 

@@ -97,7 +97,8 @@ LR_TARGET_AVX2 inline void store_lanes(float* dst, __m256 v, int n) {
 }
 
 // Rows g..g+7 of one panel (`valid` of them hold data, lanes `stored` are written, the rest of
-// those zero-padded), all kc columns. T: float, or bf16 widened by load8 (bf16_load.h).
+// those zero-padded), all kc columns. T: float, or bf16 widened, or float32 rounded to bf16 and
+// widened, by load8 (bf16_load.h).
 template <class T>
 LR_TARGET_AVX2 void pack_group(const T* src, int64_t rs, int64_t cs, int valid, int stored, int64_t kc, int w,
                                float* dst) {
@@ -135,7 +136,8 @@ LR_TARGET_AVX2 void pack_avx2(const T* src, int64_t rs, int64_t cs, int64_t rows
 // The kc×MR A micro-panel (6 KiB) stays in L1; the kc×nc B block (256 KiB) fits the 256 KiB..1 MiB
 // L2 of AVX2-era cores; A blocks up to mc×kc = 1 MiB.
 const GemmKernelSet* gemm_kernels_avx2() {
-  static const GemmKernel k{"avx2 6x16", MR, NR, 1020, 256, 256, 256, 1.0f, micro_6x16, pack_avx2<float>, pack_avx2<uint16_t>};
+  static const GemmKernel k{"avx2 6x16", MR, NR, 1020, 256, 256, 256, 1.0f, micro_6x16, pack_avx2<float>, pack_avx2<uint16_t>,
+                             pack_avx2<F32AsBf16>};
   static const GemmKernelSet set{1, {&k}};
   return &set;
 }

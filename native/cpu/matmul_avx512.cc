@@ -149,8 +149,26 @@ LR_TARGET_AVX512 inline void transpose16(__m512 r[16]) {
 inline __mmask16 lanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1); }
 
 // Packed words come in two kinds (matmul_kernels.h): KW = 1, an element of T as float32 (bf16
-// widened by load16, bf16_load.h); KW = 2, a pair of bf16 along k, k = 2q in the low half, and a k
-// past kc reads as zero (odd kc). These two loads are all the packing below knows of the kinds.
+// widened, float32 of a bf16 product rounded and widened: load16, bf16_load.h); KW = 2, a pair of
+// bf16 along k, k = 2q in the low half, and a k past kc reads as zero (odd kc). These two loads
+// are all the packing below knows of the kinds.
+
+// 32 consecutive bf16 (16 pairs), those from n on zero: one load.
+LR_TARGET_AVX512 inline __m512 pairs16(const uint16_t* p, int64_t n) {
+  if (n >= 32) return _mm512_castsi512_ps(_mm512_loadu_si512(p));
+  return _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(__mmask32((uint64_t(1) << n) - 1), p));
+}
+
+// The same from float32 rounded to bf16: two vectors rounded and widened, then one two-source
+// word permute gathers their top halves (the bf16) in order.
+LR_TARGET_AVX512 inline __m512 pairs16(const F32AsBf16* p, int64_t n) {
+  // Word t of the result is word 2t + 1 of the 64 in (lo, hi): the top half of value t.
+  alignas(64) static constexpr uint16_t kTops[32] = {1,  3,  5,  7,  9,  11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31,
+                                                     33, 35, 37, 39, 41, 43, 45, 47, 49, 51, 53, 55, 57, 59, 61, 63};
+  const __m512 lo = n >= 16 ? load16(p) : load16(lanes(n), p);
+  const __m512 hi = n >= 32 ? load16(p + 16) : load16(lanes(std::max<int64_t>(n - 16, 0)), p + 16);
+  return _mm512_castsi512_ps(_mm512_permutex2var_epi16(_mm512_castps_si512(lo), _mm512_load_si512(kTops), _mm512_castps_si512(hi)));
+}
 
 // Words q..q+15 along a row whose k runs contiguously (element k at row[k]), k < kc.
 template <int KW, class T>
@@ -159,8 +177,7 @@ LR_TARGET_AVX512 inline __m512 row_words(const T* row, int64_t q, int64_t kc) {
   if constexpr (KW == 1) {
     return n >= 16 ? load16(row + q) : load16(lanes(n), row + q);
   } else {
-    if (n >= 32) return _mm512_castsi512_ps(_mm512_loadu_si512(row + 2 * q));
-    return _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(__mmask32((uint64_t(1) << n) - 1), row + 2 * q));
+    return pairs16(row + 2 * q, n);
   }
 }
 
@@ -171,10 +188,10 @@ LR_TARGET_AVX512 inline __m512 column_words(const T* s, int64_t cs, int64_t q, i
   if constexpr (KW == 1) {
     return keep == 0xFFFF ? load16(s + q * cs) : load16(keep, s + q * cs);
   } else {
-    const __m512i lo = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(keep, s + 2 * q * cs));
-    const __m512i hi = 2 * q + 1 < kc ? _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(keep, s + (2 * q + 1) * cs))
-                                      : _mm512_setzero_si512();
-    return _mm512_castsi512_ps(_mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+    // A widened value holds its bf16 in the top half: k = 2q's moves down to the low half.
+    const __m512i lo = _mm512_srli_epi32(_mm512_castps_si512(load16(keep, s + 2 * q * cs)), 16);
+    const __m512i hi = 2 * q + 1 < kc ? _mm512_castps_si512(load16(keep, s + (2 * q + 1) * cs)) : _mm512_setzero_si512();
+    return _mm512_castsi512_ps(_mm512_or_si512(lo, hi));
   }
 }
 
@@ -258,9 +275,9 @@ LR_TARGET_AVX512 void pack_avx512(const T* src, int64_t rs, int64_t cs, int64_t 
 // For small m, kc = 768 (8×32) / 384 (16×16): the A micro-panel fills 24 KiB, half of L1.
 const GemmKernelSet* gemm_kernels_avx512() {
   static const GemmKernel k8x32{"avx512 8x32", 8, 32, 2048, 256, 512, 768, 1.0f, micro<8, 2>, pack_avx512<1, float>,
-                                     pack_avx512<1, uint16_t>};
+                                pack_avx512<1, uint16_t>, pack_avx512<1, F32AsBf16>};
   static const GemmKernel k16x16{"avx512 16x16", 16, 16, 2048, 256, 512, 384, 0.93f, micro<16, 1>, pack_avx512<1, float>,
-                                      pack_avx512<1, uint16_t>};
+                                 pack_avx512<1, uint16_t>, pack_avx512<1, F32AsBf16>};
   static const GemmKernelSet set{2, {&k8x32, &k16x16}};
   return &set;
 }
@@ -270,9 +287,9 @@ const GemmKernelSet* gemm_kernels_avx512() {
 // tile measured alike within this VM's noise; 16×16's relative speed is float32's, not re-measured.
 const GemmKernelSet* gemm_kernels_avx512bf16() {
   static const GemmKernel k8x32{"avx512bf16 8x32", 8, 32, 2048, 512, 512, 1536, 1.0f, micro_bf16<8, 2>, nullptr,
-                                pack_avx512<2, uint16_t>, 2};
+                                pack_avx512<2, uint16_t>, pack_avx512<2, F32AsBf16>, 2};
   static const GemmKernel k16x16{"avx512bf16 16x16", 16, 16, 2048, 512, 512, 768, 0.93f, micro_bf16<16, 1>, nullptr,
-                                 pack_avx512<2, uint16_t>, 2};
+                                 pack_avx512<2, uint16_t>, pack_avx512<2, F32AsBf16>, 2};
   static const GemmKernelSet set{2, {&k8x32, &k16x16}};
   return &set;
 }

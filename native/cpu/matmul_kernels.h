@@ -1,4 +1,4 @@
-// The register-tiled micro-kernels behind cpu::gemm_f32 and cpu::gemm_bf16 (native/cpu/matmul.cc),
+// The register-tiled micro-kernels behind cpu::gemm_f32, gemm_bf16 and gemm_f32_bf16 (native/cpu/matmul.cc),
 // one per instruction set, and the cache blocking each is tuned with. The driver packs A and B
 // into the layouts below, so every transpose case reaches the same micro-kernel.
 //
@@ -10,25 +10,28 @@
 #pragma once
 #include <cstdint>
 
+#include "bf16_load.h"
+
 namespace lowrank {
 namespace cpu {
 
 // C[0:MR, 0:NR] (row stride ldc) = alpha · A·B + beta · C over kw word steps; beta == 0 must not
 // read C. A(i, q) is a[i*a_rs + q*a_cs] (a packed micro-panel: 1, MR); word row q of B is
 // b[q*b_rs + 0..NR-1] (packed: NR), so the driver can also hand over float32 A and B in place
-// where packing would not pay (bf16 operands are always packed). Always a full MR × NR tile: the
+// where packing would not pay (bf16 operands, and float32 ones rounded to bf16, are always
+// packed). Always a full MR × NR tile: the
 // driver routes edge tiles through a scratch tile.
 using GemmMicroKernel = void (*)(int64_t kw, const float* a, int64_t a_rs, int64_t a_cs, const float* b, int64_t b_rs,
                                  float* c, int64_t ldc, float alpha, float beta);
 
 // Packs rows × kc of a strided matrix (element (r, p) at src[r*rs + p*cs]) into consecutive
 // micro-panels of w rows in the layout above, zero-padding the last panel to w rows. Packs A
-// (w = MR, rows of op(A)) and B (w = NR, columns of op(B)).
-using GemmPack = void (*)(const float* src, int64_t rs, int64_t cs, int64_t rows, int64_t kc, int w, float* dst);
-// The same packing from bfloat16 (raw bits), into the kernel's words: widened to float32 on the way
-// (k_per_word 1), or paired along k (k_per_word 2). Either way gemm_bf16 packs its operands panel
-// by panel, never a whole operand at once.
-using GemmPackBf16 = void (*)(const uint16_t* src, int64_t rs, int64_t cs, int64_t rows, int64_t kc, int w, float* dst);
+// (w = MR, rows of op(A)) and B (w = NR, columns of op(B)). Sources are float32, bfloat16 (raw
+// bits) or float32 rounded to bf16 as it is read (F32AsBf16, bf16_load.h: A of a product with a
+// bf16 B), converted into the kernel's words on the way: widened to float32 (k_per_word 1) or
+// paired along k (k_per_word 2). Operands are packed panel by panel, never whole at once.
+template <class T>
+using GemmPack = void (*)(const T* src, int64_t rs, int64_t cs, int64_t rows, int64_t kc, int w, float* dst);
 
 struct GemmKernel {
   const char* name;
@@ -39,8 +42,9 @@ struct GemmKernel {
   int64_t kc_small_m;  // kc when m is small (see gemm_block): C traffic, not A's, then dominates
   float speed;  // throughput relative to the set's first kernel, for choosing by shape
   GemmMicroKernel micro;
-  GemmPack pack;  // nullptr for the bf16-pair kernels, which take only bf16 operands
-  GemmPackBf16 pack_bf16;
+  GemmPack<float> pack;  // nullptr for the bf16-pair kernels, whose products are bf16
+  GemmPack<uint16_t> pack_bf16;
+  GemmPack<F32AsBf16> pack_rounded;
   int k_per_word = 1;  // k values per packed word: 2 for the bf16-pair kernels
 };
 
@@ -51,23 +55,17 @@ struct GemmKernelSet {
   const GemmKernel* kernels[4];
 };
 
-// Portable packing (matmul.cc), for kernels without a vectorized one.
-void gemm_pack_portable(const float* src, int64_t rs, int64_t cs, int64_t rows, int64_t kc, int w, float* dst);
-void gemm_pack_portable_bf16(const uint16_t* src, int64_t rs, int64_t cs, int64_t rows, int64_t kc, int w, float* dst);
-
 // C[0, 0:n] = alpha · op(A)[0, :] · op(B) + beta · C[0, 0:n] per matrix of the batch (gemv.cc):
-// gemm_f32's path for m == 1. op(A)(0, p) is a[p*a_cs]; op(B)(p, j) is b[p*b_rs + j*b_cs] with
-// b_rs == 1 or b_cs == 1.
-void gemv_f32(int64_t n, int64_t k, float alpha, const float* a, int64_t a_cs, int64_t batch_stride_a, const float* b,
-              int64_t b_rs, int64_t b_cs, int64_t batch_stride_b, float beta, float* c, int64_t batch_stride_c, int64_t batch);
-
-// The same with bfloat16 a and b (raw bits): read as bf16, converted in registers, float32 sums.
-void gemv_bf16(int64_t n, int64_t k, float alpha, const uint16_t* a, int64_t a_cs, int64_t batch_stride_a, const uint16_t* b,
-               int64_t b_rs, int64_t b_cs, int64_t batch_stride_b, float beta, float* c, int64_t batch_stride_c, int64_t batch);
+// the GEMM's path for m == 1. op(A)(0, p) is a[p*a_cs]; op(B)(p, j) is b[p*b_rs + j*b_cs] with
+// b_rs == 1 or b_cs == 1. TA, TB: float, float; uint16_t (bf16), uint16_t; F32AsBf16, uint16_t.
+// bf16 is read as bf16 and converted in registers, float32 sums.
+template <class TA, class TB>
+void gemv(int64_t n, int64_t k, float alpha, const TA* a, int64_t a_cs, int64_t batch_stride_a, const TB* b, int64_t b_rs,
+          int64_t b_cs, int64_t batch_stride_b, float beta, float* c, int64_t batch_stride_c, int64_t batch);
 
 // nullptr where the instruction set is not compiled in (non-x86 builds).
 const GemmKernelSet* gemm_kernels_avx512();
-const GemmKernelSet* gemm_kernels_avx512bf16();  // bf16 operands only
+const GemmKernelSet* gemm_kernels_avx512bf16();  // bf16 products only
 const GemmKernelSet* gemm_kernels_avx2();
 
 }  // namespace cpu

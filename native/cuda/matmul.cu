@@ -7,6 +7,7 @@
 #include <mutex>
 #include <tuple>
 
+#include "../ops/creation.h"
 #include "../ops/elementwise.h"
 #include "../ops/matmul.h"
 #include "common.cuh"
@@ -197,12 +198,40 @@ void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, floa
              "cublasGemmStridedBatchedEx (bf16)");
 }
 
-void gemm_epilogue(DType dtype, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const void* a, int64_t lda,
-                   const void* b, int64_t ldb, const float* bias, float* pre, float* c, int64_t ldc) {
+namespace {
+// A float32 a of a bf16 product as cuBLAS takes it: a bf16 copy (a scratch buffer the caller
+// releases) with a's layout, rounded by the cast kernel as a cast to bf16 rounds. It spans a's
+// matrices whole, gaps between rows included (converted too, never read), so lda and the batch
+// stride stay as they are.
+uint16_t* bf16_copy(const float* a, int64_t rows, int64_t cols, int64_t lda, int64_t batch_stride, int64_t batch) {
+  const int64_t elements = gemm_span(rows, cols, lda, batch_stride, batch);
+  uint16_t* a16 = scratch<uint16_t>(size_t(elements > 0 ? elements : 1));
+  cast(a, DType::F32, a16, DType::BF16, elements);
+  return a16;
+}
+}  // namespace
+
+void gemm_f32_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                   int64_t batch_stride_a, const uint16_t* b, int64_t ldb, int64_t batch_stride_b, float beta, float* c,
+                   int64_t ldc, int64_t batch_stride_c, int64_t batch) {
+  if (m == 0 || n == 0 || batch == 0) return;
+  uint16_t* a16 = bf16_copy(a, trans_a ? k : m, trans_a ? m : k, lda, batch_stride_a, batch);
+  gemm_bf16(trans_a, trans_b, m, n, k, alpha, a16, lda, batch_stride_a, b, ldb, batch_stride_b, beta, c, ldc, batch_stride_c, batch);
+  release(a16);
+}
+
+void gemm_epilogue(DType a_dtype, DType b_dtype, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const void* a,
+                   int64_t lda, const void* b, int64_t ldb, const float* bias, float* pre, float* c, int64_t ldc) {
   if (m == 0 || n == 0) return;
-  if (gemm_lt(dtype, trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, pre, c, ldc)) return;
+  if (a_dtype != b_dtype) {  // float32 a of a bf16 product: the epilogue GEMM on its bf16 copy
+    uint16_t* a16 = bf16_copy(static_cast<const float*>(a), trans_a ? k : m, trans_a ? m : k, lda, 0, 1);
+    gemm_epilogue(b_dtype, b_dtype, trans_a, trans_b, m, n, k, a16, lda, b, ldb, bias, pre, c, ldc);
+    release(a16);
+    return;
+  }
+  if (gemm_lt(b_dtype, trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, pre, c, ldc)) return;
   // No fused algorithm (odd leading dimensions or alignments): the GEMM, then the epilogue's own pass.
-  if (dtype == DType::BF16)
+  if (b_dtype == DType::BF16)
     gemm_bf16(trans_a, trans_b, m, n, k, 1.0f, static_cast<const uint16_t*>(a), lda, 0, static_cast<const uint16_t*>(b), ldb, 0, 0.0f, c, ldc, 0, 1);
   else
     gemm_f32(trans_a, trans_b, m, n, k, 1.0f, static_cast<const float*>(a), lda, 0, static_cast<const float*>(b), ldb, 0, 0.0f, c, ldc, 0, 1);

@@ -5,14 +5,15 @@
 // Tolerance: relative L2 error 1e-5 for forward results. Inputs are U(-1, 1); fp32 accumulation over
 // k ≤ 40 terms in another order than the float64 reference gives errors around 1e-7.
 //
-// Then the kernels under them, cpu gemm_f32 and gemm_bf16 (native/cpu/matmul.cc, gemv.cc) called
-// directly, against a float64 reference: all four transpose cases, alpha/beta, batches with
+// Then the kernels under them, cpu gemm_f32, gemm_bf16 and gemm_f32_bf16 (native/cpu/matmul.cc,
+// gemv.cc) called directly, against a float64 reference: all four transpose cases, alpha/beta, batches with
 // broadcast operands, edge shapes around the register tiles and cache blocks, and sub-matrix views
 // (ld > width, offsets). Those tests run at the SIMD level this process dispatches to (avx512bf16
 // on a host with AVX-512 BF16); the last one re-runs them in child processes with
 // LOWRANK_SIMD=scalar, =avx2 and =avx512 (AVX-512 without BF16), which the addon reads once at
 // load, so every kernel is proven on one machine. Tolerance there: relative L2 error 1e-5; fp32
-// accumulation over k ≤ 600 terms in another order than float64 gives about 1e-7..1e-6.
+// accumulation over k ≤ 600 terms in another order than float64 gives about 1e-7..1e-6. A float32
+// A times a bf16 B (rounded as it is packed) must match the product of a bf16 cast of A bit for bit.
 import { spawnSync } from "node:child_process";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
@@ -30,6 +31,11 @@ const TOL = 1e-5;
 const size = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 const t = (shape: number[], seed: number) => tensor(randomValues(size(shape), seed), { shape });
 const values = (x: Tensor) => Array.from(x.dataSync());
+/** The bits of a float32 tensor's values (NaN payloads kept: no trip through JS numbers). */
+const f32Bits = (x: Tensor) => {
+  const v = x.dataSync();
+  return new Uint32Array(v.buffer, v.byteOffset, v.length);
+};
 
 /** PyTorch's matmul in float64 on flat row-major arrays. */
 function refMatmul(a: number[], aShape: number[], b: number[], bShape: number[]): { shape: number[]; out: number[] } {
@@ -349,6 +355,60 @@ interface Case {
   bf16?: boolean;  // A and B in bfloat16 (gemm_bf16), C float32
 }
 
+/**
+ * float32 values whose low 16 bits (what rounding to bf16 drops) are the cases of round-to-nearest-
+ * even: exact, just below half, ties (bit 16 odd or even, random), just above half, all ones (the
+ * carry may reach the exponent); every 7th random. With `specials`, one value in 11 is a special:
+ * ±0, ±Inf, NaNs (quiet, signaling, negative), the largest float (rounds to Inf), denormals (one
+ * rounding up to the smallest normal, a tie, the smallest).
+ */
+function roundingCases(n: number, specials: boolean): Tensor {
+  const SPECIAL = [0x00000000, 0x80000000, 0x7f800000, 0xff800000, 0x7fc00000, 0x7f800001, 0xffffffff, 0x7f7fffff, 0xff7fffff,
+    0x007fffff, 0x00008000, 0x00018000, 0x80000001, 0x00800000];
+  const LOW = [0x0000, 0x7fff, 0x8000, 0x8001, 0xffff];
+  const base = new Uint32Array(Float32Array.from(uniform(n).dataSync()).buffer);
+  const out = new Uint32Array(Math.max(n, 1));
+  for (let i = 0; i < n; i++) {
+    if (specials && i % 11 === 5) out[i] = SPECIAL[(i / 11 | 0) % SPECIAL.length]!;
+    else out[i] = i % 7 === 6 ? base[i]! : ((base[i]! & 0xffff0000) | LOW[i % LOW.length]!) >>> 0;
+  }
+  return tensor(new Float32Array(out.buffer));
+}
+
+/**
+ * gemm_f32_bf16 (A float32, rounded to bf16 as it is read; B bf16) against gemm_bf16 on A cast to
+ * bf16 (the cast rounds the same way): C bit for bit, inside and outside the matrices.
+ */
+function checkRounded(c: Case & { specials?: boolean }): void {
+  const { ta, tb, m, n, k } = c;
+  const alpha = c.alpha ?? 1, beta = c.beta ?? 0, batch = c.batch ?? 1;
+  const [ar, ac] = ta ? [k, m] : [m, k];
+  const [br, bc] = tb ? [n, k] : [k, n];
+  const lda = c.lda ?? ac, ldb = c.ldb ?? bc, ldc = c.ldc ?? n;
+  const sa = c.sa ?? ar * lda, sb = c.sb ?? br * ldb, sc = c.sc ?? m * ldc;
+  const offA = c.offA ?? 0, offB = c.offB ?? 0, offC = c.offC ?? 0;
+  tidy(() => {
+    const A = roundingCases(offA + span(ar, ac, lda, sa, batch), c.specials ?? false), A16 = A.to("cpu", "bfloat16");
+    const B = uniform(offB + span(br, bc, ldb, sb, batch)).to("cpu", "bfloat16");
+    const cLen = Math.max(offC + span(m, n, ldc, sc, batch), 1);
+    const C0 = c.nanC ? full([cLen], NaN) : uniform(cLen);
+    const run = (a: Tensor) => {
+      const C = C0.clone();
+      const at = (x: Tensor, elements: number) => ({ storage: x.storage.native, offset: x.byteOffset + (x.dtype === "bfloat16" ? 2 : 4) * elements });
+      native().gemm({
+        transA: ta, transB: tb, m, n, k, alpha, a: at(a, offA), lda, strideA: sa, b: at(B, offB), ldb, strideB: sb,
+        beta, c: at(C, offC), ldc, strideC: sc, batch, dtypeA: DTYPE_CODE[a.dtype], dtypeB: DTYPE_CODE.bfloat16,
+      });
+      return f32Bits(C);
+    };
+    const got = run(A), want = run(A16);
+    const label = `gemm f32·bf16 ta=${ta} tb=${tb} m=${m} n=${n} k=${k} alpha=${alpha} beta=${beta} batch=${batch}`;
+    let bad = -1;
+    for (let i = 0; i < want.length && bad < 0; i++) if (got[i] !== want[i]) bad = i;
+    expect(bad, `${label}: element ${bad} is 0x${got[bad]?.toString(16)}, the cast gives 0x${want[bad]?.toString(16)}`).toBe(-1);
+  });
+}
+
 let seed = 1;
 const uniform = (n: number): Tensor => rand([Math.max(n, 1)], { low: -1, high: 1, generator: new Generator(seed++) });
 
@@ -375,7 +435,7 @@ function check(c: Case): void {
     const at = (t: typeof A, elements: number) => ({ storage: t.storage.native, offset: t.byteOffset + (t.dtype === "bfloat16" ? 2 : 4) * elements });
     native().gemm({
       transA: ta, transB: tb, m, n, k, alpha, a: at(A, offA), lda, strideA: sa, b: at(B, offB), ldb, strideB: sb,
-      beta, c: at(C, offC), ldc, strideC: sc, batch, dtype: c.bf16 ? DTYPE_CODE.bfloat16 : DTYPE_CODE.float32,
+      beta, c: at(C, offC), ldc, strideC: sc, batch, dtypeA: DTYPE_CODE[A.dtype], dtypeB: DTYPE_CODE[B.dtype],
     });
     const got = C.dataSync();
     // Reference: every C element inside a matrix of the batch, and the rest must be untouched.
@@ -540,7 +600,7 @@ describe(`cpu gemm (${info().simd} kernel)`, () => {
       const at = (x: Tensor) => ({ storage: x.storage.native, offset: x.byteOffset });
       native().gemm({
         transA: false, transB: false, m: 2, n: 2, k: 2, alpha: 1, a: at(A), lda: 2, strideA: 4, b: at(B), ldb: 2, strideB: 4,
-        beta: 0, c: at(C), ldc: 2, strideC: 4, batch: 1, dtype: DTYPE_CODE.bfloat16,
+        beta: 0, c: at(C), ldc: 2, strideC: 4, batch: 1, dtypeA: DTYPE_CODE.bfloat16, dtypeB: DTYPE_CODE.bfloat16,
       });
       const want = info().simd === "avx512bf16" ? 0 : 2 * tiny;
       expect(Array.from(C.dataSync())).toEqual([want, want, want, want]);
@@ -559,6 +619,33 @@ describe(`cpu gemm (${info().simd} kernel)`, () => {
       check({ ta, tb, m: 1, n: 45, k: 23, lda: ta ? 4 : 30, ldb: (tb ? 23 : 45) + 7, ldc: 50, offA: 3, offB: 9, offC: 4, beta: 0.5, bf16: true });
       check({ ta, tb, m: 1, n: 1030, k: 300, ldb: (tb ? 300 : 1030) + 3, offB: 5, nanC: true, bf16: true });
       check({ ta, tb, m: 1, n: 600, k: 500, batch: 2, sb: 0, nanC: true, bf16: true });
+    }
+  });
+
+  // gemm_f32_bf16: A float32, rounded to bf16 while it is packed (matmul*.cc) or gathered (gemv.cc,
+  // m = 1), B bf16. Every m, n, k of {1, 2, 3, 17, 33, 65, 257} appears with the others (n cycles
+  // through them for each m, k); then views, batches, both threads, k blocks ending in half a pair,
+  // the GEMV's edges, and NaN, Inf and denormal inputs.
+  it("float32 A rounded to bf16 times bfloat16 B: bit for bit the product of a cast A, all transposes", () => {
+    const E = [1, 2, 3, 17, 33, 65, 257];
+    for (const [ta, tb] of TRANSPOSES) {
+      E.forEach((k, ik) =>
+        E.forEach((m, im) => {
+          for (const n of [E[(im + 2 * ik) % E.length]!, E[(im + 2 * ik + 3) % E.length]!]) checkRounded({ ta, tb, m, n, k, nanC: true });
+          if ((im + ik) % 3 === 0) checkRounded({ ta, tb, m, n: E[(ik + 1) % E.length]!, k, alpha: -0.75, beta: 1.5 });
+        }),
+      );
+      checkRounded({ ta, tb, m: 37, n: 45, k: 23, lda: (ta ? 37 : 23) + 3, ldb: (tb ? 23 : 45) + 7, ldc: 50, offA: 1, offB: 9, offC: 4, beta: 0.5 });
+      checkRounded({ ta, tb, m: 19, n: 35, k: 27, batch: 3, beta: 0.25 });
+      checkRounded({ ta, tb, m: 19, n: 35, k: 27, batch: 3, sa: 0, nanC: true });
+      checkRounded({ ta, tb, m: 19, n: 35, k: 27, batch: 2, sb: 0, nanC: true });
+      checkRounded({ ta, tb, m: 301, n: 130, k: 120, alpha: 0.5, beta: 0.5 });
+      checkRounded({ ta, tb, m: 20, n: 701, k: 320, nanC: true });
+      for (const [m, n, k] of [[520, 40, 1025], [29, 97, 1601], [3, 70, 3073]] as const) checkRounded({ ta, tb, m, n, k, nanC: true });
+      for (const [n, k] of [[1, 1], [33, 7], [64, 65], [1025, 19], [769, 341], [4097, 67]] as const) checkRounded({ ta, tb, m: 1, n, k, nanC: true });
+      checkRounded({ ta, tb, m: 1, n: 45, k: 23, lda: ta ? 4 : 30, ldb: (tb ? 23 : 45) + 7, ldc: 50, offA: 3, offB: 9, offC: 4, beta: 0.5 });
+      checkRounded({ ta, tb, m: 1, n: 600, k: 500, batch: 2, sb: 0, nanC: true });
+      for (const [m, n, k] of [[33, 65, 257], [1, 257, 65], [17, 3, 33]] as const) checkRounded({ ta, tb, m, n, k, nanC: true, specials: true });
     }
   });
 
