@@ -5,7 +5,7 @@ import { full } from "../tensor/creation.js";
 import { tidy } from "../tensor/scope.js";
 import { emptyLike, formatShape, needsGrad, noGrad, record, shapeSize, type Tensor } from "../tensor/tensor.js";
 import { div, mul } from "./elementwise.js";
-import { bf16Operand, gemm2d } from "./matmul.js";
+import { gemm2d } from "./matmul.js";
 import { sum } from "./reduce.js";
 import { checkFloat, checkSameDevice, checkWeight, contiguousInput, newFloat, unravel, viewOrNull, withContiguous } from "./util.js";
 
@@ -144,7 +144,6 @@ export function linearCrossEntropy(x: Tensor, weight: Tensor, targets: Tensor, o
 
   return tidy(() => {
     const xc = contiguousInput(x), tc = contiguousInput(targets), wc = contiguousInput(weight);
-    const xin = lowp ? bf16Operand(xc) : xc;
     const rows = Math.min(chunkRows, Math.max(N, 1));
     const logits = newFloat([rows, ld], x);
     const grad16 = wantGrad && lowp ? emptyLike([rows, ld], "bfloat16", x.deviceInfo) : null;
@@ -153,7 +152,7 @@ export function linearCrossEntropy(x: Tensor, weight: Tensor, targets: Tensor, o
     const firstBad = full([1], 2 ** 31 - 1, { dtype: "int32", device: x.device });
     for (let r0 = 0; r0 < N; r0 += rows) {
       const n = Math.min(rows, N - r0);
-      const lg = logits.slice(0, 0, n), xs = xin.slice(0, r0, r0 + n);
+      const lg = logits.slice(0, 0, n), xs = xc.slice(0, r0, r0 + n);
       for (const [j0, j1] of parts) gemm2d(lg.slice(1, j0!, j1!), xs, false, wc.slice(0, j0!, j1!), true, 1, 0); // [n, V] = x·Wᵀ
       const grad = grad16 ? grad16.slice(0, 0, n) : dx ? lg : null;
       native().crossEntropyRows({

@@ -8,8 +8,8 @@
 // operands get no gemm at all.
 import { native } from "../native/index.js";
 import { full } from "../tensor/creation.js";
-import { DTYPE_CODE, DTYPE_SIZE } from "../tensor/dtype.js";
-import { copyInto, emptyLike, formatShape, noGrad, record, shapeSize, type Tensor } from "../tensor/tensor.js";
+import { DTYPE_CODE, DTYPE_SIZE, type DType } from "../tensor/dtype.js";
+import { copyInto, emptyLike, formatShape, record, shapeSize, type Tensor } from "../tensor/tensor.js";
 import { Unary } from "../native/enums.js";
 import { unaryGrad, unaryGradBf16 } from "./elementwise.js";
 import { sumToShape } from "./reduce.js";
@@ -97,28 +97,26 @@ function stackRows(x: Mat, batch: number): Mat | null {
   return x.batchStride === x.rows * x.ld ? { ...x, rows: x.rows * batch, batchStride: 0 } : null;
 }
 
+/** Whether native gemm multiplies a and b of these dtypes: one dtype, or float32 a rounded to bf16 for a bf16 b. */
+function gemmDtypes(a: DType, b: DType): boolean {
+  return (a === b && (a === "float32" || a === "bfloat16")) || (a === "float32" && b === "bfloat16");
+}
+
 /**
  * c[b] = L[b]·R[b] + beta·c[b] for b < batch, c contiguous [batch, L.rows, R.cols]. A batch that
  * shares one right operand is a single product of the stacked left rows (one big gemm, not many).
+ * A float32 L times a bfloat16 R is multiplied as autocast does, L rounded to bf16 (inside gemm).
  */
 function gemmInto(c: Tensor, l: Mat, r: Mat, batch: number, beta = 0): void {
   const stacked = batch > 1 && r.batchStride === 0 ? stackRows(l, batch) : null;
   const left = stacked ?? l, nb = stacked ? 1 : batch;
-  if (l.t.dtype !== r.t.dtype) throw new Error(`gemm: operands of one dtype expected, got ${l.t.dtype} and ${r.t.dtype}`);
+  if (!gemmDtypes(l.t.dtype, r.t.dtype)) throw new Error(`gemm: operands of one dtype or float32 × bfloat16 expected, got ${l.t.dtype} and ${r.t.dtype}`);
   native().gemm({
     transA: left.trans, transB: r.trans, m: left.rows, n: r.cols, k: l.cols, alpha: 1,
     a: left.t.nativeView, lda: left.ld, strideA: left.batchStride,
     b: r.t.nativeView, ldb: r.ld, strideB: r.batchStride,
     beta, c: c.nativeView, ldc: r.cols, strideC: l.rows * r.cols, batch: nb, dtypeA: DTYPE_CODE[l.t.dtype], dtypeB: DTYPE_CODE[r.t.dtype],
   });
-}
-
-/**
- * A contiguous bfloat16 copy of a float32 tensor, not recorded: the operand a bf16 weight's GEMM
- * reads, as autocast casts a matmul's inputs (the gradient flows through the op's own rule).
- */
-export function bf16Operand(t: Tensor): Tensor {
-  return noGrad(() => t.to(t.deviceInfo, "bfloat16"));
 }
 
 /**
@@ -232,7 +230,8 @@ export function conv1dLinear(x: Tensor, weight: Tensor, bias: Tensor | null = nu
  * activation are the gemm's epilogue (native gemmEpilogue: cuBLASLt's on CUDA, one pass after the
  * gemm on the CPU). `outIn`: W is stored [out, in] (nn.Linear), else [in, out] (Conv1D).
  * A bfloat16 W (a frozen weight, as `dtype: "bfloat16"` models keep them) is multiplied as autocast
- * does: x, and dY in the backward, are rounded to bf16 for the GEMM; y, dX and the sums are float32.
+ * does: x, and dY in the backward, are rounded to bf16 for the GEMM (by gemm as it reads them, with
+ * no bf16 copy on the CPU); y, dX and the sums are float32.
  */
 function affine(op: string, x: Tensor, weight: Tensor, outIn: boolean, bias: Tensor | null, activation: "gelu" | null): Tensor {
   checkFloat(op, x, ...(bias ? [bias] : []));
@@ -253,8 +252,7 @@ function affine(op: string, x: Tensor, weight: Tensor, outIn: boolean, bias: Ten
     throw new Error(`${op}: bias must have shape [${outF}] to match weight ${formatShape(weight.shape)} (${layout}), got ${formatShape(bias.shape)}`);
   }
   const rows = shapeSize(x.shape.slice(0, -1));
-  const xin = lowp ? bf16Operand(x) : x;
-  const X = rowsOperand(xin);
+  const X = rowsOperand(x);
   // op(W) is [in, out]: nn.Linear's [out, in] weight is read transposed, in place.
   const W = operand(weight, [inF, outF], outIn ? [weight.strides[1]!, weight.strides[0]!] : [...weight.strides], []);
   const outShape = [...x.shape.slice(0, -1), outF];
@@ -278,14 +276,14 @@ function affine(op: string, x: Tensor, weight: Tensor, outIn: boolean, bias: Ten
     (gy, saved) => {
       const wSaved = needX ? saved[0]! : null, xSaved = needW ? saved[nSaved - 1]! : null;
       // Through the activation first. When only a bf16 weight's dX reads that gradient, it is written
-      // in bf16 directly (the GEMM's operand), not in float32 and then cast.
+      // in bf16 directly (the GEMM's operand, half the bytes), not in float32.
       const bf16Only = pre !== null && lowp && !xSaved && !needB;
       const g = pre && !bf16Only ? unaryGrad(Unary.Gelu, saved[nSaved]!, gy, 0) : gy;
       const G = bf16Only ? null : rowsOperand(g);
       let gx: Tensor | null = null, gw: Tensor | null = null, gb: Tensor | null = null;
       if (wSaved) {
         gx = newFloat(x.shape, g); // dX = dY·op(W)ᵀ
-        const g16 = bf16Only ? unaryGradBf16(Unary.Gelu, saved[nSaved]!, gy, 0) : lowp ? bf16Operand(g) : null, G16 = g16 && rowsOperand(g16);
+        const g16 = bf16Only ? unaryGradBf16(Unary.Gelu, saved[nSaved]!, gy, 0) : null, G16 = g16 && rowsOperand(g16);
         gemmInto(gx, G16 ? G16.mat : G!.mat, tr({ ...W.mat, t: wSaved }), 1);
         g16?.dispose();
         G16?.copy?.dispose();
@@ -312,21 +310,20 @@ function affine(op: string, x: Tensor, weight: Tensor, outIn: boolean, bias: Ten
   X.copy?.dispose();
   W.copy?.dispose();
   pre?.dispose();
-  if (xin !== x) xin.dispose();
   return out;
 }
 
 /**
  * c = alpha·op(a)·op(b) + beta·c for 2-D tensors whose rows are contiguous (a, b as stored; op =
  * transpose when flagged). Rows may be further apart than their length (a column slice of a wider
- * matrix): BLAS's leading dimension. c is float32; a and b are both float32, or both bfloat16
- * (float32 sums, as gemm_bf16).
+ * matrix): BLAS's leading dimension. c is float32; a and b are both float32, both bfloat16
+ * (float32 sums, as gemm_bf16), or float32 a and bfloat16 b (a rounded to bf16 as gemm reads it).
  */
 export function gemm2d(c: Tensor, a: Tensor, transA: boolean, b: Tensor, transB: boolean, alpha: number, beta: number): void {
   checkFloat("gemm2d", c);
   checkSameDevice("gemm2d", c, a, b);
-  if (!(a.dtype === b.dtype && (a.dtype === "float32" || a.dtype === "bfloat16"))) {
-    throw new Error(`gemm2d: a and b must both be float32 or both bfloat16, got ${a.dtype} ${formatShape(a.shape)} and ${b.dtype} ${formatShape(b.shape)}`);
+  if (!gemmDtypes(a.dtype, b.dtype)) {
+    throw new Error(`gemm2d: a and b must both be float32, both bfloat16, or float32 and bfloat16, got ${a.dtype} ${formatShape(a.shape)} and ${b.dtype} ${formatShape(b.shape)}`);
   }
   /** The row stride of a 2-D operand with contiguous rows (its leading dimension). */
   const ld = (t: Tensor): number => {

@@ -302,6 +302,31 @@ describe("linear and conv1dLinear", () => {
     });
   });
 
+  // gemm rounds a float32 x (and dY) to bf16 as it reads them, with no bf16 copy: the results must be
+  // those of inputs rounded beforehand, bit for bit (rounding twice changes nothing), through the
+  // plain GEMM and the epilogue one (bias, gelu), x as stored and transposed, and one row (GEMV).
+  it("bfloat16 weights: the rounding inside gemm equals rounding x and dY first, bit for bit", () => {
+    const round = (v: Tensor) => v.to("cpu", "bfloat16").to("cpu", "float32");
+    const bits = (v: Tensor) => Array.from(f32Bits(v));
+    tidy(() => {
+      for (const outIn of [true, false]) for (const bias of [null, t([17], 93)]) for (const activation of [null, "gelu"] as const) {
+        const f = outIn ? linear : conv1dLinear;
+        const w = (outIn ? t([17, 33], 92) : t([33, 17], 92)).to("cpu", "bfloat16");
+        for (const x of [t([3, 5, 33], 91), t([33, 7], 94).transpose(0, 1), t([33], 95)]) {
+          expect(bits(f(x, w, bias, { activation })), `${f.name} bias=${!!bias} ${activation}`).toEqual(bits(f(round(x), w, bias, { activation })));
+          if (activation) continue;  // dX = bf16(dY)·Wᵀ: the same bits from a rounded dY
+          const g = t([...x.shape.slice(0, -1), 17], 96);
+          const gradX = (gy: Tensor) => {
+            const u = x.detach().requireGrad();
+            f(u, w, bias).backward(gy);
+            return bits(u.grad!);
+          };
+          expect(gradX(g), `${f.name} dX`).toEqual(gradX(round(g)));
+        }
+      }
+    });
+  });
+
   it("a frozen weight gets no gradient and costs no gemm", () => {
     tidy(() => {
       const x = t([3, 4], 51).requireGrad(), w = t([2, 4], 52), b = t([2], 53);
