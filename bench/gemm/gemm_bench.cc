@@ -9,7 +9,9 @@
 // A second table times gemm_bf16 (bf16 A and B, float32 C: a frozen bf16 weight times x rounded
 // to bf16) at the shapes of the step's frozen-weight products, beside gemm_f32 and cblas_sgemm on
 // the same values in float32, all three interleaved. Its result is checked against cblas_sgemm
-// on the bf16 values widened to float32.
+// on the bf16 values widened to float32. Beside them, gemm_f32_bf16: the same product from
+// float32 A, rounded to bf16 as it is packed (what a bf16 weight's GEMM gets from linear, with no
+// cast of x first); its result must equal gemm_bf16's bit for bit.
 //
 // Usage: gemm_bench [threads=2] [samples=5] [label filter] [tables: all | f32 | bf16]
 #include <cblas.h>
@@ -152,6 +154,10 @@ int main(int argc, char** argv) {
       lowrank::cpu::gemm_bf16(s.ta, s.tb, s.m, s.n, s.k, 1.0f, a16.data(), lda, 0, b16.data(), ldb, 0, 0.0f, out.data(),
                               ldc, 0, 1);
     }
+    void ours_f32_bf16(const std::vector<uint16_t>& b16, std::vector<float>& out) const {
+      lowrank::cpu::gemm_f32_bf16(s.ta, s.tb, s.m, s.n, s.k, 1.0f, a.data(), lda, 0, b16.data(), ldb, 0, 0.0f, out.data(),
+                                  ldc, 0, 1);
+    }
     void blas(const std::vector<float>& x, const std::vector<float>& y, std::vector<float>& out) const {
       cblas_sgemm(CblasRowMajor, s.ta ? CblasTrans : CblasNoTrans, s.tb ? CblasTrans : CblasNoTrans, int(s.m), int(s.n),
                   int(s.k), 1.0f, x.data(), int(lda), y.data(), int(ldb), 0.0f, out.data(), int(ldc));
@@ -189,9 +195,9 @@ int main(int argc, char** argv) {
   }
 
   if (tables != "f32") {
-    std::printf("\n| shape | op | m | n | k | ours bf16 GFLOP/s | ours f32 | OpenBLAS f32 | bf16/f32 | bf16/OpenBLAS "
-                "| best: bf16 | best: f32 | best: OpenBLAS | bf16 rel. diff |\n");
-    std::printf("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    std::printf("\n| shape | op | m | n | k | ours bf16 GFLOP/s | ours f32·bf16 | ours f32 | OpenBLAS f32 | bf16/f32 "
+                "| bf16/OpenBLAS | best: bf16 | best: f32·bf16 | best: f32 | best: OpenBLAS | bf16 rel. diff |\n");
+    std::printf("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   }
   for (const Shape& s : shapes) {
     if (tables == "f32" || !s.bf16 || !std::strstr(s.label, only)) continue;
@@ -199,23 +205,26 @@ int main(int argc, char** argv) {
     std::vector<uint16_t> a16(p.a.size()), b16(p.b.size());
     for (size_t i = 0; i < a16.size(); ++i) a16[i] = lowrank::f32_to_bf16(p.a[i]);
     for (size_t i = 0; i < b16.size(); ++i) b16[i] = lowrank::f32_to_bf16(p.b[i]);
-    std::vector<float> aw(p.a.size()), bw(p.b.size()), want(p.c.size()), got(p.c.size()), f32(p.c.size());
+    std::vector<float> aw(p.a.size()), bw(p.b.size()), want(p.c.size()), got(p.c.size()), mixed(p.c.size()), f32(p.c.size());
     for (size_t i = 0; i < aw.size(); ++i) aw[i] = lowrank::bf16_to_f32(a16[i]);
     for (size_t i = 0; i < bw.size(); ++i) bw[i] = lowrank::bf16_to_f32(b16[i]);
     p.blas(aw, bw, want);  // the bf16 values, exactly, in float32
     auto run_bf16 = [&] { p.ours_bf16(a16, b16, got); };
+    auto run_mixed = [&] { p.ours_f32_bf16(b16, mixed); };
     auto run_ours = [&] { p.ours(f32); };
     auto run_blas = [&] { p.blas(p.a, p.b, p.c); };
     run_bf16();
+    run_mixed();
     run_ours();
     run_blas();
     const double diff = rel_l2(got, want);
     if (!(diff < 1e-4)) return differ(s, "bf16", diff);
-    const auto t = sample_all({run_bf16, run_ours, run_blas}, samples);
-    const double g16 = p.gflops(median(t[0])), g32 = p.gflops(median(t[1])), gb = p.gflops(median(t[2]));
-    std::printf("| %s | %s%s | %lld | %lld | %lld | %.1f | %.1f | %.1f | %.2f | %.2f | %.1f | %.1f | %.1f | %.1e |\n",
-                s.label, s.ta ? "T" : "N", s.tb ? "T" : "N", (long long)s.m, (long long)s.n, (long long)s.k, g16, g32, gb,
-                g16 / g32, g16 / gb, p.gflops(best(t[0])), p.gflops(best(t[1])), p.gflops(best(t[2])), diff);
+    if (std::memcmp(got.data(), mixed.data(), got.size() * sizeof(float)) != 0) return differ(s, "f32·bf16 and bf16", rel_l2(mixed, got));
+    const auto t = sample_all({run_bf16, run_mixed, run_ours, run_blas}, samples);
+    const double g16 = p.gflops(median(t[0])), gm = p.gflops(median(t[1])), g32 = p.gflops(median(t[2])), gb = p.gflops(median(t[3]));
+    std::printf("| %s | %s%s | %lld | %lld | %lld | %.1f | %.1f | %.1f | %.1f | %.2f | %.2f | %.1f | %.1f | %.1f | %.1f | %.1e |\n",
+                s.label, s.ta ? "T" : "N", s.tb ? "T" : "N", (long long)s.m, (long long)s.n, (long long)s.k, g16, gm, g32, gb,
+                g16 / g32, g16 / gb, p.gflops(best(t[0])), p.gflops(best(t[1])), p.gflops(best(t[2])), p.gflops(best(t[3])), diff);
     std::fflush(stdout);
   }
   return 0;
