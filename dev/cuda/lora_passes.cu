@@ -22,7 +22,11 @@
 #include <cstdlib>
 #include <vector>
 
-#include "../../native/cuda/lora.cu"
+// LORA_SOURCE: another copy of the addon's lora.cu to time (a baseline beside the working tree's).
+#ifndef LORA_SOURCE
+#define LORA_SOURCE "../../native/cuda/lora.cu"
+#endif
+#include LORA_SOURCE
 #include "harness.cuh"
 
 // The addon's stream (native/cuda/device.cu): the default stream here.
@@ -117,6 +121,12 @@ int main() {
   CHECK(cudaGetDeviceProperties(&prop, 0));
   std::printf("%s, %d SMs; times are medians of 31 by CUDA events, each pass beside a copy of its bytes\n", prop.name,
               prop.multiProcessorCount);
+  // The addon's pool keeps freed blocks (native/cuda/device.cu); by default it would return them at
+  // every synchronization, and the passes' scratch buffers would be mapped afresh each call.
+  cudaMemPool_t pool;
+  CHECK(cudaDeviceGetDefaultMemPool(&pool, 0));
+  uint64_t keep_all = UINT64_MAX;
+  CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep_all));
   Copier copier(int64_t(8192) * 4096 * 8);
   for (float p : {0.0f, 0.05f}) {
     run_shape("GPT-2 c_attn", 8192, 768, 2304, 16, p, copier);

@@ -217,22 +217,40 @@ __global__ void __launch_bounds__(kBlock, kMasked ? kMinBlocks - 1 : kMinBlocks)
   }
   __syncthreads();
   float* out = partial + int64_t(blockIdx.x) * N * ld;
+  // Every lane's columns of the block's chunk exist and are aligned (all chunks but a ragged last):
+  // plain vector accesses, which the compiler issues together (see lora_merge_kernel's kWhole).
+  const bool whole = vec && col0 >= 0 && col0 + kDownCols <= K && (!xcopy || vec_copy);
   for (int64_t block_row = int64_t(blockIdx.y) * kDownRows; block_row < N; block_row += int64_t(gridDim.y) * kDownRows) {
     for (int64_t row0 = block_row + warp * (kDownRows / kWarps); row0 < block_row + (warp + 1) * (kDownRows / kWarps) && row0 < N;
          row0 += kRowsPerWarp) {
       const int rows = N - row0 < kRowsPerWarp ? int(N - row0) : kRowsPerWarp;
       float xv[kDownCols / kStep][kRowsPerWarp][4] = {};  // both steps' loads issued before any product
-#pragma unroll
-      for (int st = 0; st < kDownCols / kStep; ++st)
-#pragma unroll
-        for (int rr = 0; rr < kRowsPerWarp; ++rr)
-          if (rr < rows) load4(x + (row0 + rr) * K, K, col0 + st * kStep + lane_column(), vec, xv[st][rr]);
-      if (xcopy) {
+      if (whole) {
 #pragma unroll
         for (int st = 0; st < kDownCols / kStep; ++st)
 #pragma unroll
           for (int rr = 0; rr < kRowsPerWarp; ++rr)
-            if (rr < rows) store4(xcopy + (row0 + rr) * ldc, K, col0 + st * kStep + lane_column(), vec_copy, xv[st][rr]);
+            if (rr < rows) load4_aligned(x + (row0 + rr) * K + col0 + st * kStep + lane_column(), xv[st][rr]);
+        if (xcopy) {
+#pragma unroll
+          for (int st = 0; st < kDownCols / kStep; ++st)
+#pragma unroll
+            for (int rr = 0; rr < kRowsPerWarp; ++rr)
+              if (rr < rows) store4_aligned(xcopy + (row0 + rr) * ldc + col0 + st * kStep + lane_column(), xv[st][rr]);
+        }
+      } else {
+#pragma unroll
+        for (int st = 0; st < kDownCols / kStep; ++st)
+#pragma unroll
+          for (int rr = 0; rr < kRowsPerWarp; ++rr)
+            if (rr < rows) load4(x + (row0 + rr) * K, K, col0 + st * kStep + lane_column(), vec, xv[st][rr]);
+        if (xcopy) {
+#pragma unroll
+          for (int st = 0; st < kDownCols / kStep; ++st)
+#pragma unroll
+            for (int rr = 0; rr < kRowsPerWarp; ++rr)
+              if (rr < rows) store4(xcopy + (row0 + rr) * ldc, K, col0 + st * kStep + lane_column(), vec_copy, xv[st][rr]);
+        }
       }
       float acc[kRowsPerWarp * kRank] = {};  // [row * kRank + j]
 #pragma unroll
@@ -279,6 +297,7 @@ __global__ void __launch_bounds__(kBlock, kMasked ? kMinBlocks - 1 : kMinBlocks)
   __shared__ __align__(16) float u_rows[kWarps][kUpRows][kRank];
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   const int64_t c = first_step(kMasked, m.offset) + int64_t(blockIdx.x) * kStep + lane_column();
+  const bool aligned = vec && c >= 0 && c + 4 <= K;  // the lane's 4 columns, in every row
   float fv[kRank][4];
 #pragma unroll
   for (int j = 0; j < kRank; ++j)
@@ -290,9 +309,15 @@ __global__ void __launch_bounds__(kBlock, kMasked ? kMinBlocks - 1 : kMinBlocks)
     __syncwarp();
     for (int b0 = 0; b0 < rows; b0 += kUpBatch) {
       float yv[kUpBatch][4] = {};
+      if (aligned) {  // plain vector loads the compiler issues together (see lora_merge_kernel's kWhole)
 #pragma unroll
-      for (int b = 0; b < kUpBatch; ++b)
-        if (y && b0 + b < rows) load4<false>(y + (row0 + b0 + b) * K, K, c, vec, yv[b]);
+        for (int b = 0; b < kUpBatch; ++b)
+          if (y && b0 + b < rows) load4_aligned<false>(y + (row0 + b0 + b) * K + c, yv[b]);
+      } else {
+#pragma unroll
+        for (int b = 0; b < kUpBatch; ++b)
+          if (y && b0 + b < rows) load4<false>(y + (row0 + b0 + b) * K, K, c, vec, yv[b]);
+      }
 #pragma unroll
       for (int b = 0; b < kUpBatch; ++b) {
         if (b0 + b >= rows) break;
@@ -308,7 +333,8 @@ __global__ void __launch_bounds__(kBlock, kMasked ? kMinBlocks - 1 : kMinBlocks)
         if constexpr (kMasked) keep4(m, row0 + b0 + b, K, c, mult);
 #pragma unroll
         for (int t = 0; t < 4; ++t) o[t] = yv[b][t] + s * o[t] * mult[t];
-        store4(out + (row0 + b0 + b) * K, K, c, vec, o);
+        if (aligned) store4_aligned(out + (row0 + b0 + b) * K + c, o);
+        else store4(out + (row0 + b0 + b) * K, K, c, vec, o);
       }
     }
     __syncwarp();  // u_rows is rewritten for the next rows
