@@ -38,6 +38,21 @@ LR_TARGET_AVX512 inline void prefetch_c(const float* c, int64_t ldc) {
     for (int v = 0; v < NV; ++v) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16 * v), _MM_HINT_T0);
 }
 
+template <int MR, int NV>
+LR_TARGET_AVX512 inline void zero_acc(__m512 (&acc)[MR][NV]) {
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
+}
+
+// B streams from L2: fetch its rows 8 k steps ahead.
+template <int NV>
+LR_TARGET_AVX512 inline void prefetch_b(const float* b, int64_t b_rs) {
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) _mm_prefetch(reinterpret_cast<const char*>(b + 8 * b_rs + 16 * v), _MM_HINT_T0);
+}
+
 // C = alpha · acc + beta · C (beta == 0: C is not read).
 template <int MR, int NV>
 LR_TARGET_AVX512 inline void store_c(__m512 (&acc)[MR][NV], float* c, int64_t ldc, float alpha, float beta) {
@@ -61,16 +76,12 @@ LR_TARGET_AVX512 inline void micro_body(int64_t kc, const float* a, int64_t a_rs
   if (PACKED_A) a_rs = 1, a_cs = MR;
   prefetch_c<MR, NV>(c, ldc);
   __m512 acc[MR][NV];
-#pragma GCC unroll 32
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
+  zero_acc(acc);
   for (int64_t p = 0; p < kc; ++p, a += a_cs, b += b_rs) {
     __m512 bv[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + 16 * v);
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) _mm_prefetch(reinterpret_cast<const char*>(b + 8 * b_rs + 16 * v), _MM_HINT_T0);
+    prefetch_b<NV>(b, b_rs);
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i) {
       __m512 ai = _mm512_set1_ps(a[i * a_rs]);
@@ -101,16 +112,12 @@ LR_TARGET_AVX512_BF16 void micro_bf16(int64_t kw, const float* a, int64_t, int64
                                       int64_t ldc, float alpha, float beta) {
   prefetch_c<MR, NV>(c, ldc);
   __m512 acc[MR][NV];
-#pragma GCC unroll 32
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
+  zero_acc(acc);
   for (int64_t q = 0; q < kw; ++q, a += MR, b += b_rs) {
     __m512bh bv[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) bv[v] = bh(_mm512_castps_si512(_mm512_loadu_ps(b + 16 * v)));
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) _mm_prefetch(reinterpret_cast<const char*>(b + 8 * b_rs + 16 * v), _MM_HINT_T0);
+    prefetch_b<NV>(b, b_rs);
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i) {
       const __m512bh ai = bh(_mm512_castps_si512(_mm512_set1_ps(a[i])));  // a bit pattern, not a float
