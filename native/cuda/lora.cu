@@ -86,9 +86,8 @@ bool vec4(int64_t K, int64_t step0, std::initializer_list<const void*> ptrs) {
 
 __device__ __forceinline__ bool in_row(int64_t c, int64_t cols) { return c >= 0 && c < cols; }
 
-// row[c..c+3] (0 outside [0, K)): one 16-byte load when vec and all four are in the row. y may be
-// the kernel's output (no read-only path for it: kReadOnly false).
-// p[0..4) in one aligned access, widened to float; the fast path of load4.
+// p[0..4) in one aligned access, widened to float (the fast path of load4); kReadOnly false for
+// memory the kernel also writes (no read-only path for it).
 template <bool kReadOnly = true>
 __device__ __forceinline__ void load4_aligned(const float* p, float (&v)[4]) {
   const float4 t = kReadOnly ? __ldg(reinterpret_cast<const float4*>(p)) : *reinterpret_cast<const float4*>(p);
@@ -103,6 +102,8 @@ __device__ __forceinline__ void load4_aligned(const uint16_t* p, float (&v)[4]) 
 __device__ __forceinline__ void store4_aligned(float* p, const float (&v)[4]) { *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]); }
 __device__ __forceinline__ void store4_aligned(uint16_t* p, const float (&v)[4]) { *reinterpret_cast<uint2*>(p) = bf16x4_pack(v[0], v[1], v[2], v[3]); }
 
+// row[c..c+3] (0 outside [0, K)): one 16-byte load when vec and all four are in the row. y may be
+// the kernel's output (no read-only path for it: kReadOnly false).
 template <bool kReadOnly = true>
 __device__ __forceinline__ void load4(const float* row, int64_t K, int64_t c, bool vec, float (&v)[4]) {
   if (vec && c >= 0 && c + 4 <= K) {
@@ -143,6 +144,20 @@ __device__ __forceinline__ void store4(float* row, int64_t K, int64_t c, bool ve
     for (int t = 0; t < 4; ++t)
       if (in_row(c + t, K)) row[c + t] = v[t];
   }
+}
+
+// load4 / store4 with their checks settled by the caller: kAligned says the lane's 4 columns exist and
+// start aligned, and the access is then a plain vector one, which the compiler issues together with
+// its neighbours' (behind the per-access checks a lane's rows went out one at a time).
+template <bool kAligned, bool kReadOnly = true, typename T>
+__device__ __forceinline__ void load4_at(const T* row, int64_t K, int64_t c, bool vec, float (&v)[4]) {
+  if constexpr (kAligned) load4_aligned<kReadOnly>(row + c, v);
+  else load4<kReadOnly>(row, K, c, vec, v);
+}
+template <bool kAligned, typename T>
+__device__ __forceinline__ void store4_at(T* row, int64_t K, int64_t c, bool vec, const float (&v)[4]) {
+  if constexpr (kAligned) store4_aligned(row + c, v);
+  else store4(row, K, c, vec, v);
 }
 
 // Dropout's multipliers (scale or 0) for row i's columns c..c+3 of a [rows, K] operand (stream
@@ -194,6 +209,26 @@ __device__ __forceinline__ void reduce_across_lanes(float (&a)[kRowsPerWarp * kR
   if constexpr (kHalf > 2) reduce_across_lanes<kHalf / 2>(a);
 }
 
+// xv[st][rr] = x's row row0 + rr (rr < rows) at step st of the chunk from col0; with xcopy, those rows
+// also written into xcopy's (rows ldc apart) as bf16. kWhole: every lane's columns are whole and
+// aligned, in x and in xcopy.
+template <bool kWhole>
+__device__ __forceinline__ void down_rows(const float* __restrict__ x, int64_t K, int64_t row0, int rows, int64_t col0, bool vec,
+                                          uint16_t* __restrict__ xcopy, int64_t ldc, bool vec_copy,
+                                          float (&xv)[kDownCols / kStep][kRowsPerWarp][4]) {
+#pragma unroll
+  for (int st = 0; st < kDownCols / kStep; ++st)
+#pragma unroll
+    for (int rr = 0; rr < kRowsPerWarp; ++rr)
+      if (rr < rows) load4_at<kWhole>(x + (row0 + rr) * K, K, col0 + st * kStep + lane_column(), vec, xv[st][rr]);
+  if (!xcopy) return;
+#pragma unroll
+  for (int st = 0; st < kDownCols / kStep; ++st)
+#pragma unroll
+    for (int rr = 0; rr < kRowsPerWarp; ++rr)
+      if (rr < rows) store4_at<kWhole>(xcopy + (row0 + rr) * ldc, K, col0 + st * kStep + lane_column(), vec_copy, xv[st][rr]);
+}
+
 // partial[chunk, i, j] = Σ_{c in chunk} drop(x)[i, c]·f[j, c] for column chunk blockIdx.x (kDownCols
 // columns) and the kDownRows rows of blockIdx.y (then every gridDim.y-th), j < rt; x [N, K], f [rt, K]
 // (rt ≤ kRank), partial's rows ld apart ([chunks, N, ld]; u itself when there is one chunk). The
@@ -225,33 +260,8 @@ __global__ void __launch_bounds__(kBlock, kMasked ? kMinBlocks - 1 : kMinBlocks)
          row0 += kRowsPerWarp) {
       const int rows = N - row0 < kRowsPerWarp ? int(N - row0) : kRowsPerWarp;
       float xv[kDownCols / kStep][kRowsPerWarp][4] = {};  // both steps' loads issued before any product
-      if (whole) {
-#pragma unroll
-        for (int st = 0; st < kDownCols / kStep; ++st)
-#pragma unroll
-          for (int rr = 0; rr < kRowsPerWarp; ++rr)
-            if (rr < rows) load4_aligned(x + (row0 + rr) * K + col0 + st * kStep + lane_column(), xv[st][rr]);
-        if (xcopy) {
-#pragma unroll
-          for (int st = 0; st < kDownCols / kStep; ++st)
-#pragma unroll
-            for (int rr = 0; rr < kRowsPerWarp; ++rr)
-              if (rr < rows) store4_aligned(xcopy + (row0 + rr) * ldc + col0 + st * kStep + lane_column(), xv[st][rr]);
-        }
-      } else {
-#pragma unroll
-        for (int st = 0; st < kDownCols / kStep; ++st)
-#pragma unroll
-          for (int rr = 0; rr < kRowsPerWarp; ++rr)
-            if (rr < rows) load4(x + (row0 + rr) * K, K, col0 + st * kStep + lane_column(), vec, xv[st][rr]);
-        if (xcopy) {
-#pragma unroll
-          for (int st = 0; st < kDownCols / kStep; ++st)
-#pragma unroll
-            for (int rr = 0; rr < kRowsPerWarp; ++rr)
-              if (rr < rows) store4(xcopy + (row0 + rr) * ldc, K, col0 + st * kStep + lane_column(), vec_copy, xv[st][rr]);
-        }
-      }
+      if (whole) down_rows<true>(x, K, row0, rows, col0, vec, xcopy, ldc, vec_copy, xv);
+      else down_rows<false>(x, K, row0, rows, col0, vec, xcopy, ldc, vec_copy, xv);
       float acc[kRowsPerWarp * kRank] = {};  // [row * kRank + j]
 #pragma unroll
       for (int st = 0; st < kDownCols / kStep; ++st) {
@@ -511,10 +521,7 @@ __global__ void __launch_bounds__(32 * kMergeWarps) lora_merge_kernel(T* W, int6
     float w[kMergeWarpRows][4] = {};  // [row][b]
 #pragma unroll
     for (int a = 0; a < kMergeWarpRows; ++a)
-      if (i0 + a < rows) {  // W is written too: no read-only path
-        if constexpr (kWhole) load4_aligned<false>(W + (i0 + a) * ldw + c0, w[a]);
-        else load4<false>(W + (i0 + a) * ldw, cols, c0, vec, w[a]);
-      }
+      if (i0 + a < rows) load4_at<kWhole, false>(W + (i0 + a) * ldw, cols, c0, vec, w[a]);  // W is written too: no read-only path
     float acc[kMergeWarpRows][4] = {};
     for (int64_t t = 0; t < r; ++t) {
       float q[4];
@@ -537,8 +544,7 @@ __global__ void __launch_bounds__(32 * kMergeWarps) lora_merge_kernel(T* W, int6
       if (i0 + a >= rows) break;
 #pragma unroll
       for (int b = 0; b < 4; ++b) w[a][b] = s * acc[a][b] + w[a][b];
-      if constexpr (kWhole) store4_aligned(W + (i0 + a) * ldw + c0, w[a]);
-      else store4(W + (i0 + a) * ldw, cols, c0, vec, w[a]);
+      store4_at<kWhole>(W + (i0 + a) * ldw, cols, c0, vec, w[a]);
     }
   }
 }
