@@ -5,6 +5,7 @@
 #include "../ops/creation.h"
 #include "../core/philox.h"
 #include "parallel.h"
+#include "rows.h"
 
 namespace lowrank {
 namespace cpu {
@@ -59,6 +60,13 @@ void arange(void* dst, DType dtype, int64_t n, double start, double step) {
 void cast(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t n) {
   if (src_dtype == dst_dtype) {
     std::memcpy(dst, src, static_cast<size_t>(n) * dtype_size(src_dtype));
+  } else if (src_dtype == DType::F32 && dst_dtype == DType::BF16) {
+    // Weights at load (124M for GPT-2) and the KV cache's rounding: vectorized, not a switch per element.
+    parallel_for(n, kStreamGrain, [&](int64_t b, int64_t e) {
+      row_to_bf16(static_cast<const float*>(src) + b, e - b, 1.0f, static_cast<uint16_t*>(dst) + b);
+    });
+  } else if (src_dtype == DType::BF16 && dst_dtype == DType::F32) {
+    for_each_index(n, [&](int64_t i) { static_cast<float*>(dst)[i] = bf16_to_f32(static_cast<const uint16_t*>(src)[i]); });
   } else if (src_dtype == DType::I32 && dst_dtype == DType::F32) {
     for_each_index(n, [&](int64_t i) { static_cast<float*>(dst)[i] = static_cast<float>(static_cast<const int32_t*>(src)[i]); });
   } else {

@@ -57,6 +57,11 @@ inline float row_max(const float* x, int64_t n) {
 // (about 1 ulp); the scalar fallback uses std::exp.
 float row_exp_sum(const float* x, int64_t n, float shift, float scale, float* y);
 
+// y[j] = bf16(scale · x[j]) for j < n, each product rounded as f32_to_bf16 rounds (to nearest even,
+// NaN kept and quieted): scale = 1 is a cast (creation.cc, gradients written in bf16), another
+// scale folds a normalization into the cast (crossentropy.cc's softmax). AVX-512 where present.
+void row_to_bf16(const float* x, int64_t n, float scale, uint16_t* y);
+
 // Dropout of a run of n elements that starts at element i0 of the Philox stream (seed, offset):
 // y[j] = x[j] * (philox_keep(seed, offset, i0 + j, p) ? scale : 0) (a dropped NaN stays NaN). y may alias x. Defined
 // in dropout.cc; attention.cc drops its probability rows through it.

@@ -122,6 +122,21 @@ describe("bfloat16", () => {
     });
   });
 
+  it("rounds long arrays exactly like f32ToBf16Bits (the vectorized cast and its tail)", () => {
+    // 16-float vectors plus a masked tail; ties, denormals, huge values and NaN spread across lanes.
+    const values = Array.from({ length: 1003 }, (_, i) => {
+      const special = [1 + 2 ** -8, 1 + 3 * 2 ** -8, 1e-40, -3e-39, 3.4e38, -Infinity, NaN, 0];
+      return i % 13 === 0 ? special[(i / 13) % special.length]! : Math.sin(i * 0.37) * 10 ** ((i % 9) - 4);
+    });
+    tidy(() => {
+      const back = Array.from(tensor(values).to("cpu", "bfloat16").to("cpu", "float32").dataSync());
+      values.forEach((v, i) => {
+        if (Number.isNaN(v)) expect(Number.isNaN(back[i])).toBe(true);
+        else expect(back[i]).toBe(bf16BitsToF32(f32ToBf16Bits(v)));
+      });
+    });
+  });
+
   it("stores raw bits from a Uint16Array and converts int32", () => {
     tidy(() => {
       const t = tensor(new Uint16Array([0x3f80, 0xc000]));
