@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "parallel.h"
+#include "simd.h"
 
 namespace lowrank {
 namespace cpu {
@@ -13,21 +14,33 @@ namespace {
 // Chunks per task: 4 x 4096 elements keeps each task well above the pool's wake-up cost.
 constexpr int64_t kChunkGrain = 4;
 
+// fn(tensor, begin, end) for each chunk of elements of the tensors, on the pool's threads.
 template <typename T, typename F>
-void for_each_element(const T* tensors, int count, F f) {
+void for_each_chunk(const T* tensors, int count, F fn) {
   const std::vector<OptimChunk> chunks = optim_chunks(tensors, count);
   parallel_for(static_cast<int64_t>(chunks.size()), kChunkGrain, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      const OptimChunk& chunk = chunks[c];
-      const T t = tensors[chunk.tensor];  // a local copy: stores through t.param cannot alias it
-      for (int64_t i = chunk.begin; i < chunk.end; ++i) f(t, i);
-    }
+    for (int64_t c = c0; c < c1; ++c) fn(tensors[chunks[c].tensor], chunks[c].begin, chunks[c].end);
   });
+}
+
+template <typename T, typename F>
+void for_each_element(const T* tensors, int count, F f) {
+  for_each_chunk(tensors, count, [&](const T& tensor, int64_t begin, int64_t end) {
+    const T t = tensor;  // a local copy: stores through t.param cannot alias it
+    for (int64_t i = begin; i < end; ++i) f(t, i);
+  });
+}
+
+// Elements [begin, end) of one AdamW tensor, a plain loop that simd_variant vectorizes.
+LR_SIMD_BODY void adamw_range(const AdamWTensor& tensor, int64_t begin, int64_t end) {
+  const AdamWTensor t = tensor;  // a local copy: stores through t.param cannot alias it
+  for (int64_t i = begin; i < end; ++i) adamw_element(t, i);
 }
 }  // namespace
 
 void adamw_step_f32(const AdamWTensor* tensors, int count) {
-  for_each_element(tensors, count, [](const AdamWTensor& t, int64_t i) { adamw_element(t, i); });
+  static const auto range = simd_variant<adamw_range>(adamw_range);
+  for_each_chunk(tensors, count, range);
 }
 
 void sgd_step_f32(const SGDTensor* tensors, int count) {

@@ -22,5 +22,30 @@ bool has_avx512_bf16();
 #define LR_TARGET_AVX512_BF16
 #endif
 
+// A plain function that simd_variant builds again for wider vectors: always inlined into the
+// wrappers below (GCC otherwise calls a large body, which stays the baseline build).
+#define LR_SIMD_BODY __attribute__((always_inline)) inline
+
+#ifdef LOWRANK_X86
+// Fn (an LR_SIMD_BODY function) built again for AVX-512 or AVX2 + FMA: inlined into these
+// wrappers, its loops are vectorized for the wider registers where the baseline x86-64 build has
+// only SSE2 (with the same roundings: the build keeps a·b + c unfused, see CMakeLists.txt).
+template <auto Fn, class... A>
+LR_TARGET_AVX512 void on_avx512(A... a) { Fn(a...); }
+template <auto Fn, class... A>
+LR_TARGET_AVX2 void on_avx2(A... a) { Fn(a...); }
+#endif
+
+// The build of Fn for the widest vectors this CPU has: `static const auto f = simd_variant<fn>(fn);`
+// picks once.
+template <auto Fn, class... A>
+auto simd_variant(void (*)(A...)) -> void (*)(A...) {
+#ifdef LOWRANK_X86
+  if (has_avx512()) return on_avx512<Fn, A...>;
+  if (has_avx2_fma()) return on_avx2<Fn, A...>;
+#endif
+  return Fn;
+}
+
 }  // namespace cpu
 }  // namespace lowrank
