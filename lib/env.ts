@@ -21,7 +21,7 @@ function integerIn(name: string, value: string, lo: number, hi: number, meaning:
 
 /**
  * Checks the LOWRANK_* variables the addon reads (LOWRANK_NUM_THREADS, LOWRANK_SIMD,
- * LOWRANK_CPU_CACHE_MB); throws on a value that means nothing, warns through `warn` on one that works badly.
+ * LOWRANK_CPU_CACHE_MB) and LOWRANK_PROFILE's GPU form; throws on a value that means nothing, warns through `warn` on one that works badly.
  */
 export function checkNativeEnvironment(env: NodeJS.ProcessEnv = process.env, warn: (message: string) => void = (m) => process.emitWarning(m, "LowrankWarning")): void {
   const threads = env.LOWRANK_NUM_THREADS;
@@ -36,4 +36,10 @@ export function checkNativeEnvironment(env: NodeJS.ProcessEnv = process.env, war
   }
   const cache = env.LOWRANK_CPU_CACHE_MB;
   if (cache !== undefined) integerIn("LOWRANK_CPU_CACHE_MB", cache, 0, 2 ** 31, "MB of freed CPU buffers kept for reuse, 0 for none");
+  // Any other value turns the wall-clock profile on (lib/profile.ts); a mistyped GPU device would
+  // otherwise fall back to it silently.
+  const profile = env.LOWRANK_PROFILE;
+  if (profile?.startsWith("cuda") && !/^cuda(:\d+)?$/.test(profile)) {
+    throw new Error(`LOWRANK_PROFILE=${JSON.stringify(profile)} is not valid: expected cuda or cuda:N (GPU time on device N), or 1 for wall-clock time`);
+  }
 }

@@ -59,6 +59,12 @@ std::string device_name(int device);
 std::string runtime_version();
 size_t pool_reserved_bytes(int device);  // device memory the stream-ordered pool holds, used or not
 std::string blas_version();  // cuBLAS, from matmul.cu
+// Profiling marks (lib/profile.ts, LOWRANK_PROFILE=cuda): a CUDA event recorded on the device's
+// stream, numbered in recording order from 0 until reset_marks(), which lets the numbers (and their
+// events) be used again. mark_elapsed_ms waits for the later mark. JS thread only.
+int record_mark(int device);
+double mark_elapsed_ms(int from, int to);
+void reset_marks();
 }  // namespace cuda
 #endif
 

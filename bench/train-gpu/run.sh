@@ -74,8 +74,8 @@ PY
 rm -f "$out"
 
 echo
-echo "## lowrank's step by native call (LOWRANK_PROFILE=1, CUDA_LAUNCH_BLOCKING=1: each call timed to its end)"
+echo "## lowrank's step by native call (LOWRANK_PROFILE=cuda: each call's GPU time from CUDA events, no blocking)"
 for dtype in ${PROFILE-float32 bfloat16}; do
   echo "### $dtype weights"
-  CUDA_LAUNCH_BLOCKING=1 LOWRANK_PROFILE=1 node dist-train-cpu/bench/train-cpu/bench.js "$dir" --device cuda:0 --dtype $dtype --warmup 1 --steps 1 --profile-steps 1 | sed -n '/^profile of/,$p'
+  LOWRANK_PROFILE=cuda node dist-train-cpu/bench/train-cpu/bench.js "$dir" --device cuda:0 --dtype $dtype --warmup 2 --steps 1 --profile-steps 3 | sed -n '/^profile of/,$p'
 done

@@ -8,7 +8,7 @@ import { AutoModelForCausalLM, type CausalLM } from "../models/auto.js";
 import { AutoTokenizer, type AnyTokenizer } from "../models/auto-tokenizer.js";
 import { readChatTemplateFile } from "../models/chat-template.js";
 import { isRepoId, resolveModelDir } from "../models/hub.js";
-import { PROFILING, profileEntries, profileReport } from "../profile.js";
+import { PROFILE_GPU, PROFILING, profileEntries, profileReport } from "../profile.js";
 import { cudaAvailable, parseDevice } from "../tensor/device.js";
 import type { Generator } from "../tensor/random.js";
 import { ALPACA_TEMPLATE, readTemplateFile, resolveTemplate, type TemplateSpec } from "../train/template.js";
@@ -49,9 +49,10 @@ export function runAction<A extends unknown[]>(name: string, fn: (...args: A) =>
       if (usage) console.error(`(run "lowrank ${name} --help" for usage)`);
       process.exitCode = usage ? EXIT.usage : EXIT.error;
     } finally {
-      // LOWRANK_PROFILE=1: where this run's native time went, on stderr so stdout stays the command's output.
+      // LOWRANK_PROFILE: where this run's native time went, on stderr so stdout stays the command's output.
       if (PROFILING && profileEntries().length > 0) {
-        console.error(`\nprofile of lowrank ${name} (LOWRANK_PROFILE): wall-clock time in native calls, the whole run\n${profileReport(1, 0.002, "run")}`);
+        const what = PROFILE_GPU !== null ? "GPU time (CUDA events) of the native calls" : "wall-clock time in native calls";
+        console.error(`\nprofile of lowrank ${name} (LOWRANK_PROFILE): ${what}, the whole run\n${profileReport(1, 0.002, "run")}`);
       }
     }
   };

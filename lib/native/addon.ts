@@ -227,6 +227,12 @@ export interface RuntimeKernels {
   memory(): NativeMemory[];
   synchronize(deviceIndex: number): void;
   setNumThreads(n: number): void;
+  /** Records a CUDA event on the device's stream (lib/profile.ts); returns its number. CUDA builds only. */
+  profileMark(deviceIndex: number): number;
+  /** ms between the marks of each pair [from, to, ...], waiting for them to complete. */
+  profileElapsed(marks: Int32Array): Float64Array;
+  /** Lets the mark numbers (and their events) be used again. */
+  profileResetMarks(): void;
 }
 
 // ---- comm (binding/comm.cc): NCCL, for data-parallel training; builds without NCCL throw the reason ----

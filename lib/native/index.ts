@@ -78,10 +78,9 @@ function load(): { addon: NativeAddon; path: string } {
       tried.push(`${path} (not there)`);
       continue;
     }
+    let addon: NativeAddon;
     try {
-      const addon = require(path) as NativeAddon;
-      // LOWRANK_PROFILE=1: every native call is timed (lib/profile.ts); otherwise the addon as is.
-      return { addon: PROFILING ? profileAddon(addon) : addon, path };
+      addon = require(path) as NativeAddon;
     } catch (err) {
       const why = (err as Error).message.split("\n")[0];
       tried.push(`${path} (${why})`);
@@ -96,7 +95,10 @@ function load(): { addon: NativeAddon; path: string } {
         // a broken source build would otherwise be replaced by the prebuilt addon without a word
         process.emitWarning(`lowrank: ${path} could not be loaded (${why}); trying ${all[k + 1]}`, "LowrankWarning");
       }
+      continue;
     }
+    // LOWRANK_PROFILE: every native call is timed (lib/profile.ts); otherwise the addon as is.
+    return { addon: PROFILING ? profileAddon(addon) : addon, path };
   }
   throw new NativeAddonError(
     `no native addon could be loaded; tried ${tried.join("; ")}. ` +

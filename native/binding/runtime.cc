@@ -1,4 +1,4 @@
-// Build features, devices, memory counters, threads and synchronization.
+// Build features, devices, memory counters, threads, synchronization and profiling marks.
 #include "../ops/crossentropy.h"
 #include "../ops/elementwise.h"
 #include "common.h"
@@ -95,6 +95,44 @@ Napi::Value Synchronize(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Profiling marks (lib/profile.ts, LOWRANK_PROFILE=cuda); see backend.h.
+[[noreturn]] void no_cuda_marks(const char* op) {
+  fail(std::string(op) + ": this addon was built without CUDA; LOWRANK_PROFILE=cuda needs the CUDA build");
+}
+
+// profileMark(device) -> the mark's number
+Napi::Value ProfileMark(const Napi::CallbackInfo& info) {
+#ifdef LOWRANK_CUDA
+  return Napi::Number::New(info.Env(), cuda::record_mark(static_cast<int>(int_arg(info, 0, "profileMark"))));
+#else
+  no_cuda_marks("profileMark");
+#endif
+}
+
+// profileElapsed(marks: Int32Array of pairs [from, to, ...]) -> Float64Array: ms from each pair's
+// first mark to its second, once both are done on the device.
+Napi::Value ProfileElapsed(const Napi::CallbackInfo& info) {
+#ifndef LOWRANK_CUDA
+  no_cuda_marks("profileElapsed");
+#else
+  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+      info[0].As<Napi::Int32Array>().ElementLength() % 2 != 0) {
+    fail("profileElapsed: expects an Int32Array of mark pairs [from, to, ...]");
+  }
+  const Napi::Int32Array marks = info[0].As<Napi::Int32Array>();
+  Napi::Float64Array out = Napi::Float64Array::New(info.Env(), marks.ElementLength() / 2);
+  for (size_t i = 0; i < out.ElementLength(); ++i) out[i] = cuda::mark_elapsed_ms(marks[2 * i], marks[2 * i + 1]);
+  return out;
+#endif
+}
+
+Napi::Value ProfileResetMarks(const Napi::CallbackInfo& info) {
+#ifdef LOWRANK_CUDA
+  cuda::reset_marks();
+#endif
+  return info.Env().Undefined();
+}
+
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   int64_t n = int_arg(info, 0, "setNumThreads");
   if (n < 1 || n > 1024) fail("setNumThreads: thread count must be between 1 and 1024, got " + std::to_string(n));
@@ -110,6 +148,9 @@ LR_EXPORTS(runtime) {
   exports.Set("memory", Napi::Function::New(env, Memory, "memory"));
   exports.Set("synchronize", Napi::Function::New(env, Synchronize, "synchronize"));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads, "setNumThreads"));
+  exports.Set("profileMark", Napi::Function::New(env, ProfileMark, "profileMark"));
+  exports.Set("profileElapsed", Napi::Function::New(env, ProfileElapsed, "profileElapsed"));
+  exports.Set("profileResetMarks", Napi::Function::New(env, ProfileResetMarks, "profileResetMarks"));
 }
 
 }  // namespace binding

@@ -1,7 +1,11 @@
-// Device selection, streams, stream-ordered allocation and copies.
+// Device selection, streams, stream-ordered allocation and copies, profiling marks.
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
 
 #include "common.cuh"
 
@@ -137,6 +141,43 @@ size_t pool_reserved_bytes(int device) {
   LR_CUDA_CHECK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &reserved));
   return size_t(reserved);
 }
+
+namespace {
+struct Mark {
+  cudaEvent_t event;
+  int device;  // events belong to the device they were created on
+};
+std::vector<Mark> g_marks;  // created on first use, kept for the next round of marks
+size_t g_marks_used = 0;
+}  // namespace
+
+int record_mark(int device) {
+  set_device(device);
+  if (g_marks_used == g_marks.size()) g_marks.push_back({nullptr, -1});
+  Mark& m = g_marks[g_marks_used];
+  if (m.device != device) {
+    if (m.event) LR_CUDA_CHECK(cudaEventDestroy(m.event));
+    LR_CUDA_CHECK(cudaEventCreate(&m.event));
+    m.device = device;
+  }
+  LR_CUDA_CHECK(cudaEventRecord(m.event, current_stream()));
+  return int(g_marks_used++);
+}
+
+double mark_elapsed_ms(int from, int to) {
+  if (from < 0 || to < 0 || size_t(std::max(from, to)) >= g_marks_used) {
+    throw std::runtime_error("profile marks " + std::to_string(from) + ", " + std::to_string(to) + ": only " +
+                             std::to_string(g_marks_used) + " recorded since the last reset");
+  }
+  const Mark &a = g_marks[size_t(from)], &b = g_marks[size_t(to)];
+  set_device(b.device);
+  LR_CUDA_CHECK(cudaEventSynchronize(b.event));
+  float ms = 0;
+  LR_CUDA_CHECK(cudaEventElapsedTime(&ms, a.event, b.event));
+  return ms;
+}
+
+void reset_marks() { g_marks_used = 0; }
 
 std::string runtime_version() {
   int v = 0;

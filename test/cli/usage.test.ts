@@ -197,10 +197,20 @@ describe("LOWRANK_* variables are checked when the addon loads", () => {
     [{ LOWRANK_NUM_THREADS: "abc" }, /^lowrank info: LOWRANK_NUM_THREADS="abc" is not valid: expected an integer from 1 to 1024/],
     [{ LOWRANK_NUM_THREADS: "0" }, /^lowrank info: LOWRANK_NUM_THREADS="0" is not valid/],
     [{ LOWRANK_SIMD: "foo" }, /^lowrank info: LOWRANK_SIMD="foo" is not valid: expected one of scalar, avx2, avx512, avx512bf16/],
+    [{ LOWRANK_PROFILE: "cuda:x" }, /^lowrank info: LOWRANK_PROFILE="cuda:x" is not valid: expected cuda or cuda:N/],
   ])("%j: one line, exit 1", (env, message) => {
     const r = run(["info"], env);
     expect(r.code).toBe(1);
     expect(r.stderr.trimEnd().split("\n")).toEqual([expect.stringMatching(message)]);
+  });
+
+  it.skipIf(cudaAvailable())("LOWRANK_PROFILE=cuda without a CUDA build: one line naming the cause, exit 1", () => {
+    // (on a CUDA host the profile works: test/gpu/profile.test.ts)
+    const r = run(["info"], { LOWRANK_PROFILE: "cuda" });
+    expect(r.code).toBe(1);
+    expect(r.stderr.trimEnd().split("\n")).toEqual([
+      expect.stringMatching(/^lowrank info: LOWRANK_PROFILE=cuda: cannot record CUDA events on cuda:0: profileMark: this addon was built without CUDA/),
+    ]);
   });
 
   it("more threads than cores: a warning, and the command runs", () => {
