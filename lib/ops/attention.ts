@@ -43,9 +43,10 @@ export interface AttentionOptions {
    * The arithmetic, default "float32". "bfloat16" computes attention as bf16 autocast does for a
    * model with bf16 weights (PyTorch's SDPA on bf16 q, k, v): q, k, v, and the upstream gradient
    * in the backward, are rounded to bf16 and multiplied with float32 sums; tensors stay float32.
-   * On CUDA this runs bf16 tensor-core flash attention (head size 64 or 128; other sizes keep the
-   * float32 kernels), which also rounds the attention weights to bf16 for their products; the
-   * CPU rounds the inputs and runs its float32 kernels. Results agree to bf16 accuracy (~1e-2).
+   * The attention weights (and their gradient) are rounded to bf16 for their products too, as
+   * flash attention's bf16 kernels do: on CUDA bf16 tensor-core flash attention (head size 64 or
+   * 128; other sizes keep the float32 kernels, weights unrounded), on the CPU bf16 GEMMs (float32
+   * ones on the rounded values for fewer than 16 queries). Results agree to bf16 accuracy (~1e-3).
    */
   precision?: AttentionPrecision;
   /**

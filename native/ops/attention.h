@@ -41,11 +41,13 @@ struct AttnDims {
   uint64_t seed, offset;
   // The arithmetic: DType::F32 (float32 throughout), or DType::BF16, attention as bf16 autocast
   // runs it for a model with bf16 weights: q, k, v (and dout in the backward) are rounded to bf16
-  // and multiplied with float32 sums. The CPU rounds them and runs its float32 kernels; CUDA
-  // runs bf16 tensor-core flash attention (attention_mma.cu), which also rounds the weights P
-  // and dS to bf16 for their products, where D is 64 or 128 and the rows are 16-byte aligned,
-  // and its float32 kernels elsewhere. Both agree with float64 on bf16-rounded inputs to bf16
-  // accuracy (~1e-2 relative), not float32's.
+  // and multiplied with float32 sums. The CPU also rounds the weights (the forward's unnormalized
+  // exp(S - max) after dropout, the backward's drop(P) and dS) to bf16 for their products, and
+  // runs bf16 GEMMs (16 queries or more) or float32 ones on the rounded values (fewer: decoding);
+  // CUDA runs bf16 tensor-core flash attention (attention_mma.cu), which rounds P and dS alike,
+  // where D is 64 or 128 and the rows are 16-byte aligned, and its float32 kernels (unrounded
+  // weights) elsewhere. Both agree with float64 on bf16-rounded inputs to bf16 accuracy (~1e-3
+  // relative), not float32's.
   DType precision;
   // Grouped-query attention (CPU only; the CUDA kernels take kv_group = 1 and lib/ops/attention.ts
   // repeats the key/value heads for them): k, v, dk and dv have H / kv_group heads, and key/value

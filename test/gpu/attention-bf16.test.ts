@@ -1,11 +1,13 @@
 // scaledDotProductAttention with precision "bfloat16" on CUDA (the bf16 tensor-core kernels of
 // native/cuda/attention_mma.cu for D = 64 and 128) against its CPU twin (q, k, v and dout rounded
-// to bf16, then float32 attention; test/ops/attention.test.ts checks that twin against float64),
-// forward and backward, at odd shapes; and a bf16-weight GPT-2 whose heads take those kernels.
+// to bf16, the weights E, drop(P) and dS rounded for their products, float32 sums;
+// test/ops/attention.test.ts checks that twin against float64), forward and backward, at odd
+// shapes; and a bf16-weight GPT-2 whose heads take those kernels.
 //
-// Tolerance: 2e-2 relative L2. The two sides see the same bf16-rounded inputs; the tensor cores
-// also round the attention weights P and the score gradients dS to bf16 (unit roundoff 2^-9 ≈
-// 2e-3) before their products, and sum in another order. The emulated kernels
+// Tolerance: 2e-2 relative L2. The two sides see the same bf16-rounded inputs and both round the
+// attention weights P and the score gradients dS to bf16 (unit roundoff 2^-9 ≈ 2e-3) before their
+// products, but at other points (the tensor cores round exp(S - running max) of online softmax,
+// the CPU exp(S - row max)), and sum in another order. The emulated kernels
 // (dev/cuda/attention_mma_emu.cpp) land at 1e-3..5e-3 of the largest value against float64 on
 // the rounded inputs, the dev kernels on an H100 at 4e-3..6e-3 (dev/cuda/attention-notes.md); 2e-2
 // leaves room for dropout's 1/(1-p) factors, while a wrong mask, tile range or dropout bit gives

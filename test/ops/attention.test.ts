@@ -4,9 +4,11 @@
 // exp is within ~2 ulp) to float32, so errors sit around 1e-7..1e-6 of the row's scale; 1e-5
 // leaves room for rows of ~1000 terms. Analytic gradients 1e-4 (they subtract nearly equal
 // float32 sums, e.g. P·(dP - rowsum)). gradcheck's float32 central differences agree to ~1e-3.
-// precision "bfloat16" on the CPU is float32 attention of bf16-rounded q, k, v (and dout): the
-// same tolerances against float64 on the rounded values. Its CUDA twin (bf16 tensor cores) is
-// checked against it in test/gpu/attention-bf16.test.ts.
+// precision "bfloat16" on the CPU rounds q, k, v (and dout) to bf16, and the weights E, drop(P)
+// and dS for their products, with float32 sums: the same tolerances against float64 that rounds
+// the same values (attentionRef's `round`; measured 5e-8..9e-8 relative), while leaving the
+// weights unrounded moves the results by ~1e-3. Its CUDA twin (bf16 tensor cores) is checked
+// against it in test/gpu/attention-bf16.test.ts.
 import { describe, expect, it } from "vitest";
 import { expand, Generator, Tensor, tensor, tidy, zeros } from "../../lib/index.js";
 import { expectClose, gradcheck, relError } from "../helpers.js";
@@ -149,13 +151,17 @@ describe("scaledDotProductAttention", () => {
     });
   });
 
-  it('precision "bfloat16": float32 attention of q, k, v (and dout in the backward) rounded to bf16', () => {
-    const bf16 = (xs: number[]) => xs.map((x) => bf16BitsToF32(f32ToBf16Bits(x)));
+  it('precision "bfloat16": q, k, v, dout and the weights E, P, dS rounded to bf16 for their products, float32 sums', () => {
+    const round = (x: number) => bf16BitsToF32(f32ToBf16Bits(x));
+    const bf16 = (xs: number[]) => xs.map(round);
     const cases: AttnCase[] = [
       { B: 2, H: 2, Tq: 9, Tk: 9, D: 8, causal: true },
       { B: 1, H: 2, Tq: 3, Tk: 11, D: 16, causal: true }, // KV cache
       { B: 2, H: 1, Tq: 6, Tk: 6, D: 5, causal: false, keep: [1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1], dropout: { p: 0.25, seed: 9n, offset: 40n } },
+      // 16 queries or more: the bf16 GEMMs on bf16 copies (native/cpu/attention.cc)
       { B: 2, H: 2, Tq: 70, Tk: 70, D: 4, causal: true, window: 20, keep: [...new Array(70).fill(1), 0, 0, 0, ...new Array(67).fill(1)] },
+      { B: 1, H: 2, Tq: 80, Tk: 90, D: 64, causal: true, dropout: { p: 0.1, seed: 5n, offset: 7n } },
+      { B: 1, H: 1, Tq: 20, Tk: 20, D: 32, causal: false },
     ];
     cases.forEach((c, n) =>
       tidy(() => {
@@ -165,13 +171,17 @@ describe("scaledDotProductAttention", () => {
         const attnMask = c.keep ? tensor(new Int32Array(c.keep), { shape: [c.B, c.Tk] }) : null;
         const generator = () => new Generator(0).setState({ seed: String(c.dropout?.seed ?? 0), offset: String(c.dropout?.offset ?? 0) });
         const opts = { causal: c.causal, attnMask, dropout: c.dropout?.p, window: c.window };
-        const ref = attentionRef(c, bf16(arr(q)), bf16(arr(k)), bf16(arr(v)), bf16(arr(gout)));
+        const [qr, kr, vr, gr] = [q, k, v, gout].map((x) => bf16(arr(x))) as [number[], number[], number[], number[]];
+        const ref = attentionRef(c, qr, kr, vr, gr, round);
+        const unroundedWeights = attentionRef(c, qr, kr, vr, gr);
         [q, k, v].forEach((x) => (x.requiresGrad = true));
         const out = scaledDotProductAttention(q, k, v, { ...opts, generator: generator(), precision: "bfloat16" });
         expectClose(out, ref.out, 1e-5);
-        // the rounding is real: float32 precision differs by far more than float32 noise
+        // the rounding is real: float32 precision differs by far more than float32 noise, and so
+        // does float64 attention of the rounded inputs that keeps the weights unrounded
         const f32 = scaledDotProductAttention(q.detach(), k.detach(), v.detach(), { ...opts, generator: generator() });
         expect(relError(arr(out), arr(f32))).toBeGreaterThan(1e-4);
+        expect(relError(arr(out), unroundedWeights.out)).toBeGreaterThan(1e-4);
         // The backward is the float32 gradient at the rounded point (rounding passes gradients
         // straight through, as autocast's casts do), so it is checked against float64 there;
         // finite differences would see the rounding's steps instead.
@@ -181,29 +191,34 @@ describe("scaledDotProductAttention", () => {
         expectClose(v.grad!, ref.dv, 1e-4);
       }),
     );
-    tidy(() => {
-      // Exact ties (the bits below bf16's mantissa are 0x8000) round to even, both ways: 1 + 2^-8
-      // down to 1, 1 + 3·2^-8 up to 1 + 2^-6; and their negatives. Both attentions read the same
-      // rounded values, so the outputs match exactly.
-      const ties = [1 + 2 ** -8, 1 + 3 * 2 ** -8, -(1 + 2 ** -8), -(1 + 3 * 2 ** -8)];
-      const x = tensor(new Float32Array(Array.from({ length: 16 }, (_, i) => ties[i % 4]! * (1 + (i >> 2)))), { shape: [1, 1, 4, 4] });
-      const rounded = tensor(new Float32Array(bf16(arr(x))), { shape: [1, 1, 4, 4] });
-      expect(arr(rounded).slice(0, 4)).toEqual([1, 1 + 2 ** -6, -1, -(1 + 2 ** -6)]);
-      expect(arr(scaledDotProductAttention(x, x, x, { precision: "bfloat16" }))).toEqual(arr(scaledDotProductAttention(rounded, rounded, rounded)));
-    });
-    tidy(() => {
-      // kvRounded: k and v that already hold bf16 values are read as they are (a KV cache that
-      // stores them rounded); the result is the same bits as rounding them, with a cache-like Tq < Tk.
-      const q = t([1, 2, 3, 8], 691), k = t([1, 2, 11, 8], 692), v = t([1, 2, 11, 8], 693);
-      const round = (x: Tensor) => tensor(new Float32Array(bf16(arr(x))), { shape: [...x.shape] });
-      const [kr, vr] = [round(k), round(v)];
-      const want = arr(scaledDotProductAttention(q, k, v, { precision: "bfloat16" }));
-      expect(arr(scaledDotProductAttention(q, kr, vr, { precision: "bfloat16", kvRounded: true }))).toEqual(want);
-      // the flag is the caller's promise: with k, v that are not bf16 values it changes the result
-      expect(arr(scaledDotProductAttention(q, k, v, { precision: "bfloat16", kvRounded: true }))).not.toEqual(want);
-      // and float32 precision ignores it
-      expect(arr(scaledDotProductAttention(q, k, v, { kvRounded: true }))).toEqual(arr(scaledDotProductAttention(q, k, v)));
-    });
+    // Exact ties (the bits below bf16's mantissa are 0x8000) round to even, both ways: 1 + 2^-8
+    // down to 1, 1 + 3·2^-8 up to 1 + 2^-6; and their negatives. Both attentions read the same
+    // rounded values, so the outputs match exactly; 4 queries round q, k, v into float32 copies,
+    // 16 into the bf16 copies of the bf16 GEMMs.
+    for (const T of [4, 16])
+      tidy(() => {
+        const ties = [1 + 2 ** -8, 1 + 3 * 2 ** -8, -(1 + 2 ** -8), -(1 + 3 * 2 ** -8)];
+        const x = tensor(new Float32Array(Array.from({ length: 4 * T }, (_, i) => ties[i % 4]! * (1 + (i >> 2)))), { shape: [1, 1, T, 4] });
+        const rounded = tensor(new Float32Array(bf16(arr(x))), { shape: [1, 1, T, 4] });
+        expect(arr(rounded).slice(0, 4)).toEqual([1, 1 + 2 ** -6, -1, -(1 + 2 ** -6)]);
+        expect(arr(scaledDotProductAttention(x, x, x, { precision: "bfloat16" }))).toEqual(arr(scaledDotProductAttention(rounded, rounded, rounded, { precision: "bfloat16" })));
+      });
+    // kvRounded: k and v that already hold bf16 values are read as they are (a KV cache that
+    // stores them rounded); the result is the same bits as rounding them, with a cache-like Tq < Tk:
+    // 3 queries read the cache in place, 20 round it into the bf16 GEMMs' copies all the same.
+    for (const Tq of [3, 20])
+      tidy(() => {
+        const q = t([1, 2, Tq, 8], 691), k = t([1, 2, Tq + 8, 8], 692), v = t([1, 2, Tq + 8, 8], 693);
+        const round = (x: Tensor) => tensor(new Float32Array(bf16(arr(x))), { shape: [...x.shape] });
+        const [kr, vr] = [round(k), round(v)];
+        const want = arr(scaledDotProductAttention(q, k, v, { precision: "bfloat16" }));
+        expect(arr(scaledDotProductAttention(q, kr, vr, { precision: "bfloat16", kvRounded: true }))).toEqual(want);
+        // the flag is the caller's promise: with k, v that are not bf16 values it changes the
+        // result where the cache is read in place
+        if (Tq === 3) expect(arr(scaledDotProductAttention(q, k, v, { precision: "bfloat16", kvRounded: true }))).not.toEqual(want);
+        // and float32 precision ignores it
+        expect(arr(scaledDotProductAttention(q, k, v, { kvRounded: true }))).toEqual(arr(scaledDotProductAttention(q, k, v)));
+      });
     tidy(() => {
       const q = t([1, 1, 4, 8], 690);
       // @ts-expect-error: a precision outside the type, as JavaScript callers can pass

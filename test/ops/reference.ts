@@ -92,8 +92,12 @@ export interface AttnCase {
  * j <= Tk - Tq + i; padded keys get weight 0; a query whose visible keys are all padded outputs 0
  * and gets no gradient. With dropout, weight (b, h, i, j) is multiplied by M = keep / (1-p) with
  * keep = philoxKeep of element ((b*H + h)*Tq + i)*Tk + j. Tensors are row-major [B, H, T, D].
+ *
+ * `round` (default none) rounds the weights where precision "bfloat16" rounds them to bf16 for
+ * their products (native/cpu/attention.cc): the forward's unnormalized E ∘ M (exp(s - max) · M,
+ * the output divided by the sum afterwards), the backward's P ∘ M (for dv) and dS (for dq, dk).
  */
-export function attentionRef(c: AttnCase, q: number[], k: number[], v: number[], gout: number[]) {
+export function attentionRef(c: AttnCase, q: number[], k: number[], v: number[], gout: number[], round: (x: number) => number = (x) => x) {
   const { B, H, Tq, Tk, D } = c;
   const scale = c.scale ?? 1 / Math.sqrt(D);
   const out = new Array<number>(B * H * Tq * D).fill(0);
@@ -128,10 +132,11 @@ export function attentionRef(c: AttnCase, q: number[], k: number[], v: number[],
         });
         const delta = p.reduce((a, pj, j) => a + pj * dP[j]!, 0);
         p.forEach((pj, j) => {
-          const kj = at(Tk, b, h, j), dS = pj * (dP[j]! - delta) * scale;
+          const kj = at(Tk, b, h, j), dS = round(pj * (dP[j]! - delta) * scale);
+          const wOut = round(e[j]! * M[j]!) / z, wDv = round(pj * M[j]!);
           for (let d = 0; d < D; d++) {
-            out[qi + d]! += pj * M[j]! * v[kj + d]!;
-            dv[kj + d]! += pj * M[j]! * gout[qi + d]!;
+            out[qi + d]! += wOut * v[kj + d]!;
+            dv[kj + d]! += wDv * gout[qi + d]!;
             dq[qi + d]! += dS * k[kj + d]!;
             dk[kj + d]! += dS * q[qi + d]!;
           }
