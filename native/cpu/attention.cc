@@ -87,7 +87,7 @@ bool sees(const AttnDims& d, int64_t i, int64_t j, const int32_t* keep) {
 }
 
 // The row loops below, at the widest instruction set the CPU has: rows.h's portable reductions
-// and loops compile for baseline x86-64 here (SSE, and row_max one element at a time).
+// and loops compile for baseline x86-64 here (SSE).
 #ifdef LOWRANK_X86
 // f(j, m) over a row of n in steps of 16 lanes, the lanes of mask m (all but in the tail: plain
 // loads and stores there, masked ones cost more on AMD).
@@ -107,19 +107,6 @@ LR_TARGET_AVX512 inline void store(float* p, __mmask16 m, __m512 v) {
     _mm512_storeu_ps(p, v);
   else
     _mm512_mask_storeu_ps(p, m, v);
-}
-
-// row_max: -inf for n == 0, NaN when any element is NaN.
-LR_TARGET_AVX512 float max_avx512(const float* x, int64_t n) {
-  const __m512 ninf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-  __m512 acc = ninf;
-  __mmask16 nan = 0;
-  steps16(n, [&](int64_t j, __mmask16 m) LR_TARGET_AVX512 {
-    const __m512 v = _mm512_mask_blend_ps(m, ninf, load(x + j, m));
-    nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-    acc = _mm512_max_ps(acc, v);
-  });
-  return nan ? std::numeric_limits<float>::quiet_NaN() : _mm512_reduce_max_ps(acc);
 }
 
 LR_TARGET_AVX512 float dot_avx512(const float* a, const float* b, int64_t n) {
@@ -149,13 +136,6 @@ bool avx512() {
 #else
   return false;
 #endif
-}
-
-float max_of(const float* x, int64_t n) {
-#ifdef LOWRANK_X86
-  if (avx512()) return max_avx512(x, n);
-#endif
-  return row_max(x, n);
 }
 
 float dot_of(const float* a, const float* b, int64_t n) {
@@ -376,7 +356,7 @@ void attention_forward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView v
       for (int64_t r = 0; r < blk.bq; ++r) {
         float* s = S + r * n;
         const KeyRange seen = mask_row(d, blk.i0 + r, s, n, keep);
-        const float m = max_of(s + seen.lo, seen.hi - seen.lo);
+        const float m = row_max(s + seen.lo, seen.hi - seen.lo);
         if (m == kNegInf) {  // nothing to attend to: zeros
           std::fill(s, s + n, 0.0f);
           lse_blk[r] = m;

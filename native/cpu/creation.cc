@@ -4,8 +4,8 @@
 
 #include "../ops/creation.h"
 #include "../core/philox.h"
+#include "bf16_load.h"
 #include "parallel.h"
-#include "rows.h"
 
 namespace lowrank {
 namespace cpu {
@@ -63,7 +63,7 @@ void cast(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t 
   } else if (src_dtype == DType::F32 && dst_dtype == DType::BF16) {
     // Weights at load (124M for GPT-2) and the KV cache's rounding: vectorized, not a switch per element.
     parallel_for(n, kStreamGrain, [&](int64_t b, int64_t e) {
-      row_to_bf16(static_cast<const float*>(src) + b, e - b, 1.0f, static_cast<uint16_t*>(dst) + b);
+      round_to_bf16(static_cast<const float*>(src) + b, static_cast<uint16_t*>(dst) + b, e - b);
     });
   } else if (src_dtype == DType::BF16 && dst_dtype == DType::F32) {
     for_each_index(n, [&](int64_t i) { static_cast<float*>(dst)[i] = bf16_to_f32(static_cast<const uint16_t*>(src)[i]); });

@@ -6,6 +6,7 @@
 
 #include "../core/dtype.h"
 #include "../ops/crossentropy.h"
+#include "bf16_load.h"
 #include "parallel.h"
 #include "rows.h"
 
@@ -80,10 +81,11 @@ void cross_entropy_rows_f32(const float* logits, const int32_t* targets, float* 
       break;
     }
   }
-  // Per row, three passes over the logits (a GPT-2 row, 201 KB, stays in L2 after the first): the
-  // max; exp(x - max) summed and kept in float32 (in the gradient itself, or a row buffer when the
-  // gradient is bf16); then softmax = that · 1/sum, rounded to bf16 in the same pass. One exp per
-  // logit: recomputing exp(x - lse) for the softmax, as the loss-only path would, cost a second.
+  // Per row, passes over the logits (a GPT-2 row, 201 KB, stays in L2 after the first): the max;
+  // exp(x - max) summed and kept in float32 (in the gradient itself, or a row buffer when the
+  // gradient is bf16); softmax = that · 1/sum; the bf16 rounding. One exp per logit: computing
+  // exp(x - lse) again for the softmax cost a second (crossEntropyRows at 256 x 50257 with a bf16
+  // gradient: 6.8 -> 4.6 ms on 2 threads).
   parallel_for(N, row_grain(V), [&](int64_t r0, int64_t r1) {
     std::vector<float> row(grad && grad_bf16 ? V : 0);
     for (int64_t n = r0; n < r1; ++n) {
@@ -93,7 +95,7 @@ void cross_entropy_rows_f32(const float* logits, const int32_t* targets, float* 
       const float m = row_max(xr, V);
       float* gr = !grad ? nullptr : grad_bf16 ? row.data() : static_cast<float*>(grad) + n * ld;
       loss[n] = counted[n] = 0.0f;
-      float inv_sum = 1.0f;  // scales gr into the gradient
+      float inv_sum = 1.0f;
       if (ignored || bad) {
         if (gr) std::fill(gr, gr + V, std::isfinite(m) || bad ? 0.0f : std::numeric_limits<float>::quiet_NaN());
       } else {
@@ -104,17 +106,11 @@ void cross_entropy_rows_f32(const float* logits, const int32_t* targets, float* 
         inv_sum = 1.0f / sum;
       }
       if (!gr) continue;
-      const bool hit = !ignored && !bad;
-      const float target_grad = hit ? gr[t] * inv_sum - 1.0f : 0.0f;  // softmax - 1 at the target
-      if (grad_bf16) {
-        uint16_t* out = static_cast<uint16_t*>(grad) + n * ld;
-        row_to_bf16(gr, V, inv_sum, out);
-        if (hit) out[t] = f32_to_bf16(target_grad);
-      } else {
-        if (!hit) continue;
+      if (!ignored && !bad) {  // softmax - onehot(t)
         for (int64_t j = 0; j < V; ++j) gr[j] *= inv_sum;
-        gr[t] = target_grad;
+        gr[t] -= 1.0f;
       }
+      if (grad_bf16) round_to_bf16(gr, static_cast<uint16_t*>(grad) + n * ld, V);
     }
   });
 }

@@ -6,8 +6,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "bf16_load.h"
 #include "parallel.h"
-#include "rows.h"
 #include "vexp.h"
 
 namespace lowrank {
@@ -247,7 +247,7 @@ void unary_backward_bf16(UnaryOp op, const float* x, const float* g, uint16_t* g
     for (int64_t c0 = b; c0 < e; c0 += kChunk) {
       const int64_t len = std::min(kChunk, e - c0);
       unary_backward_f32(op, x + c0, g + c0, exact, len, alpha);
-      row_to_bf16(exact, len, 1.0f, gx + c0);
+      round_to_bf16(exact, gx + c0, len);
     }
   });
 }

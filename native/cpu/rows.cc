@@ -1,6 +1,4 @@
-// row_exp_sum (rows.h) at three SIMD levels and row_to_bf16 at two, picked once at run time like
-// the matmul kernels.
-#include "bf16_load.h"
+// row_exp_sum (rows.h) at three SIMD levels, picked once at run time like the matmul kernels.
 #include "rows.h"
 #include "vexp.h"
 
@@ -49,35 +47,45 @@ LR_TARGET_AVX2 float exp_sum_avx2(const float* x, int64_t n, float shift, float 
 }
 #endif
 
-void to_bf16_scalar(const float* x, int64_t n, float scale, uint16_t* y) {
-  for (int64_t j = 0; j < n; ++j) y[j] = f32_to_bf16(scale * x[j]);
-}
-
-#ifdef LOWRANK_X86
-// round16 leaves each lane's bf16 in its top half; vpmovdw narrows the shifted lanes to 16 bits.
-LR_TARGET_AVX512 inline __m256i narrow(__m512 v) { return _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(round16(v)), 16)); }
-
-// The scalar loop's NaN branch keeps the compiler from vectorizing it: with this loop GELU's bf16
-// gradient of a 256 x 3072 activation took 0.205 ms instead of 0.305 (2 threads, Zen 5).
-LR_TARGET_AVX512 void to_bf16_avx512(const float* x, int64_t n, float scale, uint16_t* y) {
-  const __m512 vscale = _mm512_set1_ps(scale);
+float max_portable(const float* x, int64_t n) {
+  float acc[kLanes];
+  std::fill(acc, acc + kLanes, -__builtin_inff());
   int64_t j = 0;
-  for (; j + 16 <= n; j += 16)  // plain loads and stores: masked ones cost more on AMD
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + j), narrow(_mm512_mul_ps(_mm512_loadu_ps(x + j), vscale)));
-  if (j < n) {
-    const __mmask16 m = __mmask16((1u << (n - j)) - 1);
-    _mm256_mask_storeu_epi16(y + j, m, narrow(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + j), vscale)));
+  for (; j + kLanes <= n; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) acc[l] = nan_max(x[j + l], acc[l]);
+  for (int l = 0; j + l < n; ++l) acc[l] = nan_max(x[j + l], acc[l]);
+  float m = acc[0];
+  for (int l = 1; l < kLanes; ++l) m = nan_max(acc[l], m);
+  return m;
+}
+
+#ifdef LOWRANK_X86
+LR_TARGET_AVX512 float max_avx512(const float* x, int64_t n) {
+  const __m512 ninf = _mm512_set1_ps(-__builtin_inff());
+  __m512 acc = ninf;
+  __mmask16 nan = 0;
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {  // plain loads: masked ones cost more on AMD
+    const __m512 v = _mm512_loadu_ps(x + j);
+    nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    acc = _mm512_max_ps(acc, v);
   }
+  if (j < n) {
+    const __m512 v = _mm512_mask_loadu_ps(ninf, __mmask16((1u << (n - j)) - 1), x + j);
+    nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    acc = _mm512_max_ps(acc, v);
+  }
+  return nan ? __builtin_nanf("") : _mm512_reduce_max_ps(acc);
 }
 #endif
 
-using ToBf16Fn = void (*)(const float*, int64_t, float, uint16_t*);
+using MaxFn = float (*)(const float*, int64_t);
 
-ToBf16Fn pick_to_bf16() {
+MaxFn pick_max() {
 #ifdef LOWRANK_X86
-  if (has_avx512()) return to_bf16_avx512;
+  if (has_avx512()) return max_avx512;
 #endif
-  return to_bf16_scalar;
+  return max_portable;
 }
 
 using ExpSumFn = float (*)(const float*, int64_t, float, float, float*);
@@ -93,14 +101,14 @@ ExpSumFn pick_exp_sum() {
 }  // namespace
 
 
+float row_max(const float* x, int64_t n) {
+  static const MaxFn fn = pick_max();
+  return fn(x, n);
+}
+
 float row_exp_sum(const float* x, int64_t n, float shift, float scale, float* y) {
   static const ExpSumFn fn = pick_exp_sum();
   return fn(x, n, shift, scale, y);
-}
-
-void row_to_bf16(const float* x, int64_t n, float scale, uint16_t* y) {
-  static const ToBf16Fn fn = pick_to_bf16();
-  fn(x, n, scale, y);
 }
 
 }  // namespace cpu

@@ -39,28 +39,14 @@ inline float row_dot(const float* a, const float* b, int64_t n) {
 
 // The largest value of x[0..n) (-inf when n == 0), NaN when any element is NaN. A max that
 // skipped NaN would make a row of NaN scores look like a row of masked ones (max -inf), which
-// callers turn into zeros: NaN must come out as NaN.
-inline float row_max(const float* x, int64_t n) {
-  float acc[kLanes];
-  std::fill(acc, acc + kLanes, -__builtin_inff());
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes)
-    for (int l = 0; l < kLanes; ++l) acc[l] = nan_max(x[j + l], acc[l]);
-  for (int l = 0; j + l < n; ++l) acc[l] = nan_max(x[j + l], acc[l]);
-  float m = acc[0];
-  for (int l = 1; l < kLanes; ++l) m = nan_max(acc[l], m);
-  return m;
-}
+// callers turn into zeros: NaN must come out as NaN. AVX-512 where present (rows.cc): the portable
+// loop compiles to one element at a time (nan_max's NaN test).
+float row_max(const float* x, int64_t n);
 
 // Returns sum_j exp(x[j] - shift); when y is not null also writes y[j] = scale * exp(x[j] - shift)
 // (y may alias x). exp(-inf) is exactly 0. The SIMD versions use a Cephes-style polynomial
 // (about 1 ulp); the scalar fallback uses std::exp.
 float row_exp_sum(const float* x, int64_t n, float shift, float scale, float* y);
-
-// y[j] = bf16(scale · x[j]) for j < n, each product rounded as f32_to_bf16 rounds (to nearest even,
-// NaN kept and quieted): scale = 1 is a cast (creation.cc, gradients written in bf16), another
-// scale folds a normalization into the cast (crossentropy.cc's softmax). AVX-512 where present.
-void row_to_bf16(const float* x, int64_t n, float scale, uint16_t* y);
 
 // Dropout of a run of n elements that starts at element i0 of the Philox stream (seed, offset):
 // y[j] = x[j] * (philox_keep(seed, offset, i0 + j, p) ? scale : 0) (a dropped NaN stays NaN). y may alias x. Defined
