@@ -85,7 +85,7 @@ void cross_entropy_rows_f32(const float* logits, const int32_t* targets, float* 
   // exp(x - max) summed and kept in float32 (in the gradient itself, or a row buffer when the
   // gradient is bf16); softmax = that · 1/sum; the bf16 rounding. One exp per logit: computing
   // exp(x - lse) again for the softmax cost a second (crossEntropyRows at 256 x 50257 with a bf16
-  // gradient: 6.8 -> 4.6 ms on 2 threads).
+  // gradient, 2 threads: 6.6 ms -> 3.3 with this, the vectorized max and the bf16 rounding).
   parallel_for(N, row_grain(V), [&](int64_t r0, int64_t r1) {
     std::vector<float> row(grad && grad_bf16 ? V : 0);
     for (int64_t n = r0; n < r1; ++n) {
