@@ -102,14 +102,15 @@ describe("loraDelta (y + s·drop(x)·Aᵀ·Bᵀ)", () => {
   });
 
   // On the CPU the op is one native call each way (native/cpu/lora.cc), by blocks of rows of at most
-  // 64K elements of x, the gradients of A and B summed in up to 8 partitions of blocks. N = 700,
-  // k = 300 gives 4 blocks (218 rows at most) and 4 partitions: rows, masks and sums cross them.
+  // 128K elements of x in multiples of 16 rows, the gradients of A and B summed in up to 8
+  // partitions of blocks. N = 700, k = 600 gives 4 blocks (176 rows, the last 172) and 4
+  // partitions: rows, masks and sums cross them.
   it("several row blocks: gx equals the composed kernels bit for bit, out, gA and gB within float32 sums, float64 agrees", () => {
     tidy(() => {
-      const [N, k, r, d, p, s] = [700, 300, 5, 40, 0.2, 1.5];
+      const [N, k, r, d, p, s] = [700, 600, 5, 40, 0.2, 1.5];
       const { op, composed, mask, x, A, g } = opAndComposed(N, k, r, d, p, s, 12);
       noGrad(() => {
-        // The products over k = 300 (u) and over the 700 rows (gA, gB) add in another order than the
+        // The products over k = 600 (u) and over the 700 rows (gA, gB) add in another order than the
         // composed GEMMs' (other blocking): float32 rounding, ~1e-7 relative per term.
         expectClose(op.out, composed.out, 1e-6);
         expect(op.gx).toEqual(composed.gx);
