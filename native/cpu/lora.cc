@@ -55,6 +55,16 @@ float* scratch(std::vector<float>& buf, int64_t n) {
   return buf.data();
 }
 
+// dst [cols, rows] = srcᵀ (src [rows, cols] row-major), in 16×16 tiles that keep both sides'
+// lines in L1.
+void transpose(const float* src, int64_t rows, int64_t cols, float* dst) {
+  constexpr int64_t kTile = 16;
+  for (int64_t i0 = 0; i0 < rows; i0 += kTile)
+    for (int64_t j0 = 0; j0 < cols; j0 += kTile)
+      for (int64_t i = i0; i < std::min(rows, i0 + kTile); ++i)
+        for (int64_t j = j0; j < std::min(cols, j0 + kTile); ++j) dst[j * rows + i] = src[i * cols + j];
+}
+
 // xd = drop(x) for rows [i0, i1) into `buf`, or x itself without dropout.
 const float* dropped_rows(const LoraDims& d, const float* x, int64_t i0, int64_t i1, std::vector<float>& buf) {
   const float* xb = x + i0 * d.k;
@@ -88,11 +98,16 @@ void for_row_blocks(const LoraDims& d, const float* x, Fn fn) {
 }  // namespace
 
 void lora_forward_f32(const LoraDims& d, const float* x, const float* A, const float* B, const float* y, float* out, float* u) {
+  // Aᵀ [k, r] once: gemm_f32 reads it in place, where it would transpose A into its packing for
+  // each block (k = 3072, 8 blocks of 32 rows, one thread: u = x·Aᵀ 390 -> 220 µs).
+  static thread_local std::vector<float> at_buf;
+  float* At = scratch(at_buf, d.k * d.r);
+  transpose(A, d.r, d.k, At);
   for_row_blocks(d, x, [&](int64_t i0, int64_t i1, const float* xd) {
     const int64_t rows = i1 - i0;
     float* ub = u + i0 * d.r;
     float* ob = out + i0 * d.d;
-    gemm_f32(false, true, rows, d.r, d.k, 1.0f, xd, d.k, 0, A, d.k, 0, 0.0f, ub, d.r, 0, 1);  // u = drop(x)·Aᵀ
+    gemm_f32(false, false, rows, d.r, d.k, 1.0f, xd, d.k, 0, At, d.r, 0, 0.0f, ub, d.r, 0, 1);  // u = drop(x)·Aᵀ
     if (out != y) std::memcpy(ob, y + i0 * d.d, size_t(rows * d.d) * sizeof(float));
     gemm_f32(false, true, rows, d.d, d.r, d.scaling, ub, d.r, 0, B, d.r, 0, 1.0f, ob, d.d, 0, 1);  // out += s·u·Bᵀ
   });
