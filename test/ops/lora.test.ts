@@ -135,6 +135,18 @@ describe("loraDelta (y + s·drop(x)·Aᵀ·Bᵀ)", () => {
     });
   });
 
+  // k a multiple of 512: the CPU keeps drop(x) in a scratch buffer whose rows are k + 16 apart
+  // (against L1 aliasing), masked row by row. N = 300 gives 3 blocks (112, 112, 76 rows).
+  it("several row blocks, k = 1024: gx equals the composed kernels bit for bit, out, gA and gB within float32 sums", () => {
+    tidy(() => {
+      const { op, composed } = opAndComposed(300, 1024, 3, 8, 0.3, 1.5, 13);
+      expectClose(op.out, composed.out, 1e-6);
+      expect(op.gx).toEqual(composed.gx);
+      expectClose(op.gA, composed.gA, 1e-6);
+      expectClose(op.gB, composed.gB, 1e-6);
+    });
+  });
+
   it("gA and gB do not depend on the number of threads; no rows give zero gradients", () => {
     const threads = info().threads;
     const grads = (n: number) => tidy(() => {
