@@ -70,15 +70,22 @@ describe("loraDelta (y + s·drop(x)·Aᵀ·Bᵀ)", () => {
   /**
    * loraDelta(y, x, A, B) with dropout p from Generator(seed) run forward and backward (gradient g),
    * next to the same products composed by hand from gemm2d and dropout(): [op, composed], each as
-   * { out, gx, gA, gB } arrays, and the mask function.
+   * { out, gx, gA, gB } arrays, and the mask function. `skip` counters are drawn from the
+   * generator first: a stream offset inside Philox's groups of 64 elements, so that the CPU's
+   * dropout runs (a block, or a row of a block) start and end inside groups.
    */
-  function opAndComposed(N: number, k: number, r: number, d: number, p: number, s: number, seed: number) {
+  function opAndComposed(N: number, k: number, r: number, d: number, p: number, s: number, seed: number, skip = 0) {
+    const generator = (): Generator => {
+      const gen = new Generator(seed);
+      gen.next(skip);
+      return gen;
+    };
     const y = t([N, d], 1), x = t([N, k], 2).requireGrad(), A = t([r, k], 3).requireGrad(), B = t([d, r], 4).requireGrad(), g = t([N, d], 5);
-    const out = loraDelta(y, x, A, B, { scaling: s, dropout: p, generator: new Generator(seed) });
+    const out = loraDelta(y, x, A, B, { scaling: s, dropout: p, generator: generator() });
     out.backward(g);
     const op = { out: Array.from(out.dataSync()), gx: Array.from(x.grad!.dataSync()), gA: Array.from(A.grad!.dataSync()), gB: Array.from(B.grad!.dataSync()) };
-    // The op draws its mask as dropout() does from a fresh Generator(seed): N·k counters, first draw.
-    const mask = (src: ReturnType<typeof t>) => noGrad(() => dropout(src, p, { generator: new Generator(seed) }));
+    // The op draws its mask as dropout() does from the same generator: N·k counters, the next draw.
+    const mask = (src: ReturnType<typeof t>) => noGrad(() => dropout(src, p, { generator: generator() }));
     const composed = noGrad(() => {
       const xd = mask(x.detach());
       const u = zeros([N, r]), v = zeros([N, r]), vA = zeros([N, k]), gA = zeros([r, k]), gB = zeros([d, r]), want = zeros([N, d]);
@@ -98,18 +105,21 @@ describe("loraDelta (y + s·drop(x)·Aᵀ·Bᵀ)", () => {
     tidy(() => {
       const { op, composed } = opAndComposed(12, 20, 3, 7, 0.3, 1.5, 11);
       expect(op).toEqual(composed);
+      const shifted = opAndComposed(12, 20, 3, 7, 0.3, 1.5, 11, 5);
+      expect(shifted.op).toEqual(shifted.composed);
     });
   });
 
   // On the CPU the op is one native call each way (native/cpu/lora.cc), by blocks of rows of at most
-  // 64K elements of x, the gradients of A and B summed in up to 8 partitions of blocks. N = 700,
-  // k = 300 gives 4 blocks (218 rows at most) and 4 partitions: rows, masks and sums cross them.
+  // 128K elements of x in multiples of 16 rows, the gradients of A and B summed in up to 8
+  // partitions of blocks. N = 700, k = 600 gives 4 blocks (176 rows, the last 172) and 4
+  // partitions: rows, masks and sums cross them.
   it("several row blocks: gx equals the composed kernels bit for bit, out, gA and gB within float32 sums, float64 agrees", () => {
     tidy(() => {
-      const [N, k, r, d, p, s] = [700, 300, 5, 40, 0.2, 1.5];
-      const { op, composed, mask, x, A, g } = opAndComposed(N, k, r, d, p, s, 12);
+      const [N, k, r, d, p, s] = [700, 600, 5, 40, 0.2, 1.5];
+      const { op, composed, mask, x, A, g } = opAndComposed(N, k, r, d, p, s, 12, 3);
       noGrad(() => {
-        // The products over k = 300 (u) and over the 700 rows (gA, gB) add in another order than the
+        // The products over k = 600 (u) and over the 700 rows (gA, gB) add in another order than the
         // composed GEMMs' (other blocking): float32 rounding, ~1e-7 relative per term.
         expectClose(op.out, composed.out, 1e-6);
         expect(op.gx).toEqual(composed.gx);
@@ -131,6 +141,18 @@ describe("loraDelta (y + s·drop(x)·Aᵀ·Bᵀ)", () => {
         });
         expectClose(op.gB, gB64, 1e-5);
       });
+    });
+  });
+
+  // k a multiple of 512: the CPU keeps drop(x) in a scratch buffer whose rows are k + 16 apart
+  // (against L1 aliasing), masked row by row. N = 300 gives 3 blocks (112, 112, 76 rows).
+  it("several row blocks, k = 1024: gx equals the composed kernels bit for bit, out, gA and gB within float32 sums", () => {
+    tidy(() => {
+      const { op, composed } = opAndComposed(300, 1024, 3, 8, 0.3, 1.5, 13, 7);
+      expectClose(op.out, composed.out, 1e-6);
+      expect(op.gx.filter((v, i) => !Object.is(v, composed.gx[i])).length).toBe(0); // bit for bit (a count: a diff of 307K values takes minutes)
+      expectClose(op.gA, composed.gA, 1e-6);
+      expectClose(op.gB, composed.gB, 1e-6);
     });
   });
 
