@@ -23,7 +23,7 @@ fi
 grep -E "lowrank:" "$logs/build.log" "$logs/build2.log" 2>/dev/null >> "$final/summary.txt"
 say "built"
 export LOWRANK_EXPECT_CUDA=1 LOWRANK_BUILD_DIR=$(realpath build)
-new="test/gpu/twins.test.ts test/gpu/linear-crossentropy.test.ts test/gpu/attention-bf16.test.ts test/gpu/bf16-weights.test.ts test/gpu/fine-tune.test.ts"
+new="test/gpu/profile.test.ts test/gpu/attention-bf16.test.ts test/gpu/twins.test.ts test/gpu/linear-crossentropy.test.ts test/gpu/bf16-weights.test.ts test/gpu/fine-tune.test.ts"
 timeout 150 npx vitest run $new > "$logs/test-new.log" 2>&1; say "new GPU tests rc $?"
 grep -E "×|Tests |Test Files|attention fwd" "$logs/test-new.log" | head -40 >> "$final/summary.txt"
 PROFILE=bfloat16 PEERS="bf16" ROUNDS=1 LORA_OP=1 timeout 200 bash bench/train-gpu/run.sh 10 3 > "$final/train-gpu.txt" 2>&1; say "train-gpu rc $?"
