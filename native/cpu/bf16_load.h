@@ -127,6 +127,20 @@ LR_TARGET_AVX512_BF16 inline void round_to_bf16_avx512bf16(const float* src, uin
   if (i < n) round_to_bf16_avx512(src + i, dst + i, n - i);
 }
 
+#endif
+
+// round_to_bf16's loop without vectors (any CPU, and the AVX2 form's tail).
+template <class T>
+inline void round_to_bf16_scalar(const float* src, T* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    if constexpr (sizeof(T) == 2)
+      dst[i] = f32_to_bf16(src[i]);
+    else
+      dst[i] = bf16_to_f32(f32_to_bf16(src[i]));
+  }
+}
+
+#ifdef LOWRANK_X86
 template <class T>
 LR_TARGET_AVX2 inline void round_to_bf16_avx2(const float* src, T* dst, int64_t n) {
   int64_t i = 0;
@@ -137,12 +151,7 @@ LR_TARGET_AVX2 inline void round_to_bf16_avx2(const float* src, T* dst, int64_t 
     else
       _mm256_storeu_ps(dst + i, round8(x));
   }
-  for (; i < n; ++i) {
-    if constexpr (sizeof(T) == 2)
-      dst[i] = f32_to_bf16(src[i]);
-    else
-      dst[i] = bf16_to_f32(f32_to_bf16(src[i]));
-  }
+  round_to_bf16_scalar(src + i, dst + i, n - i);
 }
 #endif
 
@@ -159,12 +168,7 @@ inline void round_to_bf16(const float* src, T* dst, int64_t n) {
   if (level >= 2) return round_to_bf16_avx512(src, dst, n);
   if (level == 1) return round_to_bf16_avx2(src, dst, n);
 #endif
-  for (int64_t i = 0; i < n; ++i) {
-    if constexpr (sizeof(T) == 2)
-      dst[i] = f32_to_bf16(src[i]);
-    else
-      dst[i] = bf16_to_f32(f32_to_bf16(src[i]));
-  }
+  round_to_bf16_scalar(src, dst, n);
 }
 
 #ifdef LOWRANK_X86

@@ -19,6 +19,7 @@
 #include "../ops/lora.h"
 #include "../ops/matmul.h"
 #include "../backend.h"
+#include "bf16_load.h"
 #include "parallel.h"
 #include "rows.h"
 
@@ -216,8 +217,7 @@ void lora_merge(const LoraMergeDims& m, void* W, DType w_dtype, const float* A, 
       for (int64_t i = i0; i < i1; ++i)
         for (int64_t c = 0; c < m.cols; ++c) w[(i - i0) * m.cols + c] = bf16_to_f32(wb[i * m.ld + c]);
       merge_rows(w, m.cols, i0, i1);
-      for (int64_t i = i0; i < i1; ++i)
-        for (int64_t c = 0; c < m.cols; ++c) wb[i * m.ld + c] = f32_to_bf16(w[(i - i0) * m.cols + c]);
+      for (int64_t i = i0; i < i1; ++i) round_to_bf16(w + (i - i0) * m.cols, wb + i * m.ld, m.cols);
     }
   });
 }
@@ -243,7 +243,7 @@ void lora_down_aug(const LoraAugDims& a, const float* x, const float* f, float* 
       gemm_f32(false, true, i1 - i0, a.r, a.K, 1.0f, xd.p, xd.ld, 0, f, a.K, 0, 0.0f, ub, a.r, 0, 1);
     for (int64_t i = i0; i < i1; ++i) {
       uint16_t* row = xa + i * a.ld;
-      for (int64_t c = 0; c < a.K; ++c) row[c] = f32_to_bf16(x[i * a.K + c]);
+      round_to_bf16(x + i * a.K, row, a.K);
       for (int64_t j = 0; j < a.ld - a.K; ++j) {
         const float value = j < a.r ? a.tail_scale * u[i * a.r + j] : (a.ones && j == a.r ? 1.0f : 0.0f);
         row[a.K + j] = f32_to_bf16(value);
