@@ -42,7 +42,7 @@ LR_SIMD_BODY void layer_norm_rows(const float* x, const float* w, const float* b
 
 void layer_norm_f32(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, int64_t N,
                     int64_t C, float eps) {
-  static const auto rows = simd_variant<layer_norm_rows>(layer_norm_rows);
+  static const auto rows = simd_variant<layer_norm_rows>();
   parallel_for(N, row_grain(C), [&](int64_t r0, int64_t r1) { rows(x, w, b, y, mean, rstd, r0, r1, C, eps); });
 }
 
@@ -86,7 +86,7 @@ void layer_norm_backward_f32(const float* x, const float* w, const float* mean, 
   const int64_t chunks = std::min(N, kNormChunks);
   // partial[c] holds chunk c's sums: C for dw, then C for db.
   std::vector<float> partial(size_t((dw || db) ? chunks * 2 * C : 0), 0.0f);
-  static const auto rows = simd_variant<layer_norm_backward_rows>(layer_norm_backward_rows);
+  static const auto rows = simd_variant<layer_norm_backward_rows>();
   parallel_for(chunks, row_grain(C * (N / chunks)), [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       float* pw = partial.empty() ? nullptr : partial.data() + c * 2 * C;

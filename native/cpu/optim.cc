@@ -23,28 +23,22 @@ void for_each_chunk(const T* tensors, int count, F fn) {
   });
 }
 
-template <typename T, typename F>
-void for_each_element(const T* tensors, int count, F f) {
-  for_each_chunk(tensors, count, [&](const T& tensor, int64_t begin, int64_t end) {
-    const T t = tensor;  // a local copy: stores through t.param cannot alias it
-    for (int64_t i = begin; i < end; ++i) f(t, i);
-  });
-}
-
-// Elements [begin, end) of one AdamW tensor, a plain loop that simd_variant vectorizes.
-LR_SIMD_BODY void adamw_range(const AdamWTensor& tensor, int64_t begin, int64_t end) {
-  const AdamWTensor t = tensor;  // a local copy: stores through t.param cannot alias it
-  for (int64_t i = begin; i < end; ++i) adamw_element(t, i);
+// Element(t, i) for i in [begin, end) of one tensor: a plain loop that simd_variant vectorizes.
+template <auto Element, typename T>
+LR_SIMD_BODY void element_range(const T& tensor, int64_t begin, int64_t end) {
+  const T t = tensor;  // a local copy: stores through t.param cannot alias it
+  for (int64_t i = begin; i < end; ++i) Element(t, i);
 }
 }  // namespace
 
 void adamw_step_f32(const AdamWTensor* tensors, int count) {
-  static const auto range = simd_variant<adamw_range>(adamw_range);
+  static const auto range = simd_variant<element_range<adamw_element, AdamWTensor>>();
   for_each_chunk(tensors, count, range);
 }
 
 void sgd_step_f32(const SGDTensor* tensors, int count) {
-  for_each_element(tensors, count, [](const SGDTensor& t, int64_t i) { sgd_element(t, i); });
+  static const auto range = simd_variant<element_range<sgd_element, SGDTensor>>();
+  for_each_chunk(tensors, count, range);
 }
 
 void sum_pow_f32(const FloatSpan* spans, int count, double p, double* out) {
@@ -68,7 +62,10 @@ void sum_pow_f32(const FloatSpan* spans, int count, double p, double* out) {
 }
 
 void scale_spans_f32(const FloatSpan* spans, int count, float alpha) {
-  for_each_element(spans, count, [alpha](const FloatSpan& s, int64_t i) { s.data[i] *= alpha; });
+  for_each_chunk(spans, count, [alpha](const FloatSpan& s, int64_t begin, int64_t end) {
+    float* x = s.data;
+    for (int64_t i = begin; i < end; ++i) x[i] *= alpha;
+  });
 }
 
 }  // namespace cpu

@@ -36,15 +36,20 @@ template <auto Fn, class... A>
 LR_TARGET_AVX2 void on_avx2(A... a) { Fn(a...); }
 #endif
 
-// The build of Fn for the widest vectors this CPU has: `static const auto f = simd_variant<fn>(fn);`
-// picks once.
 template <auto Fn, class... A>
-auto simd_variant(void (*)(A...)) -> void (*)(A...) {
+auto pick_simd_variant(void (*)(A...)) -> void (*)(A...) {
 #ifdef LOWRANK_X86
   if (has_avx512()) return on_avx512<Fn, A...>;
   if (has_avx2_fma()) return on_avx2<Fn, A...>;
 #endif
   return Fn;
+}
+
+// The build of Fn for the widest vectors this CPU has: `static const auto f = simd_variant<fn>();`
+// picks once.
+template <auto Fn>
+auto simd_variant() {
+  return pick_simd_variant<Fn>(Fn);
 }
 
 }  // namespace cpu
