@@ -55,9 +55,11 @@ export function profilePhase<T>(name: string, fn: () => T): T {
   }
 }
 
+const emptyEntry = (key: string): ProfileEntry => ({ key, calls: 0, ms: 0, gpuMs: 0, flops: 0 });
+
 function entry(key: string): ProfileEntry {
   let e = entries.get(key);
-  if (!e) entries.set(key, (e = { key, calls: 0, ms: 0, gpuMs: 0, flops: 0 }));
+  if (!e) entries.set(key, (e = emptyEntry(key)));
   return e;
 }
 
@@ -78,12 +80,15 @@ const FLUSH_CALLS = 4096;
 
 function flushMarks(): void {
   if (!runtime || pendingEntries.length === 0) return;
-  runtime.synchronize(PROFILE_GPU!);
-  const elapsed = runtime.profileElapsed(Int32Array.from(pendingMarks));
+  const elapsed = runtime.profileElapsed(Int32Array.from(pendingMarks)); // waits for each pair's second mark
   pendingEntries.forEach((e, i) => (e.gpuMs += elapsed[i]!));
+  dropMarks();
+}
+
+function dropMarks(): void {
   pendingEntries.length = 0;
   pendingMarks.length = 0;
-  runtime.profileResetMarks();
+  runtime?.profileResetMarks();
 }
 
 /**
@@ -159,7 +164,7 @@ export function profileAddon<A extends object>(addon: A): A {
 
 /** Clears the counts (e.g. after warm-up steps). */
 export function profileReset(): void {
-  flushMarks(); // their calls were made before the reset: read and dropped with the entries
+  dropMarks(); // their calls were made before the reset: their times go with the entries
   entries.clear();
 }
 
@@ -193,7 +198,7 @@ export function profileReport(steps = 1, minShare = 0.002, per = "step"): string
   };
   const head = gpu ? `${`GPU ms/${per}`.padStart(10)} ${"share".padStart(7)} ${`host ms`.padStart(10)}` : `${`ms/${per}`.padStart(10)} ${"share".padStart(7)}`;
   lines.push(`${head} ${"calls".padStart(6)} ${"GFLOP/s".padStart(7)}  phase | native call`);
-  const rest: ProfileEntry = { key: "", calls: 0, ms: 0, gpuMs: 0, flops: 0 };
+  const rest = emptyEntry("");
   const addInto = (g: ProfileEntry, e: ProfileEntry) => {
     g.calls += e.calls;
     g.ms += e.ms;
@@ -209,7 +214,7 @@ export function profileReport(steps = 1, minShare = 0.002, per = "step"): string
     const m = new Map<string, ProfileEntry>();
     for (const e of all) {
       const k = keyOf(e);
-      if (!m.has(k)) m.set(k, { key: k, calls: 0, ms: 0, gpuMs: 0, flops: 0 });
+      if (!m.has(k)) m.set(k, emptyEntry(k));
       addInto(m.get(k)!, e);
     }
     lines.push("", `by ${label}:`);
