@@ -13,7 +13,7 @@
 // Parameters and buffers are taken out of tidy() scopes (keep()) and live until dispose().
 import { parseDevice, type DeviceLike } from "../tensor/device.js";
 import type { DType } from "../tensor/dtype.js";
-import { keep } from "../tensor/scope.js";
+import { keep, tidy } from "../tensor/scope.js";
 import { copyInto, formatShape, noGrad, type Tensor } from "../tensor/tensor.js";
 
 /** Parameter and persistent-buffer names (dotted paths) to tensors. */
@@ -372,5 +372,22 @@ export class ModuleList<M extends Module = Module> extends Module implements Ite
 
   *[Symbol.iterator](): Iterator<M> {
     for (let i = 0; i < this.length; i++) yield this.at(i);
+  }
+
+  /**
+   * Runs x through the modules in order (a stack of transformer blocks), each call inside its own
+   * tidy() scope, and disposes each module's input once its output exists. What a block computes
+   * and its backward did not save is so freed as the forward goes, as Python frees a tensor when
+   * its last reference drops, instead of at the end of the caller's scope: a training step's peak
+   * holds the saved activations plus one block's intermediates, not every block's. x is the
+   * caller's to give up: it is disposed (its storage lives on where a backward saved it).
+   */
+  chain(x: Tensor, forward: (module: M, x: Tensor) => Tensor): Tensor {
+    for (const m of this) {
+      const out = tidy(() => forward(m, x));
+      if (out !== x) x.dispose();
+      x = out;
+    }
+    return x;
   }
 }

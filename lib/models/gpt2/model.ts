@@ -164,12 +164,11 @@ export class GPT2Model extends Module {
       );
     }
     // transformers uses positions past..past+T-1 whatever the padding (position_ids are not derived from the mask).
-    const positions = arange(past, past + T, 1, { device: inputIds.device });
-    let x = this.drop.forward(add(this.wte.forward(inputIds), this.wpe.forward(positions)));
+    let x = tidy(() => this.drop.forward(add(this.wte.forward(inputIds), this.wpe.forward(arange(past, past + T, 1, { device: inputIds.device })))));
     const recompute = this.gradientCheckpointing && this.training && !cache;
-    for (const block of this.h) {
-      x = recompute ? checkpoint((h, mask) => block.forward(h, mask, null), x, [attentionMask ?? null], block.parameters()) : block.forward(x, attentionMask, cache);
-    }
+    x = this.h.chain(x, (block, h) =>
+      recompute ? checkpoint((y, mask) => block.forward(y, mask, null), h, [attentionMask ?? null], block.parameters()) : block.forward(h, attentionMask, cache),
+    );
     return this.ln_f.forward(x);
   }
 }

@@ -160,9 +160,9 @@ export class LlamaModel extends Module {
     const { cos, sin } = rotaryCosSin(T, this.config.attentionHeadDim, { theta: this.config.ropeTheta, scaling: this.config.ropeScaling, offset, device: inputIds.device });
     let x = this.embed_tokens.forward(inputIds);
     const recompute = this.gradientCheckpointing && this.training && !cache;
-    for (const layer of this.layers) {
-      x = recompute ? checkpoint((h, c, s) => layer.forward(h, c!, s!, null), x, [cos, sin], layer.parameters()) : layer.forward(x, cos, sin, cache);
-    }
+    x = this.layers.chain(x, (layer, h) =>
+      recompute ? checkpoint((y, c, s) => layer.forward(y, c!, s!, null), h, [cos, sin], layer.parameters()) : layer.forward(h, cos, sin, cache),
+    );
     cos.dispose();
     sin.dispose();
     return this.norm.forward(x);
