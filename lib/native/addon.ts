@@ -145,7 +145,7 @@ export interface CrossEntropyKernels {
 
 export interface DropoutKernels {
   /** y[i] = x[i]·scale where philox_keep(seed, offset, i, p), else 0. */
-  dropout(a: { x: View; y: View; n: number; p: number; scale: number; seed: bigint; offset: bigint }): void;
+  dropout(a: { x: View; y: View; n: number; p: number; scale: number; seed: bigint; offset: bigint; residual?: View | null }): void;
 }
 
 /** Sizes, scaling and dropout stream of a fused LoRA call (native/ops/lora.h): x [N, k], A [r, k], B [d, r]. */

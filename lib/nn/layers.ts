@@ -151,7 +151,8 @@ export class Dropout extends Module {
     this.generator = opts.generator;
   }
 
-  forward(x: Tensor): Tensor {
-    return dropout(x, this.p, { training: this.training, generator: this.generator });
+  /** dropout(x); with a residual, residual + dropout(x) in one pass (lib/ops/dropout.ts). */
+  forward(x: Tensor, residual: Tensor | null = null): Tensor {
+    return dropout(x, this.p, { training: this.training, generator: this.generator, residual });
   }
 }

@@ -2,14 +2,20 @@
 // Kernels: native/ops/dropout.h (CPU and CUDA twins).
 import { native } from "../native/index.js";
 import { defaultGenerator, type Generator } from "../tensor/random.js";
-import { isSoleView, record, type Tensor } from "../tensor/tensor.js";
-import { checkFloat, newFloat, withContiguous } from "./util.js";
+import { formatShape, isSoleView, record, type Tensor } from "../tensor/tensor.js";
+import { add } from "./elementwise.js";
+import { checkFloat, checkSameDevice, newFloat, withContiguous } from "./util.js";
 
 export interface DropoutOptions {
   /** Identity when false (evaluation). Default true, as in PyTorch's F.dropout. */
   training?: boolean;
   /** The random stream the mask is drawn from (default: the global generator). */
   generator?: Generator;
+  /**
+   * Returns residual + dropout(x) (a transformer's residual connection), in one pass over the three
+   * tensors instead of two ops; the same values, rounded as the two ops round them. Shaped as x.
+   */
+  residual?: Tensor | null;
 }
 
 /**
@@ -25,9 +31,17 @@ export interface DropoutOptions {
  */
 export function dropout(x: Tensor, p: number, opts: DropoutOptions = {}): Tensor {
   const op = "dropout";
-  checkFloat(op, x);
+  const residual = opts.residual ?? null;
+  checkFloat(op, x, ...(residual ? [residual] : []));
   if (!(p >= 0 && p <= 1)) throw new Error(`${op}: p must be a probability in [0, 1], got ${p}`);
+  if (residual) {
+    checkSameDevice(op, x, residual);
+    if (residual.ndim !== x.ndim || residual.shape.some((s, i) => s !== x.shape[i])) {
+      throw new Error(`${op}: residual ${formatShape(residual.shape)} must have the shape of x ${formatShape(x.shape)}`);
+    }
+  }
   if (p === 0 || opts.training === false) {
+    if (residual) return add(residual, x);
     const out = x.detach();
     record(op, out, [x], (g) => [g.alias()]);
     return out;
@@ -40,6 +54,13 @@ export function dropout(x: Tensor, p: number, opts: DropoutOptions = {}): Tensor
     withContiguous([src], (c) => native().dropout({ x: c.nativeView, y: dst.nativeView, n, p, scale, seed, offset }));
     return dst;
   };
+  if (residual) {
+    const out = newFloat(x.shape, x);
+    withContiguous([x, residual], (c, r) => native().dropout({ x: c.nativeView, y: out.nativeView, n, p, scale, seed, offset, residual: r.nativeView }));
+    // The residual's gradient is g itself; x's is g masked, so into a buffer of its own.
+    record(op, out, [residual, x], (g) => [g.alias(), apply(g, newFloat(g.shape, g))]);
+    return out;
+  }
   const out = apply(x, newFloat(x.shape, x));
   record(op, out, [x], (g) => [apply(g, isSoleView(g) ? g.alias() : newFloat(g.shape, g))]); // over g when no one else sees it
   return out;

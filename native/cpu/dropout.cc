@@ -1,5 +1,8 @@
 // Dropout on the CPU: the keep mask comes from the Philox stream (core/philox.h) element by element,
 // AVX-512 where present (16 lanes of Philox at once), a scalar loop otherwise.
+#include <algorithm>
+#include <vector>
+
 #include "../core/philox.h"
 #include "../ops/dropout.h"
 #include "parallel.h"
@@ -115,6 +118,8 @@ LR_TARGET_AVX512 void dropout_avx512(const float* x, float* y, const float* x2, 
 }
 #endif
 
+constexpr int64_t kDropoutSpan = 2048;  // elements per residual step: 8 KB of products, kept in L1
+
 using DropoutFn = void (*)(const float*, float*, const float*, float*, int64_t, float, float, uint64_t, uint64_t, uint64_t);
 
 // AVX2 hosts use the scalar loop: without AVX-512's 16 lanes and masks the gain is smaller.
@@ -137,8 +142,21 @@ void dropout_run2(const float* x, float* y, const float* x2, float* y2, int64_t 
   fn(x, y, x2, y2, n, p, scale, seed, offset, i0);
 }
 
-void dropout_f32(const float* x, float* y, int64_t n, float p, float scale, uint64_t seed, uint64_t offset) {
-  parallel_for(n, kComputeGrain, [&](int64_t i0, int64_t i1) { dropout_run(x + i0, y + i0, i1 - i0, p, scale, seed, offset, uint64_t(i0)); });
+void dropout_f32(const float* x, float* y, int64_t n, float p, float scale, uint64_t seed, uint64_t offset, const float* residual) {
+  parallel_for(n, kComputeGrain, [&](int64_t i0, int64_t i1) {
+    if (!residual) {
+      dropout_run(x + i0, y + i0, i1 - i0, p, scale, seed, offset, uint64_t(i0));
+      return;
+    }
+    // The product into a buffer the size of a chunk, then the sum while both are in L1 (y may be residual).
+    thread_local std::vector<float> dropped;
+    for (int64_t j0 = i0; j0 < i1; j0 += kDropoutSpan) {
+      const int64_t m = std::min(kDropoutSpan, i1 - j0);
+      dropped.resize(size_t(m));
+      dropout_run(x + j0, dropped.data(), m, p, scale, seed, offset, uint64_t(j0));
+      for (int64_t j = 0; j < m; ++j) y[j0 + j] = residual[j0 + j] + dropped[size_t(j)];
+    }
+  });
 }
 
 

@@ -139,6 +139,8 @@ const ROWS: Row[] = [
   // ---- dropout: the same Philox counters on both devices, so masks and gradients are bit-identical
   { family: "dropout", name: "p=0.1 [37,129] (counter crosses 2^32)", exact: true, inputs: [f([37, 129], 39)],
     run: ([x]) => ops.dropout(x!, 0.1, { generator: gen() }) },
+  { family: "dropout", name: "p=0.1 [37,129] added to a residual (the product rounded before the sum)", exact: true, inputs: [f([37, 129], 39), f([37, 129], 40)],
+    run: ([x, r]) => ops.dropout(x!, 0.1, { generator: gen(), residual: r! }) },
   // ---- attention: D of 32, 64 and 128 with aligned rows take the CUDA flash kernels, the other
   // sizes the row kernels (native/cuda/attention.cu); both against the same CPU kernel.
   ...([

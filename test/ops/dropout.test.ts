@@ -5,7 +5,7 @@
 // leaves room for rows of ~1000 terms. Analytic gradients 1e-4 (they subtract nearly equal
 // float32 sums, e.g. P·(dP - rowsum)). gradcheck's float32 central differences agree to ~1e-3.
 import { describe, expect, it } from "vitest";
-import { Generator, tidy, zeros } from "../../lib/index.js";
+import { add, Generator, tidy, zeros } from "../../lib/index.js";
 import { gradcheck } from "../helpers.js";
 import { dropout } from "../../lib/ops/dropout.js";
 import { arr, t, philoxKeep } from "./reference.js";
@@ -81,6 +81,43 @@ describe("dropout", () => {
       z.backward(g);
       expect(arr(x.grad!)).toEqual(arr(g).map((v) => v * 0));
       expect(() => dropout(x, 1.5)).toThrow(/p must be a probability in \[0, 1\], got 1.5/);
+    });
+  });
+
+  it("with a residual: residual + dropout(x), the two ops' bits and gradients, in one pass", () => {
+    tidy(() => {
+      // 50,001 elements: the threads' split falls inside a 64-element group, and the CPU kernel's
+      // 2048-element steps end inside the run.
+      for (const [shape, p] of [[[33, 17], 0.4], [[50_001], 0.1]] as [number[], number][]) {
+        const x = t(shape, 47).requireGrad(), r = t(shape, 48).requireGrad(), g = t(shape, 49);
+        const gen = new Generator(5n);
+        gen.next(23);
+        const fused = dropout(x, p, { generator: gen, residual: r });
+        expect(gen.offset).toBe(23n + BigInt(x.size));
+        fused.backward(g);
+        const [gx, gr] = [arr(x.grad!), arr(r.grad!)];
+        x.grad = r.grad = null;
+        const gen2 = new Generator(5n);
+        gen2.next(23);
+        const dropped = dropout(x, p, { generator: gen2 });
+        const twoOps = add(r, dropped);
+        expect(arr(fused)).toEqual(arr(twoOps));
+        twoOps.backward(g);
+        expect(gx).toEqual(arr(x.grad!));
+        expect(gr).toEqual(arr(g));
+        expect(arr(r.grad!)).toEqual(arr(g));
+      }
+    });
+  });
+
+  it("with a residual in evaluation (or p = 0) is the plain sum; a residual of another shape is refused", () => {
+    tidy(() => {
+      const x = t([4, 5], 50).requireGrad(), r = t([4, 5], 51);
+      const gen = new Generator(3);
+      expect(arr(dropout(x, 0.5, { training: false, residual: r, generator: gen }))).toEqual(arr(add(r, x)));
+      expect(arr(dropout(x, 0, { residual: r, generator: gen }))).toEqual(arr(add(r, x)));
+      expect(gen.offset).toBe(0n);
+      expect(() => dropout(x, 0.5, { residual: zeros([5, 4]) })).toThrow(/dropout: residual \[5, 4\] must have the shape of x \[4, 5\]/);
     });
   });
 });

@@ -40,6 +40,9 @@ struct uint2 { unsigned x, y; };
 inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
 inline int min(int a, int b) { return a < b ? a : b; }
 template <typename T> T __ldg(const T* p) { return *p; }
+// Rounded float32 arithmetic: the emulator builds for baseline x86-64, which has no FMA to contract into.
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
 
 struct __nv_bfloat16 { uint16_t bits; };
 struct __nv_bfloat162 { __nv_bfloat16 x, y; };

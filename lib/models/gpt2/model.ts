@@ -63,8 +63,11 @@ export class GPT2Attention extends Module {
     this.scale = scale;
   }
 
-  /** x [B, T, C] -> [B, T, C]. With a cache, x holds only the new positions. */
-  forward(x: Tensor, attentionMask: Tensor | null, cache: KVCache | null, layerIdx: number): Tensor {
+  /**
+   * x [B, T, C] -> [B, T, C]. With a cache, x holds only the new positions. With a residual, returns
+   * residual + the output, the residual add in the output dropout's pass.
+   */
+  forward(x: Tensor, attentionMask: Tensor | null, cache: KVCache | null, layerIdx: number, residual: Tensor | null = null): Tensor {
     const [B, T, C] = x.shape as [number, number, number];
     const H = this.nHead, D = C / H;
     const qkv = this.c_attn.forward(x); // [B, T, 3C]
@@ -79,7 +82,7 @@ export class GPT2Attention extends Module {
       precision, kvRounded,
     }); // [B, H, T, D]
     const merged = y.transpose(1, 2).reshape(B, T, C); // free: y is stored [B, T, H, D]
-    return this.resid_dropout.forward(this.c_proj.forward(merged));
+    return this.resid_dropout.forward(this.c_proj.forward(merged), residual);
   }
 }
 
@@ -96,12 +99,12 @@ export class GPT2MLP extends Module {
     this.registerModule("dropout", new Dropout(config.residPdrop, { generator: opts.generator }));
   }
 
-  /** x [B, T, C] -> [B, T, C]. */
-  forward(x: Tensor): Tensor {
+  /** x [B, T, C] -> [B, T, C]; with a residual, residual + the output (added in the dropout's pass). */
+  forward(x: Tensor, residual: Tensor | null = null): Tensor {
     // A plain c_fc applies gelu in its GEMM's epilogue; a wrapped one (LoRA on c_fc) is followed by gelu.
     const fc: { forward(x: Tensor): Tensor } = this.c_fc;
     const h = fc instanceof Conv1D ? fc.forward(x, { activation: "gelu" }) : gelu(fc.forward(x));
-    return this.dropout.forward(this.c_proj.forward(h));
+    return this.dropout.forward(this.c_proj.forward(h), residual);
   }
 }
 
@@ -122,8 +125,8 @@ export class GPT2Block extends Module {
   }
 
   forward(x: Tensor, attentionMask: Tensor | null, cache: KVCache | null): Tensor {
-    const h = add(x, this.attn.forward(this.ln_1.forward(x), attentionMask, cache, this.layerIdx));
-    return add(h, this.mlp.forward(this.ln_2.forward(h)));
+    const h = this.attn.forward(this.ln_1.forward(x), attentionMask, cache, this.layerIdx, x);
+    return this.mlp.forward(this.ln_2.forward(h), h);
   }
 }
 
