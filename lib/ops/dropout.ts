@@ -49,19 +49,17 @@ export function dropout(x: Tensor, p: number, opts: DropoutOptions = {}): Tensor
   const n = x.size;
   const { seed, offset } = (opts.generator ?? defaultGenerator).next(n);
   const scale = p === 1 ? 0 : 1 / (1 - p);
-  /** src ⊙ mask/(1-p) into dst (which may be src). */
-  const apply = (src: Tensor, dst: Tensor): Tensor => {
-    withContiguous([src], (c) => native().dropout({ x: c.nativeView, y: dst.nativeView, n, p, scale, seed, offset }));
+  /** src ⊙ mask/(1-p) into dst (which may be src), plus `plus` when given (the residual). */
+  const apply = (src: Tensor, dst: Tensor, plus: Tensor | null = null): Tensor => {
+    withContiguous(plus ? [src, plus] : [src], (c, a) => native().dropout({ x: c.nativeView, y: dst.nativeView, n, p, scale, seed, offset, residual: a?.nativeView ?? null }));
     return dst;
   };
+  const out = apply(x, newFloat(x.shape, x), residual);
   if (residual) {
-    const out = newFloat(x.shape, x);
-    withContiguous([x, residual], (c, r) => native().dropout({ x: c.nativeView, y: out.nativeView, n, p, scale, seed, offset, residual: r.nativeView }));
-    // The residual's gradient is g itself; x's is g masked, so into a buffer of its own.
-    record(op, out, [residual, x], (g) => [g.alias(), apply(g, newFloat(g.shape, g))]);
-    return out;
+    // The residual's gradient is g itself; x's is g masked, so into a buffer of its own (and only when wanted).
+    record(op, out, [residual, x], (g) => [g.alias(), x.requiresGrad ? apply(g, newFloat(g.shape, g)) : null]);
+  } else {
+    record(op, out, [x], (g) => [apply(g, isSoleView(g) ? g.alias() : newFloat(g.shape, g))]); // over g when no one else sees it
   }
-  const out = apply(x, newFloat(x.shape, x));
-  record(op, out, [x], (g) => [apply(g, isSoleView(g) ? g.alias() : newFloat(g.shape, g))]); // over g when no one else sees it
   return out;
 }

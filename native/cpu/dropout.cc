@@ -118,8 +118,6 @@ LR_TARGET_AVX512 void dropout_avx512(const float* x, float* y, const float* x2, 
 }
 #endif
 
-constexpr int64_t kDropoutSpan = 2048;  // elements per residual step: 8 KB of products, kept in L1
-
 using DropoutFn = void (*)(const float*, float*, const float*, float*, int64_t, float, float, uint64_t, uint64_t, uint64_t);
 
 // AVX2 hosts use the scalar loop: without AVX-512's 16 lanes and masks the gain is smaller.
@@ -141,6 +139,8 @@ void dropout_run2(const float* x, float* y, const float* x2, float* y2, int64_t 
   static const DropoutFn fn = pick_dropout();
   fn(x, y, x2, y2, n, p, scale, seed, offset, i0);
 }
+
+constexpr int64_t kDropoutSpan = 2048;  // elements per residual step: 8 KB of products, kept in L1
 
 void dropout_f32(const float* x, float* y, int64_t n, float p, float scale, uint64_t seed, uint64_t offset, const float* residual) {
   parallel_for(n, kComputeGrain, [&](int64_t i0, int64_t i1) {
