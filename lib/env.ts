@@ -3,6 +3,7 @@
 // unnoticed. A value that means nothing is an error naming the variable, the value and what is
 // allowed; a value that works but hurts (more threads than cores) is a warning.
 import { availableParallelism } from "node:os";
+import { profileGpuOf } from "./profile.js";
 
 /** The thread counts setNumThreads accepts (native/binding/runtime.cc). */
 export const MAX_THREADS = 1024;
@@ -39,7 +40,7 @@ export function checkNativeEnvironment(env: NodeJS.ProcessEnv = process.env, war
   // Any other value turns the wall-clock profile on (lib/profile.ts); a mistyped GPU device would
   // otherwise fall back to it silently.
   const profile = env.LOWRANK_PROFILE;
-  if (profile?.startsWith("cuda") && !/^cuda(:\d+)?$/.test(profile)) {
+  if (profile?.startsWith("cuda") && profileGpuOf(profile) === null) {
     throw new Error(`LOWRANK_PROFILE=${JSON.stringify(profile)} is not valid: expected cuda or cuda:N (GPU time on device N), or 1 for wall-clock time`);
   }
 }

@@ -22,11 +22,14 @@ const MODE = process.env.LOWRANK_PROFILE ?? "";
 /** True when LOWRANK_PROFILE is set (to anything but "" or "0"). */
 export const PROFILING = MODE !== "" && MODE !== "0";
 
-/** The CUDA device whose stream the events go on with LOWRANK_PROFILE=cuda[:N], else null. */
-export const PROFILE_GPU: number | null = (() => {
-  const m = /^cuda(?::(\d+))?$/.exec(MODE);
+/** The CUDA device a LOWRANK_PROFILE value names ("cuda" is 0, "cuda:N" is N), else null. */
+export function profileGpuOf(value: string): number | null {
+  const m = /^cuda(?::(\d+))?$/.exec(value);
   return m ? Number(m[1] ?? 0) : null;
-})();
+}
+
+/** The CUDA device whose stream the events go on with LOWRANK_PROFILE=cuda[:N], else null. */
+export const PROFILE_GPU = profileGpuOf(MODE);
 
 export interface ProfileEntry {
   /** "<phase> | <kernel>", e.g. "backward linear | gemm 256x768x50257 tB". */
