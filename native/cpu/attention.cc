@@ -416,10 +416,11 @@ void attention_backward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView 
           float* p = P + r * n;
           float* ds = dS + r * n;
           const KeyRange seen = mask_row(d, blk.i0 + r, p, n, keep);
+          float p_sum = 0.0f;
           if (lse_blk[r] == kNegInf) {
             std::fill(p, p + n, 0.0f);
           } else {
-            row_exp_sum(p + seen.lo, seen.hi - seen.lo, lse_blk[r], 1.0f, p + seen.lo);
+            p_sum = row_exp_sum(p + seen.lo, seen.hi - seen.lo, lse_blk[r], 1.0f, p + seen.lo);
             zero_outside(p, n, seen);
           }
           // dP ∘ M and drop(P) with one evaluation of the mask
@@ -429,7 +430,8 @@ void attention_backward_f32(const AttnDims& d, AttnView q, AttnView k, AttnView 
             drop_row(d, b, h, blk.i0 + r, p, pd, ds, seen);
           }
           // dS = P ∘ (dP - rowsum(P ∘ dP)) · scale, in place
-          score_grad_row(d, blk.i0 + r, p, ds, n, seen, dot_of(p + seen.lo, ds + seen.lo, seen.hi - seen.lo), keep);
+          const float dot = dot_of(p + seen.lo, ds + seen.lo, seen.hi - seen.lo);
+          score_grad_row(d, blk.i0 + r, p, ds, n, seen, p_sum > 0.0f ? dot / p_sum : 0.0f, keep);
           if (round_weights) {  // P's float32 values were needed by dS; now the products read them rounded
             round_to_bf16(Pd + r * n + seen.lo, Pd + r * n + seen.lo, seen.hi - seen.lo);
             round_to_bf16(ds + seen.lo, ds + seen.lo, seen.hi - seen.lo);

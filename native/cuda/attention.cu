@@ -70,8 +70,10 @@ __global__ void attention_forward_kernel(AttnDims d, AttnView q, AttnView k, Att
   if (threadIdx.x == 0) lse[row] = empty ? -INFINITY : m + logf(z);
 }
 
-// Per query row: P, dP = (dO·vᵀ)·M (M: dropout factors), delta = rowsum(P·dP),
-// dS = P·(dP - delta)·scale, dq = dS k.
+// Per query row: P, dP = (dO·vᵀ)·M (M: dropout factors), delta = rowsum(P·dP) / rowsum(P),
+// dS = P·(dP - delta)·scale, dq = dS k. P recomputed from lse sums to 1 only within lse's rounding;
+// dividing by its sum keeps a part of dP common to the row (values sharing a large component) out
+// of dS exactly, instead of leaking in scaled by that rounding (native/cpu/attention.cc does the same).
 // Saves delta for the key-row kernel. Shared: P then dS [Tk], dP [Tk], q row [D], dO row [D].
 __global__ void attention_dq_kernel(AttnDims d, AttnView q, AttnView k, AttnView v, const int32_t* keep, const float* lse,
                                     AttnView dout, AttnView dq, float* delta) {
@@ -87,7 +89,7 @@ __global__ void attention_dq_kernel(AttnDims d, AttnView q, AttnView k, AttnView
     gi[t] = dout.row(b, h, i)[t];
   }
   __syncthreads();
-  float acc = 0;
+  float acc = 0, p_sum = 0;
   for (int64_t j = threadIdx.x; j < vis; j += blockDim.x) {
     const float* vj = v.row(b, h, j);
     ds[j] = probability(masked_score(d, qi, k.row(b, h, j), hidden_key(d, keep, b, i, j)), lse[row]);
@@ -95,8 +97,11 @@ __global__ void attention_dq_kernel(AttnDims d, AttnView q, AttnView k, AttnView
     for (int64_t t = 0; t < d.D; ++t) g += gi[t] * vj[t];
     dp[j] = g * drop_factor(d, b, h, i, j);
     acc += ds[j] * dp[j];
+    p_sum += ds[j];
   }
-  const float dl = block_reduce(acc, SumOp(), 0.0f);
+  acc = block_reduce(acc, SumOp(), 0.0f);
+  p_sum = block_reduce(p_sum, SumOp(), 0.0f);
+  const float dl = p_sum > 0.0f ? acc / p_sum : 0.0f;
   // A masked key's score is a constant -inf: its gradient is exactly 0, even when P is NaN.
   for (int64_t j = threadIdx.x; j < vis; j += blockDim.x) ds[j] = hidden_key(d, keep, b, i, j) ? 0.0f : ds[j] * (dp[j] - dl) * d.scale;
   __syncthreads();

@@ -172,6 +172,12 @@ const ROWS: Row[] = [
       tol: 1e-4,
     }),
   ),
+  // keys sharing a large part (each row's scores shifted by q·k0) and values sharing one (dP
+  // nearly constant along a row): the backward's rowsum(P ∘ dP) must cancel the common part
+  ...[7, 64].map((D): Row => ({
+    family: "attention", name: `B=2 H=2 T=21 D=${D}, k + 64 and v + 3`, inputs: [f([2, 2, 21, D], 44, 2), f([2, 2, 21, D], 45, 2), f([2, 2, 21, D], 46)], tol: 1e-4,
+    run: ([q, k, v]) => ops.scaledDotProductAttention(q!, ops.addScalar(k!, 64), ops.addScalar(v!, 3)),
+  })),
   ...([{ T: 33, H: 4, D: 8 }, { T: 45, H: 2, D: 64 }]).map(({ T, H, D }): Row => ({
     family: "attention", name: `strided heads of a fused qkv [2,${T},${3 * H * D}]`, inputs: [f([2, T, 3 * H * D], 43)], tol: 1e-4,
     run: ([qkv]) => {

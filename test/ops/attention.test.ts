@@ -55,6 +55,34 @@ describe("scaledDotProductAttention", () => {
     cases.forEach((c, i) => run(c, 50 + 10 * i, "grad"));
   });
 
+  it("dq stays accurate when the scores share a large per-row part and the values a common part", () => {
+    // dS = P ∘ (dP - rowsum(P ∘ dP)). Keys with a common part k0 add q_i·k0 to a whole row of
+    // scores (softmax ignores it, the logsumexp carries it); values with a common part c make dP_j
+    // = dO·v_j ≈ dO·c along the row. P recomputed from the saved logsumexp sums to 1 only within
+    // the rounding of that large logsumexp, and the old rowsum(P ∘ dP) passed that error times
+    // dO·c into dS: dq was 1.6e-3..2.4e-3 off float64 here, and 1e-2 on a random Qwen2 LoRA
+    // against PEFT. rowsum(P ∘ dP) / rowsum(P) cancels the common part whatever P's rounding.
+    // What stays (~5e-5) is the float32 rounding of scores of magnitude ~100, as in eager PyTorch.
+    for (const [i, c] of ([
+      { B: 2, H: 2, Tq: 12, Tk: 12, D: 16, causal: true },
+      { B: 1, H: 2, Tq: 90, Tk: 90, D: 8, causal: true, keep: [...new Array(3).fill(0), ...new Array(87).fill(1)] },
+      { B: 1, H: 1, Tq: 5, Tk: 9, D: 4, causal: false },
+    ] as AttnCase[]).entries()) {
+      tidy(() => {
+        const seed = 400 + 10 * i;
+        const q = t([c.B, c.H, c.Tq, c.D], seed, 2), k = t([c.B, c.H, c.Tk, c.D], seed + 1, 2, 64);
+        const v = t([c.B, c.H, c.Tk, c.D], seed + 2, 1, 3), gout = t([c.B, c.H, c.Tq, c.D], seed + 3);
+        const ref = attentionRef(c, arr(q), arr(k), arr(v), arr(gout));
+        [q, k, v].forEach((x) => (x.requiresGrad = true));
+        const attnMask = c.keep ? tensor(new Int32Array(c.keep), { shape: [c.B, c.Tk] }) : null;
+        scaledDotProductAttention(q, k, v, { causal: c.causal, attnMask }).backward(gout);
+        expectClose(q.grad!, ref.dq, 1e-4);
+        expectClose(k.grad!, ref.dk, 1e-4);
+        expectClose(v.grad!, ref.dv, 1e-4);
+      });
+    }
+  });
+
   it("key-padding mask: padded keys get weight 0; a query that sees only padding outputs 0 (PyTorch SDPA), never NaN", () => {
     // Row 0: right padding (last 2 keys). Row 1: left padding (first 3 keys): its queries 0..2 see only padding.
     const keep = [1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 1, 1, 1, 1];
