@@ -7,7 +7,7 @@ import { rmsNorm } from "../ops/rmsnorm.js";
 import { empty, kaimingUniform, ones, rand, randn, zeros } from "../tensor/creation.js";
 import type { DeviceLike } from "../tensor/device.js";
 import type { Generator } from "../tensor/random.js";
-import type { Tensor } from "../tensor/tensor.js";
+import { formatShape, type Tensor } from "../tensor/tensor.js";
 import { Module } from "./module.js";
 
 export interface LayerOptions {
@@ -44,12 +44,24 @@ export class Linear extends Module {
   declare weight: Tensor;
   declare bias: Tensor | null;
 
-  constructor(readonly inFeatures: number, readonly outFeatures: number, opts: NormalInitOptions & { bias?: boolean } = {}) {
+  /**
+   * `tiedWeight`: the weight is that tensor itself, [outFeatures, inFeatures], shared with the module
+   * that owns it (an output head tied to the token embeddings: transformers' tie_word_embeddings).
+   */
+  constructor(readonly inFeatures: number, readonly outFeatures: number, opts: NormalInitOptions & { bias?: boolean; tiedWeight?: Tensor } = {}) {
     super();
     checkSize("Linear", "inFeatures", inFeatures);
     checkSize("Linear", "outFeatures", outFeatures);
-    const { device, generator, std } = opts;
+    const { device, generator, std, tiedWeight } = opts;
     const shape = [outFeatures, inFeatures];
+    if (tiedWeight) {
+      if (tiedWeight.ndim !== 2 || tiedWeight.shape[0] !== outFeatures || tiedWeight.shape[1] !== inFeatures) {
+        throw new Error(`Linear: tiedWeight must be [${outFeatures}, ${inFeatures}] (outFeatures, inFeatures), got ${formatShape(tiedWeight.shape)}`);
+      }
+      this.registerParameter("weight", tiedWeight);
+      this.registerParameter("bias", opts.bias === false ? null : zeros([outFeatures], { device: tiedWeight.device }));
+      return;
+    }
     if (std !== undefined) {
       this.registerParameter("weight", init(opts, shape, () => randn(shape, { std, device, generator })));
       this.registerParameter("bias", opts.bias === false ? null : zeros([outFeatures], { device }));

@@ -143,10 +143,10 @@ export class Module {
   /**
    * Parameters with dotted names ("h.0.attn.c_attn.weight"): each module's own before its
    * submodules', in registration order. A tensor shared by several modules (tied weights) is
-   * listed once, under its first name.
+   * listed once, under its first name, unless `removeDuplicate` is false (torch's named_parameters).
    */
-  namedParameters(): [string, Tensor][] {
-    return this.namedTensors("parameter", true);
+  namedParameters(opts: { removeDuplicate?: boolean } = {}): [string, Tensor][] {
+    return this.namedTensors("parameter", opts.removeDuplicate ?? true);
   }
 
   parameters(): Tensor[] {
@@ -271,7 +271,9 @@ export class Module {
     const strict = opts.strict !== false;
     const own = this.stateEntries();
     const ownNames = new Set(own.map(([name]) => name));
-    const missingKeys = own.map(([name]) => name).filter((name) => !Object.hasOwn(dict, name));
+    // a tied tensor is loaded once it is given under one of its names
+    const given = new Set(own.filter(([name]) => Object.hasOwn(dict, name)).map(([, t]) => t));
+    const missingKeys = own.filter(([name, t]) => !Object.hasOwn(dict, name) && !given.has(t)).map(([name]) => name);
     const unexpectedKeys = Object.keys(dict).filter((name) => !ownNames.has(name));
     const mismatched = own
       .filter(([name, t]) => Object.hasOwn(dict, name) && (dict[name]!.ndim !== t.ndim || dict[name]!.shape.some((s, i) => s !== t.shape[i])))
@@ -332,10 +334,13 @@ export class Module {
     return this;
   }
 
-  /** Frees every parameter and buffer (and their gradients). The module is unusable afterwards. */
-  dispose(): void {
+  /**
+   * Frees every parameter and buffer (and their gradients), except those in `keep` (tensors other
+   * modules still hold: a tied weight). The module is unusable afterwards.
+   */
+  dispose(keep: ReadonlySet<Tensor> = new Set()): void {
     for (const m of this.modules()) m.disposeOwned();
-    for (const t of [...this.parameters(), ...this.namedBuffers().map(([, b]) => b)]) t.dispose();
+    for (const t of [...this.parameters(), ...this.namedBuffers().map(([, b]) => b)]) if (!keep.has(t)) t.dispose();
   }
 
   /** Frees what this module holds besides its parameters and buffers (a cache); dispose() calls it on every submodule. */

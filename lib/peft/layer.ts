@@ -36,6 +36,8 @@ export interface AdapterSpec {
   init: LoraInit;
   /** DoRA (Linear / Conv1D only): a trainable magnitude per output feature. */
   useDora?: boolean;
+  /** PEFT's lora_bias (Linear / Conv1D only): lora_B gets a bias b [out], so the update is s·(B·A·x + b). */
+  loraBias?: boolean;
   generator?: Generator;
 }
 
@@ -106,20 +108,34 @@ abstract class LoraLayerBase<B extends LoraBase> extends Module {
     this.withMergeableWeight(names, (w) => {
       for (const name of names) {
         if (!this.specs.has(name) || this.merged.includes(name)) continue;
-        if (opts.safe) {
-          // Merge into a copy first and commit only a finite result (PEFT's safe_merge).
-          const trial = w.contiguous();
-          this.mergeInto(trial, name);
-          const finite = trial.dataSync().every(Number.isFinite);
-          if (finite) copyInto(w, trial);
-          trial.dispose();
-          if (!finite) throw new UnsafeMergeError(this.unsafeMergeCause(name, opts.where));
-        } else {
-          this.mergeInto(w, name);
+        const bias = this.biasAfterMerge(name, 1, opts.where); // before anything changes: it throws when the merge cannot be done
+        try {
+          if (opts.safe) {
+            // Merge into a copy first and commit only a finite result (PEFT's safe_merge).
+            const trial = w.contiguous();
+            this.mergeInto(trial, name);
+            const finite = trial.dataSync().every(Number.isFinite) && (!bias || bias.value.dataSync().every(Number.isFinite));
+            if (finite) copyInto(w, trial);
+            trial.dispose();
+            if (!finite) throw new UnsafeMergeError(this.unsafeMergeCause(name, opts.where));
+          } else {
+            this.mergeInto(w, name);
+          }
+          if (bias) copyInto(bias.target, bias.value);
+        } finally {
+          bias?.value.dispose();
         }
         this.merged.push(name);
       }
     });
+  }
+
+  /**
+   * The base layer's bias with adapter `name`'s own bias (PEFT's lora_bias) added, sign·s·b, as a
+   * new tensor beside the bias it replaces; null when the adapter has no bias.
+   */
+  protected biasAfterMerge(_name: string, _sign: number, _where?: string): { target: Tensor; value: Tensor } | null {
+    return null;
   }
 
   /** Why merging adapter `name` gave NaN/Inf: PEFT's sentence when the adapter holds them, else the real cause. */
@@ -140,7 +156,15 @@ abstract class LoraLayerBase<B extends LoraBase> extends Module {
   /** Subtracts the merged adapters from the base weight, most recent first. */
   unmerge(): void {
     this.withMergeableWeight(this.merged, (w) => {
-      while (this.merged.length > 0) this.unmergeFrom(w, this.merged.pop()!);
+      while (this.merged.length > 0) {
+        const name = this.merged.pop()!;
+        this.unmergeFrom(w, name);
+        const bias = this.biasAfterMerge(name, -1);
+        if (bias) {
+          copyInto(bias.target, bias.value);
+          bias.value.dispose();
+        }
+      }
     });
   }
 
@@ -218,7 +242,7 @@ export class LoraLinear extends LoraLayerBase<Linear | Conv1D> {
    * When the one-GEMM LoRA (loraLinear) serves a layer: "auto" for frozen bfloat16 weights on CUDA,
    * "always" for frozen bfloat16 weights on any device (the CPU runs it too, as its twin),
    * "never" (the base layer's GEMM, then loraDelta). Other cases always take the second way: float32
-   * weights, DoRA, several active adapters, a trainable bias or weight.
+   * weights, DoRA, a lora_B bias (loraBias), several active adapters, a trainable bias or weight.
    * "auto" is the default since its first H100 run (bench/RESULTS.md, Dec 7 15:42): the CUDA twins
    * pass and GPT-2's bf16 LoRA step is 9% faster than with "never" (203.8K vs 186.7K tokens/s).
    */
@@ -244,18 +268,17 @@ export class LoraLinear extends LoraLayerBase<Linear | Conv1D> {
     }
     const { r, generator } = spec;
     const device = this.base_layer.weight.device;
-    // lora_A and lora_B are nn.Linear(in, r) and nn.Linear(r, out) without bias in PEFT.
+    // lora_A and lora_B are nn.Linear(in, r) and nn.Linear(r, out) in PEFT, lora_B with a bias when loraBias.
     const A = new Linear(this.inFeatures, r, { bias: false, device, generator });
-    const B = new Linear(r, this.outFeatures, { bias: false, device, generator });
+    const B = new Linear(r, this.outFeatures, { bias: spec.loraBias === true, device, generator });
     noGrad(() => {
-      if (spec.init === true) {
-        // kaiming_uniform(a=√5) on A (nn.Linear's own init, kept), zeros on B: the adapter starts as a no-op.
+      if (spec.init === true || spec.init === "gaussian") {
+        // true: kaiming_uniform(a=√5) on A (nn.Linear's own init, kept); zeros on B and its bias: the adapter starts as a no-op.
+        if (spec.init === "gaussian") A.weight = replace(A.weight, randn([r, this.inFeatures], { std: 1 / r, device, generator }));
         B.weight = zeroLike(B.weight);
-      } else if (spec.init === "gaussian") {
-        A.weight = replace(A.weight, randn([r, this.inFeatures], { std: 1 / r, device, generator }));
-        B.weight = zeroLike(B.weight);
+        if (B.bias) B.bias = zeroLike(B.bias);
       }
-      // init false: both keep nn.Linear's random init (PEFT: "not a no-op", for debugging).
+      // init false: all keep nn.Linear's random init (PEFT: "not a no-op", for debugging).
     });
     if (isBaseMutatingInit(spec.init)) {
       const where = `a ${this.fanInFanOut ? "Conv1D" : "Linear"} layer (${this.inFeatures} -> ${this.outFeatures}, adapter "${name}")`;
@@ -272,8 +295,8 @@ export class LoraLinear extends LoraLayerBase<Linear | Conv1D> {
   }
 
   protected adapterParameters(name: string): Tensor[] {
-    const m = this.magnitude(name);
-    return m ? [this.loraA(name), this.loraB(name), m] : [this.loraA(name), this.loraB(name)];
+    const m = this.magnitude(name), b = this.loraBias(name);
+    return [this.loraA(name), this.loraB(name), ...(b ? [b] : []), ...(m ? [m] : [])];
   }
 
   protected removeAdapterParameters(name: string): void {
@@ -293,6 +316,10 @@ export class LoraLinear extends LoraLayerBase<Linear | Conv1D> {
   loraB(name: string): Tensor {
     return (this.lora_B.getSubmodule(name) as Linear).weight;
   }
+  /** lora_B's bias b [out] of an adapter made with loraBias; null otherwise. */
+  loraBias(name: string): Tensor | null {
+    return (this.lora_B.getSubmodule(name) as Linear).bias;
+  }
   /** The DoRA magnitude m [out] of a DoRA adapter; undefined for plain LoRA. */
   magnitude(name: string): Tensor | undefined {
     if (!this.specs.get(name)?.useDora) return undefined;
@@ -301,6 +328,19 @@ export class LoraLinear extends LoraLayerBase<Linear | Conv1D> {
 
   protected accumulateDelta(target: Tensor, name: string, sign: number): void {
     loraMerge(target, this.loraA(name), this.loraB(name), sign * this.specs.get(name)!.scaling, this.fanInFanOut);
+  }
+
+  protected override biasAfterMerge(name: string, sign: number, where = "this layer"): { target: Tensor; value: Tensor } | null {
+    const b = this.loraBias(name);
+    if (!b) return null;
+    const target = this.base_layer.bias;
+    if (!target) {
+      throw new Error(
+        `Impossible to merge LoRA with lora_bias=True because the base layer has no bias (adapter "${name}" on ${where}); ` +
+          "nothing was changed. Keep the adapter unmerged, or train it with loraBias false.",
+      );
+    }
+    return { target, value: noGrad(() => add(target, scale(b, sign * this.specs.get(name)!.scaling))) };
   }
 
   private doraOperands(name: string): DoraOperands {
@@ -352,7 +392,7 @@ export class LoraLinear extends LoraLayerBase<Linear | Conv1D> {
     }
     const policy = LoraLinear.oneGemm;
     if (policy === "never" || (policy === "auto" && w.deviceInfo.type !== "cuda")) return null;
-    if (w.dtype !== "bfloat16" || w.requiresGrad || bias?.requiresGrad || spec.useDora) return null;
+    if (w.dtype !== "bfloat16" || w.requiresGrad || bias?.requiresGrad || spec.useDora || spec.loraBias) return null;
     const pad = AugmentedWeight.padFor(spec.r);
     if (this.augmented && this.augmented.pad >= pad) return this.augmented;
     // Move the weight only where this layer holds its one view (a view elsewhere would not follow).
@@ -396,6 +436,8 @@ export class LoraLinear extends LoraLayerBase<Linear | Conv1D> {
       const opts = { ...this.adapterOptions(name), consumeY: true };
       const m = this.magnitude(name);
       y = m ? doraForward(this.doraOperands(name), y, x, this.loraA(name), this.loraB(name), m, opts) : loraDelta(y, x, this.loraA(name), this.loraB(name), opts);
+      const b = this.loraBias(name);
+      if (b) y = add(y, scale(b, opts.scaling)); // lora_B's bias, scaled with its product: s·(B·A·x + b)
     }
     return y;
   }

@@ -4,6 +4,7 @@
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { checkFitsInMemory } from "../runtime.js";
+import { compilePythonRegex } from "../io/pyregex.js";
 import { writeFileAtomic, writeFileAtomicAsync } from "../io/atomic.js";
 import { readSafetensors, readSafetensorsAsync, serializeSafetensors, toTensor, type SafetensorsFile } from "../io/safetensors.js";
 import { Conv1D, Embedding, Linear } from "../nn/layers.js";
@@ -26,6 +27,9 @@ import { addWeightedAdapter, type WeightedAdapterOptions } from "./weighted.js";
 /** What a wrapped model must offer: a module tree and a forward pass. */
 export interface BaseModel extends Module {
   forward(...args: never[]): unknown;
+  /** The token embeddings and the output head, as they are now (transformers' get_input_embeddings / get_output_embeddings). */
+  getInputEmbeddings?(): Module;
+  getOutputEmbeddings?(): Module;
   /** config.json's model_type (e.g. "gpt2") picks PEFT's default target modules. */
   readonly config?: { toHF?(): Record<string, unknown> };
 }
@@ -94,12 +98,25 @@ const ADAPTER_INTERNALS = /(^|\.)(base_layer|lora_A|lora_B|lora_embedding_A|lora
  * The model's modules LoRA can be matched against (PEFT matches the unwrapped names: a wrapped
  * layer's inner base_layer is not a new target). A top-level lm_head is the output embedding that
  * "all-linear" leaves out: transformers' get_output_embeddings() is lm_head for every causal LM
- * lowrank implements (GPT-2 has none as a module: it reads transformer.wte's weight).
+ * lowrank implements. Two modules holding the same weight tensor (a tied head) name each other.
  */
 function targetableModules(model: BaseModel): ModuleShape[] {
-  return model.namedModules().filter(([path]) => path !== "" && !ADAPTER_INTERNALS.test(path)).map(([path, m]) => {
-    const shape = moduleShape(path, m);
-    return path === "lm_head" ? { ...shape, isOutputHead: true } : shape;
+  const modules = model.namedModules().filter(([path]) => path !== "" && !ADAPTER_INTERNALS.test(path));
+  const holder = new Map<Tensor, string>(), tiedWith = new Map<string, string>();
+  for (const [path, module] of modules) {
+    const m = module instanceof LoraLinear || module instanceof LoraEmbedding ? module.base_layer : module;
+    if (!(m instanceof Linear || m instanceof Conv1D || m instanceof Embedding)) continue;
+    const first = holder.get(m.weight);
+    if (first === undefined) {
+      holder.set(m.weight, path);
+    } else {
+      tiedWith.set(path, first);
+      tiedWith.set(first, path);
+    }
+  }
+  return modules.map(([path, m]) => {
+    const tied = tiedWith.get(path);
+    return { ...moduleShape(path, m), ...(path === "lm_head" ? { isOutputHead: true } : {}), ...(tied === undefined ? {} : { tiedWith: tied }) };
   });
 }
 
@@ -235,8 +252,12 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
       }
       const spec: AdapterSpec = {
         r: plan.config.rankFor(path), alpha: plan.config.alphaFor(path), scaling: plan.config.scalingFor(path),
-        dropout: plan.config.loraDropout, init: plan.config.initLoraWeights, useDora: plan.config.useDora, generator: this.generator,
+        dropout: plan.config.loraDropout, init: plan.config.initLoraWeights, useDora: plan.config.useDora, loraBias: plan.config.loraBias,
+        generator: this.generator,
       };
+      if (spec.loraBias && layer instanceof LoraLinear && !layer.base_layer.bias) {
+        this.warn(`loraBias=true on ${path}, whose base layer has no bias: merging this adapter (adapter "${name}") will not be possible (PEFT warns the same).`);
+      }
       layer.addAdapter(name, spec);
       for (const p of layer.parametersOf(name)) p.requiresGrad = false;
     }
@@ -404,13 +425,17 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
       layer.registerModule("base_layer", null);
       model.setSubmodule(path, base);
     }
+    const dropped: Module[] = [];
     for (const [path, wrapper] of this.modulesToSave) {
       const kept = wrapper.current;
-      for (const m of [wrapper.original_module, ...wrapper.modules_to_save.children()]) if (m !== kept) m.dispose();
+      dropped.push(...[wrapper.original_module, ...wrapper.modules_to_save.children()].filter((m) => m !== kept));
       wrapper.registerModule("original_module", null);
       wrapper.registerModule("modules_to_save", null);
       model.setSubmodule(path, kept);
     }
+    // an original module's weight may live on in the model: a head tied to an embedding saved in full
+    const held = new Set([...model.parameters(), ...model.namedBuffers().map(([, b]) => b)]);
+    for (const m of dropped) m.dispose(held);
     this.modulesToSave.clear();
     this.loraLayers.clear();
     this.peftConfig.clear();
@@ -437,8 +462,18 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
       const emb = layer instanceof LoraEmbedding;
       out[adapterStateKey(path, emb ? "lora_embedding_A" : "lora_A")] = A;
       out[adapterStateKey(path, emb ? "lora_embedding_B" : "lora_B")] = B;
+      const loraBias = layer instanceof LoraLinear ? layer.loraBias(name) : null;
+      if (loraBias) out[adapterStateKey(path, "lora_B.bias")] = loraBias;
       const magnitude = layer instanceof LoraLinear ? layer.magnitude(name) : undefined;
       if (magnitude) out[adapterStateKey(path, "lora_magnitude_vector")] = magnitude;
+    }
+    // PEFT's save_embedding_layers="auto": where the config targets an embedding by name, the base
+    // weights of the input and output embeddings that LoRA wraps are saved too (get_peft_model_state_dict)
+    if (this.targetsEmbeddingByName(config)) {
+      for (const embedding of [this.model.getInputEmbeddings?.(), this.model.getOutputEmbeddings?.()]) {
+        const path = [...this.loraLayers].find(([, layer]) => layer === embedding)?.[0];
+        if (path !== undefined) out[`${PEFT_KEY_PREFIX}${path}.base_layer.weight`] = (embedding as LoraLayer).base_layer.weight;
+      }
     }
     // modules trained in full: saved under the module's own name, without the wrapper's segments
     for (const [path, wrapper] of this.modulesToSave) {
@@ -446,11 +481,25 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
     }
     if (config.bias !== "none") {
       for (const [n, p] of this.model.namedParameters()) {
-        if (!n.endsWith(".bias") || !p.requiresGrad) continue;
+        if (!n.endsWith(".bias") || !p.requiresGrad || n.includes(".lora_B.")) continue; // lora_B biases are saved above
         out[`base_model.model.${n}`] = p;
       }
     }
     return out;
+  }
+
+  /**
+   * Whether targetModules names an embedding layer as PEFT's EMBEDDING_LAYER_NAMES does
+   * (embed_tokens, lm_head): listed, or a module of that last name matched by the regex.
+   */
+  private targetsEmbeddingByName(config: LoraConfig): boolean {
+    const names = ["embed_tokens", "lm_head"];
+    const t = config.targetModules;
+    if (t === null) return false;
+    if (typeof t !== "string") return names.some((n) => t.includes(n));
+    if (t === "all-linear") return false;
+    const re = compilePythonRegex(t, "targetModules", (src) => `^(?:${src})$`, true);
+    return targetableModules(this.model).some(({ name }) => names.includes(name.split(".").pop()!) && re.test(name));
   }
 
   /**
@@ -552,7 +601,8 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
       }
     }));
     const targets = this.adapterStateDict(adapterName);
-    const baseParams = new Map(this.model.namedParameters());
+    // every name of a tied weight: PEFT saves an embedding it targets under its own path (lm_head.base_layer.weight)
+    const baseParams = new Map(this.model.namedParameters({ removeDuplicate: false }));
     const unexpected: string[] = [];
     const misShaped: MisShaped[] = [];
     const loaded = new Set<string>();

@@ -118,6 +118,14 @@ export function addWeightedAdapter(
     );
   }
   const first = configs[0]!;
+  const biased = adapters.filter((_, i) => configs[i]!.loraBias);
+  if (biased.length > 0) {
+    // PEFT combines only the factors: the new adapter's lora_B bias stays at its zero init, silently.
+    throw new Error(
+      `addWeightedAdapter: ${biased.map((a) => `"${a}"`).join(", ")} ${biased.length > 1 ? "have" : "has"} a lora_B bias (loraBias), which a ` +
+        "weighted combination of A and B factors cannot carry (PEFT drops it without a word). Combine adapters made with loraBias false.",
+    );
+  }
   if (isBaseMutatingInit(first.initLoraWeights)) {
     // PEFT would run that init again for the new adapter, replacing the (already residual) base weights once more.
     throw new Error(

@@ -76,7 +76,7 @@ describe("lowrank train", () => {
       [base(newOut(), "--schedule", "cyclic"), /argument 'cyclic' is invalid\. expected one of constant, linear, cosine\./],
       [base(newOut(), "--dtype", "float16"), /argument 'float16' is invalid\. expected one of float32, bfloat16\./],
       [base(newOut(), "--bogus"), /error: unknown option '--bogus'/],
-      [base(newOut(), "--target", "c_attn,q_proj"), /^lowrank train: --target: no module named "q_proj" in the model; modules LoRA can wrap: wte, wpe, c_attn, c_proj, c_fc \(or "all-linear"\)$/m],
+      [base(newOut(), "--target", "c_attn,q_proj"), /^lowrank train: --target: no module named "q_proj" in the model; modules LoRA can wrap: wte, wpe, c_attn, c_proj, c_fc, lm_head \(or "all-linear"\)$/m],
       [base(newOut(), "--max-length", "4096"), /^lowrank train: --max-length 4096 exceeds the model's n_positions \(128\)$/m],
       [base(newOut(), "--template", "nope.txt"), /^lowrank train: --template nope\.txt: not "alpaca" and no such file$/m],
     ];

@@ -17,10 +17,13 @@ describe("GPT-2 shapes without weights", () => {
     const model = new GPT2LMHeadModel(config, { generator: new Generator(0) });
     const real = model.namedModules().filter(([p]) => p !== "").map(([name, m]) => {
       if (m instanceof Conv1D) return { name, kind: "conv1d", inFeatures: m.weight.shape[0], outFeatures: m.weight.shape[1] };
-      if (m instanceof Embedding) return { name, kind: "embedding", numEmbeddings: m.weight.shape[0], embeddingDim: m.weight.shape[1] };
-      expect(m).not.toBeInstanceOf(Linear); // GPT-2 has none; the shape list would have to say so
+      if (m instanceof Embedding) return { name, kind: "embedding", numEmbeddings: m.weight.shape[0], embeddingDim: m.weight.shape[1], ...(name === "transformer.wte" ? { tiedWith: "lm_head" } : {}) };
+      if (m instanceof Linear) return { name, kind: "linear", inFeatures: m.weight.shape[1], outFeatures: m.weight.shape[0], isOutputHead: true, tiedWith: "transformer.wte" };
       return { name, kind: "other" };
     });
+    // the only Linear is the head, and it holds the token embeddings' weight itself
+    expect(model.namedModules().filter(([, m]) => m instanceof Linear).map(([n]) => n)).toEqual(["lm_head"]);
+    expect((model.lm_head as Linear).weight).toBe(model.transformer.wte.weight);
     expect(gpt2ModuleShapes(config)).toEqual(real);
     expect(gpt2ParameterCount(config)).toBe(model.parameters().reduce((s, p) => s + p.size, 0));
     model.dispose();

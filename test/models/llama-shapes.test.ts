@@ -14,9 +14,13 @@ describe("Llama-family shapes without weights", () => {
   it.each(readdirSync(TINY))("list the modules a real LlamaForCausalLM has, with their kinds and shapes, and count its parameters (%s)", (name) => {
     const config = LlamaConfig.fromHF(JSON.parse(readFileSync(new URL(`${name}/config.json`, TINY), "utf8")));
     const model = new LlamaForCausalLM(config, { generator: new Generator(0) });
+    // a tied head holds the token embeddings' weight itself
+    const tied = (model.lm_head as Linear).weight === model.model.embed_tokens.weight;
+    expect(tied).toBe(config.tieWordEmbeddings);
+    const tiedWith = (name: string) => (tied ? { tiedWith: name } : {});
     const real = model.namedModules().filter(([p]) => p !== "").map(([path, m]) => {
-      if (m instanceof Linear) return { name: path, kind: "linear", inFeatures: m.weight.shape[1], outFeatures: m.weight.shape[0], ...(path === "lm_head" ? { isOutputHead: true } : {}) };
-      if (m instanceof Embedding) return { name: path, kind: "embedding", numEmbeddings: m.weight.shape[0], embeddingDim: m.weight.shape[1] };
+      if (m instanceof Linear) return { name: path, kind: "linear", inFeatures: m.weight.shape[1], outFeatures: m.weight.shape[0], ...(path === "lm_head" ? { isOutputHead: true, ...tiedWith("model.embed_tokens") } : {}) };
+      if (m instanceof Embedding) return { name: path, kind: "embedding", numEmbeddings: m.weight.shape[0], embeddingDim: m.weight.shape[1], ...tiedWith("lm_head") };
       return { name: path, kind: "other" };
     });
     expect(llamaModuleShapes(config)).toEqual(real);

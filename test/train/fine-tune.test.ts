@@ -81,7 +81,7 @@ describe("fineTune", () => {
     const err = await fineTune({ model, data, out: join(dir, "bad"), steps: 1, target: ["q_proj"], device: "cpu" }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(FineTuneOptionError);
     expect((err as FineTuneOptionError).option).toBe("target");
-    expect((err as Error).message).toBe('target: no module named "q_proj" in the model; modules LoRA can wrap: wte, wpe, c_attn, c_proj, c_fc (or "all-linear")');
+    expect((err as Error).message).toBe('target: no module named "q_proj" in the model; modules LoRA can wrap: wte, wpe, c_attn, c_proj, c_fc, lm_head (or "all-linear")');
     expect((err as FineTuneOptionError).describe("--target")).toMatch(/^--target: no module named "q_proj"/);
     expect(existsSync(join(dir, "bad"))).toBe(false); // nothing left behind
   });

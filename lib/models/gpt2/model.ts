@@ -7,7 +7,7 @@ import { add, gelu } from "../../ops/elementwise.js";
 import { linear } from "../../ops/matmul.js";
 import { crossEntropy, linearCrossEntropy } from "../../ops/crossentropy.js";
 import { concat } from "../../ops/shape.js";
-import { Conv1D, Dropout, Embedding, LayerNorm } from "../../nn/layers.js";
+import { Conv1D, Dropout, Embedding, LayerNorm, Linear } from "../../nn/layers.js";
 import { Module, ModuleList } from "../../nn/module.js";
 import { arange, full } from "../../tensor/creation.js";
 import type { DeviceLike } from "../../tensor/device.js";
@@ -207,13 +207,23 @@ export interface CausalLMOutput {
   loss?: Tensor;
 }
 
+/**
+ * The module that turns hidden states into logits: lm_head as built (a Linear), or what PEFT put in
+ * its place (LoRA around it, a trained copy beside it).
+ */
+export type OutputHead = Module & { forward(hidden: Tensor): Tensor };
+
 /** GPT-2 with its language-modelling head (tied to the token embeddings). */
 export class GPT2LMHeadModel extends Module {
   declare transformer: GPT2Model;
+  /** Linear(nEmbd, vocabSize) whose weight is transformer.wte's (tied), as in transformers: PEFT can target or save it. */
+  declare lm_head: OutputHead;
 
   constructor(readonly config: GPT2Config, opts: ModelOptions = {}) {
     super();
     this.registerModule("transformer", new GPT2Model(config, opts));
+    const wte = this.transformer.wte.weight;
+    this.registerModule("lm_head", new Linear(config.nEmbd, config.vocabSize, { bias: false, tiedWeight: wte }));
   }
 
   /**
@@ -268,9 +278,19 @@ export class GPT2LMHeadModel extends Module {
     return { numLayers: this.config.nLayer, maxPositions: this.config.nPositions, eosTokenIds: eos === null ? [] : [eos], device: this.transformer.wte.weight.device };
   }
 
+  /** The token embeddings (transformers' get_input_embeddings): the module in its place now, LoRA's wrapper included. */
+  getInputEmbeddings(): Module {
+    return this.transformer.wte;
+  }
+
+  /** The output head (transformers' get_output_embeddings). */
+  getOutputEmbeddings(): Module {
+    return this.lm_head;
+  }
+
   forward(input: CausalLMInput): CausalLMOutput {
     const hidden = lastPositions(this.transformer.forward(input.inputIds, input.attentionMask ?? null, input.cache ?? null), input);
-    const logits = linear(hidden, this.transformer.wte.weight); // lm_head: x·wteᵀ
+    const logits = this.lm_head.forward(hidden); // x·wteᵀ unless PEFT wrapped the head
     if (!input.labels) return { logits };
     return { logits, loss: causalLMLoss(logits, input.labels) };
   }
@@ -278,7 +298,7 @@ export class GPT2LMHeadModel extends Module {
   /** forward(input).loss, computed without the [B, T, V] logits (headLoss); what the Trainer calls. */
   forwardLoss(input: CausalLMInput & { labels: Tensor }): Tensor {
     const hidden = this.transformer.forward(input.inputIds, input.attentionMask ?? null, null);
-    const loss = headLoss(hidden, this.transformer.wte.weight, input.labels);
+    const loss = headLoss(hidden, this.lm_head, input.labels);
     hidden.dispose();
     return loss;
   }
@@ -307,12 +327,13 @@ export function causalLMLoss(logits: Tensor, labels: Tensor): Tensor {
 }
 
 /**
- * causalLMLoss(linear(hidden, weight), labels) without the [B, T, V] logits: the head and the loss
- * run fused, chunk by chunk (linearCrossEntropy), when the head's weight is frozen (LoRA training:
- * the tied embedding or lm_head); a trained head keeps the unfused path, which gives its gradient.
+ * causalLMLoss(head(hidden), labels) without the [B, T, V] logits: the head and the loss run fused,
+ * chunk by chunk (linearCrossEntropy), when the head is a plain Linear with a frozen weight (LoRA
+ * training elsewhere); a trained head, or one PEFT wrapped (LoRA on lm_head, a trained copy), keeps
+ * the unfused path, which gives its gradients.
  */
-export function headLoss(hidden: Tensor, weight: Tensor, labels: Tensor): Tensor {
-  if (weight.requiresGrad) return tidy(() => causalLMLoss(linear(hidden, weight), labels));
+export function headLoss(hidden: Tensor, head: OutputHead, labels: Tensor): Tensor {
+  if (!(head instanceof Linear) || head.bias || head.weight.requiresGrad) return tidy(() => causalLMLoss(head.forward(hidden), labels));
   const [B, T, C] = hidden.shape as [number, number, number];
-  return tidy(() => linearCrossEntropy(hidden.reshape(B * T, C), weight, shiftedTargets(labels, B, T), { ignoreIndex: -100 }));
+  return tidy(() => linearCrossEntropy(hidden.reshape(B * T, C), head.weight, shiftedTargets(labels, B, T), { ignoreIndex: -100 }));
 }

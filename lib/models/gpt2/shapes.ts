@@ -22,7 +22,7 @@ export function gpt2PresetConfig(name: GPT2Preset): GPT2Config {
 
 /**
  * GPT2LMHeadModel's named modules (root excluded) with the shapes LoRA needs. Conv1D(nf, nx)
- * maps nx inputs to nf outputs. lm_head is not a module: it reuses wte's weight.
+ * maps nx inputs to nf outputs. lm_head holds wte's weight (tied).
  */
 export function gpt2ModuleShapes(config: GPT2Config): ModuleShape[] {
   const C = config.nEmbd, I = config.innerDim;
@@ -31,7 +31,7 @@ export function gpt2ModuleShapes(config: GPT2Config): ModuleShape[] {
   const t = "transformer";
   const out: ModuleShape[] = [
     other(t),
-    { name: `${t}.wte`, kind: "embedding", numEmbeddings: config.vocabSize, embeddingDim: C },
+    { name: `${t}.wte`, kind: "embedding", numEmbeddings: config.vocabSize, embeddingDim: C, tiedWith: "lm_head" },
     { name: `${t}.wpe`, kind: "embedding", numEmbeddings: config.nPositions, embeddingDim: C },
     other(`${t}.drop`),
     other(`${t}.h`),
@@ -45,6 +45,7 @@ export function gpt2ModuleShapes(config: GPT2Config): ModuleShape[] {
     );
   }
   out.push(other(`${t}.ln_f`));
+  out.push({ name: "lm_head", kind: "linear", inFeatures: C, outFeatures: config.vocabSize, isOutputHead: true, tiedWith: `${t}.wte` });
   return out;
 }
 

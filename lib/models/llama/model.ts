@@ -12,7 +12,7 @@ import { Embedding, Linear, RMSNorm } from "../../nn/layers.js";
 import { Module, ModuleList } from "../../nn/module.js";
 import { formatShape, type Tensor } from "../../tensor/tensor.js";
 import { loadCheckpoint, loadCheckpointAsync, saveCheckpoint, saveCheckpointAsync, type CheckpointFamily, type LoadOptions } from "../checkpoint.js";
-import { causalLMLoss, headLoss, lastPositions, type CausalLMOutput, type ModelOptions } from "../gpt2/model.js";
+import { causalLMLoss, headLoss, lastPositions, type CausalLMOutput, type ModelOptions, type OutputHead } from "../gpt2/model.js";
 import type { GenerationSpec, KVCache } from "../kvcache.js";
 import { LlamaConfig } from "./config.js";
 import { checkWeightsFit } from "../size.js";
@@ -169,15 +169,20 @@ export class LlamaModel extends Module {
   }
 }
 
-/** A Llama-family decoder with its language-modelling head (lm_head, or the embeddings when tied). */
+/** A Llama-family decoder with its language-modelling head. */
 export class LlamaForCausalLM extends Module {
   declare model: LlamaModel;
-  declare lm_head: Linear | null;
+  /** Linear(hidden, vocab); tied (tie_word_embeddings): its weight is model.embed_tokens', as in transformers. */
+  declare lm_head: OutputHead;
 
   constructor(readonly config: LlamaConfig, opts: ModelOptions = {}) {
     super();
     this.registerModule("model", new LlamaModel(config, opts));
-    this.registerModule("lm_head", config.tieWordEmbeddings ? null : new Linear(config.hiddenSize, config.vocabSize, { ...opts, std: config.initializerRange, bias: false }));
+    const { hiddenSize: C, vocabSize: V } = config;
+    this.registerModule(
+      "lm_head",
+      config.tieWordEmbeddings ? new Linear(C, V, { bias: false, tiedWeight: this.model.embed_tokens.weight }) : new Linear(C, V, { ...opts, std: config.initializerRange, bias: false }),
+    );
   }
 
   /**
@@ -246,9 +251,19 @@ export class LlamaForCausalLM extends Module {
     };
   }
 
+  /** The token embeddings (transformers' get_input_embeddings): the module in its place now, LoRA's wrapper included. */
+  getInputEmbeddings(): Module {
+    return this.model.embed_tokens;
+  }
+
+  /** The output head (transformers' get_output_embeddings). */
+  getOutputEmbeddings(): Module {
+    return this.lm_head;
+  }
+
   forward(input: LlamaInput): CausalLMOutput {
     const hidden = lastPositions(this.model.forward(input.inputIds, input.cache ?? null), input);
-    const logits = linear(hidden, this.lm_head ? this.lm_head.weight : this.model.embed_tokens.weight);
+    const logits = this.lm_head.forward(hidden);
     if (!input.labels) return { logits };
     return { logits, loss: causalLMLoss(logits, input.labels) };
   }
@@ -256,7 +271,7 @@ export class LlamaForCausalLM extends Module {
   /** forward(input).loss, computed without the [B, T, V] logits (headLoss); what the Trainer calls. */
   forwardLoss(input: LlamaInput & { labels: Tensor }): Tensor {
     const hidden = this.model.forward(input.inputIds, null);
-    const loss = headLoss(hidden, this.lm_head ? this.lm_head.weight : this.model.embed_tokens.weight, input.labels);
+    const loss = headLoss(hidden, this.lm_head, input.labels);
     hidden.dispose();
     return loss;
   }

@@ -40,16 +40,17 @@ export function llamaPresetConfig(name: LlamaPreset): LlamaConfig {
 }
 
 /**
- * LlamaForCausalLM's named modules (root excluded) with the shapes LoRA needs. A tied model has no
- * lm_head module (it reuses embed_tokens' weight); an untied one ends with it, the output head
- * that "all-linear" leaves out.
+ * LlamaForCausalLM's named modules (root excluded) with the shapes LoRA needs. They end with
+ * lm_head, the output head that "all-linear" leaves out; a tied one holds embed_tokens' weight.
  */
 export function llamaModuleShapes(config: LlamaConfig): ModuleShape[] {
   const C = config.hiddenSize, I = config.intermediateSize, D = config.attentionHeadDim;
   const q = config.numAttentionHeads * D, kv = config.kvHeads * D;
   const linear = (name: string, inFeatures: number, outFeatures: number): ModuleShape => ({ name, kind: "linear", inFeatures, outFeatures });
   const other = (name: string): ModuleShape => ({ name, kind: "other" });
-  const out: ModuleShape[] = [other("model"), { name: "model.embed_tokens", kind: "embedding", numEmbeddings: config.vocabSize, embeddingDim: C }, other("model.layers")];
+  const tied = config.tieWordEmbeddings;
+  const embed: ModuleShape = { name: "model.embed_tokens", kind: "embedding", numEmbeddings: config.vocabSize, embeddingDim: C, ...(tied ? { tiedWith: "lm_head" } : {}) };
+  const out: ModuleShape[] = [other("model"), embed, other("model.layers")];
   for (let i = 0; i < config.numHiddenLayers; i++) {
     const l = `model.layers.${i}`;
     out.push(
@@ -61,6 +62,6 @@ export function llamaModuleShapes(config: LlamaConfig): ModuleShape[] {
     );
   }
   out.push(other("model.norm"));
-  if (!config.tieWordEmbeddings) out.push({ ...linear("lm_head", C, config.vocabSize), isOutputHead: true });
+  out.push({ ...linear("lm_head", C, config.vocabSize), isOutputHead: true, ...(tied ? { tiedWith: "model.embed_tokens" } : {}) });
   return out;
 }
