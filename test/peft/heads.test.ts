@@ -11,7 +11,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { AutoModelForCausalLM, copyInto, getPeftModel, LoraConfig, noGrad, PeftModel, readSafetensors, tensor, tidy, toTensor } from "../../lib/index.js";
+import { AutoModelForCausalLM, copyInto, getPeftModel, LoraConfig, noGrad, PeftModel, readSafetensors, tensor, tidy, toTensor, type Tensor } from "../../lib/index.js";
 import type { LoraLinear } from "../../lib/peft/layer.js";
 import type { BaseModel } from "../../lib/peft/model.js";
 import { relError } from "../helpers.js";
@@ -31,8 +31,8 @@ describe.each(CASES)("%s against PEFT", (name) => {
   const want = (key: string) => toTensor(expected.get(key)).dataSync();
   const loadBase = () => AutoModelForCausalLM.fromPretrainedSync(join(FIXTURES, ref.base));
   const inputIds = () => tensor(Int32Array.from(ref.input_ids.flat()), { shape: [ref.input_ids.length, ref.input_ids[0]!.length] });
-  const logitsOf = (model: { forward(i: { inputIds: ReturnType<typeof inputIds> }): { logits: { dataSync(): Float32Array } } }) =>
-    tidy(() => model.forward({ inputIds: inputIds() }).logits.dataSync());
+  type Forward = { forward(i: { inputIds: Tensor }): { logits: Tensor } };
+  const logitsOf = (model: object) => tidy(() => (model as Forward).forward({ inputIds: inputIds() }).logits.dataSync());
 
   it("PeftModel.fromPretrained gives PEFT's logits, loss and the gradient of every trainable tensor", () => {
     const peft = PeftModel.fromPretrainedSync(loadBase(), dir, { ...quiet, isTrainable: true });
