@@ -379,13 +379,14 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
 
   // ---- merging --------------------------------------------------------------------------------
 
-  /** Folds the active adapter into the base weights (kept separately, so unmergeAdapter restores them). */
+  /** Folds the active adapters (or adapterNames) into the base weights (kept separately, so unmergeAdapter restores them). */
   mergeAdapter(opts: { safeMerge?: boolean; adapterNames?: string[] } = {}): void {
-    const names = opts.adapterNames ?? [this.activeAdapter];
     const done: LoraLayer[] = [];
     try {
       for (const [path, layer] of this.loraLayers) {
-        layer.merge(names.filter((n) => layer.specs.has(n)), { safe: opts.safeMerge, where: path });
+        // by default each layer's active adapters, all of them (PEFT's check_adapters_to_merge)
+        const names = opts.adapterNames?.filter((n) => layer.specs.has(n)) ?? layer.activeAdapters;
+        layer.merge(names, { safe: opts.safeMerge, where: path });
         done.push(layer);
       }
     } catch (err) {

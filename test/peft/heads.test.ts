@@ -106,3 +106,23 @@ describe("loraBias", () => {
     peft.dispose();
   });
 });
+
+describe("several active adapters", () => {
+  it("mergeAndUnload merges every active adapter, as PEFT merges each layer's active adapters", () => {
+    const model = AutoModelForCausalLM.fromPretrainedSync(join(FIXTURES, "gpt2-tiny"));
+    const peft = getPeftModel(model, new LoraConfig({ targetModules: ["c_attn"], r: 2, fanInFanOut: true }), "default", quiet);
+    peft.addAdapter("other", new LoraConfig({ targetModules: ["c_attn", "c_proj"], r: 3, loraAlpha: 5, fanInFanOut: true }));
+    noGrad(() => {  // both adapters away from their no-op init
+      for (const [n, p] of peft.namedParameters()) if (n.includes(".lora_B.")) tidy(() => copyInto(p, tensor(Float32Array.from({ length: p.size }, (_, i) => Math.sin(i + n.length) * 0.05), { shape: p.shape })));
+    });
+    peft.setAdapter(["default", "other"]);
+    const ids = tensor(Int32Array.from([5, 17, 3, 9, 42, 8]), { shape: [1, 6] });
+    const both = tidy(() => peft.forward({ inputIds: ids }).logits.dataSync());
+    const one = tidy(() => { peft.setAdapter("default"); const l = peft.forward({ inputIds: ids }).logits.dataSync(); peft.setAdapter(["default", "other"]); return l; });
+    expect(relError(one, both)).toBeGreaterThan(1e-3); // the second adapter matters
+    const merged = peft.mergeAndUnload();
+    expect(relError(tidy(() => merged.forward({ inputIds: ids }).logits.dataSync()), both)).toBeLessThan(1e-5);
+    merged.dispose();
+    ids.dispose();
+  });
+});
