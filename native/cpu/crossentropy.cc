@@ -67,7 +67,12 @@ void cross_entropy_backward_f32(const float* logits, const int32_t* targets, con
         continue;
       }
       const float g = reduction == Reduction::None ? dout[n] : g_all;
-      row_exp_sum(logits + n * V, V, lse[n], g, dr);  // g * softmax
+      // g · softmax: exp(x - lse) sums to 1 only within the rounding of lse (~ulp(lse), 4e-6 of each
+      // value at lse ~ 50); scaling by the actual sum makes the row sum exact as softmax's own division
+      // does, so a part common to every row of the weight behind the logits cancels in the gradient.
+      const float sum = row_exp_sum(logits + n * V, V, lse[n], 1.0f, dr);
+      const float scale = g / sum;
+      for (int64_t j = 0; j < V; ++j) dr[j] *= scale;
       dr[t] -= g;
     }
   });

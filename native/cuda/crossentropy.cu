@@ -79,7 +79,12 @@ __global__ void cross_entropy_backward_kernel(const float* logits, const int32_t
   }
   const float g = g_all ? g_all[0] : dout[n];
   const float l = lse[n];
-  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) dr[j] = g * (expf(xr[j] - l) - (j == t ? 1.0f : 0.0f));
+  // exp(x - lse) sums to 1 only within the rounding of lse: scaled by 1 / its actual sum, the row sums
+  // exactly as softmax's own division makes it (native/cpu/crossentropy.cc does the same)
+  float s = 0;
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) s += expf(xr[j] - l);
+  const float scale = g / block_reduce(s, SumOp(), 0.0f);
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) dr[j] = scale * expf(xr[j] - l) - (j == t ? g : 0.0f);
 }
 
 
