@@ -3,7 +3,7 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 const L = await import(new URL("../../dist-train-cpu/lib/index.js", import.meta.url).href);
-const { AutoModelForCausalLM, PeftModel, readSafetensors, tensor, tidy, toTensor } = L;
+const { AutoModelForCausalLM, PeftModel, generate, readSafetensors, tensor, tidy, toTensor } = L;
 const rel = (a, b) => { let n = 0, d = 0; for (let i = 0; i < a.length; i++) { n += (a[i] - b[i]) ** 2; d += b[i] ** 2; } return Math.sqrt(n / Math.max(d, 1e-30)); };
 const root = process.argv[2];
 let bad = 0;
@@ -16,9 +16,18 @@ for (const c of readdirSync(root).sort((a, b) => +a.slice(4) - +b.slice(4))) {
   try {
     const base = AutoModelForCausalLM.fromPretrainedSync(join(d, "base"));
     const peft = PeftModel.fromPretrainedSync(base, join(d, "adapter"), { isTrainable: true, onWarning: () => {} });
+    if (meta.second) {
+      peft.loadAdapter(join(d, "adapter", "other"), "other", { isTrainable: true });
+      peft.setAdapter(["default", "other"]);
+    }
     const ids = tensor(Int32Array.from(meta.ids.flat()), { shape: [meta.ids.length, meta.ids[0].length] });
     peft.eval();
     tidy(() => { const e = rel(peft.forward({ inputIds: ids }).logits.dataSync(), get("logits")); if (!(e < 1e-4)) problems.push(`logits ${e.toExponential(2)}`); });
+    if (meta.greedy) {
+      const got = generate(peft, meta.ids[0].slice(0, 4), { maxNewTokens: 6, eosTokenId: null });
+      const first = got.findIndex((t, i) => t !== meta.greedy[i]);
+      if (first >= 0 && meta.gaps[first] > 1e-4) problems.push(`greedy ${got} vs ${meta.greedy} (gap ${meta.gaps[first].toExponential(1)} at ${first})`);
+    }
     peft.train();
     const params = peft.namedParameters().filter(([, t]) => t.requiresGrad);
     tidy(() => {

@@ -33,8 +33,9 @@ for case in range(n):
             if sc == "llama3": kw["rope_scaling"] = {"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
             cfg = LlamaConfig(**kw)
         elif arch == "mistral": cfg = MistralConfig(sliding_window=rnd.choice([None, 5]), **kw)
-        elif arch == "qwen2": cfg = Qwen2Config(**kw)
-        else: cfg = Qwen3Config(attention_bias=rnd.random() < 0.3, **kw)
+        win = dict(use_sliding_window=True, sliding_window=4, max_window_layers=rnd.randint(0, kw["num_hidden_layers"])) if rnd.random() < 0.3 else {}
+        if arch == "qwen2": cfg = Qwen2Config(**kw, **win)
+        else: cfg = Qwen3Config(**{**kw, "attention_bias": rnd.random() < 0.3}, **win)
         linears = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     cfg._attn_implementation = "eager"
     model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").float().eval()
@@ -68,6 +69,12 @@ for case in range(n):
         peft = get_peft_model(model, LoraConfig(**lc))
     except Exception as e:
         print(f"case{seed}: PEFT refused {lc}: {e}"); continue
+    second = None
+    if not lc.get("modules_to_save") and rnd.random() < float(os.environ.get("P_TWO", "0.25")):
+        second = dict(r=rnd.choice([1, 2, 5]), lora_alpha=rnd.choice([2, 9]), lora_dropout=0.0, task_type="CAUSAL_LM",
+                      fan_in_fan_out=arch == "gpt2", target_modules=rnd.sample(linears, rnd.randint(1, 2)), use_rslora=rnd.random() < 0.5)
+        peft.add_adapter("other", LoraConfig(**second))
+        peft.base_model.set_adapter(["default", "other"])
     with torch.no_grad():
         for name, p in peft.named_parameters():
             if "lora_B" in name or "lora_A" in name or "lora_magnitude" in name: p.add_(torch.randn_like(p) * 0.3)
@@ -80,6 +87,11 @@ for case in range(n):
     loss = peft(input_ids=ids, labels=ids).loss; loss.backward()
     grads = {n: p.grad.detach().clone().contiguous() for n, p in peft.named_parameters() if p.requires_grad and p.grad is not None}
     peft.save_pretrained(os.path.join(d, "adapter"))
+    with torch.no_grad():  # greedy decoding from the first row's first 4 tokens, EOS ignored
+        gen = peft.generate(input_ids=ids[:1, :4], attention_mask=torch.ones(1, 4, dtype=torch.long), max_new_tokens=6, do_sample=False,
+                            output_scores=True, return_dict_in_generate=True, eos_token_id=None, pad_token_id=0)
+    greedy = gen.sequences[0, 4:].tolist()
+    gaps = [float(x.topk(2).values[0, 0] - x.topk(2).values[0, 1]) for x in gen.scores]
     peft.eval()
     tensors = {"logits": logits.contiguous(), "loss": loss.detach().reshape(1)}
     try:
@@ -89,5 +101,6 @@ for case in range(n):
         print(f"case{seed}: merge refused: {e}")
     for n, g in grads.items(): tensors["grad:" + n] = g
     save_file(tensors, os.path.join(d, "ref.safetensors"))
-    json.dump({"arch": arch, "lora": {k: v for k, v in lc.items()}, "ids": ids.tolist()}, open(os.path.join(d, "case.json"), "w"))
-    print(f"case{seed}: {arch} L={L} {lc}")
+    json.dump({"arch": arch, "lora": {k: v for k, v in lc.items()}, "second": second, "ids": ids.tolist(), "greedy": greedy, "gaps": gaps},
+              open(os.path.join(d, "case.json"), "w"))
+    print(f"case{seed}: {arch} L={L} {lc} second={second}")
