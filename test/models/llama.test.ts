@@ -120,7 +120,7 @@ describe("LlamaForCausalLM loading", () => {
     refuse({ model_type: "mistral", sliding_window: 0 }, /sliding_window must be a positive integer or null, got 0/);
     refuse({ model_type: "qwen3", layer_types: ["full_attention"] }, /layer_types must list "full_attention" or "sliding_attention" for each of the 2 layers/);
     refuse({ model_type: "gemma" }, /model_type "gemma"; supported: llama, mistral, qwen2, qwen3$/);
-    refuse({ mlp_bias: true }, /mlp_bias true/);
+    refuse({ attention_dropout: 0.1 }, /attention_dropout 0\.1 \(only 0 is supported\)/);
     refuse({ num_key_value_heads: 4 }, /num_attention_heads \(6\) must be a multiple of num_key_value_heads \(4\)/);
     // through fromPretrained, the message names the file
     const out = mkdtempSync(join(tmpdir(), "lowrank-llama-"));

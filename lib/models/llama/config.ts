@@ -25,6 +25,8 @@ export interface LlamaConfigInit {
   tieWordEmbeddings?: boolean;
   /** Bias on q/k/v and o (llama, mistral, qwen3); Qwen2 always has it on q/k/v only. */
   attentionBias?: boolean;
+  /** Bias on gate_proj, up_proj and down_proj (llama's mlp_bias; the other types have none). */
+  mlpBias?: boolean;
   maxPositionEmbeddings?: number;
   /**
    * Keys a query sees, itself included (sliding_window): every layer of mistral; for qwen2 and
@@ -59,6 +61,7 @@ const HF_KEYS: Record<Exclude<keyof LlamaConfigInit, "ropeScaling">, string> = {
   ropeTheta: "rope_theta",
   tieWordEmbeddings: "tie_word_embeddings",
   attentionBias: "attention_bias",
+  mlpBias: "mlp_bias",
   maxPositionEmbeddings: "max_position_embeddings",
   slidingWindow: "sliding_window",
   useSlidingWindow: "use_sliding_window",
@@ -84,7 +87,6 @@ const isSet = (v: unknown) => v !== undefined && v !== null && v !== false;
  */
 function unsupportedFields(json: Record<string, unknown>): string[] {
   const out: string[] = [];
-  if (isSet(json.mlp_bias)) out.push(`mlp_bias ${shown(json.mlp_bias)} (only false is supported)`);
   if (typeof json.attention_dropout === "number" && json.attention_dropout !== 0) {
     out.push(`attention_dropout ${shown(json.attention_dropout)} (only 0 is supported)`);
   }
@@ -160,6 +162,7 @@ export class LlamaConfig {
   ropeScaling: RopeScaling | null = null;
   tieWordEmbeddings = false;
   attentionBias = false;
+  mlpBias = false;
   maxPositionEmbeddings = 2048;
   slidingWindow: number | null = null;
   useSlidingWindow = false;
@@ -189,6 +192,10 @@ export class LlamaConfig {
   get oBias(): boolean {
     return this.modelType !== "qwen2" && this.attentionBias;
   }
+  /** Bias on the MLP's three projections: llama with mlp_bias (transformers' other types ignore the key). */
+  get mlpBiasOn(): boolean {
+    return this.modelType === "llama" && this.mlpBias;
+  }
   /** Qwen3's RMSNorm over each head of q and k (q_norm, k_norm, weights of size head_dim), before RoPE. */
   get qkNorm(): boolean {
     return this.modelType === "qwen3";
@@ -213,7 +220,7 @@ export class LlamaConfig {
     const C = this.hiddenSize, I = this.intermediateSize, D = this.attentionHeadDim;
     const q = this.numAttentionHeads * D, kv = this.kvHeads * D;
     const attn = C * q + 2 * C * kv + q * C + (this.qkvBias ? q + 2 * kv : 0) + (this.oBias ? C : 0) + (this.qkNorm ? 2 * D : 0);
-    const layer = attn + 3 * C * I + 2 * C;
+    const layer = attn + 3 * C * I + (this.mlpBiasOn ? 2 * I + C : 0) + 2 * C;
     return this.vocabSize * C * (this.tieWordEmbeddings ? 1 : 2) + this.numHiddenLayers * layer + C;
   }
 
@@ -280,8 +287,8 @@ export class LlamaConfig {
   /**
    * Reads transformers' config.json. rope_theta is top-level (transformers 4) or in rope_parameters
    * (transformers 5), rope scaling in rope_scaling or rope_parameters (ropeScalingFromHF). Fields
-   * this decoder does not implement yet (mlp_bias, …) are refused by name; unknown keys are
-   * ignored (other heads or tasks).
+   * this decoder does not implement yet (attention_dropout, pretraining_tp, …) are refused by name;
+   * unknown keys are ignored (other heads or tasks).
    */
   static fromHF(json: Record<string, unknown>): LlamaConfig {
     if (!LLAMA_MODEL_TYPES.includes(json.model_type as LlamaModelType)) {
@@ -312,6 +319,7 @@ export class LlamaConfig {
     const out: Record<string, unknown> = { architectures: [arch], rope_scaling: ropeScalingToHF(this.ropeScaling) };
     for (const [field, key] of Object.entries(HF_KEYS)) {
       if (QWEN_WINDOW_FIELDS.includes(field) && !WINDOW_FIELDS[this.modelType].includes(field)) continue;
+      if (field === "mlpBias" && this.modelType !== "llama") continue; // only LlamaConfig has it
       // absent, transformers derives them (Qwen2's attention reads head_dim as given, null included)
       if ((field === "layerTypes" || field === "headDim") && this[field] === null) continue;
       out[key] = this[field as keyof LlamaConfigInit];

@@ -102,7 +102,7 @@ export class LlamaMLP extends Module {
   constructor(config: LlamaConfig, opts: ModelOptions = {}) {
     super();
     const C = config.hiddenSize, I = config.intermediateSize;
-    const init = { ...opts, std: config.initializerRange, bias: false };
+    const init = { ...opts, std: config.initializerRange, bias: config.mlpBiasOn };
     this.registerModule("gate_proj", new Linear(C, I, init));
     this.registerModule("up_proj", new Linear(C, I, init));
     this.registerModule("down_proj", new Linear(I, C, init));
