@@ -28,6 +28,7 @@ for case in range(n):
         if arch in ("llama", "qwen3", "mistral"): kw["head_dim"] = hd
         if arch == "llama":
             kw["attention_bias"] = rnd.random() < 0.4
+            kw["mlp_bias"] = rnd.random() < 0.3
             sc = rnd.choice([None, "linear", "llama3"])
             if sc == "linear": kw["rope_scaling"] = {"rope_type": "linear", "factor": 2.0}
             if sc == "llama3": kw["rope_scaling"] = {"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
