@@ -29,12 +29,14 @@ for case in range(n):
         if arch == "llama":
             kw["attention_bias"] = rnd.random() < 0.4
             kw["mlp_bias"] = rnd.random() < 0.3
-            sc = rnd.choice([None, "linear", "llama3"])
+            sc = rnd.choice([None, "linear", "llama3", "yarn"])
+            if sc == "yarn": kw["rope_scaling"] = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16, **({"beta_fast": 8.0} if rnd.random() < 0.5 else {})}
             if sc == "linear": kw["rope_scaling"] = {"rope_type": "linear", "factor": 2.0}
             if sc == "llama3": kw["rope_scaling"] = {"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
             cfg = LlamaConfig(**kw)
         elif arch == "mistral": cfg = MistralConfig(sliding_window=rnd.choice([None, 5]), **kw)
         win = dict(use_sliding_window=True, sliding_window=4, max_window_layers=rnd.randint(0, kw["num_hidden_layers"])) if rnd.random() < 0.3 else {}
+        if arch in ("qwen2", "qwen3") and rnd.random() < 0.3: kw["rope_scaling"] = {"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 8, "rope_theta": kw["rope_theta"]}
         if arch == "qwen2": cfg = Qwen2Config(**kw, **win)
         else: cfg = Qwen3Config(**{**kw, "attention_bias": rnd.random() < 0.3}, **win)
         linears = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

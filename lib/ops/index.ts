@@ -9,5 +9,5 @@ export { softmax, logSoftmax } from "./softmax.js";
 export { crossEntropy, linearCrossEntropy, type CrossEntropyOptions, type LinearCrossEntropyOptions } from "./crossentropy.js";
 export { dropout, type DropoutOptions } from "./dropout.js";
 export { scaledDotProductAttention, type AttentionOptions } from "./attention.js";
-export { applyRotary, ROPE_SCALING_TYPES, rotaryCosSin, rotaryInvFreq, type RopeScaling, type RotaryOptions } from "./rope.js";
+export { applyRotary, ROPE_SCALING_TYPES, rotaryAttentionFactor, rotaryCosSin, rotaryInvFreq, type RopeScaling, type RotaryOptions } from "./rope.js";
 export { AugmentedWeight, loraDelta, loraLinear, loraMerge, type LoraDeltaOptions } from "./lora.js";

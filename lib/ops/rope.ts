@@ -48,15 +48,35 @@ export function applyRotary(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
  * RoPE frequency scaling as transformers' rope_type (modeling_rope_utils.py): "linear" divides
  * every inverse frequency by factor (positions interpolated); "llama3" (Llama 3.1+) divides the
  * low frequencies (wavelength > originalMaxPositionEmbeddings / lowFreqFactor) by factor, keeps
- * the high ones (wavelength < originalMaxPositionEmbeddings / highFreqFactor) and blends between.
- * Both leave cos and sin unscaled (attention_factor 1).
+ * the high ones (wavelength < originalMaxPositionEmbeddings / highFreqFactor) and blends between;
+ * both leave cos and sin unscaled. "yarn" (YaRN, Qwen2.5 / Qwen3 long context) interpolates the
+ * dimensions that turn fewer than betaSlow times over originalMaxPositionEmbeddings positions,
+ * keeps those that turn more than betaFast times, ramps linearly between (over whole dimensions
+ * when truncate), and multiplies cos and sin by its attention factor (rotaryAttentionFactor).
+ * Fields left null take transformers' defaults (betaFast 32, betaSlow 1, truncate true).
  */
 export type RopeScaling =
   | { ropeType: "linear"; factor: number }
-  | { ropeType: "llama3"; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number };
+  | { ropeType: "llama3"; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number }
+  | {
+      ropeType: "yarn"; factor: number; originalMaxPositionEmbeddings: number; attentionFactor: number | null;
+      betaFast: number | null; betaSlow: number | null; mscale: number | null; mscaleAllDim: number | null; truncate: boolean | null;
+    };
 
 /** The rope types rotaryCosSin implements besides "default" (plain RoPE). */
-export const ROPE_SCALING_TYPES = ["linear", "llama3"] as const;
+export const ROPE_SCALING_TYPES = ["linear", "llama3", "yarn"] as const;
+
+/**
+ * What cos and sin are multiplied by (transformers' attention_scaling): yarn's attention_factor
+ * when given, else 0.1·mscale·ln(factor) + 1 over the same with mscaleAllDim (when both are set),
+ * else 0.1·ln(factor) + 1; 1 for the other types.
+ */
+export function rotaryAttentionFactor(scaling: RopeScaling | null): number {
+  if (scaling?.ropeType !== "yarn") return 1;
+  if (scaling.attentionFactor !== null) return scaling.attentionFactor;
+  const mscale = (m: number) => (scaling.factor <= 1 ? 1 : 0.1 * m * Math.log(scaling.factor) + 1);
+  return scaling.mscale && scaling.mscaleAllDim ? mscale(scaling.mscale) / mscale(scaling.mscaleAllDim) : mscale(1);
+}
 
 export interface RotaryOptions {
   /** The RoPE base (rope_theta): 10000 for Llama 2, 500000 for Llama 3. Default 10000. */
@@ -78,6 +98,7 @@ export function rotaryInvFreq(D: number, theta: number, scaling: RopeScaling | n
   if (!scaling) return inv;
   const factor = f(scaling.factor);
   if (scaling.ropeType === "linear") return inv.map((x) => f(x / factor));
+  if (scaling.ropeType === "yarn") return yarnInvFreq(D, theta, scaling);
   // _compute_llama3_parameters, operation by operation; PyTorch computes scalar / tensor as
   // tensor.reciprocal() * scalar, rounded twice.
   const { lowFreqFactor: low, highFreqFactor: high, originalMaxPositionEmbeddings: old } = scaling;
@@ -88,6 +109,26 @@ export function rotaryInvFreq(D: number, theta: number, scaling: RopeScaling | n
     if (wavelen < highWavelen) return x;
     const smooth = f(f(f(f(1 / wavelen) * old) - f(low)) / f(high - low));
     return f(f(f(f(1 - smooth) * x) / factor) + f(smooth * x));
+  });
+}
+
+/** _compute_yarn_parameters' inverse frequencies, operation by operation in float32. */
+function yarnInvFreq(D: number, theta: number, s: Extract<RopeScaling, { ropeType: "yarn" }>): number[] {
+  const f = Math.fround, half = D / 2;
+  const betaFast = s.betaFast || 32, betaSlow = s.betaSlow || 1, truncate = s.truncate ?? true;
+  // the dimension at which a frequency turns `rotations` times over the original context (float64, as Python)
+  const dimOf = (rotations: number) => (D * Math.log(s.originalMaxPositionEmbeddings / (rotations * 2 * Math.PI))) / (2 * Math.log(theta));
+  let low = dimOf(betaFast), high = dimOf(betaSlow);
+  if (truncate) [low, high] = [Math.floor(low), Math.ceil(high)];
+  low = Math.max(low, 0);
+  high = Math.min(high, D - 1);
+  if (low === high) high += 0.001; // as transformers: no division by zero
+  return Array.from({ length: half }, (_, i) => {
+    const pos = f(theta ** f((2 * i) / D));
+    const extrapolation = f(1 / pos), interpolation = f(1 / f(f(s.factor) * pos));
+    const ramp = Math.min(1, Math.max(0, f(f(i - f(low)) / f(high - low))));
+    const keep = f(1 - ramp); // the share of the unscaled frequency
+    return f(f(interpolation * f(1 - keep)) + f(extrapolation * keep));
   });
 }
 
@@ -112,12 +153,13 @@ export function rotaryCosSin(T: number, D: number, opts: RotaryOptions = {}): { 
   }
   const f = Math.fround, half = D / 2;
   const invFreq = rotaryInvFreq(D, theta, scaling);
+  const attention = f(rotaryAttentionFactor(scaling)); // cos and sin times it, in float32 (1: unchanged)
   const cos = new Float32Array(T * D), sin = new Float32Array(T * D);
   for (let t = 0; t < T; t++) {
     for (let i = 0; i < half; i++) {
       const a = f((offset + t) * invFreq[i]!);
-      cos[t * D + i] = cos[t * D + i + half] = Math.cos(a);
-      sin[t * D + i] = sin[t * D + i + half] = Math.sin(a);
+      cos[t * D + i] = cos[t * D + i + half] = f(f(Math.cos(a)) * attention);
+      sin[t * D + i] = sin[t * D + i + half] = f(f(Math.sin(a)) * attention);
     }
   }
   return { cos: tensor(cos, { shape: [T, D], device: opts.device }), sin: tensor(sin, { shape: [T, D], device: opts.device }) };

@@ -107,8 +107,10 @@ describe("LlamaForCausalLM loading", () => {
   it("refuses what the decoder does not implement yet, naming the config.json field", () => {
     const base = JSON.parse(readFileSync(join(ROOT, "llama-gqa", "config.json"), "utf8"));
     const refuse = (patch: Record<string, unknown>, field: RegExp) => expect(() => LlamaConfig.fromHF({ ...base, ...patch })).toThrow(field);
-    const supported = /supported: "default" \(plain RoPE\), "linear", "llama3"/;
-    refuse({ rope_scaling: { rope_type: "yarn", factor: 8 } }, /config\.json's rope_scaling has rope type "yarn", which lowrank does not implement/);
+    const supported = /supported: "default" \(plain RoPE\), "linear", "llama3", "yarn"/;
+    refuse({ rope_scaling: { rope_type: "dynamic", factor: 8 } }, /config\.json's rope_scaling has rope type "dynamic", which lowrank does not implement/);
+    refuse({ rope_scaling: { rope_type: "yarn", factor: 4, beta_fast: 1, beta_slow: 2 } }, /beta_fast \(1\) must be at least beta_slow \(2\)/);
+    refuse({ rope_scaling: { rope_type: "yarn", factor: 4, truncate: "yes" } }, /needs truncate true or false/);
     refuse({ rope_scaling: { type: "dynamic", factor: 2 } }, supported);
     refuse({ rope_parameters: { rope_type: "longrope", rope_theta: 1e4 } }, /rope_parameters has rope type "longrope"/);
     refuse({ rope_scaling: { rope_type: "llama3", factor: 8 } }, /rope_scaling of type "llama3" needs a number low_freq_factor, got undefined/);
@@ -125,8 +127,8 @@ describe("LlamaForCausalLM loading", () => {
     // through fromPretrained, the message names the file
     const out = mkdtempSync(join(tmpdir(), "lowrank-llama-"));
     try {
-      writeFileSync(join(out, "config.json"), JSON.stringify({ ...base, rope_scaling: { rope_type: "yarn", factor: 2 } }));
-      expect(() => LlamaForCausalLM.fromPretrainedSync(out)).toThrow(/config\.json: LlamaConfig: .*rope_scaling has rope type "yarn"/);
+      writeFileSync(join(out, "config.json"), JSON.stringify({ ...base, rope_scaling: { rope_type: "longrope", factor: 2 } }));
+      expect(() => LlamaForCausalLM.fromPretrainedSync(out)).toThrow(/config\.json: LlamaConfig: .*rope_scaling has rope type "longrope"/);
     } finally {
       rmSync(out, { recursive: true, force: true });
     }

@@ -2,7 +2,8 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { tensor, tidy, type Tensor } from "../../lib/index.js";
-import { applyRotary, mul, rotaryCosSin, rotaryInvFreq, sum, type RopeScaling } from "../../lib/ops/index.js";
+import { applyRotary, mul, rotaryAttentionFactor, rotaryCosSin, rotaryInvFreq, sum, type RopeScaling } from "../../lib/ops/index.js";
+import { LlamaConfig } from "../../lib/models/llama/config.js";
 import { expectClose, gradcheck, randomValues } from "../helpers.js";
 
 const t = (shape: number[], seed: number) => tensor(randomValues(shape.reduce((a, b) => a * b, 1), seed), { shape });
@@ -63,25 +64,23 @@ describe("rotaryCosSin", () => {
 });
 
 interface Case {
-  theta: number; D: number; T: number; offset: number; rope_scaling?: Record<string, number | string>; inv_freq?: number[]; shape: number[]; cos: number[]; sin: number[]; x: number[]; y: number[]; w: number[]; dx: number[];
+  theta: number; D: number; T: number; offset: number; rope_scaling?: Record<string, number | string | boolean>; inv_freq?: number[]; attention_scaling?: number; shape: number[]; cos: number[]; sin: number[]; x: number[]; y: number[]; w: number[]; dx: number[];
 }
 const fixture: { cases: Case[] } = JSON.parse(readFileSync(join(import.meta.dirname, "../fixtures/rope.json"), "utf8"));
 
 describe("against transformers' Llama (test/fixtures/rope.json, make_rope_fixture.py)", () => {
-  // config.json's snake_case rope_scaling as rotaryCosSin takes it
-  const scalingOf = (s: Record<string, number | string> | undefined): RopeScaling | null =>
-    !s ? null : s.rope_type === "linear" ? { ropeType: "linear", factor: s.factor as number } : {
-      ropeType: "llama3", factor: s.factor as number, lowFreqFactor: s.low_freq_factor as number,
-      highFreqFactor: s.high_freq_factor as number, originalMaxPositionEmbeddings: s.original_max_position_embeddings as number,
-    };
-  it("covers plain RoPE, linear and llama3 scaling", () => {
-    expect(fixture.cases.map((c) => c.rope_scaling?.rope_type ?? "default").sort()).toEqual(["default", "default", "default", "default", "linear", "llama3"]);
+  // config.json's snake_case rope_scaling as rotaryCosSin takes it, read as config.json is
+  const scalingOf = (s: Record<string, number | string | boolean> | undefined): RopeScaling | null =>
+    !s ? null : LlamaConfig.fromHF({ model_type: "llama", max_position_embeddings: 8192, rope_scaling: s }).ropeScaling;
+  it("covers plain RoPE, linear, llama3 and yarn scaling", () => {
+    expect(fixture.cases.map((c) => c.rope_scaling?.rope_type ?? "default").sort()).toEqual(["default", "default", "default", "default", "linear", "llama3", "yarn", "yarn", "yarn"]);
   });
   for (const c of fixture.cases) {
     const scaling = scalingOf(c.rope_scaling);
     it(`theta ${c.theta}, D ${c.D}, T ${c.T}, offset ${c.offset}, ${scaling?.ropeType ?? "no"} scaling: LlamaRotaryEmbedding's cos/sin, apply_rotary_pos_emb and its gradient`, () => {
       // transformers' scaled inverse frequencies exactly (same float32 steps)
       if (c.inv_freq) expect(rotaryInvFreq(c.D, c.theta, scaling)).toEqual(c.inv_freq.map(Math.fround));
+      if (c.attention_scaling !== undefined) expect(rotaryAttentionFactor(scaling)).toBeCloseTo(c.attention_scaling, 12);
       tidy(() => {
         const { cos, sin } = rotaryCosSin(c.T, c.D, { theta: c.theta, offset: c.offset, scaling });
         // float32 steps as in transformers: within an ulp or two of its cos and sin

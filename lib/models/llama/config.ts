@@ -128,6 +128,18 @@ function ropeScalingFromHF(json: Record<string, unknown>): RopeScaling | null {
       originalMaxPositionEmbeddings: num("original_max_position_embeddings", json.original_max_position_embeddings ?? json.max_position_embeddings ?? 2048),
     };
   }
+  if (type === "yarn") {
+    const opt = (key: string): number | null => (rope[key] === undefined || rope[key] === null ? null : num(key));
+    if (rope.truncate !== undefined && typeof rope.truncate !== "boolean") {
+      throw new Error(`LlamaConfig: config.json's ${field} of type "yarn" needs truncate true or false, got ${shown(rope.truncate)}`);
+    }
+    return {
+      ropeType: "yarn", factor: num("factor"),
+      originalMaxPositionEmbeddings: num("original_max_position_embeddings", json.original_max_position_embeddings ?? json.max_position_embeddings ?? 2048),
+      attentionFactor: opt("attention_factor"), betaFast: opt("beta_fast"), betaSlow: opt("beta_slow"), mscale: opt("mscale"),
+      mscaleAllDim: opt("mscale_all_dim"), truncate: (rope.truncate as boolean | undefined) ?? null,
+    };
+  }
   throw new Error(
     `LlamaConfig: config.json's ${field} has rope type ${shown(type)}, which lowrank does not implement; supported: "default" (plain RoPE), ${ROPE_SCALING_TYPES.map((t) => `"${t}"`).join(", ")}`,
   );
@@ -137,6 +149,13 @@ function ropeScalingFromHF(json: Record<string, unknown>): RopeScaling | null {
 function ropeScalingToHF(s: RopeScaling | null): Record<string, unknown> | null {
   if (!s) return null;
   if (s.ropeType === "linear") return { factor: s.factor, rope_type: s.ropeType };
+  if (s.ropeType === "yarn") {
+    const given = {
+      attention_factor: s.attentionFactor, beta_fast: s.betaFast, beta_slow: s.betaSlow, mscale: s.mscale, mscale_all_dim: s.mscaleAllDim, truncate: s.truncate,
+    };
+    const set = Object.entries(given).filter(([, v]) => v !== null);
+    return Object.fromEntries([["factor", s.factor], ["original_max_position_embeddings", s.originalMaxPositionEmbeddings], ["rope_type", "yarn"], ...set].sort(([a], [b]) => (a! < b! ? -1 : 1)));
+  }
   return {
     factor: s.factor, high_freq_factor: s.highFreqFactor, low_freq_factor: s.lowFreqFactor,
     original_max_position_embeddings: s.originalMaxPositionEmbeddings, rope_type: s.ropeType,
@@ -280,6 +299,15 @@ export class LlamaConfig {
       }
       if (!(s.originalMaxPositionEmbeddings > 0)) {
         throw new Error(`${where}: rope_scaling.original_max_position_embeddings must be > 0, got ${shown(s.originalMaxPositionEmbeddings)}`);
+      }
+    }
+    if (s.ropeType === "yarn") {
+      if (!(s.originalMaxPositionEmbeddings > 0)) {
+        throw new Error(`${where}: rope_scaling.original_max_position_embeddings must be > 0, got ${shown(s.originalMaxPositionEmbeddings)}`);
+      }
+      if (s.attentionFactor !== null && !(s.attentionFactor > 0)) throw new Error(`${where}: rope_scaling.attention_factor must be > 0, got ${shown(s.attentionFactor)}`);
+      if ((s.betaFast || 32) < (s.betaSlow || 1)) {
+        throw new Error(`${where}: rope_scaling.beta_fast (${shown(s.betaFast ?? 32)}) must be at least beta_slow (${shown(s.betaSlow ?? 1)})`);
       }
     }
   }
