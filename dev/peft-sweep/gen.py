@@ -49,15 +49,19 @@ for case in range(n):
     tm_kind = rnd.choice(["list", "all-linear", "regex", "none"]) if arch != "gpt2" else rnd.choice(["list", "regex", "list"])
     lc = dict(r=r, lora_alpha=rnd.choice([1, 4, 16, 7.5]), lora_dropout=0.0, task_type="CAUSAL_LM",
               use_rslora=rnd.random() < 0.3, bias=rnd.choice(["none", "none", "all", "lora_only"]),
-              fan_in_fan_out=arch == "gpt2", init_lora_weights=rnd.choice([True, "gaussian"]))
+              fan_in_fan_out=arch == "gpt2", init_lora_weights=rnd.choice([True, "gaussian", False]))
     if tm_kind == "list": lc["target_modules"] = rnd.sample(linears, rnd.randint(1, len(linears)))
     elif tm_kind == "all-linear": lc["target_modules"] = "all-linear"
     elif tm_kind == "regex": lc["target_modules"] = r".*\.(%s)" % "|".join(rnd.sample(linears, 2))
     if tm_kind == "list" and L > 1 and rnd.random() < 0.4:
         lc["layers_to_transform"] = sorted(rnd.sample(range(L), rnd.randint(1, L - 1)))
         lc["layers_pattern"] = "h" if arch == "gpt2" else "layers"
+    layer_path = "transformer.h" if arch == "gpt2" else "model.layers"
+    if tm_kind == "list" and rnd.random() < 0.3:  # a full module path among the names
+        lc["target_modules"] = lc["target_modules"] + [f"{layer_path}.0.{'attn' if arch == 'gpt2' else 'self_attn'}.{'c_proj' if arch == 'gpt2' else 'o_proj'}"]
     if rnd.random() < 0.3:
         key = rnd.choice(linears); lc["rank_pattern"] = {key: rnd.choice([2, 5])}
+        if rnd.random() < 0.5: lc["rank_pattern"] = {rf"{layer_path}\.0\..*\.{key}": 5}  # a regex over the full path
     if rnd.random() < 0.3:
         key = rnd.choice(linears); lc["alpha_pattern"] = {key: rnd.choice([3, 10])}
     if rnd.random() < 0.25: lc["use_dora"] = True; lc["bias"] = "none"
