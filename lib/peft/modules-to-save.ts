@@ -101,6 +101,10 @@ export class ModulesToSaveWrapper extends Module {
   addAdapter(name: string): void {
     if (this.adapterNames.includes(name)) return;
     const copy = cloneModule(this.original_module);
+    // a bfloat16 original (a model loaded with dtype "bfloat16") is copied to float32: lowrank trains
+    // no bf16 weight, so the copy is a float32 master, as LoRA's factors are (saved in float32 too)
+    const first = copy.parameters()[0];
+    if (copy.parameters().some((p) => p.dtype === "bfloat16")) copy.to(first!.device, "float32");
     copy.requiresGrad_(false);
     this.modules_to_save.registerModule(name, copy);
   }

@@ -126,3 +126,19 @@ describe("several active adapters", () => {
     ids.dispose();
   });
 });
+
+describe("modulesToSave on a model loaded in bfloat16", () => {
+  it("trains a float32 copy of a bf16 module (lowrank trains no bf16 weight), whose gradient flows", () => {
+    const model = AutoModelForCausalLM.fromPretrainedSync(join(FIXTURES, "gpt2-tiny"), { dtype: "bfloat16" });
+    const peft = getPeftModel(model, new LoraConfig({ targetModules: ["c_attn"], modulesToSave: ["lm_head"], fanInFanOut: true, r: 2 }), "default", quiet);
+    const copy = peft.namedParameters().find(([n]) => n.endsWith("lm_head.modules_to_save.default.weight"))![1];
+    expect(copy.dtype).toBe("float32");
+    expect(copy.requiresGrad).toBe(true);
+    const ids = tensor(Int32Array.from([5, 17, 3, 9, 42, 8]), { shape: [1, 6] });
+    peft.train();
+    tidy(() => peft.forwardLoss({ inputIds: ids, labels: ids }).backward());
+    expect(copy.grad!.dataSync().some((v) => v !== 0)).toBe(true);
+    ids.dispose();
+    peft.dispose();
+  });
+});
