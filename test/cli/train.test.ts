@@ -4,7 +4,7 @@ import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { GPT2LMHeadModel, PeftModel } from "../../lib/index.js";
+import { GPT2LMHeadModel, PeftModel, readSafetensors } from "../../lib/index.js";
 import { listCheckpoints, readCheckpoint } from "../../lib/train/checkpoint.js";
 import { LOCK_FILE } from "../../lib/train/lock.js";
 import type { StepRecord } from "../../lib/train/metrics.js";
@@ -55,6 +55,19 @@ describe("lowrank train", () => {
     expect(readFileSync(join(out, "loss.svg"), "utf8")).toMatch(/<svg [^>]*>.*Training loss/s);
     expect(readFileSync(join(out, "loss.png")).subarray(1, 4).toString()).toBe("PNG");
     expect(listCheckpoints(join(out, "checkpoints")).map((c) => c.step)).toEqual([3, 6]);
+  });
+
+  it("--target lm_head puts LoRA on GPT-2's tied head and saves its base weight, as PEFT does", async () => {
+    const out = newOut();
+    const r = await runCli(ws.main, base(out, "--target", "c_attn,lm_head", "--steps", "2"));
+    expect(r.code).toBe(0);
+    const peft = PeftModel.fromPretrainedSync(GPT2LMHeadModel.fromPretrainedSync(ws.model), out);
+    expect([...peft.loraLayers.keys()]).toContain("lm_head");
+    peft.dispose();
+    // PEFT's save_embedding_layers: a config naming lm_head saves the wrapped head's base weight too
+    expect(readSafetensors(join(out, "adapter_model.safetensors")).names).toEqual(
+      expect.arrayContaining(["base_model.model.lm_head.base_layer.weight", "base_model.model.lm_head.lora_A.weight", "base_model.model.lm_head.lora_B.weight"]),
+    );
   });
 
   it("--help explains every option and the exit codes", async () => {
