@@ -151,8 +151,15 @@ export const square = (x: Tensor): Tensor => unaryOp(Unary.Square, "square", x);
 export const abs = (x: Tensor): Tensor => unaryOp(Unary.Abs, "abs", x);
 /** x ** p for a scalar exponent. */
 export const pow = (x: Tensor, p: number): Tensor => unaryOp(Unary.PowScalar, "pow", x, p);
-/** GELU, GPT-2's tanh approximation: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))). */
-export const gelu = (x: Tensor): Tensor => unaryOp(Unary.Gelu, "gelu", x);
+/**
+ * GELU. approximate "tanh" (the default: GPT-2's "gelu_new"): 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)));
+ * "none": the exact x·Φ(x) = 0.5·x·(1 + erf(x/√2)) (PyTorch's default, transformers' "gelu").
+ */
+export function gelu(x: Tensor, opts: { approximate?: "tanh" | "none" } = {}): Tensor {
+  const approximate = opts.approximate ?? "tanh";
+  if (approximate !== "tanh" && approximate !== "none") throw new Error(`gelu: approximate must be "tanh" or "none", got ${JSON.stringify(approximate)}`);
+  return unaryOp(approximate === "tanh" ? Unary.Gelu : Unary.GeluErf, "gelu", x);
+}
 /** SiLU (swish), x·sigmoid(x): Llama's MLP activation. */
 export const silu = (x: Tensor): Tensor => unaryOp(Unary.Silu, "silu", x);
 

@@ -64,6 +64,9 @@ void map(int64_t n, F f) {
 // Backward: gx = g·(s + 2·x·s·(1 - s)·du/dx), s = sigmoid(2u). y may alias x; gx may alias g.
 constexpr float kGeluK = 0.7978845608028654f;  // √(2/π)
 constexpr float kGeluC = 0.044715f;
+// the exact GELU (GeluErf): Φ(x) = 0.5·(1 + erf(x·√½)), φ(x) = exp(-x²/2)/√(2π)
+constexpr float kSqrtHalf = 0.7071067811865476f;
+constexpr float kInvSqrt2Pi = 0.3989422804014327f;
 
 void gelu_scalar(const float* x, float* y, int64_t n) {
   for (int64_t j = 0; j < n; ++j) {
@@ -200,6 +203,8 @@ void unary_f32(UnaryOp op, const float* x, float* out, int64_t n, float alpha) {
       return parallel_for(n, kComputeGrain, [&](int64_t b, int64_t e) { gelu_run(x + b, out + b, e - b); });
     case UnaryOp::Abs: return map(n, [&](int64_t i) { out[i] = std::fabs(x[i]); });
     case UnaryOp::Silu: return map(n, [&](int64_t i) { out[i] = x[i] / (1.0f + std::exp(-x[i])); });
+    // PyTorch's gelu (approximate="none"): x·0.5·(1 + erf(x/√2))
+    case UnaryOp::GeluErf: return map(n, [&](int64_t i) { out[i] = x[i] * 0.5f * (1.0f + std::erf(x[i] * kSqrtHalf)); });
   }
 }
 
@@ -234,6 +239,13 @@ void unary_backward_f32(UnaryOp op, const float* x, const float* g, float* gx, i
       return map(n, [&](int64_t i) {
         float s = 1.0f / (1.0f + std::exp(-x[i]));
         gx[i] = g[i] * s * (1.0f + x[i] * (1.0f - s));
+      });
+    // Φ(x) + x·φ(x), PyTorch's GeluBackward for approximate="none"
+    case UnaryOp::GeluErf:
+      return map(n, [&](int64_t i) {
+        const float cdf = 0.5f * (1.0f + std::erf(x[i] * kSqrtHalf));
+        const float pdf = std::exp(-0.5f * x[i] * x[i]) * kInvSqrt2Pi;
+        gx[i] = g[i] * (cdf + x[i] * pdf);
       });
   }
 }

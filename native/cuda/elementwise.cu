@@ -9,6 +9,8 @@ namespace {
 constexpr int kThreads = 256;
 constexpr float kSqrt2OverPi = 0.7978845608028654f;
 constexpr float kGeluC = 0.044715f;
+constexpr float kSqrtHalf = 0.7071067811865476f;   // the exact GELU's Φ(x) = 0.5·(1 + erf(x·√½))
+constexpr float kInvSqrt2Pi = 0.3989422804014327f;  // its φ(x) = exp(-x²/2)/√(2π)
 
 __device__ __forceinline__ float apply(BinaryOp op, float x, float y) {
   switch (op) {
@@ -76,6 +78,7 @@ __device__ __forceinline__ float unary(UnaryOp op, float v, float alpha) {
     case UnaryOp::Gelu: return 0.5f * v * (1.0f + tanhf(kSqrt2OverPi * (v + kGeluC * v * v * v)));
     case UnaryOp::Abs: return fabsf(v);
     case UnaryOp::Silu: return v / (1.0f + expf(-v));
+    case UnaryOp::GeluErf: return v * 0.5f * (1.0f + erff(v * kSqrtHalf));  // PyTorch's gelu, approximate="none"
   }
   return 0;
 }
@@ -100,6 +103,7 @@ __device__ __forceinline__ float unary_grad(UnaryOp op, float v, float g, float 
     }
     case UnaryOp::Abs: return g * (v > 0 ? 1.0f : v < 0 ? -1.0f : 0.0f);  // g·sgn(x): a NaN g stays NaN
     case UnaryOp::Silu: { float s = 1.0f / (1.0f + expf(-v)); return g * s * (1.0f + v * (1.0f - s)); }
+    case UnaryOp::GeluErf: return g * (0.5f * (1.0f + erff(v * kSqrtHalf)) + v * expf(-0.5f * v * v) * kInvSqrt2Pi);
   }
   return 0;
 }

@@ -10,9 +10,9 @@ constexpr int kBinaryOpCount = 0 LOWRANK_BINARY_OPS(LR_ENUM_PLUS_ONE);
 
 // Unary ops y = f(x; alpha). Each has a backward kernel that computes g * f'(x). Scale is alpha·x,
 // AddScalar x + alpha, PowScalar x^alpha, Gelu GPT-2's tanh approximation ("gelu_new"),
-// Silu x·sigmoid(x) (Llama's MLP activation).
+// Silu x·sigmoid(x) (Llama's MLP activation), GeluErf the exact GELU x·Φ(x) (transformers' "gelu").
 #define LOWRANK_UNARY_OPS(X) \
-  X(Neg) X(Exp) X(Log) X(Sqrt) X(Tanh) X(Relu) X(Sigmoid) X(Square) X(Scale) X(AddScalar) X(PowScalar) X(Gelu) X(Abs) X(Silu)
+  X(Neg) X(Exp) X(Log) X(Sqrt) X(Tanh) X(Relu) X(Sigmoid) X(Square) X(Scale) X(AddScalar) X(PowScalar) X(Gelu) X(Abs) X(Silu) X(GeluErf)
 enum class UnaryOp : int32_t { LOWRANK_UNARY_OPS(LR_ENUM_MEMBER) };
 constexpr int kUnaryOpCount = 0 LOWRANK_UNARY_OPS(LR_ENUM_PLUS_ONE);
 }  // namespace lowrank

@@ -52,6 +52,7 @@ const ROWS: Row[] = [
   ...(["neg", "exp", "tanh", "relu", "sigmoid", "square", "abs", "gelu", "silu"] as const).map((op): Row => ({
     family: "elementwise", name: `${op} [3,1001]`, inputs: [f([3, 1001], 3, 3)], run: ([x]) => ops[op](x!),
   })),
+  { family: "elementwise", name: "exact gelu (approximate none) [3,1001]", inputs: [f([3, 1001], 3, 3)], run: ([x]) => ops.gelu(x!, { approximate: "none" }) },
   { family: "elementwise", name: "log, sqrt, pow on positive [257]", inputs: [f([257], 4)],
     run: ([x]) => { const p = ops.addScalar(ops.abs(x!), 0.5); return ops.add(ops.add(ops.log(p), ops.sqrt(p)), ops.pow(p, 1.7)); } },
   { family: "elementwise", name: "scale and addScalar of a transposed view", inputs: [f([9, 11], 5)],

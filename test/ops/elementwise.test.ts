@@ -78,6 +78,17 @@ describe("binary ops with broadcasting", () => {
   });
 });
 
+/** erf in float64 by its Maclaurin series, for |v| <= 3 (the inputs below): terms fall below 1e-17 of the sum. */
+function erf(v: number): number {
+  if (Math.abs(v) > 3) throw new Error("erf: the series is used for |v| <= 3 only");
+  let term = v, total = v;
+  for (let n = 1; n < 80; n++) {
+    term *= (-v * v) / n;
+    total += term / (2 * n + 1);
+  }
+  return (2 / Math.sqrt(Math.PI)) * total;
+}
+
 describe("unary and scalar ops", () => {
   const cases: [string, (x: any) => any, (v: number) => number, number][] = [
     ["neg", neg, (v) => -v, 0],
@@ -91,6 +102,7 @@ describe("unary and scalar ops", () => {
     ["abs", abs, Math.abs, 0],
     ["gelu", gelu, (v) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3))), 0],
     ["silu", silu, (v) => v / (1 + Math.exp(-v)), 0],
+    ["gelu, approximate none", (x) => gelu(x, { approximate: "none" }), (v) => 0.5 * v * (1 + erf(v / Math.SQRT2)), 0],
     ["scale", (x) => scale(x, -2.5), (v) => -2.5 * v, 0],
     ["addScalar", (x) => addScalar(x, 0.75), (v) => v + 0.75, 0],
     ["pow", (x) => pow(x, 1.5), (v) => v ** 1.5, 2],

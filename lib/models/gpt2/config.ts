@@ -46,8 +46,12 @@ const HF_KEYS: Record<keyof GPT2ConfigInit, string> = {
   padTokenId: "pad_token_id",
 };
 
-/** The activations GPT-2 checkpoints use that lowrank implements (all are the tanh GELU). */
-const SUPPORTED_ACTIVATIONS = ["gelu_new", "gelu_pytorch_tanh"];
+/**
+ * The activations of GPT-2 checkpoints lowrank implements, as transformers' ACT2FN names them:
+ * the tanh GELU ("gelu_new", "gelu_pytorch_tanh"), the exact GELU ("gelu": Cerebras-GPT), ReLU,
+ * SiLU ("silu", "swish").
+ */
+const SUPPORTED_ACTIVATIONS = ["gelu_new", "gelu_pytorch_tanh", "gelu", "relu", "silu", "swish"];
 
 /** A config value as JSON (strings quoted, so "2" and 2 differ), cut short for messages. */
 function shown(value: unknown): string {

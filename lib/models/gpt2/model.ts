@@ -3,7 +3,7 @@
 // attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj} / ln_f, and an lm_head tied to wte.
 import { checkpoint } from "../../autograd/checkpoint.js";
 import { attentionPrecision, scaledDotProductAttention } from "../../ops/attention.js";
-import { add, gelu } from "../../ops/elementwise.js";
+import { add, gelu, relu, silu } from "../../ops/elementwise.js";
 import { linear } from "../../ops/matmul.js";
 import { crossEntropy, linearCrossEntropy } from "../../ops/crossentropy.js";
 import { concat } from "../../ops/shape.js";
@@ -92,8 +92,15 @@ export class GPT2MLP extends Module {
   declare c_proj: Conv1D;
   declare dropout: Dropout;
 
+  /** config.activationFunction, as transformers' ACT2FN computes it. */
+  private readonly activation: (x: Tensor) => Tensor;
+  private readonly tanhGelu: boolean;
+
   constructor(config: GPT2Config, opts: ModelOptions = {}) {
     super();
+    const act = config.activationFunction;
+    this.tanhGelu = act === "gelu_new" || act === "gelu_pytorch_tanh";
+    this.activation = this.tanhGelu ? (x) => gelu(x) : act === "gelu" ? (x) => gelu(x, { approximate: "none" }) : act === "relu" ? relu : silu;
     this.registerModule("c_fc", new Conv1D(config.innerDim, config.nEmbd, { ...opts, std: config.initializerRange }));
     this.registerModule("c_proj", new Conv1D(config.nEmbd, config.innerDim, { ...opts, std: residualProjectionStd(config) }));
     this.registerModule("dropout", new Dropout(config.residPdrop, { generator: opts.generator }));
@@ -101,9 +108,10 @@ export class GPT2MLP extends Module {
 
   /** x [B, T, C] -> [B, T, C]; with a residual, residual + the output (added in the dropout's pass). */
   forward(x: Tensor, residual: Tensor | null = null): Tensor {
-    // A plain c_fc applies gelu in its GEMM's epilogue; a wrapped one (LoRA on c_fc) is followed by gelu.
+    // A plain c_fc applies the tanh GELU in its GEMM's epilogue; a wrapped one (LoRA on c_fc), or
+    // another activation, runs it after.
     const fc: { forward(x: Tensor): Tensor } = this.c_fc;
-    const h = fc instanceof Conv1D ? fc.forward(x, { activation: "gelu" }) : gelu(fc.forward(x));
+    const h = fc instanceof Conv1D && this.tanhGelu ? fc.forward(x, { activation: "gelu" }) : this.activation(fc.forward(x));
     return this.dropout.forward(this.c_proj.forward(h), residual);
   }
 }
