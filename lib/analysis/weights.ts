@@ -32,18 +32,20 @@ export function entryMatrix(entry: SafetensorsEntry): Matrix {
 /**
  * How the checkpoint in `dir` names its parameters, by config.json's model_type, as its model's
  * fromPretrained reads them: the Llama family's keys as stored (less a tied lm_head's copy and
- * rotary buffers), GPT-2's with the "transformer." prefix (also for a folder without config.json).
+ * rotary buffers), GPT-2's with the "transformer." prefix (also for a folder without config.json),
+ * less a tied head's copy.
  */
 function paramNamer(dir: string): (key: string) => string | null {
   const path = join(dir, "config.json");
-  if (!existsSync(path)) return checkpointParamName;
+  if (!existsSync(path)) return (key) => checkpointParamName(key);
   let json: Record<string, unknown>;
   try {
     json = JSON.parse(readFileSync(path, "utf8")) as Record<string, unknown>;
   } catch (err) {
     throw new Error(`${path} is not valid JSON: ${(err as Error).message}`, { cause: err });
   }
-  if (!(LLAMA_MODEL_TYPES as readonly unknown[]).includes(json.model_type)) return checkpointParamName;
+  // GPT-2 ties its head unless config.json says tie_word_embeddings false
+  if (!(LLAMA_MODEL_TYPES as readonly unknown[]).includes(json.model_type)) return (key) => checkpointParamName(key, json.tie_word_embeddings !== false);
   const config = LlamaConfig.fromHF(json);
   return (key) => llamaParamName(config, key);
 }

@@ -12,18 +12,19 @@ const peft124m = JSON.parse(readFileSync(new URL("peft-tiny/params-124m.json", F
 };
 
 describe("GPT-2 shapes without weights", () => {
-  it("list the modules a real GPT2LMHeadModel has, with their kinds and shapes, and count its parameters", () => {
-    const config = new GPT2Config({ vocabSize: 50, nPositions: 16, nEmbd: 8, nLayer: 3, nHead: 2, nInner: 20 });
+  it.each([true, false])("list the modules a real GPT2LMHeadModel has, with their kinds and shapes, and count its parameters (tied head: %s)", (tied) => {
+    const config = new GPT2Config({ vocabSize: 50, nPositions: 16, nEmbd: 8, nLayer: 3, nHead: 2, nInner: 20, tieWordEmbeddings: tied });
     const model = new GPT2LMHeadModel(config, { generator: new Generator(0) });
+    const tiedWith = (other: string) => (tied ? { tiedWith: other } : {});
     const real = model.namedModules().filter(([p]) => p !== "").map(([name, m]) => {
       if (m instanceof Conv1D) return { name, kind: "conv1d", inFeatures: m.weight.shape[0], outFeatures: m.weight.shape[1] };
-      if (m instanceof Embedding) return { name, kind: "embedding", numEmbeddings: m.weight.shape[0], embeddingDim: m.weight.shape[1], ...(name === "transformer.wte" ? { tiedWith: "lm_head" } : {}) };
-      if (m instanceof Linear) return { name, kind: "linear", inFeatures: m.weight.shape[1], outFeatures: m.weight.shape[0], isOutputHead: true, tiedWith: "transformer.wte" };
+      if (m instanceof Embedding) return { name, kind: "embedding", numEmbeddings: m.weight.shape[0], embeddingDim: m.weight.shape[1], ...(name === "transformer.wte" ? tiedWith("lm_head") : {}) };
+      if (m instanceof Linear) return { name, kind: "linear", inFeatures: m.weight.shape[1], outFeatures: m.weight.shape[0], isOutputHead: true, ...tiedWith("transformer.wte") };
       return { name, kind: "other" };
     });
-    // the only Linear is the head, and it holds the token embeddings' weight itself
+    // the only Linear is the head; tied, it holds the token embeddings' weight itself
     expect(model.namedModules().filter(([, m]) => m instanceof Linear).map(([n]) => n)).toEqual(["lm_head"]);
-    expect((model.lm_head as Linear).weight).toBe(model.transformer.wte.weight);
+    expect((model.lm_head as Linear).weight === model.transformer.wte.weight).toBe(tied);
     expect(gpt2ModuleShapes(config)).toEqual(real);
     expect(gpt2ParameterCount(config)).toBe(model.parameters().reduce((s, p) => s + p.size, 0));
     model.dispose();

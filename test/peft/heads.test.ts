@@ -17,7 +17,7 @@ import type { BaseModel } from "../../lib/peft/model.js";
 import { relError } from "../helpers.js";
 
 const FIXTURES = join(import.meta.dirname, "..", "fixtures");
-const CASES = ["gpt2-lora-bias", "llama-lora-bias", "gpt2-tied-head", "qwen3-tied-head", "llama-head", "gpt2-save-wte", "qwen3-save-head", "llama-mlp-bias"];
+const CASES = ["gpt2-lora-bias", "llama-lora-bias", "gpt2-tied-head", "qwen3-tied-head", "llama-head", "gpt2-save-wte", "qwen3-save-head", "gpt2-untied-head", "llama-mlp-bias"];
 const quiet = { onWarning: () => {} };
 const out = mkdtempSync(join(tmpdir(), "lowrank-peft-head-"));
 afterAll(() => rmSync(out, { recursive: true, force: true }));

@@ -8,11 +8,12 @@ export { readCheckpointFile, type LoadOptions } from "../checkpoint.js";
 
 /**
  * The parameter a checkpoint key holds, with transformers' "transformer." prefix (files saved from
- * GPT2Model lack it), or null for keys that are not parameters: the tied lm_head (a copy of wte)
+ * GPT2Model lack it), or null for keys that are not parameters: a tied lm_head (a copy of wte)
  * and the causal-mask buffers older checkpoints carry (h.N.attn.bias, h.N.attn.masked_bias).
  */
-export function checkpointParamName(key: string): string | null {
-  if (key === "lm_head.weight" || /(^|\.)h\.\d+\.attn\.(masked_)?bias$/.test(key)) return null;
+export function checkpointParamName(key: string, tied = true): string | null {
+  if (key === "lm_head.weight") return tied ? null : key;
+  if (/(^|\.)h\.\d+\.attn\.(masked_)?bias$/.test(key)) return null;
   return key.startsWith("transformer.") ? key : `transformer.${key}`;
 }
 
@@ -26,7 +27,7 @@ export function gpt2Checkpoint<M extends Module>(create: (config: GPT2Config) =>
     what: "GPT2LMHeadModel.fromPretrained",
     family: "GPT-2",
     parseConfig: (json) => GPT2Config.fromHF(json),
-    paramName: () => checkpointParamName,
+    paramName: (config) => (key) => checkpointParamName(key, config.tieWordEmbeddings),
     create,
   };
 }

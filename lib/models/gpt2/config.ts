@@ -98,13 +98,13 @@ export class GPT2Config {
     return this.nEmbd / this.nHead;
   }
 
-  /** The model's parameter count, the tied lm_head counted once (as PyTorch's model.parameters() does). */
+  /** The model's parameter count, a tied lm_head counted once (as PyTorch's model.parameters() does). */
   get parameterCount(): number {
     const C = this.nEmbd, I = this.innerDim;
     const layerNorm = 2 * C;
     const conv = (inF: number, outF: number) => inF * outF + outF;
     const block = 2 * layerNorm + conv(C, 3 * C) + conv(C, C) + conv(C, I) + conv(I, C);
-    return (this.vocabSize + this.nPositions) * C + this.nLayer * block + layerNorm;
+    return (this.vocabSize * (this.tieWordEmbeddings ? 1 : 2) + this.nPositions) * C + this.nLayer * block + layerNorm;
   }
 
   /** "n_embd 768, n_layer 12, …": the fields that size the model, as config.json names them. */
@@ -136,9 +136,6 @@ export class GPT2Config {
       throw new Error(
         `GPT2Config: activation_function ${shown(this.activationFunction)} is not supported; lowrank implements ${SUPPORTED_ACTIVATIONS.join(", ")}`,
       );
-    }
-    if (!this.tieWordEmbeddings) {
-      throw new Error("GPT2Config: tie_word_embeddings=false (a separate lm_head) is not supported yet");
     }
   }
 

@@ -221,17 +221,20 @@ export interface CausalLMOutput {
  */
 export type OutputHead = Module & { forward(hidden: Tensor): Tensor };
 
-/** GPT-2 with its language-modelling head (tied to the token embeddings). */
+/** GPT-2 with its language-modelling head (tied to the token embeddings, unless tie_word_embeddings is false). */
 export class GPT2LMHeadModel extends Module {
   declare transformer: GPT2Model;
-  /** Linear(nEmbd, vocabSize) whose weight is transformer.wte's (tied), as in transformers: PEFT can target or save it. */
+  /** Linear(nEmbd, vocabSize), as in transformers (PEFT can target or save it); tied: its weight is transformer.wte's. */
   declare lm_head: OutputHead;
 
   constructor(readonly config: GPT2Config, opts: ModelOptions = {}) {
     super();
     this.registerModule("transformer", new GPT2Model(config, opts));
-    const wte = this.transformer.wte.weight;
-    this.registerModule("lm_head", new Linear(config.nEmbd, config.vocabSize, { bias: false, tiedWeight: wte }));
+    const { nEmbd: C, vocabSize: V } = config;
+    this.registerModule(
+      "lm_head",
+      config.tieWordEmbeddings ? new Linear(C, V, { bias: false, tiedWeight: this.transformer.wte.weight }) : new Linear(C, V, { ...opts, std: config.initializerRange, bias: false }),
+    );
   }
 
   /**

@@ -22,7 +22,7 @@ export function gpt2PresetConfig(name: GPT2Preset): GPT2Config {
 
 /**
  * GPT2LMHeadModel's named modules (root excluded) with the shapes LoRA needs. Conv1D(nf, nx)
- * maps nx inputs to nf outputs. lm_head holds wte's weight (tied).
+ * maps nx inputs to nf outputs. A tied lm_head holds wte's weight.
  */
 export function gpt2ModuleShapes(config: GPT2Config): ModuleShape[] {
   const C = config.nEmbd, I = config.innerDim;
@@ -31,7 +31,7 @@ export function gpt2ModuleShapes(config: GPT2Config): ModuleShape[] {
   const t = "transformer";
   const out: ModuleShape[] = [
     other(t),
-    { name: `${t}.wte`, kind: "embedding", numEmbeddings: config.vocabSize, embeddingDim: C, tiedWith: "lm_head" },
+    { name: `${t}.wte`, kind: "embedding", numEmbeddings: config.vocabSize, embeddingDim: C, ...(config.tieWordEmbeddings ? { tiedWith: "lm_head" } : {}) },
     { name: `${t}.wpe`, kind: "embedding", numEmbeddings: config.nPositions, embeddingDim: C },
     other(`${t}.drop`),
     other(`${t}.h`),
@@ -45,7 +45,7 @@ export function gpt2ModuleShapes(config: GPT2Config): ModuleShape[] {
     );
   }
   out.push(other(`${t}.ln_f`));
-  out.push({ name: "lm_head", kind: "linear", inFeatures: C, outFeatures: config.vocabSize, isOutputHead: true, tiedWith: `${t}.wte` });
+  out.push({ name: "lm_head", kind: "linear", inFeatures: C, outFeatures: config.vocabSize, isOutputHead: true, ...(config.tieWordEmbeddings ? { tiedWith: `${t}.wte` } : {}) });
   return out;
 }
 
