@@ -16,7 +16,7 @@ for case in range(n):
         cfg = GPT2Config(n_embd=C, n_head=heads, n_layer=rnd.choice([1, 2, 3]), vocab_size=V, n_positions=32,
                          layer_norm_epsilon=rnd.choice([1e-5, 1e-6]), activation_function=rnd.choice(["gelu_new", "gelu_pytorch_tanh", "gelu", "relu", "silu"]),
                          scale_attn_by_inverse_layer_idx=rnd.random() < 0.3, n_inner=rnd.choice([None, 3 * C]),
-                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=rnd.random() < 0.7)
         linears = ["c_attn", "c_proj", "c_fc"]
     else:
         heads = rnd.choice([2, 4]); kv = rnd.choice([h for h in [1, 2, 4] if heads % h == 0])
