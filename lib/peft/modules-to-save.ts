@@ -6,7 +6,8 @@
 // and forward runs the active adapter's copy, or the original when adapters are disabled or the
 // active adapter has no copy here. Other attributes (a LayerNorm's weight, an embedding's table)
 // are read from the module forward would run, as PEFT's __getattr__ does, so code that reaches
-// into the module (GPT-2's lm_head reads transformer.wte.weight) sees the same tensors forward uses.
+// into the module (a model's generationSpec reads its embeddings' weight) sees the tensors forward
+// uses. A tied head keeps the original's tensor: it is its own module (lm_head), not a read of it.
 // Saved keys drop the wrapper: `base_model.model.<path>.<param>` (reference §2).
 import { Module, ModuleList } from "../nn/module.js";
 import { noGrad, type Tensor } from "../tensor/tensor.js";
