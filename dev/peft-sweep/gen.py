@@ -6,23 +6,24 @@ from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
 
 out = sys.argv[1]; n = int(sys.argv[2]); seed0 = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+BIG = os.environ.get("BIG") == "1"  # GPT-2 124M-like widths and 70-130 positions: the kernels' block paths
 for case in range(n):
     seed = seed0 + case
     rnd = random.Random(seed); torch.manual_seed(seed)
     arch = rnd.choice(["gpt2", "llama", "mistral", "qwen2", "qwen3"])
     V = rnd.choice([61, 128, 203])
     if arch == "gpt2":
-        heads = rnd.choice([2, 4]); C = heads * rnd.choice([8, 16])
-        cfg = GPT2Config(n_embd=C, n_head=heads, n_layer=rnd.choice([1, 2, 3]), vocab_size=V, n_positions=32,
+        heads = rnd.choice([8, 12]) if BIG else rnd.choice([2, 4]); C = heads * (64 if BIG else rnd.choice([8, 16]))
+        cfg = GPT2Config(n_embd=C, n_head=heads, n_layer=rnd.choice([1, 2, 3]), vocab_size=V, n_positions=256 if BIG else 32,
                          layer_norm_epsilon=rnd.choice([1e-5, 1e-6]), activation_function=rnd.choice(["gelu_new", "gelu_pytorch_tanh", "gelu", "relu", "silu"]),
                          scale_attn_by_inverse_layer_idx=rnd.random() < 0.3, n_inner=rnd.choice([None, 3 * C]),
                          resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=rnd.random() < 0.7)
         linears = ["c_attn", "c_proj", "c_fc"]
     else:
-        heads = rnd.choice([2, 4]); kv = rnd.choice([h for h in [1, 2, 4] if heads % h == 0])
-        hd = rnd.choice([8, 16]); hidden = rnd.choice([32, 48])
-        kw = dict(vocab_size=V, hidden_size=hidden, intermediate_size=rnd.choice([40, 64]), num_hidden_layers=rnd.choice([1, 2, 3]),
-                  num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=64,
+        heads = rnd.choice([8, 9]) if BIG else rnd.choice([2, 4]); kv = rnd.choice([h for h in [1, 2, 3, 4] if heads % h == 0])
+        hd = rnd.choice([64, 128]) if BIG else rnd.choice([8, 16]); hidden = rnd.choice([512, 576]) if BIG else rnd.choice([32, 48])
+        kw = dict(vocab_size=V, hidden_size=hidden, intermediate_size=rnd.choice([1536, 1000]) if BIG else rnd.choice([40, 64]), num_hidden_layers=rnd.choice([1, 2, 3]),
+                  num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=256 if BIG else 64,
                   rope_theta=rnd.choice([10000.0, 500.0]), rms_norm_eps=rnd.choice([1e-5, 1e-6]),
                   tie_word_embeddings=rnd.random() < 0.5)
         if arch in ("llama", "qwen3", "mistral"): kw["head_dim"] = hd
@@ -86,7 +87,7 @@ for case in range(n):
         for name, p in peft.named_parameters():
             if "lora_B" in name or "lora_A" in name or "lora_magnitude" in name: p.add_(torch.randn_like(p) * 0.3)
             elif p.requires_grad: p.add_(torch.randn_like(p) * 0.05)
-    T = rnd.choice([7, 12]); B = rnd.choice([1, 2])
+    T = rnd.choice([70, 130]) if BIG else rnd.choice([7, 12]); B = rnd.choice([1, 2])
     ids = torch.randint(0, V, (B, T))
     peft.eval()
     with torch.no_grad(): logits = peft(input_ids=ids).logits

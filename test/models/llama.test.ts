@@ -104,6 +104,17 @@ describe("LlamaForCausalLM loading", () => {
     }
   });
 
+  it("a hidden_size that num_attention_heads does not divide gives head_dim by floor division, as transformers", () => {
+    const base = JSON.parse(readFileSync(join(ROOT, "llama-gqa", "config.json"), "utf8"));
+    const config = LlamaConfig.fromHF({ ...base, hidden_size: 40, num_attention_heads: 6, num_key_value_heads: 2, head_dim: undefined });
+    expect(config.attentionHeadDim).toBe(6); // 40 // 6
+    const model = new LlamaForCausalLM(config);
+    const attn = [...model.model.layers][0]!.self_attn;
+    expect([attn.q_proj.weight.shape, attn.k_proj.weight.shape, attn.o_proj.weight.shape]).toEqual([[36, 40], [12, 40], [40, 36]]);
+    expect(config.parameterCount).toBe(model.parameters().reduce((n, p) => n + p.size, 0));
+    model.dispose();
+  });
+
   it("refuses what the decoder does not implement yet, naming the config.json field", () => {
     const base = JSON.parse(readFileSync(join(ROOT, "llama-gqa", "config.json"), "utf8"));
     const refuse = (patch: Record<string, unknown>, field: RegExp) => expect(() => LlamaConfig.fromHF({ ...base, ...patch })).toThrow(field);

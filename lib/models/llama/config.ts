@@ -200,8 +200,9 @@ export class LlamaConfig {
   get kvHeads(): number {
     return this.numKeyValueHeads ?? this.numAttentionHeads;
   }
+  /** head_dim, else hidden_size // num_attention_heads (floor division, as transformers: q_proj then has fewer outputs than hidden_size). */
   get attentionHeadDim(): number {
-    return this.headDim ?? this.hiddenSize / this.numAttentionHeads;
+    return this.headDim ?? Math.floor(this.hiddenSize / this.numAttentionHeads);
   }
   /** Bias on q_proj, k_proj, v_proj: Qwen2 always, the others with attention_bias. */
   get qkvBias(): boolean {
@@ -259,9 +260,6 @@ export class LlamaConfig {
     for (const key of ["numKeyValueHeads", "headDim"] as const) {
       const v = this[key];
       if (v !== null && (!Number.isInteger(v) || v <= 0)) throw new Error(`${where}: ${HF_KEYS[key]} must be a positive integer or null, got ${shown(v)}`);
-    }
-    if (this.headDim === null && this.hiddenSize % this.numAttentionHeads !== 0) {
-      throw new Error(`${where}: hidden_size (${this.hiddenSize}) must be divisible by num_attention_heads (${this.numAttentionHeads}) when head_dim is not given`);
     }
     if (this.attentionHeadDim % 2 !== 0) throw new Error(`${where}: the head dimension (${this.attentionHeadDim}) must be even for rotary embeddings`);
     if (this.numAttentionHeads % this.kvHeads !== 0) {
