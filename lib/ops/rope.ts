@@ -112,10 +112,15 @@ export function rotaryInvFreq(D: number, theta: number, scaling: RopeScaling | n
   });
 }
 
+/** yarn's beta_fast and beta_slow, transformers' defaults (32 and 1) where unset or 0. */
+export function yarnBetas(s: Extract<RopeScaling, { ropeType: "yarn" }>): { betaFast: number; betaSlow: number } {
+  return { betaFast: s.betaFast || 32, betaSlow: s.betaSlow || 1 };
+}
+
 /** _compute_yarn_parameters' inverse frequencies, operation by operation in float32. */
 function yarnInvFreq(D: number, theta: number, s: Extract<RopeScaling, { ropeType: "yarn" }>): number[] {
   const f = Math.fround, half = D / 2;
-  const betaFast = s.betaFast || 32, betaSlow = s.betaSlow || 1, truncate = s.truncate ?? true;
+  const { betaFast, betaSlow } = yarnBetas(s), truncate = s.truncate ?? true;
   // the dimension at which a frequency turns `rotations` times over the original context (float64, as Python)
   const dimOf = (rotations: number) => (D * Math.log(s.originalMaxPositionEmbeddings / (rotations * 2 * Math.PI))) / (2 * Math.log(theta));
   let low = dimOf(betaFast), high = dimOf(betaSlow);

@@ -4,7 +4,6 @@
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { checkFitsInMemory } from "../runtime.js";
-import { compilePythonRegex } from "../io/pyregex.js";
 import { writeFileAtomic, writeFileAtomicAsync } from "../io/atomic.js";
 import { readSafetensors, readSafetensorsAsync, serializeSafetensors, toTensor, type SafetensorsFile } from "../io/safetensors.js";
 import { Conv1D, Embedding, Linear } from "../nn/layers.js";
@@ -21,7 +20,7 @@ import {
 import { isBaseMutatingInit } from "./init.js";
 import { LoraEmbedding, LoraLinear, wrapWithLora, type AdapterSpec, type LoraLayer } from "./layer.js";
 import { findModulesToSave, ModulesToSaveWrapper } from "./modules-to-save.js";
-import { countLoraParameters, planInjection } from "./targets.js";
+import { countLoraParameters, planInjection, targetModulesRegex } from "./targets.js";
 import { addWeightedAdapter, type WeightedAdapterOptions } from "./weighted.js";
 
 /** What a wrapped model must offer: a module tree and a forward pass. */
@@ -499,7 +498,7 @@ export class PeftModel<M extends BaseModel = BaseModel> extends Module {
     if (t === null) return false;
     if (typeof t !== "string") return names.some((n) => t.includes(n));
     if (t === "all-linear") return false;
-    const re = compilePythonRegex(t, "targetModules", (src) => `^(?:${src})$`, true);
+    const re = targetModulesRegex(t);
     return targetableModules(this.model).some(({ name }) => names.includes(name.split(".").pop()!) && re.test(name));
   }
 

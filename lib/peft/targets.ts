@@ -67,6 +67,11 @@ export function findMinimalTargetModules(targetModules: readonly string[], other
   return required.length > 0 ? required : targets;
 }
 
+/** targetModules given as a string: PEFT full-matches it against each module's whole name. */
+export function targetModulesRegex(pattern: string): RegExp {
+  return compilePythonRegex(pattern, "targetModules", (s) => `^(?:${s})$`, true);
+}
+
 /** A compiled view of the config's matching rules, mirroring check_target_module_exists. */
 class Matcher {
   private readonly targetRegex: RegExp | undefined;
@@ -79,7 +84,7 @@ class Matcher {
 
   constructor(config: LoraConfig, targetModules: readonly string[] | string) {
     if (typeof targetModules === "string") {
-      this.targetRegex = compilePythonRegex(targetModules, "targetModules", (s) => `^(?:${s})$`, true);
+      this.targetRegex = targetModulesRegex(targetModules);
     } else {
       this.targetList = new Set(targetModules);
     }

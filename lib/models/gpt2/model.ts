@@ -1,10 +1,9 @@
 // GPT-2 (transformers' GPT2LMHeadModel), with its parameter names, so Hugging Face checkpoints
 // and PEFT adapters address the same modules: transformer.wte / wpe / h.{i}.{ln_1, attn.c_attn,
-// attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj} / ln_f, and an lm_head tied to wte.
+// attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj} / ln_f, and lm_head (tied to wte unless tie_word_embeddings is false).
 import { checkpoint } from "../../autograd/checkpoint.js";
 import { attentionPrecision, scaledDotProductAttention } from "../../ops/attention.js";
 import { add, gelu, relu, silu } from "../../ops/elementwise.js";
-import { linear } from "../../ops/matmul.js";
 import { crossEntropy, linearCrossEntropy } from "../../ops/crossentropy.js";
 import { concat } from "../../ops/shape.js";
 import { Conv1D, Dropout, Embedding, LayerNorm, Linear } from "../../nn/layers.js";

@@ -1,7 +1,7 @@
 // Llama-family hyper-parameters (model_type llama, mistral, qwen2, qwen3), with config.json's snake_case
 // names mapped to camelCase. What the decoder does not implement yet is refused by field name,
 // so a config is never run with semantics silently dropped.
-import { ROPE_SCALING_TYPES, type RopeScaling } from "../../ops/rope.js";
+import { ROPE_SCALING_TYPES, yarnBetas, type RopeScaling } from "../../ops/rope.js";
 
 export const LLAMA_MODEL_TYPES = ["llama", "mistral", "qwen2", "qwen3"] as const;
 export type LlamaModelType = (typeof LLAMA_MODEL_TYPES)[number];
@@ -79,8 +79,6 @@ function shown(value: unknown): string {
   return text.length > 80 ? `${text.slice(0, 80)}…` : text;
 }
 
-const isSet = (v: unknown) => v !== undefined && v !== null && v !== false;
-
 /**
  * The config.json fields whose semantics lowrank does not implement yet, when set: each message
  * names the field and what is supported. Checked on the raw JSON, before defaults apply.
@@ -122,10 +120,12 @@ function ropeScalingFromHF(json: Record<string, unknown>): RopeScaling | null {
     return v;
   };
   if (type === "linear") return { ropeType: "linear", factor: num("factor") };
+  // llama3's and yarn's pretraining context: the dict's, else the top level's, else max_position_embeddings
+  const originalMax = () => num("original_max_position_embeddings", json.original_max_position_embeddings ?? json.max_position_embeddings ?? 2048);
   if (type === "llama3") {
     return {
       ropeType: "llama3", factor: num("factor"), lowFreqFactor: num("low_freq_factor"), highFreqFactor: num("high_freq_factor"),
-      originalMaxPositionEmbeddings: num("original_max_position_embeddings", json.original_max_position_embeddings ?? json.max_position_embeddings ?? 2048),
+      originalMaxPositionEmbeddings: originalMax(),
     };
   }
   if (type === "yarn") {
@@ -134,8 +134,7 @@ function ropeScalingFromHF(json: Record<string, unknown>): RopeScaling | null {
       throw new Error(`LlamaConfig: config.json's ${field} of type "yarn" needs truncate true or false, got ${shown(rope.truncate)}`);
     }
     return {
-      ropeType: "yarn", factor: num("factor"),
-      originalMaxPositionEmbeddings: num("original_max_position_embeddings", json.original_max_position_embeddings ?? json.max_position_embeddings ?? 2048),
+      ropeType: "yarn", factor: num("factor"), originalMaxPositionEmbeddings: originalMax(),
       attentionFactor: opt("attention_factor"), betaFast: opt("beta_fast"), betaSlow: opt("beta_slow"), mscale: opt("mscale"),
       mscaleAllDim: opt("mscale_all_dim"), truncate: (rope.truncate as boolean | undefined) ?? null,
     };
@@ -295,18 +294,14 @@ export class LlamaConfig {
       if (!(s.highFreqFactor > s.lowFreqFactor)) {
         throw new Error(`${where}: rope_scaling.high_freq_factor (${shown(s.highFreqFactor)}) must be greater than low_freq_factor (${shown(s.lowFreqFactor)})`);
       }
-      if (!(s.originalMaxPositionEmbeddings > 0)) {
-        throw new Error(`${where}: rope_scaling.original_max_position_embeddings must be > 0, got ${shown(s.originalMaxPositionEmbeddings)}`);
-      }
+    }
+    if (s.ropeType !== "linear" && !(s.originalMaxPositionEmbeddings > 0)) {
+      throw new Error(`${where}: rope_scaling.original_max_position_embeddings must be > 0, got ${shown(s.originalMaxPositionEmbeddings)}`);
     }
     if (s.ropeType === "yarn") {
-      if (!(s.originalMaxPositionEmbeddings > 0)) {
-        throw new Error(`${where}: rope_scaling.original_max_position_embeddings must be > 0, got ${shown(s.originalMaxPositionEmbeddings)}`);
-      }
       if (s.attentionFactor !== null && !(s.attentionFactor > 0)) throw new Error(`${where}: rope_scaling.attention_factor must be > 0, got ${shown(s.attentionFactor)}`);
-      if ((s.betaFast || 32) < (s.betaSlow || 1)) {
-        throw new Error(`${where}: rope_scaling.beta_fast (${shown(s.betaFast ?? 32)}) must be at least beta_slow (${shown(s.betaSlow ?? 1)})`);
-      }
+      const { betaFast, betaSlow } = yarnBetas(s);
+      if (betaFast < betaSlow) throw new Error(`${where}: rope_scaling.beta_fast (${shown(betaFast)}) must be at least beta_slow (${shown(betaSlow)})`);
     }
   }
 

@@ -6,7 +6,6 @@
 import { checkpoint } from "../../autograd/checkpoint.js";
 import { attentionPrecision, scaledDotProductAttention } from "../../ops/attention.js";
 import { add, mul, silu } from "../../ops/elementwise.js";
-import { linear } from "../../ops/matmul.js";
 import { applyRotary, rotaryCosSin } from "../../ops/rope.js";
 import { Embedding, Linear, RMSNorm } from "../../nn/layers.js";
 import { Module, ModuleList } from "../../nn/module.js";
